@@ -1,0 +1,26 @@
+r"""Render derived SymPy expressions as NumPy source and as LaTeX, through jinja2 templates.
+
+``derive`` hands this package one plain value per generated file, a
+:class:`~codegen.spec.Module` of :class:`~codegen.spec.Kernel` values; the renderers
+print right-hand sides with SymPy's printers and lay them out with templates that hold
+no formulas.
+
+Example:
+    >>> import sympy as sp
+    >>> from codegen import Arg, Kernel, Output, lambdify_kernel
+    >>> x = sp.Symbol("x", real=True)
+    >>> f = lambdify_kernel(Kernel("twice", (Arg("x", "elementwise", "x"),),
+    ...                            (Output("y", 2 * x, "2x"),), "Twice x."))
+    >>> float(f(1.5))
+    3.0
+"""
+
+from .latex import LatexOptions, latex, render_derivation, render_document
+from .numpy_backend import KernelPrinter, lambdify_kernel, plan_kernel, render_numpy
+from .spec import Arg, Kernel, Module, Output
+
+__all__ = [
+    "Arg", "Kernel", "Module", "Output",
+    "KernelPrinter", "plan_kernel", "render_numpy", "lambdify_kernel",
+    "LatexOptions", "latex", "render_derivation", "render_document",
+]

@@ -1,0 +1,274 @@
+r"""Render a :class:`~codegen.spec.Module` as NumPy source, and lambdify kernels in-process.
+
+The rendering follows SymForce: each kernel becomes a plan of statements -- calls of the
+callable arguments (each evaluated once), intermediate terms from common-subexpression
+elimination, and output terms -- printed by :class:`KernelPrinter` (right-hand sides
+only) and laid out by the jinja2 templates, which hold no formulas.
+
+Example:
+    >>> import sympy as sp
+    >>> from codegen.spec import Arg, Kernel, Output
+    >>> x = sp.Symbol("x", real=True)
+    >>> e = sp.exp(x)
+    >>> k = Kernel("f", (Arg("x", "batch", "input"),),
+    ...            (Output("y", e * (x + 1), "y"), Output("z", e * (x - 1), "z")), "")
+    >>> [(s.target, s.code) for s in plan_kernel(k).statements]
+    [('_tmp0', 'numpy.exp(x)'), ('y', '_tmp0*(x + 1)'), ('z', '_tmp0*(x - 1)')]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import sympy as sp
+from sympy.core.function import AppliedUndef
+from sympy.printing.numpy import NumPyPrinter
+
+from .nodes import IDENTITY, BlockMatrixSpec, ComponentSum
+from .spec import Kernel, Module
+from .environment import environment
+
+__all__ = ["KernelPrinter", "plan_kernel", "render_numpy", "lambdify_kernel"]
+
+
+class KernelPrinter(NumPyPrinter):
+    """SymPy's NumPy printer with this project's rules, in one table (:attr:`RULES`)."""
+
+    printmethod = "_kernelcode"
+
+    #: Node type -> how it prints; every project-specific rule lives here.
+    RULES: dict[type, Callable[[KernelPrinter, sp.Basic], str]] = {
+        ComponentSum: lambda p, e: f"numpy.sum({p._print(e.args[0])}, axis=-1)",
+    }
+
+    def __init__(self) -> None:
+        super().__init__({"strict": True, "fully_qualified_modules": True})
+
+    def _print(self, expr: Any, **kwargs: Any) -> str:
+        for cls in type(expr).__mro__:
+            rule = self.RULES.get(cls)
+            if rule is not None:
+                return rule(self, expr)
+        if isinstance(expr, AppliedUndef):
+            raise TypeError(
+                f"cannot print the call {expr}: a callable's result must be computed once and "
+                "substituted before printing"
+            )
+        return super()._print(expr, **kwargs)
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One line of a kernel body: a call of a callable argument, or an assignment."""
+
+    kind: str  # "call" | "assign"
+    target: str
+    code: str
+    callee: str = ""
+    arg: str = ""
+    shape: str = ""  # for calls: "vector" or "matrix"
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """How to assemble one block of a block-matrix output from planned names."""
+
+    row: str
+    col: str
+    terms: tuple[tuple[str, str], ...]  # (coefficient name or "", matrix name or "")
+    description: str
+
+
+@dataclass
+class KernelPlan:
+    """The statements of a kernel body, ready for the template."""
+
+    statements: list[Statement] = field(default_factory=list)
+    blocks: dict[str, tuple[BlockPlan, ...]] = field(default_factory=dict)
+    n_intermediate: int = 0
+
+
+def _call_name(app: AppliedUndef) -> str:
+    return "_".join([app.func.__name__] + [str(a) for a in app.args])
+
+
+def _sorted(items: Any) -> list[Any]:
+    return sorted(items, key=sp.default_sort_key)
+
+
+def plan_kernel(kernel: Kernel, printer: KernelPrinter | None = None) -> KernelPlan:
+    """Order the kernel's calls and assignments, CSE each stage, and print right-hand sides.
+
+    A stage is every output whose inputs are available; callables run as soon as their
+    argument is available, once each.
+    """
+    printer = printer or KernelPrinter()
+    kinds = {a.name: a.kind for a in kernel.args}
+    available = {a.name for a in kernel.args if a.is_array}
+    pending: list[tuple[str, sp.Expr]] = []
+    block_terms: dict[str, list[list[tuple[str, sp.Basic]]]] = {}
+    matrix_calls: list[AppliedUndef] = []
+    for out in kernel.outputs:
+        if isinstance(out.value, BlockMatrixSpec):
+            rows = []
+            for b, block in enumerate(out.value):
+                terms = []
+                for t, term in enumerate(block.terms):
+                    coef_name = f"_{out.name}{b}{t}"
+                    if term.coef != 1:
+                        pending.append((coef_name, term.coef))
+                    else:
+                        coef_name = ""
+                    terms.append((coef_name, term.matrix))
+                    if term.matrix != IDENTITY:
+                        matrix_calls.append(term.matrix)
+                rows.append(terms)
+            block_terms[out.name] = rows
+        else:
+            pending.append((out.name, out.value))
+
+    plan = KernelPlan()
+    calls: dict[AppliedUndef, sp.Symbol] = {}
+    tmp = sp.numbered_symbols("_tmp")
+
+    def emit_calls(apps: list[AppliedUndef]) -> None:
+        for app in _sorted(apps):
+            if app in calls or not {str(a) for a in app.args} <= available:
+                continue
+            name = _call_name(app)
+            callee = app.func.__name__
+            shape = "matrix" if kinds.get(callee) == "jacobian" else "vector"
+            plan.statements.append(Statement("call", name, "", callee, str(app.args[0]), shape))
+            calls[app] = sp.Symbol(name, real=True)
+            available.add(name)
+
+    all_apps = [a for _, e in pending for a in e.atoms(AppliedUndef)] + matrix_calls
+    while pending:
+        emit_calls(all_apps)
+        ready = [(name, e.xreplace(calls)) for name, e in pending
+                 if not (e.atoms(AppliedUndef) - set(calls))
+                 and {s.name for s in e.xreplace(calls).free_symbols} <= available]
+        if not ready:
+            missing = ", ".join(name for name, _ in pending)
+            raise ValueError(f"kernel {kernel.name}: cannot order the computation of {missing}")
+        replacements, reduced = sp.cse([e for _, e in ready], symbols=tmp, order="canonical")
+        for sym, expr in replacements:
+            plan.statements.append(Statement("assign", str(sym), printer.doprint(expr)))
+            plan.n_intermediate += 1
+        for (name, _), expr in zip(ready, reduced, strict=True):
+            plan.statements.append(Statement("assign", name, printer.doprint(expr)))
+            available.add(name)
+        done = {name for name, _ in ready}
+        pending = [(n, e) for n, e in pending if n not in done]
+    emit_calls(all_apps)
+
+    for out_name, rows in block_terms.items():
+        out = next(o for o in kernel.outputs if o.name == out_name)
+        assert isinstance(out.value, BlockMatrixSpec)
+        blocks = []
+        for block, terms in zip(out.value, rows, strict=True):
+            printed = tuple(
+                (coef, "" if m == IDENTITY else str(calls[m])) for coef, m in terms
+            )
+            blocks.append(BlockPlan(block.row, block.col, printed, block.description))
+        plan.blocks[out_name] = tuple(blocks)
+    return plan
+
+
+def render_numpy(module: Module, command: str) -> str:
+    """The source of ``generated/<module.name>.py``.
+
+    Arguments:
+        module: the module specification.
+        command: the command that regenerates the file, for its header.
+    """
+    printer = KernelPrinter()
+    plans = {k.name: plan_kernel(k, printer) for k in module.kernels}
+    template = environment().get_template("module.py.jinja")
+    return template.render(module=module, plans=plans, command=command)
+
+
+# --- in-process evaluation -----------------------------------------------------------
+
+
+def _block_value(value: BlockMatrixSpec, fns: dict[str, Callable[..., Any]],
+                 env: dict[str, Any]) -> np.ndarray:
+    """Assemble a block matrix numerically from its terms (in-process path)."""
+    blocks = []
+    for block in value:
+        acc = None
+        for term in block.terms:
+            coef = np.asarray(_lambdify_expr(term.coef, env, fns))
+            rows = coef[..., :, None] if coef.ndim else coef
+            if term.matrix == IDENTITY:
+                part = rows * np.eye(env["_n"])
+            else:
+                part = rows * _lambdify_expr(term.matrix, env, fns)
+            acc = part if acc is None else acc + part
+        if acc is None:
+            acc = np.zeros(env["_batch"] + (env["_n"], env["_n"]))
+        blocks.append(np.broadcast_to(acc, env["_batch"] + (env["_n"], env["_n"])))
+    top = np.concatenate(blocks[:2], axis=-1)
+    bottom = np.concatenate(blocks[2:], axis=-1)
+    return np.concatenate([top, bottom], axis=-2)
+
+
+def _lambdify_expr(expr: sp.Basic, env: dict[str, Any], fns: dict[str, Callable[..., Any]]) -> Any:
+    syms = _sorted(expr.free_symbols)
+    funcs = sorted({a.func for a in expr.atoms(AppliedUndef)}, key=lambda f: f.__name__)
+    modules = [{"ComponentSum": lambda v: np.sum(v, axis=-1)}, "numpy"]
+    fn = sp.lambdify(syms + funcs, expr, modules=modules)
+    return fn(*[env[s.name] for s in syms], *[fns[f.__name__] for f in funcs])
+
+
+def lambdify_kernel(kernel: Kernel) -> Callable[..., Any]:
+    """An in-process NumPy function for ``kernel`` built with :func:`sympy.lambdify`.
+
+    It takes the same positional arguments as the generated kernel but does no input
+    validation and no CSE: it serves the engine's own spot checks.
+    """
+    arrays = [a.name for a in kernel.args if a.is_array]
+    callables = [a.name for a in kernel.args if not a.is_array]
+
+    def run(*args: Any) -> Any:
+        env = dict(zip(kernel.arg_names, args, strict=True))
+        fns = {name: env.pop(name) for name in callables}
+        if any(a.kind == "batch" for a in kernel.args):
+            shapes = [np.shape(env[a]) for a in arrays if a != "s"]
+            env["_batch"] = np.broadcast_shapes(*[sh[:-1] for sh in shapes])
+            env["_n"] = shapes[0][-1]
+        results = {}
+        for out in _dependency_order(kernel):
+            if isinstance(out.value, BlockMatrixSpec):
+                value = _block_value(out.value, fns, env)
+            else:
+                value = _lambdify_expr(out.value, env, fns)
+            env[out.name] = value
+            results[out.name] = value
+        values = tuple(results[o.name] for o in kernel.outputs)
+        return values[0] if len(values) == 1 else values
+
+    run.__name__ = kernel.name
+    run.__doc__ = kernel.summary
+    return run
+
+
+def _dependency_order(kernel: Kernel) -> Iterator[Any]:
+    names = {o.name for o in kernel.outputs}
+    done: set[str] = set()
+    pending = list(kernel.outputs)
+    while pending:
+        for out in pending:
+            exprs = ([t.coef for b in out.value for t in b.terms]
+                     if isinstance(out.value, BlockMatrixSpec) else [out.value])
+            deps = {s.name for e in exprs for s in e.free_symbols} & names
+            if deps <= done:
+                done.add(out.name)
+                pending.remove(out)
+                yield out
+                break
+        else:
+            raise ValueError(f"kernel {kernel.name}: outputs depend on each other in a cycle")

@@ -1,0 +1,136 @@
+r"""The one plain value ``derive`` hands to ``codegen``: named inputs, named outputs, docs.
+
+A :class:`Kernel` is one function of a generated module: its arguments (each with a
+kind that fixes its shape contract), its output expressions in return order, and its
+docstring. A :class:`Module` is a generated file: its kernels, what it was derived
+from, and the shape contract its arguments follow.
+
+Example:
+    >>> import sympy as sp
+    >>> x = sp.Symbol("x", real=True)
+    >>> k = Kernel("double", (Arg("x", "batch", "the input"),),
+    ...            (Output("y", 2 * x, "twice x"),), "Twice the input.")
+    >>> k.arg_names
+    ('x',)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import sympy as sp
+from sympy.core.function import AppliedUndef
+
+from .nodes import BlockMatrixSpec
+
+__all__ = ["Arg", "Output", "Kernel", "Module", "ArgKind"]
+
+#: ``batch``: an array ``(..., n)``; ``param``: a vector ``(n,)``; ``function``: a callable
+#: ``(..., n) -> (..., n)``; ``jacobian``: a callable ``(..., n) -> (..., n, n)``;
+#: ``elementwise``: an array of any shape, broadcast against the others; ``positive``: the
+#: same, but every entry must be > 0.
+ArgKind = Literal["batch", "param", "function", "jacobian", "elementwise", "positive"]
+_ARRAY_KINDS = ("batch", "param", "elementwise", "positive")
+_CALLABLE_KINDS = ("function", "jacobian")
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One argument of a kernel: its name, kind (see :data:`ArgKind`) and description."""
+
+    name: str
+    kind: ArgKind
+    doc: str
+
+    @property
+    def is_array(self) -> bool:
+        return self.kind in _ARRAY_KINDS
+
+    @property
+    def symbol(self) -> sp.Symbol:
+        return sp.Symbol(self.name, real=True)
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output: a vector-level expression or a block matrix, and what it is.
+
+    ``reduced=True`` marks an output that sums over the component axis (shape ``(...,)``).
+    """
+
+    name: str
+    value: sp.Expr | BlockMatrixSpec
+    doc: str
+    reduced: bool = False
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A function of a generated module: arguments, outputs (in return order), docstring."""
+
+    name: str
+    args: tuple[Arg, ...]
+    outputs: tuple[Output, ...]
+    summary: str
+    details: str = ""
+
+    def __post_init__(self) -> None:
+        names = [a.name for a in self.args]
+        known = {a.name for a in self.args if a.is_array} | {o.name for o in self.outputs}
+        callables = {a.name for a in self.args if a.kind in _CALLABLE_KINDS}
+        for out in self.outputs:
+            exprs = _expressions(out.value)
+            for e in exprs:
+                for sym in e.free_symbols:
+                    if sym.name not in known:
+                        raise ValueError(
+                            f"kernel {self.name}: output {out.name} uses {sym}, which is "
+                            f"neither an argument ({', '.join(names)}) nor an output"
+                        )
+                for app in e.atoms(AppliedUndef):
+                    if app.func.__name__ not in callables:
+                        raise ValueError(
+                            f"kernel {self.name}: output {out.name} calls {app.func}, which "
+                            "is not a callable argument"
+                        )
+
+    @property
+    def arg_names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.args)
+
+
+def _expressions(value: sp.Expr | BlockMatrixSpec) -> list[sp.Expr]:
+    if isinstance(value, BlockMatrixSpec):
+        out: list[sp.Expr] = []
+        for block in value:
+            for term in block.terms:
+                out.append(term.coef)
+                if isinstance(term.matrix, AppliedUndef):
+                    out.append(term.matrix)
+        return out
+    return [value]
+
+
+@dataclass(frozen=True)
+class Module:
+    """A generated module: its kernels and where they come from.
+
+    Arguments:
+        name: the module name (``generated/<name>.py``).
+        title: a one-line description, the module docstring's first line.
+        description: a paragraph for the module docstring.
+        kernels: the functions, in order.
+        source: what the kernels were derived from, for the header.
+        contract: ``"coupling"`` (arrays ``(..., n)`` with a parameter ``(n,)``) or
+            ``"elementwise"`` (arrays of any broadcastable shape).
+        example: doctest lines for the module docstring.
+    """
+
+    name: str
+    title: str
+    description: str
+    kernels: tuple[Kernel, ...]
+    source: str
+    contract: Literal["coupling", "elementwise"]
+    example: str = ""

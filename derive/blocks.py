@@ -1,0 +1,43 @@
+r"""The coupling blocks the engine ships: each is its two equations and nothing more.
+
+To add a block, write its ``i``-th components with the symbols of
+:mod:`derive.vocabulary` and add it to :data:`BLOCKS`; ``derive generate`` then derives
+it and writes ``generated/<name>.py``.
+
+Example:
+    >>> sorted(BLOCKS)
+    ['coupling', 'coupling_additive', 'coupling_affine']
+"""
+
+from __future__ import annotations
+
+from sympy import exp
+
+from .coupling import CouplingBlock
+from .vocabulary import F, G, s, x1, x2
+
+__all__ = ["BLOCKS", "QUESTION_BLOCK"]
+
+_BLOCKS = [
+    CouplingBlock(
+        "coupling", "the question's affine coupling block",
+        y1=exp(G) * x1 + F, y2=exp(s) * x2,
+        summary="Equation (1) of question 1: an affine coupling with a learned scale exp(s) "
+                "on x2.",
+    ),
+    CouplingBlock(
+        "coupling_affine", "RealNVP's affine coupling block",
+        y1=exp(G) * x1 + F, y2=x2,
+        summary="The affine coupling of RealNVP (Dinh et al., 2017): x2 passes unchanged.",
+    ),
+    CouplingBlock(
+        "coupling_additive", "NICE's additive coupling block",
+        y1=x1 + F, y2=x2,
+        summary="The additive coupling of NICE (Dinh et al., 2015): volume preserving.",
+    ),
+]
+
+#: Every shipped block, by name.
+BLOCKS: dict[str, CouplingBlock] = {b.name: b for b in _BLOCKS}
+#: The block question 1 asks about.
+QUESTION_BLOCK = "coupling"

@@ -1,0 +1,297 @@
+r"""Question 1: coupling blocks as specifications, and what the engine derives from them.
+
+A :class:`CouplingBlock` is the ``i``-th component of its two output equations, written
+with the symbols of :mod:`derive.vocabulary`. From it the engine derives, by solving and
+differentiating (never by looking an answer up):
+
+* :func:`derive_inverse` (1.1): ``x2`` from the second equation, then ``x1`` from the first;
+* :func:`derive_jacobian` (1.2): the four ``n x n`` blocks of ``dy/dx`` by the chain rule,
+  for ``F, G`` that are *not* element-wise;
+* :func:`derive_determinant` (1.3): the determinant from the block-triangular structure,
+  the log-determinant, and whether the block preserves volume.
+
+Every step is checked in index notation and, where SymPy cannot decide it there, with
+explicit ``2n x 2n`` matrices at ``n = 1, 2, 3``.
+
+Example:
+    >>> import sympy as sp
+    >>> from derive.vocabulary import x1, x2, s, F, G
+    >>> block = CouplingBlock("demo", "A demo block", y1=sp.exp(G) * x1 + F, y2=sp.exp(s) * x2)
+    >>> derive_determinant(block).result("log_abs_det")
+    Sum(G[i], (i, 0, n - 1)) + Sum(s[i], (i, 0, n - 1))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import sympy as sp
+
+from codegen.nodes import IDENTITY, BlockMatrixSpec, BlockSpec, Term
+
+from .derivation import Derivation, Result, Step
+from .vocabulary import (
+    FB,
+    FUNCTIONS,
+    GB,
+    JACOBIANS,
+    S,
+    X1,
+    X2,
+    Y1,
+    Y2,
+    DetBlock,
+    DetJacobian,
+    i,
+    index_model,
+    j,
+    n,
+    to_vector,
+    vector_call,
+)
+
+__all__ = [
+    "CouplingBlock",
+    "derive_inverse",
+    "derive_jacobian",
+    "derive_determinant",
+    "jacobian_blocks",
+]
+
+_INPUT_BASES = (X1, X2, S, FB, GB)
+_MODELS = (index_model((1, 2, 3)),)
+
+
+class SpecificationError(ValueError):
+    """A coupling specification the engine cannot derive from, and why."""
+
+
+@dataclass(frozen=True)
+class CouplingBlock:
+    """A coupling block: the ``i``-th components of ``y1`` and ``y2``.
+
+    Arguments:
+        name: the block's name, also its generated module's (``coupling_affine``).
+        title: a one-line title.
+        y1: ``y1_i`` in ``x1, x2, s, F, G`` (component ``i`` of each).
+        y2: ``y2_i`` in ``x2`` and ``s`` only, so that the block is triangular.
+        summary: a sentence on where the block comes from.
+    """
+
+    name: str
+    title: str
+    y1: sp.Expr
+    y2: sp.Expr
+    summary: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier():
+            raise SpecificationError(f"name: expected a Python identifier, got {self.name!r}")
+        for label, expr in (("y1", self.y1), ("y2", self.y2)):
+            for atom in sp.sympify(expr).atoms(sp.Indexed):
+                if atom.base not in _INPUT_BASES or atom.indices != (i,):
+                    raise SpecificationError(
+                        f"{self.name}: {label} may use only the i-th components of "
+                        f"x1, x2, s, F, G; it uses {atom}"
+                    )
+        bad = {a.base for a in sp.sympify(self.y2).atoms(sp.Indexed)} & {X1, FB, GB}
+        if bad:
+            names = ", ".join(sorted(str(b) for b in bad))
+            raise SpecificationError(
+                f"{self.name}: y2 must not depend on {names}; the engine derives triangular "
+                "coupling blocks, where y2 is a function of x2 and s alone"
+            )
+        if not sp.sympify(self.y1).has(X1[i]):
+            raise SpecificationError(f"{self.name}: y1 does not depend on x1; not invertible")
+
+    @property
+    def given(self) -> dict[sp.Indexed, sp.Expr]:
+        """The block's equations as substitutions ``{y1_i: ..., y2_i: ...}``."""
+        return {Y1[i]: self.y1, Y2[i]: self.y2}
+
+    @property
+    def outputs(self) -> dict[str, sp.Expr]:
+        return {"y1": self.y1, "y2": self.y2}
+
+
+def _solve_unique(block: CouplingBlock, eq: sp.Eq, unknown: sp.Indexed) -> sp.Expr:
+    solutions = sp.solve(eq, unknown, dict=False)
+    if len(solutions) != 1:
+        raise SpecificationError(
+            f"{block.name}: solving {eq} for {unknown} gave {len(solutions)} solutions; "
+            "a coupling block needs exactly one"
+        )
+    return solutions[0]
+
+
+@cache
+def derive_inverse(block: CouplingBlock) -> Derivation:
+    """1.1: invert the block, ``x2`` from the second equation, then ``x1`` from the first."""
+    x2_sol = _solve_unique(block, sp.Eq(Y2[i], block.y2), X2[i])
+    x1_sol = _solve_unique(block, sp.Eq(Y1[i], block.y1), X1[i])
+    steps = [
+        Step(X2[i], x2_sol, "solve the second equation for x2 (it involves x2 and s only)",
+             given={Y2[i]: block.y2}),
+        Step(X1[i], x1_sol,
+             "x2 is now known, so F(x2) and G(x2) can be evaluated; solve the first equation "
+             "for x1", given={Y1[i]: block.y1}),
+    ]
+    results = [
+        Result("x2", x2_sol, "the second input, from y2 alone", X2[i]),
+        Result("x1", x1_sol, "the first input, with F and G evaluated at the recovered x2",
+               X1[i]),
+    ]
+    return Derivation(
+        "1.1", f"Inverting {block.title}",
+        "Give x1 and x2 from y1 and y2.",
+        steps, results,
+        conclusion="Invert the second equation first; with x2 known, the first is solved "
+                   "for x1 component by component.",
+        models=_MODELS, variant=block.name,
+    )
+
+
+def _chain_rule(expr: sp.Expr, wrt: sp.IndexedBase) -> tuple[sp.Expr, tuple[Term, ...]]:
+    """``d expr_i / d wrt_j`` by the chain rule, as an entry and as matrix terms."""
+    delta = sp.KroneckerDelta(i, j)
+    direct = sp.diff(expr, wrt[i])
+    entry = direct * delta
+    terms = [Term(to_vector(direct), IDENTITY)] if direct != 0 else []
+    for fbase, arg in FUNCTIONS.items():
+        if arg != wrt:
+            continue
+        partial = sp.diff(expr, fbase[i])
+        entry += partial * JACOBIANS[fbase][i, j]
+        if partial != 0:
+            terms.append(Term(to_vector(partial), vector_call(JACOBIANS[fbase])))
+    return entry, tuple(terms)
+
+
+_BLOCK_NAMES = {
+    ("y1", "x1"): "how y1 changes with x1",
+    ("y1", "x2"): "how y1 changes with x2, directly and through F(x2) and G(x2)",
+    ("y2", "x1"): "how y2 changes with x1",
+    ("y2", "x2"): "how y2 changes with x2",
+}
+
+
+@cache
+def derive_jacobian(block: CouplingBlock) -> Derivation:
+    """1.2: the Jacobian ``dy/dx`` as a 2x2 block matrix, by the chain rule."""
+    steps, results, blocks = [], [], {}
+    for out_name, out_base in (("y1", Y1), ("y2", Y2)):
+        for in_name, in_base in (("x1", X1), ("x2", X2)):
+            expr = block.outputs[out_name]
+            entry, terms = _chain_rule(expr, in_base)
+            through = [f"{f.label}(x2)" for f, a in FUNCTIONS.items()
+                       if a == in_base and sp.diff(expr, f[i]) != 0]
+            reason = (f"{out_name}_i depends on {in_name}_j directly only when j = i"
+                      + (f", and through {' and '.join(through)} for every j (chain rule)"
+                         if through else ""))
+            steps.append(Step(sp.Derivative(out_base[i], in_base[j]), entry, reason,
+                              given=block.given))
+            kind = ("zero" if not terms else "diagonal" if all(
+                t.matrix == IDENTITY for t in terms) else "full")
+            description = f"{_BLOCK_NAMES[(out_name, in_name)]}: {kind}"
+            blocks[(out_name, in_name)] = BlockSpec(out_name, in_name, terms, description)
+            results.append(Result(f"d{out_name}_d{in_name}", entry, description,
+                                  sp.Derivative(out_base[i], in_base[j])))
+    # The special case the hand-out's student assumed: element-wise F and G, whose
+    # Jacobians are diagonal, J_F = diag(F'(x2)).
+    elementwise = {
+        JACOBIANS[f][i, j]: sp.KroneckerDelta(i, j) * sp.Indexed(sp.IndexedBase(
+            f"d{f.label}", real=True), i) for f in FUNCTIONS
+    }
+    special = results[1].expr.xreplace(elementwise)
+    results.append(Result(
+        "dy1_dx2_elementwise", sp.factor_terms(special),
+        "the dy1/dx2 block when F and G act element-wise (dF_i = F_i'(x2_i)): diagonal",
+        sp.Derivative(Y1[i], X2[j])))
+    matrix = BlockMatrixSpec(((blocks[("y1", "x1")], blocks[("y1", "x2")]),
+                              (blocks[("y2", "x1")], blocks[("y2", "x2")])))
+    triangular = blocks[("y2", "x1")].is_zero
+    return Derivation(
+        "1.2", f"The Jacobian of {block.title}",
+        "Give the Jacobian dy/dx of y = (y1, y2) with respect to x = (x1, x2) as a 2x2 "
+        "block matrix, saying what each n x n block is.",
+        steps, results,
+        conclusion=("dy2/dx1 = 0, so the Jacobian is block upper-triangular."
+                    if triangular else "The Jacobian is not block-triangular."),
+        models=_MODELS, variant=block.name, data={"block_matrix": matrix},
+    )
+
+
+def jacobian_blocks(block: CouplingBlock) -> BlockMatrixSpec:
+    """The block matrix of :func:`derive_jacobian`, blocks as ``diag(c) @ M`` terms."""
+    matrix = derive_jacobian(block).data["block_matrix"]
+    assert isinstance(matrix, BlockMatrixSpec)
+    return matrix
+
+
+def _log_abs_unevaluated(expr: sp.Expr) -> sp.Expr:
+    """``log|expr|`` as written, before any simplification (for display)."""
+    return sp.log(sp.Abs(expr, evaluate=False), evaluate=False)
+
+
+def _log_abs(expr: sp.Expr) -> sp.Expr:
+    """``log|expr|`` simplified without ever forming ``exp`` (``log|exp(u)| = u``)."""
+    return sp.simplify(sp.expand_log(sp.log(sp.Abs(expr)), force=True))
+
+
+@cache
+def derive_determinant(block: CouplingBlock) -> Derivation:
+    """1.3: the determinant, the log-determinant and the volume-preservation verdict."""
+    matrix = jacobian_blocks(block)
+    (a_block, _), (c_block, d_block) = matrix.blocks
+    if not c_block.is_zero:
+        raise SpecificationError(f"{block.name}: dy2/dx1 != 0; the block is not triangular")
+    if not (a_block.is_diagonal and d_block.is_diagonal):
+        raise SpecificationError(f"{block.name}: a diagonal block is not diagonal")
+    jac = derive_jacobian(block)
+    a = jac.result("dy1_dx1").coeff(sp.KroneckerDelta(i, j))
+    d = jac.result("dy2_dx2").coeff(sp.KroneckerDelta(i, j))
+    det_full = DetJacobian(block.y1, block.y2)
+    det_a, det_d = DetBlock(block.y1, X1, Y1), DetBlock(block.y2, X2, Y2)
+    prod = sp.Product(a, (i, 0, n - 1)) * sp.Product(d, (i, 0, n - 1))
+    log_a, log_d = _log_abs(a), _log_abs(d)
+    log_det = (sp.Sum(log_a, (i, 0, n - 1)).doit() + sp.Sum(log_d, (i, 0, n - 1)).doit())
+    positive = bool(a.is_positive and d.is_positive)
+    det = sp.exp(log_det) if positive else prod
+    steps = [
+        Step(det_full, det_a * det_d,
+             "dy2/dx1 = 0: the Jacobian is block upper-triangular, so its determinant is the "
+             "product of the determinants of its diagonal blocks"),
+        Step(det_a * det_d, prod,
+             "both diagonal blocks are diagonal matrices: each determinant is the product "
+             "of its diagonal entries"),
+    ]
+    if positive:
+        reason = ("every factor is 1" if prod.doit() == det
+                  else "a product of exponentials is the exponential of the sum")
+        steps.append(Step(prod, det, reason))
+    sum_of_logs = sp.Add(*(sp.Sum(_log_abs_unevaluated(v), (i, 0, n - 1)) for v in (a, d)),
+                         evaluate=False)
+    steps += [
+        Step(sp.log(sp.Abs(det_full)), sum_of_logs,
+             "the log of a product is the sum of the logs"),
+        Step(sum_of_logs, log_det, "log|exp(u)| = u for real u: no exponential is ever formed"),
+    ]
+    preserving = log_det == 0
+    condition = sp.true if preserving else sp.Eq(log_det, 0)
+    results = [
+        Result("det", det, "the determinant of dy/dx", det_full),
+        Result("log_abs_det", log_det, "log|det(dy/dx)|", sp.log(sp.Abs(det_full))),
+        Result("volume_condition", condition,
+               "where the block preserves volume (|det| = 1)"),
+    ]
+    if preserving:
+        verdict = "Volume preserving: |det(dy/dx)| = 1 for every input."
+    else:
+        verdict = ("Not volume preserving in general: |det(dy/dx)| = 1 exactly where "
+                   "log|det| = 0, the condition in the results.")
+    return Derivation(
+        "1.3", f"The determinant of {block.title}",
+        "Give det(dy/dx). Is the block volume preserving? Justify.",
+        steps, results, conclusion=verdict, models=_MODELS, variant=block.name,
+    )

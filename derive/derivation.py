@@ -1,0 +1,257 @@
+r"""Derivations as data: an ordered chain of checked equalities and named results.
+
+A :class:`Derivation` is built from :class:`Step` values. Building it checks every step:
+first symbolically (``simplify(lhs - rhs) == 0``); where SymPy cannot decide, in every
+concrete *model* the derivation names (index notation expanded at ``n = 1, 2, 3``, or a
+model in which every abstract term has a closed form); and where that too is undecided,
+by evaluating both sides at random points. A step that fails raises
+:class:`StepCheckError`, so a wrong derivation cannot be built.
+
+Example:
+    >>> import sympy as sp
+    >>> a = sp.Symbol("a", positive=True)
+    >>> d = Derivation("demo", "Logs", "Simplify a log.",
+    ...                [Step(sp.log(a**2), 2 * sp.log(a), "log of a power")],
+    ...                [Result("value", 2 * sp.log(a), "the simplified log")])
+    >>> d.result("value")
+    2*log(a)
+    >>> Derivation("demo", "Logs", "A wrong step.",
+    ...            [Step(sp.log(a**2), sp.log(a), "wrong")], [])
+    Traceback (most recent call last):
+    ...
+    derive.derivation.StepCheckError: demo, step 1 ('wrong'): log(a**2) = log(a) is false
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import sympy as sp
+from sympy.core.function import AppliedUndef
+
+__all__ = [
+    "Step",
+    "Result",
+    "Derivation",
+    "StepCheckError",
+    "Model",
+    "check_step",
+    "equal",
+]
+
+#: A concrete model: maps the two sides of a step to pairs of explicit instances.
+Model = Callable[[sp.Basic, sp.Basic], Iterable[tuple[sp.Basic, sp.Basic]]]
+
+_NUMERIC_POINTS = 3
+_NUMERIC_DIGITS = 30
+_NUMERIC_TOL = 1e-12
+
+
+class StepCheckError(ValueError):
+    """A derivation step whose two sides are not equal."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One equality ``lhs = rhs`` of a derivation, with the reason it holds.
+
+    Arguments:
+        lhs: the left-hand side (a SymPy expression).
+        rhs: the right-hand side.
+        reason: why the equality holds, in words ("solve the second equation for x2").
+        given: substitutions the equality relies on, e.g. ``{y2: exp(s) * x2}``: the step
+            is checked after replacing each key by its value.
+    """
+
+    lhs: sp.Basic
+    rhs: sp.Basic
+    reason: str
+    given: tuple[tuple[sp.Basic, sp.Basic], ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.given, Mapping):
+            object.__setattr__(self, "given", tuple(self.given.items()))
+        object.__setattr__(self, "lhs", sp.sympify(self.lhs))
+        object.__setattr__(self, "rhs", sp.sympify(self.rhs))
+
+
+@dataclass(frozen=True)
+class Result:
+    """A named result of a derivation: an expression, what it is, and of what it is the value.
+
+    ``lhs`` (optional) is the quantity the result gives, for display (``x2_i = ...``).
+    """
+
+    name: str
+    expr: sp.Basic
+    description: str = ""
+    lhs: sp.Basic | None = None
+
+
+@dataclass(frozen=True)
+class Check:
+    """How a step was verified: ``"symbolic"``, ``"explicit"`` or ``"numeric"``."""
+
+    method: str
+    detail: str = ""
+
+
+def _numeric_value(expr: sp.Basic, rng: random.Random) -> sp.Basic:
+    """``expr`` evaluated at one random point, undefined functions made concrete."""
+
+    def concrete(app: AppliedUndef) -> sp.Expr:
+        # A smooth non-element-wise function of all its arguments, fixed by its name so
+        # both sides of a step see the same function.
+        frng = random.Random(zlib.crc32(str(app.func).encode()))
+        lin = sum(sp.Float(frng.uniform(-1, 1), 20) * a for a in app.args)
+        return sp.sin(lin + sp.Float(frng.uniform(-1, 1), 20)) + sp.Float(frng.uniform(-1, 1), 20)
+
+    e = expr.replace(lambda x: isinstance(x, AppliedUndef), concrete).doit()
+    values: dict[sp.Symbol, sp.Float] = {}
+    for sym in sorted(e.free_symbols, key=sp.default_sort_key):
+        if sym.is_positive or sym.is_nonnegative:
+            values[sym] = sp.Float(rng.uniform(0.3, 2.0), 20)
+        else:
+            values[sym] = sp.Float(rng.uniform(-1.5, 1.5), 20)
+    return e.subs(values).evalf(_NUMERIC_DIGITS)
+
+
+def _is_zero_symbolic(diff: sp.Basic) -> bool:
+    if isinstance(diff, sp.MatrixBase):
+        return all(_is_zero_symbolic(e) for e in diff)
+    if diff == 0 or sp.expand(diff) == 0:
+        return True
+    try:
+        return sp.simplify(diff) == 0
+    except (TypeError, NotImplementedError, ValueError):  # pragma: no cover - SymPy gaps
+        return False
+
+
+def _is_zero_numeric(diff: sp.Basic, seed: int) -> bool | None:
+    """True/False where every point evaluates to a number, None where one cannot."""
+    if isinstance(diff, sp.MatrixBase):
+        verdicts = [_is_zero_numeric(e, seed) for e in diff]
+        if any(v is False for v in verdicts):
+            return False
+        return None if any(v is None for v in verdicts) else True
+    rng = random.Random(seed)
+    for _ in range(_NUMERIC_POINTS):
+        value = _numeric_value(diff, rng)
+        if not value.is_number or value.has(sp.nan, sp.zoo, sp.oo, -sp.oo):
+            return None
+        if abs(complex(value)) > _NUMERIC_TOL:
+            return False
+    return True
+
+
+def equal(lhs: sp.Basic, rhs: sp.Basic, seed: int = 0) -> Check | None:
+    """Decide ``lhs == rhs`` symbolically, else numerically; ``None`` when they differ.
+
+    Raises ``StepCheckError`` when neither method can decide.
+    """
+    diff = lhs - rhs
+    if _is_zero_symbolic(diff):
+        return Check("symbolic")
+    verdict = _is_zero_numeric(diff, seed)
+    if verdict is None:
+        raise StepCheckError(f"cannot decide {lhs} = {rhs}: it does not evaluate to numbers")
+    return Check("numeric", f"{_NUMERIC_POINTS} random points") if verdict else None
+
+
+def _substitute(expr: sp.Basic, given: Sequence[tuple[sp.Basic, sp.Basic]]) -> sp.Basic:
+    return expr.xreplace(dict(given)) if given else expr
+
+
+def check_step(step: Step, models: Sequence[Model] = (), seed: int = 0) -> Check:
+    """Verify one step; return how, or raise :class:`StepCheckError` naming the step."""
+    from .vocabulary import is_opaque  # local: the vocabulary is one of several models
+
+    lhs = _substitute(step.lhs, step.given)
+    rhs = _substitute(step.rhs, step.given)
+    if not is_opaque(lhs - rhs) and _is_zero_symbolic(lhs - rhs):
+        return Check("symbolic")
+    instances: list[tuple[sp.Basic, sp.Basic]] = []
+    for model in models:
+        instances.extend(model(lhs, rhs))
+    if not instances:
+        instances = [(lhs, rhs)]
+    methods = set()
+    for k, (a, b) in enumerate(instances):
+        verdict = equal(a, b, seed=seed + k)
+        if verdict is None:
+            raise StepCheckError(
+                f"{sp.sstr(step.lhs)} = {sp.sstr(step.rhs)} is false"
+                + (f" (in model instance {k}: {sp.sstr(a)} != {sp.sstr(b)})" if models else "")
+            )
+        methods.add(verdict.method)
+    method = "numeric" if "numeric" in methods else "symbolic"
+    if models:
+        return Check("explicit", f"{len(instances)} explicit instances, {method}")
+    return Check(method)
+
+
+@dataclass(frozen=True)
+class Derivation:
+    """An ordered chain of checked steps and its named results.
+
+    Arguments:
+        qid: the question id, e.g. ``"1.2"``.
+        title: a short title.
+        statement: the question, in the project's own words.
+        steps: the chain of equalities; each is checked when the derivation is built.
+        results: the named results.
+        conclusion: a sentence stating the answer in words (optional).
+        models: concrete models in which steps SymPy cannot decide abstractly are checked.
+        variant: which block or parameterization the derivation is for.
+        data: named values that are not expressions (a block matrix, a graph).
+    """
+
+    qid: str
+    title: str
+    statement: str
+    steps: Sequence[Step]
+    results: Sequence[Result]
+    conclusion: str = ""
+    models: Sequence[Model] = ()
+    variant: str = ""
+    data: Mapping[str, object] = field(default_factory=dict, compare=False)
+    checks: tuple[Check, ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "steps", tuple(self.steps))
+        object.__setattr__(self, "results", tuple(self.results))
+        object.__setattr__(self, "models", tuple(self.models))
+        names = [r.name for r in self.results]
+        if len(set(names)) != len(names):
+            raise ValueError(f"derivation {self.qid}: result names repeat: {names}")
+        checks = []
+        for k, step in enumerate(self.steps, start=1):
+            try:
+                checks.append(check_step(step, self.models, seed=k))
+            except StepCheckError as err:
+                raise StepCheckError(f"{self.qid}, step {k} ({step.reason!r}): {err}") from None
+        object.__setattr__(self, "checks", tuple(checks))
+
+    def result(self, name: str) -> sp.Basic:
+        """The expression of the result called ``name``."""
+        for r in self.results:
+            if r.name == name:
+                return r.expr
+        known = ", ".join(r.name for r in self.results)
+        raise KeyError(f"derivation {self.qid} has no result {name!r}; it has: {known}")
+
+    def __iter__(self) -> Iterator[Step]:
+        return iter(self.steps)
+
+    def __str__(self) -> str:
+        from .text import render_text
+
+        return render_text(self)
+
+    def _repr_latex_(self) -> str:
+        from codegen.latex import render_derivation
+
+        return render_derivation(self, standalone=False)

@@ -1,0 +1,94 @@
+r"""Derivations as readable terminal text (``derive show``).
+
+Example:
+    >>> from derive.questions import build
+    >>> print(render_text(build("1.1")).splitlines()[0])
+    1.1  Inverting the question's affine coupling block  [coupling]
+"""
+
+from __future__ import annotations
+
+import textwrap
+from typing import TYPE_CHECKING, Any
+
+import sympy as sp
+from sympy.printing.str import StrPrinter
+
+if TYPE_CHECKING:
+    from .derivation import Derivation
+
+__all__ = ["TextPrinter", "render_text", "text"]
+
+
+class TextPrinter(StrPrinter):
+    """SymPy's string printer with index notation written compactly (``x1_i``, ``dy1_i/dx2_j``)."""
+
+    printmethod = "_derive_text"
+
+    def _print_Indexed(self, expr: sp.Indexed) -> str:
+        idx = "".join(self._print(k) for k in expr.indices)
+        name = str(expr.base.label)
+        if name in ("F", "G", "dF", "dG"):
+            return f"{name}_{idx}(x2)"
+        if name in ("JF", "JG"):
+            return f"{name}(x2)_{idx}"
+        return f"{name}_{idx}"
+
+    def _print_KroneckerDelta(self, expr: sp.KroneckerDelta) -> str:
+        return "delta_" + "".join(self._print(a) for a in expr.args)
+
+    def _print_Derivative(self, expr: sp.Derivative) -> str:
+        (var, _), = expr.variable_count
+        return f"d{self._print(expr.expr)}/d{self._print(var)}"
+
+    def _print_Sum(self, expr: sp.Sum) -> str:
+        return f"sum_{self._print(expr.limits[0][0])}({self._print(expr.function)})"
+
+    def _print_Product(self, expr: sp.Product) -> str:
+        return f"prod_{self._print(expr.limits[0][0])}({self._print(expr.function)})"
+
+    def _print_DetJacobian(self, expr: Any) -> str:
+        return "det(dy/dx)"
+
+    def _print_DetBlock(self, expr: Any) -> str:
+        return f"det(d{expr.args[2]}/d{expr.args[1]})"
+
+    def _print_Equality(self, expr: sp.Eq) -> str:
+        return f"{self._print(expr.lhs)} = {self._print(expr.rhs)}"
+
+    def _print_log(self, expr: sp.log) -> str:
+        if isinstance(expr.args[0], sp.Abs):
+            return f"log|{self._print(expr.args[0].args[0])}|"
+        return f"log({self._print(expr.args[0])})"
+
+    def _print_ComponentSum(self, expr: Any) -> str:
+        return f"sum_i({self._print(expr.args[0])})"
+
+
+def text(expr: Any) -> str:
+    """One expression as compact text."""
+    return TextPrinter().doprint(expr)
+
+
+def render_text(d: Derivation, width: int = 100) -> str:
+    """A derivation as plain text: the question, the checked chain, the results."""
+    wrap = textwrap.TextWrapper(width=width, initial_indent="    ", subsequent_indent="    ")
+    lines = [f"{d.qid}  {d.title}" + (f"  [{d.variant}]" if d.variant else ""), ""]
+    lines += wrap.wrap(d.statement) + [""]
+    previous = None
+    for k, (step, check) in enumerate(zip(d.steps, d.checks, strict=True), start=1):
+        lhs = "" if previous is not None and step.lhs == previous else text(step.lhs)
+        how = check.method + (f", {check.detail}" if check.detail else "")
+        lines += wrap.wrap(f"({k}) {step.reason}")
+        lines.append(f"        {lhs} = {text(step.rhs)}" if lhs else f"          = {text(step.rhs)}")
+        lines.append(f"        [checked: {how}]")
+        previous = step.rhs
+    lines += ["", "  Results:"]
+    for r in d.results:
+        lhs = f"{text(r.lhs)} = " if r.lhs is not None else ""
+        lines.append(f"    {r.name}: {lhs}{text(r.expr)}")
+        if r.description:
+            lines.append(f"        ({r.description})")
+    if d.conclusion:
+        lines += [""] + wrap.wrap("Answer: " + d.conclusion)
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,87 @@
+"""generated/ is what the engine produces, byte for byte, under any hash seed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from derive.files import COMMAND, GENERATED_MARK, generated_files, stale_files, write_files
+
+from .conftest import ROOT
+
+_DUMP = (
+    "import hashlib, json; from derive.files import generated_files; "
+    "print(json.dumps({k: hashlib.sha256(v.encode()).hexdigest() "
+    "for k, v in generated_files().items()}))"
+)
+
+
+def test_generated_is_up_to_date():
+    assert stale_files(ROOT, generated_files()) == {}
+
+
+def test_every_generated_file_says_so_and_how_to_regenerate():
+    for rel, content in generated_files().items():
+        head = "\n".join(content.splitlines()[:5])
+        assert GENERATED_MARK in head, rel
+        assert COMMAND in head, rel
+
+
+@pytest.mark.parametrize("seeds", [("0", "12345")])
+def test_generation_is_byte_identical_across_hash_seeds(seeds):
+    outputs = []
+    for seed in seeds:
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        run = subprocess.run([sys.executable, "-c", _DUMP], cwd=ROOT, env=env,
+                             capture_output=True, text=True, check=True)
+        outputs.append(run.stdout)
+    assert outputs[0] == outputs[1]
+
+
+def test_check_reports_stale_files_with_a_diff(tmp_path):
+    shutil.copytree(ROOT / "generated", tmp_path / "generated")
+    files = generated_files()
+    assert stale_files(tmp_path, files) == {}
+    target = tmp_path / "generated" / "coupling.py"
+    target.write_text(target.read_text().replace("numpy.exp(s)", "numpy.exp(2*s)"))
+    orphan = tmp_path / "generated" / "old_block.py"
+    orphan.write_text(f"# This file is {GENERATED_MARK}\n")
+    keep = tmp_path / "generated" / "notes.txt"
+    keep.write_text("hand-written, not generated\n")
+    stale = stale_files(tmp_path, files)
+    assert set(stale) == {"generated/coupling.py", "generated/old_block.py"}
+    assert "-    y2 = x2*numpy.exp(2*s)" in stale["generated/coupling.py"]
+    written = write_files(tmp_path, files)
+    assert set(written) == {"generated/coupling.py", "generated/old_block.py"}
+    assert not orphan.exists() and keep.exists()
+    assert stale_files(tmp_path, files) == {}
+    assert write_files(tmp_path, files) == []
+
+
+def test_writes_leave_no_temporary_files(tmp_path):
+    write_files(tmp_path, generated_files())
+    leftovers = [p.name for p in (tmp_path / "generated").iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_a_failed_write_leaves_nothing_half_written(tmp_path, monkeypatch):
+    import derive.files as build
+
+    def broken_replace(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(build.os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        write_files(tmp_path, {"generated/x.py": "print(1)\n"})
+    assert list((tmp_path / "generated").iterdir()) == []
+
+
+def test_generated_files_hash_is_stable_within_a_process():
+    first = {k: hashlib.sha256(v.encode()).hexdigest() for k, v in generated_files().items()}
+    second = {k: hashlib.sha256(v.encode()).hexdigest() for k, v in generated_files().items()}
+    assert first == second
