@@ -248,7 +248,7 @@ def lambdify_kernel(kernel: Kernel) -> Callable[..., Any]:
                 value = _lambdify_expr(out.value, env, fns)
             env[out.name] = value
             results[out.name] = value
-        values = tuple(results[o.name] for o in kernel.outputs)
+        values = tuple(results[o.name] for o in kernel.returns)
         return values[0] if len(values) == 1 else values
 
     run.__name__ = kernel.name

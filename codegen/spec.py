@@ -56,13 +56,15 @@ class Arg:
 class Output:
     """One output: a vector-level expression or a block matrix, and what it is.
 
-    ``reduced=True`` marks an output that sums over the component axis (shape ``(...,)``).
+    ``reduced=True`` marks an output that sums over the component axis (shape ``(...,)``);
+    ``internal=True`` a named intermediate that later outputs use and that is not returned.
     """
 
     name: str
     value: sp.Expr | BlockMatrixSpec
     doc: str
     reduced: bool = False
+    internal: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,11 @@ class Kernel:
     @property
     def arg_names(self) -> tuple[str, ...]:
         return tuple(a.name for a in self.args)
+
+    @property
+    def returns(self) -> tuple[Output, ...]:
+        """The outputs the kernel returns, in order."""
+        return tuple(o for o in self.outputs if not o.internal)
 
 
 def _expressions(value: sp.Expr | BlockMatrixSpec) -> list[sp.Expr]:

@@ -23,7 +23,8 @@ from codegen.latex import render_derivation, render_document
 from codegen.numpy_backend import render_numpy
 
 from .blocks import BLOCKS
-from .kernels import coupling_module
+from .gaussian_kl import PARAMETERIZATIONS
+from .kernels import coupling_module, gaussian_kl_module
 from .questions import QUESTIONS
 
 __all__ = ["COMMAND", "generated_files", "write_files", "stale_files", "default_root",
@@ -43,6 +44,7 @@ def default_root() -> Path:
 def generated_files() -> dict[str, str]:
     """Every generated file, by path relative to the root, rendered in memory."""
     modules = [coupling_module(block) for block in BLOCKS.values()]
+    modules += [gaussian_kl_module(p) for p in PARAMETERIZATIONS.values()]
     files = {f"generated/{m.name}.py": render_numpy(m, COMMAND) for m in modules}
     files["generated/__init__.py"] = environment().get_template("package.py.jinja").render(
         modules=modules, command=COMMAND)

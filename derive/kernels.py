@@ -19,9 +19,16 @@ from .coupling import (
     derive_inverse,
     jacobian_blocks,
 )
+from .gaussian_kl import (
+    Parameterization,
+    derive_gradient_estimators,
+    derive_stable_kl,
+    eps,
+    mu,
+)
 from .vocabulary import to_vector
 
-__all__ = ["coupling_module"]
+__all__ = ["coupling_module", "gaussian_kl_module"]
 
 _X = (Arg("x1", "batch", "first half of the input, shape (..., n)."),
       Arg("x2", "batch", "second half of the input, shape (..., n)."))
@@ -80,4 +87,66 @@ def coupling_module(block: CouplingBlock) -> Module:
         source=f"derive.blocks.BLOCKS[{block.name!r}], derivations 1.1-1.3",
         contract="coupling",
         example=_EXAMPLE.format(name=block.name),
+    )
+
+
+_KL_EXAMPLE = """>>> import numpy as np
+>>> from generated import {name}
+>>> mu, scale = np.array([0.0, 0.5]), np.array([{one}, {other}])
+>>> {name}.kl(mu, scale).shape
+(2,)
+>>> eps = np.random.default_rng(0).standard_normal((1000, 2))
+>>> d_mu, d_scale = {name}.kl_grad_reparam(mu, scale, eps)
+>>> d_mu.shape
+(1000, 2)"""
+
+
+def gaussian_kl_module(p: Parameterization) -> Module:
+    """The generated module of the per-dimension Gaussian KL in parameterization ``p``."""
+    stable = derive_stable_kl(p)
+    est = derive_gradient_estimators(p)
+    s = p.name
+    mu_arg = Arg("mu", "elementwise", "the mean of q_i, any shape broadcasting with the others.")
+    scale_arg = Arg(s, "positive" if p.positive else "elementwise",
+                    f"{p.title} of q_i" + (", every entry > 0." if p.positive else "."))
+    eps_arg = Arg("eps", "elementwise",
+                  "standard normal noise; broadcasts against mu, e.g. shape (S, *mu.shape).")
+    grads = ("d_mu: the estimate of dKL/dmu.", f"d_{s}: the estimate of dKL/d{s}.")
+
+    def pair(prefix: str, d: object, doc: tuple[str, str]) -> tuple[Output, Output]:
+        return (Output("d_mu", d.result(f"{prefix}_mu"), doc[0].split(": ", 1)[1]),
+                Output(f"d_{s}", d.result(f"{prefix}_{s}"), doc[1].split(": ", 1)[1]))
+
+    kernels = (
+        Kernel("kl", (mu_arg, scale_arg),
+               (Output("x", stable.result("x"), "log sigma^2", internal=True),
+                Output("kl", stable.result("kl_evaluable"), "KL(q_i || p_i), element-wise.")),
+               "The KL divergence KL(N(mu, sigma^2) || N(0, 1)) per dimension (sum it yourself).",
+               "Arranged as in derivation 2.3n: finite and accurate for sigma from 1e-200 to "
+               "1e100, and near sigma = 1 without cancellation."),
+        Kernel("kl_grad", (mu_arg, scale_arg),
+               pair("grad", stable, ("d_mu: dKL/dmu, exactly.", f"d_{s}: dKL/d{s}, exactly.")),
+               f"The exact gradient of the KL divergence with respect to (mu, {s})."),
+        Kernel("kl_grad_reparam", (mu_arg, scale_arg, eps_arg),
+               pair("grad", est, grads),
+               "One reparameterized estimate of the gradient per eps sample (derivation 2.4).",
+               "Backpropagation through z = mu + sigma eps, r = log q(z), s = log p(z), "
+               "t = r - s; its mean over eps is kl_grad."),
+        Kernel("kl_grad_stl", (mu_arg, scale_arg, eps_arg),
+               pair("stl", est, grads),
+               "One sticking-the-landing estimate of the gradient per eps sample.",
+               "The estimator of kl_grad_reparam without the score term of log q; unbiased, "
+               "and exactly zero at mu = 0, sigma = 1."),
+    )
+    one, other = ("1.0", "2.0") if p.positive else ("0.0", "1.5")
+    return Module(
+        name=p.module,
+        title=f"Generated kernels for the Gaussian KL term, parameterized by {p.title}.",
+        description=("KL(q_i || p_i) for q_i = N(mu_i, sigma_i^2) and p_i = N(0, 1), its exact "
+                     "gradient, and two stochastic gradient estimators, element-wise over "
+                     "arrays of any broadcastable shapes."),
+        kernels=kernels,
+        source=f"derive.gaussian_kl.PARAMETERIZATIONS[{p.name!r}], derivations 2.3, 2.3n, 2.4",
+        contract="elementwise",
+        example=_KL_EXAMPLE.format(name=p.module, one=one, other=other),
     )

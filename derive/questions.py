@@ -15,6 +15,13 @@ from dataclasses import dataclass
 from .blocks import BLOCKS, QUESTION_BLOCK
 from .coupling import derive_determinant, derive_inverse, derive_jacobian
 from .derivation import Derivation
+from .free_energy import derive_free_energy, derive_kl_factorization
+from .gaussian_kl import (
+    PARAMETERIZATIONS,
+    derive_gradient_estimators,
+    derive_kl,
+    derive_stable_kl,
+)
 
 __all__ = ["Question", "QUESTIONS", "UnknownQuestionError", "build", "all_derivations"]
 
@@ -48,6 +55,17 @@ QUESTIONS: dict[str, Question] = {
                     lambda v: derive_jacobian(BLOCKS[v])),
     "1.3": Question("1.3", "The determinant; volume preservation", _blocks(),
                     lambda v: derive_determinant(BLOCKS[v])),
+    "2.1": Question("2.1", "The free energy is log p(x) minus the KL to the posterior",
+                    ("",), lambda v: derive_free_energy()),
+    "2.2": Question("2.2", "The KL term decomposes over dimensions", ("",),
+                    lambda v: derive_kl_factorization()),
+    "2.3": Question("2.3", "The Gaussian KL in closed form", tuple(PARAMETERIZATIONS),
+                    lambda v: derive_kl(PARAMETERIZATIONS[v])),
+    "2.3n": Question("2.3n", "The KL and its gradient arranged for floating point",
+                     tuple(PARAMETERIZATIONS), lambda v: derive_stable_kl(PARAMETERIZATIONS[v])),
+    "2.4": Question("2.4", "Reparameterized and sticking-the-landing gradients",
+                    tuple(PARAMETERIZATIONS),
+                    lambda v: derive_gradient_estimators(PARAMETERIZATIONS[v])),
 }
 
 

@@ -23,6 +23,8 @@ from collections.abc import Mapping
 
 import sympy as sp
 
+from .derivation import Opaque, is_opaque
+
 __all__ = [
     "i", "j", "n",
     "X1", "X2", "S", "Y1", "Y2", "FB", "GB", "JFB", "JGB",
@@ -59,7 +61,7 @@ JACOBIANS: dict[sp.IndexedBase, sp.IndexedBase] = {FB: JFB, GB: JGB}
 _MODEL_CACHE: dict[int, dict[str, object]] = {}
 
 
-class DetJacobian(sp.Expr):
+class DetJacobian(Opaque, sp.Expr):
     """``det(dy/dx)`` of the whole ``2n x 2n`` Jacobian of the block given as ``(y1, y2)``."""
 
     is_commutative = True
@@ -68,7 +70,7 @@ class DetJacobian(sp.Expr):
         return sp.Expr.__new__(cls, y1_expr, y2_expr)
 
 
-class DetBlock(sp.Expr):
+class DetBlock(Opaque, sp.Expr):
     """``det(d out_expr / d inp)``: the determinant of one ``n x n`` block."""
 
     is_commutative = False  # keeps det(A) det(D) in the order written
@@ -77,17 +79,9 @@ class DetBlock(sp.Expr):
         return sp.Expr.__new__(cls, out_expr, inp, label)
 
 
-_OPAQUE = (sp.Derivative, DetJacobian, DetBlock)
-
-
 def uses_index_notation(expr: sp.Basic) -> bool:
     """Whether ``expr`` mentions component symbols, index sums or block objects."""
-    return bool(expr.atoms(sp.Indexed) or expr.has(sp.Sum, sp.Product, *_OPAQUE))
-
-
-def is_opaque(expr: sp.Basic) -> bool:
-    """Whether ``expr`` holds objects whose meaning only an explicit model can decide."""
-    return expr.has(*_OPAQUE)
+    return bool(expr.atoms(sp.Indexed) or expr.has(sp.Sum, sp.Product)) or is_opaque(expr)
 
 
 def index_values(a: int, b: int = 0) -> dict[sp.Symbol, int]:

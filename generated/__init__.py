@@ -7,8 +7,10 @@ Modules:
     coupling: Generated kernels for the question's affine coupling block.
     coupling_affine: Generated kernels for RealNVP's affine coupling block.
     coupling_additive: Generated kernels for NICE's additive coupling block.
+    gaussian_kl: Generated kernels for the Gaussian KL term, parameterized by the standard deviation sigma.
+    gaussian_kl_logvar: Generated kernels for the Gaussian KL term, parameterized by the log-variance logvar = log sigma^2.
 """
 
-from . import coupling, coupling_affine, coupling_additive
+from . import coupling, coupling_affine, coupling_additive, gaussian_kl, gaussian_kl_logvar
 
-__all__ = ["coupling", "coupling_affine", "coupling_additive"]
+__all__ = ["coupling", "coupling_affine", "coupling_additive", "gaussian_kl", "gaussian_kl_logvar"]

@@ -94,3 +94,48 @@ def finite_difference_jacobian(f, x1, x2, h: float = 1e-6) -> np.ndarray:
         ym = np.concatenate(f((x - e)[..., :n], (x - e)[..., n:]), axis=-1)
         cols.append((yp - ym) / (2 * h))
     return np.stack(cols, axis=-1)
+
+
+# --- question 2: the Gaussian KL, by quadrature and in high precision -------------------
+
+def kl_quadrature(mu: float, sigma: float) -> float:
+    """KL(N(mu, sigma^2) || N(0, 1)) as the integral of q log(q / p), by scipy.integrate.quad."""
+    from scipy import integrate, stats
+
+    q = stats.norm(mu, sigma)
+
+    def integrand(z: float) -> float:
+        return q.pdf(z) * (q.logpdf(z) - stats.norm.logpdf(z))
+
+    lo, hi = mu - 40 * sigma, mu + 40 * sigma
+    value, _ = integrate.quad(integrand, lo, hi, points=[mu], limit=200, epsabs=1e-13,
+                              epsrel=1e-12)
+    return value
+
+
+def kl_mpmath(mu, sigma, dps: int = 60):
+    """The closed form of PROBLEM.md evaluated with 60 significant digits."""
+    import mpmath
+
+    with mpmath.workdps(dps):
+        m, s = mpmath.mpf(mu), mpmath.mpf(sigma)
+        return (m**2 + s**2 - mpmath.log(s**2) - 1) / 2
+
+
+def kl_grad_hand(mu, sigma):
+    """PROBLEM.md's gradient of the closed form: (mu, sigma - 1/sigma)."""
+    return mu, sigma - 1 / sigma
+
+
+def reparam_hand(mu, sigma, eps):
+    """PROBLEM.md 2.4, typed in: (mu + sigma eps, mu eps + sigma eps^2 - 1/sigma)."""
+    return mu + sigma * eps, mu * eps + sigma * eps**2 - 1 / sigma
+
+
+def kl_mpmath_logvar(mu, logvar, dps: int = 60):
+    """The closed form at sigma^2 = exp(logvar), with 60 significant digits."""
+    import mpmath
+
+    with mpmath.workdps(dps):
+        m, lv = mpmath.mpf(mu), mpmath.mpf(logvar)
+        return (m**2 + mpmath.exp(lv) - lv - 1) / 2

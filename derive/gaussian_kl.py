@@ -1,0 +1,444 @@
+r"""Questions 2.3 and 2.4: the Gaussian KL term, its gradient, and gradient estimators.
+
+A :class:`Parameterization` says how the user's scale parameter gives ``sigma``
+(``sigma`` itself, or ``logvar = log sigma^2``). For each, the engine derives:
+
+* 2.3 -- ``KL(q_i || p_i)`` by taking the expectation of ``log q_i - log p_i`` under
+  ``q_i`` (normal moments from ``sympy.stats``);
+* 2.3n -- a numerically stable arrangement of the KL and its gradient, each rewrite
+  proved equal by SymPy (``expm1``, factoring, and a Taylor series where ``expm1(x) - x``
+  would cancel);
+* 2.4 -- reverse-mode differentiation through the computation graph
+  ``z = mu + sigma eps, r = log q(z), s = log p(z), t = r - s`` (the graph is data,
+  :class:`Graph`), the expectation of the estimator, the sticking-the-landing estimator,
+  and the variances of both.
+
+Example:
+    >>> derive_kl(PARAMETERIZATIONS["sigma"]).result("kl")
+    mu**2/2 + sigma**2/2 - log(sigma) - 1/2
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import sympy as sp
+from sympy import stats
+from sympy.codegen.rewriting import expm1_opt, log1p_opt, optimize
+
+from .derivation import Derivation, Result, Step
+from .probability import KL, Expectation, GaussianModel, Variance, gaussian_log_pdf
+
+__all__ = ["Parameterization", "PARAMETERIZATIONS", "Node", "Graph", "expm1mx",
+           "derive_kl", "derive_stable_kl", "derive_gradient_estimators"]
+
+mu = sp.Symbol("mu", real=True)
+sigma = sp.Symbol("sigma", positive=True)
+logvar = sp.Symbol("logvar", real=True)
+eps = sp.Symbol("eps", real=True)
+z = sp.Symbol("z", real=True)
+x = sp.Symbol("x", real=True)
+_log_q = sp.Symbol("log_q_i", real=True)
+_log_p = sp.Symbol("log_p_i", real=True)
+_q_i = sp.Symbol("q_i")
+_eps_label = sp.Symbol("epsilon")
+KL_i = sp.Symbol("KL_i", real=True)
+
+#: Where the Taylor series of expm1(x) - x replaces the cancelling difference, and its order.
+SERIES_RADIUS = sp.Rational(1, 10)
+SERIES_ORDER = 12
+#: Beyond this |x|, exp(x) is taken from the user's parameter directly (sigma**2), not from
+#: exp(log sigma**2), whose relative error grows like |x| * eps.
+DIRECT_RADIUS = 2
+
+
+@dataclass(frozen=True)
+class Parameterization:
+    """How the scale parameter a user passes gives the standard deviation ``sigma``.
+
+    Arguments:
+        name: ``"sigma"`` or ``"logvar"``; also the derivations' variant name.
+        module: the generated module's name.
+        scale: the symbol of the user's parameter.
+        sigma: ``sigma`` as an expression in ``scale``.
+        title: how the parameterization reads in prose.
+    """
+
+    name: str
+    module: str
+    scale: sp.Symbol
+    sigma: sp.Expr
+    title: str
+
+    @property
+    def positive(self) -> bool:
+        """Whether the scale must be > 0 (it must be where it is sigma itself)."""
+        return bool(self.scale.is_positive)
+
+
+PARAMETERIZATIONS: dict[str, Parameterization] = {
+    "sigma": Parameterization("sigma", "gaussian_kl", sigma, sigma,
+                              "the standard deviation sigma"),
+    "logvar": Parameterization("logvar", "gaussian_kl_logvar", logvar, sp.exp(logvar / 2),
+                               "the log-variance logvar = log sigma^2"),
+}
+
+
+class expm1mx(sp.Function):  # noqa: N801 - SymPy function names are lower case
+    """``expm1mx(x) = exp(x) - 1 - x``, the part of ``exp(x)`` after its tangent at 0."""
+
+    nargs = 1
+    is_real = True
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        return sp.exp(self.args[0]) - 1
+
+    def _eval_rewrite_as_exp(self, arg: sp.Expr, **kwargs: object) -> sp.Expr:
+        return sp.exp(arg) - 1 - arg
+
+    def _eval_rewrite_as_Piecewise(self, arg: sp.Expr, **kwargs: object) -> sp.Expr:
+        """The evaluable form: a Taylor polynomial near 0, ``expm1(x) - x`` elsewhere."""
+        return sp.Piecewise((sp.horner(_taylor(arg)), sp.Abs(arg) < SERIES_RADIUS),
+                            (optimize(sp.exp(arg) - 1 - arg, [expm1_opt]), True))
+
+
+def _taylor(arg: sp.Expr) -> sp.Expr:
+    """The Taylor polynomial of ``exp(x) - 1 - x`` at 0, up to ``x**(SERIES_ORDER - 1)``."""
+    return sp.series(sp.exp(x) - 1 - x, x, 0, SERIES_ORDER).removeO().xreplace({x: arg})
+
+
+def _q_model(p: Parameterization) -> GaussianModel:
+    return GaussianModel(
+        "q_i = N(mu, sigma^2), p_i = N(0, 1)",
+        densities={_log_q: gaussian_log_pdf(z, mu, p.sigma), _log_p: gaussian_log_pdf(z, 0, 1)},
+        distributions={_q_i: {z: (mu, p.sigma)}, _eps_label: {eps: (0, 1)}},
+    )
+
+
+def _linear(f: sp.Expr, var: sp.Symbol, label: sp.Symbol) -> sp.Expr:
+    """``E[f]`` written by linearity: constants out, one expectation per remaining term."""
+    terms = []
+    for term in sp.Add.make_args(f):
+        const, rest = term.as_independent(var, as_Add=False)
+        terms.append(const if rest == 1 else const * Expectation(rest, label))
+    return sp.Add(*terms)
+
+
+@cache
+def derive_kl(p: Parameterization) -> Derivation:
+    """2.3: the closed form of ``KL(q_i || p_i)``, by taking the expectation."""
+    model = _q_model(sigma_param := PARAMETERIZATIONS["sigma"])
+    integrand = gaussian_log_pdf(z, mu, sigma) - gaussian_log_pdf(z, 0, 1)
+    by_linearity = _linear(integrand, z, _q_i)
+    moments = by_linearity.replace(lambda e: isinstance(e, Expectation),
+                                   lambda e: model.evaluate(e))
+    closed = sp.simplify(moments)
+    half_form = sp.Mul(sp.Rational(1, 2), sp.expand(2 * closed), evaluate=False)
+    kl_def = KL(_log_q, _log_p, _q_i)
+    steps = [
+        Step(KL_i, kl_def.definition(), "the definition of the KL divergence",
+             given={KL_i: kl_def}),
+        Step(kl_def.definition(), Expectation(integrand, _q_i),
+             "the Gaussian log-densities of q_i and p_i; the log(2 pi) terms cancel"),
+        Step(Expectation(integrand, _q_i), by_linearity, "linearity of expectation"),
+        Step(by_linearity, moments,
+             "the moments of the normal distribution: E[(z - mu)^2] = sigma^2, "
+             "E[z^2] = mu^2 + sigma^2 (sympy.stats)"),
+        Step(moments, half_form, "collect terms"),
+    ]
+    kl = closed
+    if p.sigma != sigma:
+        kl = sp.simplify(sp.expand_log(closed.xreplace({sigma: p.sigma}), force=True))
+        steps.append(Step(half_form, kl, f"substitute sigma = {sp.sstr(p.sigma)}",
+                          given={sigma: p.sigma}))
+    results = [Result("kl", kl, f"KL(q_i || p_i) in mu and {p.name}", KL_i)]
+    return Derivation(
+        "2.3", "The KL divergence of a Gaussian from the standard normal",
+        "Give KL(q_i(z_i) || p_i(z_i)) explicitly in mu_i and sigma_i.", steps, results,
+        conclusion="KL(q_i || p_i) = (mu_i^2 + sigma_i^2 - log sigma_i^2 - 1) / 2, zero exactly "
+                   "when mu_i = 0 and sigma_i = 1.",
+        models=(model,), variant=p.name,
+    )
+
+
+def _stabilize(expr: sp.Expr) -> sp.Expr:
+    """Factor, then rewrite exp(a) - 1 and log(1 + a) as expm1 and log1p."""
+    return optimize(sp.factor(expr), [expm1_opt, log1p_opt])
+
+
+@cache
+def derive_stable_kl(p: Parameterization) -> Derivation:
+    """2.3n: the KL and its exact gradient arranged for floating point, proved equal."""
+    kl = derive_kl(p).result("kl")
+    s = p.scale
+    log_var = sp.simplify(sp.expand_log(sp.log(p.sigma**2), force=True))  # x = log sigma^2
+    in_x = sp.expand(sp.simplify(kl.xreplace({s: sp.solve(sp.Eq(log_var, x), s)[0]})))
+    quadratic = in_x - (sp.exp(x) - 1 - x) / 2
+    stable = (quadratic + expm1mx(x) / 2).xreplace({x: log_var})
+    grad = {name: sp.diff(kl, var) for name, var in (("mu", mu), (p.name, s))}
+    stable_grad = {name: _stabilize(g) for name, g in grad.items()}
+    in_exp = quadratic + (sp.exp(x) - 1 - x) / 2
+    steps = [
+        Step(KL_i, kl, "the closed form of 2.3", given={KL_i: kl}),
+        Step(kl, in_exp,
+             f"write sigma^2 = exp(x) with x = log sigma^2 = {sp.sstr(log_var)}: no sigma^2 "
+             "to overflow or underflow", given={x: log_var}),
+        Step(in_exp, quadratic + expm1mx(x) / 2,
+             "expm1mx(x) = exp(x) - 1 - x, evaluated without cancelling near x = 0"),
+        Step(expm1mx(x), _taylor(x) + sp.O(x**SERIES_ORDER),
+             f"its Taylor series, used where |x| < {SERIES_RADIUS}; elsewhere "
+             "expm1(x) - x loses at most a few bits"),
+    ]
+    for name, g in grad.items():
+        var = mu if name == "mu" else s
+        steps.append(Step(sp.Derivative(KL_i, var), g, f"differentiate with respect to {name}",
+                          given={KL_i: kl}))
+        if stable_grad[name] != g:
+            steps.append(Step(g, stable_grad[name],
+                              "factor, and write exp(a) - 1 as expm1(a): no cancellation"))
+    direct = sp.exp(log_var)  # sigma**2 itself where x = log sigma**2
+    evaluable = quadratic + sp.Piecewise(
+        (sp.horner(_taylor(x)), sp.Abs(x) < SERIES_RADIUS),
+        (optimize(sp.exp(x) - 1 - x, [expm1_opt]), sp.Abs(x) < DIRECT_RADIUS),
+        (direct - 1 - x, True)) / 2
+    steps.append(Step(sp.exp(x), direct,
+                      f"where |x| >= {DIRECT_RADIUS} there is no cancellation: take exp(x) "
+                      f"as {sp.sstr(direct)} directly", given={x: log_var}))
+    bound = _series_bound()
+    results = [
+        Result("kl_stable", stable, "the KL arranged for floating point", KL_i),
+        Result("x", log_var, "the log-variance x = log sigma^2 the arrangement uses"),
+        Result("kl_evaluable", evaluable,
+               "the same in x, with expm1mx written out for evaluation: the series, "
+               "expm1(x) - x, or exp(x) - 1 - x, by |x|"),
+        Result("series_relative_error", bound,
+               f"bound on the relative truncation error of the series for |x| < {SERIES_RADIUS}"),
+    ] + [Result(f"grad_{name}", g, f"dKL/d{name}, arranged for floating point",
+                sp.Derivative(KL_i, mu if name == "mu" else s))
+         for name, g in stable_grad.items()]
+    return Derivation(
+        "2.3n", "The KL term and its gradient in floating point",
+        "Arrange KL(q_i || p_i) and its gradient so that float32 and float64 keep their "
+        "relative accuracy for every positive sigma, near the optimum sigma = 1 included.",
+        steps, results,
+        conclusion="Each rewrite is an identity SymPy proves; only the series is an "
+                   "approximation, with the bound stated.",
+        variant=p.name,
+    )
+
+
+def _series_bound() -> sp.Float:
+    """max over |x| < r of |remainder| / |expm1mx(x)|, bounded by SymPy.
+
+    Lagrange: |R(x)| <= |x|^N e^|x| / N!, and expm1mx(x) >= x^2/2 * (1 - |x|/3) for |x| < 1.
+    """
+    r, N = SERIES_RADIUS, SERIES_ORDER
+    return sp.Float((r ** (N - 2) * sp.exp(r) / sp.factorial(N) * 2 / (1 - r / 3)).evalf(3), 3)
+
+
+# --- 2.4: the computation graph and reverse mode --------------------------------------
+
+
+@dataclass(frozen=True)
+class Node:
+    """A node of a computation graph: its symbol, its expression in its parents, its role.
+
+    ``role`` is ``"noise"``, ``"parameter"``, ``"intermediate"`` or ``"output"``;
+    ``score_of`` lists the parameters whose direct edges into this node carry the score
+    term (the edges sticking-the-landing cuts).
+    """
+
+    symbol: sp.Symbol
+    expr: sp.Expr | None
+    role: str
+    description: str
+    score_of: tuple[sp.Symbol, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.symbol.name
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A computation graph, nodes in topological order; the last node is the output."""
+
+    nodes: tuple[Node, ...]
+
+    def node(self, symbol: sp.Symbol) -> Node:
+        return next(n for n in self.nodes if n.symbol == symbol)
+
+    @property
+    def output(self) -> Node:
+        return self.nodes[-1]
+
+    def parents(self, node: Node) -> list[Node]:
+        if node.expr is None:
+            return []
+        return [n for n in self.nodes if node.expr.has(n.symbol)]
+
+    def children(self, node: Node) -> list[Node]:
+        return [n for n in self.nodes if n.expr is not None and n.expr.has(node.symbol)]
+
+    @property
+    def edges(self) -> list[tuple[str, str]]:
+        """``(parent, child)`` name pairs, in a fixed order (for drawing)."""
+        return [(p.name, n.name) for n in self.nodes for p in self.parents(n)]
+
+    def in_leaves(self, expr: sp.Expr) -> sp.Expr:
+        """``expr`` with every non-leaf node replaced by its expression in the leaves."""
+        for n in reversed(self.nodes):
+            if n.expr is not None:
+                expr = expr.xreplace({n.symbol: n.expr})
+        return expr
+
+    def descendants(self, node: Node) -> list[Node]:
+        out: list[Node] = []
+        frontier = [node]
+        while frontier:
+            for child in self.children(frontier.pop()):
+                if child not in out:
+                    out.append(child)
+                    frontier.append(child)
+        return out
+
+
+def _bar(symbol: sp.Symbol, suffix: str = "bar") -> sp.Symbol:
+    return sp.Symbol(f"{symbol.name}_{suffix}", real=True)
+
+
+@cache
+def computation_graph(p: Parameterization) -> Graph:
+    """The graph of question 2.4 for parameterization ``p``."""
+    r, s_, t = (sp.Symbol(n, real=True) for n in ("r", "s", "t"))
+    nodes = [Node(eps, None, "noise", "the noise, eps ~ N(0, 1)"),
+             Node(mu, None, "parameter", "the mean")]
+    if p.sigma == p.scale:
+        nodes.append(Node(sigma, None, "parameter", "the standard deviation"))
+    else:
+        nodes.append(Node(p.scale, None, "parameter", p.title))
+        nodes.append(Node(sigma, p.sigma, "intermediate", "the standard deviation"))
+    nodes += [
+        Node(z, mu + sigma * eps, "intermediate", "the reparameterized sample"),
+        Node(r, gaussian_log_pdf(z, mu, sigma), "intermediate", "log q_i(z_i)",
+             score_of=(mu, sigma)),
+        Node(s_, gaussian_log_pdf(z, 0, 1), "intermediate", "log p_i(z_i)"),
+        Node(t, r - s_, "output", "t_i = r_i - s_i"),
+    ]
+    return Graph(tuple(nodes))
+
+
+def _adjoints(graph: Graph, cut: bool) -> tuple[list[Step], dict[sp.Symbol, sp.Expr]]:
+    """Reverse mode, node by node; ``cut`` drops the score edges (sticking the landing).
+
+    Every step is checked against the adjoint computed independently: the derivative of
+    the output with every descendant of the node written out in terms of it.
+    """
+    suffix = "stl" if cut else "bar"
+    out = graph.output
+    values: dict[sp.Symbol, sp.Expr] = {}
+    steps: list[Step] = []
+    frozen = {}
+    for n in graph.nodes:
+        for par in n.score_of:
+            if cut:
+                frozen[(n.symbol, par)] = sp.Dummy(f"{par.name}_frozen", real=True)
+
+    def local(child: Node, par: Node) -> sp.Expr:
+        expr = child.expr
+        if (child.symbol, par.symbol) in frozen:
+            expr = expr.xreplace({par.symbol: frozen[(child.symbol, par.symbol)]})
+        return sp.diff(expr, par.symbol)
+
+    def truth(node: Node) -> sp.Expr:
+        expr = out.expr if out is not node else node.symbol
+        descendants = graph.descendants(node)
+        # write out every descendant of the node, from the output back
+        for d in reversed(graph.nodes):
+            if d in descendants and d.expr is not None:
+                e = d.expr
+                for (child, par), dummy in frozen.items():
+                    if child == d.symbol:
+                        e = e.xreplace({par: dummy})
+                expr = expr.xreplace({d.symbol: e})
+        value = sp.diff(expr, node.symbol) if out is not node else sp.Integer(1)
+        return graph.in_leaves(value.xreplace({v: k for (_, k), v in frozen.items()}))
+
+    given: dict[sp.Symbol, sp.Expr] = {}
+    for node in reversed(graph.nodes):
+        if node.role == "noise":
+            continue
+        bar = _bar(node.symbol, suffix)
+        given[bar] = truth(node)
+        if node is out:
+            values[node.symbol] = sp.Integer(1)
+            steps.append(Step(bar, 1, "seed the backward pass at the output", given=given))
+            continue
+        accumulation = sp.Add(*(_bar(c.symbol, suffix) * local(c, node)
+                                for c in graph.children(node)))
+        value = sp.Add(*(values[c.symbol] * local(c, node) for c in graph.children(node)))
+        if node.role == "parameter":
+            value = graph.in_leaves(value)
+        value = sp.simplify(value.xreplace({v: k for (_, k), v in frozen.items()}))
+        values[node.symbol] = value
+        reason = (f"sum over the children of {node.name}: "
+                  + ", ".join(c.name for c in graph.children(node))
+                  + (" (score edges cut)" if cut and any(
+                      (c.symbol, node.symbol) in frozen for c in graph.children(node)) else ""))
+        leaves = {n.symbol: graph.in_leaves(n.expr) for n in graph.nodes if n.expr is not None}
+        steps.append(Step(bar, accumulation.xreplace(
+            {v: k for (_, k), v in frozen.items()}), reason, given={**given, **leaves}))
+        steps.append(Step(accumulation.xreplace({v: k for (_, k), v in frozen.items()}),
+                          value, "substitute the adjoints already computed",
+                          given={**given, **leaves}))
+    return steps, values
+
+
+@cache
+def derive_gradient_estimators(p: Parameterization) -> Derivation:
+    """2.4: backpropagation through the graph; expectation, STL and variances."""
+    graph = computation_graph(p)
+    kl = derive_kl(p).result("kl")
+    model = _q_model(p)
+    steps, full = _adjoints(graph, cut=False)
+    stl_steps, stl = _adjoints(graph, cut=True)
+    params = [n.symbol for n in graph.nodes if n.role == "parameter"]
+    results = []
+    for par in params:
+        est = full[par]
+        steps.append(Step(Expectation(est, _eps_label), sp.diff(kl, par),
+                          f"the expectation over eps is the gradient of 2.3 with respect to "
+                          f"{par.name}: the estimator is unbiased"))
+        results.append(Result(f"grad_{par.name}", est,
+                              f"the reparameterized estimate of dKL/d{par.name}",
+                              _bar(par)))
+    for par in params:
+        est = stl[par]
+        stl_steps.append(Step(Expectation(est, _eps_label), sp.diff(kl, par),
+                              "the sticking-the-landing estimator is unbiased too: the "
+                              "dropped score term has expectation zero"))
+        results.append(Result(f"stl_{par.name}", est,
+                              f"the sticking-the-landing estimate of dKL/d{par.name}",
+                              _bar(par, "stl")))
+    variance_steps = []
+    noise = stats.Normal("epsilon", 0, 1)
+    for label, values in (("", full), ("stl_", stl)):
+        for par in params:
+            var = sp.factor(sp.simplify(stats.variance(values[par].xreplace({eps: noise}))))
+            variance_steps.append(Step(Variance(values[par], _eps_label), var,
+                                       f"the variance of the {'STL' if label else 'full'} "
+                                       f"estimate of dKL/d{par.name} (sympy.stats)"))
+            results.append(Result(f"var_{label}{par.name}", var,
+                                  f"Var[{'STL' if label else 'full'} estimate of "
+                                  f"dKL/d{par.name}]"))
+    return Derivation(
+        "2.4", "Reparameterized gradients of the KL term",
+        "Estimate the gradient of KL(q_i || p_i) with respect to (mu_i, sigma_i) by "
+        "backpropagation through z = mu + sigma eps, r = log q(z), s = log p(z), t = r - s.",
+        steps + stl_steps + variance_steps, results,
+        conclusion="E_eps[grad t] equals the exact gradient of 2.3, so the estimator is "
+                   "unbiased; sticking the landing drops the score term, stays unbiased, and "
+                   "has zero variance at the optimum mu = 0, sigma = 1.",
+        models=(model,), variant=p.name, data={"graph": graph},
+    )

@@ -1,0 +1,168 @@
+"""Generated Gaussian-KL kernels against quadrature, mpmath, finite differences, Monte Carlo."""
+
+from __future__ import annotations
+
+import mpmath
+import numpy as np
+import pytest
+import sympy as sp
+
+from derive.gaussian_kl import PARAMETERIZATIONS, derive_gradient_estimators
+from generated import gaussian_kl as ks
+from generated import gaussian_kl_logvar as kl_lv
+
+from . import reference as ref
+
+SIGMAS = [1e-200, 1e-100, 1e-10, 0.3, 1 - 1e-4, 1 + 1e-8, 1 + 1e-4, 1.05, 2.0, 1e10, 1e100]
+MUS = [0.0, 1e-3, 1.0, 100.0]
+
+
+def rel_err(value, exact) -> float:
+    with mpmath.workdps(50):
+        exact = mpmath.mpf(exact)
+        return float(abs((mpmath.mpf(float(value)) - exact) / exact))
+
+
+@pytest.mark.parametrize("mu, sigma", [(0.0, 1.0), (0.3, 0.7), (-1.2, 2.5), (2.0, 0.1)])
+def test_kl_matches_quadrature(mu, sigma):
+    np.testing.assert_allclose(ks.kl(mu, sigma), ref.kl_quadrature(mu, sigma),
+                               rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("sigma", SIGMAS)
+@pytest.mark.parametrize("mu", MUS)
+def test_kl_float64_relative_error_against_mpmath(mu, sigma):
+    value = ks.kl(mu, sigma)
+    assert np.isfinite(value)
+    assert rel_err(value, ref.kl_mpmath(mu, sigma)) < 4e-15
+    # the log-variance module at logvar = log sigma^2, evaluated in high precision
+    logvar = float(mpmath.log(mpmath.mpf(sigma) ** 2))
+    assert rel_err(kl_lv.kl(mu, logvar), ref.kl_mpmath_logvar(mu, logvar)) < 4e-15
+
+
+def test_kl_is_exactly_zero_at_the_optimum():
+    assert ks.kl(0.0, 1.0) == 0.0 and kl_lv.kl(0.0, 0.0) == 0.0
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 2e-6), (np.float64, 4e-15)])
+@pytest.mark.parametrize("offset", [1e-4, -1e-4, 3e-3, 0.2])
+def test_near_the_optimum_both_dtypes_keep_relative_accuracy(dtype, tol, offset):
+    sigma = np.asarray(1 + offset, dtype=dtype)
+    value = ks.kl(np.zeros((), dtype), sigma)
+    assert value.dtype == dtype
+    assert rel_err(value, ref.kl_mpmath(0, float(sigma))) < tol
+    logvar = np.asarray(2 * offset, dtype=dtype)
+    exact = ref.kl_mpmath_logvar(0, float(logvar))
+    assert rel_err(kl_lv.kl(np.zeros((), dtype), logvar), exact) < tol
+    d_sigma = ks.kl_grad(np.zeros((), dtype), sigma)[1]
+    with mpmath.workdps(50):
+        s = mpmath.mpf(float(sigma))
+        assert rel_err(d_sigma, s - 1 / s) < tol
+
+
+def test_the_naive_formula_would_cancel_in_float32():
+    """Why the arrangement matters: typed in naively, float32 loses every digit."""
+    sigma = np.float32(1 + 1e-4)
+    naive = np.float32(0.5) * (sigma**2 - np.log(sigma**2) - np.float32(1))
+    exact = ref.kl_mpmath(0, float(sigma))
+    assert rel_err(naive, exact) > 0.01
+    assert rel_err(ks.kl(np.float32(0), sigma), exact) < 2e-6
+
+
+@pytest.mark.parametrize("mu, sigma", [(0.3, 0.7), (-1.2, 2.5), (0.0, 1.0 + 1e-3)])
+def test_kl_grad_matches_central_differences(mu, sigma):
+    h = 1e-6
+    d_mu, d_sigma = ks.kl_grad(mu, sigma)
+    fd_mu = (ref.kl_mpmath(mu + h, sigma) - ref.kl_mpmath(mu - h, sigma)) / (2 * h)
+    fd_sigma = (ref.kl_mpmath(mu, sigma + h) - ref.kl_mpmath(mu, sigma - h)) / (2 * h)
+    assert abs(d_mu - float(fd_mu)) < 1e-9 and abs(d_sigma - float(fd_sigma)) < 1e-9
+    np.testing.assert_allclose((d_mu, d_sigma), ref.kl_grad_hand(mu, sigma), rtol=1e-12)
+
+
+def test_parameterizations_agree_through_logvar_is_two_log_sigma(rng):
+    mu = rng.normal(size=50)
+    sigma = np.exp(rng.normal(size=50))
+    logvar = 2 * np.log(sigma)
+    np.testing.assert_allclose(kl_lv.kl(mu, logvar), ks.kl(mu, sigma), rtol=1e-13)
+    d_mu_s, d_sigma = ks.kl_grad(mu, sigma)
+    d_mu_l, d_logvar = kl_lv.kl_grad(mu, logvar)
+    np.testing.assert_allclose(d_mu_l, d_mu_s, rtol=1e-15)
+    np.testing.assert_allclose(d_logvar, d_sigma * sigma / 2, rtol=1e-13)  # chain rule
+    eps = rng.normal(size=(7, 50))
+    for f_s, f_l in ((ks.kl_grad_reparam, kl_lv.kl_grad_reparam),
+                     (ks.kl_grad_stl, kl_lv.kl_grad_stl)):
+        a_mu, a_sigma = f_s(mu, sigma, eps)
+        b_mu, b_logvar = f_l(mu, logvar, eps)
+        np.testing.assert_allclose(b_mu, a_mu, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(b_logvar, a_sigma * sigma / 2, rtol=1e-11, atol=1e-12)
+
+
+def test_reparam_matches_the_hand_written_backward_pass(rng):
+    mu, sigma, eps = rng.normal(size=10), np.exp(rng.normal(size=10)), rng.normal(size=(3, 10))
+    for got, want in zip(ks.kl_grad_reparam(mu, sigma, eps), ref.reparam_hand(mu, sigma, eps)):
+        np.testing.assert_allclose(got, want, rtol=1e-13)
+
+
+def _derived_variance(param: str, name: str):
+    p = PARAMETERIZATIONS[param]
+    expr = derive_gradient_estimators(p).result(name)
+    return sp.lambdify((sp.Symbol("mu", real=True), p.scale), expr, "numpy")
+
+
+@pytest.mark.parametrize("module, param, scale", [(ks, "sigma", 0.8), (kl_lv, "logvar", -0.4)])
+@pytest.mark.parametrize("estimator, prefix", [("kl_grad_reparam", ""), ("kl_grad_stl", "stl_")])
+def test_estimators_are_unbiased_with_the_derived_variances(module, param, scale, estimator,
+                                                            prefix):
+    mu, n = 0.7, 400_000
+    eps = np.random.default_rng(2024).standard_normal(n)
+    grads = getattr(module, estimator)(mu, scale, eps)
+    exact = module.kl_grad(mu, scale)
+    for g, e, name in zip(grads, exact, ("mu", param)):
+        var = float(_derived_variance(param, f"var_{prefix}{name}")(mu, scale))
+        se = np.sqrt(var / n)
+        assert abs(g.mean() - e) < 5 * se, (name, g.mean(), e, se)
+        # sample variance against the derived one (its own standard error ~ sqrt(2/n) var)
+        assert abs(g.var() - var) < 0.02 * var + 1e-12, (name, g.var(), var)
+
+
+def test_stl_is_exactly_zero_at_the_optimum(rng):
+    eps = rng.normal(size=1000)
+    for arr in ks.kl_grad_stl(0.0, 1.0, eps) + kl_lv.kl_grad_stl(0.0, 0.0, eps):
+        assert np.all(arr == 0.0)
+
+
+def test_eps_broadcasts_with_a_sample_axis(rng):
+    mu, sigma = rng.normal(size=(4, 3)), np.exp(rng.normal(size=(4, 3)))
+    d_mu, d_sigma = ks.kl_grad_reparam(mu, sigma, rng.normal(size=(8, 4, 3)))
+    assert d_mu.shape == d_sigma.shape == (8, 4, 3)
+    g_mu, g_sigma = ks.kl_grad(mu, 1.5)
+    assert g_mu.shape == g_sigma.shape == (4, 3)
+
+
+@pytest.mark.parametrize("module", [ks, kl_lv])
+def test_float32_stays_float32(module):
+    mu = np.zeros(3, np.float32)
+    scale = np.full(3, 1.0 if module is ks else 0.0, np.float32)
+    eps = np.ones((2, 3), np.float32)
+    outs = [module.kl(mu, scale), *module.kl_grad(mu, scale),
+            *module.kl_grad_reparam(mu, scale, eps), *module.kl_grad_stl(mu, scale, eps)]
+    assert all(o.dtype == np.float32 for o in outs)
+
+
+def test_bad_input_names_the_argument():
+    with pytest.raises(ValueError, match=r"sigma: expected every entry > 0, got a minimum of 0"):
+        ks.kl(0.0, np.array([1.0, 0.0]))
+    with pytest.raises(ValueError, match=r"sigma: expected every entry > 0"):
+        ks.kl_grad(0.0, -1.0)
+    with pytest.raises(ValueError, match=r"mu: expected finite values"):
+        ks.kl(np.nan, 1.0)
+    with pytest.raises(ValueError, match=r"sigma: expected finite values"):
+        ks.kl(0.0, np.inf)
+    with pytest.raises(ValueError, match=r"logvar: expected finite values"):
+        kl_lv.kl(0.0, -np.inf)
+    with pytest.raises(ValueError, match=r"eps: expected finite values"):
+        ks.kl_grad_stl(0.0, 1.0, [0.0, np.nan])
+    with pytest.raises(ValueError, match=r"mu, sigma, eps: shapes do not broadcast"):
+        ks.kl_grad_reparam(np.zeros(3), 1.0, np.zeros(4))
+    with pytest.raises(TypeError, match=r"mu: expected a real numeric array"):
+        ks.kl(np.array(["a"]), 1.0)
