@@ -1,0 +1,129 @@
+"""Question 2's derivations: PROBLEM.md's facts, independent numeric checks, wrong steps caught."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sympy as sp
+from scipy import integrate, stats as sst
+
+from derive import Derivation, Step, StepCheckError, build
+from derive.gaussian_kl import PARAMETERIZATIONS, _eps_label, _q_model, computation_graph
+from derive.probability import Expectation
+
+mu = sp.Symbol("mu", real=True)
+sigma = sp.Symbol("sigma", positive=True)
+eps = sp.Symbol("eps", real=True)
+logvar = sp.Symbol("logvar", real=True)
+
+
+def test_2_1_identity_and_model_check():
+    d = build("2.1")
+    identity = d.result("identity")
+    assert str(identity.lhs) == "F_q" and "KL" in str(identity.rhs)
+    assert any("linear-Gaussian" in s.reason for s in d.steps)
+
+
+@pytest.mark.parametrize("w, b, tau, x, m, s", [(1.3, -0.2, 0.7, 0.9, 0.1, 0.5),
+                                                 (-0.5, 1.0, 1.5, -2.0, -0.3, 1.2)])
+def test_2_1_linear_gaussian_by_quadrature(w, b, tau, x, m, s):
+    """Independent of SymPy: F(q) two ways, every integral by scipy.integrate.quad."""
+    q = sst.norm(m, s)
+
+    def quad(f):
+        return integrate.quad(f, m - 30 * s, m + 30 * s, limit=200, epsabs=1e-13)[0]
+
+    def log_lik(z):
+        return sst.norm.logpdf(x, w * z + b, tau)
+
+    log_px = np.log(integrate.quad(lambda z: np.exp(log_lik(z)) * sst.norm.pdf(z),
+                                   -40, 40, limit=200)[0])
+    kl_prior = quad(lambda z: q.pdf(z) * (q.logpdf(z) - sst.norm.logpdf(z)))
+    free_energy = quad(lambda z: q.pdf(z) * log_lik(z)) - kl_prior
+    kl_post = quad(lambda z: q.pdf(z) * (q.logpdf(z) - (log_lik(z) + sst.norm.logpdf(z)
+                                                        - log_px)))
+    assert free_energy == pytest.approx(log_px - kl_post, abs=1e-9)
+    # and the engine's closed form of F(q) in that model agrees
+    symbols = {str(sym): sym for sym in build("2.1").result("model_free_energy").free_symbols}
+    closed = build("2.1").result("model_free_energy").subs(
+        {symbols["w"]: w, symbols["b"]: b, symbols["tau"]: tau, symbols["x"]: x,
+         symbols["mu"]: m, symbols["sigma"]: s})
+    assert float(closed) == pytest.approx(free_energy, abs=1e-9)
+
+
+def test_2_2_decomposition_with_sympy_stats_for_D_3():
+    """Both sides computed with sympy.stats over 3 independent normals."""
+    from sympy import stats
+
+    mus = sp.symbols("m0:3", real=True)
+    sigmas = sp.symbols("s0:3", positive=True)
+    Z = [stats.Normal(f"Z{k}", mus[k], sigmas[k]) for k in range(3)]
+
+    def log_normal(v, m, s):
+        return -sp.log(s) - sp.log(2 * sp.pi) / 2 - (v - m) ** 2 / (2 * s**2)
+
+    log_q = sum(log_normal(Z[k], mus[k], sigmas[k]) for k in range(3))
+    log_p = sum(log_normal(Z[k], 0, 1) for k in range(3))
+    joint = stats.E(log_q - log_p)
+    per_dim = sum(stats.E(log_normal(Z[k], mus[k], sigmas[k]) - log_normal(Z[k], 0, 1))
+                  for k in range(3))
+    assert sp.simplify(joint - per_dim) == 0
+    assert build("2.2").result("decomposition").lhs.func.__name__ == "KL"
+
+
+@pytest.mark.parametrize("param", ["sigma", "logvar"])
+def test_2_3_closed_form(param):
+    kl = build("2.3", param).result("kl")
+    s = PARAMETERIZATIONS[param].sigma
+    expected = (mu**2 + s**2 - sp.log(s**2) - 1) / 2
+    assert sp.simplify(sp.expand_log(kl - expected, force=True)) == 0
+
+
+def test_2_4_adjoints_match_problem():
+    d = build("2.4", "sigma")
+    assert sp.simplify(d.result("grad_mu") - (mu + sigma * eps)) == 0
+    assert sp.simplify(d.result("grad_sigma") - (mu * eps + sigma * eps**2 - 1 / sigma)) == 0
+    z_bar = next(s.rhs for s in d.steps if s.lhs == sp.Symbol("z_bar", real=True))
+    z = sp.Symbol("z", real=True)
+    r_bar, s_bar = sp.Symbol("r_bar", real=True), sp.Symbol("s_bar", real=True)
+    assert sp.simplify(z_bar.subs({r_bar: 1, s_bar: -1}) - (-(z - mu) / sigma**2 + z)) == 0
+
+
+@pytest.mark.parametrize("param", ["sigma", "logvar"])
+def test_2_4_expectations_and_variances(param):
+    d = build("2.4", param)
+    p = PARAMETERIZATIONS[param]
+    s = p.sigma
+    assert sp.simplify(d.result("var_mu") - s**2) == 0
+    assert sp.simplify(d.result("var_stl_mu") - (s - 1 / s) ** 2) == 0
+    # the STL estimate of dKL/dsigma-parameter is zero at the optimum
+    at_opt = {mu: 0, p.scale: 1 if param == "sigma" else 0}
+    assert sp.simplify(d.result(f"stl_{param}").subs(at_opt)) == 0
+    unbiased = [s for s in d.steps if "unbiased" in s.reason]
+    assert len(unbiased) == 4
+
+
+def test_2_4_graph_is_data():
+    graph = computation_graph(PARAMETERIZATIONS["sigma"])
+    assert sorted(graph.edges) == sorted([("mu", "z"), ("sigma", "z"), ("eps", "z"),
+                                          ("mu", "r"), ("sigma", "r"), ("z", "r"),
+                                          ("z", "s"), ("r", "t"), ("s", "t")])
+    lv = computation_graph(PARAMETERIZATIONS["logvar"])
+    assert ("logvar", "sigma") in lv.edges
+
+
+def test_a_wrong_expectation_step_is_caught():
+    model = _q_model(PARAMETERIZATIONS["sigma"])
+    wrong = Step(Expectation(mu * eps + sigma * eps**2 - 1 / sigma, _eps_label), sigma,
+                 "forgot the 1/sigma")
+    with pytest.raises(StepCheckError, match="forgot the 1/sigma"):
+        Derivation("2.4", "t", "q", [wrong], [], models=(model,))
+
+
+def test_a_wrong_series_step_is_caught():
+    from derive.gaussian_kl import expm1mx
+
+    x = sp.Symbol("x", real=True)
+    with pytest.raises(StepCheckError, match="as a series"):
+        Derivation("2.3n", "t", "q", [Step(expm1mx(x), x**2 / 2 + x**3 / 3 + sp.O(x**4), "no")],
+                   [])
