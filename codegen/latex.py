@@ -1,10 +1,12 @@
 r"""LaTeX for derivations: a SymPy printer with coursework notation, and the renderers.
 
 :class:`CourseworkLatexPrinter` prints index notation as coursework writes it
-(``x_{1,i}``, ``\mathcal{F}_i(x_2)``, ``\frac{\partial y_{1,i}}{\partial x_{2,j}}``) and, in
-vector mode, element-wise products with ``\circ``. Every project-specific rule is a
-``_print_<Node>`` method or an entry of :data:`LATEX_NAMES`. The renderers lay derivations
-out through jinja2 templates that hold no formulas.
+(``x_{1,i}``, ``\mathcal{F}_i(x_2)``, ``\frac{\partial y_{1,i}}{\partial x_{2,j}}``), the
+probability nodes of question 2 (``\mathbb{E}_{q}``, ``D_{\mathrm{KL}}``), and, in vector
+mode, element-wise products with ``\circ`` (or ``\odot``). Every project-specific rule is a
+``_print_<Node>`` method or an entry of :data:`LATEX_NAMES`; a derivation may override
+names through ``data["latex_names"]``. The renderers lay derivations out through jinja2
+templates that hold no formulas.
 
 Example:
     >>> import sympy as sp
@@ -23,28 +25,38 @@ import sympy as sp
 from sympy.core.function import AppliedUndef
 from sympy.printing.latex import LatexPrinter
 
-from .environment import environment
-from .nodes import IDENTITY, BlockMatrixSpec, ComponentSum
+from .environment import environment, tex_escape
+from .nodes import IDENTITY, BlockMatrixSpec
 
 if TYPE_CHECKING:
     from derive.derivation import Derivation
 
 __all__ = ["CourseworkLatexPrinter", "latex", "render_derivation", "render_document",
-           "LATEX_NAMES", "LatexOptions"]
+           "render_graph", "LATEX_NAMES", "LatexOptions"]
 
 #: How each name prints: vectors, opaque functions, Jacobians, densities, Greek letters.
 LATEX_NAMES: dict[str, str] = {
+    # question 1
     "x1": "x_1", "x2": "x_2", "y1": "y_1", "y2": "y_2", "s": "s",
     "F": r"\mathcal{F}", "G": r"\mathcal{G}",
     "JF": r"J_{\mathcal{F}}", "JG": r"J_{\mathcal{G}}",
     "dF": r"\mathcal{F}'", "dG": r"\mathcal{G}'",
+    # question 2
     "mu": r"\mu", "sigma": r"\sigma", "eps": r"\epsilon", "epsilon": r"\epsilon",
-    "logvar": r"\lambda", "tau": r"\tau", "theta": r"\theta",
+    "logvar": r"\lambda", "tau": r"\tau",
+    "F_q": r"\mathcal{F}(q)",
+    "log_p_x_given_z": r"\log p(x \mid z)", "log_p_z": r"\log p(z)", "log_q_z": r"\log q(z)",
+    "log_p_z_given_x": r"\log p(z \mid x)", "log_p_x": r"\log p(x)",
+    "q_z": "q(z)", "p_z": "p(z)",
+    "log_q_i": r"\log q_i(z_i)", "log_p_i": r"\log p_i(z_i)",
+    "KL_i": r"D_{\mathrm{KL}}\left(q_i \,\middle\|\, p_i\right)",
 }
 
 #: Which opaque functions take which argument (printed ``\mathcal{F}_i(x_2)``).
 FUNCTION_ARGS: dict[str, str] = {"F": "x2", "G": "x2", "JF": "x2", "JG": "x2",
                                  "dF": "x2", "dG": "x2"}
+#: Indexed densities of question 2.2, printed ``q_i(z_i)``.
+DENSITIES = ("q", "p")
 
 
 @dataclass(frozen=True)
@@ -60,23 +72,35 @@ class CourseworkLatexPrinter(LatexPrinter):
     Arguments:
         vector: print products of several factors as element-wise (Hadamard) products.
         options: document options.
+        names: overrides of :data:`LATEX_NAMES` (e.g. ``{"mu": r"\\mu_i"}``).
     """
 
     printmethod = "_coursework_latex"
 
-    def __init__(self, vector: bool = False, options: LatexOptions | None = None) -> None:
+    def __init__(self, vector: bool = False, options: LatexOptions | None = None,
+                 names: Mapping[str, str] | None = None) -> None:
         super().__init__({"mul_symbol": None, "fold_short_frac": False})
         self._vector = vector
         self._options = options or LatexOptions()
+        self._names = {**LATEX_NAMES, **(names or {})}
 
     # -- names -------------------------------------------------------------------
     def _name(self, name: str) -> str:
-        if name in LATEX_NAMES:
-            return LATEX_NAMES[name]
+        if name in self._names:
+            return self._names[name]
+        for suffix, accent in (("_bar", ""), ("_stl", "^{\\mathrm{STL}}")):
+            if name.endswith(suffix):
+                return rf"\bar{{{self._name(name[: -len(suffix)])}}}{accent}"
         return super()._print_Symbol(sp.Symbol(name))
 
     def _print_Symbol(self, expr: sp.Symbol, style: str = "plain") -> str:
         return self._name(expr.name)
+
+    def _print_Dummy(self, expr: sp.Dummy, style: str = "plain") -> str:
+        return self._name(expr.name)
+
+    def _print_Pi(self, expr: Any) -> str:
+        return r"\pi"
 
     def _print_IndexedBase(self, expr: sp.IndexedBase) -> str:
         return self._name(str(expr.label))
@@ -88,18 +112,28 @@ class CourseworkLatexPrinter(LatexPrinter):
         if name in FUNCTION_ARGS:
             arg = self._name(FUNCTION_ARGS[name])
             if name.startswith("J"):
-                return rf"\left({base}(x_2)\right)_{{{idx}}}".replace("(x_2)", f"({arg})")
+                return rf"\left({base}({arg})\right)_{{{idx}}}"
             return rf"{base}_{{{idx}}}({arg})"
+        if name in DENSITIES:
+            return rf"{base}_{{{idx}}}(z_{{{idx}}})"
         if "_" in base:  # x_1 -> x_{1,i}
             head, sub = base.split("_", 1)
             return rf"{head}_{{{sub.strip('{}')},{idx}}}"
         return rf"{base}_{{{idx}}}"
+
+    def _label(self, label: sp.Basic) -> str:
+        if isinstance(label, sp.Indexed):
+            return rf"{self._name(str(label.base.label))}_{{{self._print(label.indices[0])}}}"
+        return self._print(label)
 
     def _print_Function(self, expr: sp.Function, exp: str | None = None) -> str:
         if isinstance(expr, AppliedUndef):
             name = expr.func.__name__
             args = ", ".join(self._print(a) for a in expr.args)
             out = rf"{self._name(name)}({args})"
+            return rf"{out}^{{{exp}}}" if exp else out
+        if type(expr).__name__ in ("expm1", "expm1mx", "log1p"):
+            out = rf"\operatorname{{{type(expr).__name__}}}\left({self._print(expr.args[0])}\right)"
             return rf"{out}^{{{exp}}}" if exp else out
         return super()._print_Function(expr, exp)
 
@@ -108,28 +142,45 @@ class CourseworkLatexPrinter(LatexPrinter):
         out = rf"\exp\left({self._print(expr.args[0])}\right)"
         return rf"{out}^{{{exp}}}" if exp else out
 
+    def _print_log(self, expr: sp.log, exp: str | None = None) -> str:
+        arg = expr.args[0]
+        if isinstance(arg, sp.Abs):
+            out = rf"\log\left|{self._print(arg.args[0])}\right|"
+        elif isinstance(arg, (sp.Symbol, sp.Indexed)):
+            out = rf"\log {self._print(arg)}"
+        else:
+            out = rf"\log\left({self._print(arg)}\right)"
+        return rf"\left({out}\right)^{{{exp}}}" if exp else out
+
     def _print_KroneckerDelta(self, expr: sp.KroneckerDelta, exp: str | None = None) -> str:
         a, b = (self._print(k) for k in expr.args)
         out = rf"\delta_{{{a}{b}}}"
         return rf"{out}^{{{exp}}}" if exp else out
 
     def _print_Derivative(self, expr: sp.Derivative) -> str:
-        (var, count), = expr.variable_count
+        (var, _count), = expr.variable_count
         return rf"\frac{{\partial {self._print(expr.expr)}}}{{\partial {self._print(var)}}}"
 
+    def _limits(self, expr: sp.Expr) -> tuple[str, str]:
+        var, lo, hi = expr.limits[0]
+        # Components are numbered from 0 in the engine and from 1 in coursework.
+        return self._print(var), self._print(hi - lo + 1)
+
     def _print_Sum(self, expr: sp.Sum) -> str:
-        var = self._print(expr.limits[0][0])
-        return rf"\sum_{{{var}}} {self.parenthesize(expr.function, 1000)}" if isinstance(
-            expr.function, sp.Add) else rf"\sum_{{{var}}} {self._print(expr.function)}"
+        var, top = self._limits(expr)
+        body = self._print(expr.function)
+        if isinstance(expr.function, sp.Add):
+            body = rf"\left({body}\right)"
+        return rf"\sum_{{{var}=1}}^{{{top}}} {body}"
 
     def _print_Product(self, expr: sp.Product) -> str:
-        var = self._print(expr.limits[0][0])
+        var, top = self._limits(expr)
         body = self._print(expr.function)
         if isinstance(expr.function, (sp.Add, sp.Mul)):
             body = rf"\left({body}\right)"
-        return rf"\prod_{{{var}}} {body}"
+        return rf"\prod_{{{var}=1}}^{{{top}}} {body}"
 
-    def _print_ComponentSum(self, expr: ComponentSum) -> str:
+    def _print_ComponentSum(self, expr: Any) -> str:
         body = self._print(expr.args[0])
         if isinstance(expr.args[0], sp.Add):
             body = rf"\left({body}\right)"
@@ -140,13 +191,31 @@ class CourseworkLatexPrinter(LatexPrinter):
 
     def _print_DetBlock(self, expr: Any) -> str:
         _, inp, out = expr.args
-        return rf"\det\left(\frac{{\partial {self._print(out)}}}{{\partial {self._print(inp)}}}\right)"
+        return (rf"\det\left(\frac{{\partial {self._print(out)}}}"
+                rf"{{\partial {self._print(inp)}}}\right)")
+
+    def _print_Expectation(self, expr: Any) -> str:
+        return rf"\mathbb{{E}}_{{{self._label(expr.label)}}}\left[{self._print(expr.f)}\right]"
+
+    def _print_Variance(self, expr: Any) -> str:
+        f, label = expr.args
+        return rf"\operatorname{{Var}}_{{{self._label(label)}}}\left[{self._print(f)}\right]"
+
+    def _density(self, log_density: sp.Basic) -> str:
+        if isinstance(log_density, sp.log):
+            return self._print(log_density.args[0])
+        printed = self._print(log_density)
+        return printed[len(r"\log "):] if printed.startswith(r"\log ") else printed
+
+    def _print_KL(self, expr: Any) -> str:
+        log_q, log_p, _ = expr.args
+        return (rf"D_{{\mathrm{{KL}}}}\left({self._density(log_q)} \,\middle\|\, "
+                rf"{self._density(log_p)}\right)")
 
     def _print_Mul(self, expr: sp.Mul) -> str:
         if not self._vector:
             return super()._print_Mul(expr)
         coeff, factors = expr.as_coeff_mul()
-        factors = [f for f in factors]
         if len(factors) < 2 or any(f.is_number for f in factors):
             return super()._print_Mul(expr)
         num = [f for f in factors if not (f.is_Pow and f.exp.is_negative)]
@@ -163,21 +232,14 @@ class CourseworkLatexPrinter(LatexPrinter):
             return rf"{self._print(coeff)} {out}"
         return out
 
-    def _print_log(self, expr: sp.log, exp: str | None = None) -> str:
-        arg = expr.args[0]
-        if isinstance(arg, sp.Abs):
-            out = rf"\log\left|{self._print(arg.args[0])}\right|"
-        else:
-            out = rf"\log\left({self._print(arg)}\right)"
-        return rf"\left({out}\right)^{{{exp}}}" if exp else out
-
     def _print_BooleanTrue(self, expr: Any) -> str:
         return r"\text{always}"
 
 
-def latex(expr: Any, vector: bool = False, options: LatexOptions | None = None) -> str:
+def latex(expr: Any, vector: bool = False, options: LatexOptions | None = None,
+          names: Mapping[str, str] | None = None) -> str:
     """LaTeX for an expression, a block matrix or a relation, in coursework notation."""
-    printer = CourseworkLatexPrinter(vector=vector, options=options)
+    printer = CourseworkLatexPrinter(vector=vector, options=options, names=names)
     if isinstance(expr, BlockMatrixSpec):
         return block_matrix_latex(expr, printer)
     return printer.doprint(expr)
@@ -185,15 +247,14 @@ def latex(expr: Any, vector: bool = False, options: LatexOptions | None = None) 
 
 def block_matrix_latex(matrix: BlockMatrixSpec, printer: CourseworkLatexPrinter) -> str:
     """``\\begin{bmatrix} ... \\end{bmatrix}`` of ``diag(c) M`` terms, block by block."""
-    vec = CourseworkLatexPrinter(vector=True, options=printer._options)
+    vec = CourseworkLatexPrinter(vector=True, options=printer._options, names=printer._names)
     rows = []
     for row in matrix.blocks:
         cells = []
         for block in row:
             parts = []
             for term in block.terms:
-                coef = vec.doprint(term.coef)
-                diag = rf"\operatorname{{diag}}\left({coef}\right)"
+                diag = rf"\operatorname{{diag}}\left({vec.doprint(term.coef)}\right)"
                 if term.matrix == IDENTITY:
                     parts.append(diag)
                 elif term.coef == 1:
@@ -205,51 +266,159 @@ def block_matrix_latex(matrix: BlockMatrixSpec, printer: CourseworkLatexPrinter)
     return r"\begin{bmatrix} " + r" \\ ".join(rows) + r" \end{bmatrix}"
 
 
-def _chain(derivation: Derivation, printer: CourseworkLatexPrinter) -> list[dict[str, str]]:
+# --- derivations ------------------------------------------------------------------
+
+
+def _printers(d: Derivation, options: LatexOptions) -> tuple[CourseworkLatexPrinter,
+                                                             CourseworkLatexPrinter]:
+    names = d.data.get("latex_names", {})
+    return (CourseworkLatexPrinter(options=options, names=names),
+            CourseworkLatexPrinter(vector=True, options=options, names=names))
+
+
+#: Displayed sums longer than this many characters of LaTeX are broken across lines.
+BREAK_WIDTH = 120
+
+
+def _broken(printer: CourseworkLatexPrinter, expr: sp.Basic, width: int = BREAK_WIDTH,
+            joint: str = r" \\ &\quad ") -> str:
+    """``expr`` printed, a long sum broken into lines of about ``width`` characters."""
+    printed = printer.doprint(expr)
+    if len(printed) <= width or not isinstance(expr, sp.Add):
+        return printed
+    terms = [printer.doprint(term) for term in printer._as_ordered_terms(expr)]
+    lines, current = [], ""
+    for k, term in enumerate(terms):
+        piece = term if k == 0 or term.startswith("-") else f"+ {term}"
+        if current and len(current) + len(piece) > width:
+            lines.append(current)
+            current = piece
+        else:
+            current = f"{current} {piece}".strip()
+    lines.append(current)
+    return joint.join(lines)
+
+
+def _inline(printer: CourseworkLatexPrinter, expr: sp.Basic) -> str:
+    return f"${printer.doprint(expr)}$"
+
+
+def _chain(d: Derivation, printer: CourseworkLatexPrinter) -> list[dict[str, str]]:
+    from derive.derivation import fill
+
     lines = []
     previous = None
-    for k, step in enumerate(derivation.steps, start=1):
+    for k, step in enumerate(d.steps, start=1):
         lhs = "" if previous is not None and step.lhs == previous else printer.doprint(step.lhs)
-        lines.append({"lhs": lhs, "rhs": printer.doprint(step.rhs), "reason": step.reason,
+        if len(lhs) > BREAK_WIDTH:
+            lhs = _broken(printer, step.lhs, joint=r" \\ &\quad ") + r" \\ "
+        reason = fill(step.reason, lambda key, s=step: _inline(printer, s.notes[int(key)]),
+                      tex_escape)
+        lines.append({"lhs": lhs, "rhs": _broken(printer, step.rhs), "reason": reason,
                       "number": str(k)})
         previous = step.rhs
     return lines
 
 
-def render_derivation(derivation: Derivation, standalone: bool = False,
-                      options: LatexOptions | None = None,
-                      extras: Mapping[str, str] | None = None) -> str:
-    """One derivation as a LaTeX fragment (or a compiling document with ``standalone``)."""
-    options = options or LatexOptions()
-    printer = CourseworkLatexPrinter(options=options)
-    vec = CourseworkLatexPrinter(vector=True, options=options)
+def _results(d: Derivation, printer: CourseworkLatexPrinter,
+             vec: CourseworkLatexPrinter) -> list[dict[str, str]]:
     from derive.vocabulary import to_vector, uses_index_notation
 
     results = []
-    for r in derivation.results:
-        index_form = printer.doprint(r.expr)
+    for r in d.results:
+        if not r.typeset:
+            continue
+        expr = r.expr
+        main = _broken(printer, expr)
         if r.lhs is not None:
-            index_form = f"{printer.doprint(r.lhs)} = {index_form}"
+            main = f"{printer.doprint(r.lhs)} &= {main}"
+        if r" \\ " in main:
+            main = r"\begin{aligned}" + (main if r.lhs is not None else "&" + main) + \
+                r"\end{aligned}"
+        else:
+            main = main.replace("&=", "=")
         vector_form = ""
-        if (uses_index_notation(r.expr) and not isinstance(r.expr, sp.Eq)
-                and not r.expr.has(sp.Sum, sp.Product)):
+        if (uses_index_notation(expr) and not isinstance(expr, sp.Eq)
+                and not expr.has(sp.Sum, sp.Product)):
             try:
-                vector_form = vec.doprint(to_vector(r.expr))
+                vector_form = vec.doprint(to_vector(expr))
                 if r.lhs is not None:
                     vector_form = f"{vec.doprint(to_vector(r.lhs))} = {vector_form}"
-            except ValueError:
+            except (ValueError, KeyError):
                 vector_form = ""
-        results.append({"name": r.name, "latex": index_form, "vector": vector_form,
-                        "description": r.description})
+        results.append({"name": r.name, "latex": main, "vector": vector_form,
+                        "description": tex_escape(r.description)})
+    return results
+
+
+def _conclusion(d: Derivation, printer: CourseworkLatexPrinter) -> str:
+    from derive.derivation import fill
+
+    def math(name: str) -> str:
+        r = next(r for r in d.results if r.name == name)
+        lhs = f"{printer.doprint(r.lhs)} = " if r.lhs is not None else ""
+        return f"${lhs}{printer.doprint(r.expr)}$"
+
+    return fill(d.conclusion, math, tex_escape)
+
+
+def render_graph(graph: Any, printer: CourseworkLatexPrinter) -> str:
+    """A TikZ picture of a computation graph, laid out in layers by depth."""
+    depth: dict[str, int] = {}
+    for node in graph.nodes:
+        parents = graph.parents(node)
+        depth[node.name] = 1 + max((depth[p.name] for p in parents), default=-1)
+    layers: dict[int, list[Any]] = {}
+    for node in graph.nodes:
+        layers.setdefault(depth[node.name], []).append(node)
+    placed = []
+    for level, nodes in sorted(layers.items()):
+        for k, node in enumerate(nodes):
+            y = (len(nodes) - 1) / 2 - k
+            placed.append({"id": node.name, "x": f"{2.6 * level:.2f}", "y": f"{1.3 * y:.2f}",
+                           "label": printer.doprint(node.symbol), "role": node.role})
+    ys = {n["id"]: float(n["y"]) for n in placed}
+    edges = []
+    for a, b in graph.edges:
+        # an edge that skips a layer bends around the nodes between, away from the middle
+        skip = depth[b] - depth[a] > 1
+        bend = "" if not skip else ("bend left=30" if ys[a] >= 0 else "bend right=30")
+        edges.append({"src": a, "dst": b, "bend": bend})
+    return environment().get_template("graph.tex.jinja").render(nodes=placed, edges=edges)
+
+
+def _backward(d: Derivation, printer: CourseworkLatexPrinter) -> list[dict[str, Any]]:
+    tables = []
+    for key, title in (("backward", "Backward pass (reparameterization)"),
+                       ("backward_stl", "Backward pass (sticking the landing)")):
+        rows = d.data.get(key)
+        if not rows:
+            continue
+        tables.append({"title": title, "rows": [
+            {"adjoint": printer.doprint(a), "accumulation": printer.doprint(acc),
+             "value": printer.doprint(v)} for a, acc, v in rows]})
+    return tables
+
+
+def render_derivation(derivation: Derivation, standalone: bool = False,
+                      options: LatexOptions | None = None, command: str = "") -> str:
+    """One derivation as a LaTeX fragment (or a compiling document with ``standalone``)."""
+    options = options or LatexOptions()
+    printer, vec = _printers(derivation, options)
     matrix = derivation.data.get("block_matrix")
+    graph = derivation.data.get("graph")
     body = environment().get_template("derivation.tex.jinja").render(
-        d=derivation, chain=_chain(derivation, printer), results=results,
-        matrix=latex(matrix, options=options) if matrix is not None else "",
-        extras=extras or {},
+        d=derivation, chain=_chain(derivation, printer),
+        results=_results(derivation, printer, vec),
+        conclusion=_conclusion(derivation, printer),
+        matrix=block_matrix_latex(matrix, printer) if matrix is not None else "",
+        graph=render_graph(graph, printer) if graph is not None else "",
+        tables=_backward(derivation, printer),
     )
     if not standalone:
         return body
-    return render_document([body], title=f"Question {derivation.qid}", options=options)
+    return render_document([body], title=f"Question {derivation.qid}", options=options,
+                           command=command)
 
 
 def render_document(parts: list[str], title: str, options: LatexOptions | None = None,

@@ -33,6 +33,8 @@ examples:
   derive list                      the questions and their variants
   derive show 1.2                  the Jacobian derivation, step by step
   derive show 1.3 --variant coupling_additive
+  derive latex -o solutions.tex    the whole solutions document
+  derive latex --pdf -o solutions.pdf
   derive latex 1.3 -o q13.tex      a LaTeX fragment for \\input
   derive generate                  rewrite everything under generated/
   derive generate --check          fail (exit 1) when generated/ is stale
@@ -66,16 +68,20 @@ def parser() -> argparse.ArgumentParser:
     show.add_argument("qid", help=qid_help)
     show.add_argument("--variant", help=variant_help)
 
-    latex = sub.add_parser("latex", help="typeset a derivation as LaTeX",
-                           description="Write a derivation as LaTeX: a fragment to \\input, or "
-                                       "with --standalone a document that compiles.")
-    latex.add_argument("qid", help=qid_help)
+    latex = sub.add_parser("latex", help="typeset the solutions, or one derivation, as LaTeX",
+                           description="Without a question id, write the whole solutions "
+                                       "document. With one, write that derivation as a fragment "
+                                       "to \\input, or with --standalone as a document that "
+                                       "compiles. With --pdf, compile it with pdflatex.")
+    latex.add_argument("qid", nargs="?", help=qid_help + " (default: the whole document)")
     latex.add_argument("--variant", help=variant_help)
     latex.add_argument("-o", "--output", type=Path, help="write to FILE instead of stdout")
     latex.add_argument("--standalone", action="store_true",
                        help="wrap the fragment in a complete document")
     latex.add_argument("--odot", action="store_true",
                        help=r"write the element-wise product as \odot instead of \circ")
+    latex.add_argument("--pdf", action="store_true",
+                       help="compile with pdflatex (or latexmk) and write the PDF to --output")
 
     gen = sub.add_parser("generate", help="regenerate every file under generated/",
                          description="Derive every question, check every step, and rewrite the "
@@ -119,9 +125,28 @@ def _write_output(path: Path | None, text: str) -> str:
 def _cmd_latex(args: argparse.Namespace) -> str:
     from codegen.latex import LatexOptions, render_derivation
 
+    from .document import solutions_document
+    from .files import COMMAND
+
     options = LatexOptions(hadamard=r"\odot" if args.odot else r"\circ")
-    text = render_derivation(_derivation(args), standalone=args.standalone, options=options)
-    return _write_output(args.output, text)
+    if args.qid is None:
+        if args.variant:
+            raise _Failure("--variant needs a question id", code=2)
+        text = solutions_document(options, command=COMMAND.replace("generate", "latex"))
+    else:
+        text = render_derivation(_derivation(args), standalone=args.standalone or args.pdf,
+                                 options=options)
+    if not args.pdf:
+        return _write_output(args.output, text)
+    if args.output is None:
+        raise _Failure("--pdf needs -o/--output FILE.pdf", code=2)
+    from .pdf import PdfError, compile_pdf
+
+    try:
+        compile_pdf(text, args.output)
+    except PdfError as err:
+        raise _Failure(str(err)) from None
+    return f"wrote {args.output}\n"
 
 
 def _cmd_generate(args: argparse.Namespace) -> str:

@@ -60,6 +60,7 @@ __all__ = [
 ]
 
 _INPUT_BASES = (X1, X2, S, FB, GB)
+_u = sp.Symbol("u", real=True)
 _MODELS = (index_model((1, 2, 3)),)
 
 
@@ -131,11 +132,11 @@ def derive_inverse(block: CouplingBlock) -> Derivation:
     x2_sol = _solve_unique(block, sp.Eq(Y2[i], block.y2), X2[i])
     x1_sol = _solve_unique(block, sp.Eq(Y1[i], block.y1), X1[i])
     steps = [
-        Step(X2[i], x2_sol, "solve the second equation for x2 (it involves x2 and s only)",
-             given={Y2[i]: block.y2}),
+        Step(X2[i], x2_sol, "solve the second equation, {0}, for {1}",
+             given={Y2[i]: block.y2}, notes=(sp.Eq(Y2[i], block.y2), X2[i])),
         Step(X1[i], x1_sol,
-             "x2 is now known, so F(x2) and G(x2) can be evaluated; solve the first equation "
-             "for x1", given={Y1[i]: block.y1}),
+             "with x2 known, F(x2) and G(x2) can be evaluated; solve the first equation, "
+             "{0}, for {1}", given={Y1[i]: block.y1}, notes=(sp.Eq(Y1[i], block.y1), X1[i])),
     ]
     results = [
         Result("x2", x2_sol, "the second input, from y2 alone", X2[i]),
@@ -144,10 +145,10 @@ def derive_inverse(block: CouplingBlock) -> Derivation:
     ]
     return Derivation(
         "1.1", f"Inverting {block.title}",
-        "Give x1 and x2 from y1 and y2.",
+        "Give the inputs x1 and x2 from the outputs y1 and y2.",
         steps, results,
-        conclusion="Invert the second equation first; with x2 known, the first is solved "
-                   "for x1 component by component.",
+        conclusion="Invert the second equation first, {x2}; with x2 known, the first gives "
+                   "{x1}, component by component.",
         models=_MODELS, variant=block.name,
     )
 
@@ -213,11 +214,12 @@ def derive_jacobian(block: CouplingBlock) -> Derivation:
     triangular = blocks[("y2", "x1")].is_zero
     return Derivation(
         "1.2", f"The Jacobian of {block.title}",
-        "Give the Jacobian dy/dx of y = (y1, y2) with respect to x = (x1, x2) as a 2x2 "
-        "block matrix, saying what each n x n block is.",
+        "Give the Jacobian of y = (y1, y2) with respect to x = (x1, x2) as a 2 by 2 block "
+        "matrix, saying what each n by n block is.",
         steps, results,
-        conclusion=("dy2/dx1 = 0, so the Jacobian is block upper-triangular."
-                    if triangular else "The Jacobian is not block-triangular."),
+        conclusion=("The lower-left block vanishes, {dy2_dx1}, so the Jacobian is block "
+                    "upper-triangular." if triangular else
+                    "The Jacobian is not block-triangular."),
         models=_MODELS, variant=block.name, data={"block_matrix": matrix},
     )
 
@@ -260,8 +262,9 @@ def derive_determinant(block: CouplingBlock) -> Derivation:
     det = sp.exp(log_det) if positive else prod
     steps = [
         Step(det_full, det_a * det_d,
-             "dy2/dx1 = 0: the Jacobian is block upper-triangular, so its determinant is the "
-             "product of the determinants of its diagonal blocks"),
+             "{0}: the Jacobian is block upper-triangular, so its determinant is the "
+             "product of the determinants of its diagonal blocks",
+             notes=(sp.Eq(sp.Derivative(Y2[i], X1[j]), 0),), given=block.given),
         Step(det_a * det_d, prod,
              "both diagonal blocks are diagonal matrices: each determinant is the product "
              "of its diagonal entries"),
@@ -275,23 +278,24 @@ def derive_determinant(block: CouplingBlock) -> Derivation:
     steps += [
         Step(sp.log(sp.Abs(det_full)), sum_of_logs,
              "the log of a product is the sum of the logs"),
-        Step(sum_of_logs, log_det, "log|exp(u)| = u for real u: no exponential is ever formed"),
+        Step(sum_of_logs, log_det, "{0} for real u: no exponential is ever formed",
+             notes=(sp.Eq(sp.log(sp.Abs(sp.exp(_u), evaluate=False), evaluate=False), _u),)),
     ]
     preserving = log_det == 0
     condition = sp.true if preserving else sp.Eq(log_det, 0)
     results = [
         Result("det", det, "the determinant of dy/dx", det_full),
-        Result("log_abs_det", log_det, "log|det(dy/dx)|", sp.log(sp.Abs(det_full))),
+        Result("log_abs_det", log_det, "the log-determinant", sp.log(sp.Abs(det_full))),
         Result("volume_condition", condition,
-               "where the block preserves volume (|det| = 1)"),
+               "where the block preserves volume, that is where the determinant is 1"),
     ]
     if preserving:
-        verdict = "Volume preserving: |det(dy/dx)| = 1 for every input."
+        verdict = "Volume preserving: {det} for every input."
     else:
-        verdict = ("Not volume preserving in general: |det(dy/dx)| = 1 exactly where "
-                   "log|det| = 0, the condition in the results.")
+        verdict = ("Not volume preserving in general: the volume is preserved exactly where "
+                   "{volume_condition}.")
     return Derivation(
         "1.3", f"The determinant of {block.title}",
-        "Give det(dy/dx). Is the block volume preserving? Justify.",
+        "Give the determinant of the Jacobian. Is the block volume preserving? Justify.",
         steps, results, conclusion=verdict, models=_MODELS, variant=block.name,
     )

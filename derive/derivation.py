@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import random
+import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ __all__ = [
     "is_opaque",
     "check_step",
     "equal",
+    "fill",
 ]
 
 #: A concrete model: maps the two sides of a step to pairs of explicit instances.
@@ -76,31 +78,41 @@ class Step:
         reason: why the equality holds, in words ("solve the second equation for x2").
         given: substitutions the equality relies on, e.g. ``{y2: exp(s) * x2}``: the step
             is checked after replacing each key by its value.
+        notes: expressions the reason refers to as ``{0}``, ``{1}``, ...; each renderer
+            prints them as math, and every equality among them is checked like the step.
     """
 
     lhs: sp.Basic
     rhs: sp.Basic
     reason: str
     given: tuple[tuple[sp.Basic, sp.Basic], ...] = ()
+    notes: tuple[sp.Basic, ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.given, Mapping):
             object.__setattr__(self, "given", tuple(self.given.items()))
         object.__setattr__(self, "lhs", sp.sympify(self.lhs))
         object.__setattr__(self, "rhs", sp.sympify(self.rhs))
+        object.__setattr__(self, "notes", tuple(sp.sympify(n) for n in self.notes))
+        used = {int(k) for k in re.findall(r"\{(\d+)\}", self.reason)}
+        if used != set(range(len(self.notes))):
+            raise ValueError(f"reason {self.reason!r} refers to notes {sorted(used)}, "
+                             f"but the step has {len(self.notes)}")
 
 
 @dataclass(frozen=True)
 class Result:
     """A named result of a derivation: an expression, what it is, and of what it is the value.
 
-    ``lhs`` (optional) is the quantity the result gives, for display (``x2_i = ...``).
+    ``lhs`` (optional) is the quantity the result gives, for display (``x2_i = ...``);
+    ``typeset=False`` keeps a result meant for code generation out of the documents.
     """
 
     name: str
     expr: sp.Basic
     description: str = ""
     lhs: sp.Basic | None = None
+    typeset: bool = True
 
 
 @dataclass(frozen=True)
@@ -203,7 +215,17 @@ def _substitute(expr: sp.Basic, given: Sequence[tuple[sp.Basic, sp.Basic]]) -> s
 
 
 def check_step(step: Step, models: Sequence[Model] = (), seed: int = 0) -> Check:
-    """Verify one step; return how, or raise :class:`StepCheckError` naming the step."""
+    """Verify one step and its equality notes; return how, or raise :class:`StepCheckError`."""
+    for k, note in enumerate(step.notes):
+        if isinstance(note, sp.Equality):
+            try:
+                _check_equality(Step(note.lhs, note.rhs, "note", step.given), models, seed)
+            except StepCheckError as err:
+                raise StepCheckError(f"note {{{k}}} of the reason: {err}") from None
+    return _check_equality(step, models, seed)
+
+
+def _check_equality(step: Step, models: Sequence[Model], seed: int) -> Check:
     lhs = _explicit_derivatives(_substitute(step.lhs, step.given))
     rhs = _explicit_derivatives(_substitute(step.rhs, step.given))
     if isinstance(rhs, sp.Expr) and rhs.getO() is not None:
@@ -230,6 +252,20 @@ def check_step(step: Step, models: Sequence[Model] = (), seed: int = 0) -> Check
     if models:
         return Check("explicit", f"{len(instances)} explicit instances, {method}")
     return Check(method)
+
+
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def fill(template: str, math: Callable[[str], str], escape: Callable[[str], str] = str) -> str:
+    """Fill ``{0}`` / ``{name}`` placeholders with ``math(key)``, escaping the prose between.
+
+    Example:
+        >>> fill("see {0} and {kl}", lambda k: f"<{k}>", str.upper)
+        'SEE <0> AND <kl>'
+    """
+    parts = _PLACEHOLDER.split(template)
+    return "".join(escape(part) if k % 2 == 0 else math(part) for k, part in enumerate(parts))
 
 
 @dataclass(frozen=True)
@@ -266,6 +302,10 @@ class Derivation:
         names = [r.name for r in self.results]
         if len(set(names)) != len(names):
             raise ValueError(f"derivation {self.qid}: result names repeat: {names}")
+        unknown = set(_PLACEHOLDER.findall(self.conclusion)) - set(names)
+        if unknown:
+            raise ValueError(f"derivation {self.qid}: the conclusion refers to unknown results "
+                             f"{sorted(unknown)}")
         checks = []
         for k, step in enumerate(self.steps, start=1):
             try:

@@ -19,13 +19,12 @@ import tempfile
 from pathlib import Path
 
 from codegen.environment import environment
-from codegen.latex import render_derivation, render_document
 from codegen.numpy_backend import render_numpy
 
 from .blocks import BLOCKS
 from .gaussian_kl import PARAMETERIZATIONS
 from .kernels import coupling_module, gaussian_kl_module
-from .questions import QUESTIONS
+from .document import solutions_document
 
 __all__ = ["COMMAND", "generated_files", "write_files", "stale_files", "default_root",
            "GENERATED_MARK"]
@@ -48,16 +47,21 @@ def generated_files() -> dict[str, str]:
     files = {f"generated/{m.name}.py": render_numpy(m, COMMAND) for m in modules}
     files["generated/__init__.py"] = environment().get_template("package.py.jinja").render(
         modules=modules, command=COMMAND)
-    parts = [render_derivation(q.derive(q.default)) for q in QUESTIONS.values()]
-    files["generated/solutions.tex"] = render_document(parts, title="Solutions",
-                                                       command=COMMAND)
+    files["generated/solutions.tex"] = solutions_document(command=COMMAND)
     return dict(sorted(files.items()))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _write_atomic(path: Path, content: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             fh.write(content)
         os.replace(tmp, path)

@@ -72,6 +72,11 @@ def linear_gaussian_model() -> GaussianModel:
     )
 
 
+def _tidy(expr: sp.Expr) -> sp.Expr:
+    """A canonical display form: logs expanded, then terms grouped by the scale tau."""
+    return sp.collect(sp.expand(sp.expand_log(expr, force=True)), [sp.log(tau), sp.log(sigma)])
+
+
 def _posterior(model: GaussianModel) -> tuple[sp.Expr, sp.Expr]:
     """Mean and variance of p(z|x), read off the quadratic log-density."""
     poly = sp.Poly(model.densities[_lpzx], z)
@@ -95,21 +100,23 @@ def derive_free_energy() -> Derivation:
         Step(Expectation(_lpxz, _q) - kl_prior.definition(),
              Expectation(_lpxz + _lpz - _lqz, _q), "linearity of expectation"),
         Step(Expectation(_lpxz + _lpz - _lqz, _q), Expectation(_lpzx + _lpx - _lqz, _q),
-             "Bayes' rule: log p(x|z) + log p(z) = log p(z|x) + log p(x)"),
+             "Bayes' rule, {0}", notes=(sp.Eq(_lpxz + _lpz, _lpzx + _lpx),)),
         Step(Expectation(_lpzx + _lpx - _lqz, _q), _lpx - kl_post.definition(),
-             "linearity; log p(x) does not depend on z, and E_q[1] = 1"),
+             "linearity; log p(x) does not depend on z, and {0}",
+             notes=(sp.Eq(Expectation(1, _q), 1),)),
         Step(_lpx - kl_post.definition(), _lpx - kl_post, "the definition of the KL divergence"),
     ]
     raw_evidence, evidence = _log_evidence()
     steps.append(Step(_lpx, evidence,
-                      "in the linear-Gaussian model, log p(x) = log of the integral of "
-                      "p(x|z) p(z) over z, which SymPy evaluates", given={_lpx: raw_evidence}))
-    direct = model.evaluate(Expectation(_lpxz, _q) - kl_prior)
-    via_identity = model.evaluate(_lpx - kl_post)
+                      "in the linear-Gaussian model {0}, {1}, {2}: the log of the integral "
+                      "of p(x|z) p(z) over z, which SymPy evaluates", given={_lpx: raw_evidence},
+                      notes=tuple(sp.Eq(k, model.densities[k]) for k in (_lpz, _lpxz, _lqz))))
+    direct = _tidy(model.evaluate(Expectation(_lpxz, _q) - kl_prior))
+    via_identity = _tidy(model.evaluate(_lpx - kl_post))
     steps.append(Step(
-        sp.simplify(direct), sp.simplify(via_identity),
-        "in the linear-Gaussian model, F(q) computed directly (left) and as "
-        "log p(x) - KL(q || p(z|x)) (right), both in closed form"))
+        direct, via_identity,
+        "in the linear-Gaussian model, the free energy computed directly (left) and as the "
+        "log evidence minus the KL divergence to the posterior (right), both in closed form"))
     post_mean, post_var = _posterior(model)
     results = [
         Result("identity", sp.Eq(F_q, _lpx - kl_post),
@@ -118,13 +125,14 @@ def derive_free_energy() -> Derivation:
                "log p(x) in the linear-Gaussian model, by integration", _lpx),
         Result("model_posterior_mean", post_mean, "the mean of p(z|x) in that model"),
         Result("model_posterior_variance", post_var, "the variance of p(z|x) in that model"),
-        Result("model_free_energy", sp.simplify(direct), "F(q) in that model", F_q),
+        Result("model_free_energy", direct, "the free energy in that model", F_q),
     ]
     return Derivation(
         "2.1", "The free energy and the posterior",
-        "Show that F(q) = log p(x) - KL(q(z) || p(z|x)).", steps, results,
-        conclusion="Maximizing F(q) over q maximizes a lower bound on log p(x); the gap is "
-                   "the KL divergence from q to the true posterior.",
+        "Show that the free energy equals the log evidence minus the KL divergence from q "
+        "to the posterior.", steps, results,
+        conclusion="{identity}: maximizing the free energy over q maximizes a lower bound on "
+                   "the log evidence, and the gap is the KL divergence from q to the posterior.",
         models=(model,), variant="",
     )
 
@@ -202,9 +210,9 @@ def derive_kl_factorization() -> Derivation:
         "the KL term decomposes over the dimensions")]
     return Derivation(
         "2.2", "The KL term decomposes over dimensions",
-        "Show that KL(q(z) || p(z)) = sum_i KL(q_i(z_i) || p_i(z_i)) for factorized q and p.",
+        "Show that the KL divergence between factorized q and p is the sum of the KL "
+        "divergences of their factors.",
         steps, results,
-        conclusion="For fully factorized q and p the KL divergence is the sum of the "
-                   "per-dimension KL divergences.",
+        conclusion="{decomposition} for fully factorized q and p.",
         models=(factorized_model(),),
     )

@@ -44,6 +44,7 @@ _log_p = sp.Symbol("log_p_i", real=True)
 _q_i = sp.Symbol("q_i")
 _eps_label = sp.Symbol("epsilon")
 KL_i = sp.Symbol("KL_i", real=True)
+_a = sp.Symbol("a", real=True)
 
 #: Where the Taylor series of expm1(x) - x replaces the cancelling difference, and its order.
 SERIES_RADIUS = sp.Rational(1, 10)
@@ -51,6 +52,12 @@ SERIES_ORDER = 12
 #: Beyond this |x|, exp(x) is taken from the user's parameter directly (sigma**2), not from
 #: exp(log sigma**2), whose relative error grows like |x| * eps.
 DIRECT_RADIUS = 2
+
+
+#: Question 2.3 and 2.4 are per dimension: their symbols print with the subscript i.
+_PER_DIMENSION = {"mu": r"\mu_i", "sigma": r"\sigma_i", "eps": r"\epsilon_i", "z": "z_i",
+                  "r": "r_i", "s": "s_i", "t": "t_i", "logvar": r"\lambda_i",
+                  "epsilon": r"\epsilon_i"}
 
 
 @dataclass(frozen=True)
@@ -131,6 +138,7 @@ def derive_kl(p: Parameterization) -> Derivation:
     model = _q_model(sigma_param := PARAMETERIZATIONS["sigma"])
     integrand = gaussian_log_pdf(z, mu, sigma) - gaussian_log_pdf(z, 0, 1)
     by_linearity = _linear(integrand, z, _q_i)
+    expectations = sorted(by_linearity.atoms(Expectation), key=sp.default_sort_key)
     moments = by_linearity.replace(lambda e: isinstance(e, Expectation),
                                    lambda e: model.evaluate(e))
     closed = sp.simplify(moments)
@@ -140,25 +148,28 @@ def derive_kl(p: Parameterization) -> Derivation:
         Step(KL_i, kl_def.definition(), "the definition of the KL divergence",
              given={KL_i: kl_def}),
         Step(kl_def.definition(), Expectation(integrand, _q_i),
-             "the Gaussian log-densities of q_i and p_i; the log(2 pi) terms cancel"),
+             "the Gaussian log-densities {0} and {1}",
+             notes=(sp.Eq(_log_q, gaussian_log_pdf(z, mu, sigma)),
+                    sp.Eq(_log_p, gaussian_log_pdf(z, 0, 1)))),
         Step(Expectation(integrand, _q_i), by_linearity, "linearity of expectation"),
         Step(by_linearity, moments,
-             "the moments of the normal distribution: E[(z - mu)^2] = sigma^2, "
-             "E[z^2] = mu^2 + sigma^2 (sympy.stats)"),
+             "the moments of the normal distribution, from sympy.stats: "
+             + ", ".join(f"{{{k}}}" for k in range(len(expectations))),
+             notes=tuple(sp.Eq(e, model.evaluate(e)) for e in expectations)),
         Step(moments, half_form, "collect terms"),
     ]
     kl = closed
     if p.sigma != sigma:
         kl = sp.simplify(sp.expand_log(closed.xreplace({sigma: p.sigma}), force=True))
-        steps.append(Step(half_form, kl, f"substitute sigma = {sp.sstr(p.sigma)}",
-                          given={sigma: p.sigma}))
-    results = [Result("kl", kl, f"KL(q_i || p_i) in mu and {p.name}", KL_i)]
+        steps.append(Step(half_form, kl, "substitute {0}", given={sigma: p.sigma},
+                          notes=(sp.Eq(sigma, p.sigma),)))
+    results = [Result("kl", kl, f"the KL divergence in mu and {p.name}", KL_i)]
     return Derivation(
         "2.3", "The KL divergence of a Gaussian from the standard normal",
-        "Give KL(q_i(z_i) || p_i(z_i)) explicitly in mu_i and sigma_i.", steps, results,
-        conclusion="KL(q_i || p_i) = (mu_i^2 + sigma_i^2 - log sigma_i^2 - 1) / 2, zero exactly "
-                   "when mu_i = 0 and sigma_i = 1.",
-        models=(model,), variant=p.name,
+        "Give the KL divergence of q_i from p_i explicitly in the mean and the scale of q_i.",
+        steps, results,
+        conclusion="{kl}: zero exactly at the prior's mean and scale, positive elsewhere.",
+        models=(model,), variant=p.name, data={"latex_names": _PER_DIMENSION},
     )
 
 
@@ -181,14 +192,14 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
     in_exp = quadratic + (sp.exp(x) - 1 - x) / 2
     steps = [
         Step(KL_i, kl, "the closed form of 2.3", given={KL_i: kl}),
-        Step(kl, in_exp,
-             f"write sigma^2 = exp(x) with x = log sigma^2 = {sp.sstr(log_var)}: no sigma^2 "
-             "to overflow or underflow", given={x: log_var}),
+        Step(kl, in_exp, "write {0} with {1}: nothing to overflow or underflow",
+             given={x: log_var}, notes=(sp.Eq(p.sigma**2, sp.exp(x)), sp.Eq(x, log_var))),
         Step(in_exp, quadratic + expm1mx(x) / 2,
-             "expm1mx(x) = exp(x) - 1 - x, evaluated without cancelling near x = 0"),
+             "{0}, evaluated without cancelling near x = 0",
+             notes=(sp.Eq(expm1mx(x), sp.exp(x) - 1 - x),)),
         Step(expm1mx(x), _taylor(x) + sp.O(x**SERIES_ORDER),
-             f"its Taylor series, used where |x| < {SERIES_RADIUS}; elsewhere "
-             "expm1(x) - x loses at most a few bits"),
+             "its Taylor series, used where {0}; elsewhere the difference loses at most a "
+             "few bits", notes=(sp.Abs(x) < SERIES_RADIUS,)),
     ]
     for name, g in grad.items():
         var = mu if name == "mu" else s
@@ -196,35 +207,39 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
                           given={KL_i: kl}))
         if stable_grad[name] != g:
             steps.append(Step(g, stable_grad[name],
-                              "factor, and write exp(a) - 1 as expm1(a): no cancellation"))
+                              "factor, and write {0}: no cancellation",
+                              notes=(sp.Eq(sp.exp(_a) - 1, optimize(sp.exp(_a) - 1,
+                                                                    [expm1_opt])),)))
     direct = sp.exp(log_var)  # sigma**2 itself where x = log sigma**2
     evaluable = quadratic + sp.Piecewise(
         (sp.horner(_taylor(x)), sp.Abs(x) < SERIES_RADIUS),
         (optimize(sp.exp(x) - 1 - x, [expm1_opt]), sp.Abs(x) < DIRECT_RADIUS),
         (direct - 1 - x, True)) / 2
     steps.append(Step(sp.exp(x), direct,
-                      f"where |x| >= {DIRECT_RADIUS} there is no cancellation: take exp(x) "
-                      f"as {sp.sstr(direct)} directly", given={x: log_var}))
+                      "where {0} there is no cancellation: take the exponential from the "
+                      "parameter directly", given={x: log_var},
+                      notes=(sp.Abs(x) >= DIRECT_RADIUS,)))
     bound = _series_bound()
     results = [
         Result("kl_stable", stable, "the KL arranged for floating point", KL_i),
-        Result("x", log_var, "the log-variance x = log sigma^2 the arrangement uses"),
+        Result("x", log_var, "the log-variance the arrangement uses", x),
         Result("kl_evaluable", evaluable,
-               "the same in x, with expm1mx written out for evaluation: the series, "
-               "expm1(x) - x, or exp(x) - 1 - x, by |x|"),
+               "the same, written out piece by piece for evaluation in floating point",
+               typeset=False),
         Result("series_relative_error", bound,
-               f"bound on the relative truncation error of the series for |x| < {SERIES_RADIUS}"),
-    ] + [Result(f"grad_{name}", g, f"dKL/d{name}, arranged for floating point",
+               "bound on the relative truncation error of the series where it is used"),
+    ] + [Result(f"grad_{name}", g, f"the gradient with respect to {name}, arranged for "
+                "floating point",
                 sp.Derivative(KL_i, mu if name == "mu" else s))
          for name, g in stable_grad.items()]
     return Derivation(
         "2.3n", "The KL term and its gradient in floating point",
-        "Arrange KL(q_i || p_i) and its gradient so that float32 and float64 keep their "
-        "relative accuracy for every positive sigma, near the optimum sigma = 1 included.",
+        "Arrange the KL divergence and its gradient so that float32 and float64 keep their "
+        "relative accuracy for every positive scale, near the optimum included.",
         steps, results,
         conclusion="Each rewrite is an identity SymPy proves; only the series is an "
-                   "approximation, with the bound stated.",
-        variant=p.name,
+                   "approximation, with relative error below {series_relative_error}.",
+        variant=p.name, data={"latex_names": _PER_DIMENSION},
     )
 
 
@@ -329,7 +344,8 @@ def computation_graph(p: Parameterization) -> Graph:
     return Graph(tuple(nodes))
 
 
-def _adjoints(graph: Graph, cut: bool) -> tuple[list[Step], dict[sp.Symbol, sp.Expr]]:
+def _adjoints(graph: Graph, cut: bool) -> tuple[list[Step], dict[sp.Symbol, sp.Expr],
+                                                list[tuple[sp.Symbol, sp.Expr, sp.Expr]]]:
     """Reverse mode, node by node; ``cut`` drops the score edges (sticking the landing).
 
     Every step is checked against the adjoint computed independently: the derivative of
@@ -366,6 +382,7 @@ def _adjoints(graph: Graph, cut: bool) -> tuple[list[Step], dict[sp.Symbol, sp.E
         return graph.in_leaves(value.xreplace({v: k for (_, k), v in frozen.items()}))
 
     given: dict[sp.Symbol, sp.Expr] = {}
+    rows: list[tuple[sp.Symbol, sp.Expr, sp.Expr]] = []
     for node in reversed(graph.nodes):
         if node.role == "noise":
             continue
@@ -374,6 +391,7 @@ def _adjoints(graph: Graph, cut: bool) -> tuple[list[Step], dict[sp.Symbol, sp.E
         if node is out:
             values[node.symbol] = sp.Integer(1)
             steps.append(Step(bar, 1, "seed the backward pass at the output", given=given))
+            rows.append((bar, sp.Integer(1), sp.Integer(1)))
             continue
         accumulation = sp.Add(*(_bar(c.symbol, suffix) * local(c, node)
                                 for c in graph.children(node)))
@@ -392,7 +410,8 @@ def _adjoints(graph: Graph, cut: bool) -> tuple[list[Step], dict[sp.Symbol, sp.E
         steps.append(Step(accumulation.xreplace({v: k for (_, k), v in frozen.items()}),
                           value, "substitute the adjoints already computed",
                           given={**given, **leaves}))
-    return steps, values
+        rows.append((bar, accumulation.xreplace({v: k for (_, k), v in frozen.items()}), value))
+    return steps, values, rows
 
 
 @cache
@@ -401,8 +420,8 @@ def derive_gradient_estimators(p: Parameterization) -> Derivation:
     graph = computation_graph(p)
     kl = derive_kl(p).result("kl")
     model = _q_model(p)
-    steps, full = _adjoints(graph, cut=False)
-    stl_steps, stl = _adjoints(graph, cut=True)
+    steps, full, rows = _adjoints(graph, cut=False)
+    stl_steps, stl, stl_rows = _adjoints(graph, cut=True)
     params = [n.symbol for n in graph.nodes if n.role == "parameter"]
     results = []
     for par in params:
@@ -430,15 +449,19 @@ def derive_gradient_estimators(p: Parameterization) -> Derivation:
                                        f"the variance of the {'STL' if label else 'full'} "
                                        f"estimate of dKL/d{par.name} (sympy.stats)"))
             results.append(Result(f"var_{label}{par.name}", var,
-                                  f"Var[{'STL' if label else 'full'} estimate of "
-                                  f"dKL/d{par.name}]"))
+                                  f"the variance of the {'STL' if label else 'full'} estimate "
+                                  f"of the gradient with respect to {par.name}",
+                                  Variance(_bar(par, "stl" if label else "bar"), _eps_label)))
     return Derivation(
         "2.4", "Reparameterized gradients of the KL term",
-        "Estimate the gradient of KL(q_i || p_i) with respect to (mu_i, sigma_i) by "
-        "backpropagation through z = mu + sigma eps, r = log q(z), s = log p(z), t = r - s.",
+        "Estimate the gradient of the KL divergence with respect to the mean and the scale by "
+        "backpropagation through the computation graph below.",
         steps + stl_steps + variance_steps, results,
-        conclusion="E_eps[grad t] equals the exact gradient of 2.3, so the estimator is "
-                   "unbiased; sticking the landing drops the score term, stays unbiased, and "
-                   "has zero variance at the optimum mu = 0, sigma = 1.",
-        models=(model,), variant=p.name, data={"graph": graph},
+        conclusion="The expectation over the noise of each backpropagated gradient equals the "
+                   "exact gradient of 2.3, so the estimator is unbiased, with {var_mu}; "
+                   "sticking the landing drops the score term, stays unbiased, and has "
+                   "{var_stl_mu}, zero at the optimum.",
+        models=(model,), variant=p.name,
+        data={"graph": graph, "backward": rows, "backward_stl": stl_rows,
+              "latex_names": _PER_DIMENSION},
     )

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import sympy as sp
 from sympy.printing.str import StrPrinter
 
+from .derivation import fill
+
 if TYPE_CHECKING:
     from .derivation import Derivation
 
@@ -61,6 +63,9 @@ class TextPrinter(StrPrinter):
             return f"log|{self._print(expr.args[0].args[0])}|"
         return f"log({self._print(expr.args[0])})"
 
+    def _print_Abs(self, expr: sp.Abs) -> str:
+        return f"|{self._print(expr.args[0])}|"
+
     def _print_ComponentSum(self, expr: Any) -> str:
         return f"sum_i({self._print(expr.args[0])})"
 
@@ -68,6 +73,11 @@ class TextPrinter(StrPrinter):
 def text(expr: Any) -> str:
     """One expression as compact text."""
     return TextPrinter().doprint(expr)
+
+
+def _result_text(d: Derivation, name: str) -> str:
+    r = next(r for r in d.results if r.name == name)
+    return (f"{text(r.lhs)} = " if r.lhs is not None else "") + text(r.expr)
 
 
 def render_text(d: Derivation, width: int = 100) -> str:
@@ -79,7 +89,8 @@ def render_text(d: Derivation, width: int = 100) -> str:
     for k, (step, check) in enumerate(zip(d.steps, d.checks, strict=True), start=1):
         lhs = "" if previous is not None and step.lhs == previous else text(step.lhs)
         how = check.method + (f", {check.detail}" if check.detail else "")
-        lines += wrap.wrap(f"({k}) {step.reason}")
+        reason = fill(step.reason, lambda key: text(step.notes[int(key)]))
+        lines += wrap.wrap(f"({k}) {reason}")
         lines.append(f"        {lhs} = {text(step.rhs)}" if lhs else f"          = {text(step.rhs)}")
         lines.append(f"        [checked: {how}]")
         previous = step.rhs
@@ -90,5 +101,5 @@ def render_text(d: Derivation, width: int = 100) -> str:
         if r.description:
             lines.append(f"        ({r.description})")
     if d.conclusion:
-        lines += [""] + wrap.wrap("Answer: " + d.conclusion)
+        lines += [""] + wrap.wrap("Answer: " + fill(d.conclusion, lambda key: _result_text(d, key)))
     return "\n".join(lines) + "\n"
