@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from derive.derivation import Derivation
 
 __all__ = ["CourseworkLatexPrinter", "latex", "render_derivation", "render_document",
-           "render_graph", "LATEX_NAMES", "LatexOptions"]
+           "render_graph", "render_notebook", "LATEX_NAMES", "LatexOptions"]
 
 #: How each name prints: vectors, opaque functions, Jacobians, densities, Greek letters.
 LATEX_NAMES: dict[str, str] = {
@@ -429,3 +429,33 @@ def render_document(parts: list[str], title: str, options: LatexOptions | None =
     """
     return environment().get_template("document.tex.jinja").render(
         parts=parts, title=title, options=options or LatexOptions(), command=command)
+
+
+def render_notebook(d: Derivation, options: LatexOptions | None = None) -> str:
+    """One derivation as a single MathJax display, for Jupyter's ``_repr_latex_``.
+
+    Each step is a line ``lhs = rhs`` with its numbered reason beside it; the results
+    follow, boxed.
+    """
+    from derive.derivation import fill
+
+    printer, _ = _printers(d, options or LatexOptions())
+
+    def text(template: str, notes: tuple[sp.Basic, ...] = ()) -> str:
+        body = fill(template, lambda key: rf"}}{printer.doprint(notes[int(key)])}\text{{",
+                    tex_escape)
+        return rf"\text{{{body}}}"
+
+    lines = [rf"&\textbf{{{tex_escape(d.qid + '  ' + d.title)}}}"]
+    previous = None
+    for k, step in enumerate(d.steps, start=1):
+        lhs = "" if previous is not None and step.lhs == previous else printer.doprint(step.lhs)
+        lines.append(rf"{lhs} &= {printer.doprint(step.rhs)} && "
+                     + text(f"({k}) " + step.reason, step.notes))
+        previous = step.rhs
+    for r in d.results:
+        if r.typeset:
+            lhs = f"{printer.doprint(r.lhs)} = " if r.lhs is not None else ""
+            lines.append(rf"&\boxed{{{lhs}{printer.doprint(r.expr)}}} && "
+                         + text(r.description))
+    return "$$\\begin{aligned}" + " \\\\\n".join(lines) + "\\end{aligned}$$"

@@ -331,6 +331,7 @@ class Derivation:
         return render_text(self)
 
     def _repr_latex_(self) -> str:
-        from codegen.latex import render_derivation
+        """The derivation as one MathJax display (Jupyter shows it typeset)."""
+        from codegen.latex import render_notebook
 
-        return render_derivation(self, standalone=False)
+        return render_notebook(self)

@@ -25,6 +25,7 @@ from .blocks import BLOCKS
 from .gaussian_kl import PARAMETERIZATIONS
 from .kernels import coupling_module, gaussian_kl_module
 from .document import solutions_document
+from .notebook import derivations_notebook
 
 __all__ = ["COMMAND", "generated_files", "write_files", "stale_files", "default_root",
            "GENERATED_MARK"]
@@ -48,6 +49,7 @@ def generated_files() -> dict[str, str]:
     files["generated/__init__.py"] = environment().get_template("package.py.jinja").render(
         modules=modules, command=COMMAND)
     files["generated/solutions.tex"] = solutions_document(command=COMMAND)
+    files["generated/derivations.ipynb"] = derivations_notebook(COMMAND)
     return dict(sorted(files.items()))
 
 

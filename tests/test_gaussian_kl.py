@@ -166,3 +166,19 @@ def test_bad_input_names_the_argument():
         ks.kl_grad_reparam(np.zeros(3), 1.0, np.zeros(4))
     with pytest.raises(TypeError, match=r"mu: expected a real numeric array"):
         ks.kl(np.array(["a"]), 1.0)
+
+
+def test_a_new_parameterization_costs_two_lines(rng):
+    from codegen.numpy_backend import render_numpy
+    from derive.gaussian_kl import Parameterization
+    from derive.kernels import gaussian_kl_module
+
+    rho = sp.Symbol("log_sigma", real=True)
+    p = Parameterization("log_sigma", "gaussian_kl_logsigma", rho, sp.exp(rho), "log sigma")
+    namespace: dict = {}
+    exec(render_numpy(gaussian_kl_module(p), "test"), namespace)  # noqa: S102
+    mu, log_sigma = rng.normal(size=20), rng.normal(size=20)
+    sigma = np.exp(log_sigma)
+    np.testing.assert_allclose(namespace["kl"](mu, log_sigma), ks.kl(mu, sigma), rtol=1e-13)
+    d_mu, d_rho = namespace["kl_grad"](mu, log_sigma)
+    np.testing.assert_allclose(d_rho, ref.kl_grad_hand(mu, sigma)[1] * sigma, rtol=1e-12)

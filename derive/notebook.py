@@ -1,0 +1,60 @@
+r"""A Jupyter notebook of every derivation, its outputs already rendered as LaTeX.
+
+Each code cell builds one derivation; its stored output is the derivation's
+``_repr_latex_``, so the notebook shows the typeset chain without being run.
+
+Example:
+    >>> import json
+    >>> nb = json.loads(derivations_notebook("python -m derive generate"))
+    >>> nb["nbformat"], len(nb["cells"]) > 10
+    (4, True)
+"""
+
+from __future__ import annotations
+
+import json
+
+from .questions import QUESTIONS
+
+__all__ = ["derivations_notebook"]
+
+
+def _lines(text: str) -> list[str]:
+    parts = text.split("\n")
+    return [p + "\n" for p in parts[:-1]] + [parts[-1]]
+
+
+def derivations_notebook(command: str) -> str:
+    """The notebook's JSON: a markdown header, then one cell per question and variant."""
+    from .files import GENERATED_MARK
+
+    cells = [{
+        "cell_type": "markdown", "metadata": {},
+        "source": _lines(f"This notebook is {GENERATED_MARK}\n"
+                         f"Regenerate with: `{command}`\n\n"
+                         "# The derivations\n\nEach cell builds a derivation; every step was "
+                         "checked by SymPy when it was built."),
+    }]
+    count = 0
+    for q in QUESTIONS.values():
+        for variant in q.variants:
+            count += 1
+            d = q.derive(variant)
+            call = f"build({q.qid!r}" + (f", {variant!r})" if variant else ")")
+            cells.append({
+                "cell_type": "code", "execution_count": count, "metadata": {},
+                "source": _lines(("from derive import build\n\n" if count == 1 else "") + call),
+                "outputs": [{
+                    "output_type": "execute_result", "execution_count": count, "metadata": {},
+                    "data": {"text/latex": _lines(d._repr_latex_()),
+                             "text/plain": _lines(str(d).rstrip("\n"))},
+                }],
+            })
+    notebook = {
+        "cells": cells,
+        "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python",
+                                    "name": "python3"},
+                     "language_info": {"name": "python"}},
+        "nbformat": 4, "nbformat_minor": 4,
+    }
+    return json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"
