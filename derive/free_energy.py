@@ -46,10 +46,25 @@ _q = sp.Symbol("q")
 
 
 @cache
+def _gaussian_integral() -> tuple[sp.Expr, tuple[sp.Symbol, sp.Symbol, sp.Symbol]]:
+    """The integral of exp(-a z^2 + b z + c) over the real line, as SymPy evaluates it."""
+    a, b_, c = sp.Symbol("a", positive=True), sp.Symbol("b", real=True), sp.Symbol("c", real=True)
+    value = sp.simplify(sp.integrate(sp.exp(-a * z**2 + b_ * z + c), (z, -sp.oo, sp.oo)))
+    return value, (a, b_, c)
+
+
+@cache
 def _log_evidence() -> tuple[sp.Expr, sp.Expr]:
-    """log p(x) in the linear-Gaussian model: as integrated, and in a tidy display form."""
+    """log p(x) in the linear-Gaussian model: as integrated, and in a tidy display form.
+
+    The joint's log is quadratic in z, so the integral is SymPy's Gaussian integral with
+    the coefficients read off (faster than integrating the joint itself, and the same).
+    """
     log_joint = gaussian_log_pdf(x, w * z + b, tau) + gaussian_log_pdf(z, 0, 1)
-    evidence = sp.integrate(sp.exp(log_joint), (z, -sp.oo, sp.oo))
+    poly = sp.Poly(sp.expand(log_joint), z)
+    integral, (a, b_, c) = _gaussian_integral()
+    evidence = integral.xreplace({a: -poly.coeff_monomial(z**2), b_: poly.coeff_monomial(z),
+                                  c: poly.coeff_monomial(1)})
     raw = sp.expand(sp.expand_log(sp.log(sp.simplify(evidence)), force=True))
     logs = sp.Add(*(term for term in raw.args if term.has(sp.log)))
     return raw, sp.factor(raw - logs) + sp.logcombine(logs, force=True)

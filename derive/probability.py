@@ -83,17 +83,16 @@ def gaussian_log_pdf(x: sp.Expr, mean: sp.Expr, std: sp.Expr) -> sp.Expr:
 
 
 @cache
-def _raw_moments(order: int) -> tuple[sp.Expr, ...]:
-    """``E[Z**k]`` for ``Z ~ N(m, s**2)``, ``k = 0..order``, computed by ``sympy.stats``."""
+def _raw_moment(k: int) -> sp.Expr:
+    """``E[Z**k]`` for ``Z ~ N(m, s**2)``, computed by ``sympy.stats``."""
     m, s = sp.Symbol("m", real=True), sp.Symbol("s", positive=True)
-    Z = stats.Normal("Z", m, s)
-    return tuple(sp.expand(stats.E(Z**k)) for k in range(order + 1))
+    return sp.expand(stats.E(stats.Normal("Z", m, s) ** k))
 
 
 def normal_moment(k: int, mean: sp.Expr, std: sp.Expr) -> sp.Expr:
     """``E[Z**k]`` for ``Z ~ N(mean, std**2)``."""
     m, s = sp.Symbol("m", real=True), sp.Symbol("s", positive=True)
-    return _raw_moments(k)[k].xreplace({m: mean, s: std})
+    return _raw_moment(k).xreplace({m: mean, s: std})
 
 
 def gaussian_expectation(f: sp.Expr, variables: Mapping[sp.Symbol, tuple[sp.Expr, sp.Expr]]
