@@ -133,7 +133,8 @@ class CourseworkLatexPrinter(LatexPrinter):
             out = rf"{self._name(name)}({args})"
             return rf"{out}^{{{exp}}}" if exp else out
         if type(expr).__name__ in ("expm1", "expm1mx", "log1p"):
-            out = rf"\operatorname{{{type(expr).__name__}}}\left({self._print(expr.args[0])}\right)"
+            arg = self._print(expr.args[0])
+            out = rf"\operatorname{{{type(expr).__name__}}}\left({arg}\right)"
             return rf"{out}^{{{exp}}}" if exp else out
         return super()._print_Function(expr, exp)
 

@@ -27,9 +27,9 @@ import sympy as sp
 from sympy.core.function import AppliedUndef
 from sympy.printing.numpy import NumPyPrinter
 
+from .environment import environment
 from .nodes import IDENTITY, BlockMatrixSpec, ComponentSum
 from .spec import Kernel, Module
-from .environment import environment
 
 __all__ = ["KernelPrinter", "plan_kernel", "render_numpy", "lambdify_kernel"]
 

@@ -22,9 +22,9 @@ from codegen.environment import environment
 from codegen.numpy_backend import render_numpy
 
 from .blocks import BLOCKS
+from .document import solutions_document
 from .gaussian_kl import PARAMETERIZATIONS
 from .kernels import coupling_module, gaussian_kl_module
-from .document import solutions_document
 from .notebook import derivations_notebook
 
 __all__ = ["COMMAND", "generated_files", "write_files", "stale_files", "default_root",

@@ -135,7 +135,7 @@ def _linear(f: sp.Expr, var: sp.Symbol, label: sp.Symbol) -> sp.Expr:
 @cache
 def derive_kl(p: Parameterization) -> Derivation:
     """2.3: the closed form of ``KL(q_i || p_i)``, by taking the expectation."""
-    model = _q_model(sigma_param := PARAMETERIZATIONS["sigma"])
+    model = _q_model(PARAMETERIZATIONS["sigma"])
     integrand = gaussian_log_pdf(z, mu, sigma) - gaussian_log_pdf(z, 0, 1)
     by_linearity = _linear(integrand, z, _q_i)
     expectations = sorted(by_linearity.atoms(Expectation), key=sp.default_sort_key)

@@ -23,8 +23,6 @@ from .gaussian_kl import (
     Parameterization,
     derive_gradient_estimators,
     derive_stable_kl,
-    eps,
-    mu,
 )
 from .vocabulary import to_vector
 
@@ -61,8 +59,10 @@ def coupling_module(block: CouplingBlock) -> Module:
                 Output("y2", to_vector(block.y2), "second half of the output, shape (..., n).")),
                f"Apply {block.title}: y = (y1, y2) from x = (x1, x2)."),
         Kernel("inverse", _Y + (_S,) + _FG,
-               (Output("x1", to_vector(inv.result("x1")), "first half of the input, shape (..., n)."),
-                Output("x2", to_vector(inv.result("x2")), "second half of the input, shape (..., n).")),
+               (Output("x1", to_vector(inv.result("x1")),
+                       "first half of the input, shape (..., n)."),
+                Output("x2", to_vector(inv.result("x2")),
+                       "second half of the input, shape (..., n).")),
                f"Invert {block.title}: x = (x1, x2) from y = (y1, y2).",
                "x2 is recovered first; F and G are then evaluated at it (derivation 1.1)."),
         Kernel("jacobian", _X + (_S,) + _FG + _J,

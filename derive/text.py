@@ -89,9 +89,10 @@ def render_text(d: Derivation, width: int = 100) -> str:
     for k, (step, check) in enumerate(zip(d.steps, d.checks, strict=True), start=1):
         lhs = "" if previous is not None and step.lhs == previous else text(step.lhs)
         how = check.method + (f", {check.detail}" if check.detail else "")
-        reason = fill(step.reason, lambda key: text(step.notes[int(key)]))
+        reason = fill(step.reason, lambda key, notes=step.notes: text(notes[int(key)]))
         lines += wrap.wrap(f"({k}) {reason}")
-        lines.append(f"        {lhs} = {text(step.rhs)}" if lhs else f"          = {text(step.rhs)}")
+        rhs = text(step.rhs)
+        lines.append(f"        {lhs} = {rhs}" if lhs else f"          = {rhs}")
         lines.append(f"        [checked: {how}]")
         previous = step.rhs
     lines += ["", "  Results:"]
@@ -101,5 +102,6 @@ def render_text(d: Derivation, width: int = 100) -> str:
         if r.description:
             lines.append(f"        ({r.description})")
     if d.conclusion:
-        lines += [""] + wrap.wrap("Answer: " + fill(d.conclusion, lambda key: _result_text(d, key)))
+        answer = fill(d.conclusion, lambda key: _result_text(d, key))
+        lines += [""] + wrap.wrap("Answer: " + answer)
     return "\n".join(lines) + "\n"

@@ -5,8 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-
 from derive.cli import main
 
 from .conftest import ROOT

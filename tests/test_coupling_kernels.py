@@ -177,10 +177,11 @@ def test_lambdified_and_generated_kernels_agree(block):
     x1, x2, s, L = inputs((2, 3))
     m = module(block)
     kernels = {k.name: lambdify_kernel(k) for k in coupling_module(BLOCKS[block]).kernels}
-    for a, b in zip(kernels["forward"](x1, x2, s, L.F, L.G), m.forward(x1, x2, s, L.F, L.G)):
-        np.testing.assert_allclose(np.broadcast_to(a, b.shape), b, rtol=1e-14)
-    for a, b in zip(kernels["inverse"](x1, x2, s, L.F, L.G), m.inverse(x1, x2, s, L.F, L.G)):
-        np.testing.assert_allclose(np.broadcast_to(a, b.shape), b, rtol=1e-14)
+    for name in ("forward", "inverse"):
+        pairs = zip(kernels[name](x1, x2, s, L.F, L.G), getattr(m, name)(x1, x2, s, L.F, L.G),
+                    strict=True)
+        for a, b in pairs:
+            np.testing.assert_allclose(np.broadcast_to(a, b.shape), b, rtol=1e-14)
     np.testing.assert_allclose(kernels["jacobian"](x1, x2, s, L.F, L.G, L.JF, L.JG),
                                m.jacobian(x1, x2, s, L.F, L.G, L.JF, L.JG), rtol=1e-14)
     ld = m.log_det_jacobian(x1, x2, s, L.F, L.G)

@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
-import sympy as sp
 import pytest
+import sympy as sp
 
 import derive.derivation as derivation_module
 from derive import CouplingBlock, Derivation, Result, Step, StepCheckError, build
 from derive.blocks import BLOCKS
 from derive.coupling import SpecificationError, derive_determinant, derive_jacobian
 from derive.vocabulary import (
-    FB, GB, JFB, JGB, S, X1, X2, Y1, Y2, F, G, i, index_model, instantiate,
-    index_values, j, n, s, x1, x2,
+    FB,
+    GB,
+    JFB,
+    JGB,
+    X1,
+    X2,
+    Y1,
+    Y2,
+    F,
+    G,
+    S,
+    i,
+    index_model,
+    index_values,
+    instantiate,
+    j,
+    n,
+    s,
+    x1,
+    x2,
 )
 
 delta = sp.KroneckerDelta(i, j)

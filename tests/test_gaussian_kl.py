@@ -99,7 +99,8 @@ def test_parameterizations_agree_through_logvar_is_two_log_sigma(rng):
 
 def test_reparam_matches_the_hand_written_backward_pass(rng):
     mu, sigma, eps = rng.normal(size=10), np.exp(rng.normal(size=10)), rng.normal(size=(3, 10))
-    for got, want in zip(ks.kl_grad_reparam(mu, sigma, eps), ref.reparam_hand(mu, sigma, eps)):
+    for got, want in zip(ks.kl_grad_reparam(mu, sigma, eps),
+                         ref.reparam_hand(mu, sigma, eps), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-13)
 
 
@@ -117,7 +118,7 @@ def test_estimators_are_unbiased_with_the_derived_variances(module, param, scale
     eps = np.random.default_rng(2024).standard_normal(n)
     grads = getattr(module, estimator)(mu, scale, eps)
     exact = module.kl_grad(mu, scale)
-    for g, e, name in zip(grads, exact, ("mu", param)):
+    for g, e, name in zip(grads, exact, ("mu", param), strict=True):
         var = float(_derived_variance(param, f"var_{prefix}{name}")(mu, scale))
         se = np.sqrt(var / n)
         assert abs(g.mean() - e) < 5 * se, (name, g.mean(), e, se)

@@ -27,7 +27,8 @@ def _compile(tex: str, folder) -> str:
     run = subprocess.run([PDFLATEX, "-halt-on-error", "-interaction=nonstopmode", "doc.tex"],
                          cwd=folder, capture_output=True, text=True, timeout=300)
     log = run.stdout
-    assert run.returncode == 0, "\n".join(line for line in log.splitlines() if line.startswith("!"))
+    errors = [line for line in log.splitlines() if line.startswith("!")]
+    assert run.returncode == 0, "\n".join(errors)
     assert "Undefined control sequence" not in log
     assert (folder / "doc.pdf").stat().st_size > 1000
     return log
@@ -50,7 +51,8 @@ def test_every_standalone_fragment_compiles(tmp_path):
 def test_the_document_is_what_generate_writes():
     from derive.files import COMMAND
 
-    assert solutions_document(command=COMMAND) == (ROOT / "generated" / "solutions.tex").read_text()
+    on_disk = (ROOT / "generated" / "solutions.tex").read_text()
+    assert solutions_document(command=COMMAND) == on_disk
 
 
 def test_coursework_notation():

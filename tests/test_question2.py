@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import sympy as sp
-from scipy import integrate, stats as sst
+from scipy import integrate
+from scipy import stats as sst
 
 from derive import Derivation, Step, StepCheckError, build
 from derive.gaussian_kl import PARAMETERIZATIONS, _eps_label, _q_model, computation_graph
