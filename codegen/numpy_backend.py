@@ -61,15 +61,26 @@ class KernelPrinter(NumPyPrinter):
 
 
 @dataclass(frozen=True)
-class Statement:
-    """One line of a kernel body: a call of a callable argument, or an assignment."""
+class Branch:
+    """One non-default piece of a piecewise assignment, evaluated only where it holds."""
 
-    kind: str  # "call" | "assign"
+    mask: str
+    condition: str
+    locals: tuple[tuple[str, str], ...]  # (masked name, array it is taken from)
+    code: str
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One line of a kernel body: a call, an assignment, or a piecewise assignment."""
+
+    kind: str  # "call" | "assign" | "piecewise"
     target: str
     code: str
     callee: str = ""
     arg: str = ""
-    shape: str = ""  # for calls: "vector" or "matrix"
+    shape: str = ""  # for calls: "vector" or "matrix"; for piecewise: the arrays it spans
+    branches: tuple[Branch, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -130,6 +141,18 @@ def plan_kernel(kernel: Kernel, printer: KernelPrinter | None = None) -> KernelP
         else:
             pending.append((out.name, out.value))
 
+    # Each piecewise subexpression becomes a named value assigned piece by piece, so that
+    # every piece is evaluated only where its condition holds (numpy.select would evaluate
+    # every piece everywhere).
+    piecewise: dict[str, sp.Piecewise] = {}
+    for k, (name, expr) in enumerate(pending):
+        for pw in _sorted(expr.atoms(sp.Piecewise)):
+            pw_name = f"_pw{len(piecewise)}"
+            piecewise[pw_name] = pw
+            expr = expr.xreplace({pw: sp.Symbol(pw_name, real=True)})
+        pending[k] = (name, expr)
+    pending = list(piecewise.items()) + pending
+
     plan = KernelPlan()
     calls: dict[AppliedUndef, sp.Symbol] = {}
     tmp = sp.numbered_symbols("_tmp")
@@ -154,6 +177,11 @@ def plan_kernel(kernel: Kernel, printer: KernelPrinter | None = None) -> KernelP
         if not ready:
             missing = ", ".join(name for name, _ in pending)
             raise ValueError(f"kernel {kernel.name}: cannot order the computation of {missing}")
+        done = {name for name, _ in ready}
+        for name, expr in [(n, e) for n, e in ready if n in piecewise]:
+            plan.statements.append(_piecewise_statement(name, expr, printer))
+            available.add(name)
+        ready = [(n, e) for n, e in ready if n not in piecewise]
         replacements, reduced = sp.cse([e for _, e in ready], symbols=tmp, order="canonical")
         for sym, expr in replacements:
             plan.statements.append(Statement("assign", str(sym), printer.doprint(expr)))
@@ -161,7 +189,6 @@ def plan_kernel(kernel: Kernel, printer: KernelPrinter | None = None) -> KernelP
         for (name, _), expr in zip(ready, reduced, strict=True):
             plan.statements.append(Statement("assign", name, printer.doprint(expr)))
             available.add(name)
-        done = {name for name, _ in ready}
         pending = [(n, e) for n, e in pending if n not in done]
     emit_calls(all_apps)
 
@@ -176,6 +203,25 @@ def plan_kernel(kernel: Kernel, printer: KernelPrinter | None = None) -> KernelP
             blocks.append(BlockPlan(block.row, block.col, printed, block.description))
         plan.blocks[out_name] = tuple(blocks)
     return plan
+
+
+def _piecewise_statement(name: str, pw: sp.Piecewise, printer: KernelPrinter) -> Statement:
+    """Assign the default piece everywhere, then each other piece where it holds."""
+    *pieces, (default, last) = pw.args
+    if last is not sp.true:
+        raise ValueError(f"{name}: a piecewise value needs a final 'otherwise' piece: {pw}")
+    arrays = sorted({s.name for s in pw.free_symbols})
+    branches = []
+    # Later assignments win, and the first true condition must: assign in reverse order.
+    for k, (expr, cond) in reversed(list(enumerate(pieces))):
+        mask = f"{name}_m{k}"
+        used = sorted(expr.free_symbols, key=sp.default_sort_key)
+        local = {s: sp.Symbol(f"{s.name}_{mask}", real=True) for s in used}
+        branches.append(Branch(mask, printer.doprint(cond),
+                               tuple((local[s].name, s.name) for s in used),
+                               printer.doprint(expr.xreplace(local))))
+    return Statement("piecewise", name, printer.doprint(default), shape=", ".join(arrays),
+                     branches=tuple(branches))
 
 
 def render_numpy(module: Module, command: str) -> str:

@@ -194,7 +194,6 @@ def jacobian(x1: Any, x2: Any, s: Any, F: Callable[..., Any] | None, G: Callable
     JG_x2 = _call("JG", JG, x2, "matrix", _dtype)
     # Intermediate terms
     _tmp0 = numpy.exp(G_x2)
-    # Output terms
     _J00 = _tmp0
     _J11 = _tmp0*x1
     _J30 = numpy.exp(s)

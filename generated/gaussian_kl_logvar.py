@@ -92,9 +92,19 @@ def kl(mu: Any, logvar: Any, *, check_finite: bool = True) -> numpy.ndarray:
     # Output terms
     x = logvar
     # Intermediate terms
-    _tmp0 = abs(x)
+    _pw0_shape = numpy.broadcast_shapes(numpy.shape(logvar), numpy.shape(x), )
+    _pw0 = numpy.empty(_pw0_shape, dtype=_dtype)
+    _pw0[...] = -x + numpy.exp(logvar) - 1
+    _pw0_m1 = numpy.broadcast_to(numpy.less(abs(x), 2), _pw0_shape)
+    if _pw0_m1.any():
+        x__pw0_m1 = numpy.broadcast_to(x, _pw0_shape)[_pw0_m1]
+        _pw0[_pw0_m1] = -x__pw0_m1 + numpy.expm1(x__pw0_m1)
+    _pw0_m0 = numpy.broadcast_to(numpy.less(abs(x), 1/10), _pw0_shape)
+    if _pw0_m0.any():
+        x__pw0_m0 = numpy.broadcast_to(x, _pw0_shape)[_pw0_m0]
+        _pw0[_pw0_m0] = x__pw0_m0**2*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*((1/39916800)*x__pw0_m0 + 1/3628800) + 1/362880) + 1/40320) + 1/5040) + 1/720) + 1/120) + 1/24) + 1/6) + 1/2)
     # Output terms
-    kl = (1/2)*mu**2 + (1/2)*numpy.select([numpy.less(_tmp0, 1/10),numpy.less(_tmp0, 2),True], [x**2*(x*(x*(x*(x*(x*(x*(x*(x*((1/39916800)*x + 1/3628800) + 1/362880) + 1/40320) + 1/5040) + 1/720) + 1/120) + 1/24) + 1/6) + 1/2),-x + numpy.expm1(x),-x + numpy.exp(logvar) - 1], default=numpy.nan)
+    kl = (1/2)*_pw0 + (1/2)*mu**2
     kl = _finish(kl, _batch, _dtype, (mu, logvar,))
     return kl
 
