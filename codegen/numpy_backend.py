@@ -39,9 +39,15 @@ class KernelPrinter(NumPyPrinter):
 
     printmethod = "_kernelcode"
 
-    #: Node type -> how it prints; every project-specific rule lives here.
-    RULES: dict[type, Callable[[KernelPrinter, sp.Basic], str]] = {
-        ComponentSum: lambda p, e: f"numpy.sum({p._print(e.args[0])}, axis=-1)",
+    #: Node type -> how it prints (None: as SymPy prints it); every project-specific rule
+    #: lives here.
+    RULES: dict[type, Callable[[KernelPrinter, sp.Basic], str | None]] = {
+        # a reciprocal as a division, not a float power
+        sp.Pow: lambda p, e: (f"1/{p.parenthesize(e.base, 60)}" if e.exp == -1 else None),
+        # a sum over the component axis; of a constant, n times it (n is the kernel's _n)
+        ComponentSum: lambda p, e: (f"numpy.sum({p._print(e.args[0])}, axis=-1)"
+                                    if e.args[0].free_symbols else
+                                    f"_n*{p.parenthesize(e.args[0], 50)}"),
     }
 
     def __init__(self) -> None:
@@ -51,7 +57,10 @@ class KernelPrinter(NumPyPrinter):
         for cls in type(expr).__mro__:
             rule = self.RULES.get(cls)
             if rule is not None:
-                return rule(self, expr)
+                printed = rule(self, expr)
+                if printed is not None:
+                    return printed
+                break
         if isinstance(expr, AppliedUndef):
             raise TypeError(
                 f"cannot print the call {expr}: a callable's result must be computed once and "
@@ -85,21 +94,36 @@ class Statement:
 
 @dataclass(frozen=True)
 class BlockPlan:
-    """How to assemble one block of a block-matrix output from planned names."""
+    """One block of a block-matrix output: where it goes and the code of its value."""
 
     row: str
     col: str
-    terms: tuple[tuple[str, str], ...]  # (coefficient name or "", matrix name or "")
+    code: str  # "" for a zero block
     description: str
 
 
 @dataclass
 class KernelPlan:
-    """The statements of a kernel body, ready for the template."""
+    """The statements of a kernel body, ready for the template.
+
+    ``checked`` lists the array arguments the kernel validates: every ``batch`` argument
+    (they fix the shapes) and every other array an output uses; an unused parameter is
+    accepted and ignored.
+    """
 
     statements: list[Statement] = field(default_factory=list)
     blocks: dict[str, tuple[BlockPlan, ...]] = field(default_factory=dict)
-    n_intermediate: int = 0
+    checked: list[str] = field(default_factory=list)
+
+
+def _term_code(coef: str, matrix: str) -> str:
+    """``diag(coef) @ matrix`` as NumPy, without forming ``diag(coef)``."""
+    eye = "numpy.eye(_n, dtype=_dtype)"
+    if coef and matrix:
+        return f"_scale_rows({coef}, {matrix})"
+    if coef:
+        return f"_scale_rows({coef}, {eye})"
+    return matrix or eye
 
 
 def _call_name(app: AppliedUndef) -> str:
@@ -141,6 +165,11 @@ def plan_kernel(kernel: Kernel, printer: KernelPrinter | None = None) -> KernelP
         else:
             pending.append((out.name, out.value))
 
+    used = {s.name for _, e in pending for s in e.free_symbols}
+    used |= {str(a) for m in matrix_calls for a in m.args}
+    plan_checked = [a.name for a in kernel.args
+                    if a.is_array and (a.kind == "batch" or a.name in used)]
+
     # Each piecewise subexpression becomes a named value assigned piece by piece, so that
     # every piece is evaluated only where its condition holds (numpy.select would evaluate
     # every piece everywhere).
@@ -153,7 +182,7 @@ def plan_kernel(kernel: Kernel, printer: KernelPrinter | None = None) -> KernelP
         pending[k] = (name, expr)
     pending = list(piecewise.items()) + pending
 
-    plan = KernelPlan()
+    plan = KernelPlan(checked=plan_checked)
     calls: dict[AppliedUndef, sp.Symbol] = {}
     tmp = sp.numbered_symbols("_tmp")
 
@@ -185,7 +214,6 @@ def plan_kernel(kernel: Kernel, printer: KernelPrinter | None = None) -> KernelP
         replacements, reduced = sp.cse([e for _, e in ready], symbols=tmp, order="canonical")
         for sym, expr in replacements:
             plan.statements.append(Statement("assign", str(sym), printer.doprint(expr)))
-            plan.n_intermediate += 1
         for (name, _), expr in zip(ready, reduced, strict=True):
             plan.statements.append(Statement("assign", name, printer.doprint(expr)))
             available.add(name)
@@ -197,10 +225,9 @@ def plan_kernel(kernel: Kernel, printer: KernelPrinter | None = None) -> KernelP
         assert isinstance(out.value, BlockMatrixSpec)
         blocks = []
         for block, terms in zip(out.value, rows, strict=True):
-            printed = tuple(
-                (coef, "" if m == IDENTITY else str(calls[m])) for coef, m in terms
-            )
-            blocks.append(BlockPlan(block.row, block.col, printed, block.description))
+            code = " + ".join(_term_code(coef, "" if m == IDENTITY else str(calls[m]))
+                              for coef, m in terms)
+            blocks.append(BlockPlan(block.row, block.col, code, block.description))
         plan.blocks[out_name] = tuple(blocks)
     return plan
 

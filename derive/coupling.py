@@ -237,8 +237,16 @@ def _log_abs_unevaluated(expr: sp.Expr) -> sp.Expr:
 
 
 def _log_abs(expr: sp.Expr) -> sp.Expr:
-    """``log|expr|`` simplified without ever forming ``exp`` (``log|exp(u)| = u``)."""
-    return sp.simplify(sp.expand_log(sp.log(sp.Abs(expr)), force=True))
+    """``log|expr|`` simplified without ever forming ``exp`` (``log|exp(u)| = u``).
+
+    No forced expansion: ``log|s^2|`` must not become ``2 log s`` for negative ``s``.
+    """
+    return sp.simplify(sp.log(sp.Abs(expr)))
+
+
+def _component_sum(f: sp.Expr) -> sp.Expr:
+    """``sum_i f``, left unevaluated (``n log 2`` would lose its vector form), 0 for 0."""
+    return sp.Integer(0) if f == 0 else sp.Sum(f, (i, 0, n - 1))
 
 
 @cache
@@ -257,7 +265,7 @@ def derive_determinant(block: CouplingBlock) -> Derivation:
     det_a, det_d = DetBlock(block.y1, X1, Y1), DetBlock(block.y2, X2, Y2)
     prod = sp.Product(a, (i, 0, n - 1)) * sp.Product(d, (i, 0, n - 1))
     log_a, log_d = _log_abs(a), _log_abs(d)
-    log_det = (sp.Sum(log_a, (i, 0, n - 1)).doit() + sp.Sum(log_d, (i, 0, n - 1)).doit())
+    log_det = _component_sum(log_a) + _component_sum(log_d)
     positive = bool(a.is_positive and d.is_positive)
     det = sp.exp(log_det) if positive else prod
     steps = [

@@ -173,9 +173,27 @@ def derive_kl(p: Parameterization) -> Derivation:
     )
 
 
-def _stabilize(expr: sp.Expr) -> sp.Expr:
-    """Factor, then rewrite exp(a) - 1 and log(1 + a) as expm1 and log1p."""
-    return optimize(sp.factor(expr), [expm1_opt, log1p_opt])
+def _stabilize(expr: sp.Expr, p: Parameterization) -> sp.Expr:
+    """``expr`` arranged so that nothing cancels near the optimum and nothing overflows early.
+
+    Factor; keep the factors that vanish at the optimum (sigma = 1) apart, where they are
+    computed exactly (``sigma - 1``, ``expm1(logvar)``); expand what is left over the
+    denominator (``(sigma + 1) / sigma -> 1 + 1/sigma``), so that it cannot overflow.
+    """
+    optimum = {p.scale: sp.solve(sp.Eq(p.sigma, 1), p.scale)[0]}
+    numer, denom = sp.fraction(sp.factor(expr))
+    factors = sp.Mul.make_args(numer)
+    vanishing = [f for f in factors if f.free_symbols and f.xreplace(optimum) == 0]
+    rest = sp.Mul(*[f for f in factors if f not in vanishing]) / denom
+    arranged = sp.Mul(*vanishing) * sp.expand(rest) if vanishing else sp.factor(expr)
+    return optimize(arranged, [expm1_opt, log1p_opt])
+
+
+def _arrange_estimator(expr: sp.Expr, p: Parameterization) -> sp.Expr:
+    """An estimator as a polynomial in the noise, each coefficient stabilized."""
+    by_power = sp.collect(sp.expand(expr), eps, evaluate=False)
+    powers = sorted(by_power, key=sp.default_sort_key)
+    return sp.Add(*(power * _stabilize(by_power[power], p) for power in powers))
 
 
 @cache
@@ -188,7 +206,7 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
     quadratic = in_x - (sp.exp(x) - 1 - x) / 2
     stable = (quadratic + expm1mx(x) / 2).xreplace({x: log_var})
     grad = {name: sp.diff(kl, var) for name, var in (("mu", mu), (p.name, s))}
-    stable_grad = {name: _stabilize(g) for name, g in grad.items()}
+    stable_grad = {name: _stabilize(g, p) for name, g in grad.items()}
     in_exp = quadratic + (sp.exp(x) - 1 - x) / 2
     steps = [
         Step(KL_i, kl, "the closed form of 2.3", given={KL_i: kl}),
@@ -424,22 +442,27 @@ def derive_gradient_estimators(p: Parameterization) -> Derivation:
     stl_steps, stl, stl_rows = _adjoints(graph, cut=True)
     params = [n.symbol for n in graph.nodes if n.role == "parameter"]
     results = []
-    for par in params:
-        est = full[par]
-        steps.append(Step(Expectation(est, _eps_label), sp.diff(kl, par),
-                          f"the expectation over eps is the gradient of 2.3 with respect to "
-                          f"{par.name}: the estimator is unbiased"))
-        results.append(Result(f"grad_{par.name}", est,
-                              f"the reparameterized estimate of dKL/d{par.name}",
-                              _bar(par)))
-    for par in params:
-        est = stl[par]
-        stl_steps.append(Step(Expectation(est, _eps_label), sp.diff(kl, par),
-                              "the sticking-the-landing estimator is unbiased too: the "
-                              "dropped score term has expectation zero"))
-        results.append(Result(f"stl_{par.name}", est,
-                              f"the sticking-the-landing estimate of dKL/d{par.name}",
-                              _bar(par, "stl")))
+    arranged_steps = []
+    for label, values, out, kind in (("grad", full, steps, "reparameterized"),
+                                     ("stl", stl, stl_steps, "sticking-the-landing")):
+        for par in params:
+            est = values[par]
+            out.append(Step(Expectation(est, _eps_label), sp.diff(kl, par),
+                            "its expectation over the noise is the derivative of 2.3 with "
+                            "respect to {0}: the estimator is unbiased"
+                            + ("" if label == "grad" else
+                               "; the dropped score term has expectation zero"),
+                            notes=(par,)))
+            results.append(Result(f"{label}_{par.name}", est,
+                                  f"the {kind} estimate of the gradient with respect to "
+                                  f"{par.name}", _bar(par, "bar" if label == "grad" else "stl")))
+            arranged = _arrange_estimator(est, p)
+            arranged_steps.append(Step(est, arranged,
+                                       "for the kernels, by powers of the noise, each "
+                                       "coefficient factored so that nothing cancels near "
+                                       "the optimum", notes=()))
+            results.append(Result(f"kernel_{label}_{par.name}", arranged,
+                                  "the same, arranged for floating point", typeset=False))
     variance_steps = []
     noise = stats.Normal("epsilon", 0, 1)
     for label, values in (("", full), ("stl_", stl)):
@@ -447,7 +470,7 @@ def derive_gradient_estimators(p: Parameterization) -> Derivation:
             var = sp.factor(sp.simplify(stats.variance(values[par].xreplace({eps: noise}))))
             variance_steps.append(Step(Variance(values[par], _eps_label), var,
                                        f"the variance of the {'STL' if label else 'full'} "
-                                       f"estimate of dKL/d{par.name} (sympy.stats)"))
+                                       "estimate for {0}, by sympy.stats", notes=(par,)))
             results.append(Result(f"var_{label}{par.name}", var,
                                   f"the variance of the {'STL' if label else 'full'} estimate "
                                   f"of the gradient with respect to {par.name}",
@@ -456,7 +479,7 @@ def derive_gradient_estimators(p: Parameterization) -> Derivation:
         "2.4", "Reparameterized gradients of the KL term",
         "Estimate the gradient of the KL divergence with respect to the mean and the scale by "
         "backpropagation through the computation graph below.",
-        steps + stl_steps + variance_steps, results,
+        steps + stl_steps + variance_steps + arranged_steps, results,
         conclusion="The expectation over the noise of each backpropagated gradient equals the "
                    "exact gradient of 2.3, so the estimator is unbiased, with {var_mu}; "
                    "sticking the landing drops the score term, stays unbiased, and has "

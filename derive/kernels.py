@@ -111,11 +111,11 @@ def gaussian_kl_module(p: Parameterization) -> Module:
                     f"{p.title} of q_i" + (", every entry > 0." if p.positive else "."))
     eps_arg = Arg("eps", "elementwise",
                   "standard normal noise; broadcasts against mu, e.g. shape (S, *mu.shape).")
-    grads = ("d_mu: the estimate of dKL/dmu.", f"d_{s}: the estimate of dKL/d{s}.")
+    grads = ("the estimate of dKL/dmu.", f"the estimate of dKL/d{s}.")
 
     def pair(prefix: str, d: object, doc: tuple[str, str]) -> tuple[Output, Output]:
-        return (Output("d_mu", d.result(f"{prefix}_mu"), doc[0].split(": ", 1)[1]),
-                Output(f"d_{s}", d.result(f"{prefix}_{s}"), doc[1].split(": ", 1)[1]))
+        return (Output("d_mu", d.result(f"{prefix}_mu"), doc[0]),
+                Output(f"d_{s}", d.result(f"{prefix}_{s}"), doc[1]))
 
     kernels = (
         Kernel("kl", (mu_arg, scale_arg),
@@ -125,15 +125,15 @@ def gaussian_kl_module(p: Parameterization) -> Module:
                "Arranged as in derivation 2.3n: finite and accurate for sigma from 1e-200 to "
                "1e100, and near sigma = 1 without cancellation."),
         Kernel("kl_grad", (mu_arg, scale_arg),
-               pair("grad", stable, ("d_mu: dKL/dmu, exactly.", f"d_{s}: dKL/d{s}, exactly.")),
+               pair("grad", stable, ("dKL/dmu, exactly.", f"dKL/d{s}, exactly.")),
                f"The exact gradient of the KL divergence with respect to (mu, {s})."),
         Kernel("kl_grad_reparam", (mu_arg, scale_arg, eps_arg),
-               pair("grad", est, grads),
+               pair("kernel_grad", est, grads),
                "One reparameterized estimate of the gradient per eps sample (derivation 2.4).",
                "Backpropagation through z = mu + sigma eps, r = log q(z), s = log p(z), "
                "t = r - s; its mean over eps is kl_grad."),
         Kernel("kl_grad_stl", (mu_arg, scale_arg, eps_arg),
-               pair("stl", est, grads),
+               pair("kernel_stl", est, grads),
                "One sticking-the-landing estimate of the gradient per eps sample.",
                "The estimator of kl_grad_reparam without the score term of log q; unbiased, "
                "and exactly zero at mu = 0, sigma = 1."),

@@ -179,10 +179,12 @@ def index_model(sizes: tuple[int, ...] = (1, 2, 3)):
     """
 
     def model(lhs: sp.Basic, rhs: sp.Basic):
-        free = lhs.free_symbols | rhs.free_symbols
+        # ``has`` sees indices everywhere, derivative variables included (free_symbols
+        # does not list a Derivative's variables).
+        uses_i, uses_j = lhs.has(i) or rhs.has(i), lhs.has(j) or rhs.has(j)
         for size in sizes:
-            rows = range(size) if i in free else [0]
-            cols = range(size) if j in free else [0]
+            rows = range(size) if uses_i else [0]
+            cols = range(size) if uses_j else [0]
             for a in rows:
                 for b in cols:
                     vals = index_values(a, b)

@@ -26,7 +26,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy
 
@@ -41,14 +42,34 @@ def _is_finite(a: numpy.ndarray) -> bool:
     return a.size == 0 or bool(numpy.isfinite(a.min()) and numpy.isfinite(a.max()))
 
 
+def _as_real(name: str, value: Any) -> numpy.ndarray:
+    array = numpy.asarray(value)
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"{name}: expected a real numeric array, got dtype {array.dtype}")
+    return array
+
+
+def _working_dtype(raw: dict[str, Any], arrays: dict[str, numpy.ndarray]) -> numpy.dtype:
+    # Python scalars stay weak (0.5 with float32 gives float32); integers compute in float.
+    return numpy.result_type(
+        *(v if type(v) in (int, float) else arrays[k] for k, v in raw.items()), 1.0)
+
+
+def _finish(value: Any, shape: tuple[int, ...], dtype: numpy.dtype, inputs: tuple[Any, ...]) -> numpy.ndarray:
+    """The output as a new array of the full shape and the working dtype."""
+    value = numpy.asarray(value)
+    if value.shape != shape or value.dtype != dtype or any(value is a for a in inputs):
+        value = numpy.array(numpy.broadcast_to(value, shape), dtype=dtype)
+    return value
+
+
 def _prepare(
     vectors: dict[str, Any], params: dict[str, Any], check_finite: bool
 ) -> tuple[list[numpy.ndarray], tuple[int, ...], int, numpy.dtype]:
     """Check shapes and values; return the arrays in a common floating dtype."""
-    arrays = {name: numpy.asarray(value) for name, value in {**vectors, **params}.items()}
+    raw = {**vectors, **params}
+    arrays = {name: _as_real(name, value) for name, value in raw.items()}
     for name, a in arrays.items():
-        if a.dtype.kind not in "biuf":
-            raise TypeError(f"{name}: expected a real numeric array, got dtype {a.dtype}")
         if a.ndim == 0:
             raise ValueError(f"{name}: expected an array of shape (..., n), got a scalar")
     first = next(iter(vectors))
@@ -67,7 +88,7 @@ def _prepare(
     for name in params:
         if arrays[name].shape != (n,):
             raise ValueError(f"{name}: expected shape ({n},) to match n = {n}, got {arrays[name].shape}")
-    dtype = numpy.result_type(*arrays.values(), 1.0)
+    dtype = _working_dtype(raw, arrays)
     if check_finite:
         for name, a in arrays.items():
             if not _is_finite(a):
@@ -80,18 +101,12 @@ def _call(name: str, fn: Any, arg: numpy.ndarray, shape: str, dtype: numpy.dtype
     if not callable(fn):
         raise TypeError(f"{name}: expected a callable, got {type(fn).__name__}")
     value = numpy.asarray(fn(arg))
+    if value.dtype.kind not in "iuf":
+        raise TypeError(f"{name}: expected {name}(x) to return real numbers, got dtype {value.dtype}")
     expected = arg.shape if shape == "vector" else arg.shape + arg.shape[-1:]
     if value.shape != expected:
         raise ValueError(f"{name}: expected {name}(x) of shape {expected} for x of shape {arg.shape}, got {value.shape}")
     return value.astype(dtype, copy=False)
-
-
-def _finish(value: Any, shape: tuple[int, ...], dtype: numpy.dtype, inputs: tuple[Any, ...]) -> numpy.ndarray:
-    """The output as a new array of the full batch shape and the working dtype."""
-    value = numpy.asarray(value)
-    if value.shape != shape or value.dtype != dtype or any(value is a for a in inputs):
-        value = numpy.array(numpy.broadcast_to(value, shape), dtype=dtype)
-    return value
 
 
 def _scale_rows(coef: Any, matrix: numpy.ndarray) -> numpy.ndarray:
@@ -100,13 +115,21 @@ def _scale_rows(coef: Any, matrix: numpy.ndarray) -> numpy.ndarray:
     return coef[..., :, None] * matrix if coef.ndim else coef * matrix
 
 
-def forward(x1: Any, x2: Any, s: Any, F: Callable[..., Any] | None, G: Callable[..., Any] | None, *, check_finite: bool = True) -> tuple[numpy.ndarray, numpy.ndarray]:
+def forward(
+    x1: Any,
+    x2: Any,
+    s: Any,
+    F: Callable[..., Any] | None,
+    G: Callable[..., Any] | None,
+    *,
+    check_finite: bool = True,
+) -> tuple[numpy.ndarray, numpy.ndarray]:
     """Apply RealNVP's affine coupling block: y = (y1, y2) from x = (x1, x2).
 
     Arguments:
         x1: first half of the input, shape (..., n).
         x2: second half of the input, shape (..., n).
-        s: the parameter vector s, shape (n,).
+        s: the parameter vector s, shape (n,). Unused here: accepted and ignored.
         F: callable (..., n) -> (..., n); ignored where unused.
         G: callable (..., n) -> (..., n); ignored where unused.
         check_finite: raise ValueError on NaN or infinite array inputs (default True).
@@ -115,9 +138,9 @@ def forward(x1: Any, x2: Any, s: Any, F: Callable[..., Any] | None, G: Callable[
         y1: first half of the output, shape (..., n).
         y2: second half of the output, shape (..., n).
     """
-    (x1, x2, s, ), _batch, _n, _dtype = _prepare(
+    (x1, x2), _batch, _n, _dtype = _prepare(
         {"x1": x1, "x2": x2},
-        {"s": s},
+        {},
         check_finite,
     )
     # Calls (each callable evaluated once)
@@ -126,12 +149,20 @@ def forward(x1: Any, x2: Any, s: Any, F: Callable[..., Any] | None, G: Callable[
     # Output terms
     y1 = F_x2 + x1*numpy.exp(G_x2)
     y2 = x2
-    y1 = _finish(y1, _batch + (_n,), _dtype, (x1, x2, s,))
-    y2 = _finish(y2, _batch + (_n,), _dtype, (x1, x2, s,))
+    y1 = _finish(y1, _batch + (_n,), _dtype, (x1, x2,))
+    y2 = _finish(y2, _batch + (_n,), _dtype, (x1, x2,))
     return y1, y2
 
 
-def inverse(y1: Any, y2: Any, s: Any, F: Callable[..., Any] | None, G: Callable[..., Any] | None, *, check_finite: bool = True) -> tuple[numpy.ndarray, numpy.ndarray]:
+def inverse(
+    y1: Any,
+    y2: Any,
+    s: Any,
+    F: Callable[..., Any] | None,
+    G: Callable[..., Any] | None,
+    *,
+    check_finite: bool = True,
+) -> tuple[numpy.ndarray, numpy.ndarray]:
     """Invert RealNVP's affine coupling block: x = (x1, x2) from y = (y1, y2).
 
     x2 is recovered first; F and G are then evaluated at it (derivation 1.1).
@@ -139,7 +170,7 @@ def inverse(y1: Any, y2: Any, s: Any, F: Callable[..., Any] | None, G: Callable[
     Arguments:
         y1: first half of the output, shape (..., n).
         y2: second half of the output, shape (..., n).
-        s: the parameter vector s, shape (n,).
+        s: the parameter vector s, shape (n,). Unused here: accepted and ignored.
         F: callable (..., n) -> (..., n); ignored where unused.
         G: callable (..., n) -> (..., n); ignored where unused.
         check_finite: raise ValueError on NaN or infinite array inputs (default True).
@@ -148,9 +179,9 @@ def inverse(y1: Any, y2: Any, s: Any, F: Callable[..., Any] | None, G: Callable[
         x1: first half of the input, shape (..., n).
         x2: second half of the input, shape (..., n).
     """
-    (y1, y2, s, ), _batch, _n, _dtype = _prepare(
+    (y1, y2), _batch, _n, _dtype = _prepare(
         {"y1": y1, "y2": y2},
-        {"s": s},
+        {},
         check_finite,
     )
     # Output terms
@@ -160,12 +191,22 @@ def inverse(y1: Any, y2: Any, s: Any, F: Callable[..., Any] | None, G: Callable[
     G_x2 = _call("G", G, x2, "vector", _dtype)
     # Output terms
     x1 = (-F_x2 + y1)*numpy.exp(-G_x2)
-    x1 = _finish(x1, _batch + (_n,), _dtype, (y1, y2, s,))
-    x2 = _finish(x2, _batch + (_n,), _dtype, (y1, y2, s,))
+    x1 = _finish(x1, _batch + (_n,), _dtype, (y1, y2,))
+    x2 = _finish(x2, _batch + (_n,), _dtype, (y1, y2,))
     return x1, x2
 
 
-def jacobian(x1: Any, x2: Any, s: Any, F: Callable[..., Any] | None, G: Callable[..., Any] | None, JF: Callable[..., Any] | None, JG: Callable[..., Any] | None, *, check_finite: bool = True) -> numpy.ndarray:
+def jacobian(
+    x1: Any,
+    x2: Any,
+    s: Any,
+    F: Callable[..., Any] | None,
+    G: Callable[..., Any] | None,
+    JF: Callable[..., Any] | None,
+    JG: Callable[..., Any] | None,
+    *,
+    check_finite: bool = True,
+) -> numpy.ndarray:
     """The Jacobian dy/dx of RealNVP's affine coupling block as a dense (..., 2n, 2n) array.
 
     Assembled block by block from derivation 1.2; F and G need not act element-wise.
@@ -173,7 +214,7 @@ def jacobian(x1: Any, x2: Any, s: Any, F: Callable[..., Any] | None, G: Callable
     Arguments:
         x1: first half of the input, shape (..., n).
         x2: second half of the input, shape (..., n).
-        s: the parameter vector s, shape (n,).
+        s: the parameter vector s, shape (n,). Unused here: accepted and ignored.
         F: callable (..., n) -> (..., n); ignored where unused.
         G: callable (..., n) -> (..., n); ignored where unused.
         JF: callable (..., n) -> (..., n, n), JF(x)[..., i, j] = dF_i/dx_j.
@@ -183,9 +224,9 @@ def jacobian(x1: Any, x2: Any, s: Any, F: Callable[..., Any] | None, G: Callable
     Returns:
         J: dy/dx, shape (..., 2n, 2n), rows (y1, y2) and columns (x1, x2).
     """
-    (x1, x2, s, ), _batch, _n, _dtype = _prepare(
+    (x1, x2), _batch, _n, _dtype = _prepare(
         {"x1": x1, "x2": x2},
-        {"s": s},
+        {},
         check_finite,
     )
     # Calls (each callable evaluated once)
@@ -207,7 +248,15 @@ def jacobian(x1: Any, x2: Any, s: Any, F: Callable[..., Any] | None, G: Callable
     return J
 
 
-def log_det_jacobian(x1: Any, x2: Any, s: Any, F: Callable[..., Any] | None, G: Callable[..., Any] | None, *, check_finite: bool = True) -> numpy.ndarray:
+def log_det_jacobian(
+    x1: Any,
+    x2: Any,
+    s: Any,
+    F: Callable[..., Any] | None,
+    G: Callable[..., Any] | None,
+    *,
+    check_finite: bool = True,
+) -> numpy.ndarray:
     """log|det(dy/dx)| of RealNVP's affine coupling block, computed without forming exp.
 
     The closed form of derivation 1.3; it stays finite where exp(G) overflows.
@@ -215,7 +264,7 @@ def log_det_jacobian(x1: Any, x2: Any, s: Any, F: Callable[..., Any] | None, G: 
     Arguments:
         x1: first half of the input, shape (..., n).
         x2: second half of the input, shape (..., n).
-        s: the parameter vector s, shape (n,).
+        s: the parameter vector s, shape (n,). Unused here: accepted and ignored.
         F: callable (..., n) -> (..., n); ignored where unused.
         G: callable (..., n) -> (..., n); ignored where unused.
         check_finite: raise ValueError on NaN or infinite array inputs (default True).
@@ -223,14 +272,14 @@ def log_det_jacobian(x1: Any, x2: Any, s: Any, F: Callable[..., Any] | None, G: 
     Returns:
         log_det: log|det(dy/dx)|, shape (...,).
     """
-    (x1, x2, s, ), _batch, _n, _dtype = _prepare(
+    (x1, x2), _batch, _n, _dtype = _prepare(
         {"x1": x1, "x2": x2},
-        {"s": s},
+        {},
         check_finite,
     )
     # Calls (each callable evaluated once)
     G_x2 = _call("G", G, x2, "vector", _dtype)
     # Output terms
     log_det = numpy.sum(G_x2, axis=-1)
-    log_det = _finish(log_det, _batch, _dtype, (x1, x2, s,))
+    log_det = _finish(log_det, _batch, _dtype, (x1, x2,))
     return log_det

@@ -25,7 +25,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy
 
@@ -40,20 +41,38 @@ def _is_finite(a: numpy.ndarray) -> bool:
     return a.size == 0 or bool(numpy.isfinite(a.min()) and numpy.isfinite(a.max()))
 
 
+def _as_real(name: str, value: Any) -> numpy.ndarray:
+    array = numpy.asarray(value)
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"{name}: expected a real numeric array, got dtype {array.dtype}")
+    return array
+
+
+def _working_dtype(raw: dict[str, Any], arrays: dict[str, numpy.ndarray]) -> numpy.dtype:
+    # Python scalars stay weak (0.5 with float32 gives float32); integers compute in float.
+    return numpy.result_type(
+        *(v if type(v) in (int, float) else arrays[k] for k, v in raw.items()), 1.0)
+
+
+def _finish(value: Any, shape: tuple[int, ...], dtype: numpy.dtype, inputs: tuple[Any, ...]) -> numpy.ndarray:
+    """The output as a new array of the full shape and the working dtype."""
+    value = numpy.asarray(value)
+    if value.shape != shape or value.dtype != dtype or any(value is a for a in inputs):
+        value = numpy.array(numpy.broadcast_to(value, shape), dtype=dtype)
+    return value
+
+
 def _prepare(
     arrays: dict[str, Any], positive: tuple[str, ...], check_finite: bool
 ) -> tuple[list[numpy.ndarray], tuple[int, ...], numpy.dtype]:
     """Check values and broadcasting; return the arrays in a common floating dtype."""
-    values = {name: numpy.asarray(value) for name, value in arrays.items()}
-    for name, a in values.items():
-        if a.dtype.kind not in "biuf":
-            raise TypeError(f"{name}: expected a real numeric array, got dtype {a.dtype}")
+    values = {name: _as_real(name, value) for name, value in arrays.items()}
     try:
         shape = numpy.broadcast_shapes(*(a.shape for a in values.values()))
     except ValueError:
         shapes = ", ".join(f"{k} {a.shape}" for k, a in values.items())
         raise ValueError(f"{', '.join(values)}: shapes do not broadcast: {shapes}") from None
-    dtype = numpy.result_type(*values.values(), 1.0)
+    dtype = _working_dtype(arrays, values)
     for name, a in values.items():
         if (check_finite or name in positive) and not _is_finite(a):
             raise ValueError(f"{name}: expected finite values, got NaN or infinity")
@@ -62,15 +81,12 @@ def _prepare(
     return [a.astype(dtype, copy=False) for a in values.values()], shape, dtype
 
 
-def _finish(value: Any, shape: tuple[int, ...], dtype: numpy.dtype, inputs: tuple[Any, ...]) -> numpy.ndarray:
-    """The output as a new array of the broadcast shape and the working dtype."""
-    value = numpy.asarray(value)
-    if value.shape != shape or value.dtype != dtype or any(value is a for a in inputs):
-        value = numpy.array(numpy.broadcast_to(value, shape), dtype=dtype)
-    return value
-
-
-def kl(mu: Any, logvar: Any, *, check_finite: bool = True) -> numpy.ndarray:
+def kl(
+    mu: Any,
+    logvar: Any,
+    *,
+    check_finite: bool = True,
+) -> numpy.ndarray:
     """The KL divergence KL(N(mu, sigma^2) || N(0, 1)) per dimension (sum it yourself).
 
     Arranged as in derivation 2.3n: finite and accurate for sigma from 1e-200 to 1e100,
@@ -84,7 +100,7 @@ def kl(mu: Any, logvar: Any, *, check_finite: bool = True) -> numpy.ndarray:
     Returns:
         kl: KL(q_i || p_i), element-wise.
     """
-    (mu, logvar, ), _batch, _dtype = _prepare(
+    (mu, logvar), _batch, _dtype = _prepare(
         {"mu": mu, "logvar": logvar},
         (),
         check_finite,
@@ -109,7 +125,12 @@ def kl(mu: Any, logvar: Any, *, check_finite: bool = True) -> numpy.ndarray:
     return kl
 
 
-def kl_grad(mu: Any, logvar: Any, *, check_finite: bool = True) -> tuple[numpy.ndarray, numpy.ndarray]:
+def kl_grad(
+    mu: Any,
+    logvar: Any,
+    *,
+    check_finite: bool = True,
+) -> tuple[numpy.ndarray, numpy.ndarray]:
     """The exact gradient of the KL divergence with respect to (mu, logvar).
 
     Arguments:
@@ -121,7 +142,7 @@ def kl_grad(mu: Any, logvar: Any, *, check_finite: bool = True) -> tuple[numpy.n
         d_mu: dKL/dmu, exactly.
         d_logvar: dKL/dlogvar, exactly.
     """
-    (mu, logvar, ), _batch, _dtype = _prepare(
+    (mu, logvar), _batch, _dtype = _prepare(
         {"mu": mu, "logvar": logvar},
         (),
         check_finite,
@@ -134,7 +155,13 @@ def kl_grad(mu: Any, logvar: Any, *, check_finite: bool = True) -> tuple[numpy.n
     return d_mu, d_logvar
 
 
-def kl_grad_reparam(mu: Any, logvar: Any, eps: Any, *, check_finite: bool = True) -> tuple[numpy.ndarray, numpy.ndarray]:
+def kl_grad_reparam(
+    mu: Any,
+    logvar: Any,
+    eps: Any,
+    *,
+    check_finite: bool = True,
+) -> tuple[numpy.ndarray, numpy.ndarray]:
     """One reparameterized estimate of the gradient per eps sample (derivation 2.4).
 
     Backpropagation through z = mu + sigma eps, r = log q(z), s = log p(z), t = r - s;
@@ -150,7 +177,7 @@ def kl_grad_reparam(mu: Any, logvar: Any, eps: Any, *, check_finite: bool = True
         d_mu: the estimate of dKL/dmu.
         d_logvar: the estimate of dKL/dlogvar.
     """
-    (mu, logvar, eps, ), _batch, _dtype = _prepare(
+    (mu, logvar, eps), _batch, _dtype = _prepare(
         {"mu": mu, "logvar": logvar, "eps": eps},
         (),
         check_finite,
@@ -165,7 +192,13 @@ def kl_grad_reparam(mu: Any, logvar: Any, eps: Any, *, check_finite: bool = True
     return d_mu, d_logvar
 
 
-def kl_grad_stl(mu: Any, logvar: Any, eps: Any, *, check_finite: bool = True) -> tuple[numpy.ndarray, numpy.ndarray]:
+def kl_grad_stl(
+    mu: Any,
+    logvar: Any,
+    eps: Any,
+    *,
+    check_finite: bool = True,
+) -> tuple[numpy.ndarray, numpy.ndarray]:
     """One sticking-the-landing estimate of the gradient per eps sample.
 
     The estimator of kl_grad_reparam without the score term of log q; unbiased, and
@@ -181,17 +214,17 @@ def kl_grad_stl(mu: Any, logvar: Any, eps: Any, *, check_finite: bool = True) ->
         d_mu: the estimate of dKL/dmu.
         d_logvar: the estimate of dKL/dlogvar.
     """
-    (mu, logvar, eps, ), _batch, _dtype = _prepare(
+    (mu, logvar, eps), _batch, _dtype = _prepare(
         {"mu": mu, "logvar": logvar, "eps": eps},
         (),
         check_finite,
     )
     # Intermediate terms
-    _tmp0 = (1/2)*logvar
-    _tmp1 = numpy.exp(_tmp0)
+    _tmp0 = numpy.expm1(logvar)
+    _tmp1 = (1/2)*logvar
     # Output terms
-    d_mu = _tmp1*eps - eps*numpy.exp(-_tmp0) + mu
-    d_logvar = (1/2)*eps*(_tmp1*mu + eps*numpy.exp(logvar) - eps)
+    d_mu = _tmp0*eps*numpy.exp(-_tmp1) + mu
+    d_logvar = (1/2)*_tmp0*eps**2 + (1/2)*eps*mu*numpy.exp(_tmp1)
     d_mu = _finish(d_mu, _batch, _dtype, (mu, logvar, eps,))
     d_logvar = _finish(d_logvar, _batch, _dtype, (mu, logvar, eps,))
     return d_mu, d_logvar

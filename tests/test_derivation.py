@@ -200,3 +200,16 @@ def test_unknown_result_names_the_known_ones():
 def test_result_names_must_be_unique():
     with pytest.raises(ValueError, match="repeat"):
         Derivation("d", "t", "q", [], [Result("a", sp.Integer(1)), Result("a", sp.Integer(2))])
+
+
+def test_a_frozen_column_index_is_caught():
+    """Every column j is checked, also where j appears only as a derivative variable."""
+    block = BLOCKS["coupling"]
+    wrong = sp.Indexed(JFB, i, 0) + x1 * sp.exp(G) * sp.Indexed(JGB, i, 0)
+    step = Step(sp.Derivative(Y1[i], X2[j]), wrong, "column frozen at 0", given=block.given)
+    with pytest.raises(StepCheckError, match="column frozen at 0"):
+        Derivation("1.2", "t", "q", [step], [], models=[index_model()])
+    typo = Step(sp.Derivative(Y1[i], X1[j]), sp.KroneckerDelta(i, 0) * sp.exp(G), "delta typo",
+                given=block.given)
+    with pytest.raises(StepCheckError, match="delta typo"):
+        Derivation("1.2", "t", "q", [typo], [], models=[index_model()])

@@ -183,3 +183,30 @@ def test_a_new_parameterization_costs_two_lines(rng):
     np.testing.assert_allclose(namespace["kl"](mu, log_sigma), ks.kl(mu, sigma), rtol=1e-13)
     d_mu, d_rho = namespace["kl_grad"](mu, log_sigma)
     np.testing.assert_allclose(d_rho, ref.kl_grad_hand(mu, sigma)[1] * sigma, rtol=1e-12)
+
+
+def _estimates_mp(mu, sigma, eps):
+    """Both estimators in 50 digits, straight from PROBLEM.md's backward pass."""
+    with mpmath.workdps(50):
+        m, s, e = (mpmath.mpf(float(v)) for v in (mu, sigma, eps))
+        return {"reparam": (m + s * e, m * e + s * e**2 - 1 / s),
+                "stl": (m + (s - 1 / s) * e, m * e + (s - 1 / s) * e**2)}
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 3e-6), (np.float64, 1e-14)])
+@pytest.mark.parametrize("offset", [1e-7, 1e-4, -1e-3])
+def test_estimators_keep_relative_accuracy_near_the_optimum(dtype, tol, offset):
+    mu, eps = dtype(0.25), dtype(0.8)
+    sigma = dtype(1 + offset)
+    logvar = dtype(2 * offset)
+    sigma_of_logvar = mpmath.exp(mpmath.mpf(float(logvar)) / 2)
+    for module, scale, s_exact, chain in ((ks, sigma, float(sigma), 1),
+                                          (kl_lv, logvar, sigma_of_logvar, None)):
+        exact = _estimates_mp(mu, s_exact, eps)
+        for name, fn in (("reparam", module.kl_grad_reparam), ("stl", module.kl_grad_stl)):
+            d_mu, d_scale = fn(mu, scale, eps)
+            assert d_mu.dtype == dtype
+            want_mu, want_sigma = exact[name]
+            want_scale = want_sigma if chain else want_sigma * mpmath.mpf(s_exact) / 2
+            assert rel_err(d_mu, want_mu) < tol, (module.__name__, name, "mu")
+            assert rel_err(d_scale, want_scale) < tol, (module.__name__, name, "scale")

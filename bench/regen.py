@@ -1,0 +1,137 @@
+"""Comparison 4: regeneration and explicit derivation times, each in a fresh process.
+
+``run`` times ``python -m derive generate --check`` cold (a new interpreter each time, so
+no SymPy or engine cache survives) and runs this module as ``python -m bench.regen N``
+for each ``N``, which prints one JSON object with the seconds it took to
+
+- ``import``: import sympy and the engine;
+- ``build``: derive 1.1, 1.2 and 1.3 for the question's block in index notation (every
+  step checked, the explicit models at n = 1, 2, 3 included);
+- ``logdet_closed``: the log-determinant at size ``N`` from the derived closed form
+  (``derive.vocabulary.instantiate`` of 1.3's ``log_abs_det``);
+- ``jacobian_explicit``: the explicit ``2N x 2N`` Jacobian of ``y1 = exp(G(x2)) x1 + F(x2)``,
+  ``y2 = exp(s) x2`` by ``sympy.Matrix.jacobian``, with ``F_k, G_k`` undefined functions of
+  all ``N`` components of ``x2``;
+- ``logdet_explicit``: log|det| of that matrix, exploiting that it is block triangular
+  with diagonal diagonal blocks (SymPy's generic determinant of a symbolic matrix this
+  size does not finish), and a check that it equals the closed form.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["run", "explicit_times"]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def explicit_times(n: int) -> dict[str, object]:
+    """Seconds for each stage at size ``n`` (see the module docstring); in this process."""
+    out: dict[str, object] = {"n": n}
+    t = time.perf_counter()
+    import sympy as sp
+
+    from derive import build
+    from derive import vocabulary as V
+    out["import"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    build("1.1")
+    build("1.2")
+    d13 = build("1.3")
+    out["build"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    closed = V.instantiate(d13.result("log_abs_det"), n, {})
+    out["logdet_closed"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    vectors = V._model(n)["vectors"]
+    y1 = V.explicit_vector(sp.exp(V.G) * V.x1 + V.F, n)
+    y2 = V.explicit_vector(sp.exp(V.s) * V.x2, n)
+    J = sp.Matrix(y1 + y2).jacobian(list(vectors["x1"]) + list(vectors["x2"]))
+    out["jacobian_explicit"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    A, C, D = J[:n, :n], J[n:, :n], J[n:, n:]
+    if not (C.is_zero_matrix and A.is_diagonal() and D.is_diagonal()):
+        raise AssertionError("the explicit Jacobian is not block triangular with diagonal blocks")
+    explicit = sp.expand_log(
+        sum(sp.log(sp.Abs(A[k, k])) + sp.log(sp.Abs(D[k, k])) for k in range(n)), force=True)
+    out["logdet_explicit"] = time.perf_counter() - t
+    out["logdet_agrees"] = sp.simplify(explicit - closed) == 0
+    return out
+
+
+def _run_json(args: list[str], timeout: float) -> dict[str, object]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    proc = subprocess.run([sys.executable, "-m", "bench.regen", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench.regen {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def time_generate_check(runs: int, timeout: float,
+                        log: Callable[[str], None] = print) -> dict[str, object]:
+    """Wall seconds of ``python -m derive generate --check`` in a new process, ``runs`` times."""
+    walls, codes, summary = [], [], ""
+    for _ in range(runs):
+        start = time.perf_counter()
+        try:
+            proc = subprocess.run([sys.executable, "-m", "derive", "generate", "--check"],
+                                  cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            log(f"note: derive generate --check took over {timeout:.0f} s; stopped it")
+            return {"walls": walls, "codes": codes, "timed_out": timeout, "summary": summary}
+        walls.append(time.perf_counter() - start)
+        codes.append(proc.returncode)
+        summary = (proc.stdout.strip().splitlines() or [""])[0]
+    return {"walls": walls, "codes": codes, "median": float(np.median(walls)),
+            "summary": summary, "timed_out": None}
+
+
+def run(sizes: list[int], generate_runs: int, generate_timeout: float, explicit_timeout: float,
+        log: Callable[[str], None] = print) -> dict[str, object]:
+    gen = time_generate_check(generate_runs, generate_timeout, log)
+    if gen.get("median") is not None:
+        codes = ", ".join(str(c) for c in gen["codes"])
+        log(f"  derive generate --check, cold: median {gen['median']:.2f} s over "
+            f"{len(gen['walls'])} runs (exit codes {codes}): {gen['summary']}")
+    explicit = []
+    for n in sizes:
+        try:
+            res = _run_json([str(n)], explicit_timeout)
+        except subprocess.TimeoutExpired:
+            log(f"note: the explicit derivation at n = {n} took over {explicit_timeout:.0f} s")
+            explicit.append({"n": n, "timed_out": explicit_timeout})
+            continue
+        except RuntimeError as exc:
+            log(f"note: {exc}")
+            continue
+        explicit.append(res)
+        log(f"  explicit n={n}: build {res['build']:.2f} s, log-det (closed form) "
+            f"{res['logdet_closed']:.3f} s, Jacobian {res['jacobian_explicit']:.2f} s, "
+            f"log-det from it {res['logdet_explicit']:.2f} s, agrees: {res['logdet_agrees']}")
+    return {"generate": gen, "explicit": explicit}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    n = int(argv[0]) if argv else 64
+    print(json.dumps(explicit_times(n)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

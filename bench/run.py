@@ -1,0 +1,143 @@
+"""Run the benchmarks of issue 5 and write ``benchmarks.md`` and ``benchmarks.png``.
+
+Usage (from the repository root)::
+
+    python -m bench                 # full run, a few minutes; writes docs/
+    python -m bench --quick         # under a minute (CI); same tables, fewer sizes
+    python -m bench --quick --out /tmp/bench
+    python -m bench --parts kernels,regen
+
+PyTorch (comparison 1) and matplotlib (the plot) come with the ``bench`` extra
+(``pip install -e '.[bench]'``); without them those parts are skipped with a note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: python bench/run.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+bench = importlib.import_module("bench")  # first: it pins the thread counts before NumPy
+
+import numpy as np  # noqa: E402
+
+from bench import autodiff, kernels, regen, report  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+PARTS = ("autodiff", "kernels", "regen")
+
+#: Sizes, repeats and timeouts of the two modes.
+MODES = {
+    "quick": {
+        "autodiff": {"dims": [8, 32, 128, 512], "batch": 8, "repeats": 3, "min_sample": 0.005},
+        "kernels": {"sizes": [10**3, 10**5, 10**6], "jacobian_max": 10**5, "repeats": 5,
+                    "min_sample": 0.005},
+        "regen": {"sizes": [16], "generate_runs": 1, "generate_timeout": 40.0,
+                  "explicit_timeout": 60.0},
+    },
+    "full": {
+        "autodiff": {"dims": [8, 32, 128, 512], "batch": 64, "repeats": 7, "min_sample": 0.05},
+        "kernels": {"sizes": [10**3, 10**4, 10**5, 10**6, 10**7], "jacobian_max": 10**6,
+                    "repeats": 9, "min_sample": 0.02},
+        "regen": {"sizes": [16, 32, 64], "generate_runs": 5, "generate_timeout": 600.0,
+                  "explicit_timeout": 900.0},
+    },
+}
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def _meta(quick: bool) -> dict[str, object]:
+    import sympy
+
+    meta = {
+        "quick": quick,
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.system()} {platform.machine()}",
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "sympy": sympy.__version__,
+        "torch": sys.modules["torch"].__version__ if "torch" in sys.modules else None,
+        "threads": ", ".join(f"{v}={os.environ.get(v)}" for v in bench.THREAD_VARIABLES),
+        "threads_pinned": bench.THREADS_PINNED,
+    }
+    return meta
+
+
+def _json_default(obj):
+    if hasattr(obj, "as_dict"):
+        return obj.as_dict()
+    if isinstance(obj, (np.floating, np.integer, np.bool_)):
+        return obj.item()
+    raise TypeError(type(obj).__name__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer sizes and repeats: finishes in under a minute")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs",
+                        help="directory for benchmarks.md/.png/.json (default: docs/)")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"comma-separated subset of {', '.join(PARTS)}")
+    args = parser.parse_args(argv)
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown part(s) {', '.join(sorted(unknown))}; known: {', '.join(PARTS)}")
+    mode = MODES["quick" if args.quick else "full"]
+    os.chdir(ROOT)  # the kernels import from this checkout, derive runs on it
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+
+    start = time.perf_counter()
+    results: dict[str, object] = {"notes": []}
+
+    def note(message: str) -> None:
+        log(message)
+        if message.startswith(("note:", "WARNING:")):
+            results["notes"].append(message.split(":", 1)[1].strip())
+
+    if "autodiff" in parts:
+        log("1. log-determinant: closed form vs PyTorch autodiff")
+        results["autodiff"] = autodiff.run(**mode["autodiff"], log=note)
+    if "kernels" in parts:
+        log("2./3. generated kernels vs hand-written NumPy and the copy floor")
+        modules = kernels.available_modules(log=note)
+        results["kernels"] = kernels.run(**mode["kernels"], modules=modules, log=note)
+    if "regen" in parts:
+        log("4. regeneration")
+        results["regen"] = regen.run(**mode["regen"], log=note)
+
+    meta = _meta(args.quick)
+    meta["elapsed"] = time.perf_counter() - start
+    results["meta"] = meta
+    text = report.markdown(results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "benchmarks.md").write_text(text, encoding="utf-8")
+    (args.out / "benchmarks.json").write_text(
+        json.dumps(results, default=_json_default, indent=1), encoding="utf-8")
+    wrote = ["benchmarks.md", "benchmarks.json"]
+    if report.plot(results, args.out / "benchmarks.png", log=log):
+        wrote.append("benchmarks.png")
+    print()
+    print(text)
+    log(f"wrote {', '.join(str(args.out / w) for w in wrote)} "
+        f"({time.perf_counter() - start:.0f} s in all)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
