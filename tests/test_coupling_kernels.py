@@ -214,3 +214,30 @@ def test_lambdified_and_generated_kernels_agree(block):
     ld = m.log_det_jacobian(x1, x2, s, L.F, L.G)
     np.testing.assert_allclose(np.broadcast_to(kernels["log_det_jacobian"](x1, x2, s, L.F, L.G),
                                                ld.shape), ld, rtol=1e-14)
+
+
+@pytest.mark.parametrize("y1, y2, hand", [
+    ("2*x1 + F", "x2", lambda a, b, s, F: (2 * a + F(b), b)),
+    ("s**2*x1 + F", "exp(s)*x2", lambda a, b, s, F: (s**2 * a + F(b), np.exp(s) * b)),
+])
+def test_new_blocks_generate_working_kernels(y1, y2, hand):
+    """A user's block, including constant and signed scales, derived and rendered in memory."""
+    import sympy as sp
+
+    from codegen.numpy_backend import render_numpy
+    from derive.coupling import CouplingBlock
+    from derive.vocabulary import F, G, s, x1, x2
+
+    names = {"x1": x1, "x2": x2, "s": s, "F": F, "G": G, "exp": sp.exp}
+    block = CouplingBlock("user", "a user's block", y1=sp.sympify(y1, locals=names),
+                          y2=sp.sympify(y2, locals=names))
+    namespace: dict = {}
+    exec(render_numpy(coupling_module(block), "test"), namespace)  # noqa: S102
+    a, b, sv, L = inputs((5,))
+    sv = sv - 0.5  # some negative entries: log|s^2| must not become 2 log s
+    fd = ref.finite_difference_jacobian(lambda u, v: hand(u, v, sv, L.F), a, b)
+    ld = namespace["log_det_jacobian"](a, b, sv, L.F, None)
+    np.testing.assert_allclose(ld, np.linalg.slogdet(fd)[1], rtol=1e-7, atol=1e-7)
+    y = namespace["forward"](a, b, sv, L.F, None)
+    back = namespace["inverse"](*y, sv, L.F, None)
+    np.testing.assert_allclose(back[0], a, rtol=1e-12, atol=1e-12)
