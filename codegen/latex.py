@@ -75,8 +75,6 @@ class CourseworkLatexPrinter(LatexPrinter):
         names: overrides of :data:`LATEX_NAMES` (e.g. ``{"mu": r"\\mu_i"}``).
     """
 
-    printmethod = "_coursework_latex"
-
     def __init__(self, vector: bool = False, options: LatexOptions | None = None,
                  names: Mapping[str, str] | None = None) -> None:
         super().__init__({"mul_symbol": None, "fold_short_frac": False})
@@ -98,9 +96,6 @@ class CourseworkLatexPrinter(LatexPrinter):
 
     def _print_Dummy(self, expr: sp.Dummy, style: str = "plain") -> str:
         return self._name(expr.name)
-
-    def _print_Pi(self, expr: Any) -> str:
-        return r"\pi"
 
     def _print_IndexedBase(self, expr: sp.IndexedBase) -> str:
         return self._name(str(expr.label))
@@ -330,14 +325,13 @@ def _results(d: Derivation, printer: CourseworkLatexPrinter,
         if not r.typeset:
             continue
         expr = r.expr
-        main = _broken(printer, expr)
-        if r.lhs is not None:
-            main = f"{printer.doprint(r.lhs)} &= {main}"
-        if r" \\ " in main:
-            main = r"\begin{aligned}" + (main if r.lhs is not None else "&" + main) + \
-                r"\end{aligned}"
+        body = _broken(printer, expr)
+        lhs = printer.doprint(r.lhs) if r.lhs is not None else ""
+        if r" \\ " in body:  # broken over lines: align inside the box
+            main = (r"\begin{aligned}" + (f"{lhs} &= {body}" if lhs else f"&{body}")
+                    + r"\end{aligned}")
         else:
-            main = main.replace("&=", "=")
+            main = f"{lhs} = {body}" if lhs else body
         vector_form = ""
         if (uses_index_notation(expr) and not isinstance(expr, sp.Eq)
                 and not expr.has(sp.Sum, sp.Product)):
@@ -406,13 +400,20 @@ def render_derivation(derivation: Derivation, standalone: bool = False,
     """One derivation as a LaTeX fragment (or a compiling document with ``standalone``)."""
     options = options or LatexOptions()
     printer, vec = _printers(derivation, options)
-    matrix = derivation.data.get("block_matrix")
+    block_matrix = derivation.data.get("block_matrix")
+    matrix = None
+    if block_matrix is not None:
+        y, x_ = sp.Symbol("y"), sp.Symbol("x")
+        matrix = {"lhs": printer.doprint(sp.Derivative(y, x_)),
+                  "body": block_matrix_latex(block_matrix, printer),
+                  "rows": printer.doprint(sp.Tuple(*block_matrix.rows)),
+                  "cols": printer.doprint(sp.Tuple(*block_matrix.cols))}
     graph = derivation.data.get("graph")
     body = environment().get_template("derivation.tex.jinja").render(
         d=derivation, chain=_chain(derivation, printer),
         results=_results(derivation, printer, vec),
         conclusion=_conclusion(derivation, printer),
-        matrix=block_matrix_latex(matrix, printer) if matrix is not None else "",
+        matrix=matrix,
         graph=render_graph(graph, printer) if graph is not None else "",
         tables=_backward(derivation, printer),
     )

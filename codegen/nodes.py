@@ -64,6 +64,16 @@ class BlockMatrixSpec:
 
     blocks: tuple[tuple[BlockSpec, BlockSpec], tuple[BlockSpec, BlockSpec]]
 
+    @property
+    def rows(self) -> tuple[sp.Symbol, sp.Symbol]:
+        """The vectors the block rows belong to (``y1, y2``)."""
+        return tuple(sp.Symbol(row[0].row, real=True) for row in self.blocks)
+
+    @property
+    def cols(self) -> tuple[sp.Symbol, sp.Symbol]:
+        """The vectors the block columns belong to (``x1, x2``)."""
+        return tuple(sp.Symbol(block.col, real=True) for block in self.blocks[0])
+
     def __iter__(self):
         for row in self.blocks:
             yield from row

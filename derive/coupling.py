@@ -32,6 +32,7 @@ from codegen.nodes import IDENTITY, BlockMatrixSpec, BlockSpec, Term
 
 from .derivation import Derivation, Result, Step
 from .vocabulary import (
+    DERIVATIVES,
     FB,
     FUNCTIONS,
     GB,
@@ -169,12 +170,8 @@ def _chain_rule(expr: sp.Expr, wrt: sp.IndexedBase) -> tuple[sp.Expr, tuple[Term
     return entry, tuple(terms)
 
 
-_BLOCK_NAMES = {
-    ("y1", "x1"): "how y1 changes with x1",
-    ("y1", "x2"): "how y1 changes with x2, directly and through F(x2) and G(x2)",
-    ("y2", "x1"): "how y2 changes with x1",
-    ("y2", "x2"): "how y2 changes with x2",
-}
+_KINDS = {"zero": "zero", "diagonal": "diagonal",
+          "full": "a full matrix in general: every output may depend on every input"}
 
 
 @cache
@@ -185,37 +182,45 @@ def derive_jacobian(block: CouplingBlock) -> Derivation:
         for in_name, in_base in (("x1", X1), ("x2", X2)):
             expr = block.outputs[out_name]
             entry, terms = _chain_rule(expr, in_base)
-            through = [f"{f.label}(x2)" for f, a in FUNCTIONS.items()
+            through = [f[i] for f, a in FUNCTIONS.items()
                        if a == in_base and sp.diff(expr, f[i]) != 0]
-            reason = (f"{out_name}_i depends on {in_name}_j directly only when j = i"
-                      + (f", and through {' and '.join(through)} for every j (chain rule)"
-                         if through else ""))
+            direct = sp.diff(expr, in_base[i]) != 0
+            notes = (out_base[i], in_base[j], *through)
+            ways = (["directly only where j = i"] if direct else []) + [
+                f"through {{{k + 2}}} for every j" for k in range(len(through))]
+            chain = " (chain rule)" if through else ""
+            reason = ("{0} depends on {1} " + ", and ".join(ways) + chain
+                      if ways else "{0} does not depend on {1}")
             steps.append(Step(sp.Derivative(out_base[i], in_base[j]), entry, reason,
-                              given=block.given))
+                              given=block.given, notes=notes))
             kind = ("zero" if not terms else "diagonal" if all(
                 t.matrix == IDENTITY for t in terms) else "full")
-            description = f"{_BLOCK_NAMES[(out_name, in_name)]}: {kind}"
+            description = _KINDS[kind]
             blocks[(out_name, in_name)] = BlockSpec(out_name, in_name, terms, description)
             results.append(Result(f"d{out_name}_d{in_name}", entry, description,
                                   sp.Derivative(out_base[i], in_base[j])))
     # The special case the hand-out's student assumed: element-wise F and G, whose
-    # Jacobians are diagonal, J_F = diag(F'(x2)).
-    elementwise = {
-        JACOBIANS[f][i, j]: sp.KroneckerDelta(i, j) * sp.Indexed(sp.IndexedBase(
-            f"d{f.label}", real=True), i) for f in FUNCTIONS
-    }
-    special = results[1].expr.xreplace(elementwise)
+    # Jacobians are diagonal; checked in a model where F_k depends on x2_k alone.
+    elementwise = {JACOBIANS[f][i, j]: sp.KroneckerDelta(i, j) * DERIVATIVES[f][i]
+                   for f in FUNCTIONS}
+    special = sp.factor_terms(results[1].expr.xreplace(elementwise))
+    steps.append(Step(
+        sp.Derivative(Y1[i], X2[j]), special,
+        "in the special case where F and G act element-wise, their Jacobians are diagonal, "
+        "{0}, and so is this block",
+        given=block.given, notes=(sp.Eq(JACOBIANS[FB][i, j], elementwise[JACOBIANS[FB][i, j]]),),
+        models=(index_model((1, 2, 3), elementwise=True),)))
     results.append(Result(
-        "dy1_dx2_elementwise", sp.factor_terms(special),
-        "the dy1/dx2 block when F and G act element-wise (dF_i = F_i'(x2_i)): diagonal",
+        "dy1_dx2_elementwise", special,
+        "the same block when F and G act element-wise: diagonal",
         sp.Derivative(Y1[i], X2[j])))
     matrix = BlockMatrixSpec(((blocks[("y1", "x1")], blocks[("y1", "x2")]),
                               (blocks[("y2", "x1")], blocks[("y2", "x2")])))
     triangular = blocks[("y2", "x1")].is_zero
     return Derivation(
         "1.2", f"The Jacobian of {block.title}",
-        "Give the Jacobian of y = (y1, y2) with respect to x = (x1, x2) as a 2 by 2 block "
-        "matrix, saying what each n by n block is.",
+        "Give the Jacobian of the outputs with respect to the inputs as a 2 by 2 block "
+        "matrix, saying what each block is.",
         steps, results,
         conclusion=("The lower-left block vanishes, {dy2_dx1}, so the Jacobian is block "
                     "upper-triangular." if triangular else

@@ -80,6 +80,7 @@ class Step:
             is checked after replacing each key by its value.
         notes: expressions the reason refers to as ``{0}``, ``{1}``, ...; each renderer
             prints them as math, and every equality among them is checked like the step.
+        models: models for this step alone, in place of the derivation's (a special case).
     """
 
     lhs: sp.Basic
@@ -87,6 +88,7 @@ class Step:
     reason: str
     given: tuple[tuple[sp.Basic, sp.Basic], ...] = ()
     notes: tuple[sp.Basic, ...] = ()
+    models: tuple[Model, ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.given, Mapping):
@@ -216,6 +218,7 @@ def _substitute(expr: sp.Basic, given: Sequence[tuple[sp.Basic, sp.Basic]]) -> s
 
 def check_step(step: Step, models: Sequence[Model] = (), seed: int = 0) -> Check:
     """Verify one step and its equality notes; return how, or raise :class:`StepCheckError`."""
+    models = step.models or models
     for k, note in enumerate(step.notes):
         if isinstance(note, sp.Equality):
             try:

@@ -29,26 +29,28 @@ _NOTES = ["2.3n"]
 
 def _intro(section: str, options: LatexOptions) -> dict[str, object]:
     """The displayed equations that open a section, all from specifications."""
+
+    def pair(lhs: sp.Basic, rhs: sp.Basic, vector: bool = False) -> tuple[str, str]:
+        return (latex(lhs, vector=vector, options=options),
+                latex(rhs, vector=vector, options=options))
+
     if section == "1":
         block = BLOCKS[QUESTION_BLOCK]
         return {
-            "text": "The block, for vectors of length n, with F and G arbitrary differentiable "
-                    "functions of x2 (not element-wise in general) and a parameter vector s. "
-                    "Component by component, and as vectors:",
+            "text": "The block, for vectors of length n, with two arbitrary differentiable "
+                    "functions of the second input (not element-wise in general) and a "
+                    "parameter vector. Component by component, and as vectors:",
             "equations": [
-                latex(sp.Eq(Y1[i], block.y1, evaluate=False), options=options),
-                latex(sp.Eq(Y2[i], block.y2, evaluate=False), options=options),
-                latex(sp.Eq(to_vector(Y1[i]), to_vector(block.y1), evaluate=False),
-                      vector=True, options=options),
-                latex(sp.Eq(to_vector(Y2[i]), to_vector(block.y2), evaluate=False),
-                      vector=True, options=options),
+                pair(Y1[i], block.y1), pair(Y2[i], block.y2),
+                pair(to_vector(Y1[i]), to_vector(block.y1), vector=True),
+                pair(to_vector(Y2[i]), to_vector(block.y2), vector=True),
             ],
         }
     first = derive_free_energy().steps[0]
     return {
         "text": "The free energy that training a VAE maximizes, with a standard normal prior "
                 "and a fully factorized Gaussian posterior approximation:",
-        "equations": [latex(sp.Eq(first.lhs, first.rhs, evaluate=False), options=options)],
+        "equations": [pair(first.lhs, first.rhs)],
     }
 
 

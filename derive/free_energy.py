@@ -87,6 +87,14 @@ def linear_gaussian_model() -> GaussianModel:
     )
 
 
+def _gaussian_mass(log_density: sp.Expr) -> sp.Expr:
+    """The integral over z of exp(log_density), quadratic in z, by SymPy's Gaussian integral."""
+    poly = sp.Poly(sp.expand(log_density), z)
+    integral, (a, b_, c) = _gaussian_integral()
+    return sp.simplify(integral.xreplace({a: -poly.coeff_monomial(z**2),
+                                          b_: poly.coeff_monomial(z), c: poly.coeff_monomial(1)}))
+
+
 def _tidy(expr: sp.Expr) -> sp.Expr:
     """A canonical display form: logs expanded, then terms grouped by the scale tau."""
     return sp.collect(sp.expand(sp.expand_log(expr, force=True)), [sp.log(tau), sp.log(sigma)])
@@ -117,15 +125,24 @@ def derive_free_energy() -> Derivation:
         Step(Expectation(_lpxz + _lpz - _lqz, _q), Expectation(_lpzx + _lpx - _lqz, _q),
              "Bayes' rule, {0}", notes=(sp.Eq(_lpxz + _lpz, _lpzx + _lpx),)),
         Step(Expectation(_lpzx + _lpx - _lqz, _q), _lpx - kl_post.definition(),
-             "linearity; log p(x) does not depend on z, and {0}",
-             notes=(sp.Eq(Expectation(1, _q), 1),)),
+             "linearity; {0} does not depend on {1}, and {2}",
+             notes=(_lpx, z, sp.Eq(Expectation(1, _q), 1))),
         Step(_lpx - kl_post.definition(), _lpx - kl_post, "the definition of the KL divergence"),
     ]
     raw_evidence, evidence = _log_evidence()
+    marginal = gaussian_log_pdf(x, b, sp.sqrt(w**2 + tau**2))
+    normalizer = sp.Integral(sp.exp(_lpzx), (z, -sp.oo, sp.oo))
     steps.append(Step(_lpx, evidence,
                       "in the linear-Gaussian model {0}, {1}, {2}: the log of the integral "
-                      "of p(x|z) p(z) over z, which SymPy evaluates", given={_lpx: raw_evidence},
+                      "of the likelihood times the prior over z, which SymPy evaluates",
+                      given={_lpx: raw_evidence},
                       notes=tuple(sp.Eq(k, model.densities[k]) for k in (_lpz, _lpxz, _lqz))))
+    steps.append(Step(evidence, marginal,
+                      "the log-density of a normal with mean {0} and variance {1}, as it must be",
+                      notes=(b, w**2 + tau**2)))
+    steps.append(Step(normalizer, 1,
+                      "and the posterior that Bayes' rule gives integrates to one",
+                      given={normalizer: _gaussian_mass(model.densities[_lpzx])}))
     direct = _tidy(model.evaluate(Expectation(_lpxz, _q) - kl_prior))
     via_identity = _tidy(model.evaluate(_lpx - kl_post))
     steps.append(Step(
@@ -213,7 +230,8 @@ def derive_kl_factorization() -> Derivation:
              sp.Sum(Expectation(term, _q), (_i, 0, _D - 1)), "linearity of expectation"),
         Step(sp.Sum(Expectation(term, _q), (_i, 0, _D - 1)),
              sp.Sum(Expectation(term, _Q[_i]), (_i, 0, _D - 1)),
-             "the i-th term depends on z_i alone, and the other factors of q integrate to 1"),
+             "the term for {0} depends on {1} alone, and the other factors of {2} integrate "
+             "to one", notes=(_i, sp.IndexedBase("z", real=True)[_i], _q)),
         Step(sp.Sum(Expectation(term, _Q[_i]), (_i, 0, _D - 1)),
              sp.Sum(KL(sp.log(_Q[_i]), sp.log(_P[_i]), _Q[_i]), (_i, 0, _D - 1)),
              "the definition of the KL divergence, per dimension"),

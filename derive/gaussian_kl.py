@@ -25,6 +25,7 @@ from functools import cache
 
 import sympy as sp
 from sympy import stats
+from sympy.codegen.cfunctions import expm1
 from sympy.codegen.rewriting import expm1_opt, log1p_opt, optimize
 
 from .derivation import Derivation, Result, Step
@@ -208,36 +209,44 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
     grad = {name: sp.diff(kl, var) for name, var in (("mu", mu), (p.name, s))}
     stable_grad = {name: _stabilize(g, p) for name, g in grad.items()}
     in_exp = quadratic + (sp.exp(x) - 1 - x) / 2
+    # The three pieces the kernel evaluates, each by |x|.
+    series = _taylor(x)
+    middle = optimize(sp.exp(x) - 1 - x, [expm1_opt])
+    outer = sp.exp(log_var) - 1 - x  # exp(x) taken from the parameter itself (sigma**2)
     steps = [
         Step(KL_i, kl, "the closed form of 2.3", given={KL_i: kl}),
-        Step(kl, in_exp, "write {0} with {1}: nothing to overflow or underflow",
+        Step(kl, in_exp, "write {0} with {1}, so that tiny and huge scales stay in range",
              given={x: log_var}, notes=(sp.Eq(p.sigma**2, sp.exp(x)), sp.Eq(x, log_var))),
         Step(in_exp, quadratic + expm1mx(x) / 2,
-             "{0}, evaluated without cancelling near x = 0",
-             notes=(sp.Eq(expm1mx(x), sp.exp(x) - 1 - x),)),
-        Step(expm1mx(x), _taylor(x) + sp.O(x**SERIES_ORDER),
-             "its Taylor series, used where {0}; elsewhere the difference loses at most a "
-             "few bits", notes=(sp.Abs(x) < SERIES_RADIUS,)),
+             "name the part that cancels where {0} is near zero: {1}",
+             notes=(x, sp.Eq(expm1mx(x), sp.exp(x) - 1 - x))),
+        Step(expm1mx(x), series + sp.O(x**SERIES_ORDER),
+             "where {0}, its Taylor series: no subtraction at all", notes=(
+                 sp.Abs(x) < SERIES_RADIUS,)),
+        Step(expm1mx(x), middle,
+             "where {0}, the subtraction loses a few bits at most", notes=(
+                 sp.And(SERIES_RADIUS <= sp.Abs(x), sp.Abs(x) < DIRECT_RADIUS),)),
+        Step(expm1mx(x), outer,
+             "where {0} nothing cancels: take the exponential from the parameter directly",
+             given={x: log_var}, notes=(sp.Abs(x) >= DIRECT_RADIUS,)),
     ]
     for name, g in grad.items():
         var = mu if name == "mu" else s
-        steps.append(Step(sp.Derivative(KL_i, var), g, f"differentiate with respect to {name}",
-                          given={KL_i: kl}))
+        steps.append(Step(sp.Derivative(KL_i, var), g, "differentiate with respect to {0}",
+                          given={KL_i: kl}, notes=(var,)))
         if stable_grad[name] != g:
-            steps.append(Step(g, stable_grad[name],
-                              "factor, and write {0}: no cancellation",
-                              notes=(sp.Eq(sp.exp(_a) - 1, optimize(sp.exp(_a) - 1,
-                                                                    [expm1_opt])),)))
-    direct = sp.exp(log_var)  # sigma**2 itself where x = log sigma**2
+            uses_expm1 = stable_grad[name].has(expm1)
+            steps.append(Step(
+                g, stable_grad[name],
+                "factor; keep the factor that vanishes at the optimum apart, computed exactly"
+                + (", with {0}" if uses_expm1 else ""),
+                notes=(sp.Eq(sp.exp(_a) - 1, optimize(sp.exp(_a) - 1, [expm1_opt])),)
+                if uses_expm1 else ()))
     evaluable = quadratic + sp.Piecewise(
-        (sp.horner(_taylor(x)), sp.Abs(x) < SERIES_RADIUS),
-        (optimize(sp.exp(x) - 1 - x, [expm1_opt]), sp.Abs(x) < DIRECT_RADIUS),
-        (direct - 1 - x, True)) / 2
-    steps.append(Step(sp.exp(x), direct,
-                      "where {0} there is no cancellation: take the exponential from the "
-                      "parameter directly", given={x: log_var},
-                      notes=(sp.Abs(x) >= DIRECT_RADIUS,)))
-    bound = _series_bound()
+        (sp.horner(series), sp.Abs(x) < SERIES_RADIUS),
+        (middle, sp.Abs(x) < DIRECT_RADIUS),
+        (outer, True)) / 2
+    bound = _series_error()
     results = [
         Result("kl_stable", stable, "the KL arranged for floating point", KL_i),
         Result("x", log_var, "the log-variance the arrangement uses", x),
@@ -245,9 +254,9 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
                "the same, written out piece by piece for evaluation in floating point",
                typeset=False),
         Result("series_relative_error", bound,
-               "bound on the relative truncation error of the series where it is used"),
-    ] + [Result(f"grad_{name}", g, f"the gradient with respect to {name}, arranged for "
-                "floating point",
+               "the relative truncation error of the series at the ends of its interval, "
+               "where it is largest, evaluated by SymPy"),
+    ] + [Result(f"grad_{name}", g, "the gradient arranged for floating point",
                 sp.Derivative(KL_i, mu if name == "mu" else s))
          for name, g in stable_grad.items()]
     return Derivation(
@@ -256,18 +265,20 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
         "relative accuracy for every positive scale, near the optimum included.",
         steps, results,
         conclusion="Each rewrite is an identity SymPy proves; only the series is an "
-                   "approximation, with relative error below {series_relative_error}.",
+                   "approximation, with relative error at most {series_relative_error}.",
         variant=p.name, data={"latex_names": _PER_DIMENSION},
     )
 
 
-def _series_bound() -> sp.Float:
-    """max over |x| < r of |remainder| / |expm1mx(x)|, bounded by SymPy.
+def _series_error() -> sp.Float:
+    """The relative error of the truncated series at x = +-radius, to 30 digits.
 
-    Lagrange: |R(x)| <= |x|^N e^|x| / N!, and expm1mx(x) >= x^2/2 * (1 - |x|/3) for |x| < 1.
+    The remainder's terms grow with |x| faster than expm1mx does, so the ends are the worst.
     """
-    r, N = SERIES_RADIUS, SERIES_ORDER
-    return sp.Float((r ** (N - 2) * sp.exp(r) / sp.factorial(N) * 2 / (1 - r / 3)).evalf(3), 3)
+    exact = sp.exp(x) - 1 - x
+    rel = sp.Abs((exact - _taylor(x)) / exact)
+    worst = max(rel.xreplace({x: v}).evalf(30) for v in (-SERIES_RADIUS, SERIES_RADIUS))
+    return sp.Float(worst, 3)
 
 
 # --- 2.4: the computation graph and reverse mode --------------------------------------
@@ -418,13 +429,15 @@ def _adjoints(graph: Graph, cut: bool) -> tuple[list[Step], dict[sp.Symbol, sp.E
             value = graph.in_leaves(value)
         value = sp.simplify(value.xreplace({v: k for (_, k), v in frozen.items()}))
         values[node.symbol] = value
-        reason = (f"sum over the children of {node.name}: "
-                  + ", ".join(c.name for c in graph.children(node))
-                  + (" (score edges cut)" if cut and any(
-                      (c.symbol, node.symbol) in frozen for c in graph.children(node)) else ""))
+        children = graph.children(node)
+        reason = ("sum over the children of {0}: "
+                  + ", ".join(f"{{{k + 1}}}" for k in range(len(children)))
+                  + (" (the score edges into the log-density cut)" if cut and any(
+                      (c.symbol, node.symbol) in frozen for c in children) else ""))
         leaves = {n.symbol: graph.in_leaves(n.expr) for n in graph.nodes if n.expr is not None}
         steps.append(Step(bar, accumulation.xreplace(
-            {v: k for (_, k), v in frozen.items()}), reason, given={**given, **leaves}))
+            {v: k for (_, k), v in frozen.items()}), reason, given={**given, **leaves},
+            notes=(node.symbol, *(c.symbol for c in children))))
         steps.append(Step(accumulation.xreplace({v: k for (_, k), v in frozen.items()}),
                           value, "substitute the adjoints already computed",
                           given={**given, **leaves}))

@@ -29,7 +29,7 @@ __all__ = [
     "i", "j", "n",
     "X1", "X2", "S", "Y1", "Y2", "FB", "GB", "JFB", "JGB",
     "x1", "x2", "s", "y1", "y2", "F", "G", "JF", "JG",
-    "FUNCTIONS", "JACOBIANS", "VECTORS",
+    "FUNCTIONS", "JACOBIANS", "DERIVATIVES", "DFB", "DGB", "VECTORS",
     "DetJacobian", "DetBlock", "VECTOR_SYMBOLS", "VECTOR_FUNCTIONS", "vector_call", "to_vector",
     "instantiate", "index_values", "index_model", "uses_index_notation", "explicit_vector",
 ]
@@ -47,6 +47,8 @@ FB = sp.IndexedBase("F", real=True)
 GB = sp.IndexedBase("G", real=True)
 JFB = sp.IndexedBase("JF", real=True)
 JGB = sp.IndexedBase("JG", real=True)
+DFB = sp.IndexedBase("dF", real=True)  # F_i'(x2_i) where F acts element-wise
+DGB = sp.IndexedBase("dG", real=True)
 
 x1, x2, s, y1, y2 = X1[i], X2[i], S[i], Y1[i], Y2[i]
 F, G = FB[i], GB[i]
@@ -57,8 +59,10 @@ VECTORS: dict[str, sp.IndexedBase] = {"x1": X1, "x2": X2, "s": S, "y1": Y1, "y2"
 #: The opaque functions, each a function of ``x2``, and their Jacobians.
 FUNCTIONS: dict[sp.IndexedBase, sp.IndexedBase] = {FB: X2, GB: X2}
 JACOBIANS: dict[sp.IndexedBase, sp.IndexedBase] = {FB: JFB, GB: JGB}
+#: The derivatives of the opaque functions where they act element-wise.
+DERIVATIVES: dict[sp.IndexedBase, sp.IndexedBase] = {FB: DFB, GB: DGB}
 
-_MODEL_CACHE: dict[int, dict[str, object]] = {}
+_MODEL_CACHE: dict[tuple[int, bool], dict[str, object]] = {}
 
 
 class DetJacobian(Opaque, sp.Expr):
@@ -89,19 +93,23 @@ def index_values(a: int, b: int = 0) -> dict[sp.Symbol, int]:
     return {i: a, j: b}
 
 
-def _model(size: int) -> dict[str, object]:
-    """Explicit symbols and undefined functions for vectors of length ``size``."""
-    if size not in _MODEL_CACHE:
+def _model(size: int, elementwise: bool = False) -> dict[str, object]:
+    """Explicit symbols and undefined functions for vectors of length ``size``.
+
+    Each ``F_k`` is a function of all of ``x2``, or of ``x2_k`` alone when ``elementwise``.
+    """
+    if (size, elementwise) not in _MODEL_CACHE:
         vectors = {
             name: sp.symbols(f"{name}_0:{size}", real=True) for name in VECTORS
         }
         args = vectors["x2"]
         functions = {
-            base: [sp.Function(f"{base.label}_{k}", real=True)(*args) for k in range(size)]
+            base: [sp.Function(f"{base.label}_{k}", real=True)(
+                *((args[k],) if elementwise else args)) for k in range(size)]
             for base in FUNCTIONS
         }
-        _MODEL_CACHE[size] = {"vectors": vectors, "functions": functions}
-    return _MODEL_CACHE[size]
+        _MODEL_CACHE[(size, elementwise)] = {"vectors": vectors, "functions": functions}
+    return _MODEL_CACHE[(size, elementwise)]
 
 
 def explicit_vector(expr: sp.Expr, size: int) -> list[sp.Expr]:
@@ -109,15 +117,17 @@ def explicit_vector(expr: sp.Expr, size: int) -> list[sp.Expr]:
     return [instantiate(expr, size, index_values(k)) for k in range(size)]
 
 
-def instantiate(expr: sp.Basic, n: int, values: Mapping[sp.Symbol, int]) -> sp.Basic:
+def instantiate(expr: sp.Basic, n: int, values: Mapping[sp.Symbol, int],
+                elementwise: bool = False) -> sp.Basic:
     """The explicit meaning of an index-notation expression at size ``n``.
 
     Arguments:
         expr: an expression in the component symbols of this module.
         n: the concrete vector length.
         values: concrete values of the free indices (see :func:`index_values`).
+        elementwise: make ``F_k`` and ``G_k`` functions of ``x2_k`` alone.
     """
-    model = _model(n)
+    model = _model(n, elementwise)
     vectors: dict[str, tuple[sp.Symbol, ...]] = model["vectors"]  # type: ignore[assignment]
     functions: dict[sp.IndexedBase, list[sp.Expr]] = model["functions"]  # type: ignore[assignment]
     size_symbol = globals()["n"]
@@ -130,6 +140,10 @@ def instantiate(expr: sp.Basic, n: int, values: Mapping[sp.Symbol, int]) -> sp.B
             base = e.base
             if base in FUNCTIONS:
                 return functions[base][idx[0]]
+            for fbase, dbase in DERIVATIVES.items():
+                if base == dbase:
+                    row = functions[fbase][idx[0]]
+                    return sp.diff(row, vectors["x2"][idx[0]])
             for fbase, jbase in JACOBIANS.items():
                 if base == jbase:
                     row = functions[fbase][idx[0]]
@@ -169,8 +183,10 @@ def instantiate(expr: sp.Basic, n: int, values: Mapping[sp.Symbol, int]) -> sp.B
     return walk(sp.sympify(expr), dict(values))
 
 
-def index_model(sizes: tuple[int, ...] = (1, 2, 3)):
+def index_model(sizes: tuple[int, ...] = (1, 2, 3), elementwise: bool = False):
     """A step-checking model: both sides expanded at every size and index value.
+
+    With ``elementwise``, F and G act element-wise (the special case of question 1.2).
 
     Example:
         >>> model = index_model((2,))
@@ -188,7 +204,8 @@ def index_model(sizes: tuple[int, ...] = (1, 2, 3)):
             for a in rows:
                 for b in cols:
                     vals = index_values(a, b)
-                    yield instantiate(lhs, size, vals), instantiate(rhs, size, vals)
+                    yield (instantiate(lhs, size, vals, elementwise),
+                           instantiate(rhs, size, vals, elementwise))
 
     return model
 

@@ -240,11 +240,11 @@ def jacobian(
     _J30 = numpy.exp(s)
     # Block matrix J = [[dy1/dx1, dy1/dx2], [dy2/dx1, dy2/dx2]]
     J = numpy.zeros(_batch + (2 * _n, 2 * _n), dtype=_dtype)
-    # dy1/dx1: how y1 changes with x1: diagonal
+    # dy1/dx1: diagonal
     J[..., :_n, :_n] = _scale_rows(_J00, numpy.eye(_n, dtype=_dtype))
-    # dy1/dx2: how y1 changes with x2, directly and through F(x2) and G(x2): full
+    # dy1/dx2: a full matrix in general: every output may depend on every input
     J[..., :_n, _n:] = JF_x2 + _scale_rows(_J11, JG_x2)
-    # dy2/dx2: how y2 changes with x2: diagonal
+    # dy2/dx2: diagonal
     J[..., _n:, _n:] = _scale_rows(_J30, numpy.eye(_n, dtype=_dtype))
     return J
 

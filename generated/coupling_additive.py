@@ -230,11 +230,11 @@ def jacobian(
     JF_x2 = _call("JF", JF, x2, "matrix", _dtype)
     # Block matrix J = [[dy1/dx1, dy1/dx2], [dy2/dx1, dy2/dx2]]
     J = numpy.zeros(_batch + (2 * _n, 2 * _n), dtype=_dtype)
-    # dy1/dx1: how y1 changes with x1: diagonal
+    # dy1/dx1: diagonal
     J[..., :_n, :_n] = numpy.eye(_n, dtype=_dtype)
-    # dy1/dx2: how y1 changes with x2, directly and through F(x2) and G(x2): full
+    # dy1/dx2: a full matrix in general: every output may depend on every input
     J[..., :_n, _n:] = JF_x2
-    # dy2/dx2: how y2 changes with x2: diagonal
+    # dy2/dx2: diagonal
     J[..., _n:, _n:] = numpy.eye(_n, dtype=_dtype)
     return J
 

@@ -31,7 +31,7 @@ def test_list(capsys):
 
 def test_show(capsys):
     assert main(["show", "1.2"]) == 0
-    out = capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())
     assert "chain rule" in out and "[checked:" in out and "JF(x2)_ij" in out
 
 
