@@ -99,7 +99,8 @@ def _cmd_list() -> str:
     lines = []
     for q in QUESTIONS.values():
         lines.append(f"{q.qid:5} {q.title}")
-        lines.append(f"      variants: {', '.join(q.variants)} (default {q.default})")
+        if any(q.variants):
+            lines.append(f"      variants: {', '.join(q.variants)} (default {q.default})")
     return "\n".join(lines) + "\n"
 
 
@@ -122,17 +123,28 @@ def _write_output(path: Path | None, text: str) -> str:
     return f"wrote {path}\n"
 
 
+def _command_line(args: argparse.Namespace) -> str:
+    """The ``derive latex`` command that reproduces this output, for the file's header."""
+    parts = ["python -m derive latex"]
+    if args.odot:
+        parts.append("--odot")
+    if args.output is not None:
+        parts += ["-o", str(args.output)]
+    return " ".join(parts)
+
+
 def _cmd_latex(args: argparse.Namespace) -> str:
     from codegen.latex import LatexOptions, render_derivation
 
     from .document import solutions_document
-    from .files import COMMAND
-
+    
     options = LatexOptions(hadamard=r"\odot" if args.odot else r"\circ")
     if args.qid is None:
-        if args.variant:
-            raise _Failure("--variant needs a question id", code=2)
-        text = solutions_document(options, command=COMMAND.replace("generate", "latex"))
+        if args.variant or args.standalone:
+            flag = "--variant" if args.variant else "--standalone"
+            raise _Failure(f"{flag} needs a question id; without one the whole document is "
+                           "written, and it is always standalone", code=2)
+        text = solutions_document(options, command=_command_line(args))
     else:
         text = render_derivation(_derivation(args), standalone=args.standalone or args.pdf,
                                  options=options)

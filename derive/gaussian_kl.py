@@ -310,9 +310,6 @@ class Graph:
 
     nodes: tuple[Node, ...]
 
-    def node(self, symbol: sp.Symbol) -> Node:
-        return next(n for n in self.nodes if n.symbol == symbol)
-
     @property
     def output(self) -> Node:
         return self.nodes[-1]

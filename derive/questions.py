@@ -80,9 +80,10 @@ def build(qid: str, variant: str | None = None) -> Derivation:
             f"unknown question {qid!r}; known questions: {', '.join(QUESTIONS)}")
     variant = variant or question.default
     if variant not in question.variants:
+        known = ", ".join(v for v in question.variants if v)
         raise UnknownQuestionError(
-            f"question {qid} has no variant {variant!r}; known variants: "
-            f"{', '.join(question.variants)}")
+            f"question {qid} has no variant {variant!r}; "
+            + (f"known variants: {known}" if known else "it has no variants"))
     return question.derive(variant)
 
 
