@@ -137,7 +137,7 @@ def _cmd_latex(args: argparse.Namespace) -> str:
     from codegen.latex import LatexOptions, render_derivation
 
     from .document import solutions_document
-    
+
     options = LatexOptions(hadamard=r"\odot" if args.odot else r"\circ")
     if args.qid is None:
         if args.variant or args.standalone:
