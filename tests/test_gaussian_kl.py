@@ -79,6 +79,15 @@ def test_kl_grad_matches_central_differences(mu, sigma):
     np.testing.assert_allclose((d_mu, d_sigma), ref.kl_grad_hand(mu, sigma), rtol=1e-12)
 
 
+@pytest.mark.parametrize("mu, logvar", [(0.3, -0.7), (-1.2, 1.8), (0.0, 2e-3)])
+def test_logvar_grad_matches_central_differences(mu, logvar):
+    h = 1e-6
+    d_mu, d_logvar = kl_lv.kl_grad(mu, logvar)
+    fd_mu = (ref.kl_mpmath_logvar(mu + h, logvar) - ref.kl_mpmath_logvar(mu - h, logvar)) / (2 * h)
+    fd_lv = (ref.kl_mpmath_logvar(mu, logvar + h) - ref.kl_mpmath_logvar(mu, logvar - h)) / (2 * h)
+    assert abs(d_mu - float(fd_mu)) < 1e-9 and abs(d_logvar - float(fd_lv)) < 1e-9
+
+
 def test_parameterizations_agree_through_logvar_is_two_log_sigma(rng):
     mu = rng.normal(size=50)
     sigma = np.exp(rng.normal(size=50))

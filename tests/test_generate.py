@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -79,9 +78,3 @@ def test_a_failed_write_leaves_nothing_half_written(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         write_files(tmp_path, {"generated/x.py": "print(1)\n"})
     assert list((tmp_path / "generated").iterdir()) == []
-
-
-def test_generated_files_hash_is_stable_within_a_process():
-    first = {k: hashlib.sha256(v.encode()).hexdigest() for k, v in generated_files().items()}
-    second = {k: hashlib.sha256(v.encode()).hexdigest() for k, v in generated_files().items()}
-    assert first == second

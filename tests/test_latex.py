@@ -97,6 +97,14 @@ _PARSEABLE = [
 ]
 
 
+def _one_line(boxed: str) -> str:
+    """A boxed result broken over aligned lines, put back on one line."""
+    for old, new in ((r"\begin{aligned}", ""), (r"\end{aligned}", ""), (r" \\ &\quad ", " "),
+                     (" &= ", " = ")):
+        boxed = boxed.replace(old, new)
+    return boxed
+
+
 def _parse(tex: str) -> sp.Expr:
     from sympy.parsing.latex import parse_latex
 
@@ -129,7 +137,10 @@ def test_scalar_results_parse_back(qid, variant, name):
     pytest.importorskip("antlr4")
     d = build(qid, variant)
     expr = d.result(name)
-    tex = latex(expr, names=d.data.get("latex_names"))
+    # The boxed result exactly as the document prints it, right-hand side only.
+    lhs = latex(next(r.lhs for r in d.results if r.name == name), names=d.data.get("latex_names"))
+    boxed = [_one_line(b) for b in re.findall(r"\\boxed\{(.*)\}", render_derivation(d))]
+    tex = next(b for b in boxed if b.startswith(lhs + " = "))[len(lhs) + 3:]
     try:
         parsed = _parse(tex)
     except ImportError as err:  # the antlr4 runtime must be 4.11 for SymPy 1.14
