@@ -170,9 +170,9 @@ def plan_kernel(kernel: Kernel, printer: KernelPrinter | None = None) -> KernelP
     plan_checked = [a.name for a in kernel.args
                     if a.is_array and (a.kind == "batch" or a.name in used)]
 
-    # Each piecewise subexpression becomes a named value assigned piece by piece, so that
-    # every piece is evaluated only where its condition holds (numpy.select would evaluate
-    # every piece everywhere).
+    # Each piecewise subexpression becomes a named value assigned piece by piece: the last
+    # ("otherwise") piece everywhere, every other piece only where its condition holds
+    # (numpy.select would evaluate every piece everywhere).
     piecewise: dict[str, sp.Piecewise] = {}
     for k, (name, expr) in enumerate(pending):
         for pw in _sorted(expr.atoms(sp.Piecewise)):
