@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 __all__ = ["markdown", "plot", "summary_targets"]
 
 KERNEL_ORDER = ["forward", "inverse", "log_det_jacobian", "jacobian", "kl", "kl_grad",
@@ -58,9 +60,11 @@ def summary_targets(results: dict) -> list[tuple[str, str, str]]:
         for key, label in (("ratio", "default `check_finite=True`"),
                            ("ratio_no_check", "`check_finite=False`")):
             slower = [r for r in kernels if r[key] > 1.0]
+            near = [r for r in kernels if r[key] <= 1.05]
             worst = max(kernels, key=lambda r: r[key])
-            measured = (f"{len(kernels) - len(slower)} of {len(kernels)} rows ≤ 1.0; worst "
-                        f"{worst[key]:.2f} ({_name(worst)} at {fmt_elements(worst['elements'])})")
+            measured = (f"{len(kernels) - len(slower)} of {len(kernels)} rows ≤ 1.0 "
+                        f"({len(near)} ≤ 1.05); worst {worst[key]:.2f} ({_name(worst)} at "
+                        f"{fmt_elements(worst['elements'])})")
             out.append((f"generated ≤ hand-written at the median, {label}", measured,
                         "met" if not slower else "**not met**"))
         biggest = max(r["elements"] for r in kernels)
@@ -144,7 +148,7 @@ def _autodiff_section(auto: dict | None) -> list[str]:
         "question's block with dense layers `F = tanh(W x2 + b)`, `G = 0.5 sin(V x2 + c)`, "
         f"batch {auto['batch']}, `d = 2n`, float64. Baselines: PyTorch autodiff, "
         "`torch.func.vmap(torch.func.jacrev(forward))` + `torch.linalg.slogdet` on the CPU"
-        + (f" (PyTorch {auto['torch']}, {auto['torch_threads']} threads, "
+        + (f" (PyTorch {auto['torch']}, {_threads(auto['torch_threads'])}, "
            f"`MKL_ENABLE_INSTRUCTIONS={auto['mkl_enable_instructions']}`)" if has_torch
            else " (skipped: PyTorch is not importable)")
         + "; and, without autodiff, the generated dense `jacobian` kernel (exact `JF`, `JG`) "
@@ -172,11 +176,12 @@ def _autodiff_section(auto: dict | None) -> list[str]:
         what = "autodiff" if key == "speedup" else "the NumPy dense log-determinant"
         lines += ["", f"The speed-up over {what} grows from {first[key]:,.0f}× at "
                       f"d = {first['d']} to {last[key]:,.0f}× at d = {last['d']}, about "
-                      f"d^{auto['growth_exponent']:.1f} overall. Autodiff builds d² Jacobian "
-                      "entries (d reverse passes per sample) and slogdet costs O(d³) per "
-                      "sample, while the closed form costs one evaluation of G (O(d²) for a "
-                      "dense layer) and a sum; at small d every contender is dominated by "
-                      "its fixed per-call cost, so the growth is steepest at large d."]
+                      f"d^{auto['growth_exponent']:.1f} overall. The dense route builds d² "
+                      "Jacobian entries (by autodiff: d reverse passes per sample) and "
+                      "slogdet costs O(d³) per sample, while the closed form costs one "
+                      "evaluation of G (O(d²) for a dense layer) and a sum; at small d every "
+                      "contender is dominated by its fixed per-call cost, so the growth is "
+                      "steepest at large d."]
     return lines + [""]
 
 
@@ -209,7 +214,12 @@ def _kernel_section(kernels: list[dict] | None) -> list[str]:
 
 
 def _ratio(x: float) -> str:
-    return f"**{x:.2f}**" if x > 1.0 else f"{x:.2f}"
+    """Bold where the generated kernel is slower (at the printed precision)."""
+    return f"**{x:.2f}**" if round(x, 2) > 1.0 else f"{x:.2f}"
+
+
+def _threads(k: int) -> str:
+    return f"{k} thread" if k == 1 else f"{k} threads"
 
 
 def _floor_section(kernels: list[dict] | None) -> list[str]:
@@ -260,22 +270,28 @@ def _regen_section(regen: dict | None) -> list[str]:
     else:
         rows.append(["`python -m derive generate --check`, cold",
                      f"over {gen['timed_out']:.0f} s (stopped)"])
+    done = [e for e in regen["explicit"] if not e.get("timed_out")]
+    if done:
+        k = len(done)
+        rows += [
+            ["import sympy + the engine", f"{np.median([e['import'] for e in done]):.2f} s"
+             + (f" (median of {k})" if k > 1 else "")],
+            ["derive 1.1–1.3 in index notation (every step checked, explicit models at "
+             "n = 1, 2, 3 included)", f"{np.median([e['build'] for e in done]):.2f} s"
+             + (f" (median of {k})" if k > 1 else "")],
+        ]
     for e in regen["explicit"]:
         n = e["n"]
         if e.get("timed_out"):
             rows.append([f"explicit derivation at n = {n}", f"over {e['timed_out']:.0f} s"])
             continue
         rows += [
-            [f"n = {n}: import sympy + engine", f"{e['import']:.2f} s"],
-            [f"n = {n}: derive 1.1–1.3 in index notation (every step checked)",
-             f"{e['build']:.2f} s"],
-            [f"n = {n}: log-det from the closed form (instantiate 1.3)",
+            [f"n = {n}: log-det from the closed form (instantiate 1.3's result)",
              f"{e['logdet_closed']:.3f} s"],
-            [f"n = {n}: explicit {2 * n}×{2 * n} Jacobian (`Matrix.jacobian`)",
-             f"{e['jacobian_explicit']:.2f} s"],
-            [f"n = {n}: log-det from that Jacobian (block triangular; "
-             f"equals the closed form: {'yes' if e['logdet_agrees'] else 'NO'})",
-             f"{e['logdet_explicit']:.2f} s"],
+            [f"n = {n}: explicit {2 * n}×{2 * n} Jacobian with undefined F, G "
+             "(`Matrix.jacobian`)", f"{e['jacobian_explicit']:.2f} s"],
+            [f"n = {n}: log-det from that Jacobian (block triangular; equals the closed "
+             f"form: {'yes' if e['logdet_agrees'] else 'NO'})", f"{e['logdet_explicit']:.2f} s"],
         ]
     lines += ["Each row in a fresh interpreter (no SymPy cache carried over).", ""]
     lines += _table(["what", "wall time"], rows, "lr")
@@ -324,6 +340,7 @@ def _plot_autodiff(ax, auto) -> None:
         ax.loglog(d, autod, "o-", color="tab:red", label="torch jacrev + slogdet")
         ax.loglog(d, [r["slogdet only"].median * 1e3 for r in auto["rows"]], "x:",
                   color="tab:red", alpha=0.6, label="… of which slogdet")
+        ax.set_ylim(top=max(autod) * 5)
         for x, a, c in zip(d, autod, closed, strict=True):
             ax.annotate(f"{a / c:,.0f}×", (x, a), textcoords="offset points", xytext=(0, 6),
                         ha="center", fontsize=9, color="tab:red")
@@ -370,6 +387,8 @@ def _plot_ratios(ax, kernels) -> None:
     if not kernels:
         return _empty(ax, title)
     _lines(ax, _series(kernels, "ratio"), log_y=True)
+    top = max(r["ratio"] for r in kernels)
+    ax.set_ylim(min(0.8, min(r["ratio"] for r in kernels) * 0.9), top * 6)
     ax.axhline(1.0, color="black", lw=1)
     ax.text(0.01, 1.0, " target: ≤ 1", transform=ax.get_yaxis_transform(), va="bottom",
             fontsize=9)
@@ -377,7 +396,7 @@ def _plot_ratios(ax, kernels) -> None:
     ax.set_ylabel("time ratio (median)")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=3, loc="upper right")
 
 
 def _plot_floor(ax, kernels) -> None:
@@ -385,6 +404,8 @@ def _plot_floor(ax, kernels) -> None:
     if not kernels:
         return _empty(ax, title)
     _lines(ax, _series(kernels, "floor_multiple"), log_y=True)
+    values = [r["floor_multiple"] for r in kernels if "floor_multiple" in r]
+    ax.set_ylim(1, max(values) * 6)
     ax.axhline(3.0, color="black", lw=1)
     ax.text(0.01, 3.0, " target: ≤ 3× at 1e7", transform=ax.get_yaxis_transform(),
             va="bottom", fontsize=9)
@@ -392,7 +413,7 @@ def _plot_floor(ax, kernels) -> None:
     ax.set_ylabel("multiple of the copy floor (median)")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="upper right")
+    ax.legend(fontsize=7, ncol=3, loc="upper right")
 
 
 def _plot_regen(ax, regen) -> None:
@@ -404,14 +425,17 @@ def _plot_regen(ax, regen) -> None:
     if gen.get("median") is not None:
         labels.append("derive generate --check")
         values.append(gen["median"])
-    for e in regen["explicit"]:
-        if e.get("timed_out"):
-            continue
+    done = [e for e in regen["explicit"] if not e.get("timed_out")]
+    if done:
+        labels += ["import sympy + engine", "derive 1.1-1.3 (index notation, checked)"]
+        values += [float(np.median([e["import"] for e in done])),
+                   float(np.median([e["build"] for e in done]))]
+    for e in done:
         n = e["n"]
-        labels += [f"n={n}: derive 1.1-1.3 (checked)", f"n={n}: log-det, closed form",
+        labels += [f"n={n}: log-det from the closed form",
                    f"n={n}: explicit {2 * n}x{2 * n} Jacobian",
-                   f"n={n}: log-det from explicit J"]
-        values += [e["build"], e["logdet_closed"], e["jacobian_explicit"], e["logdet_explicit"]]
+                   f"n={n}: log-det from the explicit J"]
+        values += [e["logdet_closed"], e["jacobian_explicit"], e["logdet_explicit"]]
     if not values:
         return _empty(ax, title)
     y = list(range(len(labels)))[::-1]

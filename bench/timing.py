@@ -41,7 +41,7 @@ class Timing:
 
     def as_dict(self) -> dict[str, object]:
         return {"median": self.median, "q1": self.q1, "q3": self.q3, "loops": self.loops,
-                "samples": list(self.samples)}
+                "repeats": len(self.samples)}
 
 
 def time_once(fn: Callable[[], object], loops: int = 1) -> float:
