@@ -53,6 +53,26 @@ class KernelPrinter(NumPyPrinter):
     def __init__(self) -> None:
         super().__init__({"strict": True, "fully_qualified_modules": True})
 
+    def _print_Add(self, expr: sp.Add, order: str | None = None) -> str:
+        # Positive terms first: ``y1 - F`` rather than ``-F + y1``, one pass fewer.
+        terms = self._as_ordered_terms(expr, order=order)
+        positive = [t for t in terms if not t.could_extract_minus_sign()]
+        negative = [-t for t in terms if t.could_extract_minus_sign()]
+        if not positive:
+            return super()._print_Add(expr, order=order)
+        out = " + ".join(self.parenthesize(t, 40) for t in positive)
+        return out + "".join(f" - {self.parenthesize(t, 45)}" for t in negative)
+
+    def _print_Mul(self, expr: sp.Mul) -> str:
+        # exp(-u) as a division by exp(u): no negation pass over the data.
+        falling = [f for f in expr.args
+                   if isinstance(f, sp.exp) and f.args[0].could_extract_minus_sign()]
+        if not falling or expr.could_extract_minus_sign():
+            return super()._print_Mul(expr)
+        rest = sp.Mul(*[f for f in expr.args if f not in falling])
+        den = sp.Mul(*[sp.exp(-f.args[0]) for f in falling])
+        return f"{self.parenthesize(rest, 50)}/{self.parenthesize(den, 51)}"
+
     def _print(self, expr: Any, **kwargs: Any) -> str:
         for cls in type(expr).__mro__:
             rule = self.RULES.get(cls)
@@ -126,6 +146,21 @@ def _term_code(coef: str, matrix: str) -> str:
     return matrix or eye
 
 
+def _needed_outputs(kernel: Kernel) -> list[Any]:
+    """The returned outputs and the internal ones they use, directly or not."""
+    needed = {o.name for o in kernel.returns}
+    changed = True
+    while changed:
+        changed = False
+        for out in kernel.outputs:
+            if out.name in needed and not isinstance(out.value, BlockMatrixSpec):
+                for sym in out.value.free_symbols:
+                    if sym.name not in needed and any(o.name == sym.name for o in kernel.outputs):
+                        needed.add(sym.name)
+                        changed = True
+    return [o for o in kernel.outputs if o.name in needed]
+
+
 def _call_name(app: AppliedUndef) -> str:
     return "_".join([app.func.__name__] + [str(a) for a in app.args])
 
@@ -146,7 +181,7 @@ def plan_kernel(kernel: Kernel, printer: KernelPrinter | None = None) -> KernelP
     pending: list[tuple[str, sp.Expr]] = []
     block_terms: dict[str, list[list[tuple[str, sp.Basic]]]] = {}
     matrix_calls: list[AppliedUndef] = []
-    for out in kernel.outputs:
+    for out in _needed_outputs(kernel):
         if isinstance(out.value, BlockMatrixSpec):
             rows = []
             for b, block in enumerate(out.value):

@@ -11,6 +11,8 @@ Example:
 
 from __future__ import annotations
 
+import sympy as sp
+
 from codegen.spec import Arg, Kernel, Module, Output
 
 from .coupling import (
@@ -23,6 +25,7 @@ from .gaussian_kl import (
     Parameterization,
     derive_gradient_estimators,
     derive_stable_kl,
+    sigma,
 )
 from .vocabulary import to_vector
 
@@ -113,9 +116,18 @@ def gaussian_kl_module(p: Parameterization) -> Module:
                   "standard normal noise; broadcasts against mu, e.g. shape (S, *mu.shape).")
     grads = ("the estimate of dKL/dmu.", f"the estimate of dKL/d{s}.")
 
-    def pair(prefix: str, d: object, doc: tuple[str, str]) -> tuple[Output, Output]:
-        return (Output("d_mu", d.result(f"{prefix}_mu"), doc[0]),
-                Output(f"d_{s}", d.result(f"{prefix}_{s}"), doc[1]))
+    # Where sigma is a function of the scale, compute it once and write every power of it
+    # in terms of it (exp(logvar) = sigma**2, exp(-logvar/2) = 1/sigma): one exponential.
+    derived_sigma = p.sigma != p.scale
+    shared = (Output("sigma", p.sigma, "the standard deviation", internal=True),) \
+        if derived_sigma else ()
+
+    def in_sigma(expr: sp.Expr) -> sp.Expr:
+        return expr.subs(p.sigma, sigma) if derived_sigma else expr
+
+    def pair(prefix: str, d: object, doc: tuple[str, str]) -> tuple[Output, ...]:
+        return (Output("d_mu", in_sigma(d.result(f"{prefix}_mu")), doc[0]),
+                Output(f"d_{s}", in_sigma(d.result(f"{prefix}_{s}")), doc[1]))
 
     kernels = (
         Kernel("kl", (mu_arg, scale_arg),
@@ -125,15 +137,15 @@ def gaussian_kl_module(p: Parameterization) -> Module:
                "Arranged as in derivation 2.3n: finite and accurate for sigma from 1e-200 to "
                "1e100, and near sigma = 1 without cancellation."),
         Kernel("kl_grad", (mu_arg, scale_arg),
-               pair("grad", stable, ("dKL/dmu, exactly.", f"dKL/d{s}, exactly.")),
+               shared + pair("grad", stable, ("dKL/dmu, exactly.", f"dKL/d{s}, exactly.")),
                f"The exact gradient of the KL divergence with respect to (mu, {s})."),
         Kernel("kl_grad_reparam", (mu_arg, scale_arg, eps_arg),
-               pair("kernel_grad", est, grads),
+               shared + pair("kernel_grad", est, grads),
                "One reparameterized estimate of the gradient per eps sample (derivation 2.4).",
                "Backpropagation through z = mu + sigma eps, r = log q(z), s = log p(z), "
                "t = r - s; its mean over eps is kl_grad."),
         Kernel("kl_grad_stl", (mu_arg, scale_arg, eps_arg),
-               pair("kernel_stl", est, grads),
+               shared + pair("kernel_stl", est, grads),
                "One sticking-the-landing estimate of the gradient per eps sample.",
                "The estimator of kl_grad_reparam without the score term of log q; unbiased, "
                "and exactly zero at mu = 0, sigma = 1."),

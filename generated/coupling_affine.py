@@ -38,8 +38,8 @@ __all__ = ["forward", "inverse", "jacobian", "log_det_jacobian"]
 
 
 def _is_finite(a: numpy.ndarray) -> bool:
-    # min and max propagate NaN and expose +-inf without a temporary boolean array.
-    return a.size == 0 or bool(numpy.isfinite(a.min()) and numpy.isfinite(a.max()))
+    # One vectorized pass; measured faster than min and max at every size (bench/).
+    return bool(numpy.isfinite(a).all())
 
 
 def _as_real(name: str, value: Any) -> numpy.ndarray:
@@ -190,7 +190,7 @@ def inverse(
     F_x2 = _call("F", F, x2, "vector", _dtype)
     G_x2 = _call("G", G, x2, "vector", _dtype)
     # Output terms
-    x1 = (-F_x2 + y1)*numpy.exp(-G_x2)
+    x1 = (y1 - F_x2)/numpy.exp(G_x2)
     x1 = _finish(x1, _batch + (_n,), _dtype, (y1, y2,))
     x2 = _finish(x2, _batch + (_n,), _dtype, (y1, y2,))
     return x1, x2

@@ -37,8 +37,8 @@ __all__ = ["kl", "kl_grad", "kl_grad_reparam", "kl_grad_stl"]
 
 
 def _is_finite(a: numpy.ndarray) -> bool:
-    # min and max propagate NaN and expose +-inf without a temporary boolean array.
-    return a.size == 0 or bool(numpy.isfinite(a.min()) and numpy.isfinite(a.max()))
+    # One vectorized pass; measured faster than min and max at every size (bench/).
+    return bool(numpy.isfinite(a).all())
 
 
 def _as_real(name: str, value: Any) -> numpy.ndarray:
@@ -74,10 +74,16 @@ def _prepare(
         raise ValueError(f"{', '.join(values)}: shapes do not broadcast: {shapes}") from None
     dtype = _working_dtype(arrays, values)
     for name, a in values.items():
-        if (check_finite or name in positive) and not _is_finite(a):
+        if name in positive and a.size:
+            low = a.min()  # NaN propagates, so one scan rejects NaN and non-positive entries
+            if not low > 0:
+                if numpy.isnan(low):
+                    raise ValueError(f"{name}: expected finite values, got NaN or infinity")
+                raise ValueError(f"{name}: expected every entry > 0, got a minimum of {low}")
+            if check_finite and not numpy.isfinite(a.max()):
+                raise ValueError(f"{name}: expected finite values, got NaN or infinity")
+        elif check_finite and not _is_finite(a):
             raise ValueError(f"{name}: expected finite values, got NaN or infinity")
-        if name in positive and a.size and not a.min() > 0:
-            raise ValueError(f"{name}: expected every entry > 0, got a minimum of {a.min()}")
     return [a.astype(dtype, copy=False) for a in values.values()], shape, dtype
 
 
@@ -114,7 +120,7 @@ def kl(
     _pw0_m1 = numpy.broadcast_to(numpy.less(abs(x), 2), _pw0_shape)
     if _pw0_m1.any():
         x__pw0_m1 = numpy.broadcast_to(x, _pw0_shape)[_pw0_m1]
-        _pw0[_pw0_m1] = -x__pw0_m1 + numpy.expm1(x__pw0_m1)
+        _pw0[_pw0_m1] = numpy.expm1(x__pw0_m1) - x__pw0_m1
     _pw0_m0 = numpy.broadcast_to(numpy.less(abs(x), 1/10), _pw0_shape)
     if _pw0_m0.any():
         x__pw0_m0 = numpy.broadcast_to(x, _pw0_shape)[_pw0_m0]
