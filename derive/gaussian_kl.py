@@ -242,10 +242,12 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
                 + (", with {0}" if uses_expm1 else ""),
                 notes=(sp.Eq(sp.exp(_a) - 1, optimize(sp.exp(_a) - 1, [expm1_opt])),)
                 if uses_expm1 else ()))
+    # The middle piece comes last: the kernel evaluates the last piece everywhere and each
+    # other piece only where it holds, and typical scales fall in the middle.
     evaluable = quadratic + sp.Piecewise(
         (sp.horner(series), sp.Abs(x) < SERIES_RADIUS),
-        (middle, sp.Abs(x) < DIRECT_RADIUS),
-        (outer, True)) / 2
+        (outer, sp.Abs(x) >= DIRECT_RADIUS),
+        (middle, True)) / 2
     bound = _series_error()
     results = [
         Result("kl_stable", stable, "the KL arranged for floating point", KL_i),

@@ -116,15 +116,16 @@ def kl(
     # Intermediate terms
     _pw0_shape = numpy.broadcast_shapes(numpy.shape(sigma), numpy.shape(x), )
     _pw0 = numpy.empty(_pw0_shape, dtype=_dtype)
-    _pw0[...] = sigma**2 - x - 1
-    _pw0_m1 = numpy.broadcast_to(numpy.less(abs(x), 2), _pw0_shape)
-    if _pw0_m1.any():
-        x__pw0_m1 = numpy.broadcast_to(x, _pw0_shape)[_pw0_m1]
-        _pw0[_pw0_m1] = numpy.expm1(x__pw0_m1) - x__pw0_m1
-    _pw0_m0 = numpy.broadcast_to(numpy.less(abs(x), 1/10), _pw0_shape)
-    if _pw0_m0.any():
-        x__pw0_m0 = numpy.broadcast_to(x, _pw0_shape)[_pw0_m0]
-        _pw0[_pw0_m0] = x__pw0_m0**2*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*((1/39916800)*x__pw0_m0 + 1/3628800) + 1/362880) + 1/40320) + 1/5040) + 1/720) + 1/120) + 1/24) + 1/6) + 1/2)
+    _pw0[...] = numpy.expm1(x) - x
+    _pw0_m1 = numpy.flatnonzero(numpy.broadcast_to(numpy.greater_equal(abs(x), 2), _pw0_shape))
+    if _pw0_m1.size:
+        sigma__pw0_m1 = numpy.take(numpy.broadcast_to(sigma, _pw0_shape), _pw0_m1)
+        x__pw0_m1 = numpy.take(numpy.broadcast_to(x, _pw0_shape), _pw0_m1)
+        numpy.put(_pw0, _pw0_m1, sigma__pw0_m1**2 - x__pw0_m1 - 1)
+    _pw0_m0 = numpy.flatnonzero(numpy.broadcast_to(numpy.less(abs(x), 1/10), _pw0_shape))
+    if _pw0_m0.size:
+        x__pw0_m0 = numpy.take(numpy.broadcast_to(x, _pw0_shape), _pw0_m0)
+        numpy.put(_pw0, _pw0_m0, x__pw0_m0**2*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*((1/39916800)*x__pw0_m0 + 1/3628800) + 1/362880) + 1/40320) + 1/5040) + 1/720) + 1/120) + 1/24) + 1/6) + 1/2))
     # Output terms
     kl = (1/2)*_pw0 + (1/2)*mu**2
     kl = _finish(kl, _batch, _dtype, (mu, sigma,))
