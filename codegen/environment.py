@@ -7,11 +7,13 @@ Example:
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from functools import cache
 
 import jinja2
 
-__all__ = ["environment"]
+__all__ = ["environment", "tex_escape", "fill", "PLACEHOLDER"]
 
 
 @cache
@@ -42,3 +44,18 @@ def tex_escape(text: str) -> str:
         'x\\_1 \\& 50\\%'
     """
     return "".join(_TEX_SPECIAL.get(c, c) for c in text)
+
+
+#: A placeholder in prose: ``{0}`` (a step's note) or ``{name}`` (a derivation's result).
+PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def fill(template: str, math: Callable[[str], str], escape: Callable[[str], str] = str) -> str:
+    """Fill ``{0}`` / ``{name}`` placeholders with ``math(key)``, escaping the prose between.
+
+    Example:
+        >>> fill("see {0} and {kl}", lambda k: f"<{k}>", str.upper)
+        'SEE <0> AND <kl>'
+    """
+    parts = PLACEHOLDER.split(template)
+    return "".join(escape(part) if k % 2 == 0 else math(part) for k, part in enumerate(parts))

@@ -25,7 +25,7 @@ import sympy as sp
 from sympy.core.function import AppliedUndef
 from sympy.printing.latex import LatexPrinter
 
-from .environment import environment, tex_escape
+from .environment import environment, fill, tex_escape
 from .nodes import IDENTITY, BlockMatrixSpec
 
 if TYPE_CHECKING:
@@ -300,8 +300,6 @@ def _inline(printer: CourseworkLatexPrinter, expr: sp.Basic) -> str:
 
 
 def _chain(d: Derivation, printer: CourseworkLatexPrinter) -> list[dict[str, str]]:
-    from derive.derivation import fill
-
     lines = []
     previous = None
     for k, step in enumerate(d.steps, start=1):
@@ -318,8 +316,6 @@ def _chain(d: Derivation, printer: CourseworkLatexPrinter) -> list[dict[str, str
 
 def _results(d: Derivation, printer: CourseworkLatexPrinter,
              vec: CourseworkLatexPrinter) -> list[dict[str, str]]:
-    from derive.vocabulary import to_vector, uses_index_notation
-
     results = []
     for r in d.results:
         if not r.typeset:
@@ -333,22 +329,17 @@ def _results(d: Derivation, printer: CourseworkLatexPrinter,
         else:
             main = f"{lhs} = {body}" if lhs else body
         vector_form = ""
-        if (uses_index_notation(expr) and not isinstance(expr, sp.Eq)
-                and not expr.has(sp.Sum, sp.Product)):
-            try:
-                vector_form = vec.doprint(to_vector(expr))
-                if r.lhs is not None:
-                    vector_form = f"{vec.doprint(to_vector(r.lhs))} = {vector_form}"
-            except (ValueError, KeyError):
-                vector_form = ""
+        if r.vector is not None:
+            vec_lhs, vec_expr = r.vector
+            vector_form = vec.doprint(vec_expr)
+            if vec_lhs is not None:
+                vector_form = f"{vec.doprint(vec_lhs)} = {vector_form}"
         results.append({"name": r.name, "latex": main, "vector": vector_form,
                         "description": tex_escape(r.description)})
     return results
 
 
 def _conclusion(d: Derivation, printer: CourseworkLatexPrinter) -> str:
-    from derive.derivation import fill
-
     def math(name: str) -> str:
         r = next(r for r in d.results if r.name == name)
         lhs = f"{printer.doprint(r.lhs)} = " if r.lhs is not None else ""
@@ -439,8 +430,6 @@ def render_notebook(d: Derivation, options: LatexOptions | None = None) -> str:
     Each step is a line ``lhs = rhs`` with its numbered reason beside it; the results
     follow, boxed.
     """
-    from derive.derivation import fill
-
     printer, _ = _printers(d, options or LatexOptions())
 
     def text(template: str, notes: tuple[sp.Basic, ...] = ()) -> str:

@@ -28,10 +28,13 @@ import random
 import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import sympy as sp
 from sympy.core.function import AppliedUndef
+
+from codegen.environment import PLACEHOLDER as _PLACEHOLDER
+from codegen.environment import fill
 
 __all__ = [
     "Step",
@@ -107,7 +110,9 @@ class Result:
     """A named result of a derivation: an expression, what it is, and of what it is the value.
 
     ``lhs`` (optional) is the quantity the result gives, for display (``x2_i = ...``);
-    ``typeset=False`` keeps a result meant for code generation out of the documents.
+    ``typeset=False`` keeps a result meant for code generation out of the documents;
+    ``vector`` is ``(lhs, expr)`` as element-wise vector expressions where the result is
+    one component of a vector (filled in when the derivation is built).
     """
 
     name: str
@@ -115,6 +120,7 @@ class Result:
     description: str = ""
     lhs: sp.Basic | None = None
     typeset: bool = True
+    vector: tuple[sp.Basic | None, sp.Basic] | None = None
 
 
 @dataclass(frozen=True)
@@ -257,18 +263,19 @@ def _check_equality(step: Step, models: Sequence[Model], seed: int) -> Check:
     return Check(method)
 
 
-_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+def _with_vector_form(r: Result) -> Result:
+    """``r`` with its vector form, where it is the ``i``-th component of a vector."""
+    from .vocabulary import to_vector, uses_index_notation  # the vocabulary imports us
 
-
-def fill(template: str, math: Callable[[str], str], escape: Callable[[str], str] = str) -> str:
-    """Fill ``{0}`` / ``{name}`` placeholders with ``math(key)``, escaping the prose between.
-
-    Example:
-        >>> fill("see {0} and {kl}", lambda k: f"<{k}>", str.upper)
-        'SEE <0> AND <kl>'
-    """
-    parts = _PLACEHOLDER.split(template)
-    return "".join(escape(part) if k % 2 == 0 else math(part) for k, part in enumerate(parts))
+    expr = r.expr
+    if (r.vector is not None or not r.typeset or not uses_index_notation(expr)
+            or isinstance(expr, sp.Eq) or expr.has(sp.Sum, sp.Product)):
+        return r
+    try:
+        vector = (to_vector(r.lhs) if r.lhs is not None else None, to_vector(expr))
+    except (ValueError, KeyError):
+        return r
+    return replace(r, vector=vector)
 
 
 @dataclass(frozen=True)
@@ -300,7 +307,7 @@ class Derivation:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(self.steps))
-        object.__setattr__(self, "results", tuple(self.results))
+        object.__setattr__(self, "results", tuple(_with_vector_form(r) for r in self.results))
         object.__setattr__(self, "models", tuple(self.models))
         names = [r.name for r in self.results]
         if len(set(names)) != len(names):
