@@ -167,7 +167,8 @@ def derive_kl(p: Parameterization) -> Derivation:
     results = [Result("kl", kl, f"the KL divergence in mu and {p.name}", KL_i)]
     return Derivation(
         "2.3", "The KL divergence of a Gaussian from the standard normal",
-        "Give the KL divergence of q_i from p_i explicitly in the mean and the scale of q_i.",
+        "Give the KL divergence of one factor of q from the matching factor of p explicitly "
+        "in that factor's mean and scale.",
         steps, results,
         conclusion="{kl}: zero exactly at the prior's mean and scale, positive elsewhere.",
         models=(model,), variant=p.name, data={"latex_names": _PER_DIMENSION},

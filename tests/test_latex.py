@@ -63,6 +63,9 @@ def test_coursework_notation():
         assert needle in tex, needle
     for raw in ("epsilon_i", "mu0", "sigma_0", "log_p", "KL_i", "x1_", "_bar", "_stl"):
         assert raw not in tex.replace(r"\epsilon_i", "").replace(r"\log p", ""), raw
+    # no code identifier in the prose: an escaped underscore appears only in variant names
+    prose_underscores = re.findall(r"\w*\\_\w*", tex)
+    assert set(prose_underscores) <= {r"coupling\_affine", r"coupling\_additive"}, prose_underscores
 
 
 def test_odot_option():
