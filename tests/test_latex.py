@@ -65,7 +65,8 @@ def test_coursework_notation():
         assert raw not in tex.replace(r"\epsilon_i", "").replace(r"\log p", ""), raw
     # no code identifier in the prose: an escaped underscore appears only in variant names
     prose_underscores = re.findall(r"\w*\\_\w*", tex)
-    assert set(prose_underscores) <= {r"coupling\_affine", r"coupling\_additive"}, prose_underscores
+    allowed = {r"coupling\_affine", r"coupling\_additive"}
+    assert set(prose_underscores) <= allowed, prose_underscores
 
 
 def test_odot_option():
