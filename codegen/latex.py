@@ -301,16 +301,14 @@ def _inline(printer: CourseworkLatexPrinter, expr: sp.Basic) -> str:
 
 def _chain(d: Derivation, printer: CourseworkLatexPrinter) -> list[dict[str, str]]:
     lines = []
-    previous = None
-    for k, step in enumerate(d.steps, start=1):
-        lhs = "" if previous is not None and step.lhs == previous else printer.doprint(step.lhs)
+    for k, step, continues in d.chain():
+        lhs = "" if continues else printer.doprint(step.lhs)
         if len(lhs) > BREAK_WIDTH:
             lhs = _broken(printer, step.lhs, joint=r" \\ &\quad ") + r" \\ "
         reason = fill(step.reason, lambda key, s=step: _inline(printer, s.notes[int(key)]),
                       tex_escape)
         lines.append({"lhs": lhs, "rhs": _broken(printer, step.rhs), "reason": reason,
                       "number": str(k)})
-        previous = step.rhs
     return lines
 
 
@@ -438,12 +436,10 @@ def render_notebook(d: Derivation, options: LatexOptions | None = None) -> str:
         return rf"\text{{{body}}}"
 
     lines = [rf"&\textbf{{{tex_escape(d.qid + '  ' + d.title)}}}"]
-    previous = None
-    for k, step in enumerate(d.steps, start=1):
-        lhs = "" if previous is not None and step.lhs == previous else printer.doprint(step.lhs)
+    for k, step, continues in d.chain():
+        lhs = "" if continues else printer.doprint(step.lhs)
         lines.append(rf"{lhs} &= {printer.doprint(step.rhs)} && "
                      + text(f"({k}) " + step.reason, step.notes))
-        previous = step.rhs
     for r in d.results:
         if r.typeset:
             lhs = f"{printer.doprint(r.lhs)} = " if r.lhs is not None else ""

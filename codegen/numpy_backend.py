@@ -336,16 +336,16 @@ def lambdify_kernel(kernel: Kernel) -> Callable[..., Any]:
     """An in-process NumPy function for ``kernel`` built with :func:`sympy.lambdify`.
 
     It takes the same positional arguments as the generated kernel but does no input
-    validation and no CSE: it serves the engine's own spot checks.
+    validation and no CSE: it serves in-process use, and the tests cross-check the generated
+    kernels against it.
     """
-    arrays = [a.name for a in kernel.args if a.is_array]
     callables = [a.name for a in kernel.args if not a.is_array]
 
     def run(*args: Any) -> Any:
         env = dict(zip(kernel.arg_names, args, strict=True))
         fns = {name: env.pop(name) for name in callables}
         if any(a.kind == "batch" for a in kernel.args):
-            shapes = [np.shape(env[a]) for a in arrays if a != "s"]
+            shapes = [np.shape(env[a.name]) for a in kernel.args if a.kind == "batch"]
             env["_batch"] = np.broadcast_shapes(*[sh[:-1] for sh in shapes])
             env["_n"] = shapes[0][-1]
         results = {}

@@ -332,6 +332,14 @@ class Derivation:
         known = ", ".join(r.name for r in self.results)
         raise KeyError(f"derivation {self.qid} has no result {name!r}; it has: {known}")
 
+    def chain(self) -> Iterator[tuple[int, Step, bool]]:
+        """``(number, step, continues)``: ``continues`` where the step's left-hand side is
+        the previous right-hand side, so renderers write ``= rhs`` under it."""
+        previous = None
+        for k, step in enumerate(self.steps, start=1):
+            yield k, step, previous is not None and step.lhs == previous
+            previous = step.rhs
+
     def __iter__(self) -> Iterator[Step]:
         return iter(self.steps)
 

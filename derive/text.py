@@ -85,16 +85,14 @@ def render_text(d: Derivation, width: int = 100) -> str:
     wrap = textwrap.TextWrapper(width=width, initial_indent="    ", subsequent_indent="    ")
     lines = [f"{d.qid}  {d.title}" + (f"  [{d.variant}]" if d.variant else ""), ""]
     lines += wrap.wrap(d.statement) + [""]
-    previous = None
-    for k, (step, check) in enumerate(zip(d.steps, d.checks, strict=True), start=1):
-        lhs = "" if previous is not None and step.lhs == previous else text(step.lhs)
+    for (k, step, continues), check in zip(d.chain(), d.checks, strict=True):
+        lhs = "" if continues else text(step.lhs)
         how = check.method + (f", {check.detail}" if check.detail else "")
         reason = fill(step.reason, lambda key, notes=step.notes: text(notes[int(key)]))
         lines += wrap.wrap(f"({k}) {reason}")
         rhs = text(step.rhs)
         lines.append(f"        {lhs} = {rhs}" if lhs else f"          = {rhs}")
         lines.append(f"        [checked: {how}]")
-        previous = step.rhs
     lines += ["", "  Results:"]
     for r in d.results:
         lhs = f"{text(r.lhs)} = " if r.lhs is not None else ""
