@@ -129,11 +129,16 @@ def gaussian_kl_module(p: Parameterization) -> Module:
         return (Output("d_mu", in_sigma(d.result(f"{prefix}_mu")), doc[0]),
                 Output(f"d_{s}", in_sigma(d.result(f"{prefix}_{s}")), doc[1]))
 
+    graph = est.data["graph"]
+    graph_text = "; ".join(
+        f"{n.name} from {', '.join(parent.name for parent in graph.parents(n))}"
+        for n in graph.nodes if n.expr is not None)
     kernels = (
         Kernel("kl", (mu_arg, scale_arg),
                (Output("x", stable.result("x"), "log sigma^2", internal=True),
                 Output("kl", stable.result("kl_evaluable"), "KL(q_i || p_i), element-wise.")),
-               "The KL divergence KL(N(mu, sigma^2) || N(0, 1)) per dimension (sum it yourself).",
+               "The KL divergence of q_i from the standard normal prior, per dimension "
+               "(sum it yourself).",
                "Arranged as in derivation 2.3n: finite and accurate for sigma from 1e-200 to "
                "1e100, and near sigma = 1 without cancellation."),
         Kernel("kl_grad", (mu_arg, scale_arg),
@@ -142,8 +147,8 @@ def gaussian_kl_module(p: Parameterization) -> Module:
         Kernel("kl_grad_reparam", (mu_arg, scale_arg, eps_arg),
                shared + pair("kernel_grad", est, grads),
                "One reparameterized estimate of the gradient per eps sample (derivation 2.4).",
-               "Backpropagation through z = mu + sigma eps, r = log q(z), s = log p(z), "
-               "t = r - s; its mean over eps is kl_grad."),
+               f"Backpropagation through the graph of derivation 2.4 ({graph_text}); its "
+               "mean over eps is kl_grad."),
         Kernel("kl_grad_stl", (mu_arg, scale_arg, eps_arg),
                shared + pair("kernel_stl", est, grads),
                "One sticking-the-landing estimate of the gradient per eps sample.",

@@ -93,7 +93,7 @@ def kl(
     *,
     check_finite: bool = True,
 ) -> numpy.ndarray:
-    """The KL divergence KL(N(mu, sigma^2) || N(0, 1)) per dimension (sum it yourself).
+    """The KL divergence of q_i from the standard normal prior, per dimension (sum it yourself).
 
     Arranged as in derivation 2.3n: finite and accurate for sigma from 1e-200 to 1e100,
     and near sigma = 1 without cancellation.
@@ -171,8 +171,9 @@ def kl_grad_reparam(
 ) -> tuple[numpy.ndarray, numpy.ndarray]:
     """One reparameterized estimate of the gradient per eps sample (derivation 2.4).
 
-    Backpropagation through z = mu + sigma eps, r = log q(z), s = log p(z), t = r - s;
-    its mean over eps is kl_grad.
+    Backpropagation through the graph of derivation 2.4 (sigma from logvar; z from eps,
+    mu, sigma; r from mu, sigma, z; s from z; t from r, s); its mean over eps is
+    kl_grad.
 
     Arguments:
         mu: the mean of q_i, any shape broadcasting with the others.
