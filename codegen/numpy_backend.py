@@ -56,6 +56,13 @@ class KernelPrinter(NumPyPrinter):
     def _print_Add(self, expr: sp.Add, order: str | None = None) -> str:
         # Positive terms first: ``y1 - F`` rather than ``-F + y1``, one pass fewer.
         terms = self._as_ordered_terms(expr, order=order)
+        # A positive numeric factor all terms share, once: ``(1/2)*(a + b)``, one pass fewer
+        # than ``(1/2)*a + (1/2)*b``, and the same floating-point result.
+        coeffs = {t.as_coeff_Mul()[0] for t in terms}
+        if len(coeffs) == 1 and (c := coeffs.pop()) > 0 and c != 1:
+            inner = sp.Add(*[t / c for t in terms], evaluate=False)
+            factor = self._print(c) if c.is_Integer else f"({self._print(c)})"
+            return f"{factor}*({self._print_Add(inner, order=order)})"
         positive = [t for t in terms if not t.could_extract_minus_sign()]
         negative = [-t for t in terms if t.could_extract_minus_sign()]
         if not positive:

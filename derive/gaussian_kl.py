@@ -50,8 +50,9 @@ _a = sp.Symbol("a", real=True)
 #: Where the Taylor series of expm1(x) - x replaces the cancelling difference, and its order.
 SERIES_RADIUS = sp.Rational(1, 10)
 SERIES_ORDER = 12
-#: Beyond this |x|, exp(x) is taken from the user's parameter directly (sigma**2), not from
-#: exp(log sigma**2), whose relative error grows like |x| * eps.
+#: From this x up, exp(x) is taken from the user's parameter directly (sigma**2), not from
+#: exp(log sigma**2), whose relative error grows like x * eps. Below -DIRECT_RADIUS nothing
+#: cancels in expm1(x) - x (expm1(x) is near -1, -x >= 2), so the middle piece serves there.
 DIRECT_RADIUS = 2
 
 
@@ -225,11 +226,11 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
              "where {0}, its Taylor series: no subtraction at all", notes=(
                  sp.Abs(x) < SERIES_RADIUS,)),
         Step(expm1mx(x), middle,
-             "where {0}, the subtraction loses a few bits at most", notes=(
-                 sp.And(SERIES_RADIUS <= sp.Abs(x), sp.Abs(x) < DIRECT_RADIUS),)),
+             "where {0}, the subtraction loses a few bits at most (none where {1})", notes=(
+                 sp.And(SERIES_RADIUS <= sp.Abs(x), x < DIRECT_RADIUS), x <= -DIRECT_RADIUS)),
         Step(expm1mx(x), outer,
              "where {0} nothing cancels: take the exponential from the parameter directly",
-             given={x: log_var}, notes=(sp.Abs(x) >= DIRECT_RADIUS,)),
+             given={x: log_var}, notes=(x >= DIRECT_RADIUS,)),
     ]
     for name, g in grad.items():
         var = mu if name == "mu" else s
@@ -247,7 +248,7 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
     # other piece only where it holds, and typical scales fall in the middle.
     evaluable = quadratic + sp.Piecewise(
         (sp.horner(series), sp.Abs(x) < SERIES_RADIUS),
-        (outer, sp.Abs(x) >= DIRECT_RADIUS),
+        (outer, x >= DIRECT_RADIUS),
         (middle, True)) / 2
     bound = _series_error()
     results = [

@@ -186,6 +186,16 @@ def test_shape_errors_name_the_arguments(block):
         m.forward(x1, x2, s, 3.0, L.G)
 
 
+def test_huge_finite_inputs_pass_the_finiteness_check():
+    x1, x2, s, L = inputs((3,))
+    x1[0, 0], x1[1, 1] = 1e300, -1e300  # the check's sum of squares overflows; still finite
+    y1, _ = module("coupling").forward(x1, x2, s, L.F, L.G)
+    assert abs(y1[0, 0]) > 1e299
+    x1[2, 2] = np.inf
+    with pytest.raises(ValueError, match=r"x1: expected finite values"):
+        module("coupling").forward(x1, x2, s, L.F, L.G)
+
+
 @pytest.mark.parametrize("block", BLOCK_NAMES)
 def test_non_finite_input_is_an_error(block):
     x1, x2, s, L = inputs((3,))

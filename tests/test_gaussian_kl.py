@@ -178,6 +178,23 @@ def test_bad_input_names_the_argument():
         ks.kl(np.array(["a"]), 1.0)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_finiteness_check_is_exact_where_a_sum_of_squares_overflows(dtype):
+    # The check's fast path is one dot product; huge finite entries overflow it and must
+    # still pass, and an inf or NaN among huge entries must still be caught.
+    big = np.finfo(dtype).max / 4
+    mu = np.array([big, -big, 1.0], dtype)
+    d_mu, _ = ks.kl_grad(mu, np.ones(3, dtype))
+    assert np.array_equal(d_mu, mu)
+    for bad in (np.inf, -np.inf, np.nan):
+        with pytest.raises(ValueError, match=r"mu: expected finite values"):
+            ks.kl_grad(np.array([big, bad, -big], dtype), np.ones(3, dtype))
+    with pytest.raises(ValueError, match=r"sigma: expected finite values"):
+        ks.kl_grad(mu, np.array([big, np.inf, 1.0], dtype))
+    # integers are finite by construction: no check, no error
+    assert ks.kl_grad(np.arange(3), np.arange(1, 4))[0].dtype == np.float64
+
+
 def test_a_new_parameterization_costs_two_lines(rng):
     from codegen.numpy_backend import render_numpy
     from derive.gaussian_kl import Parameterization
