@@ -51,9 +51,10 @@ _a = sp.Symbol("a", real=True)
 SERIES_RADIUS = sp.Rational(1, 10)
 SERIES_ORDER = 12
 #: From this x up, exp(x) is taken from the user's parameter directly (sigma**2), not from
-#: exp(log sigma**2), whose relative error grows like x * eps. Below -DIRECT_RADIUS nothing
-#: cancels in expm1(x) - x (expm1(x) is near -1, -x >= 2), so the middle piece serves there.
-DIRECT_RADIUS = 2
+#: exp(log sigma**2), whose relative error grows like x * eps (below 8 eps up to here).
+DIRECT_RADIUS = 8
+#: Below -NO_CANCELLATION, expm1(x) is within 0.14 of -1 and -x >= 2: nothing cancels.
+NO_CANCELLATION = 2
 
 
 #: Question 2.3 and 2.4 are per dimension: their symbols print with the subscript i.
@@ -225,13 +226,21 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
         Step(expm1mx(x), series + sp.O(x**SERIES_ORDER),
              "where {0}, its Taylor series: no subtraction at all", notes=(
                  sp.Abs(x) < SERIES_RADIUS,)),
-        Step(expm1mx(x), middle,
-             "where {0}, the subtraction loses a few bits at most (none where {1})", notes=(
-                 sp.And(SERIES_RADIUS <= sp.Abs(x), x < DIRECT_RADIUS), x <= -DIRECT_RADIUS)),
-        Step(expm1mx(x), outer,
-             "where {0} nothing cancels: take the exponential from the parameter directly",
-             given={x: log_var}, notes=(x >= DIRECT_RADIUS,)),
     ]
+    # Where x is the user's parameter itself (logvar), exp(x) is as accurate as it gets:
+    # no direct piece is needed.
+    direct = log_var != s
+    middle_where = (sp.And(SERIES_RADIUS <= sp.Abs(x), x < DIRECT_RADIUS) if direct
+                    else SERIES_RADIUS <= sp.Abs(x))
+    steps.append(Step(expm1mx(x), middle,
+                      "where {0}, the subtraction loses a few bits at most (none where {1})",
+                      notes=(middle_where, x <= -NO_CANCELLATION)))
+    if direct:
+        steps.append(Step(
+            expm1mx(x), outer,
+            "where {0}, take the exponential from the parameter directly: computed from {1}, "
+            "its relative error would grow with {1}",
+            given={x: log_var}, notes=(x >= DIRECT_RADIUS, x)))
     for name, g in grad.items():
         var = mu if name == "mu" else s
         steps.append(Step(sp.Derivative(KL_i, var), g, "differentiate with respect to {0}",
@@ -246,10 +255,9 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
                 if uses_expm1 else ()))
     # The middle piece comes last: the kernel evaluates the last piece everywhere and each
     # other piece only where it holds, and typical scales fall in the middle.
-    evaluable = quadratic + sp.Piecewise(
-        (sp.horner(series), sp.Abs(x) < SERIES_RADIUS),
-        (outer, x >= DIRECT_RADIUS),
-        (middle, True)) / 2
+    pieces = [(sp.horner(series), sp.Abs(x) < SERIES_RADIUS)]
+    pieces += [(outer, x >= DIRECT_RADIUS)] if direct else []
+    evaluable = quadratic + sp.Piecewise(*pieces, (middle, True)) / 2
     bound = _series_error()
     results = [
         Result("kl_stable", stable, "the KL arranged for floating point", KL_i),

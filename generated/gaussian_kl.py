@@ -139,7 +139,7 @@ def kl(
     # Intermediate terms
     _pw0_shape = _shape_of(sigma, x)
     _pw0 = _finish(numpy.expm1(x) - x, _pw0_shape, _dtype, (sigma, x,))
-    _pw0_m1 = _full(numpy.greater_equal(x, 2), _pw0_shape).ravel().nonzero()[0]
+    _pw0_m1 = _full(numpy.greater_equal(x, 8), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m1.size:
         sigma__pw0_m1 = numpy.take(_full(sigma, _pw0_shape), _pw0_m1)
         x__pw0_m1 = numpy.take(_full(x, _pw0_shape), _pw0_m1)

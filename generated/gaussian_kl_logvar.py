@@ -137,13 +137,8 @@ def kl(
     # Output terms
     x = logvar
     # Intermediate terms
-    _pw0_shape = _shape_of(logvar, x)
-    _pw0 = _finish(numpy.expm1(x) - x, _pw0_shape, _dtype, (logvar, x,))
-    _pw0_m1 = _full(numpy.greater_equal(x, 2), _pw0_shape).ravel().nonzero()[0]
-    if _pw0_m1.size:
-        logvar__pw0_m1 = numpy.take(_full(logvar, _pw0_shape), _pw0_m1)
-        x__pw0_m1 = numpy.take(_full(x, _pw0_shape), _pw0_m1)
-        numpy.put(_pw0, _pw0_m1, numpy.exp(logvar__pw0_m1) - x__pw0_m1 - 1)
+    _pw0_shape = _shape_of(x)
+    _pw0 = _finish(numpy.expm1(x) - x, _pw0_shape, _dtype, (x,))
     _pw0_m0 = _full(numpy.less(abs(x), 1/10), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m0.size:
         x__pw0_m0 = numpy.take(_full(x, _pw0_shape), _pw0_m0)
