@@ -35,7 +35,18 @@ __all__ = ["KernelPrinter", "plan_kernel", "render_numpy", "lambdify_kernel"]
 
 
 class KernelPrinter(NumPyPrinter):
-    """SymPy's NumPy printer with this project's rules, in one table (:attr:`RULES`)."""
+    """SymPy's NumPy printer with this project's rules, in one table (:attr:`RULES`).
+
+    Besides the table: sums print their positive terms first and a shared numeric factor
+    once; ``exp(-u)`` prints as a division by ``exp(u)``.
+
+    Example:
+        >>> import sympy as sp
+        >>> a, b = sp.symbols("a b", real=True)
+        >>> p = KernelPrinter()
+        >>> p.doprint(a / 2 + b**2 / 2 - sp.Rational(1, 2)), p.doprint(-a + b * sp.exp(-a))
+        ('(1/2)*(a + b**2 - 1)', 'b/numpy.exp(a) - a')
+    """
 
     printmethod = "_kernelcode"
 
@@ -56,10 +67,10 @@ class KernelPrinter(NumPyPrinter):
     def _print_Add(self, expr: sp.Add, order: str | None = None) -> str:
         # Positive terms first: ``y1 - F`` rather than ``-F + y1``, one pass fewer.
         terms = self._as_ordered_terms(expr, order=order)
-        # A positive numeric factor all terms share, once: ``(1/2)*(a + b)``, one pass fewer
-        # than ``(1/2)*a + (1/2)*b``, and the same floating-point result.
-        coeffs = {t.as_coeff_Mul()[0] for t in terms}
-        if len(coeffs) == 1 and (c := coeffs.pop()) > 0 and c != 1:
+        # A numeric factor all terms share (up to sign), once: ``(1/2)*(a + b - 1)``, passes
+        # fewer than ``(1/2)*a + (1/2)*b - 1/2``, and the same floating-point result.
+        coeffs = {abs(t.as_coeff_Mul()[0]) for t in terms}
+        if len(coeffs) == 1 and (c := coeffs.pop()) != 1:
             inner = sp.Add(*[t / c for t in terms], evaluate=False)
             factor = self._print(c) if c.is_Integer else f"({self._print(c)})"
             return f"{factor}*({self._print_Add(inner, order=order)})"

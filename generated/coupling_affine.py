@@ -61,6 +61,10 @@ def _as_real(name: str, value: Any) -> numpy.ndarray:
 
 def _working_dtype(raw: dict[str, Any], arrays: dict[str, numpy.ndarray]) -> numpy.dtype:
     # Python scalars stay weak (0.5 with float32 gives float32); integers compute in float.
+    dtypes = {a.dtype for a in arrays.values()}
+    if len(dtypes) == 1 and (dtype := dtypes.pop()).kind == "f" and all(
+            type(v) is numpy.ndarray for v in raw.values()):
+        return dtype  # the common case, without numpy.result_type's microsecond
     return numpy.result_type(
         *(v if type(v) in (int, float) else arrays[k] for k, v in raw.items()), 1.0)
 
@@ -79,8 +83,10 @@ def _full(a: Any, shape: tuple[int, ...]) -> Any:
 def _finish(value: Any, shape: tuple[int, ...], dtype: numpy.dtype, inputs: tuple[Any, ...]) -> numpy.ndarray:
     """The output as a new array of the full shape and the working dtype."""
     value = numpy.asarray(value)
-    if value.shape != shape or value.dtype != dtype or any(value is a for a in inputs):
-        value = numpy.array(numpy.broadcast_to(value, shape), dtype=dtype)
+    if value.shape != shape or value.dtype != dtype:
+        return numpy.array(numpy.broadcast_to(value, shape), dtype=dtype)
+    if any(value is a for a in inputs):
+        return value.copy()  # never hand back an input itself
     return value
 
 
