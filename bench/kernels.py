@@ -5,6 +5,8 @@ For every kernel and batch size the contenders are timed interleaved in one loop
 - ``generated``: the kernel as shipped (``check_finite=True``, the default);
 - ``generated, no check``: the kernel with ``check_finite=False``;
 - ``hand-written``: the baseline of :mod:`bench.handwritten`;
+- ``hand-written, same arrangement`` (the KL kernels whose formula is rearranged for
+  floating point): that arrangement typed in, pieces selected with ``numpy.where``;
 - ``copy floor`` (element-wise kernels only): ``numpy.copyto`` between two preallocated
   float64 arrays of ``(R + W) / 2`` bytes each, where ``R`` is the bytes of the kernel's
   array inputs and ``W`` of its outputs: a copy moving as many bytes as the kernel must
@@ -146,23 +148,29 @@ def run(sizes: list[int], jacobian_max: int, repeats: int, min_sample: float,
                             base(*cases(module, kernel, 1000).args))
             if not checked:
                 log(f"WARNING: {module}.{kernel} disagrees with its hand-written baseline")
+            same = handwritten.SAME_ARRANGEMENT.get((module, kernel))
+            if same is not None and not _same(fn(*cases(module, kernel, 1000).args),
+                                              same(*cases(module, kernel, 1000).args)):
+                log(f"WARNING: {module}.{kernel} disagrees with its same-arrangement baseline")
             for elements in sizes:
                 if kernel == "jacobian" and elements > jacobian_max:
                     continue
                 rows.append(_run_case(cases(module, kernel, elements), fn, base, checked,
-                                      repeats, min_sample))
+                                      repeats, min_sample, same))
                 _log_row(rows[-1], log)
     return rows
 
 
 def _run_case(case: Case, fn: Callable, base: Callable, checked: bool, repeats: int,
-              min_sample: float) -> dict[str, object]:
+              min_sample: float, same: Callable | None = None) -> dict[str, object]:
     args = case.args
     contenders: dict[str, Callable[[], object]] = {
         "generated": lambda: fn(*args),
         "generated, no check": lambda: fn(*args, check_finite=False),
         "hand-written": lambda: base(*args),
     }
+    if same is not None:
+        contenders["hand-written, same arrangement"] = lambda: same(*args)
     if case.precomputed_args is not None:
         pre = case.precomputed_args
         contenders["generated, F G precomputed"] = lambda: fn(*pre)
@@ -183,6 +191,11 @@ def _run_case(case: Case, fn: Callable, base: Callable, checked: bool, repeats: 
         "ratio": timings["generated"].median / hand,
         "ratio_no_check": timings["generated, no check"].median / hand,
     }
+    if same is not None:
+        row["ratio_same"] = (timings["generated"].median
+                             / timings["hand-written, same arrangement"].median)
+        row["ratio_same_no_check"] = (timings["generated, no check"].median
+                                      / timings["hand-written, same arrangement"].median)
     if "copy floor" in timings:
         floor = timings["copy floor"].median
         row["floor_multiple"] = timings["generated"].median / floor
@@ -205,6 +218,8 @@ def _log_row(row: dict[str, object], log: Callable[[str], None]) -> None:
             f"{_fmt(t['generated'].median)} (no check {_fmt(t['generated, no check'].median)}), "
             f"hand-written {_fmt(t['hand-written'].median)}, ratio {row['ratio']:.2f} "
             f"({row['ratio_no_check']:.2f})")
+    if "ratio_same" in row:
+        text += f", vs same arrangement {row['ratio_same']:.2f} ({row['ratio_same_no_check']:.2f})"
     if "floor_multiple" in row:
         text += f", {row['floor_multiple']:.1f}x copy floor"
     log(text)
