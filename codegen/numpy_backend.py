@@ -146,12 +146,16 @@ class KernelPlan:
 
     ``checked`` lists the array arguments the kernel validates: every ``batch`` argument
     (they fix the shapes) and every other array an output uses; an unused parameter is
-    accepted and ignored.
+    accepted and ignored. ``used`` lists those whose values an output reads: only they
+    are checked for NaN and infinity.
     """
 
     statements: list[Statement] = field(default_factory=list)
     blocks: dict[str, tuple[BlockPlan, ...]] = field(default_factory=dict)
     checked: list[str] = field(default_factory=list)
+    #: the checked arrays whose values an output reads (the others lend only their shape,
+    #: so their values are not checked either)
+    used: list[str] = field(default_factory=list)
 
 
 def _term_code(coef: str, matrix: str) -> str:
@@ -235,7 +239,7 @@ def plan_kernel(kernel: Kernel, printer: KernelPrinter | None = None) -> KernelP
         pending[k] = (name, expr)
     pending = list(piecewise.items()) + pending
 
-    plan = KernelPlan(checked=plan_checked)
+    plan = KernelPlan(checked=plan_checked, used=[a for a in plan_checked if a in used])
     calls: dict[AppliedUndef, sp.Symbol] = {}
     tmp = sp.numbered_symbols("_tmp")
 

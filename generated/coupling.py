@@ -91,9 +91,10 @@ def _finish(value: Any, shape: tuple[int, ...], dtype: numpy.dtype, inputs: tupl
 
 
 def _prepare(
-    vectors: dict[str, Any], params: dict[str, Any], check_finite: bool
+    vectors: dict[str, Any], params: dict[str, Any], finite: tuple[str, ...]
 ) -> tuple[list[numpy.ndarray], tuple[int, ...], int, numpy.dtype]:
-    """Check shapes and values; return the arrays in a common floating dtype."""
+    """Check shapes, and the values of the arrays named in ``finite``; return the arrays in
+    a common floating dtype."""
     raw = {**vectors, **params}
     arrays = {name: _as_real(name, value) for name, value in raw.items()}
     for name, a in arrays.items():
@@ -119,7 +120,7 @@ def _prepare(
         if arrays[name].shape != (n,):
             raise ValueError(f"{name}: expected shape ({n},) to match n = {n}, got {arrays[name].shape}")
     dtype = _working_dtype(raw, arrays)
-    bad = _first_non_finite(arrays) if check_finite else None
+    bad = _first_non_finite({name: arrays[name] for name in finite}) if finite else None
     if bad is not None:
         raise ValueError(f"{bad}: expected finite values, got NaN or infinity")
     return [a.astype(dtype, copy=False) for a in arrays.values()], batch, n, dtype
@@ -170,7 +171,7 @@ def forward(
     (x1, x2, s), _batch, _n, _dtype = _prepare(
         {"x1": x1, "x2": x2},
         {"s": s},
-        check_finite,
+        ("x1", "x2", "s",) if check_finite else (),
     )
     # Calls (each callable evaluated once)
     F_x2 = _call("F", F, x2, "vector", _dtype)
@@ -211,7 +212,7 @@ def inverse(
     (y1, y2, s), _batch, _n, _dtype = _prepare(
         {"y1": y1, "y2": y2},
         {"s": s},
-        check_finite,
+        ("y1", "y2", "s",) if check_finite else (),
     )
     # Output terms
     x2 = y2/numpy.exp(s)
@@ -256,7 +257,7 @@ def jacobian(
     (x1, x2, s), _batch, _n, _dtype = _prepare(
         {"x1": x1, "x2": x2},
         {"s": s},
-        check_finite,
+        ("x1", "x2", "s",) if check_finite else (),
     )
     # Calls (each callable evaluated once)
     G_x2 = _call("G", G, x2, "vector", _dtype)
@@ -292,7 +293,7 @@ def log_det_jacobian(
     The closed form of derivation 1.3; it stays finite where exp(G) overflows.
 
     Arguments:
-        x1: first half of the input, shape (..., n).
+        x1: first half of the input, shape (..., n). Only its shape is used here.
         x2: second half of the input, shape (..., n).
         s: the parameter vector s, shape (n,).
         F: callable (..., n) -> (..., n); ignored where unused.
@@ -305,7 +306,7 @@ def log_det_jacobian(
     (x1, x2, s), _batch, _n, _dtype = _prepare(
         {"x1": x1, "x2": x2},
         {"s": s},
-        check_finite,
+        ("x2", "s",) if check_finite else (),
     )
     # Calls (each callable evaluated once)
     G_x2 = _call("G", G, x2, "vector", _dtype)

@@ -196,6 +196,20 @@ def test_huge_finite_inputs_pass_the_finiteness_check():
         module("coupling").forward(x1, x2, s, L.F, L.G)
 
 
+def test_an_input_that_lends_only_its_shape_is_not_value_checked():
+    # log_det_jacobian does not read x1's values (derivation 1.3): a NaN there changes
+    # nothing, and costs no pass over x1; its shape still fixes the batch.
+    x1, x2, s, L = inputs((3,))
+    m = module("coupling")
+    expected = m.log_det_jacobian(x1, x2, s, L.F, L.G)
+    x1[0, 0] = np.nan
+    np.testing.assert_array_equal(m.log_det_jacobian(x1, x2, s, L.F, L.G), expected)
+    with pytest.raises(ValueError, match=r"x1, x2: leading \(batch\) dimensions"):
+        m.log_det_jacobian(x1[:2], x2, s, L.F, L.G)
+    with pytest.raises(ValueError, match=r"x1: expected finite values"):
+        m.forward(x1, x2, s, L.F, L.G)
+
+
 @pytest.mark.parametrize("block", BLOCK_NAMES)
 def test_non_finite_input_is_an_error(block):
     x1, x2, s, L = inputs((3,))
