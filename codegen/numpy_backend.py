@@ -37,15 +37,17 @@ __all__ = ["KernelPrinter", "plan_kernel", "render_numpy", "lambdify_kernel"]
 class KernelPrinter(NumPyPrinter):
     """SymPy's NumPy printer with this project's rules, in one table (:attr:`RULES`).
 
-    Besides the table: sums print their positive terms first and a shared numeric factor
+    Besides the table: sums print their positive terms first and a shared integer factor
     once; ``exp(-u)`` prints as a division by ``exp(u)``.
 
     Example:
         >>> import sympy as sp
         >>> a, b = sp.symbols("a b", real=True)
         >>> p = KernelPrinter()
-        >>> p.doprint(a / 2 + b**2 / 2 - sp.Rational(1, 2)), p.doprint(-a + b * sp.exp(-a))
-        ('(1/2)*(a + b**2 - 1)', 'b/numpy.exp(a) - a')
+        >>> p.doprint(2 * a + 2 * b**2 - 2), p.doprint(-a + b * sp.exp(-a))
+        ('2*(a + b**2 - 1)', 'b/numpy.exp(a) - a')
+        >>> p.doprint(a / 2 + b / 2), p.doprint(2.0 * a + 2.0 * b)
+        ('(1/2)*a + (1/2)*b', '2.0*a + 2.0*b')
     """
 
     printmethod = "_kernelcode"
@@ -67,13 +69,13 @@ class KernelPrinter(NumPyPrinter):
     def _print_Add(self, expr: sp.Add, order: str | None = None) -> str:
         # Positive terms first: ``y1 - F`` rather than ``-F + y1``, one pass fewer.
         terms = self._as_ordered_terms(expr, order=order)
-        # A numeric factor all terms share (up to sign), once: ``(1/2)*(a + b - 1)``, passes
-        # fewer than ``(1/2)*a + (1/2)*b - 1/2``, and the same floating-point result.
+        # An integer factor > 1 all terms share (up to sign), once: ``2*(a + b - 1)``, passes
+        # fewer than ``2*a + 2*b - 2``. Only integers: ``(1/2)*(a + b)`` would overflow
+        # where ``a/2 + b/2`` does not.
         coeffs = {abs(t.as_coeff_Mul()[0]) for t in terms}
-        if len(coeffs) == 1 and (c := coeffs.pop()) != 1:
+        if len(coeffs) == 1 and (c := coeffs.pop()).is_Integer and c > 1:
             inner = sp.Add(*[t / c for t in terms], evaluate=False)
-            factor = self._print(c) if c.is_Integer else f"({self._print(c)})"
-            return f"{factor}*({self._print_Add(inner, order=order)})"
+            return f"{self._print(c)}*({self._print_Add(inner, order=order)})"
         positive = [t for t in terms if not t.could_extract_minus_sign()]
         negative = [-t for t in terms if t.could_extract_minus_sign()]
         if not positive:
@@ -147,7 +149,8 @@ class KernelPlan:
     ``checked`` lists the array arguments the kernel validates: every ``batch`` argument
     (they fix the shapes) and every other array an output uses; an unused parameter is
     accepted and ignored. ``used`` lists those whose values an output reads: only they
-    are checked for NaN and infinity.
+    are checked for NaN and infinity (in element-wise kernels ``checked`` and ``used``
+    coincide).
     """
 
     statements: list[Statement] = field(default_factory=list)

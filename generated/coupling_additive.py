@@ -44,10 +44,14 @@ def _first_non_finite(arrays: dict[str, numpy.ndarray]) -> str | None:
     # beyond ~1e154), the entries are tested one by one.
     with numpy.errstate(over="ignore"):
         for name, a in arrays.items():
-            if a.dtype.kind == "f":
-                flat = a.reshape(-1)
-                if not (math.isfinite(numpy.dot(flat, flat)) or numpy.isfinite(a).all()):
-                    return name
+            if a.dtype.kind != "f":
+                continue
+            if a.flags.c_contiguous or a.flags.f_contiguous:
+                flat = a.ravel(order="K")  # a view: no copy
+                if math.isfinite(numpy.dot(flat, flat)):
+                    continue
+            if not numpy.isfinite(a).all():
+                return name
     return None
 
 
@@ -61,7 +65,7 @@ def _as_real(name: str, value: Any) -> numpy.ndarray:
 def _working_dtype(raw: dict[str, Any], arrays: dict[str, numpy.ndarray]) -> numpy.dtype:
     # Python scalars stay weak (0.5 with float32 gives float32); integers compute in float.
     dtypes = {a.dtype for a in arrays.values()}
-    if len(dtypes) == 1 and (dtype := dtypes.pop()).kind == "f" and all(
+    if len(dtypes) == 1 and (dtype := dtypes.pop()).kind == "f" and dtype.isnative and all(
             type(v) is numpy.ndarray for v in raw.values()):
         return dtype  # the common case, without numpy.result_type's microsecond
     return numpy.result_type(
@@ -161,7 +165,8 @@ def forward(
         s: the parameter vector s, shape (n,). Unused here: accepted and ignored.
         F: callable (..., n) -> (..., n); ignored where unused.
         G: callable (..., n) -> (..., n); ignored where unused.
-        check_finite: raise ValueError on NaN or infinite array inputs (default True).
+        check_finite: raise ValueError on NaN or infinite values in the array inputs whose
+            values are read (default True).
 
     Returns:
         y1: first half of the output, shape (..., n).
@@ -201,7 +206,8 @@ def inverse(
         s: the parameter vector s, shape (n,). Unused here: accepted and ignored.
         F: callable (..., n) -> (..., n); ignored where unused.
         G: callable (..., n) -> (..., n); ignored where unused.
-        check_finite: raise ValueError on NaN or infinite array inputs (default True).
+        check_finite: raise ValueError on NaN or infinite values in the array inputs whose
+            values are read (default True).
 
     Returns:
         x1: first half of the input, shape (..., n).
@@ -239,14 +245,15 @@ def jacobian(
     Assembled block by block from derivation 1.2; F and G need not act element-wise.
 
     Arguments:
-        x1: first half of the input, shape (..., n). Only its shape is used here.
+        x1: first half of the input, shape (..., n). Its values are not read here (only its shape and dtype).
         x2: second half of the input, shape (..., n).
         s: the parameter vector s, shape (n,). Unused here: accepted and ignored.
         F: callable (..., n) -> (..., n); ignored where unused.
         G: callable (..., n) -> (..., n); ignored where unused.
         JF: callable (..., n) -> (..., n, n), JF(x)[..., i, j] = dF_i/dx_j.
         JG: callable (..., n) -> (..., n, n), JG(x)[..., i, j] = dG_i/dx_j.
-        check_finite: raise ValueError on NaN or infinite array inputs (default True).
+        check_finite: raise ValueError on NaN or infinite values in the array inputs whose
+            values are read (default True).
 
     Returns:
         J: dy/dx, shape (..., 2n, 2n), rows (y1, y2) and columns (x1, x2).
@@ -283,12 +290,13 @@ def log_det_jacobian(
     The closed form of derivation 1.3; it stays finite where exp(G) overflows.
 
     Arguments:
-        x1: first half of the input, shape (..., n). Only its shape is used here.
-        x2: second half of the input, shape (..., n). Only its shape is used here.
+        x1: first half of the input, shape (..., n). Its values are not read here (only its shape and dtype).
+        x2: second half of the input, shape (..., n). Its values are not read here (only its shape and dtype).
         s: the parameter vector s, shape (n,). Unused here: accepted and ignored.
         F: callable (..., n) -> (..., n); ignored where unused.
         G: callable (..., n) -> (..., n); ignored where unused.
-        check_finite: raise ValueError on NaN or infinite array inputs (default True).
+        check_finite: raise ValueError on NaN or infinite values in the array inputs whose
+            values are read (default True).
 
     Returns:
         log_det: log|det(dy/dx)|, shape (...,).

@@ -44,10 +44,14 @@ def _first_non_finite(arrays: dict[str, numpy.ndarray]) -> str | None:
     # beyond ~1e154), the entries are tested one by one.
     with numpy.errstate(over="ignore"):
         for name, a in arrays.items():
-            if a.dtype.kind == "f":
-                flat = a.reshape(-1)
-                if not (math.isfinite(numpy.dot(flat, flat)) or numpy.isfinite(a).all()):
-                    return name
+            if a.dtype.kind != "f":
+                continue
+            if a.flags.c_contiguous or a.flags.f_contiguous:
+                flat = a.ravel(order="K")  # a view: no copy
+                if math.isfinite(numpy.dot(flat, flat)):
+                    continue
+            if not numpy.isfinite(a).all():
+                return name
     return None
 
 
@@ -61,7 +65,7 @@ def _as_real(name: str, value: Any) -> numpy.ndarray:
 def _working_dtype(raw: dict[str, Any], arrays: dict[str, numpy.ndarray]) -> numpy.dtype:
     # Python scalars stay weak (0.5 with float32 gives float32); integers compute in float.
     dtypes = {a.dtype for a in arrays.values()}
-    if len(dtypes) == 1 and (dtype := dtypes.pop()).kind == "f" and all(
+    if len(dtypes) == 1 and (dtype := dtypes.pop()).kind == "f" and dtype.isnative and all(
             type(v) is numpy.ndarray for v in raw.values()):
         return dtype  # the common case, without numpy.result_type's microsecond
     return numpy.result_type(
@@ -130,7 +134,8 @@ def kl(
     Arguments:
         mu: the mean of q_i, any shape broadcasting with the others.
         sigma: the standard deviation sigma of q_i, every entry > 0.
-        check_finite: raise ValueError on NaN or infinite array inputs (default True).
+        check_finite: raise ValueError on NaN or infinite values in the array inputs whose
+            values are read (default True).
 
     Returns:
         kl: KL(q_i || p_i), element-wise.
@@ -145,7 +150,7 @@ def kl(
     # Intermediate terms
     _pw0_shape = _shape_of(sigma, x)
     _pw0 = _finish(numpy.expm1(x) - x, _pw0_shape, _dtype, (sigma, x,))
-    _pw0_m1 = _full(numpy.greater_equal(x, 8), _pw0_shape).ravel().nonzero()[0]
+    _pw0_m1 = _full(numpy.greater_equal(x, 2), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m1.size:
         sigma__pw0_m1 = numpy.take(_full(sigma, _pw0_shape), _pw0_m1)
         x__pw0_m1 = numpy.take(_full(x, _pw0_shape), _pw0_m1)
@@ -155,7 +160,7 @@ def kl(
         x__pw0_m0 = numpy.take(_full(x, _pw0_shape), _pw0_m0)
         numpy.put(_pw0, _pw0_m0, x__pw0_m0**2*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*((1/39916800)*x__pw0_m0 + 1/3628800) + 1/362880) + 1/40320) + 1/5040) + 1/720) + 1/120) + 1/24) + 1/6) + 1/2))
     # Output terms
-    kl = (1/2)*(_pw0 + mu**2)
+    kl = (1/2)*_pw0 + (1/2)*mu**2
     kl = _finish(kl, _batch, _dtype, (mu, sigma,))
     return kl
 
@@ -171,7 +176,8 @@ def kl_grad(
     Arguments:
         mu: the mean of q_i, any shape broadcasting with the others.
         sigma: the standard deviation sigma of q_i, every entry > 0.
-        check_finite: raise ValueError on NaN or infinite array inputs (default True).
+        check_finite: raise ValueError on NaN or infinite values in the array inputs whose
+            values are read (default True).
 
     Returns:
         d_mu: dKL/dmu, exactly.
@@ -206,7 +212,8 @@ def kl_grad_reparam(
         mu: the mean of q_i, any shape broadcasting with the others.
         sigma: the standard deviation sigma of q_i, every entry > 0.
         eps: standard normal noise; broadcasts against mu, e.g. shape (S, *mu.shape).
-        check_finite: raise ValueError on NaN or infinite array inputs (default True).
+        check_finite: raise ValueError on NaN or infinite values in the array inputs whose
+            values are read (default True).
 
     Returns:
         d_mu: the estimate of dKL/dmu.
@@ -241,7 +248,8 @@ def kl_grad_stl(
         mu: the mean of q_i, any shape broadcasting with the others.
         sigma: the standard deviation sigma of q_i, every entry > 0.
         eps: standard normal noise; broadcasts against mu, e.g. shape (S, *mu.shape).
-        check_finite: raise ValueError on NaN or infinite array inputs (default True).
+        check_finite: raise ValueError on NaN or infinite values in the array inputs whose
+            values are read (default True).
 
     Returns:
         d_mu: the estimate of dKL/dmu.

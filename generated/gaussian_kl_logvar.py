@@ -44,10 +44,14 @@ def _first_non_finite(arrays: dict[str, numpy.ndarray]) -> str | None:
     # beyond ~1e154), the entries are tested one by one.
     with numpy.errstate(over="ignore"):
         for name, a in arrays.items():
-            if a.dtype.kind == "f":
-                flat = a.reshape(-1)
-                if not (math.isfinite(numpy.dot(flat, flat)) or numpy.isfinite(a).all()):
-                    return name
+            if a.dtype.kind != "f":
+                continue
+            if a.flags.c_contiguous or a.flags.f_contiguous:
+                flat = a.ravel(order="K")  # a view: no copy
+                if math.isfinite(numpy.dot(flat, flat)):
+                    continue
+            if not numpy.isfinite(a).all():
+                return name
     return None
 
 
@@ -61,7 +65,7 @@ def _as_real(name: str, value: Any) -> numpy.ndarray:
 def _working_dtype(raw: dict[str, Any], arrays: dict[str, numpy.ndarray]) -> numpy.dtype:
     # Python scalars stay weak (0.5 with float32 gives float32); integers compute in float.
     dtypes = {a.dtype for a in arrays.values()}
-    if len(dtypes) == 1 and (dtype := dtypes.pop()).kind == "f" and all(
+    if len(dtypes) == 1 and (dtype := dtypes.pop()).kind == "f" and dtype.isnative and all(
             type(v) is numpy.ndarray for v in raw.values()):
         return dtype  # the common case, without numpy.result_type's microsecond
     return numpy.result_type(
@@ -130,7 +134,8 @@ def kl(
     Arguments:
         mu: the mean of q_i, any shape broadcasting with the others.
         logvar: the log-variance logvar = log sigma^2 of q_i.
-        check_finite: raise ValueError on NaN or infinite array inputs (default True).
+        check_finite: raise ValueError on NaN or infinite values in the array inputs whose
+            values are read (default True).
 
     Returns:
         kl: KL(q_i || p_i), element-wise.
@@ -150,7 +155,7 @@ def kl(
         x__pw0_m0 = numpy.take(_full(x, _pw0_shape), _pw0_m0)
         numpy.put(_pw0, _pw0_m0, x__pw0_m0**2*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*((1/39916800)*x__pw0_m0 + 1/3628800) + 1/362880) + 1/40320) + 1/5040) + 1/720) + 1/120) + 1/24) + 1/6) + 1/2))
     # Output terms
-    kl = (1/2)*(_pw0 + mu**2)
+    kl = (1/2)*_pw0 + (1/2)*mu**2
     kl = _finish(kl, _batch, _dtype, (mu, logvar,))
     return kl
 
@@ -166,7 +171,8 @@ def kl_grad(
     Arguments:
         mu: the mean of q_i, any shape broadcasting with the others.
         logvar: the log-variance logvar = log sigma^2 of q_i.
-        check_finite: raise ValueError on NaN or infinite array inputs (default True).
+        check_finite: raise ValueError on NaN or infinite values in the array inputs whose
+            values are read (default True).
 
     Returns:
         d_mu: dKL/dmu, exactly.
@@ -202,7 +208,8 @@ def kl_grad_reparam(
         mu: the mean of q_i, any shape broadcasting with the others.
         logvar: the log-variance logvar = log sigma^2 of q_i.
         eps: standard normal noise; broadcasts against mu, e.g. shape (S, *mu.shape).
-        check_finite: raise ValueError on NaN or infinite array inputs (default True).
+        check_finite: raise ValueError on NaN or infinite values in the array inputs whose
+            values are read (default True).
 
     Returns:
         d_mu: the estimate of dKL/dmu.
@@ -219,7 +226,7 @@ def kl_grad_reparam(
     _tmp0 = eps*sigma
     # Output terms
     d_mu = _tmp0 + mu
-    d_logvar = (1/2)*(_tmp0*mu + eps**2*sigma**2 - 1)
+    d_logvar = (1/2)*_tmp0*mu + (1/2)*eps**2*sigma**2 - 1/2
     d_mu = _finish(d_mu, _batch, _dtype, (mu, logvar, eps,))
     d_logvar = _finish(d_logvar, _batch, _dtype, (mu, logvar, eps,))
     return d_mu, d_logvar
@@ -241,7 +248,8 @@ def kl_grad_stl(
         mu: the mean of q_i, any shape broadcasting with the others.
         logvar: the log-variance logvar = log sigma^2 of q_i.
         eps: standard normal noise; broadcasts against mu, e.g. shape (S, *mu.shape).
-        check_finite: raise ValueError on NaN or infinite array inputs (default True).
+        check_finite: raise ValueError on NaN or infinite values in the array inputs whose
+            values are read (default True).
 
     Returns:
         d_mu: the estimate of dKL/dmu.
@@ -258,7 +266,7 @@ def kl_grad_stl(
     _tmp0 = numpy.expm1(logvar)
     # Output terms
     d_mu = _tmp0*eps/sigma + mu
-    d_logvar = (1/2)*(_tmp0*eps**2 + eps*mu*sigma)
+    d_logvar = (1/2)*_tmp0*eps**2 + (1/2)*eps*mu*sigma
     d_mu = _finish(d_mu, _batch, _dtype, (mu, logvar, eps,))
     d_logvar = _finish(d_logvar, _batch, _dtype, (mu, logvar, eps,))
     return d_mu, d_logvar
