@@ -73,9 +73,9 @@ def _working_dtype(raw: dict[str, Any], arrays: dict[str, numpy.ndarray]) -> num
         *(v if type(v) in (int, float) else arrays[k] for k, v in raw.items()), 1.0)
 
 
-def _shape_of(*arrays: Any) -> tuple[int, ...]:
-    """The broadcast shape of the arrays (numpy.broadcast_shapes only where they differ)."""
-    shapes = [numpy.shape(a) for a in arrays]
+def _broadcast(*shapes: tuple[int, ...]) -> tuple[int, ...]:
+    """The shapes broadcast together; numpy.broadcast_shapes (microseconds) only where they
+    differ. Raises ValueError where they do not broadcast."""
     return shapes[0] if shapes.count(shapes[0]) == len(shapes) else numpy.broadcast_shapes(*shapes)
 
 
@@ -112,14 +112,11 @@ def _prepare(
         if arrays[name].shape[-1] != n:
             shapes = ", ".join(f"{k} {arrays[k].shape}" for k in vectors)
             raise ValueError(f"{', '.join(vectors)}: expected the same last dimension n, got {shapes}")
-    batches = [arrays[name].shape[:-1] for name in vectors]
-    batch = batches[0]
-    if batches.count(batch) != len(batches):  # broadcast_shapes costs microseconds: only if needed
-        try:
-            batch = numpy.broadcast_shapes(*batches)
-        except ValueError:
-            shapes = ", ".join(f"{k} {arrays[k].shape}" for k in vectors)
-            raise ValueError(f"{', '.join(vectors)}: leading (batch) dimensions do not broadcast: {shapes}") from None
+    try:
+        batch = _broadcast(*(arrays[name].shape[:-1] for name in vectors))
+    except ValueError:
+        shapes = ", ".join(f"{k} {arrays[k].shape}" for k in vectors)
+        raise ValueError(f"{', '.join(vectors)}: leading (batch) dimensions do not broadcast: {shapes}") from None
     for name in params:
         if arrays[name].shape != (n,):
             raise ValueError(f"{name}: expected shape ({n},) to match n = {n}, got {arrays[name].shape}")

@@ -72,9 +72,9 @@ def _working_dtype(raw: dict[str, Any], arrays: dict[str, numpy.ndarray]) -> num
         *(v if type(v) in (int, float) else arrays[k] for k, v in raw.items()), 1.0)
 
 
-def _shape_of(*arrays: Any) -> tuple[int, ...]:
-    """The broadcast shape of the arrays (numpy.broadcast_shapes only where they differ)."""
-    shapes = [numpy.shape(a) for a in arrays]
+def _broadcast(*shapes: tuple[int, ...]) -> tuple[int, ...]:
+    """The shapes broadcast together; numpy.broadcast_shapes (microseconds) only where they
+    differ. Raises ValueError where they do not broadcast."""
     return shapes[0] if shapes.count(shapes[0]) == len(shapes) else numpy.broadcast_shapes(*shapes)
 
 
@@ -98,14 +98,11 @@ def _prepare(
 ) -> tuple[list[numpy.ndarray], tuple[int, ...], numpy.dtype]:
     """Check values and broadcasting; return the arrays in a common floating dtype."""
     values = {name: _as_real(name, value) for name, value in arrays.items()}
-    shapes = [a.shape for a in values.values()]
-    shape = shapes[0]
-    if shapes.count(shape) != len(shapes):  # broadcast_shapes costs microseconds: only if needed
-        try:
-            shape = numpy.broadcast_shapes(*shapes)
-        except ValueError:
-            listed = ", ".join(f"{k} {a.shape}" for k, a in values.items())
-            raise ValueError(f"{', '.join(values)}: shapes do not broadcast: {listed}") from None
+    try:
+        shape = _broadcast(*(a.shape for a in values.values()))
+    except ValueError:
+        listed = ", ".join(f"{k} {a.shape}" for k, a in values.items())
+        raise ValueError(f"{', '.join(values)}: shapes do not broadcast: {listed}") from None
     dtype = _working_dtype(arrays, values)
     for name, a in values.items():
         if name in positive and a.size:
@@ -148,7 +145,7 @@ def kl(
     # Output terms
     x = logvar
     # Intermediate terms
-    _pw0_shape = _shape_of(x)
+    _pw0_shape = _broadcast(numpy.shape(x))
     _pw0 = _finish(numpy.expm1(x) - x, _pw0_shape, _dtype, (x,))
     _pw0_m0 = _full(numpy.less(abs(x), 1/10), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m0.size:

@@ -89,6 +89,10 @@ def test_non_contiguous_inputs_are_checked_and_computed_alike():
     mu, sigma = base.T, np.exp(base)[:, ::2]
     np.testing.assert_array_equal(ks.kl_grad(mu[:5], sigma.T)[1], ks.kl_grad(
         np.ascontiguousarray(mu[:5]), np.ascontiguousarray(sigma.T))[1])
+    # ... and both equal the hand-written gradient
+    expected = ref.kl_grad_hand(mu[:5], sigma.T)
+    for got, want in zip(ks.kl_grad(mu[:5], sigma.T), expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-15)
     bad = base.copy()
     bad[3, 4] = np.inf
     with pytest.raises(ValueError, match=r"mu: expected finite values"):
