@@ -13,7 +13,7 @@ from functools import cache
 
 import jinja2
 
-__all__ = ["environment", "tex_escape", "fill", "PLACEHOLDER"]
+__all__ = ["environment", "tex_escape", "one_line", "fill", "PLACEHOLDER"]
 
 
 @cache
@@ -28,6 +28,7 @@ def environment() -> jinja2.Environment:
         autoescape=False,
     )
     env.filters["tex"] = tex_escape
+    env.filters["one_line"] = one_line
     return env
 
 
@@ -44,6 +45,17 @@ def tex_escape(text: str) -> str:
         'x\\_1 \\& 50\\%'
     """
     return "".join(_TEX_SPECIAL.get(c, c) for c in text)
+
+
+def one_line(text: str) -> str:
+    r"""Text made safe for a one-line comment: control characters, line separators and
+    undecodable bytes are written as escapes, so nothing can end the comment.
+
+    Example:
+        >>> print(one_line("a\nb\x00c"))
+        a\nb\x00c
+    """
+    return "".join(c if c.isprintable() or c == " " else ascii(c)[1:-1] for c in text)
 
 
 #: A placeholder in prose: ``{0}`` (a step's note) or ``{name}`` (a derivation's result).

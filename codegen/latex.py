@@ -31,8 +31,8 @@ from .nodes import IDENTITY, BlockMatrixSpec
 if TYPE_CHECKING:
     from derive.derivation import Derivation
 
-__all__ = ["CourseworkLatexPrinter", "latex", "render_derivation", "render_document",
-           "render_graph", "render_notebook", "LATEX_NAMES", "LatexOptions"]
+__all__ = ["CourseworkLatexPrinter", "latex", "render_derivation", "render_fragment",
+           "render_document", "render_graph", "render_notebook", "LATEX_NAMES", "LatexOptions"]
 
 #: How each name prints: vectors, opaque functions, Jacobians, densities, Greek letters.
 LATEX_NAMES: dict[str, str] = {
@@ -410,6 +410,17 @@ def render_derivation(derivation: Derivation, standalone: bool = False,
         return body
     return render_document([body], title=f"Question {derivation.qid}", options=options,
                            command=command)
+
+
+def render_fragment(derivation: Derivation, options: LatexOptions | None = None,
+                    command: str = "") -> str:
+    r"""One derivation as a fragment to ``\input``; its header names the packages it needs.
+
+    ``command`` (optional) is the command that regenerates it, for the header.
+    """
+    body = render_derivation(derivation, options=options)
+    return environment().get_template("fragment.tex.jinja").render(
+        d=derivation, body=body, command=command)
 
 
 def render_document(parts: list[str], title: str, options: LatexOptions | None = None,

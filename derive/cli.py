@@ -13,11 +13,18 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import re
+import shlex
+import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from . import __version__
 from .questions import QUESTIONS, UnknownQuestionError, build
 
 __all__ = ["main", "parser"]
@@ -38,6 +45,9 @@ examples:
   derive latex 1.3 -o q13.tex      a LaTeX fragment for \\input
   derive generate                  rewrite everything under generated/
   derive generate --check          fail (exit 1) when generated/ is stale
+
+exit codes: 0 success, 1 failure, 2 bad arguments (unknown id, unusable path),
+130 interrupted (Ctrl-C), 141 standard output closed by its reader, 143 terminated.
 """
 
 
@@ -49,11 +59,20 @@ class _Failure(Exception):
         self.code = code
 
 
+class _Terminated(BaseException):
+    """SIGTERM or SIGHUP, raised so that temporary files and folders are cleaned up."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser of ``derive``."""
     p = argparse.ArgumentParser(
         prog="derive", description=_DESCRIPTION, epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"derive {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -75,7 +94,10 @@ def parser() -> argparse.ArgumentParser:
                                        "compiles. With --pdf, compile it with pdflatex.")
     latex.add_argument("qid", nargs="?", help=qid_help + " (default: the whole document)")
     latex.add_argument("--variant", help=variant_help)
-    latex.add_argument("-o", "--output", type=Path, help="write to FILE instead of stdout")
+    latex.add_argument("-o", "--output", metavar="FILE",
+                       help="write to FILE instead of stdout (- for stdout); a symlink is "
+                            "written through, an existing file keeps its mode, a folder, "
+                            "FIFO, device or read-only file is refused")
     latex.add_argument("--standalone", action="store_true",
                        help="wrap the fragment in a complete document")
     latex.add_argument("--odot", action="store_true",
@@ -90,7 +112,7 @@ def parser() -> argparse.ArgumentParser:
     gen.add_argument("--check", action="store_true",
                      help="write nothing; exit 1 naming the stale files (with a diff) when "
                           "generated/ differs from what the engine produces")
-    gen.add_argument("--root", type=Path, default=None,
+    gen.add_argument("--root", default=None, metavar="PATH",
                      help="the repository root holding generated/ (default: this checkout)")
     return p
 
@@ -111,63 +133,148 @@ def _derivation(args: argparse.Namespace):
         raise _Failure(str(err), code=2) from None
 
 
-def _write_output(path: Path | None, text: str) -> str:
-    if path is None:
-        return text
-    from .files import _write_atomic
+def _shown(text: str | os.PathLike[str]) -> str:
+    """A path or name as it can be printed: control characters escaped, and characters
+    that standard output's encoding lacks written as backslash escapes."""
+    text = "".join(c if c.isprintable() or c == " " else ascii(c)[1:-1] for c in str(text))
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    return text.encode(encoding, "backslashreplace").decode(encoding, "replace")
+
+
+_SHELL_SAFE = re.compile(r"[\w@%+=:,./-]+", re.ASCII)
+_C_ESCAPES = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _shell_quote(arg: str) -> str:
+    r"""``arg`` quoted for a POSIX shell, on one line (``$'...'`` where it must be).
+
+    Example:
+        >>> print(_shell_quote("a b"), _shell_quote("nl\n\\x"))
+        'a b' $'nl\n\\x'
+    """
+    if _SHELL_SAFE.fullmatch(arg):
+        return arg
+    if arg.isprintable():
+        return shlex.quote(arg)
+    out = []
+    for c in arg:
+        if c in _C_ESCAPES:
+            out.append(_C_ESCAPES[c])
+        elif 0xDC80 <= ord(c) <= 0xDCFF:  # an undecodable byte of the file name
+            out.append(f"\\x{ord(c) - 0xDC00:02x}")
+        elif not c.isprintable() and c != " ":
+            out.append("".join(f"\\x{b:02x}" for b in c.encode("utf-8", "surrogatepass")))
+        else:
+            out.append(c)
+    return "$'" + "".join(out) + "'"
+
+
+def _output_target(path: str):
+    """``-o PATH`` checked before anything is computed (exit 2 when it cannot be written)."""
+    from .output import OutputError, output_target
 
     try:
-        _write_atomic(path, text)
+        return output_target(path)
+    except OutputError as err:
+        raise _Failure(f"--output: {_shown(str(err))}", code=2) from None
+
+
+def _write_output(target, data: bytes) -> str:
+    from .output import write_output
+
+    try:
+        write_output(target, data)
+    except BrokenPipeError:
+        raise
     except OSError as err:
-        raise _Failure(f"--output: cannot write {path}: {err.strerror or err}") from None
-    return f"wrote {path}\n"
+        raise _Failure(f"--output: cannot write {_shown(target.path)}: "
+                       f"{_shown(err.strerror or str(err))}") from None
+    return "" if target.is_stdout else f"wrote {_shown(target.path)}\n"
 
 
 def _command_line(args: argparse.Namespace) -> str:
     """The ``derive latex`` command that reproduces this output, for the file's header."""
-    parts = ["python -m derive latex"]
+    parts = ["python", "-m", "derive", "latex"]
+    if args.qid is not None:
+        parts.append(args.qid)
+    if args.variant:
+        parts += ["--variant", args.variant]
+    if args.standalone:
+        parts.append("--standalone")
     if args.odot:
         parts.append("--odot")
     if args.output is not None:
-        parts += ["-o", str(args.output)]
-    return " ".join(parts)
+        parts += ["-o", args.output]
+    return " ".join(_shell_quote(p) for p in parts)
 
 
 def _cmd_latex(args: argparse.Namespace) -> str:
-    from codegen.latex import LatexOptions, render_derivation
+    from codegen.latex import LatexOptions, render_derivation, render_fragment
 
     from .document import solutions_document
 
-    options = LatexOptions(hadamard=r"\odot" if args.odot else r"\circ")
-    if args.qid is None:
-        if args.variant or args.standalone:
-            flag = "--variant" if args.variant else "--standalone"
-            raise _Failure(f"{flag} needs a question id; without one the whole document is "
-                           "written, and it is always standalone", code=2)
-        text = solutions_document(options, command=_command_line(args))
-    else:
-        text = render_derivation(_derivation(args), standalone=args.standalone or args.pdf,
-                                 options=options)
-    if not args.pdf:
-        return _write_output(args.output, text)
-    if args.output is None:
+    if args.qid is None and (args.variant or args.standalone):
+        flag = "--variant" if args.variant else "--standalone"
+        raise _Failure(f"{flag} needs a question id; without one the whole document is "
+                       "written, and it is always standalone", code=2)
+    if args.pdf and args.output is None:
         raise _Failure("--pdf needs -o/--output FILE.pdf", code=2)
-    from .pdf import PdfError, compile_pdf
+    target = _output_target(args.output) if args.output is not None else None
+    options = LatexOptions(hadamard=r"\odot" if args.odot else r"\circ")
+    command = _command_line(args)
+    if args.qid is None:
+        text = solutions_document(options, command=command)
+    elif args.standalone or args.pdf:
+        text = render_derivation(_derivation(args), standalone=True, options=options,
+                                 command=command)
+    else:
+        text = render_fragment(_derivation(args), options=options, command=command)
+    if not args.pdf:
+        if target is None or target.is_stdout:
+            return text
+        return _write_output(target, text.encode("utf-8"))
+    from .pdf import PdfError, pdf_bytes
 
     try:
-        compile_pdf(text, args.output)
+        pdf = pdf_bytes(text)
     except PdfError as err:
         raise _Failure(str(err)) from None
-    return f"wrote {args.output}\n"
+    return _write_output(target, pdf)
+
+
+def _generate_root(args: argparse.Namespace) -> Path:
+    from .files import default_root, is_checkout
+
+    if args.root is None:
+        root = default_root()
+        if not is_checkout(root):
+            raise _Failure(f"{_shown(root)} is not a source checkout (derive is installed "
+                           "there, not editable); refusing to write generated/ into it: pass "
+                           "--root PATH, or use an editable install (pip install -e .)",
+                           code=2)
+        return root
+    if args.root == "":
+        raise _Failure("--root: empty path; give the folder that holds generated/", code=2)
+    try:
+        if not os.path.isdir(args.root):
+            os.stat(args.root)
+            raise NotADirectoryError(20, "Not a directory")
+    except OSError as err:
+        raise _Failure(f"--root: {_shown(args.root)}: {err.strerror}", code=2) from None
+    return Path(args.root).resolve()
+
+
+def _warn(message: str) -> None:
+    if sys.stderr is not None:
+        print(f"derive: warning: {message}", file=sys.stderr)
 
 
 def _cmd_generate(args: argparse.Namespace) -> str:
-    from .files import default_root, generated_files, stale_files, write_files
+    from .files import generated_files, stale_files, write_files
+    from .output import OutputError
     from .questions import all_derivations
 
-    root = (args.root or default_root()).resolve()
-    if not root.is_dir():
-        raise _Failure(f"--root: {root} is not a directory")
+    root = _generate_root(args)
     start = time.perf_counter()
     derivations = all_derivations()
     files = generated_files()
@@ -175,39 +282,115 @@ def _cmd_generate(args: argparse.Namespace) -> str:
     elapsed = time.perf_counter() - start
     summary = (f"derived {len(derivations)} derivations, {n_steps} steps, every step checked; "
                f"rendered {len(files)} files in {elapsed:.1f} s")
+    try:
+        if args.check:
+            stale = stale_files(root, files, warn=_warn)
+        else:
+            written = write_files(root, files, warn=_warn)
+    except OutputError as err:
+        raise _Failure(f"cannot write under {_shown(root)}: {_shown(str(err))}") from None
+    except OSError as err:
+        raise _Failure(f"cannot write under {_shown(root)}: "
+                       f"{_shown(err.strerror or str(err))}") from None
     if args.check:
-        stale = stale_files(root, files)
         if stale:
             diffs = "".join(stale.values())
             names = ", ".join(stale)
             raise _Failure(f"{diffs}\ngenerated/ is stale: {names}\n"
                            f"run `python -m derive generate` and commit the result")
         return f"{summary}\ngenerated/ is up to date ({len(files)} files)\n"
-    try:
-        written = write_files(root, files)
-    except OSError as err:
-        raise _Failure(f"cannot write under {root}: {err}") from None
     changed = ", ".join(written) if written else "none"
     return f"{summary}\nchanged: {changed}\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit code (0 success, 1 failure, 2 usage)."""
-    args = parser().parse_args(argv)
+def _run(args: argparse.Namespace) -> str:
+    """Dispatch to the subcommand; return what goes to standard output."""
+    if args.command == "list":
+        return _cmd_list()
+    if args.command == "show":
+        return str(_derivation(args))
+    if args.command == "latex":
+        return _cmd_latex(args)
+    return _cmd_generate(args)
+
+
+def _quiet_stdout() -> None:
+    """After a failed write, point standard output at /dev/null so that the interpreter's
+    final flush of what is still buffered cannot fail (no "Exception ignored" message)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def _emit(text: str) -> int:
+    """Write ``text`` to standard output; a reader that went away is not an error (141)."""
+    stream = sys.stdout
+    if stream is None:
+        if not text:
+            return 0
+        raise _Failure("cannot write to standard output: it is closed")
     try:
-        if args.command == "list":
-            out = _cmd_list()
-        elif args.command == "show":
-            out = str(_derivation(args))
-        elif args.command == "latex":
-            out = _cmd_latex(args)
-        else:
-            out = _cmd_generate(args)
-    except _Failure as err:
-        print(f"derive: error: {err}", file=sys.stderr)
-        return err.code
-    sys.stdout.write(out)
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 141
+    except UnicodeEncodeError as err:
+        bad = err.object[err.start:err.end]
+        raise _Failure(f"cannot write to standard output: its encoding ({err.encoding}) "
+                       f"cannot represent {ascii(bad)}; set PYTHONIOENCODING=utf-8") from None
+    except OSError as err:
+        _quiet_stdout()
+        raise _Failure(f"cannot write to standard output: {err.strerror or err}") from None
     return 0
+
+
+@contextlib.contextmanager
+def _signals() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into an exception for the duration, so that cleanup runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise _Terminated(signum)
+
+    names = [s for s in ("SIGTERM", "SIGHUP") if hasattr(signal, s)]
+    old = {name: signal.signal(getattr(signal, name), terminate) for name in names}
+    try:
+        yield
+    finally:
+        for name, handler in old.items():
+            signal.signal(getattr(signal, name), handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code (see ``derive --help``).
+
+    Every subcommand runs inside the same handlers: a :class:`_Failure` is one line on
+    standard error; Ctrl-C exits 130 and SIGTERM 143, quietly, after cleaning up; a closed
+    or full standard output is one line, a reader that went away (``| head``) is quiet.
+    """
+    try:
+        with _signals():
+            try:
+                args = parser().parse_args(argv)
+            except SystemExit:
+                _emit("")  # --help/--version: flush here, where a closed pipe is handled
+                raise
+            return _emit(_run(args))
+    except _Failure as err:
+        if sys.stderr is not None:
+            print(f"derive: error: {err}", file=sys.stderr)
+        return err.code
+    except KeyboardInterrupt:
+        return 130
+    except _Terminated as sig:
+        return 128 + sig.signum
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,5 +1,7 @@
 r"""Compile LaTeX to PDF with the TeX engine on the PATH, in a scratch folder.
 
+The scratch folder and the engine's processes are removed on any error or interrupt.
+
 Example:
     >>> tex_engine() in (None, "latexmk", "pdflatex")
     True
@@ -7,17 +9,22 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["PdfError", "tex_engine", "compile_pdf", "INSTALL_HINT"]
+from .output import write_output
 
+__all__ = ["PdfError", "tex_engine", "pdf_bytes", "compile_pdf", "INSTALL_HINT"]
+
+_INSTALL = ("install pdflatex, e.g. on Debian `apt-get install texlive-latex-base "
+            "texlive-latex-recommended texlive-pictures`")
 #: What to install where no TeX engine is found.
-INSTALL_HINT = ("no TeX engine found: install pdflatex, e.g. on Debian `apt-get install "
-                "texlive-latex-base texlive-latex-recommended texlive-pictures`")
+INSTALL_HINT = f"no TeX engine found: {_INSTALL}"
 
 
 class PdfError(RuntimeError):
@@ -32,15 +39,34 @@ def tex_engine() -> str | None:
     return None
 
 
-def compile_pdf(tex: str, output: Path, timeout: float = 120.0) -> Path:
-    """Compile ``tex`` and write the PDF atomically to ``output``.
+def _run(cmd: list[str], cwd: str, timeout: float) -> subprocess.CompletedProcess:
+    """Run the TeX engine in its own process group, and kill the whole group on any error
+    or interrupt (latexmk starts pdflatex: both must be gone before the folder is removed).
+    """
+    proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, errors="replace",
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, None)
+
+
+def pdf_bytes(tex: str, timeout: float = 120.0) -> bytes:
+    """Compile ``tex`` in a scratch folder (removed afterwards, also on a signal).
 
     Raises :class:`PdfError` with the first TeX error line, or with what to install.
     """
     engine = tex_engine()
     if engine is None:
         raise PdfError(INSTALL_HINT)
-    with tempfile.TemporaryDirectory(prefix="derive-tex-") as tmp:
+    if engine == "latexmk" and shutil.which("pdflatex") is None:
+        raise PdfError(f"latexmk is installed but pdflatex was not found; {_INSTALL}")
+    with tempfile.TemporaryDirectory(prefix="derive-tex-", ignore_cleanup_errors=True) as tmp:
         source = Path(tmp) / "document.tex"
         source.write_text(tex, encoding="utf-8")
         if engine == "latexmk":
@@ -48,23 +74,29 @@ def compile_pdf(tex: str, output: Path, timeout: float = 120.0) -> Path:
         else:
             cmd = ["pdflatex", "-halt-on-error", "-interaction=nonstopmode", source.name]
         try:
-            run = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=timeout)
+            run = _run(cmd, tmp, timeout)
         except subprocess.TimeoutExpired:
             raise PdfError(f"{engine} took longer than {timeout:.0f} s") from None
         pdf = Path(tmp) / "document.pdf"
-        if run.returncode != 0 or not pdf.exists():
-            errors = [line for line in run.stdout.splitlines() if line.startswith("!")]
-            first = errors[0] if errors else f"exit code {run.returncode}"
-            raise PdfError(f"{engine} failed: {first}")
-        output = Path(output)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        fd, partial = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
-        os.close(fd)
-        os.chmod(partial, 0o644)
-        try:
-            shutil.copyfile(pdf, partial)
-            os.replace(partial, output)
-        except BaseException:
-            Path(partial).unlink(missing_ok=True)
-            raise
-    return output
+        if run.returncode == 0 and pdf.is_file():
+            return pdf.read_bytes()
+        errors = [line for line in run.stdout.splitlines() if line.startswith("!")]
+        if errors:
+            raise PdfError(f"{engine} failed: {errors[0]}")
+        if engine == "latexmk" and run.returncode == 12:  # latexmk: "could not run pdflatex"
+            raise PdfError(f"latexmk could not run pdflatex (exit code 12): is pdflatex "
+                           f"installed and on the PATH? {_INSTALL}")
+        if run.returncode != 0:
+            raise PdfError(f"{engine} failed with exit code {run.returncode}")
+        empty = "No pages of output." in run.stdout
+        raise PdfError(f"{engine} reported success but produced no PDF"
+                       + (" (the document has no pages)" if empty else ""))
+
+
+def compile_pdf(tex: str, output: str | os.PathLike[str], timeout: float = 120.0) -> Path:
+    """Compile ``tex`` and write the PDF to ``output`` (see :func:`~derive.output.write_output`).
+
+    Raises :class:`PdfError` with the first TeX error line, or with what to install.
+    """
+    target = write_output(output, pdf_bytes(tex, timeout))
+    return target.real if target.real is not None else Path(os.fspath(output))

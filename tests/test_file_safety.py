@@ -1,0 +1,248 @@
+"""What `derive generate` and `-o` may write, replace and delete (issue 12, items 1-3, 9-11).
+
+Each test names the item it covers; each failed on the code before the fix.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from derive.cli import main
+from derive.files import GENERATED_MARK, MANIFEST, generated_files, stale_files, write_files
+from derive.output import OutputError, write_output
+
+from .conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def files() -> dict[str, str]:
+    return generated_files()
+
+
+@pytest.fixture
+def root(tmp_path: Path, files: dict[str, str]) -> Path:
+    """A root whose generated/ is what `derive generate` wrote."""
+    write_files(tmp_path, files)
+    return tmp_path
+
+
+def _collect() -> tuple[list[str], object]:
+    messages: list[str] = []
+    return messages, messages.append
+
+
+# -- item 1: delete only what the engine wrote ------------------------------------------------
+
+def test_item1_generate_keeps_a_users_copy_and_another_commands_output(root, files, capsys):
+    gen = root / "generated"
+    backup = gen / "coupling_backup.py"
+    shutil.copyfile(gen / "coupling.py", backup)
+    odot = gen / "solutions_odot.tex"
+    assert main(["latex", "--odot", "-o", str(odot)]) == 0
+    assert GENERATED_MARK in odot.read_text()[:300]
+    capsys.readouterr()
+    warnings, warn = _collect()
+    assert stale_files(root, files, warn=warn) == {}
+    assert write_files(root, files, warn=warn) == []
+    assert backup.exists() and odot.exists()
+    assert any("coupling_backup.py" in w and "left alone" in w for w in warnings)
+    # The command line says so too, on stderr, and exits 0.
+    assert main(["generate", "--root", str(root)]) == 0
+    captured = capsys.readouterr()
+    assert "changed: none" in captured.out
+    assert "warning: generated/solutions_odot.tex" in captured.err
+    assert backup.exists() and odot.exists()
+
+
+def test_item1_generate_deletes_its_own_orphans_only_when_unchanged(root, files):
+    gen = root / "generated"
+    manifest = (gen / "MANIFEST").read_text()
+    assert "generated/coupling_affine.py" in manifest and MANIFEST == "generated/MANIFEST"
+    fewer = {k: v for k, v in files.items()
+             if k not in ("generated/coupling_affine.py", "generated/coupling_additive.py")}
+    (gen / "coupling_additive.py").write_text("# edited after generation\n")
+    stale = stale_files(root, fewer)
+    assert "generated/coupling_affine.py" in stale
+    warnings, warn = _collect()
+    written = write_files(root, fewer, warn=warn)
+    assert "generated/coupling_affine.py" in written
+    assert not (gen / "coupling_affine.py").exists()
+    assert (gen / "coupling_additive.py").read_text() == "# edited after generation\n"
+    assert any("coupling_additive.py" in w for w in warnings)
+
+
+def test_item1_a_forged_manifest_cannot_delete_outside_generated(root, files, tmp_path):
+    victim = root / "victim.py"
+    victim.write_text("keep me\n")
+    import hashlib
+    digest = hashlib.sha256(victim.read_bytes()).hexdigest()
+    with open(root / "generated" / "MANIFEST", "a") as fh:
+        fh.write(f"{digest}  generated/../victim.py\n{digest}  victim.py\n")
+    write_files(root, files)
+    assert victim.read_text() == "keep me\n"
+
+
+# -- item 2: -o PATH and what is at that path ---------------------------------------------------
+
+def test_item2_writes_through_a_symlink_to_its_target(tmp_path):
+    target = tmp_path / "real.tex"
+    target.write_text("old\n")
+    link = tmp_path / "link.tex"
+    link.symlink_to(target)
+    write_output(str(link), b"new\n")
+    assert link.is_symlink() and target.read_text() == "new\n"
+
+
+def test_item2_keeps_the_mode_of_an_existing_file(tmp_path):
+    target = tmp_path / "private.tex"
+    target.write_text("old\n")
+    target.chmod(0o600)
+    write_output(str(target), b"new\n")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600 and target.read_text() == "new\n"
+
+
+def test_item2_refuses_a_read_only_file(tmp_path):
+    target = tmp_path / "frozen.tex"
+    target.write_text("old\n")
+    target.chmod(0o444)
+    with pytest.raises(OutputError, match="read-only"):
+        write_output(str(target), b"new\n")
+    assert target.read_text() == "old\n"
+
+
+def test_item2_refuses_a_fifo_in_one_line(tmp_path, capsys):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    assert main(["latex", "1.3", "-o", str(fifo)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "not a regular file" in err
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_item2_refuses_a_device_node(tmp_path):
+    dev = tmp_path / "full"
+    try:
+        os.mknod(dev, stat.S_IFCHR | 0o666, os.makedev(1, 7))
+    except OSError as err:
+        pytest.skip(f"cannot create a device node here: {err}")
+    with pytest.raises(OutputError, match="character device"):
+        write_output(str(dev), b"x\n")
+    assert stat.S_ISCHR(os.lstat(dev).st_mode)
+
+
+def test_item2_a_hard_linked_file_is_rewritten_in_place(tmp_path):
+    a, b = tmp_path / "a.tex", tmp_path / "b.tex"
+    a.write_text("old\n")
+    os.link(a, b)
+    write_output(str(a), b"new\n")
+    assert b.read_text() == "new\n" and a.stat().st_nlink == 2
+
+
+def _latex_to(target: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "derive", "latex", "1.3", "-o", target],
+                          cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def test_item2_dash_writes_to_standard_output(tmp_path):
+    out = _latex_to("-", tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("%") and r"\det" in out.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_item2_dev_stdout_writes_to_standard_output(tmp_path):
+    out = _latex_to("/dev/stdout", tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("%") and r"\det" in out.stdout
+    assert os.path.islink("/dev/stdout") or not os.path.isfile("/dev/stdout")
+
+
+def test_item2_long_file_names_work(tmp_path):
+    for length in (242, 255):
+        target = tmp_path / ("q" * (length - 4) + ".tex")
+        write_output(str(target), b"x\n")
+        assert target.read_bytes() == b"x\n"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+# -- item 3: concurrent runs ---------------------------------------------------------------------
+
+def test_item3_never_sweeps_another_runs_temporary_file(root, files):
+    in_flight = root / "generated" / ".coupling.py.k2j4h1.tmp"
+    in_flight.write_text(files["generated/coupling.py"])
+    write_files(root, files)
+    assert in_flight.exists()
+
+
+def test_item3_generate_waits_for_the_lock_on_generated(root, files):
+    (root / "generated" / "coupling.py").write_text("# stale\n")
+    fd = os.open(root / "generated", os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (write_files(root, files), done.set()))
+    worker.start()
+    try:
+        time.sleep(0.5)
+        assert not done.is_set()
+        assert (root / "generated" / "coupling.py").read_text() == "# stale\n"
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    worker.join(30)
+    assert done.is_set()
+    assert stale_files(root, files) == {}
+
+
+# -- items 9-11: drift and corrupted files -------------------------------------------------------
+
+def test_item9_crlf_drift_is_detected_and_restored(root, files):
+    target = root / "generated" / "coupling.py"
+    good = target.read_bytes()
+    target.write_bytes(good.replace(b"\n", b"\r\n"))
+    stale = stale_files(root, files)
+    assert list(stale) == ["generated/coupling.py"]
+    assert "line endings" in stale["generated/coupling.py"]
+    assert write_files(root, files) == ["generated/coupling.py"]
+    assert target.read_bytes() == good
+
+
+def test_item10_undecodable_bytes_are_reported_and_restored(root, files, capsys):
+    target = root / "generated" / "gaussian_kl.py"
+    good = target.read_bytes()
+    target.write_bytes(good + b"\xff")
+    assert "generated/gaussian_kl.py" in stale_files(root, files)
+    assert main(["generate", "--check", "--root", str(root)]) == 1
+    assert "Traceback" not in capsys.readouterr().err
+    assert write_files(root, files) == ["generated/gaussian_kl.py"]
+    assert target.read_bytes() == good
+
+
+def test_item11_a_directory_where_a_file_should_be_is_one_line(root, files, capsys):
+    target = root / "generated" / "gaussian_kl.py"
+    target.unlink()
+    target.mkdir()
+    assert main(["generate", "--check", "--root", str(root)]) == 1
+    err = capsys.readouterr().err
+    assert "generated/gaussian_kl.py: is a directory" in err and "Traceback" not in err
+    assert main(["generate", "--root", str(root)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "generated/gaussian_kl.py" in err[0] and "directory" in err[0]
+    assert target.is_dir()
+
+
+def test_item11_missing_files_are_one_line_each(tmp_path, files, capsys):
+    assert main(["generate", "--check", "--root", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "generated/coupling.py: missing" in err
+    assert len(err.splitlines()) < len(files) + 6 and len(err) < 5000
