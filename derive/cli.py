@@ -38,6 +38,7 @@ examples:
   derive latex 1.3 -o q13.tex      a LaTeX fragment for \\input
   derive generate                  rewrite everything under generated/
   derive generate --check          fail (exit 1) when generated/ is stale
+  derive check 2.3 answer.tex      mark a student's LaTeX answer (see derive check --help)
 """
 
 
@@ -92,6 +93,10 @@ def parser() -> argparse.ArgumentParser:
                           "generated/ differs from what the engine produces")
     gen.add_argument("--root", type=Path, default=None,
                      help="the repository root holding generated/ (default: this checkout)")
+
+    from .check.command import add_parser as add_check_parser
+
+    add_check_parser(sub)
     return p
 
 
@@ -201,6 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = str(_derivation(args))
         elif args.command == "latex":
             out = _cmd_latex(args)
+        elif args.command == "check":
+            from .check.command import run as run_check
+
+            return run_check(args)
         else:
             out = _cmd_generate(args)
     except _Failure as err:
