@@ -8,6 +8,7 @@ where a sum over components is needed. The first rules that fit are reported.
 
 Example:
     >>> import sympy as sp
+from sympy.core.function import AppliedUndef
     >>> mu, sigma = sp.Symbol("mu", real=True), sp.Symbol("sigma", positive=True)
     >>> ref = mu**2 / 2 + sigma**2 / 2 - sp.log(sigma) - sp.Rational(1, 2)
     >>> name_mistake(ref + 1, ref, index_form=False)
@@ -19,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import sympy as sp
+from sympy.core.function import AppliedUndef
 
 from ..vocabulary import i
 from .display import show
@@ -65,7 +67,12 @@ def name_mistake(answer: sp.Basic, reference: sp.Basic, index_form: bool,
                  for node, wanted, flipped in _flip_exps(answer)
                  if same(flipped, reference, True, matrix=True)]
         return found or _matrix_mistakes(answer, reference)
-    if index_form and answer.has(i) and not reference.has(i):
+    misplaced = sorted({f"{str(app.func)[0]} is applied to {show(app.args[0])}, but the "
+                        f"block applies {str(app.func)[0]} to x2"
+                        for app in answer.atoms(AppliedUndef) if str(app.func).endswith("_at")})
+    if misplaced:
+        return misplaced
+    if index_form and i in answer.free_symbols and i not in reference.free_symbols:
         return ["the answer still depends on the component i, but the result is one "
                 "number: a sum or product over i = 1..n is missing"]
     diff = answer - reference
@@ -101,14 +108,29 @@ def name_mistake(answer: sp.Basic, reference: sp.Basic, index_form: bool,
     swapped = answer.replace(lambda e: isinstance(e, sp.Product), lambda e: sp.Sum(*e.args))
     if swapped != answer and same(swapped, reference, index_form):
         return ["a product where a sum is needed"]
-    terms = sp.Add.make_args(sp.expand(reference))
-    for t in terms:
-        if same(answer, reference - 2 * t, index_form):
+    if isinstance(answer, sp.Add) and same(sp.Mul(*answer.args), reference, index_form):
+        return ["a sum where a product is needed"]
+    for node, t in _terms(answer):
+        if same(answer.xreplace({node: node - 2 * t}), reference, index_form):
             return [f"the sign of the term {show(t)} is wrong"]
-    for t in terms:
-        if same(answer, reference - t, index_form):
+    for node, t in _terms(reference):
+        if same(answer, reference.xreplace({node: node - t}), index_form):
             return [f"the term {show(t)} is missing"]
+    for node, t in _terms(answer):
+        if same(answer.xreplace({node: node - t}), reference, index_form):
+            return [f"the term {show(t)} should not be there"]
     return []
+
+
+def _terms(expr: sp.Basic) -> list[tuple[sp.Basic, sp.Basic]]:
+    """Every ``(sum, term)``: the terms of each sum in ``expr``, outermost first."""
+    out = []
+    for node in sp.preorder_traversal(expr):
+        if isinstance(node, sp.Add):
+            out += [(node, t) for t in node.args]
+        if len(out) > 40:
+            break
+    return out
 
 
 def _matrix_mistakes(answer: sp.Basic, reference: sp.Basic) -> list[str]:
@@ -119,6 +141,8 @@ def _matrix_mistakes(answer: sp.Basic, reference: sp.Basic) -> list[str]:
     b = sp.Matrix(size, size, lambda r, c: explicit(reference, size, r, c, False, True))
     if a == sp.zeros(size, size) and b != a:
         return ["this block is not zero"]
+    if b == sp.zeros(size, size) and a != b:
+        return ["this block is zero: y2 does not depend on x1"]
     diagonal = [(a[k, k], b[k, k]) for k in range(size)]
     off = [(a[r, c], b[r, c]) for r in range(size) for c in range(size) if r != c]
     if numeric_verdict(diagonal, seed=5) == "equal" and numeric_verdict(off, seed=5) != "equal":

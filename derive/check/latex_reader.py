@@ -396,7 +396,7 @@ def _vector(toks: list[str]) -> list[list[str]] | None:
         return [r for r in (_strip(r) for r in rows) if r]
     if toks[:1] in (["("], ["["]) and toks[-1:] in ([")"], ["]"]):
         inner = toks[1:-1]
-        if _split_top(inner, {")", "]"}) == [inner] and not _closes_early(inner):
+        if not _closes_early(inner):
             parts = _split_top(inner, {","})
             if len(parts) > 1:
                 return [_strip(p) for p in parts]

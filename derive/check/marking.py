@@ -239,8 +239,8 @@ def _judge(q: Quantity, value: sp.Basic, spec: QuestionSpec, feedback: list[str]
         feedback.append(f"{q.display}: undecided: {reason}")
         return "undecided"
     for other in spec.quantities + spec.alternates:
-        if other.name != q.name and any(same(value, ref, spec.index_form, other.matrix)
-                                        for ref in other.references):
+        if other.name != q.name and not q.matrix and any(
+                same(value, ref, spec.index_form, other.matrix) for ref in other.references):
             feedback.append(f"{q.display}: this is {other.display} but it is labelled "
                             f"{q.display}")
             return "incorrect"

@@ -126,7 +126,12 @@ class _Resolver:
     def walk(self, e: sp.Basic, bound: dict[str, sp.Symbol]) -> sp.Basic:
         if isinstance(e, sp.Symbol):
             return self.symbol(str(e), bound)
+        if isinstance(e, sp.Add):
+            e = _bind_terms(e)
         if isinstance(e, (sp.Sum, sp.Product)):
+            split = _split_repeated(e)
+            if split is not None:
+                return self.walk(split, bound)
             (var, lo, hi), = e.args[1:]
             name = str(var)
             index = sp.Symbol(name, integer=True)
@@ -188,8 +193,9 @@ class _Resolver:
         if base in ("F", "G") and len(e.args) == 1:
             arg = self.walk(e.args[0], {})  # the argument is the whole vector x2
             if arg != X2[i]:
-                raise Unreadable(f"{base} is applied to {_show(arg)}; question 1 applies "
-                                 f"F and G to x_2 only")
+                # A different function: the answer is then decided (wrong) and the
+                # diagnosis names the argument.
+                return sp.Function(f"{base}_at")(arg)
             comp = _component(base, sub, bound)
             if comp is not None:
                 return comp
@@ -221,6 +227,49 @@ def _component(base: str, sub: str, bound: dict[str, sp.Symbol]) -> sp.Expr | No
     if not letter and bound:
         return vector[next(reversed(bound.values()))]
     return vector[i]
+
+
+def _uses_index(e: sp.Basic, letter: str) -> bool:
+    """Whether a parsed tree writes a component with index ``letter`` (``s_i``, ``G_i(x)``)."""
+    names = [str(s) for s in e.free_symbols] + [str(f.func) for f in e.atoms(AppliedUndef)]
+    return any(_subscript(name).endswith(letter) for name in names)
+
+
+def _subscript(name: str) -> str:
+    m = _NAME.match(name)
+    return _clean(m.group(2)) if m else ""
+
+
+def _bind_terms(e: sp.Add) -> sp.Basic:
+    r"""``\sum_i a_i + b_i`` read as ``\sum_i (a_i + b_i)``: a term written after a sum
+    that uses the sum's index belongs to it (a free index there means nothing)."""
+    sums = [a for a in e.args if isinstance(a, sp.Sum)]
+    if len(sums) != 1:
+        return e
+    (total,) = sums
+    letter = str(total.args[1][0])
+    inside = [a for a in e.args if a is not total and _uses_index(a, letter)
+              and not a.has(sp.Sum, sp.Product)]
+    if not inside:
+        return e
+    rest = [a for a in e.args if a is not total and a not in inside]
+    body = sp.Add(total.args[0], *inside, evaluate=False)
+    return sp.Add(sp.Sum(body, total.args[1]), *rest, evaluate=False) if rest else sp.Sum(
+        body, total.args[1])
+
+
+def _split_repeated(e: sp.Basic) -> sp.Basic | None:
+    r"""``\prod_i a_i \prod_i b_i`` as two products: the parser nests the second in the
+    first, where it would reuse the index."""
+    body, limits = e.args[0], e.args[1]
+    if not isinstance(body, sp.Mul):
+        return None
+    inner = [a for a in body.args if type(a) is type(e) and a.args[1][0] == limits[0]]
+    if not inner:
+        return None
+    rest = [a for a in body.args if a not in inner]
+    outer = type(e)(sp.Mul(*rest, evaluate=False), limits) if rest else sp.Integer(1)
+    return sp.Mul(outer, *inner, evaluate=False)
 
 
 def _clean(sub: str | None) -> str:
