@@ -45,9 +45,11 @@ examples:
   derive latex 1.3 -o q13.tex      a LaTeX fragment for \\input
   derive generate                  rewrite everything under generated/
   derive generate --check          fail (exit 1) when generated/ is stale
+  derive check 2.3 answer.tex      mark a student's LaTeX answer (see derive check --help)
 
 exit codes: 0 success, 1 failure, 2 bad arguments (unknown id, unusable path),
 130 interrupted (Ctrl-C), 141 standard output closed by its reader, 143 terminated.
+derive check has its own: 0 correct, 1 incorrect, 2 unreadable or undecided.
 """
 
 
@@ -114,6 +116,10 @@ def parser() -> argparse.ArgumentParser:
                           "generated/ differs from what the engine produces")
     gen.add_argument("--root", default=None, metavar="PATH",
                      help="the repository root holding generated/ (default: this checkout)")
+
+    from .check.command import add_parser as add_check_parser
+
+    add_check_parser(sub)
     return p
 
 
@@ -303,15 +309,22 @@ def _cmd_generate(args: argparse.Namespace) -> str:
     return f"{summary}\nchanged: {changed}\n"
 
 
-def _run(args: argparse.Namespace) -> str:
-    """Dispatch to the subcommand; return what goes to standard output."""
+def _run(args: argparse.Namespace) -> tuple[str, int]:
+    """Dispatch to the subcommand; return what goes to standard output, and the exit code."""
     if args.command == "list":
-        return _cmd_list()
+        return _cmd_list(), 0
     if args.command == "show":
-        return str(_derivation(args))
+        return str(_derivation(args)), 0
     if args.command == "latex":
-        return _cmd_latex(args)
-    return _cmd_generate(args)
+        return _cmd_latex(args), 0
+    if args.command == "check":
+        from .check.command import output as check_output
+
+        try:
+            return check_output(args)
+        except ValueError as err:
+            raise _Failure(str(err), code=2) from None
+    return _cmd_generate(args), 0
 
 
 def _quiet_stdout() -> None:
@@ -379,7 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             except SystemExit:
                 _emit("")  # --help/--version: flush here, where a closed pipe is handled
                 raise
-            return _emit(_run(args))
+            out, code = _run(args)
+            return _emit(out) or code
     except _Failure as err:
         if sys.stderr is not None:
             print(f"derive: error: {err}", file=sys.stderr)

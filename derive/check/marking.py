@@ -1,0 +1,255 @@
+r"""Marking one answer: read it, check its chain step by step, decide and explain.
+
+:func:`mark` runs in-process and trusts nothing it reads to be small or fast: call it
+through :mod:`derive.check.sandbox` for untrusted input (``derive check`` does).
+
+Example:
+    >>> r = mark("2.3", r"\frac{1}{2}(\mu_i^2 + \sigma_i^2 - (\log(\sigma_i^2) - 1))")
+    >>> r.verdict, r.read_as
+    ('incorrect', 'KL_i = mu**2/2 + sigma**2/2 - log(sigma**2)/2 + 1/2')
+    >>> r.feedback
+    ['KL_i: off by the constant +1']
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from ..derivation import Step, StepCheckError, check_step
+from .diagnosis import name_mistake
+from .display import show
+from .equivalence import Timeout, budget, decide, instances, same
+from .latex_reader import Unreadable, read_answer
+from .quantities import Quantity, QuestionSpec, UnknownSymbols, question_spec
+
+__all__ = ["Report", "mark", "VERDICTS", "EXIT_CODES"]
+
+VERDICTS = ("correct", "incorrect", "unreadable", "undecided")
+EXIT_CODES = {"correct": 0, "incorrect": 1, "unreadable": 2, "undecided": 2}
+STEP_SECONDS = 5.0
+
+
+@dataclass
+class Report:
+    """The outcome: verdict, what was read, feedback sentences, per-line step checks."""
+
+    verdict: str
+    read_as: str = ""
+    feedback: list[str] = field(default_factory=list)
+    steps: list[dict] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.verdict]
+
+    def as_dict(self) -> dict:
+        return {"verdict": self.verdict, "read_as": self.read_as,
+                "feedback": list(self.feedback), "steps": list(self.steps)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), ensure_ascii=False)
+
+
+@dataclass
+class _Equation:
+    label: str | None
+    names: tuple[str, ...] | None
+    entries: list[tuple[int, tuple[sp.Basic, ...]]]
+
+
+def mark(qid: str, text: str, variant: str | None = None,
+         spec: QuestionSpec | None = None) -> Report:
+    """Mark ``text`` as an answer to question ``qid``."""
+    spec = spec or question_spec(qid, variant)
+    try:
+        doc = read_answer(text, is_label=spec.is_label)
+    except Unreadable as err:
+        return Report("unreadable", feedback=[str(err)])
+    except RecursionError:
+        return Report("unreadable", feedback=["the answer nests too deeply to read"])
+    equations, problems = _equations(doc, spec)
+    if problems:
+        return Report("unreadable", feedback=problems)
+    feedback: list[str] = []
+    steps, step_state = _check_chains(equations, spec, feedback)
+    given, assign_state = _assign(equations, spec, feedback)
+    read_as = "; ".join(_read_as(eq, spec) for eq in equations)
+    states = [step_state, assign_state]
+    for q in spec.quantities:
+        if q.name not in given:
+            alternate = any(a.name in given for a in spec.alternates)
+            if not alternate and not any(eq.names and q.name in eq.names for eq in equations):
+                feedback.append(f"{q.display} is not given")
+                states.append("incorrect")
+            continue
+        states.append(_judge(q, given.pop(q.name), spec, feedback))
+    for name, value in given.items():  # an alternate quantity, given under its own label
+        states.append(_judge(spec.quantity(name), value, spec, feedback))
+    if "incorrect" in states:
+        verdict = "incorrect"
+    elif "undecided" in states:
+        verdict = "undecided"
+    else:
+        verdict = "correct"
+    return Report(verdict, read_as, feedback, steps)
+
+
+def _equations(doc, spec: QuestionSpec) -> tuple[list[_Equation], list[str]]:
+    equations: list[_Equation] = []
+    problems: list[str] = []
+    unknown: list[str] = []
+    for line in doc.lines:
+        values = []
+        for side in line.sides:
+            try:
+                values.append(tuple(spec.resolve(e) for e in side))
+            except UnknownSymbols as err:
+                unknown += [n for n in err.names if n not in unknown]
+            except Unreadable as err:
+                problems.append(f"line {line.number}: {err}")
+        entries = [(line.number, v) for v in values]
+        if line.label == "" and equations:
+            equations[-1].entries += entries
+        else:
+            label = line.label or None
+            names = spec.classify(label) if label else None
+            if label and names is None:
+                problems.append(f"line {line.number}: the left-hand side {label!r} names none "
+                                f"of the quantities of question {spec.qid}")
+            equations.append(_Equation(label, names, entries))
+    if unknown:
+        problems.insert(0, f"unknown symbols: {', '.join(unknown)} (question {spec.qid} is "
+                           f"written in {', '.join(spec.symbols)})")
+    return equations, problems
+
+
+def _read_as(eq: _Equation, spec: QuestionSpec) -> str:
+    parts = [show(v[0]) if len(v) == 1 else show(v) for _, v in eq.entries]
+    if eq.names:
+        shown = [spec.quantity(n).display for n in eq.names]
+        parts.insert(0, shown[0] if len(shown) == 1 else "(" + ", ".join(shown) + ")")
+    return " = ".join(parts)
+
+
+def _step_holds(prev: sp.Basic, cur: sp.Basic, spec: QuestionSpec, seed: int,
+                matrix: bool) -> bool | None:
+    """The engine's own step check (symbolic, explicit models, numeric) on one step."""
+    models = ()
+    if spec.index_form:
+        models = (lambda lhs, rhs: instances(lhs, rhs, True, reference_is_answer=True,
+                                             matrix=matrix),)
+    try:
+        with budget(STEP_SECONDS):
+            check_step(Step(prev, cur, "a step of the answer"), models, seed=seed)
+        return True
+    except StepCheckError as err:
+        return None if "cannot decide" in str(err) else False
+    except (Timeout, ValueError, TypeError, IndexError, ZeroDivisionError, RecursionError,
+            NotImplementedError):
+        return None
+
+
+def _check_chains(equations: list[_Equation], spec: QuestionSpec,
+                  feedback: list[str]) -> tuple[list[dict], str]:
+    by_line: dict[int, bool | None] = {}
+    state = "correct"
+    matrix = any(q.matrix for q in spec.quantities)
+    for eq in equations:
+        for number, _ in eq.entries:
+            by_line.setdefault(number, True)
+        for (n_prev, prev), (n_cur, cur) in zip(eq.entries, eq.entries[1:], strict=False):
+            if len(prev) != len(cur):
+                ok: bool | None = False
+            else:
+                results = [_step_holds(a, b, spec, n_cur, matrix)
+                           for a, b in zip(prev, cur, strict=True)]
+                ok = False if False in results else None if None in results else True
+            if ok is not True and by_line.get(n_cur) is not False:
+                by_line[n_cur] = ok
+            where = (f"line {n_cur} does not follow from line {n_prev}" if n_cur != n_prev
+                     else f"in line {n_cur}, {show(prev[0])} = {show(cur[0])} does not hold")
+            if ok is False:
+                if state != "incorrect":  # the first false step is the one to name
+                    feedback.append(where)
+                state = "incorrect"
+            elif ok is None:
+                feedback.append(where.replace("does not follow from", "could not be checked "
+                                              "against").replace("does not hold",
+                                                                 "could not be checked"))
+                state = "undecided" if state == "correct" else state
+    steps = [{"line": k, "ok": v} for k, v in sorted(by_line.items())]
+    return steps, state
+
+
+def _assign(equations: list[_Equation], spec: QuestionSpec,
+            feedback: list[str]) -> tuple[dict[str, sp.Basic], str]:
+    """Which quantity each equation's final value gives."""
+    given: dict[str, sp.Basic] = {}
+    state = "correct"
+    order = [q.name for q in spec.quantities]
+    unlabelled: list[tuple[_Equation, sp.Basic]] = []
+    for eq in equations:
+        if not eq.entries:
+            continue
+        final = eq.entries[-1][1]
+        if eq.names:
+            if len(eq.names) != len(final):
+                feedback.append(f"{', '.join(eq.names)}: expected {len(eq.names)} "
+                                f"component(s), got {len(final)}")
+                state = "incorrect"
+                continue
+            given.update(zip(eq.names, final, strict=True))
+        elif len(final) > 1:
+            if len(final) != len(order):
+                feedback.append(f"a vector of {len(final)} components, but question "
+                                f"{spec.qid} asks for {len(order)}")
+                state = "incorrect"
+                continue
+            given.update(zip(order, final, strict=True))
+            eq.names = tuple(order)
+        else:
+            unlabelled.append((eq, final[0]))
+    for eq, value in unlabelled:
+        free = [q for q in spec.quantities if q.name not in given]
+        if not free:
+            continue
+        match = next((q for q in free for ref in q.references
+                      if same(value, ref, spec.index_form, q.matrix)), None)
+        if match is None:
+            symbols = value.free_symbols | {a for a in value.atoms(sp.Indexed)}
+            match = max(free, key=lambda q: len(symbols & (
+                q.references[0].free_symbols | q.references[0].atoms(sp.Indexed))))
+        given[match.name] = value
+        eq.names = (match.name,)
+    return given, state
+
+
+def _judge(q: Quantity, value: sp.Basic, spec: QuestionSpec, feedback: list[str]) -> str:
+    decisions = [decide(value, ref, spec.index_form, matrix=q.matrix) for ref in q.references]
+    if any(d.status == "equal" for d in decisions):
+        k = next(k for k, d in enumerate(decisions) if d.status == "equal")
+        kind = f" ({q.kinds[k]})" if len(q.kinds) > 1 else ""
+        feedback.append(f"{q.display}: correct{kind}")
+        return "correct"
+    if any(d.status == "undecided" for d in decisions):
+        reason = next(d.detail for d in decisions if d.status == "undecided")
+        feedback.append(f"{q.display}: undecided: {reason}")
+        return "undecided"
+    for other in spec.quantities + spec.alternates:
+        if other.name != q.name and not q.matrix and any(
+                same(value, ref, spec.index_form, other.matrix) for ref in other.references):
+            feedback.append(f"{q.display}: this is {other.display} but it is labelled "
+                            f"{q.display}")
+            return "incorrect"
+    for ref in q.references:
+        named = name_mistake(value, ref, spec.index_form, q.matrix)
+        if named:
+            feedback += [f"{q.display}: {m}" for m in named]
+            break
+    else:
+        expected = " or ".join(show(r) for r in q.references)
+        feedback.append(f"{q.display}: not equal to the derived result {expected}")
+    return "incorrect"

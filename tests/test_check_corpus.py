@@ -1,0 +1,46 @@
+"""``derive check`` against the answer corpus in tests/answers/ (see its README.md).
+
+Each file's answers are marked in one sandboxed child process (the real sandbox, with its
+limits); every answer must get its expected verdict, and every answer that is not correct
+must get feedback containing its expected words. No wrong answer may be judged correct.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import pytest
+
+from derive.check import mark_batch
+
+from .answer_corpus import Answer, corpus_files, read_corpus
+
+ANSWERS = [a for path in corpus_files() for a in read_corpus(path)]
+
+
+@cache
+def _reports(file: str) -> dict[int, dict]:
+    answers = [a for a in ANSWERS if a.file == file]
+    reports = mark_batch([(a.qid, a.latex, a.variant) for a in answers])
+    return {a.line: r for a, r in zip(answers, reports, strict=True)}
+
+
+@pytest.mark.parametrize("answer", ANSWERS, ids=[a.id for a in ANSWERS])
+def test_corpus_answer(answer: Answer):
+    report = _reports(answer.file)[answer.line]
+    detail = f"{answer.latex}\nread as {report['read_as']}\nfeedback {report['feedback']}"
+    if answer.verdict != "correct":
+        assert report["verdict"] != "correct", "a wrong answer judged correct:\n" + detail
+    assert report["verdict"] == answer.verdict, detail
+    assert answer.words in " ".join(report["feedback"]), detail
+    assert set(report) == {"verdict", "read_as", "feedback", "steps"}
+    assert all(set(s) == {"line", "ok"} for s in report["steps"])
+
+
+def test_corpus_covers_every_supported_question():
+    from derive.check import SUPPORTED
+
+    assert {a.qid for a in ANSWERS} == set(SUPPORTED)
+    for qid in SUPPORTED:
+        verdicts = {a.verdict for a in ANSWERS if a.qid == qid}
+        assert {"correct", "incorrect"} <= verdicts, qid
