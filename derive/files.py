@@ -21,11 +21,9 @@ from pathlib import Path
 from codegen.environment import environment
 from codegen.numpy_backend import render_numpy
 
-from .blocks import BLOCKS
 from .document import solutions_document
-from .gaussian_kl import PARAMETERIZATIONS
-from .kernels import coupling_module, gaussian_kl_module
 from .notebook import derivations_notebook
+from .questions import kernel_modules
 
 __all__ = ["COMMAND", "generated_files", "write_files", "stale_files", "default_root",
            "GENERATED_MARK"]
@@ -43,8 +41,7 @@ def default_root() -> Path:
 
 def generated_files() -> dict[str, str]:
     """Every generated file, by path relative to the root, rendered in memory."""
-    modules = [coupling_module(block) for block in BLOCKS.values()]
-    modules += [gaussian_kl_module(p) for p in PARAMETERIZATIONS.values()]
+    modules = kernel_modules()  # the registry says which question produces which module
     files = {f"generated/{m.name}.py": render_numpy(m, COMMAND) for m in modules}
     files["generated/__init__.py"] = environment().get_template("package.py.jinja").render(
         modules=modules, command=COMMAND)
