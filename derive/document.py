@@ -1,5 +1,9 @@
 r"""The solutions document: every question's derivation, typeset, in one LaTeX file.
 
+The sections, their introductions and which question goes where all come from the one
+registry, :data:`derive.questions.QUESTIONS`; a registered question without a place in the
+document is an error, not a silent omission.
+
 Example:
     >>> tex = solutions_document()
     >>> tex.count(r"\subsection*{Question") >= 8
@@ -8,78 +12,72 @@ Example:
 
 from __future__ import annotations
 
-import sympy as sp
+from collections.abc import Mapping
 
 from codegen.environment import environment
 from codegen.latex import LatexOptions, latex, render_derivation, render_document
 
-from .blocks import BLOCKS, QUESTION_BLOCK
-from .free_energy import derive_free_energy
-from .questions import QUESTIONS
-from .vocabulary import Y1, Y2, i, to_vector
+from .questions import QUESTIONS, Question, Section
 
-__all__ = ["solutions_document", "question_parts"]
+__all__ = ["solutions_document", "question_parts", "DocumentError"]
 
-_SECTIONS = {
-    "1": ("A reversible affine coupling block", ["1.1", "1.2", "1.3"]),
-    "2": ("The variational free energy of a VAE", ["2.1", "2.2", "2.3", "2.4"]),
-}
-_NOTES = ["2.3n"]
+#: How a section beyond the coursework is marked in its title.
+_BEYOND = " (beyond the coursework)"
 
 
-def _intro(section: str, options: LatexOptions) -> dict[str, object]:
-    """The displayed equations that open a section, all from specifications."""
-
-    def pair(lhs: sp.Basic, rhs: sp.Basic, vector: bool = False) -> tuple[str, str]:
-        return (latex(lhs, vector=vector, options=options),
-                latex(rhs, vector=vector, options=options))
-
-    if section == "1":
-        block = BLOCKS[QUESTION_BLOCK]
-        return {
-            "text": "The block, for vectors of length n, with two arbitrary differentiable "
-                    "functions of the second input (not element-wise in general) and a "
-                    "parameter vector. Component by component, and as vectors:",
-            "equations": [
-                pair(Y1[i], block.y1), pair(Y2[i], block.y2),
-                pair(to_vector(Y1[i]), to_vector(block.y1), vector=True),
-                pair(to_vector(Y2[i]), to_vector(block.y2), vector=True),
-            ],
-        }
-    first = derive_free_energy().steps[0]
-    return {
-        "text": "The free energy that training a VAE maximizes, with a standard normal prior "
-                "and a fully factorized Gaussian posterior approximation:",
-        "equations": [pair(first.lhs, first.rhs)],
-    }
+class DocumentError(ValueError):
+    """The registry cannot be laid out as a document (a question without a section)."""
 
 
-def question_parts(options: LatexOptions | None = None) -> list[str]:
+def _intro(section: Section, options: LatexOptions) -> dict[str, object] | None:
+    """The section's displayed equations, printed from the registry's SymPy values."""
+    if section.introduction is None:
+        return None
+    intro = section.introduction()
+    return {"text": intro.text,
+            "equations": [(latex(lhs, vector=vector, options=options),
+                           latex(rhs, vector=vector, options=options))
+                          for lhs, rhs, vector in intro.equations]}
+
+
+def _sections(questions: Mapping[str, Question]) -> dict[Section, list[Question]]:
+    """The sections in first-use order, each with its questions; raise where one has none."""
+    unplaced = [q.qid for q in questions.values() if q.section is None]
+    if unplaced:
+        raise DocumentError(
+            f"question{'s' if len(unplaced) > 1 else ''} {', '.join(unplaced)} "
+            f"{'have' if len(unplaced) > 1 else 'has'} no place in the solutions document: "
+            "register each with a section (derive.questions.Section)")
+    sections: dict[Section, list[Question]] = {}
+    for q in questions.values():
+        sections.setdefault(q.section, []).append(q)
+    # the implementation notes (every variant) after the questions' own sections
+    return dict(sorted(sections.items(), key=lambda item: item[0].every_variant))
+
+
+def question_parts(options: LatexOptions | None = None,
+                   questions: Mapping[str, Question] | None = None) -> list[str]:
     """The document's body: sections, then the implementation notes and the variants."""
     options = options or LatexOptions()
-    env = environment()
+    questions = QUESTIONS if questions is None else questions
+    template = environment().get_template("section.tex.jinja")
     parts = []
-    for number, (title, qids) in _SECTIONS.items():
-        parts.append(env.get_template("section.tex.jinja").render(
-            number=number, title=title, intro=_intro(number, options)))
-        for qid in qids:
-            q = QUESTIONS[qid]
-            parts.append(render_derivation(q.derive(q.default), options=options))
-    parts.append(env.get_template("section.tex.jinja").render(
-        number="", title="Implementation notes: the kernels in floating point", intro=None))
-    for qid in _NOTES:
-        q = QUESTIONS[qid]
-        parts += [render_derivation(q.derive(v), options=options) for v in q.variants]
-    parts.append(env.get_template("section.tex.jinja").render(
-        number="", title="Appendix: the other variants", intro=None))
-    for q in QUESTIONS.values():
-        if q.qid in _NOTES:
-            continue
-        parts += [render_derivation(q.derive(v), options=options) for v in q.variants[1:]]
+    for section, members in _sections(questions).items():
+        parts.append(template.render(number=section.number,
+                                     title=section.title + (_BEYOND if section.beyond else ""),
+                                     intro=_intro(section, options)))
+        for q in members:
+            variants = q.variants if section.every_variant else q.variants[:1]
+            parts += [render_derivation(q.derive(v), options=options) for v in variants]
+    parts.append(template.render(number="", title="Appendix: the other variants", intro=None))
+    for q in questions.values():
+        if not q.section.every_variant:
+            parts += [render_derivation(q.derive(v), options=options) for v in q.variants[1:]]
     return parts
 
 
-def solutions_document(options: LatexOptions | None = None, command: str = "") -> str:
-    """The complete solutions document."""
-    return render_document(question_parts(options), title="Solutions", options=options,
-                           command=command)
+def solutions_document(options: LatexOptions | None = None, command: str = "",
+                       questions: Mapping[str, Question] | None = None) -> str:
+    """The complete solutions document (of ``questions``, by default the registry)."""
+    return render_document(question_parts(options, questions), title="Solutions",
+                           options=options, command=command)

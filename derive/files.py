@@ -32,11 +32,9 @@ from pathlib import Path
 from codegen.environment import environment
 from codegen.numpy_backend import render_numpy
 
-from .blocks import BLOCKS
 from .document import solutions_document
-from .gaussian_kl import PARAMETERIZATIONS
-from .kernels import coupling_module, gaussian_kl_module
 from .notebook import derivations_notebook
+from .questions import kernel_modules
 from .output import OutputError, write_output
 
 try:
@@ -67,8 +65,7 @@ def is_checkout(root: Path) -> bool:
 
 def generated_files() -> dict[str, str]:
     """Every generated file, by path relative to the root, rendered in memory."""
-    modules = [coupling_module(block) for block in BLOCKS.values()]
-    modules += [gaussian_kl_module(p) for p in PARAMETERIZATIONS.values()]
+    modules = kernel_modules()  # the registry says which question produces which module
     files = {f"generated/{m.name}.py": render_numpy(m, COMMAND) for m in modules}
     files["generated/__init__.py"] = environment().get_template("package.py.jinja").render(
         modules=modules, command=COMMAND)

@@ -32,7 +32,7 @@ from .derivation import Derivation, Result, Step
 from .probability import KL, Expectation, GaussianModel, Variance, gaussian_log_pdf
 
 __all__ = ["Parameterization", "PARAMETERIZATIONS", "Node", "Graph", "expm1mx",
-           "derive_kl", "derive_stable_kl", "derive_gradient_estimators"]
+           "derive_kl", "derive_stable_kl", "scaled_squares", "derive_gradient_estimators"]
 
 mu = sp.Symbol("mu", real=True)
 sigma = sp.Symbol("sigma", positive=True)
@@ -44,16 +44,21 @@ _log_q = sp.Symbol("log_q_i", real=True)
 _log_p = sp.Symbol("log_p_i", real=True)
 _q_i = sp.Symbol("q_i")
 _eps_label = sp.Symbol("epsilon")
+#: The same x where it may be infinite: the kernels see infinities with the check off.
+x_extended = sp.Symbol("x", extended_real=True)
 KL_i = sp.Symbol("KL_i", real=True)
 _a = sp.Symbol("a", real=True)
 
 #: Where the Taylor series of expm1(x) - x replaces the cancelling difference, and its order.
-SERIES_RADIUS = sp.Rational(1, 10)
-SERIES_ORDER = 12
-#: From this x up, exp(x) is taken from the user's parameter directly (sigma**2), not from
-#: exp(log sigma**2), whose relative error grows like x * eps: beyond 2 it would exceed
-#: the other pieces' error (tests/test_gaussian_kl.py measures each piece).
+SERIES_RADIUS = sp.Rational(1, 2)
+SERIES_ORDER = 16
+#: From this x up, exp(x) is taken from sigma (halved, then squared), not from
+#: exp(log sigma**2), whose relative error grows like x * eps, and expm1(x), which overflows
+#: where the KL is still finite (tests/test_gaussian_kl.py measures each piece).
 DIRECT_RADIUS = 2
+#: Where x is the user's parameter itself (logvar), exp(x) is as accurate as it gets: the
+#: direct piece serves only from here, just below where float32's expm1 overflows (88.7).
+OVERFLOW_RADIUS = 88
 #: Below -NO_CANCELLATION, expm1(x) is within 0.14 of -1 and -x >= 2: nothing cancels.
 NO_CANCELLATION = 2
 
@@ -194,11 +199,76 @@ def _stabilize(expr: sp.Expr, p: Parameterization) -> sp.Expr:
     return optimize(arranged, [expm1_opt, log1p_opt])
 
 
+def _sinh_form(expr: sp.Expr, p: Parameterization) -> sp.Expr:
+    """``expm1(a)`` as ``2 exp(a/2) sinh(a/2)`` where ``exp(a/2)`` is sigma.
+
+    Both are exact at the optimum (``sinh(0) = 0``), but ``expm1(a)`` overflows before a
+    division by sigma brings it back into range, and ``0 * expm1(a)`` is NaN where it
+    overflows; ``exp(a/2)`` and ``sinh(a/2)`` stay finite twice as far.
+    """
+    def rewrite(e: sp.Expr) -> sp.Expr:
+        half = sp.exp(e.args[0] / 2)
+        return 2 * half * sp.sinh(e.args[0] / 2) if sp.simplify(half - p.sigma) == 0 else e
+
+    return expr.replace(lambda e: isinstance(e, expm1), rewrite)
+
+
+def _common_factor(terms: list[sp.Expr]) -> sp.Expr:
+    """The product of the symbolic factors every term shares, each to its least power."""
+    powers = [sp.Mul(*[f for f in sp.Mul.make_args(t) if f.free_symbols]).as_powers_dict()
+              for t in terms]
+    shared = set.intersection(*(set(d) for d in powers))
+    return sp.Mul(*(b ** min(d[b] for d in powers) for b in sorted(shared, key=sp.default_sort_key)
+                    if all(d[b].is_positive for d in powers)))
+
+
 def _arrange_estimator(expr: sp.Expr, p: Parameterization) -> sp.Expr:
-    """An estimator as a polynomial in the noise, each coefficient stabilized."""
-    by_power = sp.collect(sp.expand(expr), eps, evaluate=False)
-    powers = sorted(by_power, key=sp.default_sort_key)
-    return sp.Add(*(power * _stabilize(by_power[power], p) for power in powers))
+    """An estimator as ``c0 + eps g (c1/g + eps c2/g + ...)``, each coefficient stabilized.
+
+    ``g`` is the factor the noise terms share (sigma, where it is computed from the scale):
+    taken out, ``eps sigma`` is formed first, so that ``eps = 0`` gives 0 and not
+    ``0 * inf`` where sigma overflows, and the noise terms overflow only where their sum
+    does.
+    """
+    in_sigma = sp.expand(expr).subs(p.sigma, sigma)
+    by_power = sp.collect(in_sigma, eps, evaluate=False)
+    coeffs = {k: _sinh_form(_stabilize(v.subs(sigma, p.sigma), p), p).subs(p.sigma, sigma)
+              for k, v in by_power.items()}
+    constant = coeffs.pop(sp.Integer(1), sp.Integer(0))
+    degree = {k: sp.degree(k, eps) for k in coeffs}
+    common = _common_factor(list(coeffs.values()))
+    inner = sp.Integer(0)
+    for k in sorted(coeffs, key=lambda k: -degree[k]):  # Horner in eps
+        inner = inner * eps + coeffs[k] / common if inner != 0 else coeffs[k] / common
+    arranged = constant + eps * common * inner if coeffs else constant
+    return arranged.subs(sigma, p.sigma)
+
+
+def scaled_squares(expr: sp.Expr) -> sp.Expr:
+    """``expr`` with every term ``c a**2`` written ``4c (a/2)**2``: halve, then square.
+
+    Halving and doubling are exact in binary floating point, so the value is the same to
+    the last bit, but ``a**2`` overflows from ``|a| ~ 1.3e154`` (float64) where ``a**2/2``
+    is still finite. ``exp(2b)`` counts as the square of ``exp(b)``. The halved base is an
+    unevaluated expression, so that SymPy keeps the arrangement.
+
+    Example:
+        >>> a = sp.Symbol("a", real=True)
+        >>> scaled_squares(a**2 / 2 - a)
+        -a + 2*(a/2)**2
+    """
+
+    def arrange(term: sp.Expr) -> sp.Expr:
+        coeff, rest = term.as_coeff_Mul()
+        if isinstance(rest, sp.Pow) and rest.exp == 2:
+            base = rest.base
+        elif isinstance(rest, sp.exp):
+            base = sp.exp(rest.args[0] / 2)
+        else:
+            return term
+        return 4 * coeff * sp.UnevaluatedExpr(base / 2) ** 2
+
+    return sp.Add(*(arrange(t) for t in sp.Add.make_args(sp.expand(expr))))
 
 
 @cache
@@ -213,10 +283,13 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
     grad = {name: sp.diff(kl, var) for name, var in (("mu", mu), (p.name, s))}
     stable_grad = {name: _stabilize(g, p) for name, g in grad.items()}
     in_exp = quadratic + (sp.exp(x) - 1 - x) / 2
-    # The three pieces the kernel evaluates, each by |x|.
+    # The pieces the kernel evaluates, each by x, each halved before it is formed.
     series = _taylor(x)
     middle = optimize(sp.exp(x) - 1 - x, [expm1_opt])
-    outer = sp.exp(log_var) - 1 - x  # exp(x) taken from the parameter itself (sigma**2)
+    outer = p.sigma**2 - 1 - x  # exp(x) taken from sigma itself, squared after halving
+    outer_half = scaled_squares(outer / 2)
+    direct_from = OVERFLOW_RADIUS if log_var == s else DIRECT_RADIUS
+    quadratic_half = scaled_squares(quadratic)
     steps = [
         Step(KL_i, kl, "the closed form of 2.3", given={KL_i: kl}),
         Step(kl, in_exp, "write {0} with {1}, so that tiny and huge scales stay in range",
@@ -227,21 +300,22 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
         Step(expm1mx(x), series + sp.O(x**SERIES_ORDER),
              "where {0}, its Taylor series: no subtraction at all", notes=(
                  sp.Abs(x) < SERIES_RADIUS,)),
+        Step(expm1mx(x), middle,
+             "where {0}, the subtraction loses a few bits at most (none where {1})",
+             notes=(sp.And(SERIES_RADIUS <= sp.Abs(x), x < direct_from),
+                    x <= -NO_CANCELLATION)),
+        Step(expm1mx(x) / 2, outer_half,
+             "where {0}, take the exponential from the standard deviation, halved before it "
+             "is squared: computed from {1}, its relative error would grow with {1}, and "
+             "squared first it would overflow where the KL is still finite",
+             given={x: log_var}, notes=(x >= direct_from, x)),
+        Step(quadratic, quadratic_half,
+             "halve before squaring: exact in binary floating point, and no overflow where "
+             "the KL is finite"),
+        Step(sp.Limit(1 / expm1mx(x), x, sp.oo), 0,
+             "{0} grows without bound: where {1} is infinite (the finiteness check off), the "
+             "value is infinite, not a difference of infinities", notes=(expm1mx(x), x)),
     ]
-    # Where x is the user's parameter itself (logvar), exp(x) is as accurate as it gets:
-    # no direct piece is needed.
-    direct = log_var != s
-    middle_where = (sp.And(SERIES_RADIUS <= sp.Abs(x), x < DIRECT_RADIUS) if direct
-                    else SERIES_RADIUS <= sp.Abs(x))
-    steps.append(Step(expm1mx(x), middle,
-                      "where {0}, the subtraction loses a few bits at most (none where {1})",
-                      notes=(middle_where, x <= -NO_CANCELLATION)))
-    if direct:
-        steps.append(Step(
-            expm1mx(x), outer,
-            "where {0}, take the exponential from the parameter directly: computed from {1}, "
-            "its relative error would grow with {1}",
-            given={x: log_var}, notes=(x >= DIRECT_RADIUS, x)))
     for name, g in grad.items():
         var = mu if name == "mu" else s
         steps.append(Step(sp.Derivative(KL_i, var), g, "differentiate with respect to {0}",
@@ -256,9 +330,10 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
                 if uses_expm1 else ()))
     # The middle piece comes last: the kernel evaluates the last piece everywhere and each
     # other piece only where it holds, and typical scales fall in the middle.
-    pieces = [(sp.horner(series), sp.Abs(x) < SERIES_RADIUS)]
-    pieces += [(outer, x >= DIRECT_RADIUS)] if direct else []
-    evaluable = quadratic + sp.Piecewise(*pieces, (middle, True)) / 2
+    pieces = [(sp.oo, sp.Eq(x_extended, sp.oo)),
+              (sp.horner(series / 2), sp.Abs(x) < SERIES_RADIUS),
+              (outer_half, x >= direct_from)]
+    evaluable = quadratic_half + sp.Piecewise(*pieces, (middle / 2, True))
     bound = _series_error()
     results = [
         Result("kl_stable", stable, "the KL arranged for floating point", KL_i),
@@ -481,9 +556,10 @@ def derive_gradient_estimators(p: Parameterization) -> Derivation:
                                   f"{par.name}", _bar(par, "bar" if label == "grad" else "stl")))
             arranged = _arrange_estimator(est, p)
             arranged_steps.append(Step(est, arranged,
-                                       "for the kernels, by powers of the noise, each "
-                                       "coefficient factored so that nothing cancels near "
-                                       "the optimum", notes=()))
+                                       "for the kernels, in powers of the noise with the "
+                                       "factor its terms share taken out, each coefficient "
+                                       "factored so that nothing cancels near the optimum",
+                                       notes=()))
             results.append(Result(f"kernel_{label}_{par.name}", arranged,
                                   "the same, arranged for floating point", typeset=False))
     variance_steps = []

@@ -13,8 +13,9 @@ Example:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
-from .questions import QUESTIONS
+from .questions import QUESTIONS, Question
 
 __all__ = ["derivations_notebook"]
 
@@ -24,10 +25,13 @@ def _lines(text: str) -> list[str]:
     return [p + "\n" for p in parts[:-1]] + [parts[-1]]
 
 
-def derivations_notebook(command: str) -> str:
-    """The notebook's JSON: a markdown header, then one cell per question and variant."""
+def derivations_notebook(command: str,
+                         questions: Mapping[str, Question] | None = None) -> str:
+    """The notebook's JSON: a markdown header, then one cell per question and variant of
+    ``questions`` (by default the registry)."""
     from .files import GENERATED_MARK
 
+    questions = QUESTIONS if questions is None else questions
     cells = [{
         "cell_type": "markdown", "metadata": {},
         "source": _lines(f"This notebook is {GENERATED_MARK}\n"
@@ -36,7 +40,7 @@ def derivations_notebook(command: str) -> str:
                          "checked by SymPy when it was built."),
     }]
     count = 0
-    for q in QUESTIONS.values():
+    for q in questions.values():
         for variant in q.variants:
             count += 1
             d = q.derive(variant)

@@ -1,16 +1,28 @@
-r"""The questions the engine answers, by id, each with its variants.
+r"""The one registry of questions: each entry says everything the engine needs about it.
+
+A :class:`Question` carries its variants, how to derive each, where it sits in the
+solutions document (a :class:`Section`, which carries the section's introduction), and
+which kernel module it produces per variant. ``derive/files.py`` (which modules to write),
+``derive/document.py`` and ``derive/notebook.py`` read this registry and nothing else, so
+a question registered here appears everywhere or the build says why it cannot.
 
 Example:
     >>> sorted(QUESTIONS)[:3]
     ['1.1', '1.2', '1.3']
     >>> build("1.3", "coupling_additive").result("log_abs_det")
     0
+    >>> [m.name for m in kernel_modules()][:2]
+    ['coupling', 'coupling_affine']
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+
+import sympy as sp
+
+from codegen.spec import Module
 
 from .blocks import BLOCKS, QUESTION_BLOCK
 from .coupling import derive_determinant, derive_inverse, derive_jacobian
@@ -22,8 +34,11 @@ from .gaussian_kl import (
     derive_kl,
     derive_stable_kl,
 )
+from .kernels import coupling_module, gaussian_kl_module
+from .vocabulary import Y1, Y2, i, to_vector
 
-__all__ = ["Question", "QUESTIONS", "UnknownQuestionError", "build", "all_derivations"]
+__all__ = ["Question", "QUESTIONS", "Section", "SECTIONS", "Introduction",
+           "UnknownQuestionError", "build", "all_derivations", "kernel_modules"]
 
 
 class UnknownQuestionError(LookupError):
@@ -31,53 +46,129 @@ class UnknownQuestionError(LookupError):
 
 
 @dataclass(frozen=True)
+class Introduction:
+    """The sentence and displayed equations that open a section.
+
+    ``equations`` are ``(lhs, rhs, vector)`` triples of SymPy values; ``vector`` asks for
+    the element-wise vector notation.
+    """
+
+    text: str
+    equations: tuple[tuple[sp.Basic, sp.Basic, bool], ...]
+
+
+@dataclass(frozen=True)
+class Section:
+    """A section of the solutions document.
+
+    Arguments:
+        number: the question number it shows ("1"), or "" for an unnumbered section.
+        title: its title.
+        introduction: what opens it, built on demand (None: nothing).
+        every_variant: show every variant of its questions here (the implementation notes),
+            rather than the question's own variant here and the others in the appendix.
+        beyond: marks a section beyond the coursework.
+    """
+
+    number: str
+    title: str
+    introduction: Callable[[], Introduction] | None = None
+    every_variant: bool = False
+    beyond: bool = False
+
+
+@dataclass(frozen=True)
 class Question:
-    """A question id, its title, its variants (the first is the question's own)."""
+    """A question: id, title, variants (the first is the question's own), how to derive
+    each, its place in the document, and the kernel module it produces per variant."""
 
     qid: str
     title: str
     variants: tuple[str, ...]
     derive: Callable[[str], Derivation]
+    section: Section | None = None
+    kernels: Callable[[str], Module] | None = None
 
     @property
     def default(self) -> str:
         return self.variants[0]
 
 
+def _coupling_introduction() -> Introduction:
+    block = BLOCKS[QUESTION_BLOCK]
+    return Introduction(
+        "The block, for vectors of length n, with two arbitrary differentiable functions of "
+        "the second input (not element-wise in general) and a parameter vector. Component "
+        "by component, and as vectors:",
+        ((Y1[i], block.y1, False), (Y2[i], block.y2, False),
+         (to_vector(Y1[i]), to_vector(block.y1), True),
+         (to_vector(Y2[i]), to_vector(block.y2), True)))
+
+
+def _vae_introduction() -> Introduction:
+    first = derive_free_energy().steps[0]
+    return Introduction(
+        "The free energy that training a VAE maximizes, with a standard normal prior and a "
+        "fully factorized Gaussian posterior approximation:",
+        ((first.lhs, first.rhs, False),))
+
+
+#: The document's sections, in order (the appendix of other variants follows them).
+SECTIONS: dict[str, Section] = {
+    "coupling": Section("1", "A reversible affine coupling block", _coupling_introduction),
+    "vae": Section("2", "The variational free energy of a VAE", _vae_introduction),
+    "notes": Section("", "Implementation notes: the kernels in floating point",
+                     every_variant=True),
+}
+
+
 def _blocks() -> tuple[str, ...]:
     return (QUESTION_BLOCK,) + tuple(b for b in BLOCKS if b != QUESTION_BLOCK)
 
 
+def _coupling_kernels(variant: str) -> Module:
+    return coupling_module(BLOCKS[variant])
+
+
+def _kl_kernels(variant: str) -> Module:
+    return gaussian_kl_module(PARAMETERIZATIONS[variant])
+
+
 QUESTIONS: dict[str, Question] = {
     "1.1": Question("1.1", "Invert the coupling block", _blocks(),
-                    lambda v: derive_inverse(BLOCKS[v])),
+                    lambda v: derive_inverse(BLOCKS[v]), SECTIONS["coupling"]),
     "1.2": Question("1.2", "The Jacobian as a 2x2 block matrix", _blocks(),
-                    lambda v: derive_jacobian(BLOCKS[v])),
+                    lambda v: derive_jacobian(BLOCKS[v]), SECTIONS["coupling"]),
     "1.3": Question("1.3", "The determinant; volume preservation", _blocks(),
-                    lambda v: derive_determinant(BLOCKS[v])),
+                    lambda v: derive_determinant(BLOCKS[v]), SECTIONS["coupling"],
+                    kernels=_coupling_kernels),
     "2.1": Question("2.1", "The free energy is log p(x) minus the KL to the posterior",
-                    ("",), lambda v: derive_free_energy()),
+                    ("",), lambda v: derive_free_energy(), SECTIONS["vae"]),
     "2.2": Question("2.2", "The KL term decomposes over dimensions", ("",),
-                    lambda v: derive_kl_factorization()),
+                    lambda v: derive_kl_factorization(), SECTIONS["vae"]),
     "2.3": Question("2.3", "The Gaussian KL in closed form", tuple(PARAMETERIZATIONS),
-                    lambda v: derive_kl(PARAMETERIZATIONS[v])),
+                    lambda v: derive_kl(PARAMETERIZATIONS[v]), SECTIONS["vae"]),
     "2.3n": Question("2.3n", "The KL and its gradient arranged for floating point",
-                     tuple(PARAMETERIZATIONS), lambda v: derive_stable_kl(PARAMETERIZATIONS[v])),
+                     tuple(PARAMETERIZATIONS), lambda v: derive_stable_kl(PARAMETERIZATIONS[v]),
+                     SECTIONS["notes"]),
     "2.4": Question("2.4", "Reparameterized and sticking-the-landing gradients",
                     tuple(PARAMETERIZATIONS),
-                    lambda v: derive_gradient_estimators(PARAMETERIZATIONS[v])),
+                    lambda v: derive_gradient_estimators(PARAMETERIZATIONS[v]),
+                    SECTIONS["vae"], kernels=_kl_kernels),
 }
 
 
-def build(qid: str, variant: str | None = None) -> Derivation:
+def build(qid: str, variant: str | None = None,
+          questions: Mapping[str, Question] | None = None) -> Derivation:
     """The derivation of question ``qid`` (for ``variant``, default the question's own).
 
     Raises :class:`UnknownQuestionError` naming the known ids or variants.
     """
-    question = QUESTIONS.get(qid)
+    questions = QUESTIONS if questions is None else questions
+    question = questions.get(qid)
     if question is None:
         raise UnknownQuestionError(
-            f"unknown question {qid!r}; known questions: {', '.join(QUESTIONS)}")
+            f"unknown question {qid!r}; known questions: {', '.join(questions)}")
     variant = variant or question.default
     if variant not in question.variants:
         known = ", ".join(v for v in question.variants if v)
@@ -87,6 +178,13 @@ def build(qid: str, variant: str | None = None) -> Derivation:
     return question.derive(variant)
 
 
-def all_derivations() -> list[Derivation]:
+def all_derivations(questions: Mapping[str, Question] | None = None) -> list[Derivation]:
     """Every question in every variant, in a fixed order."""
-    return [q.derive(v) for q in QUESTIONS.values() for v in q.variants]
+    questions = QUESTIONS if questions is None else questions
+    return [q.derive(v) for q in questions.values() for v in q.variants]
+
+
+def kernel_modules(questions: Mapping[str, Question] | None = None) -> list[Module]:
+    """The kernel module of every question that produces one, per variant, in order."""
+    questions = QUESTIONS if questions is None else questions
+    return [q.kernels(v) for q in questions.values() if q.kernels for v in q.variants]

@@ -164,7 +164,8 @@ def forward(
         F: callable (..., n) -> (..., n); ignored where unused.
         G: callable (..., n) -> (..., n); ignored where unused.
         check_finite: raise ValueError on NaN or infinite values in the array inputs whose
-            values are read (default True).
+            values are read (default True); with False they are not scanned, and a NaN in
+            gives NaN out.
 
     Returns:
         y1: first half of the output, shape (..., n).
@@ -206,7 +207,8 @@ def inverse(
         F: callable (..., n) -> (..., n); ignored where unused.
         G: callable (..., n) -> (..., n); ignored where unused.
         check_finite: raise ValueError on NaN or infinite values in the array inputs whose
-            values are read (default True).
+            values are read (default True); with False they are not scanned, and a NaN in
+            gives NaN out.
 
     Returns:
         x1: first half of the input, shape (..., n).
@@ -253,7 +255,8 @@ def jacobian(
         JF: callable (..., n) -> (..., n, n), JF(x)[..., i, j] = dF_i/dx_j.
         JG: callable (..., n) -> (..., n, n), JG(x)[..., i, j] = dG_i/dx_j.
         check_finite: raise ValueError on NaN or infinite values in the array inputs whose
-            values are read (default True).
+            values are read (default True); with False they are not scanned, and a NaN in
+            gives NaN out.
 
     Returns:
         J: dy/dx, shape (..., 2n, 2n), rows (y1, y2) and columns (x1, x2).
@@ -302,7 +305,8 @@ def log_det_jacobian(
         F: callable (..., n) -> (..., n); ignored where unused.
         G: callable (..., n) -> (..., n); ignored where unused.
         check_finite: raise ValueError on NaN or infinite values in the array inputs whose
-            values are read (default True).
+            values are read (default True); with False they are not scanned, and a NaN in
+            gives NaN out.
 
     Returns:
         log_det: log|det(dy/dx)|, shape (...,).

@@ -109,8 +109,11 @@ def _prepare(
             low = a.min()  # NaN propagates, so one scan rejects NaN and non-positive entries
             if not low > 0:
                 if numpy.isnan(low):
-                    raise ValueError(f"{name}: expected finite values, got NaN or infinity")
-                raise ValueError(f"{name}: expected every entry > 0, got a minimum of {low}")
+                    if check_finite:
+                        raise ValueError(f"{name}: expected finite values, got NaN or infinity")
+                    low = numpy.nanmin(a) if not numpy.isnan(a).all() else low
+                if low <= 0:  # with check_finite=False, a NaN passes through as NaN
+                    raise ValueError(f"{name}: expected every entry > 0, got a minimum of {low}")
     bad = _first_non_finite(values) if check_finite else None
     if bad is not None:
         raise ValueError(f"{bad}: expected finite values, got NaN or infinity")
@@ -132,7 +135,8 @@ def kl(
         mu: the mean of q_i, any shape broadcasting with the others.
         sigma: the standard deviation sigma of q_i, every entry > 0.
         check_finite: raise ValueError on NaN or infinite values in the array inputs whose
-            values are read (default True).
+            values are read (default True); with False they are not scanned, and a NaN in
+            gives NaN out.
 
     Returns:
         kl: KL(q_i || p_i), element-wise.
@@ -146,18 +150,21 @@ def kl(
     x = 2*numpy.log(sigma)
     # Intermediate terms
     _pw0_shape = _broadcast(numpy.shape(sigma), numpy.shape(x))
-    _pw0 = _finish(numpy.expm1(x) - x, _pw0_shape, _dtype, (sigma, x,))
-    _pw0_m1 = _full(numpy.greater_equal(x, 2), _pw0_shape).ravel().nonzero()[0]
+    _pw0 = _finish((1/2)*numpy.expm1(x) - (1/2)*x, _pw0_shape, _dtype, (sigma, x,))
+    _pw0_m2 = _full(numpy.greater_equal(x, 2), _pw0_shape).ravel().nonzero()[0]
+    if _pw0_m2.size:
+        sigma__pw0_m2 = numpy.take(_full(sigma, _pw0_shape), _pw0_m2)
+        x__pw0_m2 = numpy.take(_full(x, _pw0_shape), _pw0_m2)
+        numpy.put(_pw0, _pw0_m2, 2*((1/2)*sigma__pw0_m2)**2 - (1/2)*x__pw0_m2 - 1/2)
+    _pw0_m1 = _full(numpy.less(abs(x), 1/2), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m1.size:
-        sigma__pw0_m1 = numpy.take(_full(sigma, _pw0_shape), _pw0_m1)
         x__pw0_m1 = numpy.take(_full(x, _pw0_shape), _pw0_m1)
-        numpy.put(_pw0, _pw0_m1, sigma__pw0_m1**2 - x__pw0_m1 - 1)
-    _pw0_m0 = _full(numpy.less(abs(x), 1/10), _pw0_shape).ravel().nonzero()[0]
+        numpy.put(_pw0, _pw0_m1, x__pw0_m1**2*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*((1/2615348736000)*x__pw0_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4))
+    _pw0_m0 = _full(numpy.equal(x, numpy.inf), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m0.size:
-        x__pw0_m0 = numpy.take(_full(x, _pw0_shape), _pw0_m0)
-        numpy.put(_pw0, _pw0_m0, x__pw0_m0**2*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*((1/39916800)*x__pw0_m0 + 1/3628800) + 1/362880) + 1/40320) + 1/5040) + 1/720) + 1/120) + 1/24) + 1/6) + 1/2))
+        numpy.put(_pw0, _pw0_m0, numpy.inf)
     # Output terms
-    kl = (1/2)*_pw0 + (1/2)*mu**2
+    kl = _pw0 + 2*((1/2)*mu)**2
     kl = _finish(kl, _batch, _dtype, (mu, sigma,))
     return kl
 
@@ -174,7 +181,8 @@ def kl_grad(
         mu: the mean of q_i, any shape broadcasting with the others.
         sigma: the standard deviation sigma of q_i, every entry > 0.
         check_finite: raise ValueError on NaN or infinite values in the array inputs whose
-            values are read (default True).
+            values are read (default True); with False they are not scanned, and a NaN in
+            gives NaN out.
 
     Returns:
         d_mu: dKL/dmu, exactly.
@@ -210,7 +218,8 @@ def kl_grad_reparam(
         sigma: the standard deviation sigma of q_i, every entry > 0.
         eps: standard normal noise; broadcasts against mu, e.g. shape (S, *mu.shape).
         check_finite: raise ValueError on NaN or infinite values in the array inputs whose
-            values are read (default True).
+            values are read (default True); with False they are not scanned, and a NaN in
+            gives NaN out.
 
     Returns:
         d_mu: the estimate of dKL/dmu.
@@ -221,9 +230,11 @@ def kl_grad_reparam(
         ("sigma",),
         check_finite,
     )
+    # Intermediate terms
+    _tmp0 = eps*sigma + mu
     # Output terms
-    d_mu = eps*sigma + mu
-    d_sigma = eps**2*sigma + eps*mu - 1/sigma
+    d_mu = _tmp0
+    d_sigma = _tmp0*eps - 1/sigma
     d_mu = _finish(d_mu, _batch, _dtype, (mu, sigma, eps,))
     d_sigma = _finish(d_sigma, _batch, _dtype, (mu, sigma, eps,))
     return d_mu, d_sigma
@@ -246,7 +257,8 @@ def kl_grad_stl(
         sigma: the standard deviation sigma of q_i, every entry > 0.
         eps: standard normal noise; broadcasts against mu, e.g. shape (S, *mu.shape).
         check_finite: raise ValueError on NaN or infinite values in the array inputs whose
-            values are read (default True).
+            values are read (default True); with False they are not scanned, and a NaN in
+            gives NaN out.
 
     Returns:
         d_mu: the estimate of dKL/dmu.
@@ -258,10 +270,10 @@ def kl_grad_stl(
         check_finite,
     )
     # Intermediate terms
-    _tmp0 = (1 + 1/sigma)*(sigma - 1)
+    _tmp0 = eps*(1 + 1/sigma)*(sigma - 1) + mu
     # Output terms
-    d_mu = _tmp0*eps + mu
-    d_sigma = _tmp0*eps**2 + eps*mu
+    d_mu = _tmp0
+    d_sigma = _tmp0*eps
     d_mu = _finish(d_mu, _batch, _dtype, (mu, sigma, eps,))
     d_sigma = _finish(d_sigma, _batch, _dtype, (mu, sigma, eps,))
     return d_mu, d_sigma
