@@ -133,6 +133,16 @@ class CourseworkLatexPrinter(LatexPrinter):
             return rf"{out}^{{{exp}}}" if exp else out
         return super()._print_Function(expr, exp)
 
+    def _operator(self, name: str, expr: sp.Function, exp: str | None) -> str:
+        out = rf"\operatorname{{{name}}}\left({self._print(expr.args[0])}\right)"
+        return rf"{out}^{{{exp}}}" if exp else out
+
+    def _print_softplus(self, expr: sp.Function, exp: str | None = None) -> str:
+        return self._operator("softplus", expr, exp)
+
+    def _print_sigmoid(self, expr: sp.Function, exp: str | None = None) -> str:
+        return self._operator("sigmoid", expr, exp)
+
     # -- operators -----------------------------------------------------------------
     def _print_exp(self, expr: sp.exp, exp: str | None = None) -> str:
         out = rf"\exp\left({self._print(expr.args[0])}\right)"

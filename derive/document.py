@@ -24,7 +24,7 @@ _SECTIONS = {
     "1": ("A reversible affine coupling block", ["1.1", "1.2", "1.3"]),
     "2": ("The variational free energy of a VAE", ["2.1", "2.2", "2.3", "2.4"]),
 }
-_NOTES = ["2.3n"]
+_NOTES = ["1.3n", "2.3n"]
 
 
 def _intro(section: str, options: LatexOptions) -> dict[str, object]:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .blocks import BLOCKS, QUESTION_BLOCK
-from .coupling import derive_determinant, derive_inverse, derive_jacobian
+from .coupling import derive_arrangement, derive_determinant, derive_inverse, derive_jacobian
 from .derivation import Derivation
 from .free_energy import derive_free_energy, derive_kl_factorization
 from .gaussian_kl import (
@@ -55,6 +55,8 @@ QUESTIONS: dict[str, Question] = {
                     lambda v: derive_jacobian(BLOCKS[v])),
     "1.3": Question("1.3", "The determinant; volume preservation", _blocks(),
                     lambda v: derive_determinant(BLOCKS[v])),
+    "1.3n": Question("1.3n", "The coupling kernels arranged for floating point", _blocks(),
+                     lambda v: derive_arrangement(BLOCKS[v])),
     "2.1": Question("2.1", "The free energy is log p(x) minus the KL to the posterior",
                     ("",), lambda v: derive_free_energy()),
     "2.2": Question("2.2", "The KL term decomposes over dimensions", ("",),
