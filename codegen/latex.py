@@ -252,7 +252,8 @@ def latex(expr: Any, vector: bool = False, options: LatexOptions | None = None,
 
 
 def block_matrix_latex(matrix: BlockMatrixSpec, printer: CourseworkLatexPrinter) -> str:
-    """``\\begin{bmatrix} ... \\end{bmatrix}`` of ``diag(c) M`` terms, block by block."""
+    """``\\begin{bmatrix} ... \\end{bmatrix}`` of ``diag(c) M`` terms, block by block, each
+    labelled with the derivative it is (``\\underbrace{...}_{\\partial y_1 / \\partial x_1}``)."""
     vec = CourseworkLatexPrinter(vector=True, options=printer._options, names=printer._names)
     rows = []
     for row in matrix.blocks:
@@ -262,12 +263,15 @@ def block_matrix_latex(matrix: BlockMatrixSpec, printer: CourseworkLatexPrinter)
             for term in block.terms:
                 diag = rf"\operatorname{{diag}}\left({vec.doprint(term.coef)}\right)"
                 if term.matrix == IDENTITY:
-                    parts.append(diag)
+                    parts.append("I" if term.coef == 1 else diag)
                 elif term.coef == 1:
                     parts.append(vec.doprint(term.matrix))
                 else:
                     parts.append(rf"{diag} {vec.doprint(term.matrix)}")
-            cells.append(" + ".join(parts) if parts else "0")
+            # each block says which derivative it is, inside the matrix
+            name = (rf"\partial {printer._name(block.row)} / "
+                    rf"\partial {printer._name(block.col)}")
+            cells.append(rf"\underbrace{{{' + '.join(parts) if parts else '0'}}}_{{{name}}}")
         rows.append(" & ".join(cells))
     return r"\begin{bmatrix} " + r" \\ ".join(rows) + r" \end{bmatrix}"
 
