@@ -133,6 +133,16 @@ class CourseworkLatexPrinter(LatexPrinter):
             return rf"{out}^{{{exp}}}" if exp else out
         return super()._print_Function(expr, exp)
 
+    def _operator(self, name: str, expr: sp.Function, exp: str | None) -> str:
+        out = rf"\operatorname{{{name}}}\left({self._print(expr.args[0])}\right)"
+        return rf"{out}^{{{exp}}}" if exp else out
+
+    def _print_softplus(self, expr: sp.Function, exp: str | None = None) -> str:
+        return self._operator("softplus", expr, exp)
+
+    def _print_sigmoid(self, expr: sp.Function, exp: str | None = None) -> str:
+        return self._operator("sigmoid", expr, exp)
+
     # -- operators -----------------------------------------------------------------
     def _print_exp(self, expr: sp.exp, exp: str | None = None) -> str:
         out = rf"\exp\left({self._print(expr.args[0])}\right)"
@@ -242,7 +252,8 @@ def latex(expr: Any, vector: bool = False, options: LatexOptions | None = None,
 
 
 def block_matrix_latex(matrix: BlockMatrixSpec, printer: CourseworkLatexPrinter) -> str:
-    """``\\begin{bmatrix} ... \\end{bmatrix}`` of ``diag(c) M`` terms, block by block."""
+    """``\\begin{bmatrix} ... \\end{bmatrix}`` of ``diag(c) M`` terms, block by block, each
+    labelled with the derivative it is (``\\underbrace{...}_{\\partial y_1 / \\partial x_1}``)."""
     vec = CourseworkLatexPrinter(vector=True, options=printer._options, names=printer._names)
     rows = []
     for row in matrix.blocks:
@@ -252,12 +263,15 @@ def block_matrix_latex(matrix: BlockMatrixSpec, printer: CourseworkLatexPrinter)
             for term in block.terms:
                 diag = rf"\operatorname{{diag}}\left({vec.doprint(term.coef)}\right)"
                 if term.matrix == IDENTITY:
-                    parts.append(diag)
+                    parts.append("I" if term.coef == 1 else diag)
                 elif term.coef == 1:
                     parts.append(vec.doprint(term.matrix))
                 else:
                     parts.append(rf"{diag} {vec.doprint(term.matrix)}")
-            cells.append(" + ".join(parts) if parts else "0")
+            # each block says which derivative it is, inside the matrix
+            name = (rf"\partial {printer._name(block.row)} / "
+                    rf"\partial {printer._name(block.col)}")
+            cells.append(rf"\underbrace{{{' + '.join(parts) if parts else '0'}}}_{{{name}}}")
         rows.append(" & ".join(cells))
     return r"\begin{bmatrix} " + r" \\ ".join(rows) + r" \end{bmatrix}"
 

@@ -4,12 +4,20 @@ Vector-level expressions use plain symbols for arrays of shape ``(..., n)`` and
 applied undefined functions (``F(x2)``) for callables evaluated once. Two shapes of
 result need nodes of their own: a sum over the component axis (:class:`ComponentSum`),
 and a block matrix whose blocks are sums of ``diag(coefficient) @ M`` terms
-(:class:`BlockMatrixSpec`).
+(:class:`BlockMatrixSpec`). Two functions the floating-point arrangement of derive
+introduces have nodes too, :class:`softplus` and :class:`sigmoid`: each printer knows
+them (``_print_softplus``, ``_print_sigmoid``), and SymPy proves them equal to their
+definitions through ``rewrite(exp)``.
 
 Example:
     >>> import sympy as sp
     >>> ComponentSum(sp.Symbol("G"))
     ComponentSum(G)
+    >>> u = sp.Symbol("u", real=True)
+    >>> softplus(u).rewrite(sp.exp), sigmoid(u).rewrite(sp.exp)
+    (log(exp(u) + 1), 1/(1 + exp(-u)))
+    >>> softplus(u).diff(u)
+    sigmoid(u)
 """
 
 from __future__ import annotations
@@ -18,7 +26,8 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-__all__ = ["ComponentSum", "Term", "BlockSpec", "BlockMatrixSpec", "IDENTITY"]
+__all__ = ["ComponentSum", "Term", "BlockSpec", "BlockMatrixSpec", "IDENTITY", "softplus",
+           "sigmoid"]
 
 
 class ComponentSum(sp.Function):
@@ -26,6 +35,52 @@ class ComponentSum(sp.Function):
 
     nargs = 1
     is_real = True
+
+
+class softplus(sp.Function):  # noqa: N801 - SymPy function names are lower case
+    """``softplus(u) = log(1 + exp(u))``, positive for real ``u``; never forms ``exp(u)``
+    when printed (NumPy: ``logaddexp(0, u)``)."""
+
+    nargs = 1
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        return sigmoid(self.args[0])
+
+    def _eval_is_real(self) -> bool | None:
+        return self.args[0].is_real
+
+    def _eval_is_positive(self) -> bool | None:
+        return self.args[0].is_real
+
+    def _eval_rewrite_as_exp(self, arg: sp.Expr, **kwargs: object) -> sp.Expr:
+        return sp.log(1 + sp.exp(arg))
+
+    def _eval_evalf(self, prec: int) -> sp.Expr:
+        return self.rewrite(sp.exp)._eval_evalf(prec)
+
+    _eval_rewrite_as_log = _eval_rewrite_as_exp
+
+
+class sigmoid(sp.Function):  # noqa: N801 - SymPy function names are lower case
+    """``sigmoid(u) = 1 / (1 + exp(-u))``, in (0, 1) for real ``u``."""
+
+    nargs = 1
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        u = self.args[0]
+        return sigmoid(u) * sigmoid(-u)
+
+    def _eval_is_real(self) -> bool | None:
+        return self.args[0].is_real
+
+    def _eval_is_positive(self) -> bool | None:
+        return self.args[0].is_real
+
+    def _eval_rewrite_as_exp(self, arg: sp.Expr, **kwargs: object) -> sp.Expr:
+        return 1 / (1 + sp.exp(-arg))
+
+    def _eval_evalf(self, prec: int) -> sp.Expr:
+        return self.rewrite(sp.exp)._eval_evalf(prec)
 
 
 #: The matrix of a diagonal term: ``diag(c) @ I``.

@@ -38,14 +38,15 @@ class KernelPrinter(NumPyPrinter):
     """SymPy's NumPy printer with this project's rules, in one table (:attr:`RULES`).
 
     Besides the table: sums print their positive terms first and a shared integer factor
-    once; ``exp(-u)`` prints as a division by ``exp(u)``.
+    once; ``exp(-u)`` prints as it is (a division by ``exp(u)`` would overflow where
+    ``u > 709`` and the quotient does not).
 
     Example:
         >>> import sympy as sp
         >>> a, b = sp.symbols("a b", real=True)
         >>> p = KernelPrinter()
         >>> p.doprint(2 * a + 2 * b**2 - 2), p.doprint(-a + b * sp.exp(-a))
-        ('2*(a + b**2 - 1)', 'b/numpy.exp(a) - a')
+        ('2*(a + b**2 - 1)', 'b*numpy.exp(-a) - a')
         >>> p.doprint(a / 2 + b / 2), p.doprint(2.0 * a + 2.0 * b)
         ('(1/2)*a + (1/2)*b', '2.0*a + 2.0*b')
     """
@@ -83,15 +84,20 @@ class KernelPrinter(NumPyPrinter):
         out = " + ".join(self.parenthesize(t, 40) for t in positive)
         return out + "".join(f" - {self.parenthesize(t, 45)}" for t in negative)
 
-    def _print_Mul(self, expr: sp.Mul) -> str:
-        # exp(-u) as a division by exp(u): no negation pass over the data.
-        falling = [f for f in expr.args
-                   if isinstance(f, sp.exp) and f.args[0].could_extract_minus_sign()]
-        if not falling or expr.could_extract_minus_sign():
-            return super()._print_Mul(expr)
-        rest = sp.Mul(*[f for f in expr.args if f not in falling])
-        den = sp.Mul(*[sp.exp(-f.args[0]) for f in falling])
-        return f"{self.parenthesize(rest, 50)}/{self.parenthesize(den, 51)}"
+    # Nodes of the floating-point arrangement (codegen.nodes), printed as SymPy's NumPyPrinter
+    # prints logaddexp, through ``self._module``, so a printer for another array module
+    # inherits them.
+    def _print_softplus(self, expr: sp.Basic) -> str:
+        # log(1 + exp(u)) without forming exp(u): finite for every finite u
+        logaddexp = self._module_format(self._module + ".logaddexp")
+        return f"{logaddexp}(0, {self._print(expr.args[0])})"
+
+    def _print_sigmoid(self, expr: sp.Basic) -> str:
+        # exp(-softplus(-u)): never overflows; relative error about |u| eps for u < 0 (the
+        # arrangement of derive writes it piecewise where that matters)
+        logaddexp = self._module_format(self._module + ".logaddexp")
+        exp = self._module_format(self._module + ".exp")
+        return f"{exp}(-{logaddexp}(0, {self._print(-expr.args[0])}))"
 
     def _print(self, expr: Any, **kwargs: Any) -> str:
         for cls in type(expr).__mro__:
@@ -352,7 +358,9 @@ def _block_value(value: BlockMatrixSpec, fns: dict[str, Callable[..., Any]],
 def _lambdify_expr(expr: sp.Basic, env: dict[str, Any], fns: dict[str, Callable[..., Any]]) -> Any:
     syms = _sorted(expr.free_symbols)
     funcs = sorted({a.func for a in expr.atoms(AppliedUndef)}, key=lambda f: f.__name__)
-    modules = [{"ComponentSum": lambda v: np.sum(v, axis=-1)}, "numpy"]
+    modules = [{"ComponentSum": lambda v: np.sum(v, axis=-1),
+                "softplus": lambda v: np.logaddexp(0, v),
+                "sigmoid": lambda v: np.exp(-np.logaddexp(0, -v))}, "numpy"]
     fn = sp.lambdify(syms + funcs, expr, modules=modules)
     return fn(*[env[s.name] for s in syms], *[fns[f.__name__] for f in funcs])
 

@@ -6,17 +6,20 @@ it and writes ``generated/<name>.py``.
 
 Example:
     >>> sorted(BLOCKS)
-    ['coupling', 'coupling_additive', 'coupling_affine']
+    ['coupling', 'coupling_additive', 'coupling_affine', 'coupling_glow', 'coupling_soft_clamp']
 """
 
 from __future__ import annotations
 
-from sympy import exp
+from sympy import Integer, atan, exp, pi
 
 from .coupling import CouplingBlock
 from .vocabulary import F, G, s, x1, x2
 
-__all__ = ["BLOCKS", "QUESTION_BLOCK"]
+__all__ = ["BLOCKS", "QUESTION_BLOCK", "SOFT_CLAMP"]
+
+#: FrEIA's clamp constant: the soft-clamped scale stays in (exp(-c), exp(c)).
+SOFT_CLAMP = Integer(2)
 
 _BLOCKS = [
     CouplingBlock(
@@ -34,6 +37,19 @@ _BLOCKS = [
         "coupling_additive", "NICE's additive coupling block",
         y1=x1 + F, y2=x2,
         summary="The additive coupling of NICE (Dinh et al., 2015): volume preserving.",
+    ),
+    CouplingBlock(
+        "coupling_glow", "Glow's affine coupling block",
+        y1=x1 / (1 + exp(-(G + 2))) + F, y2=x2,
+        summary="The affine coupling of Glow (Kingma and Dhariwal, 2018) as its code has it: "
+                "the scale is sigmoid(G + 2), in (0, 1).",
+    ),
+    CouplingBlock(
+        "coupling_soft_clamp", "FrEIA's soft-clamped affine coupling block",
+        y1=exp(SOFT_CLAMP * 2 / pi * atan(G / SOFT_CLAMP)) * x1 + F, y2=x2,
+        summary="The affine coupling of FrEIA (Ardizzone et al.) with its soft clamp: the "
+                "log-scale is c * 2/pi * atan(G/c), c = 2, so the scale stays in "
+                "(exp(-c), exp(c)).",
     ),
 ]
 

@@ -30,6 +30,7 @@ import sympy as sp
 
 from codegen.nodes import IDENTITY, BlockMatrixSpec, BlockSpec, Term
 
+from .arrangement import KERNEL_REWRITES, LOG_REWRITES, arrange, is_exponential
 from .derivation import Derivation, Result, Step
 from .vocabulary import (
     DERIVATIVES,
@@ -57,11 +58,12 @@ __all__ = [
     "derive_inverse",
     "derive_jacobian",
     "derive_determinant",
+    "derive_arrangement",
     "jacobian_blocks",
+    "arranged_blocks",
 ]
 
 _INPUT_BASES = (X1, X2, S, FB, GB)
-_u = sp.Symbol("u", real=True)
 _MODELS = (index_model((1, 2, 3)),)
 
 
@@ -136,20 +138,21 @@ def derive_inverse(block: CouplingBlock) -> Derivation:
         Step(X2[i], x2_sol, "solve the second equation, {0}, for {1}",
              given={Y2[i]: block.y2}, notes=(sp.Eq(Y2[i], block.y2), X2[i])),
         Step(X1[i], x1_sol,
-             "with x2 known, F(x2) and G(x2) can be evaluated; solve the first equation, "
-             "{0}, for {1}", given={Y1[i]: block.y1}, notes=(sp.Eq(Y1[i], block.y1), X1[i])),
+             "with {2} known, {3} and {4} can be evaluated; solve the first equation, "
+             "{0}, for {1}", given={Y1[i]: block.y1},
+             notes=(sp.Eq(Y1[i], block.y1), X1[i], X2[i], FB[i], GB[i])),
     ]
     results = [
-        Result("x2", x2_sol, "the second input, from y2 alone", X2[i]),
-        Result("x1", x1_sol, "the first input, with F and G evaluated at the recovered x2",
-               X1[i]),
+        Result("x2", x2_sol, "the second input, from the second output alone", X2[i]),
+        Result("x1", x1_sol, "the first input, with the two functions evaluated at the "
+               "recovered second input", X1[i]),
     ]
     return Derivation(
         "1.1", f"Inverting {block.title}",
-        "Give the inputs x1 and x2 from the outputs y1 and y2.",
+        "Give the inputs of the block from its outputs.",
         steps, results,
-        conclusion="Invert the second equation first, {x2}; with x2 known, the first gives "
-                   "{x1}, component by component.",
+        conclusion="Invert the second equation first, {x2}; with the second input known, "
+                   "the first equation gives {x1}, component by component.",
         models=_MODELS, variant=block.name,
     )
 
@@ -185,14 +188,21 @@ def derive_jacobian(block: CouplingBlock) -> Derivation:
             through = [f[i] for f, a in FUNCTIONS.items()
                        if a == in_base and sp.diff(expr, f[i]) != 0]
             direct = sp.diff(expr, in_base[i]) != 0
-            notes = (out_base[i], in_base[j], *through)
-            ways = (["directly only where j = i"] if direct else []) + [
-                f"through {{{k + 2}}} for every j" for k in range(len(through))]
+            notes = [out_base[i], in_base[j], *through]
+            ways = []
+            if direct:
+                notes.append(sp.KroneckerDelta(i, j))
+                ways.append(f"directly, only where the indices agree (the factor "
+                            f"{{{len(notes) - 1}}})")
+            if through:
+                notes.append(j)
+                ways += [f"through {{{k + 2}}} for every {{{len(notes) - 1}}}"
+                         for k in range(len(through))]
             chain = " (chain rule)" if through else ""
             reason = ("{0} depends on {1} " + ", and ".join(ways) + chain
                       if ways else "{0} does not depend on {1}")
             steps.append(Step(sp.Derivative(out_base[i], in_base[j]), entry, reason,
-                              given=block.given, notes=notes))
+                              given=block.given, notes=tuple(notes)))
             kind = ("zero" if not terms else "diagonal" if all(
                 t.matrix == IDENTITY for t in terms) else "full")
             description = _KINDS[kind]
@@ -206,13 +216,14 @@ def derive_jacobian(block: CouplingBlock) -> Derivation:
     special = sp.factor_terms(results[1].expr.xreplace(elementwise))
     steps.append(Step(
         sp.Derivative(Y1[i], X2[j]), special,
-        "in the special case where F and G act element-wise, their Jacobians are diagonal, "
+        "in the special case where {1} and {2} act element-wise, their Jacobians are diagonal, "
         "{0}, and so is this block",
-        given=block.given, notes=(sp.Eq(JACOBIANS[FB][i, j], elementwise[JACOBIANS[FB][i, j]]),),
+        given=block.given, notes=(sp.Eq(JACOBIANS[FB][i, j], elementwise[JACOBIANS[FB][i, j]]),
+                                  FB[i], GB[i]),
         models=(index_model((1, 2, 3), elementwise=True),)))
     results.append(Result(
         "dy1_dx2_elementwise", special,
-        "the same block when F and G act element-wise: diagonal",
+        "the same block when the two functions act element-wise: diagonal",
         sp.Derivative(Y1[i], X2[j])))
     matrix = BlockMatrixSpec(((blocks[("y1", "x1")], blocks[("y1", "x2")]),
                               (blocks[("y2", "x1")], blocks[("y2", "x2")])))
@@ -241,17 +252,25 @@ def _log_abs_unevaluated(expr: sp.Expr) -> sp.Expr:
     return sp.log(sp.Abs(expr, evaluate=False), evaluate=False)
 
 
-def _log_abs(expr: sp.Expr) -> sp.Expr:
-    """``log|expr|`` simplified without ever forming ``exp`` (``log|exp(u)| = u``).
+def _product_reason(entries: list[sp.Expr]) -> str:
+    """Why a product of positive factors is the exponential of a sum, from what they are."""
+    if all(is_exponential(e) for e in entries):
+        return "a product of exponentials is the exponential of the sum of their exponents"
+    return ("every factor is positive, so the product is the exponential of the sum of their "
+            "logs (below)")
 
-    No forced expansion: ``log|s^2|`` must not become ``2 log s`` for negative ``s``.
-    """
-    return sp.simplify(sp.log(sp.Abs(expr)))
 
-
-def _component_sum(f: sp.Expr) -> sp.Expr:
-    """``sum_i f``, left unevaluated (``n log 2`` would lose its vector form), 0 for 0."""
-    return sp.Integer(0) if f == 0 else sp.Sum(f, (i, 0, n - 1))
+def _volume_condition(log_det: sp.Expr) -> sp.Basic:
+    """``log_det = 0`` simplified: one sum, constant factors divided out; ``false`` where
+    every term has one sign, so the sum cannot vanish."""
+    sums = sp.Add.make_args(log_det)
+    if not all(isinstance(s_, sp.Sum) and s_.limits == sums[0].limits for s_ in sums):
+        return sp.Eq(log_det, 0)
+    body = sp.factor_terms(sp.Add(*(s_.function for s_ in sums)))
+    _, body = body.as_independent(*body.free_symbols, as_Add=False)
+    if body.is_positive or body.is_negative:
+        return sp.false
+    return sp.Eq(sp.Sum(body, sums[0].limits), 0)
 
 
 @cache
@@ -268,42 +287,52 @@ def derive_determinant(block: CouplingBlock) -> Derivation:
     d = jac.result("dy2_dx2").coeff(sp.KroneckerDelta(i, j))
     det_full = DetJacobian(block.y1, block.y2)
     det_a, det_d = DetBlock(block.y1, X1, Y1), DetBlock(block.y2, X2, Y2)
-    prod = sp.Product(a, (i, 0, n - 1)) * sp.Product(d, (i, 0, n - 1))
-    log_a, log_d = _log_abs(a), _log_abs(d)
-    log_det = _component_sum(log_a) + _component_sum(log_d)
-    positive = bool(a.is_positive and d.is_positive)
+    # An identity block contributes 1 (and its log 0): it is said so, not written prod(1).
+    diagonal = [(det, entry) for det, entry in ((det_a, a), (det_d, d)) if entry != 1]
+    identities = [det for det, entry in ((det_a, a), (det_d, d)) if entry == 1]
+    entries = [entry for _, entry in diagonal]
+    prod = sp.Mul(*(sp.Product(e, (i, 0, n - 1)) for e in entries))
+    sum_of_logs = sp.Add(*(sp.Sum(_log_abs_unevaluated(e), (i, 0, n - 1)) for e in entries),
+                         evaluate=False) if entries else sp.Integer(0)
+    log_det, arranged = arrange(sum_of_logs, LOG_REWRITES)
+    positive = all(e.is_positive for e in entries)
     det = sp.exp(log_det) if positive else prod
+    identity_notes = tuple(sp.Eq(det_, 1) for det_ in identities)
+    if not entries:
+        diag_reason = "both diagonal blocks are identity matrices: {0} and {1}"
+    else:
+        diag_reason = ("a diagonal block is a diagonal matrix: its determinant is the product "
+                       "of its diagonal entries"
+                       + ("; the other is the identity, {0}, and contributes 1"
+                          if identities else ""))
     steps = [
         Step(det_full, det_a * det_d,
              "{0}: the Jacobian is block upper-triangular, so its determinant is the "
              "product of the determinants of its diagonal blocks",
              notes=(sp.Eq(sp.Derivative(Y2[i], X1[j]), 0),), given=block.given),
-        Step(det_a * det_d, prod,
-             "both diagonal blocks are diagonal matrices: each determinant is the product "
-             "of its diagonal entries"),
+        Step(det_a * det_d, prod, diag_reason, notes=identity_notes),
     ]
-    if positive:
-        reason = ("every factor is 1" if prod.doit() == det
-                  else "a product of exponentials is the exponential of the sum")
-        steps.append(Step(prod, det, reason))
-    sum_of_logs = sp.Add(*(sp.Sum(_log_abs_unevaluated(v), (i, 0, n - 1)) for v in (a, d)),
-                         evaluate=False)
-    steps += [
-        Step(sp.log(sp.Abs(det_full)), sum_of_logs,
-             "the log of a product is the sum of the logs"),
-        Step(sum_of_logs, log_det, "{0} for real u: no exponential is ever formed",
-             notes=(sp.Eq(sp.log(sp.Abs(sp.exp(_u), evaluate=False), evaluate=False), _u),)),
-    ]
-    preserving = log_det == 0
-    condition = sp.true if preserving else sp.Eq(log_det, 0)
+    if positive and entries and prod != det:
+        steps.append(Step(prod, det, _product_reason(entries)))
+    if entries:
+        steps.append(Step(sp.log(sp.Abs(det_full)), sum_of_logs,
+                          "the log of a product is the sum of the logs"
+                          + (" (the identity block contributes 0)" if identities else "")))
+        steps += arranged
+    else:
+        steps.append(Step(sp.log(sp.Abs(det_full)), 0, "the log of 1"))
+    condition = _volume_condition(log_det) if log_det != 0 else sp.true
     results = [
-        Result("det", det, "the determinant of dy/dx", det_full),
+        Result("det", det, "the determinant of the Jacobian", det_full),
         Result("log_abs_det", log_det, "the log-determinant", sp.log(sp.Abs(det_full))),
         Result("volume_condition", condition,
                "where the block preserves volume, that is where the determinant is 1"),
     ]
-    if preserving:
+    if condition == sp.true:
         verdict = "Volume preserving: {det} for every input."
+    elif condition == sp.false:
+        verdict = ("Never volume preserving: every term of {log_abs_det} has the same sign, "
+                   "so the sum never vanishes.")
     else:
         verdict = ("Not volume preserving in general: the volume is preserved exactly where "
                    "{volume_condition}.")
@@ -312,3 +341,72 @@ def derive_determinant(block: CouplingBlock) -> Derivation:
         "Give the determinant of the Jacobian. Is the block volume preserving? Justify.",
         steps, results, conclusion=verdict, models=_MODELS, variant=block.name,
     )
+
+
+#: The kernel outputs derivation 1.3n arranges: (result name, kind, source).
+_KERNEL_OUTPUTS = (
+    ("y1", "forward"), ("y2", "forward"), ("x1", "inverse"), ("x2", "inverse"),
+    ("log_abs_det", "determinant"),
+    ("dy1_dx1", "jacobian"), ("dy1_dx2", "jacobian"), ("dy2_dx1", "jacobian"),
+    ("dy2_dx2", "jacobian"),
+)
+_SOURCES = {"forward": "the block's definition", "inverse": "the inverse of 1.1",
+            "determinant": "the log-determinant of 1.3", "jacobian": "the Jacobian entry of 1.2"}
+
+
+@cache
+def derive_arrangement(block: CouplingBlock) -> Derivation:
+    """1.3n: each kernel's expression rewritten for floating point, every rewrite proved."""
+    inv, jac, det = derive_inverse(block), derive_jacobian(block), derive_determinant(block)
+    derived = {"y1": (Y1[i], block.y1), "y2": (Y2[i], block.y2),
+               "x1": (X1[i], inv.result("x1")), "x2": (X2[i], inv.result("x2")),
+               "log_abs_det": (sp.log(sp.Abs(DetJacobian(block.y1, block.y2))),
+                               det.result("log_abs_det"))}
+    for out in ("y1", "y2"):
+        for inp in ("x1", "x2"):
+            r = next(r for r in jac.results if r.name == f"d{out}_d{inp}")
+            derived[r.name] = (r.lhs, r.expr)
+    steps, results = [], []
+    for name, kind in _KERNEL_OUTPUTS:
+        lhs, expr = derived[name]
+        arranged, rewrites = arrange(expr, KERNEL_REWRITES)
+        shown = bool(rewrites) or name == "log_abs_det"
+        if shown:
+            steps.append(Step(lhs, expr, _SOURCES[kind], given={lhs: expr}))
+            steps += rewrites
+        results.append(Result(name, arranged, f"{_SOURCES[kind]}, as the kernels evaluate it",
+                              lhs, typeset=shown))
+    rewritten = len(steps) > 1
+    return Derivation(
+        "1.3n", f"The kernels of {block.title} in floating point",
+        "Arrange the expressions the kernels evaluate so that none overflows, cancels or "
+        "rounds away where the value it stands for is a finite number.",
+        steps, results,
+        conclusion=("Each rewrite is an identity SymPy proves (a series piece, where there is "
+                    "one, agrees to below 1e-17 of the value); every other expression is "
+                    "evaluated as derived." if rewritten else
+                    "No expression needs rewriting: the kernels evaluate each as derived."),
+        models=(index_model((1,)),), variant=block.name,
+    )
+
+
+def arranged_blocks(block: CouplingBlock) -> BlockMatrixSpec:
+    """The block matrix of 1.2 with each entry as derivation 1.3n arranges it."""
+    matrix = jacobian_blocks(block)
+    arrangement = derive_arrangement(block)
+    rows = []
+    for row in matrix.blocks:
+        cells = []
+        for spec in row:
+            entry = arrangement.result(f"d{spec.row}_d{spec.col}")
+            terms = []
+            direct = entry.coeff(sp.KroneckerDelta(i, j))
+            if direct != 0:
+                terms.append(Term(to_vector(direct), IDENTITY))
+            for jbase in JACOBIANS.values():
+                partial = entry.coeff(jbase[i, j])
+                if partial != 0:
+                    terms.append(Term(to_vector(partial), vector_call(jbase)))
+            cells.append(BlockSpec(spec.row, spec.col, tuple(terms), spec.description))
+        rows.append(tuple(cells))
+    return BlockMatrixSpec(tuple(rows))

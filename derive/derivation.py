@@ -156,6 +156,8 @@ def _is_zero_symbolic(diff: sp.Basic) -> bool:
         return all(_is_zero_symbolic(e) for e in diff)
     if diff == 0 or sp.expand(diff) == 0:
         return True
+    if diff.has(sp.Piecewise):
+        return _is_zero_by_pieces(diff)
     try:
         if sp.simplify(diff) == 0:
             return True
@@ -164,6 +166,28 @@ def _is_zero_symbolic(diff: sp.Basic) -> bool:
         return rewritten != diff and sp.simplify(rewritten) == 0
     except (TypeError, NotImplementedError, ValueError):  # pragma: no cover - SymPy gaps
         return False
+
+
+def _is_zero_by_pieces(diff: sp.Basic) -> bool:
+    """A piecewise difference vanishes where each piece does under its own condition (and
+    not the earlier ones); each piece is refined by its condition (``|u| = -u`` where
+    ``u < 0``) and simplified alone, which is faster than simplifying the whole."""
+    folded = sp.piecewise_fold(diff)
+    if not isinstance(folded, sp.Piecewise):
+        return False
+    earlier: list[sp.Basic] = []
+    for expr, cond in folded.args:
+        where = sp.And(cond, *(sp.Not(c) for c in earlier))
+        earlier.append(cond)
+        if where is sp.false:
+            continue
+        try:
+            piece = sp.refine(expr.rewrite(sp.exp), where)
+            if piece.has(sp.Piecewise) or sp.simplify(piece) != 0:
+                return False
+        except (TypeError, NotImplementedError, ValueError):  # pragma: no cover - SymPy gaps
+            return False
+    return True
 
 
 def _explicit_derivatives(expr: sp.Basic) -> sp.Basic:

@@ -6,7 +6,7 @@ is written here, only which derived result becomes which output.
 Example:
     >>> from derive.blocks import BLOCKS
     >>> [k.name for k in coupling_module(BLOCKS["coupling"]).kernels]
-    ['forward', 'inverse', 'jacobian', 'log_det_jacobian']
+    ['forward', 'inverse', 'jacobian', 'log_det_jacobian', 'forward_and_log_det']
 """
 
 from __future__ import annotations
@@ -15,12 +15,7 @@ import sympy as sp
 
 from codegen.spec import Arg, Kernel, Module, Output
 
-from .coupling import (
-    CouplingBlock,
-    derive_determinant,
-    derive_inverse,
-    jacobian_blocks,
-)
+from .coupling import CouplingBlock, arranged_blocks, derive_arrangement
 from .gaussian_kl import (
     Parameterization,
     derive_gradient_estimators,
@@ -53,32 +48,40 @@ True
 
 
 def coupling_module(block: CouplingBlock) -> Module:
-    """The generated module of a coupling block: forward, inverse, Jacobian, log-det."""
-    inv = derive_inverse(block)
-    det = derive_determinant(block)
+    """The generated module of a coupling block: forward, inverse, Jacobian, log-det.
+
+    Every expression is the one derivation 1.3n arranges for floating point.
+    """
+    arranged = derive_arrangement(block)
+
+    def out(name: str, doc: str, reduced: bool = False) -> Output:
+        return Output(name if name != "log_abs_det" else "log_det",
+                      to_vector(arranged.result(name)), doc, reduced=reduced)
+
+    y = (out("y1", "first half of the output, shape (..., n)."),
+         out("y2", "second half of the output, shape (..., n)."))
+    log_det = out("log_abs_det", "log|det(dy/dx)|, shape (...,).", reduced=True)
     kernels = (
-        Kernel("forward", _X + (_S,) + _FG,
-               (Output("y1", to_vector(block.y1), "first half of the output, shape (..., n)."),
-                Output("y2", to_vector(block.y2), "second half of the output, shape (..., n).")),
+        Kernel("forward", _X + (_S,) + _FG, y,
                f"Apply {block.title}: y = (y1, y2) from x = (x1, x2)."),
         Kernel("inverse", _Y + (_S,) + _FG,
-               (Output("x1", to_vector(inv.result("x1")),
-                       "first half of the input, shape (..., n)."),
-                Output("x2", to_vector(inv.result("x2")),
-                       "second half of the input, shape (..., n).")),
+               (out("x1", "first half of the input, shape (..., n)."),
+                out("x2", "second half of the input, shape (..., n).")),
                f"Invert {block.title}: x = (x1, x2) from y = (y1, y2).",
                "x2 is recovered first; F and G are then evaluated at it (derivation 1.1)."),
         Kernel("jacobian", _X + (_S,) + _FG + _J,
-               (Output("J", jacobian_blocks(block),
+               (Output("J", arranged_blocks(block),
                        "dy/dx, shape (..., 2n, 2n), rows (y1, y2) and columns (x1, x2)."),),
                f"The Jacobian dy/dx of {block.title} as a dense (..., 2n, 2n) array.",
                "Assembled block by block from derivation 1.2; F and G need not act "
                "element-wise."),
-        Kernel("log_det_jacobian", _X + (_S,) + _FG,
-               (Output("log_det", to_vector(det.result("log_abs_det")),
-                       "log|det(dy/dx)|, shape (...,).", reduced=True),),
+        Kernel("log_det_jacobian", _X + (_S,) + _FG, (log_det,),
                f"log|det(dy/dx)| of {block.title}, computed without forming exp.",
                "The closed form of derivation 1.3; it stays finite where exp(G) overflows."),
+        Kernel("forward_and_log_det", _X + (_S,) + _FG, y + (log_det,),
+               f"Apply {block.title} and return log|det(dy/dx)| with it.",
+               "What a flow's training step needs: F and G are evaluated once for both, "
+               "and the results equal those of forward and log_det_jacobian."),
     )
     return Module(
         name=block.name,
@@ -87,7 +90,7 @@ def coupling_module(block: CouplingBlock) -> Module:
                      "interchangeable: x1, x2, y1, y2 have shape (..., n) with any leading batch "
                      "dimensions, s has shape (n,), and F, G map (..., n) to (..., n)."),
         kernels=kernels,
-        source=f"derive.blocks.BLOCKS[{block.name!r}], derivations 1.1-1.3",
+        source=f"derive.blocks.BLOCKS[{block.name!r}], derivations 1.1-1.3n",
         contract="coupling",
         example=_EXAMPLE.format(name=block.name),
     )

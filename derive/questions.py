@@ -25,7 +25,7 @@ import sympy as sp
 from codegen.spec import Module
 
 from .blocks import BLOCKS, QUESTION_BLOCK
-from .coupling import derive_determinant, derive_inverse, derive_jacobian
+from .coupling import derive_arrangement, derive_determinant, derive_inverse, derive_jacobian
 from .derivation import Derivation
 from .free_energy import derive_free_energy, derive_kl_factorization
 from .gaussian_kl import (
@@ -142,6 +142,8 @@ QUESTIONS: dict[str, Question] = {
     "1.3": Question("1.3", "The determinant; volume preservation", _blocks(),
                     lambda v: derive_determinant(BLOCKS[v]), SECTIONS["coupling"],
                     kernels=_coupling_kernels),
+    "1.3n": Question("1.3n", "The coupling kernels arranged for floating point", _blocks(),
+                     lambda v: derive_arrangement(BLOCKS[v]), SECTIONS["notes"]),
     "2.1": Question("2.1", "The free energy is log p(x) minus the KL to the posterior",
                     ("",), lambda v: derive_free_energy(), SECTIONS["vae"]),
     "2.2": Question("2.2", "The KL term decomposes over dimensions", ("",),

@@ -8,10 +8,12 @@ Modules:
     coupling: Generated kernels for the question's affine coupling block.
     coupling_affine: Generated kernels for RealNVP's affine coupling block.
     coupling_additive: Generated kernels for NICE's additive coupling block.
+    coupling_glow: Generated kernels for Glow's affine coupling block.
+    coupling_soft_clamp: Generated kernels for FrEIA's soft-clamped affine coupling block.
     gaussian_kl: Generated kernels for the Gaussian KL term, parameterized by the standard deviation sigma.
     gaussian_kl_logvar: Generated kernels for the Gaussian KL term, parameterized by the log-variance logvar = log sigma^2.
 """
 
-from . import coupling, coupling_affine, coupling_additive, gaussian_kl, gaussian_kl_logvar
+from . import coupling, coupling_affine, coupling_additive, coupling_glow, coupling_soft_clamp, gaussian_kl, gaussian_kl_logvar
 
-__all__ = ["coupling", "coupling_affine", "coupling_additive", "gaussian_kl", "gaussian_kl_logvar"]
+__all__ = ["coupling", "coupling_affine", "coupling_additive", "coupling_glow", "coupling_soft_clamp", "gaussian_kl", "gaussian_kl_logvar"]

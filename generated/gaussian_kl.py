@@ -149,6 +149,8 @@ def kl(
     # Output terms
     x = 2*numpy.log(sigma)
     # Intermediate terms
+    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
+    # where it holds, and the derivation proves each piece equal to the value it stands for.
     _pw0_shape = _broadcast(numpy.shape(sigma), numpy.shape(x))
     _pw0 = _finish((1/2)*numpy.expm1(x) - (1/2)*x, _pw0_shape, _dtype, (sigma, x,))
     _pw0_m2 = _full(numpy.greater_equal(x, 2), _pw0_shape).ravel().nonzero()[0]

@@ -6,7 +6,9 @@ careful person would type, plus finite differences, to test the generated kernel
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -41,45 +43,97 @@ class DenseLayers:
         return (self.g_scale * np.cos(x @ self.V.T + self.c))[..., :, None] * self.V
 
 
-# --- the three blocks, typed in from their equations ------------------------------------
+# --- the blocks, typed in from their equations -----------------------------------------
+#
+# Every block is y1 = a(G(x2)) * x1 + F(x2), y2 = b(s) * x2: a scale a(G) (and its
+# derivative) for the first half, a scale b(s) for the second. Each is typed in twice: in
+# NumPy as the formula reads, and in mpmath (for the accuracy tests at extreme G).
+
+
+@dataclass(frozen=True)
+class BlockReference:
+    """A block's scales by hand: ``a(G)``, ``a'(G)`` and ``b(s)`` in NumPy, ``a`` in mpmath."""
+
+    scale: Callable[[np.ndarray], np.ndarray]
+    dscale: Callable[[np.ndarray], np.ndarray]
+    scale_mp: Callable[[Any], Any]
+    s_scale: Callable[[np.ndarray], np.ndarray] = np.ones_like
+    s_log_scale_mp: Callable[[Any], Any] = lambda s: 0  # noqa: E731
+
+
+def _sigmoid(u: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-u))
+
+
+def _clamp_scale_mp(g: Any) -> Any:
+    import mpmath
+
+    return mpmath.exp(2 * 2 / mpmath.pi * mpmath.atan(g / 2))
+
+
+BLOCK_REFERENCES: dict[str, BlockReference] = {
+    "coupling": BlockReference(np.exp, np.exp, lambda g: __import__("mpmath").exp(g),
+                               np.exp, lambda s: s),
+    "coupling_affine": BlockReference(np.exp, np.exp, lambda g: __import__("mpmath").exp(g)),
+    "coupling_additive": BlockReference(np.ones_like, np.zeros_like, lambda g: 1),
+    "coupling_glow": BlockReference(
+        lambda g: _sigmoid(g + 2), lambda g: _sigmoid(g + 2) * (1 - _sigmoid(g + 2)),
+        lambda g: 1 / (1 + __import__("mpmath").exp(-(g + 2)))),
+    "coupling_soft_clamp": BlockReference(
+        lambda g: np.exp(4 / np.pi * np.arctan(g / 2)),
+        lambda g: np.exp(4 / np.pi * np.arctan(g / 2)) * 2 / np.pi / (1 + g**2 / 4),
+        _clamp_scale_mp),
+}
+
+
+def block_reference(block: str) -> BlockReference:
+    """The hand-written reference of ``block``; a block without one is refused."""
+    try:
+        return BLOCK_REFERENCES[block]
+    except KeyError:
+        raise KeyError(f"no hand-written reference for block {block!r}: add its scales to "
+                       "tests.reference.BLOCK_REFERENCES") from None
+
 
 def forward(block: str, x1, x2, s, F, G):
-    if block == "coupling":
-        return np.exp(G(x2)) * x1 + F(x2), np.exp(s) * x2
-    if block == "coupling_affine":
-        return np.exp(G(x2)) * x1 + F(x2), x2.copy()
-    if block == "coupling_additive":
-        return x1 + F(x2), x2.copy()
-    raise KeyError(block)
+    ref = block_reference(block)
+    return ref.scale(G(x2)) * x1 + F(x2), ref.s_scale(s) * x2
 
 
 def inverse(block: str, y1, y2, s, F, G):
-    x2 = y2 / np.exp(s) if block == "coupling" else y2.copy()
-    if block == "coupling_additive":
-        return y1 - F(x2), x2
-    return (y1 - F(x2)) / np.exp(G(x2)), x2
+    ref = block_reference(block)
+    x2 = y2 / ref.s_scale(s)
+    return (y1 - F(x2)) / ref.scale(G(x2)), x2
 
 
 def jacobian(block: str, x1, x2, s, layers: DenseLayers):
     """The exact Jacobian, assembled entry by entry from the chain rule on paper."""
+    ref = block_reference(block)
     n = x1.shape[-1]
     batch = np.broadcast_shapes(x1.shape[:-1], x2.shape[:-1])
     J = np.zeros(batch + (2 * n, 2 * n))
-    eG = np.exp(layers.G(x2)) if block != "coupling_additive" else np.ones_like(x2)
-    J[..., :n, :n] = eG[..., :, None] * np.eye(n)
-    dG = layers.JG(x2) if block != "coupling_additive" else 0.0
-    J[..., :n, n:] = layers.JF(x2) + (x1 * eG)[..., :, None] * dG
-    scale = np.exp(s) if block == "coupling" else np.ones(n)
-    J[..., n:, n:] = np.broadcast_to(np.diag(scale), batch + (n, n))
+    g = layers.G(x2)
+    J[..., :n, :n] = ref.scale(g)[..., :, None] * np.eye(n)
+    J[..., :n, n:] = layers.JF(x2) + (x1 * ref.dscale(g))[..., :, None] * layers.JG(x2)
+    J[..., n:, n:] = np.broadcast_to(np.diag(ref.s_scale(s)), batch + (n, n))
     return J
 
 
 def log_det(block: str, x1, x2, s, G):
-    if block == "coupling":
-        return G(x2).sum(-1) + s.sum()
-    if block == "coupling_affine":
-        return G(x2).sum(-1)
-    return np.zeros(np.broadcast_shapes(x1.shape[:-1], x2.shape[:-1]))
+    ref = block_reference(block)
+    batch = np.broadcast_shapes(x1.shape[:-1], x2.shape[:-1])
+    return np.broadcast_to(np.log(ref.scale(G(x2))).sum(-1) + np.log(ref.s_scale(s)).sum(),
+                           batch)
+
+
+def log_det_mpmath(block: str, g: float, s, n: int, dps: int = 50):
+    """log|det| with every component of G equal to ``g``, in mpmath (``dps`` digits)."""
+    import mpmath
+
+    ref = block_reference(block)
+    with mpmath.workdps(dps):
+        return n * mpmath.log(ref.scale_mp(mpmath.mpf(g))) + sum(
+            ref.s_log_scale_mp(mpmath.mpf(float(v))) for v in s)
 
 
 def finite_difference_jacobian(f, x1, x2, h: float = 1e-6) -> np.ndarray:

@@ -1,0 +1,334 @@
+r"""Floating-point arrangement: rewrites of derived expressions, each a proved identity.
+
+A :class:`Rewrite` is a named general identity (``log(1 + exp(u)) = softplus(u)``) and
+the function that applies it wherever it matches. :func:`arrange` applies a list of them
+in order and returns the arranged expression and one :class:`~derive.derivation.Step`
+per rewrite that changed something: the step shows the expression before and after, its
+reason shows the identity as a note, and the derivation it joins checks both. The
+rewrites of :mod:`sympy.codegen.rewriting` (``expm1``, ``log1p``, ``logaddexp``) come
+first where they fit; :class:`~codegen.nodes.softplus` and
+:class:`~codegen.nodes.sigmoid` are this project's nodes, which every printer knows.
+
+Example:
+    >>> import sympy as sp
+    >>> u = sp.Symbol("u", real=True)
+    >>> arranged, steps = arrange(sp.log(1 + sp.exp(u)) + sp.exp(u) - 1, KERNEL_REWRITES)
+    >>> arranged
+    expm1(u) + softplus(u)
+    >>> [step.notes[0] for step in steps]
+    [Eq(log(exp(u) + 1), softplus(u)), Eq(exp(u) - 1, expm1(u))]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import sympy as sp
+from sympy.codegen.cfunctions import expm1, log1p
+from sympy.codegen.numpy_nodes import logaddexp
+from sympy.codegen.rewriting import expm1_opt, log1p_opt, logaddexp_opt, optimize
+
+from codegen.nodes import sigmoid, softplus
+
+from .derivation import Step
+
+__all__ = ["Rewrite", "arrange", "LOG_REWRITES", "KERNEL_REWRITES", "is_exponential"]
+
+_u = sp.Symbol("u", real=True)
+_v = sp.Symbol("v", real=True)
+_k = sp.Symbol("k", integer=True)
+_b = sp.Symbol("b", positive=True)
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """A rewrite: where it applies, what it gives, and the identity that proves it.
+
+    Arguments:
+        name: a short name (``"softplus"``).
+        reason: the step's reason; ``{0}``, ``{1}``, ... are the notes, printed as math.
+        notes: the general identities (and conditions) the reason shows; each identity is
+            checked with the step.
+        query: whether a node is one the rewrite applies to.
+        value: the node rewritten.
+        whole: rewrite the whole expression at once instead (SymPy's own optimizations).
+    """
+
+    name: str
+    reason: str
+    notes: tuple[sp.Basic, ...]
+    query: Callable[[sp.Basic], bool] = lambda e: False  # noqa: E731
+    value: Callable[[sp.Basic], sp.Basic] = lambda e: e  # noqa: E731
+    whole: Callable[[sp.Basic], sp.Basic] | None = None
+
+    def __call__(self, expr: sp.Basic) -> sp.Basic:
+        if self.whole is not None:
+            return self.whole(expr)
+        return expr.replace(self.query, self.value)
+
+
+def arrange(expr: sp.Basic, rewrites: Sequence[Rewrite],
+            given: dict[sp.Basic, sp.Basic] | None = None) -> tuple[sp.Basic, list[Step]]:
+    """``expr`` rewritten by each of ``rewrites`` in turn, and one step per change.
+
+    ``given`` is passed to each step (substitutions its check relies on).
+    """
+    steps = []
+    for rewrite in rewrites:
+        new = rewrite(expr)
+        if new != expr:
+            steps.append(Step(expr, new, rewrite.reason, given=given or {},
+                              notes=rewrite.notes))
+            expr = new
+    return expr, steps
+
+
+def is_exponential(expr: sp.Basic) -> bool:
+    """Whether ``expr`` is ``exp(u)`` (or ``exp(u)`` to an integer power)."""
+    return isinstance(expr, sp.exp) or (expr.is_Pow and isinstance(expr.base, sp.exp))
+
+
+# --- the logs of determinants (derivation 1.3) -------------------------------------------
+
+
+def _abs_arg(e: sp.Basic) -> sp.Basic | None:
+    """The argument of ``log|a|`` (``a``), of ``log a`` (``a``), else None."""
+    if not isinstance(e, sp.log):
+        return None
+    arg = e.args[0]
+    return arg.args[0] if isinstance(arg, sp.Abs) else arg
+
+
+def _log_abs(a: sp.Basic) -> sp.Basic:
+    """``log|a|``, unevaluated where ``a`` may be negative, ``log a`` where it is positive."""
+    if a.is_positive:
+        return sp.log(a, evaluate=False)
+    return sp.log(sp.Abs(a, evaluate=False), evaluate=False)
+
+
+_LOG_OF_PRODUCT = Rewrite(
+    "log of a product",
+    "the log of a product is the sum of the logs of its factors",
+    (),
+    lambda e: (a := _abs_arg(e)) is not None and a.is_Mul,
+    lambda e: sp.Add(*(_log_abs(f) for f in _abs_arg(e).args)),
+)
+_LOG_OF_POWER = Rewrite(
+    "log of a power",
+    "the log of a power: {0}",
+    (sp.Eq(sp.log(sp.Abs(_u ** _k, evaluate=False), evaluate=False), _k * sp.log(sp.Abs(_u))),),
+    lambda e: (a := _abs_arg(e)) is not None and a.is_Pow and a.exp.is_integer,
+    lambda e: _abs_arg(e).exp * _log_abs(_abs_arg(e).base),
+)
+_LOG_OF_EXP = Rewrite(
+    "log of exp",
+    "{0} for real {1}: no exponential is ever formed",
+    (sp.Eq(sp.log(sp.Abs(sp.exp(_u), evaluate=False), evaluate=False), _u), _u),
+    lambda e: isinstance(_abs_arg(e), sp.exp),
+    lambda e: _abs_arg(e).args[0],
+)
+_POSITIVE = Rewrite(
+    "positive",
+    "the argument is positive: {0}",
+    (sp.Eq(sp.log(sp.Abs(_b, evaluate=False), evaluate=False), sp.log(_b)),),
+    lambda e: isinstance(e, sp.log) and isinstance(e.args[0], sp.Abs)
+    and bool(e.args[0].args[0].is_positive),
+    lambda e: sp.log(e.args[0].args[0]),
+)
+
+
+def _one_plus_exp(e: sp.Basic) -> sp.Basic | None:
+    """``u`` where ``e`` is ``1 + exp(u)``, else None."""
+    if e.is_Add and len(e.args) == 2 and sp.S.One in e.args:
+        other = e.args[0] if e.args[1] == 1 else e.args[1]
+        if isinstance(other, sp.exp):
+            return other.args[0]
+    return None
+
+
+_SOFTPLUS = Rewrite(
+    "softplus",
+    "{0}, which never forms the exponential: it is finite for every finite {1}",
+    (sp.Eq(sp.log(1 + sp.exp(_u)), softplus(_u)), _u),
+    lambda e: isinstance(e, sp.log) and _one_plus_exp(e.args[0]) is not None,
+    lambda e: softplus(_one_plus_exp(e.args[0])),
+)
+_LOG_SIGMOID = Rewrite(
+    "log sigmoid",
+    "{0}: the log of a sigmoid without forming it",
+    (sp.Eq(sp.log(sigmoid(_u)), -softplus(-_u)),),
+    lambda e: isinstance(e, sp.log) and isinstance(e.args[0], sigmoid),
+    lambda e: -softplus(-e.args[0].args[0]),
+)
+
+#: The rewrites that take ``log|det|`` to a sum that never forms an exponential.
+LOG_REWRITES: tuple[Rewrite, ...] = (
+    _LOG_OF_PRODUCT, _LOG_OF_POWER, _LOG_OF_EXP, _POSITIVE, _SOFTPLUS, _LOG_SIGMOID)
+
+
+# --- the kernels' expressions (derivation 1.3n) ------------------------------------------
+
+
+def _cancels(m: sp.Basic) -> bool:
+    """``exp(a) * (... + c exp(b) + ...)`` where ``exp(a + b)`` simplifies: distributing
+    cancels the exponentials before either is formed (no ``inf * 0``, no ``inf / inf``)."""
+    if not m.is_Mul:
+        return False
+    exps = [f for f in m.args if isinstance(f, sp.exp)]
+    sums = [f for f in m.args if f.is_Add]
+    for e in exps:
+        for s in sums:
+            for term in s.args:
+                for f in sp.Mul.make_args(term):
+                    if isinstance(f, sp.exp) and (e.args[0] + f.args[0]).is_number:
+                        return True
+    return False
+
+
+def _distribute(m: sp.Basic) -> sp.Basic:
+    """Multiply the exponential into the sum, exponents added first; terms that end with
+    the same exponential are collected, and a factor they all share is taken out."""
+    exps = [f for f in m.args if isinstance(f, sp.exp)]
+    (e, total), = [(e, s) for e in exps for s in m.args if s.is_Add and _cancels(e * s)][:1]
+    groups: dict[sp.Basic, list[sp.Basic]] = {}
+    for term in total.args:
+        inner = [f for f in sp.Mul.make_args(term) if isinstance(f, sp.exp)]
+        rest = sp.Mul(*(f for f in sp.Mul.make_args(term) if not isinstance(f, sp.exp)))
+        combined = sp.exp(sp.expand(sp.Add(e.args[0], *(f.args[0] for f in inner))))
+        groups.setdefault(combined, []).append(rest)
+    values = {k: sp.Add(*v) for k, v in groups.items()}
+    shared = set(values.values())
+    if len(shared) == 1:
+        result = shared.pop() * sp.Add(*values)
+    else:
+        result = sp.Add(*(k * v for k, v in values.items()))
+    others = list(m.args)
+    others.remove(e)
+    others.remove(total)
+    return sp.Mul(*others) * result
+
+
+_CANCEL = Rewrite(
+    "cancel exponentials",
+    "multiply the exponential into the sum: {0} cancels before either factor is formed, "
+    "so no overflow makes it an infinity times 0",
+    (sp.Eq(sp.exp(_u) * sp.exp(-_u), 1, evaluate=False),),
+    _cancels,
+    _distribute,
+)
+
+
+def _sigmoid_power(e: sp.Basic) -> bool:
+    return (e.is_Pow and e.exp.is_integer and e.exp.is_negative
+            and _one_plus_exp(e.base) is not None)
+
+
+_SIGMOID = Rewrite(
+    "sigmoid",
+    "{0}, which the arrangement below evaluates without overflow",
+    (sp.Eq(1 / (1 + sp.exp(-_u)), sigmoid(_u)),),
+    _sigmoid_power,
+    lambda e: sigmoid(-_one_plus_exp(e.base)) ** (-e.exp),
+)
+
+
+def _exp_sigmoid_pair(m: sp.Basic) -> tuple[sp.Basic, sp.Basic] | None:
+    if not m.is_Mul:
+        return None
+    for f in m.args:
+        if isinstance(f, sp.exp):
+            for g in m.args:
+                base = g.base if g.is_Pow and g.exp.is_positive else g
+                if isinstance(base, sigmoid) and sp.expand(base.args[0] + f.args[0]) == 0:
+                    return f, base
+    return None
+
+
+def _merge_exp_sigmoid(m: sp.Basic) -> sp.Basic:
+    f, base = _exp_sigmoid_pair(m)
+    rest = []
+    for g in m.args:
+        if g == f:
+            continue
+        if g == base:
+            continue
+        if g.is_Pow and g.base == base:
+            rest.append(base ** (g.exp - 1))
+        else:
+            rest.append(g)
+    return sp.Mul(*rest) * sigmoid(-base.args[0])
+
+
+_EXP_SIGMOID = Rewrite(
+    "exp times sigmoid",
+    "{0}: neither factor overflows",
+    (sp.Eq(sp.exp(-_u) * sigmoid(_u), sigmoid(-_u)),),
+    lambda e: _exp_sigmoid_pair(e) is not None,
+    _merge_exp_sigmoid,
+)
+
+
+def _sympy_rewrite(name: str, optim: Callable[[sp.Basic], sp.Basic],
+                   notes: tuple[sp.Basic, ...], reason: str) -> Rewrite:
+    """A rewrite of :mod:`sympy.codegen.rewriting`, with the identity it relies on."""
+    return Rewrite(name, reason, notes, whole=lambda e: optimize(e, [optim]))
+
+
+_LOGADDEXP = _sympy_rewrite(
+    "logaddexp", logaddexp_opt, (sp.Eq(sp.log(sp.exp(_u) + sp.exp(_v)), logaddexp(_u, _v)),),
+    "{0} (the logaddexp of SymPy's code generation): no exponential overflows")
+_EXPM1 = _sympy_rewrite(
+    "expm1", expm1_opt, (sp.Eq(sp.exp(_u) - 1, expm1(_u)), _u),
+    "{0} (from SymPy's code generation): no cancellation where {1} is near 0")
+_LOG1P = _sympy_rewrite(
+    "log1p", log1p_opt, (sp.Eq(sp.log(1 + _u), log1p(_u)), 1 + _u, _u),
+    "{0} (from SymPy's code generation): {1} is not rounded where {2} is tiny")
+
+
+def _sigmoid_pieces(e: sp.Basic) -> sp.Basic:
+    u = e.args[0]
+    small = sp.exp(-sp.Abs(u))
+    return sp.Piecewise((small / (1 + small), u < 0), (1 / (1 + small), True))
+
+
+_SIGMOID_PIECES = Rewrite(
+    "sigmoid pieces",
+    "no one expression of the sigmoid is accurate for every real number ({0} overflows "
+    "where {1}, and {2} where {3}); in terms of {4}, which never overflows, each piece is "
+    "accurate where it is used",
+    (1 / (1 + sp.exp(-_u)), _u < -709, sp.exp(_u) / (1 + sp.exp(_u)), _u > 709,
+     sp.exp(-sp.Abs(_u))),
+    lambda e: isinstance(e, sigmoid),
+    _sigmoid_pieces,
+)
+
+#: Below this argument, log(softplus(u)) is evaluated as its series in exp(u).
+LOG_SOFTPLUS_SERIES_BELOW = -20
+
+
+def _log_softplus_pieces(e: sp.Basic) -> sp.Basic:
+    u = e.args[0].args[0]
+    return sp.Piecewise((sp.log(softplus(u)), u >= LOG_SOFTPLUS_SERIES_BELOW),
+                        (u - sp.exp(-sp.Abs(u)) / 2, True))
+
+
+_t = sp.Symbol("t", positive=True)
+_LOG_SOFTPLUS = Rewrite(
+    "log softplus",
+    "where {0}, the softplus underflows to 0 long before its log does; there {1}, and {2} "
+    "in powers of {3}, which is {4}: the next term is below 1e-17 of the value; no one "
+    "expression of the log is accurate for every real number, so it is evaluated in two "
+    "pieces",
+    (sp.Lt(_u, LOG_SOFTPLUS_SERIES_BELOW),
+     sp.Eq(sp.log(softplus(_u)), _u + sp.log(log1p(sp.exp(_u)) * sp.exp(-_u))),
+     sp.Eq(sp.log(sp.log(1 + _t) / _t), -_t / 2 + sp.O(_t**2), evaluate=False),
+     _t, sp.exp(_u)),
+    lambda e: isinstance(e, sp.log) and isinstance(e.args[0], softplus),
+    _log_softplus_pieces,
+)
+
+#: The rewrites a coupling kernel's expressions go through before printing, in order.
+KERNEL_REWRITES: tuple[Rewrite, ...] = (
+    _CANCEL, _SIGMOID, _EXP_SIGMOID, _LOG_SIGMOID, _SOFTPLUS, _LOGADDEXP, _EXPM1, _LOG1P,
+    _LOG_SOFTPLUS, _SIGMOID_PIECES)

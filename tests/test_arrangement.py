@@ -1,0 +1,36 @@
+"""The floating-point arrangement: each rewrite is a checked step, and a wrong one fails."""
+
+from __future__ import annotations
+
+import pytest
+import sympy as sp
+
+from codegen.nodes import softplus
+from derive.arrangement import KERNEL_REWRITES, Rewrite, arrange
+from derive.derivation import Derivation, StepCheckError
+from derive.vocabulary import G, x1
+
+u = sp.Symbol("u", real=True)
+
+
+def test_each_rewrite_is_a_step_that_checks():
+    expr = sp.log(1 + sp.exp(G)) * x1 + sp.exp(G) - 1
+    arranged, steps = arrange(expr, KERNEL_REWRITES)
+    assert arranged == softplus(G) * x1 + sp.codegen.cfunctions.expm1(G)
+    Derivation("t", "t", "t", steps, [])  # builds: every step checked
+
+
+def test_a_wrong_rewrite_fails_its_check():
+    wrong = Rewrite("wrong softplus", "{0}", (sp.Eq(sp.log(1 + sp.exp(u)), softplus(-u)),),
+                    lambda e: isinstance(e, sp.log), lambda e: softplus(-e.args[0].args[1]))
+    _, steps = arrange(sp.log(1 + sp.exp(G)), [wrong])
+    with pytest.raises(StepCheckError):
+        Derivation("t", "t", "t", steps, [])
+
+
+def test_a_wrong_piece_fails_its_check():
+    wrong = Rewrite("wrong pieces", "pieces", (), lambda e: isinstance(e, softplus),
+                    lambda e: sp.Piecewise((e.args[0], e.args[0] > 0), (e, True)))
+    _, steps = arrange(softplus(G), [wrong])
+    with pytest.raises(StepCheckError):
+        Derivation("t", "t", "t", steps, [])
