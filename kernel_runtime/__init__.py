@@ -226,7 +226,7 @@ _DTYPES: dict[tuple[Any, ...], Any] = {}
 
 def _xp_dtype(xp: Any, names: Sequence[str], values: Sequence[Any]) -> Any:
     """The working dtype (cached per namespace and input dtypes); errors name the argument."""
-    key = (xp, *(getattr(v, "dtype", type(v)) for v in values))
+    key = (xp.__name__, *(getattr(v, "dtype", type(v)) for v in values))
     cached = _DTYPES.get(key)
     if cached is not None:
         return cached
