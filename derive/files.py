@@ -29,13 +29,13 @@ import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from codegen.backends import render_module
 from codegen.environment import environment
-from codegen.numpy_backend import render_numpy
 
 from .document import solutions_document
 from .notebook import derivations_notebook
-from .questions import kernel_modules
 from .output import OutputError, write_output
+from .questions import kernel_modules
 
 try:
     import fcntl
@@ -66,7 +66,7 @@ def is_checkout(root: Path) -> bool:
 def generated_files() -> dict[str, str]:
     """Every generated file, by path relative to the root, rendered in memory."""
     modules = kernel_modules()  # the registry says which question produces which module
-    files = {f"generated/{m.name}.py": render_numpy(m, COMMAND) for m in modules}
+    files = {f"generated/{m.name}.py": render_module(m, COMMAND) for m in modules}
     files["generated/__init__.py"] = environment().get_template("package.py.jinja").render(
         modules=modules, command=COMMAND)
     files["generated/solutions.tex"] = solutions_document(command=COMMAND)
