@@ -147,7 +147,12 @@ def safe_point(expr: sp.Expr, cond: sp.Basic = sp.true) -> dict[sp.Symbol, sp.Ex
     # SymPy cannot differentiate through
     exact = expr.replace(lambda a: isinstance(a, sp.UnevaluatedExpr), lambda a: a.args[0])
     check_cond = cond is not sp.true and cond.free_symbols <= set(syms)
-    for value in SAFE_CANDIDATES:
+    # besides the fixed candidates, values beyond each threshold the condition names
+    # (``u < -20`` needs a point below -20)
+    thresholds = sorted({t for t in cond.atoms(sp.Number) if t.is_finite} if check_cond
+                        else set(), key=sp.default_sort_key)
+    beyond = [v for t in thresholds for v in (t - 1, t + 1, 2 * t, t / 2)]
+    for value in (*SAFE_CANDIDATES, *beyond):
         point = {s: value for s in syms}
         if check_cond and cond.subs(point) is not sp.true:
             continue
