@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import re
 import shlex
@@ -249,9 +250,9 @@ def _generate_root(args: argparse.Namespace) -> Path:
         root = default_root()
         if not is_checkout(root):
             raise _Failure(f"{_shown(root)} is not a source checkout (derive is installed "
-                           "there, not editable); refusing to write generated/ into it: pass "
-                           "--root PATH, or use an editable install (pip install -e .)",
-                           code=2)
+                           "there, not editable), and generate never writes into an "
+                           "installation: pass --root PATH (the folder holding generated/), "
+                           "or use an editable install (pip install -e .)", code=2)
         return root
     if args.root == "":
         raise _Failure("--root: empty path; give the folder that holds generated/", code=2)
@@ -365,6 +366,24 @@ def _signals() -> Iterator[None]:
             signal.signal(getattr(signal, name), handler)
 
 
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse; ``--help`` and ``--version`` print to standard output here, where a closed
+    or broken one is handled (argparse would fall back to standard error)."""
+    closed = sys.stdout is None
+    if closed:
+        sys.stdout = io.StringIO()
+    try:
+        return parser().parse_args(argv)
+    except SystemExit:
+        if closed and sys.stdout.getvalue():
+            raise _Failure("cannot write to standard output: it is closed") from None
+        _emit("")
+        raise
+    finally:
+        if closed:
+            sys.stdout = None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code (see ``derive --help``).
 
@@ -374,11 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     try:
         with _signals():
-            try:
-                args = parser().parse_args(argv)
-            except SystemExit:
-                _emit("")  # --help/--version: flush here, where a closed pipe is handled
-                raise
+            args = _parse(argv)
             return _emit(_run(args))
     except _Failure as err:
         if sys.stderr is not None:
