@@ -24,9 +24,13 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .questions import QUESTIONS, UnknownQuestionError, build
+
+if TYPE_CHECKING:
+    from .output import Target
 
 __all__ = ["main", "parser"]
 
@@ -109,7 +113,12 @@ def parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="regenerate every file under generated/",
                          description="Derive every question, check every step, and rewrite the "
                                      "generated kernels and documents under generated/. Files "
-                                     "are written atomically and only when they change.")
+                                     "are written atomically and only when they change. A file "
+                                     "is deleted only if generated/MANIFEST lists it, the "
+                                     "engine no longer produces it and it is unchanged; other "
+                                     "files are left alone (with a warning when they look "
+                                     "generated). Concurrent runs take turns (a lock on "
+                                     "generated/).")
     gen.add_argument("--check", action="store_true",
                      help="write nothing; exit 1 naming the stale files (with a diff) when "
                           "generated/ differs from what the engine produces")
@@ -163,14 +172,14 @@ def _shell_quote(arg: str) -> str:
             out.append(_C_ESCAPES[c])
         elif 0xDC80 <= ord(c) <= 0xDCFF:  # an undecodable byte of the file name
             out.append(f"\\x{ord(c) - 0xDC00:02x}")
-        elif not c.isprintable() and c != " ":
+        elif not c.isprintable():
             out.append("".join(f"\\x{b:02x}" for b in c.encode("utf-8", "surrogatepass")))
         else:
             out.append(c)
     return "$'" + "".join(out) + "'"
 
 
-def _output_target(path: str):
+def _output_target(path: str) -> Target:
     """``-o PATH`` checked before anything is computed (exit 2 when it cannot be written)."""
     from .output import OutputError, output_target
 
@@ -180,7 +189,7 @@ def _output_target(path: str):
         raise _Failure(f"--output: {_shown(str(err))}", code=2) from None
 
 
-def _write_output(target, data: bytes) -> str:
+def _write_output(target: Target, data: bytes) -> str:
     from .output import write_output
 
     try:
