@@ -82,7 +82,8 @@ def test_item12_a_signal_during_generate_leaves_no_temporary_file(tmp_path, sig,
     assert list((tmp_path / "generated").iterdir()) == []
 
 
-def test_item12_sigterm_during_pdf_leaves_no_scratch_folder(tmp_path):
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_item12_a_signal_during_pdf_leaves_no_scratch_folder(tmp_path, sig, code):
     bin_dir, marker = fake_tex(tmp_path, "exec sleep 30")
     scratch = tmp_path / "tmp"
     scratch.mkdir()
@@ -95,9 +96,9 @@ def test_item12_sigterm_during_pdf_leaves_no_scratch_folder(tmp_path):
     while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert [p.name for p in scratch.iterdir() if p.name.startswith("derive-tex-")]
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143 and "Traceback" not in err, err
+    assert proc.returncode == code and "Traceback" not in err, err
     assert list(scratch.iterdir()) == []
     assert not (tmp_path / "q.pdf").exists()
 
