@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import re
 import shlex
@@ -23,9 +24,13 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .questions import QUESTIONS, UnknownQuestionError, build
+
+if TYPE_CHECKING:
+    from .output import Target
 
 __all__ = ["main", "parser"]
 
@@ -110,7 +115,12 @@ def parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="regenerate every file under generated/",
                          description="Derive every question, check every step, and rewrite the "
                                      "generated kernels and documents under generated/. Files "
-                                     "are written atomically and only when they change.")
+                                     "are written atomically and only when they change. A file "
+                                     "is deleted only if generated/MANIFEST lists it, the "
+                                     "engine no longer produces it and it is unchanged; other "
+                                     "files are left alone (with a warning when they look "
+                                     "generated). Concurrent runs take turns (a lock on "
+                                     "generated/).")
     gen.add_argument("--check", action="store_true",
                      help="write nothing; exit 1 naming the stale files (with a diff) when "
                           "generated/ differs from what the engine produces")
@@ -168,14 +178,14 @@ def _shell_quote(arg: str) -> str:
             out.append(_C_ESCAPES[c])
         elif 0xDC80 <= ord(c) <= 0xDCFF:  # an undecodable byte of the file name
             out.append(f"\\x{ord(c) - 0xDC00:02x}")
-        elif not c.isprintable() and c != " ":
+        elif not c.isprintable():
             out.append("".join(f"\\x{b:02x}" for b in c.encode("utf-8", "surrogatepass")))
         else:
             out.append(c)
     return "$'" + "".join(out) + "'"
 
 
-def _output_target(path: str):
+def _output_target(path: str) -> Target:
     """``-o PATH`` checked before anything is computed (exit 2 when it cannot be written)."""
     from .output import OutputError, output_target
 
@@ -185,7 +195,7 @@ def _output_target(path: str):
         raise _Failure(f"--output: {_shown(str(err))}", code=2) from None
 
 
-def _write_output(target, data: bytes) -> str:
+def _write_output(target: Target, data: bytes) -> str:
     from .output import write_output
 
     try:
@@ -255,9 +265,9 @@ def _generate_root(args: argparse.Namespace) -> Path:
         root = default_root()
         if not is_checkout(root):
             raise _Failure(f"{_shown(root)} is not a source checkout (derive is installed "
-                           "there, not editable); refusing to write generated/ into it: pass "
-                           "--root PATH, or use an editable install (pip install -e .)",
-                           code=2)
+                           "there, not editable), and generate never writes into an "
+                           "installation: pass --root PATH (the folder holding generated/), "
+                           "or use an editable install (pip install -e .)", code=2)
         return root
     if args.root == "":
         raise _Failure("--root: empty path; give the folder that holds generated/", code=2)
@@ -378,6 +388,24 @@ def _signals() -> Iterator[None]:
             signal.signal(getattr(signal, name), handler)
 
 
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse; ``--help`` and ``--version`` print to standard output here, where a closed
+    or broken one is handled (argparse would fall back to standard error)."""
+    closed = sys.stdout is None
+    if closed:
+        sys.stdout = io.StringIO()
+    try:
+        return parser().parse_args(argv)
+    except SystemExit:
+        if closed and sys.stdout.getvalue():
+            raise _Failure("cannot write to standard output: it is closed") from None
+        _emit("")
+        raise
+    finally:
+        if closed:
+            sys.stdout = None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code (see ``derive --help``).
 
@@ -387,11 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     try:
         with _signals():
-            try:
-                args = parser().parse_args(argv)
-            except SystemExit:
-                _emit("")  # --help/--version: flush here, where a closed pipe is handled
-                raise
+            args = _parse(argv)
             out, code = _run(args)
             return _emit(out) or code
     except _Failure as err:

@@ -92,6 +92,15 @@ def test_item1_a_forged_manifest_cannot_delete_outside_generated(root, files, tm
     assert victim.read_text() == "keep me\n"
 
 
+def test_item1_a_users_file_at_a_generated_path_is_not_clobbered(tmp_path, files):
+    mine = tmp_path / "generated" / "coupling.py"
+    mine.parent.mkdir()
+    mine.write_text("# my own notes, not generated\n")
+    with pytest.raises(OutputError, match="not written by `derive generate`"):
+        write_files(tmp_path, files)
+    assert mine.read_text() == "# my own notes, not generated\n"
+
+
 # -- item 2: -o PATH and what is at that path ---------------------------------------------------
 
 def test_item2_writes_through_a_symlink_to_its_target(tmp_path):
