@@ -30,10 +30,10 @@ bench = importlib.import_module("bench")  # first: it pins the thread counts bef
 
 import numpy as np  # noqa: E402
 
-from bench import autodiff, kernels, regen, report  # noqa: E402
+from bench import autodiff, kernels, libraries, regen, report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = ("autodiff", "kernels", "regen")
+PARTS = ("autodiff", "kernels", "regen", "libraries")
 
 #: Sizes, repeats and timeouts of the two modes.
 MODES = {
@@ -43,6 +43,7 @@ MODES = {
                     "min_sample": 0.005},
         "regen": {"sizes": [16], "generate_runs": 1, "generate_timeout": 25.0,
                   "explicit_timeout": 60.0},
+        "libraries": {"sizes": [10**3, 10**5], "repeats": 5, "min_sample": 0.005},
     },
     "full": {
         "autodiff": {"dims": [8, 32, 128, 512], "batch": 64, "repeats": 7, "min_sample": 0.05},
@@ -50,6 +51,7 @@ MODES = {
                     "repeats": 15, "min_sample": 0.02},
         "regen": {"sizes": [16, 32, 64], "generate_runs": 5, "generate_timeout": 600.0,
                   "explicit_timeout": 900.0},
+        "libraries": {"sizes": [10**3, 10**5, 10**7], "repeats": 9, "min_sample": 0.02},
     },
 }
 
@@ -120,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     if "regen" in parts:
         log("4. regeneration")
         results["regen"] = regen.run(**mode["regen"], log=note)
+    if "libraries" in parts:
+        log("5. per-call overhead; the kernels in PyTorch and JAX")
+        results["libraries"] = libraries.run(**mode["libraries"], log=note)
 
     meta = _meta(args.quick)
     meta["elapsed"] = time.perf_counter() - start
