@@ -1,4 +1,4 @@
-r"""Render derived SymPy expressions as NumPy source and as LaTeX, through jinja2 templates.
+r"""Render derived SymPy expressions as Python source and as LaTeX, through jinja2 templates.
 
 ``derive`` hands this package one plain value per generated file, a
 :class:`~codegen.spec.Module` of :class:`~codegen.spec.Kernel` values; the renderers
@@ -15,12 +15,16 @@ Example:
     3.0
 """
 
+from .backends import ARRAY_API, BACKENDS, NUMPY, Backend, render_module
 from .latex import LatexOptions, latex, render_derivation, render_document
-from .numpy_backend import KernelPrinter, lambdify_kernel, plan_kernel, render_numpy
+from .numpy_backend import KernelPrinter, lambdify_kernel, render_numpy
+from .plan import plan_kernel
 from .spec import Arg, Kernel, Module, Output
+from .xp_backend import XpPrinter
 
 __all__ = [
     "Arg", "Kernel", "Module", "Output",
-    "KernelPrinter", "plan_kernel", "render_numpy", "lambdify_kernel",
+    "Backend", "NUMPY", "ARRAY_API", "BACKENDS", "render_module",
+    "KernelPrinter", "XpPrinter", "plan_kernel", "render_numpy", "lambdify_kernel",
     "LatexOptions", "latex", "render_derivation", "render_document",
 ]

@@ -1,9 +1,11 @@
-r"""Render a :class:`~codegen.spec.Module` as NumPy source, and lambdify kernels in-process.
+r"""The NumPy target: its printer, its lowering of a plan, and in-process lambdify.
 
-The rendering follows SymForce: each kernel becomes a plan of statements -- calls of the
-callable arguments (each evaluated once), intermediate terms from common-subexpression
-elimination, and output terms -- printed by :class:`KernelPrinter` (right-hand sides
-only) and laid out by the jinja2 templates, which hold no formulas.
+The rendering follows SymForce: each kernel becomes a target-free plan
+(:mod:`codegen.plan`) -- calls of the callable arguments (each evaluated once),
+intermediate terms from common-subexpression elimination, and output terms -- which
+:func:`lower_numpy` prints with :class:`KernelPrinter` (right-hand sides only), choosing
+the NumPy-specific forms (piecewise values patched with ``take``/``put``, block matrices
+assembled in place); the jinja2 templates lay it out and hold no formulas.
 
 Example:
     >>> import sympy as sp
@@ -12,14 +14,15 @@ Example:
     >>> e = sp.exp(x)
     >>> k = Kernel("f", (Arg("x", "batch", "input"),),
     ...            (Output("y", e * (x + 1), "y"), Output("z", e * (x - 1), "z")), "")
-    >>> [(s.target, s.code) for s in plan_kernel(k).statements]
+    >>> [(s["target"], s["code"]) for s in lower_numpy(plan_kernel(k), KernelPrinter())
+    ...  ["statements"]]
     [('_tmp0', 'numpy.exp(x)'), ('y', '_tmp0*(x + 1)'), ('z', '_tmp0*(x - 1)')]
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,11 +30,11 @@ import sympy as sp
 from sympy.core.function import AppliedUndef
 from sympy.printing.numpy import NumPyPrinter
 
-from .environment import environment
 from .nodes import IDENTITY, BlockMatrixSpec, ComponentSum
+from .plan import KernelPlan, Statement, _sorted, plan_kernel
 from .spec import Kernel, Module
 
-__all__ = ["KernelPrinter", "plan_kernel", "render_numpy", "lambdify_kernel"]
+__all__ = ["KernelPrinter", "plan_kernel", "lower_numpy", "render_numpy", "lambdify_kernel"]
 
 
 class KernelPrinter(NumPyPrinter):
@@ -119,48 +122,6 @@ class Branch:
     code: str
 
 
-@dataclass(frozen=True)
-class Statement:
-    """One line of a kernel body: a call, an assignment, or a piecewise assignment."""
-
-    kind: str  # "call" | "assign" | "piecewise"
-    target: str
-    code: str
-    callee: str = ""
-    arg: str = ""
-    shape: str = ""  # for calls: "vector" or "matrix"; for piecewise: the arrays it spans
-    branches: tuple[Branch, ...] = ()
-
-
-@dataclass(frozen=True)
-class BlockPlan:
-    """One block of a block-matrix output: where it goes and the code of its value."""
-
-    row: str
-    col: str
-    code: str  # "" for a zero block
-    description: str
-
-
-@dataclass
-class KernelPlan:
-    """The statements of a kernel body, ready for the template.
-
-    ``checked`` lists the array arguments the kernel validates: every ``batch`` argument
-    (they fix the shapes) and every other array an output uses; an unused parameter is
-    accepted and ignored. ``used`` lists those whose values an output reads: only they
-    are checked for NaN and infinity (in element-wise kernels ``checked`` and ``used``
-    coincide).
-    """
-
-    statements: list[Statement] = field(default_factory=list)
-    blocks: dict[str, tuple[BlockPlan, ...]] = field(default_factory=dict)
-    checked: list[str] = field(default_factory=list)
-    #: the checked arrays whose values an output reads (the others lend only their shape,
-    #: so their values are not checked either)
-    used: list[str] = field(default_factory=list)
-
-
 def _term_code(coef: str, matrix: str) -> str:
     """``diag(coef) @ matrix`` as NumPy, without forming ``diag(coef)``."""
     eye = "numpy.eye(_n, dtype=_dtype)"
@@ -171,157 +132,64 @@ def _term_code(coef: str, matrix: str) -> str:
     return matrix or eye
 
 
-def _needed_outputs(kernel: Kernel) -> list[Any]:
-    """The returned outputs and the internal ones they use, directly or not."""
-    needed = {o.name for o in kernel.returns}
-    changed = True
-    while changed:
-        changed = False
-        for out in kernel.outputs:
-            if out.name in needed and not isinstance(out.value, BlockMatrixSpec):
-                for sym in out.value.free_symbols:
-                    if sym.name not in needed and any(o.name == sym.name for o in kernel.outputs):
-                        needed.add(sym.name)
-                        changed = True
-    return [o for o in kernel.outputs if o.name in needed]
+def _piecewise_numpy(st: Statement, printer: KernelPrinter) -> dict[str, Any]:
+    """Assign the default piece everywhere, then each other piece where it holds.
 
-
-def _call_name(app: AppliedUndef) -> str:
-    return "_".join([app.func.__name__] + [str(a) for a in app.args])
-
-
-def _sorted(items: Any) -> list[Any]:
-    return sorted(items, key=sp.default_sort_key)
-
-
-def plan_kernel(kernel: Kernel, printer: KernelPrinter | None = None) -> KernelPlan:
-    """Order the kernel's calls and assignments, CSE each stage, and print right-hand sides.
-
-    A stage is every output whose inputs are available; callables run as soon as their
-    argument is available, once each.
+    Each piece is evaluated only at the entries where it is taken (``take``/``put``), so
+    no piece ever sees an argument outside its region.
     """
-    printer = printer or KernelPrinter()
-    kinds = {a.name: a.kind for a in kernel.args}
-    available = {a.name for a in kernel.args if a.is_array}
-    pending: list[tuple[str, sp.Expr]] = []
-    block_terms: dict[str, list[list[tuple[str, sp.Basic]]]] = {}
-    matrix_calls: list[AppliedUndef] = []
-    for out in _needed_outputs(kernel):
-        if isinstance(out.value, BlockMatrixSpec):
-            rows = []
-            for b, block in enumerate(out.value):
-                terms = []
-                for t, term in enumerate(block.terms):
-                    coef_name = f"_{out.name}{b}{t}"
-                    if term.coef != 1:
-                        pending.append((coef_name, term.coef))
-                    else:
-                        coef_name = ""
-                    terms.append((coef_name, term.matrix))
-                    if term.matrix != IDENTITY:
-                        matrix_calls.append(term.matrix)
-                rows.append(terms)
-            block_terms[out.name] = rows
-        else:
-            pending.append((out.name, out.value))
-
-    used = {s.name for _, e in pending for s in e.free_symbols}
-    used |= {str(a) for m in matrix_calls for a in m.args}
-    plan_checked = [a.name for a in kernel.args
-                    if a.is_array and (a.kind == "batch" or a.name in used)]
-
-    # Each piecewise subexpression becomes a named value assigned piece by piece: the last
-    # ("otherwise") piece everywhere, every other piece only where its condition holds
-    # (numpy.select would evaluate every piece everywhere).
-    piecewise: dict[str, sp.Piecewise] = {}
-    for k, (name, expr) in enumerate(pending):
-        for pw in _sorted(expr.atoms(sp.Piecewise)):
-            pw_name = f"_pw{len(piecewise)}"
-            piecewise[pw_name] = pw
-            expr = expr.xreplace({pw: sp.Symbol(pw_name, real=True)})
-        pending[k] = (name, expr)
-    pending = list(piecewise.items()) + pending
-
-    plan = KernelPlan(checked=plan_checked, used=[a for a in plan_checked if a in used])
-    calls: dict[AppliedUndef, sp.Symbol] = {}
-    tmp = sp.numbered_symbols("_tmp")
-
-    def emit_calls(apps: list[AppliedUndef]) -> None:
-        for app in _sorted(apps):
-            if app in calls or not {str(a) for a in app.args} <= available:
-                continue
-            name = _call_name(app)
-            callee = app.func.__name__
-            shape = "matrix" if kinds.get(callee) == "jacobian" else "vector"
-            plan.statements.append(Statement("call", name, "", callee, str(app.args[0]), shape))
-            calls[app] = sp.Symbol(name, real=True)
-            available.add(name)
-
-    all_apps = [a for _, e in pending for a in e.atoms(AppliedUndef)] + matrix_calls
-    while pending:
-        emit_calls(all_apps)
-        ready = [(name, e.xreplace(calls)) for name, e in pending
-                 if not (e.atoms(AppliedUndef) - set(calls))
-                 and {s.name for s in e.xreplace(calls).free_symbols} <= available]
-        if not ready:
-            missing = ", ".join(name for name, _ in pending)
-            raise ValueError(f"kernel {kernel.name}: cannot order the computation of {missing}")
-        done = {name for name, _ in ready}
-        for name, expr in [(n, e) for n, e in ready if n in piecewise]:
-            plan.statements.append(_piecewise_statement(name, expr, printer))
-            available.add(name)
-        ready = [(n, e) for n, e in ready if n not in piecewise]
-        replacements, reduced = sp.cse([e for _, e in ready], symbols=tmp, order="canonical")
-        for sym, expr in replacements:
-            plan.statements.append(Statement("assign", str(sym), printer.doprint(expr)))
-        for (name, _), expr in zip(ready, reduced, strict=True):
-            plan.statements.append(Statement("assign", name, printer.doprint(expr)))
-            available.add(name)
-        pending = [(n, e) for n, e in pending if n not in done]
-    emit_calls(all_apps)
-
-    for out_name, rows in block_terms.items():
-        out = next(o for o in kernel.outputs if o.name == out_name)
-        assert isinstance(out.value, BlockMatrixSpec)
-        blocks = []
-        for block, terms in zip(out.value, rows, strict=True):
-            code = " + ".join(_term_code(coef, "" if m == IDENTITY else str(calls[m]))
-                              for coef, m in terms)
-            blocks.append(BlockPlan(block.row, block.col, code, block.description))
-        plan.blocks[out_name] = tuple(blocks)
-    return plan
-
-
-def _piecewise_statement(name: str, pw: sp.Piecewise, printer: KernelPrinter) -> Statement:
-    """Assign the default piece everywhere, then each other piece where it holds."""
-    *pieces, (default, last) = pw.args
-    if last is not sp.true:
-        raise ValueError(f"{name}: a piecewise value needs a final 'otherwise' piece: {pw}")
-    arrays = sorted({s.name for s in pw.free_symbols})
+    *pieces, default = st.pieces
     branches = []
     # Later assignments win, and the first true condition must: assign in reverse order.
-    for k, (expr, cond) in reversed(list(enumerate(pieces))):
-        mask = f"{name}_m{k}"
-        used = sorted(expr.free_symbols, key=sp.default_sort_key)
+    for k, piece in reversed(list(enumerate(pieces))):
+        mask = f"{st.target}_m{k}"
+        used = sorted(piece.expr.free_symbols, key=sp.default_sort_key)
         local = {s: sp.Symbol(f"{s.name}_{mask}", real=True) for s in used}
-        branches.append(Branch(mask, printer.doprint(cond),
+        branches.append(Branch(mask, printer.doprint(piece.cond),
                                tuple((local[s].name, s.name) for s in used),
-                               printer.doprint(expr.xreplace(local))))
-    return Statement("piecewise", name, printer.doprint(default), shape=", ".join(arrays),
-                     branches=tuple(branches))
+                               printer.doprint(piece.expr.xreplace(local))))
+    return {"kind": "piecewise", "target": st.target, "code": printer.doprint(default.expr),
+            "shape": ", ".join(st.arrays), "branches": tuple(branches)}
+
+
+def lower_numpy(plan: KernelPlan, printer: KernelPrinter) -> dict[str, Any]:
+    """The plan printed for the NumPy body: in-place block assembly, ``take``/``put`` pieces.
+
+    Example:
+        >>> import sympy as sp
+        >>> from codegen.spec import Arg, Kernel, Output
+        >>> x = sp.Symbol("x", real=True)
+        >>> k = Kernel("f", (Arg("x", "batch", "input"),), (Output("y", sp.exp(x), "y"),), "")
+        >>> lower_numpy(plan_kernel(k), KernelPrinter())["statements"][0]["code"]
+        'numpy.exp(x)'
+    """
+    statements: list[dict[str, Any]] = []
+    for st in plan.statements:
+        if st.kind == "call":
+            statements.append({"kind": "call", "target": st.target, "callee": st.callee,
+                               "arg": st.arg, "shape": st.shape})
+        elif st.kind == "piecewise":
+            statements.append(_piecewise_numpy(st, printer))
+        else:
+            statements.append({"kind": "assign", "target": st.target,
+                               "code": printer.doprint(st.expr)})
+    blocks = {name: tuple({"row": b.row, "col": b.col, "description": b.description,
+                           "code": " + ".join(_term_code(c, m) for c, m in b.terms)}
+                          for b in bs)
+              for name, bs in plan.blocks.items()}
+    return {"statements": statements, "blocks": blocks}
 
 
 def render_numpy(module: Module, command: str) -> str:
-    """The source of ``generated/<module.name>.py``.
+    """The source of ``generated/<module.name>.py`` (every backend of :mod:`codegen.backends`).
 
     Arguments:
         module: the module specification.
         command: the command that regenerates the file, for its header.
     """
-    printer = KernelPrinter()
-    plans = {k.name: plan_kernel(k, printer) for k in module.kernels}
-    template = environment().get_template("module.py.jinja")
-    return template.render(module=module, plans=plans, command=command)
+    from .backends import render_module
+
+    return render_module(module, command)
 
 
 # --- in-process evaluation -----------------------------------------------------------

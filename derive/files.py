@@ -18,8 +18,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from codegen.backends import render_module
 from codegen.environment import environment
-from codegen.numpy_backend import render_numpy
 
 from .blocks import BLOCKS
 from .document import solutions_document
@@ -45,7 +45,7 @@ def generated_files() -> dict[str, str]:
     """Every generated file, by path relative to the root, rendered in memory."""
     modules = [coupling_module(block) for block in BLOCKS.values()]
     modules += [gaussian_kl_module(p) for p in PARAMETERIZATIONS.values()]
-    files = {f"generated/{m.name}.py": render_numpy(m, COMMAND) for m in modules}
+    files = {f"generated/{m.name}.py": render_module(m, COMMAND) for m in modules}
     files["generated/__init__.py"] = environment().get_template("package.py.jinja").render(
         modules=modules, command=COMMAND)
     files["generated/solutions.tex"] = solutions_document(command=COMMAND)

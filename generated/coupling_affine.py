@@ -9,8 +9,12 @@ kernels share one signature, so blocks are interchangeable: x1, x2, y1, y2 have 
 (..., n) with any leading batch dimensions, s has shape (n,), and F, G map (..., n) to
 (..., n).
 
-Every formula below was derived by SymPy and printed by the engine's NumPy printer;
-the derivation and its checked steps are shown by ``derive show``.
+Every kernel takes arrays of any array-API library (NumPy, PyTorch, JAX, Dask, CuPy,
+array_api_strict) and returns arrays of the caller's library, on the caller's device;
+callable arguments receive arrays of that library. Every formula below was derived by
+SymPy and printed by the engine's printers, once per target from the same plan: a
+NumPy-specialized body and an array-API body (``xp``); the derivation and its checked
+steps are shown by ``derive show``. Argument checks live in ``kernel_runtime``.
 
 Example:
     >>> import numpy as np
@@ -26,124 +30,19 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy
 
+import kernel_runtime as _rt
+from kernel_runtime import broadcast as _broadcast
+from kernel_runtime import call as _call
+from kernel_runtime import finish as _finish
+from kernel_runtime import full as _full
+from kernel_runtime import scale_rows as _scale_rows
+
 __all__ = ["forward", "inverse", "jacobian", "log_det_jacobian"]
-
-
-# --- argument checks (the shape contract of coupling blocks) -------------------------
-
-
-def _first_non_finite(arrays: dict[str, numpy.ndarray]) -> str | None:
-    """The name of the first array with a NaN or an infinity, or None."""
-    # A sum of squares is finite only when every entry is: one BLAS pass per array and no
-    # temporary (3x faster than isfinite(a).all(), bench/); where it overflows (entries
-    # beyond ~1e154), the entries are tested one by one.
-    with numpy.errstate(over="ignore"):
-        for name, a in arrays.items():
-            if a.dtype.kind != "f":
-                continue
-            if a.flags.c_contiguous or a.flags.f_contiguous:
-                flat = a.ravel(order="K")  # a view: no copy
-                if math.isfinite(numpy.dot(flat, flat)):
-                    continue
-            if not numpy.isfinite(a).all():
-                return name
-    return None
-
-
-def _as_real(name: str, value: Any) -> numpy.ndarray:
-    array = numpy.asarray(value)
-    if array.dtype.kind not in "iuf":
-        raise TypeError(f"{name}: expected a real numeric array, got dtype {array.dtype}")
-    return array
-
-
-def _working_dtype(raw: dict[str, Any], arrays: dict[str, numpy.ndarray]) -> numpy.dtype:
-    # Python scalars stay weak (0.5 with float32 gives float32); integers compute in float.
-    dtypes = {a.dtype for a in arrays.values()}
-    if len(dtypes) == 1 and (dtype := dtypes.pop()).kind == "f" and dtype.isnative and all(
-            type(v) is numpy.ndarray for v in raw.values()):
-        return dtype  # the common case, without numpy.result_type's microsecond
-    return numpy.result_type(
-        *(v if type(v) in (int, float) else arrays[k] for k, v in raw.items()), 1.0)
-
-
-def _broadcast(*shapes: tuple[int, ...]) -> tuple[int, ...]:
-    """The shapes broadcast together; numpy.broadcast_shapes (microseconds) only where they
-    differ. Raises ValueError where they do not broadcast."""
-    return shapes[0] if shapes.count(shapes[0]) == len(shapes) else numpy.broadcast_shapes(*shapes)
-
-
-def _full(a: Any, shape: tuple[int, ...]) -> Any:
-    """``a`` broadcast to ``shape`` (a view); ``a`` itself where it has that shape already."""
-    return a if numpy.shape(a) == shape else numpy.broadcast_to(a, shape)
-
-
-def _finish(value: Any, shape: tuple[int, ...], dtype: numpy.dtype, inputs: tuple[Any, ...]) -> numpy.ndarray:
-    """The output as a new array of the full shape and the working dtype."""
-    value = numpy.asarray(value)
-    if value.shape != shape or value.dtype != dtype:
-        return numpy.array(numpy.broadcast_to(value, shape), dtype=dtype)
-    if any(value is a for a in inputs):
-        return value.copy()  # never hand back an input itself
-    return value
-
-
-def _prepare(
-    vectors: dict[str, Any], params: dict[str, Any], finite: tuple[str, ...]
-) -> tuple[list[numpy.ndarray], tuple[int, ...], int, numpy.dtype]:
-    """Check shapes, and the values of the arrays named in ``finite``; return the arrays in
-    a common floating dtype."""
-    raw = {**vectors, **params}
-    arrays = {name: _as_real(name, value) for name, value in raw.items()}
-    for name, a in arrays.items():
-        if a.ndim == 0:
-            raise ValueError(f"{name}: expected an array of shape (..., n), got a scalar")
-    first = next(iter(vectors))
-    n = arrays[first].shape[-1]
-    if n == 0:
-        raise ValueError(f"{first}: expected a last dimension n >= 1, got shape {arrays[first].shape}")
-    for name in vectors:
-        if arrays[name].shape[-1] != n:
-            shapes = ", ".join(f"{k} {arrays[k].shape}" for k in vectors)
-            raise ValueError(f"{', '.join(vectors)}: expected the same last dimension n, got {shapes}")
-    try:
-        batch = _broadcast(*(arrays[name].shape[:-1] for name in vectors))
-    except ValueError:
-        shapes = ", ".join(f"{k} {arrays[k].shape}" for k in vectors)
-        raise ValueError(f"{', '.join(vectors)}: leading (batch) dimensions do not broadcast: {shapes}") from None
-    for name in params:
-        if arrays[name].shape != (n,):
-            raise ValueError(f"{name}: expected shape ({n},) to match n = {n}, got {arrays[name].shape}")
-    dtype = _working_dtype(raw, arrays)
-    bad = _first_non_finite({name: arrays[name] for name in finite}) if finite else None
-    if bad is not None:
-        raise ValueError(f"{bad}: expected finite values, got NaN or infinity")
-    return [a.astype(dtype, copy=False) for a in arrays.values()], batch, n, dtype
-
-
-def _call(name: str, fn: Any, arg: numpy.ndarray, shape: str, dtype: numpy.dtype) -> numpy.ndarray:
-    """Evaluate a callable argument once and check the shape of what it returns."""
-    if not callable(fn):
-        raise TypeError(f"{name}: expected a callable, got {type(fn).__name__}")
-    value = numpy.asarray(fn(arg))
-    if value.dtype.kind not in "iuf":
-        raise TypeError(f"{name}: expected {name}(x) to return real numbers, got dtype {value.dtype}")
-    expected = arg.shape if shape == "vector" else arg.shape + arg.shape[-1:]
-    if value.shape != expected:
-        raise ValueError(f"{name}: expected {name}(x) of shape {expected} for x of shape {arg.shape}, got {value.shape}")
-    return value.astype(dtype, copy=False)
-
-
-def _scale_rows(coef: Any, matrix: numpy.ndarray) -> numpy.ndarray:
-    """diag(coef) @ matrix, without forming diag(coef)."""
-    coef = numpy.asarray(coef)
-    return coef[..., :, None] * matrix if coef.ndim else coef * matrix
 
 
 def forward(
@@ -153,28 +52,47 @@ def forward(
     F: Callable[..., Any] | None,
     G: Callable[..., Any] | None,
     *,
-    check_finite: bool = True,
-) -> tuple[numpy.ndarray, numpy.ndarray]:
+    check_finite: bool | None = None,
+) -> tuple[Any, Any]:
     """Apply RealNVP's affine coupling block: y = (y1, y2) from x = (x1, x2).
+
+    Arrays of any array-API library (NumPy, PyTorch, JAX, Dask, ...) in, arrays of the same
+    library out; integer inputs compute in float64 (float32 where the library has no
+    float64), and float32 stays float32.
 
     Arguments:
         x1: first half of the input, shape (..., n).
         x2: second half of the input, shape (..., n).
         s: the parameter vector s, shape (n,). Unused here: accepted and ignored.
-        F: callable (..., n) -> (..., n); ignored where unused.
-        G: callable (..., n) -> (..., n); ignored where unused.
-        check_finite: raise ValueError on NaN or infinite values in the array inputs whose
-            values are read (default True).
+        F: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array.
+        G: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array.
+        check_finite: the value checks (NaN or infinity in the arrays whose values are
+            read), raised as ValueError.
+            None (default): checked for NumPy, array_api_strict and eager CPU PyTorch;
+            skipped under tracing (torch.compile, torch.func) and for JAX, Dask and GPU
+            arrays, where an input outside the domain gives NaN or infinity. True: always
+            checked (a Dask graph is computed; an error under jax.jit). False: never.
+            Shapes, dtypes and callables are always checked.
 
     Returns:
         y1: first half of the output, shape (..., n).
         y2: second half of the output, shape (..., n).
     """
-    (x1, x2), _batch, _n, _dtype = _prepare(
-        {"x1": x1, "x2": x2},
-        {},
-        ("x1", "x2",) if check_finite else (),
+    _xp, (x1, x2,), _batch, _n, _dtype = _rt.prepare_coupling(
+        ("x1", "x2",),
+        (x1, x2,),
+        (),
+        (),
+        ("x1", "x2",),
+        check_finite,
     )
+    if _xp is numpy:
+        return _forward_numpy(x1, x2, F, G, _batch, _n, _dtype)
+    return _forward_xp(_xp, x1, x2, F, G, _batch, _n, _dtype)
+
+
+def _forward_numpy(x1, x2, F, G, _batch, _n, _dtype):
+    """forward for NumPy arrays, checked and converted by forward."""
     # Calls (each callable evaluated once)
     F_x2 = _call("F", F, x2, "vector", _dtype)
     G_x2 = _call("G", G, x2, "vector", _dtype)
@@ -186,6 +104,20 @@ def forward(
     return y1, y2
 
 
+def _forward_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
+    """forward for any array-API namespace xp, checked and converted by forward."""
+    _like = x1
+    # Calls (each callable evaluated once)
+    F_x2 = _rt.call_xp(xp, "F", F, x2, "vector", _dtype)
+    G_x2 = _rt.call_xp(xp, "G", G, x2, "vector", _dtype)
+    # Output terms
+    y1 = F_x2 + x1*xp.exp(G_x2)
+    y2 = x2
+    y1 = _rt.finish_xp(xp, y1, _batch + (_n,), _dtype, (x1, x2,))
+    y2 = _rt.finish_xp(xp, y2, _batch + (_n,), _dtype, (x1, x2,))
+    return y1, y2
+
+
 def inverse(
     y1: Any,
     y2: Any,
@@ -193,30 +125,49 @@ def inverse(
     F: Callable[..., Any] | None,
     G: Callable[..., Any] | None,
     *,
-    check_finite: bool = True,
-) -> tuple[numpy.ndarray, numpy.ndarray]:
+    check_finite: bool | None = None,
+) -> tuple[Any, Any]:
     """Invert RealNVP's affine coupling block: x = (x1, x2) from y = (y1, y2).
 
     x2 is recovered first; F and G are then evaluated at it (derivation 1.1).
+
+    Arrays of any array-API library (NumPy, PyTorch, JAX, Dask, ...) in, arrays of the same
+    library out; integer inputs compute in float64 (float32 where the library has no
+    float64), and float32 stays float32.
 
     Arguments:
         y1: first half of the output, shape (..., n).
         y2: second half of the output, shape (..., n).
         s: the parameter vector s, shape (n,). Unused here: accepted and ignored.
-        F: callable (..., n) -> (..., n); ignored where unused.
-        G: callable (..., n) -> (..., n); ignored where unused.
-        check_finite: raise ValueError on NaN or infinite values in the array inputs whose
-            values are read (default True).
+        F: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array.
+        G: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array.
+        check_finite: the value checks (NaN or infinity in the arrays whose values are
+            read), raised as ValueError.
+            None (default): checked for NumPy, array_api_strict and eager CPU PyTorch;
+            skipped under tracing (torch.compile, torch.func) and for JAX, Dask and GPU
+            arrays, where an input outside the domain gives NaN or infinity. True: always
+            checked (a Dask graph is computed; an error under jax.jit). False: never.
+            Shapes, dtypes and callables are always checked.
 
     Returns:
         x1: first half of the input, shape (..., n).
         x2: second half of the input, shape (..., n).
     """
-    (y1, y2), _batch, _n, _dtype = _prepare(
-        {"y1": y1, "y2": y2},
-        {},
-        ("y1", "y2",) if check_finite else (),
+    _xp, (y1, y2,), _batch, _n, _dtype = _rt.prepare_coupling(
+        ("y1", "y2",),
+        (y1, y2,),
+        (),
+        (),
+        ("y1", "y2",),
+        check_finite,
     )
+    if _xp is numpy:
+        return _inverse_numpy(y1, y2, F, G, _batch, _n, _dtype)
+    return _inverse_xp(_xp, y1, y2, F, G, _batch, _n, _dtype)
+
+
+def _inverse_numpy(y1, y2, F, G, _batch, _n, _dtype):
+    """inverse for NumPy arrays, checked and converted by inverse."""
     # Output terms
     x2 = y2
     # Calls (each callable evaluated once)
@@ -229,6 +180,21 @@ def inverse(
     return x1, x2
 
 
+def _inverse_xp(xp, y1, y2, F, G, _batch, _n, _dtype):
+    """inverse for any array-API namespace xp, checked and converted by inverse."""
+    _like = y1
+    # Output terms
+    x2 = y2
+    # Calls (each callable evaluated once)
+    F_x2 = _rt.call_xp(xp, "F", F, x2, "vector", _dtype)
+    G_x2 = _rt.call_xp(xp, "G", G, x2, "vector", _dtype)
+    # Output terms
+    x1 = (y1 - F_x2)/xp.exp(G_x2)
+    x1 = _rt.finish_xp(xp, x1, _batch + (_n,), _dtype, (y1, y2,))
+    x2 = _rt.finish_xp(xp, x2, _batch + (_n,), _dtype, (y1, y2,))
+    return x1, x2
+
+
 def jacobian(
     x1: Any,
     x2: Any,
@@ -238,31 +204,50 @@ def jacobian(
     JF: Callable[..., Any] | None,
     JG: Callable[..., Any] | None,
     *,
-    check_finite: bool = True,
-) -> numpy.ndarray:
+    check_finite: bool | None = None,
+) -> Any:
     """The Jacobian dy/dx of RealNVP's affine coupling block as a dense (..., 2n, 2n) array.
 
     Assembled block by block from derivation 1.2; F and G need not act element-wise.
+
+    Arrays of any array-API library (NumPy, PyTorch, JAX, Dask, ...) in, arrays of the same
+    library out; integer inputs compute in float64 (float32 where the library has no
+    float64), and float32 stays float32.
 
     Arguments:
         x1: first half of the input, shape (..., n).
         x2: second half of the input, shape (..., n).
         s: the parameter vector s, shape (n,). Unused here: accepted and ignored.
-        F: callable (..., n) -> (..., n); ignored where unused.
-        G: callable (..., n) -> (..., n); ignored where unused.
-        JF: callable (..., n) -> (..., n, n), JF(x)[..., i, j] = dF_i/dx_j.
-        JG: callable (..., n) -> (..., n, n), JG(x)[..., i, j] = dG_i/dx_j.
-        check_finite: raise ValueError on NaN or infinite values in the array inputs whose
-            values are read (default True).
+        F: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array.
+        G: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array.
+        JF: callable (..., n) -> (..., n, n), JF(x)[..., i, j] = dF_i/dx_j. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array.
+        JG: callable (..., n) -> (..., n, n), JG(x)[..., i, j] = dG_i/dx_j. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array.
+        check_finite: the value checks (NaN or infinity in the arrays whose values are
+            read), raised as ValueError.
+            None (default): checked for NumPy, array_api_strict and eager CPU PyTorch;
+            skipped under tracing (torch.compile, torch.func) and for JAX, Dask and GPU
+            arrays, where an input outside the domain gives NaN or infinity. True: always
+            checked (a Dask graph is computed; an error under jax.jit). False: never.
+            Shapes, dtypes and callables are always checked.
 
     Returns:
         J: dy/dx, shape (..., 2n, 2n), rows (y1, y2) and columns (x1, x2).
     """
-    (x1, x2), _batch, _n, _dtype = _prepare(
-        {"x1": x1, "x2": x2},
-        {},
-        ("x1", "x2",) if check_finite else (),
+    _xp, (x1, x2,), _batch, _n, _dtype = _rt.prepare_coupling(
+        ("x1", "x2",),
+        (x1, x2,),
+        (),
+        (),
+        ("x1", "x2",),
+        check_finite,
     )
+    if _xp is numpy:
+        return _jacobian_numpy(x1, x2, F, G, JF, JG, _batch, _n, _dtype)
+    return _jacobian_xp(_xp, x1, x2, F, G, JF, JG, _batch, _n, _dtype)
+
+
+def _jacobian_numpy(x1, x2, F, G, JF, JG, _batch, _n, _dtype):
+    """jacobian for NumPy arrays, checked and converted by jacobian."""
     # Calls (each callable evaluated once)
     G_x2 = _call("G", G, x2, "vector", _dtype)
     JF_x2 = _call("JF", JF, x2, "matrix", _dtype)
@@ -282,6 +267,27 @@ def jacobian(
     return J
 
 
+def _jacobian_xp(xp, x1, x2, F, G, JF, JG, _batch, _n, _dtype):
+    """jacobian for any array-API namespace xp, checked and converted by jacobian."""
+    _like = x1
+    # Calls (each callable evaluated once)
+    G_x2 = _rt.call_xp(xp, "G", G, x2, "vector", _dtype)
+    JF_x2 = _rt.call_xp(xp, "JF", JF, x2, "matrix", _dtype)
+    JG_x2 = _rt.call_xp(xp, "JG", JG, x2, "matrix", _dtype)
+    # Intermediate terms
+    _tmp0 = xp.exp(G_x2)
+    _J00 = _tmp0
+    _J11 = _tmp0*x1
+    # Block matrix J = [[dy1/dx1, dy1/dx2], [dy2/dx1, dy2/dx2]]
+    J = _rt.blocks_xp(xp, (
+        _rt.scale_rows_xp(xp, _J00, _rt.eye_xp(xp, _n, _dtype, _like)),  # dy1/dx1: diagonal
+        JF_x2 + _rt.scale_rows_xp(xp, _J11, JG_x2),  # dy1/dx2: a full matrix in general: every output may depend on every input
+        None,  # dy2/dx1
+        _rt.eye_xp(xp, _n, _dtype, _like),  # dy2/dx2: diagonal
+    ), _batch, _n, _dtype, _like)
+    return J
+
+
 def log_det_jacobian(
     x1: Any,
     x2: Any,
@@ -289,32 +295,62 @@ def log_det_jacobian(
     F: Callable[..., Any] | None,
     G: Callable[..., Any] | None,
     *,
-    check_finite: bool = True,
-) -> numpy.ndarray:
+    check_finite: bool | None = None,
+) -> Any:
     """log|det(dy/dx)| of RealNVP's affine coupling block, computed without forming exp.
 
     The closed form of derivation 1.3; it stays finite where exp(G) overflows.
+
+    Arrays of any array-API library (NumPy, PyTorch, JAX, Dask, ...) in, arrays of the same
+    library out; integer inputs compute in float64 (float32 where the library has no
+    float64), and float32 stays float32.
 
     Arguments:
         x1: first half of the input, shape (..., n). Its values are not read here (only its shape and dtype).
         x2: second half of the input, shape (..., n).
         s: the parameter vector s, shape (n,). Unused here: accepted and ignored.
-        F: callable (..., n) -> (..., n); ignored where unused.
-        G: callable (..., n) -> (..., n); ignored where unused.
-        check_finite: raise ValueError on NaN or infinite values in the array inputs whose
-            values are read (default True).
+        F: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array.
+        G: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array.
+        check_finite: the value checks (NaN or infinity in the arrays whose values are
+            read), raised as ValueError.
+            None (default): checked for NumPy, array_api_strict and eager CPU PyTorch;
+            skipped under tracing (torch.compile, torch.func) and for JAX, Dask and GPU
+            arrays, where an input outside the domain gives NaN or infinity. True: always
+            checked (a Dask graph is computed; an error under jax.jit). False: never.
+            Shapes, dtypes and callables are always checked.
 
     Returns:
         log_det: log|det(dy/dx)|, shape (...,).
     """
-    (x1, x2), _batch, _n, _dtype = _prepare(
-        {"x1": x1, "x2": x2},
-        {},
-        ("x2",) if check_finite else (),
+    _xp, (x1, x2,), _batch, _n, _dtype = _rt.prepare_coupling(
+        ("x1", "x2",),
+        (x1, x2,),
+        (),
+        (),
+        ("x2",),
+        check_finite,
     )
+    if _xp is numpy:
+        return _log_det_jacobian_numpy(x1, x2, F, G, _batch, _n, _dtype)
+    return _log_det_jacobian_xp(_xp, x1, x2, F, G, _batch, _n, _dtype)
+
+
+def _log_det_jacobian_numpy(x1, x2, F, G, _batch, _n, _dtype):
+    """log_det_jacobian for NumPy arrays, checked and converted by log_det_jacobian."""
     # Calls (each callable evaluated once)
     G_x2 = _call("G", G, x2, "vector", _dtype)
     # Output terms
     log_det = numpy.sum(G_x2, axis=-1)
     log_det = _finish(log_det, _batch, _dtype, (x1, x2,))
+    return log_det
+
+
+def _log_det_jacobian_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
+    """log_det_jacobian for any array-API namespace xp, checked and converted by log_det_jacobian."""
+    _like = x1
+    # Calls (each callable evaluated once)
+    G_x2 = _rt.call_xp(xp, "G", G, x2, "vector", _dtype)
+    # Output terms
+    log_det = xp.sum(G_x2, axis=-1)
+    log_det = _rt.finish_xp(xp, log_det, _batch, _dtype, (x1, x2,))
     return log_det

@@ -8,8 +8,12 @@ KL(q_i || p_i) for q_i = N(mu_i, sigma_i^2) and p_i = N(0, 1), its exact gradien
 two stochastic gradient estimators, element-wise over arrays of any broadcastable
 shapes.
 
-Every formula below was derived by SymPy and printed by the engine's NumPy printer;
-the derivation and its checked steps are shown by ``derive show``.
+Every kernel takes arrays of any array-API library (NumPy, PyTorch, JAX, Dask, CuPy,
+array_api_strict) and returns arrays of the caller's library, on the caller's device;
+callable arguments receive arrays of that library. Every formula below was derived by
+SymPy and printed by the engine's printers, once per target from the same plan: a
+NumPy-specialized body and an array-API body (``xp``); the derivation and its checked
+steps are shown by ``derive show``. Argument checks live in ``kernel_runtime``.
 
 Example:
     >>> import numpy as np
@@ -25,123 +29,64 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy
 
+import kernel_runtime as _rt
+from kernel_runtime import broadcast as _broadcast
+from kernel_runtime import call as _call
+from kernel_runtime import finish as _finish
+from kernel_runtime import full as _full
+from kernel_runtime import scale_rows as _scale_rows
+
 __all__ = ["kl", "kl_grad", "kl_grad_reparam", "kl_grad_stl"]
-
-
-# --- argument checks (element-wise kernels: any broadcastable shapes) ------------------
-
-
-def _first_non_finite(arrays: dict[str, numpy.ndarray]) -> str | None:
-    """The name of the first array with a NaN or an infinity, or None."""
-    # A sum of squares is finite only when every entry is: one BLAS pass per array and no
-    # temporary (3x faster than isfinite(a).all(), bench/); where it overflows (entries
-    # beyond ~1e154), the entries are tested one by one.
-    with numpy.errstate(over="ignore"):
-        for name, a in arrays.items():
-            if a.dtype.kind != "f":
-                continue
-            if a.flags.c_contiguous or a.flags.f_contiguous:
-                flat = a.ravel(order="K")  # a view: no copy
-                if math.isfinite(numpy.dot(flat, flat)):
-                    continue
-            if not numpy.isfinite(a).all():
-                return name
-    return None
-
-
-def _as_real(name: str, value: Any) -> numpy.ndarray:
-    array = numpy.asarray(value)
-    if array.dtype.kind not in "iuf":
-        raise TypeError(f"{name}: expected a real numeric array, got dtype {array.dtype}")
-    return array
-
-
-def _working_dtype(raw: dict[str, Any], arrays: dict[str, numpy.ndarray]) -> numpy.dtype:
-    # Python scalars stay weak (0.5 with float32 gives float32); integers compute in float.
-    dtypes = {a.dtype for a in arrays.values()}
-    if len(dtypes) == 1 and (dtype := dtypes.pop()).kind == "f" and dtype.isnative and all(
-            type(v) is numpy.ndarray for v in raw.values()):
-        return dtype  # the common case, without numpy.result_type's microsecond
-    return numpy.result_type(
-        *(v if type(v) in (int, float) else arrays[k] for k, v in raw.items()), 1.0)
-
-
-def _broadcast(*shapes: tuple[int, ...]) -> tuple[int, ...]:
-    """The shapes broadcast together; numpy.broadcast_shapes (microseconds) only where they
-    differ. Raises ValueError where they do not broadcast."""
-    return shapes[0] if shapes.count(shapes[0]) == len(shapes) else numpy.broadcast_shapes(*shapes)
-
-
-def _full(a: Any, shape: tuple[int, ...]) -> Any:
-    """``a`` broadcast to ``shape`` (a view); ``a`` itself where it has that shape already."""
-    return a if numpy.shape(a) == shape else numpy.broadcast_to(a, shape)
-
-
-def _finish(value: Any, shape: tuple[int, ...], dtype: numpy.dtype, inputs: tuple[Any, ...]) -> numpy.ndarray:
-    """The output as a new array of the full shape and the working dtype."""
-    value = numpy.asarray(value)
-    if value.shape != shape or value.dtype != dtype:
-        return numpy.array(numpy.broadcast_to(value, shape), dtype=dtype)
-    if any(value is a for a in inputs):
-        return value.copy()  # never hand back an input itself
-    return value
-
-
-def _prepare(
-    arrays: dict[str, Any], positive: tuple[str, ...], check_finite: bool
-) -> tuple[list[numpy.ndarray], tuple[int, ...], numpy.dtype]:
-    """Check values and broadcasting; return the arrays in a common floating dtype."""
-    values = {name: _as_real(name, value) for name, value in arrays.items()}
-    try:
-        shape = _broadcast(*(a.shape for a in values.values()))
-    except ValueError:
-        listed = ", ".join(f"{k} {a.shape}" for k, a in values.items())
-        raise ValueError(f"{', '.join(values)}: shapes do not broadcast: {listed}") from None
-    dtype = _working_dtype(arrays, values)
-    for name, a in values.items():
-        if name in positive and a.size:
-            low = a.min()  # NaN propagates, so one scan rejects NaN and non-positive entries
-            if not low > 0:
-                if numpy.isnan(low):
-                    raise ValueError(f"{name}: expected finite values, got NaN or infinity")
-                raise ValueError(f"{name}: expected every entry > 0, got a minimum of {low}")
-    bad = _first_non_finite(values) if check_finite else None
-    if bad is not None:
-        raise ValueError(f"{bad}: expected finite values, got NaN or infinity")
-    return [a.astype(dtype, copy=False) for a in values.values()], shape, dtype
 
 
 def kl(
     mu: Any,
     logvar: Any,
     *,
-    check_finite: bool = True,
-) -> numpy.ndarray:
+    check_finite: bool | None = None,
+) -> Any:
     """The KL divergence of q_i from the standard normal prior, per dimension (sum it yourself).
 
     Arranged as in derivation 2.3n: finite and accurate for sigma from 1e-200 to 1e100,
     and near sigma = 1 without cancellation.
 
+    Arrays of any array-API library (NumPy, PyTorch, JAX, Dask, ...) in, arrays of the same
+    library out; integer inputs compute in float64 (float32 where the library has no
+    float64), and float32 stays float32.
+
     Arguments:
         mu: the mean of q_i, any shape broadcasting with the others.
         logvar: the log-variance logvar = log sigma^2 of q_i.
-        check_finite: raise ValueError on NaN or infinite values in the array inputs whose
-            values are read (default True).
+        check_finite: the value checks (NaN or infinity in the arrays whose values are
+            read), raised as ValueError.
+            None (default): checked for NumPy, array_api_strict and eager CPU PyTorch;
+            skipped under tracing (torch.compile, torch.func) and for JAX, Dask and GPU
+            arrays, where an input outside the domain gives NaN or infinity. True: always
+            checked (a Dask graph is computed; an error under jax.jit). False: never.
+            Shapes, dtypes and callables are always checked.
 
     Returns:
         kl: KL(q_i || p_i), element-wise.
     """
-    (mu, logvar), _batch, _dtype = _prepare(
-        {"mu": mu, "logvar": logvar},
+    _xp, (mu, logvar,), _batch, _dtype = _rt.prepare_elementwise(
+        ("mu", "logvar",),
+        (mu, logvar,),
         (),
+        ("mu", "logvar",),
         check_finite,
     )
+    if _xp is numpy:
+        return _kl_numpy(mu, logvar, _batch, _dtype)
+    return _kl_xp(_xp, mu, logvar, _batch, _dtype)
+
+
+def _kl_numpy(mu, logvar, _batch, _dtype):
+    """kl for NumPy arrays, checked and converted by kl."""
     # Output terms
     x = logvar
     # Intermediate terms
@@ -157,29 +102,65 @@ def kl(
     return kl
 
 
+def _kl_xp(xp, mu, logvar, _batch, _dtype):
+    """kl for any array-API namespace xp, checked and converted by kl."""
+    _like = mu
+    _zero = xp.zeros((), dtype=_dtype, device=_rt.device(_like))
+    # Output terms
+    x = logvar
+    # Intermediate terms
+    _pw0_m0 = (abs(x) < 1/10)
+    _pw0_m1 = ~(_pw0_m0)
+    x__pw0_m0 = xp.where(_pw0_m0, x, _zero + 0)
+    x__pw0_m1 = xp.where(_pw0_m1, x, _zero + 1)
+    _pw0 = xp.where(_pw0_m0, x__pw0_m0**2*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*(x__pw0_m0*((1/39916800)*x__pw0_m0 + 1/3628800) + 1/362880) + 1/40320) + 1/5040) + 1/720) + 1/120) + 1/24) + 1/6) + 1/2), xp.expm1(x__pw0_m1) - x__pw0_m1)
+    # Output terms
+    kl = (1/2)*_pw0 + (1/2)*mu**2
+    kl = _rt.finish_xp(xp, kl, _batch, _dtype, (mu, logvar,))
+    return kl
+
+
 def kl_grad(
     mu: Any,
     logvar: Any,
     *,
-    check_finite: bool = True,
-) -> tuple[numpy.ndarray, numpy.ndarray]:
+    check_finite: bool | None = None,
+) -> tuple[Any, Any]:
     """The exact gradient of the KL divergence with respect to (mu, logvar).
+
+    Arrays of any array-API library (NumPy, PyTorch, JAX, Dask, ...) in, arrays of the same
+    library out; integer inputs compute in float64 (float32 where the library has no
+    float64), and float32 stays float32.
 
     Arguments:
         mu: the mean of q_i, any shape broadcasting with the others.
         logvar: the log-variance logvar = log sigma^2 of q_i.
-        check_finite: raise ValueError on NaN or infinite values in the array inputs whose
-            values are read (default True).
+        check_finite: the value checks (NaN or infinity in the arrays whose values are
+            read), raised as ValueError.
+            None (default): checked for NumPy, array_api_strict and eager CPU PyTorch;
+            skipped under tracing (torch.compile, torch.func) and for JAX, Dask and GPU
+            arrays, where an input outside the domain gives NaN or infinity. True: always
+            checked (a Dask graph is computed; an error under jax.jit). False: never.
+            Shapes, dtypes and callables are always checked.
 
     Returns:
         d_mu: dKL/dmu, exactly.
         d_logvar: dKL/dlogvar, exactly.
     """
-    (mu, logvar), _batch, _dtype = _prepare(
-        {"mu": mu, "logvar": logvar},
+    _xp, (mu, logvar,), _batch, _dtype = _rt.prepare_elementwise(
+        ("mu", "logvar",),
+        (mu, logvar,),
         (),
+        ("mu", "logvar",),
         check_finite,
     )
+    if _xp is numpy:
+        return _kl_grad_numpy(mu, logvar, _batch, _dtype)
+    return _kl_grad_xp(_xp, mu, logvar, _batch, _dtype)
+
+
+def _kl_grad_numpy(mu, logvar, _batch, _dtype):
+    """kl_grad for NumPy arrays, checked and converted by kl_grad."""
     # Output terms
     d_mu = mu
     d_logvar = (1/2)*numpy.expm1(logvar)
@@ -188,35 +169,64 @@ def kl_grad(
     return d_mu, d_logvar
 
 
+def _kl_grad_xp(xp, mu, logvar, _batch, _dtype):
+    """kl_grad for any array-API namespace xp, checked and converted by kl_grad."""
+    _like = mu
+    # Output terms
+    d_mu = mu
+    d_logvar = (1/2)*xp.expm1(logvar)
+    d_mu = _rt.finish_xp(xp, d_mu, _batch, _dtype, (mu, logvar,))
+    d_logvar = _rt.finish_xp(xp, d_logvar, _batch, _dtype, (mu, logvar,))
+    return d_mu, d_logvar
+
+
 def kl_grad_reparam(
     mu: Any,
     logvar: Any,
     eps: Any,
     *,
-    check_finite: bool = True,
-) -> tuple[numpy.ndarray, numpy.ndarray]:
+    check_finite: bool | None = None,
+) -> tuple[Any, Any]:
     """One reparameterized estimate of the gradient per eps sample (derivation 2.4).
 
     Backpropagation through the graph of derivation 2.4 (sigma from logvar; z from eps,
     mu, sigma; r from mu, sigma, z; s from z; t from r, s); its mean over eps is
     kl_grad.
 
+    Arrays of any array-API library (NumPy, PyTorch, JAX, Dask, ...) in, arrays of the same
+    library out; integer inputs compute in float64 (float32 where the library has no
+    float64), and float32 stays float32.
+
     Arguments:
         mu: the mean of q_i, any shape broadcasting with the others.
         logvar: the log-variance logvar = log sigma^2 of q_i.
         eps: standard normal noise; broadcasts against mu, e.g. shape (S, *mu.shape).
-        check_finite: raise ValueError on NaN or infinite values in the array inputs whose
-            values are read (default True).
+        check_finite: the value checks (NaN or infinity in the arrays whose values are
+            read), raised as ValueError.
+            None (default): checked for NumPy, array_api_strict and eager CPU PyTorch;
+            skipped under tracing (torch.compile, torch.func) and for JAX, Dask and GPU
+            arrays, where an input outside the domain gives NaN or infinity. True: always
+            checked (a Dask graph is computed; an error under jax.jit). False: never.
+            Shapes, dtypes and callables are always checked.
 
     Returns:
         d_mu: the estimate of dKL/dmu.
         d_logvar: the estimate of dKL/dlogvar.
     """
-    (mu, logvar, eps), _batch, _dtype = _prepare(
-        {"mu": mu, "logvar": logvar, "eps": eps},
+    _xp, (mu, logvar, eps,), _batch, _dtype = _rt.prepare_elementwise(
+        ("mu", "logvar", "eps",),
+        (mu, logvar, eps,),
         (),
+        ("mu", "logvar", "eps",),
         check_finite,
     )
+    if _xp is numpy:
+        return _kl_grad_reparam_numpy(mu, logvar, eps, _batch, _dtype)
+    return _kl_grad_reparam_xp(_xp, mu, logvar, eps, _batch, _dtype)
+
+
+def _kl_grad_reparam_numpy(mu, logvar, eps, _batch, _dtype):
+    """kl_grad_reparam for NumPy arrays, checked and converted by kl_grad_reparam."""
     # Output terms
     sigma = numpy.exp((1/2)*logvar)
     # Intermediate terms
@@ -229,34 +239,67 @@ def kl_grad_reparam(
     return d_mu, d_logvar
 
 
+def _kl_grad_reparam_xp(xp, mu, logvar, eps, _batch, _dtype):
+    """kl_grad_reparam for any array-API namespace xp, checked and converted by kl_grad_reparam."""
+    _like = mu
+    # Output terms
+    sigma = xp.exp((1/2)*logvar)
+    # Intermediate terms
+    _tmp0 = eps*sigma
+    # Output terms
+    d_mu = _tmp0 + mu
+    d_logvar = (1/2)*_tmp0*mu + (1/2)*eps**2*sigma**2 - 1/2
+    d_mu = _rt.finish_xp(xp, d_mu, _batch, _dtype, (mu, logvar, eps,))
+    d_logvar = _rt.finish_xp(xp, d_logvar, _batch, _dtype, (mu, logvar, eps,))
+    return d_mu, d_logvar
+
+
 def kl_grad_stl(
     mu: Any,
     logvar: Any,
     eps: Any,
     *,
-    check_finite: bool = True,
-) -> tuple[numpy.ndarray, numpy.ndarray]:
+    check_finite: bool | None = None,
+) -> tuple[Any, Any]:
     """One sticking-the-landing estimate of the gradient per eps sample.
 
     The estimator of kl_grad_reparam without the score term of log q; unbiased, and
     exactly zero at mu = 0, sigma = 1.
 
+    Arrays of any array-API library (NumPy, PyTorch, JAX, Dask, ...) in, arrays of the same
+    library out; integer inputs compute in float64 (float32 where the library has no
+    float64), and float32 stays float32.
+
     Arguments:
         mu: the mean of q_i, any shape broadcasting with the others.
         logvar: the log-variance logvar = log sigma^2 of q_i.
         eps: standard normal noise; broadcasts against mu, e.g. shape (S, *mu.shape).
-        check_finite: raise ValueError on NaN or infinite values in the array inputs whose
-            values are read (default True).
+        check_finite: the value checks (NaN or infinity in the arrays whose values are
+            read), raised as ValueError.
+            None (default): checked for NumPy, array_api_strict and eager CPU PyTorch;
+            skipped under tracing (torch.compile, torch.func) and for JAX, Dask and GPU
+            arrays, where an input outside the domain gives NaN or infinity. True: always
+            checked (a Dask graph is computed; an error under jax.jit). False: never.
+            Shapes, dtypes and callables are always checked.
 
     Returns:
         d_mu: the estimate of dKL/dmu.
         d_logvar: the estimate of dKL/dlogvar.
     """
-    (mu, logvar, eps), _batch, _dtype = _prepare(
-        {"mu": mu, "logvar": logvar, "eps": eps},
+    _xp, (mu, logvar, eps,), _batch, _dtype = _rt.prepare_elementwise(
+        ("mu", "logvar", "eps",),
+        (mu, logvar, eps,),
         (),
+        ("mu", "logvar", "eps",),
         check_finite,
     )
+    if _xp is numpy:
+        return _kl_grad_stl_numpy(mu, logvar, eps, _batch, _dtype)
+    return _kl_grad_stl_xp(_xp, mu, logvar, eps, _batch, _dtype)
+
+
+def _kl_grad_stl_numpy(mu, logvar, eps, _batch, _dtype):
+    """kl_grad_stl for NumPy arrays, checked and converted by kl_grad_stl."""
     # Output terms
     sigma = numpy.exp((1/2)*logvar)
     # Intermediate terms
@@ -266,4 +309,19 @@ def kl_grad_stl(
     d_logvar = (1/2)*_tmp0*eps**2 + (1/2)*eps*mu*sigma
     d_mu = _finish(d_mu, _batch, _dtype, (mu, logvar, eps,))
     d_logvar = _finish(d_logvar, _batch, _dtype, (mu, logvar, eps,))
+    return d_mu, d_logvar
+
+
+def _kl_grad_stl_xp(xp, mu, logvar, eps, _batch, _dtype):
+    """kl_grad_stl for any array-API namespace xp, checked and converted by kl_grad_stl."""
+    _like = mu
+    # Output terms
+    sigma = xp.exp((1/2)*logvar)
+    # Intermediate terms
+    _tmp0 = xp.expm1(logvar)
+    # Output terms
+    d_mu = _tmp0*eps/sigma + mu
+    d_logvar = (1/2)*_tmp0*eps**2 + (1/2)*eps*mu*sigma
+    d_mu = _rt.finish_xp(xp, d_mu, _batch, _dtype, (mu, logvar, eps,))
+    d_logvar = _rt.finish_xp(xp, d_logvar, _batch, _dtype, (mu, logvar, eps,))
     return d_mu, d_logvar

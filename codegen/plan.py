@@ -1,0 +1,264 @@
+r"""Plan a kernel's body, target-free: the order of calls and assignments, as SymPy values.
+
+Planning knows no target library. It orders the callable arguments' calls (each evaluated
+once), runs common-subexpression elimination stage by stage, lifts each piecewise
+subexpression into a named value, and chooses, for each piece, a *safe point*: argument
+values where SymPy confirms the piece and its derivatives are finite, so that a backend
+evaluating every piece (the array-API "double where") never forms a NaN gradient from an
+untaken piece. A backend (:mod:`codegen.backends`) prints the plan with its own printer.
+
+Example:
+    >>> import sympy as sp
+    >>> from codegen.spec import Arg, Kernel, Output
+    >>> x = sp.Symbol("x", real=True)
+    >>> e = sp.exp(x)
+    >>> k = Kernel("f", (Arg("x", "batch", "input"),),
+    ...            (Output("y", e * (x + 1), "y"), Output("z", e * (x - 1), "z")), "")
+    >>> [(s.target, s.expr) for s in plan_kernel(k).statements]
+    [('_tmp0', exp(x)), ('y', _tmp0*(x + 1)), ('z', _tmp0*(x - 1))]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import sympy as sp
+from sympy.core.function import AppliedUndef
+
+from .nodes import IDENTITY, BlockMatrixSpec
+from .spec import Kernel
+
+__all__ = ["Piece", "Statement", "BlockPlan", "KernelPlan", "plan_kernel", "safe_point",
+           "SAFE_CANDIDATES"]
+
+#: The values :func:`safe_point` tries, in order, for every argument of a piece.
+SAFE_CANDIDATES = (sp.Integer(0), sp.Integer(1), sp.Integer(-1), sp.Integer(2), sp.Integer(-2),
+                   sp.Rational(1, 2), sp.Integer(10), sp.Integer(-10))
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One piece of a piecewise value: its expression, where it holds, and a safe point.
+
+    ``cond`` is ``sympy.true`` for the final ("otherwise") piece. ``safe`` maps each free
+    symbol of ``expr`` to a value where ``expr`` and its first derivatives are finite.
+    """
+
+    expr: sp.Expr
+    cond: sp.Basic
+    safe: tuple[tuple[sp.Symbol, sp.Expr], ...]
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One line of a kernel body: a call, an assignment, or a piecewise assignment."""
+
+    kind: str  # "call" | "assign" | "piecewise"
+    target: str
+    expr: sp.Basic = sp.S.Zero
+    callee: str = ""
+    arg: str = ""
+    shape: str = ""  # for calls: "vector" or "matrix"
+    pieces: tuple[Piece, ...] = ()
+
+    @property
+    def arrays(self) -> tuple[str, ...]:
+        """The names a piecewise value is computed from, sorted."""
+        return tuple(sorted({s.name for p in self.pieces for s in p.expr.free_symbols}
+                            | {s.name for p in self.pieces for s in p.cond.free_symbols}))
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """One block of a block-matrix output: its terms ``diag(coef) @ matrix``.
+
+    Each term is ``(coef, matrix)``: ``coef`` names an assigned coefficient ("" for 1),
+    ``matrix`` names a call's result ("" for the identity). No terms: a zero block.
+    """
+
+    row: str
+    col: str
+    terms: tuple[tuple[str, str], ...]
+    description: str
+
+
+@dataclass
+class KernelPlan:
+    """The statements of a kernel body, as SymPy values, ready for a backend.
+
+    ``checked`` lists the array arguments the kernel validates: every ``batch`` argument
+    (they fix the shapes) and every other array an output uses; an unused parameter is
+    accepted and ignored. ``used`` lists those whose values an output reads: only they
+    are checked for NaN and infinity (in element-wise kernels ``checked`` and ``used``
+    coincide).
+    """
+
+    statements: list[Statement] = field(default_factory=list)
+    blocks: dict[str, tuple[BlockPlan, ...]] = field(default_factory=dict)
+    checked: list[str] = field(default_factory=list)
+    #: the checked arrays whose values an output reads (the others lend only their shape,
+    #: so their values are not checked either)
+    used: list[str] = field(default_factory=list)
+
+
+def _needed_outputs(kernel: Kernel) -> list[Any]:
+    """The returned outputs and the internal ones they use, directly or not."""
+    needed = {o.name for o in kernel.returns}
+    changed = True
+    while changed:
+        changed = False
+        for out in kernel.outputs:
+            if out.name in needed and not isinstance(out.value, BlockMatrixSpec):
+                for sym in out.value.free_symbols:
+                    if sym.name not in needed and any(o.name == sym.name for o in kernel.outputs):
+                        needed.add(sym.name)
+                        changed = True
+    return [o for o in kernel.outputs if o.name in needed]
+
+
+def _call_name(app: AppliedUndef) -> str:
+    return "_".join([app.func.__name__] + [str(a) for a in app.args])
+
+
+def _sorted(items: Any) -> list[Any]:
+    return sorted(items, key=sp.default_sort_key)
+
+
+def safe_point(expr: sp.Expr, cond: sp.Basic = sp.true) -> dict[sp.Symbol, sp.Expr]:
+    """Values of ``expr``'s symbols where ``expr`` and its first derivatives are finite.
+
+    The first of :data:`SAFE_CANDIDATES` (every symbol the same value) at which SymPy
+    confirms that ``expr`` and each ``d expr / d symbol`` are finite, and at which ``cond``
+    holds where ``cond`` depends only on those symbols. Raises ValueError where none is.
+
+    Example:
+        >>> import sympy as sp
+        >>> x = sp.Symbol("x", real=True)
+        >>> safe_point(sp.log(x) + 1 / (x - 1))
+        {x: 2}
+        >>> safe_point(sp.exp(x) - x, x >= 2)
+        {x: 2}
+    """
+    syms = _sorted(expr.free_symbols)
+    check_cond = cond is not sp.true and cond.free_symbols <= set(syms)
+    for value in SAFE_CANDIDATES:
+        point = {s: value for s in syms}
+        if check_cond and cond.subs(point) is not sp.true:
+            continue
+        values = [expr.subs(point)] + [sp.diff(expr, s).subs(point) for s in syms]
+        if all(v.is_finite and v.is_real for v in values):
+            return point
+    raise ValueError(f"no safe point among {SAFE_CANDIDATES} for the piece {expr} "
+                     f"(where {cond}): add a candidate")
+
+
+def _pieces(name: str, pw: sp.Piecewise) -> tuple[Piece, ...]:
+    """The pieces of ``pw`` in order, each with its safe point."""
+    if pw.args[-1][1] is not sp.true:
+        raise ValueError(f"{name}: a piecewise value needs a final 'otherwise' piece: {pw}")
+    pieces = []
+    earlier: list[sp.Basic] = []
+    for expr, cond in pw.args:
+        # A piece is taken where its condition holds and no earlier one does.
+        region = sp.And(cond, *[sp.Not(c) for c in earlier])
+        point = safe_point(expr, region)
+        pieces.append(Piece(expr, cond, tuple(point.items())))
+        earlier.append(cond)
+    return tuple(pieces)
+
+
+def plan_kernel(kernel: Kernel) -> KernelPlan:
+    """Order the kernel's calls and assignments, CSE each stage; no printing.
+
+    A stage is every output whose inputs are available; callables run as soon as their
+    argument is available, once each.
+    """
+    kinds = {a.name: a.kind for a in kernel.args}
+    available = {a.name for a in kernel.args if a.is_array}
+    pending: list[tuple[str, sp.Expr]] = []
+    block_terms: dict[str, list[list[tuple[str, sp.Basic]]]] = {}
+    matrix_calls: list[AppliedUndef] = []
+    for out in _needed_outputs(kernel):
+        if isinstance(out.value, BlockMatrixSpec):
+            rows = []
+            for b, block in enumerate(out.value):
+                terms = []
+                for t, term in enumerate(block.terms):
+                    coef_name = f"_{out.name}{b}{t}"
+                    if term.coef != 1:
+                        pending.append((coef_name, term.coef))
+                    else:
+                        coef_name = ""
+                    terms.append((coef_name, term.matrix))
+                    if term.matrix != IDENTITY:
+                        matrix_calls.append(term.matrix)
+                rows.append(terms)
+            block_terms[out.name] = rows
+        else:
+            pending.append((out.name, out.value))
+
+    used = {s.name for _, e in pending for s in e.free_symbols}
+    used |= {str(a) for m in matrix_calls for a in m.args}
+    plan_checked = [a.name for a in kernel.args
+                    if a.is_array and (a.kind == "batch" or a.name in used)]
+
+    # Each piecewise subexpression becomes a named value (a backend decides how to select
+    # between its pieces).
+    piecewise: dict[str, sp.Piecewise] = {}
+    for k, (name, expr) in enumerate(pending):
+        for pw in _sorted(expr.atoms(sp.Piecewise)):
+            pw_name = f"_pw{len(piecewise)}"
+            piecewise[pw_name] = pw
+            expr = expr.xreplace({pw: sp.Symbol(pw_name, real=True)})
+        pending[k] = (name, expr)
+    pending = list(piecewise.items()) + pending
+
+    plan = KernelPlan(checked=plan_checked, used=[a for a in plan_checked if a in used])
+    calls: dict[AppliedUndef, sp.Symbol] = {}
+    tmp = sp.numbered_symbols("_tmp")
+
+    def emit_calls(apps: list[AppliedUndef]) -> None:
+        for app in _sorted(apps):
+            if app in calls or not {str(a) for a in app.args} <= available:
+                continue
+            name = _call_name(app)
+            callee = app.func.__name__
+            shape = "matrix" if kinds.get(callee) == "jacobian" else "vector"
+            plan.statements.append(
+                Statement("call", name, callee=callee, arg=str(app.args[0]), shape=shape))
+            calls[app] = sp.Symbol(name, real=True)
+            available.add(name)
+
+    all_apps = [a for _, e in pending for a in e.atoms(AppliedUndef)] + matrix_calls
+    while pending:
+        emit_calls(all_apps)
+        ready = [(name, e.xreplace(calls)) for name, e in pending
+                 if not (e.atoms(AppliedUndef) - set(calls))
+                 and {s.name for s in e.xreplace(calls).free_symbols} <= available]
+        if not ready:
+            missing = ", ".join(name for name, _ in pending)
+            raise ValueError(f"kernel {kernel.name}: cannot order the computation of {missing}")
+        done = {name for name, _ in ready}
+        for name, expr in [(n, e) for n, e in ready if n in piecewise]:
+            plan.statements.append(Statement("piecewise", name, pieces=_pieces(name, expr)))
+            available.add(name)
+        ready = [(n, e) for n, e in ready if n not in piecewise]
+        replacements, reduced = sp.cse([e for _, e in ready], symbols=tmp, order="canonical")
+        for sym, expr in replacements:
+            plan.statements.append(Statement("assign", str(sym), expr))
+        for (name, _), expr in zip(ready, reduced, strict=True):
+            plan.statements.append(Statement("assign", name, expr))
+            available.add(name)
+        pending = [(n, e) for n, e in pending if n not in done]
+    emit_calls(all_apps)
+
+    for out_name, rows in block_terms.items():
+        out = next(o for o in kernel.outputs if o.name == out_name)
+        assert isinstance(out.value, BlockMatrixSpec)
+        blocks = []
+        for block, terms in zip(out.value, rows, strict=True):
+            named = tuple((coef, "" if m == IDENTITY else str(calls[m])) for coef, m in terms)
+            blocks.append(BlockPlan(block.row, block.col, named, block.description))
+        plan.blocks[out_name] = tuple(blocks)
+    return plan

@@ -1,0 +1,152 @@
+r"""The array-API target: the project's printer with an ``xp`` module, and its lowering.
+
+:class:`XpPrinter` is :class:`~codegen.numpy_backend.KernelPrinter` with the module
+name ``xp`` (the caller's array namespace) and the 2023.12 standard's function names;
+comparisons and logic print as operators, since scalar arguments to the function forms
+only arrived in the 2024.12 standard. Every rule of the NumPy printer that prints
+``self._module + ".name"`` carries over unchanged.
+
+:func:`lower_xp` prints a plan without in-place writes (JAX and Dask arrays are
+immutable): a block matrix is concatenated from its blocks, and a piecewise value is
+selected with the "double where" -- each piece evaluated with its arguments replaced by
+the piece's safe point (chosen and checked by :func:`codegen.plan.safe_point`) wherever
+the piece is not taken, so an untaken piece never contributes NaN to a gradient.
+
+Example:
+    >>> import sympy as sp
+    >>> from sympy.codegen.cfunctions import expm1, log1p
+    >>> x = sp.Symbol("x", real=True)
+    >>> p = XpPrinter()
+    >>> p.doprint(expm1(x) - log1p(x)), p.doprint(sp.And(x >= 2, x < 3))
+    ('xp.expm1(x) - xp.log1p(x)', '(x >= 2) & (x < 3)')
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sympy as sp
+from sympy.printing.numpy import _known_constants_numpy, _known_functions_numpy
+
+from .numpy_backend import KernelPrinter
+from .plan import KernelPlan, Statement
+
+__all__ = ["XpPrinter", "lower_xp"]
+
+#: NumPy's name -> the array API's name, where they differ.
+_RENAMED = {"arccos": "acos", "arcsin": "asin", "arctan": "atan", "arctan2": "atan2",
+            "arccosh": "acosh", "arcsinh": "asinh", "arctanh": "atanh", "power": "pow",
+            "amin": "min", "amax": "max"}
+
+
+class XpPrinter(KernelPrinter):
+    """:class:`~codegen.numpy_backend.KernelPrinter` printing for an array namespace ``xp``.
+
+    Example:
+        >>> import sympy as sp
+        >>> a = sp.Symbol("a", real=True)
+        >>> XpPrinter().doprint(sp.Piecewise((a, a > 0), (0, True)).args[0].cond)
+        '(a > 0)'
+    """
+
+    _module = "xp"
+    _kf = {k: "xp." + _RENAMED.get(v, v) for k, v in _known_functions_numpy.items()}
+    _kc = {k: "xp." + v for k, v in _known_constants_numpy.items()}
+
+    #: the NumPy printer's table, with the component sum in ``xp``
+    RULES = {**KernelPrinter.RULES}
+
+    def _print_Relational(self, expr: sp.Basic) -> str:
+        op = {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}[expr.rel_op]
+        return f"({self._print(expr.lhs)} {op} {self._print(expr.rhs)})"
+
+    def _print_And(self, expr: sp.Basic) -> str:
+        return " & ".join(self._print(a) for a in expr.args)
+
+    def _print_Or(self, expr: sp.Basic) -> str:
+        return " | ".join(self._print(a) for a in expr.args)
+
+    def _print_Not(self, expr: sp.Basic) -> str:
+        return f"~({self._print(expr.args[0])})"
+
+
+XpPrinter.RULES[next(c for c in KernelPrinter.RULES if c.__name__ == "ComponentSum")] = (
+    lambda p, e: (f"xp.sum({p._print(e.args[0])}, axis=-1)" if e.args[0].free_symbols
+                  else f"_n*{p.parenthesize(e.args[0], 50)}"))
+
+
+def _array_code(code: str, expr: sp.Basic) -> str:
+    """``code`` as an array: a constant piece or safe value is added to the 0-d ``_zero``."""
+    return code if expr.free_symbols else f"_zero + {code}"
+
+
+def _piecewise_xp(st: Statement, printer: XpPrinter) -> dict[str, Any]:
+    """The double where: each piece on safe arguments where it is not taken."""
+    masks = []
+    for k, piece in enumerate(st.pieces[:-1]):
+        cond = printer.doprint(piece.cond)
+        earlier = " | ".join(name for name, _ in masks)
+        masks.append((f"{st.target}_m{k}", f"{cond} & ~({earlier})" if earlier else cond))
+    rest = " | ".join(name for name, _ in masks)
+    masks.append((f"{st.target}_m{len(st.pieces) - 1}", f"~({rest})"))
+    safe = []
+    values = []
+    for (mask, _), piece in zip(masks, st.pieces, strict=True):
+        local = {}
+        for sym, value in piece.safe:
+            name = f"{sym.name}_{mask}"
+            local[sym] = sp.Symbol(name, real=True)
+            safe.append((name, mask, sym.name, _array_code(printer.doprint(value), value)))
+        values.append(_array_code(printer.doprint(piece.expr.xreplace(local)), piece.expr))
+    code = values[-1]
+    for (mask, _), value in reversed(list(zip(masks[:-1], values[:-1], strict=True))):
+        code = f"xp.where({mask}, {value}, {code})"
+    return {"kind": "piecewise", "target": st.target, "masks": tuple(masks),
+            "safe": tuple(safe), "code": code}
+
+
+def _term_code(coef: str, matrix: str) -> str:
+    """``diag(coef) @ matrix`` for any array-API library, without forming ``diag(coef)``."""
+    eye = "_rt.eye_xp(xp, _n, _dtype, _like)"
+    if coef:
+        return f"_rt.scale_rows_xp(xp, {coef}, {matrix or eye})"
+    return matrix or eye
+
+
+def lower_xp(plan: KernelPlan, printer: XpPrinter) -> dict[str, Any]:
+    """The plan printed for the array-API body: no in-place writes, double-where pieces.
+
+    Example:
+        >>> import sympy as sp
+        >>> from codegen.plan import plan_kernel
+        >>> from codegen.spec import Arg, Kernel, Output
+        >>> x = sp.Symbol("x", real=True)
+        >>> k = Kernel("f", (Arg("x", "elementwise", "x"),),
+        ...            (Output("y", sp.Piecewise((sp.log(x), x > 1), (0, True)), "y"),), "")
+        >>> st = lower_xp(plan_kernel(k), XpPrinter())["statements"][0]
+        >>> st["masks"]
+        (('_pw0_m0', '(x > 1)'), ('_pw0_m1', '~(_pw0_m0)'))
+        >>> st["safe"]
+        (('x__pw0_m0', '_pw0_m0', 'x', '_zero + 2'),)
+        >>> st["code"]
+        'xp.where(_pw0_m0, xp.log(x__pw0_m0), _zero + 0)'
+    """
+    statements: list[dict[str, Any]] = []
+    for st in plan.statements:
+        if st.kind == "call":
+            statements.append({"kind": "call", "target": st.target, "callee": st.callee,
+                               "arg": st.arg, "shape": st.shape})
+        elif st.kind == "piecewise":
+            statements.append(_piecewise_xp(st, printer))
+        else:
+            statements.append({"kind": "assign", "target": st.target,
+                               "code": printer.doprint(st.expr)})
+    blocks = {name: tuple({"row": b.row, "col": b.col, "description": b.description,
+                           "code": " + ".join(_term_code(c, m) for c, m in b.terms) or "None"}
+                          for b in bs)
+              for name, bs in plan.blocks.items()}
+    # A 0-d zero in the working dtype on the inputs' device: constants in xp.where become
+    # arrays with it (2023.12 has no scalar arguments to where).
+    zero = any(st["kind"] == "piecewise" for st in statements)
+    prologue = [("_zero", "xp.zeros((), dtype=_dtype, device=_rt.device(_like))")] if zero else []
+    return {"statements": statements, "blocks": blocks, "prologue": prologue}

@@ -1,0 +1,502 @@
+r"""The runtime the generated kernels import: argument checks and array-library dispatch.
+
+Every generated kernel calls :func:`prepare_elementwise` or :func:`prepare_coupling`
+first. They find the caller's array library (``array_api_compat.array_namespace``), check
+shapes, dtypes and -- where cheap -- values, and return the arrays in one floating dtype
+with the namespace to compute in: the ``numpy`` module itself for NumPy input (the kernel
+then runs its NumPy-specialized body), or an array-API namespace (PyTorch, JAX, Dask,
+CuPy, ``array_api_strict``, ...), for which it runs its array-API body.
+
+Checks:
+
+- Shapes, dtypes and callables are always checked. They are static, so they raise at
+  trace time too (``jax.jit``, ``torch.compile``).
+- Value checks (NaN, infinity, entries that must be positive) follow ``check_finite``:
+  ``None`` (the default) checks where values are cheap to read -- NumPy,
+  ``array_api_strict`` and eager PyTorch on the CPU -- and skips them under tracing
+  (``torch.compile``, ``torch.func``), for JAX, Dask and GPU arrays, where an input
+  outside the domain then gives NaN or infinity; ``True`` forces them (a Dask graph is
+  computed; under ``jax.jit`` it is an error); ``False`` skips them. All value checks of
+  one call fold into one reduction, so there is at most one device sync per call.
+
+Example:
+    >>> import numpy as np
+    >>> xp, (mu, sigma), shape, dtype = prepare_elementwise(
+    ...     ("mu", "sigma"), (np.zeros(3), 2), ("sigma",), ("mu", "sigma"), None)
+    >>> xp is np, shape, dtype, sigma.dtype
+    (True, (3,), dtype('float64'), dtype('float64'))
+    >>> prepare_elementwise(("mu", "sigma"), (0.0, -1.0), ("sigma",), ("sigma",), None)
+    Traceback (most recent call last):
+    ...
+    ValueError: sigma: expected every entry > 0, got a minimum of -1.0
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy
+
+__all__ = [
+    "prepare_elementwise", "prepare_coupling", "call", "call_xp", "finish", "finish_xp",
+    "broadcast", "full", "scale_rows", "scale_rows_xp", "eye_xp", "blocks_xp", "device",
+]
+
+_ndarray = numpy.ndarray
+_FAST_DTYPES = frozenset({numpy.dtype(numpy.float64), numpy.dtype(numpy.float32)})
+
+
+# --- NumPy: the fast path --------------------------------------------------------------
+
+
+def _refuse_labelled(name: str, value: Any) -> None:
+    """Refuse pandas objects: their index would be dropped and values paired by position."""
+    module = type(value).__module__ or ""
+    if module.split(".")[0] in ("pandas", "xarray") and hasattr(value, "index"):
+        raise TypeError(
+            f"{name}: got a {type(value).__name__}, whose index the kernels would ignore, "
+            "pairing values by position; align the inputs first (e.g. mu, sigma = "
+            f"mu.align(sigma)) and pass {name}.to_numpy()")
+
+
+def _as_numpy(name: str, value: Any) -> numpy.ndarray:
+    """``value`` as a real NumPy array, or an error naming ``name``."""
+    if type(value) is _ndarray:
+        array = value
+    else:
+        _refuse_labelled(name, value)
+        try:
+            array = numpy.asarray(value)
+        except (ValueError, TypeError) as error:
+            raise TypeError(f"{name}: expected a real numeric array, got a "
+                            f"{type(value).__name__} that is not one ({error})") from None
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"{name}: expected a real numeric array, got dtype {array.dtype}")
+    return array
+
+
+def _numpy_dtype(values: Sequence[Any], arrays: Sequence[numpy.ndarray]) -> numpy.dtype:
+    """The working dtype: Python scalars stay weak; integers compute in float64."""
+    return numpy.result_type(
+        *(v if type(v) in (int, float) else a for v, a in zip(values, arrays, strict=True)),
+        1.0)
+
+
+def broadcast(*shapes: tuple[int, ...]) -> tuple[int, ...]:
+    """The shapes broadcast together (``numpy.broadcast_shapes`` only where they differ).
+
+    Example:
+        >>> broadcast((2, 3), (2, 3)), broadcast((2, 1), (3,))
+        ((2, 3), (2, 3))
+    """
+    first = shapes[0]
+    for shape in shapes:
+        if shape != first:
+            return numpy.broadcast_shapes(*shapes)
+    return first
+
+
+def _non_finite_numpy(names: Sequence[str], arrays: Sequence[numpy.ndarray]) -> str | None:
+    """The name of the first array with a NaN or an infinity, or None."""
+    # A sum of squares is finite only when every entry is: one BLAS pass per array, no
+    # temporary; where it overflows (entries beyond ~1e154), entries are tested one by one.
+    with numpy.errstate(over="ignore", invalid="ignore"):
+        for name, a in zip(names, arrays, strict=True):
+            if a.dtype.kind != "f":
+                continue
+            if a.flags.c_contiguous or a.flags.f_contiguous:
+                flat = a.ravel(order="K")  # a view: no copy
+                if math.isfinite(numpy.dot(flat, flat)):
+                    continue
+            if not numpy.isfinite(a).all():
+                return name
+    return None
+
+
+def _check_numpy(names: Sequence[str], arrays: Sequence[numpy.ndarray],
+                 positive: Sequence[str], read: Sequence[str]) -> None:
+    """Raise ValueError naming the first argument with a value outside its domain."""
+    for name, a in zip(names, arrays, strict=True):
+        if name in positive and a.size:
+            low = a.min()  # NaN propagates: one scan rejects NaN and non-positive entries
+            if not low > 0:
+                if numpy.isnan(low):
+                    raise ValueError(f"{name}: expected finite values, got NaN or infinity")
+                raise ValueError(f"{name}: expected every entry > 0, got a minimum of {low}")
+    picked = [(n, a) for n, a in zip(names, arrays, strict=True) if n in read]
+    bad = _non_finite_numpy([n for n, _ in picked], [a for _, a in picked])
+    if bad is not None:
+        raise ValueError(f"{bad}: expected finite values, got NaN or infinity")
+
+
+def full(a: Any, shape: tuple[int, ...]) -> Any:
+    """``a`` broadcast to ``shape`` (a view); ``a`` itself where it has that shape already."""
+    return a if numpy.shape(a) == shape else numpy.broadcast_to(a, shape)
+
+
+def finish(value: Any, shape: tuple[int, ...], dtype: numpy.dtype,
+           inputs: tuple[Any, ...]) -> numpy.ndarray:
+    """A NumPy output as a new, writeable array of the full shape and the working dtype.
+
+    Example:
+        >>> a = numpy.ones(2)
+        >>> finish(a, (2,), a.dtype, (a,)) is a
+        False
+    """
+    if type(value) is not _ndarray:
+        value = numpy.asarray(value)
+    if value.shape != shape or value.dtype != dtype:
+        return numpy.array(numpy.broadcast_to(value, shape), dtype=dtype)
+    if not value.flags.writeable or any(value is a for a in inputs):
+        return value.copy()  # never hand back an input itself, nor a read-only view of it
+    return value
+
+
+def call(name: str, fn: Any, arg: numpy.ndarray, shape: str,
+         dtype: numpy.dtype) -> numpy.ndarray:
+    """Evaluate a callable argument once on a read-only view of ``arg``; check its result.
+
+    ``fn`` cannot change the caller's array: writing into its argument raises
+    ``ValueError: assignment destination is read-only``.
+    """
+    if not callable(fn):
+        raise TypeError(f"{name}: expected a callable, got {type(fn).__name__}")
+    view = arg.view()
+    view.flags.writeable = False
+    value = numpy.asarray(fn(view))
+    if value.dtype.kind not in "iuf":
+        raise TypeError(
+            f"{name}: expected {name}(x) to return real numbers, got dtype {value.dtype}")
+    expected = arg.shape if shape == "vector" else arg.shape + arg.shape[-1:]
+    if value.shape != expected:
+        raise ValueError(f"{name}: expected {name}(x) of shape {expected} for x of shape "
+                         f"{arg.shape}, got {value.shape}")
+    return value.astype(dtype, copy=False)
+
+
+def scale_rows(coef: Any, matrix: numpy.ndarray) -> numpy.ndarray:
+    """``diag(coef) @ matrix`` without forming ``diag(coef)`` (NumPy)."""
+    coef = numpy.asarray(coef)
+    return coef[..., :, None] * matrix if coef.ndim else coef * matrix
+
+
+# --- array-API libraries ----------------------------------------------------------------
+
+
+def _compat() -> Any:
+    import array_api_compat  # imported on first non-NumPy use: NumPy calls never pay it
+
+    return array_api_compat
+
+
+def _library(value: Any) -> str:
+    kind = type(value)
+    return f"{kind.__module__.split('.')[0]}.{kind.__name__}"
+
+
+def _namespace(names: Sequence[str], values: Sequence[Any]) -> Any:
+    """The array namespace of the arguments; TypeError naming them where libraries mix."""
+    arrays = [(n, v) for n, v in zip(names, values, strict=True)
+              if not isinstance(v, int | float | list | tuple)]
+    if not arrays:
+        return numpy
+    for name, value in arrays:
+        _refuse_labelled(name, value)
+    compat = _compat()
+    try:
+        xp = compat.array_namespace(*(v for _, v in arrays))
+    except TypeError:
+        listed = ", ".join(f"{n} ({_library(v)})" for n, v in arrays)
+        raise TypeError(f"{', '.join(n for n, _ in arrays)}: expected arrays of one array "
+                        f"library, got {listed}") from None
+    return numpy if compat.is_numpy_namespace(xp) else xp
+
+
+_DTYPES: dict[tuple[Any, ...], Any] = {}
+
+
+def _xp_dtype(xp: Any, names: Sequence[str], values: Sequence[Any]) -> Any:
+    """The working dtype (cached per namespace and input dtypes); errors name the argument."""
+    key = (xp, *(getattr(v, "dtype", type(v)) for v in values))
+    cached = _DTYPES.get(key)
+    if cached is not None:
+        return cached
+    floats = []
+    for name, value in zip(names, values, strict=True):
+        dtype = getattr(value, "dtype", None)
+        if dtype is None:
+            continue
+        if dtype in (xp.float32, xp.float64):
+            floats.append(dtype)
+        elif dtype == xp.bool or not xp.isdtype(dtype, "integral"):
+            raise TypeError(f"{name}: expected a float32, float64 or integer array, got "
+                            f"dtype {dtype}")
+    if floats:
+        result = xp.float64 if xp.float64 in floats else xp.float32
+    else:  # integers only: float64 chosen explicitly, not the library's default float
+        supported = xp.__array_namespace_info__().dtypes(kind="real floating")
+        result = xp.float64 if "float64" in supported else xp.float32
+    _DTYPES[key] = result
+    return result
+
+
+def device(x: Any) -> Any:
+    """The device of an array (``array_api_compat.device``)."""
+    return _compat().device(x)
+
+
+def _checks_values(xp: Any, arrays: Sequence[Any], check_finite: bool | None) -> bool:
+    """Whether value checks run: ``check_finite`` if given, else where they are cheap."""
+    if check_finite is not None:
+        return bool(check_finite)
+    compat = _compat()
+    if compat.is_array_api_strict_namespace(xp):
+        return True
+    if compat.is_torch_namespace(xp):
+        import torch
+
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():
+            return False
+        if torch._C._functorch.peek_interpreter_stack() is not None:  # torch.func.vmap, grad
+            return False
+        return all(a.device.type == "cpu" for a in arrays)
+    return False  # JAX (traced or asynchronous), Dask (lazy), CuPy and others (a device)
+
+
+def _check_xp(xp: Any, names: Sequence[str], arrays: Sequence[Any],
+              positive: Sequence[str], read: Sequence[str]) -> None:
+    """All value checks as one reduction; on failure, name the argument."""
+    tests = []
+    for name, a in zip(names, arrays, strict=True):
+        if name in read or name in positive:
+            ok = xp.all(xp.isfinite(a))
+            if name in positive:
+                ok = ok & xp.all(a > 0)
+            tests.append((name, ok))
+    if not tests:
+        return
+    total = tests[0][1]
+    for _, ok in tests[1:]:
+        total = total & ok
+    try:
+        passed = bool(total)  # the one sync
+    except Exception as error:  # e.g. jax's ConcretizationTypeError under jit
+        raise TypeError(
+            f"{', '.join(names)}: check_finite=True needs the values, which cannot be read "
+            f"here ({type(error).__name__}); pass check_finite=None or False under tracing"
+        ) from None
+    if passed:
+        return
+    for name, a in zip(names, arrays, strict=True):
+        if (name in read or name in positive) and not bool(xp.all(xp.isfinite(a))):
+            raise ValueError(f"{name}: expected finite values, got NaN or infinity")
+        if name in positive and not bool(xp.all(a > 0)):
+            raise ValueError(
+                f"{name}: expected every entry > 0, got a minimum of {float(xp.min(a))}")
+
+
+def _as_xp(xp: Any, values: Sequence[Any], dtype: Any, like: Any) -> list[Any]:
+    """Every value in ``dtype`` on ``like``'s device; Python scalars and lists converted."""
+    out = []
+    dev = None
+    for v in values:
+        if not hasattr(v, "dtype"):
+            if dev is None:
+                dev = device(like)
+            v = xp.asarray(v, dtype=dtype, device=dev)
+        elif v.dtype != dtype:
+            v = xp.astype(v, dtype)
+        out.append(v)
+    return out
+
+
+# --- the entry points -------------------------------------------------------------------
+
+
+def prepare_elementwise(
+    names: tuple[str, ...], values: tuple[Any, ...], positive: tuple[str, ...],
+    read: tuple[str, ...], check_finite: bool | None,
+) -> tuple[Any, list[Any], tuple[int, ...], Any]:
+    """Check the arguments of an element-wise kernel (any broadcastable shapes).
+
+    Returns ``(xp, arrays, shape, dtype)``: the namespace (``numpy`` for NumPy input), the
+    arrays in the working dtype, their broadcast shape and the dtype.
+    """
+    if all(type(v) is _ndarray for v in values):
+        arrays = values
+        dtype = values[0].dtype
+        if dtype not in _FAST_DTYPES or any(a.dtype != dtype for a in values):
+            arrays = [_as_numpy(n, v) for n, v in zip(names, values, strict=True)]
+            dtype = _numpy_dtype(values, arrays)
+        xp = numpy
+    else:
+        xp = _namespace(names, values)
+        if xp is numpy:
+            arrays = [_as_numpy(n, v) for n, v in zip(names, values, strict=True)]
+            dtype = _numpy_dtype(values, arrays)
+    if xp is numpy:
+        try:
+            shape = broadcast(*(a.shape for a in arrays))
+        except ValueError:
+            listed = ", ".join(f"{n} {a.shape}" for n, a in zip(names, arrays, strict=True))
+            raise ValueError(f"{', '.join(names)}: shapes do not broadcast: {listed}") from None
+        if check_finite is not False:
+            _check_numpy(names, arrays, positive, read)
+        if arrays is not values:
+            arrays = [a.astype(dtype, copy=False) for a in arrays]
+        return numpy, arrays, shape, dtype
+    dtype = _xp_dtype(xp, names, values)
+    like = next(v for v in values if hasattr(v, "dtype"))
+    arrays = _as_xp(xp, values, dtype, like)
+    try:
+        shape = broadcast(*(tuple(a.shape) for a in arrays))
+    except ValueError:
+        listed = ", ".join(f"{n} {tuple(a.shape)}" for n, a in zip(names, arrays, strict=True))
+        raise ValueError(f"{', '.join(names)}: shapes do not broadcast: {listed}") from None
+    if _checks_values(xp, arrays, check_finite):
+        _check_xp(xp, names, arrays, positive, read)
+    return xp, arrays, shape, dtype
+
+
+def prepare_coupling(
+    vectors: tuple[str, ...], vector_values: tuple[Any, ...], params: tuple[str, ...],
+    param_values: tuple[Any, ...], read: tuple[str, ...], check_finite: bool | None,
+) -> tuple[Any, list[Any], tuple[int, ...], int, Any]:
+    """Check the arguments of a coupling kernel: vectors ``(..., n)``, parameters ``(n,)``.
+
+    Returns ``(xp, arrays, batch, n, dtype)``: the namespace (``numpy`` for NumPy input),
+    the arrays (vectors, then parameters) in the working dtype, the broadcast batch shape,
+    ``n`` and the dtype.
+    """
+    names = vectors + params
+    values = vector_values + param_values
+    if all(type(v) is _ndarray for v in values):
+        arrays = values
+        dtype = values[0].dtype
+        if dtype not in _FAST_DTYPES or any(a.dtype != dtype for a in values):
+            arrays = [_as_numpy(n, v) for n, v in zip(names, values, strict=True)]
+            dtype = _numpy_dtype(values, arrays)
+        xp = numpy
+    else:
+        xp = _namespace(names, values)
+        if xp is numpy:
+            arrays = [_as_numpy(n, v) for n, v in zip(names, values, strict=True)]
+            dtype = _numpy_dtype(values, arrays)
+        else:
+            dtype = _xp_dtype(xp, names, values)
+            like = next(v for v in values if hasattr(v, "dtype"))
+            arrays = _as_xp(xp, values, dtype, like)
+    shapes = [tuple(a.shape) for a in arrays]
+    for name, shape in zip(names, shapes, strict=True):
+        if not shape:
+            raise ValueError(f"{name}: expected an array of shape (..., n), got a scalar")
+    n = shapes[0][-1]
+    if n == 0:
+        raise ValueError(f"{vectors[0]}: expected a last dimension n >= 1, got shape {shapes[0]}")
+    k = len(vectors)
+    if any(shape[-1] != n for shape in shapes[:k]):
+        listed = ", ".join(f"{v} {s}" for v, s in zip(vectors, shapes, strict=False))
+        raise ValueError(f"{', '.join(vectors)}: expected the same last dimension n, got "
+                         f"{listed}")
+    try:
+        batch = broadcast(*(shape[:-1] for shape in shapes[:k]))
+    except ValueError:
+        listed = ", ".join(f"{v} {s}" for v, s in zip(vectors, shapes, strict=False))
+        raise ValueError(f"{', '.join(vectors)}: leading (batch) dimensions do not broadcast: "
+                         f"{listed}") from None
+    for name, shape in zip(params, shapes[k:], strict=True):
+        if shape != (n,):
+            raise ValueError(f"{name}: expected shape ({n},) to match n = {n}, got {shape}")
+    if xp is numpy:
+        if check_finite is not False:
+            _check_numpy(names, arrays, (), read)
+        if arrays is not values:
+            arrays = [a.astype(dtype, copy=False) for a in arrays]
+        return numpy, arrays, batch, n, dtype
+    if _checks_values(xp, arrays, check_finite):
+        _check_xp(xp, names, arrays, (), read)
+    return xp, arrays, batch, n, dtype
+
+
+def _mutable(xp: Any) -> bool:
+    """Whether the library's arrays can be written in place (JAX's and Dask's cannot)."""
+    compat = _compat()
+    return not (compat.is_jax_namespace(xp) or compat.is_dask_namespace(xp))
+
+
+def call_xp(xp: Any, name: str, fn: Any, arg: Any, shape: str, dtype: Any) -> Any:
+    """Evaluate a callable argument once on the caller's library's array; check the result.
+
+    ``fn`` receives a copy where the library's arrays are mutable (PyTorch, CuPy,
+    ``array_api_strict``), so it cannot change the caller's array; JAX and Dask arrays are
+    passed as they are.
+    """
+    if not callable(fn):
+        raise TypeError(f"{name}: expected a callable, got {type(fn).__name__}")
+    value = fn(xp.astype(arg, dtype, copy=True) if _mutable(xp) else arg)
+    if type(value) is not type(arg):
+        try:
+            same = _compat().array_namespace(value, arg) is not None
+        except TypeError:
+            same = False
+        if not same:
+            raise TypeError(f"{name}: expected {name}(x) to return an array of the library of "
+                            f"x ({_library(arg)}), got {_library(value)}")
+    if value.dtype != dtype:
+        if value.dtype not in (xp.float32, xp.float64) and not xp.isdtype(value.dtype,
+                                                                           "integral"):
+            raise TypeError(f"{name}: expected {name}(x) to return real numbers, got dtype "
+                            f"{value.dtype}")
+        value = xp.astype(value, dtype)
+    expected = tuple(arg.shape) if shape == "vector" else tuple(arg.shape) + tuple(arg.shape[-1:])
+    if tuple(value.shape) != expected:
+        raise ValueError(f"{name}: expected {name}(x) of shape {expected} for x of shape "
+                         f"{tuple(arg.shape)}, got {tuple(value.shape)}")
+    return value
+
+
+def finish_xp(xp: Any, value: Any, shape: tuple[int, ...], dtype: Any,
+              inputs: tuple[Any, ...]) -> Any:
+    """An array-API output of the full shape and dtype, never an input itself."""
+    if not hasattr(value, "dtype"):
+        return xp.full(shape, value, dtype=dtype, device=device(inputs[0]))
+    fresh = True
+    if tuple(value.shape) != shape:
+        value = xp.broadcast_to(value, shape)
+        fresh = False
+    if value.dtype != dtype:
+        return xp.astype(value, dtype)
+    if (not fresh or any(value is a for a in inputs)) and _mutable(xp):
+        return xp.astype(value, dtype, copy=True)
+    return value
+
+
+def scale_rows_xp(xp: Any, coef: Any, matrix: Any) -> Any:
+    """``diag(coef) @ matrix`` without forming ``diag(coef)`` (any array-API library)."""
+    if not hasattr(coef, "ndim") or coef.ndim == 0:
+        return coef * matrix
+    return xp.expand_dims(coef, axis=-1) * matrix
+
+
+def eye_xp(xp: Any, n: int, dtype: Any, like: Any) -> Any:
+    """The ``n x n`` identity in ``dtype`` on ``like``'s device."""
+    return xp.eye(n, dtype=dtype, device=device(like))
+
+
+def blocks_xp(xp: Any, blocks: tuple[Any, Any, Any, Any], batch: tuple[int, ...], n: int,
+              dtype: Any, like: Any) -> Any:
+    """The ``(..., 2n, 2n)`` matrix ``[[A, B], [C, D]]`` from its blocks (None: zero)."""
+    shape = batch + (n, n)
+    full_blocks = []
+    for block in blocks:
+        if block is None:
+            block = xp.zeros(shape, dtype=dtype, device=device(like))
+        elif tuple(block.shape) != shape:
+            block = xp.broadcast_to(block, shape)
+        full_blocks.append(block)
+    top = xp.concat(full_blocks[:2], axis=-1)
+    bottom = xp.concat(full_blocks[2:], axis=-1)
+    return xp.concat([top, bottom], axis=-2)
+
