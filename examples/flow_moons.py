@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         else "forward + log_det_jacobian",
         "test_nll": test_nll, "train_nll": train_nll, "gaussian_test_nll": baseline,
         "step_seconds_median": times, "time_steps": args.time_steps,
-        "loss_first": losses[0], "loss_last": losses[-1],
+        "losses": [v + log_scale for v in losses],
     }
     title = (f"RealNVP-style flow, {args.blocks} x {args.block} ({kind}), "
              f"{args.steps} steps: test NLL {test_nll:.3f} nats (Gaussian {baseline:.3f})")
