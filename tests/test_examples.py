@@ -8,7 +8,10 @@
 - KL modes: each mode's gradient (the surrogate of ``examples.vae_digits.kl_term``)
   agrees in expectation with the exact gradient, by Monte Carlo.
 
-All skip, saying what is missing, where the ``examples`` extra is not installed.
+- The README shows the numbers of the committed runs (``docs/*.json``).
+
+All but the last skip, saying what is missing, where the ``examples`` extra is not
+installed.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from .conftest import ROOT
 
 _MISSING = [m for m in ("torch", "sklearn", "matplotlib", "tqdm")
             if importlib.util.find_spec(m) is None]
-pytestmark = pytest.mark.skipif(
+needs_examples = pytest.mark.skipif(
     bool(_MISSING), reason=f"the examples need {', '.join(_MISSING)} "
                            "(pip install -e '.[examples]')")
 
@@ -47,6 +50,7 @@ def _falls(values: list[float], window: int = 5) -> bool:
 
 # --- smoke runs ------------------------------------------------------------------------
 
+@needs_examples
 def test_flow_smoke(tmp_path, capsys):
     code = flow_moons.main(["--steps", "40", "--points", "600", "--blocks", "4",
                             "--time-steps", "3", "--out", str(tmp_path), "--quiet"])
@@ -59,6 +63,7 @@ def test_flow_smoke(tmp_path, capsys):
     assert "test NLL" in capsys.readouterr().out
 
 
+@needs_examples
 def test_vae_smoke(tmp_path, capsys):
     code = vae_digits.main(["--steps", "30", "--log-every", "10", "--variance-samples", "16",
                             "--out", str(tmp_path), "--quiet"])
@@ -76,6 +81,7 @@ def test_vae_smoke(tmp_path, capsys):
     assert "held-out ELBO" in capsys.readouterr().out
 
 
+@needs_examples
 def test_seed_reproduces_the_numbers(tmp_path):
     args = ["--steps", "5", "--points", "200", "--blocks", "2", "--time-steps", "1", "--quiet"]
     outs = []
@@ -86,6 +92,7 @@ def test_seed_reproduces_the_numbers(tmp_path):
     assert outs[0] == outs[1]
 
 
+@needs_examples
 @pytest.mark.parametrize("argv, message", [
     (["--device", "cuda"], "--device"),
     (["--device", "tpu"], "--device"),
@@ -102,6 +109,7 @@ def test_command_line_errors_are_one_line(argv, message, capsys):
     assert message in err and "Traceback" not in err
 
 
+@needs_examples
 def test_help_explains(capsys):
     # From the repository root, as the README says; the VAE's in-process.
     run = subprocess.run([sys.executable, "-m", "examples.flow_moons", "--help"], cwd=ROOT,
@@ -118,6 +126,7 @@ def test_help_explains(capsys):
 
 # --- the drop-in test ------------------------------------------------------------------
 
+@needs_examples
 @pytest.mark.parametrize("block", sorted(BLOCKS))
 def test_generated_blocks_drop_in_for_handwritten_layers(block):
     if block not in HANDWRITTEN:
@@ -151,6 +160,7 @@ def _grads(mode: str, mu0: torch.Tensor, logvar0: torch.Tensor, eps: torch.Tenso
     return mu.grad, logvar.grad, value.detach()
 
 
+@needs_examples
 def test_exact_mode_is_the_generated_gradient():
     from generated import gaussian_kl_logvar as gkl
 
@@ -163,6 +173,7 @@ def test_exact_mode_is_the_generated_gradient():
     torch.testing.assert_close(d_logvar, want_logvar, rtol=1e-12, atol=1e-14)
 
 
+@needs_examples
 @pytest.mark.parametrize("mode", ["reparam", "stl"])
 def test_estimator_modes_agree_with_the_exact_gradient_in_expectation(mode):
     """Tolerance: 5 Monte Carlo standard errors per component (each standard error from the
@@ -192,3 +203,14 @@ def test_estimator_modes_agree_with_the_exact_gradient_in_expectation(mode):
     if mode == "stl":  # at the prior, sticking the landing is exact: zero variance
         assert float(est_mu[:, 0].abs().max()) < 1e-12
         assert float(est_logvar[:, 0].abs().max()) < 1e-12
+
+
+# --- the README ------------------------------------------------------------------------
+
+def test_readme_shows_the_committed_numbers():
+    from examples import summary
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "## Examples" in readme
+    for table in summary.render().strip().split("\n\n"):
+        assert table in readme, f"README.md lacks (python -m examples.summary):\n{table}"
