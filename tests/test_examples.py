@@ -214,3 +214,31 @@ def test_readme_shows_the_committed_numbers():
     assert "## Examples" in readme
     for table in summary.render().strip().split("\n\n"):
         assert table in readme, f"README.md lacks (python -m examples.summary):\n{table}"
+
+
+@needs_examples
+def test_flow_uses_forward_and_log_det_where_present():
+    """A block module with ``forward_and_log_det`` is trained through it alone (``G``
+    evaluated once per block); the loss curve is the one of the separate kernels."""
+    from types import SimpleNamespace
+
+    layer = HANDWRITTEN["coupling"]
+    calls = []
+
+    def combined(x1, x2, s, F, G):
+        calls.append(1)
+        return (*layer.forward(x1, x2, s, F, G), layer.log_det_jacobian(x1, x2, s, F, G))
+
+    def refused(*args):
+        raise AssertionError("forward/log_det_jacobian called although forward_and_log_det "
+                             "exists")
+
+    only_combined = SimpleNamespace(forward=refused, log_det_jacobian=refused,
+                                    inverse=layer.inverse, forward_and_log_det=combined)
+    data = torch.as_tensor(flow_moons.moons(256, seed=3), dtype=torch.float64)
+    curves = []
+    for kernels in (only_combined, layer):
+        torch.manual_seed(7)
+        flow = flow_moons.Flow(kernels, blocks=2).to(torch.float64)
+        curves.append(flow_moons.train(flow, data, steps=5, batch=64, lr=3e-3, seed=7))
+    assert curves[0] == curves[1] and len(calls) == 2 * 5
