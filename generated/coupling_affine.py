@@ -58,7 +58,8 @@ def forward(
 
     Arrays of any array-API library (NumPy, PyTorch, JAX, Dask, ...) in, arrays of the same
     library out; integer inputs compute in float64 (float32 where the library has no
-    float64), and float32 stays float32.
+    float64), and float32 stays float32. Inputs that carry an index (pandas) are refused:
+    align them, then pass ``.to_numpy()``.
 
     Arguments:
         x1: first half of the input, shape (..., n).
@@ -133,7 +134,8 @@ def inverse(
 
     Arrays of any array-API library (NumPy, PyTorch, JAX, Dask, ...) in, arrays of the same
     library out; integer inputs compute in float64 (float32 where the library has no
-    float64), and float32 stays float32.
+    float64), and float32 stays float32. Inputs that carry an index (pandas) are refused:
+    align them, then pass ``.to_numpy()``.
 
     Arguments:
         y1: first half of the output, shape (..., n).
@@ -212,7 +214,8 @@ def jacobian(
 
     Arrays of any array-API library (NumPy, PyTorch, JAX, Dask, ...) in, arrays of the same
     library out; integer inputs compute in float64 (float32 where the library has no
-    float64), and float32 stays float32.
+    float64), and float32 stays float32. Inputs that carry an index (pandas) are refused:
+    align them, then pass ``.to_numpy()``.
 
     Arguments:
         x1: first half of the input, shape (..., n).
@@ -303,7 +306,8 @@ def log_det_jacobian(
 
     Arrays of any array-API library (NumPy, PyTorch, JAX, Dask, ...) in, arrays of the same
     library out; integer inputs compute in float64 (float32 where the library has no
-    float64), and float32 stays float32.
+    float64), and float32 stays float32. Inputs that carry an index (pandas) are refused:
+    align them, then pass ``.to_numpy()``.
 
     Arguments:
         x1: first half of the input, shape (..., n). Its values are not read here (only its shape and dtype).

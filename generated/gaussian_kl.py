@@ -57,7 +57,8 @@ def kl(
 
     Arrays of any array-API library (NumPy, PyTorch, JAX, Dask, ...) in, arrays of the same
     library out; integer inputs compute in float64 (float32 where the library has no
-    float64), and float32 stays float32.
+    float64), and float32 stays float32. Inputs that carry an index (pandas) are refused:
+    align them, then pass ``.to_numpy()``.
 
     Arguments:
         mu: the mean of q_i, any shape broadcasting with the others.
@@ -138,7 +139,8 @@ def kl_grad(
 
     Arrays of any array-API library (NumPy, PyTorch, JAX, Dask, ...) in, arrays of the same
     library out; integer inputs compute in float64 (float32 where the library has no
-    float64), and float32 stays float32.
+    float64), and float32 stays float32. Inputs that carry an index (pandas) are refused:
+    align them, then pass ``.to_numpy()``.
 
     Arguments:
         mu: the mean of q_i, any shape broadcasting with the others.
@@ -202,7 +204,8 @@ def kl_grad_reparam(
 
     Arrays of any array-API library (NumPy, PyTorch, JAX, Dask, ...) in, arrays of the same
     library out; integer inputs compute in float64 (float32 where the library has no
-    float64), and float32 stays float32.
+    float64), and float32 stays float32. Inputs that carry an index (pandas) are refused:
+    align them, then pass ``.to_numpy()``.
 
     Arguments:
         mu: the mean of q_i, any shape broadcasting with the others.
@@ -267,7 +270,8 @@ def kl_grad_stl(
 
     Arrays of any array-API library (NumPy, PyTorch, JAX, Dask, ...) in, arrays of the same
     library out; integer inputs compute in float64 (float32 where the library has no
-    float64), and float32 stays float32.
+    float64), and float32 stays float32. Inputs that carry an index (pandas) are refused:
+    align them, then pass ``.to_numpy()``.
 
     Arguments:
         mu: the mean of q_i, any shape broadcasting with the others.

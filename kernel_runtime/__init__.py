@@ -45,7 +45,9 @@ __all__ = [
 ]
 
 _ndarray = numpy.ndarray
-_FAST_DTYPES = frozenset({numpy.dtype(numpy.float64), numpy.dtype(numpy.float32)})
+_F64, _F32 = numpy.dtype(numpy.float64), numpy.dtype(numpy.float32)
+_minimum = numpy.minimum.reduce
+_vdot = numpy.vdot
 
 
 # --- NumPy: the fast path --------------------------------------------------------------
@@ -113,29 +115,39 @@ def _check_numpy(names: Sequence[str], arrays: Sequence[numpy.ndarray],
     The sum of the squares of every read array is finite only when every entry is: one
     BLAS pass per array and no temporary (3x faster than ``isfinite(a).all()``); only
     where it is not (a NaN, an infinity, or entries beyond ~1e154) are the entries tested
-    one by one.
+    one by one. (No ``errstate``: it costs more than the checks at 1e3 elements.)
     """
+    for name, a in zip(names, arrays, strict=True):
+        if name in positive and a.size:
+            low = _minimum(a, axis=None)  # NaN propagates: rejects NaN and entries <= 0
+            if not low > 0:
+                if low != low:
+                    raise ValueError(f"{name}: expected finite values, got NaN or infinity")
+                raise ValueError(f"{name}: expected every entry > 0, got a minimum of {low}")
     total = 0.0
-    with numpy.errstate(over="ignore", invalid="ignore"):
-        for name, a in zip(names, arrays, strict=True):
-            if name in positive and a.size:
-                low = a.min()  # NaN propagates: one scan rejects NaN and entries <= 0
-                if not low > 0:
-                    if low != low:
-                        raise ValueError(f"{name}: expected finite values, got NaN or infinity")
-                    raise ValueError(
-                        f"{name}: expected every entry > 0, got a minimum of {low}")
-            if name in read and a.dtype.kind == "f":
-                if a.flags.c_contiguous or a.flags.f_contiguous:
-                    flat = a.ravel(order="K")  # a view: no copy
-                    total += numpy.dot(flat, flat)
-                else:
-                    total = math.inf  # strided: tested entry by entry below
+    for name, a in zip(names, arrays, strict=True):
+        if name in read and a.dtype.kind == "f":
+            if a.flags.c_contiguous or a.flags.f_contiguous:
+                flat = a.ravel(order="K")  # a view: no copy
+                total += float(_vdot(flat, flat))  # no overflow warning, unlike numpy.dot
+            else:
+                total = math.inf  # strided: tested entry by entry below
     if not math.isfinite(total):
         picked = [(n, a) for n, a in zip(names, arrays, strict=True) if n in read]
         bad = _non_finite_numpy([n for n, _ in picked], [a for _, a in picked])
         if bad is not None:
             raise ValueError(f"{bad}: expected finite values, got NaN or infinity")
+
+
+def _same_float(values: Sequence[Any]) -> numpy.dtype | None:
+    """The dtype where every value is a NumPy float64 (or every one float32) array."""
+    dtype = getattr(values[0], "dtype", None)
+    if dtype is not _F64 and dtype is not _F32:
+        return None
+    for v in values:
+        if type(v) is not _ndarray or v.dtype is not dtype:
+            return None
+    return dtype
 
 
 def full(a: Any, shape: tuple[int, ...]) -> Any:
@@ -172,15 +184,17 @@ def call(name: str, fn: Any, arg: numpy.ndarray, shape: str,
         raise TypeError(f"{name}: expected a callable, got {type(fn).__name__}")
     view = arg.view()
     view.flags.writeable = False
-    value = numpy.asarray(fn(view))
-    if value.dtype.kind not in "iuf":
+    value = fn(view)
+    if type(value) is not _ndarray:
+        value = numpy.asarray(value)
+    if value.dtype is not dtype and value.dtype.kind not in "iuf":
         raise TypeError(
             f"{name}: expected {name}(x) to return real numbers, got dtype {value.dtype}")
     expected = arg.shape if shape == "vector" else arg.shape + arg.shape[-1:]
     if value.shape != expected:
         raise ValueError(f"{name}: expected {name}(x) of shape {expected} for x of shape "
                          f"{arg.shape}, got {value.shape}")
-    return value.astype(dtype, copy=False)
+    return value if value.dtype is dtype else value.astype(dtype)
 
 
 def scale_rows(coef: Any, matrix: numpy.ndarray) -> numpy.ndarray:
@@ -331,12 +345,9 @@ def prepare_elementwise(
     Returns ``(xp, arrays, shape, dtype)``: the namespace (``numpy`` for NumPy input), the
     arrays in the working dtype, their broadcast shape and the dtype.
     """
-    if all(type(v) is _ndarray for v in values):
+    dtype = _same_float(values)
+    if dtype is not None:  # the fast path: NumPy arrays of one float dtype
         arrays = values
-        dtype = values[0].dtype
-        if dtype not in _FAST_DTYPES or any(a.dtype != dtype for a in values):
-            arrays = [_as_numpy(n, v) for n, v in zip(names, values, strict=True)]
-            dtype = _numpy_dtype(values, arrays)
         xp = numpy
     else:
         xp = _namespace(names, values)
@@ -345,7 +356,11 @@ def prepare_elementwise(
             dtype = _numpy_dtype(values, arrays)
     if xp is numpy:
         try:
-            shape = broadcast(*(a.shape for a in arrays))
+            shape = arrays[0].shape
+            for a in arrays:
+                if a.shape != shape:
+                    shape = numpy.broadcast_shapes(*(a.shape for a in arrays))
+                    break
         except ValueError:
             listed = ", ".join(f"{n} {a.shape}" for n, a in zip(names, arrays, strict=True))
             raise ValueError(f"{', '.join(names)}: shapes do not broadcast: {listed}") from None
@@ -367,36 +382,10 @@ def prepare_elementwise(
     return xp, arrays, shape, dtype
 
 
-def prepare_coupling(
-    vectors: tuple[str, ...], vector_values: tuple[Any, ...], params: tuple[str, ...],
-    param_values: tuple[Any, ...], read: tuple[str, ...], check_finite: bool | None,
-) -> tuple[Any, list[Any], tuple[int, ...], int, Any]:
-    """Check the arguments of a coupling kernel: vectors ``(..., n)``, parameters ``(n,)``.
-
-    Returns ``(xp, arrays, batch, n, dtype)``: the namespace (``numpy`` for NumPy input),
-    the arrays (vectors, then parameters) in the working dtype, the broadcast batch shape,
-    ``n`` and the dtype.
-    """
-    names = vectors + params
-    values = vector_values + param_values
-    if all(type(v) is _ndarray for v in values):
-        arrays = values
-        dtype = values[0].dtype
-        if dtype not in _FAST_DTYPES or any(a.dtype != dtype for a in values):
-            arrays = [_as_numpy(n, v) for n, v in zip(names, values, strict=True)]
-            dtype = _numpy_dtype(values, arrays)
-        xp = numpy
-    else:
-        xp = _namespace(names, values)
-        if xp is numpy:
-            arrays = [_as_numpy(n, v) for n, v in zip(names, values, strict=True)]
-            dtype = _numpy_dtype(values, arrays)
-        else:
-            dtype = _xp_dtype(xp, names, values)
-            like = next(v for v in values if hasattr(v, "dtype"))
-            arrays = _as_xp(xp, values, dtype, like)
-    shapes = [tuple(a.shape) for a in arrays]
-    for name, shape in zip(names, shapes, strict=True):
+def _coupling_shapes(vectors: tuple[str, ...], params: tuple[str, ...],
+                     shapes: list[tuple[int, ...]]) -> tuple[int, ...]:
+    """The batch shape of vectors ``(..., n)`` and parameters ``(n,)``; errors name them."""
+    for name, shape in zip(vectors + params, shapes, strict=True):
         if not shape:
             raise ValueError(f"{name}: expected an array of shape (..., n), got a scalar")
     n = shapes[0][-1]
@@ -416,6 +405,41 @@ def prepare_coupling(
     for name, shape in zip(params, shapes[k:], strict=True):
         if shape != (n,):
             raise ValueError(f"{name}: expected shape ({n},) to match n = {n}, got {shape}")
+    return batch
+
+
+def prepare_coupling(
+    vectors: tuple[str, ...], vector_values: tuple[Any, ...], params: tuple[str, ...],
+    param_values: tuple[Any, ...], read: tuple[str, ...], check_finite: bool | None,
+) -> tuple[Any, list[Any], tuple[int, ...], int, Any]:
+    """Check the arguments of a coupling kernel: vectors ``(..., n)``, parameters ``(n,)``.
+
+    Returns ``(xp, arrays, batch, n, dtype)``: the namespace (``numpy`` for NumPy input),
+    the arrays (vectors, then parameters) in the working dtype, the broadcast batch shape,
+    ``n`` and the dtype.
+    """
+    names = vectors + params
+    values = vector_values + param_values
+    dtype = _same_float(values)
+    if dtype is not None:  # the fast path: NumPy arrays of one float dtype
+        arrays = values
+        xp = numpy
+    else:
+        xp = _namespace(names, values)
+        if xp is numpy:
+            arrays = [_as_numpy(n, v) for n, v in zip(names, values, strict=True)]
+            dtype = _numpy_dtype(values, arrays)
+        else:
+            dtype = _xp_dtype(xp, names, values)
+            like = next(v for v in values if hasattr(v, "dtype"))
+            arrays = _as_xp(xp, values, dtype, like)
+    shapes = [a.shape for a in arrays] if xp is numpy else [tuple(a.shape) for a in arrays]
+    k = len(vectors)
+    first = shapes[0]
+    n = first[-1] if first else 0
+    same = n > 0 and all(shape == first for shape in shapes[1:k]) and all(
+        shape == (n,) for shape in shapes[k:])
+    batch = first[:-1] if same else _coupling_shapes(vectors, params, shapes)
     if xp is numpy:
         if check_finite is not False:
             _check_numpy(names, arrays, (), read)

@@ -183,3 +183,41 @@ def test_callables_cannot_change_the_callers_array(lib):
         except (TypeError, ValueError, NotImplementedError):
             pass  # immutable arrays (JAX) refuse in-place updates themselves
     np.testing.assert_array_equal(lib.numpy(x2), np.ones((2, 3)))
+
+
+class _Labelled:
+    """Stands in for a pandas Series (pandas is not a dependency): an index, and values."""
+
+    __module__ = "pandas.core.series"
+
+    def __init__(self, values, index):
+        self.values, self.index = np.asarray(values), list(index)
+
+    def __array__(self, dtype=None, copy=None):
+        return self.values
+
+
+def test_inputs_with_an_index_are_refused():
+    """Issue 12 item 20: values paired by position would silently mis-pair labelled data."""
+    mu = _Labelled([0.0, 1.0, 2.0], "abc")
+    sigma = _Labelled([1.0, 2.0, 3.0], "cba")
+    with pytest.raises(TypeError, match=r"mu: got a _Labelled, whose index the kernels would "
+                       r"ignore.*mu.to_numpy\(\)"):
+        kernels("gaussian_kl").kl(mu, sigma)
+    with pytest.raises(TypeError, match="x1: got a _Labelled"):
+        kernels("coupling").forward(_Labelled(np.zeros((2, 3)), "ab"), np.zeros((2, 3)),
+                                    np.zeros(3), np.tanh, np.tanh)
+
+
+def test_ragged_lists_and_unsupported_dtypes_name_the_argument():
+    """Issue 12 item 21: no bare 'inhomogeneous shape' or 'unsupported ScalarType'."""
+    with pytest.raises(TypeError, match="mu: expected a real numeric array, got a list"):
+        kernels("gaussian_kl").kl([[0.0, 1.0], [2.0]], 1.0)
+    with pytest.raises(TypeError, match="x2: expected a real numeric array, got a list"):
+        kernels("coupling").forward(np.zeros((1, 2)), [[0.0, 1.0], [2.0]], np.zeros(2),
+                                    np.tanh, np.tanh)
+    torch = pytest.importorskip("torch", reason="torch is not installed (test extra)")
+    half = torch.zeros(3, dtype=torch.bfloat16)
+    with pytest.raises(TypeError, match=r"sigma: expected a float32, float64 or integer "
+                       r"array, got dtype torch.bfloat16"):
+        kernels("gaussian_kl").kl(torch.zeros(3), half)
