@@ -254,21 +254,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block", choices=sorted(BLOCKS), default=QUESTION_BLOCK,
                         help=f"the coupling block, from derive.blocks.BLOCKS (default "
                              f"{QUESTION_BLOCK})")
-    parser.add_argument("--blocks", type=harness._positive_int, default=8,
+    parser.add_argument("--blocks", type=harness.positive_int, default=8,
                         help="number K of coupling blocks (default 8)")
-    parser.add_argument("--batch", type=harness._positive_int, default=256,
+    parser.add_argument("--batch", type=harness.positive_int, default=256,
                         help="minibatch size (default 256)")
-    parser.add_argument("--lr", type=float, default=3e-3,
+    parser.add_argument("--lr", type=harness.positive_float, default=3e-3,
                         help="Adam's learning rate, cosine-annealed to 0 (default 3e-3)")
-    parser.add_argument("--points", type=harness._positive_int, default=4000,
+    parser.add_argument("--points", type=harness.positive_int, default=4000,
                         help="points drawn, three quarters for training (default 4000)")
     parser.add_argument("--handwritten", action="store_true",
                         help="train on the hand-written PyTorch layers instead of the generated "
                              "kernels (for comparison)")
-    parser.add_argument("--time-steps", type=harness._positive_int, default=40,
+    parser.add_argument("--time-steps", type=harness.positive_int, default=40,
                         help="steps timed per kind of layer for the per-step time (default 40)")
     args = parser.parse_args(argv)
     device = harness.device_of(parser, args.device)
+    harness.out_dir(parser, args.out)
     harness.set_threads(args.threads)
     dtype = harness.DTYPES[args.dtype]
     if args.points < 8:

@@ -21,54 +21,56 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import SimpleNamespace
+from typing import Any
 
 import torch
+from torch import Tensor
 
 __all__ = ["HANDWRITTEN"]
 
-Fn = Callable[[torch.Tensor], torch.Tensor]
+Fn = Callable[[Tensor], Tensor]
 
 
 # --- question 1's block: y1 = exp(G(x2)) * x1 + F(x2), y2 = exp(s) * x2 -----------------
 
-def _coupling_forward(x1, x2, s, F: Fn, G: Fn):
+def _coupling_forward(x1: Tensor, x2: Tensor, s: Tensor, F: Fn, G: Fn) -> Any:
     return torch.exp(G(x2)) * x1 + F(x2), torch.exp(s) * x2
 
 
-def _coupling_inverse(y1, y2, s, F: Fn, G: Fn):
+def _coupling_inverse(y1: Tensor, y2: Tensor, s: Tensor, F: Fn, G: Fn) -> Any:
     x2 = y2 * torch.exp(-s)
     return (y1 - F(x2)) * torch.exp(-G(x2)), x2
 
 
-def _coupling_log_det(x1, x2, s, F: Fn, G: Fn):
+def _coupling_log_det(x1: Tensor, x2: Tensor, s: Tensor, F: Fn, G: Fn) -> Any:
     return G(x2).sum(-1) + s.sum()
 
 
 # --- RealNVP: y1 = exp(G(x2)) * x1 + F(x2), y2 = x2 ---------------------------------------
 
-def _affine_forward(x1, x2, s, F: Fn, G: Fn):
+def _affine_forward(x1: Tensor, x2: Tensor, s: Tensor, F: Fn, G: Fn) -> Any:
     return torch.exp(G(x2)) * x1 + F(x2), x2.clone()
 
 
-def _affine_inverse(y1, y2, s, F: Fn, G: Fn):
+def _affine_inverse(y1: Tensor, y2: Tensor, s: Tensor, F: Fn, G: Fn) -> Any:
     return (y1 - F(y2)) * torch.exp(-G(y2)), y2.clone()
 
 
-def _affine_log_det(x1, x2, s, F: Fn, G: Fn):
+def _affine_log_det(x1: Tensor, x2: Tensor, s: Tensor, F: Fn, G: Fn) -> Any:
     return G(x2).sum(-1)
 
 
 # --- NICE: y1 = x1 + F(x2), y2 = x2 -----------------------------------------------------
 
-def _additive_forward(x1, x2, s, F: Fn, G: Fn):
+def _additive_forward(x1: Tensor, x2: Tensor, s: Tensor, F: Fn, G: Fn) -> Any:
     return x1 + F(x2), x2.clone()
 
 
-def _additive_inverse(y1, y2, s, F: Fn, G: Fn):
+def _additive_inverse(y1: Tensor, y2: Tensor, s: Tensor, F: Fn, G: Fn) -> Any:
     return y1 - F(y2), y2.clone()
 
 
-def _additive_log_det(x1, x2, s, F: Fn, G: Fn):
+def _additive_log_det(x1: Tensor, x2: Tensor, s: Tensor, F: Fn, G: Fn) -> Any:
     return x2.new_zeros(x2.shape[:-1])
 
 

@@ -25,21 +25,42 @@ import torch
 from tqdm.auto import tqdm
 
 __all__ = [
-    "DTYPES", "command_line", "device_of", "set_threads", "seed", "progress", "write_bytes",
-    "write_json", "save_figure", "median_step_times", "batches",
+    "DTYPES", "command_line", "out_dir", "device_of", "set_threads", "seed", "progress",
+    "write_bytes", "write_json", "save_figure", "median_step_times", "batches",
+    "positive_int", "positive_float", "at_least_two",
 ]
 
 #: The ``--dtype`` choices.
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
+    return value
+
+
+def at_least_two(text: str) -> int:
+    """An argparse type: an integer >= 2."""
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 2, got {value}")
     return value
 
 
@@ -55,7 +76,7 @@ def command_line(prog: str, description: str, *, steps: int, out: str) -> argpar
     parser = argparse.ArgumentParser(
         prog=prog, description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=_positive_int, default=steps,
+    parser.add_argument("--steps", type=positive_int, default=steps,
                         help=f"optimizer steps (default {steps})")
     parser.add_argument("--out", type=Path, default=Path(out),
                         help=f"directory for the figure and the numbers (default {out}/); "
@@ -67,12 +88,24 @@ def command_line(prog: str, description: str, *, steps: int, out: str) -> argpar
                         help="torch device: cpu (default), or cuda where available")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float64",
                         help="floating dtype of the model and the data (default float64)")
-    parser.add_argument("--threads", type=_positive_int, default=1,
+    parser.add_argument("--threads", type=positive_int, default=1,
                         help="PyTorch CPU threads (default 1: these models are small, and "
                              "more threads mostly contend)")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bar (the results are still printed)")
     return parser
+
+
+def out_dir(parser: argparse.ArgumentParser, path: Path) -> Path:
+    """``--out`` checked: a directory, or a path where one can be made (parser error, exit 2,
+    where a file is in the way)."""
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                parser.error(f"--out: expected a directory, got {str(path)!r}, and "
+                             f"{str(part)!r} is a file")
+            break
+    return path
 
 
 def device_of(parser: argparse.ArgumentParser, name: str) -> torch.device:

@@ -317,22 +317,24 @@ def main(argv: list[str] | None = None) -> int:
                                   out="docs")
     parser.add_argument("--kl", choices=(*MODES, "all"), default="all",
                         help="how the KL gradient is computed (default all: one run each)")
-    parser.add_argument("--latent", type=harness._positive_int, default=8,
+    parser.add_argument("--latent", type=harness.positive_int, default=8,
                         help="latent dimension (default 8)")
     parser.add_argument("--decoder", choices=("bernoulli", "gaussian"), default="bernoulli",
                         help="bernoulli on binarized digits (default) or gaussian on grey "
                              "levels")
-    parser.add_argument("--batch", type=harness._positive_int, default=128,
+    parser.add_argument("--batch", type=harness.positive_int, default=128,
                         help="minibatch size (default 128)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
-    parser.add_argument("--log-every", type=harness._positive_int, default=100,
+    parser.add_argument("--lr", type=harness.positive_float, default=1e-3,
+                        help="Adam's learning rate (default 1e-3)")
+    parser.add_argument("--log-every", type=harness.positive_int, default=100,
                         help="steps between held-out ELBO and variance measurements "
                              "(default 100)")
-    parser.add_argument("--variance-samples", type=harness._positive_int, default=256,
+    parser.add_argument("--variance-samples", type=harness.at_least_two, default=256,
                         help="noise draws per measurement of the estimators' variance "
                              "(default 256)")
     args = parser.parse_args(argv)
     device = harness.device_of(parser, args.device)
+    harness.out_dir(parser, args.out)
     harness.set_threads(args.threads)
     dtype = harness.DTYPES[args.dtype]
     modes = list(MODES) if args.kl == "all" else [args.kl]

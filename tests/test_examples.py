@@ -98,6 +98,8 @@ def test_seed_reproduces_the_numbers(tmp_path):
     (["--device", "tpu"], "--device"),
     (["--block", "no_such_block"], "--block"),
     (["--steps", "0"], "--steps"),
+    (["--lr", "-1"], "--lr"),
+    (["--out", str(ROOT / "README.md")], "--out"),
 ])
 def test_command_line_errors_are_one_line(argv, message, capsys):
     if argv[1] == "cuda" and torch.cuda.is_available():
