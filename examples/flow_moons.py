@@ -237,7 +237,7 @@ def _figure(test: np.ndarray, samples: np.ndarray, losses: list[float],
     return fig
 
 
-DESCRIPTION = __doc__.split("Example:")[0].split("\n", 1)[0] + """
+DESCRIPTION = __doc__.split("\n", 1)[0].replace("``", "") + """
 
 Trains K coupling blocks (generated/<block>.py) on two moons (noise 0.05) by Adam on the
 mean negative log-likelihood; prints the test NLL in nats beside a fitted Gaussian's and

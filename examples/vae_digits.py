@@ -60,8 +60,8 @@ def kl_term(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor, mode: str
     ``exact`` differentiates the generated ``kl`` by autograd. An estimator enters as a
     surrogate: ``kl + g_mu * (mu - mu.detach()) + g_logvar * (logvar - logvar.detach())``,
     with ``(g_mu, g_logvar)`` the generated estimate at ``eps`` (detached). The two added
-    terms are zero in value and have gradient ``g``, so the loss printed is the true
-    negative ELBO while backpropagation carries the estimate into the encoder. We chose
+    terms are zero in value and have gradient ``g``, so the loss printed keeps the exact
+    KL while backpropagation carries the estimate into the encoder. We chose
     the surrogate over a custom ``torch.autograd.Function``: it is three lines, keeps
     autograd's own bookkeeping (devices, dtypes, ``torch.func``), and shows in one
     expression what the gradient is. ``eps`` should be the noise that drew ``z`` for the
@@ -299,7 +299,7 @@ def _figure(result: dict[str, Any], originals: np.ndarray, recons: dict[str, np.
     return fig
 
 
-DESCRIPTION = __doc__.split("Example:")[0].split("\n", 1)[0] + """
+DESCRIPTION = __doc__.split("\n", 1)[0].replace("``", "") + """
 
 Trains a VAE (Gaussian encoder, Bernoulli or Gaussian decoder) on scikit-learn's digits
 once per KL mode (--kl: exact = autograd through generated kl; reparam = kl_grad_reparam;
