@@ -144,7 +144,44 @@ def markdown(results: dict) -> str:
     lines += _kernel_section(results.get("kernels"))
     lines += _floor_section(results.get("kernels"))
     lines += _regen_section(results.get("regen"))
+    lines += _libraries_section(results.get("libraries"))
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _libraries_section(libs: dict | None) -> list[str]:
+    """Comparison 5 (bench.libraries): overhead per call; PyTorch and JAX; torch's KL."""
+    if not libs:
+        return []
+    lines = ["## 5. Per-call overhead, and the kernels in PyTorch and JAX", "",
+             "NumPy at small batches: the overhead is generated minus hand-written, "
+             "the cost of the argument checks and of dispatch (target: below 5 µs).", "",
+             *_table(["kernel", "shape", "generated", "check_finite=False", "hand-written",
+                      "overhead"],
+                     [[_name(r), r["shape"], fmt_time(r["generated"]), fmt_time(r["no_check"]),
+                       fmt_time(r["hand"]), fmt_time(r["overhead"])]
+                      for r in libs["overhead"]]), ""]
+    rows = [r for key in ("torch", "jax") for r in libs.get(key, [])]
+    if rows:
+        lines += ["Generated ÷ hand-written in the same library (float64, CPU; the hand-written "
+                  "forms are the straightforward formulas, not derivation 2.3n's "
+                  "arrangement).", "",
+                  *_table(["library", "kernel", "elements", "generated", "hand-written",
+                           "ratio"],
+                          [[r["library"], _name(r), fmt_elements(r["elements"]),
+                            fmt_time(r["generated"]), fmt_time(r["hand"]), _ratio(r["ratio"])]
+                           for r in rows]), ""]
+    if libs.get("torch_kl"):
+        lines += ["`torch.distributions.kl_divergence(Normal(mu, sigma), Normal(0, 1))` "
+                  "against our torch `kl`, float32, with each one's largest relative error "
+                  "against float64 (collapsed: sigma within 1% of 1 in 90% of dimensions).",
+                  "",
+                  *_table(["data", "elements", "ours", "torch.distributions", "ratio",
+                           "error (ours)", "error (torch)"],
+                          [[r["data"], fmt_elements(r["elements"]), fmt_time(r["ours"]),
+                            fmt_time(r["torch"]), _ratio(r["ratio"]),
+                            f"{r['error_ours']:.1e}", f"{r['error_torch']:.1e}"]
+                           for r in libs["torch_kl"]]), ""]
+    return lines
 
 
 def _autodiff_section(auto: dict | None) -> list[str]:

@@ -32,10 +32,10 @@ bench = importlib.import_module("bench")  # first: it pins the thread counts bef
 
 import numpy as np  # noqa: E402
 
-from bench import autodiff, kernels, regen, report  # noqa: E402
+from bench import autodiff, kernels, libraries, regen, report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = ("autodiff", "kernels", "regen")
+PARTS = ("autodiff", "kernels", "regen", "libraries")
 
 #: Sizes, repeats and timeouts of the two modes.
 MODES = {
@@ -45,6 +45,7 @@ MODES = {
                     "min_sample": 0.005},
         "regen": {"sizes": [16], "generate_runs": 1, "generate_timeout": 25.0,
                   "explicit_timeout": 60.0},
+        "libraries": {"sizes": [10**3, 10**5], "repeats": 5, "min_sample": 0.005},
     },
     "full": {
         "autodiff": {"dims": [8, 32, 128, 512], "batch": 64, "repeats": 7, "min_sample": 0.05},
@@ -52,6 +53,7 @@ MODES = {
                     "repeats": 15, "min_sample": 0.02},
         "regen": {"sizes": [16, 32, 64], "generate_runs": 5, "generate_timeout": 600.0,
                   "explicit_timeout": 900.0},
+        "libraries": {"sizes": [10**3, 10**5, 10**7], "repeats": 9, "min_sample": 0.02},
     },
 }
 
@@ -75,6 +77,10 @@ def _expected_rows(mode: dict[str, dict], parts: list[str], modules: list[str]) 
                      else (count - 1) * len(sizes) + jacobian)
     if "regen" in parts:
         rows += 1 + len(mode["regen"]["sizes"])
+    if "libraries" in parts:
+        # NumPy overhead (5 kernels per shape), PyTorch and JAX (4 kernels per size each),
+        # two torch.distributions rows; fewer where a library is missing.
+        rows += 5 * len(libraries.OVERHEAD_SHAPES) + 8 * len(mode["libraries"]["sizes"]) + 2
     return rows
 
 
@@ -164,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     if "regen" in parts:
         part("4. regeneration", "regen")
         results["regen"] = regen.run(**mode["regen"], log=note)
+    if "libraries" in parts:
+        part("5. per-call overhead; the kernels in PyTorch and JAX", "libraries")
+        results["libraries"] = libraries.run(**mode["libraries"], log=note)
     if bar is not None:
         bar.close()
 

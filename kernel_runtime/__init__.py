@@ -117,15 +117,14 @@ def _check_numpy(names: Sequence[str], arrays: Sequence[numpy.ndarray],
     where it is not (a NaN, an infinity, or entries beyond ~1e154) are the entries tested
     one by one. (No ``errstate``: it costs more than the checks at 1e3 elements.)
     """
-    for name, a in zip(names, arrays, strict=True):
+    total = 0.0
+    for name, a in zip(names, arrays):  # noqa: B905 -- equal lengths by construction
         if name in positive and a.size:
             low = _minimum(a, axis=None)  # NaN propagates: rejects NaN and entries <= 0
             if not low > 0:
                 if low != low:
                     raise ValueError(f"{name}: expected finite values, got NaN or infinity")
                 raise ValueError(f"{name}: expected every entry > 0, got a minimum of {low}")
-    total = 0.0
-    for name, a in zip(names, arrays, strict=True):
         if name in read and a.dtype.kind == "f":
             if a.flags.c_contiguous or a.flags.f_contiguous:
                 flat = a.ravel(order="K")  # a view: no copy
