@@ -61,7 +61,7 @@ class KernelPrinter(NumPyPrinter):
         # a reciprocal as a division, not a float power
         sp.Pow: lambda p, e: (f"1/{p.parenthesize(e.base, 60)}" if e.exp == -1 else None),
         # a sum over the component axis; of a constant, n times it (n is the kernel's _n)
-        ComponentSum: lambda p, e: (f"numpy.sum({p._print(e.args[0])}, axis=-1)"
+        ComponentSum: lambda p, e: (f"{p._module}.sum({p._print(e.args[0])}, axis=-1)"
                                     if e.args[0].free_symbols else
                                     f"_n*{p.parenthesize(e.args[0], 50)}"),
     }

@@ -47,32 +47,31 @@ class XpPrinter(KernelPrinter):
         >>> a = sp.Symbol("a", real=True)
         >>> XpPrinter().doprint(sp.Piecewise((a, a > 0), (0, True)).args[0].cond)
         '(a > 0)'
+        >>> XpPrinter().doprint(sp.And(a > 0, sp.Or(a < -1, a > 1), evaluate=False))
+        '(a > 0) & ((a > 1) | (a < -1))'
     """
 
     _module = "xp"
     _kf = {k: "xp." + _RENAMED.get(v, v) for k, v in _known_functions_numpy.items()}
     _kc = {k: "xp." + v for k, v in _known_constants_numpy.items()}
 
-    #: the NumPy printer's table, with the component sum in ``xp``
-    RULES = {**KernelPrinter.RULES}
-
     def _print_Relational(self, expr: sp.Basic) -> str:
         op = {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}[expr.rel_op]
         return f"({self._print(expr.lhs)} {op} {self._print(expr.rhs)})"
 
     def _print_And(self, expr: sp.Basic) -> str:
-        return " & ".join(self._print(a) for a in expr.args)
+        return " & ".join(self._operand(a) for a in expr.args)
 
     def _print_Or(self, expr: sp.Basic) -> str:
-        return " | ".join(self._print(a) for a in expr.args)
+        return " | ".join(self._operand(a) for a in expr.args)
+
+    def _operand(self, arg: sp.Basic) -> str:
+        """An operand of ``&``/``|``: a nested ``&``/``|`` in parentheses."""
+        printed = self._print(arg)
+        return f"({printed})" if isinstance(arg, sp.And | sp.Or) else printed
 
     def _print_Not(self, expr: sp.Basic) -> str:
         return f"~({self._print(expr.args[0])})"
-
-
-XpPrinter.RULES[next(c for c in KernelPrinter.RULES if c.__name__ == "ComponentSum")] = (
-    lambda p, e: (f"xp.sum({p._print(e.args[0])}, axis=-1)" if e.args[0].free_symbols
-                  else f"_n*{p.parenthesize(e.args[0], 50)}"))
 
 
 def _array_code(code: str, expr: sp.Basic) -> str:
