@@ -222,6 +222,11 @@ def _namespace(names: Sequence[str], values: Sequence[Any]) -> Any:
               if not isinstance(v, int | float | list | tuple)]
     if not arrays:
         return numpy
+    kind = type(arrays[0][1])
+    if all(type(v) is kind for _, v in arrays):
+        cached = _NAMESPACES.get(kind.__qualname__ + kind.__module__)
+        if cached is not None:  # the namespace of one array type is fixed
+            return cached
     for name, value in arrays:
         _refuse_labelled(name, value)
     compat = _compat()
@@ -231,9 +236,14 @@ def _namespace(names: Sequence[str], values: Sequence[Any]) -> Any:
         listed = ", ".join(f"{n} ({_library(v)})" for n, v in arrays)
         raise TypeError(f"{', '.join(n for n, _ in arrays)}: expected arrays of one array "
                         f"library, got {listed}") from None
-    return numpy if compat.is_numpy_namespace(xp) else xp
+    xp = numpy if compat.is_numpy_namespace(xp) else xp
+    if all(type(v) is kind for _, v in arrays) and not compat.is_array_api_strict_namespace(xp):
+        _NAMESPACES[kind.__qualname__ + kind.__module__] = xp
+    return xp
 
 
+#: array type (by name) -> namespace, for calls whose arrays are all of one type
+_NAMESPACES: dict[str, Any] = {}
 _DTYPES: dict[tuple[Any, ...], Any] = {}
 
 

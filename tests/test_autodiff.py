@@ -172,6 +172,15 @@ def test_sigma_gradients_are_finite_and_exact_from_1e_minus_200_to_1e160():
     assert grad[-1] == 0.0  # sigma = 1 exactly
 
 
+def test_logvar_gradients_are_finite_and_exact_where_the_true_gradient_is_finite():
+    # logvar from -900 to 700 (sigma from 1e-196 to 1e152), logvar = 0 exactly included
+    lv = np.concatenate([np.linspace(-900, 700, 801), [0.0]])
+    logvar = torch.tensor(lv, requires_grad=True)
+    (grad,) = torch.autograd.grad(
+        kernels("gaussian_kl_logvar").kl(torch.zeros(()), logvar).sum(), logvar)
+    np.testing.assert_allclose(grad.numpy(), np.expm1(lv) / 2, rtol=1e-14, atol=0)
+
+
 def _single_where(xp, **arrays):
     """kl's piecewise value selected by one nested where, without safe arguments: printed
     from the same plan as the kernel, to show what the double where prevents."""
