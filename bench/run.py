@@ -1,5 +1,7 @@
 """Run the benchmarks of issue 5 and write ``benchmarks.md`` and ``benchmarks.png``.
 
+A progress bar (tqdm, on a terminal) counts the result rows as they are measured.
+
 Usage (from the repository root)::
 
     python -m bench                 # full run, a few minutes; writes docs/
@@ -60,6 +62,37 @@ def log(message: str) -> None:
     print(message, flush=True)
 
 
+def _expected_rows(mode: dict[str, dict], parts: list[str], modules: list[str]) -> int:
+    """How many result rows (log lines indented by two spaces) the run will print: the
+    progress bar's total. An estimate is enough: the bar grows if a part prints more."""
+    rows = 0
+    if "autodiff" in parts:
+        rows += len(mode["autodiff"]["dims"])
+    if "kernels" in parts:
+        sizes = mode["kernels"]["sizes"]
+        jacobian = sum(size <= mode["kernels"]["jacobian_max"] for size in sizes)
+        for module in modules:
+            count = len(kernels.COUPLING_KERNELS if module == "coupling" else kernels.KL_KERNELS)
+            rows += (count * len(sizes) if module != "coupling"
+                     else (count - 1) * len(sizes) + jacobian)
+    if "regen" in parts:
+        rows += 1 + len(mode["regen"]["sizes"])
+    if "libraries" in parts:
+        # NumPy overhead (5 kernels per shape), PyTorch and JAX (4 kernels per size each),
+        # two torch.distributions rows; fewer where a library is missing.
+        rows += 5 * len(libraries.OVERHEAD_SHAPES) + 8 * len(mode["libraries"]["sizes"]) + 2
+    return rows
+
+
+def _progress_bar(total: int):
+    """A tqdm bar on stderr (shown on a terminal only); None without tqdm."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc="bench", unit="row", disable=None, dynamic_ncols=True)
+
+
 def _meta(quick: bool) -> dict[str, object]:
     import sympy
 
@@ -106,25 +139,42 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     results: dict[str, object] = {"notes": []}
+    early: list[str] = []
+    modules = kernels.available_modules(log=early.append) if "kernels" in parts else []
+    bar = _progress_bar(_expected_rows(mode, parts, modules))
 
     def note(message: str) -> None:
-        log(message)
+        if bar is None or bar.disable:
+            log(message)
+        else:  # above the bar, which then redraws
+            bar.write(message, file=sys.stdout)
+            if message.startswith("  "):  # a result row
+                bar.total = max(bar.total, bar.n + 1)
+                bar.update(1)
         if message.startswith(("note:", "WARNING:")):
             results["notes"].append(message.split(":", 1)[1].strip())
 
+    def part(title: str, name: str) -> None:
+        note(title)
+        if bar is not None:
+            bar.set_description(f"bench: {name}")
+
+    for message in early:
+        note(message)
     if "autodiff" in parts:
-        log("1. log-determinant: closed form vs PyTorch autodiff")
+        part("1. log-determinant: closed form vs PyTorch autodiff", "autodiff")
         results["autodiff"] = autodiff.run(**mode["autodiff"], log=note)
     if "kernels" in parts:
-        log("2./3. generated kernels vs hand-written NumPy and the copy floor")
-        modules = kernels.available_modules(log=note)
+        part("2./3. generated kernels vs hand-written NumPy and the copy floor", "kernels")
         results["kernels"] = kernels.run(**mode["kernels"], modules=modules, log=note)
     if "regen" in parts:
-        log("4. regeneration")
+        part("4. regeneration", "regen")
         results["regen"] = regen.run(**mode["regen"], log=note)
     if "libraries" in parts:
-        log("5. per-call overhead; the kernels in PyTorch and JAX")
+        part("5. per-call overhead; the kernels in PyTorch and JAX", "libraries")
         results["libraries"] = libraries.run(**mode["libraries"], log=note)
+    if bar is not None:
+        bar.close()
 
     meta = _meta(args.quick)
     meta["elapsed"] = time.perf_counter() - start
