@@ -252,14 +252,6 @@ def _log_abs_unevaluated(expr: sp.Expr) -> sp.Expr:
     return sp.log(sp.Abs(expr, evaluate=False), evaluate=False)
 
 
-def _product_reason(entries: list[sp.Expr]) -> str:
-    """Why a product of positive factors is the exponential of a sum, from what they are."""
-    if all(is_exponential(e) for e in entries):
-        return "a product of exponentials is the exponential of the sum of their exponents"
-    return ("every factor is positive, so the product is the exponential of the sum of their "
-            "logs (below)")
-
-
 def _volume_condition(log_det: sp.Expr) -> sp.Basic:
     """``log_det = 0`` simplified: one sum, constant factors divided out; ``false`` where
     every term has one sign, so the sum cannot vanish."""
@@ -295,8 +287,10 @@ def derive_determinant(block: CouplingBlock) -> Derivation:
     sum_of_logs = sp.Add(*(sp.Sum(_log_abs_unevaluated(e), (i, 0, n - 1)) for e in entries),
                          evaluate=False) if entries else sp.Integer(0)
     log_det, arranged = arrange(sum_of_logs, LOG_REWRITES)
-    positive = all(e.is_positive for e in entries)
-    det = sp.exp(log_det) if positive else prod
+    # A product of exponentials is written as the exponential of a sum; any other product
+    # stays a product (the log-determinant below is what the kernels evaluate).
+    exponentials = bool(entries) and all(is_exponential(e) for e in entries)
+    det = sp.exp(log_det) if exponentials else prod
     identity_notes = tuple(sp.Eq(det_, 1) for det_ in identities)
     if not entries:
         diag_reason = "both diagonal blocks are identity matrices: {0} and {1}"
@@ -312,8 +306,9 @@ def derive_determinant(block: CouplingBlock) -> Derivation:
              notes=(sp.Eq(sp.Derivative(Y2[i], X1[j]), 0),), given=block.given),
         Step(det_a * det_d, prod, diag_reason, notes=identity_notes),
     ]
-    if positive and entries and prod != det:
-        steps.append(Step(prod, det, _product_reason(entries)))
+    if exponentials and prod != det:
+        steps.append(Step(prod, det, "a product of exponentials is the exponential of the sum "
+                                     "of their exponents"))
     if entries:
         steps.append(Step(sp.log(sp.Abs(det_full)), sum_of_logs,
                           "the log of a product is the sum of the logs"
