@@ -213,7 +213,7 @@ _CANCEL = Rewrite(
     "cancel exponentials",
     "multiply the exponential into the sum: {0} cancels before either factor is formed, "
     "so no overflow makes it an infinity times 0",
-    (sp.Eq(sp.exp(_u) * sp.exp(-_u), 1, evaluate=False),),
+    (sp.Eq(sp.Mul(sp.exp(_u), sp.exp(-_u), evaluate=False), 1, evaluate=False),),
     _cancels,
     _distribute,
 )

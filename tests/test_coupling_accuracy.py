@@ -167,3 +167,29 @@ def test_jacobian_and_log_det_against_the_hand_written_reference(block):
 def test_an_unknown_block_has_no_reference():
     with pytest.raises(KeyError, match="no hand-written reference for block 'nobody'"):
         ref.forward("nobody", X1, X2, S, np.tanh, np.sin)
+
+
+@pytest.mark.parametrize("block", ALL_BLOCKS)
+@pytest.mark.parametrize("g", G_VALUES)
+def test_jacobian_against_mpmath(block, g):
+    """dy1/dx1 = a(G) I and dy1/dx2 = JF + diag(x1 a'(G)) JG, to 1e-12 where finite."""
+    with mpmath.workdps(50):
+        scale = ref.block_reference(block).scale_mp
+        a, da = scale(mpmath.mpf(g)), mpmath.diff(scale, mpmath.mpf(g))
+    if max(abs(a), abs(da) * np.abs(X1).max()) > 1e300:
+        pytest.skip("an entry of the Jacobian overflows float64: infinity is the right answer")
+    jf, jg = 0.5 * np.eye(N), np.full((N, N), 0.25)
+    with np.errstate(**RAISE):
+        J = kernels(block).jacobian(X1, X2, S, constant(0.0), constant(g),
+                                    lambda x: np.broadcast_to(jf, x.shape + (N,)),
+                                    lambda x: np.broadcast_to(jg, x.shape + (N,)))
+    expected = np.zeros_like(J)
+    for b in range(X1.shape[0]):
+        for r in range(N):
+            expected[b, r, r] = float(a)
+            for c in range(N):
+                expected[b, r, N + c] = float(jf[r, c] + mpmath.mpf(X1[b, r]) * da * jg[r, c])
+    expected[:, N:, N:] = np.diag(ref.block_reference(block).s_scale(S))
+    tiny = np.abs(expected) < 1e-300
+    np.testing.assert_allclose(J[~tiny], expected[~tiny], rtol=1e-12, atol=0)
+    assert np.all(np.abs(J[tiny]) <= 1e-300)
