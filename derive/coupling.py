@@ -8,7 +8,10 @@ differentiating (never by looking an answer up):
 * :func:`derive_jacobian` (1.2): the four ``n x n`` blocks of ``dy/dx`` by the chain rule,
   for ``F, G`` that are *not* element-wise;
 * :func:`derive_determinant` (1.3): the determinant from the block-triangular structure,
-  the log-determinant, and whether the block preserves volume.
+  the log-determinant (taken factor by factor, :data:`~derive.arrangement.LOG_REWRITES`),
+  and whether the block preserves volume;
+* :func:`derive_arrangement` (1.3n): every expression a kernel evaluates, rewritten for
+  floating point by :data:`~derive.arrangement.KERNEL_REWRITES`, each rewrite a step.
 
 Every step is checked in index notation and, where SymPy cannot decide it there, with
 explicit ``2n x 2n`` matrices at ``n = 1, 2, 3``.
@@ -19,6 +22,9 @@ Example:
     >>> block = CouplingBlock("demo", "A demo block", y1=sp.exp(G) * x1 + F, y2=sp.exp(s) * x2)
     >>> derive_determinant(block).result("log_abs_det")
     Sum(G[i], (i, 0, n - 1)) + Sum(s[i], (i, 0, n - 1))
+    >>> glow = CouplingBlock("glow", "A sigmoid block", y1=x1 / (1 + sp.exp(-G)) + F, y2=x2)
+    >>> derive_arrangement(glow).result("log_abs_det")
+    Sum(-softplus(-G[i]), (i, 0, n - 1))
 """
 
 from __future__ import annotations
@@ -280,9 +286,8 @@ def derive_determinant(block: CouplingBlock) -> Derivation:
     det_full = DetJacobian(block.y1, block.y2)
     det_a, det_d = DetBlock(block.y1, X1, Y1), DetBlock(block.y2, X2, Y2)
     # An identity block contributes 1 (and its log 0): it is said so, not written prod(1).
-    diagonal = [(det, entry) for det, entry in ((det_a, a), (det_d, d)) if entry != 1]
+    entries = [entry for entry in (a, d) if entry != 1]
     identities = [det for det, entry in ((det_a, a), (det_d, d)) if entry == 1]
-    entries = [entry for _, entry in diagonal]
     prod = sp.Mul(*(sp.Product(e, (i, 0, n - 1)) for e in entries))
     sum_of_logs = sp.Add(*(sp.Sum(_log_abs_unevaluated(e), (i, 0, n - 1)) for e in entries),
                          evaluate=False) if entries else sp.Integer(0)
