@@ -26,11 +26,30 @@ N = 3
 S = np.array([0.1, 0.2, 0.3])
 X1 = np.array([[0.5, -1.25, 2.0], [1.5, 0.75, -0.6]])
 X2 = np.array([[0.3, -0.2, 0.1], [-1.0, 0.4, 0.9]])
-#: A block nobody shipped: a softplus scale, written as a user would.
-USER_BLOCKS = {"user_softplus": ("a softplus-scaled block", "log(1 + exp(G))*x1 + F", "x2")}
-ref.BLOCK_REFERENCES.setdefault("user_softplus", ref.BlockReference(
-    lambda g: np.logaddexp(0, g), lambda g: 1 / (1 + np.exp(-g)),
-    lambda g: mpmath.log1p(mpmath.exp(g))))
+#: Blocks nobody shipped, written as a user would: a softplus scale (bare, and kept away
+#: from 0), and a sigmoid scale written as exp(G)/(1 + exp(G)).
+USER_BLOCKS = {
+    "user_softplus": ("a softplus-scaled block", "log(1 + exp(G))*x1 + F", "x2"),
+    "user_softplus_floor": ("a softplus-scaled block with a floor",
+                            "(log(1 + exp(G)) + 1/1000)*x1 + F", "x2"),
+    "user_exp_sigmoid": ("a sigmoid-scaled block", "exp(G)/(1 + exp(G))*x1 + F", "x2"),
+}
+
+
+def _sigmoid(g):
+    return 1 / (1 + np.exp(-g))
+
+
+for _name, _ref in {
+    "user_softplus": ref.BlockReference(
+        lambda g: np.logaddexp(0, g), _sigmoid, lambda g: mpmath.log1p(mpmath.exp(g))),
+    "user_softplus_floor": ref.BlockReference(
+        lambda g: np.logaddexp(0, g) + 1e-3, _sigmoid,
+        lambda g: mpmath.log1p(mpmath.exp(g)) + mpmath.mpf(1) / 1000),
+    "user_exp_sigmoid": ref.BlockReference(
+        _sigmoid, lambda g: _sigmoid(g) * _sigmoid(-g), lambda g: 1 / (1 + mpmath.exp(-g))),
+}.items():
+    ref.BLOCK_REFERENCES.setdefault(_name, _ref)
 ALL_BLOCKS = list(BLOCKS) + list(USER_BLOCKS)
 
 #: Overflow, invalid operations and division by zero raise (underflow to 0 is allowed: it
