@@ -212,3 +212,27 @@ def test_jacobian_against_mpmath(block, g):
     tiny = np.abs(expected) < 1e-300
     np.testing.assert_allclose(J[~tiny], expected[~tiny], rtol=1e-12, atol=0)
     assert np.all(np.abs(J[tiny]) <= 1e-300)
+
+
+@pytest.mark.parametrize("block", ALL_BLOCKS)
+@pytest.mark.parametrize("g", [-100.0, -20.0, -1.0, 0.0, 1.0, 20.0, 100.0])
+def test_float32_log_det_and_round_trip(block, g):
+    """float32 stays float32 at extreme G too: no overflow first, float32's accuracy kept."""
+    x1, x2, s = X1.astype(np.float32), X2.astype(np.float32), S.astype(np.float32)
+    m = kernels(block)
+    with np.errstate(**RAISE):
+        ld = m.log_det_jacobian(x1, x2, s, constant(0.0), constant(g))
+    assert ld.dtype == np.float32
+    exact = ref.log_det_mpmath(block, g, s.astype(np.float64), N)
+    if abs(exact) < 1e-37:  # below float32's normal range
+        assert np.all(np.abs(ld) <= 1e-37)
+    else:
+        np.testing.assert_allclose(ld, float(exact), rtol=1e-5)
+    a = _scale(block, g)
+    if not 1e-30 < a < 1e30:
+        return  # the forward map overflows or loses x1 in float32
+    with np.errstate(**RAISE):
+        y = m.forward(x1, x2, s, constant(0.0), constant(g))
+        back = m.inverse(*y, s, constant(0.0), constant(g))
+    assert all(v.dtype == np.float32 for v in (*y, *back))
+    np.testing.assert_allclose(back[0], x1, rtol=1e-5)
