@@ -5,8 +5,9 @@ the function that applies it wherever it matches. :func:`arrange` applies a list
 in order and returns the arranged expression and one :class:`~derive.derivation.Step`
 per rewrite that changed something: the step shows the expression before and after, its
 reason shows the identity as a note, and the derivation it joins checks both. The
-rewrites of :mod:`sympy.codegen.rewriting` (``expm1``, ``log1p``, ``logaddexp``) come
-first where they fit; :class:`~codegen.nodes.softplus` and
+rewrites of :mod:`sympy.codegen.rewriting` (``expm1``, ``log1p``, ``logaddexp``) are used
+as they are, after the softplus rewrite (``log1p`` alone would turn ``log(1 + exp(u))``
+into ``log1p(exp(u))``, which overflows); :class:`~codegen.nodes.softplus` and
 :class:`~codegen.nodes.sigmoid` are this project's nodes, which every printer knows.
 
 Example:
