@@ -218,7 +218,8 @@ def plan_kernel(kernel: Kernel) -> KernelPlan:
     piecewise: dict[str, sp.Piecewise] = {}
     for k, (name, expr) in enumerate(pending):
         for pw in _sorted(expr.atoms(sp.Piecewise)):
-            pw_name = f"_pw{len(piecewise)}"
+            # the same piecewise value in several outputs is computed once
+            pw_name = next((k for k, v in piecewise.items() if v == pw), f"_pw{len(piecewise)}")
             piecewise[pw_name] = pw
             expr = expr.xreplace({pw: sp.Symbol(pw_name, real=True)})
         pending[k] = (name, expr)

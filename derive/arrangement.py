@@ -5,8 +5,9 @@ the function that applies it wherever it matches. :func:`arrange` applies a list
 in order and returns the arranged expression and one :class:`~derive.derivation.Step`
 per rewrite that changed something: the step shows the expression before and after, its
 reason shows the identity as a note, and the derivation it joins checks both. The
-rewrites of :mod:`sympy.codegen.rewriting` (``expm1``, ``log1p``, ``logaddexp``) come
-first where they fit; :class:`~codegen.nodes.softplus` and
+rewrites of :mod:`sympy.codegen.rewriting` (``expm1``, ``log1p``, ``logaddexp``) are used
+as they are, after the softplus rewrite (``log1p`` alone would turn ``log(1 + exp(u))``
+into ``log1p(exp(u))``, which overflows); :class:`~codegen.nodes.softplus` and
 :class:`~codegen.nodes.sigmoid` are this project's nodes, which every printer knows.
 
 Example:
@@ -162,10 +163,6 @@ _LOG_SIGMOID = Rewrite(
     lambda e: -softplus(-e.args[0].args[0]),
 )
 
-#: The rewrites that take ``log|det|`` to a sum that never forms an exponential.
-LOG_REWRITES: tuple[Rewrite, ...] = (
-    _LOG_OF_PRODUCT, _LOG_OF_POWER, _LOG_OF_EXP, _POSITIVE, _SOFTPLUS, _LOG_SIGMOID)
-
 
 # --- the kernels' expressions (derivation 1.3n) ------------------------------------------
 
@@ -213,7 +210,7 @@ _CANCEL = Rewrite(
     "cancel exponentials",
     "multiply the exponential into the sum: {0} cancels before either factor is formed, "
     "so no overflow makes it an infinity times 0",
-    (sp.Eq(sp.exp(_u) * sp.exp(-_u), 1, evaluate=False),),
+    (sp.Eq(sp.Mul(sp.exp(_u), sp.exp(-_u), evaluate=False), 1, evaluate=False),),
     _cancels,
     _distribute,
 )
@@ -226,46 +223,71 @@ def _sigmoid_power(e: sp.Basic) -> bool:
 
 _SIGMOID = Rewrite(
     "sigmoid",
-    "{0}, which the arrangement below evaluates without overflow",
+    "{0}, named so that its log and its value can be taken without overflow",
     (sp.Eq(1 / (1 + sp.exp(-_u)), sigmoid(_u)),),
     _sigmoid_power,
     lambda e: sigmoid(-_one_plus_exp(e.base)) ** (-e.exp),
 )
 
 
-def _exp_sigmoid_pair(m: sp.Basic) -> tuple[sp.Basic, sp.Basic] | None:
+def _exp_sigmoid_pair(m: sp.Basic) -> tuple[sp.Basic, sp.Basic, int, int] | None:
+    """``(exp(k v), sigmoid(-v), k, m)`` in a product ``exp(k v) sigmoid(-v)**m``,
+    ``1 <= k <= m`` an integer, else None."""
     if not m.is_Mul:
         return None
     for f in m.args:
-        if isinstance(f, sp.exp):
-            for g in m.args:
-                base = g.base if g.is_Pow and g.exp.is_positive else g
-                if isinstance(base, sigmoid) and sp.expand(base.args[0] + f.args[0]) == 0:
-                    return f, base
+        if not isinstance(f, sp.exp):
+            continue
+        for g in m.args:
+            base, power = (g.base, g.exp) if g.is_Pow else (g, sp.S.One)
+            if isinstance(base, sigmoid) and power.is_Integer and power > 0:
+                k = sp.simplify(f.args[0] / -base.args[0])
+                if k.is_Integer and 1 <= k <= power:
+                    return f, base, int(k), int(power)
     return None
 
 
 def _merge_exp_sigmoid(m: sp.Basic) -> sp.Basic:
-    f, base = _exp_sigmoid_pair(m)
-    rest = []
-    for g in m.args:
-        if g == f:
-            continue
-        if g == base:
-            continue
-        if g.is_Pow and g.base == base:
-            rest.append(base ** (g.exp - 1))
-        else:
-            rest.append(g)
-    return sp.Mul(*rest) * sigmoid(-base.args[0])
+    f, base, k, power = _exp_sigmoid_pair(m)
+    rest = [g for g in m.args if g != f and g != base and not (g.is_Pow and g.base == base)]
+    return sp.Mul(*rest) * sigmoid(-base.args[0]) ** k * base ** (power - k)
 
 
 _EXP_SIGMOID = Rewrite(
     "exp times sigmoid",
-    "{0}: neither factor overflows",
+    "{0}, factor by factor: neither factor overflows",
     (sp.Eq(sp.exp(-_u) * sigmoid(_u), sigmoid(-_u)),),
     lambda e: _exp_sigmoid_pair(e) is not None,
     _merge_exp_sigmoid,
+)
+
+
+def _sigmoid_polynomial(e: sp.Basic) -> tuple[sp.Basic, sp.Basic] | None:
+    """``(sigmoid(u), the sum rewritten)`` where a sum holds ``c s - c s**2`` in
+    ``s = sigmoid(u)``: ``c s (1 - s)``, with ``1 - s = sigmoid(-u)``; else None."""
+    if not e.is_Add:
+        return None
+    for sig in sorted(e.atoms(sigmoid), key=sp.default_sort_key):
+        t = sp.Dummy("t")
+        with_t = [a for a in e.xreplace({sig: t}).args if a.has(t)]
+        if len(with_t) < 2:
+            continue
+        factored = sp.factor_terms(sp.Add(*with_t))
+        other = sigmoid(-sig.args[0])
+        complement = factored.xreplace({1 - t: other, t - 1: -other})
+        if complement != factored and not any(a.is_Add and a.has(t)
+                                              for a in sp.preorder_traversal(complement)):
+            rest = [a for a in e.xreplace({sig: t}).args if not a.has(t)]
+            return sig, (sp.Add(*rest) + complement).xreplace({t: sig})
+    return None
+
+
+_SIGMOID_COMPLEMENT = Rewrite(
+    "sigmoid complement",
+    "factor, and {0}: the difference of two numbers near 1 is never formed",
+    (sp.Eq(1 - sigmoid(_u), sigmoid(-_u)),),
+    lambda e: _sigmoid_polynomial(e) is not None,
+    lambda e: _sigmoid_polynomial(e)[1],
 )
 
 
@@ -328,7 +350,12 @@ _LOG_SOFTPLUS = Rewrite(
     _log_softplus_pieces,
 )
 
+#: The rewrites that take ``log|det|`` to a sum that never forms an exponential (sigmoids
+#: are recognized first, however written, so that their logs become softplus terms).
+LOG_REWRITES = (_SIGMOID, _EXP_SIGMOID, _LOG_OF_PRODUCT, _LOG_OF_POWER, _LOG_OF_EXP, _POSITIVE,
+                _SOFTPLUS, _LOG_SIGMOID)
+
 #: The rewrites a coupling kernel's expressions go through before printing, in order.
 KERNEL_REWRITES: tuple[Rewrite, ...] = (
-    _CANCEL, _SIGMOID, _EXP_SIGMOID, _LOG_SIGMOID, _SOFTPLUS, _LOGADDEXP, _EXPM1, _LOG1P,
-    _LOG_SOFTPLUS, _SIGMOID_PIECES)
+    _CANCEL, _SIGMOID, _EXP_SIGMOID, _SIGMOID_COMPLEMENT, _LOG_SIGMOID, _SOFTPLUS, _LOGADDEXP,
+    _EXPM1, _LOG1P, _LOG_SOFTPLUS, _SIGMOID_PIECES)

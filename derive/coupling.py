@@ -8,7 +8,10 @@ differentiating (never by looking an answer up):
 * :func:`derive_jacobian` (1.2): the four ``n x n`` blocks of ``dy/dx`` by the chain rule,
   for ``F, G`` that are *not* element-wise;
 * :func:`derive_determinant` (1.3): the determinant from the block-triangular structure,
-  the log-determinant, and whether the block preserves volume.
+  the log-determinant (taken factor by factor, :data:`~derive.arrangement.LOG_REWRITES`),
+  and whether the block preserves volume;
+* :func:`derive_arrangement` (1.3n): every expression a kernel evaluates, rewritten for
+  floating point by :data:`~derive.arrangement.KERNEL_REWRITES`, each rewrite a step.
 
 Every step is checked in index notation and, where SymPy cannot decide it there, with
 explicit ``2n x 2n`` matrices at ``n = 1, 2, 3``.
@@ -19,6 +22,9 @@ Example:
     >>> block = CouplingBlock("demo", "A demo block", y1=sp.exp(G) * x1 + F, y2=sp.exp(s) * x2)
     >>> derive_determinant(block).result("log_abs_det")
     Sum(G[i], (i, 0, n - 1)) + Sum(s[i], (i, 0, n - 1))
+    >>> glow = CouplingBlock("glow", "A sigmoid block", y1=x1 / (1 + sp.exp(-G)) + F, y2=x2)
+    >>> derive_arrangement(glow).result("log_abs_det")
+    Sum(-softplus(-G[i]), (i, 0, n - 1))
 """
 
 from __future__ import annotations
@@ -252,14 +258,6 @@ def _log_abs_unevaluated(expr: sp.Expr) -> sp.Expr:
     return sp.log(sp.Abs(expr, evaluate=False), evaluate=False)
 
 
-def _product_reason(entries: list[sp.Expr]) -> str:
-    """Why a product of positive factors is the exponential of a sum, from what they are."""
-    if all(is_exponential(e) for e in entries):
-        return "a product of exponentials is the exponential of the sum of their exponents"
-    return ("every factor is positive, so the product is the exponential of the sum of their "
-            "logs (below)")
-
-
 def _volume_condition(log_det: sp.Expr) -> sp.Basic:
     """``log_det = 0`` simplified: one sum, constant factors divided out; ``false`` where
     every term has one sign, so the sum cannot vanish."""
@@ -288,15 +286,16 @@ def derive_determinant(block: CouplingBlock) -> Derivation:
     det_full = DetJacobian(block.y1, block.y2)
     det_a, det_d = DetBlock(block.y1, X1, Y1), DetBlock(block.y2, X2, Y2)
     # An identity block contributes 1 (and its log 0): it is said so, not written prod(1).
-    diagonal = [(det, entry) for det, entry in ((det_a, a), (det_d, d)) if entry != 1]
+    entries = [entry for entry in (a, d) if entry != 1]
     identities = [det for det, entry in ((det_a, a), (det_d, d)) if entry == 1]
-    entries = [entry for _, entry in diagonal]
     prod = sp.Mul(*(sp.Product(e, (i, 0, n - 1)) for e in entries))
     sum_of_logs = sp.Add(*(sp.Sum(_log_abs_unevaluated(e), (i, 0, n - 1)) for e in entries),
                          evaluate=False) if entries else sp.Integer(0)
     log_det, arranged = arrange(sum_of_logs, LOG_REWRITES)
-    positive = all(e.is_positive for e in entries)
-    det = sp.exp(log_det) if positive else prod
+    # A product of exponentials is written as the exponential of a sum; any other product
+    # stays a product (the log-determinant below is what the kernels evaluate).
+    exponentials = bool(entries) and all(is_exponential(e) for e in entries)
+    det = sp.exp(log_det) if exponentials else prod
     identity_notes = tuple(sp.Eq(det_, 1) for det_ in identities)
     if not entries:
         diag_reason = "both diagonal blocks are identity matrices: {0} and {1}"
@@ -312,8 +311,9 @@ def derive_determinant(block: CouplingBlock) -> Derivation:
              notes=(sp.Eq(sp.Derivative(Y2[i], X1[j]), 0),), given=block.given),
         Step(det_a * det_d, prod, diag_reason, notes=identity_notes),
     ]
-    if positive and entries and prod != det:
-        steps.append(Step(prod, det, _product_reason(entries)))
+    if exponentials and prod != det:
+        steps.append(Step(prod, det, "a product of exponentials is the exponential of the sum "
+                                     "of their exponents"))
     if entries:
         steps.append(Step(sp.log(sp.Abs(det_full)), sum_of_logs,
                           "the log of a product is the sum of the logs"
@@ -377,15 +377,21 @@ def derive_arrangement(block: CouplingBlock) -> Derivation:
         results.append(Result(name, arranged, f"{_SOURCES[kind]}, as the kernels evaluate it",
                               lhs, typeset=shown))
     rewritten = len(steps) > 1
+    series = any(step.notes and any(isinstance(note, sp.Eq) and note.rhs.getO() is not None
+                                    for note in step.notes if isinstance(note, sp.Eq))
+                 for step in steps)
     return Derivation(
         "1.3n", f"The kernels of {block.title} in floating point",
         "Arrange the expressions the kernels evaluate so that none overflows, cancels or "
         "rounds away where the value it stands for is a finite number.",
         steps, results,
-        conclusion=("Each rewrite is an identity SymPy proves (a series piece, where there is "
-                    "one, agrees to below 1e-17 of the value); every other expression is "
-                    "evaluated as derived." if rewritten else
-                    "No expression needs rewriting: the kernels evaluate each as derived."),
+        conclusion=("No expression needs rewriting: the kernels evaluate each as derived."
+                    if not rewritten else
+                    "Each rewrite is an identity SymPy proves, except the series piece, which "
+                    "agrees to below 1e-17 of the value; every other expression is evaluated "
+                    "as derived." if series else
+                    "Each rewrite is an identity SymPy proves; every other expression is "
+                    "evaluated as derived."),
         models=(index_model((1,)),), variant=block.name,
     )
 

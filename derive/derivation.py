@@ -158,6 +158,11 @@ def _is_zero_symbolic(diff: sp.Basic) -> bool:
         return True
     if diff.has(sp.Piecewise):
         return _is_zero_by_pieces(diff)
+    # A rewrite written with a function defined through exp (softplus, sigmoid, expm1)
+    # usually cancels term by term once the function is written out: cheaper than simplify.
+    written_out = diff.rewrite(sp.exp)
+    if written_out != diff and sp.expand(written_out) == 0:
+        return True
     try:
         if sp.simplify(diff) == 0:
             return True

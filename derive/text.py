@@ -66,6 +66,11 @@ class TextPrinter(StrPrinter):
     def _print_Abs(self, expr: sp.Abs) -> str:
         return f"|{self._print(expr.args[0])}|"
 
+    def _print_Piecewise(self, expr: sp.Piecewise) -> str:
+        *pieces, (last, _) = expr.args
+        out = "; ".join(f"{self._print(e)} where {self._print(c)}" for e, c in pieces)
+        return f"{{{out}; {self._print(last)} otherwise}}"
+
     def _print_ComponentSum(self, expr: Any) -> str:
         return f"sum_i({self._print(expr.args[0])})"
 

@@ -290,16 +290,8 @@ def _jacobian_numpy(x1, x2, F, G, JF, JG, _batch, _n, _dtype):
     if _pw1_m0.size:
         G_x2__pw1_m0 = numpy.take(_full(G_x2, _pw1_shape), _pw1_m0)
         numpy.put(_pw1, _pw1_m0, numpy.exp(-abs(G_x2__pw1_m0 + 2))/(1 + numpy.exp(-abs(G_x2__pw1_m0 + 2))))
-    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
-    # where it holds, and the derivation proves each piece equal to the value it stands for.
-    _pw2_shape = _broadcast(numpy.shape(G_x2))
-    _pw2 = _finish(1/(1 + numpy.exp(-abs(G_x2 + 2))), _pw2_shape, _dtype, (G_x2,))
-    _pw2_m0 = _full(numpy.less(G_x2, -2), _pw2_shape).ravel().nonzero()[0]
-    if _pw2_m0.size:
-        G_x2__pw2_m0 = numpy.take(_full(G_x2, _pw2_shape), _pw2_m0)
-        numpy.put(_pw2, _pw2_m0, numpy.exp(-abs(G_x2__pw2_m0 + 2))/(1 + numpy.exp(-abs(G_x2__pw2_m0 + 2))))
     _J00 = _pw0
-    _J11 = _pw1*_pw2*x1
+    _J11 = _pw0*_pw1*x1
     # Block matrix J = [[dy1/dx1, dy1/dx2], [dy2/dx1, dy2/dx2]]
     J = numpy.zeros(_batch + (2 * _n, 2 * _n), dtype=_dtype)
     # dy1/dx1: diagonal

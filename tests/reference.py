@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import mpmath
 import numpy as np
 
 
@@ -66,19 +67,17 @@ def _sigmoid(u: np.ndarray) -> np.ndarray:
 
 
 def _clamp_scale_mp(g: Any) -> Any:
-    import mpmath
-
     return mpmath.exp(2 * 2 / mpmath.pi * mpmath.atan(g / 2))
 
 
 BLOCK_REFERENCES: dict[str, BlockReference] = {
-    "coupling": BlockReference(np.exp, np.exp, lambda g: __import__("mpmath").exp(g),
+    "coupling": BlockReference(np.exp, np.exp, mpmath.exp,
                                np.exp, lambda s: s),
-    "coupling_affine": BlockReference(np.exp, np.exp, lambda g: __import__("mpmath").exp(g)),
+    "coupling_affine": BlockReference(np.exp, np.exp, mpmath.exp),
     "coupling_additive": BlockReference(np.ones_like, np.zeros_like, lambda g: 1),
     "coupling_glow": BlockReference(
         lambda g: _sigmoid(g + 2), lambda g: _sigmoid(g + 2) * (1 - _sigmoid(g + 2)),
-        lambda g: 1 / (1 + __import__("mpmath").exp(-(g + 2)))),
+        lambda g: 1 / (1 + mpmath.exp(-(g + 2)))),
     "coupling_soft_clamp": BlockReference(
         lambda g: np.exp(4 / np.pi * np.arctan(g / 2)),
         lambda g: np.exp(4 / np.pi * np.arctan(g / 2)) * 2 / np.pi / (1 + g**2 / 4),
@@ -128,8 +127,6 @@ def log_det(block: str, x1, x2, s, G):
 
 def log_det_mpmath(block: str, g: float, s, n: int, dps: int = 50):
     """log|det| with every component of G equal to ``g``, in mpmath (``dps`` digits)."""
-    import mpmath
-
     ref = block_reference(block)
     with mpmath.workdps(dps):
         return n * mpmath.log(ref.scale_mp(mpmath.mpf(g))) + sum(

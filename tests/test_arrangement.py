@@ -34,3 +34,34 @@ def test_a_wrong_piece_fails_its_check():
     _, steps = arrange(softplus(G), [wrong])
     with pytest.raises(StepCheckError):
         Derivation("t", "t", "t", steps, [])
+
+
+def test_the_new_nodes_print_in_every_printer():
+    from codegen.latex import latex
+    from codegen.nodes import sigmoid
+    from codegen.numpy_backend import KernelPrinter
+    from derive.text import text
+
+    expr = softplus(-u) + sigmoid(u)
+    printed = KernelPrinter().doprint(expr)
+    assert "numpy.logaddexp(0, -u)" in printed and "numpy.exp(-numpy.logaddexp(0, -u))" in printed
+
+    class XpPrinter(KernelPrinter):  # another array module inherits the methods
+        _module = "xp"
+
+    assert "xp.logaddexp(0, -u)" in XpPrinter().doprint(expr)
+    assert r"\operatorname{softplus}\left(- u\right)" in latex(expr)
+    assert r"\operatorname{sigmoid}\left(u\right)" in latex(expr)
+    assert text(expr) == "sigmoid(u) + softplus(-u)"
+
+
+def test_sigmoid_printed_alone_does_not_overflow():
+    import numpy as np
+
+    from codegen.nodes import sigmoid
+    from codegen.numpy_backend import KernelPrinter
+
+    code = KernelPrinter().doprint(sigmoid(u))
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        value = eval(code, {"numpy": np, "u": np.array([-800.0, 0.0, 800.0])})  # noqa: S307
+    np.testing.assert_allclose(value, [0.0, 0.5, 1.0], atol=1e-300)

@@ -26,11 +26,30 @@ N = 3
 S = np.array([0.1, 0.2, 0.3])
 X1 = np.array([[0.5, -1.25, 2.0], [1.5, 0.75, -0.6]])
 X2 = np.array([[0.3, -0.2, 0.1], [-1.0, 0.4, 0.9]])
-#: A block nobody shipped: a softplus scale, written as a user would.
-USER_BLOCKS = {"user_softplus": ("a softplus-scaled block", "log(1 + exp(G))*x1 + F", "x2")}
-ref.BLOCK_REFERENCES.setdefault("user_softplus", ref.BlockReference(
-    lambda g: np.logaddexp(0, g), lambda g: 1 / (1 + np.exp(-g)),
-    lambda g: mpmath.log1p(mpmath.exp(g))))
+#: Blocks nobody shipped, written as a user would: a softplus scale (bare, and kept away
+#: from 0), and a sigmoid scale written as exp(G)/(1 + exp(G)).
+USER_BLOCKS = {
+    "user_softplus": ("a softplus-scaled block", "log(1 + exp(G))*x1 + F", "x2"),
+    "user_softplus_floor": ("a softplus-scaled block with a floor",
+                            "(log(1 + exp(G)) + 1/1000)*x1 + F", "x2"),
+    "user_exp_sigmoid": ("a sigmoid-scaled block", "exp(G)/(1 + exp(G))*x1 + F", "x2"),
+}
+
+
+def _sigmoid(g):
+    return 1 / (1 + np.exp(-g))
+
+
+for _name, _ref in {
+    "user_softplus": ref.BlockReference(
+        lambda g: np.logaddexp(0, g), _sigmoid, lambda g: mpmath.log1p(mpmath.exp(g))),
+    "user_softplus_floor": ref.BlockReference(
+        lambda g: np.logaddexp(0, g) + 1e-3, _sigmoid,
+        lambda g: mpmath.log1p(mpmath.exp(g)) + mpmath.mpf(1) / 1000),
+    "user_exp_sigmoid": ref.BlockReference(
+        _sigmoid, lambda g: _sigmoid(g) * _sigmoid(-g), lambda g: 1 / (1 + mpmath.exp(-g))),
+}.items():
+    ref.BLOCK_REFERENCES.setdefault(_name, _ref)
 ALL_BLOCKS = list(BLOCKS) + list(USER_BLOCKS)
 
 #: Overflow, invalid operations and division by zero raise (underflow to 0 is allowed: it
@@ -167,3 +186,53 @@ def test_jacobian_and_log_det_against_the_hand_written_reference(block):
 def test_an_unknown_block_has_no_reference():
     with pytest.raises(KeyError, match="no hand-written reference for block 'nobody'"):
         ref.forward("nobody", X1, X2, S, np.tanh, np.sin)
+
+
+@pytest.mark.parametrize("block", ALL_BLOCKS)
+@pytest.mark.parametrize("g", G_VALUES)
+def test_jacobian_against_mpmath(block, g):
+    """dy1/dx1 = a(G) I and dy1/dx2 = JF + diag(x1 a'(G)) JG, to 1e-12 where finite."""
+    with mpmath.workdps(50):
+        scale = ref.block_reference(block).scale_mp
+        a, da = scale(mpmath.mpf(g)), mpmath.diff(scale, mpmath.mpf(g))
+    if max(abs(a), abs(da) * np.abs(X1).max()) > 1e300:
+        pytest.skip("an entry of the Jacobian overflows float64: infinity is the right answer")
+    jf, jg = 0.5 * np.eye(N), np.full((N, N), 0.25)
+    with np.errstate(**RAISE):
+        J = kernels(block).jacobian(X1, X2, S, constant(0.0), constant(g),
+                                    lambda x: np.broadcast_to(jf, x.shape + (N,)),
+                                    lambda x: np.broadcast_to(jg, x.shape + (N,)))
+    expected = np.zeros_like(J)
+    for b in range(X1.shape[0]):
+        for r in range(N):
+            expected[b, r, r] = float(a)
+            for c in range(N):
+                expected[b, r, N + c] = float(jf[r, c] + mpmath.mpf(X1[b, r]) * da * jg[r, c])
+    expected[:, N:, N:] = np.diag(ref.block_reference(block).s_scale(S))
+    tiny = np.abs(expected) < 1e-300
+    np.testing.assert_allclose(J[~tiny], expected[~tiny], rtol=1e-12, atol=0)
+    assert np.all(np.abs(J[tiny]) <= 1e-300)
+
+
+@pytest.mark.parametrize("block", ALL_BLOCKS)
+@pytest.mark.parametrize("g", [-100.0, -20.0, -1.0, 0.0, 1.0, 20.0, 100.0])
+def test_float32_log_det_and_round_trip(block, g):
+    """float32 stays float32 at extreme G too: no overflow first, float32's accuracy kept."""
+    x1, x2, s = X1.astype(np.float32), X2.astype(np.float32), S.astype(np.float32)
+    m = kernels(block)
+    with np.errstate(**RAISE):
+        ld = m.log_det_jacobian(x1, x2, s, constant(0.0), constant(g))
+    assert ld.dtype == np.float32
+    exact = ref.log_det_mpmath(block, g, s.astype(np.float64), N)
+    if abs(exact) < 1e-37:  # below float32's normal range
+        assert np.all(np.abs(ld) <= 1e-37)
+    else:
+        np.testing.assert_allclose(ld, float(exact), rtol=1e-5)
+    a = _scale(block, g)
+    if not 1e-30 < a < 1e30:
+        return  # the forward map overflows or loses x1 in float32
+    with np.errstate(**RAISE):
+        y = m.forward(x1, x2, s, constant(0.0), constant(g))
+        back = m.inverse(*y, s, constant(0.0), constant(g))
+    assert all(v.dtype == np.float32 for v in (*y, *back))
+    np.testing.assert_allclose(back[0], x1, rtol=1e-5)
