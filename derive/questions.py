@@ -49,14 +49,16 @@ class UnknownQuestionError(LookupError):
 
 @dataclass(frozen=True)
 class Introduction:
-    """The sentence and displayed equations that open a section.
+    r"""The sentence and displayed equations that open a section.
 
     ``equations`` are ``(lhs, rhs, vector)`` triples of SymPy values; ``vector`` asks for
-    the element-wise vector notation.
+    the element-wise vector notation; ``names`` maps symbol names to LaTeX (``mu_p`` to
+    ``\mu_{p,i}``), as a derivation's ``latex_names`` do.
     """
 
     text: str
     equations: tuple[tuple[sp.Basic, sp.Basic, bool], ...]
+    names: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,7 @@ def _prior_introduction() -> Introduction:
     return Introduction(
         "Conditional and hierarchical VAEs learn the prior too: each of its factors is a "
         "Gaussian with a mean and a scale of its own. Questions 2.3 and 2.4 again, for the "
-        "prior factor", ((log_prior.lhs, log_prior.rhs, False),))
+        "prior factor", ((log_prior.lhs, log_prior.rhs, False),), kl.data["latex_names"])
 
 
 #: The document's sections, in order (the appendix of other variants follows them).
