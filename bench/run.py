@@ -30,10 +30,10 @@ bench = importlib.import_module("bench")  # first: it pins the thread counts bef
 
 import numpy as np  # noqa: E402
 
-from bench import autodiff, kernels, regen, report  # noqa: E402
+from bench import autodiff, kernels, pair, regen, report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = ("autodiff", "kernels", "regen")
+PARTS = ("autodiff", "kernels", "regen", "pair")
 
 #: Sizes, repeats and timeouts of the two modes.
 MODES = {
@@ -43,6 +43,7 @@ MODES = {
                     "min_sample": 0.005},
         "regen": {"sizes": [16], "generate_runs": 1, "generate_timeout": 25.0,
                   "explicit_timeout": 60.0},
+        "pair": {"sizes": [10**4, 10**6], "repeats": 5, "min_sample": 0.005},
     },
     "full": {
         "autodiff": {"dims": [8, 32, 128, 512], "batch": 64, "repeats": 7, "min_sample": 0.05},
@@ -50,6 +51,7 @@ MODES = {
                     "repeats": 15, "min_sample": 0.02},
         "regen": {"sizes": [16, 32, 64], "generate_runs": 5, "generate_timeout": 600.0,
                   "explicit_timeout": 900.0},
+        "pair": {"sizes": [10**3, 10**5, 10**7], "repeats": 15, "min_sample": 0.02},
     },
 }
 
@@ -121,10 +123,14 @@ def main(argv: list[str] | None = None) -> int:
         log("4. regeneration")
         results["regen"] = regen.run(**mode["regen"], log=note)
 
+    if "pair" in parts:
+        log("5. the KL from a learned prior vs torch.distributions and the NumPy one-liner")
+        results["pair"] = pair.run(**mode["pair"], log=note)
+
     meta = _meta(args.quick)
     meta["elapsed"] = time.perf_counter() - start
     results["meta"] = meta
-    text = report.markdown(results)
+    text = report.markdown(results) + "\n".join(pair.markdown(results.get("pair"))) + "\n"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "benchmarks.md").write_text(text, encoding="utf-8")
     (args.out / "benchmarks.json").write_text(
