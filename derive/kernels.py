@@ -181,7 +181,7 @@ _PAIR_EXAMPLE = """>>> import numpy as np
 >>> from generated import {name}
 >>> mu_q, mu_p = np.array([0.0, 0.5]), np.array([0.1, 0.5])
 >>> scale_q, scale_p = np.array([{one}, {other}]), np.array([{other}, {other}])
->>> {name}.kl(mu_q, scale_q, mu_p, scale_p)[1]
+>>> float({name}.kl(mu_q, scale_q, mu_p, scale_p)[1])
 0.0
 >>> grads = {name}.kl_grad(mu_q, scale_q, mu_p, scale_p)
 >>> len(grads), grads[0].shape

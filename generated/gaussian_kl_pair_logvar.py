@@ -17,7 +17,7 @@ Example:
     >>> from generated import gaussian_kl_pair_logvar
     >>> mu_q, mu_p = np.array([0.0, 0.5]), np.array([0.1, 0.5])
     >>> scale_q, scale_p = np.array([0.0, 1.5]), np.array([1.5, 1.5])
-    >>> gaussian_kl_pair_logvar.kl(mu_q, scale_q, mu_p, scale_p)[1]
+    >>> float(gaussian_kl_pair_logvar.kl(mu_q, scale_q, mu_p, scale_p)[1])
     0.0
     >>> grads = gaussian_kl_pair_logvar.kl_grad(mu_q, scale_q, mu_p, scale_p)
     >>> len(grads), grads[0].shape

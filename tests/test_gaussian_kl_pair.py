@@ -224,3 +224,13 @@ def test_a_new_parameterization_gives_the_pair_module_too():
     want = kp.kl_grad(mq, np.exp(rq), mp_, np.exp(rp))
     np.testing.assert_allclose(d[1], want[1] * np.exp(rq), rtol=1e-10, atol=1e-13)
     np.testing.assert_allclose(d[3], want[3] * np.exp(rp), rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("module, scale", [(kp, 1.5), (kpl, 0.3)])
+def test_float32_stays_float32(module, scale):
+    a = np.full(3, 0.2, np.float32)
+    s = np.full(3, scale, np.float32)
+    eps = np.ones((2, 3), np.float32)
+    outs = [module.kl(a, s, a, s), *module.kl_grad(a, s, a, s),
+            *module.kl_grad_reparam(a, s, a, s, eps), *module.kl_grad_stl(a, s, a, s, eps)]
+    assert all(o.dtype == np.float32 for o in outs)
