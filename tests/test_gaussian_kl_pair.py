@@ -234,3 +234,24 @@ def test_float32_stays_float32(module, scale):
     outs = [module.kl(a, s, a, s), *module.kl_grad(a, s, a, s),
             *module.kl_grad_reparam(a, s, a, s, eps), *module.kl_grad_stl(a, s, a, s, eps)]
     assert all(o.dtype == np.float32 for o in outs)
+
+
+def test_the_rewrites_are_checked_and_a_wrong_one_is_caught():
+    from derive.derivation import Step, StepCheckError, check_step
+    from derive.gaussian_kl import m_nat, mu_p, natural_variables, r_nat, scaled_squares, x
+
+    a = sp.Symbol("a", real=True)
+    check_step(Step(a**2 / 2, scaled_squares(a**2 / 2), "halve, then square"))
+    with pytest.raises(StepCheckError):  # doubling where halving is meant
+        check_step(Step(a**2 / 2, 4 * sp.UnevaluatedExpr(a / 2) ** 2, "wrong"))
+    p = PARAMETERIZATIONS["sigma"]
+    prior = learned_prior(p)
+    nat = natural_variables(p, prior)
+    sigma_p = prior.scale
+    mu = sp.Symbol("mu", real=True)
+    exact = (mu - mu_p) / sigma_p**2  # dKL/dmu_q
+    check_step(Step(exact, m_nat / sigma_p, "natural", given=nat))
+    with pytest.raises(StepCheckError):  # a slip: m/sigma_p**2
+        check_step(Step(exact, m_nat / sigma_p**2, "natural", given=nat))
+    with pytest.raises(StepCheckError):  # a slip in x: the ratio not squared
+        check_step(Step(sp.log(r_nat), x, "wrong", given=nat))
