@@ -404,12 +404,13 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
                 + (", with {0}" if uses_expm1 else ""),
                 notes=(sp.Eq(sp.exp(_a) - 1, optimize(sp.exp(_a) - 1, [expm1_opt])),)
                 if uses_expm1 else ()))
-    # The middle piece comes last: the kernel evaluates the last piece everywhere and each
-    # other piece only where it holds, and typical scales fall in the middle.
+    # The direct piece comes last: the kernel evaluates the last piece everywhere and each
+    # other piece only where it holds, and only the direct piece is finite everywhere the
+    # KL is (expm1 evaluated everywhere would overflow, with a warning, where it is not used).
     pieces = [(sp.oo, sp.Eq(x_extended, sp.oo)),
               (sp.horner(series / 2), sp.Abs(x) < SERIES_RADIUS),
-              (outer_half, x >= direct_from)]
-    evaluable = quadratic_half + sp.Piecewise(*pieces, (middle / 2, True))
+              (middle / 2, x < direct_from)]
+    evaluable = quadratic_half + sp.Piecewise(*pieces, (outer_half, True))
     bound = _series_error()
     results = [
         Result("kl_stable", stable, "the KL arranged for floating point", KL_i),
@@ -526,8 +527,8 @@ def derive_stable_kl_pair(p: Parameterization) -> Derivation:
     quadratic_half = scaled_squares(m_nat**2 / 2)
     pieces = [(sp.oo, sp.Eq(x_extended, sp.oo)),
               (sp.horner(series / 2), sp.Abs(x) < SERIES_RADIUS),
-              (outer_half, x >= direct_from)]
-    evaluable = quadratic_half + sp.Piecewise(*pieces, (middle / 2, True))
+              (middle / 2, x < direct_from)]  # the direct piece last, as in 2.3n
+    evaluable = quadratic_half + sp.Piecewise(*pieces, (outer_half, True))
     steps.append(Step(expm1mx(x) / 2, outer_half,
                       "where {0}, from the ratio {1} halved, then squared (2.3n's pieces "
                       "otherwise)", given=given, notes=(x >= direct_from, r_nat)))

@@ -164,13 +164,11 @@ def kl(
     x = _pw0
     # Intermediate terms
     _pw1_shape = _broadcast(numpy.shape(sigma_p), numpy.shape(sigma_q), numpy.shape(x))
-    _pw1 = _finish((1/2)*numpy.expm1(x) - (1/2)*x, _pw1_shape, _dtype, (sigma_p, sigma_q, x,))
-    _pw1_m2 = _full(numpy.greater_equal(x, 2), _pw1_shape).ravel().nonzero()[0]
+    _pw1 = _finish(2*((1/2)*sigma_q/sigma_p)**2 - (1/2)*x - 1/2, _pw1_shape, _dtype, (sigma_p, sigma_q, x,))
+    _pw1_m2 = _full(numpy.less(x, 2), _pw1_shape).ravel().nonzero()[0]
     if _pw1_m2.size:
-        sigma_p__pw1_m2 = numpy.take(_full(sigma_p, _pw1_shape), _pw1_m2)
-        sigma_q__pw1_m2 = numpy.take(_full(sigma_q, _pw1_shape), _pw1_m2)
         x__pw1_m2 = numpy.take(_full(x, _pw1_shape), _pw1_m2)
-        numpy.put(_pw1, _pw1_m2, 2*((1/2)*sigma_q__pw1_m2/sigma_p__pw1_m2)**2 - (1/2)*x__pw1_m2 - 1/2)
+        numpy.put(_pw1, _pw1_m2, (1/2)*numpy.expm1(x__pw1_m2) - (1/2)*x__pw1_m2)
     _pw1_m1 = _full(numpy.less(abs(x), 1/2), _pw1_shape).ravel().nonzero()[0]
     if _pw1_m1.size:
         x__pw1_m1 = numpy.take(_full(x, _pw1_shape), _pw1_m1)

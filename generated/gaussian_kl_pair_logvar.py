@@ -156,11 +156,11 @@ def kl(
     x = logvar_q - logvar_p
     # Intermediate terms
     _pw0_shape = _broadcast(numpy.shape(x))
-    _pw0 = _finish((1/2)*numpy.expm1(x) - (1/2)*x, _pw0_shape, _dtype, (x,))
-    _pw0_m2 = _full(numpy.greater_equal(x, 88), _pw0_shape).ravel().nonzero()[0]
+    _pw0 = _finish(2*((1/2)*numpy.exp((1/2)*x))**2 - (1/2)*x - 1/2, _pw0_shape, _dtype, (x,))
+    _pw0_m2 = _full(numpy.less(x, 88), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m2.size:
         x__pw0_m2 = numpy.take(_full(x, _pw0_shape), _pw0_m2)
-        numpy.put(_pw0, _pw0_m2, 2*((1/2)*numpy.exp((1/2)*x__pw0_m2))**2 - (1/2)*x__pw0_m2 - 1/2)
+        numpy.put(_pw0, _pw0_m2, (1/2)*numpy.expm1(x__pw0_m2) - (1/2)*x__pw0_m2)
     _pw0_m1 = _full(numpy.less(abs(x), 1/2), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m1.size:
         x__pw0_m1 = numpy.take(_full(x, _pw0_shape), _pw0_m1)

@@ -68,6 +68,19 @@ def test_kl_float64_few_ulp_and_grad_1e9_against_mpmath_without_warnings():
     assert worst_grad < 1e-9, worst_grad  # measured 2.3e-15
 
 
+@pytest.mark.parametrize("log_ratio", [709.9, 710.4])
+def test_no_overflow_warning_where_only_expm1_would_overflow(log_ratio):
+    # x in (709.78, 710.47): expm1(x) overflows, the KL (about e^x / 2) does not.
+    sp_ = 1e-150
+    sq = sp_ * float(mpmath.exp(mpmath.mpf(log_ratio) / 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value = kp.kl(0.0, sq, 0.0, sp_)
+        by_logvar = kpl.kl(0.0, 2 * np.log(sq), 0.0, 2 * np.log(sp_))
+    exact = kl_mp(0.0, sq, 0.0, sp_)[0]
+    assert abs(value / exact - 1) < 4 * EPS64 and abs(by_logvar / exact - 1) < 1e-12
+
+
 def test_logvar_module_agrees_with_mpmath():
     mq, sq, mp_, sp_ = GRID
     lq, lp = 2 * np.log(sq), 2 * np.log(sp_)
