@@ -14,6 +14,8 @@ comparison at equal accuracy (the straightforward formulas lose digits near sigm
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 # --- question 1: the coupling block y1 = exp(G(x2)) x1 + F(x2), y2 = exp(s) x2 ------------
@@ -92,16 +94,18 @@ def kl_grad_stl_logvar(mu, logvar, eps):
 
 
 def _expm1mx_series(x):
-    """exp(x) - 1 - x by its Taylor polynomial (accurate for |x| < 0.1)."""
-    return x**2 * (1 / 2 + x * (1 / 6 + x * (1 / 24 + x * (1 / 120 + x * (1 / 720 + x * (
-        1 / 5040 + x * (1 / 40320 + x * (1 / 362880 + x * (1 / 3628800 + x / 39916800)))))))))
+    """exp(x) - 1 - x by its Taylor polynomial to x**15 (accurate for |x| < 0.5)."""
+    acc = 1 / 1307674368000
+    for k in range(14, 1, -1):  # Horner: coefficients 1/k!, from the highest down
+        acc = acc * x + 1 / math.factorial(k)
+    return x**2 * acc
 
 
 def kl_same_arrangement(mu, sigma):
     x = 2 * np.log(sigma)
-    f = np.where(np.abs(x) < 0.1, _expm1mx_series(x),
-                 np.where(x >= 8, sigma**2 - 1 - x, np.expm1(x) - x))
-    return 0.5 * (mu**2 + f)
+    f = np.where(np.abs(x) < 0.5, _expm1mx_series(x),
+                 np.where(x >= 2, 4 * (sigma / 2) ** 2 - 1 - x, np.expm1(x) - x))
+    return 0.5 * f + 2 * (mu / 2) ** 2
 
 
 def kl_grad_same_arrangement(mu, sigma):
@@ -114,8 +118,10 @@ def kl_grad_stl_same_arrangement(mu, sigma, eps):
 
 
 def kl_logvar_same_arrangement(mu, logvar):
-    f = np.where(np.abs(logvar) < 0.1, _expm1mx_series(logvar), np.expm1(logvar) - logvar)
-    return 0.5 * (mu**2 + f)
+    f = np.where(np.abs(logvar) < 0.5, _expm1mx_series(logvar),
+                 np.where(logvar >= 88, 4 * (np.exp(logvar / 2) / 2) ** 2 - 1 - logvar,
+                          np.expm1(logvar) - logvar))
+    return 0.5 * f + 2 * (mu / 2) ** 2
 
 
 def kl_grad_logvar_same_arrangement(mu, logvar):
@@ -123,9 +129,8 @@ def kl_grad_logvar_same_arrangement(mu, logvar):
 
 
 def kl_grad_stl_logvar_same_arrangement(mu, logvar, eps):
-    sigma = np.exp(0.5 * logvar)
-    t = np.expm1(logvar)
-    return mu + t * eps / sigma, 0.5 * (t * eps**2 + mu * eps * sigma)
+    sigma, t = np.exp(0.5 * logvar), np.sinh(0.5 * logvar)
+    return mu + 2 * eps * t, eps * sigma * (eps * t + 0.5 * mu)
 
 
 #: The baseline of each generated kernel, by (module, kernel name).

@@ -32,10 +32,10 @@ bench = importlib.import_module("bench")  # first: it pins the thread counts bef
 
 import numpy as np  # noqa: E402
 
-from bench import autodiff, kernels, libraries, regen, report  # noqa: E402
+from bench import autodiff, kernels, libraries, pair, regen, report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = ("autodiff", "kernels", "regen", "libraries")
+PARTS = ("autodiff", "kernels", "regen", "libraries", "pair")
 
 #: Sizes, repeats and timeouts of the two modes.
 MODES = {
@@ -46,6 +46,7 @@ MODES = {
         "regen": {"sizes": [16], "generate_runs": 1, "generate_timeout": 25.0,
                   "explicit_timeout": 60.0},
         "libraries": {"sizes": [10**3, 10**5], "repeats": 5, "min_sample": 0.005},
+        "pair": {"sizes": [10**4, 10**6], "repeats": 5, "min_sample": 0.005},
     },
     "full": {
         "autodiff": {"dims": [8, 32, 128, 512], "batch": 64, "repeats": 7, "min_sample": 0.05},
@@ -54,6 +55,7 @@ MODES = {
         "regen": {"sizes": [16, 32, 64], "generate_runs": 5, "generate_timeout": 600.0,
                   "explicit_timeout": 900.0},
         "libraries": {"sizes": [10**3, 10**5, 10**7], "repeats": 9, "min_sample": 0.02},
+        "pair": {"sizes": [10**3, 10**5, 10**7], "repeats": 15, "min_sample": 0.02},
     },
 }
 
@@ -173,13 +175,17 @@ def main(argv: list[str] | None = None) -> int:
     if "libraries" in parts:
         part("5. per-call overhead; the kernels in PyTorch and JAX", "libraries")
         results["libraries"] = libraries.run(**mode["libraries"], log=note)
+    if "pair" in parts:
+        part("6. the KL from a learned prior vs torch.distributions and the NumPy one-liner",
+             "pair")
+        results["pair"] = pair.run(**mode["pair"], log=note)
     if bar is not None:
         bar.close()
 
     meta = _meta(args.quick)
     meta["elapsed"] = time.perf_counter() - start
     results["meta"] = meta
-    text = report.markdown(results)
+    text = report.markdown(results) + "\n".join(pair.markdown(results.get("pair"))) + "\n"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "benchmarks.md").write_text(text, encoding="utf-8")
     (args.out / "benchmarks.json").write_text(

@@ -35,8 +35,8 @@ def _intro(section: Section, options: LatexOptions) -> dict[str, object] | None:
         return None
     intro = section.introduction()
     return {"text": intro.text,
-            "equations": [(latex(lhs, vector=vector, options=options),
-                           latex(rhs, vector=vector, options=options))
+            "equations": [(latex(lhs, vector=vector, options=options, names=intro.names),
+                           latex(rhs, vector=vector, options=options, names=intro.names))
                           for lhs, rhs, vector in intro.equations]}
 
 

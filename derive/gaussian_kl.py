@@ -25,19 +25,23 @@ from functools import cache
 
 import sympy as sp
 from sympy import stats
-from sympy.codegen.cfunctions import expm1
+from sympy.codegen.cfunctions import expm1, log1p
 from sympy.codegen.rewriting import expm1_opt, log1p_opt, optimize
 
 from .derivation import Derivation, Result, Step
 from .probability import KL, Expectation, GaussianModel, Variance, gaussian_log_pdf
 
-__all__ = ["Parameterization", "PARAMETERIZATIONS", "Node", "Graph", "expm1mx",
-           "derive_kl", "derive_stable_kl", "scaled_squares", "derive_gradient_estimators"]
+__all__ = ["Parameterization", "PARAMETERIZATIONS", "Prior", "STANDARD_NORMAL", "learned_prior",
+           "Node", "Graph", "expm1mx",
+           "derive_kl", "derive_stable_kl", "derive_stable_kl_pair", "natural_variables",
+           "scaled_squares", "derive_gradient_estimators"]
 
 mu = sp.Symbol("mu", real=True)
 sigma = sp.Symbol("sigma", positive=True)
 logvar = sp.Symbol("logvar", real=True)
 eps = sp.Symbol("eps", real=True)
+mu_p = sp.Symbol("mu_p", real=True)
+sigma_p = sp.Symbol("sigma_p", positive=True)
 z = sp.Symbol("z", real=True)
 x = sp.Symbol("x", real=True)
 _log_q = sp.Symbol("log_q_i", real=True)
@@ -69,6 +73,11 @@ _PER_DIMENSION = {"mu": r"\mu_i", "sigma": r"\sigma_i", "eps": r"\epsilon_i", "z
                   "epsilon": r"\epsilon_i"}
 
 
+#: The learned prior's symbols too.
+_PER_DIMENSION_PAIR = {**_PER_DIMENSION, "mu_p": r"\mu_{p,i}", "sigma_p": r"\sigma_{p,i}",
+                       "logvar_p": r"\lambda_{p,i}", "m": "m_i", "r": "r_i", "x": "x_i"}
+
+
 @dataclass(frozen=True)
 class Parameterization:
     """How the scale parameter a user passes gives the standard deviation ``sigma``.
@@ -92,6 +101,11 @@ class Parameterization:
         """Whether the scale must be > 0 (it must be where it is sigma itself)."""
         return bool(self.scale.is_positive)
 
+    @property
+    def pair_module(self) -> str:
+        """The generated module of the KL from a learned prior in this parameterization."""
+        return self.module.replace("gaussian_kl", "gaussian_kl_pair", 1)
+
 
 PARAMETERIZATIONS: dict[str, Parameterization] = {
     "sigma": Parameterization("sigma", "gaussian_kl", sigma, sigma,
@@ -99,6 +113,44 @@ PARAMETERIZATIONS: dict[str, Parameterization] = {
     "logvar": Parameterization("logvar", "gaussian_kl_logvar", logvar, sp.exp(logvar / 2),
                                "the log-variance logvar = log sigma^2"),
 }
+
+
+@dataclass(frozen=True)
+class Prior:
+    """The prior factor ``p_i = N(mean, sigma^2)``: the standard normal, or a learned one.
+
+    Arguments:
+        name: ``"standard"`` or ``"learned"``.
+        mean: the prior's mean (``0`` or the symbol ``mu_p``).
+        sigma: the prior's standard deviation as an expression in its scale (``1``, or
+            ``sigma_p``, or ``exp(logvar_p / 2)``).
+        scale: the prior's scale parameter, or None where it is fixed.
+    """
+
+    name: str
+    mean: sp.Expr
+    sigma: sp.Expr
+    scale: sp.Symbol | None = None
+
+    @property
+    def is_standard(self) -> bool:
+        return self.mean == 0 and self.sigma == 1
+
+
+#: The coursework's prior.
+STANDARD_NORMAL = Prior("standard", sp.Integer(0), sp.Integer(1))
+
+
+@cache
+def learned_prior(p: Parameterization) -> Prior:
+    """The prior ``N(mu_p, sigma_p^2)``, its scale parameterized as ``p`` parameterizes q's.
+
+    Example:
+        >>> learned_prior(PARAMETERIZATIONS["logvar"]).sigma
+        exp(logvar_p/2)
+    """
+    scale_p = sp.Symbol(f"{p.scale.name}_p", **p.scale.assumptions0)
+    return Prior("learned", mu_p, p.sigma.xreplace({p.scale: scale_p}), scale_p)
 
 
 class expm1mx(sp.Function):  # noqa: N801 - SymPy function names are lower case
@@ -124,10 +176,13 @@ def _taylor(arg: sp.Expr) -> sp.Expr:
     return sp.series(sp.exp(x) - 1 - x, x, 0, SERIES_ORDER).removeO().xreplace({x: arg})
 
 
-def _q_model(p: Parameterization) -> GaussianModel:
+def _q_model(p: Parameterization, prior: Prior = STANDARD_NORMAL) -> GaussianModel:
+    prior_sigma = sigma_p if not prior.is_standard else prior.sigma
     return GaussianModel(
-        "q_i = N(mu, sigma^2), p_i = N(0, 1)",
-        densities={_log_q: gaussian_log_pdf(z, mu, p.sigma), _log_p: gaussian_log_pdf(z, 0, 1)},
+        "q_i = N(mu, sigma^2), p_i = " + ("N(0, 1)" if prior.is_standard
+                                          else "N(mu_p, sigma_p^2)"),
+        densities={_log_q: gaussian_log_pdf(z, mu, p.sigma),
+                   _log_p: gaussian_log_pdf(z, prior.mean, prior_sigma)},
         distributions={_q_i: {z: (mu, p.sigma)}, _eps_label: {eps: (0, 1)}},
     )
 
@@ -142,10 +197,17 @@ def _linear(f: sp.Expr, var: sp.Symbol, label: sp.Symbol) -> sp.Expr:
 
 
 @cache
-def derive_kl(p: Parameterization) -> Derivation:
-    """2.3: the closed form of ``KL(q_i || p_i)``, by taking the expectation."""
-    model = _q_model(PARAMETERIZATIONS["sigma"])
-    integrand = gaussian_log_pdf(z, mu, sigma) - gaussian_log_pdf(z, 0, 1)
+def derive_kl(p: Parameterization, prior: Prior = STANDARD_NORMAL) -> Derivation:
+    """2.3: the closed form of ``KL(q_i || p_i)``, by taking the expectation.
+
+    With the learned prior, the derivation ends with the standard normal as its special
+    case: 2.3's answer.
+    """
+    standard = prior.is_standard
+    p_sigma = prior.sigma if standard else sigma_p  # sigma_p stays a symbol until the end
+    model = _q_model(PARAMETERIZATIONS["sigma"], prior)
+    log_prior = gaussian_log_pdf(z, prior.mean, p_sigma)
+    integrand = gaussian_log_pdf(z, mu, sigma) - log_prior
     by_linearity = _linear(integrand, z, _q_i)
     expectations = sorted(by_linearity.atoms(Expectation), key=sp.default_sort_key)
     moments = by_linearity.replace(lambda e: isinstance(e, Expectation),
@@ -158,8 +220,7 @@ def derive_kl(p: Parameterization) -> Derivation:
              given={KL_i: kl_def}),
         Step(kl_def.definition(), Expectation(integrand, _q_i),
              "the Gaussian log-densities {0} and {1}",
-             notes=(sp.Eq(_log_q, gaussian_log_pdf(z, mu, sigma)),
-                    sp.Eq(_log_p, gaussian_log_pdf(z, 0, 1)))),
+             notes=(sp.Eq(_log_q, gaussian_log_pdf(z, mu, sigma)), sp.Eq(_log_p, log_prior))),
         Step(Expectation(integrand, _q_i), by_linearity, "linearity of expectation"),
         Step(by_linearity, moments,
              "the moments of the normal distribution, from sympy.stats: "
@@ -168,29 +229,43 @@ def derive_kl(p: Parameterization) -> Derivation:
         Step(moments, half_form, "collect terms"),
     ]
     kl = closed
-    if p.sigma != sigma:
-        kl = sp.simplify(sp.expand_log(closed.xreplace({sigma: p.sigma}), force=True))
-        steps.append(Step(half_form, kl, "substitute {0}", given={sigma: p.sigma},
-                          notes=(sp.Eq(sigma, p.sigma),)))
-    results = [Result("kl", kl, f"the KL divergence in mu and {p.name}", KL_i)]
+    substitution = {sigma: p.sigma} | ({} if standard else {sigma_p: prior.sigma})
+    if p.sigma != sigma or (not standard and prior.sigma != sigma_p):
+        kl = sp.simplify(sp.expand_log(closed.xreplace(substitution), force=True))
+        notes = tuple(sp.Eq(k, v) for k, v in substitution.items() if k != v)
+        steps.append(Step(half_form, kl,
+                          "substitute " + " and ".join(f"{{{k}}}" for k in range(len(notes))),
+                          given=substitution, notes=notes))
+    if not standard:
+        coursework = derive_kl(p).result("kl")
+        at_standard = {mu_p: 0, prior.scale: sp.solve(sp.Eq(prior.sigma, 1), prior.scale)[0]}
+        steps.append(Step(kl.xreplace(at_standard), coursework,
+                          "the special case of the standard normal prior, {0} zero and {1} "
+                          "one: the answer of 2.3", notes=(mu_p, sigma_p)))
+    results = [Result("kl", kl, "the KL divergence", KL_i)]
+    title = ("The KL divergence of a Gaussian from the standard normal" if standard
+             else "The KL divergence between two Gaussians")
+    statement = ("Give the KL divergence of one factor of q from the matching factor of p "
+                 "explicitly in that factor's mean and scale." if standard else
+                 "Give the KL divergence of one factor of q from the matching factor of a "
+                 "learned Gaussian prior explicitly in the means and scales of both.")
     return Derivation(
-        "2.3", "The KL divergence of a Gaussian from the standard normal",
-        "Give the KL divergence of one factor of q from the matching factor of p explicitly "
-        "in that factor's mean and scale.",
-        steps, results,
+        "2.3" if standard else "2.3p", title, statement, steps, results,
         conclusion="{kl}: zero exactly at the prior's mean and scale, positive elsewhere.",
-        models=(model,), variant=p.name, data={"latex_names": _PER_DIMENSION},
+        models=(model,), variant=p.name,
+        data={"latex_names": _PER_DIMENSION if standard else _PER_DIMENSION_PAIR},
     )
 
 
-def _stabilize(expr: sp.Expr, p: Parameterization) -> sp.Expr:
+def _stabilize(expr: sp.Expr, p: Parameterization,
+               prior: Prior = STANDARD_NORMAL) -> sp.Expr:
     """``expr`` arranged so that nothing cancels near the optimum and nothing overflows early.
 
     Factor; keep the factors that vanish at the optimum (sigma = 1) apart, where they are
     computed exactly (``sigma - 1``, ``expm1(logvar)``); expand what is left over the
     denominator (``(sigma + 1) / sigma -> 1 + 1/sigma``), so that it cannot overflow.
     """
-    optimum = {p.scale: sp.solve(sp.Eq(p.sigma, 1), p.scale)[0]}
+    optimum = {p.scale: sp.solve(sp.Eq(p.sigma, prior.sigma), p.scale)[0]}
     numer, denom = sp.fraction(sp.factor(expr))
     factors = sp.Mul.make_args(numer)
     vanishing = [f for f in factors if f.free_symbols and f.xreplace(optimum) == 0]
@@ -222,7 +297,8 @@ def _common_factor(terms: list[sp.Expr]) -> sp.Expr:
                     if all(d[b].is_positive for d in powers)))
 
 
-def _arrange_estimator(expr: sp.Expr, p: Parameterization) -> sp.Expr:
+def _arrange_estimator(expr: sp.Expr, p: Parameterization,
+                       prior: Prior = STANDARD_NORMAL) -> sp.Expr:
     """An estimator as ``c0 + eps g (c1/g + eps c2/g + ...)``, each coefficient stabilized.
 
     ``g`` is the factor the noise terms share (sigma, where it is computed from the scale):
@@ -232,7 +308,7 @@ def _arrange_estimator(expr: sp.Expr, p: Parameterization) -> sp.Expr:
     """
     in_sigma = sp.expand(expr).subs(p.sigma, sigma)
     by_power = sp.collect(in_sigma, eps, evaluate=False)
-    coeffs = {k: _sinh_form(_stabilize(v.subs(sigma, p.sigma), p), p).subs(p.sigma, sigma)
+    coeffs = {k: _sinh_form(_stabilize(v.subs(sigma, p.sigma), p, prior), p).subs(p.sigma, sigma)
               for k, v in by_power.items()}
     constant = coeffs.pop(sp.Integer(1), sp.Integer(0))
     degree = {k: sp.degree(k, eps) for k in coeffs}
@@ -328,12 +404,13 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
                 + (", with {0}" if uses_expm1 else ""),
                 notes=(sp.Eq(sp.exp(_a) - 1, optimize(sp.exp(_a) - 1, [expm1_opt])),)
                 if uses_expm1 else ()))
-    # The middle piece comes last: the kernel evaluates the last piece everywhere and each
-    # other piece only where it holds, and typical scales fall in the middle.
+    # The direct piece comes last: the kernel evaluates the last piece everywhere and each
+    # other piece only where it holds, and only the direct piece is finite everywhere the
+    # KL is (expm1 evaluated everywhere would overflow, with a warning, where it is not used).
     pieces = [(sp.oo, sp.Eq(x_extended, sp.oo)),
               (sp.horner(series / 2), sp.Abs(x) < SERIES_RADIUS),
-              (outer_half, x >= direct_from)]
-    evaluable = quadratic_half + sp.Piecewise(*pieces, (middle / 2, True))
+              (middle / 2, x < direct_from)]
+    evaluable = quadratic_half + sp.Piecewise(*pieces, (outer_half, True))
     bound = _series_error()
     results = [
         Result("kl_stable", stable, "the KL arranged for floating point", KL_i),
@@ -355,6 +432,136 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
         conclusion="Each rewrite is an identity SymPy proves; only the series is an "
                    "approximation, with relative error at most {series_relative_error}.",
         variant=p.name, data={"latex_names": _PER_DIMENSION},
+    )
+
+
+# --- 2.3n for the learned prior: natural variables ---------------------------------------
+
+#: The natural variables of the learned prior: the standardized mean difference and the
+#: ratio of standard deviations (x, the log of its square, is the module-level x).
+m_nat = sp.Symbol("m", real=True)
+r_nat = sp.Symbol("r", positive=True)
+#: Where the ratio of standard deviations is within this of 1, its log is computed from
+#: the exact difference of the two (log1p), not from the rounded ratio.
+RATIO_RADIUS = sp.Rational(1, 2)
+
+
+def _natural(expr: sp.Expr, p: Parameterization, prior: Prior) -> sp.Expr:
+    """``expr`` in the natural variables ``m``, ``r`` (and ``sigma_p``, ``eps``)."""
+    e = sp.expand(expr).subs(p.sigma, sigma).subs(prior.sigma, sigma_p)
+    e = e.xreplace({mu: mu_p + sigma_p * m_nat, sigma: sigma_p * r_nat})
+    return sp.simplify(e)
+
+
+def _in_x(coeff: sp.Expr) -> sp.Expr:
+    """A coefficient in ``m, r`` with ``r**2 - 1`` as ``expm1(x)`` and ``r - 1/r`` as
+    ``2 sinh(x/2)``: both exact where ``r = 1``, the second finite as long as ``r`` is."""
+    e = optimize(sp.factor(coeff).subs(r_nat, sp.exp(x / 2)), [expm1_opt])
+    e = e.replace(lambda a: isinstance(a, sp.Mul) and a.has(expm1(x))
+                  and sp.exp(-x / 2) in a.args,
+                  lambda a: a.xreplace({expm1(x): 2 * sp.sinh(x / 2) * sp.exp(x / 2)}))
+    return e.subs(sp.exp(x / 2), r_nat)
+
+
+def _arrange_natural(expr: sp.Expr, p: Parameterization, prior: Prior) -> sp.Expr:
+    """An exact gradient or an estimator of the learned-prior KL, arranged for floating
+    point: in natural variables, by powers of the noise, each coefficient with the
+    factors that vanish at ``q = p`` in the exact forms of :func:`_in_x`."""
+    by_power = sp.collect(sp.expand(_natural(expr, p, prior)), eps, evaluate=False)
+    coeffs = {k: _in_x(v) for k, v in by_power.items()}
+    constant = coeffs.pop(sp.Integer(1), sp.Integer(0))
+    if not coeffs:
+        return constant
+    common = _common_factor(list(coeffs.values()))
+    inner = sp.Integer(0)
+    for k in sorted(coeffs, key=lambda k: -sp.degree(k, eps)):  # Horner in eps
+        inner = inner * eps + coeffs[k] / common if inner != 0 else coeffs[k] / common
+    return constant + eps * common * inner
+
+
+def natural_variables(p: Parameterization, prior: Prior) -> dict[sp.Symbol, sp.Expr]:
+    """``m``, ``x``, ``r`` and ``sigma_p`` in the parameters (``m`` first: it is
+    evaluated as written)."""
+    ratio = sp.simplify(p.sigma / prior.sigma)
+    log_ratio = sp.simplify(sp.expand_log(sp.log(ratio**2), force=True))
+    return {m_nat: (mu - mu_p) / prior.sigma, x: log_ratio, r_nat: ratio,
+            sigma_p: prior.sigma}
+
+
+@cache
+def derive_stable_kl_pair(p: Parameterization) -> Derivation:
+    """2.3np: the learned-prior KL and its gradient in natural variables, for floating point.
+
+    The KL is the standard-normal one in ``m = (mu - mu_p)/sigma_p`` and
+    ``x = log(sigma^2/sigma_p^2)``, so 2.3n's pieces serve unchanged, and they are accurate
+    where ``q`` is near ``p``, not only near the standard normal.
+    """
+    prior = learned_prior(p)
+    kl = derive_kl(p, prior).result("kl")
+    nat = natural_variables(p, prior)
+    in_nat = m_nat**2 / 2 + (sp.exp(x) - 1 - x) / 2
+    ratio_exact = p.sigma == sigma  # the ratio of two given numbers, rounded once
+    given = dict(nat)
+    steps = [
+        Step(KL_i, kl, "the closed form of 2.3p", given={KL_i: kl}),
+        Step(kl, in_nat, "in the natural variables {0} and {1}: the standard-normal KL of 2.3, "
+             "in them", given=given, notes=(sp.Eq(m_nat, nat[m_nat]), sp.Eq(x, nat[x]))),
+        Step(in_nat, m_nat**2 / 2 + expm1mx(x) / 2,
+             "name the part that cancels where {0} is near zero, as in 2.3n: {1}",
+             notes=(x, sp.Eq(expm1mx(x), sp.exp(x) - 1 - x))),
+    ]
+    x_eval = nat[x]
+    if ratio_exact:
+        d = (sigma - sigma_p) / sigma_p
+        steps.append(Step(nat[x], 2 * log1p(d),
+                          "where {0}, from the exact difference {1}, not the rounded ratio",
+                          notes=(sp.Abs(sigma - sigma_p) < RATIO_RADIUS * sigma_p,
+                                 sigma - sigma_p)))
+        x_eval = sp.Piecewise((2 * log1p(d),
+                               sp.Abs(sigma - sigma_p) < RATIO_RADIUS * sigma_p),
+                              (2 * sp.log(sigma / sigma_p), True))
+    direct_from = OVERFLOW_RADIUS if nat[x] == p.scale - prior.scale else DIRECT_RADIUS
+    series = _taylor(x)
+    middle = optimize(sp.exp(x) - 1 - x, [expm1_opt])
+    outer_half = scaled_squares(r_nat**2 / 2) - x / 2 - sp.Rational(1, 2)
+    quadratic_half = scaled_squares(m_nat**2 / 2)
+    pieces = [(sp.oo, sp.Eq(x_extended, sp.oo)),
+              (sp.horner(series / 2), sp.Abs(x) < SERIES_RADIUS),
+              (middle / 2, x < direct_from)]  # the direct piece last, as in 2.3n
+    evaluable = quadratic_half + sp.Piecewise(*pieces, (outer_half, True))
+    steps.append(Step(expm1mx(x) / 2, outer_half,
+                      "where {0}, from the ratio {1} halved, then squared (2.3n's pieces "
+                      "otherwise)", given=given, notes=(x >= direct_from, r_nat)))
+    params = (mu, p.scale, mu_p, prior.scale)
+    names = ("mu", p.name, "mu_p", f"{p.name}_p")
+    grads = {}
+    for name, var in zip(names, params, strict=True):
+        g = sp.diff(kl, var)
+        grads[name] = _arrange_natural(g, p, prior)
+        steps.append(Step(sp.Derivative(KL_i, var), g, "differentiate with respect to {0}",
+                          given={KL_i: kl}, notes=(var,)))
+        steps.append(Step(g, grads[name],
+                          "in the natural variables, the factor that vanishes where {0} is "
+                          "one in exact form", given=given, notes=(r_nat,)))
+    results = [
+        Result("kl_natural", m_nat**2 / 2 + expm1mx(x) / 2,
+               "the KL in the natural variables", KL_i),
+        Result("kl_evaluable", evaluable, "piece by piece, for evaluation", typeset=False),
+        Result("x_evaluable", x_eval, "the log variance ratio, for evaluation",
+               typeset=False),
+    ] + [Result(f"natural_{s.name}", e, "a natural variable", s, typeset=False)
+         for s, e in nat.items()] + [
+        Result(f"grad_{name}", g, "the gradient arranged for floating point",
+               sp.Derivative(KL_i, var))
+        for (name, g), var in zip(grads.items(), params, strict=True)]
+    return Derivation(
+        "2.3np", "The KL between two Gaussians in floating point",
+        "Arrange the KL divergence from a learned prior and its gradient so that they keep "
+        "their relative accuracy where q is near p, for scales far from 1.",
+        steps, results,
+        conclusion="The KL of 2.3 in the natural variables: the same pieces serve, now near "
+                   "any prior.",
+        variant=p.name, data={"latex_names": _PER_DIMENSION_PAIR},
     )
 
 
@@ -438,8 +645,9 @@ def _bar(symbol: sp.Symbol, suffix: str = "bar") -> sp.Symbol:
 
 
 @cache
-def computation_graph(p: Parameterization) -> Graph:
-    """The graph of question 2.4 for parameterization ``p``."""
+def computation_graph(p: Parameterization, prior: Prior = STANDARD_NORMAL) -> Graph:
+    """The graph of question 2.4 for parameterization ``p`` (the prior's parameters are
+    leaves too where it is learned)."""
     r, s_, t = (sp.Symbol(n, real=True) for n in ("r", "s", "t"))
     nodes = [Node(eps, None, "noise", "the noise, eps ~ N(0, 1)"),
              Node(mu, None, "parameter", "the mean")]
@@ -448,11 +656,22 @@ def computation_graph(p: Parameterization) -> Graph:
     else:
         nodes.append(Node(p.scale, None, "parameter", p.title))
         nodes.append(Node(sigma, p.sigma, "intermediate", "the standard deviation"))
+    prior_mean, prior_sigma = prior.mean, prior.sigma
+    if not prior.is_standard:
+        nodes.append(Node(mu_p, None, "parameter", "the prior's mean"))
+        if prior.sigma == prior.scale:
+            nodes.append(Node(sigma_p, None, "parameter", "the prior's standard deviation"))
+        else:
+            nodes.append(Node(prior.scale, None, "parameter", f"the prior's {p.title}"))
+            nodes.append(Node(sigma_p, prior.sigma, "intermediate",
+                              "the prior's standard deviation"))
+        prior_sigma = sigma_p
     nodes += [
         Node(z, mu + sigma * eps, "intermediate", "the reparameterized sample"),
         Node(r, gaussian_log_pdf(z, mu, sigma), "intermediate", "log q_i(z_i)",
              score_of=(mu, sigma)),
-        Node(s_, gaussian_log_pdf(z, 0, 1), "intermediate", "log p_i(z_i)"),
+        Node(s_, gaussian_log_pdf(z, prior_mean, prior_sigma), "intermediate",
+             "log p_i(z_i)"),
         Node(t, r - s_, "output", "t_i = r_i - s_i"),
     ]
     return Graph(tuple(nodes))
@@ -531,11 +750,13 @@ def _adjoints(graph: Graph, cut: bool) -> tuple[list[Step], dict[sp.Symbol, sp.E
 
 
 @cache
-def derive_gradient_estimators(p: Parameterization) -> Derivation:
+def derive_gradient_estimators(p: Parameterization,
+                               prior: Prior = STANDARD_NORMAL) -> Derivation:
     """2.4: backpropagation through the graph; expectation, STL and variances."""
-    graph = computation_graph(p)
-    kl = derive_kl(p).result("kl")
-    model = _q_model(p)
+    graph = computation_graph(p, prior)
+    kl = derive_kl(p, prior).result("kl")
+    model = _q_model(p, prior)
+    standard = prior.is_standard
     steps, full, rows = _adjoints(graph, cut=False)
     stl_steps, stl, stl_rows = _adjoints(graph, cut=True)
     params = [n.symbol for n in graph.nodes if n.role == "parameter"]
@@ -552,10 +773,13 @@ def derive_gradient_estimators(p: Parameterization) -> Derivation:
                                "; the dropped score term has expectation zero"),
                             notes=(par,)))
             results.append(Result(f"{label}_{par.name}", est,
-                                  f"the {kind} estimate of the gradient with respect to "
-                                  f"{par.name}", _bar(par, "bar" if label == "grad" else "stl")))
-            arranged = _arrange_estimator(est, p)
-            arranged_steps.append(Step(est, arranged,
+                                  f"the {kind} estimate of the gradient (its component on "
+                                  "the left)", _bar(par, "bar" if label == "grad" else "stl")))
+            if prior.is_standard:
+                arranged, given = _arrange_estimator(est, p), {}
+            else:
+                arranged, given = _arrange_natural(est, p, prior), natural_variables(p, prior)
+            arranged_steps.append(Step(est, arranged, given=given, reason=
                                        "for the kernels, in powers of the noise with the "
                                        "factor its terms share taken out, each coefficient "
                                        "factored so that nothing cancels near the optimum",
@@ -566,18 +790,28 @@ def derive_gradient_estimators(p: Parameterization) -> Derivation:
     noise = stats.Normal("epsilon", 0, 1)
     for label, values in (("", full), ("stl_", stl)):
         for par in params:
-            var = sp.factor(sp.simplify(stats.variance(values[par].xreplace({eps: noise}))))
+            # The estimators are polynomials in the noise: its moments give the variance
+            # directly (the learned prior has four of them; sympy.stats takes seconds each).
+            var = sp.factor(sp.simplify(
+                stats.variance(values[par].xreplace({eps: noise})) if standard
+                else model.evaluate(Variance(values[par], _eps_label))))
             variance_steps.append(Step(Variance(values[par], _eps_label), var,
                                        f"the variance of the {'STL' if label else 'full'} "
-                                       "estimate for {0}, by sympy.stats", notes=(par,)))
+                                       "estimate for {0}, "
+                                       + ("by sympy.stats" if standard else
+                                          "from the moments of the normal distribution"),
+                                       notes=(par,)))
             results.append(Result(f"var_{label}{par.name}", var,
                                   f"the variance of the {'STL' if label else 'full'} estimate "
-                                  f"of the gradient with respect to {par.name}",
+                                  "of that component of the gradient",
                                   Variance(_bar(par, "stl" if label else "bar"), _eps_label)))
     return Derivation(
-        "2.4", "Reparameterized gradients of the KL term",
-        "Estimate the gradient of the KL divergence with respect to the mean and the scale by "
-        "backpropagation through the computation graph below.",
+        "2.4" if standard else "2.4p",
+        "Reparameterized gradients of the KL term" + ("" if standard else
+                                                      " with a learned prior"),
+        "Estimate the gradient of the KL divergence with respect to the mean and the scale "
+        + ("" if standard else "of both distributions ")
+        + "by backpropagation through the computation graph below.",
         steps + stl_steps + variance_steps + arranged_steps, results,
         conclusion="The expectation over the noise of each backpropagated gradient equals the "
                    "exact gradient of 2.3, so the estimator is unbiased, with {var_mu}; "
@@ -585,5 +819,5 @@ def derive_gradient_estimators(p: Parameterization) -> Derivation:
                    "{var_stl_mu}, zero at the optimum.",
         models=(model,), variant=p.name,
         data={"graph": graph, "backward": rows, "backward_stl": stl_rows,
-              "latex_names": _PER_DIMENSION},
+              "latex_names": _PER_DIMENSION if standard else _PER_DIMENSION_PAIR},
     )

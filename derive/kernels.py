@@ -20,11 +20,19 @@ from .gaussian_kl import (
     Parameterization,
     derive_gradient_estimators,
     derive_stable_kl,
+    derive_stable_kl_pair,
+    learned_prior,
+    m_nat,
+    mu,
+    natural_variables,
+    r_nat,
     sigma,
+    sigma_p,
+    x,
 )
 from .vocabulary import to_vector
 
-__all__ = ["coupling_module", "gaussian_kl_module"]
+__all__ = ["coupling_module", "gaussian_kl_module", "gaussian_kl_pair_module"]
 
 _X = (Arg("x1", "batch", "first half of the input, shape (..., n)."),
       Arg("x2", "batch", "second half of the input, shape (..., n)."))
@@ -169,4 +177,91 @@ def gaussian_kl_module(p: Parameterization) -> Module:
         source=f"derive.gaussian_kl.PARAMETERIZATIONS[{p.name!r}], derivations 2.3, 2.3n, 2.4",
         contract="elementwise",
         example=_KL_EXAMPLE.format(name=p.module, one=one, other=other),
+    )
+
+
+_PAIR_EXAMPLE = """>>> import numpy as np
+>>> from generated import {name}
+>>> mu_q, mu_p = np.array([0.0, 0.5]), np.array([0.1, 0.5])
+>>> scale_q, scale_p = np.array([{one}, {other}]), np.array([{other}, {other}])
+>>> float({name}.kl(mu_q, scale_q, mu_p, scale_p)[1])
+0.0
+>>> grads = {name}.kl_grad(mu_q, scale_q, mu_p, scale_p)
+>>> len(grads), grads[0].shape
+(4, (2,))"""
+
+
+def gaussian_kl_pair_module(p: Parameterization) -> Module:
+    """The generated module of the KL between two diagonal Gaussians, both sides in ``p``.
+
+    The kernels work in the natural variables of derivation 2.3np; every argument
+    broadcasts against the others.
+    """
+    prior = learned_prior(p)
+    stable = derive_stable_kl_pair(p)
+    est = derive_gradient_estimators(p, prior)
+    s_q, s_p = f"{p.name}_q", prior.scale.name
+    rename = {mu: sp.Symbol("mu_q", real=True), p.scale: sp.Symbol(s_q, real=True)}
+
+    def out(name: str, expr: sp.Expr, doc: str, internal: bool = False) -> Output:
+        return Output(name, expr.xreplace(rename), doc, internal=internal)
+
+    nat = natural_variables(p, prior)
+    derived_sigma_p = prior.sigma != sigma_p
+    internal = ((out("sigma_p", prior.sigma, "the prior's standard deviation", True),)
+                if derived_sigma_p else ())
+    in_sigma_p = {prior.sigma: sigma_p} if derived_sigma_p else {}
+    m_out = out("m", nat[m_nat].subs(in_sigma_p), "the standardized mean difference", True)
+    x_out = out("x", stable.result("x_evaluable"), "the log variance ratio", True)
+    # r from x where x is the parameters' difference (one exp), else the ratio itself
+    ratio = sp.exp(x / 2) if p.scale != sigma else nat[r_nat]
+    r_out = out("r", ratio, "the ratio of standard deviations", True)
+    natural = internal + (m_out, x_out)
+    args = (Arg("mu_q", "elementwise", "the mean of q_i."),
+            Arg(s_q, "positive" if p.positive else "elementwise",
+                f"{p.title} of q_i" + (", every entry > 0." if p.positive else ".")),
+            Arg("mu_p", "elementwise", "the mean of the prior p_i."),
+            Arg(s_p, "positive" if p.positive else "elementwise",
+                f"{p.title} of p_i" + (", every entry > 0." if p.positive else ".")))
+    eps_arg = Arg("eps", "elementwise",
+                  "standard normal noise on the q side; broadcasts, e.g. shape (S, *mu_q.shape).")
+    names = ("mu", p.name, "mu_p", f"{p.name}_p")
+    outs = ("d_mu_q", f"d_{s_q}", "d_mu_p", f"d_{s_p}")
+
+    def four(prefix: str, d: object, what: str) -> tuple[Output, ...]:
+        return tuple(out(o, d.result(f"{prefix}_{n}"), f"{what} dKL/d{o[2:]}.")
+                     for n, o in zip(names, outs, strict=True))
+
+    kl_value = stable.result("kl_evaluable").xreplace({r_nat: ratio})
+    kernels = (
+        Kernel("kl", args, natural + (out("kl", kl_value, "KL(q_i || p_i), element-wise."),),
+               "The KL divergence of q_i from the prior p_i, per dimension (sum it yourself).",
+               "Arranged as in derivation 2.3np, in the standardized mean difference and the "
+               "log variance ratio: accurate where q_i is near p_i at any scale."),
+        Kernel("kl_grad", args, natural + (r_out,) + four("grad", stable, "exactly"),
+               "The exact gradient of the KL divergence with respect to all four arguments."),
+        Kernel("kl_grad_reparam", args + (eps_arg,),
+               natural + (r_out,) + four("kernel_grad", est, "the estimate of"),
+               "One reparameterized estimate of the gradient per eps sample (derivation 2.4p).",
+               "Backpropagation through the graph of derivation 2.4p; its mean over eps is "
+               "kl_grad."),
+        Kernel("kl_grad_stl", args + (eps_arg,),
+               natural + (r_out,) + four("kernel_stl", est, "the estimate of"),
+               "One sticking-the-landing estimate of the gradient per eps sample.",
+               "Without the score term of log q; unbiased, and zero for the q side at q = p."),
+    )
+    one, other = ("1.0", "2.0") if p.positive else ("0.0", "1.5")
+    return Module(
+        name=p.pair_module,
+        title=f"Generated kernels for the KL between two Gaussians, parameterized by "
+              f"{p.title}.",
+        description=("KL(q_i || p_i) for q_i = N(mu_q, sigma_q^2) and a learned prior "
+                     "p_i = N(mu_p, sigma_p^2), its exact gradient with respect to all four "
+                     "arguments, and two stochastic gradient estimators with the noise on "
+                     "the q side, element-wise over arrays of any broadcastable shapes."),
+        kernels=kernels,
+        source=f"derive.gaussian_kl.PARAMETERIZATIONS[{p.name!r}], derivations 2.3p, 2.3np, "
+               "2.4p",
+        contract="elementwise",
+        example=_PAIR_EXAMPLE.format(name=p.pair_module, one=one, other=other),
     )

@@ -33,8 +33,10 @@ from .gaussian_kl import (
     derive_gradient_estimators,
     derive_kl,
     derive_stable_kl,
+    derive_stable_kl_pair,
+    learned_prior,
 )
-from .kernels import coupling_module, gaussian_kl_module
+from .kernels import coupling_module, gaussian_kl_module, gaussian_kl_pair_module
 from .vocabulary import Y1, Y2, i, to_vector
 
 __all__ = ["Question", "QUESTIONS", "Section", "SECTIONS", "Introduction",
@@ -47,14 +49,16 @@ class UnknownQuestionError(LookupError):
 
 @dataclass(frozen=True)
 class Introduction:
-    """The sentence and displayed equations that open a section.
+    r"""The sentence and displayed equations that open a section.
 
     ``equations`` are ``(lhs, rhs, vector)`` triples of SymPy values; ``vector`` asks for
-    the element-wise vector notation.
+    the element-wise vector notation; ``names`` maps symbol names to LaTeX (``mu_p`` to
+    ``\mu_{p,i}``), as a derivation's ``latex_names`` do.
     """
 
     text: str
     equations: tuple[tuple[sp.Basic, sp.Basic, bool], ...]
+    names: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -113,10 +117,20 @@ def _vae_introduction() -> Introduction:
         ((first.lhs, first.rhs, False),))
 
 
+def _prior_introduction() -> Introduction:
+    kl = derive_kl(PARAMETERIZATIONS["sigma"], learned_prior(PARAMETERIZATIONS["sigma"]))
+    log_prior = kl.steps[1].notes[1]  # the prior's log-density, as 2.3p states it
+    return Introduction(
+        "Conditional and hierarchical VAEs learn the prior too: each of its factors is a "
+        "Gaussian with a mean and a scale of its own. Questions 2.3 and 2.4 again, for the "
+        "prior factor", ((log_prior.lhs, log_prior.rhs, False),), kl.data["latex_names"])
+
+
 #: The document's sections, in order (the appendix of other variants follows them).
 SECTIONS: dict[str, Section] = {
     "coupling": Section("1", "A reversible affine coupling block", _coupling_introduction),
     "vae": Section("2", "The variational free energy of a VAE", _vae_introduction),
+    "prior": Section("", "A learned Gaussian prior", _prior_introduction, beyond=True),
     "notes": Section("", "Implementation notes: the kernels in floating point",
                      every_variant=True),
 }
@@ -132,6 +146,10 @@ def _coupling_kernels(variant: str) -> Module:
 
 def _kl_kernels(variant: str) -> Module:
     return gaussian_kl_module(PARAMETERIZATIONS[variant])
+
+
+def _kl_pair_kernels(variant: str) -> Module:
+    return gaussian_kl_pair_module(PARAMETERIZATIONS[variant])
 
 
 QUESTIONS: dict[str, Question] = {
@@ -157,6 +175,18 @@ QUESTIONS: dict[str, Question] = {
                     tuple(PARAMETERIZATIONS),
                     lambda v: derive_gradient_estimators(PARAMETERIZATIONS[v]),
                     SECTIONS["vae"], kernels=_kl_kernels),
+    "2.3p": Question("2.3p", "The Gaussian KL from a learned prior", tuple(PARAMETERIZATIONS),
+                     lambda v: derive_kl(PARAMETERIZATIONS[v],
+                                         learned_prior(PARAMETERIZATIONS[v])),
+                     SECTIONS["prior"]),
+    "2.3np": Question("2.3np", "The KL from a learned prior in floating point",
+                      tuple(PARAMETERIZATIONS),
+                      lambda v: derive_stable_kl_pair(PARAMETERIZATIONS[v]), SECTIONS["prior"]),
+    "2.4p": Question("2.4p", "Gradients of the KL from a learned prior",
+                     tuple(PARAMETERIZATIONS),
+                     lambda v: derive_gradient_estimators(PARAMETERIZATIONS[v],
+                                                          learned_prior(PARAMETERIZATIONS[v])),
+                     SECTIONS["prior"], kernels=_kl_pair_kernels),
 }
 
 

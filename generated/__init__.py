@@ -12,8 +12,10 @@ Modules:
     coupling_soft_clamp: Generated kernels for FrEIA's soft-clamped affine coupling block.
     gaussian_kl: Generated kernels for the Gaussian KL term, parameterized by the standard deviation sigma.
     gaussian_kl_logvar: Generated kernels for the Gaussian KL term, parameterized by the log-variance logvar = log sigma^2.
+    gaussian_kl_pair: Generated kernels for the KL between two Gaussians, parameterized by the standard deviation sigma.
+    gaussian_kl_pair_logvar: Generated kernels for the KL between two Gaussians, parameterized by the log-variance logvar = log sigma^2.
 """
 
-from . import coupling, coupling_affine, coupling_additive, coupling_glow, coupling_soft_clamp, gaussian_kl, gaussian_kl_logvar
+from . import coupling, coupling_affine, coupling_additive, coupling_glow, coupling_soft_clamp, gaussian_kl, gaussian_kl_logvar, gaussian_kl_pair, gaussian_kl_pair_logvar
 
-__all__ = ["coupling", "coupling_affine", "coupling_additive", "coupling_glow", "coupling_soft_clamp", "gaussian_kl", "gaussian_kl_logvar"]
+__all__ = ["coupling", "coupling_affine", "coupling_additive", "coupling_glow", "coupling_soft_clamp", "gaussian_kl", "gaussian_kl_logvar", "gaussian_kl_pair", "gaussian_kl_pair_logvar"]

@@ -326,15 +326,8 @@ def _jacobian_xp(xp, x1, x2, F, G, JF, JG, _batch, _n, _dtype):
     G_x2__pw1_m0 = xp.where(_pw1_m0, G_x2, _zero + 0)
     G_x2__pw1_m1 = xp.where(_pw1_m1, G_x2, _zero + -2)
     _pw1 = xp.where(_pw1_m0, xp.exp(-abs(G_x2__pw1_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw1_m0 + 2))), 1/(1 + xp.exp(-abs(G_x2__pw1_m1 + 2))))
-    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
-    # where it holds, and the derivation proves each piece equal to the value it stands for.
-    _pw2_m0 = (G_x2 < -2)
-    _pw2_m1 = ~(_pw2_m0)
-    G_x2__pw2_m0 = xp.where(_pw2_m0, G_x2, _zero + -10)
-    G_x2__pw2_m1 = xp.where(_pw2_m1, G_x2, _zero + 0)
-    _pw2 = xp.where(_pw2_m0, xp.exp(-abs(G_x2__pw2_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw2_m0 + 2))), 1/(1 + xp.exp(-abs(G_x2__pw2_m1 + 2))))
     _J00 = _pw0
-    _J11 = _pw1*_pw2*x1
+    _J11 = _pw0*_pw1*x1
     # Block matrix J = [[dy1/dx1, dy1/dx2], [dy2/dx1, dy2/dx2]]
     J = _rt.blocks_xp(xp, (
         _rt.scale_rows_xp(xp, _J00, _rt.eye_xp(xp, _n, _dtype, _like)),  # dy1/dx1: diagonal
