@@ -469,6 +469,9 @@ def _inspect(tree: sp.Basic, text: str) -> None:
                 if abs(expo) > LIMITS["exponent"]:
                     raise Unreadable(f"the exponent {expo} is larger than "
                                      f"{LIMITS['exponent']}")
+                if abs(_power_of(e)) > LIMITS["exponent"] ** 2:
+                    raise Unreadable(f"powers of powers in {text[:40]} exceed the exponent "
+                                     f"{LIMITS['exponent'] ** 2}")
             elif not (base.is_Symbol and str(base) == "e"):
                 height = max(heights[0], heights[1] + 1)
             else:
@@ -482,6 +485,16 @@ def _inspect(tree: sp.Basic, text: str) -> None:
         return height
 
     walk(tree, 0, 0)
+
+
+def _power_of(e: sp.Basic) -> sp.Rational:
+    """The product of the numeric exponents of ``((b^p)^q)^r``, read without evaluating."""
+    total = sp.Integer(1)
+    while isinstance(e, sp.Pow) and e.args[1].is_Number:
+        total, e = total * abs(e.args[1]), e.args[0]
+        while isinstance(e, (sp.Mul, sp.Add)) and len(e.args) == 1:
+            e = e.args[0]
+    return total
 
 
 def _describe(e: sp.Basic) -> str:
