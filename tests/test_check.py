@@ -270,3 +270,20 @@ def test_check_usage_errors_exit_2(args: tuple[str, ...], message: str):
     assert run.returncode == 2
     assert message in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_the_readme_example_is_what_the_command_prints():
+    import re
+    import shlex
+
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Checking answers", 1)[1]
+    block = re.search(r"```console\n(.*?)```", section, re.S).group(1)
+    runs = re.split(r"^\$ ", block, flags=re.M)[1:]
+    assert runs
+    for run in runs:
+        command, _, expected = run.partition("\n")
+        echo, _, derive = command.partition(" | ")
+        answer = shlex.split(echo)[1]
+        args = shlex.split(derive)[2:]
+        assert _check(*args, stdin=answer + "\n").stdout == expected, command

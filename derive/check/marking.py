@@ -53,6 +53,10 @@ class Report:
         return json.dumps(self.as_dict(), ensure_ascii=False)
 
 
+#: Misreadings of handwriting seen in the hand-out's OCR, named with the feedback.
+_OCR = {"o_g": r"\log", "o_S": r"\log", "M_i": r"\mu_i", "M": r"\mu"}
+
+
 @dataclass
 class _Equation:
     label: str | None
@@ -121,8 +125,9 @@ def _equations(doc, spec: QuestionSpec) -> tuple[list[_Equation], list[str]]:
                                 f"of the quantities of question {spec.qid}")
             equations.append(_Equation(label, names, entries))
     if unknown:
-        problems.insert(0, f"unknown symbols: {', '.join(unknown)} (question {spec.qid} is "
-                           f"written in {', '.join(spec.symbols)})")
+        named = [f"{u} (an OCR slip for {_OCR[u]}?)" if u in _OCR else u for u in unknown]
+        problems.insert(0, f"unknown symbols: {', '.join(named)}; question {spec.qid} is "
+                           f"written in {', '.join(spec.symbols)}")
     return equations, problems
 
 
