@@ -8,7 +8,6 @@ where a sum over components is needed. The first rules that fit are reported.
 
 Example:
     >>> import sympy as sp
-from sympy.core.function import AppliedUndef
     >>> mu, sigma = sp.Symbol("mu", real=True), sp.Symbol("sigma", positive=True)
     >>> ref = mu**2 / 2 + sigma**2 / 2 - sp.log(sigma) - sp.Rational(1, 2)
     >>> name_mistake(ref + 1, ref, index_form=False)
