@@ -118,7 +118,29 @@ def name_mistake(answer: sp.Basic, reference: sp.Basic, index_form: bool,
     for node, t in _terms(answer):
         if same(answer.xreplace({node: node - t}), reference, index_form):
             return [f"the term {show(t)} should not be there"]
+    factor = _factor(answer, reference, index_form)
+    if factor is not None:
+        return [f"the answer is {show(factor)} times the result: a factor {show(1 / factor)} "
+                "is missing"]
     return []
+
+
+def _factor(answer: sp.Basic, reference: sp.Basic, index_form: bool) -> sp.Basic | None:
+    """A simple non-constant factor the answer is off by (``exp(G)`` for a missing
+    ``exp(-G)``), if there is one."""
+    from .equivalence import Timeout, budget
+
+    if reference == 0 or answer.has(sp.Sum, sp.Product) or reference.has(sp.Sum, sp.Product):
+        return None
+    try:
+        with budget(2.0):
+            ratio = sp.simplify(answer / reference)
+    except (Timeout, TypeError, ValueError, ZeroDivisionError):
+        return None
+    if ratio.is_number or ratio.count_ops() > 4 or not same(answer, ratio * reference,
+                                                             index_form):
+        return None
+    return ratio
 
 
 def _terms(expr: sp.Basic) -> list[tuple[sp.Basic, sp.Basic]]:
