@@ -30,6 +30,8 @@ __all__ = ["Report", "mark", "VERDICTS", "EXIT_CODES"]
 VERDICTS = ("correct", "incorrect", "unreadable", "undecided")
 EXIT_CODES = {"correct": 0, "incorrect": 1, "unreadable": 2, "undecided": 2}
 STEP_SECONDS = 5.0
+#: Naming a mistake is a courtesy: it gets a budget, and the verdict never waits on it.
+DIAGNOSIS_SECONDS = 4.0
 
 
 @dataclass
@@ -250,7 +252,11 @@ def _judge(q: Quantity, value: sp.Basic, spec: QuestionSpec, feedback: list[str]
                             f"{q.display}")
             return "incorrect"
     for ref in q.references:
-        named = name_mistake(value, ref, spec.index_form, q.matrix)
+        try:
+            with budget(DIAGNOSIS_SECONDS):
+                named = name_mistake(value, ref, spec.index_form, q.matrix)
+        except Timeout:
+            named = []
         if named:
             feedback += [f"{q.display}: {m}" for m in named]
             break
