@@ -342,7 +342,7 @@ def _spec_13(variant: str) -> QuestionSpec:
     labels = (
         (r"(?:\\log|\\ln)\(?(?:\||\\left\||\\vert|\\lvert)?(?:\\det" + jac + r"|\|" + jac
          + r"\|)(?:\||\\vert|\\rvert)?\)?", ("log_abs_det",)),
-        (r"\\det" + jac + r"|\|" + jac + r"\||\\det", ("det",)),
+        (r"\\det" + jac + r"|\|" + jac + r"\||\\det|\|\\det" + jac + r"\|", ("det",)),
     )
     return QuestionSpec("1.3", variant, (det,), (log_det,), labels, index_form=True,
                         symbols={"s_i": S, "G_i(x_2)": GB, "n": n, "d": 2 * n})
