@@ -118,6 +118,9 @@ def name_mistake(answer: sp.Basic, reference: sp.Basic, index_form: bool,
     for node, t in _terms(answer):
         if same(answer.xreplace({node: node - t}), reference, index_form):
             return [f"the term {show(t)} should not be there"]
+    bracket = _misplaced_bracket(answer, reference, index_form)
+    if bracket:
+        return [bracket]
     factor = _factor(answer, reference, index_form)
     if factor is not None:
         return [f"the answer is {show(factor)} times the result: a factor {show(1 / factor)} "
@@ -141,6 +144,23 @@ def _factor(answer: sp.Basic, reference: sp.Basic, index_form: bool) -> sp.Basic
                                                              index_form):
         return None
     return ratio
+
+
+def _misplaced_bracket(answer: sp.Basic, reference: sp.Basic, index_form: bool) -> str:
+    """``c (a + b)`` written so that ``c`` multiplies ``a`` only: a misplaced bracket."""
+    ref = sp.factor_terms(reference)
+    if not isinstance(ref, sp.Mul):
+        return ""
+    sums = [f for f in ref.args if isinstance(f, sp.Add)]
+    if len(sums) != 1 or len(sums[0].args) > 6:
+        return ""
+    (inner,) = sums
+    factor = sp.Mul(*[f for f in ref.args if f is not inner])
+    for t in inner.args:
+        if same(answer, factor * (inner - t) + t, index_form):
+            return (f"{show(factor)} multiplies the other terms but not {show(t)}: a misplaced "
+                    "bracket?")
+    return ""
 
 
 def _terms(expr: sp.Basic) -> list[tuple[sp.Basic, sp.Basic]]:

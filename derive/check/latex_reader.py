@@ -50,11 +50,14 @@ LIMITS = {
 NOTATION = r"""notation read:
   arithmetic + - * / ^, \frac{a}{b}, \sqrt{a}, parentheses and brackets, |a|;
   products written \cdot, \circ, \odot, \times, * or by juxtaposition (element-wise);
-  \exp(a), e^{a}, \mathrm{e}^{a}; \log, \ln (natural logarithms);
+  \exp(a), e^{a}, \mathrm{e}^{a} (e is Euler's number); \log, \ln (natural logarithms);
+  decimals (0.5), read exactly;
   \sum and \prod as \sum_{i=1}^{n}, \sum_i or bare \sum (read as i = 1..n); n, d/2, D/2;
+  in \sum_i a_i + b_i the term b_i, which uses the index, belongs to the sum;
   Greek letters (\mu, \sigma, \epsilon, \varepsilon, \lambda, ...), subscripts in either
   order (\sigma^2_i = \sigma_i^2), \mathcal{F}, \mathrm{X}, \mathbf{x}, \boldsymbol{x};
-  F(x_2), F_i(x_2), G_i: the functions of question 1;
+  question 1: x_1, x_2, y_1, y_2, s (x_{1,i} for a component), F(x_2), F_i(x_2), G_i;
+  question 2: \mu_i, \sigma_i, \epsilon_i and \lambda_i (= log sigma_i^2, --variant logvar);
   several equations separated by \\, ;, \quad or a comma; chains a = b \\ = c and
   align environments (&, \\); vectors as pmatrix, bmatrix or a tuple (a, b);
   left-hand sides (x_1 =, \det J =, \log|\det J| =, D_{KL}(q_i||p_i) =, \bar\mu_i =,
