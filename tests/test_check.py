@@ -97,6 +97,20 @@ def test_the_cpu_limit_stops_a_decision():
     assert "CPU" in report["feedback"][0] or "simplify" in report["feedback"][-1]
 
 
+def test_the_memory_limit_stops_a_decision():
+    def address_space() -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+        pytest.skip("no /proc/self/status")
+
+    question_spec("2.3")  # derived before the child is forked, as the command does
+    report = mark_batch([("2.3", r"\frac12(\mu^2 + \sigma^2 - 1) - \log\sigma", None)],
+                        Limits(memory_bytes=address_space() + (2 << 20)))[0]
+    assert report["verdict"] in ("undecided", "unreadable"), report
+    assert report["feedback"]
+
+
 # --------------------------------------------------------------------------- reading
 
 @pytest.mark.parametrize("written, same_as", [

@@ -530,6 +530,8 @@ def parse_expression(toks: list[str]) -> sp.Basic:
         raise Unreadable(f"cannot parse {text!r}: {first}") from None
     except (RecursionError, ValueError, TypeError, AttributeError, SyntaxError) as err:
         raise Unreadable(f"cannot parse {text!r} ({type(err).__name__})") from None
+    if not isinstance(tree, sp.Basic):
+        raise Unreadable(f"cannot parse {text!r}")
     _inspect(tree, text)
     return tree
 
