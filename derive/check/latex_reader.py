@@ -110,12 +110,14 @@ class Line:
     ``sides`` holds one entry per ``=``-separated part after the label; each entry is a
     tuple of unevaluated SymPy trees (one for a scalar, several for a vector). ``label``
     is ``None`` where the line has no left-hand side, ``""`` where it starts with ``=``.
+    ``error`` says why a line was not read (only when read tolerantly).
     """
 
     number: int
     label: str | None
     sides: tuple[tuple[sp.Basic, ...], ...]
     text: str
+    error: str = ""
 
 
 @dataclass(frozen=True)
@@ -344,14 +346,16 @@ def _no_calls(toks: list[str]) -> list[str]:
 # --------------------------------------------------------------------------- structure
 
 
-def _split_top(toks: list[str], seps: set[str]) -> list[list[str]]:
-    """Split at separators outside any brackets or environments."""
+def _split_top(toks: list[str], seps: set[str], brackets: bool = True) -> list[list[str]]:
+    """Split at separators outside any braces, environments (and brackets, by default)."""
+    opening = ("{", "(", "[", "\\begin") if brackets else ("{", "\\begin")
+    closing = ("}", ")", "]", "\\end") if brackets else ("}", "\\end")
     parts: list[list[str]] = [[]]
     depth = 0
     for t in toks:
-        if t in ("{", "(", "[", "\\begin"):
+        if t in opening:
             depth += 1
-        elif t in ("}", ")", "]", "\\end"):
+        elif t in closing:
             depth -= 1
         if depth == 0 and t in seps:
             parts.append([])
@@ -416,7 +420,8 @@ def _closes_early(inner: list[str]) -> bool:
 
 
 def _lines(toks: list[str]) -> Iterator[list[str]]:
-    for line in _split_top(toks, {"\\\\", ";", "\\quad", "\\qquad"}):
+    # A line ends at \\ even where a bracket is left open (parentheses never span lines).
+    for line in _split_top(toks, {"\\\\", ";", "\\quad", "\\qquad"}, brackets=False):
         for part in _split_top(line, {","}):
             part = [t for piece in _split_top(_strip(part), {"&"}) for t in piece]
             if part:
@@ -542,7 +547,8 @@ def _parse_side(toks: list[str]) -> tuple[sp.Basic, ...]:
     return tuple(parse_expression(_no_calls(_limits(p))) for p in parts)
 
 
-def read_answer(text: str, is_label: Callable[[str], bool] | None = None) -> Document:
+def read_answer(text: str, is_label: Callable[[str], bool | None] | None = None,
+                tolerant: bool = False) -> Document:
     r"""Read an answer into lines of parsed, inspected expressions.
 
     Arguments:
@@ -550,6 +556,8 @@ def read_answer(text: str, is_label: Callable[[str], bool] | None = None) -> Doc
         is_label: decides whether the text before the first ``=`` of a line names a
             quantity (then it is kept as text, never parsed); by default a side that does
             not parse as an expression is a label.
+        tolerant: a line that cannot be read becomes a :class:`Line` with an ``error``
+            instead of failing the whole answer (limits on the whole answer still raise).
     """
     if len(text) > LIMITS["characters"]:
         raise Unreadable(f"the answer has {len(text)} characters; at most "
@@ -564,33 +572,48 @@ def read_answer(text: str, is_label: Callable[[str], bool] | None = None) -> Doc
         raise Unreadable(f"the answer has more than {LIMITS['lines']} lines")
     lines = []
     for number, raw in enumerate(raw_lines, start=1):
-        parts = [_strip(p) for p in _split_top(raw, {"="})]
-        label: str | None = None
-        if len(parts) > 1:
-            head = parts[0]
-            if not head:
-                label = ""
+        try:
+            line = _read_line(number, raw, is_label)
+        except Unreadable as err:
+            label = "" if _strip(raw)[:1] == ["="] else None
+            line = Line(number, label, (), "".join(raw).strip(), str(err))
+        if line.error and not tolerant:
+            raise Unreadable(line.error)
+        lines.append(line)
+    return Document(tuple(lines))
+
+
+def _read_line(number: int, raw: list[str], is_label: Callable[[str], bool | None] | None
+               ) -> Line:
+    parts = [_strip(p) for p in _split_top(raw, {"="})]
+    label: str | None = None
+    if len(parts) > 1:
+        head = parts[0]
+        if not head:
+            label = ""
+            parts = parts[1:]
+        else:
+            head_text = "".join(head).strip()
+            labelled = is_label(head_text) if is_label else None
+            if labelled is None:
+                try:
+                    _parse_side(_scripts(_normalize(head)))
+                    labelled = False
+                except Unreadable:
+                    labelled = True
+            if labelled:
+                _normalize(head, label=True)
+                label = head_text
                 parts = parts[1:]
-            else:
-                head_text = "".join(head).strip()
-                labelled = is_label(head_text) if is_label else None
-                if labelled is None:
-                    try:
-                        _parse_side(_scripts(_normalize(head)))
-                        labelled = False
-                    except Unreadable:
-                        labelled = True
-                if labelled:
-                    _normalize(head, label=True)
-                    label = head_text
-                    parts = parts[1:]
-        sides = []
+    sides = []
+    try:
         for part in parts:
             if not part:
                 raise Unreadable(f"line {number} has an empty side of '='")
             sides.append(_parse_side(_scripts(_normalize(part))))
-        lines.append(Line(number, label, tuple(sides), "".join(raw).strip()))
-    return Document(tuple(lines))
+    except Unreadable as err:
+        return Line(number, label, (), "".join(raw).strip(), str(err))
+    return Line(number, label, tuple(sides), "".join(raw).strip())
 
 
 def _scripts(toks: list[str]) -> list[str]:
