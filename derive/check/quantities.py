@@ -96,8 +96,7 @@ class QuestionSpec:
     def resolve(self, tree: sp.Basic) -> sp.Expr:
         """A parsed tree in the engine's symbols; unknown symbols raise ``Unreadable``."""
         unknown: list[str] = []
-        notes: list[str] = []
-        expr = _Resolver(self, unknown, notes).walk(tree, {})
+        expr = _Resolver(self, unknown).walk(tree, {})
         if unknown:
             raise UnknownSymbols(tuple(dict.fromkeys(unknown)), tuple(self.symbols))
         if self.substitutions:
@@ -120,8 +119,8 @@ _NAME = re.compile(r"^\\?([A-Za-z]+)(?:_\{(.*)\})?$")
 class _Resolver:
     """Maps raw parsed names to the question's symbols, walking the tree once."""
 
-    def __init__(self, spec: QuestionSpec, unknown: list[str], notes: list[str]) -> None:
-        self.spec, self.unknown, self.notes = spec, unknown, notes
+    def __init__(self, spec: QuestionSpec, unknown: list[str]) -> None:
+        self.spec, self.unknown = spec, unknown
 
     def walk(self, e: sp.Basic, bound: dict[str, sp.Symbol]) -> sp.Basic:
         if isinstance(e, sp.Symbol):
@@ -280,12 +279,6 @@ def _clean(sub: str | None) -> str:
 def _display_name(base: str, sub: str) -> str:
     sub = sub.replace("*", "")
     return f"{base}_{sub}" if sub else base
-
-
-def _show(e: sp.Basic) -> str:
-    from .display import show
-
-    return show(e)
 
 
 # --------------------------------------------------------------------------- questions
