@@ -130,7 +130,7 @@ def render(qid: str, report: dict) -> str:
     lines += [f"  - {f}" for f in report["feedback"]]
     steps = report["steps"]
     if len(steps) > 1:
-        marks = {True: "ok", False: "does not follow", None: "not decided"}
+        marks = {True: "ok", False: "does not follow", None: "not checked"}
         lines.append("steps:    " + ", ".join(f"line {s['line']} {marks[s['ok']]}"
                                               for s in steps))
     return "\n".join(lines) + "\n"

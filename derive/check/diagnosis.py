@@ -8,7 +8,6 @@ where a sum over components is needed. The first rules that fit are reported.
 
 Example:
     >>> import sympy as sp
-from sympy.core.function import AppliedUndef
     >>> mu, sigma = sp.Symbol("mu", real=True), sp.Symbol("sigma", positive=True)
     >>> ref = mu**2 / 2 + sigma**2 / 2 - sp.log(sigma) - sp.Rational(1, 2)
     >>> name_mistake(ref + 1, ref, index_form=False)
@@ -119,7 +118,49 @@ def name_mistake(answer: sp.Basic, reference: sp.Basic, index_form: bool,
     for node, t in _terms(answer):
         if same(answer.xreplace({node: node - t}), reference, index_form):
             return [f"the term {show(t)} should not be there"]
+    bracket = _misplaced_bracket(answer, reference, index_form)
+    if bracket:
+        return [bracket]
+    factor = _factor(answer, reference, index_form)
+    if factor is not None:
+        return [f"the answer is {show(factor)} times the result: a factor {show(1 / factor)} "
+                "is missing"]
     return []
+
+
+def _factor(answer: sp.Basic, reference: sp.Basic, index_form: bool) -> sp.Basic | None:
+    """A simple non-constant factor the answer is off by (``exp(G)`` for a missing
+    ``exp(-G)``), if there is one."""
+    from .equivalence import Timeout, budget
+
+    if reference == 0 or answer.has(sp.Sum, sp.Product) or reference.has(sp.Sum, sp.Product):
+        return None
+    try:
+        with budget(2.0):
+            ratio = sp.simplify(answer / reference)
+    except (Timeout, TypeError, ValueError, ZeroDivisionError):
+        return None
+    if ratio.is_number or ratio.count_ops() > 4 or not same(answer, ratio * reference,
+                                                             index_form):
+        return None
+    return ratio
+
+
+def _misplaced_bracket(answer: sp.Basic, reference: sp.Basic, index_form: bool) -> str:
+    """``c (a + b)`` written so that ``c`` multiplies ``a`` only: a misplaced bracket."""
+    ref = sp.factor_terms(reference)
+    if not isinstance(ref, sp.Mul):
+        return ""
+    sums = [f for f in ref.args if isinstance(f, sp.Add)]
+    if len(sums) != 1 or len(sums[0].args) > 6:
+        return ""
+    (inner,) = sums
+    factor = sp.Mul(*[f for f in ref.args if f is not inner])
+    for t in inner.args:
+        if same(answer, factor * (inner - t) + t, index_form):
+            return (f"{show(factor)} multiplies the other terms but not {show(t)}: a misplaced "
+                    "bracket?")
+    return ""
 
 
 def _terms(expr: sp.Basic) -> list[tuple[sp.Basic, sp.Basic]]:

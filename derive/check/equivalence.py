@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import random
 import signal
+import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,24 +50,38 @@ class Timeout(Exception):
     """A computation ran past its time budget."""
 
 
+_DEADLINES: list[float] = []
+
+
 @contextmanager
 def budget(seconds: float) -> Iterator[None]:
-    """Raise :class:`Timeout` inside the block after ``seconds`` (main thread only)."""
+    """Raise :class:`Timeout` inside the block after ``seconds`` (main thread only).
+
+    Budgets nest: an inner one never outlasts the one around it.
+    """
 
     def expire(signum: int, frame: object) -> None:
         raise Timeout(f"more than {seconds:g} s")
 
+    now = time.monotonic()
+    deadline = min([now + seconds, *_DEADLINES])
+    if deadline <= now:
+        raise Timeout("no time left")
     try:
         previous = signal.signal(signal.SIGALRM, expire)
     except ValueError:  # not the main thread: no budget can be set here
         yield
         return
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    _DEADLINES.append(deadline)
+    signal.setitimer(signal.ITIMER_REAL, deadline - now)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
+        _DEADLINES.pop()
         signal.signal(signal.SIGALRM, previous)
+        if _DEADLINES:
+            signal.setitimer(signal.ITIMER_REAL, max(_DEADLINES[-1] - time.monotonic(), 1e-3))
 
 
 @dataclass(frozen=True)

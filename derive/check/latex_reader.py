@@ -50,11 +50,14 @@ LIMITS = {
 NOTATION = r"""notation read:
   arithmetic + - * / ^, \frac{a}{b}, \sqrt{a}, parentheses and brackets, |a|;
   products written \cdot, \circ, \odot, \times, * or by juxtaposition (element-wise);
-  \exp(a), e^{a}, \mathrm{e}^{a}; \log, \ln (natural logarithms);
+  \exp(a), e^{a}, \mathrm{e}^{a} (e is Euler's number); \log, \ln (natural logarithms);
+  decimals (0.5), read exactly;
   \sum and \prod as \sum_{i=1}^{n}, \sum_i or bare \sum (read as i = 1..n); n, d/2, D/2;
+  in \sum_i a_i + b_i the term b_i, which uses the index, belongs to the sum;
   Greek letters (\mu, \sigma, \epsilon, \varepsilon, \lambda, ...), subscripts in either
   order (\sigma^2_i = \sigma_i^2), \mathcal{F}, \mathrm{X}, \mathbf{x}, \boldsymbol{x};
-  F(x_2), F_i(x_2), G_i: the functions of question 1;
+  question 1: x_1, x_2, y_1, y_2, s (x_{1,i} for a component), F(x_2), F_i(x_2), G_i;
+  question 2: \mu_i, \sigma_i, \epsilon_i and \lambda_i (= log sigma_i^2, --variant logvar);
   several equations separated by \\, ;, \quad or a comma; chains a = b \\ = c and
   align environments (&, \\); vectors as pmatrix, bmatrix or a tuple (a, b);
   left-hand sides (x_1 =, \det J =, \log|\det J| =, D_{KL}(q_i||p_i) =, \bar\mu_i =,
@@ -107,12 +110,14 @@ class Line:
     ``sides`` holds one entry per ``=``-separated part after the label; each entry is a
     tuple of unevaluated SymPy trees (one for a scalar, several for a vector). ``label``
     is ``None`` where the line has no left-hand side, ``""`` where it starts with ``=``.
+    ``error`` says why a line was not read (only when read tolerantly).
     """
 
     number: int
     label: str | None
     sides: tuple[tuple[sp.Basic, ...], ...]
     text: str
+    error: str = ""
 
 
 @dataclass(frozen=True)
@@ -341,14 +346,16 @@ def _no_calls(toks: list[str]) -> list[str]:
 # --------------------------------------------------------------------------- structure
 
 
-def _split_top(toks: list[str], seps: set[str]) -> list[list[str]]:
-    """Split at separators outside any brackets or environments."""
+def _split_top(toks: list[str], seps: set[str], brackets: bool = True) -> list[list[str]]:
+    """Split at separators outside any braces, environments (and brackets, by default)."""
+    opening = ("{", "(", "[", "\\begin") if brackets else ("{", "\\begin")
+    closing = ("}", ")", "]", "\\end") if brackets else ("}", "\\end")
     parts: list[list[str]] = [[]]
     depth = 0
     for t in toks:
-        if t in ("{", "(", "[", "\\begin"):
+        if t in opening:
             depth += 1
-        elif t in ("}", ")", "]", "\\end"):
+        elif t in closing:
             depth -= 1
         if depth == 0 and t in seps:
             parts.append([])
@@ -413,7 +420,8 @@ def _closes_early(inner: list[str]) -> bool:
 
 
 def _lines(toks: list[str]) -> Iterator[list[str]]:
-    for line in _split_top(toks, {"\\\\", ";", "\\quad", "\\qquad"}):
+    # A line ends at \\ even where a bracket is left open (parentheses never span lines).
+    for line in _split_top(toks, {"\\\\", ";", "\\quad", "\\qquad"}, brackets=False):
         for part in _split_top(line, {","}):
             part = [t for piece in _split_top(_strip(part), {"&"}) for t in piece]
             if part:
@@ -469,6 +477,9 @@ def _inspect(tree: sp.Basic, text: str) -> None:
                 if abs(expo) > LIMITS["exponent"]:
                     raise Unreadable(f"the exponent {expo} is larger than "
                                      f"{LIMITS['exponent']}")
+                if abs(_power_of(e)) > LIMITS["exponent"] ** 2:
+                    raise Unreadable(f"powers of powers in {text[:40]} exceed the exponent "
+                                     f"{LIMITS['exponent'] ** 2}")
             elif not (base.is_Symbol and str(base) == "e"):
                 height = max(heights[0], heights[1] + 1)
             else:
@@ -482,6 +493,16 @@ def _inspect(tree: sp.Basic, text: str) -> None:
         return height
 
     walk(tree, 0, 0)
+
+
+def _power_of(e: sp.Basic) -> sp.Rational:
+    """The product of the numeric exponents of ``((b^p)^q)^r``, read without evaluating."""
+    total = sp.Integer(1)
+    while isinstance(e, sp.Pow) and e.args[1].is_Number:
+        total, e = total * abs(e.args[1]), e.args[0]
+        while isinstance(e, (sp.Mul, sp.Add)) and len(e.args) == 1:
+            e = e.args[0]
+    return total
 
 
 def _describe(e: sp.Basic) -> str:
@@ -514,6 +535,8 @@ def parse_expression(toks: list[str]) -> sp.Basic:
         raise Unreadable(f"cannot parse {text!r}: {first}") from None
     except (RecursionError, ValueError, TypeError, AttributeError, SyntaxError) as err:
         raise Unreadable(f"cannot parse {text!r} ({type(err).__name__})") from None
+    if not isinstance(tree, sp.Basic):
+        raise Unreadable(f"cannot parse {text!r}")
     _inspect(tree, text)
     return tree
 
@@ -524,7 +547,8 @@ def _parse_side(toks: list[str]) -> tuple[sp.Basic, ...]:
     return tuple(parse_expression(_no_calls(_limits(p))) for p in parts)
 
 
-def read_answer(text: str, is_label: Callable[[str], bool] | None = None) -> Document:
+def read_answer(text: str, is_label: Callable[[str], bool | None] | None = None,
+                tolerant: bool = False) -> Document:
     r"""Read an answer into lines of parsed, inspected expressions.
 
     Arguments:
@@ -532,6 +556,8 @@ def read_answer(text: str, is_label: Callable[[str], bool] | None = None) -> Doc
         is_label: decides whether the text before the first ``=`` of a line names a
             quantity (then it is kept as text, never parsed); by default a side that does
             not parse as an expression is a label.
+        tolerant: a line that cannot be read becomes a :class:`Line` with an ``error``
+            instead of failing the whole answer (limits on the whole answer still raise).
     """
     if len(text) > LIMITS["characters"]:
         raise Unreadable(f"the answer has {len(text)} characters; at most "
@@ -546,33 +572,48 @@ def read_answer(text: str, is_label: Callable[[str], bool] | None = None) -> Doc
         raise Unreadable(f"the answer has more than {LIMITS['lines']} lines")
     lines = []
     for number, raw in enumerate(raw_lines, start=1):
-        parts = [_strip(p) for p in _split_top(raw, {"="})]
-        label: str | None = None
-        if len(parts) > 1:
-            head = parts[0]
-            if not head:
-                label = ""
+        try:
+            line = _read_line(number, raw, is_label)
+        except Unreadable as err:
+            label = "" if _strip(raw)[:1] == ["="] else None
+            line = Line(number, label, (), "".join(raw).strip(), str(err))
+        if line.error and not tolerant:
+            raise Unreadable(line.error)
+        lines.append(line)
+    return Document(tuple(lines))
+
+
+def _read_line(number: int, raw: list[str], is_label: Callable[[str], bool | None] | None
+               ) -> Line:
+    parts = [_strip(p) for p in _split_top(raw, {"="})]
+    label: str | None = None
+    if len(parts) > 1:
+        head = parts[0]
+        if not head:
+            label = ""
+            parts = parts[1:]
+        else:
+            head_text = "".join(head).strip()
+            labelled = is_label(head_text) if is_label else None
+            if labelled is None:
+                try:
+                    _parse_side(_scripts(_normalize(head)))
+                    labelled = False
+                except Unreadable:
+                    labelled = True
+            if labelled:
+                _normalize(head, label=True)
+                label = head_text
                 parts = parts[1:]
-            else:
-                head_text = "".join(head).strip()
-                labelled = is_label(head_text) if is_label else None
-                if labelled is None:
-                    try:
-                        _parse_side(_scripts(_normalize(head)))
-                        labelled = False
-                    except Unreadable:
-                        labelled = True
-                if labelled:
-                    _normalize(head, label=True)
-                    label = head_text
-                    parts = parts[1:]
-        sides = []
+    sides = []
+    try:
         for part in parts:
             if not part:
                 raise Unreadable(f"line {number} has an empty side of '='")
             sides.append(_parse_side(_scripts(_normalize(part))))
-        lines.append(Line(number, label, tuple(sides), "".join(raw).strip()))
-    return Document(tuple(lines))
+    except Unreadable as err:
+        return Line(number, label, (), "".join(raw).strip(), str(err))
+    return Line(number, label, tuple(sides), "".join(raw).strip())
 
 
 def _scripts(toks: list[str]) -> list[str]:

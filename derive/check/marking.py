@@ -30,6 +30,8 @@ __all__ = ["Report", "mark", "VERDICTS", "EXIT_CODES"]
 VERDICTS = ("correct", "incorrect", "unreadable", "undecided")
 EXIT_CODES = {"correct": 0, "incorrect": 1, "unreadable": 2, "undecided": 2}
 STEP_SECONDS = 5.0
+#: Naming a mistake is a courtesy: it gets a budget, and the verdict never waits on it.
+DIAGNOSIS_SECONDS = 4.0
 
 
 @dataclass
@@ -53,11 +55,15 @@ class Report:
         return json.dumps(self.as_dict(), ensure_ascii=False)
 
 
+#: Misreadings of handwriting seen in the hand-out's OCR, named with the feedback.
+_OCR = {"o_g": r"\log", "o_S": r"\log", "M_i": r"\mu_i", "M": r"\mu"}
+
+
 @dataclass
 class _Equation:
     label: str | None
     names: tuple[str, ...] | None
-    entries: list[tuple[int, tuple[sp.Basic, ...]]]
+    entries: list[tuple[int, tuple[sp.Basic, ...] | None]]
 
 
 def mark(qid: str, text: str, variant: str | None = None,
@@ -65,15 +71,15 @@ def mark(qid: str, text: str, variant: str | None = None,
     """Mark ``text`` as an answer to question ``qid``."""
     spec = spec or question_spec(qid, variant)
     try:
-        doc = read_answer(text, is_label=spec.is_label)
+        doc = read_answer(text, is_label=spec.is_label, tolerant=True)
     except Unreadable as err:
         return Report("unreadable", feedback=[str(err)])
     except RecursionError:
         return Report("unreadable", feedback=["the answer nests too deeply to read"])
-    equations, problems = _equations(doc, spec)
+    equations, problems, skipped = _equations(doc, spec)
     if problems:
         return Report("unreadable", feedback=problems)
-    feedback: list[str] = []
+    feedback: list[str] = list(skipped)
     steps, step_state = _check_chains(equations, spec, feedback)
     given, assign_state = _assign(equations, spec, feedback)
     read_as = "; ".join(_read_as(eq, spec) for eq in equations)
@@ -97,37 +103,57 @@ def mark(qid: str, text: str, variant: str | None = None,
     return Report(verdict, read_as, feedback, steps)
 
 
-def _equations(doc, spec: QuestionSpec) -> tuple[list[_Equation], list[str]]:
+def _equations(doc, spec: QuestionSpec) -> tuple[list[_Equation], list[str], list[str]]:
+    """The equations written, the problems that make the answer unreadable, and notes on
+    lines inside a chain that were skipped because they could not be read."""
     equations: list[_Equation] = []
-    problems: list[str] = []
-    unknown: list[str] = []
+    errors: dict[int, str] = {}
     for line in doc.lines:
+        error = line.error
         values = []
-        for side in line.sides:
+        for side in () if error else line.sides:
             try:
                 values.append(tuple(spec.resolve(e) for e in side))
             except UnknownSymbols as err:
-                unknown += [n for n in err.names if n not in unknown]
+                named = [f"{u} (an OCR slip for {_OCR[u]}?)" if u in _OCR else u
+                         for u in err.names]
+                error = (f"unknown symbols: {', '.join(named)}; question {spec.qid} is "
+                         f"written in {', '.join(spec.symbols)}")
+                break
             except Unreadable as err:
-                problems.append(f"line {line.number}: {err}")
-        entries = [(line.number, v) for v in values]
+                error = str(err)
+                break
+        if error:
+            errors[line.number] = error
+        entries = [(line.number, None)] if error else [(line.number, v) for v in values]
         if line.label == "" and equations:
             equations[-1].entries += entries
         else:
             label = line.label or None
             names = spec.classify(label) if label else None
-            if label and names is None:
-                problems.append(f"line {line.number}: the left-hand side {label!r} names none "
-                                f"of the quantities of question {spec.qid}")
+            if label and names is None and not error:
+                errors[line.number] = (f"the left-hand side {label!r} names none of the "
+                                       f"quantities of question {spec.qid}")
+                entries = [(line.number, None)]
             equations.append(_Equation(label, names, entries))
-    if unknown:
-        problems.insert(0, f"unknown symbols: {', '.join(unknown)} (question {spec.qid} is "
-                           f"written in {', '.join(spec.symbols)})")
-    return equations, problems
+    problems, skipped = [], []
+    prefix = len(doc.lines) > 1
+    for eq in equations:
+        for k, (number, value) in enumerate(eq.entries):
+            if value is not None:
+                continue
+            message = (f"line {number}: " if prefix else "") + errors[number]
+            if k == len(eq.entries) - 1:
+                problems.append(message)
+            else:
+                skipped.append(f"{message}; the line is skipped and the next line is checked "
+                               "against the last one read")
+    return equations, problems, skipped
 
 
 def _read_as(eq: _Equation, spec: QuestionSpec) -> str:
-    parts = [show(v[0]) if len(v) == 1 else show(v) for _, v in eq.entries]
+    parts = ["(not read)" if v is None else show(v[0]) if len(v) == 1 else show(v)
+             for _, v in eq.entries]
     if eq.names:
         shown = [spec.quantity(n).display for n in eq.names]
         parts.insert(0, shown[0] if len(shown) == 1 else "(" + ", ".join(shown) + ")")
@@ -158,9 +184,17 @@ def _check_chains(equations: list[_Equation], spec: QuestionSpec,
     state = "correct"
     matrix = any(q.matrix for q in spec.quantities)
     for eq in equations:
-        for number, _ in eq.entries:
-            by_line.setdefault(number, True)
-        for (n_prev, prev), (n_cur, cur) in zip(eq.entries, eq.entries[1:], strict=False):
+        last: tuple[int, tuple[sp.Basic, ...]] | None = None
+        for n_cur, cur in eq.entries:
+            by_line.setdefault(n_cur, True)
+            if cur is None:
+                by_line[n_cur] = None
+                continue
+            if last is None:
+                last = (n_cur, cur)
+                continue
+            n_prev, prev = last
+            last = (n_cur, cur)
             if len(prev) != len(cur):
                 ok: bool | None = False
             else:
@@ -245,7 +279,11 @@ def _judge(q: Quantity, value: sp.Basic, spec: QuestionSpec, feedback: list[str]
                             f"{q.display}")
             return "incorrect"
     for ref in q.references:
-        named = name_mistake(value, ref, spec.index_form, q.matrix)
+        try:
+            with budget(DIAGNOSIS_SECONDS):
+                named = name_mistake(value, ref, spec.index_form, q.matrix)
+        except Timeout:
+            named = []
         if named:
             feedback += [f"{q.display}: {m}" for m in named]
             break

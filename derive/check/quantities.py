@@ -96,8 +96,7 @@ class QuestionSpec:
     def resolve(self, tree: sp.Basic) -> sp.Expr:
         """A parsed tree in the engine's symbols; unknown symbols raise ``Unreadable``."""
         unknown: list[str] = []
-        notes: list[str] = []
-        expr = _Resolver(self, unknown, notes).walk(tree, {})
+        expr = _Resolver(self, unknown).walk(tree, {})
         if unknown:
             raise UnknownSymbols(tuple(dict.fromkeys(unknown)), tuple(self.symbols))
         if self.substitutions:
@@ -120,8 +119,8 @@ _NAME = re.compile(r"^\\?([A-Za-z]+)(?:_\{(.*)\})?$")
 class _Resolver:
     """Maps raw parsed names to the question's symbols, walking the tree once."""
 
-    def __init__(self, spec: QuestionSpec, unknown: list[str], notes: list[str]) -> None:
-        self.spec, self.unknown, self.notes = spec, unknown, notes
+    def __init__(self, spec: QuestionSpec, unknown: list[str]) -> None:
+        self.spec, self.unknown = spec, unknown
 
     def walk(self, e: sp.Basic, bound: dict[str, sp.Symbol]) -> sp.Basic:
         if isinstance(e, sp.Symbol):
@@ -282,12 +281,6 @@ def _display_name(base: str, sub: str) -> str:
     return f"{base}_{sub}" if sub else base
 
 
-def _show(e: sp.Basic) -> str:
-    from .display import show
-
-    return show(e)
-
-
 # --------------------------------------------------------------------------- questions
 
 _X = r"(?:\\mathbf|\\boldsymbol|\\bm)?\{?x\}?_\{?"
@@ -342,7 +335,7 @@ def _spec_13(variant: str) -> QuestionSpec:
     labels = (
         (r"(?:\\log|\\ln)\(?(?:\||\\left\||\\vert|\\lvert)?(?:\\det" + jac + r"|\|" + jac
          + r"\|)(?:\||\\vert|\\rvert)?\)?", ("log_abs_det",)),
-        (r"\\det" + jac + r"|\|" + jac + r"\||\\det", ("det",)),
+        (r"\\det" + jac + r"|\|" + jac + r"\||\\det|\|\\det" + jac + r"\|", ("det",)),
     )
     return QuestionSpec("1.3", variant, (det,), (log_det,), labels, index_form=True,
                         symbols={"s_i": S, "G_i(x_2)": GB, "n": n, "d": 2 * n})
