@@ -261,7 +261,24 @@ def _assign(equations: list[_Equation], spec: QuestionSpec,
     return given, state
 
 
+def _substituted_arguments(value: sp.Basic) -> str:
+    """``F(y2*exp(-s))``: F or G at an argument that may equal x2 (not x1 or y1)."""
+    from ..vocabulary import X1, Y1
+
+    for app in sorted(value.atoms(sp.core.function.AppliedUndef), key=sp.default_sort_key):
+        bases = {a.base for a in app.args[0].atoms(sp.Indexed)} if app.args else set()
+        if str(app.func).endswith("_at") and not bases & {X1, Y1}:
+            return f"{str(app.func)[0]}({show(app.args[0])})"
+    return ""
+
+
 def _judge(q: Quantity, value: sp.Basic, spec: QuestionSpec, feedback: list[str]) -> str:
+    substituted = _substituted_arguments(value)
+    if substituted:
+        feedback.append(f"{q.display}: undecided: {substituted} is read at x2 only; write "
+                        "F(x_2), G(x_2) (an argument in y2 and s may equal x2, but derive "
+                        "check does not substitute it)")
+        return "undecided"
     decisions = [decide(value, ref, spec.index_form, matrix=q.matrix) for ref in q.references]
     if any(d.status == "equal" for d in decisions):
         k = next(k for k, d in enumerate(decisions) if d.status == "equal")
