@@ -9,8 +9,10 @@ What ``generate`` may delete: a file listed in ``generated/MANIFEST`` (the files
 with their SHA-256) that the engine no longer produces and that is unchanged since. Every
 other file under ``generated/`` is left alone, with a warning when it carries the generated
 mark; a file at a path the engine produces is replaced only when it is in the manifest or
-carries the mark. While it writes, ``generate`` holds an exclusive ``flock`` on the
-``generated/`` folder (``--check`` a shared one), so concurrent runs take turns.
+carries the mark. A symlink under ``generated/`` is never followed, written or deleted
+(at a produced path it is an error), nor is a file larger than 4 MiB read. While it
+writes, ``generate`` holds an exclusive ``flock`` on the ``generated/`` folder
+(``--check`` a shared one), so concurrent runs take turns.
 
 Example:
     >>> files = generated_files()
@@ -78,6 +80,7 @@ def generated_files() -> dict[str, str]:
 Warn = Callable[[str], None]
 _MANIFEST_LINE = re.compile(r"([0-9a-f]{64})  (generated/[A-Za-z0-9_][A-Za-z0-9_.-]*)")
 _HEAD = 300  # the generated mark is within a file's first this many bytes
+_MAX_SIZE = 4 << 20  # no generated file comes near this (the largest is ~200 KB)
 
 
 def _digest(data: bytes) -> str:
@@ -102,21 +105,33 @@ def _encoded(files: dict[str, str]) -> dict[str, bytes]:
 
 
 def _read(path: Path) -> bytes | str | None:
-    """The file's bytes; None when missing; a one-line reason when it is not a file."""
+    """The file's bytes; None when missing; a one-line reason when it is not a regular file
+    (a symlink is not followed: generate writes and deletes only inside generated/) or is
+    larger than any file the engine writes (it is not read)."""
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except FileNotFoundError:
         return None
     except OSError as err:
         return f"cannot read: {err.strerror}"
+    if stat.S_ISLNK(st.st_mode):
+        return ("is a symlink; `derive generate` writes only regular files in generated/ "
+                "and never follows a link (remove it)")
     if stat.S_ISDIR(st.st_mode):
         return "is a directory"
     if not stat.S_ISREG(st.st_mode):
         return "is not a regular file"
+    if st.st_size > _MAX_SIZE:
+        return (f"is larger than {_MAX_SIZE >> 20} MiB ({st.st_size} bytes), which "
+                "`derive generate` never writes; move it away")
     try:
-        return path.read_bytes()
+        with open(path, "rb") as fh:
+            data = fh.read(_MAX_SIZE + 1)
     except OSError as err:
         return f"cannot read: {err.strerror}"
+    if len(data) > _MAX_SIZE:
+        return f"is larger than {_MAX_SIZE >> 20} MiB; move it away"
+    return data
 
 
 def _has_mark(data: bytes) -> bool:

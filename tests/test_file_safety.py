@@ -255,3 +255,57 @@ def test_item11_missing_files_are_one_line_each(tmp_path, files, capsys):
     err = capsys.readouterr().err
     assert "generated/coupling.py: missing" in err
     assert len(err.splitlines()) < len(files) + 6 and len(err) < 5000
+
+
+# -- review of issue 12: what the first fixes missed ---------------------------------------------
+
+@pytest.mark.parametrize("rel", ["generated/coupling.py", "generated/MANIFEST"])
+def test_review_generate_never_writes_through_a_symlink_in_generated(root, files, tmp_path, rel):
+    # Before: a symlink at a generated path was written through, clobbering the user's file
+    # outside generated/ (the manifest lists the path), and a dangling one created folders.
+    mine = tmp_path / "elsewhere" / "mine.txt"
+    mine.parent.mkdir()
+    mine.write_text("my own file\n")
+    link = root / rel
+    link.unlink()
+    link.symlink_to(mine)
+    assert "symlink" in stale_files(root, files)[rel]
+    with pytest.raises(OutputError, match="symlink"):
+        write_files(root, files)
+    assert mine.read_text() == "my own file\n" and link.is_symlink()
+    link.unlink()
+    link.symlink_to(tmp_path / "nowhere" / "x.py")
+    with pytest.raises(OutputError, match="symlink"):
+        write_files(root, files)
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_review_generate_never_deletes_a_symlink_the_manifest_lists(root, files, tmp_path):
+    # Before: a listed orphan that is a symlink to a file with the recorded digest was deleted.
+    import hashlib
+
+    mine = tmp_path / "mine.py"
+    mine.write_text("mine\n")
+    digest = hashlib.sha256(mine.read_bytes()).hexdigest()
+    with open(root / "generated" / "MANIFEST", "a") as fh:
+        fh.write(f"{digest}  generated/old.py\n")
+    (root / "generated" / "old.py").symlink_to(mine)
+    assert "generated/old.py" not in stale_files(root, files)
+    write_files(root, files)
+    assert (root / "generated" / "old.py").is_symlink() and mine.read_text() == "mine\n"
+
+
+def test_review_a_huge_file_in_generated_is_not_read_whole(root, files, capsys):
+    # Before: every file under generated/ was read whole (a 500 MB data file: 590 MB of
+    # memory), and --check printed a diff of any size.
+    gen = root / "generated"
+    with open(gen / "data.bin", "wb") as fh:
+        fh.truncate(64 << 20)  # sparse
+    with open(gen / "solutions.tex", "ab") as fh:
+        fh.truncate(64 << 20)
+    stale = stale_files(root, files)
+    assert list(stale) == ["generated/solutions.tex"] and "larger than" in stale[
+        "generated/solutions.tex"] and len(stale["generated/solutions.tex"]) < 200
+    with pytest.raises(OutputError, match="larger than"):
+        write_files(root, files)
+    assert (gen / "data.bin").stat().st_size == 64 << 20
