@@ -152,7 +152,9 @@ def _derivation(args: argparse.Namespace):
 def _shown(text: str | os.PathLike[str]) -> str:
     """A path or name as it can be printed: control characters escaped, and characters
     that standard output's encoding lacks written as backslash escapes."""
-    text = "".join(c if c.isprintable() or c == " " else ascii(c)[1:-1] for c in str(text))
+    text = "".join(c if c.isprintable() or c == " " else
+                   f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else  # a raw byte
+                   ascii(c)[1:-1] for c in str(text))
     encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
     return text.encode(encoding, "backslashreplace").decode(encoding, "replace")
 
@@ -280,9 +282,19 @@ def _generate_root(args: argparse.Namespace) -> Path:
     return Path(args.root).resolve()
 
 
+def _to_stderr(line: str) -> None:
+    """Print ``line`` on standard error; a closed, full or broken one is ignored (the exit
+    code still says what happened)."""
+    if sys.stderr is None:
+        return
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        _quiet(sys.stderr)
+
+
 def _warn(message: str) -> None:
-    if sys.stderr is not None:
-        print(f"derive: warning: {message}", file=sys.stderr)
+    _to_stderr(f"derive: warning: {message}")
 
 
 def _cmd_generate(args: argparse.Namespace) -> str:
@@ -332,18 +344,22 @@ def _run(args: argparse.Namespace) -> tuple[str, int]:
 
         try:
             return check_output(args)
-        except ValueError as err:
-            raise _Failure(str(err), code=2) from None
+        except ValueError as err:  # it may quote the file name: control characters escaped
+            raise _Failure(_shown(str(err)), code=2) from None
     return _cmd_generate(args), 0
 
 
-def _quiet_stdout() -> None:
-    """After a failed write, point standard output at /dev/null so that the interpreter's
-    final flush of what is still buffered cannot fail (no "Exception ignored" message)."""
+def _quiet(stream: object) -> None:
+    """After a failed write, point ``stream`` at /dev/null so that the interpreter's final
+    flush of what is still buffered cannot fail (no "Exception ignored" message)."""
     with contextlib.suppress(OSError, ValueError, AttributeError):
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, stream.fileno())
         os.close(devnull)
+
+
+def _quiet_stdout() -> None:
+    _quiet(sys.stdout)
 
 
 def _emit(text: str) -> int:
@@ -354,7 +370,8 @@ def _emit(text: str) -> int:
             return 0
         raise _Failure("cannot write to standard output: it is closed")
     try:
-        stream.write(text)
+        if text:  # an empty write still reaches the file: /dev/full fails it
+            stream.write(text)
         stream.flush()
     except BrokenPipeError:
         _quiet_stdout()
@@ -396,7 +413,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         sys.stdout = io.StringIO()
     try:
         return parser().parse_args(argv)
-    except SystemExit:
+    except SystemExit as exit_:
+        if exit_.code not in (0, None):  # a usage error, said on standard error: exit 2
+            raise
         if closed and sys.stdout.getvalue():
             raise _Failure("cannot write to standard output: it is closed") from None
         _emit("")
@@ -419,8 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             out, code = _run(args)
             return _emit(out) or code
     except _Failure as err:
-        if sys.stderr is not None:
-            print(f"derive: error: {err}", file=sys.stderr)
+        _to_stderr(f"derive: error: {err}")
         return err.code
     except KeyboardInterrupt:
         return 130

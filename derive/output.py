@@ -121,6 +121,9 @@ def output_target(path: str | os.PathLike[str]) -> Target:
         raise OutputError(text, err.strerror or str(err), err.errno or errno.EINVAL) from None
     real = Path(os.path.realpath(text))
     if st is None:
+        if text.endswith(os.sep) or (os.altsep and text.endswith(os.altsep)):
+            raise OutputError(text, "ends with a slash, so it names a folder, and there is "
+                                    "none; give a file name", errno.EISDIR)
         _check_folder(real.parent, text)
         return Target(text, real)
     if stat.S_ISDIR(st.st_mode):

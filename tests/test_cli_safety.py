@@ -323,3 +323,44 @@ def test_no_traceback_from_any_subcommand_with_a_bad_path(tmp_path):
 @pytest.mark.parametrize("redirect", [">&-", "> /dev/full", "| true"])
 def test_no_traceback_from_any_subcommand_with_a_closed_or_full_stdout(tmp_path, redirect):
     _no_traceback(tmp_path, [f"{command} {redirect}" for command in _OUTPUTS])
+
+
+# -- review of issue 12: what the first fixes missed ---------------------------------------------
+
+def test_review_a_usage_error_exits_2_whatever_standard_output_is():
+    # Before: with stdout on /dev/full the usage error exited 1 and added "cannot write to
+    # standard output" (an empty flush fails there); with stdout and stderr closed, 1.
+    out = shell(f"{PY} -m derive list --bogus > /dev/full")
+    assert out.returncode == 2, out.stderr
+    assert b"standard output" not in out.stderr and b"unrecognized" in out.stderr
+    assert shell(f"{PY} -m derive list --bogus >&- 2>&-").returncode == 2
+
+
+@pytest.mark.parametrize("redirect", ["2> /dev/full", "2>&- ", "2>&1 | true"])
+def test_review_an_unwritable_standard_error_keeps_the_exit_code(redirect):
+    # Before: the one-line error could not be printed, and the traceback that followed made
+    # the exit code 1 (or 120) instead of 2.
+    out = shell(f"{PY} -m derive show 9.9 {redirect}; echo \"rc=${{PIPESTATUS[0]}}\"")
+    assert out.stdout.strip() == b"rc=2", out
+
+
+def test_review_an_output_path_ending_in_a_slash_is_a_folder(tmp_path, capsys):
+    # Before: `-o newdir/` wrote a file named `newdir` and said "wrote newdir/".
+    assert main(["latex", "1.3", "-o", str(tmp_path / "newdir") + "/"]) == 2
+    err = one_line(capsys.readouterr().err)
+    assert "newdir/" in err and "folder" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_review_an_undecodable_file_name_is_shown_with_its_bytes(tmp_path):
+    # Before: "wrote bad\udcff.tex" (Python's surrogate escape), not the byte \xff.
+    out = shell(f"{PY} -m derive latex 1.3 -o $'bad\\xff.tex'", cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout == b"wrote bad\\xff.tex\n", out
+    assert os.path.exists(os.fsencode(tmp_path) + b"/bad\xff.tex")
+
+
+def test_review_check_escapes_control_characters_in_a_file_name(capsys):
+    # Before: the name went raw to the terminal (an escape sequence, a second line).
+    assert main(["check", "2.3", "a\x1b[31mb\nc.tex"]) == 2
+    err = one_line(capsys.readouterr().err)
+    assert "\x1b" not in err and "a\\x1b[31mb\\nc.tex" in err
