@@ -256,7 +256,7 @@ def _cmd_latex(args: argparse.Namespace) -> str:
     try:
         pdf = pdf_bytes(text)
     except PdfError as err:
-        raise _Failure(str(err)) from None
+        raise _Failure(_shown(str(err))) from None
     return _write_output(target, pdf)
 
 
@@ -279,7 +279,11 @@ def _generate_root(args: argparse.Namespace) -> Path:
             raise NotADirectoryError(20, "Not a directory")
     except OSError as err:
         raise _Failure(f"--root: {_shown(args.root)}: {err.strerror}", code=2) from None
-    return Path(args.root).resolve()
+    try:
+        return Path(args.root).resolve()
+    except OSError as err:  # a relative path, and the working folder was deleted
+        raise _Failure(f"--root: {_shown(args.root)}: cannot resolve it: {err.strerror} "
+                       "(was the current folder deleted?)", code=2) from None
 
 
 def _to_stderr(line: str) -> None:

@@ -119,7 +119,11 @@ def output_target(path: str | os.PathLike[str]) -> Target:
         raise OutputError(text, f"Not a directory: {blocker or text}", errno.ENOTDIR) from None
     except OSError as err:
         raise OutputError(text, err.strerror or str(err), err.errno or errno.EINVAL) from None
-    real = Path(os.path.realpath(text))
+    try:
+        real = Path(os.path.realpath(text))
+    except OSError as err:  # a relative path, and the working folder was deleted
+        raise OutputError(text, f"cannot resolve it: {err.strerror} (was the current folder "
+                                "deleted?)", err.errno or errno.ENOENT) from None
     if st is None:
         if text.endswith(os.sep) or (os.altsep and text.endswith(os.altsep)):
             raise OutputError(text, "ends with a slash, so it names a folder, and there is "

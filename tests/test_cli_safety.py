@@ -364,3 +364,42 @@ def test_review_check_escapes_control_characters_in_a_file_name(capsys):
     assert main(["check", "2.3", "a\x1b[31mb\nc.tex"]) == 2
     err = one_line(capsys.readouterr().err)
     assert "\x1b" not in err and "a\\x1b[31mb\\nc.tex" in err
+
+
+@pytest.mark.parametrize("args", ["latex 1.3 -o q.tex", "generate --check --root ."])
+def test_review_a_deleted_working_folder_is_one_line(tmp_path, args):
+    # Before: a FileNotFoundError traceback from os.path.realpath (os.getcwd fails).
+    (tmp_path / "gone").mkdir()
+    out = shell(f"cd gone && rmdir ../gone && {PY} -m derive {args}", cwd=tmp_path)
+    assert out.returncode == 2 and "folder" in one_line(out.stderr), out.stderr
+
+
+def test_review_pdf_with_no_room_for_the_scratch_folder_is_one_line(tmp_path, tex_marker,
+                                                                    monkeypatch, capsys):
+    # Before: an OSError traceback (found with TMPDIR on a tmpfs without free inodes).
+    import errno
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    code, err = _pdf_error(capsys, str(tmp_path / "q.pdf"))
+    assert code == 1 and "scratch folder" in err and not tex_marker.exists()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    code, err = _pdf_error(capsys, str(tmp_path / "q.pdf"))
+    assert code == 1 and "No space left on device" in err and not tex_marker.exists()
+    assert list(tmp_path.iterdir()) == [tmp_path / "fakebin"]
+
+
+def test_review_a_tex_engine_that_cannot_start_is_one_line(tmp_path, monkeypatch, capsys):
+    # Before: a FileNotFoundError traceback from subprocess (a broken #! line).
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "pdflatex").write_text("#!/nonexistent/interpreter\n")
+    (bin_dir / "pdflatex").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    code, err = _pdf_error(capsys, str(tmp_path / "q.pdf"))
+    assert code == 1 and "cannot run pdflatex" in err
