@@ -346,10 +346,17 @@ def _run(args: argparse.Namespace) -> tuple[str, int]:
     if args.command == "check":
         from .check.command import output as check_output
 
+        if args.file == "-" and sys.stdin is None:
+            raise _Failure("FILE: cannot read standard input: it is closed", code=2)
         try:
             return check_output(args)
         except ValueError as err:  # it may quote the file name: control characters escaped
             raise _Failure(_shown(str(err)), code=2) from None
+        except OSError as err:  # standard input open for writing only
+            if args.file != "-":
+                raise
+            raise _Failure(f"FILE: cannot read standard input: {err.strerror or err}",
+                           code=2) from None
     return _cmd_generate(args), 0
 
 

@@ -73,14 +73,14 @@ def pdf_bytes(tex: str, timeout: float = 120.0) -> bytes:
         scratch = tempfile.TemporaryDirectory(prefix="derive-tex-", ignore_cleanup_errors=True)
     except OSError as err:
         raise PdfError(f"cannot create a scratch folder in {tempfile.gettempdir()}: "
-                       f"{err.strerror} (TMPDIR names another folder)") from None
+                       f"{err.strerror} (point TMPDIR at another folder)") from None
     with scratch as tmp:
         source = Path(tmp) / "document.tex"
         try:
             source.write_text(tex, encoding="utf-8")
         except OSError as err:
             raise PdfError(f"cannot write the LaTeX source in the scratch folder {tmp}: "
-                           f"{err.strerror} (TMPDIR names another folder)") from None
+                           f"{err.strerror} (point TMPDIR at another folder)") from None
         if engine == "latexmk":
             cmd = ["latexmk", "-pdf", "-halt-on-error", "-interaction=nonstopmode", source.name]
         else:

@@ -403,3 +403,11 @@ def test_review_a_tex_engine_that_cannot_start_is_one_line(tmp_path, monkeypatch
     monkeypatch.setenv("PATH", str(bin_dir))
     code, err = _pdf_error(capsys, str(tmp_path / "q.pdf"))
     assert code == 1 and "cannot run pdflatex" in err
+
+
+@pytest.mark.parametrize("redirect", ["<&-", "0> stdin.txt"])
+def test_review_check_with_a_closed_or_write_only_standard_input_is_one_line(tmp_path,
+                                                                             redirect):
+    # Before: AttributeError ('NoneType' has no 'buffer') or OSError (EBADF) tracebacks.
+    out = shell(f"{PY} -m derive check 2.3 - {redirect}", cwd=tmp_path)
+    assert out.returncode == 2 and "standard input" in one_line(out.stderr), out.stderr
