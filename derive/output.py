@@ -10,7 +10,7 @@ r"""Writing one file where the user said: never over something that is not a fil
   (and, where permitted, its owner);
 - a file with several hard links is rewritten in place, so every link sees the new content
   (its space is reserved first, so a full disk leaves the old content; the write itself is
-  not atomic);
+  not atomic, and Ctrl-C or SIGTERM is held until it is done);
 - a read-only file, a folder, a FIFO, a device or a socket is refused.
 
 Temporary names are short (``.derive-XXXXXXXX.tmp``) so a 255-byte file name still works,
@@ -33,9 +33,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
 import stat
 import sys
 import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,13 +93,14 @@ def _check_folder(folder: Path, path: str) -> None:
         folder = folder.parent
     if not folder.is_dir():
         raise OutputError(path, f"Not a directory: {folder}", errno.ENOTDIR)
-    try:  # the only reliable test (root, read-only mounts, ACLs): create a file there
-        fd, probe = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX, dir=folder)
-    except OSError as err:
-        raise OutputError(path, f"cannot create files in {folder}: {err.strerror}",
-                          err.errno or errno.EACCES) from None
-    os.close(fd)
-    os.unlink(probe)
+    with _signals_held():  # the probe file is always removed
+        try:  # the only reliable test (root, read-only mounts, ACLs): create a file there
+            fd, probe = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX, dir=folder)
+        except OSError as err:
+            raise OutputError(path, f"cannot create files in {folder}: {err.strerror}",
+                              err.errno or errno.EACCES) from None
+        os.close(fd)
+        os.unlink(probe)
 
 
 def output_target(path: str | os.PathLike[str]) -> Target:
@@ -143,6 +147,25 @@ def output_target(path: str | os.PathLike[str]) -> Target:
     return Target(text, real, st)
 
 
+_HELD = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+              if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold Ctrl-C, SIGTERM and SIGHUP until the block is done; they are handled right after
+    (a step that must not stop half-way, such as rewriting a file in place)."""
+    if (not hasattr(signal, "pthread_sigmask")
+            or threading.current_thread() is not threading.main_thread()):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -172,6 +195,11 @@ def _replace(path: Path, data: bytes, existing: os.stat_result | None) -> None:
 
 
 def _rewrite_in_place(path: Path, data: bytes) -> None:
+    with _signals_held():  # a signal between the write and the truncation mixes two files
+        _rewrite_in_place_now(path, data)
+
+
+def _rewrite_in_place_now(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
     try:
         size = os.fstat(fd).st_size

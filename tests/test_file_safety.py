@@ -309,3 +309,25 @@ def test_review_a_huge_file_in_generated_is_not_read_whole(root, files, capsys):
     with pytest.raises(OutputError, match="larger than"):
         write_files(root, files)
     assert (gen / "data.bin").stat().st_size == 64 << 20
+
+
+def test_review_ctrl_c_during_an_in_place_rewrite_leaves_old_or_new_content(tmp_path,
+                                                                             monkeypatch):
+    # Before: Ctrl-C right after the write of a hard-linked file, before its truncation,
+    # left the new content followed by the old file's tail.
+    import signal
+
+    a, b = tmp_path / "a.tex", tmp_path / "b.tex"
+    a.write_bytes(b"old " * 1000)
+    os.link(a, b)
+    real_pwrite = os.pwrite
+
+    def interrupted(fd: int, data: bytes, offset: int) -> int:
+        n = real_pwrite(fd, data, offset)
+        os.kill(os.getpid(), signal.SIGINT)
+        return n
+
+    monkeypatch.setattr(os, "pwrite", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_output(str(a), b"new\n")
+    assert b.read_bytes() in (b"old " * 1000, b"new\n")
