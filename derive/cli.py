@@ -298,7 +298,7 @@ def _to_stderr(line: str) -> None:
 
 
 def _warn(message: str) -> None:
-    _to_stderr(f"derive: warning: {message}")
+    _to_stderr(f"derive: warning: {_shown(message)}")  # it may name a user's file
 
 
 def _cmd_generate(args: argparse.Namespace) -> str:

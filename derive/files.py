@@ -228,12 +228,12 @@ def write_files(root: Path, files: dict[str, str], warn: Warn | None = None) -> 
             changed.append(rel)
         delete, kept = _others(root, data)
         for rel in changed:
-            if rel != MANIFEST:
-                write_output(str(root / rel), data[rel])
+            if rel != MANIFEST:  # a hard link elsewhere (a snapshot) keeps the old content
+                write_output(str(root / rel), data[rel], in_place=False)
         for rel in delete:
             (root / rel).unlink()
         if MANIFEST in changed:  # last: an interrupted run leaves the old list
-            write_output(str(root / MANIFEST), data[MANIFEST])
+            write_output(str(root / MANIFEST), data[MANIFEST], in_place=False)
     for rel, why in kept.items():
         if warn:
             warn(f"{rel}: {why}")

@@ -234,13 +234,18 @@ def _write_stdout(data: bytes) -> None:
         stream.flush()
 
 
-def write_output(target: Target | str | os.PathLike[str], data: bytes) -> Target:
-    """Write ``data`` to ``target`` (a path is checked first by :func:`output_target`)."""
+def write_output(target: Target | str | os.PathLike[str], data: bytes, *,
+                 in_place: bool = True) -> Target:
+    """Write ``data`` to ``target`` (a path is checked first by :func:`output_target`).
+
+    ``in_place=False`` replaces a hard-linked file too, so its other names keep the old
+    content (``derive generate``: a file it owns, and a ``cp -al`` snapshot stays as it was).
+    """
     # Looked at again now: the path may have changed since it was first checked.
     target = output_target(target.path if isinstance(target, Target) else target)
     if target.real is None:
         _write_stdout(data)
-    elif target.existing is not None and target.existing.st_nlink > 1:
+    elif in_place and target.existing is not None and target.existing.st_nlink > 1:
         _rewrite_in_place(target.real, data)
     else:
         _replace(target.real, data, target.existing)

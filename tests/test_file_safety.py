@@ -331,3 +331,24 @@ def test_review_ctrl_c_during_an_in_place_rewrite_leaves_old_or_new_content(tmp_
     with pytest.raises(KeyboardInterrupt):
         write_output(str(a), b"new\n")
     assert b.read_bytes() in (b"old " * 1000, b"new\n")
+
+
+def test_review_generate_leaves_a_hard_linked_snapshot_alone(root, files, tmp_path):
+    # Before: generate rewrote a hard-linked generated file in place, so a `cp -al` snapshot
+    # (or `ln generated/coupling.py backup.py`) lost its content.
+    target = root / "generated" / "coupling.py"
+    target.write_text(target.read_text() + "# my experiment\n")
+    backup = tmp_path / "backup.py"
+    os.link(target, backup)
+    assert write_files(root, files) == ["generated/coupling.py"]
+    assert backup.read_text().endswith("# my experiment\n")
+    assert target.read_text() == files["generated/coupling.py"]
+
+
+def test_review_a_warning_escapes_control_characters_in_a_file_name(root, capsys):
+    # Before: the name of a copy in generated/ went raw to the terminal.
+    gen = root / "generated"
+    shutil.copyfile(gen / "coupling.py", gen / "x\x1b[31m\ny.py")
+    assert main(["generate", "--check", "--root", str(root)]) == 0
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "x\\x1b[31m\\ny.py" in err and len(err.splitlines()) == 1
