@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .questions import QUESTIONS, UnknownQuestionError, build
 
 if TYPE_CHECKING:
     from .output import Target
@@ -86,6 +85,8 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list the questions and their variants",
                    description="List every question id with its title and variants.")
 
+    from .questions import QUESTIONS  # here, not at import: SymPy loads inside main's handlers
+
     qid_help = f"question id, one of: {', '.join(QUESTIONS)}"
     variant_help = "a variant (block or parameterization); default: the question's own"
     show = sub.add_parser("show", help="print a derivation's checked steps",
@@ -134,6 +135,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _cmd_list() -> str:
+    from .questions import QUESTIONS
+
     lines = []
     for q in QUESTIONS.values():
         lines.append(f"{q.qid:5} {q.title}")
@@ -143,6 +146,8 @@ def _cmd_list() -> str:
 
 
 def _derivation(args: argparse.Namespace):
+    from .questions import UnknownQuestionError, build
+
     try:
         return build(args.qid, args.variant)
     except UnknownQuestionError as err:

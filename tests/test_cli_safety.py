@@ -411,3 +411,27 @@ def test_review_check_with_a_closed_or_write_only_standard_input_is_one_line(tmp
     # Before: AttributeError ('NoneType' has no 'buffer') or OSError (EBADF) tracebacks.
     out = shell(f"{PY} -m derive check 2.3 - {redirect}", cwd=tmp_path)
     assert out.returncode == 2 and "standard input" in one_line(out.stderr), out.stderr
+
+
+_SLOW_SYMPY = """
+import runpy, sys, time
+class Slow:
+    def find_spec(self, name, path=None, target=None):
+        if name == "sympy":
+            sys.stderr.write("importing sympy\\n"); sys.stderr.flush(); time.sleep(60)
+sys.meta_path.insert(0, Slow())
+sys.argv = ["derive", "list"]
+runpy.run_module("derive", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_review_ctrl_c_while_sympy_loads_exits_130_quietly():
+    # Before: `import derive` loaded SymPy (most of a second) before main's handlers, so
+    # Ctrl-C in that time printed a KeyboardInterrupt traceback.
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([PY, "-c", _SLOW_SYMPY], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr.readline() == "importing sympy\n"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err == "", err
