@@ -53,7 +53,8 @@ examples:
 
 exit codes: 0 success, 1 failure, 2 bad arguments (unknown id, unusable path),
 130 interrupted (Ctrl-C), 141 standard output closed by its reader, 143 terminated.
-derive check has its own: 0 correct, 1 incorrect, 2 unreadable or undecided.
+derive check has its own: 0 correct, 1 incorrect, 2 unreadable or undecided (or the
+report could not be written).
 """
 
 
@@ -452,7 +453,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _signals():
             args = _parse(argv)
             out, code = _run(args)
-            return _emit(out) or code
+            try:
+                return _emit(out) or code
+            except _Failure as err:
+                if args.command == "check":  # 1 would say "incorrect": the report is lost
+                    err.code = 2
+                raise
     except _Failure as err:
         _to_stderr(f"derive: error: {err}")
         return err.code

@@ -435,3 +435,13 @@ def test_review_ctrl_c_while_sympy_loads_exits_130_quietly():
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and err == "", err
+
+
+@pytest.mark.parametrize("redirect", ["> /dev/full", ">&-"])
+def test_review_check_never_says_incorrect_when_its_report_cannot_be_written(tmp_path,
+                                                                             redirect):
+    # Before: a correct answer with a full or closed stdout exited 1, check's "incorrect".
+    (tmp_path / "ok.tex").write_text(r"$\mu^2/2 + \sigma^2/2 - \log\sigma - 1/2$" + "\n")
+    out = shell(f"{PY} -m derive check 2.3 ok.tex {redirect}", cwd=tmp_path)
+    assert out.returncode == 2 and "standard output" in one_line(out.stderr), out.stderr
+    assert shell(f"{PY} -m derive check 2.3 ok.tex", cwd=tmp_path).returncode == 0
