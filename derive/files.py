@@ -9,10 +9,11 @@ What ``generate`` may delete: a file listed in ``generated/MANIFEST`` (the files
 with their SHA-256) that the engine no longer produces and that is unchanged since. Every
 other file under ``generated/`` is left alone, with a warning when it carries the generated
 mark; a file at a path the engine produces is replaced only when it is in the manifest or
-carries the mark. A symlink under ``generated/`` is never followed, written or deleted
-(at a produced path it is an error), nor is a file larger than 4 MiB read. While it
-writes, ``generate`` holds an exclusive ``flock`` on the ``generated/`` folder
-(``--check`` a shared one), so concurrent runs take turns.
+starts with the header the engine writes there (mark, source, template, command). A
+symlink under ``generated/`` is never followed, written or deleted (at a produced path it
+is an error), nor is a file larger than 4 MiB read. While it writes, ``generate`` holds
+an exclusive ``flock`` on the ``generated/`` folder (``--check`` a shared one), so
+concurrent runs take turns.
 
 Example:
     >>> files = generated_files()
@@ -138,6 +139,15 @@ def _has_mark(data: bytes) -> bool:
     return GENERATED_MARK in data[:_HEAD].decode("utf-8", errors="replace")
 
 
+def _header(data: bytes) -> bytes:
+    """The lines up to the one saying how to regenerate the file (CRLF read as LF): what
+    names the file's source, template and command; empty without such a line."""
+    head = data[:2 * _HEAD].replace(b"\r\n", b"\n")
+    at = head.find(b"Regenerate with:")
+    end = head.find(b"\n", at)
+    return b"" if at < 0 or end < 0 else head[:end + 1]
+
+
 def _recorded(root: Path) -> dict[str, str]:
     """What the manifest on disk lists: path -> SHA-256 (only plain names in generated/)."""
     data = _read(root / MANIFEST)
@@ -222,9 +232,11 @@ def write_files(root: Path, files: dict[str, str], warn: Warn | None = None) -> 
                 raise OutputError(rel, old)
             if old == content:
                 continue
-            if old is not None and rel not in recorded and not _has_mark(old):
+            if old is not None and rel not in recorded and not (
+                    _has_mark(old) and _header(old) == _header(content)):
                 raise OutputError(rel, "exists and was not written by `derive generate` "
-                                       "(no generated mark); move it away first")
+                                       "(not in its manifest, and its header is not the one "
+                                       "generate writes there); move it away first")
             changed.append(rel)
         delete, kept = _others(root, data)
         for rel in changed:

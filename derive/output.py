@@ -153,17 +153,29 @@ _HELD = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """Hold Ctrl-C, SIGTERM and SIGHUP until the block is done; they are handled right after
-    (a step that must not stop half-way, such as rewriting a file in place)."""
-    if (not hasattr(signal, "pthread_sigmask")
-            or threading.current_thread() is not threading.main_thread()):
+    """Hold Ctrl-C, SIGTERM and SIGHUP until the block is done, then act on the first one
+    as its handler would have (a step that must not stop half-way, such as rewriting a file
+    in place). Python runs signal handlers in the main thread only, so this holds them even
+    where another thread receives the signal."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+    caught: list[int] = []
+    old = {}
+    for signum in _HELD:
+        with contextlib.suppress(ValueError, OSError):
+            old[signum] = signal.signal(signum, lambda signum, frame: caught.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for signum, handler in old.items():
+            signal.signal(signum, handler)
+        if caught:
+            handler = old.get(caught[0])
+            if callable(handler):
+                handler(caught[0], None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(caught[0])
 
 
 def _umask() -> int:

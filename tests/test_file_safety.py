@@ -352,3 +352,23 @@ def test_review_a_warning_escapes_control_characters_in_a_file_name(root, capsys
     assert main(["generate", "--check", "--root", str(root)]) == 0
     err = capsys.readouterr().err
     assert "\x1b" not in err and "x\\x1b[31m\\ny.py" in err and len(err.splitlines()) == 1
+
+
+def test_review_a_marked_copy_at_a_newly_produced_path_is_not_clobbered(root, files):
+    # Before: any file carrying the generated mark at a produced path outside the manifest
+    # was replaced, e.g. a user's edited copy of coupling.py saved under a name the engine
+    # starts producing later. Now its header must be the one generate writes there.
+    gen = root / "generated"
+    manifest = gen / "MANIFEST"
+    manifest.write_text("".join(line for line in manifest.read_text().splitlines(True)
+                                if "coupling_glow.py" not in line))
+    mine = (gen / "coupling.py").read_text() + "# my edits\n"
+    (gen / "coupling_glow.py").write_text(mine)
+    with pytest.raises(OutputError, match="not written by `derive generate`"):
+        write_files(root, files)
+    assert (gen / "coupling_glow.py").read_text() == mine
+    # A file with generate's own header there (here with CRLF line ends) is restored.
+    crlf = files["generated/coupling_glow.py"].replace("\n", "\r\n") + "# edited\r\n"
+    (gen / "coupling_glow.py").write_bytes(crlf.encode())
+    assert "generated/coupling_glow.py" in write_files(root, files)
+    assert (gen / "coupling_glow.py").read_text() == files["generated/coupling_glow.py"]
