@@ -195,7 +195,9 @@ def _locked(root: Path, exclusive: bool, warn: Warn | None) -> Iterator[None]:
         try:
             gen.mkdir(exist_ok=True)
         except FileExistsError:
-            raise OutputError("generated", "Not a directory", 20) from None
+            why = ("a symlink to a folder that does not exist" if gen.is_symlink() else
+                   "Not a directory")
+            raise OutputError("generated", why, 20) from None
     if fcntl is None or not gen.is_dir():
         yield
         return

@@ -372,3 +372,11 @@ def test_review_a_marked_copy_at_a_newly_produced_path_is_not_clobbered(root, fi
     (gen / "coupling_glow.py").write_bytes(crlf.encode())
     assert "generated/coupling_glow.py" in write_files(root, files)
     assert (gen / "coupling_glow.py").read_text() == files["generated/coupling_glow.py"]
+
+
+def test_review_a_dangling_generated_symlink_is_named(tmp_path, files):
+    # Before: "generated: Not a directory" for a symlink whose folder was removed.
+    (tmp_path / "generated").symlink_to(tmp_path / "gone")
+    with pytest.raises(OutputError, match="symlink to a folder that does not exist"):
+        write_files(tmp_path, files)
+    assert not (tmp_path / "gone").exists()
