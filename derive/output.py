@@ -163,6 +163,8 @@ def _signals_held() -> Iterator[None]:
     caught: list[int] = []
     old = {}
     for signum in _HELD:
+        if signal.getsignal(signum) is None:  # installed outside Python: left as it is
+            continue
         with contextlib.suppress(ValueError, OSError):
             old[signum] = signal.signal(signum, lambda signum, frame: caught.append(signum))
     try:
