@@ -10,9 +10,15 @@ Example:
     Sum(G[i], (i, 0, n - 1)) + Sum(s[i], (i, 0, n - 1))
 """
 
-from .coupling import CouplingBlock, derive_determinant, derive_inverse, derive_jacobian
-from .derivation import Derivation, Result, Step, StepCheckError
-from .questions import QUESTIONS, UnknownQuestionError, build
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .coupling import CouplingBlock, derive_determinant, derive_inverse, derive_jacobian
+    from .derivation import Derivation, Result, Step, StepCheckError
+    from .questions import QUESTIONS, UnknownQuestionError, build
 
 __all__ = [
     "Derivation", "Step", "Result", "StepCheckError",
@@ -20,3 +26,23 @@ __all__ = [
     "QUESTIONS", "UnknownQuestionError", "build",
 ]
 __version__ = "0.1.0"
+
+# Imported on first use (SymPy takes most of a second): ``import derive.cli`` stays quick,
+# so the command line handles Ctrl-C during that import (exit 130, no traceback).
+_HOME = {"Derivation": "derivation", "Step": "derivation", "Result": "derivation",
+         "StepCheckError": "derivation", "CouplingBlock": "coupling",
+         "derive_inverse": "coupling", "derive_jacobian": "coupling",
+         "derive_determinant": "coupling", "QUESTIONS": "questions",
+         "UnknownQuestionError": "questions", "build": "questions"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .questions import QUESTIONS, UnknownQuestionError, build
 
 if TYPE_CHECKING:
     from .output import Target
@@ -54,7 +53,8 @@ examples:
 
 exit codes: 0 success, 1 failure, 2 bad arguments (unknown id, unusable path),
 130 interrupted (Ctrl-C), 141 standard output closed by its reader, 143 terminated.
-derive check has its own: 0 correct, 1 incorrect, 2 unreadable or undecided.
+derive check has its own: 0 correct, 1 incorrect, 2 unreadable or undecided (or the
+report could not be written).
 """
 
 
@@ -85,6 +85,8 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="list the questions and their variants",
                    description="List every question id with its title and variants.")
+
+    from .questions import QUESTIONS  # here, not at import: SymPy loads inside main's handlers
 
     qid_help = f"question id, one of: {', '.join(QUESTIONS)}"
     variant_help = "a variant (block or parameterization); default: the question's own"
@@ -134,6 +136,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _cmd_list() -> str:
+    from .questions import QUESTIONS
+
     lines = []
     for q in QUESTIONS.values():
         lines.append(f"{q.qid:5} {q.title}")
@@ -143,6 +147,8 @@ def _cmd_list() -> str:
 
 
 def _derivation(args: argparse.Namespace):
+    from .questions import UnknownQuestionError, build
+
     try:
         return build(args.qid, args.variant)
     except UnknownQuestionError as err:
@@ -152,7 +158,9 @@ def _derivation(args: argparse.Namespace):
 def _shown(text: str | os.PathLike[str]) -> str:
     """A path or name as it can be printed: control characters escaped, and characters
     that standard output's encoding lacks written as backslash escapes."""
-    text = "".join(c if c.isprintable() or c == " " else ascii(c)[1:-1] for c in str(text))
+    text = "".join(c if c.isprintable() or c == " " else
+                   f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else  # a raw byte
+                   ascii(c)[1:-1] for c in str(text))
     encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
     return text.encode(encoding, "backslashreplace").decode(encoding, "replace")
 
@@ -254,7 +262,7 @@ def _cmd_latex(args: argparse.Namespace) -> str:
     try:
         pdf = pdf_bytes(text)
     except PdfError as err:
-        raise _Failure(str(err)) from None
+        raise _Failure(_shown(str(err))) from None
     return _write_output(target, pdf)
 
 
@@ -277,12 +285,26 @@ def _generate_root(args: argparse.Namespace) -> Path:
             raise NotADirectoryError(20, "Not a directory")
     except OSError as err:
         raise _Failure(f"--root: {_shown(args.root)}: {err.strerror}", code=2) from None
-    return Path(args.root).resolve()
+    try:
+        return Path(args.root).resolve()
+    except OSError as err:  # a relative path, and the working folder was deleted
+        raise _Failure(f"--root: {_shown(args.root)}: cannot resolve it: {err.strerror} "
+                       "(was the current folder deleted?)", code=2) from None
+
+
+def _to_stderr(line: str) -> None:
+    """Print ``line`` on standard error; a closed, full or broken one is ignored (the exit
+    code still says what happened)."""
+    if sys.stderr is None:
+        return
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        _quiet(sys.stderr)
 
 
 def _warn(message: str) -> None:
-    if sys.stderr is not None:
-        print(f"derive: warning: {message}", file=sys.stderr)
+    _to_stderr(f"derive: warning: {_shown(message)}")  # it may name a user's file
 
 
 def _cmd_generate(args: argparse.Namespace) -> str:
@@ -330,20 +352,31 @@ def _run(args: argparse.Namespace) -> tuple[str, int]:
     if args.command == "check":
         from .check.command import output as check_output
 
+        if args.file == "-" and sys.stdin is None:
+            raise _Failure("FILE: cannot read standard input: it is closed", code=2)
         try:
             return check_output(args)
-        except ValueError as err:
-            raise _Failure(str(err), code=2) from None
+        except ValueError as err:  # it may quote the file name: control characters escaped
+            raise _Failure(_shown(str(err)), code=2) from None
+        except OSError as err:  # standard input open for writing only
+            if args.file != "-":
+                raise
+            raise _Failure(f"FILE: cannot read standard input: {err.strerror or err}",
+                           code=2) from None
     return _cmd_generate(args), 0
 
 
-def _quiet_stdout() -> None:
-    """After a failed write, point standard output at /dev/null so that the interpreter's
-    final flush of what is still buffered cannot fail (no "Exception ignored" message)."""
+def _quiet(stream: object) -> None:
+    """After a failed write, point ``stream`` at /dev/null so that the interpreter's final
+    flush of what is still buffered cannot fail (no "Exception ignored" message)."""
     with contextlib.suppress(OSError, ValueError, AttributeError):
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, stream.fileno())
         os.close(devnull)
+
+
+def _quiet_stdout() -> None:
+    _quiet(sys.stdout)
 
 
 def _emit(text: str) -> int:
@@ -354,7 +387,8 @@ def _emit(text: str) -> int:
             return 0
         raise _Failure("cannot write to standard output: it is closed")
     try:
-        stream.write(text)
+        if text:  # an empty write still reaches the file: /dev/full fails it
+            stream.write(text)
         stream.flush()
     except BrokenPipeError:
         _quiet_stdout()
@@ -396,7 +430,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         sys.stdout = io.StringIO()
     try:
         return parser().parse_args(argv)
-    except SystemExit:
+    except SystemExit as exit_:
+        if exit_.code not in (0, None):  # a usage error, said on standard error: exit 2
+            raise
         if closed and sys.stdout.getvalue():
             raise _Failure("cannot write to standard output: it is closed") from None
         _emit("")
@@ -417,10 +453,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _signals():
             args = _parse(argv)
             out, code = _run(args)
-            return _emit(out) or code
+            try:
+                return _emit(out) or code
+            except _Failure as err:
+                if args.command == "check":  # 1 would say "incorrect": the report is lost
+                    err.code = 2
+                raise
     except _Failure as err:
-        if sys.stderr is not None:
-            print(f"derive: error: {err}", file=sys.stderr)
+        _to_stderr(f"derive: error: {err}")
         return err.code
     except KeyboardInterrupt:
         return 130

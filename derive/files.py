@@ -9,8 +9,11 @@ What ``generate`` may delete: a file listed in ``generated/MANIFEST`` (the files
 with their SHA-256) that the engine no longer produces and that is unchanged since. Every
 other file under ``generated/`` is left alone, with a warning when it carries the generated
 mark; a file at a path the engine produces is replaced only when it is in the manifest or
-carries the mark. While it writes, ``generate`` holds an exclusive ``flock`` on the
-``generated/`` folder (``--check`` a shared one), so concurrent runs take turns.
+starts with the header the engine writes there (mark, source, template, command). A
+symlink under ``generated/`` is never followed, written or deleted (at a produced path it
+is an error), nor is a file larger than 4 MiB read. While it writes, ``generate`` holds
+an exclusive ``flock`` on the ``generated/`` folder (``--check`` a shared one), so
+concurrent runs take turns.
 
 Example:
     >>> files = generated_files()
@@ -78,6 +81,7 @@ def generated_files() -> dict[str, str]:
 Warn = Callable[[str], None]
 _MANIFEST_LINE = re.compile(r"([0-9a-f]{64})  (generated/[A-Za-z0-9_][A-Za-z0-9_.-]*)")
 _HEAD = 300  # the generated mark is within a file's first this many bytes
+_MAX_SIZE = 4 << 20  # no generated file comes near this (the largest is ~200 KB)
 
 
 def _digest(data: bytes) -> str:
@@ -102,25 +106,46 @@ def _encoded(files: dict[str, str]) -> dict[str, bytes]:
 
 
 def _read(path: Path) -> bytes | str | None:
-    """The file's bytes; None when missing; a one-line reason when it is not a file."""
+    """The file's bytes; None when missing; a one-line reason when it is not a regular file
+    (a symlink is not followed: generate writes and deletes only inside generated/) or is
+    larger than any file the engine writes (it is not read)."""
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except FileNotFoundError:
         return None
     except OSError as err:
         return f"cannot read: {err.strerror}"
+    if stat.S_ISLNK(st.st_mode):
+        return ("is a symlink; `derive generate` writes only regular files in generated/ "
+                "and never follows a link (remove it)")
     if stat.S_ISDIR(st.st_mode):
         return "is a directory"
     if not stat.S_ISREG(st.st_mode):
         return "is not a regular file"
+    if st.st_size > _MAX_SIZE:
+        return (f"is larger than {_MAX_SIZE >> 20} MiB ({st.st_size} bytes), which "
+                "`derive generate` never writes; move it away")
     try:
-        return path.read_bytes()
+        with open(path, "rb") as fh:
+            data = fh.read(_MAX_SIZE + 1)
     except OSError as err:
         return f"cannot read: {err.strerror}"
+    if len(data) > _MAX_SIZE:
+        return f"is larger than {_MAX_SIZE >> 20} MiB; move it away"
+    return data
 
 
 def _has_mark(data: bytes) -> bool:
     return GENERATED_MARK in data[:_HEAD].decode("utf-8", errors="replace")
+
+
+def _header(data: bytes) -> bytes:
+    """The lines up to the one saying how to regenerate the file (CRLF read as LF): what
+    names the file's source, template and command; empty without such a line."""
+    head = data[:2 * _HEAD].replace(b"\r\n", b"\n")
+    at = head.find(b"Regenerate with:")
+    end = head.find(b"\n", at)
+    return b"" if at < 0 or end < 0 else head[:end + 1]
 
 
 def _recorded(root: Path) -> dict[str, str]:
@@ -170,7 +195,9 @@ def _locked(root: Path, exclusive: bool, warn: Warn | None) -> Iterator[None]:
         try:
             gen.mkdir(exist_ok=True)
         except FileExistsError:
-            raise OutputError("generated", "Not a directory", 20) from None
+            why = ("a symlink to a folder that does not exist" if gen.is_symlink() else
+                   "Not a directory")
+            raise OutputError("generated", why, 20) from None
     if fcntl is None or not gen.is_dir():
         yield
         return
@@ -207,18 +234,20 @@ def write_files(root: Path, files: dict[str, str], warn: Warn | None = None) -> 
                 raise OutputError(rel, old)
             if old == content:
                 continue
-            if old is not None and rel not in recorded and not _has_mark(old):
+            if old is not None and rel not in recorded and not (
+                    _has_mark(old) and _header(old) == _header(content)):
                 raise OutputError(rel, "exists and was not written by `derive generate` "
-                                       "(no generated mark); move it away first")
+                                       "(not in its manifest, and its header is not the one "
+                                       "generate writes there); move it away first")
             changed.append(rel)
         delete, kept = _others(root, data)
         for rel in changed:
-            if rel != MANIFEST:
-                write_output(str(root / rel), data[rel])
+            if rel != MANIFEST:  # a hard link elsewhere (a snapshot) keeps the old content
+                write_output(str(root / rel), data[rel], in_place=False)
         for rel in delete:
             (root / rel).unlink()
         if MANIFEST in changed:  # last: an interrupted run leaves the old list
-            write_output(str(root / MANIFEST), data[MANIFEST])
+            write_output(str(root / MANIFEST), data[MANIFEST], in_place=False)
     for rel, why in kept.items():
         if warn:
             warn(f"{rel}: {why}")

@@ -10,7 +10,7 @@ r"""Writing one file where the user said: never over something that is not a fil
   (and, where permitted, its owner);
 - a file with several hard links is rewritten in place, so every link sees the new content
   (its space is reserved first, so a full disk leaves the old content; the write itself is
-  not atomic);
+  not atomic, and Ctrl-C or SIGTERM is held until it is done);
 - a read-only file, a folder, a FIFO, a device or a socket is refused.
 
 Temporary names are short (``.derive-XXXXXXXX.tmp``) so a 255-byte file name still works,
@@ -33,9 +33,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
 import stat
 import sys
 import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,13 +93,14 @@ def _check_folder(folder: Path, path: str) -> None:
         folder = folder.parent
     if not folder.is_dir():
         raise OutputError(path, f"Not a directory: {folder}", errno.ENOTDIR)
-    try:  # the only reliable test (root, read-only mounts, ACLs): create a file there
-        fd, probe = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX, dir=folder)
-    except OSError as err:
-        raise OutputError(path, f"cannot create files in {folder}: {err.strerror}",
-                          err.errno or errno.EACCES) from None
-    os.close(fd)
-    os.unlink(probe)
+    with _signals_held():  # the probe file is always removed
+        try:  # the only reliable test (root, read-only mounts, ACLs): create a file there
+            fd, probe = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX, dir=folder)
+        except OSError as err:
+            raise OutputError(path, f"cannot create files in {folder}: {err.strerror}",
+                              err.errno or errno.EACCES) from None
+        os.close(fd)
+        os.unlink(probe)
 
 
 def output_target(path: str | os.PathLike[str]) -> Target:
@@ -119,8 +123,15 @@ def output_target(path: str | os.PathLike[str]) -> Target:
         raise OutputError(text, f"Not a directory: {blocker or text}", errno.ENOTDIR) from None
     except OSError as err:
         raise OutputError(text, err.strerror or str(err), err.errno or errno.EINVAL) from None
-    real = Path(os.path.realpath(text))
+    try:
+        real = Path(os.path.realpath(text))
+    except OSError as err:  # a relative path, and the working folder was deleted
+        raise OutputError(text, f"cannot resolve it: {err.strerror} (was the current folder "
+                                "deleted?)", err.errno or errno.ENOENT) from None
     if st is None:
+        if text.endswith(os.sep) or (os.altsep and text.endswith(os.altsep)):
+            raise OutputError(text, "ends with a slash, so it names a folder, and there is "
+                                    "none; give a file name", errno.EISDIR)
         _check_folder(real.parent, text)
         return Target(text, real)
     if stat.S_ISDIR(st.st_mode):
@@ -134,6 +145,39 @@ def output_target(path: str | os.PathLike[str]) -> Target:
     if st.st_nlink == 1:
         _check_folder(real.parent, text)
     return Target(text, real, st)
+
+
+_HELD = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+              if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold Ctrl-C, SIGTERM and SIGHUP until the block is done, then act on the first one
+    as its handler would have (a step that must not stop half-way, such as rewriting a file
+    in place). Python runs signal handlers in the main thread only, so this holds them even
+    where another thread receives the signal."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    old = {}
+    for signum in _HELD:
+        if signal.getsignal(signum) is None:  # installed outside Python: left as it is
+            continue
+        with contextlib.suppress(ValueError, OSError):
+            old[signum] = signal.signal(signum, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for signum, handler in old.items():
+            signal.signal(signum, handler)
+        if caught:
+            handler = old.get(caught[0])
+            if callable(handler):
+                handler(caught[0], None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(caught[0])
 
 
 def _umask() -> int:
@@ -165,6 +209,11 @@ def _replace(path: Path, data: bytes, existing: os.stat_result | None) -> None:
 
 
 def _rewrite_in_place(path: Path, data: bytes) -> None:
+    with _signals_held():  # a signal between the write and the truncation mixes two files
+        _rewrite_in_place_now(path, data)
+
+
+def _rewrite_in_place_now(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
     try:
         size = os.fstat(fd).st_size
@@ -199,13 +248,18 @@ def _write_stdout(data: bytes) -> None:
         stream.flush()
 
 
-def write_output(target: Target | str | os.PathLike[str], data: bytes) -> Target:
-    """Write ``data`` to ``target`` (a path is checked first by :func:`output_target`)."""
+def write_output(target: Target | str | os.PathLike[str], data: bytes, *,
+                 in_place: bool = True) -> Target:
+    """Write ``data`` to ``target`` (a path is checked first by :func:`output_target`).
+
+    ``in_place=False`` replaces a hard-linked file too, so its other names keep the old
+    content (``derive generate``: a file it owns, and a ``cp -al`` snapshot stays as it was).
+    """
     # Looked at again now: the path may have changed since it was first checked.
     target = output_target(target.path if isinstance(target, Target) else target)
     if target.real is None:
         _write_stdout(data)
-    elif target.existing is not None and target.existing.st_nlink > 1:
+    elif in_place and target.existing is not None and target.existing.st_nlink > 1:
         _rewrite_in_place(target.real, data)
     else:
         _replace(target.real, data, target.existing)

@@ -43,9 +43,12 @@ def _run(cmd: list[str], cwd: str, timeout: float) -> subprocess.CompletedProces
     """Run the TeX engine in its own process group, and kill the whole group on any error
     or interrupt (latexmk starts pdflatex: both must be gone before the folder is removed).
     """
-    proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, errors="replace",
-                            start_new_session=True)
+    try:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, errors="replace",
+                                start_new_session=True)
+    except OSError as err:  # found on the PATH, but it does not start (a broken #! line)
+        raise PdfError(f"cannot run {cmd[0]}: {err.strerror}; {_INSTALL}") from None
     try:
         out, _ = proc.communicate(timeout=timeout)
     except BaseException:
@@ -66,9 +69,18 @@ def pdf_bytes(tex: str, timeout: float = 120.0) -> bytes:
         raise PdfError(INSTALL_HINT)
     if engine == "latexmk" and shutil.which("pdflatex") is None:
         raise PdfError(f"latexmk is installed but pdflatex was not found; {_INSTALL}")
-    with tempfile.TemporaryDirectory(prefix="derive-tex-", ignore_cleanup_errors=True) as tmp:
+    try:
+        scratch = tempfile.TemporaryDirectory(prefix="derive-tex-", ignore_cleanup_errors=True)
+    except OSError as err:
+        raise PdfError(f"cannot create a scratch folder in {tempfile.gettempdir()}: "
+                       f"{err.strerror} (point TMPDIR at another folder)") from None
+    with scratch as tmp:
         source = Path(tmp) / "document.tex"
-        source.write_text(tex, encoding="utf-8")
+        try:
+            source.write_text(tex, encoding="utf-8")
+        except OSError as err:
+            raise PdfError(f"cannot write the LaTeX source in the scratch folder {tmp}: "
+                           f"{err.strerror} (point TMPDIR at another folder)") from None
         if engine == "latexmk":
             cmd = ["latexmk", "-pdf", "-halt-on-error", "-interaction=nonstopmode", source.name]
         else:
@@ -79,7 +91,10 @@ def pdf_bytes(tex: str, timeout: float = 120.0) -> bytes:
             raise PdfError(f"{engine} took longer than {timeout:.0f} s") from None
         pdf = Path(tmp) / "document.pdf"
         if run.returncode == 0 and pdf.is_file():
-            return pdf.read_bytes()
+            try:
+                return pdf.read_bytes()
+            except OSError as err:
+                raise PdfError(f"cannot read the PDF {engine} wrote: {err.strerror}") from None
         errors = [line for line in run.stdout.splitlines() if line.startswith("!")]
         if errors:
             raise PdfError(f"{engine} failed: {errors[0]}")

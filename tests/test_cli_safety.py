@@ -323,3 +323,125 @@ def test_no_traceback_from_any_subcommand_with_a_bad_path(tmp_path):
 @pytest.mark.parametrize("redirect", [">&-", "> /dev/full", "| true"])
 def test_no_traceback_from_any_subcommand_with_a_closed_or_full_stdout(tmp_path, redirect):
     _no_traceback(tmp_path, [f"{command} {redirect}" for command in _OUTPUTS])
+
+
+# -- review of issue 12: what the first fixes missed ---------------------------------------------
+
+def test_review_a_usage_error_exits_2_whatever_standard_output_is():
+    # Before: with stdout on /dev/full the usage error exited 1 and added "cannot write to
+    # standard output" (an empty flush fails there); with stdout and stderr closed, 1.
+    out = shell(f"{PY} -m derive list --bogus > /dev/full")
+    assert out.returncode == 2, out.stderr
+    assert b"standard output" not in out.stderr and b"unrecognized" in out.stderr
+    assert shell(f"{PY} -m derive list --bogus >&- 2>&-").returncode == 2
+
+
+@pytest.mark.parametrize("redirect", ["2> /dev/full", "2>&- ", "2>&1 | true"])
+def test_review_an_unwritable_standard_error_keeps_the_exit_code(redirect):
+    # Before: the one-line error could not be printed, and the traceback that followed made
+    # the exit code 1 (or 120) instead of 2.
+    out = shell(f"{PY} -m derive show 9.9 {redirect}; echo \"rc=${{PIPESTATUS[0]}}\"")
+    assert out.stdout.strip() == b"rc=2", out
+
+
+def test_review_an_output_path_ending_in_a_slash_is_a_folder(tmp_path, capsys):
+    # Before: `-o newdir/` wrote a file named `newdir` and said "wrote newdir/".
+    assert main(["latex", "1.3", "-o", str(tmp_path / "newdir") + "/"]) == 2
+    err = one_line(capsys.readouterr().err)
+    assert "newdir/" in err and "folder" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_review_an_undecodable_file_name_is_shown_with_its_bytes(tmp_path):
+    # Before: "wrote bad\udcff.tex" (Python's surrogate escape), not the byte \xff.
+    out = shell(f"{PY} -m derive latex 1.3 -o $'bad\\xff.tex'", cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout == b"wrote bad\\xff.tex\n", out
+    assert os.path.exists(os.fsencode(tmp_path) + b"/bad\xff.tex")
+
+
+def test_review_check_escapes_control_characters_in_a_file_name(capsys):
+    # Before: the name went raw to the terminal (an escape sequence, a second line).
+    assert main(["check", "2.3", "a\x1b[31mb\nc.tex"]) == 2
+    err = one_line(capsys.readouterr().err)
+    assert "\x1b" not in err and "a\\x1b[31mb\\nc.tex" in err
+
+
+@pytest.mark.parametrize("args", ["latex 1.3 -o q.tex", "generate --check --root ."])
+def test_review_a_deleted_working_folder_is_one_line(tmp_path, args):
+    # Before: a FileNotFoundError traceback from os.path.realpath (os.getcwd fails).
+    (tmp_path / "gone").mkdir()
+    out = shell(f"cd gone && rmdir ../gone && {PY} -m derive {args}", cwd=tmp_path)
+    assert out.returncode == 2 and "folder" in one_line(out.stderr), out.stderr
+
+
+def test_review_pdf_with_no_room_for_the_scratch_folder_is_one_line(tmp_path, tex_marker,
+                                                                    monkeypatch, capsys):
+    # Before: an OSError traceback (found with TMPDIR on a tmpfs without free inodes).
+    import errno
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    code, err = _pdf_error(capsys, str(tmp_path / "q.pdf"))
+    assert code == 1 and "scratch folder" in err and not tex_marker.exists()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    code, err = _pdf_error(capsys, str(tmp_path / "q.pdf"))
+    assert code == 1 and "No space left on device" in err and not tex_marker.exists()
+    assert list(tmp_path.iterdir()) == [tmp_path / "fakebin"]
+
+
+def test_review_a_tex_engine_that_cannot_start_is_one_line(tmp_path, monkeypatch, capsys):
+    # Before: a FileNotFoundError traceback from subprocess (a broken #! line).
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "pdflatex").write_text("#!/nonexistent/interpreter\n")
+    (bin_dir / "pdflatex").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    code, err = _pdf_error(capsys, str(tmp_path / "q.pdf"))
+    assert code == 1 and "cannot run pdflatex" in err
+
+
+@pytest.mark.parametrize("redirect", ["<&-", "0> stdin.txt"])
+def test_review_check_with_a_closed_or_write_only_standard_input_is_one_line(tmp_path,
+                                                                             redirect):
+    # Before: AttributeError ('NoneType' has no 'buffer') or OSError (EBADF) tracebacks.
+    out = shell(f"{PY} -m derive check 2.3 - {redirect}", cwd=tmp_path)
+    assert out.returncode == 2 and "standard input" in one_line(out.stderr), out.stderr
+
+
+_SLOW_SYMPY = """
+import runpy, sys, time
+class Slow:
+    def find_spec(self, name, path=None, target=None):
+        if name == "sympy":
+            sys.stderr.write("importing sympy\\n"); sys.stderr.flush(); time.sleep(60)
+sys.meta_path.insert(0, Slow())
+sys.argv = ["derive", "list"]
+runpy.run_module("derive", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_review_ctrl_c_while_sympy_loads_exits_130_quietly():
+    # Before: `import derive` loaded SymPy (most of a second) before main's handlers, so
+    # Ctrl-C in that time printed a KeyboardInterrupt traceback.
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([PY, "-c", _SLOW_SYMPY], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr.readline() == "importing sympy\n"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err == "", err
+
+
+@pytest.mark.parametrize("redirect", ["> /dev/full", ">&-"])
+def test_review_check_never_says_incorrect_when_its_report_cannot_be_written(tmp_path,
+                                                                             redirect):
+    # Before: a correct answer with a full or closed stdout exited 1, check's "incorrect".
+    (tmp_path / "ok.tex").write_text(r"$\mu^2/2 + \sigma^2/2 - \log\sigma - 1/2$" + "\n")
+    out = shell(f"{PY} -m derive check 2.3 ok.tex {redirect}", cwd=tmp_path)
+    assert out.returncode == 2 and "standard output" in one_line(out.stderr), out.stderr
+    assert shell(f"{PY} -m derive check 2.3 ok.tex", cwd=tmp_path).returncode == 0

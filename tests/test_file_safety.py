@@ -255,3 +255,128 @@ def test_item11_missing_files_are_one_line_each(tmp_path, files, capsys):
     err = capsys.readouterr().err
     assert "generated/coupling.py: missing" in err
     assert len(err.splitlines()) < len(files) + 6 and len(err) < 5000
+
+
+# -- review of issue 12: what the first fixes missed ---------------------------------------------
+
+@pytest.mark.parametrize("rel", ["generated/coupling.py", "generated/MANIFEST"])
+def test_review_generate_never_writes_through_a_symlink_in_generated(root, files, tmp_path, rel):
+    # Before: a symlink at a generated path was written through, clobbering the user's file
+    # outside generated/ (the manifest lists the path), and a dangling one created folders.
+    mine = tmp_path / "elsewhere" / "mine.txt"
+    mine.parent.mkdir()
+    mine.write_text("my own file\n")
+    link = root / rel
+    link.unlink()
+    link.symlink_to(mine)
+    assert "symlink" in stale_files(root, files)[rel]
+    with pytest.raises(OutputError, match="symlink"):
+        write_files(root, files)
+    assert mine.read_text() == "my own file\n" and link.is_symlink()
+    link.unlink()
+    link.symlink_to(tmp_path / "nowhere" / "x.py")
+    with pytest.raises(OutputError, match="symlink"):
+        write_files(root, files)
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_review_generate_never_deletes_a_symlink_the_manifest_lists(root, files, tmp_path):
+    # Before: a listed orphan that is a symlink to a file with the recorded digest was deleted.
+    import hashlib
+
+    mine = tmp_path / "mine.py"
+    mine.write_text("mine\n")
+    digest = hashlib.sha256(mine.read_bytes()).hexdigest()
+    with open(root / "generated" / "MANIFEST", "a") as fh:
+        fh.write(f"{digest}  generated/old.py\n")
+    (root / "generated" / "old.py").symlink_to(mine)
+    assert "generated/old.py" not in stale_files(root, files)
+    write_files(root, files)
+    assert (root / "generated" / "old.py").is_symlink() and mine.read_text() == "mine\n"
+
+
+def test_review_a_huge_file_in_generated_is_not_read_whole(root, files, capsys):
+    # Before: every file under generated/ was read whole (a 500 MB data file: 590 MB of
+    # memory), and --check printed a diff of any size.
+    gen = root / "generated"
+    with open(gen / "data.bin", "wb") as fh:
+        fh.truncate(64 << 20)  # sparse
+    with open(gen / "solutions.tex", "ab") as fh:
+        fh.truncate(64 << 20)
+    stale = stale_files(root, files)
+    assert list(stale) == ["generated/solutions.tex"] and "larger than" in stale[
+        "generated/solutions.tex"] and len(stale["generated/solutions.tex"]) < 200
+    with pytest.raises(OutputError, match="larger than"):
+        write_files(root, files)
+    assert (gen / "data.bin").stat().st_size == 64 << 20
+
+
+def test_review_ctrl_c_during_an_in_place_rewrite_leaves_old_or_new_content(tmp_path,
+                                                                             monkeypatch):
+    # Before: Ctrl-C right after the write of a hard-linked file, before its truncation,
+    # left the new content followed by the old file's tail.
+    import signal
+
+    a, b = tmp_path / "a.tex", tmp_path / "b.tex"
+    a.write_bytes(b"old " * 1000)
+    os.link(a, b)
+    real_pwrite = os.pwrite
+
+    def interrupted(fd: int, data: bytes, offset: int) -> int:
+        n = real_pwrite(fd, data, offset)
+        os.kill(os.getpid(), signal.SIGINT)
+        return n
+
+    monkeypatch.setattr(os, "pwrite", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_output(str(a), b"new\n")
+    assert b.read_bytes() in (b"old " * 1000, b"new\n")
+
+
+def test_review_generate_leaves_a_hard_linked_snapshot_alone(root, files, tmp_path):
+    # Before: generate rewrote a hard-linked generated file in place, so a `cp -al` snapshot
+    # (or `ln generated/coupling.py backup.py`) lost its content.
+    target = root / "generated" / "coupling.py"
+    target.write_text(target.read_text() + "# my experiment\n")
+    backup = tmp_path / "backup.py"
+    os.link(target, backup)
+    assert write_files(root, files) == ["generated/coupling.py"]
+    assert backup.read_text().endswith("# my experiment\n")
+    assert target.read_text() == files["generated/coupling.py"]
+
+
+def test_review_a_warning_escapes_control_characters_in_a_file_name(root, capsys):
+    # Before: the name of a copy in generated/ went raw to the terminal.
+    gen = root / "generated"
+    shutil.copyfile(gen / "coupling.py", gen / "x\x1b[31m\ny.py")
+    assert main(["generate", "--check", "--root", str(root)]) == 0
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "x\\x1b[31m\\ny.py" in err and len(err.splitlines()) == 1
+
+
+def test_review_a_marked_copy_at_a_newly_produced_path_is_not_clobbered(root, files):
+    # Before: any file carrying the generated mark at a produced path outside the manifest
+    # was replaced, e.g. a user's edited copy of coupling.py saved under a name the engine
+    # starts producing later. Now its header must be the one generate writes there.
+    gen = root / "generated"
+    manifest = gen / "MANIFEST"
+    manifest.write_text("".join(line for line in manifest.read_text().splitlines(True)
+                                if "coupling_glow.py" not in line))
+    mine = (gen / "coupling.py").read_text() + "# my edits\n"
+    (gen / "coupling_glow.py").write_text(mine)
+    with pytest.raises(OutputError, match="not written by `derive generate`"):
+        write_files(root, files)
+    assert (gen / "coupling_glow.py").read_text() == mine
+    # A file with generate's own header there (here with CRLF line ends) is restored.
+    crlf = files["generated/coupling_glow.py"].replace("\n", "\r\n") + "# edited\r\n"
+    (gen / "coupling_glow.py").write_bytes(crlf.encode())
+    assert "generated/coupling_glow.py" in write_files(root, files)
+    assert (gen / "coupling_glow.py").read_text() == files["generated/coupling_glow.py"]
+
+
+def test_review_a_dangling_generated_symlink_is_named(tmp_path, files):
+    # Before: "generated: Not a directory" for a symlink whose folder was removed.
+    (tmp_path / "generated").symlink_to(tmp_path / "gone")
+    with pytest.raises(OutputError, match="symlink to a folder that does not exist"):
+        write_files(tmp_path, files)
+    assert not (tmp_path / "gone").exists()
