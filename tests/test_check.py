@@ -298,3 +298,11 @@ def test_the_readme_example_is_what_the_command_prints():
         answer = shlex.split(echo)[1]
         args = shlex.split(derive)[2:]
         assert _check(*args, stdin=answer + "\n").stdout == expected, command
+
+
+def test_an_empty_file_name_is_one_line():
+    run = subprocess.run([sys.executable, "-m", "derive", "check", "2.3", ""],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 2
+    assert run.stderr.strip() == ("derive: error: FILE: expected a file name or - for standard "
+                                  "input, got an empty string")

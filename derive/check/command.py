@@ -69,6 +69,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _read(name: str) -> str:
+    if not name:
+        raise ValueError("FILE: expected a file name or - for standard input, got an empty "
+                         "string")
     if name == "-":
         data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
     else:
