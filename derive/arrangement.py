@@ -230,6 +230,49 @@ _SIGMOID = Rewrite(
 )
 
 
+def _tanh_square(e: sp.Basic) -> sp.Basic | None:
+    """``u`` where ``e`` is ``1 - tanh(u)**2`` (what SymPy's ``diff`` gives), else None."""
+    if e.is_Add and len(e.args) == 2 and sp.S.One in e.args:
+        other = e.args[0] if e.args[1] == 1 else e.args[1]
+        c, power = other.as_coeff_Mul()
+        if (c == -1 and power.is_Pow and power.exp == 2
+                and isinstance(power.base, sp.tanh)):
+            return power.base.args[0]
+    return None
+
+
+_TANH_DERIVATIVE = Rewrite(
+    "tanh derivative",
+    "{0}: the difference of two numbers near 1 is never formed (it rounds to 0 where "
+    "{1}, and the product of sigmoids keeps every digit)",
+    (sp.Eq(1 - sp.tanh(_u) ** 2, 4 * sigmoid(2 * _u) * sigmoid(-2 * _u)),
+     sp.Gt(sp.Abs(_u), 19)),
+    lambda e: _tanh_square(e) is not None,
+    lambda e: 4 * sigmoid(2 * _tanh_square(e)) * sigmoid(-2 * _tanh_square(e)),
+)
+
+
+def _exp_difference(e: sp.Basic) -> sp.Basic | None:
+    """``u`` where ``e`` is ``exp(u) - exp(-u)``, else None."""
+    if not (e.is_Add and len(e.args) == 2):
+        return None
+    for a, b in (e.args, e.args[::-1]):
+        c, neg = b.as_coeff_Mul()
+        if (isinstance(a, sp.exp) and c == -1 and isinstance(neg, sp.exp)
+                and sp.expand(a.args[0] + neg.args[0]) == 0):
+            return a.args[0]
+    return None
+
+
+_SINH = Rewrite(
+    "sinh",
+    "{0}: the difference of two numbers near 1 is never formed where {1} is near 0",
+    (sp.Eq(sp.exp(_u) - sp.exp(-_u), 2 * sp.sinh(_u)), _u),
+    lambda e: _exp_difference(e) is not None,
+    lambda e: 2 * sp.sinh(_exp_difference(e)),
+)
+
+
 def _exp_sigmoid_pair(m: sp.Basic) -> tuple[sp.Basic, sp.Basic, int, int] | None:
     """``(exp(k v), sigmoid(-v), k, m)`` in a product ``exp(k v) sigmoid(-v)**m``,
     ``1 <= k <= m`` an integer, else None."""
@@ -357,5 +400,5 @@ LOG_REWRITES = (_SIGMOID, _EXP_SIGMOID, _LOG_OF_PRODUCT, _LOG_OF_POWER, _LOG_OF_
 
 #: The rewrites a coupling kernel's expressions go through before printing, in order.
 KERNEL_REWRITES: tuple[Rewrite, ...] = (
-    _CANCEL, _SIGMOID, _EXP_SIGMOID, _SIGMOID_COMPLEMENT, _LOG_SIGMOID, _SOFTPLUS, _LOGADDEXP,
-    _EXPM1, _LOG1P, _LOG_SOFTPLUS, _SIGMOID_PIECES)
+    _CANCEL, _TANH_DERIVATIVE, _SINH, _SIGMOID, _EXP_SIGMOID, _SIGMOID_COMPLEMENT, _LOG_SIGMOID,
+    _SOFTPLUS, _LOGADDEXP, _EXPM1, _LOG1P, _LOG_SOFTPLUS, _SIGMOID_PIECES)

@@ -330,6 +330,12 @@ def derive_determinant(block: CouplingBlock) -> Derivation:
     ]
     if condition == sp.true:
         verdict = "Volume preserving: {det} for every input."
+    elif condition == sp.false and all(
+            isinstance(t, sp.Sum) and not t.function.free_symbols
+            for t in sp.Add.make_args(log_det)):
+        # a constant log-determinant: its terms may differ in sign (log 3 - log 2)
+        verdict = ("Never volume preserving: the determinant is the same for every input, "
+                   "and {log_abs_det} is not 0.")
     elif condition == sp.false:
         verdict = ("Never volume preserving: every term of {log_abs_det} has the same sign, "
                    "so the sum never vanishes.")
