@@ -48,6 +48,14 @@ USER_BLOCKS = {
     "user_sigmoid": (x1 / (1 + exp(-G)) + F, x2),
     "user_constant": (2 * x1 + F, x2),
     "user_constants": (3 * x1 + F, x2 / 2),
+    "user_tanh_sigmoid": ((1 + sp.tanh(G / 2)) / 2 * x1 + F, x2),
+    "user_sigmoid_floor": ((1 / (1 + exp(-G)) + sp.Rational(1, 100)) * x1 + F, x2),
+    "user_softplus_of_minus": (log(1 + exp(-G)) * x1 + F, x2),
+    "user_one_plus_exp": ((1 + exp(G)) * x1 + F, x2),
+    "user_decreasing_sigmoid": (x1 / (1 + exp(G)) + F, x2),
+    "user_sqrt_exp": (sp.sqrt(exp(G)) * x1 + F, x2),
+    "user_divided": (x1 / exp(G) + F, x2),
+    "user_sigmoid_second_half": (exp(G) * x1 + F, x2 / (1 + exp(-s))),
 }
 G_VALUES = [-800.0, -40.0, -1.0, 0.0, 1e-9, 1.0, 40.0, 800.0]
 F_VALUES = [0.0, 0.75]
@@ -192,8 +200,9 @@ def test_the_text_fits_the_block(name):
     b = block(name)
     det = derive_determinant(b)
     text = render_text(det)
-    scale = USER_BLOCKS[name][0].coeff(x1)
-    assert ("product of exponentials" in text) == isinstance(scale, sp.exp)
+    scales = [e.coeff(v) for e, v in zip(USER_BLOCKS[name], (x1, x2), strict=True)]
+    assert ("product of exponentials" in text) == all(
+        isinstance(a, sp.exp) for a in scales if a != 1)
     assert "prod_i(1)" not in text and "log|1|" not in text
     if "same sign" in det.conclusion:  # only where every term of the sum has one sign
         terms = [t.function for t in sp.Add.make_args(det.result("log_abs_det"))]
@@ -225,7 +234,9 @@ def test_a_wrong_rewrite_fails_its_check(rewrite):
                1 / (1 + sp.exp(-u)) + u, sp.exp(u) * (1 + sp.exp(-u)) + u,
                sp.log(sp.exp(u) + sp.exp(-u)) + u, (1 - sp.tanh(u)**2) * u,
                sp.log(softplus(u)), sigmoid(u) - sigmoid(u)**2 + u, sp.exp(-u) * sigmoid(u),
-               sp.log(sigmoid(u)), sigmoid(u) + u, (sp.exp(u) - sp.exp(-u)) * u]
+               sp.log(sigmoid(u)), sigmoid(u) + u, (sp.exp(u) - sp.exp(-u)) * u,
+               (1 + sp.tanh(u)) * u, softplus(u) - u + 1,
+               (1 + sp.exp(u)) / (2 + 3 * sp.exp(u)) * u]
     hit = False
     for expr in samples:
         _, steps = arrange(expr, [rewrite])
