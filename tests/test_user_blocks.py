@@ -253,3 +253,34 @@ def test_a_wrong_rewrite_fails_its_check(rewrite):
             check_step(bad[0])
     if not hit:
         pytest.skip(f"no sample expression has what {rewrite.name!r} rewrites")
+
+
+@cache
+def array_api_kernels(name: str) -> SimpleNamespace:
+    from codegen.backends import render_module
+
+    namespace: dict = {}
+    exec(render_module(coupling_module(block(name)), "test"), namespace)  # noqa: S102
+    return SimpleNamespace(**namespace)
+
+
+@pytest.mark.parametrize("name", list(USER_BLOCKS))
+def test_the_array_api_bodies_agree_with_numpy(name):
+    """Through the array API (array_api_strict, which takes arrays only: a constant such as
+    log(2) must not be printed as xp.log(2)), each kernel gives NumPy's values."""
+    xp = pytest.importorskip("array_api_strict")
+    m, a = kernels(name), array_api_kernels(name)
+    for g in (-40.0, 0.0, 1.0, 40.0):
+        def fg(x, v=g):
+            return x * 0 + v
+
+        def f(x):
+            return x * 0 + 0.75
+
+        args = [xp.asarray(v) for v in (X1, X2, S)]
+        for kernel in ("forward", "log_det_jacobian"):
+            want = getattr(m, kernel)(X1, X2, S, f, fg)
+            got = getattr(a, kernel)(*args, f, fg)
+            for w, v in zip(want if isinstance(want, tuple) else (want,),
+                            got if isinstance(got, tuple) else (got,), strict=True):
+                np.testing.assert_allclose(np.asarray(v), w, rtol=1e-13, atol=1e-300)
