@@ -18,7 +18,7 @@ import sympy as sp
 from codegen.latex import render_derivation
 from codegen.nodes import sigmoid, softplus
 from codegen.numpy_backend import render_numpy
-from derive.arrangement import KERNEL_REWRITES, Rewrite, arrange
+from derive.arrangement import KERNEL_REWRITES, LOG_REWRITES, Rewrite, arrange
 from derive.coupling import (
     CouplingBlock,
     derive_arrangement,
@@ -224,9 +224,10 @@ def test_the_tanh_derivative_is_arranged_without_cancellation():
     assert "1 - tanh" not in str(derive_arrangement(block("user_tanh")).result("dy1_dx2"))
 
 
-@pytest.mark.parametrize("rewrite", KERNEL_REWRITES, ids=lambda r: r.name)
+@pytest.mark.parametrize("rewrite", list(dict.fromkeys(LOG_REWRITES + KERNEL_REWRITES)),
+                         ids=lambda r: r.name)
 def test_a_wrong_rewrite_fails_its_check(rewrite):
-    """Each kernel rewrite, made wrong (its result off by a factor 2), is caught."""
+    """Each rewrite of 1.3 and 1.3n, made wrong (its result off by a factor 2), is caught."""
     u = sp.Symbol("u", real=True)
     wrong = Rewrite(rewrite.name, rewrite.reason, rewrite.notes, rewrite.query,
                     lambda e: 2 * rewrite(e) if rewrite.whole else 2 * rewrite.value(e))
@@ -236,7 +237,11 @@ def test_a_wrong_rewrite_fails_its_check(rewrite):
                sp.log(softplus(u)), sigmoid(u) - sigmoid(u)**2 + u, sp.exp(-u) * sigmoid(u),
                sp.log(sigmoid(u)), sigmoid(u) + u, (sp.exp(u) - sp.exp(-u)) * u,
                (1 + sp.tanh(u)) * u, softplus(u) - u + 1,
-               (1 + sp.exp(u)) / (2 + 3 * sp.exp(u)) * u]
+               (1 + sp.exp(u)) / (2 + 3 * sp.exp(u)) * u,
+               sp.log(sp.Abs(sp.exp(u) * u, evaluate=False), evaluate=False),
+               sp.log(sp.Abs(u**3, evaluate=False), evaluate=False),
+               sp.log(sp.exp(u), evaluate=False) + 1,
+               sp.log(sp.Abs(1 + u**2, evaluate=False), evaluate=False)]
     hit = False
     for expr in samples:
         _, steps = arrange(expr, [rewrite])
