@@ -55,6 +55,15 @@ class XpPrinter(KernelPrinter):
     _kf = {k: "xp." + _RENAMED.get(v, v) for k, v in _known_functions_numpy.items()}
     _kc = {k: "xp." + v for k, v in _known_constants_numpy.items()}
 
+    def _print(self, expr: Any, **kwargs: Any) -> str:
+        # A function of a number (log(2)) is that number: the array API's functions take
+        # arrays only (torch.log(2) raises), and a Python float keeps the arrays' dtype.
+        if isinstance(expr, sp.Function) and expr.is_number and expr.is_real:
+            value = expr.evalf(17)
+            if value.is_Float:
+                return repr(float(value))
+        return super()._print(expr, **kwargs)
+
     def _print_Relational(self, expr: sp.Basic) -> str:
         op = {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}[expr.rel_op]
         return f"({self._print(expr.lhs)} {op} {self._print(expr.rhs)})"

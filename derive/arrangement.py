@@ -230,6 +230,109 @@ _SIGMOID = Rewrite(
 )
 
 
+def _constant_plus(e: sp.Basic) -> tuple[sp.Basic, sp.Basic, sp.Basic] | None:
+    """``(a, c, f)`` where ``e`` is the sum ``a + c f`` of two terms, ``a`` and ``c``
+    nonzero numbers, else None."""
+    if not (e.is_Add and len(e.args) == 2):
+        return None
+    a, other = e.as_coeff_Add()
+    c, f = other.as_coeff_Mul()
+    if a.is_Number and a != 0 and not f.is_Number:
+        return a, c, f
+    return None
+
+
+def _tanh_square(e: sp.Basic) -> tuple[sp.Basic, sp.Basic] | None:
+    """``(a, u)`` where ``e`` is ``a (1 - tanh(u)**2)`` (what SymPy's ``diff`` gives, the
+    factor ``a`` perhaps distributed), else None."""
+    parts = _constant_plus(e)
+    if parts is not None:
+        a, c, f = parts
+        if c == -a and f.is_Pow and f.exp == 2 and isinstance(f.base, sp.tanh):
+            return a, f.base.args[0]
+    return None
+
+
+_TANH_DERIVATIVE = Rewrite(
+    "tanh derivative",
+    "{0}: the difference of two numbers near 1 is never formed (it rounds to 0 where "
+    "{1}, and the product of sigmoids keeps every digit)",
+    (sp.Eq(1 - sp.tanh(_u) ** 2, 4 * sigmoid(2 * _u) * sigmoid(-2 * _u)),
+     sp.Gt(sp.Abs(_u), 19)),
+    lambda e: _tanh_square(e) is not None,
+    lambda e: 4 * _tanh_square(e)[0] * sigmoid(2 * _tanh_square(e)[1])
+    * sigmoid(-2 * _tanh_square(e)[1]),
+)
+
+
+def _one_plus_tanh(e: sp.Basic) -> tuple[sp.Basic, sp.Basic, int] | None:
+    """``(a, u, sign)`` where ``e`` is ``a (1 + sign tanh(u))``, else None."""
+    parts = _constant_plus(e)
+    if parts is not None:
+        a, c, f = parts
+        if abs(c) == abs(a) and isinstance(f, sp.tanh):
+            return a, f.args[0], int(c / a)
+    return None
+
+
+_TANH_SIGMOID = Rewrite(
+    "tanh sigmoid",
+    "{0} and {1}: a sum that cancels where {2} is large becomes a sigmoid, whose value and "
+    "log are taken without cancellation",
+    (sp.Eq(1 + sp.tanh(_u), 2 * sigmoid(2 * _u)), sp.Eq(1 - sp.tanh(_u), 2 * sigmoid(-2 * _u)),
+     _u),
+    lambda e: _one_plus_tanh(e) is not None,
+    lambda e: 2 * _one_plus_tanh(e)[0] * sigmoid(2 * _one_plus_tanh(e)[2]
+                                                * _one_plus_tanh(e)[1]),
+)
+
+
+def _softplus_minus_argument(e: sp.Basic) -> sp.Basic | None:
+    """``e`` with ``c softplus(u) - c u`` replaced by ``c softplus(-u)``, else None."""
+    if not e.is_Add:
+        return None
+    terms = set(e.args)
+    for term in e.args:
+        c, f = term.as_coeff_Mul()
+        if not isinstance(f, softplus):
+            continue
+        u = f.args[0]
+        minus = set(sp.Add.make_args(sp.expand(-c * u)))
+        if minus <= terms - {term}:
+            return sp.Add(*(terms - {term} - minus)) + c * softplus(-u)
+    return None
+
+
+_SOFTPLUS_REFLECTION = Rewrite(
+    "softplus reflection",
+    "{0}: the difference of two large numbers is never formed where {1} is large",
+    (sp.Eq(softplus(_u) - _u, softplus(-_u)), _u),
+    lambda e: _softplus_minus_argument(e) is not None,
+    lambda e: _softplus_minus_argument(e),
+)
+
+
+def _exp_difference(e: sp.Basic) -> sp.Basic | None:
+    """``u`` where ``e`` is ``exp(u) - exp(-u)``, else None."""
+    if not (e.is_Add and len(e.args) == 2):
+        return None
+    for a, b in (e.args, e.args[::-1]):
+        c, neg = b.as_coeff_Mul()
+        if (isinstance(a, sp.exp) and c == -1 and isinstance(neg, sp.exp)
+                and sp.expand(a.args[0] + neg.args[0]) == 0):
+            return a.args[0]
+    return None
+
+
+_SINH = Rewrite(
+    "sinh",
+    "{0}: the difference of two numbers near 1 is never formed where {1} is near 0",
+    (sp.Eq(sp.exp(_u) - sp.exp(-_u), 2 * sp.sinh(_u)), _u),
+    lambda e: _exp_difference(e) is not None,
+    lambda e: 2 * sp.sinh(_exp_difference(e)),
+)
+
+
 def _exp_sigmoid_pair(m: sp.Basic) -> tuple[sp.Basic, sp.Basic, int, int] | None:
     """``(exp(k v), sigmoid(-v), k, m)`` in a product ``exp(k v) sigmoid(-v)**m``,
     ``1 <= k <= m`` an integer, else None."""
@@ -325,6 +428,58 @@ _SIGMOID_PIECES = Rewrite(
     _sigmoid_pieces,
 )
 
+def _linear_in(e: sp.Basic, power: sp.Basic) -> tuple[sp.Basic, sp.Basic] | None:
+    """``(a, b)`` where ``e = a power + b`` with neither ``a`` nor ``b`` holding an
+    exponential, else None."""
+    a = sp.expand(e).coeff(power)
+    b = sp.expand(e - a * power)
+    if a == 0 or b == 0 or a.has(sp.exp) or b.has(sp.exp):
+        return None
+    return a, b
+
+
+def _exp_ratio(m: sp.Basic) -> tuple[sp.Basic, sp.Basic, sp.Basic] | None:
+    """``(p, q, exp(u))`` where ``m`` has the factors ``p / q``, ``q = c exp(u) + d`` and
+    ``p = a exp(u) + b`` (or no ``p``, ``p = 1``), else None."""
+    if not m.is_Mul:
+        return None
+    for q in m.args:
+        if not (q.is_Pow and q.exp == -1 and q.base.is_Add):
+            continue
+        for power in sorted(q.base.atoms(sp.exp), key=sp.default_sort_key):
+            if _linear_in(q.base, power) is None:
+                continue
+            ps = [f for f in m.args if f.is_Add and _linear_in(f, power) is not None]
+            return (ps[0] if ps else sp.S.One), q.base, power
+    return None
+
+
+def _exp_ratio_pieces(m: sp.Basic) -> sp.Basic:
+    p, q, power = _exp_ratio(m)
+    u = power.args[0]
+    small = sp.exp(-sp.Abs(u))
+    (c, d), ab = _linear_in(q, power), _linear_in(p, power) if p != 1 else (0, 1)
+    a, b = ab
+    pieces = sp.Piecewise(((a * small + b) / (c * small + d), u < 0),
+                          ((a + b * small) / (c + d * small), True))
+    rest = list(m.args)
+    rest.remove(q ** -1)
+    if p != 1:
+        rest.remove(p)
+    return sp.Mul(*rest) * pieces
+
+
+_EXP_RATIO = Rewrite(
+    "exp ratio",
+    "a ratio of two sums in {0} is an infinity over an infinity where {1} is large; where "
+    "{2}, numerator and denominator are multiplied by {3}, so that only {4}, which never "
+    "overflows, is formed: no one expression is accurate for every real number, so it is "
+    "evaluated in two pieces",
+    (sp.exp(_u), _u, _u > 0, sp.exp(-_u), sp.exp(-sp.Abs(_u))),
+    lambda e: _exp_ratio(e) is not None,
+    _exp_ratio_pieces,
+)
+
 #: Below this argument, log(softplus(u)) is evaluated as its series in exp(u).
 LOG_SOFTPLUS_SERIES_BELOW = -20
 
@@ -352,10 +507,11 @@ _LOG_SOFTPLUS = Rewrite(
 
 #: The rewrites that take ``log|det|`` to a sum that never forms an exponential (sigmoids
 #: are recognized first, however written, so that their logs become softplus terms).
-LOG_REWRITES = (_SIGMOID, _EXP_SIGMOID, _LOG_OF_PRODUCT, _LOG_OF_POWER, _LOG_OF_EXP, _POSITIVE,
-                _SOFTPLUS, _LOG_SIGMOID)
+LOG_REWRITES = (_TANH_SIGMOID, _SIGMOID, _EXP_SIGMOID, _LOG_OF_PRODUCT, _LOG_OF_POWER,
+                _LOG_OF_EXP, _POSITIVE, _SOFTPLUS, _LOG_SIGMOID)
 
 #: The rewrites a coupling kernel's expressions go through before printing, in order.
 KERNEL_REWRITES: tuple[Rewrite, ...] = (
-    _CANCEL, _SIGMOID, _EXP_SIGMOID, _SIGMOID_COMPLEMENT, _LOG_SIGMOID, _SOFTPLUS, _LOGADDEXP,
-    _EXPM1, _LOG1P, _LOG_SOFTPLUS, _SIGMOID_PIECES)
+    _CANCEL, _TANH_DERIVATIVE, _TANH_SIGMOID, _SINH, _SIGMOID, _EXP_SIGMOID, _SIGMOID_COMPLEMENT,
+    _LOG_SIGMOID, _SOFTPLUS, _SOFTPLUS_REFLECTION, _LOGADDEXP, _EXPM1, _LOG1P, _LOG_SOFTPLUS,
+    _EXP_RATIO, _SIGMOID_PIECES)

@@ -268,6 +268,12 @@ def _volume_condition(log_det: sp.Expr) -> sp.Basic:
     _, body = body.as_independent(*body.free_symbols, as_Add=False)
     if body.is_positive or body.is_negative:
         return sp.false
+    atoms = sorted(body.atoms(sp.Indexed), key=sp.default_sort_key)
+    if (body.is_nonnegative or body.is_nonpositive) and len(atoms) == 1:
+        # terms of one sign: the sum vanishes exactly where every term does
+        zeros = sp.solve(body, atoms[0])
+        if len(zeros) == 1:
+            return sp.Eq(atoms[0], zeros[0])
     return sp.Eq(sp.Sum(body, sums[0].limits), 0)
 
 
@@ -330,11 +336,21 @@ def derive_determinant(block: CouplingBlock) -> Derivation:
     ]
     if condition == sp.true:
         verdict = "Volume preserving: {det} for every input."
+    elif condition == sp.false and all(
+            isinstance(t, sp.Sum) and not t.function.free_symbols
+            for t in sp.Add.make_args(log_det)):
+        # a constant log-determinant: its terms may differ in sign (log 3 - log 2)
+        verdict = ("Never volume preserving: the determinant is the same for every input, "
+                   "and {log_abs_det} is not 0.")
     elif condition == sp.false:
         verdict = ("Never volume preserving: every term of {log_abs_det} has the same sign, "
                    "so the sum never vanishes.")
     else:
-        verdict = ("Not volume preserving in general: the volume is preserved exactly where "
+        every = isinstance(condition, sp.Eq) and not isinstance(condition.lhs, sp.Sum)
+        verdict = ("Not volume preserving in general: every term of {log_abs_det} has one "
+                   "sign, so the volume is preserved exactly where {volume_condition} for "
+                   "every component." if every else
+                   "Not volume preserving in general: the volume is preserved exactly where "
                    "{volume_condition}.")
     return Derivation(
         "1.3", f"The determinant of {block.title}",
