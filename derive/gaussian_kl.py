@@ -444,6 +444,11 @@ r_nat = sp.Symbol("r", positive=True)
 #: Where the ratio of standard deviations is within this of 1, its log is computed from
 #: the exact difference of the two (log1p), not from the rounded ratio.
 RATIO_RADIUS = sp.Rational(1, 2)
+#: Below this ratio of standard deviations, log(sigma^2/sigma_p^2) is taken from the two
+#: logs: the ratio itself underflows (to zero in float64 below 5e-324, in float32 below
+#: 1e-45) or is subnormal, while the KL, about -log(ratio), is finite. Representable (and
+#: normal) in float32 too; the logs' rounding is then below 1 eps of x.
+TINY_RATIO = sp.Rational(1, 10**30)
 
 
 def _natural(expr: sp.Expr, p: Parameterization, prior: Prior) -> sp.Expr:
@@ -460,7 +465,13 @@ def _in_x(coeff: sp.Expr) -> sp.Expr:
     e = e.replace(lambda a: isinstance(a, sp.Mul) and a.has(expm1(x))
                   and sp.exp(-x / 2) in a.args,
                   lambda a: a.xreplace({expm1(x): 2 * sp.sinh(x / 2) * sp.exp(x / 2)}))
-    return e.subs(sp.exp(x / 2), r_nat)
+    e = e.subs(sp.exp(x / 2), r_nat)
+    # (r + 1)/r as 1 + 1/r: the product (r + 1)(r - 1) overflows for r > 1.3e154 before
+    # the division by r brings it back into range (d sigma_q at sigma_q = 1e150,
+    # sigma_p = 1e-5 is 1e160, finite).
+    return e.replace(lambda a: isinstance(a, sp.Mul) and r_nat + 1 in a.args
+                     and 1 / r_nat in a.args,
+                     lambda a: a / ((r_nat + 1) / r_nat) * sp.Add(1, 1 / r_nat))
 
 
 def _arrange_natural(expr: sp.Expr, p: Parameterization, prior: Prior) -> sp.Expr:
@@ -517,9 +528,14 @@ def derive_stable_kl_pair(p: Parameterization) -> Derivation:
                           "where {0}, from the exact difference {1}, not the rounded ratio",
                           notes=(sp.Abs(sigma - sigma_p) < RATIO_RADIUS * sigma_p,
                                  sigma - sigma_p)))
+        apart = 2 * sp.log(sigma) - 2 * sp.log(sigma_p)
+        steps.append(Step(nat[x], apart,
+                          "where {0}, from the two logs: the ratio would underflow",
+                          notes=(sigma / sigma_p < TINY_RATIO,)))
         x_eval = sp.Piecewise((2 * log1p(d),
                                sp.Abs(sigma - sigma_p) < RATIO_RADIUS * sigma_p),
-                              (2 * sp.log(sigma / sigma_p), True))
+                              (2 * sp.log(sigma / sigma_p), sigma / sigma_p >= TINY_RATIO),
+                              (apart, True))
     direct_from = OVERFLOW_RADIUS if nat[x] == p.scale - prior.scale else DIRECT_RADIUS
     series = _taylor(x)
     middle = optimize(sp.exp(x) - 1 - x, [expm1_opt])

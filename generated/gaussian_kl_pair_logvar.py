@@ -392,12 +392,12 @@ def _kl_grad_stl_numpy(mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype):
     # Intermediate terms
     _tmp0 = 1/sigma_p
     _tmp1 = _tmp0*m
-    _tmp2 = eps*(r + 1)*numpy.expm1((1/2)*x)
+    _tmp2 = eps*numpy.expm1((1/2)*x)
     _tmp3 = (1/2)*r
     _tmp4 = eps*r
     # Output terms
-    d_mu_q = _tmp0*_tmp2/r + _tmp1
-    d_logvar_q = eps*((1/2)*_tmp2 + _tmp3*m)
+    d_mu_q = _tmp0*_tmp2*(1 + 1/r) + _tmp1
+    d_logvar_q = eps*((1/2)*_tmp2*(r + 1) + _tmp3*m)
     d_mu_p = -_tmp0*_tmp4 - _tmp1
     d_logvar_p = _tmp4*(-_tmp3*eps - m) - (1/2)*(m - 1)*(m + 1)
     d_mu_q = _finish(d_mu_q, _batch, _dtype, (mu_q, logvar_q, mu_p, logvar_p, eps,))
@@ -418,12 +418,12 @@ def _kl_grad_stl_xp(xp, mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype):
     # Intermediate terms
     _tmp0 = 1/sigma_p
     _tmp1 = _tmp0*m
-    _tmp2 = eps*(r + 1)*xp.expm1((1/2)*x)
+    _tmp2 = eps*xp.expm1((1/2)*x)
     _tmp3 = (1/2)*r
     _tmp4 = eps*r
     # Output terms
-    d_mu_q = _tmp0*_tmp2/r + _tmp1
-    d_logvar_q = eps*((1/2)*_tmp2 + _tmp3*m)
+    d_mu_q = _tmp0*_tmp2*(1 + 1/r) + _tmp1
+    d_logvar_q = eps*((1/2)*_tmp2*(r + 1) + _tmp3*m)
     d_mu_p = -_tmp0*_tmp4 - _tmp1
     d_logvar_p = _tmp4*(-_tmp3*eps - m) - (1/2)*(m - 1)*(m + 1)
     d_mu_q = _rt.finish_xp(xp, d_mu_q, _batch, _dtype, (mu_q, logvar_q, mu_p, logvar_p, eps,))
