@@ -449,6 +449,12 @@ RATIO_RADIUS = sp.Rational(1, 2)
 #: 1e-45) or is subnormal, while the KL, about -log(ratio), is finite. Representable (and
 #: normal) in float32 too; the logs' rounding is then below 1 eps of x.
 TINY_RATIO = sp.Rational(1, 10**30)
+#: Where the scales are log-variances, x = logvar - logvar_p is rounded once, and from
+#: x = EXACT_FROM up the KL (about exp(x)/2) amplifies that rounding x/2 times: there the
+#: ratio is taken from the two exact inputs instead, while both exponentials (of half of
+#: each input, below LOGVAR_LIMIT in magnitude) are finite and normal even in float32.
+EXACT_FROM = 4
+LOGVAR_LIMIT = 170
 
 
 def _natural(expr: sp.Expr, p: Parameterization, prior: Prior) -> sp.Expr:
@@ -522,6 +528,15 @@ def derive_stable_kl_pair(p: Parameterization) -> Derivation:
              notes=(x, sp.Eq(expm1mx(x), sp.exp(x) - 1 - x))),
     ]
     x_eval = nat[x]
+    m_eval = nat[m_nat]
+    if prior.sigma == sp.exp(prior.scale / 2):  # sigma_p from logvar_p: it underflows
+        root = sp.exp(-prior.scale / 4)
+        m_far = sp.UnevaluatedExpr((mu - mu_p) * root) * root
+        far = prior.scale < -LOGVAR_LIMIT
+        steps.append(Step(nat[m_nat], m_far,
+                          "where {0}, multiply by {1} twice: {2} is subnormal or zero there, "
+                          "{1} finite", given=given, notes=(far, root, prior.sigma)))
+        m_eval = sp.Piecewise((nat[m_nat], prior.scale >= -LOGVAR_LIMIT), (m_far, True))
     if ratio_exact:
         d = (sigma - sigma_p) / sigma_p
         steps.append(Step(nat[x], 2 * log1p(d),
@@ -542,8 +557,19 @@ def derive_stable_kl_pair(p: Parameterization) -> Derivation:
     outer_half = scaled_squares(r_nat**2 / 2) - x / 2 - sp.Rational(1, 2)
     quadratic_half = scaled_squares(m_nat**2 / 2)
     pieces = [(sp.oo, sp.Eq(x_extended, sp.oo)),
-              (sp.horner(series / 2), sp.Abs(x) < SERIES_RADIUS),
-              (middle / 2, x < direct_from)]  # the direct piece last, as in 2.3n
+              (sp.horner(series / 2), sp.Abs(x) < SERIES_RADIUS)]
+    if nat[x] == p.scale - prior.scale:  # a difference of two inputs, rounded once
+        r_exact = sp.exp(p.scale / 2) * sp.exp(-prior.scale / 2)
+        exact_half = (scaled_squares(r_nat**2 / 2).xreplace({r_nat: r_exact})
+                      - x / 2 - sp.Rational(1, 2))
+        in_range = ((x >= EXACT_FROM) & (sp.Abs(p.scale) < LOGVAR_LIMIT)
+                    & (sp.Abs(prior.scale) < LOGVAR_LIMIT))
+        steps.append(Step(expm1mx(x) / 2, exact_half,
+                          "where {0}, the ratio from the two inputs, each exact, not from "
+                          "their rounded difference {1}", given=given,
+                          notes=(in_range, x)))
+        pieces.append((exact_half, in_range))
+    pieces.append((middle / 2, x < direct_from))  # the direct piece last, as in 2.3n
     evaluable = quadratic_half + sp.Piecewise(*pieces, (outer_half, True))
     steps.append(Step(expm1mx(x) / 2, outer_half,
                       "where {0}, from the ratio {1} halved, then squared (2.3n's pieces "
@@ -564,6 +590,8 @@ def derive_stable_kl_pair(p: Parameterization) -> Derivation:
                "the KL in the natural variables", KL_i),
         Result("kl_evaluable", evaluable, "piece by piece, for evaluation", typeset=False),
         Result("x_evaluable", x_eval, "the log variance ratio, for evaluation",
+               typeset=False),
+        Result("m_evaluable", m_eval, "the standardized mean difference, for evaluation",
                typeset=False),
     ] + [Result(f"natural_{s.name}", e, "a natural variable", s, typeset=False)
          for s, e in nat.items()] + [
