@@ -73,6 +73,18 @@ class XpPrinter(KernelPrinter):
     def _print_Not(self, expr: sp.Basic) -> str:
         return f"~({self._print(expr.args[0])})"
 
+    # 2023.12 has no Python scalars as arguments of element-wise functions: the 0 of
+    # softplus(u) = logaddexp(0, u) is the kernel's 0-d ``_zero`` (see :func:`lower_xp`).
+    uses_zero = False
+
+    def _print_softplus(self, expr: sp.Basic) -> str:
+        self.uses_zero = True
+        return f"xp.logaddexp(_zero, {self._print(expr.args[0])})"
+
+    def _print_sigmoid(self, expr: sp.Basic) -> str:
+        self.uses_zero = True
+        return f"xp.exp(-xp.logaddexp(_zero, {self._print(-expr.args[0])}))"
+
 
 def _array_code(code: str, expr: sp.Basic) -> str:
     """``code`` as an array: a constant piece or safe value is added to the 0-d ``_zero``."""
@@ -131,6 +143,7 @@ def lower_xp(plan: KernelPlan, printer: XpPrinter) -> dict[str, Any]:
         'xp.where(_pw0_m0, xp.log(x__pw0_m0), _zero + 0)'
     """
     statements: list[dict[str, Any]] = []
+    printer.uses_zero = False
     for st in plan.statements:
         if st.kind == "call":
             statements.append({"kind": "call", "target": st.target, "callee": st.callee,
@@ -146,6 +159,6 @@ def lower_xp(plan: KernelPlan, printer: XpPrinter) -> dict[str, Any]:
               for name, bs in plan.blocks.items()}
     # A 0-d zero in the working dtype on the inputs' device: constants in xp.where become
     # arrays with it (2023.12 has no scalar arguments to where).
-    zero = any(st["kind"] == "piecewise" for st in statements)
+    zero = printer.uses_zero or any(st["kind"] == "piecewise" for st in statements)
     prologue = [("_zero", "xp.zeros((), dtype=_dtype, device=_rt.device(_like))")] if zero else []
     return {"statements": statements, "blocks": blocks, "prologue": prologue}

@@ -399,10 +399,11 @@ def _log_det_jacobian_numpy(x1, x2, F, G, _batch, _n, _dtype):
 def _log_det_jacobian_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     """log_det_jacobian for any array-API namespace xp, checked and converted by log_det_jacobian."""
     _like = x1
+    _zero = xp.zeros((), dtype=_dtype, device=_rt.device(_like))
     # Calls (each callable evaluated once)
     G_x2 = _rt.call_xp(xp, "G", G, x2, "vector", _dtype)
     # Output terms
-    log_det = xp.sum(-xp.logaddexp(0, -G_x2 - 2), axis=-1)
+    log_det = xp.sum(-xp.logaddexp(_zero, -G_x2 - 2), axis=-1)
     log_det = _rt.finish_xp(xp, log_det, _batch, _dtype, (x1, x2,))
     return log_det
 
@@ -499,7 +500,7 @@ def _forward_and_log_det_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     _pw0 = xp.where(_pw0_m0, xp.exp(-abs(G_x2__pw0_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw0_m0 + 2))), 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))))
     # Output terms
     y2 = x2
-    log_det = xp.sum(-xp.logaddexp(0, -G_x2 - 2), axis=-1)
+    log_det = xp.sum(-xp.logaddexp(_zero, -G_x2 - 2), axis=-1)
     y1 = F_x2 + _pw0*x1
     y1 = _rt.finish_xp(xp, y1, _batch + (_n,), _dtype, (x1, x2,))
     y2 = _rt.finish_xp(xp, y2, _batch + (_n,), _dtype, (x1, x2,))

@@ -98,15 +98,12 @@ def test_the_cpu_limit_stops_a_decision():
 
 
 def test_the_memory_limit_stops_a_decision():
-    def address_space() -> int:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-        pytest.skip("no /proc/self/status")
-
+    if not Path("/proc/self/statm").exists():
+        pytest.skip("no /proc/self/statm")
     question_spec("2.3")  # derived before the child is forked, as the command does
+    # the cap is on the child's growth beyond what it inherits: 2 MiB is far too little
     report = mark_batch([("2.3", r"\frac12(\mu^2 + \sigma^2 - 1) - \log\sigma", None)],
-                        Limits(memory_bytes=address_space() + (2 << 20)))[0]
+                        Limits(memory_bytes=2 << 20))[0]
     assert report["verdict"] in ("undecided", "unreadable"), report
     assert report["feedback"]
 

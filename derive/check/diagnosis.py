@@ -24,6 +24,7 @@ from sympy.core.function import AppliedUndef
 from ..vocabulary import i
 from .display import show
 from .equivalence import numeric_verdict, same
+from .quantities import is_applied_at
 
 __all__ = ["name_mistake"]
 
@@ -68,7 +69,7 @@ def name_mistake(answer: sp.Basic, reference: sp.Basic, index_form: bool,
         return found or _matrix_mistakes(answer, reference)
     misplaced = sorted({f"{str(app.func)[0]} is applied to {show(app.args[0])}, but the "
                         f"block applies {str(app.func)[0]} to x2"
-                        for app in answer.atoms(AppliedUndef) if str(app.func).endswith("_at")})
+                        for app in answer.atoms(AppliedUndef) if is_applied_at(app)})
     if misplaced:
         return misplaced
     if index_form and i in answer.free_symbols and i not in reference.free_symbols:

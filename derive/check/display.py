@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import sympy as sp
+from sympy.core.function import AppliedUndef
 from sympy.printing.str import StrPrinter
 
 from ..vocabulary import FB, GB, JFB, JGB, i
@@ -41,4 +42,8 @@ def show(expr: sp.Basic) -> str:
         return "(" + ", ".join(show(e) for e in expr) + ")"
     # Indexed prints itself (``_sympystr``); named symbols stand in for components.
     named = {e: sp.Symbol(_name(e)) for e in expr.atoms(sp.Indexed)}
+    for app in expr.atoms(AppliedUndef):  # F at another argument: F(arg)
+        if str(app.func) in ("F_at", "G_at", "F_unsure", "G_unsure"):
+            index = "" if app.args[1] == i else f"_{app.args[1]}"
+            named[app] = sp.Symbol(f"{str(app.func)[0]}({show(app.args[0])}){index}")
     return StrPrinter().doprint(expr.xreplace(named))

@@ -57,6 +57,7 @@ NOTATION = r"""notation read:
   Greek letters (\mu, \sigma, \epsilon, \varepsilon, \lambda, ...), subscripts in either
   order (\sigma^2_i = \sigma_i^2), \mathcal{F}, \mathrm{X}, \mathbf{x}, \boldsymbol{x};
   question 1: x_1, x_2, y_1, y_2, s (x_{1,i} for a component), F(x_2), F_i(x_2), G_i;
+  in 1.1 also F(y_2 \odot e^{-s}): F at an argument that equals x2;
   question 2: \mu_i, \sigma_i, \epsilon_i and \lambda_i (= log sigma_i^2, --variant logvar);
   several equations separated by \\, ;, \quad or a comma; chains a = b \\ = c and
   align environments (&, \\); vectors as pmatrix, bmatrix or a tuple (a, b);

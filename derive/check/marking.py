@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from ..derivation import Step, StepCheckError, check_step
+from ..vocabulary import FB, GB
 from .diagnosis import name_mistake
 from .display import show
 from .equivalence import Timeout, budget, decide, instances, same
 from .latex_reader import Unreadable, read_answer
-from .quantities import Quantity, QuestionSpec, UnknownSymbols, question_spec
+from .quantities import Quantity, QuestionSpec, UnknownSymbols, is_applied_at, question_spec
 
 __all__ = ["Report", "mark", "VERDICTS", "EXIT_CODES"]
 
@@ -113,7 +114,7 @@ def _equations(doc, spec: QuestionSpec) -> tuple[list[_Equation], list[str], lis
         values = []
         for side in () if error else line.sides:
             try:
-                values.append(tuple(spec.resolve(e) for e in side))
+                values.append(tuple(_at_x2(spec.resolve(e), spec) for e in side))
             except UnknownSymbols as err:
                 named = [f"{u} (an OCR slip for {_OCR[u]}?)" if u in _OCR else u
                          for u in err.names]
@@ -149,6 +150,25 @@ def _equations(doc, spec: QuestionSpec) -> tuple[list[_Equation], list[str], lis
                 skipped.append(f"{message}; the line is skipped and the next line is checked "
                                "against the last one read")
     return equations, problems, skipped
+
+
+def _at_x2(value: sp.Basic, spec: QuestionSpec) -> sp.Basic:
+    """``F(y2 * exp(-s))`` as ``F(x2)`` where that argument *is* x2 (decided by both
+    methods); F at an argument that is not x2 stays a different function."""
+    if spec.x2 is None:
+        return value
+    swap = {}
+    for app in value.atoms(sp.core.function.AppliedUndef):
+        if not is_applied_at(app):
+            continue
+        arg, index = app.args
+        status = decide(arg, spec.x2, index_form=True).status
+        base = FB if str(app.func) == "F_at" else GB
+        if status == "equal":
+            swap[app] = base[index]
+        elif status == "undecided":  # named, and the answer left undecided, in _judge
+            swap[app] = sp.Function(f"{str(app.func)[0]}_unsure")(arg, index)
+    return value.xreplace(swap) if swap else value
 
 
 def _read_as(eq: _Equation, spec: QuestionSpec) -> str:
@@ -262,6 +282,12 @@ def _assign(equations: list[_Equation], spec: QuestionSpec,
 
 
 def _judge(q: Quantity, value: sp.Basic, spec: QuestionSpec, feedback: list[str]) -> str:
+    pending = [app for app in value.atoms(sp.core.function.AppliedUndef)
+               if str(app.func) in ("F_unsure", "G_unsure")]
+    if pending:
+        feedback.append(f"{q.display}: undecided: {show(pending[0])} could not be "
+                        "compared with F(x2); write F(x_2)")
+        return "undecided"
     decisions = [decide(value, ref, spec.index_form, matrix=q.matrix) for ref in q.references]
     if any(d.status == "equal" for d in decisions):
         k = next(k for k, d in enumerate(decisions) if d.status == "equal")

@@ -30,8 +30,8 @@ from ..questions import build
 from ..vocabulary import FB, GB, JFB, JGB, X1, X2, Y1, Y2, S, i, n
 from .latex_reader import Unreadable, label_tokens
 
-__all__ = ["Quantity", "QuestionSpec", "UnknownSymbols", "question_spec", "SUPPORTED", "DIAG",
-           "JACOBIAN_NAMES"]
+__all__ = ["Quantity", "QuestionSpec", "UnknownSymbols", "applied_at", "is_applied_at",
+           "question_spec", "SUPPORTED", "DIAG", "JACOBIAN_NAMES"]
 
 #: The questions ``derive check`` marks.
 SUPPORTED = ("1.1", "1.2", "1.3", "2.3", "2.4")
@@ -71,6 +71,8 @@ class QuestionSpec:
     index_form: bool
     symbols: dict[str, sp.Basic] = field(default_factory=dict)
     substitutions: dict[sp.Symbol, sp.Expr] = field(default_factory=dict)
+    #: x2 in terms of the outputs, where the answer may write F(x2) as F of it (1.1).
+    x2: sp.Expr | None = None
 
     def quantity(self, name: str) -> Quantity:
         for q in self.quantities + self.alternates:
@@ -111,6 +113,15 @@ class UnknownSymbols(Unreadable):
         self.names, self.known = names, known
         super().__init__(f"unknown symbols: {', '.join(names)} (the question is written in "
                          f"{', '.join(known)})")
+
+
+def applied_at(name: str, arg: sp.Expr, index: sp.Expr) -> sp.Expr:
+    """``F`` (or ``G``) at an argument other than ``x2``: component ``index`` of ``F(arg)``."""
+    return sp.Function(f"{name}_at")(arg, index)
+
+
+def is_applied_at(e: sp.Basic) -> bool:
+    return isinstance(e, AppliedUndef) and str(e.func) in ("F_at", "G_at")
 
 
 _NAME = re.compile(r"^\\?([A-Za-z]+)(?:_\{(.*)\})?$")
@@ -191,11 +202,11 @@ class _Resolver:
             return JACOBIAN_NAMES[sub]
         if base in ("F", "G") and len(e.args) == 1:
             arg = self.walk(e.args[0], {})  # the argument is the whole vector x2
-            if arg != X2[i]:
-                # A different function: the answer is then decided (wrong) and the
-                # diagnosis names the argument.
-                return sp.Function(f"{base}_at")(arg)
             comp = _component(base, sub, bound)
+            if comp is not None and arg != X2[i]:
+                # F at another argument: marking replaces it by F where the argument
+                # equals x2 (F(y2 * exp(-s)) in 1.1); otherwise it stays a different function.
+                return applied_at(base, arg, comp.indices[0])
             if comp is not None:
                 return comp
         self.unknown.append(_display_name(base, sub) + "(...)")
@@ -301,7 +312,7 @@ def _spec_11(variant: str) -> QuestionSpec:
     )
     return QuestionSpec("1.1", variant, quantities, (), labels, index_form=True,
                         symbols={"x_1": X1, "x_2": X2, "y_1": Y1, "y_2": Y2, "s": S,
-                                 "F(x_2)": FB, "G(x_2)": GB})
+                                 "F(x_2)": FB, "G(x_2)": GB}, x2=d.result("x2"))
 
 
 def _spec_12(variant: str) -> QuestionSpec:

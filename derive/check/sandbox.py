@@ -1,11 +1,12 @@
 r"""Marking untrusted answers in a child process with CPU, memory and wall-clock limits.
 
 The child is forked after the references are derived (they are trusted and shared), caps
-its own address space (``RLIMIT_AS``, 1 GiB) and CPU time (``RLIMIT_CPU``, per answer),
-reads and decides, and sends back plain data. The parent waits at most the wall-clock
-limit (15 s) per answer and kills the child by its pid when it is exceeded; an answer
-that breaks a limit is reported ``undecided`` (exit 2) with a message, and a fresh child
-takes the remaining answers. The child writes nothing and reads no file.
+the growth of its address space (``RLIMIT_AS``, 1 GiB beyond what it inherited) and its
+CPU time (``RLIMIT_CPU``, per answer), reads and decides, and sends back plain data. The
+parent waits at most the wall-clock limit (15 s) per answer and kills the child by its
+pid when it is exceeded; an answer that breaks a limit is reported ``undecided`` (exit 2)
+with a message, and a fresh child takes the remaining answers. The child writes nothing
+and reads no file.
 
 Example:
     >>> answers = [("2.3", r"\frac12(\mu^2+\sigma^2-1)-\log\sigma", None),
@@ -44,7 +45,19 @@ def _report(verdict: str, message: str) -> dict:
     return {"verdict": verdict, "read_as": "", "feedback": [message], "steps": []}
 
 
+def _address_space() -> int:
+    """The bytes of address space this process holds now (0 where /proc cannot tell)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[0]) * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def _cap_memory(limit: int) -> None:
+    # The cap is on growth: a parent that has loaded large libraries (PyTorch, JAX, in a
+    # test session) hands the child gigabytes of mapped but idle address space.
+    limit += _address_space()
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     if hard != resource.RLIM_INFINITY:
         limit = min(limit, hard)
