@@ -90,6 +90,22 @@ class KernelPrinter(NumPyPrinter):
     # Nodes of the floating-point arrangement (codegen.nodes), printed as SymPy's NumPyPrinter
     # prints logaddexp, through ``self._module``, so a printer for another array module
     # inherits them.
+    def _print_And(self, expr: sp.Basic) -> str:
+        # nested binary calls: SymPy's ``logical_and.reduce((a, b, c))`` stacks its operands
+        # into one array first, which fails where they broadcast (a scalar and an array)
+        return self._binary_fold("logical_and", expr)
+
+    def _print_Or(self, expr: sp.Basic) -> str:
+        return self._binary_fold("logical_or", expr)
+
+    def _binary_fold(self, name: str, expr: sp.Basic) -> str:
+        func = self._module_format(f"{self._module}.{name}")
+        printed = [self._print(a) for a in expr.args]
+        code = printed[-1]
+        for operand in reversed(printed[:-1]):
+            code = f"{func}({operand}, {code})"
+        return code
+
     def _print_softplus(self, expr: sp.Basic) -> str:
         # log(1 + exp(u)) without forming exp(u): finite for every finite u
         logaddexp = self._module_format(self._module + ".logaddexp")

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,7 +131,9 @@ def safe_point(expr: sp.Expr, cond: sp.Basic = sp.true) -> dict[sp.Symbol, sp.Ex
 
     The first of :data:`SAFE_CANDIDATES` (every symbol the same value) at which SymPy
     confirms that ``expr`` and each ``d expr / d symbol`` are finite, and at which ``cond``
-    holds where ``cond`` depends only on those symbols. Raises ValueError where none is.
+    holds where ``cond`` depends only on those symbols; failing that (for up to three
+    symbols), the first such combination of distinct candidates. Raises ValueError where
+    none is.
 
     Example:
         >>> import sympy as sp
@@ -152,9 +155,18 @@ def safe_point(expr: sp.Expr, cond: sp.Basic = sp.true) -> dict[sp.Symbol, sp.Ex
     thresholds = sorted({t for t in cond.atoms(sp.Number) if t.is_finite} if check_cond
                         else set(), key=sp.default_sort_key)
     beyond = [v for t in thresholds for v in (t - 1, t + 1, 2 * t, t / 2)]
-    for value in (*SAFE_CANDIDATES, *beyond):
-        point = {s: value for s in syms}
-        if check_cond and cond.subs(point) is not sp.true:
+    values_tried = (*SAFE_CANDIDATES, *beyond)
+    points = [{s: value for s in syms} for value in values_tried]
+    if len(syms) <= 3:  # then distinct values (a ratio of two symbols below a threshold)
+        points += [dict(zip(syms, combo, strict=True))
+                   for combo in itertools.product(values_tried, repeat=len(syms))
+                   if len(set(combo)) > 1]
+    for point in points:
+        try:
+            holds = not check_cond or cond.subs(point) is sp.true
+        except TypeError:  # the condition is undefined there (a ratio 0/0)
+            holds = False
+        if not holds:
             continue
         values = [exact.subs(point)] + [sp.diff(exact, s).subs(point) for s in syms]
         if all(v.is_finite and v.is_real for v in values):

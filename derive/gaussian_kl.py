@@ -444,6 +444,17 @@ r_nat = sp.Symbol("r", positive=True)
 #: Where the ratio of standard deviations is within this of 1, its log is computed from
 #: the exact difference of the two (log1p), not from the rounded ratio.
 RATIO_RADIUS = sp.Rational(1, 2)
+#: Below this ratio of standard deviations, log(sigma^2/sigma_p^2) is taken from the two
+#: logs: the ratio itself underflows (to zero in float64 below 5e-324, in float32 below
+#: 1e-45) or is subnormal, while the KL, about -log(ratio), is finite. Representable (and
+#: normal) in float32 too; the logs' rounding is then below 1 eps of x.
+TINY_RATIO = sp.Rational(1, 10**30)
+#: Where the scales are log-variances, x = logvar - logvar_p is rounded once, and from
+#: x = EXACT_FROM up the KL (about exp(x)/2) amplifies that rounding x/2 times: there the
+#: ratio is taken from the two exact inputs instead, while both exponentials (of half of
+#: each input, below LOGVAR_LIMIT in magnitude) are finite and normal even in float32.
+EXACT_FROM = 4
+LOGVAR_LIMIT = 170
 
 
 def _natural(expr: sp.Expr, p: Parameterization, prior: Prior) -> sp.Expr:
@@ -460,7 +471,13 @@ def _in_x(coeff: sp.Expr) -> sp.Expr:
     e = e.replace(lambda a: isinstance(a, sp.Mul) and a.has(expm1(x))
                   and sp.exp(-x / 2) in a.args,
                   lambda a: a.xreplace({expm1(x): 2 * sp.sinh(x / 2) * sp.exp(x / 2)}))
-    return e.subs(sp.exp(x / 2), r_nat)
+    e = e.subs(sp.exp(x / 2), r_nat)
+    # (r + 1)/r as 1 + 1/r: the product (r + 1)(r - 1) overflows for r > 1.3e154 before
+    # the division by r brings it back into range (d sigma_q at sigma_q = 1e150,
+    # sigma_p = 1e-5 is 1e160, finite).
+    return e.replace(lambda a: isinstance(a, sp.Mul) and r_nat + 1 in a.args
+                     and 1 / r_nat in a.args,
+                     lambda a: a / ((r_nat + 1) / r_nat) * sp.Add(1, 1 / r_nat))
 
 
 def _arrange_natural(expr: sp.Expr, p: Parameterization, prior: Prior) -> sp.Expr:
@@ -511,23 +528,48 @@ def derive_stable_kl_pair(p: Parameterization) -> Derivation:
              notes=(x, sp.Eq(expm1mx(x), sp.exp(x) - 1 - x))),
     ]
     x_eval = nat[x]
+    m_eval = nat[m_nat]
+    if prior.sigma == sp.exp(prior.scale / 2):  # sigma_p from logvar_p: it underflows
+        root = sp.exp(-prior.scale / 4)
+        m_far = sp.UnevaluatedExpr((mu - mu_p) * root) * root
+        far = prior.scale < -LOGVAR_LIMIT
+        steps.append(Step(nat[m_nat], m_far,
+                          "where {0}, multiply by {1} twice: {2} is subnormal or zero there, "
+                          "{1} finite", given=given, notes=(far, root, prior.sigma)))
+        m_eval = sp.Piecewise((nat[m_nat], prior.scale >= -LOGVAR_LIMIT), (m_far, True))
     if ratio_exact:
         d = (sigma - sigma_p) / sigma_p
         steps.append(Step(nat[x], 2 * log1p(d),
                           "where {0}, from the exact difference {1}, not the rounded ratio",
                           notes=(sp.Abs(sigma - sigma_p) < RATIO_RADIUS * sigma_p,
                                  sigma - sigma_p)))
+        apart = 2 * sp.log(sigma) - 2 * sp.log(sigma_p)
+        steps.append(Step(nat[x], apart,
+                          "where {0}, from the two logs: the ratio would underflow",
+                          notes=(sigma / sigma_p < TINY_RATIO,)))
         x_eval = sp.Piecewise((2 * log1p(d),
                                sp.Abs(sigma - sigma_p) < RATIO_RADIUS * sigma_p),
-                              (2 * sp.log(sigma / sigma_p), True))
+                              (2 * sp.log(sigma / sigma_p), sigma / sigma_p >= TINY_RATIO),
+                              (apart, True))
     direct_from = OVERFLOW_RADIUS if nat[x] == p.scale - prior.scale else DIRECT_RADIUS
     series = _taylor(x)
     middle = optimize(sp.exp(x) - 1 - x, [expm1_opt])
     outer_half = scaled_squares(r_nat**2 / 2) - x / 2 - sp.Rational(1, 2)
     quadratic_half = scaled_squares(m_nat**2 / 2)
     pieces = [(sp.oo, sp.Eq(x_extended, sp.oo)),
-              (sp.horner(series / 2), sp.Abs(x) < SERIES_RADIUS),
-              (middle / 2, x < direct_from)]  # the direct piece last, as in 2.3n
+              (sp.horner(series / 2), sp.Abs(x) < SERIES_RADIUS)]
+    if nat[x] == p.scale - prior.scale:  # a difference of two inputs, rounded once
+        r_exact = sp.exp(p.scale / 2) * sp.exp(-prior.scale / 2)
+        exact_half = (scaled_squares(r_nat**2 / 2).xreplace({r_nat: r_exact})
+                      - x / 2 - sp.Rational(1, 2))
+        in_range = ((x >= EXACT_FROM) & (sp.Abs(p.scale) < LOGVAR_LIMIT)
+                    & (sp.Abs(prior.scale) < LOGVAR_LIMIT))
+        steps.append(Step(expm1mx(x) / 2, exact_half,
+                          "where {0}, the ratio from the two inputs, each exact, not from "
+                          "their rounded difference {1}", given=given,
+                          notes=(in_range, x)))
+        pieces.append((exact_half, in_range))
+    pieces.append((middle / 2, x < direct_from))  # the direct piece last, as in 2.3n
     evaluable = quadratic_half + sp.Piecewise(*pieces, (outer_half, True))
     steps.append(Step(expm1mx(x) / 2, outer_half,
                       "where {0}, from the ratio {1} halved, then squared (2.3n's pieces "
@@ -548,6 +590,8 @@ def derive_stable_kl_pair(p: Parameterization) -> Derivation:
                "the KL in the natural variables", KL_i),
         Result("kl_evaluable", evaluable, "piece by piece, for evaluation", typeset=False),
         Result("x_evaluable", x_eval, "the log variance ratio, for evaluation",
+               typeset=False),
+        Result("m_evaluable", m_eval, "the standardized mean difference, for evaluation",
                typeset=False),
     ] + [Result(f"natural_{s.name}", e, "a natural variable", s, typeset=False)
          for s, e in nat.items()] + [

@@ -22,7 +22,6 @@ from .gaussian_kl import (
     derive_stable_kl,
     derive_stable_kl_pair,
     learned_prior,
-    m_nat,
     mu,
     natural_variables,
     r_nat,
@@ -211,7 +210,13 @@ def gaussian_kl_pair_module(p: Parameterization) -> Module:
     internal = ((out("sigma_p", prior.sigma, "the prior's standard deviation", True),)
                 if derived_sigma_p else ())
     in_sigma_p = {prior.sigma: sigma_p} if derived_sigma_p else {}
-    m_out = out("m", nat[m_nat].subs(in_sigma_p), "the standardized mean difference", True)
+    m_eval = stable.result("m_evaluable")
+    if isinstance(m_eval, sp.Piecewise):  # sigma_p shared where it is used, not elsewhere
+        (near, where), *rest = m_eval.args
+        m_eval = sp.Piecewise((near.subs(in_sigma_p), where), *rest)
+    else:
+        m_eval = m_eval.subs(in_sigma_p)
+    m_out = out("m", m_eval, "the standardized mean difference", True)
     x_out = out("x", stable.result("x_evaluable"), "the log variance ratio", True)
     # r from x where x is the parameters' difference (one exp), else the ratio itself
     ratio = sp.exp(x / 2) if p.scale != sigma else nat[r_nat]

@@ -97,7 +97,12 @@ def _kl_numpy(mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
     # where it holds, and the derivation proves each piece equal to the value it stands for.
     _pw0_shape = _broadcast(numpy.shape(sigma_p), numpy.shape(sigma_q))
-    _pw0 = _finish(2*numpy.log(sigma_q/sigma_p), _pw0_shape, _dtype, (sigma_p, sigma_q,))
+    _pw0 = _finish(2*(numpy.log(sigma_q) - numpy.log(sigma_p)), _pw0_shape, _dtype, (sigma_p, sigma_q,))
+    _pw0_m1 = _full(numpy.greater_equal(sigma_q/sigma_p, 1/1000000000000000000000000000000), _pw0_shape).ravel().nonzero()[0]
+    if _pw0_m1.size:
+        sigma_p__pw0_m1 = numpy.take(_full(sigma_p, _pw0_shape), _pw0_m1)
+        sigma_q__pw0_m1 = numpy.take(_full(sigma_q, _pw0_shape), _pw0_m1)
+        numpy.put(_pw0, _pw0_m1, 2*numpy.log(sigma_q__pw0_m1/sigma_p__pw0_m1))
     _pw0_m0 = _full(numpy.greater(sigma_p, 2*abs(sigma_p - sigma_q)), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m0.size:
         sigma_p__pw0_m0 = numpy.take(_full(sigma_p, _pw0_shape), _pw0_m0)
@@ -136,12 +141,15 @@ def _kl_xp(xp, mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
     # where it holds, and the derivation proves each piece equal to the value it stands for.
     _pw0_m0 = (sigma_p > 2*abs(sigma_p - sigma_q))
-    _pw0_m1 = ~(_pw0_m0)
+    _pw0_m1 = (sigma_q/sigma_p >= 1/1000000000000000000000000000000) & ~(_pw0_m0)
+    _pw0_m2 = ~(_pw0_m0 | _pw0_m1)
     sigma_p__pw0_m0 = xp.where(_pw0_m0, sigma_p, _zero + 1)
     sigma_q__pw0_m0 = xp.where(_pw0_m0, sigma_q, _zero + 1)
     sigma_p__pw0_m1 = xp.where(_pw0_m1, sigma_p, _zero + -1)
     sigma_q__pw0_m1 = xp.where(_pw0_m1, sigma_q, _zero + -1)
-    _pw0 = xp.where(_pw0_m0, 2*xp.log1p((sigma_q__pw0_m0 - sigma_p__pw0_m0)/sigma_p__pw0_m0), 2*xp.log(sigma_q__pw0_m1/sigma_p__pw0_m1))
+    sigma_p__pw0_m2 = xp.where(_pw0_m2, sigma_p, _zero + 1)
+    sigma_q__pw0_m2 = xp.where(_pw0_m2, sigma_q, _zero + 1/2000000000000000000000000000000)
+    _pw0 = xp.where(_pw0_m0, 2*xp.log1p((sigma_q__pw0_m0 - sigma_p__pw0_m0)/sigma_p__pw0_m0), xp.where(_pw0_m1, 2*xp.log(sigma_q__pw0_m1/sigma_p__pw0_m1), 2*(xp.log(sigma_q__pw0_m2) - xp.log(sigma_p__pw0_m2))))
     # Output terms
     m = (mu_q - mu_p)/sigma_p
     x = _pw0
@@ -216,7 +224,12 @@ def _kl_grad_numpy(mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
     # where it holds, and the derivation proves each piece equal to the value it stands for.
     _pw0_shape = _broadcast(numpy.shape(sigma_p), numpy.shape(sigma_q))
-    _pw0 = _finish(2*numpy.log(sigma_q/sigma_p), _pw0_shape, _dtype, (sigma_p, sigma_q,))
+    _pw0 = _finish(2*(numpy.log(sigma_q) - numpy.log(sigma_p)), _pw0_shape, _dtype, (sigma_p, sigma_q,))
+    _pw0_m1 = _full(numpy.greater_equal(sigma_q/sigma_p, 1/1000000000000000000000000000000), _pw0_shape).ravel().nonzero()[0]
+    if _pw0_m1.size:
+        sigma_p__pw0_m1 = numpy.take(_full(sigma_p, _pw0_shape), _pw0_m1)
+        sigma_q__pw0_m1 = numpy.take(_full(sigma_q, _pw0_shape), _pw0_m1)
+        numpy.put(_pw0, _pw0_m1, 2*numpy.log(sigma_q__pw0_m1/sigma_p__pw0_m1))
     _pw0_m0 = _full(numpy.greater(sigma_p, 2*abs(sigma_p - sigma_q)), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m0.size:
         sigma_p__pw0_m0 = numpy.take(_full(sigma_p, _pw0_shape), _pw0_m0)
@@ -235,7 +248,7 @@ def _kl_grad_numpy(mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     # Intermediate terms
     _tmp2 = 1/sigma_p
     # Output terms
-    d_sigma_q = _tmp2*(r + 1)*numpy.expm1((1/2)*x)/r
+    d_sigma_q = _tmp2*(1 + 1/r)*numpy.expm1((1/2)*x)
     d_sigma_p = -_tmp2*(m**2 + numpy.expm1(x))
     d_mu_q = _finish(d_mu_q, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p,))
     d_sigma_q = _finish(d_sigma_q, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p,))
@@ -252,12 +265,15 @@ def _kl_grad_xp(xp, mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
     # where it holds, and the derivation proves each piece equal to the value it stands for.
     _pw0_m0 = (sigma_p > 2*abs(sigma_p - sigma_q))
-    _pw0_m1 = ~(_pw0_m0)
+    _pw0_m1 = (sigma_q/sigma_p >= 1/1000000000000000000000000000000) & ~(_pw0_m0)
+    _pw0_m2 = ~(_pw0_m0 | _pw0_m1)
     sigma_p__pw0_m0 = xp.where(_pw0_m0, sigma_p, _zero + 1)
     sigma_q__pw0_m0 = xp.where(_pw0_m0, sigma_q, _zero + 1)
     sigma_p__pw0_m1 = xp.where(_pw0_m1, sigma_p, _zero + -1)
     sigma_q__pw0_m1 = xp.where(_pw0_m1, sigma_q, _zero + -1)
-    _pw0 = xp.where(_pw0_m0, 2*xp.log1p((sigma_q__pw0_m0 - sigma_p__pw0_m0)/sigma_p__pw0_m0), 2*xp.log(sigma_q__pw0_m1/sigma_p__pw0_m1))
+    sigma_p__pw0_m2 = xp.where(_pw0_m2, sigma_p, _zero + 1)
+    sigma_q__pw0_m2 = xp.where(_pw0_m2, sigma_q, _zero + 1/2000000000000000000000000000000)
+    _pw0 = xp.where(_pw0_m0, 2*xp.log1p((sigma_q__pw0_m0 - sigma_p__pw0_m0)/sigma_p__pw0_m0), xp.where(_pw0_m1, 2*xp.log(sigma_q__pw0_m1/sigma_p__pw0_m1), 2*(xp.log(sigma_q__pw0_m2) - xp.log(sigma_p__pw0_m2))))
     _tmp0 = 1/sigma_p
     # Output terms
     m = _tmp0*(mu_q - mu_p)
@@ -271,7 +287,7 @@ def _kl_grad_xp(xp, mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     # Intermediate terms
     _tmp2 = 1/sigma_p
     # Output terms
-    d_sigma_q = _tmp2*(r + 1)*xp.expm1((1/2)*x)/r
+    d_sigma_q = _tmp2*(1 + 1/r)*xp.expm1((1/2)*x)
     d_sigma_p = -_tmp2*(m**2 + xp.expm1(x))
     d_mu_q = _rt.finish_xp(xp, d_mu_q, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p,))
     d_sigma_q = _rt.finish_xp(xp, d_sigma_q, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p,))
@@ -437,7 +453,12 @@ def _kl_grad_stl_numpy(mu_q, sigma_q, mu_p, sigma_p, eps, _batch, _dtype):
     # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
     # where it holds, and the derivation proves each piece equal to the value it stands for.
     _pw0_shape = _broadcast(numpy.shape(sigma_p), numpy.shape(sigma_q))
-    _pw0 = _finish(2*numpy.log(sigma_q/sigma_p), _pw0_shape, _dtype, (sigma_p, sigma_q,))
+    _pw0 = _finish(2*(numpy.log(sigma_q) - numpy.log(sigma_p)), _pw0_shape, _dtype, (sigma_p, sigma_q,))
+    _pw0_m1 = _full(numpy.greater_equal(sigma_q/sigma_p, 1/1000000000000000000000000000000), _pw0_shape).ravel().nonzero()[0]
+    if _pw0_m1.size:
+        sigma_p__pw0_m1 = numpy.take(_full(sigma_p, _pw0_shape), _pw0_m1)
+        sigma_q__pw0_m1 = numpy.take(_full(sigma_q, _pw0_shape), _pw0_m1)
+        numpy.put(_pw0, _pw0_m1, 2*numpy.log(sigma_q__pw0_m1/sigma_p__pw0_m1))
     _pw0_m0 = _full(numpy.greater(sigma_p, 2*abs(sigma_p - sigma_q)), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m0.size:
         sigma_p__pw0_m0 = numpy.take(_full(sigma_p, _pw0_shape), _pw0_m0)
@@ -458,7 +479,7 @@ def _kl_grad_stl_numpy(mu_q, sigma_q, mu_p, sigma_p, eps, _batch, _dtype):
     d_sigma_p = _tmp3*(-2*_tmp2 - _tmp4) - _tmp1*(m - 1)*(m + 1)
     # Intermediate terms
     _tmp5 = 1/sigma_p
-    _tmp6 = _tmp5*eps*(r + 1)*numpy.expm1((1/2)*x)/r + _tmp5*m
+    _tmp6 = _tmp5*eps*(1 + 1/r)*numpy.expm1((1/2)*x) + _tmp5*m
     # Output terms
     d_mu_q = _tmp6
     d_sigma_q = _tmp6*eps
@@ -477,12 +498,15 @@ def _kl_grad_stl_xp(xp, mu_q, sigma_q, mu_p, sigma_p, eps, _batch, _dtype):
     # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
     # where it holds, and the derivation proves each piece equal to the value it stands for.
     _pw0_m0 = (sigma_p > 2*abs(sigma_p - sigma_q))
-    _pw0_m1 = ~(_pw0_m0)
+    _pw0_m1 = (sigma_q/sigma_p >= 1/1000000000000000000000000000000) & ~(_pw0_m0)
+    _pw0_m2 = ~(_pw0_m0 | _pw0_m1)
     sigma_p__pw0_m0 = xp.where(_pw0_m0, sigma_p, _zero + 1)
     sigma_q__pw0_m0 = xp.where(_pw0_m0, sigma_q, _zero + 1)
     sigma_p__pw0_m1 = xp.where(_pw0_m1, sigma_p, _zero + -1)
     sigma_q__pw0_m1 = xp.where(_pw0_m1, sigma_q, _zero + -1)
-    _pw0 = xp.where(_pw0_m0, 2*xp.log1p((sigma_q__pw0_m0 - sigma_p__pw0_m0)/sigma_p__pw0_m0), 2*xp.log(sigma_q__pw0_m1/sigma_p__pw0_m1))
+    sigma_p__pw0_m2 = xp.where(_pw0_m2, sigma_p, _zero + 1)
+    sigma_q__pw0_m2 = xp.where(_pw0_m2, sigma_q, _zero + 1/2000000000000000000000000000000)
+    _pw0 = xp.where(_pw0_m0, 2*xp.log1p((sigma_q__pw0_m0 - sigma_p__pw0_m0)/sigma_p__pw0_m0), xp.where(_pw0_m1, 2*xp.log(sigma_q__pw0_m1/sigma_p__pw0_m1), 2*(xp.log(sigma_q__pw0_m2) - xp.log(sigma_p__pw0_m2))))
     _tmp0 = 1/sigma_p
     # Output terms
     m = _tmp0*(mu_q - mu_p)
@@ -498,7 +522,7 @@ def _kl_grad_stl_xp(xp, mu_q, sigma_q, mu_p, sigma_p, eps, _batch, _dtype):
     d_sigma_p = _tmp3*(-2*_tmp2 - _tmp4) - _tmp1*(m - 1)*(m + 1)
     # Intermediate terms
     _tmp5 = 1/sigma_p
-    _tmp6 = _tmp5*eps*(r + 1)*xp.expm1((1/2)*x)/r + _tmp5*m
+    _tmp6 = _tmp5*eps*(1 + 1/r)*xp.expm1((1/2)*x) + _tmp5*m
     # Output terms
     d_mu_q = _tmp6
     d_sigma_q = _tmp6*eps

@@ -99,22 +99,38 @@ def _kl_numpy(mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
     # Intermediate terms
     # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
     # where it holds, and the derivation proves each piece equal to the value it stands for.
-    _pw0_shape = _broadcast(numpy.shape(x))
-    _pw0 = _finish(2*((1/2)*numpy.exp((1/2)*x))**2 - (1/2)*x - 1/2, _pw0_shape, _dtype, (x,))
-    _pw0_m2 = _full(numpy.less(x, 88), _pw0_shape).ravel().nonzero()[0]
-    if _pw0_m2.size:
-        x__pw0_m2 = numpy.take(_full(x, _pw0_shape), _pw0_m2)
-        numpy.put(_pw0, _pw0_m2, (1/2)*numpy.expm1(x__pw0_m2) - (1/2)*x__pw0_m2)
-    _pw0_m1 = _full(numpy.less(abs(x), 1/2), _pw0_shape).ravel().nonzero()[0]
-    if _pw0_m1.size:
-        x__pw0_m1 = numpy.take(_full(x, _pw0_shape), _pw0_m1)
-        numpy.put(_pw0, _pw0_m1, x__pw0_m1**2*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*((1/2615348736000)*x__pw0_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4))
-    _pw0_m0 = _full(numpy.equal(x, numpy.inf), _pw0_shape).ravel().nonzero()[0]
+    _pw0_shape = _broadcast(numpy.shape(logvar_p), numpy.shape(mu_p), numpy.shape(mu_q), numpy.shape(sigma_p))
+    _pw0 = _finish(numpy.exp(-1/4*logvar_p)*((mu_q - mu_p)*numpy.exp(-1/4*logvar_p)), _pw0_shape, _dtype, (logvar_p, mu_p, mu_q, sigma_p,))
+    _pw0_m0 = _full(numpy.greater_equal(logvar_p, -170), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m0.size:
-        numpy.put(_pw0, _pw0_m0, numpy.inf)
+        mu_p__pw0_m0 = numpy.take(_full(mu_p, _pw0_shape), _pw0_m0)
+        mu_q__pw0_m0 = numpy.take(_full(mu_q, _pw0_shape), _pw0_m0)
+        sigma_p__pw0_m0 = numpy.take(_full(sigma_p, _pw0_shape), _pw0_m0)
+        numpy.put(_pw0, _pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
+    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
+    # where it holds, and the derivation proves each piece equal to the value it stands for.
+    _pw1_shape = _broadcast(numpy.shape(logvar_p), numpy.shape(logvar_q), numpy.shape(x))
+    _pw1 = _finish(2*((1/2)*numpy.exp((1/2)*x))**2 - (1/2)*x - 1/2, _pw1_shape, _dtype, (logvar_p, logvar_q, x,))
+    _pw1_m3 = _full(numpy.less(x, 88), _pw1_shape).ravel().nonzero()[0]
+    if _pw1_m3.size:
+        x__pw1_m3 = numpy.take(_full(x, _pw1_shape), _pw1_m3)
+        numpy.put(_pw1, _pw1_m3, (1/2)*numpy.expm1(x__pw1_m3) - (1/2)*x__pw1_m3)
+    _pw1_m2 = _full(numpy.logical_and(numpy.greater_equal(x, 4), numpy.logical_and(numpy.less(abs(logvar_p), 170), numpy.less(abs(logvar_q), 170))), _pw1_shape).ravel().nonzero()[0]
+    if _pw1_m2.size:
+        logvar_p__pw1_m2 = numpy.take(_full(logvar_p, _pw1_shape), _pw1_m2)
+        logvar_q__pw1_m2 = numpy.take(_full(logvar_q, _pw1_shape), _pw1_m2)
+        x__pw1_m2 = numpy.take(_full(x, _pw1_shape), _pw1_m2)
+        numpy.put(_pw1, _pw1_m2, 2*((1/2)*numpy.exp(-1/2*logvar_p__pw1_m2)*numpy.exp((1/2)*logvar_q__pw1_m2))**2 - (1/2)*x__pw1_m2 - 1/2)
+    _pw1_m1 = _full(numpy.less(abs(x), 1/2), _pw1_shape).ravel().nonzero()[0]
+    if _pw1_m1.size:
+        x__pw1_m1 = numpy.take(_full(x, _pw1_shape), _pw1_m1)
+        numpy.put(_pw1, _pw1_m1, x__pw1_m1**2*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*((1/2615348736000)*x__pw1_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4))
+    _pw1_m0 = _full(numpy.equal(x, numpy.inf), _pw1_shape).ravel().nonzero()[0]
+    if _pw1_m0.size:
+        numpy.put(_pw1, _pw1_m0, numpy.inf)
     # Output terms
-    m = (mu_q - mu_p)/sigma_p
-    kl = _pw0 + 2*((1/2)*m)**2
+    m = _pw0
+    kl = _pw1 + 2*((1/2)*m)**2
     kl = _finish(kl, _batch, _dtype, (mu_q, logvar_q, mu_p, logvar_p,))
     return kl
 
@@ -129,17 +145,32 @@ def _kl_xp(xp, mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
     # Intermediate terms
     # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
     # where it holds, and the derivation proves each piece equal to the value it stands for.
-    _pw0_m0 = (x == xp.inf)
-    _pw0_m1 = (abs(x) < 1/2) & ~(_pw0_m0)
-    _pw0_m2 = (x < 88) & ~(_pw0_m0 | _pw0_m1)
-    _pw0_m3 = ~(_pw0_m0 | _pw0_m1 | _pw0_m2)
-    x__pw0_m1 = xp.where(_pw0_m1, x, _zero + 0)
-    x__pw0_m2 = xp.where(_pw0_m2, x, _zero + 0)
-    x__pw0_m3 = xp.where(_pw0_m3, x, _zero + 0)
-    _pw0 = xp.where(_pw0_m0, _zero + xp.inf, xp.where(_pw0_m1, x__pw0_m1**2*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*((1/2615348736000)*x__pw0_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4), xp.where(_pw0_m2, (1/2)*xp.expm1(x__pw0_m2) - (1/2)*x__pw0_m2, 2*((1/2)*xp.exp((1/2)*x__pw0_m3))**2 - (1/2)*x__pw0_m3 - 1/2)))
+    _pw0_m0 = (logvar_p >= -170)
+    _pw0_m1 = ~(_pw0_m0)
+    mu_p__pw0_m0 = xp.where(_pw0_m0, mu_p, _zero + 1)
+    mu_q__pw0_m0 = xp.where(_pw0_m0, mu_q, _zero + 1)
+    sigma_p__pw0_m0 = xp.where(_pw0_m0, sigma_p, _zero + 1)
+    logvar_p__pw0_m1 = xp.where(_pw0_m1, logvar_p, _zero + -171)
+    mu_p__pw0_m1 = xp.where(_pw0_m1, mu_p, _zero + -171)
+    mu_q__pw0_m1 = xp.where(_pw0_m1, mu_q, _zero + -171)
+    _pw0 = xp.where(_pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0, xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)))
+    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
+    # where it holds, and the derivation proves each piece equal to the value it stands for.
+    _pw1_m0 = (x == xp.inf)
+    _pw1_m1 = (abs(x) < 1/2) & ~(_pw1_m0)
+    _pw1_m2 = (x >= 4) & (abs(logvar_p) < 170) & (abs(logvar_q) < 170) & ~(_pw1_m0 | _pw1_m1)
+    _pw1_m3 = (x < 88) & ~(_pw1_m0 | _pw1_m1 | _pw1_m2)
+    _pw1_m4 = ~(_pw1_m0 | _pw1_m1 | _pw1_m2 | _pw1_m3)
+    x__pw1_m1 = xp.where(_pw1_m1, x, _zero + 0)
+    logvar_p__pw1_m2 = xp.where(_pw1_m2, logvar_p, _zero + 0)
+    logvar_q__pw1_m2 = xp.where(_pw1_m2, logvar_q, _zero + 0)
+    x__pw1_m2 = xp.where(_pw1_m2, x, _zero + 0)
+    x__pw1_m3 = xp.where(_pw1_m3, x, _zero + 0)
+    x__pw1_m4 = xp.where(_pw1_m4, x, _zero + 0)
+    _pw1 = xp.where(_pw1_m0, _zero + xp.inf, xp.where(_pw1_m1, x__pw1_m1**2*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*((1/2615348736000)*x__pw1_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4), xp.where(_pw1_m2, 2*((1/2)*xp.exp(-1/2*logvar_p__pw1_m2)*xp.exp((1/2)*logvar_q__pw1_m2))**2 - (1/2)*x__pw1_m2 - 1/2, xp.where(_pw1_m3, (1/2)*xp.expm1(x__pw1_m3) - (1/2)*x__pw1_m3, 2*((1/2)*xp.exp((1/2)*x__pw1_m4))**2 - (1/2)*x__pw1_m4 - 1/2))))
     # Output terms
-    m = (mu_q - mu_p)/sigma_p
-    kl = _pw0 + 2*((1/2)*m)**2
+    m = _pw0
+    kl = _pw1 + 2*((1/2)*m)**2
     kl = _rt.finish_xp(xp, kl, _batch, _dtype, (mu_q, logvar_q, mu_p, logvar_p,))
     return kl
 
@@ -195,13 +226,25 @@ def _kl_grad_numpy(mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
     # Output terms
     sigma_p = numpy.exp((1/2)*logvar_p)
     x = logvar_q - logvar_p
-    m = (mu_q - mu_p)/sigma_p
+    # Intermediate terms
+    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
+    # where it holds, and the derivation proves each piece equal to the value it stands for.
+    _pw0_shape = _broadcast(numpy.shape(logvar_p), numpy.shape(mu_p), numpy.shape(mu_q), numpy.shape(sigma_p))
+    _pw0 = _finish(numpy.exp(-1/4*logvar_p)*((mu_q - mu_p)*numpy.exp(-1/4*logvar_p)), _pw0_shape, _dtype, (logvar_p, mu_p, mu_q, sigma_p,))
+    _pw0_m0 = _full(numpy.greater_equal(logvar_p, -170), _pw0_shape).ravel().nonzero()[0]
+    if _pw0_m0.size:
+        mu_p__pw0_m0 = numpy.take(_full(mu_p, _pw0_shape), _pw0_m0)
+        mu_q__pw0_m0 = numpy.take(_full(mu_q, _pw0_shape), _pw0_m0)
+        sigma_p__pw0_m0 = numpy.take(_full(sigma_p, _pw0_shape), _pw0_m0)
+        numpy.put(_pw0, _pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
+    # Output terms
     r = numpy.exp((1/2)*x)
+    m = _pw0
+    d_logvar_q = (1/2)*(r + 1)*numpy.expm1((1/2)*x)
     # Intermediate terms
     _tmp0 = m/sigma_p
     # Output terms
     d_mu_q = _tmp0
-    d_logvar_q = (1/2)*(r + 1)*numpy.expm1((1/2)*x)
     d_mu_p = -_tmp0
     d_logvar_p = -1/2*m**2 - 1/2*numpy.expm1(x)
     d_mu_q = _finish(d_mu_q, _batch, _dtype, (mu_q, logvar_q, mu_p, logvar_p,))
@@ -214,16 +257,30 @@ def _kl_grad_numpy(mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
 def _kl_grad_xp(xp, mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
     """kl_grad for any array-API namespace xp, checked and converted by kl_grad."""
     _like = mu_q
+    _zero = xp.zeros((), dtype=_dtype, device=_rt.device(_like))
     # Output terms
     sigma_p = xp.exp((1/2)*logvar_p)
     x = logvar_q - logvar_p
-    m = (mu_q - mu_p)/sigma_p
+    # Intermediate terms
+    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
+    # where it holds, and the derivation proves each piece equal to the value it stands for.
+    _pw0_m0 = (logvar_p >= -170)
+    _pw0_m1 = ~(_pw0_m0)
+    mu_p__pw0_m0 = xp.where(_pw0_m0, mu_p, _zero + 1)
+    mu_q__pw0_m0 = xp.where(_pw0_m0, mu_q, _zero + 1)
+    sigma_p__pw0_m0 = xp.where(_pw0_m0, sigma_p, _zero + 1)
+    logvar_p__pw0_m1 = xp.where(_pw0_m1, logvar_p, _zero + -171)
+    mu_p__pw0_m1 = xp.where(_pw0_m1, mu_p, _zero + -171)
+    mu_q__pw0_m1 = xp.where(_pw0_m1, mu_q, _zero + -171)
+    _pw0 = xp.where(_pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0, xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)))
+    # Output terms
     r = xp.exp((1/2)*x)
+    m = _pw0
+    d_logvar_q = (1/2)*(r + 1)*xp.expm1((1/2)*x)
     # Intermediate terms
     _tmp0 = m/sigma_p
     # Output terms
     d_mu_q = _tmp0
-    d_logvar_q = (1/2)*(r + 1)*xp.expm1((1/2)*x)
     d_mu_p = -_tmp0
     d_logvar_p = -1/2*m**2 - 1/2*xp.expm1(x)
     d_mu_q = _rt.finish_xp(xp, d_mu_q, _batch, _dtype, (mu_q, logvar_q, mu_p, logvar_p,))
@@ -288,8 +345,20 @@ def _kl_grad_reparam_numpy(mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype):
     # Output terms
     sigma_p = numpy.exp((1/2)*logvar_p)
     x = logvar_q - logvar_p
-    m = (mu_q - mu_p)/sigma_p
+    # Intermediate terms
+    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
+    # where it holds, and the derivation proves each piece equal to the value it stands for.
+    _pw0_shape = _broadcast(numpy.shape(logvar_p), numpy.shape(mu_p), numpy.shape(mu_q), numpy.shape(sigma_p))
+    _pw0 = _finish(numpy.exp(-1/4*logvar_p)*((mu_q - mu_p)*numpy.exp(-1/4*logvar_p)), _pw0_shape, _dtype, (logvar_p, mu_p, mu_q, sigma_p,))
+    _pw0_m0 = _full(numpy.greater_equal(logvar_p, -170), _pw0_shape).ravel().nonzero()[0]
+    if _pw0_m0.size:
+        mu_p__pw0_m0 = numpy.take(_full(mu_p, _pw0_shape), _pw0_m0)
+        mu_q__pw0_m0 = numpy.take(_full(mu_q, _pw0_shape), _pw0_m0)
+        sigma_p__pw0_m0 = numpy.take(_full(sigma_p, _pw0_shape), _pw0_m0)
+        numpy.put(_pw0, _pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
+    # Output terms
     r = numpy.exp((1/2)*x)
+    m = _pw0
     # Intermediate terms
     _tmp0 = 1/sigma_p
     _tmp1 = eps*r
@@ -310,11 +379,25 @@ def _kl_grad_reparam_numpy(mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype):
 def _kl_grad_reparam_xp(xp, mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype):
     """kl_grad_reparam for any array-API namespace xp, checked and converted by kl_grad_reparam."""
     _like = mu_q
+    _zero = xp.zeros((), dtype=_dtype, device=_rt.device(_like))
     # Output terms
     sigma_p = xp.exp((1/2)*logvar_p)
     x = logvar_q - logvar_p
-    m = (mu_q - mu_p)/sigma_p
+    # Intermediate terms
+    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
+    # where it holds, and the derivation proves each piece equal to the value it stands for.
+    _pw0_m0 = (logvar_p >= -170)
+    _pw0_m1 = ~(_pw0_m0)
+    mu_p__pw0_m0 = xp.where(_pw0_m0, mu_p, _zero + 1)
+    mu_q__pw0_m0 = xp.where(_pw0_m0, mu_q, _zero + 1)
+    sigma_p__pw0_m0 = xp.where(_pw0_m0, sigma_p, _zero + 1)
+    logvar_p__pw0_m1 = xp.where(_pw0_m1, logvar_p, _zero + -171)
+    mu_p__pw0_m1 = xp.where(_pw0_m1, mu_p, _zero + -171)
+    mu_q__pw0_m1 = xp.where(_pw0_m1, mu_q, _zero + -171)
+    _pw0 = xp.where(_pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0, xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)))
+    # Output terms
     r = xp.exp((1/2)*x)
+    m = _pw0
     # Intermediate terms
     _tmp0 = 1/sigma_p
     _tmp1 = eps*r
@@ -387,17 +470,29 @@ def _kl_grad_stl_numpy(mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype):
     # Output terms
     sigma_p = numpy.exp((1/2)*logvar_p)
     x = logvar_q - logvar_p
-    m = (mu_q - mu_p)/sigma_p
+    # Intermediate terms
+    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
+    # where it holds, and the derivation proves each piece equal to the value it stands for.
+    _pw0_shape = _broadcast(numpy.shape(logvar_p), numpy.shape(mu_p), numpy.shape(mu_q), numpy.shape(sigma_p))
+    _pw0 = _finish(numpy.exp(-1/4*logvar_p)*((mu_q - mu_p)*numpy.exp(-1/4*logvar_p)), _pw0_shape, _dtype, (logvar_p, mu_p, mu_q, sigma_p,))
+    _pw0_m0 = _full(numpy.greater_equal(logvar_p, -170), _pw0_shape).ravel().nonzero()[0]
+    if _pw0_m0.size:
+        mu_p__pw0_m0 = numpy.take(_full(mu_p, _pw0_shape), _pw0_m0)
+        mu_q__pw0_m0 = numpy.take(_full(mu_q, _pw0_shape), _pw0_m0)
+        sigma_p__pw0_m0 = numpy.take(_full(sigma_p, _pw0_shape), _pw0_m0)
+        numpy.put(_pw0, _pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
+    # Output terms
     r = numpy.exp((1/2)*x)
+    m = _pw0
     # Intermediate terms
     _tmp0 = 1/sigma_p
     _tmp1 = _tmp0*m
-    _tmp2 = eps*(r + 1)*numpy.expm1((1/2)*x)
+    _tmp2 = eps*numpy.expm1((1/2)*x)
     _tmp3 = (1/2)*r
     _tmp4 = eps*r
     # Output terms
-    d_mu_q = _tmp0*_tmp2/r + _tmp1
-    d_logvar_q = eps*((1/2)*_tmp2 + _tmp3*m)
+    d_mu_q = _tmp0*_tmp2*(1 + 1/r) + _tmp1
+    d_logvar_q = eps*((1/2)*_tmp2*(r + 1) + _tmp3*m)
     d_mu_p = -_tmp0*_tmp4 - _tmp1
     d_logvar_p = _tmp4*(-_tmp3*eps - m) - (1/2)*(m - 1)*(m + 1)
     d_mu_q = _finish(d_mu_q, _batch, _dtype, (mu_q, logvar_q, mu_p, logvar_p, eps,))
@@ -410,20 +505,34 @@ def _kl_grad_stl_numpy(mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype):
 def _kl_grad_stl_xp(xp, mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype):
     """kl_grad_stl for any array-API namespace xp, checked and converted by kl_grad_stl."""
     _like = mu_q
+    _zero = xp.zeros((), dtype=_dtype, device=_rt.device(_like))
     # Output terms
     sigma_p = xp.exp((1/2)*logvar_p)
     x = logvar_q - logvar_p
-    m = (mu_q - mu_p)/sigma_p
+    # Intermediate terms
+    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
+    # where it holds, and the derivation proves each piece equal to the value it stands for.
+    _pw0_m0 = (logvar_p >= -170)
+    _pw0_m1 = ~(_pw0_m0)
+    mu_p__pw0_m0 = xp.where(_pw0_m0, mu_p, _zero + 1)
+    mu_q__pw0_m0 = xp.where(_pw0_m0, mu_q, _zero + 1)
+    sigma_p__pw0_m0 = xp.where(_pw0_m0, sigma_p, _zero + 1)
+    logvar_p__pw0_m1 = xp.where(_pw0_m1, logvar_p, _zero + -171)
+    mu_p__pw0_m1 = xp.where(_pw0_m1, mu_p, _zero + -171)
+    mu_q__pw0_m1 = xp.where(_pw0_m1, mu_q, _zero + -171)
+    _pw0 = xp.where(_pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0, xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)))
+    # Output terms
     r = xp.exp((1/2)*x)
+    m = _pw0
     # Intermediate terms
     _tmp0 = 1/sigma_p
     _tmp1 = _tmp0*m
-    _tmp2 = eps*(r + 1)*xp.expm1((1/2)*x)
+    _tmp2 = eps*xp.expm1((1/2)*x)
     _tmp3 = (1/2)*r
     _tmp4 = eps*r
     # Output terms
-    d_mu_q = _tmp0*_tmp2/r + _tmp1
-    d_logvar_q = eps*((1/2)*_tmp2 + _tmp3*m)
+    d_mu_q = _tmp0*_tmp2*(1 + 1/r) + _tmp1
+    d_logvar_q = eps*((1/2)*_tmp2*(r + 1) + _tmp3*m)
     d_mu_p = -_tmp0*_tmp4 - _tmp1
     d_logvar_p = _tmp4*(-_tmp3*eps - m) - (1/2)*(m - 1)*(m + 1)
     d_mu_q = _rt.finish_xp(xp, d_mu_q, _batch, _dtype, (mu_q, logvar_q, mu_p, logvar_p, eps,))
