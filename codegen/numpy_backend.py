@@ -157,8 +157,10 @@ def _term_code(coef: str, matrix: str) -> str:
 def _piecewise_numpy(st: Statement, printer: KernelPrinter) -> dict[str, Any]:
     """Assign the default piece everywhere, then each other piece where it holds.
 
-    Each piece is evaluated only at the entries where it is taken (``take``/``put``), so
-    no piece ever sees an argument outside its region.
+    Each piece but the default is evaluated only at the entries where it is taken
+    (``take``/``put``), so it never sees an argument outside its region; the default sees
+    every entry, and where its output says so (``overwritten_overflow``), its overflow at the
+    entries the other pieces overwrite is ignored.
     """
     *pieces, default = st.pieces
     branches = []
@@ -171,7 +173,8 @@ def _piecewise_numpy(st: Statement, printer: KernelPrinter) -> dict[str, Any]:
                                tuple((local[s].name, s.name) for s in used),
                                printer.doprint(piece.expr.xreplace(local))))
     return {"kind": "piecewise", "target": st.target, "code": printer.doprint(default.expr),
-            "shape": ", ".join(st.arrays), "branches": tuple(branches)}
+            "shape": ", ".join(st.arrays), "branches": tuple(branches),
+            "overwritten_overflow": st.overwritten_overflow}
 
 
 def lower_numpy(plan: KernelPlan, printer: KernelPrinter) -> dict[str, Any]:

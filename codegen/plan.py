@@ -62,6 +62,7 @@ class Statement:
     arg: str = ""
     shape: str = ""  # for calls: "vector" or "matrix"
     pieces: tuple[Piece, ...] = ()
+    overwritten_overflow: bool = False  # see codegen.spec.Output
 
     @property
     def arrays(self) -> tuple[str, ...]:
@@ -228,11 +229,15 @@ def plan_kernel(kernel: Kernel) -> KernelPlan:
     # Each piecewise subexpression becomes a named value (a backend decides how to select
     # between its pieces).
     piecewise: dict[str, sp.Piecewise] = {}
+    overflow_names = {o.name for o in kernel.outputs if o.overwritten_overflow}
+    overwritten: set[str] = set()
     for k, (name, expr) in enumerate(pending):
         for pw in _sorted(expr.atoms(sp.Piecewise)):
             # the same piecewise value in several outputs is computed once
             pw_name = next((k for k, v in piecewise.items() if v == pw), f"_pw{len(piecewise)}")
             piecewise[pw_name] = pw
+            if name in overflow_names:
+                overwritten.add(pw_name)
             expr = expr.xreplace({pw: sp.Symbol(pw_name, real=True)})
         pending[k] = (name, expr)
     pending = list(piecewise.items()) + pending
@@ -264,7 +269,8 @@ def plan_kernel(kernel: Kernel) -> KernelPlan:
             raise ValueError(f"kernel {kernel.name}: cannot order the computation of {missing}")
         done = {name for name, _ in ready}
         for name, expr in [(n, e) for n, e in ready if n in piecewise]:
-            plan.statements.append(Statement("piecewise", name, pieces=_pieces(name, expr)))
+            plan.statements.append(Statement("piecewise", name, pieces=_pieces(name, expr),
+                                             overwritten_overflow=name in overwritten))
             available.add(name)
         ready = [(n, e) for n, e in ready if n not in piecewise]
         replacements, reduced = sp.cse([e for _, e in ready], symbols=tmp, order="canonical")

@@ -58,6 +58,9 @@ class Output:
 
     ``reduced=True`` marks an output that sums over the component axis (shape ``(...,)``);
     ``internal=True`` a named intermediate that later outputs use and that is not returned.
+    ``overwritten_overflow=True`` says that the last piece of its piecewise value may overflow
+    (or form inf - inf) only where another piece holds: a body that evaluates it everywhere
+    and overwrites those entries may ignore that overflow.
     """
 
     name: str
@@ -65,6 +68,7 @@ class Output:
     doc: str
     reduced: bool = False
     internal: bool = False
+    overwritten_overflow: bool = False
 
 
 @dataclass(frozen=True)

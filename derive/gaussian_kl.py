@@ -404,13 +404,14 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
                 + (", with {0}" if uses_expm1 else ""),
                 notes=(sp.Eq(sp.exp(_a) - 1, optimize(sp.exp(_a) - 1, [expm1_opt])),)
                 if uses_expm1 else ()))
-    # The direct piece comes last: the kernel evaluates the last piece everywhere and each
-    # other piece only where it holds, and only the direct piece is finite everywhere the
-    # KL is (expm1 evaluated everywhere would overflow, with a warning, where it is not used).
+    # The expm1 piece comes last: the NumPy kernel evaluates the last piece everywhere and
+    # each other piece only where it holds, and the expm1 piece holds for most scales. Where
+    # the direct or the infinite piece holds, expm1 may overflow (or form inf - inf); those
+    # entries are overwritten (the kl kernel's output says so: ``overwritten_overflow``).
     pieces = [(sp.oo, sp.Eq(x_extended, sp.oo)),
               (sp.horner(series / 2), sp.Abs(x) < SERIES_RADIUS),
-              (middle / 2, x < direct_from)]
-    evaluable = quadratic_half + sp.Piecewise(*pieces, (outer_half, True))
+              (outer_half, x >= direct_from)]
+    evaluable = quadratic_half + sp.Piecewise(*pieces, (middle / 2, True))
     bound = _series_error()
     results = [
         Result("kl_stable", stable, "the KL arranged for floating point", KL_i),

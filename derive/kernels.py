@@ -146,7 +146,9 @@ def gaussian_kl_module(p: Parameterization) -> Module:
     kernels = (
         Kernel("kl", (mu_arg, scale_arg),
                (Output("x", stable.result("x"), "log sigma^2", internal=True),
-                Output("kl", stable.result("kl_evaluable"), "KL(q_i || p_i), element-wise.")),
+                # 2.3n's last piece, expm1, overflows only where its other pieces hold
+                Output("kl", stable.result("kl_evaluable"), "KL(q_i || p_i), element-wise.",
+                       overwritten_overflow=True)),
                "The KL divergence of q_i from the standard normal prior, per dimension "
                "(sum it yourself).",
                "Arranged as in derivation 2.3n: finite and accurate for sigma from 1e-200 to "

@@ -94,11 +94,15 @@ def _kl_numpy(mu, logvar, _batch, _dtype):
     # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
     # where it holds, and the derivation proves each piece equal to the value it stands for.
     _pw0_shape = _broadcast(numpy.shape(logvar), numpy.shape(x))
-    _pw0 = _finish(2*((1/2)*numpy.exp((1/2)*logvar))**2 - (1/2)*x - 1/2, _pw0_shape, _dtype, (logvar, x,))
-    _pw0_m2 = _full(numpy.less(x, 88), _pw0_shape).ravel().nonzero()[0]
+    # The last piece, evaluated everywhere, may overflow (or form inf - inf) only at entries
+    # where another piece holds and overwrites it: that overflow is ignored here.
+    with numpy.errstate(over="ignore", invalid="ignore"):
+        _pw0 = _finish((1/2)*numpy.expm1(x) - (1/2)*x, _pw0_shape, _dtype, (logvar, x,))
+    _pw0_m2 = _full(numpy.greater_equal(x, 88), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m2.size:
+        logvar__pw0_m2 = numpy.take(_full(logvar, _pw0_shape), _pw0_m2)
         x__pw0_m2 = numpy.take(_full(x, _pw0_shape), _pw0_m2)
-        numpy.put(_pw0, _pw0_m2, (1/2)*numpy.expm1(x__pw0_m2) - (1/2)*x__pw0_m2)
+        numpy.put(_pw0, _pw0_m2, 2*((1/2)*numpy.exp((1/2)*logvar__pw0_m2))**2 - (1/2)*x__pw0_m2 - 1/2)
     _pw0_m1 = _full(numpy.less(abs(x), 1/2), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m1.size:
         x__pw0_m1 = numpy.take(_full(x, _pw0_shape), _pw0_m1)
@@ -123,13 +127,13 @@ def _kl_xp(xp, mu, logvar, _batch, _dtype):
     # where it holds, and the derivation proves each piece equal to the value it stands for.
     _pw0_m0 = (x == xp.inf)
     _pw0_m1 = (abs(x) < 1/2) & ~(_pw0_m0)
-    _pw0_m2 = (x < 88) & ~(_pw0_m0 | _pw0_m1)
+    _pw0_m2 = (x >= 88) & ~(_pw0_m0 | _pw0_m1)
     _pw0_m3 = ~(_pw0_m0 | _pw0_m1 | _pw0_m2)
     x__pw0_m1 = xp.where(_pw0_m1, x, _zero + 0)
+    logvar__pw0_m2 = xp.where(_pw0_m2, logvar, _zero + 0)
     x__pw0_m2 = xp.where(_pw0_m2, x, _zero + 0)
-    logvar__pw0_m3 = xp.where(_pw0_m3, logvar, _zero + 0)
     x__pw0_m3 = xp.where(_pw0_m3, x, _zero + 0)
-    _pw0 = xp.where(_pw0_m0, _zero + xp.inf, xp.where(_pw0_m1, x__pw0_m1**2*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*((1/2615348736000)*x__pw0_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4), xp.where(_pw0_m2, (1/2)*xp.expm1(x__pw0_m2) - (1/2)*x__pw0_m2, 2*((1/2)*xp.exp((1/2)*logvar__pw0_m3))**2 - (1/2)*x__pw0_m3 - 1/2)))
+    _pw0 = xp.where(_pw0_m0, _zero + xp.inf, xp.where(_pw0_m1, x__pw0_m1**2*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*((1/2615348736000)*x__pw0_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4), xp.where(_pw0_m2, 2*((1/2)*xp.exp((1/2)*logvar__pw0_m2))**2 - (1/2)*x__pw0_m2 - 1/2, (1/2)*xp.expm1(x__pw0_m3) - (1/2)*x__pw0_m3)))
     # Output terms
     kl = _pw0 + 2*((1/2)*mu)**2
     kl = _rt.finish_xp(xp, kl, _batch, _dtype, (mu, logvar,))
