@@ -188,21 +188,36 @@ def lower_numpy(plan: KernelPlan, printer: KernelPrinter) -> dict[str, Any]:
         >>> lower_numpy(plan_kernel(k), KernelPrinter())["statements"][0]["code"]
         'numpy.exp(x)'
     """
+    return {"statements": lower_statements(plan, printer, _piecewise_numpy),
+            "blocks": lower_blocks(plan, _term_code, "")}
+
+
+def lower_statements(plan: KernelPlan, printer: KernelPrinter,
+                     piecewise: Callable[[Statement, Any], dict[str, Any]]
+                     ) -> list[dict[str, Any]]:
+    """The plan's statements printed for a template; ``piecewise`` is the target's lowering
+    of a piecewise value (the one thing targets do differently)."""
     statements: list[dict[str, Any]] = []
     for st in plan.statements:
         if st.kind == "call":
             statements.append({"kind": "call", "target": st.target, "callee": st.callee,
                                "arg": st.arg, "shape": st.shape})
         elif st.kind == "piecewise":
-            statements.append(_piecewise_numpy(st, printer))
+            statements.append(piecewise(st, printer))
         else:
             statements.append({"kind": "assign", "target": st.target,
                                "code": printer.doprint(st.expr)})
-    blocks = {name: tuple({"row": b.row, "col": b.col, "description": b.description,
-                           "code": " + ".join(_term_code(c, m) for c, m in b.terms)}
-                          for b in bs)
-              for name, bs in plan.blocks.items()}
-    return {"statements": statements, "blocks": blocks}
+    return statements
+
+
+def lower_blocks(plan: KernelPlan, term_code: Callable[[str, str], str],
+                 empty: str) -> dict[str, tuple[dict[str, str], ...]]:
+    """The plan's block matrices, each block's terms joined by the target's ``term_code``
+    (``empty`` where a block has no term)."""
+    return {name: tuple({"row": b.row, "col": b.col, "description": b.description,
+                         "code": " + ".join(term_code(c, m) for c, m in b.terms) or empty}
+                        for b in bs)
+            for name, bs in plan.blocks.items()}
 
 
 def render_numpy(module: Module, command: str) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 import sympy as sp
 from sympy.printing.numpy import _known_constants_numpy, _known_functions_numpy
 
-from .numpy_backend import KernelPrinter
+from .numpy_backend import KernelPrinter, lower_blocks, lower_statements
 from .plan import KernelPlan, Statement
 
 __all__ = ["XpPrinter", "lower_xp"]
@@ -151,21 +151,9 @@ def lower_xp(plan: KernelPlan, printer: XpPrinter) -> dict[str, Any]:
         >>> st["code"]
         'xp.where(_pw0_m0, xp.log(x__pw0_m0), _zero + 0)'
     """
-    statements: list[dict[str, Any]] = []
     printer.uses_zero = False
-    for st in plan.statements:
-        if st.kind == "call":
-            statements.append({"kind": "call", "target": st.target, "callee": st.callee,
-                               "arg": st.arg, "shape": st.shape})
-        elif st.kind == "piecewise":
-            statements.append(_piecewise_xp(st, printer))
-        else:
-            statements.append({"kind": "assign", "target": st.target,
-                               "code": printer.doprint(st.expr)})
-    blocks = {name: tuple({"row": b.row, "col": b.col, "description": b.description,
-                           "code": " + ".join(_term_code(c, m) for c, m in b.terms) or "None"}
-                          for b in bs)
-              for name, bs in plan.blocks.items()}
+    statements = lower_statements(plan, printer, _piecewise_xp)
+    blocks = lower_blocks(plan, _term_code, "None")
     # A 0-d zero in the working dtype on the inputs' device: constants in xp.where become
     # arrays with it (2023.12 has no scalar arguments to where).
     zero = printer.uses_zero or any(st["kind"] == "piecewise" for st in statements)

@@ -342,6 +342,39 @@ def _as_xp(xp: Any, values: Sequence[Any], dtype: Any, like: Any) -> list[Any]:
     return out
 
 
+def _resolve(names: tuple[str, ...], values: tuple[Any, ...]) -> tuple[Any, Any, Any]:
+    """The namespace, the arrays and the working dtype of a kernel's array arguments.
+
+    NumPy arrays are returned as given (cast by :func:`_checked` after the shape checks);
+    other libraries' arrays are already in the working dtype.
+    """
+    dtype = _same_float(values)
+    if dtype is not None:  # the fast path: NumPy arrays of one float dtype
+        return numpy, values, dtype
+    xp = _namespace(names, values)
+    if xp is numpy:
+        arrays = [_as_numpy(n, v) for n, v in zip(names, values, strict=True)]
+        return numpy, arrays, _numpy_dtype(values, arrays)
+    dtype = _xp_dtype(xp, names, values)
+    like = next(v for v in values if hasattr(v, "dtype"))
+    return xp, _as_xp(xp, values, dtype, like), dtype
+
+
+def _checked(xp: Any, names: tuple[str, ...], values: tuple[Any, ...], arrays: Any,
+             dtype: Any, positive: tuple[str, ...], read: tuple[str, ...],
+             check_finite: bool | None) -> Any:
+    """The value checks ``check_finite`` asks for; the arrays in the working dtype."""
+    if xp is numpy:
+        if check_finite is not False:
+            _check_numpy(names, arrays, positive, read)
+        if arrays is not values:
+            arrays = [a.astype(dtype, copy=False) for a in arrays]
+        return arrays
+    if _checks_values(xp, arrays, check_finite):
+        _check_xp(xp, names, arrays, positive, read)
+    return arrays
+
+
 # --- the entry points -------------------------------------------------------------------
 
 
@@ -354,15 +387,7 @@ def prepare_elementwise(
     Returns ``(xp, arrays, shape, dtype)``: the namespace (``numpy`` for NumPy input), the
     arrays in the working dtype, their broadcast shape and the dtype.
     """
-    dtype = _same_float(values)
-    if dtype is not None:  # the fast path: NumPy arrays of one float dtype
-        arrays = values
-        xp = numpy
-    else:
-        xp = _namespace(names, values)
-        if xp is numpy:
-            arrays = [_as_numpy(n, v) for n, v in zip(names, values, strict=True)]
-            dtype = _numpy_dtype(values, arrays)
+    xp, arrays, dtype = _resolve(names, values)
     if xp is numpy:
         try:
             shape = arrays[0].shape
@@ -373,22 +398,15 @@ def prepare_elementwise(
         except ValueError:
             listed = ", ".join(f"{n} {a.shape}" for n, a in zip(names, arrays, strict=True))
             raise ValueError(f"{', '.join(names)}: shapes do not broadcast: {listed}") from None
-        if check_finite is not False:
-            _check_numpy(names, arrays, positive, read)
-        if arrays is not values:
-            arrays = [a.astype(dtype, copy=False) for a in arrays]
-        return numpy, arrays, shape, dtype
-    dtype = _xp_dtype(xp, names, values)
-    like = next(v for v in values if hasattr(v, "dtype"))
-    arrays = _as_xp(xp, values, dtype, like)
+        return numpy, _checked(xp, names, values, arrays, dtype, positive, read,
+                               check_finite), shape, dtype
     try:
         shape = broadcast(*(tuple(a.shape) for a in arrays))
     except ValueError:
         listed = ", ".join(f"{n} {tuple(a.shape)}" for n, a in zip(names, arrays, strict=True))
         raise ValueError(f"{', '.join(names)}: shapes do not broadcast: {listed}") from None
-    if _checks_values(xp, arrays, check_finite):
-        _check_xp(xp, names, arrays, positive, read)
-    return xp, arrays, shape, dtype
+    return xp, _checked(xp, names, values, arrays, dtype, positive, read, check_finite), \
+        shape, dtype
 
 
 def _coupling_shapes(vectors: tuple[str, ...], params: tuple[str, ...],
@@ -429,19 +447,7 @@ def prepare_coupling(
     """
     names = vectors + params
     values = vector_values + param_values
-    dtype = _same_float(values)
-    if dtype is not None:  # the fast path: NumPy arrays of one float dtype
-        arrays = values
-        xp = numpy
-    else:
-        xp = _namespace(names, values)
-        if xp is numpy:
-            arrays = [_as_numpy(n, v) for n, v in zip(names, values, strict=True)]
-            dtype = _numpy_dtype(values, arrays)
-        else:
-            dtype = _xp_dtype(xp, names, values)
-            like = next(v for v in values if hasattr(v, "dtype"))
-            arrays = _as_xp(xp, values, dtype, like)
+    xp, arrays, dtype = _resolve(names, values)
     shapes = [a.shape for a in arrays] if xp is numpy else [tuple(a.shape) for a in arrays]
     k = len(vectors)
     first = shapes[0]
@@ -449,15 +455,8 @@ def prepare_coupling(
     same = n > 0 and all(shape == first for shape in shapes[1:k]) and all(
         shape == (n,) for shape in shapes[k:])
     batch = first[:-1] if same else _coupling_shapes(vectors, params, shapes)
-    if xp is numpy:
-        if check_finite is not False:
-            _check_numpy(names, arrays, (), read)
-        if arrays is not values:
-            arrays = [a.astype(dtype, copy=False) for a in arrays]
-        return numpy, arrays, batch, n, dtype
-    if _checks_values(xp, arrays, check_finite):
-        _check_xp(xp, names, arrays, (), read)
-    return xp, arrays, batch, n, dtype
+    return xp, _checked(xp, names, values, arrays, dtype, (), read, check_finite), batch, n, \
+        dtype
 
 
 def _mutable(xp: Any) -> bool:

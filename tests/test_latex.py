@@ -144,7 +144,6 @@ def _names(expr: sp.Expr) -> sp.Expr:
     ("1.3", "coupling", "log_abs_det"), ("1.3", "coupling_affine", "log_abs_det"),
 ])
 def test_scalar_results_parse_back(qid, variant, name):
-    pytest.importorskip("antlr4")
     d = build(qid, variant)
     expr = d.result(name)
     # The boxed result exactly as the document prints it, right-hand side only.
