@@ -74,6 +74,41 @@ def _additive_log_det(x1: Tensor, x2: Tensor, s: Tensor, F: Fn, G: Fn) -> Any:
     return x2.new_zeros(x2.shape[:-1])
 
 
+# --- Glow: y1 = sigmoid(G(x2) + 2) * x1 + F(x2), y2 = x2 (openai/glow's ``scale``) ---------
+
+def _glow_forward(x1: Tensor, x2: Tensor, s: Tensor, F: Fn, G: Fn) -> Any:
+    return torch.sigmoid(G(x2) + 2) * x1 + F(x2), x2.clone()
+
+
+def _glow_inverse(y1: Tensor, y2: Tensor, s: Tensor, F: Fn, G: Fn) -> Any:
+    return (y1 - F(y2)) / torch.sigmoid(G(y2) + 2), y2.clone()
+
+
+def _glow_log_det(x1: Tensor, x2: Tensor, s: Tensor, F: Fn, G: Fn) -> Any:
+    return torch.nn.functional.logsigmoid(G(x2) + 2).sum(-1)
+
+
+# --- FrEIA's soft clamp: y1 = exp(c 2/pi atan(G(x2)/c)) * x1 + F(x2), y2 = x2, c = 2 ----
+
+_CLAMP = 2.0
+
+
+def _soft_clamp(g: Tensor) -> Tensor:
+    return _CLAMP * (2 / torch.pi) * torch.atan(g / _CLAMP)
+
+
+def _soft_clamp_forward(x1: Tensor, x2: Tensor, s: Tensor, F: Fn, G: Fn) -> Any:
+    return torch.exp(_soft_clamp(G(x2))) * x1 + F(x2), x2.clone()
+
+
+def _soft_clamp_inverse(y1: Tensor, y2: Tensor, s: Tensor, F: Fn, G: Fn) -> Any:
+    return (y1 - F(y2)) * torch.exp(-_soft_clamp(G(y2))), y2.clone()
+
+
+def _soft_clamp_log_det(x1: Tensor, x2: Tensor, s: Tensor, F: Fn, G: Fn) -> Any:
+    return _soft_clamp(G(x2)).sum(-1)
+
+
 #: Hand-written twins of the shipped blocks, by block name.
 HANDWRITTEN: dict[str, SimpleNamespace] = {
     "coupling": SimpleNamespace(forward=_coupling_forward, inverse=_coupling_inverse,
@@ -82,4 +117,9 @@ HANDWRITTEN: dict[str, SimpleNamespace] = {
                                        log_det_jacobian=_affine_log_det),
     "coupling_additive": SimpleNamespace(forward=_additive_forward, inverse=_additive_inverse,
                                          log_det_jacobian=_additive_log_det),
+    "coupling_glow": SimpleNamespace(forward=_glow_forward, inverse=_glow_inverse,
+                                     log_det_jacobian=_glow_log_det),
+    "coupling_soft_clamp": SimpleNamespace(forward=_soft_clamp_forward,
+                                           inverse=_soft_clamp_inverse,
+                                           log_det_jacobian=_soft_clamp_log_det),
 }
