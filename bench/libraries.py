@@ -3,7 +3,8 @@
 - ``overhead``: NumPy at a flow's 16 x 8 batch and a VAE's 128 x 32 latents: the
   generated kernel (default checks, and ``check_finite=False``), its NumPy body called
   directly (the same arithmetic, no checks, no dispatch) and the hand-written NumPy of
-  :mod:`bench.handwritten`; the per-call overhead is generated minus body.
+  :mod:`bench.handwritten`; the per-call overhead is generated minus body (the median
+  over round-robin rounds of the two samples' difference).
 - ``torch``: generated (default checks, and ``check_finite=False``) ÷ hand-written, both
   in PyTorch eager (float64, CPU, the bench's one thread, ``MKL_ENABLE_INSTRUCTIONS=AVX2``);
 - ``jax``: the same under ``jax.jit`` (float64, CPU; every function compiled before
@@ -80,6 +81,17 @@ def _body_call(module: str, kernel: str, args: tuple) -> Callable[[], object]:
     return lambda: body(*values, *shape)
 
 
+#: Samples per overhead row at least: the rows are cheap, and the overhead is a small
+#: difference of two times, so it needs more samples than a ratio does.
+OVERHEAD_REPEATS = 15
+
+
+def _paired_difference(a, b) -> float:
+    """The median over round-robin rounds of ``a``'s sample minus ``b``'s sample of the
+    same round: a difference that drift between rounds (another process) does not reach."""
+    return float(np.median(np.subtract(a.samples, b.samples)))
+
+
 def _overhead(repeats: int, min_sample: float, log: Callable[[str], None]) -> list[dict]:
     rows = []
     for label, batch, n in OVERHEAD_SHAPES:
@@ -89,16 +101,18 @@ def _overhead(repeats: int, min_sample: float, log: Callable[[str], None]) -> li
                          "no check": lambda f=fn, a=args: f(*a, check_finite=False),
                          "body": _body_call(module, kernel, args),
                          "hand-written": lambda b=base, a=args: b(*a)},
-                        repeats=repeats, min_sample=min_sample)
+                        repeats=max(repeats, OVERHEAD_REPEATS), min_sample=min_sample)
             gen, raw, body, hand = (t[k].median for k in
                                     ("generated", "no check", "body", "hand-written"))
+            overhead = _paired_difference(t["generated"], t["body"])
             rows.append({"shape": label, "module": module, "kernel": kernel,
                          "elements": batch * n, "generated": gen, "no_check": raw,
-                         "body": body, "hand": hand, "overhead": gen - body,
+                         "body": body, "hand": hand, "overhead": overhead,
+                         "overhead_no_check": _paired_difference(t["no check"], t["body"]),
                          "ratio": gen / hand})
             log(f"  numpy {module}.{kernel} @ {label}: generated {gen * 1e6:.1f} us "
                 f"(no check {raw * 1e6:.1f}), its body {body * 1e6:.1f} us, hand-written "
-                f"{hand * 1e6:.1f} us, overhead {(gen - body) * 1e6:.1f} us")
+                f"{hand * 1e6:.1f} us, overhead {overhead * 1e6:.1f} us")
     return rows
 
 
