@@ -250,9 +250,9 @@ def _libraries_section(libs: dict | None) -> list[str]:
             + (f" {libs['jax_version']}" if libs.get("jax_version") else "")
             + " under `jax.jit`, every function compiled before timing and every call timed "
               "to `block_until_ready`. \"check_finite=False\" is the generated kernel without "
-              "its value checks: by default (`None`) torch eager on the CPU checks values "
-              "(one reduction and a read of its result per call), JAX skips them, so there "
-              "the two columns differ only by noise. The hand-written forms are "
+              "its value checks: by default (`None`) the kernels check values in torch eager "
+              "on the CPU and skip them under JAX, so for JAX the two columns differ only by "
+              "noise. The hand-written forms are "
               "`bench/handwritten_xp.py`, typed in per library without checks: the "
               "straightforward formulas (\"hand-written\"), and for the KL kernels also "
               "derivation 2.3n's arrangement that the generated kernels evaluate (\"same "
