@@ -3,30 +3,42 @@
 - ``overhead``: NumPy at a flow's 16 x 8 batch and a VAE's 128 x 32 latents: the
   generated kernel (default checks, and ``check_finite=False``), its NumPy body called
   directly (the same arithmetic, no checks, no dispatch) and the hand-written NumPy of
-  :mod:`bench.handwritten`; the per-call overhead is generated minus body.
-- ``torch``: generated ÷ hand-written, both in PyTorch eager (float64, CPU).
-- ``jax``: generated ÷ hand-written, both under ``jax.jit`` (float64, CPU).
+  :mod:`bench.handwritten`; the per-call overhead is generated minus body (the median
+  over round-robin rounds of the two samples' difference).
+- ``torch``: generated (default checks, and ``check_finite=False``) ÷ hand-written, both
+  in PyTorch eager (float64, CPU, the bench's one thread, ``MKL_ENABLE_INSTRUCTIONS=AVX2``);
+- ``jax``: the same under ``jax.jit`` (float64, CPU; every function compiled before
+  timing, every call timed to ``block_until_ready``).
 - ``torch_kl``: ``torch.distributions.kl_divergence(Normal(mu, sigma), Normal(0, 1))``
   against our ``kl`` on the same float32 tensors, on "posterior collapse" data (sigma
   within 1% of 1 in 90% of the dimensions) and on wide data (log sigma ~ N(-0.5, 1)),
   with each one's largest relative error against float64.
 
-The hand-written forms are the straightforward formulas, typed in per library (not the
-floating-point arrangement of derivation 2.3n), as in :mod:`bench.handwritten`.
+The hand-written forms are :mod:`bench.handwritten_xp`: the straightforward formulas
+typed in per library, and for the KL kernels also derivation 2.3n's arrangement typed in
+(``where`` over the pieces; in torch eager also mask and patch), a comparison at equal
+accuracy. All contenders of a row are timed round-robin in one loop
+(:func:`bench.timing.compare`), and each baseline is first checked against the generated
+kernel's values.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 from collections.abc import Callable
 
 import numpy as np
 
-from . import handwritten
+from . import handwritten, handwritten_xp
+from .autodiff import import_torch
 from .timing import compare
 
 __all__ = ["run", "OVERHEAD_SHAPES"]
+
+#: From this many elements up, rows take ``large_repeats`` samples (each one call).
+LARGE = 10**7
 
 #: (label, batch, n): a coupling flow's small batch, and a VAE's batch of latents
 OVERHEAD_SHAPES = (("16x8", 16, 8), ("128x32", 128, 32))
@@ -69,6 +81,17 @@ def _body_call(module: str, kernel: str, args: tuple) -> Callable[[], object]:
     return lambda: body(*values, *shape)
 
 
+#: Samples per overhead row at least: the rows are cheap, and the overhead is a small
+#: difference of two times, so it needs more samples than a ratio does.
+OVERHEAD_REPEATS = 15
+
+
+def _paired_difference(a, b) -> float:
+    """The median over round-robin rounds of ``a``'s sample minus ``b``'s sample of the
+    same round: a difference that drift between rounds (another process) does not reach."""
+    return float(np.median(np.subtract(a.samples, b.samples)))
+
+
 def _overhead(repeats: int, min_sample: float, log: Callable[[str], None]) -> list[dict]:
     rows = []
     for label, batch, n in OVERHEAD_SHAPES:
@@ -78,21 +101,24 @@ def _overhead(repeats: int, min_sample: float, log: Callable[[str], None]) -> li
                          "no check": lambda f=fn, a=args: f(*a, check_finite=False),
                          "body": _body_call(module, kernel, args),
                          "hand-written": lambda b=base, a=args: b(*a)},
-                        repeats=repeats, min_sample=min_sample)
+                        repeats=max(repeats, OVERHEAD_REPEATS), min_sample=min_sample)
             gen, raw, body, hand = (t[k].median for k in
                                     ("generated", "no check", "body", "hand-written"))
+            overhead = _paired_difference(t["generated"], t["body"])
             rows.append({"shape": label, "module": module, "kernel": kernel,
                          "elements": batch * n, "generated": gen, "no_check": raw,
-                         "body": body, "hand": hand, "overhead": gen - body,
+                         "body": body, "hand": hand, "overhead": overhead,
+                         "overhead_no_check": _paired_difference(t["no check"], t["body"]),
                          "ratio": gen / hand})
             log(f"  numpy {module}.{kernel} @ {label}: generated {gen * 1e6:.1f} us "
                 f"(no check {raw * 1e6:.1f}), its body {body * 1e6:.1f} us, hand-written "
-                f"{hand * 1e6:.1f} us, overhead {(gen - body) * 1e6:.1f} us")
+                f"{hand * 1e6:.1f} us, overhead {overhead * 1e6:.1f} us")
     return rows
 
 
-def _library_cases(xp, asarray, elements: int):
-    """(module, kernel, args, hand-written) with the straightforward formulas in ``xp``."""
+def _library_cases(asarray, elements: int) -> list[tuple[str, str, tuple]]:
+    """(module, kernel, args) in one library: the coupling block (n = 8, F = tanh,
+    G = sin) and the KL kernels (``log sigma ~ N(-0.5, 1)``, every piece exercised)."""
     rng = np.random.default_rng(1)
     n = 8
     batch = max(1, elements // n)
@@ -101,65 +127,134 @@ def _library_cases(xp, asarray, elements: int):
     mu = asarray(rng.standard_normal(elements))
     log_sigma = -0.5 + rng.standard_normal(elements)
     sigma, logvar = asarray(np.exp(log_sigma)), asarray(2 * log_sigma)
-    return [
-        ("coupling", "log_det_jacobian", (x1, x2, s, xp.tanh, xp.sin),
-         lambda a, b, c, F, G: xp.sum(G(b), axis=-1) + xp.sum(c)),
-        ("coupling", "forward", (x1, x2, s, xp.tanh, xp.sin),
-         lambda a, b, c, F, G: (xp.exp(G(b)) * a + F(b), xp.exp(c) * b)),
-        ("gaussian_kl", "kl", (mu, sigma),
-         lambda m, sg: 0.5 * (m**2 + sg**2 - xp.log(sg**2) - 1)),
-        ("gaussian_kl_logvar", "kl", (mu, logvar),
-         lambda m, lv: 0.5 * (m**2 + xp.exp(lv) - lv - 1)),
-    ]
+    return [(module, kernel, (x1, x2, s) if module == "coupling" else
+             (mu, sigma) if module == "gaussian_kl" else (mu, logvar))
+            for module, kernel in handwritten_xp.CASES]
+
+
+def _agrees(library: str, module: str, kernel: str, results: dict[str, object],
+            log: Callable[[str], None]) -> bool:
+    """Whether every baseline gives the generated kernel's values (else a WARNING)."""
+    ok = True
+    ours = results.pop("generated")
+    ours = ours if isinstance(ours, tuple) else (ours,)
+    for label, value in results.items():
+        value = value if isinstance(value, tuple) else (value,)
+        same = len(value) == len(ours) and all(
+            np.shape(u) == np.shape(v) and np.allclose(np.asarray(u), np.asarray(v),
+                                                        rtol=1e-7, atol=1e-9)
+            for u, v in zip(ours, value, strict=True))
+        if not same:
+            log(f"WARNING: {library} {module}.{kernel} disagrees with its {label} baseline")
+            ok = False
+    return ok
 
 
 def _torch(sizes: list[int], repeats: int, min_sample: float,
-           log: Callable[[str], None]) -> list[dict]:
-    import torch
-
+           log: Callable[[str], None], large_repeats: int | None = None) -> list[dict]:
+    torch = import_torch()  # MKL limited to AVX2; the bench's thread count (1)
     rows = []
+    checked: dict[tuple[str, str], bool] = {}
     for elements in sizes:
-        for module, kernel, args, base in _library_cases(torch, torch.asarray, elements):
+        for module, kernel, arrays in _library_cases(torch.asarray, elements):
             fn = _gen(module, kernel)
-            t = compare({"generated": lambda f=fn, a=args: f(*a),
-                         "hand-written": lambda b=base, a=args: b(*a)},
-                        repeats=repeats, min_sample=min_sample)
-            rows.append(_ratio_row("torch eager", module, kernel, elements, t))
-            log(f"  torch {module}.{kernel} @ {elements:.0e}: ratio {rows[-1]['ratio']:.2f}")
+            naive, same = handwritten_xp.CASES[module, kernel]
+            patch = handwritten_xp.MASK_PATCH_TORCH.get((module, kernel))
+            args = arrays + ((torch.tanh, torch.sin) if module == "coupling" else ())
+            fns: dict[str, Callable[[], object]] = {
+                "generated": lambda f=fn, a=args: f(*a),
+                "no check": lambda f=fn, a=args: f(*a, check_finite=False),
+                "hand-written": lambda b=naive, a=args: b(torch, torch.clone, *a)}
+            if same is not None:
+                fns["same, where"] = lambda b=same, a=args: b(torch, torch.clone, *a)
+            if patch is not None:
+                fns["same, mask and patch"] = lambda b=patch, a=args: b(torch, *a)
+            if (module, kernel) not in checked:
+                checked[module, kernel] = _agrees(
+                    "torch", module, kernel,
+                    {k: v() for k, v in fns.items() if k != "no check"}, log)
+            t = compare(fns, repeats=_repeats(elements, repeats, large_repeats),
+                        min_sample=min_sample)
+            rows.append(_ratio_row("torch eager", module, kernel, elements, t,
+                                   checked[module, kernel]))
+            _log_ratio("torch", rows[-1], log)
     return rows
 
 
 def _jax(sizes: list[int], repeats: int, min_sample: float,
-         log: Callable[[str], None]) -> list[dict]:
+         log: Callable[[str], None], large_repeats: int | None = None) -> list[dict]:
     import jax
 
     jax.config.update("jax_enable_x64", True)
     jnp = jax.numpy
     rows = []
+    checked: dict[tuple[str, str], bool] = {}
     for elements in sizes:
-        for module, kernel, args, base in _library_cases(jnp, jnp.asarray, elements):
-            arrays = [a for a in args if not callable(a)]
-            fns = [a for a in args if callable(a)]
+        for module, kernel, arrays in _library_cases(jnp.asarray, elements):
             fn = _gen(module, kernel)
-            gen = jax.jit(lambda *a, f=fn, c=fns: f(*a, *c))
-            hand = jax.jit(lambda *a, b=base, c=fns: b(*a, *c))
-            t = compare({"generated": lambda g=gen, a=arrays: jax.block_until_ready(g(*a)),
-                         "hand-written": lambda h=hand, a=arrays: jax.block_until_ready(h(*a))},
-                        repeats=repeats, min_sample=min_sample)
-            rows.append(_ratio_row("jax.jit", module, kernel, elements, t))
-            log(f"  jax.jit {module}.{kernel} @ {elements:.0e}: ratio {rows[-1]['ratio']:.2f}")
+            naive, same = handwritten_xp.CASES[module, kernel]
+            extra = (jnp.tanh, jnp.sin) if module == "coupling" else ()
+            jitted = {
+                "generated": jax.jit(lambda *a, f=fn, c=extra: f(*a, *c)),
+                "no check": jax.jit(lambda *a, f=fn, c=extra: f(*a, *c, check_finite=False)),
+                "hand-written": jax.jit(
+                    lambda *a, b=naive, c=extra: b(jnp, _identity, *a, *c))}
+            if same is not None:
+                jitted["same, where"] = jax.jit(
+                    lambda *a, b=same, c=extra: b(jnp, _identity, *a, *c))
+            values = {k: jax.block_until_ready(g(*arrays)) for k, g in jitted.items()}
+            if (module, kernel) not in checked:  # compiled above, before any timing
+                values.pop("no check")
+                checked[module, kernel] = _agrees("jax", module, kernel, values, log)
+            t = compare({k: lambda g=g, a=arrays: jax.block_until_ready(g(*a))
+                         for k, g in jitted.items()},
+                        repeats=_repeats(elements, repeats, large_repeats), min_sample=min_sample)
+            rows.append(_ratio_row("jax.jit", module, kernel, elements, t,
+                                   checked[module, kernel]))
+            _log_ratio("jax.jit", rows[-1], log)
     return rows
 
 
-def _ratio_row(library: str, module: str, kernel: str, elements: int, t: dict) -> dict:
-    gen, hand = t["generated"].median, t["hand-written"].median
-    return {"library": library, "module": module, "kernel": kernel, "elements": elements,
-            "generated": gen, "hand": hand, "ratio": gen / hand}
+def _repeats(elements: int, repeats: int, large_repeats: int | None) -> int:
+    """Fewer samples at 1e7 elements and above, where one call lasts up to seconds."""
+    return large_repeats if large_repeats and elements >= LARGE else repeats
+
+
+def _identity(x):
+    return x
+
+
+def _ratio_row(library: str, module: str, kernel: str, elements: int, t: dict,
+               agrees: bool) -> dict:
+    """Medians and ratios of one row. ``same``: the faster of the typed-in forms of the
+    same arrangement (``where``; in torch eager also mask and patch)."""
+    gen, raw, hand = (t[k].median for k in ("generated", "no check", "hand-written"))
+    row = {"library": library, "module": module, "kernel": kernel, "elements": elements,
+           "generated": gen, "no_check": raw, "hand": hand, "ratio": gen / hand,
+           "ratio_no_check": raw / hand, "agrees": agrees}
+    forms = {k: t[k].median for k in ("same, where", "same, mask and patch") if k in t}
+    if forms:
+        row["same_where"] = forms["same, where"]
+        if "same, mask and patch" in forms:
+            row["same_mask_patch"] = forms["same, mask and patch"]
+        row["same"] = min(forms.values())
+        row["ratio_same"] = gen / row["same"]
+        row["ratio_same_no_check"] = raw / row["same"]
+    return row
+
+
+def _log_ratio(library: str, row: dict, log: Callable[[str], None]) -> None:
+    text = (f"  {library} {row['module']}.{row['kernel']} @ {row['elements']:.0e}: ratio "
+            f"{row['ratio']:.2f} (no check {row['ratio_no_check']:.2f})")
+    if "ratio_same" in row:
+        text += (f", vs same arrangement {row['ratio_same']:.2f} "
+                 f"(no check {row['ratio_same_no_check']:.2f})")
+    log(text)
 
 
 def _torch_kl(elements: int, repeats: int, min_sample: float,
               log: Callable[[str], None]) -> list[dict]:
-    import torch
+    torch = import_torch()
     from torch.distributions import Normal, kl_divergence
 
     kl = _gen("gaussian_kl", "kl")
@@ -195,16 +290,21 @@ def _torch_kl(elements: int, repeats: int, min_sample: float,
 
 
 def run(sizes: list[int], repeats: int, min_sample: float,
-        log: Callable[[str], None] = print) -> dict[str, object]:
-    """Every part whose library is importable; the others are skipped with a note."""
+        log: Callable[[str], None] = print,
+        large_repeats: int | None = None) -> dict[str, object]:
+    """Every part whose library is importable; the others are skipped with a note.
+    ``large_repeats``: the samples per row from 1e7 elements up (default ``repeats``)."""
     results: dict[str, object] = {"overhead": _overhead(repeats, min_sample, log)}
     for name, part in (("torch", _torch), ("jax", _jax)):
-        try:
-            importlib.import_module(name)
-        except ImportError:
+        if importlib.util.find_spec(name) is None:  # not imported: torch needs MKL set first
             log(f"note: {name} is not installed; its rows are skipped")
             continue
-        results[name] = part(sizes, repeats, min_sample, log)
+        results[name] = part(sizes, repeats, min_sample, log, large_repeats)
+        if name == "torch":
+            results["torch_threads"] = importlib.import_module("torch").get_num_threads()
+        else:
+            results["jax_version"] = importlib.import_module("jax").__version__
     if "torch" in results:
-        results["torch_kl"] = _torch_kl(max(sizes), repeats, min_sample, log)
+        results["torch_kl"] = _torch_kl(
+            max(sizes), _repeats(max(sizes), repeats, large_repeats), min_sample, log)
     return results

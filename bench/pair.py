@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .autodiff import import_torch
 from .timing import compare
 
 __all__ = ["run", "markdown"]
@@ -46,7 +47,7 @@ def run(sizes: list[int], repeats: int, min_sample: float,
         log(f"note: generated.gaussian_kl_pair is not importable ({exc}); skipping comparison 5")
         return []
     try:
-        import torch
+        torch = import_torch()  # MKL limited to AVX2 and the bench's thread count, as elsewhere
     except ImportError:
         torch = None
         log("note: torch is not installed; comparison 5 without its torch column")

@@ -32,7 +32,7 @@ bench = importlib.import_module("bench")  # first: it pins the thread counts bef
 
 import numpy as np  # noqa: E402
 
-from bench import autodiff, kernels, libraries, pair, regen, report  # noqa: E402
+from bench import autodiff, handwritten_xp, kernels, libraries, pair, regen, report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTS = ("autodiff", "kernels", "regen", "libraries", "pair")
@@ -54,7 +54,8 @@ MODES = {
                     "repeats": 15, "min_sample": 0.02},
         "regen": {"sizes": [16, 32, 64], "generate_runs": 5, "generate_timeout": 600.0,
                   "explicit_timeout": 900.0},
-        "libraries": {"sizes": [10**3, 10**5, 10**7], "repeats": 9, "min_sample": 0.02},
+        "libraries": {"sizes": [10**3, 10**5, 10**7], "repeats": 9, "large_repeats": 5,
+                      "min_sample": 0.02},
         "pair": {"sizes": [10**3, 10**5, 10**7], "repeats": 15, "min_sample": 0.02},
     },
 }
@@ -80,9 +81,10 @@ def _expected_rows(mode: dict[str, dict], parts: list[str], modules: list[str]) 
     if "regen" in parts:
         rows += 1 + len(mode["regen"]["sizes"])
     if "libraries" in parts:
-        # NumPy overhead (5 kernels per shape), PyTorch and JAX (4 kernels per size each),
+        # NumPy overhead (5 kernels per shape), PyTorch and JAX (6 kernels per size each),
         # two torch.distributions rows; fewer where a library is missing.
-        rows += 5 * len(libraries.OVERHEAD_SHAPES) + 8 * len(mode["libraries"]["sizes"]) + 2
+        rows += (5 * len(libraries.OVERHEAD_SHAPES)
+                 + 2 * len(handwritten_xp.CASES) * len(mode["libraries"]["sizes"]) + 2)
     return rows
 
 
