@@ -45,6 +45,14 @@ from kernel_runtime import scale_rows as _scale_rows
 __all__ = ["kl", "kl_grad", "kl_grad_reparam", "kl_grad_stl"]
 
 
+#: kl's NumPy fast path: checks and shape of NumPy float arrays, or None
+_kl_numpy_args = _rt.numpy_elementwise(
+    ("mu_q", "sigma_q", "mu_p", "sigma_p",),
+    ("sigma_q", "sigma_p",),
+    ("mu_q", "sigma_q", "mu_p", "sigma_p",),
+)
+
+
 def kl(
     mu_q: Any,
     sigma_q: Any,
@@ -79,6 +87,9 @@ def kl(
     Returns:
         kl: KL(q_i || p_i), element-wise.
     """
+    _fast = _kl_numpy_args((mu_q, sigma_q, mu_p, sigma_p,), check_finite)
+    if _fast is not None:
+        return _kl_numpy(mu_q, sigma_q, mu_p, sigma_p, *_fast)
     _xp, (mu_q, sigma_q, mu_p, sigma_p,), _batch, _dtype = _rt.prepare_elementwise(
         ("mu_q", "sigma_q", "mu_p", "sigma_p",),
         (mu_q, sigma_q, mu_p, sigma_p,),
@@ -172,6 +183,14 @@ def _kl_xp(xp, mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     return kl
 
 
+#: kl_grad's NumPy fast path: checks and shape of NumPy float arrays, or None
+_kl_grad_numpy_args = _rt.numpy_elementwise(
+    ("mu_q", "sigma_q", "mu_p", "sigma_p",),
+    ("sigma_q", "sigma_p",),
+    ("mu_q", "sigma_q", "mu_p", "sigma_p",),
+)
+
+
 def kl_grad(
     mu_q: Any,
     sigma_q: Any,
@@ -206,6 +225,9 @@ def kl_grad(
         d_mu_p: exactly dKL/dmu_p.
         d_sigma_p: exactly dKL/dsigma_p.
     """
+    _fast = _kl_grad_numpy_args((mu_q, sigma_q, mu_p, sigma_p,), check_finite)
+    if _fast is not None:
+        return _kl_grad_numpy(mu_q, sigma_q, mu_p, sigma_p, *_fast)
     _xp, (mu_q, sigma_q, mu_p, sigma_p,), _batch, _dtype = _rt.prepare_elementwise(
         ("mu_q", "sigma_q", "mu_p", "sigma_p",),
         (mu_q, sigma_q, mu_p, sigma_p,),
@@ -296,6 +318,14 @@ def _kl_grad_xp(xp, mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     return d_mu_q, d_sigma_q, d_mu_p, d_sigma_p
 
 
+#: kl_grad_reparam's NumPy fast path: checks and shape of NumPy float arrays, or None
+_kl_grad_reparam_numpy_args = _rt.numpy_elementwise(
+    ("mu_q", "sigma_q", "mu_p", "sigma_p", "eps",),
+    ("sigma_q", "sigma_p",),
+    ("mu_q", "sigma_q", "mu_p", "sigma_p", "eps",),
+)
+
+
 def kl_grad_reparam(
     mu_q: Any,
     sigma_q: Any,
@@ -334,6 +364,9 @@ def kl_grad_reparam(
         d_mu_p: the estimate of dKL/dmu_p.
         d_sigma_p: the estimate of dKL/dsigma_p.
     """
+    _fast = _kl_grad_reparam_numpy_args((mu_q, sigma_q, mu_p, sigma_p, eps,), check_finite)
+    if _fast is not None:
+        return _kl_grad_reparam_numpy(mu_q, sigma_q, mu_p, sigma_p, eps, *_fast)
     _xp, (mu_q, sigma_q, mu_p, sigma_p, eps,), _batch, _dtype = _rt.prepare_elementwise(
         ("mu_q", "sigma_q", "mu_p", "sigma_p", "eps",),
         (mu_q, sigma_q, mu_p, sigma_p, eps,),
@@ -397,6 +430,14 @@ def _kl_grad_reparam_xp(xp, mu_q, sigma_q, mu_p, sigma_p, eps, _batch, _dtype):
     return d_mu_q, d_sigma_q, d_mu_p, d_sigma_p
 
 
+#: kl_grad_stl's NumPy fast path: checks and shape of NumPy float arrays, or None
+_kl_grad_stl_numpy_args = _rt.numpy_elementwise(
+    ("mu_q", "sigma_q", "mu_p", "sigma_p", "eps",),
+    ("sigma_q", "sigma_p",),
+    ("mu_q", "sigma_q", "mu_p", "sigma_p", "eps",),
+)
+
+
 def kl_grad_stl(
     mu_q: Any,
     sigma_q: Any,
@@ -435,6 +476,9 @@ def kl_grad_stl(
         d_mu_p: the estimate of dKL/dmu_p.
         d_sigma_p: the estimate of dKL/dsigma_p.
     """
+    _fast = _kl_grad_stl_numpy_args((mu_q, sigma_q, mu_p, sigma_p, eps,), check_finite)
+    if _fast is not None:
+        return _kl_grad_stl_numpy(mu_q, sigma_q, mu_p, sigma_p, eps, *_fast)
     _xp, (mu_q, sigma_q, mu_p, sigma_p, eps,), _batch, _dtype = _rt.prepare_elementwise(
         ("mu_q", "sigma_q", "mu_p", "sigma_p", "eps",),
         (mu_q, sigma_q, mu_p, sigma_p, eps,),

@@ -34,7 +34,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy
@@ -42,6 +42,7 @@ import numpy
 __all__ = [
     "prepare_elementwise", "prepare_coupling", "call", "call_xp", "finish", "finish_xp",
     "broadcast", "full", "scale_rows", "scale_rows_xp", "eye_xp", "blocks_xp", "device",
+    "numpy_elementwise", "numpy_coupling",
 ]
 
 _ndarray = numpy.ndarray
@@ -108,34 +109,177 @@ def _non_finite_numpy(names: Sequence[str], arrays: Sequence[numpy.ndarray]) -> 
     return None
 
 
-def _check_numpy(names: Sequence[str], arrays: Sequence[numpy.ndarray],
-                 positive: Sequence[str], read: Sequence[str]) -> None:
+def _value_checks(names: Sequence[str], positive: Sequence[str],
+                  read: Sequence[str]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The indices of the arrays that must be positive, and of those whose values are read.
+
+    Example:
+        >>> _value_checks(("mu", "sigma", "eps"), ("sigma",), ("mu", "sigma"))
+        ((1,), (0, 1))
+    """
+    return (tuple(i for i, name in enumerate(names) if name in positive),
+            tuple(i for i, name in enumerate(names) if name in read))
+
+
+def _refuse_minimum(name: str, a: numpy.ndarray) -> None:
+    """Raise ValueError for an array with a NaN or an entry <= 0 (its minimum named)."""
+    low = _minimum(a, axis=None)  # NaN propagates
+    if low != low:
+        raise ValueError(f"{name}: expected finite values, got NaN or infinity")
+    raise ValueError(f"{name}: expected every entry > 0, got a minimum of {low}")
+
+
+def _check_values(names: Sequence[str], arrays: Sequence[numpy.ndarray],
+                  positive: tuple[int, ...], read: tuple[int, ...]) -> None:
     """Raise ValueError naming the first argument with a value outside its domain.
 
-    The sum of the squares of every read array is finite only when every entry is: one
-    BLAS pass per array and no temporary (3x faster than ``isfinite(a).all()``); only
-    where it is not (a NaN, an infinity, or entries beyond ~1e154) are the entries tested
-    one by one. (No ``errstate``: it costs more than the checks at 1e3 elements.)
+    ``positive`` and ``read`` index ``arrays`` (:func:`_value_checks`); the read arrays are
+    floating. An array that must be positive is tested by its minimum (``argmin`` stops at
+    a NaN, so NaN and entries <= 0 are rejected, in argument order). The read arrays are
+    tested two at a time by the dot product of one with the other, finite only when every
+    entry of both is (an infinity times zero is NaN): one BLAS pass per two arrays and no
+    temporary (``isfinite(a).all()`` is 3x slower per array; ``vdot``, unlike ``dot``,
+    warns of no overflow, and ``errstate`` costs more than the checks at 1e3 elements).
+    Only where that fails (a NaN, an infinity, products beyond ~1e308, or a strided array)
+    are the entries tested one by one, so the first non-finite argument is named.
     """
+    for i in positive:
+        a = arrays[i]
+        if a.flags.c_contiguous:
+            try:
+                low = a.item(a.argmin())  # argmin stops at the first NaN; flat C order
+            except ValueError:  # no entries
+                continue
+        elif a.size:
+            low = _minimum(a, axis=None)
+        else:
+            continue
+        if not low > 0:
+            _refuse_minimum(names[i], a)
     total = 0.0
-    for name, a in zip(names, arrays):  # noqa: B905 -- equal lengths by construction
-        if name in positive and a.size:
-            low = _minimum(a, axis=None)  # NaN propagates: rejects NaN and entries <= 0
-            if not low > 0:
-                if low != low:
-                    raise ValueError(f"{name}: expected finite values, got NaN or infinity")
-                raise ValueError(f"{name}: expected every entry > 0, got a minimum of {low}")
-        if name in read and a.dtype.kind == "f":
-            if a.flags.c_contiguous or a.flags.f_contiguous:
-                flat = a.ravel(order="K")  # a view: no copy
-                total += float(_vdot(flat, flat))  # no overflow warning, unlike numpy.dot
-            else:
+    pending = None
+    for i in read:
+        a = arrays[i]
+        if not a.flags.c_contiguous:  # vdot flattens a C-contiguous array without a copy
+            if not a.flags.f_contiguous:
                 total = math.inf  # strided: tested entry by entry below
+                continue
+            a = a.ravel(order="K")  # a view: no copy
+        if pending is None:
+            pending = a
+        elif pending.size == a.size:
+            total += _vdot(pending, a)  # no overflow warning, unlike numpy.dot
+            pending = None
+        else:
+            total += _vdot(pending, pending)
+            pending = a
+    if pending is not None:
+        total += _vdot(pending, pending)
     if not math.isfinite(total):
-        picked = [(n, a) for n, a in zip(names, arrays, strict=True) if n in read]
-        bad = _non_finite_numpy([n for n, _ in picked], [a for _, a in picked])
+        bad = _non_finite_numpy([names[i] for i in read], [arrays[i] for i in read])
         if bad is not None:
             raise ValueError(f"{bad}: expected finite values, got NaN or infinity")
+
+
+def _check_numpy(names: Sequence[str], arrays: Sequence[numpy.ndarray],
+                 positive: Sequence[str], read: Sequence[str]) -> None:
+    """Raise ValueError naming the first argument with a value outside its domain
+    (:func:`_check_values` by argument names; integer arrays are finite)."""
+    positive_at, read_at = _value_checks(names, positive, read)
+    _check_values(names, arrays, positive_at,
+                  tuple(i for i in read_at if arrays[i].dtype.kind == "f"))
+
+
+def numpy_elementwise(names: tuple[str, ...], positive: tuple[str, ...],
+                      read: tuple[str, ...]) -> Callable[..., Any]:
+    """An element-wise kernel's NumPy fast path, built once per kernel at import.
+
+    The function returned takes the array arguments and ``check_finite`` and returns
+    ``(shape, dtype)`` where they are NumPy arrays of one float dtype (float64 or float32)
+    whose shapes broadcast, after the value checks :func:`prepare_elementwise` makes
+    (same errors); for any other input it returns None, and the kernel calls
+    :func:`prepare_elementwise`.
+
+    Example:
+        >>> fast = numpy_elementwise(("mu", "sigma"), ("sigma",), ("mu", "sigma"))
+        >>> fast((numpy.zeros(3), numpy.ones((2, 1))), None)
+        ((2, 3), dtype('float64'))
+        >>> fast((numpy.zeros(3), 1.0), None) is None
+        True
+    """
+    positive_at, read_at = _value_checks(names, positive, read)
+
+    def fast(values: tuple[Any, ...], check_finite: bool | None
+             ) -> tuple[tuple[int, ...], numpy.dtype] | None:
+        first = values[0]
+        if type(first) is not _ndarray:
+            return None
+        dtype = first.dtype
+        if dtype is not _F64 and dtype is not _F32:
+            return None
+        shape = first.shape
+        broadcasts = False
+        for a in values:
+            if type(a) is not _ndarray or a.dtype is not dtype:
+                return None
+            if a.shape != shape:
+                broadcasts = True
+        if broadcasts:
+            try:
+                shape = numpy.broadcast_shapes(*(a.shape for a in values))
+            except ValueError:
+                return None  # prepare_elementwise names them
+        if check_finite is not False:
+            _check_values(names, values, positive_at, read_at)
+        return shape, dtype
+
+    return fast
+
+
+def numpy_coupling(vectors: tuple[str, ...], params: tuple[str, ...],
+                   read: tuple[str, ...]) -> Callable[..., Any]:
+    """A coupling kernel's NumPy fast path, built once per kernel at import.
+
+    The function returned takes the array arguments (vectors, then parameters) and
+    ``check_finite`` and returns ``(batch, n, dtype)`` where they are NumPy arrays of one
+    float dtype, the vectors of one shape ``(..., n)`` with ``n >= 1`` and the parameters
+    of shape ``(n,)``, after the value checks :func:`prepare_coupling` makes (same
+    errors); for any other input it returns None, and the kernel calls
+    :func:`prepare_coupling`.
+
+    Example:
+        >>> fast = numpy_coupling(("x1", "x2"), ("s",), ("x1", "x2", "s"))
+        >>> fast((numpy.zeros((4, 2)), numpy.zeros((4, 2)), numpy.ones(2)), None)
+        ((4,), 2, dtype('float64'))
+        >>> fast((numpy.zeros((4, 2)), numpy.zeros((3, 2)), numpy.ones(2)), None) is None
+        True
+    """
+    names = vectors + params
+    positive_at, read_at = _value_checks(names, (), read)
+    k = len(vectors)
+
+    def fast(values: tuple[Any, ...], check_finite: bool | None
+             ) -> tuple[tuple[int, ...], int, numpy.dtype] | None:
+        first = values[0]
+        if type(first) is not _ndarray:
+            return None
+        dtype = first.dtype
+        shape = first.shape
+        if dtype is not _F64 and dtype is not _F32 or not shape:
+            return None
+        n = shape[-1]
+        if not n:
+            return None
+        param = (n,)
+        for i, a in enumerate(values):
+            if type(a) is not _ndarray or a.dtype is not dtype or a.shape != (
+                    shape if i < k else param):
+                return None
+        if check_finite is not False:
+            _check_values(names, values, positive_at, read_at)
+        return shape[:-1], n, dtype
+
+    return fast
 
 
 def _same_float(values: Sequence[Any]) -> numpy.dtype | None:
