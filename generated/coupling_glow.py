@@ -115,8 +115,8 @@ def _forward_numpy(x1, x2, F, G, _batch, _n, _dtype):
     _pw0 = _finish(1/(1 + numpy.exp(-abs(G_x2 + 2))), _pw0_shape, _dtype, (G_x2,))
     _pw0_m0 = _full(numpy.less(G_x2, -2), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m0.size:
-        G_x2__pw0_m0 = numpy.take(_full(G_x2, _pw0_shape), _pw0_m0)
-        numpy.put(_pw0, _pw0_m0, numpy.exp(-abs(G_x2__pw0_m0 + 2))/(1 + numpy.exp(-abs(G_x2__pw0_m0 + 2))))
+        G_x2__pw0_m0 = _full(G_x2, _pw0_shape).take(_pw0_m0)
+        _pw0.put(_pw0_m0, numpy.exp(-abs(G_x2__pw0_m0 + 2))/(1 + numpy.exp(-abs(G_x2__pw0_m0 + 2))))
     # Output terms
     y2 = x2
     y1 = F_x2 + _pw0*x1
@@ -313,16 +313,16 @@ def _jacobian_numpy(x1, x2, F, G, JF, JG, _batch, _n, _dtype):
     _pw0 = _finish(1/(1 + numpy.exp(-abs(G_x2 + 2))), _pw0_shape, _dtype, (G_x2,))
     _pw0_m0 = _full(numpy.less(G_x2, -2), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m0.size:
-        G_x2__pw0_m0 = numpy.take(_full(G_x2, _pw0_shape), _pw0_m0)
-        numpy.put(_pw0, _pw0_m0, numpy.exp(-abs(G_x2__pw0_m0 + 2))/(1 + numpy.exp(-abs(G_x2__pw0_m0 + 2))))
+        G_x2__pw0_m0 = _full(G_x2, _pw0_shape).take(_pw0_m0)
+        _pw0.put(_pw0_m0, numpy.exp(-abs(G_x2__pw0_m0 + 2))/(1 + numpy.exp(-abs(G_x2__pw0_m0 + 2))))
     # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
     # where it holds, and the derivation proves each piece equal to the value it stands for.
     _pw1_shape = _broadcast(numpy.shape(G_x2))
     _pw1 = _finish(1/(1 + numpy.exp(-abs(G_x2 + 2))), _pw1_shape, _dtype, (G_x2,))
     _pw1_m0 = _full(numpy.greater(G_x2, -2), _pw1_shape).ravel().nonzero()[0]
     if _pw1_m0.size:
-        G_x2__pw1_m0 = numpy.take(_full(G_x2, _pw1_shape), _pw1_m0)
-        numpy.put(_pw1, _pw1_m0, numpy.exp(-abs(G_x2__pw1_m0 + 2))/(1 + numpy.exp(-abs(G_x2__pw1_m0 + 2))))
+        G_x2__pw1_m0 = _full(G_x2, _pw1_shape).take(_pw1_m0)
+        _pw1.put(_pw1_m0, numpy.exp(-abs(G_x2__pw1_m0 + 2))/(1 + numpy.exp(-abs(G_x2__pw1_m0 + 2))))
     _J00 = _pw0
     _J11 = _pw0*_pw1*x1
     # Block matrix J = [[dy1/dx1, dy1/dx2], [dy2/dx1, dy2/dx2]]
@@ -526,8 +526,8 @@ def _forward_and_log_det_numpy(x1, x2, F, G, _batch, _n, _dtype):
     _pw0 = _finish(1/(1 + numpy.exp(-abs(G_x2 + 2))), _pw0_shape, _dtype, (G_x2,))
     _pw0_m0 = _full(numpy.less(G_x2, -2), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m0.size:
-        G_x2__pw0_m0 = numpy.take(_full(G_x2, _pw0_shape), _pw0_m0)
-        numpy.put(_pw0, _pw0_m0, numpy.exp(-abs(G_x2__pw0_m0 + 2))/(1 + numpy.exp(-abs(G_x2__pw0_m0 + 2))))
+        G_x2__pw0_m0 = _full(G_x2, _pw0_shape).take(_pw0_m0)
+        _pw0.put(_pw0_m0, numpy.exp(-abs(G_x2__pw0_m0 + 2))/(1 + numpy.exp(-abs(G_x2__pw0_m0 + 2))))
     # Output terms
     y2 = x2
     log_det = numpy.sum(-numpy.logaddexp(0, -G_x2 - 2), axis=-1)

@@ -111,16 +111,16 @@ def _kl_numpy(mu, logvar, _batch, _dtype):
         _pw0 = _finish((1/2)*numpy.expm1(x) - (1/2)*x, _pw0_shape, _dtype, (logvar, x,))
     _pw0_m2 = _full(numpy.greater_equal(x, 88), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m2.size:
-        logvar__pw0_m2 = numpy.take(_full(logvar, _pw0_shape), _pw0_m2)
-        x__pw0_m2 = numpy.take(_full(x, _pw0_shape), _pw0_m2)
-        numpy.put(_pw0, _pw0_m2, 2*((1/2)*numpy.exp((1/2)*logvar__pw0_m2))**2 - (1/2)*x__pw0_m2 - 1/2)
+        logvar__pw0_m2 = _full(logvar, _pw0_shape).take(_pw0_m2)
+        x__pw0_m2 = _full(x, _pw0_shape).take(_pw0_m2)
+        _pw0.put(_pw0_m2, 2*((1/2)*numpy.exp((1/2)*logvar__pw0_m2))**2 - (1/2)*x__pw0_m2 - 1/2)
     _pw0_m1 = _full(numpy.less(abs(x), 1/2), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m1.size:
-        x__pw0_m1 = numpy.take(_full(x, _pw0_shape), _pw0_m1)
-        numpy.put(_pw0, _pw0_m1, x__pw0_m1**2*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*((1/2615348736000)*x__pw0_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4))
+        x__pw0_m1 = _full(x, _pw0_shape).take(_pw0_m1)
+        _pw0.put(_pw0_m1, x__pw0_m1**2*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*((1/2615348736000)*x__pw0_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4))
     _pw0_m0 = _full(numpy.equal(x, numpy.inf), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m0.size:
-        numpy.put(_pw0, _pw0_m0, numpy.inf)
+        _pw0.put(_pw0_m0, numpy.inf)
     # Output terms
     kl = _pw0 + 2*((1/2)*mu)**2
     kl = _finish(kl, _batch, _dtype, (mu, logvar,))

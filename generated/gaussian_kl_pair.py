@@ -111,14 +111,14 @@ def _kl_numpy(mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     _pw0 = _finish(2*(numpy.log(sigma_q) - numpy.log(sigma_p)), _pw0_shape, _dtype, (sigma_p, sigma_q,))
     _pw0_m1 = _full(numpy.greater_equal(sigma_q/sigma_p, 1/1000000000000000000000000000000), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m1.size:
-        sigma_p__pw0_m1 = numpy.take(_full(sigma_p, _pw0_shape), _pw0_m1)
-        sigma_q__pw0_m1 = numpy.take(_full(sigma_q, _pw0_shape), _pw0_m1)
-        numpy.put(_pw0, _pw0_m1, 2*numpy.log(sigma_q__pw0_m1/sigma_p__pw0_m1))
+        sigma_p__pw0_m1 = _full(sigma_p, _pw0_shape).take(_pw0_m1)
+        sigma_q__pw0_m1 = _full(sigma_q, _pw0_shape).take(_pw0_m1)
+        _pw0.put(_pw0_m1, 2*numpy.log(sigma_q__pw0_m1/sigma_p__pw0_m1))
     _pw0_m0 = _full(numpy.greater(sigma_p, 2*abs(sigma_p - sigma_q)), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m0.size:
-        sigma_p__pw0_m0 = numpy.take(_full(sigma_p, _pw0_shape), _pw0_m0)
-        sigma_q__pw0_m0 = numpy.take(_full(sigma_q, _pw0_shape), _pw0_m0)
-        numpy.put(_pw0, _pw0_m0, 2*numpy.log1p((sigma_q__pw0_m0 - sigma_p__pw0_m0)/sigma_p__pw0_m0))
+        sigma_p__pw0_m0 = _full(sigma_p, _pw0_shape).take(_pw0_m0)
+        sigma_q__pw0_m0 = _full(sigma_q, _pw0_shape).take(_pw0_m0)
+        _pw0.put(_pw0_m0, 2*numpy.log1p((sigma_q__pw0_m0 - sigma_p__pw0_m0)/sigma_p__pw0_m0))
     # Output terms
     m = (mu_q - mu_p)/sigma_p
     x = _pw0
@@ -129,15 +129,15 @@ def _kl_numpy(mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     _pw1 = _finish(2*((1/2)*sigma_q/sigma_p)**2 - (1/2)*x - 1/2, _pw1_shape, _dtype, (sigma_p, sigma_q, x,))
     _pw1_m2 = _full(numpy.less(x, 2), _pw1_shape).ravel().nonzero()[0]
     if _pw1_m2.size:
-        x__pw1_m2 = numpy.take(_full(x, _pw1_shape), _pw1_m2)
-        numpy.put(_pw1, _pw1_m2, (1/2)*numpy.expm1(x__pw1_m2) - (1/2)*x__pw1_m2)
+        x__pw1_m2 = _full(x, _pw1_shape).take(_pw1_m2)
+        _pw1.put(_pw1_m2, (1/2)*numpy.expm1(x__pw1_m2) - (1/2)*x__pw1_m2)
     _pw1_m1 = _full(numpy.less(abs(x), 1/2), _pw1_shape).ravel().nonzero()[0]
     if _pw1_m1.size:
-        x__pw1_m1 = numpy.take(_full(x, _pw1_shape), _pw1_m1)
-        numpy.put(_pw1, _pw1_m1, x__pw1_m1**2*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*((1/2615348736000)*x__pw1_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4))
+        x__pw1_m1 = _full(x, _pw1_shape).take(_pw1_m1)
+        _pw1.put(_pw1_m1, x__pw1_m1**2*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*((1/2615348736000)*x__pw1_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4))
     _pw1_m0 = _full(numpy.equal(x, numpy.inf), _pw1_shape).ravel().nonzero()[0]
     if _pw1_m0.size:
-        numpy.put(_pw1, _pw1_m0, numpy.inf)
+        _pw1.put(_pw1_m0, numpy.inf)
     # Output terms
     kl = _pw1 + 2*((1/2)*m)**2
     kl = _finish(kl, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p,))
@@ -249,14 +249,14 @@ def _kl_grad_numpy(mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     _pw0 = _finish(2*(numpy.log(sigma_q) - numpy.log(sigma_p)), _pw0_shape, _dtype, (sigma_p, sigma_q,))
     _pw0_m1 = _full(numpy.greater_equal(sigma_q/sigma_p, 1/1000000000000000000000000000000), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m1.size:
-        sigma_p__pw0_m1 = numpy.take(_full(sigma_p, _pw0_shape), _pw0_m1)
-        sigma_q__pw0_m1 = numpy.take(_full(sigma_q, _pw0_shape), _pw0_m1)
-        numpy.put(_pw0, _pw0_m1, 2*numpy.log(sigma_q__pw0_m1/sigma_p__pw0_m1))
+        sigma_p__pw0_m1 = _full(sigma_p, _pw0_shape).take(_pw0_m1)
+        sigma_q__pw0_m1 = _full(sigma_q, _pw0_shape).take(_pw0_m1)
+        _pw0.put(_pw0_m1, 2*numpy.log(sigma_q__pw0_m1/sigma_p__pw0_m1))
     _pw0_m0 = _full(numpy.greater(sigma_p, 2*abs(sigma_p - sigma_q)), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m0.size:
-        sigma_p__pw0_m0 = numpy.take(_full(sigma_p, _pw0_shape), _pw0_m0)
-        sigma_q__pw0_m0 = numpy.take(_full(sigma_q, _pw0_shape), _pw0_m0)
-        numpy.put(_pw0, _pw0_m0, 2*numpy.log1p((sigma_q__pw0_m0 - sigma_p__pw0_m0)/sigma_p__pw0_m0))
+        sigma_p__pw0_m0 = _full(sigma_p, _pw0_shape).take(_pw0_m0)
+        sigma_q__pw0_m0 = _full(sigma_q, _pw0_shape).take(_pw0_m0)
+        _pw0.put(_pw0_m0, 2*numpy.log1p((sigma_q__pw0_m0 - sigma_p__pw0_m0)/sigma_p__pw0_m0))
     _tmp0 = 1/sigma_p
     # Output terms
     m = _tmp0*(mu_q - mu_p)
@@ -500,14 +500,14 @@ def _kl_grad_stl_numpy(mu_q, sigma_q, mu_p, sigma_p, eps, _batch, _dtype):
     _pw0 = _finish(2*(numpy.log(sigma_q) - numpy.log(sigma_p)), _pw0_shape, _dtype, (sigma_p, sigma_q,))
     _pw0_m1 = _full(numpy.greater_equal(sigma_q/sigma_p, 1/1000000000000000000000000000000), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m1.size:
-        sigma_p__pw0_m1 = numpy.take(_full(sigma_p, _pw0_shape), _pw0_m1)
-        sigma_q__pw0_m1 = numpy.take(_full(sigma_q, _pw0_shape), _pw0_m1)
-        numpy.put(_pw0, _pw0_m1, 2*numpy.log(sigma_q__pw0_m1/sigma_p__pw0_m1))
+        sigma_p__pw0_m1 = _full(sigma_p, _pw0_shape).take(_pw0_m1)
+        sigma_q__pw0_m1 = _full(sigma_q, _pw0_shape).take(_pw0_m1)
+        _pw0.put(_pw0_m1, 2*numpy.log(sigma_q__pw0_m1/sigma_p__pw0_m1))
     _pw0_m0 = _full(numpy.greater(sigma_p, 2*abs(sigma_p - sigma_q)), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m0.size:
-        sigma_p__pw0_m0 = numpy.take(_full(sigma_p, _pw0_shape), _pw0_m0)
-        sigma_q__pw0_m0 = numpy.take(_full(sigma_q, _pw0_shape), _pw0_m0)
-        numpy.put(_pw0, _pw0_m0, 2*numpy.log1p((sigma_q__pw0_m0 - sigma_p__pw0_m0)/sigma_p__pw0_m0))
+        sigma_p__pw0_m0 = _full(sigma_p, _pw0_shape).take(_pw0_m0)
+        sigma_q__pw0_m0 = _full(sigma_q, _pw0_shape).take(_pw0_m0)
+        _pw0.put(_pw0_m0, 2*numpy.log1p((sigma_q__pw0_m0 - sigma_p__pw0_m0)/sigma_p__pw0_m0))
     _tmp0 = 1/sigma_p
     # Output terms
     m = _tmp0*(mu_q - mu_p)

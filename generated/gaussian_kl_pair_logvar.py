@@ -114,31 +114,31 @@ def _kl_numpy(mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
     _pw0 = _finish(numpy.exp(-1/4*logvar_p)*((mu_q - mu_p)*numpy.exp(-1/4*logvar_p)), _pw0_shape, _dtype, (logvar_p, mu_p, mu_q, sigma_p,))
     _pw0_m0 = _full(numpy.greater_equal(logvar_p, -170), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m0.size:
-        mu_p__pw0_m0 = numpy.take(_full(mu_p, _pw0_shape), _pw0_m0)
-        mu_q__pw0_m0 = numpy.take(_full(mu_q, _pw0_shape), _pw0_m0)
-        sigma_p__pw0_m0 = numpy.take(_full(sigma_p, _pw0_shape), _pw0_m0)
-        numpy.put(_pw0, _pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
+        mu_p__pw0_m0 = _full(mu_p, _pw0_shape).take(_pw0_m0)
+        mu_q__pw0_m0 = _full(mu_q, _pw0_shape).take(_pw0_m0)
+        sigma_p__pw0_m0 = _full(sigma_p, _pw0_shape).take(_pw0_m0)
+        _pw0.put(_pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
     # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
     # where it holds, and the derivation proves each piece equal to the value it stands for.
     _pw1_shape = _broadcast(numpy.shape(logvar_p), numpy.shape(logvar_q), numpy.shape(x))
     _pw1 = _finish(2*((1/2)*numpy.exp((1/2)*x))**2 - (1/2)*x - 1/2, _pw1_shape, _dtype, (logvar_p, logvar_q, x,))
     _pw1_m3 = _full(numpy.less(x, 88), _pw1_shape).ravel().nonzero()[0]
     if _pw1_m3.size:
-        x__pw1_m3 = numpy.take(_full(x, _pw1_shape), _pw1_m3)
-        numpy.put(_pw1, _pw1_m3, (1/2)*numpy.expm1(x__pw1_m3) - (1/2)*x__pw1_m3)
+        x__pw1_m3 = _full(x, _pw1_shape).take(_pw1_m3)
+        _pw1.put(_pw1_m3, (1/2)*numpy.expm1(x__pw1_m3) - (1/2)*x__pw1_m3)
     _pw1_m2 = _full(numpy.logical_and(numpy.greater_equal(x, 4), numpy.logical_and(numpy.less(abs(logvar_p), 170), numpy.less(abs(logvar_q), 170))), _pw1_shape).ravel().nonzero()[0]
     if _pw1_m2.size:
-        logvar_p__pw1_m2 = numpy.take(_full(logvar_p, _pw1_shape), _pw1_m2)
-        logvar_q__pw1_m2 = numpy.take(_full(logvar_q, _pw1_shape), _pw1_m2)
-        x__pw1_m2 = numpy.take(_full(x, _pw1_shape), _pw1_m2)
-        numpy.put(_pw1, _pw1_m2, 2*((1/2)*numpy.exp(-1/2*logvar_p__pw1_m2)*numpy.exp((1/2)*logvar_q__pw1_m2))**2 - (1/2)*x__pw1_m2 - 1/2)
+        logvar_p__pw1_m2 = _full(logvar_p, _pw1_shape).take(_pw1_m2)
+        logvar_q__pw1_m2 = _full(logvar_q, _pw1_shape).take(_pw1_m2)
+        x__pw1_m2 = _full(x, _pw1_shape).take(_pw1_m2)
+        _pw1.put(_pw1_m2, 2*((1/2)*numpy.exp(-1/2*logvar_p__pw1_m2)*numpy.exp((1/2)*logvar_q__pw1_m2))**2 - (1/2)*x__pw1_m2 - 1/2)
     _pw1_m1 = _full(numpy.less(abs(x), 1/2), _pw1_shape).ravel().nonzero()[0]
     if _pw1_m1.size:
-        x__pw1_m1 = numpy.take(_full(x, _pw1_shape), _pw1_m1)
-        numpy.put(_pw1, _pw1_m1, x__pw1_m1**2*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*((1/2615348736000)*x__pw1_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4))
+        x__pw1_m1 = _full(x, _pw1_shape).take(_pw1_m1)
+        _pw1.put(_pw1_m1, x__pw1_m1**2*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*((1/2615348736000)*x__pw1_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4))
     _pw1_m0 = _full(numpy.equal(x, numpy.inf), _pw1_shape).ravel().nonzero()[0]
     if _pw1_m0.size:
-        numpy.put(_pw1, _pw1_m0, numpy.inf)
+        _pw1.put(_pw1_m0, numpy.inf)
     # Output terms
     m = _pw0
     kl = _pw1 + 2*((1/2)*m)**2
@@ -255,10 +255,10 @@ def _kl_grad_numpy(mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
     _pw0 = _finish(numpy.exp(-1/4*logvar_p)*((mu_q - mu_p)*numpy.exp(-1/4*logvar_p)), _pw0_shape, _dtype, (logvar_p, mu_p, mu_q, sigma_p,))
     _pw0_m0 = _full(numpy.greater_equal(logvar_p, -170), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m0.size:
-        mu_p__pw0_m0 = numpy.take(_full(mu_p, _pw0_shape), _pw0_m0)
-        mu_q__pw0_m0 = numpy.take(_full(mu_q, _pw0_shape), _pw0_m0)
-        sigma_p__pw0_m0 = numpy.take(_full(sigma_p, _pw0_shape), _pw0_m0)
-        numpy.put(_pw0, _pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
+        mu_p__pw0_m0 = _full(mu_p, _pw0_shape).take(_pw0_m0)
+        mu_q__pw0_m0 = _full(mu_q, _pw0_shape).take(_pw0_m0)
+        sigma_p__pw0_m0 = _full(sigma_p, _pw0_shape).take(_pw0_m0)
+        _pw0.put(_pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
     # Output terms
     r = numpy.exp((1/2)*x)
     m = _pw0
@@ -385,10 +385,10 @@ def _kl_grad_reparam_numpy(mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype):
     _pw0 = _finish(numpy.exp(-1/4*logvar_p)*((mu_q - mu_p)*numpy.exp(-1/4*logvar_p)), _pw0_shape, _dtype, (logvar_p, mu_p, mu_q, sigma_p,))
     _pw0_m0 = _full(numpy.greater_equal(logvar_p, -170), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m0.size:
-        mu_p__pw0_m0 = numpy.take(_full(mu_p, _pw0_shape), _pw0_m0)
-        mu_q__pw0_m0 = numpy.take(_full(mu_q, _pw0_shape), _pw0_m0)
-        sigma_p__pw0_m0 = numpy.take(_full(sigma_p, _pw0_shape), _pw0_m0)
-        numpy.put(_pw0, _pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
+        mu_p__pw0_m0 = _full(mu_p, _pw0_shape).take(_pw0_m0)
+        mu_q__pw0_m0 = _full(mu_q, _pw0_shape).take(_pw0_m0)
+        sigma_p__pw0_m0 = _full(sigma_p, _pw0_shape).take(_pw0_m0)
+        _pw0.put(_pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
     # Output terms
     r = numpy.exp((1/2)*x)
     m = _pw0
@@ -521,10 +521,10 @@ def _kl_grad_stl_numpy(mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype):
     _pw0 = _finish(numpy.exp(-1/4*logvar_p)*((mu_q - mu_p)*numpy.exp(-1/4*logvar_p)), _pw0_shape, _dtype, (logvar_p, mu_p, mu_q, sigma_p,))
     _pw0_m0 = _full(numpy.greater_equal(logvar_p, -170), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m0.size:
-        mu_p__pw0_m0 = numpy.take(_full(mu_p, _pw0_shape), _pw0_m0)
-        mu_q__pw0_m0 = numpy.take(_full(mu_q, _pw0_shape), _pw0_m0)
-        sigma_p__pw0_m0 = numpy.take(_full(sigma_p, _pw0_shape), _pw0_m0)
-        numpy.put(_pw0, _pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
+        mu_p__pw0_m0 = _full(mu_p, _pw0_shape).take(_pw0_m0)
+        mu_q__pw0_m0 = _full(mu_q, _pw0_shape).take(_pw0_m0)
+        sigma_p__pw0_m0 = _full(sigma_p, _pw0_shape).take(_pw0_m0)
+        _pw0.put(_pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
     # Output terms
     r = numpy.exp((1/2)*x)
     m = _pw0

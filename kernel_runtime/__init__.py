@@ -349,6 +349,8 @@ def _same_float(values: Sequence[Any]) -> numpy.dtype | None:
 
 def full(a: Any, shape: tuple[int, ...]) -> Any:
     """``a`` broadcast to ``shape`` (a view); ``a`` itself where it has that shape already."""
+    if type(a) is _ndarray and a.shape == shape:
+        return a
     return a if numpy.shape(a) == shape else numpy.broadcast_to(a, shape)
 
 
@@ -363,7 +365,7 @@ def finish(value: Any, shape: tuple[int, ...], dtype: numpy.dtype,
     """
     if type(value) is not _ndarray:
         value = numpy.asarray(value)
-    if value.shape != shape or value.dtype != dtype:
+    if value.shape != shape or value.dtype is not dtype and value.dtype != dtype:
         return numpy.array(numpy.broadcast_to(value, shape), dtype=dtype)
     if not value.flags.writeable:
         return value.copy()  # never hand back a read-only view of an input
