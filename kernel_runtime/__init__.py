@@ -5,7 +5,10 @@ first. They find the caller's array library (``array_api_compat.array_namespace`
 shapes, dtypes and -- where cheap -- values, and return the arrays in one floating dtype
 with the namespace to compute in: the ``numpy`` module itself for NumPy input (the kernel
 then runs its NumPy-specialized body), or an array-API namespace (PyTorch, JAX, Dask,
-CuPy, ``array_api_strict``, ...), for which it runs its array-API body.
+CuPy, ``array_api_strict``, ...), for which it runs its array-API body. Before that, a
+kernel tries its NumPy fast path (:func:`numpy_elementwise`, :func:`numpy_coupling`, built
+once per kernel at import): NumPy arrays of one float dtype and matching shapes are
+checked as they are (same checks, same errors) and go straight to the NumPy body.
 
 Checks:
 
