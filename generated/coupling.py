@@ -45,6 +45,14 @@ from kernel_runtime import scale_rows as _scale_rows
 __all__ = ["forward", "inverse", "jacobian", "log_det_jacobian", "forward_and_log_det"]
 
 
+#: forward's NumPy fast path: checks and shapes of NumPy float arrays, or None
+_forward_numpy_args = _rt.numpy_coupling(
+    ("x1", "x2",),
+    ("s",),
+    ("x1", "x2", "s",),
+)
+
+
 def forward(
     x1: Any,
     x2: Any,
@@ -79,6 +87,9 @@ def forward(
         y1: first half of the output, shape (..., n).
         y2: second half of the output, shape (..., n).
     """
+    _fast = _forward_numpy_args((x1, x2, s,), check_finite)
+    if _fast is not None:
+        return _forward_numpy(x1, x2, s, F, G, *_fast)
     _xp, (x1, x2, s,), _batch, _n, _dtype = _rt.prepare_coupling(
         ("x1", "x2",),
         (x1, x2,),
@@ -119,6 +130,14 @@ def _forward_xp(xp, x1, x2, s, F, G, _batch, _n, _dtype):
     return y1, y2
 
 
+#: inverse's NumPy fast path: checks and shapes of NumPy float arrays, or None
+_inverse_numpy_args = _rt.numpy_coupling(
+    ("y1", "y2",),
+    ("s",),
+    ("y1", "y2", "s",),
+)
+
+
 def inverse(
     y1: Any,
     y2: Any,
@@ -155,6 +174,9 @@ def inverse(
         x1: first half of the input, shape (..., n).
         x2: second half of the input, shape (..., n).
     """
+    _fast = _inverse_numpy_args((y1, y2, s,), check_finite)
+    if _fast is not None:
+        return _inverse_numpy(y1, y2, s, F, G, *_fast)
     _xp, (y1, y2, s,), _batch, _n, _dtype = _rt.prepare_coupling(
         ("y1", "y2",),
         (y1, y2,),
@@ -197,6 +219,14 @@ def _inverse_xp(xp, y1, y2, s, F, G, _batch, _n, _dtype):
     return x1, x2
 
 
+#: jacobian's NumPy fast path: checks and shapes of NumPy float arrays, or None
+_jacobian_numpy_args = _rt.numpy_coupling(
+    ("x1", "x2",),
+    ("s",),
+    ("x1", "x2", "s",),
+)
+
+
 def jacobian(
     x1: Any,
     x2: Any,
@@ -236,6 +266,9 @@ def jacobian(
     Returns:
         J: dy/dx, shape (..., 2n, 2n), rows (y1, y2) and columns (x1, x2).
     """
+    _fast = _jacobian_numpy_args((x1, x2, s,), check_finite)
+    if _fast is not None:
+        return _jacobian_numpy(x1, x2, s, F, G, JF, JG, *_fast)
     _xp, (x1, x2, s,), _batch, _n, _dtype = _rt.prepare_coupling(
         ("x1", "x2",),
         (x1, x2,),
@@ -293,6 +326,14 @@ def _jacobian_xp(xp, x1, x2, s, F, G, JF, JG, _batch, _n, _dtype):
     return J
 
 
+#: log_det_jacobian's NumPy fast path: checks and shapes of NumPy float arrays, or None
+_log_det_jacobian_numpy_args = _rt.numpy_coupling(
+    ("x1", "x2",),
+    ("s",),
+    ("x2", "s",),
+)
+
+
 def log_det_jacobian(
     x1: Any,
     x2: Any,
@@ -328,6 +369,9 @@ def log_det_jacobian(
     Returns:
         log_det: log|det(dy/dx)|, shape (...,).
     """
+    _fast = _log_det_jacobian_numpy_args((x1, x2, s,), check_finite)
+    if _fast is not None:
+        return _log_det_jacobian_numpy(x1, x2, s, F, G, *_fast)
     _xp, (x1, x2, s,), _batch, _n, _dtype = _rt.prepare_coupling(
         ("x1", "x2",),
         (x1, x2,),
@@ -360,6 +404,14 @@ def _log_det_jacobian_xp(xp, x1, x2, s, F, G, _batch, _n, _dtype):
     log_det = xp.sum(G_x2, axis=-1) + xp.sum(s, axis=-1)
     log_det = _rt.finish_xp(xp, log_det, _batch, _dtype, (x1, x2, s,))
     return log_det
+
+
+#: forward_and_log_det's NumPy fast path: checks and shapes of NumPy float arrays, or None
+_forward_and_log_det_numpy_args = _rt.numpy_coupling(
+    ("x1", "x2",),
+    ("s",),
+    ("x1", "x2", "s",),
+)
 
 
 def forward_and_log_det(
@@ -400,6 +452,9 @@ def forward_and_log_det(
         y2: second half of the output, shape (..., n).
         log_det: log|det(dy/dx)|, shape (...,).
     """
+    _fast = _forward_and_log_det_numpy_args((x1, x2, s,), check_finite)
+    if _fast is not None:
+        return _forward_and_log_det_numpy(x1, x2, s, F, G, *_fast)
     _xp, (x1, x2, s,), _batch, _n, _dtype = _rt.prepare_coupling(
         ("x1", "x2",),
         (x1, x2,),

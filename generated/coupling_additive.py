@@ -44,6 +44,14 @@ from kernel_runtime import scale_rows as _scale_rows
 __all__ = ["forward", "inverse", "jacobian", "log_det_jacobian", "forward_and_log_det"]
 
 
+#: forward's NumPy fast path: checks and shapes of NumPy float arrays, or None
+_forward_numpy_args = _rt.numpy_coupling(
+    ("x1", "x2",),
+    (),
+    ("x1", "x2",),
+)
+
+
 def forward(
     x1: Any,
     x2: Any,
@@ -78,6 +86,9 @@ def forward(
         y1: first half of the output, shape (..., n).
         y2: second half of the output, shape (..., n).
     """
+    _fast = _forward_numpy_args((x1, x2,), check_finite)
+    if _fast is not None:
+        return _forward_numpy(x1, x2, F, G, *_fast)
     _xp, (x1, x2,), _batch, _n, _dtype = _rt.prepare_coupling(
         ("x1", "x2",),
         (x1, x2,),
@@ -116,6 +127,14 @@ def _forward_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     return y1, y2
 
 
+#: inverse's NumPy fast path: checks and shapes of NumPy float arrays, or None
+_inverse_numpy_args = _rt.numpy_coupling(
+    ("y1", "y2",),
+    (),
+    ("y1", "y2",),
+)
+
+
 def inverse(
     y1: Any,
     y2: Any,
@@ -152,6 +171,9 @@ def inverse(
         x1: first half of the input, shape (..., n).
         x2: second half of the input, shape (..., n).
     """
+    _fast = _inverse_numpy_args((y1, y2,), check_finite)
+    if _fast is not None:
+        return _inverse_numpy(y1, y2, F, G, *_fast)
     _xp, (y1, y2,), _batch, _n, _dtype = _rt.prepare_coupling(
         ("y1", "y2",),
         (y1, y2,),
@@ -190,6 +212,14 @@ def _inverse_xp(xp, y1, y2, F, G, _batch, _n, _dtype):
     x1 = _rt.finish_xp(xp, x1, _batch + (_n,), _dtype, (y1, y2,))
     x2 = _rt.finish_xp(xp, x2, _batch + (_n,), _dtype, (y1, y2,))
     return x1, x2
+
+
+#: jacobian's NumPy fast path: checks and shapes of NumPy float arrays, or None
+_jacobian_numpy_args = _rt.numpy_coupling(
+    ("x1", "x2",),
+    (),
+    ("x2",),
+)
 
 
 def jacobian(
@@ -231,6 +261,9 @@ def jacobian(
     Returns:
         J: dy/dx, shape (..., 2n, 2n), rows (y1, y2) and columns (x1, x2).
     """
+    _fast = _jacobian_numpy_args((x1, x2,), check_finite)
+    if _fast is not None:
+        return _jacobian_numpy(x1, x2, F, G, JF, JG, *_fast)
     _xp, (x1, x2,), _batch, _n, _dtype = _rt.prepare_coupling(
         ("x1", "x2",),
         (x1, x2,),
@@ -274,6 +307,14 @@ def _jacobian_xp(xp, x1, x2, F, G, JF, JG, _batch, _n, _dtype):
     return J
 
 
+#: log_det_jacobian's NumPy fast path: checks and shapes of NumPy float arrays, or None
+_log_det_jacobian_numpy_args = _rt.numpy_coupling(
+    ("x1", "x2",),
+    (),
+    (),
+)
+
+
 def log_det_jacobian(
     x1: Any,
     x2: Any,
@@ -309,6 +350,9 @@ def log_det_jacobian(
     Returns:
         log_det: log|det(dy/dx)|, shape (...,).
     """
+    _fast = _log_det_jacobian_numpy_args((x1, x2,), check_finite)
+    if _fast is not None:
+        return _log_det_jacobian_numpy(x1, x2, F, G, *_fast)
     _xp, (x1, x2,), _batch, _n, _dtype = _rt.prepare_coupling(
         ("x1", "x2",),
         (x1, x2,),
@@ -337,6 +381,14 @@ def _log_det_jacobian_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     log_det = 0
     log_det = _rt.finish_xp(xp, log_det, _batch, _dtype, (x1, x2,))
     return log_det
+
+
+#: forward_and_log_det's NumPy fast path: checks and shapes of NumPy float arrays, or None
+_forward_and_log_det_numpy_args = _rt.numpy_coupling(
+    ("x1", "x2",),
+    (),
+    ("x1", "x2",),
+)
 
 
 def forward_and_log_det(
@@ -377,6 +429,9 @@ def forward_and_log_det(
         y2: second half of the output, shape (..., n).
         log_det: log|det(dy/dx)|, shape (...,).
     """
+    _fast = _forward_and_log_det_numpy_args((x1, x2,), check_finite)
+    if _fast is not None:
+        return _forward_and_log_det_numpy(x1, x2, F, G, *_fast)
     _xp, (x1, x2,), _batch, _n, _dtype = _rt.prepare_coupling(
         ("x1", "x2",),
         (x1, x2,),

@@ -45,6 +45,14 @@ from kernel_runtime import scale_rows as _scale_rows
 __all__ = ["forward", "inverse", "jacobian", "log_det_jacobian", "forward_and_log_det"]
 
 
+#: forward's NumPy fast path: checks and shapes of NumPy float arrays, or None
+_forward_numpy_args = _rt.numpy_coupling(
+    ("x1", "x2",),
+    (),
+    ("x1", "x2",),
+)
+
+
 def forward(
     x1: Any,
     x2: Any,
@@ -79,6 +87,9 @@ def forward(
         y1: first half of the output, shape (..., n).
         y2: second half of the output, shape (..., n).
     """
+    _fast = _forward_numpy_args((x1, x2,), check_finite)
+    if _fast is not None:
+        return _forward_numpy(x1, x2, F, G, *_fast)
     _xp, (x1, x2,), _batch, _n, _dtype = _rt.prepare_coupling(
         ("x1", "x2",),
         (x1, x2,),
@@ -104,8 +115,8 @@ def _forward_numpy(x1, x2, F, G, _batch, _n, _dtype):
     _pw0 = _finish(1/(1 + numpy.exp(-abs(G_x2 + 2))), _pw0_shape, _dtype, (G_x2,))
     _pw0_m0 = _full(numpy.less(G_x2, -2), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m0.size:
-        G_x2__pw0_m0 = numpy.take(_full(G_x2, _pw0_shape), _pw0_m0)
-        numpy.put(_pw0, _pw0_m0, numpy.exp(-abs(G_x2__pw0_m0 + 2))/(1 + numpy.exp(-abs(G_x2__pw0_m0 + 2))))
+        G_x2__pw0_m0 = _full(G_x2, _pw0_shape).take(_pw0_m0)
+        _pw0.put(_pw0_m0, numpy.exp(-abs(G_x2__pw0_m0 + 2))/(1 + numpy.exp(-abs(G_x2__pw0_m0 + 2))))
     # Output terms
     y2 = x2
     y1 = F_x2 + _pw0*x1
@@ -135,6 +146,14 @@ def _forward_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     y1 = _rt.finish_xp(xp, y1, _batch + (_n,), _dtype, (x1, x2,))
     y2 = _rt.finish_xp(xp, y2, _batch + (_n,), _dtype, (x1, x2,))
     return y1, y2
+
+
+#: inverse's NumPy fast path: checks and shapes of NumPy float arrays, or None
+_inverse_numpy_args = _rt.numpy_coupling(
+    ("y1", "y2",),
+    (),
+    ("y1", "y2",),
+)
 
 
 def inverse(
@@ -173,6 +192,9 @@ def inverse(
         x1: first half of the input, shape (..., n).
         x2: second half of the input, shape (..., n).
     """
+    _fast = _inverse_numpy_args((y1, y2,), check_finite)
+    if _fast is not None:
+        return _inverse_numpy(y1, y2, F, G, *_fast)
     _xp, (y1, y2,), _batch, _n, _dtype = _rt.prepare_coupling(
         ("y1", "y2",),
         (y1, y2,),
@@ -215,6 +237,14 @@ def _inverse_xp(xp, y1, y2, F, G, _batch, _n, _dtype):
     return x1, x2
 
 
+#: jacobian's NumPy fast path: checks and shapes of NumPy float arrays, or None
+_jacobian_numpy_args = _rt.numpy_coupling(
+    ("x1", "x2",),
+    (),
+    ("x1", "x2",),
+)
+
+
 def jacobian(
     x1: Any,
     x2: Any,
@@ -254,6 +284,9 @@ def jacobian(
     Returns:
         J: dy/dx, shape (..., 2n, 2n), rows (y1, y2) and columns (x1, x2).
     """
+    _fast = _jacobian_numpy_args((x1, x2,), check_finite)
+    if _fast is not None:
+        return _jacobian_numpy(x1, x2, F, G, JF, JG, *_fast)
     _xp, (x1, x2,), _batch, _n, _dtype = _rt.prepare_coupling(
         ("x1", "x2",),
         (x1, x2,),
@@ -280,16 +313,16 @@ def _jacobian_numpy(x1, x2, F, G, JF, JG, _batch, _n, _dtype):
     _pw0 = _finish(1/(1 + numpy.exp(-abs(G_x2 + 2))), _pw0_shape, _dtype, (G_x2,))
     _pw0_m0 = _full(numpy.less(G_x2, -2), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m0.size:
-        G_x2__pw0_m0 = numpy.take(_full(G_x2, _pw0_shape), _pw0_m0)
-        numpy.put(_pw0, _pw0_m0, numpy.exp(-abs(G_x2__pw0_m0 + 2))/(1 + numpy.exp(-abs(G_x2__pw0_m0 + 2))))
+        G_x2__pw0_m0 = _full(G_x2, _pw0_shape).take(_pw0_m0)
+        _pw0.put(_pw0_m0, numpy.exp(-abs(G_x2__pw0_m0 + 2))/(1 + numpy.exp(-abs(G_x2__pw0_m0 + 2))))
     # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
     # where it holds, and the derivation proves each piece equal to the value it stands for.
     _pw1_shape = _broadcast(numpy.shape(G_x2))
     _pw1 = _finish(1/(1 + numpy.exp(-abs(G_x2 + 2))), _pw1_shape, _dtype, (G_x2,))
     _pw1_m0 = _full(numpy.greater(G_x2, -2), _pw1_shape).ravel().nonzero()[0]
     if _pw1_m0.size:
-        G_x2__pw1_m0 = numpy.take(_full(G_x2, _pw1_shape), _pw1_m0)
-        numpy.put(_pw1, _pw1_m0, numpy.exp(-abs(G_x2__pw1_m0 + 2))/(1 + numpy.exp(-abs(G_x2__pw1_m0 + 2))))
+        G_x2__pw1_m0 = _full(G_x2, _pw1_shape).take(_pw1_m0)
+        _pw1.put(_pw1_m0, numpy.exp(-abs(G_x2__pw1_m0 + 2))/(1 + numpy.exp(-abs(G_x2__pw1_m0 + 2))))
     _J00 = _pw0
     _J11 = _pw0*_pw1*x1
     # Block matrix J = [[dy1/dx1, dy1/dx2], [dy2/dx1, dy2/dx2]]
@@ -338,6 +371,14 @@ def _jacobian_xp(xp, x1, x2, F, G, JF, JG, _batch, _n, _dtype):
     return J
 
 
+#: log_det_jacobian's NumPy fast path: checks and shapes of NumPy float arrays, or None
+_log_det_jacobian_numpy_args = _rt.numpy_coupling(
+    ("x1", "x2",),
+    (),
+    ("x2",),
+)
+
+
 def log_det_jacobian(
     x1: Any,
     x2: Any,
@@ -373,6 +414,9 @@ def log_det_jacobian(
     Returns:
         log_det: log|det(dy/dx)|, shape (...,).
     """
+    _fast = _log_det_jacobian_numpy_args((x1, x2,), check_finite)
+    if _fast is not None:
+        return _log_det_jacobian_numpy(x1, x2, F, G, *_fast)
     _xp, (x1, x2,), _batch, _n, _dtype = _rt.prepare_coupling(
         ("x1", "x2",),
         (x1, x2,),
@@ -406,6 +450,14 @@ def _log_det_jacobian_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     log_det = xp.sum(-xp.logaddexp(_zero, -G_x2 - 2), axis=-1)
     log_det = _rt.finish_xp(xp, log_det, _batch, _dtype, (x1, x2,))
     return log_det
+
+
+#: forward_and_log_det's NumPy fast path: checks and shapes of NumPy float arrays, or None
+_forward_and_log_det_numpy_args = _rt.numpy_coupling(
+    ("x1", "x2",),
+    (),
+    ("x1", "x2",),
+)
 
 
 def forward_and_log_det(
@@ -446,6 +498,9 @@ def forward_and_log_det(
         y2: second half of the output, shape (..., n).
         log_det: log|det(dy/dx)|, shape (...,).
     """
+    _fast = _forward_and_log_det_numpy_args((x1, x2,), check_finite)
+    if _fast is not None:
+        return _forward_and_log_det_numpy(x1, x2, F, G, *_fast)
     _xp, (x1, x2,), _batch, _n, _dtype = _rt.prepare_coupling(
         ("x1", "x2",),
         (x1, x2,),
@@ -471,8 +526,8 @@ def _forward_and_log_det_numpy(x1, x2, F, G, _batch, _n, _dtype):
     _pw0 = _finish(1/(1 + numpy.exp(-abs(G_x2 + 2))), _pw0_shape, _dtype, (G_x2,))
     _pw0_m0 = _full(numpy.less(G_x2, -2), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m0.size:
-        G_x2__pw0_m0 = numpy.take(_full(G_x2, _pw0_shape), _pw0_m0)
-        numpy.put(_pw0, _pw0_m0, numpy.exp(-abs(G_x2__pw0_m0 + 2))/(1 + numpy.exp(-abs(G_x2__pw0_m0 + 2))))
+        G_x2__pw0_m0 = _full(G_x2, _pw0_shape).take(_pw0_m0)
+        _pw0.put(_pw0_m0, numpy.exp(-abs(G_x2__pw0_m0 + 2))/(1 + numpy.exp(-abs(G_x2__pw0_m0 + 2))))
     # Output terms
     y2 = x2
     log_det = numpy.sum(-numpy.logaddexp(0, -G_x2 - 2), axis=-1)

@@ -44,6 +44,14 @@ from kernel_runtime import scale_rows as _scale_rows
 __all__ = ["kl", "kl_grad", "kl_grad_reparam", "kl_grad_stl"]
 
 
+#: kl's NumPy fast path: checks and shape of NumPy float arrays, or None
+_kl_numpy_args = _rt.numpy_elementwise(
+    ("mu", "sigma",),
+    ("sigma",),
+    ("mu", "sigma",),
+)
+
+
 def kl(
     mu: Any,
     sigma: Any,
@@ -74,6 +82,9 @@ def kl(
     Returns:
         kl: KL(q_i || p_i), element-wise.
     """
+    _fast = _kl_numpy_args((mu, sigma,), check_finite)
+    if _fast is not None:
+        return _kl_numpy(mu, sigma, *_fast)
     _xp, (mu, sigma,), _batch, _dtype = _rt.prepare_elementwise(
         ("mu", "sigma",),
         (mu, sigma,),
@@ -100,16 +111,16 @@ def _kl_numpy(mu, sigma, _batch, _dtype):
         _pw0 = _finish((1/2)*numpy.expm1(x) - (1/2)*x, _pw0_shape, _dtype, (sigma, x,))
     _pw0_m2 = _full(numpy.greater_equal(x, 2), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m2.size:
-        sigma__pw0_m2 = numpy.take(_full(sigma, _pw0_shape), _pw0_m2)
-        x__pw0_m2 = numpy.take(_full(x, _pw0_shape), _pw0_m2)
-        numpy.put(_pw0, _pw0_m2, 2*((1/2)*sigma__pw0_m2)**2 - (1/2)*x__pw0_m2 - 1/2)
+        sigma__pw0_m2 = _full(sigma, _pw0_shape).take(_pw0_m2)
+        x__pw0_m2 = _full(x, _pw0_shape).take(_pw0_m2)
+        _pw0.put(_pw0_m2, 2*((1/2)*sigma__pw0_m2)**2 - (1/2)*x__pw0_m2 - 1/2)
     _pw0_m1 = _full(numpy.less(abs(x), 1/2), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m1.size:
-        x__pw0_m1 = numpy.take(_full(x, _pw0_shape), _pw0_m1)
-        numpy.put(_pw0, _pw0_m1, x__pw0_m1**2*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*((1/2615348736000)*x__pw0_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4))
+        x__pw0_m1 = _full(x, _pw0_shape).take(_pw0_m1)
+        _pw0.put(_pw0_m1, x__pw0_m1**2*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*((1/2615348736000)*x__pw0_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4))
     _pw0_m0 = _full(numpy.equal(x, numpy.inf), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m0.size:
-        numpy.put(_pw0, _pw0_m0, numpy.inf)
+        _pw0.put(_pw0_m0, numpy.inf)
     # Output terms
     kl = _pw0 + 2*((1/2)*mu)**2
     kl = _finish(kl, _batch, _dtype, (mu, sigma,))
@@ -140,6 +151,14 @@ def _kl_xp(xp, mu, sigma, _batch, _dtype):
     return kl
 
 
+#: kl_grad's NumPy fast path: checks and shape of NumPy float arrays, or None
+_kl_grad_numpy_args = _rt.numpy_elementwise(
+    ("mu", "sigma",),
+    ("sigma",),
+    ("mu", "sigma",),
+)
+
+
 def kl_grad(
     mu: Any,
     sigma: Any,
@@ -168,6 +187,9 @@ def kl_grad(
         d_mu: dKL/dmu, exactly.
         d_sigma: dKL/dsigma, exactly.
     """
+    _fast = _kl_grad_numpy_args((mu, sigma,), check_finite)
+    if _fast is not None:
+        return _kl_grad_numpy(mu, sigma, *_fast)
     _xp, (mu, sigma,), _batch, _dtype = _rt.prepare_elementwise(
         ("mu", "sigma",),
         (mu, sigma,),
@@ -199,6 +221,14 @@ def _kl_grad_xp(xp, mu, sigma, _batch, _dtype):
     d_mu = _rt.finish_xp(xp, d_mu, _batch, _dtype, (mu, sigma,))
     d_sigma = _rt.finish_xp(xp, d_sigma, _batch, _dtype, (mu, sigma,))
     return d_mu, d_sigma
+
+
+#: kl_grad_reparam's NumPy fast path: checks and shape of NumPy float arrays, or None
+_kl_grad_reparam_numpy_args = _rt.numpy_elementwise(
+    ("mu", "sigma", "eps",),
+    ("sigma",),
+    ("mu", "sigma", "eps",),
+)
 
 
 def kl_grad_reparam(
@@ -234,6 +264,9 @@ def kl_grad_reparam(
         d_mu: the estimate of dKL/dmu.
         d_sigma: the estimate of dKL/dsigma.
     """
+    _fast = _kl_grad_reparam_numpy_args((mu, sigma, eps,), check_finite)
+    if _fast is not None:
+        return _kl_grad_reparam_numpy(mu, sigma, eps, *_fast)
     _xp, (mu, sigma, eps,), _batch, _dtype = _rt.prepare_elementwise(
         ("mu", "sigma", "eps",),
         (mu, sigma, eps,),
@@ -271,6 +304,14 @@ def _kl_grad_reparam_xp(xp, mu, sigma, eps, _batch, _dtype):
     return d_mu, d_sigma
 
 
+#: kl_grad_stl's NumPy fast path: checks and shape of NumPy float arrays, or None
+_kl_grad_stl_numpy_args = _rt.numpy_elementwise(
+    ("mu", "sigma", "eps",),
+    ("sigma",),
+    ("mu", "sigma", "eps",),
+)
+
+
 def kl_grad_stl(
     mu: Any,
     sigma: Any,
@@ -304,6 +345,9 @@ def kl_grad_stl(
         d_mu: the estimate of dKL/dmu.
         d_sigma: the estimate of dKL/dsigma.
     """
+    _fast = _kl_grad_stl_numpy_args((mu, sigma, eps,), check_finite)
+    if _fast is not None:
+        return _kl_grad_stl_numpy(mu, sigma, eps, *_fast)
     _xp, (mu, sigma, eps,), _batch, _dtype = _rt.prepare_elementwise(
         ("mu", "sigma", "eps",),
         (mu, sigma, eps,),

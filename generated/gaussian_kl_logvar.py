@@ -44,6 +44,14 @@ from kernel_runtime import scale_rows as _scale_rows
 __all__ = ["kl", "kl_grad", "kl_grad_reparam", "kl_grad_stl"]
 
 
+#: kl's NumPy fast path: checks and shape of NumPy float arrays, or None
+_kl_numpy_args = _rt.numpy_elementwise(
+    ("mu", "logvar",),
+    (),
+    ("mu", "logvar",),
+)
+
+
 def kl(
     mu: Any,
     logvar: Any,
@@ -74,6 +82,9 @@ def kl(
     Returns:
         kl: KL(q_i || p_i), element-wise.
     """
+    _fast = _kl_numpy_args((mu, logvar,), check_finite)
+    if _fast is not None:
+        return _kl_numpy(mu, logvar, *_fast)
     _xp, (mu, logvar,), _batch, _dtype = _rt.prepare_elementwise(
         ("mu", "logvar",),
         (mu, logvar,),
@@ -100,16 +111,16 @@ def _kl_numpy(mu, logvar, _batch, _dtype):
         _pw0 = _finish((1/2)*numpy.expm1(x) - (1/2)*x, _pw0_shape, _dtype, (logvar, x,))
     _pw0_m2 = _full(numpy.greater_equal(x, 88), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m2.size:
-        logvar__pw0_m2 = numpy.take(_full(logvar, _pw0_shape), _pw0_m2)
-        x__pw0_m2 = numpy.take(_full(x, _pw0_shape), _pw0_m2)
-        numpy.put(_pw0, _pw0_m2, 2*((1/2)*numpy.exp((1/2)*logvar__pw0_m2))**2 - (1/2)*x__pw0_m2 - 1/2)
+        logvar__pw0_m2 = _full(logvar, _pw0_shape).take(_pw0_m2)
+        x__pw0_m2 = _full(x, _pw0_shape).take(_pw0_m2)
+        _pw0.put(_pw0_m2, 2*((1/2)*numpy.exp((1/2)*logvar__pw0_m2))**2 - (1/2)*x__pw0_m2 - 1/2)
     _pw0_m1 = _full(numpy.less(abs(x), 1/2), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m1.size:
-        x__pw0_m1 = numpy.take(_full(x, _pw0_shape), _pw0_m1)
-        numpy.put(_pw0, _pw0_m1, x__pw0_m1**2*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*((1/2615348736000)*x__pw0_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4))
+        x__pw0_m1 = _full(x, _pw0_shape).take(_pw0_m1)
+        _pw0.put(_pw0_m1, x__pw0_m1**2*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*((1/2615348736000)*x__pw0_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4))
     _pw0_m0 = _full(numpy.equal(x, numpy.inf), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m0.size:
-        numpy.put(_pw0, _pw0_m0, numpy.inf)
+        _pw0.put(_pw0_m0, numpy.inf)
     # Output terms
     kl = _pw0 + 2*((1/2)*mu)**2
     kl = _finish(kl, _batch, _dtype, (mu, logvar,))
@@ -140,6 +151,14 @@ def _kl_xp(xp, mu, logvar, _batch, _dtype):
     return kl
 
 
+#: kl_grad's NumPy fast path: checks and shape of NumPy float arrays, or None
+_kl_grad_numpy_args = _rt.numpy_elementwise(
+    ("mu", "logvar",),
+    (),
+    ("mu", "logvar",),
+)
+
+
 def kl_grad(
     mu: Any,
     logvar: Any,
@@ -168,6 +187,9 @@ def kl_grad(
         d_mu: dKL/dmu, exactly.
         d_logvar: dKL/dlogvar, exactly.
     """
+    _fast = _kl_grad_numpy_args((mu, logvar,), check_finite)
+    if _fast is not None:
+        return _kl_grad_numpy(mu, logvar, *_fast)
     _xp, (mu, logvar,), _batch, _dtype = _rt.prepare_elementwise(
         ("mu", "logvar",),
         (mu, logvar,),
@@ -199,6 +221,14 @@ def _kl_grad_xp(xp, mu, logvar, _batch, _dtype):
     d_mu = _rt.finish_xp(xp, d_mu, _batch, _dtype, (mu, logvar,))
     d_logvar = _rt.finish_xp(xp, d_logvar, _batch, _dtype, (mu, logvar,))
     return d_mu, d_logvar
+
+
+#: kl_grad_reparam's NumPy fast path: checks and shape of NumPy float arrays, or None
+_kl_grad_reparam_numpy_args = _rt.numpy_elementwise(
+    ("mu", "logvar", "eps",),
+    (),
+    ("mu", "logvar", "eps",),
+)
 
 
 def kl_grad_reparam(
@@ -235,6 +265,9 @@ def kl_grad_reparam(
         d_mu: the estimate of dKL/dmu.
         d_logvar: the estimate of dKL/dlogvar.
     """
+    _fast = _kl_grad_reparam_numpy_args((mu, logvar, eps,), check_finite)
+    if _fast is not None:
+        return _kl_grad_reparam_numpy(mu, logvar, eps, *_fast)
     _xp, (mu, logvar, eps,), _batch, _dtype = _rt.prepare_elementwise(
         ("mu", "logvar", "eps",),
         (mu, logvar, eps,),
@@ -276,6 +309,14 @@ def _kl_grad_reparam_xp(xp, mu, logvar, eps, _batch, _dtype):
     return d_mu, d_logvar
 
 
+#: kl_grad_stl's NumPy fast path: checks and shape of NumPy float arrays, or None
+_kl_grad_stl_numpy_args = _rt.numpy_elementwise(
+    ("mu", "logvar", "eps",),
+    (),
+    ("mu", "logvar", "eps",),
+)
+
+
 def kl_grad_stl(
     mu: Any,
     logvar: Any,
@@ -309,6 +350,9 @@ def kl_grad_stl(
         d_mu: the estimate of dKL/dmu.
         d_logvar: the estimate of dKL/dlogvar.
     """
+    _fast = _kl_grad_stl_numpy_args((mu, logvar, eps,), check_finite)
+    if _fast is not None:
+        return _kl_grad_stl_numpy(mu, logvar, eps, *_fast)
     _xp, (mu, logvar, eps,), _batch, _dtype = _rt.prepare_elementwise(
         ("mu", "logvar", "eps",),
         (mu, logvar, eps,),

@@ -45,6 +45,14 @@ from kernel_runtime import scale_rows as _scale_rows
 __all__ = ["kl", "kl_grad", "kl_grad_reparam", "kl_grad_stl"]
 
 
+#: kl's NumPy fast path: checks and shape of NumPy float arrays, or None
+_kl_numpy_args = _rt.numpy_elementwise(
+    ("mu_q", "sigma_q", "mu_p", "sigma_p",),
+    ("sigma_q", "sigma_p",),
+    ("mu_q", "sigma_q", "mu_p", "sigma_p",),
+)
+
+
 def kl(
     mu_q: Any,
     sigma_q: Any,
@@ -79,6 +87,9 @@ def kl(
     Returns:
         kl: KL(q_i || p_i), element-wise.
     """
+    _fast = _kl_numpy_args((mu_q, sigma_q, mu_p, sigma_p,), check_finite)
+    if _fast is not None:
+        return _kl_numpy(mu_q, sigma_q, mu_p, sigma_p, *_fast)
     _xp, (mu_q, sigma_q, mu_p, sigma_p,), _batch, _dtype = _rt.prepare_elementwise(
         ("mu_q", "sigma_q", "mu_p", "sigma_p",),
         (mu_q, sigma_q, mu_p, sigma_p,),
@@ -100,14 +111,14 @@ def _kl_numpy(mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     _pw0 = _finish(2*(numpy.log(sigma_q) - numpy.log(sigma_p)), _pw0_shape, _dtype, (sigma_p, sigma_q,))
     _pw0_m1 = _full(numpy.greater_equal(sigma_q/sigma_p, 1/1000000000000000000000000000000), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m1.size:
-        sigma_p__pw0_m1 = numpy.take(_full(sigma_p, _pw0_shape), _pw0_m1)
-        sigma_q__pw0_m1 = numpy.take(_full(sigma_q, _pw0_shape), _pw0_m1)
-        numpy.put(_pw0, _pw0_m1, 2*numpy.log(sigma_q__pw0_m1/sigma_p__pw0_m1))
+        sigma_p__pw0_m1 = _full(sigma_p, _pw0_shape).take(_pw0_m1)
+        sigma_q__pw0_m1 = _full(sigma_q, _pw0_shape).take(_pw0_m1)
+        _pw0.put(_pw0_m1, 2*numpy.log(sigma_q__pw0_m1/sigma_p__pw0_m1))
     _pw0_m0 = _full(numpy.greater(sigma_p, 2*abs(sigma_p - sigma_q)), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m0.size:
-        sigma_p__pw0_m0 = numpy.take(_full(sigma_p, _pw0_shape), _pw0_m0)
-        sigma_q__pw0_m0 = numpy.take(_full(sigma_q, _pw0_shape), _pw0_m0)
-        numpy.put(_pw0, _pw0_m0, 2*numpy.log1p((sigma_q__pw0_m0 - sigma_p__pw0_m0)/sigma_p__pw0_m0))
+        sigma_p__pw0_m0 = _full(sigma_p, _pw0_shape).take(_pw0_m0)
+        sigma_q__pw0_m0 = _full(sigma_q, _pw0_shape).take(_pw0_m0)
+        _pw0.put(_pw0_m0, 2*numpy.log1p((sigma_q__pw0_m0 - sigma_p__pw0_m0)/sigma_p__pw0_m0))
     # Output terms
     m = (mu_q - mu_p)/sigma_p
     x = _pw0
@@ -118,15 +129,15 @@ def _kl_numpy(mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     _pw1 = _finish(2*((1/2)*sigma_q/sigma_p)**2 - (1/2)*x - 1/2, _pw1_shape, _dtype, (sigma_p, sigma_q, x,))
     _pw1_m2 = _full(numpy.less(x, 2), _pw1_shape).ravel().nonzero()[0]
     if _pw1_m2.size:
-        x__pw1_m2 = numpy.take(_full(x, _pw1_shape), _pw1_m2)
-        numpy.put(_pw1, _pw1_m2, (1/2)*numpy.expm1(x__pw1_m2) - (1/2)*x__pw1_m2)
+        x__pw1_m2 = _full(x, _pw1_shape).take(_pw1_m2)
+        _pw1.put(_pw1_m2, (1/2)*numpy.expm1(x__pw1_m2) - (1/2)*x__pw1_m2)
     _pw1_m1 = _full(numpy.less(abs(x), 1/2), _pw1_shape).ravel().nonzero()[0]
     if _pw1_m1.size:
-        x__pw1_m1 = numpy.take(_full(x, _pw1_shape), _pw1_m1)
-        numpy.put(_pw1, _pw1_m1, x__pw1_m1**2*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*((1/2615348736000)*x__pw1_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4))
+        x__pw1_m1 = _full(x, _pw1_shape).take(_pw1_m1)
+        _pw1.put(_pw1_m1, x__pw1_m1**2*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*((1/2615348736000)*x__pw1_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4))
     _pw1_m0 = _full(numpy.equal(x, numpy.inf), _pw1_shape).ravel().nonzero()[0]
     if _pw1_m0.size:
-        numpy.put(_pw1, _pw1_m0, numpy.inf)
+        _pw1.put(_pw1_m0, numpy.inf)
     # Output terms
     kl = _pw1 + 2*((1/2)*m)**2
     kl = _finish(kl, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p,))
@@ -172,6 +183,14 @@ def _kl_xp(xp, mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     return kl
 
 
+#: kl_grad's NumPy fast path: checks and shape of NumPy float arrays, or None
+_kl_grad_numpy_args = _rt.numpy_elementwise(
+    ("mu_q", "sigma_q", "mu_p", "sigma_p",),
+    ("sigma_q", "sigma_p",),
+    ("mu_q", "sigma_q", "mu_p", "sigma_p",),
+)
+
+
 def kl_grad(
     mu_q: Any,
     sigma_q: Any,
@@ -206,6 +225,9 @@ def kl_grad(
         d_mu_p: exactly dKL/dmu_p.
         d_sigma_p: exactly dKL/dsigma_p.
     """
+    _fast = _kl_grad_numpy_args((mu_q, sigma_q, mu_p, sigma_p,), check_finite)
+    if _fast is not None:
+        return _kl_grad_numpy(mu_q, sigma_q, mu_p, sigma_p, *_fast)
     _xp, (mu_q, sigma_q, mu_p, sigma_p,), _batch, _dtype = _rt.prepare_elementwise(
         ("mu_q", "sigma_q", "mu_p", "sigma_p",),
         (mu_q, sigma_q, mu_p, sigma_p,),
@@ -227,14 +249,14 @@ def _kl_grad_numpy(mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     _pw0 = _finish(2*(numpy.log(sigma_q) - numpy.log(sigma_p)), _pw0_shape, _dtype, (sigma_p, sigma_q,))
     _pw0_m1 = _full(numpy.greater_equal(sigma_q/sigma_p, 1/1000000000000000000000000000000), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m1.size:
-        sigma_p__pw0_m1 = numpy.take(_full(sigma_p, _pw0_shape), _pw0_m1)
-        sigma_q__pw0_m1 = numpy.take(_full(sigma_q, _pw0_shape), _pw0_m1)
-        numpy.put(_pw0, _pw0_m1, 2*numpy.log(sigma_q__pw0_m1/sigma_p__pw0_m1))
+        sigma_p__pw0_m1 = _full(sigma_p, _pw0_shape).take(_pw0_m1)
+        sigma_q__pw0_m1 = _full(sigma_q, _pw0_shape).take(_pw0_m1)
+        _pw0.put(_pw0_m1, 2*numpy.log(sigma_q__pw0_m1/sigma_p__pw0_m1))
     _pw0_m0 = _full(numpy.greater(sigma_p, 2*abs(sigma_p - sigma_q)), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m0.size:
-        sigma_p__pw0_m0 = numpy.take(_full(sigma_p, _pw0_shape), _pw0_m0)
-        sigma_q__pw0_m0 = numpy.take(_full(sigma_q, _pw0_shape), _pw0_m0)
-        numpy.put(_pw0, _pw0_m0, 2*numpy.log1p((sigma_q__pw0_m0 - sigma_p__pw0_m0)/sigma_p__pw0_m0))
+        sigma_p__pw0_m0 = _full(sigma_p, _pw0_shape).take(_pw0_m0)
+        sigma_q__pw0_m0 = _full(sigma_q, _pw0_shape).take(_pw0_m0)
+        _pw0.put(_pw0_m0, 2*numpy.log1p((sigma_q__pw0_m0 - sigma_p__pw0_m0)/sigma_p__pw0_m0))
     _tmp0 = 1/sigma_p
     # Output terms
     m = _tmp0*(mu_q - mu_p)
@@ -296,6 +318,14 @@ def _kl_grad_xp(xp, mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     return d_mu_q, d_sigma_q, d_mu_p, d_sigma_p
 
 
+#: kl_grad_reparam's NumPy fast path: checks and shape of NumPy float arrays, or None
+_kl_grad_reparam_numpy_args = _rt.numpy_elementwise(
+    ("mu_q", "sigma_q", "mu_p", "sigma_p", "eps",),
+    ("sigma_q", "sigma_p",),
+    ("mu_q", "sigma_q", "mu_p", "sigma_p", "eps",),
+)
+
+
 def kl_grad_reparam(
     mu_q: Any,
     sigma_q: Any,
@@ -334,6 +364,9 @@ def kl_grad_reparam(
         d_mu_p: the estimate of dKL/dmu_p.
         d_sigma_p: the estimate of dKL/dsigma_p.
     """
+    _fast = _kl_grad_reparam_numpy_args((mu_q, sigma_q, mu_p, sigma_p, eps,), check_finite)
+    if _fast is not None:
+        return _kl_grad_reparam_numpy(mu_q, sigma_q, mu_p, sigma_p, eps, *_fast)
     _xp, (mu_q, sigma_q, mu_p, sigma_p, eps,), _batch, _dtype = _rt.prepare_elementwise(
         ("mu_q", "sigma_q", "mu_p", "sigma_p", "eps",),
         (mu_q, sigma_q, mu_p, sigma_p, eps,),
@@ -397,6 +430,14 @@ def _kl_grad_reparam_xp(xp, mu_q, sigma_q, mu_p, sigma_p, eps, _batch, _dtype):
     return d_mu_q, d_sigma_q, d_mu_p, d_sigma_p
 
 
+#: kl_grad_stl's NumPy fast path: checks and shape of NumPy float arrays, or None
+_kl_grad_stl_numpy_args = _rt.numpy_elementwise(
+    ("mu_q", "sigma_q", "mu_p", "sigma_p", "eps",),
+    ("sigma_q", "sigma_p",),
+    ("mu_q", "sigma_q", "mu_p", "sigma_p", "eps",),
+)
+
+
 def kl_grad_stl(
     mu_q: Any,
     sigma_q: Any,
@@ -435,6 +476,9 @@ def kl_grad_stl(
         d_mu_p: the estimate of dKL/dmu_p.
         d_sigma_p: the estimate of dKL/dsigma_p.
     """
+    _fast = _kl_grad_stl_numpy_args((mu_q, sigma_q, mu_p, sigma_p, eps,), check_finite)
+    if _fast is not None:
+        return _kl_grad_stl_numpy(mu_q, sigma_q, mu_p, sigma_p, eps, *_fast)
     _xp, (mu_q, sigma_q, mu_p, sigma_p, eps,), _batch, _dtype = _rt.prepare_elementwise(
         ("mu_q", "sigma_q", "mu_p", "sigma_p", "eps",),
         (mu_q, sigma_q, mu_p, sigma_p, eps,),
@@ -456,14 +500,14 @@ def _kl_grad_stl_numpy(mu_q, sigma_q, mu_p, sigma_p, eps, _batch, _dtype):
     _pw0 = _finish(2*(numpy.log(sigma_q) - numpy.log(sigma_p)), _pw0_shape, _dtype, (sigma_p, sigma_q,))
     _pw0_m1 = _full(numpy.greater_equal(sigma_q/sigma_p, 1/1000000000000000000000000000000), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m1.size:
-        sigma_p__pw0_m1 = numpy.take(_full(sigma_p, _pw0_shape), _pw0_m1)
-        sigma_q__pw0_m1 = numpy.take(_full(sigma_q, _pw0_shape), _pw0_m1)
-        numpy.put(_pw0, _pw0_m1, 2*numpy.log(sigma_q__pw0_m1/sigma_p__pw0_m1))
+        sigma_p__pw0_m1 = _full(sigma_p, _pw0_shape).take(_pw0_m1)
+        sigma_q__pw0_m1 = _full(sigma_q, _pw0_shape).take(_pw0_m1)
+        _pw0.put(_pw0_m1, 2*numpy.log(sigma_q__pw0_m1/sigma_p__pw0_m1))
     _pw0_m0 = _full(numpy.greater(sigma_p, 2*abs(sigma_p - sigma_q)), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m0.size:
-        sigma_p__pw0_m0 = numpy.take(_full(sigma_p, _pw0_shape), _pw0_m0)
-        sigma_q__pw0_m0 = numpy.take(_full(sigma_q, _pw0_shape), _pw0_m0)
-        numpy.put(_pw0, _pw0_m0, 2*numpy.log1p((sigma_q__pw0_m0 - sigma_p__pw0_m0)/sigma_p__pw0_m0))
+        sigma_p__pw0_m0 = _full(sigma_p, _pw0_shape).take(_pw0_m0)
+        sigma_q__pw0_m0 = _full(sigma_q, _pw0_shape).take(_pw0_m0)
+        _pw0.put(_pw0_m0, 2*numpy.log1p((sigma_q__pw0_m0 - sigma_p__pw0_m0)/sigma_p__pw0_m0))
     _tmp0 = 1/sigma_p
     # Output terms
     m = _tmp0*(mu_q - mu_p)

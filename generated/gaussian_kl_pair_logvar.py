@@ -45,6 +45,14 @@ from kernel_runtime import scale_rows as _scale_rows
 __all__ = ["kl", "kl_grad", "kl_grad_reparam", "kl_grad_stl"]
 
 
+#: kl's NumPy fast path: checks and shape of NumPy float arrays, or None
+_kl_numpy_args = _rt.numpy_elementwise(
+    ("mu_q", "logvar_q", "mu_p", "logvar_p",),
+    (),
+    ("mu_q", "logvar_q", "mu_p", "logvar_p",),
+)
+
+
 def kl(
     mu_q: Any,
     logvar_q: Any,
@@ -79,6 +87,9 @@ def kl(
     Returns:
         kl: KL(q_i || p_i), element-wise.
     """
+    _fast = _kl_numpy_args((mu_q, logvar_q, mu_p, logvar_p,), check_finite)
+    if _fast is not None:
+        return _kl_numpy(mu_q, logvar_q, mu_p, logvar_p, *_fast)
     _xp, (mu_q, logvar_q, mu_p, logvar_p,), _batch, _dtype = _rt.prepare_elementwise(
         ("mu_q", "logvar_q", "mu_p", "logvar_p",),
         (mu_q, logvar_q, mu_p, logvar_p,),
@@ -103,31 +114,31 @@ def _kl_numpy(mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
     _pw0 = _finish(numpy.exp(-1/4*logvar_p)*((mu_q - mu_p)*numpy.exp(-1/4*logvar_p)), _pw0_shape, _dtype, (logvar_p, mu_p, mu_q, sigma_p,))
     _pw0_m0 = _full(numpy.greater_equal(logvar_p, -170), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m0.size:
-        mu_p__pw0_m0 = numpy.take(_full(mu_p, _pw0_shape), _pw0_m0)
-        mu_q__pw0_m0 = numpy.take(_full(mu_q, _pw0_shape), _pw0_m0)
-        sigma_p__pw0_m0 = numpy.take(_full(sigma_p, _pw0_shape), _pw0_m0)
-        numpy.put(_pw0, _pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
+        mu_p__pw0_m0 = _full(mu_p, _pw0_shape).take(_pw0_m0)
+        mu_q__pw0_m0 = _full(mu_q, _pw0_shape).take(_pw0_m0)
+        sigma_p__pw0_m0 = _full(sigma_p, _pw0_shape).take(_pw0_m0)
+        _pw0.put(_pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
     # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
     # where it holds, and the derivation proves each piece equal to the value it stands for.
     _pw1_shape = _broadcast(numpy.shape(logvar_p), numpy.shape(logvar_q), numpy.shape(x))
     _pw1 = _finish(2*((1/2)*numpy.exp((1/2)*x))**2 - (1/2)*x - 1/2, _pw1_shape, _dtype, (logvar_p, logvar_q, x,))
     _pw1_m3 = _full(numpy.less(x, 88), _pw1_shape).ravel().nonzero()[0]
     if _pw1_m3.size:
-        x__pw1_m3 = numpy.take(_full(x, _pw1_shape), _pw1_m3)
-        numpy.put(_pw1, _pw1_m3, (1/2)*numpy.expm1(x__pw1_m3) - (1/2)*x__pw1_m3)
+        x__pw1_m3 = _full(x, _pw1_shape).take(_pw1_m3)
+        _pw1.put(_pw1_m3, (1/2)*numpy.expm1(x__pw1_m3) - (1/2)*x__pw1_m3)
     _pw1_m2 = _full(numpy.logical_and(numpy.greater_equal(x, 4), numpy.logical_and(numpy.less(abs(logvar_p), 170), numpy.less(abs(logvar_q), 170))), _pw1_shape).ravel().nonzero()[0]
     if _pw1_m2.size:
-        logvar_p__pw1_m2 = numpy.take(_full(logvar_p, _pw1_shape), _pw1_m2)
-        logvar_q__pw1_m2 = numpy.take(_full(logvar_q, _pw1_shape), _pw1_m2)
-        x__pw1_m2 = numpy.take(_full(x, _pw1_shape), _pw1_m2)
-        numpy.put(_pw1, _pw1_m2, 2*((1/2)*numpy.exp(-1/2*logvar_p__pw1_m2)*numpy.exp((1/2)*logvar_q__pw1_m2))**2 - (1/2)*x__pw1_m2 - 1/2)
+        logvar_p__pw1_m2 = _full(logvar_p, _pw1_shape).take(_pw1_m2)
+        logvar_q__pw1_m2 = _full(logvar_q, _pw1_shape).take(_pw1_m2)
+        x__pw1_m2 = _full(x, _pw1_shape).take(_pw1_m2)
+        _pw1.put(_pw1_m2, 2*((1/2)*numpy.exp(-1/2*logvar_p__pw1_m2)*numpy.exp((1/2)*logvar_q__pw1_m2))**2 - (1/2)*x__pw1_m2 - 1/2)
     _pw1_m1 = _full(numpy.less(abs(x), 1/2), _pw1_shape).ravel().nonzero()[0]
     if _pw1_m1.size:
-        x__pw1_m1 = numpy.take(_full(x, _pw1_shape), _pw1_m1)
-        numpy.put(_pw1, _pw1_m1, x__pw1_m1**2*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*((1/2615348736000)*x__pw1_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4))
+        x__pw1_m1 = _full(x, _pw1_shape).take(_pw1_m1)
+        _pw1.put(_pw1_m1, x__pw1_m1**2*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*((1/2615348736000)*x__pw1_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4))
     _pw1_m0 = _full(numpy.equal(x, numpy.inf), _pw1_shape).ravel().nonzero()[0]
     if _pw1_m0.size:
-        numpy.put(_pw1, _pw1_m0, numpy.inf)
+        _pw1.put(_pw1_m0, numpy.inf)
     # Output terms
     m = _pw0
     kl = _pw1 + 2*((1/2)*m)**2
@@ -175,6 +186,14 @@ def _kl_xp(xp, mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
     return kl
 
 
+#: kl_grad's NumPy fast path: checks and shape of NumPy float arrays, or None
+_kl_grad_numpy_args = _rt.numpy_elementwise(
+    ("mu_q", "logvar_q", "mu_p", "logvar_p",),
+    (),
+    ("mu_q", "logvar_q", "mu_p", "logvar_p",),
+)
+
+
 def kl_grad(
     mu_q: Any,
     logvar_q: Any,
@@ -209,6 +228,9 @@ def kl_grad(
         d_mu_p: exactly dKL/dmu_p.
         d_logvar_p: exactly dKL/dlogvar_p.
     """
+    _fast = _kl_grad_numpy_args((mu_q, logvar_q, mu_p, logvar_p,), check_finite)
+    if _fast is not None:
+        return _kl_grad_numpy(mu_q, logvar_q, mu_p, logvar_p, *_fast)
     _xp, (mu_q, logvar_q, mu_p, logvar_p,), _batch, _dtype = _rt.prepare_elementwise(
         ("mu_q", "logvar_q", "mu_p", "logvar_p",),
         (mu_q, logvar_q, mu_p, logvar_p,),
@@ -233,10 +255,10 @@ def _kl_grad_numpy(mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
     _pw0 = _finish(numpy.exp(-1/4*logvar_p)*((mu_q - mu_p)*numpy.exp(-1/4*logvar_p)), _pw0_shape, _dtype, (logvar_p, mu_p, mu_q, sigma_p,))
     _pw0_m0 = _full(numpy.greater_equal(logvar_p, -170), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m0.size:
-        mu_p__pw0_m0 = numpy.take(_full(mu_p, _pw0_shape), _pw0_m0)
-        mu_q__pw0_m0 = numpy.take(_full(mu_q, _pw0_shape), _pw0_m0)
-        sigma_p__pw0_m0 = numpy.take(_full(sigma_p, _pw0_shape), _pw0_m0)
-        numpy.put(_pw0, _pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
+        mu_p__pw0_m0 = _full(mu_p, _pw0_shape).take(_pw0_m0)
+        mu_q__pw0_m0 = _full(mu_q, _pw0_shape).take(_pw0_m0)
+        sigma_p__pw0_m0 = _full(sigma_p, _pw0_shape).take(_pw0_m0)
+        _pw0.put(_pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
     # Output terms
     r = numpy.exp((1/2)*x)
     m = _pw0
@@ -290,6 +312,14 @@ def _kl_grad_xp(xp, mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
     return d_mu_q, d_logvar_q, d_mu_p, d_logvar_p
 
 
+#: kl_grad_reparam's NumPy fast path: checks and shape of NumPy float arrays, or None
+_kl_grad_reparam_numpy_args = _rt.numpy_elementwise(
+    ("mu_q", "logvar_q", "mu_p", "logvar_p", "eps",),
+    (),
+    ("mu_q", "logvar_q", "mu_p", "logvar_p", "eps",),
+)
+
+
 def kl_grad_reparam(
     mu_q: Any,
     logvar_q: Any,
@@ -328,6 +358,9 @@ def kl_grad_reparam(
         d_mu_p: the estimate of dKL/dmu_p.
         d_logvar_p: the estimate of dKL/dlogvar_p.
     """
+    _fast = _kl_grad_reparam_numpy_args((mu_q, logvar_q, mu_p, logvar_p, eps,), check_finite)
+    if _fast is not None:
+        return _kl_grad_reparam_numpy(mu_q, logvar_q, mu_p, logvar_p, eps, *_fast)
     _xp, (mu_q, logvar_q, mu_p, logvar_p, eps,), _batch, _dtype = _rt.prepare_elementwise(
         ("mu_q", "logvar_q", "mu_p", "logvar_p", "eps",),
         (mu_q, logvar_q, mu_p, logvar_p, eps,),
@@ -352,10 +385,10 @@ def _kl_grad_reparam_numpy(mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype):
     _pw0 = _finish(numpy.exp(-1/4*logvar_p)*((mu_q - mu_p)*numpy.exp(-1/4*logvar_p)), _pw0_shape, _dtype, (logvar_p, mu_p, mu_q, sigma_p,))
     _pw0_m0 = _full(numpy.greater_equal(logvar_p, -170), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m0.size:
-        mu_p__pw0_m0 = numpy.take(_full(mu_p, _pw0_shape), _pw0_m0)
-        mu_q__pw0_m0 = numpy.take(_full(mu_q, _pw0_shape), _pw0_m0)
-        sigma_p__pw0_m0 = numpy.take(_full(sigma_p, _pw0_shape), _pw0_m0)
-        numpy.put(_pw0, _pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
+        mu_p__pw0_m0 = _full(mu_p, _pw0_shape).take(_pw0_m0)
+        mu_q__pw0_m0 = _full(mu_q, _pw0_shape).take(_pw0_m0)
+        sigma_p__pw0_m0 = _full(sigma_p, _pw0_shape).take(_pw0_m0)
+        _pw0.put(_pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
     # Output terms
     r = numpy.exp((1/2)*x)
     m = _pw0
@@ -415,6 +448,14 @@ def _kl_grad_reparam_xp(xp, mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype)
     return d_mu_q, d_logvar_q, d_mu_p, d_logvar_p
 
 
+#: kl_grad_stl's NumPy fast path: checks and shape of NumPy float arrays, or None
+_kl_grad_stl_numpy_args = _rt.numpy_elementwise(
+    ("mu_q", "logvar_q", "mu_p", "logvar_p", "eps",),
+    (),
+    ("mu_q", "logvar_q", "mu_p", "logvar_p", "eps",),
+)
+
+
 def kl_grad_stl(
     mu_q: Any,
     logvar_q: Any,
@@ -453,6 +494,9 @@ def kl_grad_stl(
         d_mu_p: the estimate of dKL/dmu_p.
         d_logvar_p: the estimate of dKL/dlogvar_p.
     """
+    _fast = _kl_grad_stl_numpy_args((mu_q, logvar_q, mu_p, logvar_p, eps,), check_finite)
+    if _fast is not None:
+        return _kl_grad_stl_numpy(mu_q, logvar_q, mu_p, logvar_p, eps, *_fast)
     _xp, (mu_q, logvar_q, mu_p, logvar_p, eps,), _batch, _dtype = _rt.prepare_elementwise(
         ("mu_q", "logvar_q", "mu_p", "logvar_p", "eps",),
         (mu_q, logvar_q, mu_p, logvar_p, eps,),
@@ -477,10 +521,10 @@ def _kl_grad_stl_numpy(mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype):
     _pw0 = _finish(numpy.exp(-1/4*logvar_p)*((mu_q - mu_p)*numpy.exp(-1/4*logvar_p)), _pw0_shape, _dtype, (logvar_p, mu_p, mu_q, sigma_p,))
     _pw0_m0 = _full(numpy.greater_equal(logvar_p, -170), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m0.size:
-        mu_p__pw0_m0 = numpy.take(_full(mu_p, _pw0_shape), _pw0_m0)
-        mu_q__pw0_m0 = numpy.take(_full(mu_q, _pw0_shape), _pw0_m0)
-        sigma_p__pw0_m0 = numpy.take(_full(sigma_p, _pw0_shape), _pw0_m0)
-        numpy.put(_pw0, _pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
+        mu_p__pw0_m0 = _full(mu_p, _pw0_shape).take(_pw0_m0)
+        mu_q__pw0_m0 = _full(mu_q, _pw0_shape).take(_pw0_m0)
+        sigma_p__pw0_m0 = _full(sigma_p, _pw0_shape).take(_pw0_m0)
+        _pw0.put(_pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
     # Output terms
     r = numpy.exp((1/2)*x)
     m = _pw0

@@ -68,3 +68,81 @@ def test_callables_get_a_read_only_view():
 
     np.testing.assert_array_equal(rt.call("F", F, x, "vector", x.dtype), 2 * x)
     assert seen == [False] and x.flags.writeable
+
+
+# --- the NumPy fast path (numpy_elementwise / numpy_coupling, built once per kernel) ----
+
+KL = rt.numpy_elementwise(NAMES, ("sigma",), NAMES)
+PAIR_NAMES = ("mu_q", "logvar_q", "mu_p", "logvar_p", "eps")
+PAIR = rt.numpy_elementwise(PAIR_NAMES, (), PAIR_NAMES)
+COUPLING = rt.numpy_coupling(("x1", "x2"), ("s",), ("x1", "x2", "s"))
+
+
+def test_fast_path_takes_numpy_floats_of_one_dtype_only():
+    a = np.ones((3, 2))
+    assert KL((a, a), None) == ((3, 2), np.float64)
+    assert KL((a, np.ones(2)), None) == ((3, 2), np.float64)  # broadcasting
+    f = np.ones(2, np.float32)
+    assert KL((f, f), None) == ((2,), np.float32)
+    # anything else is left to prepare_elementwise, which converts or names the error
+    for other in ((a, 1.0), (a, f), (np.arange(3), a), (a, np.ones((4, 1, 3))), (a, a.tolist())):
+        assert KL(other, None) is None
+    assert COUPLING((a, a, np.ones(2)), None) == ((3,), 2, np.float64)
+    for other in ((a, a, np.ones(3)), (a, a[:2], np.ones(2)), (a, a, 1.0),
+                  (np.ones(0), np.ones(0), np.ones(0)), (np.float64(1), a, a)):
+        assert COUPLING(other, None) is None
+
+
+@pytest.mark.parametrize("where", [0, 5, -1])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_fast_path_names_the_first_non_finite_argument(where, bad):
+    """Read arrays are tested two at a time (one dot product): a bad entry in either is
+    found, also where the other array is 0 there (inf * 0 is NaN), and named exactly."""
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal((4, 3)) for _ in PAIR_NAMES]
+    for k, name in enumerate(PAIR_NAMES):
+        given = [a.copy() for a in arrays]
+        given[k].flat[where] = bad
+        if k < 4:
+            given[k ^ 1].flat[where] = 0.0  # its partner in the dot product
+        with pytest.raises(ValueError, match=f"^{name}: expected finite values"):
+            PAIR(tuple(given), None)
+        later = [a.copy() for a in given]
+        later[-1].flat[0] = np.nan  # a later bad argument: the first one is named
+        with pytest.raises(ValueError, match=f"^{name}: expected finite values"):
+            PAIR(tuple(later), None)
+        assert PAIR(tuple(given), False) == ((4, 3), np.float64)
+
+
+def test_fast_path_positivity_comes_first_and_reports_the_minimum():
+    mu = np.array([np.nan, 0.0, 1.0])
+    for sigma, message in [(np.array([1.0, -2.0, 0.5]), "sigma: expected every entry > 0, "
+                            "got a minimum of -2.0"),
+                           (np.array([1.0, -0.0, 3.0]), "sigma: expected every entry > 0"),
+                           (np.array([1.0, np.nan, -1.0]), "sigma: expected finite values"),
+                           (np.array([1.0, np.inf, 2.0]), "mu: expected finite values")]:
+        with pytest.raises(ValueError, match=message):
+            KL((mu, sigma), None)
+        for layout in (np.asfortranarray, lambda a: np.repeat(a, 2)[::2]):
+            with pytest.raises(ValueError, match=message):
+                KL((layout(mu), layout(sigma)), None)
+    with pytest.raises(ValueError, match="sigma: expected finite values"):
+        KL((np.zeros(3), np.array([1.0, np.inf, 2.0])), None)
+    with pytest.raises(ValueError, match="got a minimum of -0.5$"):
+        KL((np.zeros(2, np.float32), np.array([1, -0.5], np.float32)), None)
+    assert KL((np.zeros(0), np.zeros(0)), None) == ((0,), np.float64)
+
+
+def test_fast_path_huge_products_and_layouts_pass_silently():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for dtype in (np.float64, np.float32):
+            big = np.full((3, 4), np.finfo(dtype).max / 2, dtype)
+            assert KL((big, big), None) == ((3, 4), dtype)
+            assert COUPLING((big, -big, big[0]), None) == ((3,), 4, dtype)
+            assert KL((np.asfortranarray(big), big[::-1]), None) == ((3, 4), dtype)
+    base = np.ones((6, 4))
+    base[3, 1] = np.inf
+    for a in (np.asfortranarray(base), base[:, ::-1], base[1::2]):
+        with pytest.raises(ValueError, match="x2: expected finite values"):
+            COUPLING((np.ones(a.shape), a, np.ones(4)), None)
