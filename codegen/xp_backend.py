@@ -31,7 +31,7 @@ from sympy.printing.numpy import _known_constants_numpy, _known_functions_numpy
 from .numpy_backend import KernelPrinter, lower_blocks, lower_statements
 from .plan import KernelPlan, Statement
 
-__all__ = ["XpPrinter", "lower_xp"]
+__all__ = ["XpPrinter", "lower_xp", "EAGER_NOTE"]
 
 #: NumPy's name -> the array API's name, where they differ.
 _RENAMED = {"arccos": "acos", "arcsin": "asin", "arctan": "atan", "arctan2": "atan2",
@@ -121,8 +121,34 @@ def _piecewise_xp(st: Statement, printer: XpPrinter) -> dict[str, Any]:
     code = values[-1]
     for (mask, _), value in reversed(list(zip(masks[:-1], values[:-1], strict=True))):
         code = f"xp.where({mask}, {value}, {code})"
+    default_mask = masks[-1][0]
+    eager = {
+        "note": EAGER_NOTE,
+        "shape": ", ".join(st.arrays),
+        # the default piece everywhere, on its safe point where another piece holds
+        "safe": tuple(s for s in safe if s[1] == default_mask),
+        "code": values[-1],
+        # each other piece on the entries gathered where it holds, written back there
+        "branches": tuple(
+            {"index": f"{st.target}_i{k}", "mask": mask,
+             "locals": tuple((name, source) for name, m, source, _ in safe if m == mask),
+             "code": value}
+            for k, ((mask, _), value) in enumerate(zip(masks[:-1], values[:-1], strict=True))),
+    }
     return {"kind": "piecewise", "target": st.target, "masks": tuple(masks),
-            "safe": tuple(safe), "code": code}
+            "safe": tuple(safe), "code": code, "eager": eager}
+
+
+#: The eager lowering's choice, printed above each eager piecewise value. Measured (1e5
+#: float64 entries, torch CPU, 1 thread, round-robin medians, logvar ``kl`` forward and
+#: backward): the eager lowering with the safe-point ``where`` is several times faster
+#: than the double where also when inputs require grad, so it serves both; the ``where``
+#: costs one pass per argument of the default piece.
+EAGER_NOTE = (
+    "Eager: the last piece everywhere, its arguments replaced by its safe point where",
+    "another piece holds (so its gradient there is finite, and zero); each other piece",
+    "only on the entries gathered where it holds, written back there.",
+)
 
 
 def _term_code(coef: str, matrix: str) -> str:
@@ -156,6 +182,9 @@ def lower_xp(plan: KernelPlan, printer: XpPrinter) -> dict[str, Any]:
     blocks = lower_blocks(plan, _term_code, "None")
     # A 0-d zero in the working dtype on the inputs' device: constants in xp.where become
     # arrays with it (2023.12 has no scalar arguments to where).
-    zero = printer.uses_zero or any(st["kind"] == "piecewise" for st in statements)
+    pieces = any(st["kind"] == "piecewise" for st in statements)
+    zero = printer.uses_zero or pieces
     prologue = [("_zero", "xp.zeros((), dtype=_dtype, device=_rt.device(_like))")] if zero else []
+    if pieces:  # chosen per call: gather and scatter where the library runs eagerly
+        prologue.append(("_eager", f"_rt.eager(xp, ({', '.join(plan.checked)},))"))
     return {"statements": statements, "blocks": blocks, "prologue": prologue}
