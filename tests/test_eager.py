@@ -68,13 +68,18 @@ def _pool(kernel, positive: bool) -> np.ndarray:
     return values[np.isfinite(values)]
 
 
-def _inputs(kernel, seed: int, lib) -> tuple[list, dict]:
-    """Arguments for ``kernel``: grids of every array, shuffled against each other."""
+LAYOUTS = ("flat", "broadcast", "strided")
+
+
+def _inputs(kernel, seed: int, lib, layout: str = "flat") -> tuple[list, dict]:
+    """Arguments for ``kernel``: grids of every array, shuffled against each other; laid out
+    flat, broadcasting against each other ((k, 1) against (1, k)), or as strided views."""
     rng = np.random.default_rng(seed)
     kinds = {a.kind for a in kernel.args}
     coupling = "batch" in kinds
     size = 2048
     args = []
+    arrays = 0
     for arg in kernel.args:
         if arg.kind == "function":
             args.append(lambda v: v * 1.0)  # the piece conditions see the input's values
@@ -87,11 +92,21 @@ def _inputs(kernel, seed: int, lib) -> tuple[list, dict]:
             pool = _pool(kernel, positive=arg.kind == "positive")
             if arg.kind == "param":
                 values = rng.choice(pool[np.abs(pool) < 5], size=4)
+            elif layout == "broadcast":
+                k = 45
+                shape = (k, 1) if arrays % 2 == 0 else (1, k)
+                values = rng.choice(pool, size=shape + ((4,) if coupling else ()))
+            elif layout == "strided":
+                values = rng.choice(pool, size=(size // 4, 8) if coupling else (2 * size,))
             else:
                 values = rng.choice(pool, size=size)
                 if coupling:
                     values = values.reshape(size // 4, 4)
-            args.append(lib.asarray(values))
+            array = lib.asarray(values)
+            if layout == "strided":
+                array = array[..., ::2]
+            args.append(array)
+            arrays += 1
     return args, {"check_finite": False}
 
 
@@ -107,16 +122,18 @@ def _run(kernel, module: str, args, kwargs):
     return out if isinstance(out, tuple) else (out,)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("name", ["torch", "array_api_strict"])
 @pytest.mark.parametrize(("module", "kernel"), PIECEWISE, ids=IDS)
-def test_eager_and_traced_pieces_agree_on_dense_grids(monkeypatch, name, module, kernel):
+def test_eager_and_traced_pieces_agree_on_dense_grids(monkeypatch, name, module, kernel,
+                                                      layout):
     """Bit for bit: each piece is the same expression on the same values on both paths."""
     lib = make(name)
     calls = []
     taken = rt.taken
     monkeypatch.setattr(rt, "taken", lambda *a: calls.append(1) or taken(*a))
     for seed in range(3):
-        args, kwargs = _inputs(kernel, seed, lib)
+        args, kwargs = _inputs(kernel, seed, lib, layout)
         eager = [lib.numpy(v) for v in _run(kernel, module, args, kwargs)]
         with monkeypatch.context() as m:
             _traced(m)
@@ -126,15 +143,19 @@ def test_eager_and_traced_pieces_agree_on_dense_grids(monkeypatch, name, module,
     assert calls, "the eager path was not taken"
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize(("module", "kernel"), PIECEWISE, ids=IDS)
-def test_eager_gradients_are_finite_and_equal_the_double_where(monkeypatch, module, kernel):
+def test_eager_gradients_are_finite_and_equal_the_double_where(monkeypatch, module, kernel,
+                                                               layout):
     """torch.autograd.grad through every output: where the double where's gradient is
     finite, the eager one is the same (the last piece, evaluated everywhere, must not
     leak 0 * inf = NaN from the entries another piece overwrites)."""
     lib = make("torch")
     for seed in range(2):
-        args, kwargs = _inputs(kernel, seed, lib)
-        leaves = [a.requires_grad_() for a in args if isinstance(a, torch.Tensor)]
+        args, kwargs = _inputs(kernel, seed, lib, layout)
+        args = [a.detach().requires_grad_() if isinstance(a, torch.Tensor) else a
+                for a in args]
+        leaves = [a for a in args if isinstance(a, torch.Tensor)]
 
         def grads(args=args, leaves=leaves, kwargs=kwargs):
             outs = _run(kernel, module, args, kwargs)
