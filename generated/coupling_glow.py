@@ -128,9 +128,10 @@ def _forward_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     _pw0_m0 = (G_x2 < -2)
     _pw0_m1 = ~(_pw0_m0)
     if _eager:
-        # Eager: the last piece everywhere, its arguments replaced by its safe point where
-        # another piece holds (so its gradient there is finite, and zero); each other piece
-        # only on the entries gathered where it holds, written back there.
+        # Eager: the last piece everywhere -- where an argument records a gradient, on the
+        # piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the
+        # gradient -- then each other piece only on the entries gathered where it holds,
+        # written back there (PyTorch with a gradient: out of place).
         G_x2__pw0_m1 = _rt.safe_where(xp, _pw0_m1, G_x2, _zero + 0)
         _pw0_shape = _rt.piece_shape(G_x2)
         _pw0 = _rt.finish_xp(xp, 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))), _pw0_shape, _dtype, (G_x2,))
@@ -332,9 +333,10 @@ def _jacobian_xp(xp, x1, x2, F, G, JF, JG, _batch, _n, _dtype):
     _pw0_m0 = (G_x2 < -2)
     _pw0_m1 = ~(_pw0_m0)
     if _eager:
-        # Eager: the last piece everywhere, its arguments replaced by its safe point where
-        # another piece holds (so its gradient there is finite, and zero); each other piece
-        # only on the entries gathered where it holds, written back there.
+        # Eager: the last piece everywhere -- where an argument records a gradient, on the
+        # piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the
+        # gradient -- then each other piece only on the entries gathered where it holds,
+        # written back there (PyTorch with a gradient: out of place).
         G_x2__pw0_m1 = _rt.safe_where(xp, _pw0_m1, G_x2, _zero + 0)
         _pw0_shape = _rt.piece_shape(G_x2)
         _pw0 = _rt.finish_xp(xp, 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))), _pw0_shape, _dtype, (G_x2,))
@@ -352,9 +354,10 @@ def _jacobian_xp(xp, x1, x2, F, G, JF, JG, _batch, _n, _dtype):
     _pw1_m0 = (G_x2 > -2)
     _pw1_m1 = ~(_pw1_m0)
     if _eager:
-        # Eager: the last piece everywhere, its arguments replaced by its safe point where
-        # another piece holds (so its gradient there is finite, and zero); each other piece
-        # only on the entries gathered where it holds, written back there.
+        # Eager: the last piece everywhere -- where an argument records a gradient, on the
+        # piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the
+        # gradient -- then each other piece only on the entries gathered where it holds,
+        # written back there (PyTorch with a gradient: out of place).
         G_x2__pw1_m1 = _rt.safe_where(xp, _pw1_m1, G_x2, _zero + -2)
         _pw1_shape = _rt.piece_shape(G_x2)
         _pw1 = _rt.finish_xp(xp, 1/(1 + xp.exp(-abs(G_x2__pw1_m1 + 2))), _pw1_shape, _dtype, (G_x2,))
@@ -538,9 +541,10 @@ def _forward_and_log_det_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     _pw0_m0 = (G_x2 < -2)
     _pw0_m1 = ~(_pw0_m0)
     if _eager:
-        # Eager: the last piece everywhere, its arguments replaced by its safe point where
-        # another piece holds (so its gradient there is finite, and zero); each other piece
-        # only on the entries gathered where it holds, written back there.
+        # Eager: the last piece everywhere -- where an argument records a gradient, on the
+        # piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the
+        # gradient -- then each other piece only on the entries gathered where it holds,
+        # written back there (PyTorch with a gradient: out of place).
         G_x2__pw0_m1 = _rt.safe_where(xp, _pw0_m1, G_x2, _zero + 0)
         _pw0_shape = _rt.piece_shape(G_x2)
         _pw0 = _rt.finish_xp(xp, 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))), _pw0_shape, _dtype, (G_x2,))

@@ -131,9 +131,10 @@ def _kl_xp(xp, mu, logvar, _batch, _dtype):
     _pw0_m2 = (x >= 88) & ~(_pw0_m0 | _pw0_m1)
     _pw0_m3 = ~(_pw0_m0 | _pw0_m1 | _pw0_m2)
     if _eager:
-        # Eager: the last piece everywhere, its arguments replaced by its safe point where
-        # another piece holds (so its gradient there is finite, and zero); each other piece
-        # only on the entries gathered where it holds, written back there.
+        # Eager: the last piece everywhere -- where an argument records a gradient, on the
+        # piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the
+        # gradient -- then each other piece only on the entries gathered where it holds,
+        # written back there (PyTorch with a gradient: out of place).
         x__pw0_m3 = _rt.safe_where(xp, _pw0_m3, x, _zero + 0)
         _pw0_shape = _rt.piece_shape(logvar, x)
         _pw0 = _rt.finish_xp(xp, (1/2)*xp.expm1(x__pw0_m3) - (1/2)*x__pw0_m3, _pw0_shape, _dtype, (logvar, x,))

@@ -145,9 +145,10 @@ def _kl_xp(xp, mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     _pw0_m1 = (sigma_q/sigma_p >= 1/1000000000000000000000000000000) & ~(_pw0_m0)
     _pw0_m2 = ~(_pw0_m0 | _pw0_m1)
     if _eager:
-        # Eager: the last piece everywhere, its arguments replaced by its safe point where
-        # another piece holds (so its gradient there is finite, and zero); each other piece
-        # only on the entries gathered where it holds, written back there.
+        # Eager: the last piece everywhere -- where an argument records a gradient, on the
+        # piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the
+        # gradient -- then each other piece only on the entries gathered where it holds,
+        # written back there (PyTorch with a gradient: out of place).
         sigma_p__pw0_m2 = _rt.safe_where(xp, _pw0_m2, sigma_p, _zero + 1)
         sigma_q__pw0_m2 = _rt.safe_where(xp, _pw0_m2, sigma_q, _zero + 1/2000000000000000000000000000000)
         _pw0_shape = _rt.piece_shape(sigma_p, sigma_q)
@@ -182,9 +183,10 @@ def _kl_xp(xp, mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     _pw1_m2 = (x < 2) & ~(_pw1_m0 | _pw1_m1)
     _pw1_m3 = ~(_pw1_m0 | _pw1_m1 | _pw1_m2)
     if _eager:
-        # Eager: the last piece everywhere, its arguments replaced by its safe point where
-        # another piece holds (so its gradient there is finite, and zero); each other piece
-        # only on the entries gathered where it holds, written back there.
+        # Eager: the last piece everywhere -- where an argument records a gradient, on the
+        # piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the
+        # gradient -- then each other piece only on the entries gathered where it holds,
+        # written back there (PyTorch with a gradient: out of place).
         sigma_p__pw1_m3 = _rt.safe_where(xp, _pw1_m3, sigma_p, _zero + 1)
         sigma_q__pw1_m3 = _rt.safe_where(xp, _pw1_m3, sigma_q, _zero + 1)
         x__pw1_m3 = _rt.safe_where(xp, _pw1_m3, x, _zero + 1)
@@ -312,9 +314,10 @@ def _kl_grad_xp(xp, mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     _pw0_m1 = (sigma_q/sigma_p >= 1/1000000000000000000000000000000) & ~(_pw0_m0)
     _pw0_m2 = ~(_pw0_m0 | _pw0_m1)
     if _eager:
-        # Eager: the last piece everywhere, its arguments replaced by its safe point where
-        # another piece holds (so its gradient there is finite, and zero); each other piece
-        # only on the entries gathered where it holds, written back there.
+        # Eager: the last piece everywhere -- where an argument records a gradient, on the
+        # piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the
+        # gradient -- then each other piece only on the entries gathered where it holds,
+        # written back there (PyTorch with a gradient: out of place).
         sigma_p__pw0_m2 = _rt.safe_where(xp, _pw0_m2, sigma_p, _zero + 1)
         sigma_q__pw0_m2 = _rt.safe_where(xp, _pw0_m2, sigma_q, _zero + 1/2000000000000000000000000000000)
         _pw0_shape = _rt.piece_shape(sigma_p, sigma_q)
@@ -566,9 +569,10 @@ def _kl_grad_stl_xp(xp, mu_q, sigma_q, mu_p, sigma_p, eps, _batch, _dtype):
     _pw0_m1 = (sigma_q/sigma_p >= 1/1000000000000000000000000000000) & ~(_pw0_m0)
     _pw0_m2 = ~(_pw0_m0 | _pw0_m1)
     if _eager:
-        # Eager: the last piece everywhere, its arguments replaced by its safe point where
-        # another piece holds (so its gradient there is finite, and zero); each other piece
-        # only on the entries gathered where it holds, written back there.
+        # Eager: the last piece everywhere -- where an argument records a gradient, on the
+        # piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the
+        # gradient -- then each other piece only on the entries gathered where it holds,
+        # written back there (PyTorch with a gradient: out of place).
         sigma_p__pw0_m2 = _rt.safe_where(xp, _pw0_m2, sigma_p, _zero + 1)
         sigma_q__pw0_m2 = _rt.safe_where(xp, _pw0_m2, sigma_q, _zero + 1/2000000000000000000000000000000)
         _pw0_shape = _rt.piece_shape(sigma_p, sigma_q)

@@ -149,9 +149,10 @@ def _kl_xp(xp, mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
     _pw0_m0 = (logvar_p >= -170)
     _pw0_m1 = ~(_pw0_m0)
     if _eager:
-        # Eager: the last piece everywhere, its arguments replaced by its safe point where
-        # another piece holds (so its gradient there is finite, and zero); each other piece
-        # only on the entries gathered where it holds, written back there.
+        # Eager: the last piece everywhere -- where an argument records a gradient, on the
+        # piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the
+        # gradient -- then each other piece only on the entries gathered where it holds,
+        # written back there (PyTorch with a gradient: out of place).
         logvar_p__pw0_m1 = _rt.safe_where(xp, _pw0_m1, logvar_p, _zero + -171)
         mu_p__pw0_m1 = _rt.safe_where(xp, _pw0_m1, mu_p, _zero + -171)
         mu_q__pw0_m1 = _rt.safe_where(xp, _pw0_m1, mu_q, _zero + -171)
@@ -180,9 +181,10 @@ def _kl_xp(xp, mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
     _pw1_m3 = (x < 88) & ~(_pw1_m0 | _pw1_m1 | _pw1_m2)
     _pw1_m4 = ~(_pw1_m0 | _pw1_m1 | _pw1_m2 | _pw1_m3)
     if _eager:
-        # Eager: the last piece everywhere, its arguments replaced by its safe point where
-        # another piece holds (so its gradient there is finite, and zero); each other piece
-        # only on the entries gathered where it holds, written back there.
+        # Eager: the last piece everywhere -- where an argument records a gradient, on the
+        # piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the
+        # gradient -- then each other piece only on the entries gathered where it holds,
+        # written back there (PyTorch with a gradient: out of place).
         x__pw1_m4 = _rt.safe_where(xp, _pw1_m4, x, _zero + 0)
         _pw1_shape = _rt.piece_shape(logvar_p, logvar_q, x)
         _pw1 = _rt.finish_xp(xp, 2*((1/2)*xp.exp((1/2)*x__pw1_m4))**2 - (1/2)*x__pw1_m4 - 1/2, _pw1_shape, _dtype, (logvar_p, logvar_q, x,))
@@ -312,9 +314,10 @@ def _kl_grad_xp(xp, mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
     _pw0_m0 = (logvar_p >= -170)
     _pw0_m1 = ~(_pw0_m0)
     if _eager:
-        # Eager: the last piece everywhere, its arguments replaced by its safe point where
-        # another piece holds (so its gradient there is finite, and zero); each other piece
-        # only on the entries gathered where it holds, written back there.
+        # Eager: the last piece everywhere -- where an argument records a gradient, on the
+        # piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the
+        # gradient -- then each other piece only on the entries gathered where it holds,
+        # written back there (PyTorch with a gradient: out of place).
         logvar_p__pw0_m1 = _rt.safe_where(xp, _pw0_m1, logvar_p, _zero + -171)
         mu_p__pw0_m1 = _rt.safe_where(xp, _pw0_m1, mu_p, _zero + -171)
         mu_q__pw0_m1 = _rt.safe_where(xp, _pw0_m1, mu_q, _zero + -171)
@@ -452,9 +455,10 @@ def _kl_grad_reparam_xp(xp, mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype)
     _pw0_m0 = (logvar_p >= -170)
     _pw0_m1 = ~(_pw0_m0)
     if _eager:
-        # Eager: the last piece everywhere, its arguments replaced by its safe point where
-        # another piece holds (so its gradient there is finite, and zero); each other piece
-        # only on the entries gathered where it holds, written back there.
+        # Eager: the last piece everywhere -- where an argument records a gradient, on the
+        # piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the
+        # gradient -- then each other piece only on the entries gathered where it holds,
+        # written back there (PyTorch with a gradient: out of place).
         logvar_p__pw0_m1 = _rt.safe_where(xp, _pw0_m1, logvar_p, _zero + -171)
         mu_p__pw0_m1 = _rt.safe_where(xp, _pw0_m1, mu_p, _zero + -171)
         mu_q__pw0_m1 = _rt.safe_where(xp, _pw0_m1, mu_q, _zero + -171)
@@ -596,9 +600,10 @@ def _kl_grad_stl_xp(xp, mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype):
     _pw0_m0 = (logvar_p >= -170)
     _pw0_m1 = ~(_pw0_m0)
     if _eager:
-        # Eager: the last piece everywhere, its arguments replaced by its safe point where
-        # another piece holds (so its gradient there is finite, and zero); each other piece
-        # only on the entries gathered where it holds, written back there.
+        # Eager: the last piece everywhere -- where an argument records a gradient, on the
+        # piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the
+        # gradient -- then each other piece only on the entries gathered where it holds,
+        # written back there (PyTorch with a gradient: out of place).
         logvar_p__pw0_m1 = _rt.safe_where(xp, _pw0_m1, logvar_p, _zero + -171)
         mu_p__pw0_m1 = _rt.safe_where(xp, _pw0_m1, mu_p, _zero + -171)
         mu_q__pw0_m1 = _rt.safe_where(xp, _pw0_m1, mu_q, _zero + -171)

@@ -17,7 +17,13 @@ Checks:
   (``torch.compile``, ``torch.func``), for JAX, Dask and GPU arrays, where an input
   outside the domain then gives NaN or infinity; ``True`` forces them (a Dask graph is
   computed; under ``jax.jit`` it is an error); ``False`` skips them. All value checks of
-  one call fold into one reduction, so there is at most one device sync per call.
+  one call fold into one reduction, so there is at most one device sync per call. For
+  NumPy and PyTorch that reduction is a sum of squares per array (finite only where
+  every entry is), tested entry by entry only where it is not.
+
+Piecewise values: where a call runs eagerly (:func:`eager`), a kernel evaluates each piece
+but the last only on the entries where it holds (:func:`taken`, :func:`take_xp`,
+:func:`put_xp`); under tracing it selects with the double where.
 
 Example:
     >>> import numpy as np
