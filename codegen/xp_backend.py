@@ -38,7 +38,7 @@ from sympy.printing.numpy import _known_constants_numpy, _known_functions_numpy
 from .numpy_backend import KernelPrinter, lower_blocks, lower_statements
 from .plan import KernelPlan, Statement
 
-__all__ = ["XpPrinter", "lower_xp", "EAGER_NOTE"]
+__all__ = ["XpPrinter", "lower_xp", "EAGER_NOTE", "EAGER_SPARSE_NOTE"]
 
 #: NumPy's name -> the array API's name, where they differ.
 _RENAMED = {"arccos": "acos", "arcsin": "asin", "arctan": "atan", "arctan2": "atan2",
@@ -129,18 +129,23 @@ def _piecewise_xp(st: Statement, printer: XpPrinter) -> dict[str, Any]:
     for (mask, _), value in reversed(list(zip(masks[:-1], values[:-1], strict=True))):
         code = f"xp.where({mask}, {value}, {code})"
     default_mask = masks[-1][0]
+    gathered = [
+        {"index": f"{st.target}_i{k}", "mask": mask,
+         "locals": tuple((name, source) for name, m, source, _ in safe if m == mask),
+         "code": value}
+        for k, ((mask, _), value) in enumerate(zip(masks, values, strict=True))]
     eager = {
         "note": EAGER_NOTE,
+        "sparse_note": EAGER_SPARSE_NOTE,
+        "default_mask": default_mask,
         "shape": ", ".join(st.arrays),
         # the default piece everywhere, on its safe point where another piece holds
         "safe": tuple(s for s in safe if s[1] == default_mask),
         "code": values[-1],
         # each other piece on the entries gathered where it holds, written back there
-        "branches": tuple(
-            {"index": f"{st.target}_i{k}", "mask": mask,
-             "locals": tuple((name, source) for name, m, source, _ in safe if m == mask),
-             "code": value}
-            for k, ((mask, _), value) in enumerate(zip(masks[:-1], values[:-1], strict=True))),
+        "branches": tuple(gathered[:-1]),
+        # where the last piece holds on few entries, it is gathered too
+        "last": gathered[-1],
     }
     return {"kind": "piecewise", "target": st.target, "masks": tuple(masks),
             "safe": tuple(safe), "code": code, "eager": eager}
@@ -159,6 +164,12 @@ EAGER_NOTE = (
     "piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the",
     "gradient -- then each other piece only on the entries gathered where it holds,",
     "written back there (PyTorch with a gradient: out of place).",
+)
+#: Printed above the eager variant for a last piece that holds on at most half of the
+#: entries (``_rt.mostly``): then evaluating it everywhere would cost more than gathering.
+EAGER_SPARSE_NOTE = (
+    "Eager, the last piece holding on at most half of the entries: every piece, the last",
+    "included, only on the entries gathered where it holds, written back there.",
 )
 
 

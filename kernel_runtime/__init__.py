@@ -48,7 +48,7 @@ import numpy
 __all__ = [
     "prepare_elementwise", "prepare_coupling", "call", "call_xp", "finish", "finish_xp",
     "broadcast", "full", "scale_rows", "scale_rows_xp", "eye_xp", "blocks_xp", "device",
-    "eager", "piece_shape", "safe_where", "taken", "take_xp", "put_xp",
+    "eager", "mostly", "piece_shape", "safe_where", "taken", "take_xp", "put_xp",
 ]
 
 _ndarray = numpy.ndarray
@@ -614,6 +614,22 @@ def eager(xp: Any, arrays: Sequence[Any]) -> bool:
         return all(getattr(a, "device", None) is None or a.device.type != "meta"
                    for a in arrays)
     return bool(compat.is_array_api_strict_namespace(xp) or compat.is_cupy_namespace(xp))
+
+
+def mostly(xp: Any, mask: Any) -> bool:
+    """Whether ``mask`` holds on more than half of its entries (then the eager lowering
+    evaluates the last piece everywhere rather than gathering it).
+
+    Example:
+        >>> import array_api_strict as xps
+        >>> mostly(xps, xps.asarray([True, True, False])), mostly(xps, xps.asarray([True, False]))
+        (True, False)
+    """
+    if _is_torch(mask):
+        import torch
+
+        return 2 * int(torch.count_nonzero(mask)) > mask.numel()
+    return 2 * int(xp.sum(xp.astype(mask, xp.int64))) > math.prod(mask.shape)
 
 
 def piece_shape(*arrays: Any) -> tuple[int, ...]:

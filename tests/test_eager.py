@@ -110,6 +110,16 @@ def _inputs(kernel, seed: int, lib, layout: str = "flat") -> tuple[list, dict]:
     return args, {"check_finite": False}
 
 
+#: How the eager lowering treats the last piece: as measured per call (``_rt.mostly``),
+#: evaluated everywhere, or gathered like the others.
+VARIANTS = ("measured", "everywhere", "gathered")
+
+
+def _variant(monkeypatch, variant: str) -> None:
+    if variant != "measured":
+        monkeypatch.setattr(rt, "mostly", lambda xp, mask: variant == "everywhere")
+
+
 def _traced(monkeypatch) -> None:
     """Make every call take the double where, as under tracing."""
     monkeypatch.setattr(rt, "eager", lambda xp, arrays: False)
@@ -122,13 +132,15 @@ def _run(kernel, module: str, args, kwargs):
     return out if isinstance(out, tuple) else (out,)
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("name", ["torch", "array_api_strict"])
 @pytest.mark.parametrize(("module", "kernel"), PIECEWISE, ids=IDS)
 def test_eager_and_traced_pieces_agree_on_dense_grids(monkeypatch, name, module, kernel,
-                                                      layout):
+                                                      layout, variant):
     """Bit for bit: each piece is the same expression on the same values on both paths."""
     lib = make(name)
+    _variant(monkeypatch, variant)
     calls = []
     taken = rt.taken
     monkeypatch.setattr(rt, "taken", lambda *a: calls.append(1) or taken(*a))
@@ -143,14 +155,16 @@ def test_eager_and_traced_pieces_agree_on_dense_grids(monkeypatch, name, module,
     assert calls, "the eager path was not taken"
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize(("module", "kernel"), PIECEWISE, ids=IDS)
 def test_eager_gradients_are_finite_and_equal_the_double_where(monkeypatch, module, kernel,
-                                                               layout):
+                                                               layout, variant):
     """torch.autograd.grad through every output: where the double where's gradient is
     finite, the eager one is the same (the last piece, evaluated everywhere, must not
     leak 0 * inf = NaN from the entries another piece overwrites)."""
     lib = make("torch")
+    _variant(monkeypatch, variant)
     for seed in range(2):
         args, kwargs = _inputs(kernel, seed, lib, layout)
         args = [a.detach().requires_grad_() if isinstance(a, torch.Tensor) else a
@@ -193,10 +207,12 @@ def test_kl_gradients_at_every_piece_equal_kl_grad(parameterization):
     torch.testing.assert_close(d_s[finite], want_s[finite], rtol=1e-13, atol=1e-300)
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize(("module", "kernel"), PIECEWISE, ids=IDS)
-def test_the_eager_path_leaves_the_inputs_alone(module, kernel):
+def test_the_eager_path_leaves_the_inputs_alone(monkeypatch, module, kernel, variant):
     """Pieces are written into the kernel's own arrays, never into an input."""
     lib = make("torch")
+    _variant(monkeypatch, variant)
     args, kwargs = _inputs(kernel, 0, lib)
     before = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
     _run(kernel, module, args, kwargs)
@@ -255,6 +271,13 @@ def test_eager_helpers_gather_and_patch_with_gradients():
         assert rt.put_xp(xp, own, rt.taken(xp, mask, (3,)), torch.ones((), dtype=own.dtype)) \
             is own
     assert own.tolist() == [1.0, 0.0, 1.0]
+
+
+def test_mostly_counts_the_entries_where_a_mask_holds():
+    xp = rt._namespace(("x",), (torch.zeros(2),))
+    assert rt.mostly(xp, torch.tensor([[True, True], [True, False]]))
+    assert not rt.mostly(xp, torch.tensor([True, False]))
+    assert not rt.mostly(xp, torch.zeros((0,), dtype=torch.bool))
 
 
 def test_safe_where_only_where_a_gradient_is_recorded():
