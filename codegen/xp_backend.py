@@ -17,7 +17,9 @@ two lowerings, chosen per call by :func:`kernel_runtime.eager`:
 - eager (PyTorch outside tracing, ``array_api_strict``, CuPy): as the NumPy body, the last
   piece everywhere (on its safe point where another piece holds, where that argument
   records a gradient) and each other piece only on the entries gathered where it holds,
-  written back there -- a piece that holds on few entries costs almost nothing.
+  written back there -- a piece that holds on few entries costs almost nothing; where the
+  last piece itself holds on at most half of the entries (``_rt.mostly``, per call), it
+  is gathered like the others.
 
 Example:
     >>> import sympy as sp
