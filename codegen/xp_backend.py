@@ -7,10 +7,19 @@ only arrived in the 2024.12 standard. Every rule of the NumPy printer that print
 ``self._module + ".name"`` carries over unchanged.
 
 :func:`lower_xp` prints a plan without in-place writes (JAX and Dask arrays are
-immutable): a block matrix is concatenated from its blocks, and a piecewise value is
-selected with the "double where" -- each piece evaluated with its arguments replaced by
-the piece's safe point (chosen and checked by :func:`codegen.plan.safe_point`) wherever
-the piece is not taken, so an untaken piece never contributes NaN to a gradient.
+immutable): a block matrix is concatenated from its blocks, and a piecewise value gets
+two lowerings, chosen per call by :func:`kernel_runtime.eager`:
+
+- traced (``torch.compile``, ``torch.func``, JAX, Dask): the "double where" -- each piece
+  evaluated everywhere with its arguments replaced by the piece's safe point (chosen and
+  checked by :func:`codegen.plan.safe_point`) wherever the piece is not taken, so an
+  untaken piece never contributes NaN to a gradient; shape-static, so it traces;
+- eager (PyTorch outside tracing, ``array_api_strict``, CuPy): as the NumPy body, the last
+  piece everywhere (on its safe point where another piece holds, where that argument
+  records a gradient) and each other piece only on the entries gathered where it holds,
+  written back there -- a piece that holds on few entries costs almost nothing; where the
+  last piece itself holds on at most half of the entries (``_rt.mostly``, per call), it
+  is gathered like the others.
 
 Example:
     >>> import sympy as sp
@@ -31,7 +40,7 @@ from sympy.printing.numpy import _known_constants_numpy, _known_functions_numpy
 from .numpy_backend import KernelPrinter, lower_blocks, lower_statements
 from .plan import KernelPlan, Statement
 
-__all__ = ["XpPrinter", "lower_xp"]
+__all__ = ["XpPrinter", "lower_xp", "EAGER_NOTE", "EAGER_SPARSE_NOTE"]
 
 #: NumPy's name -> the array API's name, where they differ.
 _RENAMED = {"arccos": "acos", "arcsin": "asin", "arctan": "atan", "arctan2": "atan2",
@@ -121,8 +130,49 @@ def _piecewise_xp(st: Statement, printer: XpPrinter) -> dict[str, Any]:
     code = values[-1]
     for (mask, _), value in reversed(list(zip(masks[:-1], values[:-1], strict=True))):
         code = f"xp.where({mask}, {value}, {code})"
+    default_mask = masks[-1][0]
+    gathered = [
+        {"index": f"{st.target}_i{k}", "mask": mask,
+         "locals": tuple((name, source) for name, m, source, _ in safe if m == mask),
+         "code": value}
+        for k, ((mask, _), value) in enumerate(zip(masks, values, strict=True))]
+    eager = {
+        "note": EAGER_NOTE,
+        "sparse_note": EAGER_SPARSE_NOTE,
+        "default_mask": default_mask,
+        "shape": ", ".join(st.arrays),
+        # the default piece everywhere, on its safe point where another piece holds
+        "safe": tuple(s for s in safe if s[1] == default_mask),
+        "code": values[-1],
+        # each other piece on the entries gathered where it holds, written back there
+        "branches": tuple(gathered[:-1]),
+        # where the last piece holds on few entries, it is gathered too
+        "last": gathered[-1],
+    }
     return {"kind": "piecewise", "target": st.target, "masks": tuple(masks),
-            "safe": tuple(safe), "code": code}
+            "safe": tuple(safe), "code": code, "eager": eager}
+
+
+#: The eager lowering's choice, printed above each eager piecewise value. The last piece's
+#: arguments go through ``_rt.safe_where``: its safe point where another piece holds, but
+#: only where the argument records a gradient (a PyTorch tensor without one is used as it
+#: is: the ``where`` costs a pass, ~0.2 ms per 1e5 float64 entries on one CPU thread).
+#: Measured against the alternative, the double where whenever a gradient is recorded
+#: (torch CPU, float64, 1 thread, medians of three round-robin runs, logvar ``kl``
+#: forward and backward): 5.6 ms eager against 13.2 ms at 1e5 entries, 48 ms against
+#: 161 ms at 1e6 -- so the eager lowering serves gradients too.
+EAGER_NOTE = (
+    "Eager: the last piece everywhere -- where an argument records a gradient, on the",
+    "piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the",
+    "gradient -- then each other piece only on the entries gathered where it holds,",
+    "written back there (PyTorch with a gradient: out of place).",
+)
+#: Printed above the eager variant for a last piece that holds on at most half of the
+#: entries (``_rt.mostly``): then evaluating it everywhere would cost more than gathering.
+EAGER_SPARSE_NOTE = (
+    "Eager, the last piece holding on at most half of the entries: every piece, the last",
+    "included, only on the entries gathered where it holds, written back there.",
+)
 
 
 def _term_code(coef: str, matrix: str) -> str:
@@ -156,6 +206,9 @@ def lower_xp(plan: KernelPlan, printer: XpPrinter) -> dict[str, Any]:
     blocks = lower_blocks(plan, _term_code, "None")
     # A 0-d zero in the working dtype on the inputs' device: constants in xp.where become
     # arrays with it (2023.12 has no scalar arguments to where).
-    zero = printer.uses_zero or any(st["kind"] == "piecewise" for st in statements)
+    pieces = any(st["kind"] == "piecewise" for st in statements)
+    zero = printer.uses_zero or pieces
     prologue = [("_zero", "xp.zeros((), dtype=_dtype, device=_rt.device(_like))")] if zero else []
+    if pieces:  # chosen per call: gather and scatter where the library runs eagerly
+        prologue.append(("_eager", f"_rt.eager(xp, ({', '.join(plan.checked)},))"))
     return {"statements": statements, "blocks": blocks, "prologue": prologue}

@@ -129,6 +129,7 @@ def _forward_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     """forward for any array-API namespace xp, checked and converted by forward."""
     _like = x1
     _zero = xp.zeros((), dtype=_dtype, device=_rt.device(_like))
+    _eager = _rt.eager(xp, (x1, x2,))
     # Calls (each callable evaluated once)
     F_x2 = _rt.call_xp(xp, "F", F, x2, "vector", _dtype)
     G_x2 = _rt.call_xp(xp, "G", G, x2, "vector", _dtype)
@@ -137,9 +138,36 @@ def _forward_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     # where it holds, and the derivation proves each piece equal to the value it stands for.
     _pw0_m0 = (G_x2 < -2)
     _pw0_m1 = ~(_pw0_m0)
-    G_x2__pw0_m0 = xp.where(_pw0_m0, G_x2, _zero + -10)
-    G_x2__pw0_m1 = xp.where(_pw0_m1, G_x2, _zero + 0)
-    _pw0 = xp.where(_pw0_m0, xp.exp(-abs(G_x2__pw0_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw0_m0 + 2))), 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))))
+    if _eager and _rt.mostly(xp, _pw0_m1):
+        # Eager: the last piece everywhere -- where an argument records a gradient, on the
+        # piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the
+        # gradient -- then each other piece only on the entries gathered where it holds,
+        # written back there (PyTorch with a gradient: out of place).
+        G_x2__pw0_m1 = _rt.safe_where(xp, _pw0_m1, G_x2, _zero + 0)
+        _pw0_shape = _rt.piece_shape(G_x2)
+        _pw0 = _rt.finish_xp(xp, 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))), _pw0_shape, _dtype, (G_x2,))
+        _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
+        if _pw0_i0 is not None:
+            G_x2__pw0_m0 = _rt.take_xp(xp, G_x2, _pw0_i0, _pw0_shape)
+            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, xp.exp(-abs(G_x2__pw0_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw0_m0 + 2))))
+    elif _eager:
+        # Eager, the last piece holding on at most half of the entries: every piece, the last
+        # included, only on the entries gathered where it holds, written back there.
+        _pw0_shape = _rt.piece_shape(G_x2)
+        _pw0 = xp.zeros(_pw0_shape, dtype=_dtype, device=_rt.device(_like))
+        _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
+        if _pw0_i0 is not None:
+            G_x2__pw0_m0 = _rt.take_xp(xp, G_x2, _pw0_i0, _pw0_shape)
+            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, xp.exp(-abs(G_x2__pw0_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw0_m0 + 2))))
+        _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
+        if _pw0_i1 is not None:
+            G_x2__pw0_m1 = _rt.take_xp(xp, G_x2, _pw0_i1, _pw0_shape)
+            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))))
+    else:
+        # Traced (torch.compile, torch.func, JAX, Dask): the double where, shape-static.
+        G_x2__pw0_m0 = xp.where(_pw0_m0, G_x2, _zero + -10)
+        G_x2__pw0_m1 = xp.where(_pw0_m1, G_x2, _zero + 0)
+        _pw0 = xp.where(_pw0_m0, xp.exp(-abs(G_x2__pw0_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw0_m0 + 2))), 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))))
     # Output terms
     y2 = x2
     y1 = F_x2 + _pw0*x1
@@ -340,6 +368,7 @@ def _jacobian_xp(xp, x1, x2, F, G, JF, JG, _batch, _n, _dtype):
     """jacobian for any array-API namespace xp, checked and converted by jacobian."""
     _like = x1
     _zero = xp.zeros((), dtype=_dtype, device=_rt.device(_like))
+    _eager = _rt.eager(xp, (x1, x2,))
     # Calls (each callable evaluated once)
     G_x2 = _rt.call_xp(xp, "G", G, x2, "vector", _dtype)
     JF_x2 = _rt.call_xp(xp, "JF", JF, x2, "matrix", _dtype)
@@ -349,16 +378,70 @@ def _jacobian_xp(xp, x1, x2, F, G, JF, JG, _batch, _n, _dtype):
     # where it holds, and the derivation proves each piece equal to the value it stands for.
     _pw0_m0 = (G_x2 < -2)
     _pw0_m1 = ~(_pw0_m0)
-    G_x2__pw0_m0 = xp.where(_pw0_m0, G_x2, _zero + -10)
-    G_x2__pw0_m1 = xp.where(_pw0_m1, G_x2, _zero + 0)
-    _pw0 = xp.where(_pw0_m0, xp.exp(-abs(G_x2__pw0_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw0_m0 + 2))), 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))))
+    if _eager and _rt.mostly(xp, _pw0_m1):
+        # Eager: the last piece everywhere -- where an argument records a gradient, on the
+        # piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the
+        # gradient -- then each other piece only on the entries gathered where it holds,
+        # written back there (PyTorch with a gradient: out of place).
+        G_x2__pw0_m1 = _rt.safe_where(xp, _pw0_m1, G_x2, _zero + 0)
+        _pw0_shape = _rt.piece_shape(G_x2)
+        _pw0 = _rt.finish_xp(xp, 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))), _pw0_shape, _dtype, (G_x2,))
+        _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
+        if _pw0_i0 is not None:
+            G_x2__pw0_m0 = _rt.take_xp(xp, G_x2, _pw0_i0, _pw0_shape)
+            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, xp.exp(-abs(G_x2__pw0_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw0_m0 + 2))))
+    elif _eager:
+        # Eager, the last piece holding on at most half of the entries: every piece, the last
+        # included, only on the entries gathered where it holds, written back there.
+        _pw0_shape = _rt.piece_shape(G_x2)
+        _pw0 = xp.zeros(_pw0_shape, dtype=_dtype, device=_rt.device(_like))
+        _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
+        if _pw0_i0 is not None:
+            G_x2__pw0_m0 = _rt.take_xp(xp, G_x2, _pw0_i0, _pw0_shape)
+            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, xp.exp(-abs(G_x2__pw0_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw0_m0 + 2))))
+        _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
+        if _pw0_i1 is not None:
+            G_x2__pw0_m1 = _rt.take_xp(xp, G_x2, _pw0_i1, _pw0_shape)
+            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))))
+    else:
+        # Traced (torch.compile, torch.func, JAX, Dask): the double where, shape-static.
+        G_x2__pw0_m0 = xp.where(_pw0_m0, G_x2, _zero + -10)
+        G_x2__pw0_m1 = xp.where(_pw0_m1, G_x2, _zero + 0)
+        _pw0 = xp.where(_pw0_m0, xp.exp(-abs(G_x2__pw0_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw0_m0 + 2))), 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))))
     # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
     # where it holds, and the derivation proves each piece equal to the value it stands for.
     _pw1_m0 = (G_x2 > -2)
     _pw1_m1 = ~(_pw1_m0)
-    G_x2__pw1_m0 = xp.where(_pw1_m0, G_x2, _zero + 0)
-    G_x2__pw1_m1 = xp.where(_pw1_m1, G_x2, _zero + -2)
-    _pw1 = xp.where(_pw1_m0, xp.exp(-abs(G_x2__pw1_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw1_m0 + 2))), 1/(1 + xp.exp(-abs(G_x2__pw1_m1 + 2))))
+    if _eager and _rt.mostly(xp, _pw1_m1):
+        # Eager: the last piece everywhere -- where an argument records a gradient, on the
+        # piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the
+        # gradient -- then each other piece only on the entries gathered where it holds,
+        # written back there (PyTorch with a gradient: out of place).
+        G_x2__pw1_m1 = _rt.safe_where(xp, _pw1_m1, G_x2, _zero + -2)
+        _pw1_shape = _rt.piece_shape(G_x2)
+        _pw1 = _rt.finish_xp(xp, 1/(1 + xp.exp(-abs(G_x2__pw1_m1 + 2))), _pw1_shape, _dtype, (G_x2,))
+        _pw1_i0 = _rt.taken(xp, _pw1_m0, _pw1_shape)
+        if _pw1_i0 is not None:
+            G_x2__pw1_m0 = _rt.take_xp(xp, G_x2, _pw1_i0, _pw1_shape)
+            _pw1 = _rt.put_xp(xp, _pw1, _pw1_i0, xp.exp(-abs(G_x2__pw1_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw1_m0 + 2))))
+    elif _eager:
+        # Eager, the last piece holding on at most half of the entries: every piece, the last
+        # included, only on the entries gathered where it holds, written back there.
+        _pw1_shape = _rt.piece_shape(G_x2)
+        _pw1 = xp.zeros(_pw1_shape, dtype=_dtype, device=_rt.device(_like))
+        _pw1_i0 = _rt.taken(xp, _pw1_m0, _pw1_shape)
+        if _pw1_i0 is not None:
+            G_x2__pw1_m0 = _rt.take_xp(xp, G_x2, _pw1_i0, _pw1_shape)
+            _pw1 = _rt.put_xp(xp, _pw1, _pw1_i0, xp.exp(-abs(G_x2__pw1_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw1_m0 + 2))))
+        _pw1_i1 = _rt.taken(xp, _pw1_m1, _pw1_shape)
+        if _pw1_i1 is not None:
+            G_x2__pw1_m1 = _rt.take_xp(xp, G_x2, _pw1_i1, _pw1_shape)
+            _pw1 = _rt.put_xp(xp, _pw1, _pw1_i1, 1/(1 + xp.exp(-abs(G_x2__pw1_m1 + 2))))
+    else:
+        # Traced (torch.compile, torch.func, JAX, Dask): the double where, shape-static.
+        G_x2__pw1_m0 = xp.where(_pw1_m0, G_x2, _zero + 0)
+        G_x2__pw1_m1 = xp.where(_pw1_m1, G_x2, _zero + -2)
+        _pw1 = xp.where(_pw1_m0, xp.exp(-abs(G_x2__pw1_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw1_m0 + 2))), 1/(1 + xp.exp(-abs(G_x2__pw1_m1 + 2))))
     _J00 = _pw0
     _J11 = _pw0*_pw1*x1
     # Block matrix J = [[dy1/dx1, dy1/dx2], [dy2/dx1, dy2/dx2]]
@@ -542,6 +625,7 @@ def _forward_and_log_det_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     """forward_and_log_det for any array-API namespace xp, checked and converted by forward_and_log_det."""
     _like = x1
     _zero = xp.zeros((), dtype=_dtype, device=_rt.device(_like))
+    _eager = _rt.eager(xp, (x1, x2,))
     # Calls (each callable evaluated once)
     F_x2 = _rt.call_xp(xp, "F", F, x2, "vector", _dtype)
     G_x2 = _rt.call_xp(xp, "G", G, x2, "vector", _dtype)
@@ -550,9 +634,36 @@ def _forward_and_log_det_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     # where it holds, and the derivation proves each piece equal to the value it stands for.
     _pw0_m0 = (G_x2 < -2)
     _pw0_m1 = ~(_pw0_m0)
-    G_x2__pw0_m0 = xp.where(_pw0_m0, G_x2, _zero + -10)
-    G_x2__pw0_m1 = xp.where(_pw0_m1, G_x2, _zero + 0)
-    _pw0 = xp.where(_pw0_m0, xp.exp(-abs(G_x2__pw0_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw0_m0 + 2))), 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))))
+    if _eager and _rt.mostly(xp, _pw0_m1):
+        # Eager: the last piece everywhere -- where an argument records a gradient, on the
+        # piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the
+        # gradient -- then each other piece only on the entries gathered where it holds,
+        # written back there (PyTorch with a gradient: out of place).
+        G_x2__pw0_m1 = _rt.safe_where(xp, _pw0_m1, G_x2, _zero + 0)
+        _pw0_shape = _rt.piece_shape(G_x2)
+        _pw0 = _rt.finish_xp(xp, 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))), _pw0_shape, _dtype, (G_x2,))
+        _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
+        if _pw0_i0 is not None:
+            G_x2__pw0_m0 = _rt.take_xp(xp, G_x2, _pw0_i0, _pw0_shape)
+            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, xp.exp(-abs(G_x2__pw0_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw0_m0 + 2))))
+    elif _eager:
+        # Eager, the last piece holding on at most half of the entries: every piece, the last
+        # included, only on the entries gathered where it holds, written back there.
+        _pw0_shape = _rt.piece_shape(G_x2)
+        _pw0 = xp.zeros(_pw0_shape, dtype=_dtype, device=_rt.device(_like))
+        _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
+        if _pw0_i0 is not None:
+            G_x2__pw0_m0 = _rt.take_xp(xp, G_x2, _pw0_i0, _pw0_shape)
+            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, xp.exp(-abs(G_x2__pw0_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw0_m0 + 2))))
+        _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
+        if _pw0_i1 is not None:
+            G_x2__pw0_m1 = _rt.take_xp(xp, G_x2, _pw0_i1, _pw0_shape)
+            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))))
+    else:
+        # Traced (torch.compile, torch.func, JAX, Dask): the double where, shape-static.
+        G_x2__pw0_m0 = xp.where(_pw0_m0, G_x2, _zero + -10)
+        G_x2__pw0_m1 = xp.where(_pw0_m1, G_x2, _zero + 0)
+        _pw0 = xp.where(_pw0_m0, xp.exp(-abs(G_x2__pw0_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw0_m0 + 2))), 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))))
     # Output terms
     y2 = x2
     log_det = xp.sum(-xp.logaddexp(_zero, -G_x2 - 2), axis=-1)

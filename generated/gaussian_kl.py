@@ -131,6 +131,7 @@ def _kl_xp(xp, mu, sigma, _batch, _dtype):
     """kl for any array-API namespace xp, checked and converted by kl."""
     _like = mu
     _zero = xp.zeros((), dtype=_dtype, device=_rt.device(_like))
+    _eager = _rt.eager(xp, (mu, sigma,))
     # Output terms
     x = 2*xp.log(sigma)
     # Intermediate terms
@@ -140,11 +141,54 @@ def _kl_xp(xp, mu, sigma, _batch, _dtype):
     _pw0_m1 = (abs(x) < 1/2) & ~(_pw0_m0)
     _pw0_m2 = (x >= 2) & ~(_pw0_m0 | _pw0_m1)
     _pw0_m3 = ~(_pw0_m0 | _pw0_m1 | _pw0_m2)
-    x__pw0_m1 = xp.where(_pw0_m1, x, _zero + 0)
-    sigma__pw0_m2 = xp.where(_pw0_m2, sigma, _zero + 0)
-    x__pw0_m2 = xp.where(_pw0_m2, x, _zero + 0)
-    x__pw0_m3 = xp.where(_pw0_m3, x, _zero + 0)
-    _pw0 = xp.where(_pw0_m0, _zero + xp.inf, xp.where(_pw0_m1, x__pw0_m1**2*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*((1/2615348736000)*x__pw0_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4), xp.where(_pw0_m2, 2*((1/2)*sigma__pw0_m2)**2 - (1/2)*x__pw0_m2 - 1/2, (1/2)*xp.expm1(x__pw0_m3) - (1/2)*x__pw0_m3)))
+    if _eager and _rt.mostly(xp, _pw0_m3):
+        # Eager: the last piece everywhere -- where an argument records a gradient, on the
+        # piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the
+        # gradient -- then each other piece only on the entries gathered where it holds,
+        # written back there (PyTorch with a gradient: out of place).
+        x__pw0_m3 = _rt.safe_where(xp, _pw0_m3, x, _zero + 0)
+        _pw0_shape = _rt.piece_shape(sigma, x)
+        _pw0 = _rt.finish_xp(xp, (1/2)*xp.expm1(x__pw0_m3) - (1/2)*x__pw0_m3, _pw0_shape, _dtype, (sigma, x,))
+        _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
+        if _pw0_i0 is not None:
+            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, _zero + xp.inf)
+        _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
+        if _pw0_i1 is not None:
+            x__pw0_m1 = _rt.take_xp(xp, x, _pw0_i1, _pw0_shape)
+            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, x__pw0_m1**2*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*((1/2615348736000)*x__pw0_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4))
+        _pw0_i2 = _rt.taken(xp, _pw0_m2, _pw0_shape)
+        if _pw0_i2 is not None:
+            sigma__pw0_m2 = _rt.take_xp(xp, sigma, _pw0_i2, _pw0_shape)
+            x__pw0_m2 = _rt.take_xp(xp, x, _pw0_i2, _pw0_shape)
+            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i2, 2*((1/2)*sigma__pw0_m2)**2 - (1/2)*x__pw0_m2 - 1/2)
+    elif _eager:
+        # Eager, the last piece holding on at most half of the entries: every piece, the last
+        # included, only on the entries gathered where it holds, written back there.
+        _pw0_shape = _rt.piece_shape(sigma, x)
+        _pw0 = xp.zeros(_pw0_shape, dtype=_dtype, device=_rt.device(_like))
+        _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
+        if _pw0_i0 is not None:
+            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, _zero + xp.inf)
+        _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
+        if _pw0_i1 is not None:
+            x__pw0_m1 = _rt.take_xp(xp, x, _pw0_i1, _pw0_shape)
+            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, x__pw0_m1**2*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*((1/2615348736000)*x__pw0_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4))
+        _pw0_i2 = _rt.taken(xp, _pw0_m2, _pw0_shape)
+        if _pw0_i2 is not None:
+            sigma__pw0_m2 = _rt.take_xp(xp, sigma, _pw0_i2, _pw0_shape)
+            x__pw0_m2 = _rt.take_xp(xp, x, _pw0_i2, _pw0_shape)
+            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i2, 2*((1/2)*sigma__pw0_m2)**2 - (1/2)*x__pw0_m2 - 1/2)
+        _pw0_i3 = _rt.taken(xp, _pw0_m3, _pw0_shape)
+        if _pw0_i3 is not None:
+            x__pw0_m3 = _rt.take_xp(xp, x, _pw0_i3, _pw0_shape)
+            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i3, (1/2)*xp.expm1(x__pw0_m3) - (1/2)*x__pw0_m3)
+    else:
+        # Traced (torch.compile, torch.func, JAX, Dask): the double where, shape-static.
+        x__pw0_m1 = xp.where(_pw0_m1, x, _zero + 0)
+        sigma__pw0_m2 = xp.where(_pw0_m2, sigma, _zero + 0)
+        x__pw0_m2 = xp.where(_pw0_m2, x, _zero + 0)
+        x__pw0_m3 = xp.where(_pw0_m3, x, _zero + 0)
+        _pw0 = xp.where(_pw0_m0, _zero + xp.inf, xp.where(_pw0_m1, x__pw0_m1**2*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*((1/2615348736000)*x__pw0_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4), xp.where(_pw0_m2, 2*((1/2)*sigma__pw0_m2)**2 - (1/2)*x__pw0_m2 - 1/2, (1/2)*xp.expm1(x__pw0_m3) - (1/2)*x__pw0_m3)))
     # Output terms
     kl = _pw0 + 2*((1/2)*mu)**2
     kl = _rt.finish_xp(xp, kl, _batch, _dtype, (mu, sigma,))
