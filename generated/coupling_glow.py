@@ -154,7 +154,7 @@ def _forward_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
         # Eager, the last piece holding on at most half of the entries: every piece, the last
         # included, only on the entries gathered where it holds, written back there.
         _pw0_shape = _rt.piece_shape(G_x2)
-        _pw0 = xp.zeros(_pw0_shape, dtype=_dtype, device=_rt.device(_like))
+        _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (G_x2,))
         _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
         if _pw0_i0 is not None:
             G_x2__pw0_m0 = _rt.take_xp(xp, G_x2, _pw0_i0, _pw0_shape)
@@ -394,7 +394,7 @@ def _jacobian_xp(xp, x1, x2, F, G, JF, JG, _batch, _n, _dtype):
         # Eager, the last piece holding on at most half of the entries: every piece, the last
         # included, only on the entries gathered where it holds, written back there.
         _pw0_shape = _rt.piece_shape(G_x2)
-        _pw0 = xp.zeros(_pw0_shape, dtype=_dtype, device=_rt.device(_like))
+        _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (G_x2,))
         _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
         if _pw0_i0 is not None:
             G_x2__pw0_m0 = _rt.take_xp(xp, G_x2, _pw0_i0, _pw0_shape)
@@ -428,7 +428,7 @@ def _jacobian_xp(xp, x1, x2, F, G, JF, JG, _batch, _n, _dtype):
         # Eager, the last piece holding on at most half of the entries: every piece, the last
         # included, only on the entries gathered where it holds, written back there.
         _pw1_shape = _rt.piece_shape(G_x2)
-        _pw1 = xp.zeros(_pw1_shape, dtype=_dtype, device=_rt.device(_like))
+        _pw1 = _rt.zeros_xp(xp, _pw1_shape, _dtype, _like, (G_x2,))
         _pw1_i0 = _rt.taken(xp, _pw1_m0, _pw1_shape)
         if _pw1_i0 is not None:
             G_x2__pw1_m0 = _rt.take_xp(xp, G_x2, _pw1_i0, _pw1_shape)
@@ -650,7 +650,7 @@ def _forward_and_log_det_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
         # Eager, the last piece holding on at most half of the entries: every piece, the last
         # included, only on the entries gathered where it holds, written back there.
         _pw0_shape = _rt.piece_shape(G_x2)
-        _pw0 = xp.zeros(_pw0_shape, dtype=_dtype, device=_rt.device(_like))
+        _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (G_x2,))
         _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
         if _pw0_i0 is not None:
             G_x2__pw0_m0 = _rt.take_xp(xp, G_x2, _pw0_i0, _pw0_shape)

@@ -165,7 +165,7 @@ def _kl_xp(xp, mu, logvar, _batch, _dtype):
         # Eager, the last piece holding on at most half of the entries: every piece, the last
         # included, only on the entries gathered where it holds, written back there.
         _pw0_shape = _rt.piece_shape(logvar, x)
-        _pw0 = xp.zeros(_pw0_shape, dtype=_dtype, device=_rt.device(_like))
+        _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (logvar, x,))
         _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
         if _pw0_i0 is not None:
             _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, _zero + xp.inf)

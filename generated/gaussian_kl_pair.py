@@ -178,7 +178,7 @@ def _kl_xp(xp, mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
         # Eager, the last piece holding on at most half of the entries: every piece, the last
         # included, only on the entries gathered where it holds, written back there.
         _pw0_shape = _rt.piece_shape(sigma_p, sigma_q)
-        _pw0 = xp.zeros(_pw0_shape, dtype=_dtype, device=_rt.device(_like))
+        _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (sigma_p, sigma_q,))
         _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
         if _pw0_i0 is not None:
             sigma_p__pw0_m0 = _rt.take_xp(xp, sigma_p, _pw0_i0, _pw0_shape)
@@ -238,7 +238,7 @@ def _kl_xp(xp, mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
         # Eager, the last piece holding on at most half of the entries: every piece, the last
         # included, only on the entries gathered where it holds, written back there.
         _pw1_shape = _rt.piece_shape(sigma_p, sigma_q, x)
-        _pw1 = xp.zeros(_pw1_shape, dtype=_dtype, device=_rt.device(_like))
+        _pw1 = _rt.zeros_xp(xp, _pw1_shape, _dtype, _like, (sigma_p, sigma_q, x,))
         _pw1_i0 = _rt.taken(xp, _pw1_m0, _pw1_shape)
         if _pw1_i0 is not None:
             _pw1 = _rt.put_xp(xp, _pw1, _pw1_i0, _zero + xp.inf)
@@ -400,7 +400,7 @@ def _kl_grad_xp(xp, mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
         # Eager, the last piece holding on at most half of the entries: every piece, the last
         # included, only on the entries gathered where it holds, written back there.
         _pw0_shape = _rt.piece_shape(sigma_p, sigma_q)
-        _pw0 = xp.zeros(_pw0_shape, dtype=_dtype, device=_rt.device(_like))
+        _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (sigma_p, sigma_q,))
         _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
         if _pw0_i0 is not None:
             sigma_p__pw0_m0 = _rt.take_xp(xp, sigma_p, _pw0_i0, _pw0_shape)
@@ -697,7 +697,7 @@ def _kl_grad_stl_xp(xp, mu_q, sigma_q, mu_p, sigma_p, eps, _batch, _dtype):
         # Eager, the last piece holding on at most half of the entries: every piece, the last
         # included, only on the entries gathered where it holds, written back there.
         _pw0_shape = _rt.piece_shape(sigma_p, sigma_q)
-        _pw0 = xp.zeros(_pw0_shape, dtype=_dtype, device=_rt.device(_like))
+        _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (sigma_p, sigma_q,))
         _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
         if _pw0_i0 is not None:
             sigma_p__pw0_m0 = _rt.take_xp(xp, sigma_p, _pw0_i0, _pw0_shape)

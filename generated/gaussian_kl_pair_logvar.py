@@ -179,7 +179,7 @@ def _kl_xp(xp, mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
         # Eager, the last piece holding on at most half of the entries: every piece, the last
         # included, only on the entries gathered where it holds, written back there.
         _pw0_shape = _rt.piece_shape(logvar_p, mu_p, mu_q, sigma_p)
-        _pw0 = xp.zeros(_pw0_shape, dtype=_dtype, device=_rt.device(_like))
+        _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (logvar_p, mu_p, mu_q, sigma_p,))
         _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
         if _pw0_i0 is not None:
             mu_p__pw0_m0 = _rt.take_xp(xp, mu_p, _pw0_i0, _pw0_shape)
@@ -237,7 +237,7 @@ def _kl_xp(xp, mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
         # Eager, the last piece holding on at most half of the entries: every piece, the last
         # included, only on the entries gathered where it holds, written back there.
         _pw1_shape = _rt.piece_shape(logvar_p, logvar_q, x)
-        _pw1 = xp.zeros(_pw1_shape, dtype=_dtype, device=_rt.device(_like))
+        _pw1 = _rt.zeros_xp(xp, _pw1_shape, _dtype, _like, (logvar_p, logvar_q, x,))
         _pw1_i0 = _rt.taken(xp, _pw1_m0, _pw1_shape)
         if _pw1_i0 is not None:
             _pw1 = _rt.put_xp(xp, _pw1, _pw1_i0, _zero + xp.inf)
@@ -398,7 +398,7 @@ def _kl_grad_xp(xp, mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
         # Eager, the last piece holding on at most half of the entries: every piece, the last
         # included, only on the entries gathered where it holds, written back there.
         _pw0_shape = _rt.piece_shape(logvar_p, mu_p, mu_q, sigma_p)
-        _pw0 = xp.zeros(_pw0_shape, dtype=_dtype, device=_rt.device(_like))
+        _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (logvar_p, mu_p, mu_q, sigma_p,))
         _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
         if _pw0_i0 is not None:
             mu_p__pw0_m0 = _rt.take_xp(xp, mu_p, _pw0_i0, _pw0_shape)
@@ -567,7 +567,7 @@ def _kl_grad_reparam_xp(xp, mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype)
         # Eager, the last piece holding on at most half of the entries: every piece, the last
         # included, only on the entries gathered where it holds, written back there.
         _pw0_shape = _rt.piece_shape(logvar_p, mu_p, mu_q, sigma_p)
-        _pw0 = xp.zeros(_pw0_shape, dtype=_dtype, device=_rt.device(_like))
+        _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (logvar_p, mu_p, mu_q, sigma_p,))
         _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
         if _pw0_i0 is not None:
             mu_p__pw0_m0 = _rt.take_xp(xp, mu_p, _pw0_i0, _pw0_shape)
@@ -740,7 +740,7 @@ def _kl_grad_stl_xp(xp, mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype):
         # Eager, the last piece holding on at most half of the entries: every piece, the last
         # included, only on the entries gathered where it holds, written back there.
         _pw0_shape = _rt.piece_shape(logvar_p, mu_p, mu_q, sigma_p)
-        _pw0 = xp.zeros(_pw0_shape, dtype=_dtype, device=_rt.device(_like))
+        _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (logvar_p, mu_p, mu_q, sigma_p,))
         _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
         if _pw0_i0 is not None:
             mu_p__pw0_m0 = _rt.take_xp(xp, mu_p, _pw0_i0, _pw0_shape)

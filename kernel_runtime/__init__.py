@@ -52,7 +52,7 @@ __all__ = [
     "prepare_elementwise", "prepare_coupling", "call", "call_xp", "finish", "finish_xp",
     "broadcast", "full", "scale_rows", "scale_rows_xp", "eye_xp", "blocks_xp", "device",
     "numpy_elementwise", "numpy_coupling",
-    "eager", "mostly", "piece_shape", "safe_where", "taken", "take_xp", "put_xp",
+    "eager", "mostly", "piece_shape", "safe_where", "zeros_xp", "taken", "take_xp", "put_xp",
 ]
 
 _ndarray = numpy.ndarray
@@ -876,6 +876,32 @@ def safe_where(xp: Any, mask: Any, source: Any, safe: Any) -> Any:
         if not (source.requires_grad and torch.is_grad_enabled()):
             return source
     return xp.where(mask, source, safe)
+
+
+def zeros_xp(xp: Any, shape: tuple[int, ...], dtype: Any, like: Any,
+             sources: tuple[Any, ...]) -> Any:
+    """Zeros of ``shape``, the start of a piecewise value whose every piece is gathered.
+
+    In PyTorch, where a source records a gradient, the zeros join the graph through an
+    empty sum of it (0, with a zero gradient): so the value records a gradient even where
+    no entry takes a piece that reads a source (an empty batch, or only constant pieces),
+    as the double where's value does -- else ``backward`` on it would raise.
+
+    Example:
+        >>> import torch
+        >>> s = torch.ones(0, requires_grad=True)
+        >>> zeros_xp(torch, (0,), torch.float32, s, (s,)).requires_grad
+        True
+    """
+    out = xp.zeros(shape, dtype=dtype, device=device(like))
+    if _is_torch(out):
+        import torch
+
+        if torch.is_grad_enabled():
+            for a in sources:
+                if getattr(a, "requires_grad", False):
+                    out = out + a.reshape(-1)[:0].sum().to(out.dtype)
+    return out
 
 
 def taken(xp: Any, mask: Any, shape: tuple[int, ...]) -> tuple[Any, Any] | None:
