@@ -7,19 +7,20 @@ import math
 import pytest
 
 from .backends import make
-from .test_eager import IDS, PIECEWISE, VARIANTS, _inputs, _run, _traced, _variant
+from .test_eager import IDS, LAYOUTS, PIECEWISE, VARIANTS, _inputs, _run, _traced, _variant
 
 torch = pytest.importorskip("torch", reason="torch is not installed (test extra)")
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize(("module", "kernel"), PIECEWISE, ids=IDS)
-def test_eager_gradient_on_one_argument_only(monkeypatch, module, kernel, variant):
+def test_eager_gradient_on_one_argument_only(monkeypatch, module, kernel, layout, variant):
     """As the all-argument gradient test, but only one argument records a gradient (a fixed
     prior, a frozen input): the others reach the last piece raw where another piece holds."""
     lib = make("torch")
     _variant(monkeypatch, variant)
-    base, kwargs = _inputs(kernel, 0, lib)
+    base, kwargs = _inputs(kernel, 0, lib, layout)
     for k, a in enumerate(base):
         if not isinstance(a, torch.Tensor):
             continue
