@@ -82,3 +82,57 @@ def test_eager_kl_records_a_gradient_where_only_constant_pieces_hold():
     assert out.requires_grad and out.tolist() == [math.inf] * 3
     (g,) = torch.autograd.grad(out.sum(), sigma)
     assert g.tolist() == [0.0] * 3
+
+
+# --- found in review, not caused by the eager lowering (both paths, and NumPy) ----------
+
+
+@pytest.mark.xfail(strict=True, reason="autograd through the pair logvar kl: sigma_p = "
+                   "exp(logvar_p/2) overflows past logvar_p ~ 1420, 0 * inf = NaN on both "
+                   "paths, where kl (709.5) and kl_grad (0.5) are finite")
+def test_autograd_through_the_pair_logvar_kl_is_finite_for_a_huge_prior_logvar():
+    from generated import gaussian_kl_pair_logvar as m
+
+    args = [torch.tensor([v], dtype=torch.float64, requires_grad=True)
+            for v in (3.8, 0.0, 1.6, 1600.0)]
+    got = torch.autograd.grad(m.kl(*args).sum(), args)
+    want = m.kl_grad(*[a.detach() for a in args])
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-13, atol=1e-300)
+
+
+@pytest.mark.xfail(strict=True, reason="a user parameterization sigma = softplus(rho): "
+                   "kl_grad's d_rho is exp(rho)*(...)/(log1p(exp(rho))*...) = 0/0 = NaN for "
+                   "rho < -745 (true value -1); 2e-11 relative error already at rho = -720 "
+                   "(subnormal intermediates)")
+def test_a_softplus_parameterization_has_a_finite_kl_grad_far_left():
+    import numpy as np
+    import sympy as sp
+
+    from codegen.numpy_backend import render_numpy
+    from derive.gaussian_kl import Parameterization
+    from derive.kernels import gaussian_kl_module
+
+    rho = sp.Symbol("rho", real=True)
+    p = Parameterization("rho", "gaussian_kl_softplus", rho, sp.log(1 + sp.exp(rho)),
+                         "softplus rho")
+    namespace: dict = {}
+    exec(render_numpy(gaussian_kl_module(p), "test"), namespace)  # noqa: S102
+    with np.errstate(all="ignore"):
+        _, d_rho = namespace["kl_grad"](np.zeros(2), np.array([-720.0, -800.0]))
+    np.testing.assert_allclose(d_rho, [-1.0, -1.0], rtol=1e-13)
+
+
+@pytest.mark.xfail(strict=True, reason="the shipped pair kl_grad at a subnormal sigma_p: "
+                   "1/sigma_p overflows, inf * 0 = NaN, where the gradient is 0 "
+                   "(sigma_q = sigma_p, mu_q = mu_p)")
+def test_the_pair_kl_grad_is_finite_at_a_subnormal_prior_scale():
+    import numpy as np
+
+    from generated import gaussian_kl_pair as m
+
+    s = np.array([1e-310])
+    with np.errstate(all="ignore"):
+        grads = m.kl_grad(np.zeros(1), s, np.zeros(1), s)
+    for g in grads:
+        np.testing.assert_array_equal(g, [0.0])
