@@ -139,6 +139,7 @@ def _piecewise_xp(st: Statement, printer: XpPrinter) -> dict[str, Any]:
     eager = {
         "note": EAGER_NOTE,
         "sparse_note": EAGER_SPARSE_NOTE,
+        "branch_note": EAGER_BRANCH_NOTE,
         "default_mask": default_mask,
         "shape": ", ".join(st.arrays),
         # the default piece everywhere, on its safe point where another piece holds
@@ -162,16 +163,20 @@ def _piecewise_xp(st: Statement, printer: XpPrinter) -> dict[str, Any]:
 #: forward and backward): 5.6 ms eager against 13.2 ms at 1e5 entries, 48 ms against
 #: 161 ms at 1e6 -- so the eager lowering serves gradients too.
 EAGER_NOTE = (
-    "Eager: the last piece everywhere -- where an argument records a gradient, on the",
-    "piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the",
-    "gradient -- then each other piece only on the entries gathered where it holds,",
-    "written back there (PyTorch with a gradient: out of place).",
+    "Eager, the last piece holding on most entries: evaluated everywhere -- where",
+    "an argument records a gradient, on the piece's safe point where another piece",
+    "holds, so that no 0 * inf = NaN reaches the gradient.",
 )
 #: Printed above the eager variant for a last piece that holds on at most half of the
 #: entries (``_rt.mostly``): then evaluating it everywhere would cost more than gathering.
 EAGER_SPARSE_NOTE = (
-    "Eager, the last piece holding on at most half of the entries: every piece, the last",
-    "included, only on the entries gathered where it holds, written back there.",
+    "Eager, the last piece holding on at most half of the entries: evaluated only",
+    "on the entries gathered where it holds, written back there.",
+)
+#: Printed above the other pieces of an eager piecewise value.
+EAGER_BRANCH_NOTE = (
+    "Each other piece only on the entries gathered where it holds, written back there",
+    "(PyTorch with a gradient: out of place).",
 )
 
 

@@ -138,31 +138,28 @@ def _forward_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     # where it holds, and the derivation proves each piece equal to the value it stands for.
     _pw0_m0 = (G_x2 < -2)
     _pw0_m1 = ~(_pw0_m0)
-    if _eager and _rt.mostly(xp, _pw0_m1):
-        # Eager: the last piece everywhere -- where an argument records a gradient, on the
-        # piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the
-        # gradient -- then each other piece only on the entries gathered where it holds,
-        # written back there (PyTorch with a gradient: out of place).
-        G_x2__pw0_m1 = _rt.safe_where(xp, _pw0_m1, G_x2, _zero + 0)
+    if _eager:
         _pw0_shape = _rt.piece_shape(G_x2)
-        _pw0 = _rt.finish_xp(xp, 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))), _pw0_shape, _dtype, (G_x2,))
+        if _rt.mostly(xp, _pw0_m1):
+            # Eager, the last piece holding on most entries: evaluated everywhere -- where
+            # an argument records a gradient, on the piece's safe point where another piece
+            # holds, so that no 0 * inf = NaN reaches the gradient.
+            G_x2__pw0_m1 = _rt.safe_where(xp, _pw0_m1, G_x2, _zero + 0)
+            _pw0 = _rt.finish_xp(xp, 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))), _pw0_shape, _dtype, (G_x2,))
+        else:
+            # Eager, the last piece holding on at most half of the entries: evaluated only
+            # on the entries gathered where it holds, written back there.
+            _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (G_x2,))
+            _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
+            if _pw0_i1 is not None:
+                G_x2__pw0_m1 = _rt.take_xp(xp, G_x2, _pw0_i1, _pw0_shape)
+                _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))))
+        # Each other piece only on the entries gathered where it holds, written back there
+        # (PyTorch with a gradient: out of place).
         _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
         if _pw0_i0 is not None:
             G_x2__pw0_m0 = _rt.take_xp(xp, G_x2, _pw0_i0, _pw0_shape)
             _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, xp.exp(-abs(G_x2__pw0_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw0_m0 + 2))))
-    elif _eager:
-        # Eager, the last piece holding on at most half of the entries: every piece, the last
-        # included, only on the entries gathered where it holds, written back there.
-        _pw0_shape = _rt.piece_shape(G_x2)
-        _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (G_x2,))
-        _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
-        if _pw0_i0 is not None:
-            G_x2__pw0_m0 = _rt.take_xp(xp, G_x2, _pw0_i0, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, xp.exp(-abs(G_x2__pw0_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw0_m0 + 2))))
-        _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
-        if _pw0_i1 is not None:
-            G_x2__pw0_m1 = _rt.take_xp(xp, G_x2, _pw0_i1, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))))
     else:
         # Traced (torch.compile, torch.func, JAX, Dask): the double where, shape-static.
         G_x2__pw0_m0 = xp.where(_pw0_m0, G_x2, _zero + -10)
@@ -378,31 +375,28 @@ def _jacobian_xp(xp, x1, x2, F, G, JF, JG, _batch, _n, _dtype):
     # where it holds, and the derivation proves each piece equal to the value it stands for.
     _pw0_m0 = (G_x2 < -2)
     _pw0_m1 = ~(_pw0_m0)
-    if _eager and _rt.mostly(xp, _pw0_m1):
-        # Eager: the last piece everywhere -- where an argument records a gradient, on the
-        # piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the
-        # gradient -- then each other piece only on the entries gathered where it holds,
-        # written back there (PyTorch with a gradient: out of place).
-        G_x2__pw0_m1 = _rt.safe_where(xp, _pw0_m1, G_x2, _zero + 0)
+    if _eager:
         _pw0_shape = _rt.piece_shape(G_x2)
-        _pw0 = _rt.finish_xp(xp, 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))), _pw0_shape, _dtype, (G_x2,))
+        if _rt.mostly(xp, _pw0_m1):
+            # Eager, the last piece holding on most entries: evaluated everywhere -- where
+            # an argument records a gradient, on the piece's safe point where another piece
+            # holds, so that no 0 * inf = NaN reaches the gradient.
+            G_x2__pw0_m1 = _rt.safe_where(xp, _pw0_m1, G_x2, _zero + 0)
+            _pw0 = _rt.finish_xp(xp, 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))), _pw0_shape, _dtype, (G_x2,))
+        else:
+            # Eager, the last piece holding on at most half of the entries: evaluated only
+            # on the entries gathered where it holds, written back there.
+            _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (G_x2,))
+            _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
+            if _pw0_i1 is not None:
+                G_x2__pw0_m1 = _rt.take_xp(xp, G_x2, _pw0_i1, _pw0_shape)
+                _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))))
+        # Each other piece only on the entries gathered where it holds, written back there
+        # (PyTorch with a gradient: out of place).
         _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
         if _pw0_i0 is not None:
             G_x2__pw0_m0 = _rt.take_xp(xp, G_x2, _pw0_i0, _pw0_shape)
             _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, xp.exp(-abs(G_x2__pw0_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw0_m0 + 2))))
-    elif _eager:
-        # Eager, the last piece holding on at most half of the entries: every piece, the last
-        # included, only on the entries gathered where it holds, written back there.
-        _pw0_shape = _rt.piece_shape(G_x2)
-        _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (G_x2,))
-        _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
-        if _pw0_i0 is not None:
-            G_x2__pw0_m0 = _rt.take_xp(xp, G_x2, _pw0_i0, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, xp.exp(-abs(G_x2__pw0_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw0_m0 + 2))))
-        _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
-        if _pw0_i1 is not None:
-            G_x2__pw0_m1 = _rt.take_xp(xp, G_x2, _pw0_i1, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))))
     else:
         # Traced (torch.compile, torch.func, JAX, Dask): the double where, shape-static.
         G_x2__pw0_m0 = xp.where(_pw0_m0, G_x2, _zero + -10)
@@ -412,31 +406,28 @@ def _jacobian_xp(xp, x1, x2, F, G, JF, JG, _batch, _n, _dtype):
     # where it holds, and the derivation proves each piece equal to the value it stands for.
     _pw1_m0 = (G_x2 > -2)
     _pw1_m1 = ~(_pw1_m0)
-    if _eager and _rt.mostly(xp, _pw1_m1):
-        # Eager: the last piece everywhere -- where an argument records a gradient, on the
-        # piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the
-        # gradient -- then each other piece only on the entries gathered where it holds,
-        # written back there (PyTorch with a gradient: out of place).
-        G_x2__pw1_m1 = _rt.safe_where(xp, _pw1_m1, G_x2, _zero + -2)
+    if _eager:
         _pw1_shape = _rt.piece_shape(G_x2)
-        _pw1 = _rt.finish_xp(xp, 1/(1 + xp.exp(-abs(G_x2__pw1_m1 + 2))), _pw1_shape, _dtype, (G_x2,))
+        if _rt.mostly(xp, _pw1_m1):
+            # Eager, the last piece holding on most entries: evaluated everywhere -- where
+            # an argument records a gradient, on the piece's safe point where another piece
+            # holds, so that no 0 * inf = NaN reaches the gradient.
+            G_x2__pw1_m1 = _rt.safe_where(xp, _pw1_m1, G_x2, _zero + -2)
+            _pw1 = _rt.finish_xp(xp, 1/(1 + xp.exp(-abs(G_x2__pw1_m1 + 2))), _pw1_shape, _dtype, (G_x2,))
+        else:
+            # Eager, the last piece holding on at most half of the entries: evaluated only
+            # on the entries gathered where it holds, written back there.
+            _pw1 = _rt.zeros_xp(xp, _pw1_shape, _dtype, _like, (G_x2,))
+            _pw1_i1 = _rt.taken(xp, _pw1_m1, _pw1_shape)
+            if _pw1_i1 is not None:
+                G_x2__pw1_m1 = _rt.take_xp(xp, G_x2, _pw1_i1, _pw1_shape)
+                _pw1 = _rt.put_xp(xp, _pw1, _pw1_i1, 1/(1 + xp.exp(-abs(G_x2__pw1_m1 + 2))))
+        # Each other piece only on the entries gathered where it holds, written back there
+        # (PyTorch with a gradient: out of place).
         _pw1_i0 = _rt.taken(xp, _pw1_m0, _pw1_shape)
         if _pw1_i0 is not None:
             G_x2__pw1_m0 = _rt.take_xp(xp, G_x2, _pw1_i0, _pw1_shape)
             _pw1 = _rt.put_xp(xp, _pw1, _pw1_i0, xp.exp(-abs(G_x2__pw1_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw1_m0 + 2))))
-    elif _eager:
-        # Eager, the last piece holding on at most half of the entries: every piece, the last
-        # included, only on the entries gathered where it holds, written back there.
-        _pw1_shape = _rt.piece_shape(G_x2)
-        _pw1 = _rt.zeros_xp(xp, _pw1_shape, _dtype, _like, (G_x2,))
-        _pw1_i0 = _rt.taken(xp, _pw1_m0, _pw1_shape)
-        if _pw1_i0 is not None:
-            G_x2__pw1_m0 = _rt.take_xp(xp, G_x2, _pw1_i0, _pw1_shape)
-            _pw1 = _rt.put_xp(xp, _pw1, _pw1_i0, xp.exp(-abs(G_x2__pw1_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw1_m0 + 2))))
-        _pw1_i1 = _rt.taken(xp, _pw1_m1, _pw1_shape)
-        if _pw1_i1 is not None:
-            G_x2__pw1_m1 = _rt.take_xp(xp, G_x2, _pw1_i1, _pw1_shape)
-            _pw1 = _rt.put_xp(xp, _pw1, _pw1_i1, 1/(1 + xp.exp(-abs(G_x2__pw1_m1 + 2))))
     else:
         # Traced (torch.compile, torch.func, JAX, Dask): the double where, shape-static.
         G_x2__pw1_m0 = xp.where(_pw1_m0, G_x2, _zero + 0)
@@ -634,31 +625,28 @@ def _forward_and_log_det_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     # where it holds, and the derivation proves each piece equal to the value it stands for.
     _pw0_m0 = (G_x2 < -2)
     _pw0_m1 = ~(_pw0_m0)
-    if _eager and _rt.mostly(xp, _pw0_m1):
-        # Eager: the last piece everywhere -- where an argument records a gradient, on the
-        # piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the
-        # gradient -- then each other piece only on the entries gathered where it holds,
-        # written back there (PyTorch with a gradient: out of place).
-        G_x2__pw0_m1 = _rt.safe_where(xp, _pw0_m1, G_x2, _zero + 0)
+    if _eager:
         _pw0_shape = _rt.piece_shape(G_x2)
-        _pw0 = _rt.finish_xp(xp, 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))), _pw0_shape, _dtype, (G_x2,))
+        if _rt.mostly(xp, _pw0_m1):
+            # Eager, the last piece holding on most entries: evaluated everywhere -- where
+            # an argument records a gradient, on the piece's safe point where another piece
+            # holds, so that no 0 * inf = NaN reaches the gradient.
+            G_x2__pw0_m1 = _rt.safe_where(xp, _pw0_m1, G_x2, _zero + 0)
+            _pw0 = _rt.finish_xp(xp, 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))), _pw0_shape, _dtype, (G_x2,))
+        else:
+            # Eager, the last piece holding on at most half of the entries: evaluated only
+            # on the entries gathered where it holds, written back there.
+            _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (G_x2,))
+            _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
+            if _pw0_i1 is not None:
+                G_x2__pw0_m1 = _rt.take_xp(xp, G_x2, _pw0_i1, _pw0_shape)
+                _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))))
+        # Each other piece only on the entries gathered where it holds, written back there
+        # (PyTorch with a gradient: out of place).
         _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
         if _pw0_i0 is not None:
             G_x2__pw0_m0 = _rt.take_xp(xp, G_x2, _pw0_i0, _pw0_shape)
             _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, xp.exp(-abs(G_x2__pw0_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw0_m0 + 2))))
-    elif _eager:
-        # Eager, the last piece holding on at most half of the entries: every piece, the last
-        # included, only on the entries gathered where it holds, written back there.
-        _pw0_shape = _rt.piece_shape(G_x2)
-        _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (G_x2,))
-        _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
-        if _pw0_i0 is not None:
-            G_x2__pw0_m0 = _rt.take_xp(xp, G_x2, _pw0_i0, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, xp.exp(-abs(G_x2__pw0_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw0_m0 + 2))))
-        _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
-        if _pw0_i1 is not None:
-            G_x2__pw0_m1 = _rt.take_xp(xp, G_x2, _pw0_i1, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))))
     else:
         # Traced (torch.compile, torch.func, JAX, Dask): the double where, shape-static.
         G_x2__pw0_m0 = xp.where(_pw0_m0, G_x2, _zero + -10)

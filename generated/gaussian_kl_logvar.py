@@ -141,14 +141,24 @@ def _kl_xp(xp, mu, logvar, _batch, _dtype):
     _pw0_m1 = (abs(x) < 1/2) & ~(_pw0_m0)
     _pw0_m2 = (x >= 88) & ~(_pw0_m0 | _pw0_m1)
     _pw0_m3 = ~(_pw0_m0 | _pw0_m1 | _pw0_m2)
-    if _eager and _rt.mostly(xp, _pw0_m3):
-        # Eager: the last piece everywhere -- where an argument records a gradient, on the
-        # piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the
-        # gradient -- then each other piece only on the entries gathered where it holds,
-        # written back there (PyTorch with a gradient: out of place).
-        x__pw0_m3 = _rt.safe_where(xp, _pw0_m3, x, _zero + 0)
+    if _eager:
         _pw0_shape = _rt.piece_shape(logvar, x)
-        _pw0 = _rt.finish_xp(xp, (1/2)*xp.expm1(x__pw0_m3) - (1/2)*x__pw0_m3, _pw0_shape, _dtype, (logvar, x,))
+        if _rt.mostly(xp, _pw0_m3):
+            # Eager, the last piece holding on most entries: evaluated everywhere -- where
+            # an argument records a gradient, on the piece's safe point where another piece
+            # holds, so that no 0 * inf = NaN reaches the gradient.
+            x__pw0_m3 = _rt.safe_where(xp, _pw0_m3, x, _zero + 0)
+            _pw0 = _rt.finish_xp(xp, (1/2)*xp.expm1(x__pw0_m3) - (1/2)*x__pw0_m3, _pw0_shape, _dtype, (logvar, x,))
+        else:
+            # Eager, the last piece holding on at most half of the entries: evaluated only
+            # on the entries gathered where it holds, written back there.
+            _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (logvar, x,))
+            _pw0_i3 = _rt.taken(xp, _pw0_m3, _pw0_shape)
+            if _pw0_i3 is not None:
+                x__pw0_m3 = _rt.take_xp(xp, x, _pw0_i3, _pw0_shape)
+                _pw0 = _rt.put_xp(xp, _pw0, _pw0_i3, (1/2)*xp.expm1(x__pw0_m3) - (1/2)*x__pw0_m3)
+        # Each other piece only on the entries gathered where it holds, written back there
+        # (PyTorch with a gradient: out of place).
         _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
         if _pw0_i0 is not None:
             _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, _zero + xp.inf)
@@ -161,27 +171,6 @@ def _kl_xp(xp, mu, logvar, _batch, _dtype):
             logvar__pw0_m2 = _rt.take_xp(xp, logvar, _pw0_i2, _pw0_shape)
             x__pw0_m2 = _rt.take_xp(xp, x, _pw0_i2, _pw0_shape)
             _pw0 = _rt.put_xp(xp, _pw0, _pw0_i2, 2*((1/2)*xp.exp((1/2)*logvar__pw0_m2))**2 - (1/2)*x__pw0_m2 - 1/2)
-    elif _eager:
-        # Eager, the last piece holding on at most half of the entries: every piece, the last
-        # included, only on the entries gathered where it holds, written back there.
-        _pw0_shape = _rt.piece_shape(logvar, x)
-        _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (logvar, x,))
-        _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
-        if _pw0_i0 is not None:
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, _zero + xp.inf)
-        _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
-        if _pw0_i1 is not None:
-            x__pw0_m1 = _rt.take_xp(xp, x, _pw0_i1, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, x__pw0_m1**2*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*((1/2615348736000)*x__pw0_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4))
-        _pw0_i2 = _rt.taken(xp, _pw0_m2, _pw0_shape)
-        if _pw0_i2 is not None:
-            logvar__pw0_m2 = _rt.take_xp(xp, logvar, _pw0_i2, _pw0_shape)
-            x__pw0_m2 = _rt.take_xp(xp, x, _pw0_i2, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i2, 2*((1/2)*xp.exp((1/2)*logvar__pw0_m2))**2 - (1/2)*x__pw0_m2 - 1/2)
-        _pw0_i3 = _rt.taken(xp, _pw0_m3, _pw0_shape)
-        if _pw0_i3 is not None:
-            x__pw0_m3 = _rt.take_xp(xp, x, _pw0_i3, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i3, (1/2)*xp.expm1(x__pw0_m3) - (1/2)*x__pw0_m3)
     else:
         # Traced (torch.compile, torch.func, JAX, Dask): the double where, shape-static.
         x__pw0_m1 = xp.where(_pw0_m1, x, _zero + 0)

@@ -155,15 +155,26 @@ def _kl_xp(xp, mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     _pw0_m0 = (sigma_p > 2*abs(sigma_p - sigma_q))
     _pw0_m1 = (sigma_q/sigma_p >= 1/1000000000000000000000000000000) & ~(_pw0_m0)
     _pw0_m2 = ~(_pw0_m0 | _pw0_m1)
-    if _eager and _rt.mostly(xp, _pw0_m2):
-        # Eager: the last piece everywhere -- where an argument records a gradient, on the
-        # piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the
-        # gradient -- then each other piece only on the entries gathered where it holds,
-        # written back there (PyTorch with a gradient: out of place).
-        sigma_p__pw0_m2 = _rt.safe_where(xp, _pw0_m2, sigma_p, _zero + 1)
-        sigma_q__pw0_m2 = _rt.safe_where(xp, _pw0_m2, sigma_q, _zero + 1/2000000000000000000000000000000)
+    if _eager:
         _pw0_shape = _rt.piece_shape(sigma_p, sigma_q)
-        _pw0 = _rt.finish_xp(xp, 2*(xp.log(sigma_q__pw0_m2) - xp.log(sigma_p__pw0_m2)), _pw0_shape, _dtype, (sigma_p, sigma_q,))
+        if _rt.mostly(xp, _pw0_m2):
+            # Eager, the last piece holding on most entries: evaluated everywhere -- where
+            # an argument records a gradient, on the piece's safe point where another piece
+            # holds, so that no 0 * inf = NaN reaches the gradient.
+            sigma_p__pw0_m2 = _rt.safe_where(xp, _pw0_m2, sigma_p, _zero + 1)
+            sigma_q__pw0_m2 = _rt.safe_where(xp, _pw0_m2, sigma_q, _zero + 1/2000000000000000000000000000000)
+            _pw0 = _rt.finish_xp(xp, 2*(xp.log(sigma_q__pw0_m2) - xp.log(sigma_p__pw0_m2)), _pw0_shape, _dtype, (sigma_p, sigma_q,))
+        else:
+            # Eager, the last piece holding on at most half of the entries: evaluated only
+            # on the entries gathered where it holds, written back there.
+            _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (sigma_p, sigma_q,))
+            _pw0_i2 = _rt.taken(xp, _pw0_m2, _pw0_shape)
+            if _pw0_i2 is not None:
+                sigma_p__pw0_m2 = _rt.take_xp(xp, sigma_p, _pw0_i2, _pw0_shape)
+                sigma_q__pw0_m2 = _rt.take_xp(xp, sigma_q, _pw0_i2, _pw0_shape)
+                _pw0 = _rt.put_xp(xp, _pw0, _pw0_i2, 2*(xp.log(sigma_q__pw0_m2) - xp.log(sigma_p__pw0_m2)))
+        # Each other piece only on the entries gathered where it holds, written back there
+        # (PyTorch with a gradient: out of place).
         _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
         if _pw0_i0 is not None:
             sigma_p__pw0_m0 = _rt.take_xp(xp, sigma_p, _pw0_i0, _pw0_shape)
@@ -174,26 +185,6 @@ def _kl_xp(xp, mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
             sigma_p__pw0_m1 = _rt.take_xp(xp, sigma_p, _pw0_i1, _pw0_shape)
             sigma_q__pw0_m1 = _rt.take_xp(xp, sigma_q, _pw0_i1, _pw0_shape)
             _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, 2*xp.log(sigma_q__pw0_m1/sigma_p__pw0_m1))
-    elif _eager:
-        # Eager, the last piece holding on at most half of the entries: every piece, the last
-        # included, only on the entries gathered where it holds, written back there.
-        _pw0_shape = _rt.piece_shape(sigma_p, sigma_q)
-        _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (sigma_p, sigma_q,))
-        _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
-        if _pw0_i0 is not None:
-            sigma_p__pw0_m0 = _rt.take_xp(xp, sigma_p, _pw0_i0, _pw0_shape)
-            sigma_q__pw0_m0 = _rt.take_xp(xp, sigma_q, _pw0_i0, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, 2*xp.log1p((sigma_q__pw0_m0 - sigma_p__pw0_m0)/sigma_p__pw0_m0))
-        _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
-        if _pw0_i1 is not None:
-            sigma_p__pw0_m1 = _rt.take_xp(xp, sigma_p, _pw0_i1, _pw0_shape)
-            sigma_q__pw0_m1 = _rt.take_xp(xp, sigma_q, _pw0_i1, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, 2*xp.log(sigma_q__pw0_m1/sigma_p__pw0_m1))
-        _pw0_i2 = _rt.taken(xp, _pw0_m2, _pw0_shape)
-        if _pw0_i2 is not None:
-            sigma_p__pw0_m2 = _rt.take_xp(xp, sigma_p, _pw0_i2, _pw0_shape)
-            sigma_q__pw0_m2 = _rt.take_xp(xp, sigma_q, _pw0_i2, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i2, 2*(xp.log(sigma_q__pw0_m2) - xp.log(sigma_p__pw0_m2)))
     else:
         # Traced (torch.compile, torch.func, JAX, Dask): the double where, shape-static.
         sigma_p__pw0_m0 = xp.where(_pw0_m0, sigma_p, _zero + 1)
@@ -213,16 +204,28 @@ def _kl_xp(xp, mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     _pw1_m1 = (abs(x) < 1/2) & ~(_pw1_m0)
     _pw1_m2 = (x < 2) & ~(_pw1_m0 | _pw1_m1)
     _pw1_m3 = ~(_pw1_m0 | _pw1_m1 | _pw1_m2)
-    if _eager and _rt.mostly(xp, _pw1_m3):
-        # Eager: the last piece everywhere -- where an argument records a gradient, on the
-        # piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the
-        # gradient -- then each other piece only on the entries gathered where it holds,
-        # written back there (PyTorch with a gradient: out of place).
-        sigma_p__pw1_m3 = _rt.safe_where(xp, _pw1_m3, sigma_p, _zero + 1)
-        sigma_q__pw1_m3 = _rt.safe_where(xp, _pw1_m3, sigma_q, _zero + 1)
-        x__pw1_m3 = _rt.safe_where(xp, _pw1_m3, x, _zero + 1)
+    if _eager:
         _pw1_shape = _rt.piece_shape(sigma_p, sigma_q, x)
-        _pw1 = _rt.finish_xp(xp, 2*((1/2)*sigma_q__pw1_m3/sigma_p__pw1_m3)**2 - (1/2)*x__pw1_m3 - 1/2, _pw1_shape, _dtype, (sigma_p, sigma_q, x,))
+        if _rt.mostly(xp, _pw1_m3):
+            # Eager, the last piece holding on most entries: evaluated everywhere -- where
+            # an argument records a gradient, on the piece's safe point where another piece
+            # holds, so that no 0 * inf = NaN reaches the gradient.
+            sigma_p__pw1_m3 = _rt.safe_where(xp, _pw1_m3, sigma_p, _zero + 1)
+            sigma_q__pw1_m3 = _rt.safe_where(xp, _pw1_m3, sigma_q, _zero + 1)
+            x__pw1_m3 = _rt.safe_where(xp, _pw1_m3, x, _zero + 1)
+            _pw1 = _rt.finish_xp(xp, 2*((1/2)*sigma_q__pw1_m3/sigma_p__pw1_m3)**2 - (1/2)*x__pw1_m3 - 1/2, _pw1_shape, _dtype, (sigma_p, sigma_q, x,))
+        else:
+            # Eager, the last piece holding on at most half of the entries: evaluated only
+            # on the entries gathered where it holds, written back there.
+            _pw1 = _rt.zeros_xp(xp, _pw1_shape, _dtype, _like, (sigma_p, sigma_q, x,))
+            _pw1_i3 = _rt.taken(xp, _pw1_m3, _pw1_shape)
+            if _pw1_i3 is not None:
+                sigma_p__pw1_m3 = _rt.take_xp(xp, sigma_p, _pw1_i3, _pw1_shape)
+                sigma_q__pw1_m3 = _rt.take_xp(xp, sigma_q, _pw1_i3, _pw1_shape)
+                x__pw1_m3 = _rt.take_xp(xp, x, _pw1_i3, _pw1_shape)
+                _pw1 = _rt.put_xp(xp, _pw1, _pw1_i3, 2*((1/2)*sigma_q__pw1_m3/sigma_p__pw1_m3)**2 - (1/2)*x__pw1_m3 - 1/2)
+        # Each other piece only on the entries gathered where it holds, written back there
+        # (PyTorch with a gradient: out of place).
         _pw1_i0 = _rt.taken(xp, _pw1_m0, _pw1_shape)
         if _pw1_i0 is not None:
             _pw1 = _rt.put_xp(xp, _pw1, _pw1_i0, _zero + xp.inf)
@@ -234,28 +237,6 @@ def _kl_xp(xp, mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
         if _pw1_i2 is not None:
             x__pw1_m2 = _rt.take_xp(xp, x, _pw1_i2, _pw1_shape)
             _pw1 = _rt.put_xp(xp, _pw1, _pw1_i2, (1/2)*xp.expm1(x__pw1_m2) - (1/2)*x__pw1_m2)
-    elif _eager:
-        # Eager, the last piece holding on at most half of the entries: every piece, the last
-        # included, only on the entries gathered where it holds, written back there.
-        _pw1_shape = _rt.piece_shape(sigma_p, sigma_q, x)
-        _pw1 = _rt.zeros_xp(xp, _pw1_shape, _dtype, _like, (sigma_p, sigma_q, x,))
-        _pw1_i0 = _rt.taken(xp, _pw1_m0, _pw1_shape)
-        if _pw1_i0 is not None:
-            _pw1 = _rt.put_xp(xp, _pw1, _pw1_i0, _zero + xp.inf)
-        _pw1_i1 = _rt.taken(xp, _pw1_m1, _pw1_shape)
-        if _pw1_i1 is not None:
-            x__pw1_m1 = _rt.take_xp(xp, x, _pw1_i1, _pw1_shape)
-            _pw1 = _rt.put_xp(xp, _pw1, _pw1_i1, x__pw1_m1**2*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*((1/2615348736000)*x__pw1_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4))
-        _pw1_i2 = _rt.taken(xp, _pw1_m2, _pw1_shape)
-        if _pw1_i2 is not None:
-            x__pw1_m2 = _rt.take_xp(xp, x, _pw1_i2, _pw1_shape)
-            _pw1 = _rt.put_xp(xp, _pw1, _pw1_i2, (1/2)*xp.expm1(x__pw1_m2) - (1/2)*x__pw1_m2)
-        _pw1_i3 = _rt.taken(xp, _pw1_m3, _pw1_shape)
-        if _pw1_i3 is not None:
-            sigma_p__pw1_m3 = _rt.take_xp(xp, sigma_p, _pw1_i3, _pw1_shape)
-            sigma_q__pw1_m3 = _rt.take_xp(xp, sigma_q, _pw1_i3, _pw1_shape)
-            x__pw1_m3 = _rt.take_xp(xp, x, _pw1_i3, _pw1_shape)
-            _pw1 = _rt.put_xp(xp, _pw1, _pw1_i3, 2*((1/2)*sigma_q__pw1_m3/sigma_p__pw1_m3)**2 - (1/2)*x__pw1_m3 - 1/2)
     else:
         # Traced (torch.compile, torch.func, JAX, Dask): the double where, shape-static.
         x__pw1_m1 = xp.where(_pw1_m1, x, _zero + 0)
@@ -377,15 +358,26 @@ def _kl_grad_xp(xp, mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     _pw0_m0 = (sigma_p > 2*abs(sigma_p - sigma_q))
     _pw0_m1 = (sigma_q/sigma_p >= 1/1000000000000000000000000000000) & ~(_pw0_m0)
     _pw0_m2 = ~(_pw0_m0 | _pw0_m1)
-    if _eager and _rt.mostly(xp, _pw0_m2):
-        # Eager: the last piece everywhere -- where an argument records a gradient, on the
-        # piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the
-        # gradient -- then each other piece only on the entries gathered where it holds,
-        # written back there (PyTorch with a gradient: out of place).
-        sigma_p__pw0_m2 = _rt.safe_where(xp, _pw0_m2, sigma_p, _zero + 1)
-        sigma_q__pw0_m2 = _rt.safe_where(xp, _pw0_m2, sigma_q, _zero + 1/2000000000000000000000000000000)
+    if _eager:
         _pw0_shape = _rt.piece_shape(sigma_p, sigma_q)
-        _pw0 = _rt.finish_xp(xp, 2*(xp.log(sigma_q__pw0_m2) - xp.log(sigma_p__pw0_m2)), _pw0_shape, _dtype, (sigma_p, sigma_q,))
+        if _rt.mostly(xp, _pw0_m2):
+            # Eager, the last piece holding on most entries: evaluated everywhere -- where
+            # an argument records a gradient, on the piece's safe point where another piece
+            # holds, so that no 0 * inf = NaN reaches the gradient.
+            sigma_p__pw0_m2 = _rt.safe_where(xp, _pw0_m2, sigma_p, _zero + 1)
+            sigma_q__pw0_m2 = _rt.safe_where(xp, _pw0_m2, sigma_q, _zero + 1/2000000000000000000000000000000)
+            _pw0 = _rt.finish_xp(xp, 2*(xp.log(sigma_q__pw0_m2) - xp.log(sigma_p__pw0_m2)), _pw0_shape, _dtype, (sigma_p, sigma_q,))
+        else:
+            # Eager, the last piece holding on at most half of the entries: evaluated only
+            # on the entries gathered where it holds, written back there.
+            _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (sigma_p, sigma_q,))
+            _pw0_i2 = _rt.taken(xp, _pw0_m2, _pw0_shape)
+            if _pw0_i2 is not None:
+                sigma_p__pw0_m2 = _rt.take_xp(xp, sigma_p, _pw0_i2, _pw0_shape)
+                sigma_q__pw0_m2 = _rt.take_xp(xp, sigma_q, _pw0_i2, _pw0_shape)
+                _pw0 = _rt.put_xp(xp, _pw0, _pw0_i2, 2*(xp.log(sigma_q__pw0_m2) - xp.log(sigma_p__pw0_m2)))
+        # Each other piece only on the entries gathered where it holds, written back there
+        # (PyTorch with a gradient: out of place).
         _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
         if _pw0_i0 is not None:
             sigma_p__pw0_m0 = _rt.take_xp(xp, sigma_p, _pw0_i0, _pw0_shape)
@@ -396,26 +388,6 @@ def _kl_grad_xp(xp, mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
             sigma_p__pw0_m1 = _rt.take_xp(xp, sigma_p, _pw0_i1, _pw0_shape)
             sigma_q__pw0_m1 = _rt.take_xp(xp, sigma_q, _pw0_i1, _pw0_shape)
             _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, 2*xp.log(sigma_q__pw0_m1/sigma_p__pw0_m1))
-    elif _eager:
-        # Eager, the last piece holding on at most half of the entries: every piece, the last
-        # included, only on the entries gathered where it holds, written back there.
-        _pw0_shape = _rt.piece_shape(sigma_p, sigma_q)
-        _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (sigma_p, sigma_q,))
-        _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
-        if _pw0_i0 is not None:
-            sigma_p__pw0_m0 = _rt.take_xp(xp, sigma_p, _pw0_i0, _pw0_shape)
-            sigma_q__pw0_m0 = _rt.take_xp(xp, sigma_q, _pw0_i0, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, 2*xp.log1p((sigma_q__pw0_m0 - sigma_p__pw0_m0)/sigma_p__pw0_m0))
-        _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
-        if _pw0_i1 is not None:
-            sigma_p__pw0_m1 = _rt.take_xp(xp, sigma_p, _pw0_i1, _pw0_shape)
-            sigma_q__pw0_m1 = _rt.take_xp(xp, sigma_q, _pw0_i1, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, 2*xp.log(sigma_q__pw0_m1/sigma_p__pw0_m1))
-        _pw0_i2 = _rt.taken(xp, _pw0_m2, _pw0_shape)
-        if _pw0_i2 is not None:
-            sigma_p__pw0_m2 = _rt.take_xp(xp, sigma_p, _pw0_i2, _pw0_shape)
-            sigma_q__pw0_m2 = _rt.take_xp(xp, sigma_q, _pw0_i2, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i2, 2*(xp.log(sigma_q__pw0_m2) - xp.log(sigma_p__pw0_m2)))
     else:
         # Traced (torch.compile, torch.func, JAX, Dask): the double where, shape-static.
         sigma_p__pw0_m0 = xp.where(_pw0_m0, sigma_p, _zero + 1)
@@ -674,15 +646,26 @@ def _kl_grad_stl_xp(xp, mu_q, sigma_q, mu_p, sigma_p, eps, _batch, _dtype):
     _pw0_m0 = (sigma_p > 2*abs(sigma_p - sigma_q))
     _pw0_m1 = (sigma_q/sigma_p >= 1/1000000000000000000000000000000) & ~(_pw0_m0)
     _pw0_m2 = ~(_pw0_m0 | _pw0_m1)
-    if _eager and _rt.mostly(xp, _pw0_m2):
-        # Eager: the last piece everywhere -- where an argument records a gradient, on the
-        # piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the
-        # gradient -- then each other piece only on the entries gathered where it holds,
-        # written back there (PyTorch with a gradient: out of place).
-        sigma_p__pw0_m2 = _rt.safe_where(xp, _pw0_m2, sigma_p, _zero + 1)
-        sigma_q__pw0_m2 = _rt.safe_where(xp, _pw0_m2, sigma_q, _zero + 1/2000000000000000000000000000000)
+    if _eager:
         _pw0_shape = _rt.piece_shape(sigma_p, sigma_q)
-        _pw0 = _rt.finish_xp(xp, 2*(xp.log(sigma_q__pw0_m2) - xp.log(sigma_p__pw0_m2)), _pw0_shape, _dtype, (sigma_p, sigma_q,))
+        if _rt.mostly(xp, _pw0_m2):
+            # Eager, the last piece holding on most entries: evaluated everywhere -- where
+            # an argument records a gradient, on the piece's safe point where another piece
+            # holds, so that no 0 * inf = NaN reaches the gradient.
+            sigma_p__pw0_m2 = _rt.safe_where(xp, _pw0_m2, sigma_p, _zero + 1)
+            sigma_q__pw0_m2 = _rt.safe_where(xp, _pw0_m2, sigma_q, _zero + 1/2000000000000000000000000000000)
+            _pw0 = _rt.finish_xp(xp, 2*(xp.log(sigma_q__pw0_m2) - xp.log(sigma_p__pw0_m2)), _pw0_shape, _dtype, (sigma_p, sigma_q,))
+        else:
+            # Eager, the last piece holding on at most half of the entries: evaluated only
+            # on the entries gathered where it holds, written back there.
+            _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (sigma_p, sigma_q,))
+            _pw0_i2 = _rt.taken(xp, _pw0_m2, _pw0_shape)
+            if _pw0_i2 is not None:
+                sigma_p__pw0_m2 = _rt.take_xp(xp, sigma_p, _pw0_i2, _pw0_shape)
+                sigma_q__pw0_m2 = _rt.take_xp(xp, sigma_q, _pw0_i2, _pw0_shape)
+                _pw0 = _rt.put_xp(xp, _pw0, _pw0_i2, 2*(xp.log(sigma_q__pw0_m2) - xp.log(sigma_p__pw0_m2)))
+        # Each other piece only on the entries gathered where it holds, written back there
+        # (PyTorch with a gradient: out of place).
         _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
         if _pw0_i0 is not None:
             sigma_p__pw0_m0 = _rt.take_xp(xp, sigma_p, _pw0_i0, _pw0_shape)
@@ -693,26 +676,6 @@ def _kl_grad_stl_xp(xp, mu_q, sigma_q, mu_p, sigma_p, eps, _batch, _dtype):
             sigma_p__pw0_m1 = _rt.take_xp(xp, sigma_p, _pw0_i1, _pw0_shape)
             sigma_q__pw0_m1 = _rt.take_xp(xp, sigma_q, _pw0_i1, _pw0_shape)
             _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, 2*xp.log(sigma_q__pw0_m1/sigma_p__pw0_m1))
-    elif _eager:
-        # Eager, the last piece holding on at most half of the entries: every piece, the last
-        # included, only on the entries gathered where it holds, written back there.
-        _pw0_shape = _rt.piece_shape(sigma_p, sigma_q)
-        _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (sigma_p, sigma_q,))
-        _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
-        if _pw0_i0 is not None:
-            sigma_p__pw0_m0 = _rt.take_xp(xp, sigma_p, _pw0_i0, _pw0_shape)
-            sigma_q__pw0_m0 = _rt.take_xp(xp, sigma_q, _pw0_i0, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, 2*xp.log1p((sigma_q__pw0_m0 - sigma_p__pw0_m0)/sigma_p__pw0_m0))
-        _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
-        if _pw0_i1 is not None:
-            sigma_p__pw0_m1 = _rt.take_xp(xp, sigma_p, _pw0_i1, _pw0_shape)
-            sigma_q__pw0_m1 = _rt.take_xp(xp, sigma_q, _pw0_i1, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, 2*xp.log(sigma_q__pw0_m1/sigma_p__pw0_m1))
-        _pw0_i2 = _rt.taken(xp, _pw0_m2, _pw0_shape)
-        if _pw0_i2 is not None:
-            sigma_p__pw0_m2 = _rt.take_xp(xp, sigma_p, _pw0_i2, _pw0_shape)
-            sigma_q__pw0_m2 = _rt.take_xp(xp, sigma_q, _pw0_i2, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i2, 2*(xp.log(sigma_q__pw0_m2) - xp.log(sigma_p__pw0_m2)))
     else:
         # Traced (torch.compile, torch.func, JAX, Dask): the double where, shape-static.
         sigma_p__pw0_m0 = xp.where(_pw0_m0, sigma_p, _zero + 1)

@@ -159,39 +159,34 @@ def _kl_xp(xp, mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
     # where it holds, and the derivation proves each piece equal to the value it stands for.
     _pw0_m0 = (logvar_p >= -170)
     _pw0_m1 = ~(_pw0_m0)
-    if _eager and _rt.mostly(xp, _pw0_m1):
-        # Eager: the last piece everywhere -- where an argument records a gradient, on the
-        # piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the
-        # gradient -- then each other piece only on the entries gathered where it holds,
-        # written back there (PyTorch with a gradient: out of place).
-        logvar_p__pw0_m1 = _rt.safe_where(xp, _pw0_m1, logvar_p, _zero + -171)
-        mu_p__pw0_m1 = _rt.safe_where(xp, _pw0_m1, mu_p, _zero + -171)
-        mu_q__pw0_m1 = _rt.safe_where(xp, _pw0_m1, mu_q, _zero + -171)
+    if _eager:
         _pw0_shape = _rt.piece_shape(logvar_p, mu_p, mu_q, sigma_p)
-        _pw0 = _rt.finish_xp(xp, xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)), _pw0_shape, _dtype, (logvar_p, mu_p, mu_q, sigma_p,))
+        if _rt.mostly(xp, _pw0_m1):
+            # Eager, the last piece holding on most entries: evaluated everywhere -- where
+            # an argument records a gradient, on the piece's safe point where another piece
+            # holds, so that no 0 * inf = NaN reaches the gradient.
+            logvar_p__pw0_m1 = _rt.safe_where(xp, _pw0_m1, logvar_p, _zero + -171)
+            mu_p__pw0_m1 = _rt.safe_where(xp, _pw0_m1, mu_p, _zero + -171)
+            mu_q__pw0_m1 = _rt.safe_where(xp, _pw0_m1, mu_q, _zero + -171)
+            _pw0 = _rt.finish_xp(xp, xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)), _pw0_shape, _dtype, (logvar_p, mu_p, mu_q, sigma_p,))
+        else:
+            # Eager, the last piece holding on at most half of the entries: evaluated only
+            # on the entries gathered where it holds, written back there.
+            _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (logvar_p, mu_p, mu_q, sigma_p,))
+            _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
+            if _pw0_i1 is not None:
+                logvar_p__pw0_m1 = _rt.take_xp(xp, logvar_p, _pw0_i1, _pw0_shape)
+                mu_p__pw0_m1 = _rt.take_xp(xp, mu_p, _pw0_i1, _pw0_shape)
+                mu_q__pw0_m1 = _rt.take_xp(xp, mu_q, _pw0_i1, _pw0_shape)
+                _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)))
+        # Each other piece only on the entries gathered where it holds, written back there
+        # (PyTorch with a gradient: out of place).
         _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
         if _pw0_i0 is not None:
             mu_p__pw0_m0 = _rt.take_xp(xp, mu_p, _pw0_i0, _pw0_shape)
             mu_q__pw0_m0 = _rt.take_xp(xp, mu_q, _pw0_i0, _pw0_shape)
             sigma_p__pw0_m0 = _rt.take_xp(xp, sigma_p, _pw0_i0, _pw0_shape)
             _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
-    elif _eager:
-        # Eager, the last piece holding on at most half of the entries: every piece, the last
-        # included, only on the entries gathered where it holds, written back there.
-        _pw0_shape = _rt.piece_shape(logvar_p, mu_p, mu_q, sigma_p)
-        _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (logvar_p, mu_p, mu_q, sigma_p,))
-        _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
-        if _pw0_i0 is not None:
-            mu_p__pw0_m0 = _rt.take_xp(xp, mu_p, _pw0_i0, _pw0_shape)
-            mu_q__pw0_m0 = _rt.take_xp(xp, mu_q, _pw0_i0, _pw0_shape)
-            sigma_p__pw0_m0 = _rt.take_xp(xp, sigma_p, _pw0_i0, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
-        _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
-        if _pw0_i1 is not None:
-            logvar_p__pw0_m1 = _rt.take_xp(xp, logvar_p, _pw0_i1, _pw0_shape)
-            mu_p__pw0_m1 = _rt.take_xp(xp, mu_p, _pw0_i1, _pw0_shape)
-            mu_q__pw0_m1 = _rt.take_xp(xp, mu_q, _pw0_i1, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)))
     else:
         # Traced (torch.compile, torch.func, JAX, Dask): the double where, shape-static.
         mu_p__pw0_m0 = xp.where(_pw0_m0, mu_p, _zero + 1)
@@ -208,14 +203,24 @@ def _kl_xp(xp, mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
     _pw1_m2 = (x >= 4) & (abs(logvar_p) < 170) & (abs(logvar_q) < 170) & ~(_pw1_m0 | _pw1_m1)
     _pw1_m3 = (x < 88) & ~(_pw1_m0 | _pw1_m1 | _pw1_m2)
     _pw1_m4 = ~(_pw1_m0 | _pw1_m1 | _pw1_m2 | _pw1_m3)
-    if _eager and _rt.mostly(xp, _pw1_m4):
-        # Eager: the last piece everywhere -- where an argument records a gradient, on the
-        # piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the
-        # gradient -- then each other piece only on the entries gathered where it holds,
-        # written back there (PyTorch with a gradient: out of place).
-        x__pw1_m4 = _rt.safe_where(xp, _pw1_m4, x, _zero + 0)
+    if _eager:
         _pw1_shape = _rt.piece_shape(logvar_p, logvar_q, x)
-        _pw1 = _rt.finish_xp(xp, 2*((1/2)*xp.exp((1/2)*x__pw1_m4))**2 - (1/2)*x__pw1_m4 - 1/2, _pw1_shape, _dtype, (logvar_p, logvar_q, x,))
+        if _rt.mostly(xp, _pw1_m4):
+            # Eager, the last piece holding on most entries: evaluated everywhere -- where
+            # an argument records a gradient, on the piece's safe point where another piece
+            # holds, so that no 0 * inf = NaN reaches the gradient.
+            x__pw1_m4 = _rt.safe_where(xp, _pw1_m4, x, _zero + 0)
+            _pw1 = _rt.finish_xp(xp, 2*((1/2)*xp.exp((1/2)*x__pw1_m4))**2 - (1/2)*x__pw1_m4 - 1/2, _pw1_shape, _dtype, (logvar_p, logvar_q, x,))
+        else:
+            # Eager, the last piece holding on at most half of the entries: evaluated only
+            # on the entries gathered where it holds, written back there.
+            _pw1 = _rt.zeros_xp(xp, _pw1_shape, _dtype, _like, (logvar_p, logvar_q, x,))
+            _pw1_i4 = _rt.taken(xp, _pw1_m4, _pw1_shape)
+            if _pw1_i4 is not None:
+                x__pw1_m4 = _rt.take_xp(xp, x, _pw1_i4, _pw1_shape)
+                _pw1 = _rt.put_xp(xp, _pw1, _pw1_i4, 2*((1/2)*xp.exp((1/2)*x__pw1_m4))**2 - (1/2)*x__pw1_m4 - 1/2)
+        # Each other piece only on the entries gathered where it holds, written back there
+        # (PyTorch with a gradient: out of place).
         _pw1_i0 = _rt.taken(xp, _pw1_m0, _pw1_shape)
         if _pw1_i0 is not None:
             _pw1 = _rt.put_xp(xp, _pw1, _pw1_i0, _zero + xp.inf)
@@ -233,32 +238,6 @@ def _kl_xp(xp, mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
         if _pw1_i3 is not None:
             x__pw1_m3 = _rt.take_xp(xp, x, _pw1_i3, _pw1_shape)
             _pw1 = _rt.put_xp(xp, _pw1, _pw1_i3, (1/2)*xp.expm1(x__pw1_m3) - (1/2)*x__pw1_m3)
-    elif _eager:
-        # Eager, the last piece holding on at most half of the entries: every piece, the last
-        # included, only on the entries gathered where it holds, written back there.
-        _pw1_shape = _rt.piece_shape(logvar_p, logvar_q, x)
-        _pw1 = _rt.zeros_xp(xp, _pw1_shape, _dtype, _like, (logvar_p, logvar_q, x,))
-        _pw1_i0 = _rt.taken(xp, _pw1_m0, _pw1_shape)
-        if _pw1_i0 is not None:
-            _pw1 = _rt.put_xp(xp, _pw1, _pw1_i0, _zero + xp.inf)
-        _pw1_i1 = _rt.taken(xp, _pw1_m1, _pw1_shape)
-        if _pw1_i1 is not None:
-            x__pw1_m1 = _rt.take_xp(xp, x, _pw1_i1, _pw1_shape)
-            _pw1 = _rt.put_xp(xp, _pw1, _pw1_i1, x__pw1_m1**2*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*((1/2615348736000)*x__pw1_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4))
-        _pw1_i2 = _rt.taken(xp, _pw1_m2, _pw1_shape)
-        if _pw1_i2 is not None:
-            logvar_p__pw1_m2 = _rt.take_xp(xp, logvar_p, _pw1_i2, _pw1_shape)
-            logvar_q__pw1_m2 = _rt.take_xp(xp, logvar_q, _pw1_i2, _pw1_shape)
-            x__pw1_m2 = _rt.take_xp(xp, x, _pw1_i2, _pw1_shape)
-            _pw1 = _rt.put_xp(xp, _pw1, _pw1_i2, 2*((1/2)*xp.exp(-1/2*logvar_p__pw1_m2)*xp.exp((1/2)*logvar_q__pw1_m2))**2 - (1/2)*x__pw1_m2 - 1/2)
-        _pw1_i3 = _rt.taken(xp, _pw1_m3, _pw1_shape)
-        if _pw1_i3 is not None:
-            x__pw1_m3 = _rt.take_xp(xp, x, _pw1_i3, _pw1_shape)
-            _pw1 = _rt.put_xp(xp, _pw1, _pw1_i3, (1/2)*xp.expm1(x__pw1_m3) - (1/2)*x__pw1_m3)
-        _pw1_i4 = _rt.taken(xp, _pw1_m4, _pw1_shape)
-        if _pw1_i4 is not None:
-            x__pw1_m4 = _rt.take_xp(xp, x, _pw1_i4, _pw1_shape)
-            _pw1 = _rt.put_xp(xp, _pw1, _pw1_i4, 2*((1/2)*xp.exp((1/2)*x__pw1_m4))**2 - (1/2)*x__pw1_m4 - 1/2)
     else:
         # Traced (torch.compile, torch.func, JAX, Dask): the double where, shape-static.
         x__pw1_m1 = xp.where(_pw1_m1, x, _zero + 0)
@@ -378,39 +357,34 @@ def _kl_grad_xp(xp, mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
     # where it holds, and the derivation proves each piece equal to the value it stands for.
     _pw0_m0 = (logvar_p >= -170)
     _pw0_m1 = ~(_pw0_m0)
-    if _eager and _rt.mostly(xp, _pw0_m1):
-        # Eager: the last piece everywhere -- where an argument records a gradient, on the
-        # piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the
-        # gradient -- then each other piece only on the entries gathered where it holds,
-        # written back there (PyTorch with a gradient: out of place).
-        logvar_p__pw0_m1 = _rt.safe_where(xp, _pw0_m1, logvar_p, _zero + -171)
-        mu_p__pw0_m1 = _rt.safe_where(xp, _pw0_m1, mu_p, _zero + -171)
-        mu_q__pw0_m1 = _rt.safe_where(xp, _pw0_m1, mu_q, _zero + -171)
+    if _eager:
         _pw0_shape = _rt.piece_shape(logvar_p, mu_p, mu_q, sigma_p)
-        _pw0 = _rt.finish_xp(xp, xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)), _pw0_shape, _dtype, (logvar_p, mu_p, mu_q, sigma_p,))
+        if _rt.mostly(xp, _pw0_m1):
+            # Eager, the last piece holding on most entries: evaluated everywhere -- where
+            # an argument records a gradient, on the piece's safe point where another piece
+            # holds, so that no 0 * inf = NaN reaches the gradient.
+            logvar_p__pw0_m1 = _rt.safe_where(xp, _pw0_m1, logvar_p, _zero + -171)
+            mu_p__pw0_m1 = _rt.safe_where(xp, _pw0_m1, mu_p, _zero + -171)
+            mu_q__pw0_m1 = _rt.safe_where(xp, _pw0_m1, mu_q, _zero + -171)
+            _pw0 = _rt.finish_xp(xp, xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)), _pw0_shape, _dtype, (logvar_p, mu_p, mu_q, sigma_p,))
+        else:
+            # Eager, the last piece holding on at most half of the entries: evaluated only
+            # on the entries gathered where it holds, written back there.
+            _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (logvar_p, mu_p, mu_q, sigma_p,))
+            _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
+            if _pw0_i1 is not None:
+                logvar_p__pw0_m1 = _rt.take_xp(xp, logvar_p, _pw0_i1, _pw0_shape)
+                mu_p__pw0_m1 = _rt.take_xp(xp, mu_p, _pw0_i1, _pw0_shape)
+                mu_q__pw0_m1 = _rt.take_xp(xp, mu_q, _pw0_i1, _pw0_shape)
+                _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)))
+        # Each other piece only on the entries gathered where it holds, written back there
+        # (PyTorch with a gradient: out of place).
         _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
         if _pw0_i0 is not None:
             mu_p__pw0_m0 = _rt.take_xp(xp, mu_p, _pw0_i0, _pw0_shape)
             mu_q__pw0_m0 = _rt.take_xp(xp, mu_q, _pw0_i0, _pw0_shape)
             sigma_p__pw0_m0 = _rt.take_xp(xp, sigma_p, _pw0_i0, _pw0_shape)
             _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
-    elif _eager:
-        # Eager, the last piece holding on at most half of the entries: every piece, the last
-        # included, only on the entries gathered where it holds, written back there.
-        _pw0_shape = _rt.piece_shape(logvar_p, mu_p, mu_q, sigma_p)
-        _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (logvar_p, mu_p, mu_q, sigma_p,))
-        _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
-        if _pw0_i0 is not None:
-            mu_p__pw0_m0 = _rt.take_xp(xp, mu_p, _pw0_i0, _pw0_shape)
-            mu_q__pw0_m0 = _rt.take_xp(xp, mu_q, _pw0_i0, _pw0_shape)
-            sigma_p__pw0_m0 = _rt.take_xp(xp, sigma_p, _pw0_i0, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
-        _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
-        if _pw0_i1 is not None:
-            logvar_p__pw0_m1 = _rt.take_xp(xp, logvar_p, _pw0_i1, _pw0_shape)
-            mu_p__pw0_m1 = _rt.take_xp(xp, mu_p, _pw0_i1, _pw0_shape)
-            mu_q__pw0_m1 = _rt.take_xp(xp, mu_q, _pw0_i1, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)))
     else:
         # Traced (torch.compile, torch.func, JAX, Dask): the double where, shape-static.
         mu_p__pw0_m0 = xp.where(_pw0_m0, mu_p, _zero + 1)
@@ -547,39 +521,34 @@ def _kl_grad_reparam_xp(xp, mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype)
     # where it holds, and the derivation proves each piece equal to the value it stands for.
     _pw0_m0 = (logvar_p >= -170)
     _pw0_m1 = ~(_pw0_m0)
-    if _eager and _rt.mostly(xp, _pw0_m1):
-        # Eager: the last piece everywhere -- where an argument records a gradient, on the
-        # piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the
-        # gradient -- then each other piece only on the entries gathered where it holds,
-        # written back there (PyTorch with a gradient: out of place).
-        logvar_p__pw0_m1 = _rt.safe_where(xp, _pw0_m1, logvar_p, _zero + -171)
-        mu_p__pw0_m1 = _rt.safe_where(xp, _pw0_m1, mu_p, _zero + -171)
-        mu_q__pw0_m1 = _rt.safe_where(xp, _pw0_m1, mu_q, _zero + -171)
+    if _eager:
         _pw0_shape = _rt.piece_shape(logvar_p, mu_p, mu_q, sigma_p)
-        _pw0 = _rt.finish_xp(xp, xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)), _pw0_shape, _dtype, (logvar_p, mu_p, mu_q, sigma_p,))
+        if _rt.mostly(xp, _pw0_m1):
+            # Eager, the last piece holding on most entries: evaluated everywhere -- where
+            # an argument records a gradient, on the piece's safe point where another piece
+            # holds, so that no 0 * inf = NaN reaches the gradient.
+            logvar_p__pw0_m1 = _rt.safe_where(xp, _pw0_m1, logvar_p, _zero + -171)
+            mu_p__pw0_m1 = _rt.safe_where(xp, _pw0_m1, mu_p, _zero + -171)
+            mu_q__pw0_m1 = _rt.safe_where(xp, _pw0_m1, mu_q, _zero + -171)
+            _pw0 = _rt.finish_xp(xp, xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)), _pw0_shape, _dtype, (logvar_p, mu_p, mu_q, sigma_p,))
+        else:
+            # Eager, the last piece holding on at most half of the entries: evaluated only
+            # on the entries gathered where it holds, written back there.
+            _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (logvar_p, mu_p, mu_q, sigma_p,))
+            _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
+            if _pw0_i1 is not None:
+                logvar_p__pw0_m1 = _rt.take_xp(xp, logvar_p, _pw0_i1, _pw0_shape)
+                mu_p__pw0_m1 = _rt.take_xp(xp, mu_p, _pw0_i1, _pw0_shape)
+                mu_q__pw0_m1 = _rt.take_xp(xp, mu_q, _pw0_i1, _pw0_shape)
+                _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)))
+        # Each other piece only on the entries gathered where it holds, written back there
+        # (PyTorch with a gradient: out of place).
         _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
         if _pw0_i0 is not None:
             mu_p__pw0_m0 = _rt.take_xp(xp, mu_p, _pw0_i0, _pw0_shape)
             mu_q__pw0_m0 = _rt.take_xp(xp, mu_q, _pw0_i0, _pw0_shape)
             sigma_p__pw0_m0 = _rt.take_xp(xp, sigma_p, _pw0_i0, _pw0_shape)
             _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
-    elif _eager:
-        # Eager, the last piece holding on at most half of the entries: every piece, the last
-        # included, only on the entries gathered where it holds, written back there.
-        _pw0_shape = _rt.piece_shape(logvar_p, mu_p, mu_q, sigma_p)
-        _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (logvar_p, mu_p, mu_q, sigma_p,))
-        _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
-        if _pw0_i0 is not None:
-            mu_p__pw0_m0 = _rt.take_xp(xp, mu_p, _pw0_i0, _pw0_shape)
-            mu_q__pw0_m0 = _rt.take_xp(xp, mu_q, _pw0_i0, _pw0_shape)
-            sigma_p__pw0_m0 = _rt.take_xp(xp, sigma_p, _pw0_i0, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
-        _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
-        if _pw0_i1 is not None:
-            logvar_p__pw0_m1 = _rt.take_xp(xp, logvar_p, _pw0_i1, _pw0_shape)
-            mu_p__pw0_m1 = _rt.take_xp(xp, mu_p, _pw0_i1, _pw0_shape)
-            mu_q__pw0_m1 = _rt.take_xp(xp, mu_q, _pw0_i1, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)))
     else:
         # Traced (torch.compile, torch.func, JAX, Dask): the double where, shape-static.
         mu_p__pw0_m0 = xp.where(_pw0_m0, mu_p, _zero + 1)
@@ -720,39 +689,34 @@ def _kl_grad_stl_xp(xp, mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype):
     # where it holds, and the derivation proves each piece equal to the value it stands for.
     _pw0_m0 = (logvar_p >= -170)
     _pw0_m1 = ~(_pw0_m0)
-    if _eager and _rt.mostly(xp, _pw0_m1):
-        # Eager: the last piece everywhere -- where an argument records a gradient, on the
-        # piece's safe point where another piece holds, so that no 0 * inf = NaN reaches the
-        # gradient -- then each other piece only on the entries gathered where it holds,
-        # written back there (PyTorch with a gradient: out of place).
-        logvar_p__pw0_m1 = _rt.safe_where(xp, _pw0_m1, logvar_p, _zero + -171)
-        mu_p__pw0_m1 = _rt.safe_where(xp, _pw0_m1, mu_p, _zero + -171)
-        mu_q__pw0_m1 = _rt.safe_where(xp, _pw0_m1, mu_q, _zero + -171)
+    if _eager:
         _pw0_shape = _rt.piece_shape(logvar_p, mu_p, mu_q, sigma_p)
-        _pw0 = _rt.finish_xp(xp, xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)), _pw0_shape, _dtype, (logvar_p, mu_p, mu_q, sigma_p,))
+        if _rt.mostly(xp, _pw0_m1):
+            # Eager, the last piece holding on most entries: evaluated everywhere -- where
+            # an argument records a gradient, on the piece's safe point where another piece
+            # holds, so that no 0 * inf = NaN reaches the gradient.
+            logvar_p__pw0_m1 = _rt.safe_where(xp, _pw0_m1, logvar_p, _zero + -171)
+            mu_p__pw0_m1 = _rt.safe_where(xp, _pw0_m1, mu_p, _zero + -171)
+            mu_q__pw0_m1 = _rt.safe_where(xp, _pw0_m1, mu_q, _zero + -171)
+            _pw0 = _rt.finish_xp(xp, xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)), _pw0_shape, _dtype, (logvar_p, mu_p, mu_q, sigma_p,))
+        else:
+            # Eager, the last piece holding on at most half of the entries: evaluated only
+            # on the entries gathered where it holds, written back there.
+            _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (logvar_p, mu_p, mu_q, sigma_p,))
+            _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
+            if _pw0_i1 is not None:
+                logvar_p__pw0_m1 = _rt.take_xp(xp, logvar_p, _pw0_i1, _pw0_shape)
+                mu_p__pw0_m1 = _rt.take_xp(xp, mu_p, _pw0_i1, _pw0_shape)
+                mu_q__pw0_m1 = _rt.take_xp(xp, mu_q, _pw0_i1, _pw0_shape)
+                _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)))
+        # Each other piece only on the entries gathered where it holds, written back there
+        # (PyTorch with a gradient: out of place).
         _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
         if _pw0_i0 is not None:
             mu_p__pw0_m0 = _rt.take_xp(xp, mu_p, _pw0_i0, _pw0_shape)
             mu_q__pw0_m0 = _rt.take_xp(xp, mu_q, _pw0_i0, _pw0_shape)
             sigma_p__pw0_m0 = _rt.take_xp(xp, sigma_p, _pw0_i0, _pw0_shape)
             _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
-    elif _eager:
-        # Eager, the last piece holding on at most half of the entries: every piece, the last
-        # included, only on the entries gathered where it holds, written back there.
-        _pw0_shape = _rt.piece_shape(logvar_p, mu_p, mu_q, sigma_p)
-        _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (logvar_p, mu_p, mu_q, sigma_p,))
-        _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
-        if _pw0_i0 is not None:
-            mu_p__pw0_m0 = _rt.take_xp(xp, mu_p, _pw0_i0, _pw0_shape)
-            mu_q__pw0_m0 = _rt.take_xp(xp, mu_q, _pw0_i0, _pw0_shape)
-            sigma_p__pw0_m0 = _rt.take_xp(xp, sigma_p, _pw0_i0, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
-        _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
-        if _pw0_i1 is not None:
-            logvar_p__pw0_m1 = _rt.take_xp(xp, logvar_p, _pw0_i1, _pw0_shape)
-            mu_p__pw0_m1 = _rt.take_xp(xp, mu_p, _pw0_i1, _pw0_shape)
-            mu_q__pw0_m1 = _rt.take_xp(xp, mu_q, _pw0_i1, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)))
     else:
         # Traced (torch.compile, torch.func, JAX, Dask): the double where, shape-static.
         mu_p__pw0_m0 = xp.where(_pw0_m0, mu_p, _zero + 1)
