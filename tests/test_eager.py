@@ -322,3 +322,37 @@ def test_torch_value_check_adds_nothing_to_the_graph():
     assert x.grad is None
     with pytest.raises(ValueError, match="^a0: expected finite values"):
         _check(x * math.inf)
+
+
+# --- the eager path against hand-written numerics (not only against the traced path) ----
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("module", ["sigma", "logvar"])
+def test_eager_kl_against_the_long_double_reference_across_every_piece(module, dtype):
+    """The eager PyTorch body on derivation 2.3n's dense grid (1e5 points per piece and
+    every boundary +-4 ulp) against ``tests/kl_reference.py``, within the NumPy bounds
+    the README states (PyTorch's ``expm1`` and ``exp`` round like NumPy's here)."""
+    from . import kl_reference as kr
+    from .test_gaussian_kl import BOUNDARIES, BOUNDS, _dense_xs
+
+    if not kr.HAS_EXTENDED:
+        pytest.skip("long double is float64 on this platform")
+    np_dtype = getattr(np, dtype)
+    xs = _dense_xs(np_dtype)
+    if module == "sigma":
+        sigma = np.exp(xs.astype(np.float64) / 2).astype(np_dtype)
+        edges = kr.ulp_neighbours([np.exp(b / 2) for b in BOUNDARIES], np_dtype)
+        arg = np.concatenate([sigma, edges])
+        arg = arg[(arg != 1) & (arg > 0) & np.isfinite(arg)]
+        exact = kr.kl_sigma_ld(0, arg)
+        kernel = importlib.import_module("generated.gaussian_kl").kl
+    else:
+        arg = xs
+        exact = kr.kl_logvar_ld(0, arg)
+        kernel = importlib.import_module("generated.gaussian_kl_logvar").kl
+    t = torch.from_numpy(arg)
+    assert rt.eager(rt._namespace(("x",), (t,)), (t,))
+    value = kernel(torch.zeros((), dtype=t.dtype), t)
+    assert value.dtype == t.dtype and bool(torch.isfinite(value).all())
+    errors = kr.relative_error_in_eps(value.numpy(), exact, np_dtype)
+    assert errors.max() < BOUNDS[np_dtype, module], errors.max()
