@@ -156,6 +156,13 @@ def _check_values(names: Sequence[str], arrays: Sequence[numpy.ndarray],
     Only where that fails (a NaN, an infinity, products beyond ~1e308, or a strided array)
     are the entries tested one by one, so the first non-finite argument is named.
     """
+    _check_positive(names, arrays, positive)
+    _check_read(names, arrays, read)
+
+
+def _check_positive(names: Sequence[str], arrays: Sequence[numpy.ndarray],
+                    positive: tuple[int, ...]) -> None:
+    """Raise ValueError for the first array of ``positive`` with a NaN or an entry <= 0."""
     for i in positive:
         a = arrays[i]
         if a.flags.c_contiguous:
@@ -169,6 +176,12 @@ def _check_values(names: Sequence[str], arrays: Sequence[numpy.ndarray],
             continue
         if not low > 0:
             _refuse_minimum(names[i], a)
+
+
+def _check_read(names: Sequence[str], arrays: Sequence[numpy.ndarray],
+                read: tuple[int, ...]) -> None:
+    """Raise ValueError for the first array of ``read`` with a NaN or an infinity
+    (dot products two at a time, as :func:`_check_values` says)."""
     finite = True
     pending = None
     for i in read:
@@ -218,22 +231,13 @@ def _check_pairs(names: Sequence[str], arrays: Sequence[numpy.ndarray],
                  positive: tuple[int, ...], read: tuple[int, ...],
                  pairs: tuple[tuple[int, int], ...]) -> None:
     """:func:`_check_values` where ``pairs`` (:func:`_pairs` of ``read``) join arrays of one
-    size; C-contiguous arrays only, anything else goes to :func:`_check_values`."""
-    for i in positive:
-        a = arrays[i]
-        if not a.flags.c_contiguous:
-            return _check_values(names, arrays, positive, read)
-        try:
-            low = a.item(a.argmin())  # argmin stops at the first NaN; flat C order
-        except ValueError:  # no entries
-            continue
-        if not low > 0:
-            _refuse_minimum(names[i], a)
+    size; C-contiguous arrays only, anything else goes to :func:`_check_read`."""
+    _check_positive(names, arrays, positive)
     for i, j in pairs:
         a = arrays[i]
         b = arrays[j]
         if not (a.flags.c_contiguous and b.flags.c_contiguous):
-            return _check_values(names, arrays, positive, read)
+            return _check_read(names, arrays, read)
         if not _isfinite(_vdot(a, b)):  # vdot flattens C-contiguous arrays without a copy
             return _refuse_non_finite(names, arrays, read)
     return None
