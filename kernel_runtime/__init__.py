@@ -227,20 +227,35 @@ def _pairs(*groups: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
     return tuple((g[j], g[min(j + 1, len(g) - 1)]) for g in groups for j in range(0, len(g), 2))
 
 
-def _check_pairs(names: Sequence[str], arrays: Sequence[numpy.ndarray],
-                 positive: tuple[int, ...], read: tuple[int, ...],
-                 pairs: tuple[tuple[int, int], ...]) -> None:
-    """:func:`_check_values` where ``pairs`` (:func:`_pairs` of ``read``) join arrays of one
-    size; C-contiguous arrays only, anything else goes to :func:`_check_read`."""
-    _check_positive(names, arrays, positive)
+def _values_pass(values: Sequence[numpy.ndarray], positive: tuple[int, ...],
+                 pairs: tuple[tuple[int, int], ...]) -> bool:
+    """Whether every value passes the checks of :func:`_check_values`, tested in bulk.
+
+    ``positive`` indexes the arrays that must be positive, each tested by its minimum
+    (``argmin`` stops at the first NaN, so NaN, -inf and entries <= 0 fail); ``pairs``
+    (:func:`_pairs` of the read arrays, each pair of one size) are tested by one dot product
+    per pair, finite only when every entry of both arrays is (an infinity times zero is
+    NaN). True means every check passes; False means one may fail (or no entries, or
+    products beyond ~1e308), and :func:`_check_values` then says which and why. Any layout
+    works: ``argmin`` indexes the C-order flattening that ``item`` reads, and ``vdot``
+    flattens (a copy only where an array is not C-contiguous).
+
+    Example:
+        >>> a, b = numpy.ones(3), numpy.array([1.0, numpy.inf, 2.0])
+        >>> _values_pass((a, b), (0,), ((0, 0),)), _values_pass((a, b), (), ((0, 1),))
+        (True, False)
+    """
+    try:
+        for i in positive:
+            a = values[i]
+            if not a.item(a.argmin()) > 0:
+                return False
+    except ValueError:  # an empty array has no argmin
+        return False
     for i, j in pairs:
-        a = arrays[i]
-        b = arrays[j]
-        if not (a.flags.c_contiguous and b.flags.c_contiguous):
-            return _check_read(names, arrays, read)
-        if not _isfinite(_vdot(a, b)):  # vdot flattens C-contiguous arrays without a copy
-            return _refuse_non_finite(names, arrays, read)
-    return None
+        if not _isfinite(_vdot(values[i], values[j])):  # vdot, unlike dot, never warns
+            return False
+    return True
 
 
 def _check_numpy(names: Sequence[str], arrays: Sequence[numpy.ndarray],
@@ -294,8 +309,8 @@ def numpy_elementwise(names: tuple[str, ...], positive: tuple[str, ...],
                 return None  # prepare_elementwise names them
             if check_finite is not False:
                 _check_values(names, values, positive_at, read_at)
-        elif check_finite is not False:
-            _check_pairs(names, values, positive_at, read_at, pairs)
+        elif check_finite is not False and not _values_pass(values, positive_at, pairs):
+            _check_values(names, values, positive_at, read_at)
         return shape, dtype
 
     return fast
@@ -343,8 +358,8 @@ def numpy_coupling(vectors: tuple[str, ...], params: tuple[str, ...],
         for a in values[k:]:
             if type(a) is not _ndarray or a.dtype is not dtype or a.shape != param:
                 return None
-        if check_finite is not False:
-            _check_pairs(names, values, positive_at, read_at, pairs)
+        if check_finite is not False and not _values_pass(values, positive_at, pairs):
+            _check_values(names, values, positive_at, read_at)
         return shape[:-1], n, dtype
 
     return fast
