@@ -21,8 +21,10 @@ Checks:
   outside the domain then gives NaN or infinity; ``True`` forces them (a Dask graph is
   computed; under ``jax.jit`` it is an error); ``False`` skips them. All value checks of
   one call fold into one reduction, so there is at most one device sync per call. For
-  NumPy and PyTorch that reduction is a sum of squares per array (finite only where
-  every entry is), tested entry by entry only where it is not.
+  PyTorch that reduction is a sum of squares per array (finite only where every entry
+  is), tested entry by entry only where it is not. NumPy, with no device to sync, tests
+  each array that must be positive by its minimum and the read arrays by one dot product
+  per pair (:func:`_values_pass`), entry by entry only where one of these fails.
 
 Piecewise values: where a call runs eagerly (:func:`eager`), a kernel evaluates each piece
 but the last only on the entries where it holds (:func:`taken`, :func:`take_xp`,
