@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import sympy as sp
@@ -192,9 +193,11 @@ def _held_arguments(plan: KernelPlan, statements: list[dict[str, Any]]) -> list[
     """Before the first call on each distinct argument, its holder (``_rt.callee_arg``):
     the callables on one argument share what it gives them (one copy per call at most;
     :class:`kernel_runtime.CalleeArg`). ``owned``: the kernel computed the argument itself
-    (an expression, not an alias of an argument), so no caller holds it."""
+    (an expression, not an alias of an argument), so no caller holds it; ``uses``: the
+    calls on it, after the last of which the holder lets its copy go."""
     owned = {st.target for st in plan.statements
              if st.kind == "assign" and not st.expr.is_Symbol}
+    uses = Counter(st["arg"] for st in statements if st["kind"] == "call")
     out: list[dict[str, Any]] = []
     held: dict[str, str] = {}
     for st in statements:
@@ -203,7 +206,7 @@ def _held_arguments(plan: KernelPlan, statements: list[dict[str, Any]]) -> list[
             if arg not in held:
                 held[arg] = f"_arg_{arg}"
                 out.append({"kind": "callee", "target": held[arg], "arg": arg,
-                            "owned": str(arg in owned)})
+                            "owned": str(arg in owned), "uses": str(uses[arg])})
             st = {**st, "arg": held[arg]}
         out.append(st)
     return out

@@ -118,7 +118,7 @@ def _forward_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     """forward for any array-API namespace xp, checked and converted by forward."""
     _like = x1
     # Calls (each callable evaluated once)
-    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False)
+    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False, uses=1)
     F_x2 = _rt.call_xp(xp, "F", F, _arg_x2, "vector", _dtype)
     # Output terms
     y1 = F_x2 + x1
@@ -207,7 +207,7 @@ def _inverse_xp(xp, y1, y2, F, G, _batch, _n, _dtype):
     # Output terms
     x2 = y2
     # Calls (each callable evaluated once)
-    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False)
+    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False, uses=1)
     F_x2 = _rt.call_xp(xp, "F", F, _arg_x2, "vector", _dtype)
     # Output terms
     x1 = y1 - F_x2
@@ -298,7 +298,7 @@ def _jacobian_xp(xp, x1, x2, F, G, JF, JG, _batch, _n, _dtype):
     """jacobian for any array-API namespace xp, checked and converted by jacobian."""
     _like = x1
     # Calls (each callable evaluated once)
-    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False)
+    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False, uses=1)
     JF_x2 = _rt.call_xp(xp, "JF", JF, _arg_x2, "matrix", _dtype)
     # Block matrix J = [[dy1/dx1, dy1/dx2], [dy2/dx1, dy2/dx2]]
     J = _rt.blocks_xp(xp, (
@@ -466,7 +466,7 @@ def _forward_and_log_det_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     """forward_and_log_det for any array-API namespace xp, checked and converted by forward_and_log_det."""
     _like = x1
     # Calls (each callable evaluated once)
-    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False)
+    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False, uses=1)
     F_x2 = _rt.call_xp(xp, "F", F, _arg_x2, "vector", _dtype)
     # Output terms
     y1 = F_x2 + x1

@@ -131,7 +131,7 @@ def _forward_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     _zero = xp.zeros((), dtype=_dtype, device=_rt.device(_like))
     _eager = _rt.eager(xp, (x1, x2,))
     # Calls (each callable evaluated once)
-    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False)
+    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False, uses=2)
     F_x2 = _rt.call_xp(xp, "F", F, _arg_x2, "vector", _dtype)
     G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
     # Intermediate terms
@@ -254,7 +254,7 @@ def _inverse_xp(xp, y1, y2, F, G, _batch, _n, _dtype):
     # Output terms
     x2 = y2
     # Calls (each callable evaluated once)
-    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False)
+    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False, uses=2)
     F_x2 = _rt.call_xp(xp, "F", F, _arg_x2, "vector", _dtype)
     G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
     # Output terms
@@ -369,7 +369,7 @@ def _jacobian_xp(xp, x1, x2, F, G, JF, JG, _batch, _n, _dtype):
     _zero = xp.zeros((), dtype=_dtype, device=_rt.device(_like))
     _eager = _rt.eager(xp, (x1, x2,))
     # Calls (each callable evaluated once)
-    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False)
+    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False, uses=3)
     G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
     JF_x2 = _rt.call_xp(xp, "JF", JF, _arg_x2, "matrix", _dtype)
     JG_x2 = _rt.call_xp(xp, "JG", JG, _arg_x2, "matrix", _dtype)
@@ -522,7 +522,7 @@ def _log_det_jacobian_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     _like = x1
     _zero = xp.zeros((), dtype=_dtype, device=_rt.device(_like))
     # Calls (each callable evaluated once)
-    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False)
+    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False, uses=1)
     G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
     # Output terms
     log_det = xp.sum(-xp.logaddexp(_zero, -G_x2 - 2), axis=-1)
@@ -622,7 +622,7 @@ def _forward_and_log_det_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     _zero = xp.zeros((), dtype=_dtype, device=_rt.device(_like))
     _eager = _rt.eager(xp, (x1, x2,))
     # Calls (each callable evaluated once)
-    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False)
+    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False, uses=2)
     F_x2 = _rt.call_xp(xp, "F", F, _arg_x2, "vector", _dtype)
     G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
     # Intermediate terms

@@ -120,7 +120,7 @@ def _forward_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     """forward for any array-API namespace xp, checked and converted by forward."""
     _like = x1
     # Calls (each callable evaluated once)
-    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False)
+    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False, uses=2)
     F_x2 = _rt.call_xp(xp, "F", F, _arg_x2, "vector", _dtype)
     G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
     # Output terms
@@ -211,7 +211,7 @@ def _inverse_xp(xp, y1, y2, F, G, _batch, _n, _dtype):
     # Output terms
     x2 = y2
     # Calls (each callable evaluated once)
-    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False)
+    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False, uses=2)
     F_x2 = _rt.call_xp(xp, "F", F, _arg_x2, "vector", _dtype)
     G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
     # Output terms
@@ -310,7 +310,7 @@ def _jacobian_xp(xp, x1, x2, F, G, JF, JG, _batch, _n, _dtype):
     """jacobian for any array-API namespace xp, checked and converted by jacobian."""
     _like = x1
     # Calls (each callable evaluated once)
-    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False)
+    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False, uses=3)
     G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
     JF_x2 = _rt.call_xp(xp, "JF", JF, _arg_x2, "matrix", _dtype)
     JG_x2 = _rt.call_xp(xp, "JG", JG, _arg_x2, "matrix", _dtype)
@@ -402,7 +402,7 @@ def _log_det_jacobian_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     """log_det_jacobian for any array-API namespace xp, checked and converted by log_det_jacobian."""
     _like = x1
     # Calls (each callable evaluated once)
-    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False)
+    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False, uses=1)
     G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
     # Output terms
     log_det = xp.sum(4*xp.atan((1/2)*G_x2)/xp.pi, axis=-1)
@@ -493,7 +493,7 @@ def _forward_and_log_det_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     """forward_and_log_det for any array-API namespace xp, checked and converted by forward_and_log_det."""
     _like = x1
     # Calls (each callable evaluated once)
-    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False)
+    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False, uses=2)
     F_x2 = _rt.call_xp(xp, "F", F, _arg_x2, "vector", _dtype)
     G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
     # Intermediate terms

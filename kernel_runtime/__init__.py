@@ -749,12 +749,14 @@ class CalleeArg:
         ('versioned', True, False)
     """
 
-    __slots__ = ("xp", "value", "dtype", "mode", "_copy", "_version")
+    __slots__ = ("xp", "value", "dtype", "mode", "_copy", "_version", "_uses")
 
-    def __init__(self, xp: Any, value: Any, dtype: Any, mode: str, owned: bool) -> None:
+    def __init__(self, xp: Any, value: Any, dtype: Any, mode: str, owned: bool,
+                 uses: int = 0) -> None:
         self.xp, self.value, self.dtype, self.mode = xp, value, dtype, mode
         self._copy: Any = None
         self._version = 0
+        self._uses = uses
         if mode == "versioned" and owned:
             self._copy = value  # the kernel's own array: the guard alone keeps it intact
             self._version = value._version
@@ -779,6 +781,15 @@ class CalleeArg:
                 and self._copy._version != self._version:
             raise ValueError(_wrote(name))
 
+    def done(self, name: str) -> None:
+        """After callable ``name`` returned: :meth:`check`; after the last of the ``uses``
+        calls, the copy is let go (freed as soon as nothing else holds it, e.g. autograd),
+        so it does not outlive the calls."""
+        self.check(name)
+        self._uses -= 1
+        if self._uses == 0:
+            self._copy = None
+
 
 def _wrote(name: str) -> str:
     return (f"{name}: expected {name} to leave its argument unchanged ({name} must not "
@@ -787,9 +798,11 @@ def _wrote(name: str) -> str:
             f"copy")
 
 
-def callee_arg(xp: Any, value: Any, dtype: Any, owned: bool = False) -> CalleeArg:
+def callee_arg(xp: Any, value: Any, dtype: Any, owned: bool = False,
+               uses: int = 0) -> CalleeArg:
     """The :class:`CalleeArg` of ``value`` for this call; ``owned``: the kernel computed
-    ``value`` itself (not an argument of the kernel, nor an alias of one).
+    ``value`` itself (not an argument of the kernel, nor an alias of one); ``uses``: how
+    many calls receive it (0: unknown; the copy then lives as long as the holder).
 
     Example:
         >>> import array_api_strict as xps
@@ -809,7 +822,7 @@ def callee_arg(xp: Any, value: Any, dtype: Any, owned: bool = False) -> CalleeAr
         mode = "read_only"
     else:
         mode = "fresh"
-    return CalleeArg(xp, value, dtype, mode, owned)
+    return CalleeArg(xp, value, dtype, mode, owned, uses)
 
 
 def call_xp(xp: Any, name: str, fn: Any, held: CalleeArg, shape: str, dtype: Any) -> Any:
@@ -833,7 +846,7 @@ def call_xp(xp: Any, name: str, fn: Any, held: CalleeArg, shape: str, dtype: Any
             raise
     else:
         value = fn(held.give())
-        held.check(name)
+    held.done(name)
     if type(value) is not type(arg):
         try:
             same = _compat().array_namespace(value, arg) is not None

@@ -280,3 +280,24 @@ def test_autograd_through_the_shared_copy_equals_the_hand_written_formula(block,
             assert w is None or not bool(w.any()), name
             continue
         np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-12, atol=1e-13, err_msg=name)
+
+
+def test_the_copy_is_let_go_after_its_last_call():
+    """The holder drops its copy after the last of its ``uses`` calls, so the copy does
+    not stay alive through the rest of the body (peak memory as with one copy per call)."""
+    import weakref
+
+    import array_api_compat.torch as xp
+
+    x = xp.ones(4, dtype=xp.float64)
+    held = kernel_runtime.callee_arg(xp, x, xp.float64, uses=2)
+    refs = []
+
+    def F(v):
+        refs.append(weakref.ref(v))
+        return v + 1
+
+    kernel_runtime.call_xp(xp, "F", F, held, "vector", xp.float64)
+    assert refs[0]() is not None  # still held for the second call
+    kernel_runtime.call_xp(xp, "G", F, held, "vector", xp.float64)
+    assert refs[0]() is None, "the copy outlived its last call"
