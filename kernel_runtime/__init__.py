@@ -794,8 +794,8 @@ class CalleeArg:
 def _wrote(name: str) -> str:
     return (f"{name}: expected {name} to leave its argument unchanged ({name} must not "
             f"modify its argument in place), but {name}(x) wrote into x; compute out of "
-            f"place (x * 2, not x *= 2). The caller's arrays are unchanged: {name} got a "
-            f"copy")
+            f"place (x * 2, not x *= 2). The caller's arrays are unchanged ({name} never "
+            f"gets them)")
 
 
 def callee_arg(xp: Any, value: Any, dtype: Any, owned: bool = False,
@@ -844,6 +844,8 @@ def call_xp(xp: Any, name: str, fn: Any, held: CalleeArg, shape: str, dtype: Any
             if "read-only" in str(error):
                 raise ValueError(_wrote(name)) from error
             raise
+        if hasattr(value, "_array") and not value._array.flags.writeable:
+            value = xp.astype(value, dtype, copy=True)  # fn returned (a view of) the copy
     else:
         value = fn(held.give())
     held.done(name)

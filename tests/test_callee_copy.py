@@ -301,3 +301,20 @@ def test_the_copy_is_let_go_after_its_last_call():
     assert refs[0]() is not None  # still held for the second call
     kernel_runtime.call_xp(xp, "G", F, held, "vector", xp.float64)
     assert refs[0]() is None, "the copy outlived its last call"
+
+
+def test_an_identity_callable_gives_a_writeable_result():
+    """array_api_strict: F returning its (read-only) argument still gives writeable
+    outputs, and a block whose output is F(x2) itself returns a writeable array."""
+    lib = make("array_api_strict")
+    x1, x2, s = (lib.asarray(v) for v in _data())
+    held = kernel_runtime.callee_arg(lib.xp, x2, x2.dtype, uses=1)
+    value = kernel_runtime.call_xp(lib.xp, "F", lambda v: v, held, "vector", x2.dtype)
+    value *= 2  # writeable, and not the caller's x2
+    np.testing.assert_array_equal(lib.numpy(x2), _data()[1])
+    for block, kernel in CASES:
+        out = _call(block, kernel, (x1, x2, s), {n: (lambda v: v) for n in ("F", "G")}
+                    | {n: (lambda v: lib.xp.stack([v] * v.shape[-1], axis=-1))
+                       for n in ("JF", "JG")})
+        for o in out if isinstance(out, tuple) else (out,):
+            o *= 1  # every output is writeable
