@@ -768,7 +768,9 @@ class CalleeArg:
         if self.mode == "fresh":
             return self.xp.astype(self.value, self.dtype, copy=True)
         if self._copy is None:
-            self._copy = self.xp.astype(self.value, self.dtype, copy=True)
+            value = self.value
+            self._copy = value.clone() if self.mode == "versioned" and value.dtype == self.dtype \
+                else self.xp.astype(value, self.dtype, copy=True)
             if self.mode == "versioned":
                 self._version = self._copy._version
             else:  # read_only: array_api_strict's array wraps a NumPy array
@@ -809,15 +811,14 @@ def callee_arg(xp: Any, value: Any, dtype: Any, owned: bool = False,
         >>> callee_arg(xps, xps.asarray([1.0]), xps.float64).mode
         'read_only'
     """
-    compat = _compat()
-    if not _mutable(xp):
-        mode = "as_is"
-    elif compat.is_torch_namespace(xp):
+    if _is_torch(value):
         import torch
 
         mode = "versioned" if eager(xp, (value,)) and not torch.is_inference_mode_enabled() \
             and not value.is_inference() else "fresh"
-    elif compat.is_array_api_strict_namespace(xp) and isinstance(
+    elif not _mutable(xp):
+        mode = "as_is"
+    elif _compat().is_array_api_strict_namespace(xp) and isinstance(
             getattr(value, "_array", None), numpy.ndarray):
         mode = "read_only"
     else:

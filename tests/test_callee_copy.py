@@ -151,8 +151,8 @@ def test_a_callable_writing_its_argument_raises_naming_it(lib, block, kernel, ca
 @pytest.mark.parametrize(("block", "kernel"), CASES)
 def test_one_copy_per_distinct_argument_in_eager_torch(monkeypatch, block, kernel):
     """Every callable gets the same tensor: one copy of the caller's x2 (counted where the
-    runtime makes copies, ``xp.astype(..., copy=True)``), or none where the kernel computed
-    x2 itself (``inverse``: y2 / b(s), which is then returned)."""
+    runtime makes copies, ``Tensor.clone`` and ``xp.astype(..., copy=True)``), or none
+    where the kernel computed x2 itself (``inverse``: y2 / b(s), which is then returned)."""
     import array_api_compat.torch as xp
 
     lib = make("torch")
@@ -166,7 +166,15 @@ def test_one_copy_per_distinct_argument_in_eager_torch(monkeypatch, block, kerne
             made.append(out.data_ptr())
         return out
 
+    clone = torch.Tensor.clone
+
+    def cloning(x, *args, **kwargs):
+        out = clone(x, *args, **kwargs)
+        made.append(out.data_ptr())
+        return out
+
     monkeypatch.setattr(xp, "astype", counting)
+    monkeypatch.setattr(torch.Tensor, "clone", cloning)
     seen: dict[str, list] = {}
     out = _call(block, kernel, args, _callables(lib, seen))
     received = {x.data_ptr() for xs in seen.values() for x in xs}
