@@ -326,3 +326,42 @@ def test_an_identity_callable_gives_a_writeable_result():
                        for n in ("JF", "JG")})
         for o in out if isinstance(out, tuple) else (out,):
             o *= 1  # every output is writeable
+
+
+# --- traced PyTorch: each callable gets its own copy, as before -----------------------------
+
+
+def _plain_torch():
+    L = _layers()
+    W, bb, V, c = (torch.asarray(v) for v in (L.W, L.b, L.V, L.c))
+    return (lambda x: torch.tanh(x @ W.T + bb)), (lambda x: L.g_scale * torch.sin(x @ V.T + c))
+
+
+def _first(out):
+    return out[0] if isinstance(out, tuple) else out
+
+
+def test_torch_compile_fullgraph_and_torch_func_on_every_kernel_with_callables():
+    """No graph break from the holder (Dynamo's capture, the "eager" backend), and
+    torch.func.vmap and grad give the eager values."""
+    import warnings
+
+    F, G = _plain_torch()
+    x1, x2, s = (torch.asarray(v) for v in _data())
+    torch._dynamo.reset()
+    for block, kernel in CASES:
+        if kernel == "jacobian":
+            continue  # JF, JG of the reference take a batch; covered eagerly above
+        fn = dict(_kernels(block))[kernel]
+        eager = fn(x1, x2, s, F, G)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*lru_cache.*")
+            warnings.filterwarnings("ignore", category=UserWarning, module="torch._dynamo")
+            compiled = torch.compile(fn, fullgraph=True, backend="eager")(x1, x2, s, F, G)
+        torch.testing.assert_close(compiled, eager, rtol=1e-15, atol=0)
+        mapped = torch.func.vmap(lambda a, b, f=fn: f(a, b, s, F, G))(x1, x2)
+        torch.testing.assert_close(mapped, eager, rtol=1e-14, atol=1e-15)
+        grad = torch.func.grad(lambda b, f=fn: _first(f(x1, b, s, F, G)).sum())(x2)
+        leaf = x2.clone().requires_grad_()
+        (want,) = torch.autograd.grad(_first(fn(x1, leaf, s, F, G)).sum(), leaf)
+        torch.testing.assert_close(grad, want, rtol=1e-13, atol=1e-14)
