@@ -6,10 +6,13 @@ library's own namespace ``xp`` (``torch`` or ``jax.numpy``), with no argument ch
 Every function returns new arrays where the library's arrays are mutable (``copy``:
 ``torch.clone``; JAX arrays are immutable and returned as they are).
 
-Two kinds of baseline:
+Three kinds of baseline:
 
 - ``naive_*``: the straightforward formulas (those of PROBLEM.md), which lose digits near
-  sigma = 1 and for tiny and huge scales;
+  sigma = 1 and for tiny and huge scales; F and G get the caller's array;
+- ``promise_*``: the coupling formulas with the generated kernels' promise that F and G
+  never get the caller's array: one clone of the argument, shared by F and G
+  (:data:`SAME_PROMISE`, timed in torch eager);
 - ``same_*``: the arrangement of derivation 2.3n that the generated KL kernels evaluate,
   typed in: ``xp.where`` over the pieces, each piece evaluated everywhere (the form that
   works under ``jax.jit`` and in torch eager alike), and for torch eager also
@@ -25,7 +28,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["CASES", "MASK_PATCH_TORCH"]
+__all__ = ["CASES", "SAME_PROMISE", "MASK_PATCH_TORCH"]
 
 
 # --- the straightforward formulas ----------------------------------------------------------
@@ -37,6 +40,39 @@ def naive_log_det_jacobian(xp, copy, x1, x2, s, F, G):
 
 def naive_forward(xp, copy, x1, x2, s, F, G):
     return xp.exp(G(x2)) * x1 + F(x2), xp.exp(s) * x2
+
+
+def naive_inverse(xp, copy, y1, y2, s, F, G):
+    x2 = y2 * xp.exp(-s)
+    return (y1 - F(x2)) * xp.exp(-G(x2)), x2
+
+
+def naive_forward_and_log_det(xp, copy, x1, x2, s, F, G):
+    g = G(x2)
+    return xp.exp(g) * x1 + F(x2), xp.exp(s) * x2, xp.sum(g, axis=-1) + xp.sum(s)
+
+
+# --- the same formulas, with the generated kernels' promise about F and G -----------------
+#
+# The generated kernels promise that F and G never get the caller's array (in torch: one
+# copy per call, shared by F and G). A careful engineer making that promise clones the
+# argument once before calling F and G; an argument the formula computes itself (inverse's
+# x2) is nobody else's and needs no clone, so ``inverse`` keeps :func:`naive_inverse`.
+
+
+def promise_log_det_jacobian(xp, copy, x1, x2, s, F, G):
+    return xp.sum(G(copy(x2)), axis=-1) + xp.sum(s)
+
+
+def promise_forward(xp, copy, x1, x2, s, F, G):
+    x = copy(x2)
+    return xp.exp(G(x)) * x1 + F(x), xp.exp(s) * x2
+
+
+def promise_forward_and_log_det(xp, copy, x1, x2, s, F, G):
+    x = copy(x2)
+    g = G(x)
+    return xp.exp(g) * x1 + F(x), xp.exp(s) * x2, xp.sum(g, axis=-1) + xp.sum(s)
 
 
 def naive_kl(xp, copy, mu, sigma):
@@ -116,10 +152,22 @@ def kl_logvar_mask_patch_torch(torch, mu, logvar):
 CASES: dict[tuple[str, str], tuple[Callable[..., Any], Callable[..., Any] | None]] = {
     ("coupling", "log_det_jacobian"): (naive_log_det_jacobian, None),
     ("coupling", "forward"): (naive_forward, None),
+    ("coupling", "inverse"): (naive_inverse, None),
+    ("coupling", "forward_and_log_det"): (naive_forward_and_log_det, None),
     ("gaussian_kl", "kl"): (naive_kl, same_kl),
     ("gaussian_kl", "kl_grad"): (naive_kl_grad, same_kl_grad),
     ("gaussian_kl_logvar", "kl"): (naive_kl_logvar, same_kl_logvar),
     ("gaussian_kl_logvar", "kl_grad"): (naive_kl_grad_logvar, same_kl_grad_logvar),
+}
+
+#: (module, kernel) -> the straightforward formula with the kernels' promise that F and G
+#: never get the caller's array (one clone of the argument, shared by F and G), taking
+#: (xp, copy, *the kernel's arguments); the coupling kernels, timed in torch eager.
+SAME_PROMISE: dict[tuple[str, str], Callable[..., Any]] = {
+    ("coupling", "log_det_jacobian"): promise_log_det_jacobian,
+    ("coupling", "forward"): promise_forward,
+    ("coupling", "inverse"): naive_inverse,
+    ("coupling", "forward_and_log_det"): promise_forward_and_log_det,
 }
 
 #: (module, kernel) -> the mask-and-patch form in eager PyTorch, taking (torch, *arguments);

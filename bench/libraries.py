@@ -7,6 +7,8 @@
   over round-robin rounds of the two samples' difference).
 - ``torch``: generated (default checks, and ``check_finite=False``) ÷ hand-written, both
   in PyTorch eager (float64, CPU, the bench's one thread, ``MKL_ENABLE_INSTRUCTIONS=AVX2``);
+  for the coupling kernels also ÷ the hand-written formula with the same promise (F and G
+  never get the caller's tensor: one clone, shared);
 - ``jax``: the same under ``jax.jit`` (float64, CPU; every function compiled before
   timing, every call timed to ``block_until_ready``).
 - ``torch_kl``: ``torch.distributions.kl_divergence(Normal(mu, sigma), Normal(0, 1))``
@@ -165,6 +167,9 @@ def _torch(sizes: list[int], repeats: int, min_sample: float,
                 "generated": lambda f=fn, a=args: f(*a),
                 "no check": lambda f=fn, a=args: f(*a, check_finite=False),
                 "hand-written": lambda b=naive, a=args: b(torch, torch.clone, *a)}
+            promise = handwritten_xp.SAME_PROMISE.get((module, kernel))
+            if promise is not None:
+                fns["same promise"] = lambda b=promise, a=args: b(torch, torch.clone, *a)
             if same is not None:
                 fns["same, where"] = lambda b=same, a=args: b(torch, torch.clone, *a)
             if patch is not None:
@@ -232,6 +237,10 @@ def _ratio_row(library: str, module: str, kernel: str, elements: int, t: dict,
     row = {"library": library, "module": module, "kernel": kernel, "elements": elements,
            "generated": gen, "no_check": raw, "hand": hand, "ratio": gen / hand,
            "ratio_no_check": raw / hand, "agrees": agrees}
+    if "same promise" in t:  # the coupling kernels in torch eager: one clone for F and G
+        row["promise"] = t["same promise"].median
+        row["ratio_promise"] = gen / row["promise"]
+        row["ratio_promise_no_check"] = raw / row["promise"]
     forms = {k: t[k].median for k in ("same, where", "same, mask and patch") if k in t}
     if forms:
         row["same_where"] = forms["same, where"]
@@ -246,6 +255,9 @@ def _ratio_row(library: str, module: str, kernel: str, elements: int, t: dict,
 def _log_ratio(library: str, row: dict, log: Callable[[str], None]) -> None:
     text = (f"  {library} {row['module']}.{row['kernel']} @ {row['elements']:.0e}: ratio "
             f"{row['ratio']:.2f} (no check {row['ratio_no_check']:.2f})")
+    if "ratio_promise" in row:
+        text += (f", vs same promise {row['ratio_promise']:.2f} "
+                 f"(no check {row['ratio_promise_no_check']:.2f})")
     if "ratio_same" in row:
         text += (f", vs same arrangement {row['ratio_same']:.2f} "
                  f"(no check {row['ratio_same_no_check']:.2f})")

@@ -73,8 +73,8 @@ def forward(
         x1: first half of the input, shape (..., n).
         x2: second half of the input, shape (..., n).
         s: the parameter vector s, shape (n,). Unused here: accepted and ignored.
-        F: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array.
-        G: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array.
+        F: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
+        G: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
         check_finite: the value checks (NaN or infinity in the arrays whose values are
             read), raised as ValueError.
             None (default): checked for NumPy, array_api_strict and eager CPU PyTorch;
@@ -120,8 +120,9 @@ def _forward_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     """forward for any array-API namespace xp, checked and converted by forward."""
     _like = x1
     # Calls (each callable evaluated once)
-    F_x2 = _rt.call_xp(xp, "F", F, x2, "vector", _dtype)
-    G_x2 = _rt.call_xp(xp, "G", G, x2, "vector", _dtype)
+    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False, uses=2)
+    F_x2 = _rt.call_xp(xp, "F", F, _arg_x2, "vector", _dtype)
+    G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
     # Output terms
     y1 = F_x2 + x1*xp.exp(G_x2)
     y2 = x2
@@ -160,8 +161,8 @@ def inverse(
         y1: first half of the output, shape (..., n).
         y2: second half of the output, shape (..., n).
         s: the parameter vector s, shape (n,). Unused here: accepted and ignored.
-        F: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array.
-        G: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array.
+        F: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
+        G: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
         check_finite: the value checks (NaN or infinity in the arrays whose values are
             read), raised as ValueError.
             None (default): checked for NumPy, array_api_strict and eager CPU PyTorch;
@@ -210,8 +211,9 @@ def _inverse_xp(xp, y1, y2, F, G, _batch, _n, _dtype):
     # Output terms
     x2 = y2
     # Calls (each callable evaluated once)
-    F_x2 = _rt.call_xp(xp, "F", F, x2, "vector", _dtype)
-    G_x2 = _rt.call_xp(xp, "G", G, x2, "vector", _dtype)
+    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False, uses=2)
+    F_x2 = _rt.call_xp(xp, "F", F, _arg_x2, "vector", _dtype)
+    G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
     # Output terms
     x1 = (y1 - F_x2)*xp.exp(-G_x2)
     x1 = _rt.finish_xp(xp, x1, _batch + (_n,), _dtype, (y1, y2,))
@@ -251,10 +253,10 @@ def jacobian(
         x1: first half of the input, shape (..., n).
         x2: second half of the input, shape (..., n).
         s: the parameter vector s, shape (n,). Unused here: accepted and ignored.
-        F: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array.
-        G: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array.
-        JF: callable (..., n) -> (..., n, n), JF(x)[..., i, j] = dF_i/dx_j. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array.
-        JG: callable (..., n) -> (..., n, n), JG(x)[..., i, j] = dG_i/dx_j. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array.
+        F: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
+        G: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
+        JF: callable (..., n) -> (..., n, n), JF(x)[..., i, j] = dF_i/dx_j. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
+        JG: callable (..., n) -> (..., n, n), JG(x)[..., i, j] = dG_i/dx_j. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
         check_finite: the value checks (NaN or infinity in the arrays whose values are
             read), raised as ValueError.
             None (default): checked for NumPy, array_api_strict and eager CPU PyTorch;
@@ -307,9 +309,10 @@ def _jacobian_xp(xp, x1, x2, F, G, JF, JG, _batch, _n, _dtype):
     """jacobian for any array-API namespace xp, checked and converted by jacobian."""
     _like = x1
     # Calls (each callable evaluated once)
-    G_x2 = _rt.call_xp(xp, "G", G, x2, "vector", _dtype)
-    JF_x2 = _rt.call_xp(xp, "JF", JF, x2, "matrix", _dtype)
-    JG_x2 = _rt.call_xp(xp, "JG", JG, x2, "matrix", _dtype)
+    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False, uses=3)
+    G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
+    JF_x2 = _rt.call_xp(xp, "JF", JF, _arg_x2, "matrix", _dtype)
+    JG_x2 = _rt.call_xp(xp, "JG", JG, _arg_x2, "matrix", _dtype)
     # Intermediate terms
     _tmp0 = xp.exp(G_x2)
     _J00 = _tmp0
@@ -354,8 +357,8 @@ def log_det_jacobian(
         x1: first half of the input, shape (..., n). Its values are not read here (only its shape and dtype).
         x2: second half of the input, shape (..., n).
         s: the parameter vector s, shape (n,). Unused here: accepted and ignored.
-        F: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array.
-        G: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array.
+        F: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
+        G: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
         check_finite: the value checks (NaN or infinity in the arrays whose values are
             read), raised as ValueError.
             None (default): checked for NumPy, array_api_strict and eager CPU PyTorch;
@@ -397,7 +400,8 @@ def _log_det_jacobian_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     """log_det_jacobian for any array-API namespace xp, checked and converted by log_det_jacobian."""
     _like = x1
     # Calls (each callable evaluated once)
-    G_x2 = _rt.call_xp(xp, "G", G, x2, "vector", _dtype)
+    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False, uses=1)
+    G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
     # Output terms
     log_det = xp.sum(G_x2, axis=-1)
     log_det = _rt.finish_xp(xp, log_det, _batch, _dtype, (x1, x2,))
@@ -435,8 +439,8 @@ def forward_and_log_det(
         x1: first half of the input, shape (..., n).
         x2: second half of the input, shape (..., n).
         s: the parameter vector s, shape (n,). Unused here: accepted and ignored.
-        F: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array.
-        G: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array.
+        F: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
+        G: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
         check_finite: the value checks (NaN or infinity in the arrays whose values are
             read), raised as ValueError.
             None (default): checked for NumPy, array_api_strict and eager CPU PyTorch;
@@ -485,8 +489,9 @@ def _forward_and_log_det_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     """forward_and_log_det for any array-API namespace xp, checked and converted by forward_and_log_det."""
     _like = x1
     # Calls (each callable evaluated once)
-    F_x2 = _rt.call_xp(xp, "F", F, x2, "vector", _dtype)
-    G_x2 = _rt.call_xp(xp, "G", G, x2, "vector", _dtype)
+    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False, uses=2)
+    F_x2 = _rt.call_xp(xp, "F", F, _arg_x2, "vector", _dtype)
+    G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
     # Output terms
     y1 = F_x2 + x1*xp.exp(G_x2)
     y2 = x2

@@ -55,6 +55,7 @@ __all__ = [
     "broadcast", "full", "scale_rows", "scale_rows_xp", "eye_xp", "blocks_xp", "device",
     "numpy_elementwise", "numpy_coupling",
     "eager", "mostly", "piece_shape", "safe_where", "zeros_xp", "taken", "take_xp", "put_xp",
+    "callee_arg", "CalleeArg",
 ]
 
 _ndarray = numpy.ndarray
@@ -737,16 +738,135 @@ def _mutable(xp: Any) -> bool:
     return not (compat.is_jax_namespace(xp) or compat.is_dask_namespace(xp))
 
 
-def call_xp(xp: Any, name: str, fn: Any, arg: Any, shape: str, dtype: Any) -> Any:
+class CalleeArg:
+    """What a kernel's callables receive for one argument: at most one copy per call.
+
+    Made by :func:`callee_arg` once per distinct argument of the callables (``x2`` for
+    both ``F(x2)`` and ``G(x2)``) and passed to :func:`call_xp`, which gives each callable
+    :meth:`give`'s array and then calls :meth:`check`. How the caller's array is kept
+    from the callables is chosen once, when the holder is made (``mode``):
+
+    - ``"versioned"`` -- eager PyTorch: one copy, shared by every callable (none where the
+      kernel computed the argument itself, ``owned``); after each call the copy's version
+      counter (``Tensor._version``, bumped by every in-place write) tells whether the
+      callable wrote into it, and then :meth:`check` raises ``ValueError`` naming it --
+      as NumPy's read-only view raises. The caller's tensor is never written.
+    - ``"read_only"`` -- ``array_api_strict``: one copy whose NumPy buffer is read-only,
+      shared; a write into it raises inside the callable, and :func:`call_xp` names it.
+    - ``"fresh"`` -- everything else that is mutable (PyTorch under tracing, ``torch.func``
+      or inference mode, whose tensors have no version counter; CuPy; other libraries): a
+      fresh copy for each callable, so a write reaches nobody.
+    - ``"as_is"`` -- JAX and Dask: immutable arrays, passed as they are.
+
+    Example:
+        >>> import array_api_compat.torch as xp
+        >>> x = xp.ones(3, dtype=xp.float64)
+        >>> held = callee_arg(xp, x, xp.float64)
+        >>> held.mode, held.give() is held.give(), held.give() is x
+        ('versioned', True, False)
+    """
+
+    __slots__ = ("xp", "value", "dtype", "mode", "_copy", "_version", "_uses")
+
+    def __init__(self, xp: Any, value: Any, dtype: Any, mode: str, owned: bool,
+                 uses: int = 0) -> None:
+        self.xp, self.value, self.dtype, self.mode = xp, value, dtype, mode
+        self._copy: Any = None
+        self._version = 0
+        self._uses = uses
+        if mode == "versioned" and owned:
+            self._copy = value  # the kernel's own array: the guard alone keeps it intact
+            self._version = value._version
+
+    def give(self) -> Any:
+        """The array for the next callable (the copy is made on first use)."""
+        if self.mode == "as_is":
+            return self.value
+        if self.mode == "fresh":
+            return self.xp.astype(self.value, self.dtype, copy=True)
+        if self._copy is None:
+            value = self.value
+            self._copy = value.clone() if self.mode == "versioned" and value.dtype == self.dtype \
+                else self.xp.astype(value, self.dtype, copy=True)
+            if self.mode == "versioned":
+                self._version = self._copy._version
+            else:  # read_only: array_api_strict's array wraps a NumPy array
+                self._copy._array.flags.writeable = False
+        return self._copy
+
+    def check(self, name: str) -> None:
+        """ValueError naming ``name`` where that callable wrote into its argument."""
+        if self.mode == "versioned" and self._copy is not None \
+                and self._copy._version != self._version:
+            raise ValueError(_wrote(name))
+
+    def done(self, name: str) -> None:
+        """After callable ``name`` returned: :meth:`check`; after the last of the ``uses``
+        calls, the copy is let go (freed as soon as nothing else holds it, e.g. autograd),
+        so it does not outlive the calls."""
+        self.check(name)
+        self._uses -= 1
+        if self._uses == 0:
+            self._copy = None
+
+
+def _wrote(name: str) -> str:
+    return (f"{name}: expected {name} to leave its argument unchanged ({name} must not "
+            f"modify its argument in place), but {name}(x) wrote into x; compute out of "
+            f"place (x * 2, not x *= 2). The caller's arrays are unchanged ({name} never "
+            f"gets them)")
+
+
+def callee_arg(xp: Any, value: Any, dtype: Any, owned: bool = False,
+               uses: int = 0) -> CalleeArg:
+    """The :class:`CalleeArg` of ``value`` for this call; ``owned``: the kernel computed
+    ``value`` itself (not an argument of the kernel, nor an alias of one); ``uses``: how
+    many calls receive it (0: unknown; the copy then lives as long as the holder).
+
+    Example:
+        >>> import array_api_strict as xps
+        >>> callee_arg(xps, xps.asarray([1.0]), xps.float64).mode
+        'read_only'
+    """
+    if _is_torch(value):
+        import torch
+
+        mode = "versioned" if eager(xp, (value,)) and not torch.is_inference_mode_enabled() \
+            and not value.is_inference() else "fresh"
+    elif not _mutable(xp):
+        mode = "as_is"
+    elif _compat().is_array_api_strict_namespace(xp) and isinstance(
+            getattr(value, "_array", None), numpy.ndarray):
+        mode = "read_only"
+    else:
+        mode = "fresh"
+    return CalleeArg(xp, value, dtype, mode, owned, uses)
+
+
+def call_xp(xp: Any, name: str, fn: Any, held: CalleeArg, shape: str, dtype: Any) -> Any:
     """Evaluate a callable argument once on the caller's library's array; check the result.
 
-    ``fn`` receives a copy where the library's arrays are mutable (PyTorch, CuPy,
-    ``array_api_strict``), so it cannot change the caller's array; JAX and Dask arrays are
-    passed as they are.
+    ``fn`` receives :meth:`CalleeArg.give`'s array: never the caller's array where the
+    library's arrays are mutable (PyTorch, CuPy, ``array_api_strict``), and one copy
+    shared by the kernel's callables where a write into it is detected (eager PyTorch,
+    ``array_api_strict``: ``ValueError`` naming ``fn``); JAX and Dask arrays are passed as
+    they are.
     """
     if not callable(fn):
         raise TypeError(f"{name}: expected a callable, got {type(fn).__name__}")
-    value = fn(xp.astype(arg, dtype, copy=True) if _mutable(xp) else arg)
+    arg = held.value
+    if held.mode == "read_only":
+        try:
+            value = fn(held.give())
+        except ValueError as error:
+            if "read-only" in str(error):
+                raise ValueError(_wrote(name)) from error
+            raise
+        if hasattr(value, "_array") and not value._array.flags.writeable:
+            value = xp.astype(value, dtype, copy=True)  # fn returned (a view of) the copy
+    else:
+        value = fn(held.give())
+    held.done(name)
     if type(value) is not type(arg):
         try:
             same = _compat().array_namespace(value, arg) is not None
