@@ -224,6 +224,10 @@ def gaussian_kl_pair_module(p: Parameterization) -> Module:
     ratio = sp.exp(x / 2) if p.scale != sigma else nat[r_nat]
     r_out = out("r", ratio, "the ratio of standard deviations", True)
     natural = internal + (m_out, x_out)
+    # kl forms no sigma_p: where exp(logvar_p/2) overflows, its autograd would carry
+    # 0 * inf = NaN into d logvar_p although m (exp(-logvar_p/2) underflowing) is finite
+    natural_kl = (out("m", stable.result("m_evaluable"), "the standardized mean difference",
+                      True), x_out)
     args = (Arg("mu_q", "elementwise", "the mean of q_i."),
             Arg(s_q, "positive" if p.positive else "elementwise",
                 f"{p.title} of q_i" + (", every entry > 0." if p.positive else ".")),
@@ -241,7 +245,7 @@ def gaussian_kl_pair_module(p: Parameterization) -> Module:
 
     kl_value = stable.result("kl_evaluable").xreplace({r_nat: ratio})
     kernels = (
-        Kernel("kl", args, natural + (out("kl", kl_value, "KL(q_i || p_i), element-wise."),),
+        Kernel("kl", args, natural_kl + (out("kl", kl_value, "KL(q_i || p_i), element-wise."),),
                "The KL divergence of q_i from the prior p_i, per dimension (sum it yourself).",
                "Arranged as in derivation 2.3np, in the standardized mean difference and the "
                "log variance ratio: accurate where q_i is near p_i at any scale."),
