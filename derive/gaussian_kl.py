@@ -32,7 +32,8 @@ from .derivation import Derivation, Result, Step
 from .probability import KL, Expectation, GaussianModel, Variance, gaussian_log_pdf
 
 __all__ = ["Parameterization", "PARAMETERIZATIONS", "Prior", "STANDARD_NORMAL", "learned_prior",
-           "Node", "Graph", "expm1mx",
+           "Node", "Graph", "expm1mx", "is_log_linear", "derive_chain_factors",
+           "times_scale_derivative", "dsigma", "dlogsigma",
            "derive_kl", "derive_stable_kl", "derive_stable_kl_pair", "natural_variables",
            "scaled_squares", "derive_gradient_estimators"]
 
@@ -265,10 +266,13 @@ def _stabilize(expr: sp.Expr, p: Parameterization,
     computed exactly (``sigma - 1``, ``expm1(logvar)``); expand what is left over the
     denominator (``(sigma + 1) / sigma -> 1 + 1/sigma``), so that it cannot overflow.
     """
-    optimum = {p.scale: sp.solve(sp.Eq(p.sigma, prior.sigma), p.scale)[0]}
+    if not expr.has(p.scale):
+        return optimize(sp.factor(expr), [expm1_opt, log1p_opt])
+    at = sp.solve(sp.Eq(p.sigma, prior.sigma), p.scale)  # none where sigma never reaches it
     numer, denom = sp.fraction(sp.factor(expr))
     factors = sp.Mul.make_args(numer)
-    vanishing = [f for f in factors if f.free_symbols and f.xreplace(optimum) == 0]
+    vanishing = [f for f in factors if at and f.free_symbols and f.xreplace({p.scale: at[0]})
+                 == 0]
     rest = sp.Mul(*[f for f in factors if f not in vanishing]) / denom
     arranged = sp.Mul(*vanishing) * sp.expand(rest) if vanishing else sp.factor(expr)
     return optimize(arranged, [expm1_opt, log1p_opt])
@@ -286,6 +290,155 @@ def _sinh_form(expr: sp.Expr, p: Parameterization) -> sp.Expr:
         return 2 * half * sp.sinh(e.args[0] / 2) if sp.simplify(half - p.sigma) == 0 else e
 
     return expr.replace(lambda e: isinstance(e, expm1), rewrite)
+
+
+# --- any scale parameterization: the chain rule through sigma and log sigma -------------
+
+#: sigma'(scale) and (log sigma)'(scale) = sigma'/sigma, each computed once by the kernels.
+dsigma = sp.Symbol("dsigma", real=True)
+dlogsigma = sp.Symbol("dlogsigma", real=True)
+
+
+def is_log_linear(p: Parameterization) -> bool:
+    """Whether ``sigma`` is the scale itself or ``log sigma`` is linear in it (``sigma = c
+    exp(k scale)``, as for ``logvar``): then every gradient is a function of the scale that
+    :func:`_stabilize` arranges exactly (``expm1`` of the scale at the optimum). Any other
+    parameterization (softplus, ``exp(rho) + c``, ``rho**2``, ``1/rho``, ...) goes through
+    ``sigma`` and ``log sigma`` (derivation 2.3c): its powers would overflow or underflow
+    where the gradient is finite.
+
+    Example:
+        >>> is_log_linear(PARAMETERIZATIONS["logvar"])
+        True
+    """
+    if p.sigma == p.scale:
+        return True
+    log_derivative = sp.simplify(sp.diff(sp.log(p.sigma), p.scale))
+    return bool(log_derivative.is_number and log_derivative != 0)
+
+
+def _in_each_piece(lhs: sp.Basic, rhs: sp.Basic) -> list[tuple[sp.Basic, sp.Basic]]:
+    """A check model: both sides at a point inside each piece's region of ``rhs`` (the
+    random points of the numeric check may all fall in one piece, and a series piece is
+    exact nowhere, so each is compared where it is used)."""
+    from codegen.plan import safe_point  # derive's kernels use codegen; not the reverse
+
+    if not isinstance(rhs, sp.Piecewise):
+        return [(lhs, rhs)]
+    pairs, earlier = [], []
+    for piece, cond in rhs.args:
+        region = sp.And(cond, *(sp.Not(c) for c in earlier))
+        earlier.append(cond)
+        point = safe_point(piece, region)
+        pairs.append((lhs.xreplace(point), piece.xreplace(point)))
+    return pairs
+
+
+def _refine_pieces(expr: sp.Expr) -> sp.Expr:
+    """A piecewise value folded into one, each piece simplified where it is taken (its
+    condition, and no earlier one): ``|u| = -u`` where ``u < 0``, and ``exp(u) exp(-|u|)``
+    is 1 where ``u >= 0`` (never ``inf * 0``)."""
+    folded = sp.piecewise_fold(expr)
+    if not isinstance(folded, sp.Piecewise):
+        return folded
+    pieces, earlier = [], []
+    for e, c in folded.args:
+        region = sp.And(c, *(sp.Not(k) for k in earlier))
+        earlier.append(c)
+        try:
+            pieces.append((sp.refine(e, region) if region is not sp.true else e, c))
+        except ValueError:  # the region is empty (folded conditions contradict): never taken
+            continue
+    return sp.Piecewise(*pieces)
+
+
+@cache
+def derive_chain_factors(p: Parameterization) -> Derivation:
+    """2.3c: ``sigma``, ``log sigma^2``, ``sigma'`` and ``(log sigma)'`` of a scale
+    parameterization, arranged for floating point (each rewrite a checked step).
+
+    ``(log sigma)'`` is the derivative of the arranged ``log sigma``, piece by piece: where
+    ``sigma`` underflows (softplus far left), ``sigma'/sigma`` would be ``0/0``, while the
+    log, and so its derivative, stays in range.
+
+    Example:
+        >>> rho = sp.Symbol("rho", real=True)
+        >>> d = derive_chain_factors(Parameterization("rho", "m", rho, sp.exp(rho), "e"))
+        >>> d.result("dlogsigma_evaluable"), d.result("dsigma_evaluable")
+        (1, exp(rho))
+    """
+    from .arrangement import KERNEL_REWRITES, arrange  # the arrangement imports no KL
+
+    s = p.scale
+    log_var = sp.simplify(sp.expand_log(sp.log(p.sigma**2), force=True))
+    steps = [Step(sp.log(p.sigma**2), log_var, "the log of the variance, expanded")]
+    x_arranged, more = arrange(log_var, KERNEL_REWRITES)
+    steps += more
+    sigma_arranged, more = arrange(p.sigma, KERNEL_REWRITES)
+    steps += more
+    derivative = sp.diff(p.sigma, s)
+    dsigma_arranged, more = arrange(derivative, KERNEL_REWRITES)
+    x_arranged, sigma_arranged, dsigma_arranged = (
+        _refine_pieces(e) for e in (x_arranged, sigma_arranged, dsigma_arranged))
+    steps = [Step(sp.Derivative(p.sigma, s), derivative, "differentiate")] + steps + more
+    log_derivative = sp.simplify(sp.diff(log_var / 2, s))
+    steps.append(Step(sp.Derivative(sp.log(p.sigma), s), log_derivative,
+                      "differentiate the log of the standard deviation"))
+    from_log, more = arrange(_refine_pieces(sp.diff(x_arranged / 2, s)), KERNEL_REWRITES)
+    from_log = _refine_pieces(from_log)
+    steps.append(Step(log_derivative, from_log,
+                      "the derivative of the arranged {0}, piece by piece: where {1} "
+                      "underflows its log does not, so {2} is never {3}",
+                      notes=(sp.log(sigma), sigma, dsigma / sigma, sp.nan),
+                      models=(_in_each_piece,)))
+    results = [
+        Result("x", x_arranged, "the log-variance, arranged", typeset=False),
+        Result("sigma_evaluable", sigma_arranged, "the standard deviation, arranged",
+               typeset=False),
+        Result("dsigma_evaluable", dsigma_arranged, "its derivative, arranged", typeset=False),
+        Result("dlogsigma_evaluable", from_log, "the derivative of its log, arranged",
+               typeset=False),
+    ]
+    return Derivation(
+        "2.3c", "The standard deviation and its derivatives in floating point",
+        "Arrange sigma, log sigma^2, sigma' and (log sigma)' of the parameterization so that "
+        "each is finite wherever its true value is.", steps, results, variant=p.name)
+
+
+def times_scale_derivative(c: sp.Expr) -> sp.Expr:
+    """``c sigma'``, ``c`` a coefficient of the ``sigma`` parameterization (in ``sigma``):
+    where ``c`` has a pole at ``sigma = 0``, ``c sigma' = (c sigma) (log sigma)'``, used
+    where ``sigma < 1`` (``c sigma`` is finite as sigma underflows, ``c`` is not); each
+    form arranged by :func:`_stabilize` for the ``sigma`` parameterization.
+
+    Example:
+        >>> times_scale_derivative(sigma - 1 / sigma).args[0]
+        (dlogsigma*(sigma - 1)*(sigma + 1), sigma < 1)
+    """
+    sigma_param = PARAMETERIZATIONS["sigma"]
+    if not sp.denom(sp.together(c)).has(sigma):
+        return _stabilize(c, sigma_param) * dsigma
+    times = sp.expand(c * sigma)
+    if not times.has(sigma):
+        return times * dlogsigma
+    return sp.Piecewise((_stabilize(times, sigma_param) * dlogsigma, sigma < 1),
+                        (_stabilize(c, sigma_param) * dsigma, True))
+
+
+def _through_sigma(expr_sigma: sp.Expr) -> sp.Expr:
+    """An expression of the ``sigma`` parameterization (a gradient or an estimator in
+    ``sigma``, ``mu``, ``eps``) times ``sigma'``, by powers of the noise, each coefficient
+    through :func:`times_scale_derivative`; the pieces folded into one piecewise value."""
+    by_power = sp.collect(sp.expand(expr_sigma), eps, evaluate=False)
+    total = sp.Add(*(k * times_scale_derivative(sp.factor(v))
+                     for k, v in sorted(by_power.items(), key=lambda kv: sp.default_sort_key(
+                         kv[0]))))
+    return sp.piecewise_fold(total)
+
+
+def _chain_given(p: Parameterization) -> dict[sp.Symbol, sp.Expr]:
+    return {sigma: p.sigma, dsigma: sp.diff(p.sigma, p.scale),
+            dlogsigma: sp.diff(p.sigma, p.scale) / p.sigma}
 
 
 def _common_factor(terms: list[sp.Expr]) -> sp.Expr:
@@ -353,16 +506,24 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
     kl = derive_kl(p).result("kl")
     s = p.scale
     log_var = sp.simplify(sp.expand_log(sp.log(p.sigma**2), force=True))  # x = log sigma^2
-    in_x = sp.expand(sp.simplify(kl.xreplace({s: sp.solve(sp.Eq(log_var, x), s)[0]})))
-    quadratic = in_x - (sp.exp(x) - 1 - x) / 2
+    # the part of the KL that is not a function of x (mu**2/2): no need to solve for s
+    quadratic = sp.simplify(kl - (p.sigma**2 - 1 - log_var) / 2)
     stable = (quadratic + expm1mx(x) / 2).xreplace({x: log_var})
     grad = {name: sp.diff(kl, var) for name, var in (("mu", mu), (p.name, s))}
+    log_linear = is_log_linear(p)
+    sigma_value, x_value = p.sigma, log_var
+    if not log_linear:  # sigma, x and the chain factors as 2.3c arranges them
+        chain = derive_chain_factors(p)
+        sigma_value, x_value = chain.result("sigma_evaluable"), chain.result("x")
     stable_grad = {name: _stabilize(g, p) for name, g in grad.items()}
+    if not log_linear:
+        d_kl_d_sigma = sp.diff(derive_kl(PARAMETERIZATIONS["sigma"]).result("kl"), sigma)
+        stable_grad[p.name] = _through_sigma(d_kl_d_sigma)
     in_exp = quadratic + (sp.exp(x) - 1 - x) / 2
     # The pieces the kernel evaluates, each by x, each halved before it is formed.
     series = _taylor(x)
     middle = optimize(sp.exp(x) - 1 - x, [expm1_opt])
-    outer = p.sigma**2 - 1 - x  # exp(x) taken from sigma itself, squared after halving
+    outer = sigma_value**2 - 1 - x  # exp(x) taken from sigma itself, squared after halving
     outer_half = scaled_squares(outer / 2)
     direct_from = OVERFLOW_RADIUS if log_var == s else DIRECT_RADIUS
     quadratic_half = scaled_squares(quadratic)
@@ -396,7 +557,15 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
         var = mu if name == "mu" else s
         steps.append(Step(sp.Derivative(KL_i, var), g, "differentiate with respect to {0}",
                           given={KL_i: kl}, notes=(var,)))
-        if stable_grad[name] != g:
+        if name == p.name and not log_linear:
+            steps.append(Step(
+                g, stable_grad[name],
+                "the chain rule through {0}: its derivative with respect to {0} times {1}; "
+                "where {2}, written with {3} instead, so that nothing is an infinity times "
+                "0 where {0} underflows (each factor as 2.3c arranges it)",
+                given=_chain_given(p), notes=(sigma, dsigma, sigma < 1,
+                                              sp.Eq(dsigma, sigma * dlogsigma))))
+        elif stable_grad[name] != g:
             uses_expm1 = stable_grad[name].has(expm1)
             steps.append(Step(
                 g, stable_grad[name],
@@ -415,7 +584,7 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
     bound = _series_error()
     results = [
         Result("kl_stable", stable, "the KL arranged for floating point", KL_i),
-        Result("x", log_var, "the log-variance the arrangement uses", x),
+        Result("x", x_value, "the log-variance the arrangement uses", x),
         Result("kl_evaluable", evaluable,
                "the same, written out piece by piece for evaluation in floating point",
                typeset=False),
@@ -820,7 +989,15 @@ def derive_gradient_estimators(p: Parameterization,
             results.append(Result(f"{label}_{par.name}", est,
                                   f"the {kind} estimate of the gradient (its component on "
                                   "the left)", _bar(par, "bar" if label == "grad" else "stl")))
-            if prior.is_standard:
+            if prior.is_standard and not is_log_linear(p):
+                # the estimator of the sigma parameterization times sigma', through 2.3c
+                given = _chain_given(p)
+                if par == p.scale:
+                    of_sigma = derive_gradient_estimators(PARAMETERIZATIONS["sigma"])
+                    arranged = _through_sigma(of_sigma.result(f"{label}_sigma"))
+                else:
+                    arranged = est.subs(p.sigma, sigma)
+            elif prior.is_standard:
                 arranged, given = _arrange_estimator(est, p), {}
             else:
                 arranged, given = _arrange_natural(est, p, prior), natural_variables(p, prior)

@@ -18,9 +18,11 @@ from codegen.spec import Arg, Kernel, Module, Output
 from .coupling import CouplingBlock, arranged_blocks, derive_arrangement
 from .gaussian_kl import (
     Parameterization,
+    derive_chain_factors,
     derive_gradient_estimators,
     derive_stable_kl,
     derive_stable_kl_pair,
+    is_log_linear,
     learned_prior,
     mu,
     natural_variables,
@@ -131,6 +133,12 @@ def gaussian_kl_module(p: Parameterization) -> Module:
     derived_sigma = p.sigma != p.scale
     shared = (Output("sigma", p.sigma, "the standard deviation", internal=True),) \
         if derived_sigma else ()
+    if not is_log_linear(p):  # sigma and its derivatives as derivation 2.3c arranges them
+        chain = derive_chain_factors(p)
+        shared = tuple(Output(name, chain.result(f"{name}_evaluable"), doc, internal=True)
+                       for name, doc in (("sigma", "the standard deviation"),
+                                         ("dsigma", "d sigma / d scale"),
+                                         ("dlogsigma", "d log(sigma) / d scale")))
 
     def in_sigma(expr: sp.Expr) -> sp.Expr:
         return expr.subs(p.sigma, sigma) if derived_sigma else expr
