@@ -33,7 +33,7 @@ from .probability import KL, Expectation, GaussianModel, Variance, gaussian_log_
 
 __all__ = ["Parameterization", "PARAMETERIZATIONS", "Prior", "STANDARD_NORMAL", "learned_prior",
            "Node", "Graph", "expm1mx", "is_log_linear", "derive_chain_factors",
-           "times_scale_derivative", "dsigma", "dlogsigma",
+           "times_scale_derivative", "dsigma", "dlogsigma", "dlogsigma_p",
            "derive_kl", "derive_stable_kl", "derive_stable_kl_pair", "natural_variables",
            "scaled_squares", "derive_gradient_estimators"]
 
@@ -237,9 +237,10 @@ def derive_kl(p: Parameterization, prior: Prior = STANDARD_NORMAL) -> Derivation
         steps.append(Step(half_form, kl,
                           "substitute " + " and ".join(f"{{{k}}}" for k in range(len(notes))),
                           given=substitution, notes=notes))
-    if not standard:
+    one = sp.solve(sp.Eq(prior.sigma, 1), prior.scale) if not standard else []
+    if one:  # (a parameterization whose sigma never reaches 1 has no such special case)
         coursework = derive_kl(p).result("kl")
-        at_standard = {mu_p: 0, prior.scale: sp.solve(sp.Eq(prior.sigma, 1), prior.scale)[0]}
+        at_standard = {mu_p: 0, prior.scale: one[0]}
         steps.append(Step(kl.xreplace(at_standard), coursework,
                           "the special case of the standard normal prior, {0} zero and {1} "
                           "one: the answer of 2.3", notes=(mu_p, sigma_p)))
@@ -330,7 +331,8 @@ def _in_each_piece(lhs: sp.Basic, rhs: sp.Basic) -> list[tuple[sp.Basic, sp.Basi
         region = sp.And(cond, *(sp.Not(c) for c in earlier))
         earlier.append(cond)
         point = safe_point(piece, region)
-        pairs.append((lhs.xreplace(point), piece.xreplace(point)))
+        # as numbers: SymPy's simplification of such constants can divide by a 0 it rounded
+        pairs.append((lhs.xreplace(point).evalf(50), piece.xreplace(point).evalf(50)))
     return pairs
 
 
@@ -675,6 +677,33 @@ def natural_variables(p: Parameterization, prior: Prior) -> dict[sp.Symbol, sp.E
             sigma_p: prior.sigma}
 
 
+#: (log sigma_p)'(scale_p), computed once by the pair kernels (dlogsigma is q's).
+dlogsigma_p = sp.Symbol("dlogsigma_p", real=True)
+
+
+def _pair_given(p: Parameterization) -> dict[sp.Symbol, sp.Expr]:
+    """The natural variables and both log-derivatives in the parameters."""
+    prior = learned_prior(p)
+    d_q = sp.diff(sp.log(p.sigma), p.scale)
+    return {**natural_variables(p, prior), dlogsigma: d_q,
+            dlogsigma_p: d_q.xreplace({p.scale: prior.scale})}
+
+
+def _pair_through_sigma(expr: sp.Expr, p: Parameterization, var: sp.Symbol) -> sp.Expr:
+    """A derivative (or an estimator) of the learned-prior KL with respect to one scale
+    parameter ``var`` of ``p``, as ``(sigma d/dsigma) (log sigma)'``: the first factor in
+    the natural variables of the ``sigma`` parameterization (finite where sigma underflows),
+    the second from 2.3c (``dlogsigma``, or ``dlogsigma_p`` on the prior's side)."""
+    prior = learned_prior(p)
+    side = sigma if var == p.scale else sigma_p
+    sigma_param = PARAMETERIZATIONS["sigma"]
+    d_log = sp.diff(sp.log(p.sigma if var == p.scale else prior.sigma), var)
+    in_sigma = sp.expand(expr / d_log).subs(p.sigma, sigma).subs(prior.sigma, sigma_p)
+    scaled = _arrange_natural(sp.simplify(in_sigma), sigma_param,
+                              learned_prior(sigma_param))
+    return scaled * (dlogsigma if side == sigma else dlogsigma_p)
+
+
 @cache
 def derive_stable_kl_pair(p: Parameterization) -> Derivation:
     """2.3np: the learned-prior KL and its gradient in natural variables, for floating point.
@@ -707,6 +736,19 @@ def derive_stable_kl_pair(p: Parameterization) -> Derivation:
                           "where {0}, multiply by {1} twice: {2} is subnormal or zero there, "
                           "{1} finite", given=given, notes=(far, root, prior.sigma)))
         m_eval = sp.Piecewise((nat[m_nat], prior.scale >= -LOGVAR_LIMIT), (m_far, True))
+    if not is_log_linear(p):  # sigma_p underflows where its log does not
+        quarter = _refine_pieces(
+            derive_chain_factors(p).result("x").xreplace({p.scale: prior.scale}) / 4)
+        by_piece = quarter.args if isinstance(quarter, sp.Piecewise) else ((quarter, sp.true),)
+        m_far = sp.Piecewise(*((sp.UnevaluatedExpr((mu - mu_p) * sp.exp(-h)) * sp.exp(-h), c)
+                               for h, c in by_piece))
+        steps.append(Step(nat[m_nat], m_far,
+                          "where {0}, multiply by {1} twice, from the arranged log of 2.3c: "
+                          "{2} is subnormal or zero there, {1} finite", given=given,
+                          notes=(prior.sigma < TINY_RATIO, sp.exp(-sp.log(sigma_p) / 2),
+                                 sigma_p), models=(_in_each_piece,)))
+        m_eval = sp.piecewise_fold(sp.Piecewise((nat[m_nat], prior.sigma >= TINY_RATIO),
+                                                (m_far, True)))
     if ratio_exact:
         d = (sigma - sigma_p) / sigma_p
         steps.append(Step(nat[x], 2 * log1p(d),
@@ -721,6 +763,24 @@ def derive_stable_kl_pair(p: Parameterization) -> Derivation:
                                sp.Abs(sigma - sigma_p) < RATIO_RADIUS * sigma_p),
                               (2 * sp.log(sigma / sigma_p), sigma / sigma_p >= TINY_RATIO),
                               (apart, True))
+    log_linear = is_log_linear(p)
+    if not log_linear:  # sigma and sigma_p as 2.3c arranges them, each computed once
+        x_q = derive_chain_factors(p).result("x")
+        apart = _refine_pieces(x_q - x_q.xreplace({p.scale: prior.scale}))
+        d = (sigma - sigma_p) / sigma_p
+        at = {sigma: p.sigma, sigma_p: prior.sigma}
+        steps.append(Step(nat[x], 2 * log1p(d),
+                          "where {0}, from the exact difference {1}, not the rounded ratio",
+                          given=at, notes=(sp.Abs(sigma - sigma_p) < RATIO_RADIUS * sigma_p,
+                                           sigma - sigma_p)))
+        steps.append(Step(nat[x], apart,
+                          "where {0} is out of range, from the two arranged logs of 2.3c: "
+                          "either scale may underflow", notes=(sigma / sigma_p,),
+                          models=(_in_each_piece,)))
+        in_range = (sigma / sigma_p >= TINY_RATIO) & (sigma / sigma_p <= 1 / TINY_RATIO)
+        x_eval = sp.piecewise_fold(sp.Piecewise(
+            (2 * log1p(d), sp.Abs(sigma - sigma_p) < RATIO_RADIUS * sigma_p),
+            (2 * sp.log(sigma / sigma_p), in_range), (apart, True)))
     direct_from = OVERFLOW_RADIUS if nat[x] == p.scale - prior.scale else DIRECT_RADIUS
     series = _taylor(x)
     middle = optimize(sp.exp(x) - 1 - x, [expm1_opt])
@@ -749,9 +809,19 @@ def derive_stable_kl_pair(p: Parameterization) -> Derivation:
     grads = {}
     for name, var in zip(names, params, strict=True):
         g = sp.diff(kl, var)
-        grads[name] = _arrange_natural(g, p, prior)
         steps.append(Step(sp.Derivative(KL_i, var), g, "differentiate with respect to {0}",
                           given={KL_i: kl}, notes=(var,)))
+        if not log_linear and var in (p.scale, prior.scale):
+            grads[name] = _pair_through_sigma(g, p, var)
+            steps.append(Step(g, grads[name],
+                              "the chain rule through {0}: {0} times the derivative with "
+                              "respect to {0} (in the natural variables, finite where {0} "
+                              "underflows), times {1}, as 2.3c arranges it",
+                              given=_pair_given(p), notes=(
+                                  sigma if var == p.scale else sigma_p,
+                                  dlogsigma if var == p.scale else dlogsigma_p)))
+            continue
+        grads[name] = _arrange_natural(g, p, prior)
         steps.append(Step(g, grads[name],
                           "in the natural variables, the factor that vanishes where {0} is "
                           "one in exact form", given=given, notes=(r_nat,)))
@@ -999,6 +1069,8 @@ def derive_gradient_estimators(p: Parameterization,
                     arranged = est.subs(p.sigma, sigma)
             elif prior.is_standard:
                 arranged, given = _arrange_estimator(est, p), {}
+            elif not is_log_linear(p) and par in (p.scale, prior.scale):
+                arranged, given = _pair_through_sigma(est, p, par), _pair_given(p)
             else:
                 arranged, given = _arrange_natural(est, p, prior), natural_variables(p, prior)
             arranged_steps.append(Step(est, arranged, given=given, reason=

@@ -22,6 +22,7 @@ from .gaussian_kl import (
     derive_gradient_estimators,
     derive_stable_kl,
     derive_stable_kl_pair,
+    dlogsigma,
     is_log_linear,
     learned_prior,
     mu,
@@ -236,6 +237,21 @@ def gaussian_kl_pair_module(p: Parameterization) -> Module:
     # 0 * inf = NaN into d logvar_p although m (exp(-logvar_p/2) underflowing) is finite
     natural_kl = (out("m", stable.result("m_evaluable"), "the standardized mean difference",
                       True), x_out)
+    if not is_log_linear(p):  # both sides' sigma and (log sigma)' as 2.3c arranges them
+        chain = derive_chain_factors(p)
+        rename.update({sigma: sp.Symbol("sigma_q", real=True),
+                       dlogsigma: sp.Symbol("dlogsigma_q", real=True)})
+        to_p = {p.scale: prior.scale}
+        sides = tuple(
+            out(f"{name}{side}", chain.result(f"{name}_evaluable").xreplace(
+                to_p if side == "_p" else {}), doc, True)
+            for side in ("_q", "_p")
+            for name, doc in (("sigma", "a standard deviation"),
+                              ("dlogsigma", "d log(sigma) / d scale")))
+        m_out = out("m", stable.result("m_evaluable").subs(prior.sigma, sigma_p),
+                    "the standardized mean difference", True)
+        x_out = out("x", stable.result("x_evaluable"), "the log variance ratio", True)
+        natural = natural_kl = sides + (m_out, x_out)
     args = (Arg("mu_q", "elementwise", "the mean of q_i."),
             Arg(s_q, "positive" if p.positive else "elementwise",
                 f"{p.title} of q_i" + (", every entry > 0." if p.positive else ".")),
