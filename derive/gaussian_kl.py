@@ -689,18 +689,14 @@ def _pair_given(p: Parameterization) -> dict[sp.Symbol, sp.Expr]:
             dlogsigma_p: d_q.xreplace({p.scale: prior.scale})}
 
 
-def _pair_through_sigma(expr: sp.Expr, p: Parameterization, var: sp.Symbol) -> sp.Expr:
+def _pair_through_sigma(expr_sigma: sp.Expr, side: sp.Symbol) -> sp.Expr:
     """A derivative (or an estimator) of the learned-prior KL with respect to one scale
-    parameter ``var`` of ``p``, as ``(sigma d/dsigma) (log sigma)'``: the first factor in
-    the natural variables of the ``sigma`` parameterization (finite where sigma underflows),
-    the second from 2.3c (``dlogsigma``, or ``dlogsigma_p`` on the prior's side)."""
-    prior = learned_prior(p)
-    side = sigma if var == p.scale else sigma_p
+    parameter, from ``expr_sigma``, the same with respect to ``side`` (``sigma`` or
+    ``sigma_p``) in the ``sigma`` parameterization: ``(side * expr_sigma) (log side)'``,
+    the first factor in the natural variables (finite where the scale underflows), the
+    second from 2.3c (``dlogsigma``, or ``dlogsigma_p`` on the prior's side)."""
     sigma_param = PARAMETERIZATIONS["sigma"]
-    d_log = sp.diff(sp.log(p.sigma if var == p.scale else prior.sigma), var)
-    in_sigma = sp.expand(expr / d_log).subs(p.sigma, sigma).subs(prior.sigma, sigma_p)
-    scaled = _arrange_natural(sp.simplify(in_sigma), sigma_param,
-                              learned_prior(sigma_param))
+    scaled = _arrange_natural(expr_sigma * side, sigma_param, learned_prior(sigma_param))
     return scaled * (dlogsigma if side == sigma else dlogsigma_p)
 
 
@@ -728,14 +724,18 @@ def derive_stable_kl_pair(p: Parameterization) -> Derivation:
     ]
     x_eval = nat[x]
     m_eval = nat[m_nat]
-    if prior.sigma == sp.exp(prior.scale / 2):  # sigma_p from logvar_p: it underflows
-        root = sp.exp(-prior.scale / 4)
+    slope = sp.diff(sp.log(prior.sigma), prior.scale)
+    if prior.sigma != prior.scale and is_log_linear(p):  # sigma_p = c exp(k scale_p)
+        # where log sigma_p < -LOGVAR_LIMIT/2, sigma_p underflows (logvar_p < -170)
+        log_sigma_p = sp.expand_log(sp.log(prior.sigma), force=True)
+        bound = sp.solve(sp.Eq(log_sigma_p, -sp.Rational(LOGVAR_LIMIT, 2)), prior.scale)[0]
+        root = sp.exp(-log_sigma_p / 2)
         m_far = sp.UnevaluatedExpr((mu - mu_p) * root) * root
-        far = prior.scale < -LOGVAR_LIMIT
+        far = prior.scale < bound if slope > 0 else prior.scale > bound
         steps.append(Step(nat[m_nat], m_far,
                           "where {0}, multiply by {1} twice: {2} is subnormal or zero there, "
                           "{1} finite", given=given, notes=(far, root, prior.sigma)))
-        m_eval = sp.Piecewise((nat[m_nat], prior.scale >= -LOGVAR_LIMIT), (m_far, True))
+        m_eval = sp.Piecewise((nat[m_nat], ~far), (m_far, True))
     if not is_log_linear(p):  # sigma_p underflows where its log does not
         quarter = _refine_pieces(
             derive_chain_factors(p).result("x").xreplace({p.scale: prior.scale}) / 4)
@@ -811,8 +811,16 @@ def derive_stable_kl_pair(p: Parameterization) -> Derivation:
         g = sp.diff(kl, var)
         steps.append(Step(sp.Derivative(KL_i, var), g, "differentiate with respect to {0}",
                           given={KL_i: kl}, notes=(var,)))
-        if not log_linear and var in (p.scale, prior.scale):
-            grads[name] = _pair_through_sigma(g, p, var)
+        if not log_linear:  # the sigma parameterization's, through 2.3c
+            sigma_param = PARAMETERIZATIONS["sigma"]
+            if var in (mu, mu_p):
+                grads[name] = derive_stable_kl_pair(sigma_param).result(f"grad_{var.name}")
+                steps.append(Step(g, grads[name], "as for the standard deviation: in the "
+                                  "natural variables", given=_pair_given(p)))
+                continue
+            side = sigma if var == p.scale else sigma_p
+            kl_sigma = derive_kl(sigma_param, learned_prior(sigma_param)).result("kl")
+            grads[name] = _pair_through_sigma(sp.diff(kl_sigma, side), side)
             steps.append(Step(g, grads[name],
                               "the chain rule through {0}: {0} times the derivative with "
                               "respect to {0} (in the natural variables, finite where {0} "
@@ -1069,8 +1077,16 @@ def derive_gradient_estimators(p: Parameterization,
                     arranged = est.subs(p.sigma, sigma)
             elif prior.is_standard:
                 arranged, given = _arrange_estimator(est, p), {}
-            elif not is_log_linear(p) and par in (p.scale, prior.scale):
-                arranged, given = _pair_through_sigma(est, p, par), _pair_given(p)
+            elif not is_log_linear(p):  # the sigma parameterization's, through 2.3c
+                sigma_param = PARAMETERIZATIONS["sigma"]
+                of_sigma = derive_gradient_estimators(sigma_param, learned_prior(sigma_param))
+                given = _pair_given(p)
+                if par in (mu, mu_p):
+                    arranged = of_sigma.result(f"kernel_{label}_{par.name}")
+                else:
+                    side = sigma if par == p.scale else sigma_p
+                    arranged = _pair_through_sigma(
+                        of_sigma.result(f"{label}_{side.name}"), side)
             else:
                 arranged, given = _arrange_natural(est, p, prior), natural_variables(p, prior)
             arranged_steps.append(Step(est, arranged, given=given, reason=

@@ -17,6 +17,7 @@ from codegen.spec import Arg, Kernel, Module, Output
 
 from .coupling import CouplingBlock, arranged_blocks, derive_arrangement
 from .gaussian_kl import (
+    PARAMETERIZATIONS,
     Parameterization,
     derive_chain_factors,
     derive_gradient_estimators,
@@ -25,6 +26,7 @@ from .gaussian_kl import (
     dlogsigma,
     is_log_linear,
     learned_prior,
+    m_nat,
     mu,
     natural_variables,
     r_nat,
@@ -248,7 +250,11 @@ def gaussian_kl_pair_module(p: Parameterization) -> Module:
             for side in ("_q", "_p")
             for name, doc in (("sigma", "a standard deviation"),
                               ("dlogsigma", "d log(sigma) / d scale")))
-        m_out = out("m", stable.result("m_evaluable").subs(prior.sigma, sigma_p),
+        # m from the shared sigma_p where that piece holds (as for the sigma scale)
+        near = natural_variables(PARAMETERIZATIONS["sigma"],
+                                 learned_prior(PARAMETERIZATIONS["sigma"]))[m_nat]
+        (_, where), *rest = stable.result("m_evaluable").args
+        m_out = out("m", sp.Piecewise((near, where.xreplace({prior.sigma: sigma_p})), *rest),
                     "the standardized mean difference", True)
         x_out = out("x", stable.result("x_evaluable"), "the log variance ratio", True)
         natural = natural_kl = sides + (m_out, x_out)
