@@ -516,7 +516,9 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
     sigma_value, x_value = p.sigma, log_var
     if not log_linear:  # sigma, x and the chain factors as 2.3c arranges them
         chain = derive_chain_factors(p)
-        sigma_value, x_value = chain.result("sigma_evaluable"), chain.result("x")
+        # sigma by name: the kernel computes it once, as 2.3c arranges it (a piecewise
+        # value of its own, not one nested in a piece)
+        sigma_value, x_value = sigma, chain.result("x")
     stable_grad = {name: _stabilize(g, p) for name, g in grad.items()}
     if not log_linear:
         d_kl_d_sigma = sp.diff(derive_kl(PARAMETERIZATIONS["sigma"]).result("kl"), sigma)
@@ -547,7 +549,7 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
              "where {0}, take the exponential from the standard deviation, halved before it "
              "is squared: computed from {1}, its relative error would grow with {1}, and "
              "squared first it would overflow where the KL is still finite",
-             given={x: log_var}, notes=(x >= direct_from, x)),
+             given={x: log_var, sigma: p.sigma}, notes=(x >= direct_from, x)),
         Step(quadratic, quadratic_half,
              "halve before squaring: exact in binary floating point, and no overflow where "
              "the KL is finite"),
@@ -626,6 +628,9 @@ TINY_RATIO = sp.Rational(1, 10**30)
 #: ratio is taken from the two exact inputs instead, while both exponentials (of half of
 #: each input, below LOGVAR_LIMIT in magnitude) are finite and normal even in float32.
 EXACT_FROM = 4
+#: Where a user parameterization's scales and their ratio are above this (normal in
+#: float64), the pair kernels take the ratio of standard deviations from the two scales.
+NORMAL_RATIO = sp.Rational(1, 10**300)
 LOGVAR_LIMIT = 170
 
 
@@ -764,6 +769,7 @@ def derive_stable_kl_pair(p: Parameterization) -> Derivation:
                               (2 * sp.log(sigma / sigma_p), sigma / sigma_p >= TINY_RATIO),
                               (apart, True))
     log_linear = is_log_linear(p)
+    r_eval = sp.exp(x / 2) if p.scale != sigma else nat[r_nat]  # (the kernels' r)
     if not log_linear:  # sigma and sigma_p as 2.3c arranges them, each computed once
         x_q = derive_chain_factors(p).result("x")
         apart = _refine_pieces(x_q - x_q.xreplace({p.scale: prior.scale}))
@@ -777,10 +783,18 @@ def derive_stable_kl_pair(p: Parameterization) -> Derivation:
                           "where {0} is out of range, from the two arranged logs of 2.3c: "
                           "either scale may underflow", notes=(sigma / sigma_p,),
                           models=(_in_each_piece,)))
-        in_range = (sigma / sigma_p >= TINY_RATIO) & (sigma / sigma_p <= 1 / TINY_RATIO)
+        in_range = (sigma / sigma_p >= TINY_RATIO) & (sigma_p / sigma >= TINY_RATIO)
         x_eval = sp.piecewise_fold(sp.Piecewise(
             (2 * log1p(d), sp.Abs(sigma - sigma_p) < RATIO_RADIUS * sigma_p),
             (2 * sp.log(sigma / sigma_p), in_range), (apart, True)))
+        # r from the two scales (rounded once) where both and their ratio are normal; from
+        # exp(x/2) only where one underflows: that rounds x, amplified x/2 times
+        normal = ((sigma / sigma_p >= NORMAL_RATIO) & (sigma_p / sigma >= NORMAL_RATIO)
+                  & (sigma_p >= NORMAL_RATIO) & (sigma >= NORMAL_RATIO))
+        r_eval = sp.Piecewise((sigma / sigma_p, normal), (sp.exp(x / 2), True))
+        steps.append(Step(nat[r_nat], r_eval.xreplace({x: nat[x]}),
+                          "where {0}, the ratio itself; else {1}", given={**given, **at},
+                          notes=(normal, sp.Eq(r_nat, sp.exp(x / 2)))))
     direct_from = OVERFLOW_RADIUS if nat[x] == p.scale - prior.scale else DIRECT_RADIUS
     series = _taylor(x)
     middle = optimize(sp.exp(x) - 1 - x, [expm1_opt])
@@ -838,6 +852,8 @@ def derive_stable_kl_pair(p: Parameterization) -> Derivation:
                "the KL in the natural variables", KL_i),
         Result("kl_evaluable", evaluable, "piece by piece, for evaluation", typeset=False),
         Result("x_evaluable", x_eval, "the log variance ratio, for evaluation",
+               typeset=False),
+        Result("r_evaluable", r_eval, "the ratio of standard deviations, for evaluation",
                typeset=False),
         Result("m_evaluable", m_eval, "the standardized mean difference, for evaluation",
                typeset=False),

@@ -32,7 +32,6 @@ from .gaussian_kl import (
     r_nat,
     sigma,
     sigma_p,
-    x,
 )
 from .vocabulary import to_vector
 
@@ -138,7 +137,9 @@ def gaussian_kl_module(p: Parameterization) -> Module:
         if derived_sigma else ()
     if not is_log_linear(p):  # sigma and its derivatives as derivation 2.3c arranges them
         chain = derive_chain_factors(p)
-        shared = tuple(Output(name, chain.result(f"{name}_evaluable"), doc, internal=True)
+        # an arranged piece (a series far left) may overflow only where another holds
+        shared = tuple(Output(name, chain.result(f"{name}_evaluable"), doc, internal=True,
+                              overwritten_overflow=True)
                        for name, doc in (("sigma", "the standard deviation"),
                                          ("dsigma", "d sigma / d scale"),
                                          ("dlogsigma", "d log(sigma) / d scale")))
@@ -156,7 +157,9 @@ def gaussian_kl_module(p: Parameterization) -> Module:
         for n in graph.nodes if n.expr is not None)
     kernels = (
         Kernel("kl", (mu_arg, scale_arg),
-               (Output("x", stable.result("x"), "log sigma^2", internal=True),
+               shared[:1] * (not is_log_linear(p))  # sigma, where 2.3c arranges it
+               + (Output("x", stable.result("x"), "log sigma^2", internal=True,
+                       overwritten_overflow=not is_log_linear(p)),
                 # 2.3n's last piece, expm1, overflows only where its other pieces hold
                 Output("kl", stable.result("kl_evaluable"), "KL(q_i || p_i), element-wise.",
                        overwritten_overflow=True)),
@@ -215,10 +218,11 @@ def gaussian_kl_pair_module(p: Parameterization) -> Module:
     s_q, s_p = f"{p.name}_q", prior.scale.name
     rename = {mu: sp.Symbol("mu_q", real=True), p.scale: sp.Symbol(s_q, real=True)}
 
-    def out(name: str, expr: sp.Expr, doc: str, internal: bool = False) -> Output:
-        return Output(name, expr.xreplace(rename), doc, internal=internal)
+    def out(name: str, expr: sp.Expr, doc: str, internal: bool = False,
+            overflow: bool = False) -> Output:
+        return Output(name, expr.xreplace(rename), doc, internal=internal,
+                      overwritten_overflow=overflow)
 
-    nat = natural_variables(p, prior)
     derived_sigma_p = prior.sigma != sigma_p
     internal = ((out("sigma_p", prior.sigma, "the prior's standard deviation", True),)
                 if derived_sigma_p else ())
@@ -232,7 +236,7 @@ def gaussian_kl_pair_module(p: Parameterization) -> Module:
     m_out = out("m", m_eval, "the standardized mean difference", True)
     x_out = out("x", stable.result("x_evaluable"), "the log variance ratio", True)
     # r from x where x is the parameters' difference (one exp), else the ratio itself
-    ratio = sp.exp(x / 2) if p.scale != sigma else nat[r_nat]
+    ratio = stable.result("r_evaluable")
     r_out = out("r", ratio, "the ratio of standard deviations", True)
     natural = internal + (m_out, x_out)
     # kl forms no sigma_p: where exp(logvar_p/2) overflows, its autograd would carry
@@ -246,7 +250,7 @@ def gaussian_kl_pair_module(p: Parameterization) -> Module:
         to_p = {p.scale: prior.scale}
         sides = tuple(
             out(f"{name}{side}", chain.result(f"{name}_evaluable").xreplace(
-                to_p if side == "_p" else {}), doc, True)
+                to_p if side == "_p" else {}), doc, True, True)
             for side in ("_q", "_p")
             for name, doc in (("sigma", "a standard deviation"),
                               ("dlogsigma", "d log(sigma) / d scale")))
@@ -255,9 +259,11 @@ def gaussian_kl_pair_module(p: Parameterization) -> Module:
                                  learned_prior(PARAMETERIZATIONS["sigma"]))[m_nat]
         (_, where), *rest = stable.result("m_evaluable").args
         m_out = out("m", sp.Piecewise((near, where.xreplace({prior.sigma: sigma_p})), *rest),
-                    "the standardized mean difference", True)
-        x_out = out("x", stable.result("x_evaluable"), "the log variance ratio", True)
-        natural = natural_kl = sides + (m_out, x_out)
+                    "the standardized mean difference", True, True)
+        x_out = out("x", stable.result("x_evaluable"), "the log variance ratio", True, True)
+        r_out = out("r", ratio, "the ratio of standard deviations", True, True)
+        natural = sides + (m_out, x_out)
+        natural_kl = natural + (r_out,)
     args = (Arg("mu_q", "elementwise", "the mean of q_i."),
             Arg(s_q, "positive" if p.positive else "elementwise",
                 f"{p.title} of q_i" + (", every entry > 0." if p.positive else ".")),
@@ -273,7 +279,9 @@ def gaussian_kl_pair_module(p: Parameterization) -> Module:
         return tuple(out(o, d.result(f"{prefix}_{n}"), f"{what} dKL/d{o[2:]}.")
                      for n, o in zip(names, outs, strict=True))
 
-    kl_value = stable.result("kl_evaluable").xreplace({r_nat: ratio})
+    kl_value = stable.result("kl_evaluable")
+    if is_log_linear(p):  # r in place; else a piecewise value of its own, computed once
+        kl_value = kl_value.xreplace({r_nat: ratio})
     kernels = (
         Kernel("kl", args, natural_kl + (out("kl", kl_value, "KL(q_i || p_i), element-wise."),),
                "The KL divergence of q_i from the prior p_i, per dimension (sum it yourself).",
