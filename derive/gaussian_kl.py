@@ -319,9 +319,9 @@ def is_log_linear(p: Parameterization) -> bool:
 
 
 def _in_each_piece(lhs: sp.Basic, rhs: sp.Basic) -> list[tuple[sp.Basic, sp.Basic]]:
-    """A check model: both sides at a point inside each piece's region of ``rhs`` (the
-    random points of the numeric check may all fall in one piece, and a series piece is
-    exact nowhere, so each is compared where it is used)."""
+    """A check model: both sides at a point inside each piece's region of ``rhs``, as a
+    ratio (the random points of the numeric check may all fall in one piece, and a series
+    piece is exact nowhere, so each is compared where it is used, to 1e-12 relative)."""
     from codegen.plan import safe_point  # derive's kernels use codegen; not the reverse
 
     if not isinstance(rhs, sp.Piecewise):
@@ -331,8 +331,14 @@ def _in_each_piece(lhs: sp.Basic, rhs: sp.Basic) -> list[tuple[sp.Basic, sp.Basi
         region = sp.And(cond, *(sp.Not(c) for c in earlier))
         earlier.append(cond)
         point = safe_point(piece, region)
+        # symbols the region does not constrain take distinct values (mu != mu_p), so that
+        # no factor vanishes at the point by accident
+        free = sorted(set(point) - region.free_symbols, key=sp.default_sort_key)
+        point.update({sym: sp.Rational(k + 2, 3) for k, sym in enumerate(free)})
         # as numbers: SymPy's simplification of such constants can divide by a 0 it rounded
-        pairs.append((lhs.xreplace(point).evalf(50), piece.xreplace(point).evalf(50)))
+        a, b = lhs.xreplace(point).doit().evalf(50), piece.xreplace(point).doit().evalf(50)
+        # relative: a series piece is within 1e-17 of the value, whatever its size
+        pairs.append((sp.Integer(1), b / a) if a.is_nonzero else (a, b))
     return pairs
 
 
@@ -414,8 +420,8 @@ def times_scale_derivative(c: sp.Expr) -> sp.Expr:
     form arranged by :func:`_stabilize` for the ``sigma`` parameterization.
 
     Example:
-        >>> times_scale_derivative(sigma - 1 / sigma).args[0]
-        (dlogsigma*(sigma - 1)*(sigma + 1), sigma < 1)
+        >>> times_scale_derivative(sigma - 1 / sigma).args[1]
+        (dlogsigma*(sigma - 1)*(sigma + 1), True)
     """
     sigma_param = PARAMETERIZATIONS["sigma"]
     if not sp.denom(sp.together(c)).has(sigma):
@@ -423,8 +429,10 @@ def times_scale_derivative(c: sp.Expr) -> sp.Expr:
     times = sp.expand(c * sigma)
     if not times.has(sigma):
         return times * dlogsigma
-    return sp.Piecewise((_stabilize(times, sigma_param) * dlogsigma, sigma < 1),
-                        (_stabilize(c, sigma_param) * dsigma, True))
+    # the sigma < 1 form last: a kernel may evaluate it everywhere (it only overflows,
+    # where sigma**2 does), while 1/sigma in the other divides by zero where sigma underflows
+    return sp.Piecewise((_stabilize(c, sigma_param) * dsigma, sigma >= 1),
+                        (_stabilize(times, sigma_param) * dlogsigma, True))
 
 
 def _through_sigma(expr_sigma: sp.Expr) -> sp.Expr:

@@ -149,7 +149,9 @@ def gaussian_kl_module(p: Parameterization) -> Module:
 
     def pair(prefix: str, d: object, doc: tuple[str, str]) -> tuple[Output, ...]:
         return (Output("d_mu", in_sigma(d.result(f"{prefix}_mu")), doc[0]),
-                Output(f"d_{s}", in_sigma(d.result(f"{prefix}_{s}")), doc[1]))
+                # through 2.3c, the last piece overflows only where sigma < 1 does not hold
+                Output(f"d_{s}", in_sigma(d.result(f"{prefix}_{s}")), doc[1],
+                       overwritten_overflow=not is_log_linear(p)))
 
     graph = est.data["graph"]
     graph_text = "; ".join(

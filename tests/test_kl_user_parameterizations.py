@@ -342,3 +342,79 @@ def test_the_pair_kl_grad_is_zero_at_q_equal_p_for_a_subnormal_scale(scale):
         grads = m.kl_grad(np.full(1, 0.5), s, np.full(1, 0.5), s)
     for g in grads:
         np.testing.assert_array_equal(g, [0.0])
+
+
+# --- every new check can fail ----------------------------------------------------------------
+
+
+def _wrong_steps():
+    """Each new kind of step of 2.3c, 2.3n and 2.3np, made wrong in one place."""
+    from derive.derivation import Step
+    from derive.gaussian_kl import (
+        _chain_given,
+        _in_each_piece,
+        _pair_given,
+        derive_chain_factors,
+        derive_kl,
+        derive_stable_kl,
+        derive_stable_kl_pair,
+        dlogsigma,
+        dlogsigma_p,
+        dsigma,
+        learned_prior,
+        m_nat,
+        natural_variables,
+        r_nat,
+        sigma,
+        x,
+    )
+
+    p = _parameterization("softplus")
+    rho = p.scale
+    chain = derive_chain_factors(p)
+    from_log = chain.result("dlogsigma_evaluable")
+    exact = sp.diff(sp.log(p.sigma), rho)
+    # the series piece far left with the wrong coefficient (1 - exp(rho), not 1 - exp(rho)/2)
+    series_wrong = sp.Piecewise(*from_log.args[:-1], (1 - sp.exp(rho), True))
+    grad = derive_stable_kl(p).result(f"grad_{p.name}")
+    swapped = grad.xreplace({dsigma: dlogsigma, dlogsigma: dsigma})
+    g = sp.diff(derive_kl(p).result("kl"), rho)
+    prior = learned_prior(p)
+    pair = derive_stable_kl_pair(p)
+    kl_pair = derive_kl(p, prior).result("kl")
+    g_p = sp.diff(kl_pair, prior.scale)
+    nat = natural_variables(p, prior)
+    m_wrong = pair.result("m_evaluable").args[1][0] ** 2  # the far piece squared
+    x_wrong = pair.result("x_evaluable").args[-1][0].xreplace({rho: prior.scale})
+    return {
+        "2.3c series piece": Step(exact, series_wrong, "wrong", models=(_in_each_piece,)),
+        "2.3n chain rule": Step(g, swapped, "wrong", given=_chain_given(p)),
+        "2.3np prior side": Step(g_p, pair.result(f"grad_{p.name}_p").xreplace(
+            {dlogsigma_p: dlogsigma}), "wrong", given=_pair_given(p)),
+        "2.3np m far": Step(nat[m_nat], sp.Piecewise((m_wrong, prior.scale < -40),
+                                                     (nat[m_nat], True)), "wrong",
+                            models=(_in_each_piece,)),
+        "2.3np x apart": Step(nat[x], x_wrong, "wrong", models=(_in_each_piece,)),
+        "2.3np r": Step(nat[r_nat], pair.result("r_evaluable").xreplace(
+            {sigma: 1 / sigma}).xreplace({x: nat[x], sigma: p.sigma}), "wrong",
+            given={sp.Symbol("sigma_p", positive=True): prior.sigma}),
+    }
+
+
+@pytest.mark.parametrize("which", ["2.3c series piece", "2.3n chain rule", "2.3np prior side",
+                                   "2.3np m far", "2.3np x apart", "2.3np r"])
+def test_each_new_check_fails_on_a_wrong_step(which):
+    from derive.derivation import Derivation, StepCheckError
+
+    step = _wrong_steps()[which]
+    with pytest.raises(StepCheckError, match="is false"):
+        Derivation("t", "wrong", "a wrong step", [step], [])
+
+
+def test_the_same_steps_pass_when_right():
+    from derive.derivation import Derivation
+    from derive.gaussian_kl import derive_chain_factors, derive_stable_kl, derive_stable_kl_pair
+
+    p = _parameterization("softplus")
+    for d in (derive_chain_factors(p), derive_stable_kl(p), derive_stable_kl_pair(p)):
+        Derivation(d.qid, d.title, d.statement, d.steps, d.results)  # rechecks every step
