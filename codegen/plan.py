@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,6 +192,34 @@ def _pieces(name: str, pw: sp.Piecewise) -> tuple[Piece, ...]:
     return tuple(pieces)
 
 
+def _is_reciprocal(expr: sp.Basic) -> bool:
+    """Whether ``expr`` is ``1/b`` (or ``1/b**k``) for a single array ``b``."""
+    return (expr.is_Pow and expr.exp.is_negative and expr.exp.is_Integer
+            and isinstance(expr.base, sp.Symbol))
+
+
+def _cse_keeping_quotients(exprs: list[sp.Basic], symbols: Iterator[sp.Symbol],
+                           ) -> tuple[list[tuple[sp.Symbol, sp.Basic]], list[sp.Basic]]:
+    """SymPy's CSE, with a shared reciprocal ``1/b`` put back where it is used.
+
+    ``a * (1/b)`` rounds twice where ``a / b`` rounds once, and ``1/b`` overflows where
+    ``b`` is subnormal although ``a / b`` is finite (``0 / 1e-310`` is 0, ``0 * inf`` NaN).
+
+    Example:
+        >>> a, b, s = sp.symbols("a b s")
+        >>> _cse_keeping_quotients([a / s, b / s], sp.numbered_symbols("_tmp"))
+        ([], [a/s, b/s])
+    """
+    replacements, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("_cse"),
+                                   order="canonical")
+    inline = {sym: expr for sym, expr in replacements if _is_reciprocal(expr)}
+    kept = [(sym, expr.xreplace(inline)) for sym, expr in replacements if sym not in inline]
+    # the temporaries that stay are named in order from the kernel's own sequence
+    names = {sym: next(symbols) for sym, _ in kept}
+    return ([(names[sym], expr.xreplace(names)) for sym, expr in kept],
+            [e.xreplace(inline).xreplace(names) for e in reduced])
+
+
 def plan_kernel(kernel: Kernel) -> KernelPlan:
     """Order the kernel's calls and assignments, CSE each stage; no printing.
 
@@ -273,7 +302,7 @@ def plan_kernel(kernel: Kernel) -> KernelPlan:
                                              overwritten_overflow=name in overwritten))
             available.add(name)
         ready = [(n, e) for n, e in ready if n not in piecewise]
-        replacements, reduced = sp.cse([e for _, e in ready], symbols=tmp, order="canonical")
+        replacements, reduced = _cse_keeping_quotients([e for _, e in ready], tmp)
         for sym, expr in replacements:
             plan.statements.append(Statement("assign", str(sym), expr))
         for (name, _), expr in zip(ready, reduced, strict=True):

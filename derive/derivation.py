@@ -169,7 +169,7 @@ def _is_zero_symbolic(diff: sp.Basic) -> bool:
         # Functions SymPy does not simplify (expm1, expm1mx) are identities in exp.
         rewritten = diff.rewrite(sp.exp)
         return rewritten != diff and sp.simplify(rewritten) == 0
-    except (TypeError, NotImplementedError, ValueError):  # pragma: no cover - SymPy gaps
+    except (TypeError, NotImplementedError, ValueError, RecursionError):  # pragma: no cover
         return False
 
 
@@ -190,7 +190,7 @@ def _is_zero_by_pieces(diff: sp.Basic) -> bool:
             piece = sp.refine(expr.rewrite(sp.exp), where)
             if piece.has(sp.Piecewise) or sp.simplify(piece) != 0:
                 return False
-        except (TypeError, NotImplementedError, ValueError):  # pragma: no cover - SymPy gaps
+        except (TypeError, NotImplementedError, ValueError, RecursionError):  # pragma: no cover
             return False
     return True
 

@@ -32,7 +32,8 @@ from .derivation import Derivation, Result, Step
 from .probability import KL, Expectation, GaussianModel, Variance, gaussian_log_pdf
 
 __all__ = ["Parameterization", "PARAMETERIZATIONS", "Prior", "STANDARD_NORMAL", "learned_prior",
-           "Node", "Graph", "expm1mx",
+           "Node", "Graph", "expm1mx", "is_log_linear", "derive_chain_factors",
+           "times_scale_derivative", "dsigma", "dlogsigma", "dlogsigma_p",
            "derive_kl", "derive_stable_kl", "derive_stable_kl_pair", "natural_variables",
            "scaled_squares", "derive_gradient_estimators"]
 
@@ -236,9 +237,10 @@ def derive_kl(p: Parameterization, prior: Prior = STANDARD_NORMAL) -> Derivation
         steps.append(Step(half_form, kl,
                           "substitute " + " and ".join(f"{{{k}}}" for k in range(len(notes))),
                           given=substitution, notes=notes))
-    if not standard:
+    one = sp.solve(sp.Eq(prior.sigma, 1), prior.scale) if not standard else []
+    if one:  # (a parameterization whose sigma never reaches 1 has no such special case)
         coursework = derive_kl(p).result("kl")
-        at_standard = {mu_p: 0, prior.scale: sp.solve(sp.Eq(prior.sigma, 1), prior.scale)[0]}
+        at_standard = {mu_p: 0, prior.scale: one[0]}
         steps.append(Step(kl.xreplace(at_standard), coursework,
                           "the special case of the standard normal prior, {0} zero and {1} "
                           "one: the answer of 2.3", notes=(mu_p, sigma_p)))
@@ -265,10 +267,13 @@ def _stabilize(expr: sp.Expr, p: Parameterization,
     computed exactly (``sigma - 1``, ``expm1(logvar)``); expand what is left over the
     denominator (``(sigma + 1) / sigma -> 1 + 1/sigma``), so that it cannot overflow.
     """
-    optimum = {p.scale: sp.solve(sp.Eq(p.sigma, prior.sigma), p.scale)[0]}
+    if not expr.has(p.scale):
+        return optimize(sp.factor(expr), [expm1_opt, log1p_opt])
+    at = sp.solve(sp.Eq(p.sigma, prior.sigma), p.scale)  # none where sigma never reaches it
     numer, denom = sp.fraction(sp.factor(expr))
     factors = sp.Mul.make_args(numer)
-    vanishing = [f for f in factors if f.free_symbols and f.xreplace(optimum) == 0]
+    vanishing = [f for f in factors if at and f.free_symbols and f.xreplace({p.scale: at[0]})
+                 == 0]
     rest = sp.Mul(*[f for f in factors if f not in vanishing]) / denom
     arranged = sp.Mul(*vanishing) * sp.expand(rest) if vanishing else sp.factor(expr)
     return optimize(arranged, [expm1_opt, log1p_opt])
@@ -286,6 +291,164 @@ def _sinh_form(expr: sp.Expr, p: Parameterization) -> sp.Expr:
         return 2 * half * sp.sinh(e.args[0] / 2) if sp.simplify(half - p.sigma) == 0 else e
 
     return expr.replace(lambda e: isinstance(e, expm1), rewrite)
+
+
+# --- any scale parameterization: the chain rule through sigma and log sigma -------------
+
+#: sigma'(scale) and (log sigma)'(scale) = sigma'/sigma, each computed once by the kernels.
+dsigma = sp.Symbol("dsigma", real=True)
+dlogsigma = sp.Symbol("dlogsigma", real=True)
+
+
+def is_log_linear(p: Parameterization) -> bool:
+    """Whether ``sigma`` is the scale itself or ``log sigma`` is linear in it (``sigma = c
+    exp(k scale)``, as for ``logvar``): then every gradient is a function of the scale that
+    :func:`_stabilize` arranges exactly (``expm1`` of the scale at the optimum). Any other
+    parameterization (softplus, ``exp(rho) + c``, ``rho**2``, ``1/rho``, ...) goes through
+    ``sigma`` and ``log sigma`` (derivation 2.3c): its powers would overflow or underflow
+    where the gradient is finite.
+
+    Example:
+        >>> is_log_linear(PARAMETERIZATIONS["logvar"])
+        True
+    """
+    if p.sigma == p.scale:
+        return True
+    log_derivative = sp.simplify(sp.diff(sp.log(p.sigma), p.scale))
+    return bool(log_derivative.is_number and log_derivative != 0)
+
+
+def _in_each_piece(lhs: sp.Basic, rhs: sp.Basic) -> list[tuple[sp.Basic, sp.Basic]]:
+    """A check model: both sides at a point inside each piece's region of ``rhs``, as a
+    ratio (the random points of the numeric check may all fall in one piece, and a series
+    piece is exact nowhere, so each is compared where it is used, to 1e-12 relative)."""
+    from codegen.plan import safe_point  # derive's kernels use codegen; not the reverse
+
+    if not isinstance(rhs, sp.Piecewise):
+        return [(lhs, rhs)]
+    pairs, earlier = [], []
+    for piece, cond in rhs.args:
+        region = sp.And(cond, *(sp.Not(c) for c in earlier))
+        earlier.append(cond)
+        point = safe_point(piece, region)
+        # symbols the region does not constrain take distinct values (mu != mu_p), so that
+        # no factor vanishes at the point by accident
+        free = sorted(set(point) - region.free_symbols, key=sp.default_sort_key)
+        point.update({sym: sp.Rational(k + 2, 3) for k, sym in enumerate(free)})
+        # as numbers: SymPy's simplification of such constants can divide by a 0 it rounded
+        a, b = lhs.xreplace(point).doit().evalf(50), piece.xreplace(point).doit().evalf(50)
+        # relative: a series piece is within 1e-17 of the value, whatever its size
+        pairs.append((sp.Integer(1), b / a) if a.is_nonzero else (a, b))
+    return pairs
+
+
+def _refine_pieces(expr: sp.Expr) -> sp.Expr:
+    """A piecewise value folded into one, each piece simplified where it is taken (its
+    condition, and no earlier one): ``|u| = -u`` where ``u < 0``, and ``exp(u) exp(-|u|)``
+    is 1 where ``u >= 0`` (never ``inf * 0``)."""
+    folded = sp.piecewise_fold(expr)
+    if not isinstance(folded, sp.Piecewise):
+        return folded
+    pieces, earlier = [], []
+    for e, c in folded.args:
+        region = sp.And(c, *(sp.Not(k) for k in earlier))
+        earlier.append(c)
+        try:
+            pieces.append((sp.refine(e, region) if region is not sp.true else e, c))
+        except ValueError:  # the region is empty (folded conditions contradict): never taken
+            continue
+    return sp.Piecewise(*pieces)
+
+
+@cache
+def derive_chain_factors(p: Parameterization) -> Derivation:
+    """2.3c: ``sigma``, ``log sigma^2``, ``sigma'`` and ``(log sigma)'`` of a scale
+    parameterization, arranged for floating point (each rewrite a checked step).
+
+    ``(log sigma)'`` is the derivative of the arranged ``log sigma``, piece by piece: where
+    ``sigma`` underflows (softplus far left), ``sigma'/sigma`` would be ``0/0``, while the
+    log, and so its derivative, stays in range.
+
+    Example:
+        >>> rho = sp.Symbol("rho", real=True)
+        >>> d = derive_chain_factors(Parameterization("rho", "m", rho, sp.exp(rho), "e"))
+        >>> d.result("dlogsigma_evaluable"), d.result("dsigma_evaluable")
+        (1, exp(rho))
+    """
+    from .arrangement import KERNEL_REWRITES, arrange  # the arrangement imports no KL
+
+    s = p.scale
+    log_var = sp.simplify(sp.expand_log(sp.log(p.sigma**2), force=True))
+    steps = [Step(sp.log(p.sigma**2), log_var, "the log of the variance, expanded")]
+    x_arranged, more = arrange(log_var, KERNEL_REWRITES)
+    steps += more
+    sigma_arranged, more = arrange(p.sigma, KERNEL_REWRITES)
+    steps += more
+    derivative = sp.diff(p.sigma, s)
+    dsigma_arranged, more = arrange(derivative, KERNEL_REWRITES)
+    x_arranged, sigma_arranged, dsigma_arranged = (
+        _refine_pieces(e) for e in (x_arranged, sigma_arranged, dsigma_arranged))
+    steps = [Step(sp.Derivative(p.sigma, s), derivative, "differentiate")] + steps + more
+    log_derivative = sp.simplify(sp.diff(log_var / 2, s))
+    steps.append(Step(sp.Derivative(sp.log(p.sigma), s), log_derivative,
+                      "differentiate the log of the standard deviation"))
+    from_log, more = arrange(_refine_pieces(sp.diff(x_arranged / 2, s)), KERNEL_REWRITES)
+    from_log = _refine_pieces(from_log)
+    steps.append(Step(log_derivative, from_log,
+                      "the derivative of the arranged {0}, piece by piece: where {1} "
+                      "underflows its log does not, so {2} is never {3}",
+                      notes=(sp.log(sigma), sigma, dsigma / sigma, sp.nan),
+                      models=(_in_each_piece,)))
+    results = [
+        Result("x", x_arranged, "the log-variance, arranged", typeset=False),
+        Result("sigma_evaluable", sigma_arranged, "the standard deviation, arranged",
+               typeset=False),
+        Result("dsigma_evaluable", dsigma_arranged, "its derivative, arranged", typeset=False),
+        Result("dlogsigma_evaluable", from_log, "the derivative of its log, arranged",
+               typeset=False),
+    ]
+    return Derivation(
+        "2.3c", "The standard deviation and its derivatives in floating point",
+        "Arrange sigma, log sigma^2, sigma' and (log sigma)' of the parameterization so that "
+        "each is finite wherever its true value is.", steps, results, variant=p.name)
+
+
+def times_scale_derivative(c: sp.Expr) -> sp.Expr:
+    """``c sigma'``, ``c`` a coefficient of the ``sigma`` parameterization (in ``sigma``):
+    where ``c`` has a pole at ``sigma = 0``, ``c sigma' = (c sigma) (log sigma)'``, used
+    where ``sigma < 1`` (``c sigma`` is finite as sigma underflows, ``c`` is not); each
+    form arranged by :func:`_stabilize` for the ``sigma`` parameterization.
+
+    Example:
+        >>> times_scale_derivative(sigma - 1 / sigma).args[1]
+        (dlogsigma*(sigma - 1)*(sigma + 1), True)
+    """
+    sigma_param = PARAMETERIZATIONS["sigma"]
+    if not sp.denom(sp.together(c)).has(sigma):
+        return _stabilize(c, sigma_param) * dsigma
+    times = sp.expand(c * sigma)
+    if not times.has(sigma):
+        return times * dlogsigma
+    # the sigma < 1 form last: a kernel may evaluate it everywhere (it only overflows,
+    # where sigma**2 does), while 1/sigma in the other divides by zero where sigma underflows
+    return sp.Piecewise((_stabilize(c, sigma_param) * dsigma, sigma >= 1),
+                        (_stabilize(times, sigma_param) * dlogsigma, True))
+
+
+def _through_sigma(expr_sigma: sp.Expr) -> sp.Expr:
+    """An expression of the ``sigma`` parameterization (a gradient or an estimator in
+    ``sigma``, ``mu``, ``eps``) times ``sigma'``, by powers of the noise, each coefficient
+    through :func:`times_scale_derivative`; the pieces folded into one piecewise value."""
+    by_power = sp.collect(sp.expand(expr_sigma), eps, evaluate=False)
+    total = sp.Add(*(k * times_scale_derivative(sp.factor(v))
+                     for k, v in sorted(by_power.items(), key=lambda kv: sp.default_sort_key(
+                         kv[0]))))
+    return sp.piecewise_fold(total)
+
+
+def _chain_given(p: Parameterization) -> dict[sp.Symbol, sp.Expr]:
+    return {sigma: p.sigma, dsigma: sp.diff(p.sigma, p.scale),
+            dlogsigma: sp.diff(p.sigma, p.scale) / p.sigma}
 
 
 def _common_factor(terms: list[sp.Expr]) -> sp.Expr:
@@ -353,16 +516,26 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
     kl = derive_kl(p).result("kl")
     s = p.scale
     log_var = sp.simplify(sp.expand_log(sp.log(p.sigma**2), force=True))  # x = log sigma^2
-    in_x = sp.expand(sp.simplify(kl.xreplace({s: sp.solve(sp.Eq(log_var, x), s)[0]})))
-    quadratic = in_x - (sp.exp(x) - 1 - x) / 2
+    # the part of the KL that is not a function of x (mu**2/2): no need to solve for s
+    quadratic = sp.simplify(kl - (p.sigma**2 - 1 - log_var) / 2)
     stable = (quadratic + expm1mx(x) / 2).xreplace({x: log_var})
     grad = {name: sp.diff(kl, var) for name, var in (("mu", mu), (p.name, s))}
+    log_linear = is_log_linear(p)
+    sigma_value, x_value = p.sigma, log_var
+    if not log_linear:  # sigma, x and the chain factors as 2.3c arranges them
+        chain = derive_chain_factors(p)
+        # sigma by name: the kernel computes it once, as 2.3c arranges it (a piecewise
+        # value of its own, not one nested in a piece)
+        sigma_value, x_value = sigma, chain.result("x")
     stable_grad = {name: _stabilize(g, p) for name, g in grad.items()}
+    if not log_linear:
+        d_kl_d_sigma = sp.diff(derive_kl(PARAMETERIZATIONS["sigma"]).result("kl"), sigma)
+        stable_grad[p.name] = _through_sigma(d_kl_d_sigma)
     in_exp = quadratic + (sp.exp(x) - 1 - x) / 2
     # The pieces the kernel evaluates, each by x, each halved before it is formed.
     series = _taylor(x)
     middle = optimize(sp.exp(x) - 1 - x, [expm1_opt])
-    outer = p.sigma**2 - 1 - x  # exp(x) taken from sigma itself, squared after halving
+    outer = sigma_value**2 - 1 - x  # exp(x) taken from sigma itself, squared after halving
     outer_half = scaled_squares(outer / 2)
     direct_from = OVERFLOW_RADIUS if log_var == s else DIRECT_RADIUS
     quadratic_half = scaled_squares(quadratic)
@@ -384,7 +557,7 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
              "where {0}, take the exponential from the standard deviation, halved before it "
              "is squared: computed from {1}, its relative error would grow with {1}, and "
              "squared first it would overflow where the KL is still finite",
-             given={x: log_var}, notes=(x >= direct_from, x)),
+             given={x: log_var, sigma: p.sigma}, notes=(x >= direct_from, x)),
         Step(quadratic, quadratic_half,
              "halve before squaring: exact in binary floating point, and no overflow where "
              "the KL is finite"),
@@ -396,7 +569,15 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
         var = mu if name == "mu" else s
         steps.append(Step(sp.Derivative(KL_i, var), g, "differentiate with respect to {0}",
                           given={KL_i: kl}, notes=(var,)))
-        if stable_grad[name] != g:
+        if name == p.name and not log_linear:
+            steps.append(Step(
+                g, stable_grad[name],
+                "the chain rule through {0}: its derivative with respect to {0} times {1}; "
+                "where {2}, written with {3} instead, so that nothing is an infinity times "
+                "0 where {0} underflows (each factor as 2.3c arranges it)",
+                given=_chain_given(p), notes=(sigma, dsigma, sigma < 1,
+                                              sp.Eq(dsigma, sigma * dlogsigma))))
+        elif stable_grad[name] != g:
             uses_expm1 = stable_grad[name].has(expm1)
             steps.append(Step(
                 g, stable_grad[name],
@@ -415,7 +596,7 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
     bound = _series_error()
     results = [
         Result("kl_stable", stable, "the KL arranged for floating point", KL_i),
-        Result("x", log_var, "the log-variance the arrangement uses", x),
+        Result("x", x_value, "the log-variance the arrangement uses", x),
         Result("kl_evaluable", evaluable,
                "the same, written out piece by piece for evaluation in floating point",
                typeset=False),
@@ -455,6 +636,9 @@ TINY_RATIO = sp.Rational(1, 10**30)
 #: ratio is taken from the two exact inputs instead, while both exponentials (of half of
 #: each input, below LOGVAR_LIMIT in magnitude) are finite and normal even in float32.
 EXACT_FROM = 4
+#: Where a user parameterization's scales and their ratio are above this (normal in
+#: float64), the pair kernels take the ratio of standard deviations from the two scales.
+NORMAL_RATIO = sp.Rational(1, 10**300)
 LOGVAR_LIMIT = 170
 
 
@@ -506,6 +690,29 @@ def natural_variables(p: Parameterization, prior: Prior) -> dict[sp.Symbol, sp.E
             sigma_p: prior.sigma}
 
 
+#: (log sigma_p)'(scale_p), computed once by the pair kernels (dlogsigma is q's).
+dlogsigma_p = sp.Symbol("dlogsigma_p", real=True)
+
+
+def _pair_given(p: Parameterization) -> dict[sp.Symbol, sp.Expr]:
+    """The natural variables and both log-derivatives in the parameters."""
+    prior = learned_prior(p)
+    d_q = sp.diff(sp.log(p.sigma), p.scale)
+    return {**natural_variables(p, prior), dlogsigma: d_q,
+            dlogsigma_p: d_q.xreplace({p.scale: prior.scale})}
+
+
+def _pair_through_sigma(expr_sigma: sp.Expr, side: sp.Symbol) -> sp.Expr:
+    """A derivative (or an estimator) of the learned-prior KL with respect to one scale
+    parameter, from ``expr_sigma``, the same with respect to ``side`` (``sigma`` or
+    ``sigma_p``) in the ``sigma`` parameterization: ``(side * expr_sigma) (log side)'``,
+    the first factor in the natural variables (finite where the scale underflows), the
+    second from 2.3c (``dlogsigma``, or ``dlogsigma_p`` on the prior's side)."""
+    sigma_param = PARAMETERIZATIONS["sigma"]
+    scaled = _arrange_natural(expr_sigma * side, sigma_param, learned_prior(sigma_param))
+    return scaled * (dlogsigma if side == sigma else dlogsigma_p)
+
+
 @cache
 def derive_stable_kl_pair(p: Parameterization) -> Derivation:
     """2.3np: the learned-prior KL and its gradient in natural variables, for floating point.
@@ -530,14 +737,31 @@ def derive_stable_kl_pair(p: Parameterization) -> Derivation:
     ]
     x_eval = nat[x]
     m_eval = nat[m_nat]
-    if prior.sigma == sp.exp(prior.scale / 2):  # sigma_p from logvar_p: it underflows
-        root = sp.exp(-prior.scale / 4)
+    slope = sp.diff(sp.log(prior.sigma), prior.scale)
+    if prior.sigma != prior.scale and is_log_linear(p):  # sigma_p = c exp(k scale_p)
+        # where log sigma_p < -LOGVAR_LIMIT/2, sigma_p underflows (logvar_p < -170)
+        log_sigma_p = sp.expand_log(sp.log(prior.sigma), force=True)
+        bound = sp.solve(sp.Eq(log_sigma_p, -sp.Rational(LOGVAR_LIMIT, 2)), prior.scale)[0]
+        root = sp.exp(-log_sigma_p / 2)
         m_far = sp.UnevaluatedExpr((mu - mu_p) * root) * root
-        far = prior.scale < -LOGVAR_LIMIT
+        far = prior.scale < bound if slope > 0 else prior.scale > bound
         steps.append(Step(nat[m_nat], m_far,
                           "where {0}, multiply by {1} twice: {2} is subnormal or zero there, "
                           "{1} finite", given=given, notes=(far, root, prior.sigma)))
-        m_eval = sp.Piecewise((nat[m_nat], prior.scale >= -LOGVAR_LIMIT), (m_far, True))
+        m_eval = sp.Piecewise((nat[m_nat], ~far), (m_far, True))
+    if not is_log_linear(p):  # sigma_p underflows where its log does not
+        quarter = _refine_pieces(
+            derive_chain_factors(p).result("x").xreplace({p.scale: prior.scale}) / 4)
+        by_piece = quarter.args if isinstance(quarter, sp.Piecewise) else ((quarter, sp.true),)
+        m_far = sp.Piecewise(*((sp.UnevaluatedExpr((mu - mu_p) * sp.exp(-h)) * sp.exp(-h), c)
+                               for h, c in by_piece))
+        steps.append(Step(nat[m_nat], m_far,
+                          "where {0}, multiply by {1} twice, from the arranged log of 2.3c: "
+                          "{2} is subnormal or zero there, {1} finite", given=given,
+                          notes=(prior.sigma < TINY_RATIO, sp.exp(-sp.log(sigma_p) / 2),
+                                 sigma_p), models=(_in_each_piece,)))
+        m_eval = sp.piecewise_fold(sp.Piecewise((nat[m_nat], prior.sigma >= TINY_RATIO),
+                                                (m_far, True)))
     if ratio_exact:
         d = (sigma - sigma_p) / sigma_p
         steps.append(Step(nat[x], 2 * log1p(d),
@@ -552,6 +776,33 @@ def derive_stable_kl_pair(p: Parameterization) -> Derivation:
                                sp.Abs(sigma - sigma_p) < RATIO_RADIUS * sigma_p),
                               (2 * sp.log(sigma / sigma_p), sigma / sigma_p >= TINY_RATIO),
                               (apart, True))
+    log_linear = is_log_linear(p)
+    r_eval = sp.exp(x / 2) if p.scale != sigma else nat[r_nat]  # (the kernels' r)
+    if not log_linear:  # sigma and sigma_p as 2.3c arranges them, each computed once
+        x_q = derive_chain_factors(p).result("x")
+        apart = _refine_pieces(x_q - x_q.xreplace({p.scale: prior.scale}))
+        d = (sigma - sigma_p) / sigma_p
+        at = {sigma: p.sigma, sigma_p: prior.sigma}
+        steps.append(Step(nat[x], 2 * log1p(d),
+                          "where {0}, from the exact difference {1}, not the rounded ratio",
+                          given=at, notes=(sp.Abs(sigma - sigma_p) < RATIO_RADIUS * sigma_p,
+                                           sigma - sigma_p)))
+        steps.append(Step(nat[x], apart,
+                          "where {0} is out of range, from the two arranged logs of 2.3c: "
+                          "either scale may underflow", notes=(sigma / sigma_p,),
+                          models=(_in_each_piece,)))
+        in_range = (sigma / sigma_p >= TINY_RATIO) & (sigma_p / sigma >= TINY_RATIO)
+        x_eval = sp.piecewise_fold(sp.Piecewise(
+            (2 * log1p(d), sp.Abs(sigma - sigma_p) < RATIO_RADIUS * sigma_p),
+            (2 * sp.log(sigma / sigma_p), in_range), (apart, True)))
+        # r from the two scales (rounded once) where both and their ratio are normal; from
+        # exp(x/2) only where one underflows: that rounds x, amplified x/2 times
+        normal = ((sigma / sigma_p >= NORMAL_RATIO) & (sigma_p / sigma >= NORMAL_RATIO)
+                  & (sigma_p >= NORMAL_RATIO) & (sigma >= NORMAL_RATIO))
+        r_eval = sp.Piecewise((sigma / sigma_p, normal), (sp.exp(x / 2), True))
+        steps.append(Step(nat[r_nat], r_eval.xreplace({x: nat[x]}),
+                          "where {0}, the ratio itself; else {1}", given={**given, **at},
+                          notes=(normal, sp.Eq(r_nat, sp.exp(x / 2)))))
     direct_from = OVERFLOW_RADIUS if nat[x] == p.scale - prior.scale else DIRECT_RADIUS
     series = _taylor(x)
     middle = optimize(sp.exp(x) - 1 - x, [expm1_opt])
@@ -580,9 +831,27 @@ def derive_stable_kl_pair(p: Parameterization) -> Derivation:
     grads = {}
     for name, var in zip(names, params, strict=True):
         g = sp.diff(kl, var)
-        grads[name] = _arrange_natural(g, p, prior)
         steps.append(Step(sp.Derivative(KL_i, var), g, "differentiate with respect to {0}",
                           given={KL_i: kl}, notes=(var,)))
+        if not log_linear:  # the sigma parameterization's, through 2.3c
+            sigma_param = PARAMETERIZATIONS["sigma"]
+            if var in (mu, mu_p):
+                grads[name] = derive_stable_kl_pair(sigma_param).result(f"grad_{var.name}")
+                steps.append(Step(g, grads[name], "as for the standard deviation: in the "
+                                  "natural variables", given=_pair_given(p)))
+                continue
+            side = sigma if var == p.scale else sigma_p
+            kl_sigma = derive_kl(sigma_param, learned_prior(sigma_param)).result("kl")
+            grads[name] = _pair_through_sigma(sp.diff(kl_sigma, side), side)
+            steps.append(Step(g, grads[name],
+                              "the chain rule through {0}: {0} times the derivative with "
+                              "respect to {0} (in the natural variables, finite where {0} "
+                              "underflows), times {1}, as 2.3c arranges it",
+                              given=_pair_given(p), notes=(
+                                  sigma if var == p.scale else sigma_p,
+                                  dlogsigma if var == p.scale else dlogsigma_p)))
+            continue
+        grads[name] = _arrange_natural(g, p, prior)
         steps.append(Step(g, grads[name],
                           "in the natural variables, the factor that vanishes where {0} is "
                           "one in exact form", given=given, notes=(r_nat,)))
@@ -591,6 +860,8 @@ def derive_stable_kl_pair(p: Parameterization) -> Derivation:
                "the KL in the natural variables", KL_i),
         Result("kl_evaluable", evaluable, "piece by piece, for evaluation", typeset=False),
         Result("x_evaluable", x_eval, "the log variance ratio, for evaluation",
+               typeset=False),
+        Result("r_evaluable", r_eval, "the ratio of standard deviations, for evaluation",
                typeset=False),
         Result("m_evaluable", m_eval, "the standardized mean difference, for evaluation",
                typeset=False),
@@ -820,8 +1091,26 @@ def derive_gradient_estimators(p: Parameterization,
             results.append(Result(f"{label}_{par.name}", est,
                                   f"the {kind} estimate of the gradient (its component on "
                                   "the left)", _bar(par, "bar" if label == "grad" else "stl")))
-            if prior.is_standard:
+            if prior.is_standard and not is_log_linear(p):
+                # the estimator of the sigma parameterization times sigma', through 2.3c
+                given = _chain_given(p)
+                if par == p.scale:
+                    of_sigma = derive_gradient_estimators(PARAMETERIZATIONS["sigma"])
+                    arranged = _through_sigma(of_sigma.result(f"{label}_sigma"))
+                else:
+                    arranged = est.subs(p.sigma, sigma)
+            elif prior.is_standard:
                 arranged, given = _arrange_estimator(est, p), {}
+            elif not is_log_linear(p):  # the sigma parameterization's, through 2.3c
+                sigma_param = PARAMETERIZATIONS["sigma"]
+                of_sigma = derive_gradient_estimators(sigma_param, learned_prior(sigma_param))
+                given = _pair_given(p)
+                if par in (mu, mu_p):
+                    arranged = of_sigma.result(f"kernel_{label}_{par.name}")
+                else:
+                    side = sigma if par == p.scale else sigma_p
+                    arranged = _pair_through_sigma(
+                        of_sigma.result(f"{label}_{side.name}"), side)
             else:
                 arranged, given = _arrange_natural(est, p, prior), natural_variables(p, prior)
             arranged_steps.append(Step(est, arranged, given=given, reason=

@@ -17,17 +17,21 @@ from codegen.spec import Arg, Kernel, Module, Output
 
 from .coupling import CouplingBlock, arranged_blocks, derive_arrangement
 from .gaussian_kl import (
+    PARAMETERIZATIONS,
     Parameterization,
+    derive_chain_factors,
     derive_gradient_estimators,
     derive_stable_kl,
     derive_stable_kl_pair,
+    dlogsigma,
+    is_log_linear,
     learned_prior,
+    m_nat,
     mu,
     natural_variables,
     r_nat,
     sigma,
     sigma_p,
-    x,
 )
 from .vocabulary import to_vector
 
@@ -131,13 +135,23 @@ def gaussian_kl_module(p: Parameterization) -> Module:
     derived_sigma = p.sigma != p.scale
     shared = (Output("sigma", p.sigma, "the standard deviation", internal=True),) \
         if derived_sigma else ()
+    if not is_log_linear(p):  # sigma and its derivatives as derivation 2.3c arranges them
+        chain = derive_chain_factors(p)
+        # an arranged piece (a series far left) may overflow only where another holds
+        shared = tuple(Output(name, chain.result(f"{name}_evaluable"), doc, internal=True,
+                              overwritten_overflow=True)
+                       for name, doc in (("sigma", "the standard deviation"),
+                                         ("dsigma", "d sigma / d scale"),
+                                         ("dlogsigma", "d log(sigma) / d scale")))
 
     def in_sigma(expr: sp.Expr) -> sp.Expr:
         return expr.subs(p.sigma, sigma) if derived_sigma else expr
 
     def pair(prefix: str, d: object, doc: tuple[str, str]) -> tuple[Output, ...]:
         return (Output("d_mu", in_sigma(d.result(f"{prefix}_mu")), doc[0]),
-                Output(f"d_{s}", in_sigma(d.result(f"{prefix}_{s}")), doc[1]))
+                # through 2.3c, the last piece overflows only where sigma < 1 does not hold
+                Output(f"d_{s}", in_sigma(d.result(f"{prefix}_{s}")), doc[1],
+                       overwritten_overflow=not is_log_linear(p)))
 
     graph = est.data["graph"]
     graph_text = "; ".join(
@@ -145,7 +159,9 @@ def gaussian_kl_module(p: Parameterization) -> Module:
         for n in graph.nodes if n.expr is not None)
     kernels = (
         Kernel("kl", (mu_arg, scale_arg),
-               (Output("x", stable.result("x"), "log sigma^2", internal=True),
+               shared[:1] * (not is_log_linear(p))  # sigma, where 2.3c arranges it
+               + (Output("x", stable.result("x"), "log sigma^2", internal=True,
+                       overwritten_overflow=not is_log_linear(p)),
                 # 2.3n's last piece, expm1, overflows only where its other pieces hold
                 Output("kl", stable.result("kl_evaluable"), "KL(q_i || p_i), element-wise.",
                        overwritten_overflow=True)),
@@ -204,10 +220,11 @@ def gaussian_kl_pair_module(p: Parameterization) -> Module:
     s_q, s_p = f"{p.name}_q", prior.scale.name
     rename = {mu: sp.Symbol("mu_q", real=True), p.scale: sp.Symbol(s_q, real=True)}
 
-    def out(name: str, expr: sp.Expr, doc: str, internal: bool = False) -> Output:
-        return Output(name, expr.xreplace(rename), doc, internal=internal)
+    def out(name: str, expr: sp.Expr, doc: str, internal: bool = False,
+            overflow: bool = False) -> Output:
+        return Output(name, expr.xreplace(rename), doc, internal=internal,
+                      overwritten_overflow=overflow)
 
-    nat = natural_variables(p, prior)
     derived_sigma_p = prior.sigma != sigma_p
     internal = ((out("sigma_p", prior.sigma, "the prior's standard deviation", True),)
                 if derived_sigma_p else ())
@@ -221,9 +238,34 @@ def gaussian_kl_pair_module(p: Parameterization) -> Module:
     m_out = out("m", m_eval, "the standardized mean difference", True)
     x_out = out("x", stable.result("x_evaluable"), "the log variance ratio", True)
     # r from x where x is the parameters' difference (one exp), else the ratio itself
-    ratio = sp.exp(x / 2) if p.scale != sigma else nat[r_nat]
+    ratio = stable.result("r_evaluable")
     r_out = out("r", ratio, "the ratio of standard deviations", True)
     natural = internal + (m_out, x_out)
+    # kl forms no sigma_p: where exp(logvar_p/2) overflows, its autograd would carry
+    # 0 * inf = NaN into d logvar_p although m (exp(-logvar_p/2) underflowing) is finite
+    natural_kl = (out("m", stable.result("m_evaluable"), "the standardized mean difference",
+                      True), x_out)
+    if not is_log_linear(p):  # both sides' sigma and (log sigma)' as 2.3c arranges them
+        chain = derive_chain_factors(p)
+        rename.update({sigma: sp.Symbol("sigma_q", real=True),
+                       dlogsigma: sp.Symbol("dlogsigma_q", real=True)})
+        to_p = {p.scale: prior.scale}
+        sides = tuple(
+            out(f"{name}{side}", chain.result(f"{name}_evaluable").xreplace(
+                to_p if side == "_p" else {}), doc, True, True)
+            for side in ("_q", "_p")
+            for name, doc in (("sigma", "a standard deviation"),
+                              ("dlogsigma", "d log(sigma) / d scale")))
+        # m from the shared sigma_p where that piece holds (as for the sigma scale)
+        near = natural_variables(PARAMETERIZATIONS["sigma"],
+                                 learned_prior(PARAMETERIZATIONS["sigma"]))[m_nat]
+        (_, where), *rest = stable.result("m_evaluable").args
+        m_out = out("m", sp.Piecewise((near, where.xreplace({prior.sigma: sigma_p})), *rest),
+                    "the standardized mean difference", True, True)
+        x_out = out("x", stable.result("x_evaluable"), "the log variance ratio", True, True)
+        r_out = out("r", ratio, "the ratio of standard deviations", True, True)
+        natural = sides + (m_out, x_out)
+        natural_kl = natural + (r_out,)
     args = (Arg("mu_q", "elementwise", "the mean of q_i."),
             Arg(s_q, "positive" if p.positive else "elementwise",
                 f"{p.title} of q_i" + (", every entry > 0." if p.positive else ".")),
@@ -239,9 +281,11 @@ def gaussian_kl_pair_module(p: Parameterization) -> Module:
         return tuple(out(o, d.result(f"{prefix}_{n}"), f"{what} dKL/d{o[2:]}.")
                      for n, o in zip(names, outs, strict=True))
 
-    kl_value = stable.result("kl_evaluable").xreplace({r_nat: ratio})
+    kl_value = stable.result("kl_evaluable")
+    if is_log_linear(p):  # r in place; else a piecewise value of its own, computed once
+        kl_value = kl_value.xreplace({r_nat: ratio})
     kernels = (
-        Kernel("kl", args, natural + (out("kl", kl_value, "KL(q_i || p_i), element-wise."),),
+        Kernel("kl", args, natural_kl + (out("kl", kl_value, "KL(q_i || p_i), element-wise."),),
                "The KL divergence of q_i from the prior p_i, per dimension (sum it yourself).",
                "Arranged as in derivation 2.3np, in the standardized mean difference and the "
                "log variance ratio: accurate where q_i is near p_i at any scale."),

@@ -325,21 +325,17 @@ def _kl_grad_numpy(mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
         sigma_p__pw0_m0 = _full(sigma_p, _pw0_shape).take(_pw0_m0)
         sigma_q__pw0_m0 = _full(sigma_q, _pw0_shape).take(_pw0_m0)
         _pw0.put(_pw0_m0, 2*numpy.log1p((sigma_q__pw0_m0 - sigma_p__pw0_m0)/sigma_p__pw0_m0))
-    _tmp0 = 1/sigma_p
     # Output terms
-    m = _tmp0*(mu_q - mu_p)
-    r = _tmp0*sigma_q
+    m = (mu_q - mu_p)/sigma_p
+    r = sigma_q/sigma_p
     # Intermediate terms
-    _tmp1 = m/sigma_p
+    _tmp0 = m/sigma_p
     # Output terms
     x = _pw0
-    d_mu_q = _tmp1
-    d_mu_p = -_tmp1
-    # Intermediate terms
-    _tmp2 = 1/sigma_p
-    # Output terms
-    d_sigma_q = _tmp2*(1 + 1/r)*numpy.expm1((1/2)*x)
-    d_sigma_p = -_tmp2*(m**2 + numpy.expm1(x))
+    d_mu_q = _tmp0
+    d_mu_p = -_tmp0
+    d_sigma_q = (1 + 1/r)*numpy.expm1((1/2)*x)/sigma_p
+    d_sigma_p = -(m**2 + numpy.expm1(x))/sigma_p
     d_mu_q = _finish(d_mu_q, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p,))
     d_sigma_q = _finish(d_sigma_q, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p,))
     d_mu_p = _finish(d_mu_p, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p,))
@@ -397,21 +393,17 @@ def _kl_grad_xp(xp, mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
         sigma_p__pw0_m2 = xp.where(_pw0_m2, sigma_p, _zero + 1)
         sigma_q__pw0_m2 = xp.where(_pw0_m2, sigma_q, _zero + 1/2000000000000000000000000000000)
         _pw0 = xp.where(_pw0_m0, 2*xp.log1p((sigma_q__pw0_m0 - sigma_p__pw0_m0)/sigma_p__pw0_m0), xp.where(_pw0_m1, 2*xp.log(sigma_q__pw0_m1/sigma_p__pw0_m1), 2*(xp.log(sigma_q__pw0_m2) - xp.log(sigma_p__pw0_m2))))
-    _tmp0 = 1/sigma_p
     # Output terms
-    m = _tmp0*(mu_q - mu_p)
-    r = _tmp0*sigma_q
+    m = (mu_q - mu_p)/sigma_p
+    r = sigma_q/sigma_p
     # Intermediate terms
-    _tmp1 = m/sigma_p
+    _tmp0 = m/sigma_p
     # Output terms
     x = _pw0
-    d_mu_q = _tmp1
-    d_mu_p = -_tmp1
-    # Intermediate terms
-    _tmp2 = 1/sigma_p
-    # Output terms
-    d_sigma_q = _tmp2*(1 + 1/r)*xp.expm1((1/2)*x)
-    d_sigma_p = -_tmp2*(m**2 + xp.expm1(x))
+    d_mu_q = _tmp0
+    d_mu_p = -_tmp0
+    d_sigma_q = (1 + 1/r)*xp.expm1((1/2)*x)/sigma_p
+    d_sigma_p = -(m**2 + xp.expm1(x))/sigma_p
     d_mu_q = _rt.finish_xp(xp, d_mu_q, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p,))
     d_sigma_q = _rt.finish_xp(xp, d_sigma_q, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p,))
     d_mu_p = _rt.finish_xp(xp, d_mu_p, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p,))
@@ -482,22 +474,19 @@ def kl_grad_reparam(
 
 def _kl_grad_reparam_numpy(mu_q, sigma_q, mu_p, sigma_p, eps, _batch, _dtype):
     """kl_grad_reparam for NumPy arrays, checked and converted by kl_grad_reparam."""
-    # Intermediate terms
-    _tmp0 = 1/sigma_p
     # Output terms
-    m = _tmp0*(mu_q - mu_p)
-    r = _tmp0*sigma_q
+    m = (mu_q - mu_p)/sigma_p
+    r = sigma_q/sigma_p
     # Intermediate terms
-    _tmp1 = 1/sigma_p
-    _tmp2 = _tmp1*m
-    _tmp3 = eps*r
-    _tmp4 = _tmp1*_tmp3
-    _tmp5 = _tmp2 + _tmp4
+    _tmp0 = m/sigma_p
+    _tmp1 = eps*r
+    _tmp2 = _tmp1/sigma_p
+    _tmp3 = _tmp0 + _tmp2
     # Output terms
-    d_mu_q = _tmp5
-    d_sigma_q = _tmp5*eps - _tmp1/r
-    d_mu_p = -_tmp5
-    d_sigma_p = _tmp3*(-2*_tmp2 - _tmp4) - _tmp1*(m - 1)*(m + 1)
+    d_mu_q = _tmp3
+    d_sigma_q = _tmp3*eps - 1/(r*sigma_p)
+    d_mu_p = -_tmp3
+    d_sigma_p = _tmp1*(-2*_tmp0 - _tmp2) - (m - 1)*(m + 1)/sigma_p
     d_mu_q = _finish(d_mu_q, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p, eps,))
     d_sigma_q = _finish(d_sigma_q, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p, eps,))
     d_mu_p = _finish(d_mu_p, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p, eps,))
@@ -508,22 +497,19 @@ def _kl_grad_reparam_numpy(mu_q, sigma_q, mu_p, sigma_p, eps, _batch, _dtype):
 def _kl_grad_reparam_xp(xp, mu_q, sigma_q, mu_p, sigma_p, eps, _batch, _dtype):
     """kl_grad_reparam for any array-API namespace xp, checked and converted by kl_grad_reparam."""
     _like = mu_q
-    # Intermediate terms
-    _tmp0 = 1/sigma_p
     # Output terms
-    m = _tmp0*(mu_q - mu_p)
-    r = _tmp0*sigma_q
+    m = (mu_q - mu_p)/sigma_p
+    r = sigma_q/sigma_p
     # Intermediate terms
-    _tmp1 = 1/sigma_p
-    _tmp2 = _tmp1*m
-    _tmp3 = eps*r
-    _tmp4 = _tmp1*_tmp3
-    _tmp5 = _tmp2 + _tmp4
+    _tmp0 = m/sigma_p
+    _tmp1 = eps*r
+    _tmp2 = _tmp1/sigma_p
+    _tmp3 = _tmp0 + _tmp2
     # Output terms
-    d_mu_q = _tmp5
-    d_sigma_q = _tmp5*eps - _tmp1/r
-    d_mu_p = -_tmp5
-    d_sigma_p = _tmp3*(-2*_tmp2 - _tmp4) - _tmp1*(m - 1)*(m + 1)
+    d_mu_q = _tmp3
+    d_sigma_q = _tmp3*eps - 1/(r*sigma_p)
+    d_mu_p = -_tmp3
+    d_sigma_p = _tmp1*(-2*_tmp0 - _tmp2) - (m - 1)*(m + 1)/sigma_p
     d_mu_q = _rt.finish_xp(xp, d_mu_q, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p, eps,))
     d_sigma_q = _rt.finish_xp(xp, d_sigma_q, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p, eps,))
     d_mu_p = _rt.finish_xp(xp, d_mu_p, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p, eps,))
@@ -609,25 +595,22 @@ def _kl_grad_stl_numpy(mu_q, sigma_q, mu_p, sigma_p, eps, _batch, _dtype):
         sigma_p__pw0_m0 = _full(sigma_p, _pw0_shape).take(_pw0_m0)
         sigma_q__pw0_m0 = _full(sigma_q, _pw0_shape).take(_pw0_m0)
         _pw0.put(_pw0_m0, 2*numpy.log1p((sigma_q__pw0_m0 - sigma_p__pw0_m0)/sigma_p__pw0_m0))
-    _tmp0 = 1/sigma_p
     # Output terms
-    m = _tmp0*(mu_q - mu_p)
-    r = _tmp0*sigma_q
+    m = (mu_q - mu_p)/sigma_p
+    r = sigma_q/sigma_p
     # Intermediate terms
-    _tmp1 = 1/sigma_p
-    _tmp2 = _tmp1*m
-    _tmp3 = eps*r
-    _tmp4 = _tmp1*_tmp3
+    _tmp0 = m/sigma_p
+    _tmp1 = eps*r
+    _tmp2 = _tmp1/sigma_p
     # Output terms
     x = _pw0
-    d_mu_p = -_tmp2 - _tmp4
-    d_sigma_p = _tmp3*(-2*_tmp2 - _tmp4) - _tmp1*(m - 1)*(m + 1)
+    d_mu_p = -_tmp0 - _tmp2
+    d_sigma_p = _tmp1*(-2*_tmp0 - _tmp2) - (m - 1)*(m + 1)/sigma_p
     # Intermediate terms
-    _tmp5 = 1/sigma_p
-    _tmp6 = _tmp5*eps*(1 + 1/r)*numpy.expm1((1/2)*x) + _tmp5*m
+    _tmp3 = eps*(1 + 1/r)*numpy.expm1((1/2)*x)/sigma_p + m/sigma_p
     # Output terms
-    d_mu_q = _tmp6
-    d_sigma_q = _tmp6*eps
+    d_mu_q = _tmp3
+    d_sigma_q = _tmp3*eps
     d_mu_q = _finish(d_mu_q, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p, eps,))
     d_sigma_q = _finish(d_sigma_q, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p, eps,))
     d_mu_p = _finish(d_mu_p, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p, eps,))
@@ -685,25 +668,22 @@ def _kl_grad_stl_xp(xp, mu_q, sigma_q, mu_p, sigma_p, eps, _batch, _dtype):
         sigma_p__pw0_m2 = xp.where(_pw0_m2, sigma_p, _zero + 1)
         sigma_q__pw0_m2 = xp.where(_pw0_m2, sigma_q, _zero + 1/2000000000000000000000000000000)
         _pw0 = xp.where(_pw0_m0, 2*xp.log1p((sigma_q__pw0_m0 - sigma_p__pw0_m0)/sigma_p__pw0_m0), xp.where(_pw0_m1, 2*xp.log(sigma_q__pw0_m1/sigma_p__pw0_m1), 2*(xp.log(sigma_q__pw0_m2) - xp.log(sigma_p__pw0_m2))))
-    _tmp0 = 1/sigma_p
     # Output terms
-    m = _tmp0*(mu_q - mu_p)
-    r = _tmp0*sigma_q
+    m = (mu_q - mu_p)/sigma_p
+    r = sigma_q/sigma_p
     # Intermediate terms
-    _tmp1 = 1/sigma_p
-    _tmp2 = _tmp1*m
-    _tmp3 = eps*r
-    _tmp4 = _tmp1*_tmp3
+    _tmp0 = m/sigma_p
+    _tmp1 = eps*r
+    _tmp2 = _tmp1/sigma_p
     # Output terms
     x = _pw0
-    d_mu_p = -_tmp2 - _tmp4
-    d_sigma_p = _tmp3*(-2*_tmp2 - _tmp4) - _tmp1*(m - 1)*(m + 1)
+    d_mu_p = -_tmp0 - _tmp2
+    d_sigma_p = _tmp1*(-2*_tmp0 - _tmp2) - (m - 1)*(m + 1)/sigma_p
     # Intermediate terms
-    _tmp5 = 1/sigma_p
-    _tmp6 = _tmp5*eps*(1 + 1/r)*xp.expm1((1/2)*x) + _tmp5*m
+    _tmp3 = eps*(1 + 1/r)*xp.expm1((1/2)*x)/sigma_p + m/sigma_p
     # Output terms
-    d_mu_q = _tmp6
-    d_sigma_q = _tmp6*eps
+    d_mu_q = _tmp3
+    d_sigma_q = _tmp3*eps
     d_mu_q = _rt.finish_xp(xp, d_mu_q, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p, eps,))
     d_sigma_q = _rt.finish_xp(xp, d_sigma_q, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p, eps,))
     d_mu_p = _rt.finish_xp(xp, d_mu_p, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p, eps,))

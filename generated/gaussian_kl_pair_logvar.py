@@ -104,20 +104,20 @@ def kl(
 
 def _kl_numpy(mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
     """kl for NumPy arrays, checked and converted by kl."""
-    # Output terms
-    sigma_p = numpy.exp((1/2)*logvar_p)
-    x = logvar_q - logvar_p
     # Intermediate terms
     # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
     # where it holds, and the derivation proves each piece equal to the value it stands for.
-    _pw0_shape = _broadcast(numpy.shape(logvar_p), numpy.shape(mu_p), numpy.shape(mu_q), numpy.shape(sigma_p))
-    _pw0 = _finish(numpy.exp(-1/4*logvar_p)*((mu_q - mu_p)*numpy.exp(-1/4*logvar_p)), _pw0_shape, _dtype, (logvar_p, mu_p, mu_q, sigma_p,))
+    _pw0_shape = _broadcast(numpy.shape(logvar_p), numpy.shape(mu_p), numpy.shape(mu_q))
+    _pw0 = _finish(numpy.exp(-1/4*logvar_p)*((mu_q - mu_p)*numpy.exp(-1/4*logvar_p)), _pw0_shape, _dtype, (logvar_p, mu_p, mu_q,))
     _pw0_m0 = _full(numpy.greater_equal(logvar_p, -170), _pw0_shape).ravel().nonzero()[0]
     if _pw0_m0.size:
+        logvar_p__pw0_m0 = _full(logvar_p, _pw0_shape).take(_pw0_m0)
         mu_p__pw0_m0 = _full(mu_p, _pw0_shape).take(_pw0_m0)
         mu_q__pw0_m0 = _full(mu_q, _pw0_shape).take(_pw0_m0)
-        sigma_p__pw0_m0 = _full(sigma_p, _pw0_shape).take(_pw0_m0)
-        _pw0.put(_pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
+        _pw0.put(_pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)*numpy.exp(-1/2*logvar_p__pw0_m0))
+    # Output terms
+    x = logvar_q - logvar_p
+    # Intermediate terms
     # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
     # where it holds, and the derivation proves each piece equal to the value it stands for.
     _pw1_shape = _broadcast(numpy.shape(logvar_p), numpy.shape(logvar_q), numpy.shape(x))
@@ -151,16 +151,13 @@ def _kl_xp(xp, mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
     _like = mu_q
     _zero = xp.zeros((), dtype=_dtype, device=_rt.device(_like))
     _eager = _rt.eager(xp, (mu_q, logvar_q, mu_p, logvar_p,))
-    # Output terms
-    sigma_p = xp.exp((1/2)*logvar_p)
-    x = logvar_q - logvar_p
     # Intermediate terms
     # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
     # where it holds, and the derivation proves each piece equal to the value it stands for.
     _pw0_m0 = (logvar_p >= -170)
     _pw0_m1 = ~(_pw0_m0)
     if _eager:
-        _pw0_shape = _rt.piece_shape(logvar_p, mu_p, mu_q, sigma_p)
+        _pw0_shape = _rt.piece_shape(logvar_p, mu_p, mu_q)
         if _rt.mostly(xp, _pw0_m1):
             # Eager, the last piece holding on most entries: evaluated everywhere -- where
             # an argument records a gradient, on the piece's safe point where another piece
@@ -168,11 +165,11 @@ def _kl_xp(xp, mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
             logvar_p__pw0_m1 = _rt.safe_where(xp, _pw0_m1, logvar_p, _zero + -171)
             mu_p__pw0_m1 = _rt.safe_where(xp, _pw0_m1, mu_p, _zero + -171)
             mu_q__pw0_m1 = _rt.safe_where(xp, _pw0_m1, mu_q, _zero + -171)
-            _pw0 = _rt.finish_xp(xp, xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)), _pw0_shape, _dtype, (logvar_p, mu_p, mu_q, sigma_p,))
+            _pw0 = _rt.finish_xp(xp, xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)), _pw0_shape, _dtype, (logvar_p, mu_p, mu_q,))
         else:
             # Eager, the last piece holding on at most half of the entries: evaluated only
             # on the entries gathered where it holds, written back there.
-            _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (logvar_p, mu_p, mu_q, sigma_p,))
+            _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (logvar_p, mu_p, mu_q,))
             _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
             if _pw0_i1 is not None:
                 logvar_p__pw0_m1 = _rt.take_xp(xp, logvar_p, _pw0_i1, _pw0_shape)
@@ -183,19 +180,22 @@ def _kl_xp(xp, mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
         # (PyTorch with a gradient: out of place).
         _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
         if _pw0_i0 is not None:
+            logvar_p__pw0_m0 = _rt.take_xp(xp, logvar_p, _pw0_i0, _pw0_shape)
             mu_p__pw0_m0 = _rt.take_xp(xp, mu_p, _pw0_i0, _pw0_shape)
             mu_q__pw0_m0 = _rt.take_xp(xp, mu_q, _pw0_i0, _pw0_shape)
-            sigma_p__pw0_m0 = _rt.take_xp(xp, sigma_p, _pw0_i0, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
+            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, (mu_q__pw0_m0 - mu_p__pw0_m0)*xp.exp(-1/2*logvar_p__pw0_m0))
     else:
         # Traced (torch.compile, torch.func, JAX, Dask): the double where, shape-static.
-        mu_p__pw0_m0 = xp.where(_pw0_m0, mu_p, _zero + 1)
-        mu_q__pw0_m0 = xp.where(_pw0_m0, mu_q, _zero + 1)
-        sigma_p__pw0_m0 = xp.where(_pw0_m0, sigma_p, _zero + 1)
+        logvar_p__pw0_m0 = xp.where(_pw0_m0, logvar_p, _zero + 0)
+        mu_p__pw0_m0 = xp.where(_pw0_m0, mu_p, _zero + 0)
+        mu_q__pw0_m0 = xp.where(_pw0_m0, mu_q, _zero + 0)
         logvar_p__pw0_m1 = xp.where(_pw0_m1, logvar_p, _zero + -171)
         mu_p__pw0_m1 = xp.where(_pw0_m1, mu_p, _zero + -171)
         mu_q__pw0_m1 = xp.where(_pw0_m1, mu_q, _zero + -171)
-        _pw0 = xp.where(_pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0, xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)))
+        _pw0 = xp.where(_pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)*xp.exp(-1/2*logvar_p__pw0_m0), xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)))
+    # Output terms
+    x = logvar_q - logvar_p
+    # Intermediate terms
     # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
     # where it holds, and the derivation proves each piece equal to the value it stands for.
     _pw1_m0 = (x == xp.inf)
@@ -492,15 +492,14 @@ def _kl_grad_reparam_numpy(mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype):
     r = numpy.exp((1/2)*x)
     m = _pw0
     # Intermediate terms
-    _tmp0 = 1/sigma_p
-    _tmp1 = eps*r
-    _tmp2 = _tmp0*_tmp1 + _tmp0*m
-    _tmp3 = (1/2)*_tmp1
+    _tmp0 = eps*r
+    _tmp1 = _tmp0/sigma_p + m/sigma_p
+    _tmp2 = (1/2)*_tmp0
     # Output terms
-    d_mu_q = _tmp2
-    d_logvar_q = _tmp1*(_tmp3 + (1/2)*m) - 1/2
-    d_mu_p = -_tmp2
-    d_logvar_p = _tmp1*(-_tmp3 - m) - (1/2)*(m - 1)*(m + 1)
+    d_mu_q = _tmp1
+    d_logvar_q = _tmp0*(_tmp2 + (1/2)*m) - 1/2
+    d_mu_p = -_tmp1
+    d_logvar_p = _tmp0*(-_tmp2 - m) - (1/2)*(m - 1)*(m + 1)
     d_mu_q = _finish(d_mu_q, _batch, _dtype, (mu_q, logvar_q, mu_p, logvar_p, eps,))
     d_logvar_q = _finish(d_logvar_q, _batch, _dtype, (mu_q, logvar_q, mu_p, logvar_p, eps,))
     d_mu_p = _finish(d_mu_p, _batch, _dtype, (mu_q, logvar_q, mu_p, logvar_p, eps,))
@@ -562,15 +561,14 @@ def _kl_grad_reparam_xp(xp, mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype)
     r = xp.exp((1/2)*x)
     m = _pw0
     # Intermediate terms
-    _tmp0 = 1/sigma_p
-    _tmp1 = eps*r
-    _tmp2 = _tmp0*_tmp1 + _tmp0*m
-    _tmp3 = (1/2)*_tmp1
+    _tmp0 = eps*r
+    _tmp1 = _tmp0/sigma_p + m/sigma_p
+    _tmp2 = (1/2)*_tmp0
     # Output terms
-    d_mu_q = _tmp2
-    d_logvar_q = _tmp1*(_tmp3 + (1/2)*m) - 1/2
-    d_mu_p = -_tmp2
-    d_logvar_p = _tmp1*(-_tmp3 - m) - (1/2)*(m - 1)*(m + 1)
+    d_mu_q = _tmp1
+    d_logvar_q = _tmp0*(_tmp2 + (1/2)*m) - 1/2
+    d_mu_p = -_tmp1
+    d_logvar_p = _tmp0*(-_tmp2 - m) - (1/2)*(m - 1)*(m + 1)
     d_mu_q = _rt.finish_xp(xp, d_mu_q, _batch, _dtype, (mu_q, logvar_q, mu_p, logvar_p, eps,))
     d_logvar_q = _rt.finish_xp(xp, d_logvar_q, _batch, _dtype, (mu_q, logvar_q, mu_p, logvar_p, eps,))
     d_mu_p = _rt.finish_xp(xp, d_mu_p, _batch, _dtype, (mu_q, logvar_q, mu_p, logvar_p, eps,))
@@ -659,16 +657,15 @@ def _kl_grad_stl_numpy(mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype):
     r = numpy.exp((1/2)*x)
     m = _pw0
     # Intermediate terms
-    _tmp0 = 1/sigma_p
-    _tmp1 = _tmp0*m
-    _tmp2 = eps*numpy.expm1((1/2)*x)
-    _tmp3 = (1/2)*r
-    _tmp4 = eps*r
+    _tmp0 = m/sigma_p
+    _tmp1 = eps*numpy.expm1((1/2)*x)
+    _tmp2 = (1/2)*r
+    _tmp3 = eps*r
     # Output terms
-    d_mu_q = _tmp0*_tmp2*(1 + 1/r) + _tmp1
-    d_logvar_q = eps*((1/2)*_tmp2*(r + 1) + _tmp3*m)
-    d_mu_p = -_tmp0*_tmp4 - _tmp1
-    d_logvar_p = _tmp4*(-_tmp3*eps - m) - (1/2)*(m - 1)*(m + 1)
+    d_mu_q = _tmp0 + _tmp1*(1 + 1/r)/sigma_p
+    d_logvar_q = eps*((1/2)*_tmp1*(r + 1) + _tmp2*m)
+    d_mu_p = -_tmp0 - _tmp3/sigma_p
+    d_logvar_p = _tmp3*(-_tmp2*eps - m) - (1/2)*(m - 1)*(m + 1)
     d_mu_q = _finish(d_mu_q, _batch, _dtype, (mu_q, logvar_q, mu_p, logvar_p, eps,))
     d_logvar_q = _finish(d_logvar_q, _batch, _dtype, (mu_q, logvar_q, mu_p, logvar_p, eps,))
     d_mu_p = _finish(d_mu_p, _batch, _dtype, (mu_q, logvar_q, mu_p, logvar_p, eps,))
@@ -730,16 +727,15 @@ def _kl_grad_stl_xp(xp, mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype):
     r = xp.exp((1/2)*x)
     m = _pw0
     # Intermediate terms
-    _tmp0 = 1/sigma_p
-    _tmp1 = _tmp0*m
-    _tmp2 = eps*xp.expm1((1/2)*x)
-    _tmp3 = (1/2)*r
-    _tmp4 = eps*r
+    _tmp0 = m/sigma_p
+    _tmp1 = eps*xp.expm1((1/2)*x)
+    _tmp2 = (1/2)*r
+    _tmp3 = eps*r
     # Output terms
-    d_mu_q = _tmp0*_tmp2*(1 + 1/r) + _tmp1
-    d_logvar_q = eps*((1/2)*_tmp2*(r + 1) + _tmp3*m)
-    d_mu_p = -_tmp0*_tmp4 - _tmp1
-    d_logvar_p = _tmp4*(-_tmp3*eps - m) - (1/2)*(m - 1)*(m + 1)
+    d_mu_q = _tmp0 + _tmp1*(1 + 1/r)/sigma_p
+    d_logvar_q = eps*((1/2)*_tmp1*(r + 1) + _tmp2*m)
+    d_mu_p = -_tmp0 - _tmp3/sigma_p
+    d_logvar_p = _tmp3*(-_tmp2*eps - m) - (1/2)*(m - 1)*(m + 1)
     d_mu_q = _rt.finish_xp(xp, d_mu_q, _batch, _dtype, (mu_q, logvar_q, mu_p, logvar_p, eps,))
     d_logvar_q = _rt.finish_xp(xp, d_logvar_q, _batch, _dtype, (mu_q, logvar_q, mu_p, logvar_p, eps,))
     d_mu_p = _rt.finish_xp(xp, d_mu_p, _batch, _dtype, (mu_q, logvar_q, mu_p, logvar_p, eps,))

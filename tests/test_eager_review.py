@@ -87,10 +87,9 @@ def test_eager_kl_records_a_gradient_where_only_constant_pieces_hold():
 # --- found in review, not caused by the eager lowering (both paths, and NumPy) ----------
 
 
-@pytest.mark.xfail(strict=True, reason="autograd through the pair logvar kl: sigma_p = "
-                   "exp(logvar_p/2) overflows past logvar_p ~ 1420, 0 * inf = NaN on both "
-                   "paths, where kl (709.5) and kl_grad (0.5) are finite")
 def test_autograd_through_the_pair_logvar_kl_is_finite_for_a_huge_prior_logvar():
+    """Was NaN: kl formed sigma_p = exp(logvar_p/2), which overflows past logvar_p ~ 1420
+    (0 * inf in its backward); kl now forms only exp(-logvar_p/2) (derive/kernels.py)."""
     from generated import gaussian_kl_pair_logvar as m
 
     args = [torch.tensor([v], dtype=torch.float64, requires_grad=True)
@@ -101,11 +100,9 @@ def test_autograd_through_the_pair_logvar_kl_is_finite_for_a_huge_prior_logvar()
         torch.testing.assert_close(g, w, rtol=1e-13, atol=1e-300)
 
 
-@pytest.mark.xfail(strict=True, reason="a user parameterization sigma = softplus(rho): "
-                   "kl_grad's d_rho is exp(rho)*(...)/(log1p(exp(rho))*...) = 0/0 = NaN for "
-                   "rho < -745 (true value -1); 2e-11 relative error already at rho = -720 "
-                   "(subnormal intermediates)")
 def test_a_softplus_parameterization_has_a_finite_kl_grad_far_left():
+    """Was 0/0 = NaN for rho < -745 (true value -1): exp(rho)*(...)/(log1p(exp(rho))*...);
+    now through (log sigma)' from the arranged log sigma (derivation 2.3c)."""
     import numpy as np
     import sympy as sp
 
@@ -123,10 +120,9 @@ def test_a_softplus_parameterization_has_a_finite_kl_grad_far_left():
     np.testing.assert_allclose(d_rho, [-1.0, -1.0], rtol=1e-13)
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped pair kl_grad at a subnormal sigma_p: "
-                   "1/sigma_p overflows, inf * 0 = NaN, where the gradient is 0 "
-                   "(sigma_q = sigma_p, mu_q = mu_p)")
 def test_the_pair_kl_grad_is_finite_at_a_subnormal_prior_scale():
+    """Was NaN: the planner shared 1/sigma_p, which overflows where sigma_p is subnormal
+    (inf * 0); a quotient m / sigma_p is 0 there, the true gradient (codegen/plan.py)."""
     import numpy as np
 
     from generated import gaussian_kl_pair as m
