@@ -407,18 +407,27 @@ def finish(value: Any, shape: tuple[int, ...], dtype: numpy.dtype,
     return value
 
 
+#: NumPy's errors for a write into a read-only array: by assignment, and by a ufunc's output
+_READ_ONLY = ("assignment destination is read-only", "output array is read-only")
+
+
 def call(name: str, fn: Any, arg: numpy.ndarray, shape: str,
          dtype: numpy.dtype) -> numpy.ndarray:
     """Evaluate a callable argument once on a read-only view of ``arg``; check its result.
 
-    ``fn`` cannot change the caller's array: writing into its argument raises
-    ``ValueError: assignment destination is read-only``.
+    ``fn`` cannot change the caller's array: writing into its argument raises NumPy's
+    read-only ``ValueError``, re-raised naming ``fn`` (as the other libraries' writes are).
     """
     if not callable(fn):
         raise TypeError(f"{name}: expected a callable, got {type(fn).__name__}")
     view = arg.view()
     view.setflags(write=False)
-    value = fn(view)
+    try:
+        value = fn(view)
+    except ValueError as error:
+        if str(error) in _READ_ONLY:
+            raise ValueError(_wrote(name)) from error
+        raise
     if type(value) is not _ndarray:
         value = numpy.asarray(value)
     if value.dtype is not dtype and value.dtype.kind not in "iuf":

@@ -70,6 +70,23 @@ def test_callables_get_a_read_only_view():
     assert seen == [False] and x.flags.writeable
 
 
+def test_a_callable_writing_its_argument_is_named_and_other_errors_pass_through():
+    x = np.ones((2, 3))
+
+    def G(v):
+        v += 1
+        return v
+
+    def bad(v):
+        raise ValueError("the user's own error")
+
+    with pytest.raises(ValueError, match="^G: expected G to leave its argument unchanged"):
+        rt.call("G", G, x, "vector", x.dtype)
+    np.testing.assert_array_equal(x, np.ones((2, 3)))
+    with pytest.raises(ValueError, match="^the user's own error$"):
+        rt.call("F", bad, x, "vector", x.dtype)
+
+
 # --- the NumPy fast path (numpy_elementwise / numpy_coupling, built once per kernel) ----
 
 KL = rt.numpy_elementwise(NAMES, ("sigma",), NAMES)
