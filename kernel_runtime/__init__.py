@@ -411,6 +411,18 @@ def finish(value: Any, shape: tuple[int, ...], dtype: numpy.dtype,
 _READ_ONLY = ("assignment destination is read-only", "output array is read-only")
 
 
+def _call_read_only(name: str, fn: Any, arg: Any) -> Any:
+    """``fn(arg)`` where ``arg`` is backed by a read-only NumPy buffer (NumPy's view,
+    ``array_api_strict``'s copy): NumPy's error for a write into it re-raised naming
+    ``fn``; any other error passes through."""
+    try:
+        return fn(arg)
+    except ValueError as error:
+        if str(error) in _READ_ONLY:
+            raise ValueError(_wrote(name)) from error
+        raise
+
+
 def call(name: str, fn: Any, arg: numpy.ndarray, shape: str,
          dtype: numpy.dtype) -> numpy.ndarray:
     """Evaluate a callable argument once on a read-only view of ``arg``; check its result.
@@ -422,12 +434,7 @@ def call(name: str, fn: Any, arg: numpy.ndarray, shape: str,
         raise TypeError(f"{name}: expected a callable, got {type(fn).__name__}")
     view = arg.view()
     view.setflags(write=False)
-    try:
-        value = fn(view)
-    except ValueError as error:
-        if str(error) in _READ_ONLY:
-            raise ValueError(_wrote(name)) from error
-        raise
+    value = _call_read_only(name, fn, view)
     if type(value) is not _ndarray:
         value = numpy.asarray(value)
     if value.dtype is not dtype and value.dtype.kind not in "iuf":
@@ -865,12 +872,7 @@ def call_xp(xp: Any, name: str, fn: Any, held: CalleeArg, shape: str, dtype: Any
         raise TypeError(f"{name}: expected a callable, got {type(fn).__name__}")
     arg = held.value
     if held.mode == "read_only":
-        try:
-            value = fn(held.give())
-        except ValueError as error:
-            if "read-only" in str(error):
-                raise ValueError(_wrote(name)) from error
-            raise
+        value = _call_read_only(name, fn, held.give())
         if hasattr(value, "_array") and not value._array.flags.writeable:
             value = xp.astype(value, dtype, copy=True)  # fn returned (a view of) the copy
     else:

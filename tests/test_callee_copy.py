@@ -187,12 +187,8 @@ def test_one_copy_per_distinct_argument_in_eager_torch(monkeypatch, block, kerne
     assert kernel == "inverse" or not own
 
 
-def test_the_guard_is_what_keeps_a_write_from_the_next_callable(monkeypatch):
-    """Without the version check, F's write would reach G through the shared copy."""
-    m = importlib.import_module("generated.coupling")
-    x1, x2, s = (torch.asarray(v) for v in _data())
-    seen = {}
-
+def _writing_F_and_recording_G(seen: dict):
+    """F doubles its argument in place; G records what it receives in ``seen["G"]``."""
     def F(x):
         x *= 2
         return torch.tanh(x)
@@ -200,6 +196,16 @@ def test_the_guard_is_what_keeps_a_write_from_the_next_callable(monkeypatch):
     def G(x):
         seen["G"] = x.clone()
         return torch.sin(x)
+
+    return F, G
+
+
+def test_the_guard_is_what_keeps_a_write_from_the_next_callable(monkeypatch):
+    """Without the version check, F's write would reach G through the shared copy."""
+    m = importlib.import_module("generated.coupling")
+    x1, x2, s = (torch.asarray(v) for v in _data())
+    seen: dict = {}
+    F, G = _writing_F_and_recording_G(seen)
 
     monkeypatch.setattr(kernel_runtime.CalleeArg, "check", lambda self, name: None)
     m.forward(x1, x2, s, F, G)
@@ -213,15 +219,8 @@ def test_inference_mode_gives_each_callable_its_own_copy():
     """Inference tensors have no version counter: a fresh copy per callable, no check."""
     m = importlib.import_module("generated.coupling")
     x1, x2, s = (torch.asarray(v) for v in _data())
-    seen = {}
-
-    def F(x):
-        x *= 2
-        return torch.tanh(x)
-
-    def G(x):
-        seen["G"] = x.clone()
-        return torch.sin(x)
+    seen: dict = {}
+    F, G = _writing_F_and_recording_G(seen)
 
     with torch.inference_mode():
         m.forward(x1, x2, s, F, G)
