@@ -42,16 +42,28 @@ def one_line(stderr: str | bytes) -> str:
     return lines[0]
 
 
-def fake_tex(tmp_path: Path, body: str) -> tuple[Path, Path]:
-    """A folder holding fake `pdflatex` and `latexmk` scripts; returns it and a marker path."""
+def fake_tex(tmp_path: Path, body: str, engines: tuple[str, ...] = ("pdflatex", "latexmk"),
+             ) -> tuple[Path, str]:
+    """Fake TeX engines and a hermetic PATH; returns a marker (touched when one runs) and PATH.
+
+    The PATH holds the fake engines and a folder of links to the few tools their scripts
+    run (`touch`, `sleep`), nothing else: a machine's own `latexmk` or `pdflatex` can never
+    be found behind the fakes (issue 19).
+    """
     bin_dir = tmp_path / "fakebin"
     bin_dir.mkdir()
+    tools = bin_dir / "tools"
+    tools.mkdir()
+    for tool in ("touch", "sleep"):
+        found = shutil.which(tool)
+        assert found, f"the fake TeX scripts need {tool!r} on the PATH"
+        (tools / tool).symlink_to(found)
     marker = tmp_path / "tex-ran"
-    for name in ("pdflatex", "latexmk"):
+    for name in engines:
         script = bin_dir / name
         script.write_text(f"#!/bin/sh\ntouch '{marker}'\n{body}\n")
         script.chmod(0o755)
-    return bin_dir, marker
+    return marker, f"{bin_dir}:{tools}"
 
 
 # -- item 12: signals --------------------------------------------------------------------------
@@ -84,11 +96,11 @@ def test_item12_a_signal_during_generate_leaves_no_temporary_file(tmp_path, sig,
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_item12_a_signal_during_pdf_leaves_no_scratch_folder(tmp_path, sig, code):
-    bin_dir, marker = fake_tex(tmp_path, "exec sleep 30")
+    marker, path = fake_tex(tmp_path, "exec sleep 30")
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(scratch),
-           "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+           "PATH": path}
     proc = subprocess.Popen([PY, "-m", "derive", "latex", "1.3", "--pdf", "-o",
                              str(tmp_path / "q.pdf")], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -107,8 +119,8 @@ def test_item12_a_signal_during_pdf_leaves_no_scratch_folder(tmp_path, sig, code
 
 @pytest.fixture
 def tex_marker(tmp_path, monkeypatch) -> Path:
-    bin_dir, marker = fake_tex(tmp_path, "exit 1")
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    marker, path = fake_tex(tmp_path, "exit 1")
+    monkeypatch.setenv("PATH", path)
     return marker
 
 
@@ -199,18 +211,16 @@ def test_item15_a_file_used_as_a_folder_is_not_a_directory(tmp_path, capsys):
 
 
 def test_item15_latexmk_exit_12_means_pdflatex_is_missing(tmp_path, monkeypatch, capsys):
-    bin_dir, _ = fake_tex(tmp_path, "exit 12")
-    (bin_dir / "pdflatex").unlink()
-    monkeypatch.setenv("PATH", str(bin_dir))
+    _, path = fake_tex(tmp_path, "exit 12", engines=("latexmk",))
+    monkeypatch.setenv("PATH", path)
     assert main(["latex", "1.3", "--pdf", "-o", str(tmp_path / "q.pdf")]) == 1
     err = one_line(capsys.readouterr().err)
     assert "pdflatex" in err and "not found" in err
 
 
 def test_item15_exit_0_without_a_pdf_says_so(tmp_path, monkeypatch, capsys):
-    bin_dir, _ = fake_tex(tmp_path, "exit 0")
-    (bin_dir / "latexmk").unlink()
-    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    _, path = fake_tex(tmp_path, "exit 0", engines=("pdflatex",))
+    monkeypatch.setenv("PATH", path)
     assert main(["latex", "1.3", "--pdf", "-o", str(tmp_path / "q.pdf")]) == 1
     err = one_line(capsys.readouterr().err)
     assert "no PDF" in err and "exit code 0" not in err

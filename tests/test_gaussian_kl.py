@@ -51,28 +51,36 @@ def test_kl_float64_relative_error_against_mpmath(mu, sigma):
 
 # Derivation 2.3n's pieces, by x = log sigma^2, each tested densely (1e5 points) against
 # a long-double reference (tests/kl_reference.py, itself checked against mpmath below), and
-# every boundary between pieces +-4 ulp. The largest relative error allowed, in eps of the
-# dtype: measured maxima 2.6 eps (float64, either module), 5.4 eps (float32 sigma module:
-# the rounding of log sigma, amplified twice by the KL's condition number near the optimum)
-# and 3.4 eps (float32 logvar module, from x = 88 up; 2.5 below). README states the bounds.
-BOUNDS = {(np.float64, "sigma"): 3, (np.float64, "logvar"): 3,
-          (np.float32, "sigma"): 6, (np.float32, "logvar"): 4}
+# every boundary between pieces +-64 ulp. The largest relative error allowed, in eps of the
+# dtype, holds on every NumPy SIMD path this suite can reach (tests/test_simd_paths.py reruns
+# it with NumPy's dispatched SIMD code switched off). Measured maxima:
+# - float64, sigma module: 3.35 (AVX2 and the x86-64 baseline alike; 3.48 on 2.4e6 random
+#   points; 2.6 on an AVX-512 machine). Just above x = 1/2, log sigma's rounding is amplified
+#   2.2x by the KL's condition number and expm1's rounding 4.4x by the cancellation in
+#   expm1(x) - x, so the libm's last bit shows.
+# - float64, logvar module: 2.5.
+# - float32, sigma module: 5.8 with AVX2 (NumPy's SIMD float32 log), 3.4 on the baseline, 5.4
+#   on an AVX-512 machine: the rounding of log sigma, amplified twice near the optimum.
+# - float32, logvar module: 3.4 (from x = 88 up; 2.5 below).
+# README states the bounds.
+BOUNDS = {(np.float64, "sigma"): 4, (np.float64, "logvar"): 3,
+          (np.float32, "sigma"): 7, (np.float32, "logvar"): 4}
 RANGES = [(-1400, -2), (-2, -0.5), (-0.5, 0.5), (0.5, 2), (2, 88), (88, 700)]
 BOUNDARIES = [-float(SERIES_RADIUS), float(SERIES_RADIUS), DIRECT_RADIUS, OVERFLOW_RADIUS]
 
 
 def _dense_xs(dtype):
-    """1e5 values of x per range and every boundary +-4 ulp, where the KL is finite in dtype."""
+    """1e5 values of x per range and every boundary +-64 ulp, where the KL is finite in dtype."""
     top = float(np.log(2.0) + np.log(np.float64(np.finfo(dtype).max))) - 1e-6
     xs = [np.linspace(lo, min(hi, top), 100_000) for lo, hi in RANGES if lo < top]
-    xs = np.concatenate(xs + [kr.ulp_neighbours(BOUNDARIES, np.float64)]).astype(dtype)
+    xs = np.concatenate(xs + [kr.ulp_neighbours(BOUNDARIES, np.float64, k=64)]).astype(dtype)
     return xs[(xs != 0) & (xs < top)]
 
 
 def _errors(module, dtype, xs):
     if module == "sigma":
         sigma = np.exp(xs.astype(np.float64) / 2).astype(dtype)
-        edges = kr.ulp_neighbours([np.exp(b / 2) for b in BOUNDARIES], dtype)
+        edges = kr.ulp_neighbours([np.exp(b / 2) for b in BOUNDARIES], dtype, k=64)
         sigma = np.concatenate([sigma, edges])
         sigma = sigma[(sigma != 1) & (sigma > 0) & np.isfinite(sigma)]
         value = ks.kl(np.zeros((), dtype), sigma)
@@ -92,6 +100,14 @@ def test_kl_relative_error_dense_across_every_piece(dtype, module):
         warnings.simplefilter("error")  # finite everywhere here: no overflow warning either
         errors = _errors(module, dtype, _dense_xs(dtype))
     assert errors.max() < BOUNDS[dtype, module], errors.max()
+
+
+@pytest.mark.parametrize("sigma", [1.2863596283336665, 1.28427506753833])
+def test_kl_just_above_the_series_piece_is_within_the_stated_bound(sigma):
+    # Issue 19: 3.44 eps here on an AVX2 machine, past the 3 eps the README stated; 59 ulp
+    # beyond the boundary x = 1/2, where the old +-4 ulp neighbourhoods never looked.
+    error = rel_err(ks.kl(0.0, sigma), ref.kl_mpmath(0.0, sigma)) / np.finfo(np.float64).eps
+    assert error < BOUNDS[np.float64, "sigma"]
 
 
 @pytest.mark.skipif(not kr.HAS_EXTENDED, reason="long double is float64 on this platform")

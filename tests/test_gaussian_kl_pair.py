@@ -204,15 +204,17 @@ def test_bad_input_names_the_argument():
 
 
 def test_the_standard_normal_is_the_special_case_of_todays_kernels():
-    # The same values to 1 ulp on a grid (measured: identical) for kl; the gradients are
-    # arranged differently (natural variables) and agree to a few ulp.
+    # kl: the same values to 4 ulp on a grid (measured: 2 ulp at 20 of 20,000 points on an
+    # AVX2 machine, identical on an AVX-512 one: the pair takes log sigma through log1p of
+    # sigma - 1 near 1, and the libm's last bit differs); the gradients are arranged
+    # differently (natural variables) and agree to a few ulp.
     rng = np.random.default_rng(9)
     mu = rng.standard_normal(20_000) * 3
     logvar = rng.uniform(-20, 20, 20_000)
     sigma = np.exp(logvar / 2)
     # from x = 4 up the logvar pair takes exp(x) from its two inputs, not from their
     # rounded difference: there the two, each within its bound, differ by up to 3 ulp
-    for a, b, ulps in ((kp.kl(mu, sigma, 0.0, 1.0), ks.kl(mu, sigma), 1),
+    for a, b, ulps in ((kp.kl(mu, sigma, 0.0, 1.0), ks.kl(mu, sigma), 4),
                        (kpl.kl(mu, logvar, 0.0, 0.0), kl_lv.kl(mu, logvar),
                         np.where(logvar >= 4, 4, 1))):
         assert np.all(np.abs(a - b) <= ulps * np.spacing(np.abs(b)))
