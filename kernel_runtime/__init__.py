@@ -91,9 +91,19 @@ def _as_numpy(name: str, value: Any) -> numpy.ndarray:
         except (ValueError, TypeError) as error:
             raise TypeError(f"{name}: expected a real numeric array, got a "
                             f"{type(value).__name__} that is not one ({error})") from None
-    if array.dtype.kind not in "iuf":
+    kind = array.dtype.kind
+    if kind not in "iuf":
         raise TypeError(f"{name}: expected a real numeric array, got dtype {array.dtype}")
+    if kind == "f" and array.dtype != _F64 and array.dtype != _F32:
+        raise TypeError(_not_single_or_double(name, array.dtype))
     return array
+
+
+def _not_single_or_double(name: str, dtype: Any) -> str:
+    """The error for a float dtype other than float32 and float64 (float16, bfloat16, long
+    double), alike in every library: the kernels' accuracy bounds and thresholds are
+    derived for float32 and float64 only."""
+    return f"{name}: expected a float32, float64 or integer array, got dtype {dtype}"
 
 
 def _numpy_dtype(values: Sequence[Any], arrays: Sequence[numpy.ndarray]) -> numpy.dtype:
@@ -512,8 +522,7 @@ def _xp_dtype(xp: Any, names: Sequence[str], values: Sequence[Any]) -> Any:
         if dtype in (xp.float32, xp.float64):
             floats.append(dtype)
         elif dtype == xp.bool or not xp.isdtype(dtype, "integral"):
-            raise TypeError(f"{name}: expected a float32, float64 or integer array, got "
-                            f"dtype {dtype}")
+            raise TypeError(_not_single_or_double(name, dtype))
     if floats:
         result = xp.float64 if xp.float64 in floats else xp.float32
     else:  # integers only: float64 chosen explicitly, not the library's default float
