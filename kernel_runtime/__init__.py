@@ -640,6 +640,30 @@ def _as_xp(xp: Any, values: Sequence[Any], dtype: Any, like: Any) -> list[Any]:
     return out
 
 
+def _refuse_unknown_shapes(names: Sequence[str], values: Sequence[Any]) -> None:
+    """ValueError naming the first array with a dimension of unknown size (a Dask array
+    of unknown chunk sizes has ``nan`` there, the array API ``None``): its shapes cannot
+    be checked, so it is refused, saying what to do, before anything is computed.
+
+    Example:
+        >>> import dask.array as da
+        >>> x = da.arange(4.0)[da.arange(4) > 1]
+        >>> _refuse_unknown_shapes(("mu",), (x,))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: mu: ... got shape (nan,) ...; call mu.compute_chunk_sizes() first
+    """
+    for name, value in zip(names, values, strict=True):
+        shape = getattr(value, "shape", ())
+        if any(d is None or isinstance(d, float) for d in shape):  # not torch's SymInt
+            shape = tuple(shape)
+            if _library(value).startswith("dask."):
+                raise ValueError(f"{name}: expected an array of known shape, got shape "
+                                 f"{shape} (a Dask array of unknown chunk sizes); call "
+                                 f"{name}.compute_chunk_sizes() first")
+            raise ValueError(f"{name}: expected an array of known shape, got shape {shape}")
+
+
 def _resolve(names: tuple[str, ...], values: tuple[Any, ...]) -> tuple[Any, Any, Any]:
     """The namespace, the arrays and the working dtype of a kernel's array arguments.
 
@@ -653,6 +677,7 @@ def _resolve(names: tuple[str, ...], values: tuple[Any, ...]) -> tuple[Any, Any,
     if xp is numpy:
         arrays = [_as_numpy(n, v) for n, v in zip(names, values, strict=True)]
         return numpy, arrays, _numpy_dtype(values, arrays)
+    _refuse_unknown_shapes(names, values)
     dtype = _xp_dtype(xp, names, values)
     like = next(v for v in values if hasattr(v, "dtype"))
     return xp, _as_xp(xp, values, dtype, like), dtype
