@@ -32,7 +32,6 @@ Example:
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 import sympy as sp
@@ -189,15 +188,10 @@ def _term_code(coef: str, matrix: str) -> str:
     return matrix or eye
 
 
-def _held_arguments(plan: KernelPlan, statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Before the first call on each distinct argument, its holder (``_rt.callee_arg``):
-    the callables on one argument share what it gives them (one copy per call at most;
-    :class:`kernel_runtime.CalleeArg`). ``owned``: the kernel computed the argument itself
-    (an expression, not an alias of an argument), so no caller holds it; ``uses``: the
-    calls on it, after the last of which the holder lets its copy go."""
-    owned = {st.target for st in plan.statements
-             if st.kind == "assign" and not st.expr.is_Symbol}
-    uses = Counter(st["arg"] for st in statements if st["kind"] == "call")
+def _held_arguments(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Before the first call on each distinct argument, its holder (``_rt.callee_arg``),
+    which chooses once how the callables on that argument receive it (each its own copy
+    where arrays are mutable; :class:`kernel_runtime.CalleeArg`)."""
     out: list[dict[str, Any]] = []
     held: dict[str, str] = {}
     for st in statements:
@@ -205,8 +199,7 @@ def _held_arguments(plan: KernelPlan, statements: list[dict[str, Any]]) -> list[
             arg = st["arg"]
             if arg not in held:
                 held[arg] = f"_arg_{arg}"
-                out.append({"kind": "callee", "target": held[arg], "arg": arg,
-                            "owned": str(arg in owned), "uses": str(uses[arg])})
+                out.append({"kind": "callee", "target": held[arg], "arg": arg})
             st = {**st, "arg": held[arg]}
         out.append(st)
     return out
@@ -231,7 +224,7 @@ def lower_xp(plan: KernelPlan, printer: XpPrinter) -> dict[str, Any]:
         'xp.where(_pw0_m0, xp.log(x__pw0_m0), _zero + 0)'
     """
     printer.uses_zero = False
-    statements = _held_arguments(plan, lower_statements(plan, printer, _piecewise_xp))
+    statements = _held_arguments(lower_statements(plan, printer, _piecewise_xp))
     blocks = lower_blocks(plan, _term_code, "None")
     # A 0-d zero in the working dtype on the inputs' device: constants in xp.where become
     # arrays with it (2023.12 has no scalar arguments to where).

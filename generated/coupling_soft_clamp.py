@@ -73,8 +73,8 @@ def forward(
         x1: first half of the input, shape (..., n).
         x2: second half of the input, shape (..., n).
         s: the parameter vector s, shape (n,). Unused here: accepted and ignored.
-        F: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
-        G: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
+        F: callable (..., n) -> (..., n); ignored where unused. Where arrays are mutable it receives its own copy (read-only in NumPy and array_api_strict), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
+        G: callable (..., n) -> (..., n); ignored where unused. Where arrays are mutable it receives its own copy (read-only in NumPy and array_api_strict), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
         check_finite: the value checks (NaN or infinity in the arrays whose values are
             read), raised as ValueError.
             None (default): checked for NumPy, array_api_strict and eager CPU PyTorch;
@@ -120,7 +120,7 @@ def _forward_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     """forward for any array-API namespace xp, checked and converted by forward."""
     _like = x1
     # Calls (each callable evaluated once)
-    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False, uses=2)
+    _arg_x2 = _rt.callee_arg(xp, x2, _dtype)
     F_x2 = _rt.call_xp(xp, "F", F, _arg_x2, "vector", _dtype)
     G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
     # Output terms
@@ -161,8 +161,8 @@ def inverse(
         y1: first half of the output, shape (..., n).
         y2: second half of the output, shape (..., n).
         s: the parameter vector s, shape (n,). Unused here: accepted and ignored.
-        F: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
-        G: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
+        F: callable (..., n) -> (..., n); ignored where unused. Where arrays are mutable it receives its own copy (read-only in NumPy and array_api_strict), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
+        G: callable (..., n) -> (..., n); ignored where unused. Where arrays are mutable it receives its own copy (read-only in NumPy and array_api_strict), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
         check_finite: the value checks (NaN or infinity in the arrays whose values are
             read), raised as ValueError.
             None (default): checked for NumPy, array_api_strict and eager CPU PyTorch;
@@ -211,7 +211,7 @@ def _inverse_xp(xp, y1, y2, F, G, _batch, _n, _dtype):
     # Output terms
     x2 = y2
     # Calls (each callable evaluated once)
-    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False, uses=2)
+    _arg_x2 = _rt.callee_arg(xp, x2, _dtype)
     F_x2 = _rt.call_xp(xp, "F", F, _arg_x2, "vector", _dtype)
     G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
     # Output terms
@@ -253,10 +253,10 @@ def jacobian(
         x1: first half of the input, shape (..., n).
         x2: second half of the input, shape (..., n).
         s: the parameter vector s, shape (n,). Unused here: accepted and ignored.
-        F: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
-        G: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
-        JF: callable (..., n) -> (..., n, n), JF(x)[..., i, j] = dF_i/dx_j. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
-        JG: callable (..., n) -> (..., n, n), JG(x)[..., i, j] = dG_i/dx_j. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
+        F: callable (..., n) -> (..., n); ignored where unused. Where arrays are mutable it receives its own copy (read-only in NumPy and array_api_strict), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
+        G: callable (..., n) -> (..., n); ignored where unused. Where arrays are mutable it receives its own copy (read-only in NumPy and array_api_strict), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
+        JF: callable (..., n) -> (..., n, n), JF(x)[..., i, j] = dF_i/dx_j. Where arrays are mutable it receives its own copy (read-only in NumPy and array_api_strict), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
+        JG: callable (..., n) -> (..., n, n), JG(x)[..., i, j] = dG_i/dx_j. Where arrays are mutable it receives its own copy (read-only in NumPy and array_api_strict), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
         check_finite: the value checks (NaN or infinity in the arrays whose values are
             read), raised as ValueError.
             None (default): checked for NumPy, array_api_strict and eager CPU PyTorch;
@@ -310,7 +310,7 @@ def _jacobian_xp(xp, x1, x2, F, G, JF, JG, _batch, _n, _dtype):
     """jacobian for any array-API namespace xp, checked and converted by jacobian."""
     _like = x1
     # Calls (each callable evaluated once)
-    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False, uses=3)
+    _arg_x2 = _rt.callee_arg(xp, x2, _dtype)
     G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
     JF_x2 = _rt.call_xp(xp, "JF", JF, _arg_x2, "matrix", _dtype)
     JG_x2 = _rt.call_xp(xp, "JG", JG, _arg_x2, "matrix", _dtype)
@@ -359,8 +359,8 @@ def log_det_jacobian(
         x1: first half of the input, shape (..., n). Its values are not read here (only its shape and dtype).
         x2: second half of the input, shape (..., n).
         s: the parameter vector s, shape (n,). Unused here: accepted and ignored.
-        F: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
-        G: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
+        F: callable (..., n) -> (..., n); ignored where unused. Where arrays are mutable it receives its own copy (read-only in NumPy and array_api_strict), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
+        G: callable (..., n) -> (..., n); ignored where unused. Where arrays are mutable it receives its own copy (read-only in NumPy and array_api_strict), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
         check_finite: the value checks (NaN or infinity in the arrays whose values are
             read), raised as ValueError.
             None (default): checked for NumPy, array_api_strict and eager CPU PyTorch;
@@ -402,7 +402,7 @@ def _log_det_jacobian_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     """log_det_jacobian for any array-API namespace xp, checked and converted by log_det_jacobian."""
     _like = x1
     # Calls (each callable evaluated once)
-    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False, uses=1)
+    _arg_x2 = _rt.callee_arg(xp, x2, _dtype)
     G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
     # Output terms
     log_det = xp.sum(4*xp.atan((1/2)*G_x2)/xp.pi, axis=-1)
@@ -441,8 +441,8 @@ def forward_and_log_det(
         x1: first half of the input, shape (..., n).
         x2: second half of the input, shape (..., n).
         s: the parameter vector s, shape (n,). Unused here: accepted and ignored.
-        F: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
-        G: callable (..., n) -> (..., n); ignored where unused. It receives a read-only view (NumPy) or a copy (other mutable arrays), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
+        F: callable (..., n) -> (..., n); ignored where unused. Where arrays are mutable it receives its own copy (read-only in NumPy and array_api_strict), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
+        G: callable (..., n) -> (..., n); ignored where unused. Where arrays are mutable it receives its own copy (read-only in NumPy and array_api_strict), never the caller's array, and must not modify it: NumPy, eager PyTorch and array_api_strict raise ValueError.
         check_finite: the value checks (NaN or infinity in the arrays whose values are
             read), raised as ValueError.
             None (default): checked for NumPy, array_api_strict and eager CPU PyTorch;
@@ -493,7 +493,7 @@ def _forward_and_log_det_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     """forward_and_log_det for any array-API namespace xp, checked and converted by forward_and_log_det."""
     _like = x1
     # Calls (each callable evaluated once)
-    _arg_x2 = _rt.callee_arg(xp, x2, _dtype, owned=False, uses=2)
+    _arg_x2 = _rt.callee_arg(xp, x2, _dtype)
     F_x2 = _rt.call_xp(xp, "F", F, _arg_x2, "vector", _dtype)
     G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
     # Intermediate terms

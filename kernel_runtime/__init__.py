@@ -91,9 +91,19 @@ def _as_numpy(name: str, value: Any) -> numpy.ndarray:
         except (ValueError, TypeError) as error:
             raise TypeError(f"{name}: expected a real numeric array, got a "
                             f"{type(value).__name__} that is not one ({error})") from None
-    if array.dtype.kind not in "iuf":
+    kind = array.dtype.kind
+    if kind not in "iuf":
         raise TypeError(f"{name}: expected a real numeric array, got dtype {array.dtype}")
+    if kind == "f" and array.dtype != _F64 and array.dtype != _F32:
+        raise TypeError(_not_single_or_double(name, array.dtype))
     return array
+
+
+def _not_single_or_double(name: str, dtype: Any) -> str:
+    """The error for a float dtype other than float32 and float64 (float16, bfloat16, long
+    double), alike in every library: the kernels' accuracy bounds and thresholds are
+    derived for float32 and float64 only."""
+    return f"{name}: expected a float32, float64 or integer array, got dtype {dtype}"
 
 
 def _numpy_dtype(values: Sequence[Any], arrays: Sequence[numpy.ndarray]) -> numpy.dtype:
@@ -407,14 +417,25 @@ def finish(value: Any, shape: tuple[int, ...], dtype: numpy.dtype,
     return value
 
 
-#: NumPy's errors for a write into a read-only array: by assignment, and by a ufunc's output
-_READ_ONLY = ("assignment destination is read-only", "output array is read-only")
+#: NumPy's errors for a write into a read-only array: by assignment, by a ufunc's output,
+#: and for ``setflags(write=True)`` on a view whose base is read-only
+_READ_ONLY = ("assignment destination is read-only", "output array is read-only",
+              "cannot set WRITEABLE flag to True of this array")
+
+
+def _private(copy: numpy.ndarray) -> numpy.ndarray:
+    """A read-only view of ``copy``, a new array of the caller's values, made read-only:
+    a write into the view raises, and so does ``setflags(write=True)`` (its base is
+    read-only; a read-only view of a writeable array can be made writeable again). A
+    write by a route no flag stops (``torch.from_numpy`` ignores it) reaches nobody."""
+    copy.flags.writeable = False
+    return copy.view()
 
 
 def _call_read_only(name: str, fn: Any, arg: Any) -> Any:
-    """``fn(arg)`` where ``arg`` is backed by a read-only NumPy buffer (NumPy's view,
-    ``array_api_strict``'s copy): NumPy's error for a write into it re-raised naming
-    ``fn``; any other error passes through."""
+    """``fn(arg)`` where ``arg`` is backed by a read-only NumPy buffer (:func:`_private`:
+    NumPy's copy, ``array_api_strict``'s): NumPy's error for a write into it, or for
+    making it writeable, re-raised naming ``fn``; any other error passes through."""
     try:
         return fn(arg)
     except ValueError as error:
@@ -425,16 +446,18 @@ def _call_read_only(name: str, fn: Any, arg: Any) -> Any:
 
 def call(name: str, fn: Any, arg: numpy.ndarray, shape: str,
          dtype: numpy.dtype) -> numpy.ndarray:
-    """Evaluate a callable argument once on a read-only view of ``arg``; check its result.
+    """Evaluate a callable argument once on its own read-only copy of ``arg``; check its
+    result.
 
-    ``fn`` cannot change the caller's array: writing into its argument raises NumPy's
-    read-only ``ValueError``, re-raised naming ``fn`` (as the other libraries' writes are).
+    ``fn`` cannot change the caller's array, nor the kernel's own ``arg`` (which it reads
+    again), nor what another callable receives: it gets a copy (:func:`_private`), so even
+    a write no flag stops (``torch.from_numpy(x)``) reaches nobody; an ordinary write into
+    it raises NumPy's read-only ``ValueError``, re-raised naming ``fn`` (as the other
+    libraries' writes are). The copy costs one pass over ``arg`` per callable.
     """
     if not callable(fn):
         raise TypeError(f"{name}: expected a callable, got {type(fn).__name__}")
-    view = arg.view()
-    view.setflags(write=False)
-    value = _call_read_only(name, fn, view)
+    value = _call_read_only(name, fn, _private(arg.copy(order="K")))
     if type(value) is not _ndarray:
         value = numpy.asarray(value)
     if value.dtype is not dtype and value.dtype.kind not in "iuf":
@@ -512,8 +535,7 @@ def _xp_dtype(xp: Any, names: Sequence[str], values: Sequence[Any]) -> Any:
         if dtype in (xp.float32, xp.float64):
             floats.append(dtype)
         elif dtype == xp.bool or not xp.isdtype(dtype, "integral"):
-            raise TypeError(f"{name}: expected a float32, float64 or integer array, got "
-                            f"dtype {dtype}")
+            raise TypeError(_not_single_or_double(name, dtype))
     if floats:
         result = xp.float64 if xp.float64 in floats else xp.float32
     else:  # integers only: float64 chosen explicitly, not the library's default float
@@ -631,6 +653,30 @@ def _as_xp(xp: Any, values: Sequence[Any], dtype: Any, like: Any) -> list[Any]:
     return out
 
 
+def _refuse_unknown_shapes(names: Sequence[str], values: Sequence[Any]) -> None:
+    """ValueError naming the first array with a dimension of unknown size (a Dask array
+    of unknown chunk sizes has ``nan`` there, the array API ``None``): its shapes cannot
+    be checked, so it is refused, saying what to do, before anything is computed.
+
+    Example:
+        >>> import dask.array as da
+        >>> x = da.arange(4.0)[da.arange(4) > 1]
+        >>> _refuse_unknown_shapes(("mu",), (x,))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: mu: ... got shape (nan,) ...; call mu.compute_chunk_sizes() first
+    """
+    for name, value in zip(names, values, strict=True):
+        shape = getattr(value, "shape", ())
+        if any(d is None or isinstance(d, float) for d in shape):  # not torch's SymInt
+            shape = tuple(shape)
+            if _library(value).startswith("dask."):
+                raise ValueError(f"{name}: expected an array of known shape, got shape "
+                                 f"{shape} (a Dask array of unknown chunk sizes); call "
+                                 f"{name}.compute_chunk_sizes() first")
+            raise ValueError(f"{name}: expected an array of known shape, got shape {shape}")
+
+
 def _resolve(names: tuple[str, ...], values: tuple[Any, ...]) -> tuple[Any, Any, Any]:
     """The namespace, the arrays and the working dtype of a kernel's array arguments.
 
@@ -644,6 +690,7 @@ def _resolve(names: tuple[str, ...], values: tuple[Any, ...]) -> tuple[Any, Any,
     if xp is numpy:
         arrays = [_as_numpy(n, v) for n, v in zip(names, values, strict=True)]
         return numpy, arrays, _numpy_dtype(values, arrays)
+    _refuse_unknown_shapes(names, values)
     dtype = _xp_dtype(xp, names, values)
     like = next(v for v in values if hasattr(v, "dtype"))
     return xp, _as_xp(xp, values, dtype, like), dtype
@@ -755,23 +802,27 @@ def _mutable(xp: Any) -> bool:
 
 
 class CalleeArg:
-    """What a kernel's callables receive for one argument: at most one copy per call.
+    """What a kernel's callables receive for one argument: each callable its own copy.
 
     Made by :func:`callee_arg` once per distinct argument of the callables (``x2`` for
-    both ``F(x2)`` and ``G(x2)``) and passed to :func:`call_xp`, which gives each callable
-    :meth:`give`'s array and then calls :meth:`check`. How the caller's array is kept
-    from the callables is chosen once, when the holder is made (``mode``):
+    both ``F(x2)`` and ``G(x2)``: the mode is chosen once) and passed to :func:`call_xp`,
+    which gives each callable :meth:`give`'s array and then calls :meth:`done`. Where the
+    library's arrays are mutable, a callable never gets the caller's array, nor the
+    kernel's own (which the kernel reads again, and may return), nor the array another
+    callable got: so a write into it by any route -- also those no check sees
+    (``Tensor.data``, ``Tensor.numpy()``, ``torch.from_numpy`` of a NumPy buffer,
+    ``setflags``) -- reaches neither the caller nor the result. The modes:
 
-    - ``"versioned"`` -- eager PyTorch: one copy, shared by every callable (none where the
-      kernel computed the argument itself, ``owned``); after each call the copy's version
-      counter (``Tensor._version``, bumped by every in-place write) tells whether the
-      callable wrote into it, and then :meth:`check` raises ``ValueError`` naming it --
-      as NumPy's read-only view raises. The caller's tensor is never written.
-    - ``"read_only"`` -- ``array_api_strict``: one copy whose NumPy buffer is read-only,
-      shared; a write into it raises inside the callable, and :func:`call_xp` names it.
+    - ``"versioned"`` -- eager PyTorch: a clone per callable (on the autograd tape);
+      after the call its version counter (``Tensor._version``, bumped by every in-place
+      write) tells whether the callable wrote into it in place, and :meth:`done` then
+      raises ``ValueError`` naming it -- as NumPy's read-only copy raises.
+    - ``"read_only"`` -- ``array_api_strict``: a copy per callable whose NumPy buffer is a
+      read-only view of a read-only array (:func:`_private`); a write into it raises
+      inside the callable, and :func:`call_xp` names it.
     - ``"fresh"`` -- everything else that is mutable (PyTorch under tracing, ``torch.func``
       or inference mode, whose tensors have no version counter; CuPy; other libraries): a
-      fresh copy for each callable, so a write reaches nobody.
+      copy per callable, unchecked.
     - ``"as_is"`` -- JAX and Dask: immutable arrays, passed as they are.
 
     Example:
@@ -779,51 +830,38 @@ class CalleeArg:
         >>> x = xp.ones(3, dtype=xp.float64)
         >>> held = callee_arg(xp, x, xp.float64)
         >>> held.mode, held.give() is held.give(), held.give() is x
-        ('versioned', True, False)
+        ('versioned', False, False)
     """
 
-    __slots__ = ("xp", "value", "dtype", "mode", "_copy", "_version", "_uses")
+    __slots__ = ("xp", "value", "dtype", "mode", "_copy", "_version")
 
-    def __init__(self, xp: Any, value: Any, dtype: Any, mode: str, owned: bool,
-                 uses: int = 0) -> None:
+    def __init__(self, xp: Any, value: Any, dtype: Any, mode: str) -> None:
         self.xp, self.value, self.dtype, self.mode = xp, value, dtype, mode
         self._copy: Any = None
         self._version = 0
-        self._uses = uses
-        if mode == "versioned" and owned:
-            self._copy = value  # the kernel's own array: the guard alone keeps it intact
-            self._version = value._version
 
     def give(self) -> Any:
-        """The array for the next callable (the copy is made on first use)."""
-        if self.mode == "as_is":
-            return self.value
-        if self.mode == "fresh":
-            return self.xp.astype(self.value, self.dtype, copy=True)
-        if self._copy is None:
-            value = self.value
-            self._copy = value.clone() if self.mode == "versioned" and value.dtype == self.dtype \
+        """The array for the next callable: its own copy (the value itself for JAX, Dask)."""
+        mode, value = self.mode, self.value
+        if mode == "as_is":
+            return value
+        if mode == "versioned":
+            copy = value.clone() if value.dtype == self.dtype \
                 else self.xp.astype(value, self.dtype, copy=True)
-            if self.mode == "versioned":
-                self._version = self._copy._version
-            else:  # read_only: array_api_strict's array wraps a NumPy array
-                self._copy._array.flags.writeable = False
-        return self._copy
-
-    def check(self, name: str) -> None:
-        """ValueError naming ``name`` where that callable wrote into its argument."""
-        if self.mode == "versioned" and self._copy is not None \
-                and self._copy._version != self._version:
-            raise ValueError(_wrote(name))
+            self._copy, self._version = copy, copy._version
+            return copy
+        copy = self.xp.astype(value, self.dtype, copy=True)
+        if mode == "read_only":  # array_api_strict's array wraps a NumPy array
+            copy._array = _private(copy._array)
+        return copy
 
     def done(self, name: str) -> None:
-        """After callable ``name`` returned: :meth:`check`; after the last of the ``uses``
-        calls, the copy is let go (freed as soon as nothing else holds it, e.g. autograd),
-        so it does not outlive the calls."""
-        self.check(name)
-        self._uses -= 1
-        if self._uses == 0:
-            self._copy = None
+        """After callable ``name`` returned: ``ValueError`` naming it where it wrote into
+        its copy in place (eager PyTorch's version counter); the copy is let go (freed as
+        soon as nothing else holds it, e.g. autograd), so it does not outlive the call."""
+        copy, self._copy = self._copy, None
+        if copy is not None and copy._version != self._version:
+            raise ValueError(_wrote(name))
 
 
 def _wrote(name: str) -> str:
@@ -833,11 +871,9 @@ def _wrote(name: str) -> str:
             f"gets them)")
 
 
-def callee_arg(xp: Any, value: Any, dtype: Any, owned: bool = False,
-               uses: int = 0) -> CalleeArg:
-    """The :class:`CalleeArg` of ``value`` for this call; ``owned``: the kernel computed
-    ``value`` itself (not an argument of the kernel, nor an alias of one); ``uses``: how
-    many calls receive it (0: unknown; the copy then lives as long as the holder).
+def callee_arg(xp: Any, value: Any, dtype: Any) -> CalleeArg:
+    """The :class:`CalleeArg` of ``value`` (an argument of the kernel's callables, cast to
+    ``dtype`` where it is not) for this call.
 
     Example:
         >>> import array_api_strict as xps
@@ -856,17 +892,17 @@ def callee_arg(xp: Any, value: Any, dtype: Any, owned: bool = False,
         mode = "read_only"
     else:
         mode = "fresh"
-    return CalleeArg(xp, value, dtype, mode, owned, uses)
+    return CalleeArg(xp, value, dtype, mode)
 
 
 def call_xp(xp: Any, name: str, fn: Any, held: CalleeArg, shape: str, dtype: Any) -> Any:
     """Evaluate a callable argument once on the caller's library's array; check the result.
 
-    ``fn`` receives :meth:`CalleeArg.give`'s array: never the caller's array where the
-    library's arrays are mutable (PyTorch, CuPy, ``array_api_strict``), and one copy
-    shared by the kernel's callables where a write into it is detected (eager PyTorch,
-    ``array_api_strict``: ``ValueError`` naming ``fn``); JAX and Dask arrays are passed as
-    they are.
+    ``fn`` receives :meth:`CalleeArg.give`'s array: its own copy where the library's
+    arrays are mutable (PyTorch, CuPy, ``array_api_strict``), never the caller's array nor
+    one another callable gets; an in-place write into it raises ``ValueError`` naming
+    ``fn`` where it is detected (eager PyTorch, ``array_api_strict``). JAX and Dask
+    arrays are passed as they are.
     """
     if not callable(fn):
         raise TypeError(f"{name}: expected a callable, got {type(fn).__name__}")

@@ -223,3 +223,46 @@ def test_ragged_lists_and_unsupported_dtypes_name_the_argument():
     with pytest.raises(TypeError, match=r"sigma: expected a float32, float64 or integer "
                        r"array, got dtype torch.bfloat16"):
         kernels("gaussian_kl").kl(torch.zeros(3), half)
+
+
+def _half(lib, values):
+    """``values`` as a float16 array of ``lib``, or None where it has no float16."""
+    if lib.name == "torch":
+        import torch
+
+        return torch.asarray(values, dtype=torch.float16)
+    if lib.name == "dask":
+        import dask.array as da
+
+        return da.from_array(np.asarray(values, np.float16), chunks=2)
+    if not hasattr(lib.xp, "float16"):
+        return None  # array_api_strict: float32 and float64 only
+    return lib.xp.asarray(np.asarray(values), dtype=lib.xp.float16)
+
+
+def test_float16_is_refused_on_every_library_naming_the_argument(lib):
+    """Issue 25 item 6: NumPy returned float16 where the other libraries raised; the
+    kernels' bounds and thresholds are derived for float32 and float64, so every library
+    refuses half precision alike, naming the argument and the dtypes expected."""
+    half = _half(lib, [0.5, 1.0, 2.0])
+    if half is None:
+        pytest.skip(f"{lib.name} has no float16")
+    one = lib.asarray(np.ones(3))
+    expected = r"expected a float32, float64 or integer array, got dtype \S*float16"
+    with pytest.raises(TypeError, match=rf"^sigma: {expected}"):
+        kernels("gaussian_kl").kl(one, half)
+    with pytest.raises(TypeError, match=rf"^mu: {expected}"):
+        kernels("gaussian_kl_logvar").kl_grad(half, one)
+    x = lib.asarray(np.ones((2, 3)))
+    with pytest.raises(TypeError, match=rf"^x2: {expected}"):
+        kernels("coupling").forward(x, _half(lib, np.ones((2, 3))), lib.asarray(np.zeros(3)),
+                                    lib.xp.tanh, lib.xp.tanh)
+
+
+def test_long_double_is_refused_by_numpy():
+    """float32 and float64 only: NumPy's long double is refused as float16 is."""
+    if np.dtype(np.longdouble) == np.float64:
+        pytest.skip("numpy.longdouble is float64 on this platform")
+    with pytest.raises(TypeError, match=r"^sigma: expected a float32, float64 or integer "
+                       r"array, got dtype float128"):
+        kernels("gaussian_kl").kl(0.0, np.ones(3, np.longdouble))

@@ -1,10 +1,11 @@
 """What the callables F, G (JF, JG) of the coupling kernels receive in mutable libraries.
 
-Eager PyTorch and ``array_api_strict``: one copy of each distinct argument per call, shared
-by the callables (none for an array the kernel computed itself), never the caller's array;
-a callable that writes into it raises ``ValueError`` naming it (PyTorch: the copy's version
-counter; ``array_api_strict``: a read-only buffer), as NumPy's read-only view raises.
-References are typed in below (the torch scales of each block), not generated.
+NumPy, eager PyTorch and ``array_api_strict``: each callable its own copy of its argument,
+never the caller's array, nor the kernel's own, nor another callable's; a callable that
+writes into it in place raises ``ValueError`` naming it (PyTorch: the copy's version
+counter; NumPy and ``array_api_strict``: a read-only buffer whose base is read-only), and
+a write no check sees (``torch.from_numpy``, ``Tensor.data``, ``setflags``) reaches
+nobody. References are typed in below (the torch scales of each block), not generated.
 """
 
 from __future__ import annotations
@@ -149,10 +150,11 @@ def test_a_callable_writing_its_argument_raises_naming_it(lib, block, kernel, ca
 
 
 @pytest.mark.parametrize(("block", "kernel"), CASES)
-def test_one_copy_per_distinct_argument_in_eager_torch(monkeypatch, block, kernel):
-    """Every callable gets the same tensor: one copy of the caller's x2 (counted where the
-    runtime makes copies, ``Tensor.clone`` and ``xp.astype(..., copy=True)``), or none
-    where the kernel computed x2 itself (``inverse``: y2 / b(s), which is then returned)."""
+def test_each_callable_gets_its_own_copy_in_eager_torch(monkeypatch, block, kernel):
+    """Every callable gets a tensor of its own: one copy per call of a callable (counted
+    where the runtime makes copies, ``Tensor.clone`` and ``xp.astype(..., copy=True)``),
+    never the caller's x2, nor the kernel's own x2 (``inverse``: y2 / b(s), returned), nor
+    an output: so a write no version counter sees (``Tensor.data``) reaches nobody."""
     import array_api_compat.torch as xp
 
     lib = make("torch")
@@ -175,16 +177,15 @@ def test_one_copy_per_distinct_argument_in_eager_torch(monkeypatch, block, kerne
 
     monkeypatch.setattr(xp, "astype", counting)
     monkeypatch.setattr(torch.Tensor, "clone", cloning)
-    seen: dict[str, list] = {}
+    seen: dict[str, list] = {}  # holds every tensor received: no address is reused
     out = _call(block, kernel, args, _callables(lib, seen))
-    received = {x.data_ptr() for xs in seen.values() for x in xs}
-    assert len(received) == 1, f"the callables got {len(received)} different arrays"
-    assert not received & {a.data_ptr() for a in args}, "a callable got the caller's array"
+    received = [x.data_ptr() for xs in seen.values() for x in xs]
+    calls = len(received)
+    assert len(set(received)) == calls, "two callables got the same tensor"
+    assert not set(received) & {a.data_ptr() for a in args}, "a callable got the caller's array"
     outputs = out if isinstance(out, tuple) else (out,)
-    own = received & {o.data_ptr() for o in outputs}
-    copies = sum(p in received for p in made)
-    assert copies == (0 if own else 1), (copies, own)
-    assert kernel == "inverse" or not own
+    assert not set(received) & {o.data_ptr() for o in outputs}, "a callable got an output"
+    assert sum(p in received for p in made) == calls
 
 
 def _writing_F_and_recording_G(seen: dict):
@@ -200,16 +201,22 @@ def _writing_F_and_recording_G(seen: dict):
     return F, G
 
 
-def test_the_guard_is_what_keeps_a_write_from_the_next_callable(monkeypatch):
-    """Without the version check, F's write would reach G through the shared copy."""
+def test_the_guard_names_a_write_that_the_copy_already_keeps_from_everyone(monkeypatch):
+    """Without the version check, F's write reaches neither G nor the result (F has its
+    own copy); with it, the write is named."""
     m = importlib.import_module("generated.coupling")
     x1, x2, s = (torch.asarray(v) for v in _data())
     seen: dict = {}
     F, G = _writing_F_and_recording_G(seen)
 
-    monkeypatch.setattr(kernel_runtime.CalleeArg, "check", lambda self, name: None)
-    m.forward(x1, x2, s, F, G)
-    np.testing.assert_array_equal(seen["G"].numpy(), 2 * x2.numpy())
+    def unchecked(self, name):
+        self._copy = None
+
+    monkeypatch.setattr(kernel_runtime.CalleeArg, "done", unchecked)
+    y1, _ = m.forward(x1, x2, s, F, G)
+    np.testing.assert_array_equal(seen["G"].numpy(), x2.numpy())
+    torch.testing.assert_close(y1, torch.tanh(2 * x2) + x1 * torch.exp(torch.sin(x2)),
+                               rtol=1e-15, atol=0)  # typed in: F(x) = tanh(2x), G = sin
     monkeypatch.undo()
     with pytest.raises(ValueError, match="^F: expected F to leave its argument unchanged"):
         m.forward(x1, x2, s, F, G)
@@ -289,15 +296,15 @@ def test_autograd_through_the_shared_copy_equals_the_hand_written_formula(block,
         np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-12, atol=1e-13, err_msg=name)
 
 
-def test_the_copy_is_let_go_after_its_last_call():
-    """The holder drops its copy after the last of its ``uses`` calls, so the copy does
-    not stay alive through the rest of the body (peak memory as with one copy per call)."""
+def test_each_copy_is_let_go_after_its_call():
+    """The holder drops a callable's copy as soon as the callable has returned, so no copy
+    stays alive through the rest of the body (peak memory: one copy at a time)."""
     import weakref
 
     import array_api_compat.torch as xp
 
     x = xp.ones(4, dtype=xp.float64)
-    held = kernel_runtime.callee_arg(xp, x, xp.float64, uses=2)
+    held = kernel_runtime.callee_arg(xp, x, xp.float64)
     refs = []
 
     def F(v):
@@ -305,9 +312,9 @@ def test_the_copy_is_let_go_after_its_last_call():
         return v + 1
 
     kernel_runtime.call_xp(xp, "F", F, held, "vector", xp.float64)
-    assert refs[0]() is not None  # still held for the second call
+    assert refs[0]() is None, "the copy outlived its call"
     kernel_runtime.call_xp(xp, "G", F, held, "vector", xp.float64)
-    assert refs[0]() is None, "the copy outlived its last call"
+    assert refs[1]() is None, "the copy outlived its call"
 
 
 def test_an_identity_callable_gives_a_writeable_result():
@@ -315,7 +322,7 @@ def test_an_identity_callable_gives_a_writeable_result():
     outputs, and a block whose output is F(x2) itself returns a writeable array."""
     lib = make("array_api_strict")
     x1, x2, s = (lib.asarray(v) for v in _data())
-    held = kernel_runtime.callee_arg(lib.xp, x2, x2.dtype, uses=1)
+    held = kernel_runtime.callee_arg(lib.xp, x2, x2.dtype)
     value = kernel_runtime.call_xp(lib.xp, "F", lambda v: v, held, "vector", x2.dtype)
     value *= 2  # writeable, and not the caller's x2
     np.testing.assert_array_equal(lib.numpy(x2), _data()[1])
@@ -364,3 +371,103 @@ def test_torch_compile_fullgraph_and_torch_func_on_every_kernel_with_callables()
         leaf = x2.clone().requires_grad_()
         (want,) = torch.autograd.grad(_first(fn(x1, leaf, s, F, G)).sum(), leaf)
         torch.testing.assert_close(grad, want, rtol=1e-13, atol=1e-14)
+
+
+# --- writes that bypass the read-only flag or the version counter (issue 25 item 1) -------
+
+
+def _sneaky_writes(name: str) -> dict[str, object]:
+    """In-place doublings of a callable's argument that neither NumPy's read-only flag nor
+    PyTorch's version counter sees."""
+    if name == "numpy":
+        def setflags(x):
+            x.setflags(write=True)  # allowed on a read-only view of a writeable base
+            np.multiply(x, 2, out=x)
+
+        return {"torch.from_numpy": lambda x: torch.from_numpy(x).mul_(2),  # ignores the flag
+                "setflags": setflags}
+    if name == "torch":
+        def through_numpy(x):
+            x.numpy()[...] *= 2
+
+        return {"x.data": lambda x: x.data.mul_(2), "x.numpy()": through_numpy}
+    if name == "array_api_strict":
+        def setflags(x):
+            x._array.setflags(write=True)
+            np.multiply(x._array, 2, out=x._array)
+
+        return {"torch.from_numpy": lambda x: torch.from_numpy(x._array).mul_(2),
+                "setflags": setflags}
+    raise KeyError(name)
+
+
+SNEAKY = [(lib, how) for lib in ("numpy", "torch", "array_api_strict")
+          for how in _sneaky_writes(lib)]
+
+
+@pytest.mark.parametrize(("lib_name", "how"), SNEAKY)
+@pytest.mark.parametrize(("block", "kernel", "callee"), WRITE_CASES)
+def test_a_write_no_check_sees_reaches_neither_the_caller_nor_the_result(
+        lib_name, how, block, kernel, callee):
+    """The callable computes its value, then writes into its argument by a route that
+    bypasses the read-only flag or the version counter. Either the call raises
+    ValueError naming it, or the caller's arrays are unchanged and every output equals
+    that of the well-behaved callables (the other callables saw the caller's values, and
+    the kernel's formulas used them)."""
+    import warnings
+
+    lib = make(lib_name)
+    data = _data()
+    args = tuple(lib.asarray(v) for v in data)
+    clean = _call(block, kernel, args, _callables(lib, {}))
+    fns = _callables(lib, {})
+    fn, write = fns[callee], _sneaky_writes(lib_name)[how]
+
+    def writer(x):
+        out = fn(x)
+        write(x)
+        return out
+
+    fns[callee] = writer
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            got = _call(block, kernel, args, fns)
+    except ValueError as error:
+        assert str(error).startswith(f"{callee}: "), error
+    else:
+        for g, c in zip(*((o if isinstance(o, tuple) else (o,)) for o in (got, clean)),
+                        strict=True):
+            np.testing.assert_array_equal(lib.numpy(g), lib.numpy(c))
+    for a, v in zip(args, data, strict=True):  # the caller's arrays are unchanged
+        np.testing.assert_array_equal(lib.numpy(a), v)
+
+
+def test_the_issues_reproducers():
+    """Issue 25 item 1, as reported: the caller's x2 and y2 (NumPy), and y1 (eager torch)."""
+    import warnings
+
+    m = importlib.import_module("generated.coupling")
+    x2 = np.array([-1.0, 0.5, -2.0])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        y1, y2 = m.forward(np.zeros(3), x2, np.zeros(3),
+                           lambda x: torch.relu_(torch.from_numpy(x)).numpy(), lambda x: 0 * x)
+    np.testing.assert_array_equal(x2, [-1.0, 0.5, -2.0])
+    np.testing.assert_array_equal(y1, [0.0, 0.5, 0.0])  # F = relu, typed in
+    np.testing.assert_array_equal(y2, [-1.0, 0.5, -2.0])  # x2 * exp(0)
+
+    def F(x):
+        x.numpy()[...] = 55
+        return 0 * x
+
+    def F_data(x):
+        x.data.add_(10)
+        return 0 * x
+
+    x1, t2, s = torch.ones(3, dtype=torch.float64), torch.asarray(x2), torch.zeros(3,
+                                                                                  dtype=torch.float64)
+    for f in (F, F_data):
+        y1, y2 = m.forward(x1, t2, s, f, lambda x: x)  # G = identity: y1 = exp(x2)
+        torch.testing.assert_close(y1, torch.exp(torch.asarray(x2)), rtol=1e-15, atol=0)
+        np.testing.assert_array_equal(t2.numpy(), [-1.0, 0.5, -2.0])

@@ -88,3 +88,43 @@ def test_the_same_call_on_a_distributed_cluster(chunk_by_chunk_total):
         mu, sigma = _lazy_inputs()
         value = client.compute(gaussian_kl.kl(mu, sigma).sum()).result()
     np.testing.assert_allclose(value, chunk_by_chunk_total, rtol=1e-12)
+
+
+def _unknown(a: np.ndarray):
+    """``a`` as a Dask array whose first dimension's chunk sizes are unknown (nan)."""
+    x = da.from_array(a, chunks=2)
+    keep = da.from_array(np.ones(a.shape[0], bool), chunks=2)
+    out = x[keep]
+    assert np.isnan(out.shape[0])
+    return out
+
+
+def test_unknown_chunk_sizes_are_refused_in_one_line_that_says_what_to_do():
+    """Issue 25 item 4: shapes with nan were compared as numbers (NumPy's internal
+    TypeError in kl; 'expected F(x) of shape (nan, 3) ... got (nan, 3)' in coupling).
+    Every kernel refuses them before computing anything, naming the argument and the
+    fix; after ``compute_chunk_sizes()`` the same call gives the reference's values."""
+    rng = np.random.default_rng(1)
+    mu, sigma = rng.normal(size=(4, 3)), rng.uniform(0.5, 2, size=(4, 3))
+    hint = r"call {0}.compute_chunk_sizes\(\) first"
+    with dask.config.set(scheduler=_refuse_to_compute):
+        with pytest.raises(ValueError, match=r"^sigma: expected an array of known shape, got "
+                           r"shape \(nan, 3\) \(a Dask array of unknown chunk sizes\); "
+                           + hint.format("sigma") + "$"):
+            gaussian_kl.kl(da.from_array(mu, chunks=2), _unknown(sigma))
+        with pytest.raises(ValueError, match="^mu: .*" + hint.format("mu")):
+            gaussian_kl_logvar.kl_grad(_unknown(mu), 1.0)
+        x = da.arange(10.)[da.arange(10) > 5]  # the issue's reproducer
+        with pytest.raises(ValueError, match="^mu: .*" + hint.format("mu")):
+            gaussian_kl.kl(x * 0, x + 1)
+        for args, name in (((_unknown(mu), da.from_array(mu, chunks=2)), "x1"),
+                           ((da.from_array(mu, chunks=2), _unknown(mu)), "x2")):
+            with pytest.raises(ValueError, match=f"^{name}: .*" + hint.format(name)):
+                coupling.forward(*args, da.zeros(3), lambda v: v, lambda v: v)
+            with pytest.raises(ValueError, match=f"^{name}: .*" + hint.format(name)):
+                coupling.log_det_jacobian(*args, da.zeros(3), None, lambda v: v)
+    far = sigma + 1.5  # away from sigma = 1, where the typed-in formula cancels
+    known = _unknown(far)
+    known.compute_chunk_sizes()
+    np.testing.assert_allclose(gaussian_kl.kl(0.0, known).compute(),  # typed in: KL(q || N(0, 1))
+                               0.5 * (far**2 - 1) - np.log(far), rtol=1e-14)
