@@ -50,6 +50,8 @@ import pytest
 
 import generated
 
+from . import kl_reference as klref
+from . import reference as ref
 from .backends import make
 
 hypothesis = pytest.importorskip("hypothesis", reason="hypothesis is not installed (test extra)")
@@ -580,3 +582,141 @@ def test_compiled_libraries_agree_and_leave_inputs_alone(name, kernel, case):
         got, _ = run(name, kernel, laid)
     for g, w in zip(got, want, strict=True):
         _agree(name, g, w, _scale(kernel, laid, w.shape), case.dtype)
+
+
+# --- NumPy against hand-written references ------------------------------------------------
+
+LD = np.longdouble
+
+
+def _terms(kernel: Kernel, a: dict) -> list[list]:
+    """Each output of ``kernel`` as a list of terms (their sum is the value, the sum of
+    their magnitudes the scale of its rounding error), in long double, typed in from
+    PROBLEM.md: z = mu_q + sigma_q eps, t = log q(z) - log p(z)."""
+    logvar = "logvar" in kernel.module
+    pair = "pair" in kernel.module
+    mq = a["mu_q" if pair else "mu"]
+    mp = a["mu_p"] if pair else LD(0)
+    sq = np.exp(a["logvar_q" if pair else "logvar"] / 2) if logvar else \
+        a["sigma_q" if pair else "sigma"]
+    sp = (np.exp(a["logvar_p"] / 2) if logvar else a["sigma_p"]) if pair else LD(1)
+    d = mq - mp
+    if kernel.name == "kl_grad":
+        out = [[d / sp**2], [sq / sp**2, -1 / sq], [-d / sp**2],
+               [1 / sp, -sq**2 / sp**3, -d**2 / sp**3]]
+    else:
+        e = a["eps"]
+        z = (mq - mp) + sq * e
+        score = [-e / sq] if kernel.name == "kl_grad_stl" else []
+        out = [score + [d / sp**2, sq * e / sp**2],
+               [-1 / sq] + [v * e for v in score] + [d * e / sp**2, sq * e * e / sp**2]
+               if kernel.name == "kl_grad_reparam" else
+               [v * e for v in score] + [d * e / sp**2, sq * e * e / sp**2],
+               [-z / sp**2], [1 / sp, -z**2 / sp**3]]
+    if not pair:
+        out = out[:2]
+    if logvar:  # d/dlogvar = d/dsigma * sigma / 2
+        out[1] = [t * sq / 2 for t in out[1]]
+        if pair:
+            out[3] = [t * sp / 2 for t in out[3]]
+    return out
+
+
+def _kl_exact(kernel: Kernel, a: dict) -> np.ndarray:
+    pair = "pair" in kernel.module
+    if "logvar" in kernel.module:
+        lq = a["logvar_q" if pair else "logvar"]
+        x = lq - a["logvar_p"] if pair else lq
+        m2 = (a["mu_q"] - a["mu_p"]) ** 2 / np.exp(a["logvar_p"]) if pair else a["mu"] ** 2
+    else:
+        sq = a["sigma_q" if pair else "sigma"]
+        x = 2 * np.log(sq / a["sigma_p"]) if pair else 2 * np.log(sq)
+        m2 = ((a["mu_q"] - a["mu_p"]) / a["sigma_p"]) ** 2 if pair else a["mu"] ** 2
+    x = np.asarray(x, LD)
+    return m2 / 2 + klref.expm1mx_ld(x.reshape(-1)).reshape(x.shape) / 2
+
+
+#: kl's relative error bounds in eps (float64, float32), from the README
+KL_BOUNDS = {"gaussian_kl": (3, 6), "gaussian_kl_logvar": (3, 4),
+             "gaussian_kl_pair": (5, 8), "gaussian_kl_pair_logvar": (5, 8)}
+#: bound in eps of the terms' magnitudes, for the outputs without a stated bound
+TERMS_BOUND = 16
+
+
+def _in_domain(kernel: Kernel, laid: list[Laid | None]) -> list[Laid | None]:
+    """Moderate values in the documented ranges: scales 1e-3 .. 1e3, log-variances
+    -12 .. 12, coupling's s -3 .. 3 (entries are drawn from -30 .. 30; s = -13 makes
+    inverse's x2 = y2 e^13, where sin(x2) in G is ill-conditioned)."""
+    out = []
+    for arg, v in zip(kernel.args, laid, strict=True):
+        if v is not None and arg.kind in ("positive", "param") or "logvar" in arg.name:
+            x = v.values.astype(np.float64)
+            x = 10.0 ** (x / 10) if arg.kind == "positive" else \
+                x * 0.1 if arg.kind == "param" else x * 0.4
+            v = lay_out(x.astype(v.values.dtype), v.layout)
+        out.append(v)
+    return out
+
+
+@pytest.mark.skipif(not klref.HAS_EXTENDED, reason="numpy.longdouble is float64 here")
+@pytest.mark.parametrize("kernel", KERNELS, ids=IDS)
+@SETTINGS
+@given(case=cases(special=False))
+@example(case=Case("float64", (3,), 3, (Slot((1e-3, 0.0, -29.9)),) * MAX_ARRAYS))
+@example(case=Case("float64", (), 1, (Slot((0.0,)), Slot((7.622555081660819e-222,)))
+                   + (Slot((0.0,)),) * (MAX_ARRAYS - 2)))  # found: kl underflows correctly
+@example(case=Case("float64", (), 1, (Slot((15.880317193563812,)), Slot((0.0,)), Slot((1.0,)),
+                                      Slot((1.0,)), Slot((-19.0625,)))))  # found: z - mu_p
+@example(case=Case("float64", (), 1, (Slot((0.0,)), Slot((7.0,)), Slot((-13.0,)))
+                   + (Slot((0.0,)),) * (MAX_ARRAYS - 3)))  # found: s = -13, see _in_domain
+def test_numpy_is_finite_and_within_its_bound_of_a_reference_in_the_domain(kernel, case):
+    laid = _in_domain(kernel, laid_out(kernel, case))
+    dtype = np.dtype(case.dtype)
+    eps = float(np.finfo(dtype).eps)
+    with np.errstate(all="raise", under="ignore"):
+        got, _ = run("numpy", kernel, laid)
+    for g in got:
+        assert np.isfinite(g).all(), (kernel.id, g)
+    arrays = [v for v in laid if v is not None]
+    if kernel.coupling:
+        block = kernel.module
+        x1, x2, s = (v.values.astype(np.float64) for v in arrays)
+        layers = ref.DenseLayers(np.eye(case.n), np.zeros(case.n), np.eye(case.n),
+                                 np.zeros(case.n))  # F = tanh, G = 0.5 sin, as callables()
+        fwd = ref.forward(block, x1, x2, s, layers.F, layers.G)
+        want = {"forward": fwd, "inverse": ref.inverse(block, x1, x2, s, layers.F, layers.G),
+                "jacobian": (ref.jacobian(block, x1, x2, s, layers),),
+                "log_det_jacobian": (ref.log_det(block, x1, x2, s, layers.G),),
+                "forward_and_log_det": fwd + (ref.log_det(block, x1, x2, s, layers.G),)}
+        for g, w in zip(got, want[kernel.name], strict=True):
+            w = np.broadcast_to(w, g.shape)
+            scale = np.broadcast_to(_scale(kernel, laid, g.shape), g.shape)
+            assert np.all(np.abs(g - w) <= TERMS_BOUND * eps * (np.abs(w) + scale)), \
+                (kernel.id, g, w)
+        return
+    names = [a.name for a in kernel.args]
+    a = dict(zip(names, np.broadcast_arrays(*(v.values.astype(LD) for v in arrays)),
+                 strict=True))
+    if kernel.name == "kl":
+        exact = _kl_exact(kernel, a)
+        bound = KL_BOUNDS[kernel.module][dtype == np.float32] * eps
+        # below the dtype's normal range the rounded value's relative error is unbounded
+        # (kl(0, logvar=3e-222) is 2.3e-444: 0 in float64 is correctly rounded)
+        normal = np.abs(exact) >= np.finfo(dtype).tiny
+        err = np.abs(got[0].astype(LD) - exact)
+        assert np.all(err[normal] / exact[normal] <= bound), (kernel.id, err.max() / eps)
+        assert np.all(err[~normal] <= np.finfo(dtype).tiny), kernel.id
+        return
+    # the scale: every term at the inputs' magnitudes with every difference turned into a
+    # sum (z - mu_p = mu_q - mu_p + sigma_q eps may cancel inside a term), and for the
+    # logvar modules the exp's argument error (|logvar| eps relative)
+    mag = {k: (-np.abs(v) if k == "mu_p" else np.abs(v) if k[:2] in ("mu", "ep") else v)
+           for k, v in a.items()}
+    cond = 1 + sum(np.abs(v) for k, v in a.items() if "logvar" in k)
+    for g, terms, mterms in zip(got, _terms(kernel, a), _terms(kernel, mag), strict=True):
+        value = sum(terms)
+        scale = sum(np.abs(t) for t in mterms) * cond
+        w = np.broadcast_to(value, g.shape)
+        # the inputs' own rounding (float32 -> the kernel's exp of logvar) is in the terms
+        assert np.all(np.abs(g.astype(LD) - w) <= TERMS_BOUND * eps * np.broadcast_to(
+            scale, g.shape)), (kernel.id, g, w)
