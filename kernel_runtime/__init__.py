@@ -946,8 +946,14 @@ def finish_xp(xp: Any, value: Any, shape: tuple[int, ...], dtype: Any,
         fresh = False
     if value.dtype != dtype:
         return xp.astype(value, dtype)
-    if (not fresh or any(value is a for a in inputs)) and _mutable(xp):
-        return xp.astype(value, dtype, copy=True)
+    if not fresh or any(value is a for a in inputs):
+        if _mutable(xp):
+            return xp.astype(value, dtype, copy=True)
+        if fresh and _compat().is_dask_namespace(xp):
+            # A new Dask array object on the same graph (nothing computed): item
+            # assignment on the output (``y[y < 0] = 0``, which rebinds the object's
+            # graph) must not reach the caller's array. JAX arrays have none.
+            return value.copy()
     return value
 
 
