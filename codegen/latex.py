@@ -25,8 +25,9 @@ import sympy as sp
 from sympy.core.function import AppliedUndef
 from sympy.printing.latex import LatexPrinter
 
+from derive.nodes import IDENTITY, BlockMatrixSpec
+
 from .environment import environment, fill, tex_escape
-from .nodes import IDENTITY, BlockMatrixSpec
 
 if TYPE_CHECKING:
     from derive.derivation import Derivation

@@ -30,7 +30,8 @@ import sympy as sp
 from sympy.core.function import AppliedUndef
 from sympy.printing.numpy import NumPyPrinter
 
-from .nodes import IDENTITY, BlockMatrixSpec, ComponentSum
+from derive.nodes import IDENTITY, BlockMatrixSpec, ComponentSum
+
 from .plan import KernelPlan, Statement, _sorted, plan_kernel
 from .spec import Kernel, Module
 
@@ -87,7 +88,7 @@ class KernelPrinter(NumPyPrinter):
         out = " + ".join(self.parenthesize(t, 40) for t in positive)
         return out + "".join(f" - {self.parenthesize(t, 45)}" for t in negative)
 
-    # Nodes of the floating-point arrangement (codegen.nodes), printed as SymPy's NumPyPrinter
+    # Nodes of the floating-point arrangement (derive.nodes), printed as SymPy's NumPyPrinter
     # prints logaddexp, through ``self._module``, so a printer for another array module
     # inherits them.
     def _print_And(self, expr: sp.Basic) -> str:

@@ -28,7 +28,8 @@ from typing import Any
 import sympy as sp
 from sympy.core.function import AppliedUndef
 
-from .nodes import IDENTITY, BlockMatrixSpec
+from derive.nodes import IDENTITY, BlockMatrixSpec
+
 from .spec import Kernel
 
 __all__ = ["Piece", "Statement", "BlockPlan", "KernelPlan", "plan_kernel", "safe_point",

@@ -36,14 +36,15 @@ from sympy.core.function import AppliedUndef
 from codegen.environment import PLACEHOLDER as _PLACEHOLDER
 from codegen.environment import fill
 
+from .nodes import is_opaque
+from .vocabulary import to_vector, uses_index_notation
+
 __all__ = [
     "Step",
     "Result",
     "Derivation",
     "StepCheckError",
     "Model",
-    "Opaque",
-    "is_opaque",
     "check_step",
     "equal",
     "fill",
@@ -59,16 +60,6 @@ _NUMERIC_TOL = 1e-12
 
 class StepCheckError(ValueError):
     """A derivation step whose two sides are not equal."""
-
-
-class Opaque:
-    """Marker for nodes whose meaning only a concrete model can decide (``E_q[...]``)."""
-
-
-def is_opaque(expr: sp.Basic) -> bool:
-    """Whether ``expr`` holds derivatives or :class:`Opaque` nodes."""
-    return expr.has(sp.Derivative) or any(
-        isinstance(e, Opaque) for e in sp.preorder_traversal(expr))
 
 
 @dataclass(frozen=True)
@@ -294,8 +285,6 @@ def _check_equality(step: Step, models: Sequence[Model], seed: int) -> Check:
 
 def _with_vector_form(r: Result) -> Result:
     """``r`` with its vector form, where it is the ``i``-th component of a vector."""
-    from .vocabulary import to_vector, uses_index_notation  # the vocabulary imports us
-
     expr = r.expr
     if (r.vector is not None or not r.typeset or not uses_index_notation(expr)
             or isinstance(expr, sp.Eq) or expr.has(sp.Sum, sp.Product)):

@@ -96,11 +96,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("codegen.numpy_backend", "codegen.backends"):
         "render_numpy renders through backends.render_module (cycle)",
     ("derive.notebook", "derive.files"): "GENERATED_MARK lives in the file writer (cycle)",
-    ("derive.vocabulary", "derive.derivation"): "Opaque lives in the derivation (cycle)",
-    ("derive.probability", "derive.derivation"): "Opaque lives in the derivation",
-    ("derive.vocabulary", "codegen.nodes"): "the math's nodes live in codegen",
-    ("derive.arrangement", "codegen.nodes"): "the math's nodes live in codegen",
-    ("derive.coupling", "codegen.nodes"): "the math's nodes live in codegen",
     ("derive.derivation", "codegen.environment"): "fill lives with the jinja2 environment",
     ("derive.derivation", "derive.text"): "a derivation's str() calls the text renderer",
     ("derive.derivation", "codegen.latex"): "a derivation's _repr_latex_ calls LaTeX",
