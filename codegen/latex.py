@@ -25,9 +25,10 @@ import sympy as sp
 from sympy.core.function import AppliedUndef
 from sympy.printing.latex import LatexPrinter
 
+from derive.derivation import fill, register_view
 from derive.nodes import IDENTITY, BlockMatrixSpec
 
-from .environment import environment, fill, tex_escape
+from .environment import environment, tex_escape
 
 if TYPE_CHECKING:
     from derive.derivation import Derivation
@@ -472,3 +473,6 @@ def render_notebook(d: Derivation, options: LatexOptions | None = None) -> str:
             lines.append(rf"&\boxed{{{lhs}{printer.doprint(r.expr)}}} && "
                          + text(r.description))
     return "$$\\begin{aligned}" + " \\\\\n".join(lines) + "\\end{aligned}$$"
+
+
+register_view("text/latex", render_notebook)

@@ -40,6 +40,10 @@ def __getattr__(name: str) -> Any:
     if name not in _HOME:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
+    # the views a derivation shows itself with (str, Jupyter's LaTeX): the typesetting
+    # layer registers them, and the derivation layer imports no typesetting
+    importlib.import_module("derive.text")
+    importlib.import_module("codegen.latex")
     globals()[name] = value
     return value
 

@@ -95,10 +95,6 @@ SEPARATE: dict[str, tuple[str, ...]] = {
 ALLOWED: dict[tuple[str, str], str] = {
     ("codegen.numpy_backend", "codegen.backends"):
         "render_numpy renders through backends.render_module (cycle)",
-    ("derive.notebook", "derive.files"): "GENERATED_MARK lives in the file writer (cycle)",
-    ("derive.derivation", "codegen.environment"): "fill lives with the jinja2 environment",
-    ("derive.derivation", "derive.text"): "a derivation's str() calls the text renderer",
-    ("derive.derivation", "codegen.latex"): "a derivation's _repr_latex_ calls LaTeX",
     ("derive.gaussian_kl", "codegen.plan"): "a derivation borrows the planner's safe_point",
     ("derive.kernels", "codegen.spec"): "the kernel spec lives in codegen",
     ("derive.questions", "codegen.spec"): "the kernel spec lives in codegen",
@@ -371,7 +367,6 @@ def test_the_graph_sees_deferred_type_only_and_importlib_imports():
     assert {"derive", "derive.questions", "derive.check.command", "codegen.latex"} <= cli
 
 
-@pytest.mark.xfail(strict=True, reason="derive.derivation imports codegen.environment")
 def test_importing_a_derivation_loads_no_template_engine_and_no_codegen():
     code = ("import derive.derivation, sys; "
             "assert 'jinja2' not in sys.modules, 'jinja2'; "
@@ -476,3 +471,18 @@ def test_an_allowed_violation_is_not_reported(tmp_path):
     problems = _planted(tmp_path, {"pkg/low.py": "def f():\n    import pkg.high\n"},
                         allowed={("pkg.low", "pkg.high"): "planted"})
     assert problems == []
+
+
+@pytest.mark.xfail(strict=True, reason="the kernel spec lives in codegen")
+def test_the_front_door_shows_a_derivation_typeset():
+    """The derivation layer imports no typesetting: the views it shows itself with are
+    registered by the typesetting layer, which the front door ``derive`` loads."""
+    code = ("import sys, derive.questions as q; d = q.build('1.1'); "
+            "assert 'derive.text' not in sys.modules; "
+            "assert str(d) == '1.1  Inverting the question\\'s affine coupling block  "
+            "[coupling]', str(d); assert d._repr_latex_() is None; "
+            "import derive; d = derive.build('1.1'); "
+            "assert '[checked: ' in str(d); assert d._repr_latex_().startswith('$$')")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
