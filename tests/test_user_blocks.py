@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import sympy as sp
 
+from codegen.backends import render_numpy
 from codegen.latex import render_derivation
-from codegen.numpy_backend import render_numpy
 from derive.arrangement import KERNEL_REWRITES, LOG_REWRITES, Rewrite, arrange
 from derive.coupling import (
     CouplingBlock,

@@ -22,7 +22,7 @@ from typing import Literal
 import sympy as sp
 from sympy.core.function import AppliedUndef
 
-from derive.nodes import BlockMatrixSpec
+from .nodes import BlockMatrixSpec
 
 __all__ = ["Arg", "Output", "Kernel", "Module", "ArgKind"]
 
