@@ -19,19 +19,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sympy as sp
 from sympy.core.function import AppliedUndef
 from sympy.printing.latex import LatexPrinter
 
-from derive.derivation import fill, register_view
+from derive.derivation import Derivation, fill, register_view
 from derive.nodes import IDENTITY, BlockMatrixSpec
 
 from .environment import environment, tex_escape
-
-if TYPE_CHECKING:
-    from derive.derivation import Derivation
 
 __all__ = ["CourseworkLatexPrinter", "latex", "render_derivation", "render_fragment",
            "render_document", "render_graph", "render_notebook", "LATEX_NAMES", "LatexOptions"]

@@ -2,7 +2,9 @@ r"""Derive, check and typeset the coursework derivations with SymPy.
 
 The public API: derivations as data (:class:`Derivation`, :class:`Step`, :class:`Result`),
 coupling-block specifications (:class:`CouplingBlock`) and the question registry
-(:func:`build`). ``python -m derive --help`` shows the command line.
+(:func:`build`). ``python -m derive --help`` shows the command line. Taking a name from
+here also loads the views a derivation shows itself with (``str``, Jupyter's LaTeX), which
+the typesetting layer registers.
 
 Example:
     >>> from derive import build
