@@ -1,7 +1,7 @@
 r"""Render derived SymPy expressions as Python source and as LaTeX, through jinja2 templates.
 
 ``derive`` hands this package one plain value per generated file, a
-:class:`~codegen.spec.Module` of :class:`~codegen.spec.Kernel` values; the renderers
+:class:`~derive.spec.Module` of :class:`~derive.spec.Kernel` values; the renderers
 print right-hand sides with SymPy's printers and lay them out with templates that hold
 no formulas.
 
@@ -15,11 +15,12 @@ Example:
     3.0
 """
 
-from .backends import ARRAY_API, BACKENDS, NUMPY, Backend, render_module
+from derive.spec import Arg, Kernel, Module, Output
+
+from .backends import ARRAY_API, BACKENDS, NUMPY, Backend, render_module, render_numpy
 from .latex import LatexOptions, latex, render_derivation, render_document
-from .numpy_backend import KernelPrinter, lambdify_kernel, render_numpy
+from .numpy_backend import KernelPrinter, lambdify_kernel
 from .plan import plan_kernel
-from .spec import Arg, Kernel, Module, Output
 from .xp_backend import XpPrinter
 
 __all__ = [

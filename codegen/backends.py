@@ -22,13 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from derive.spec import Module
+
 from .environment import environment
 from .numpy_backend import KernelPrinter, lower_numpy
 from .plan import KernelPlan, plan_kernel
-from .spec import Module
 from .xp_backend import XpPrinter, lower_xp
 
-__all__ = ["Backend", "NUMPY", "ARRAY_API", "BACKENDS", "render_module"]
+__all__ = ["Backend", "NUMPY", "ARRAY_API", "BACKENDS", "render_module", "render_numpy"]
 
 
 @dataclass(frozen=True)
@@ -73,3 +74,14 @@ def render_module(module: Module, command: str,
     template = environment().get_template("module.py.jinja")
     return template.render(module=module, plans=plans, lowered=lowered, backends=backends,
                            command=command)
+
+
+def render_numpy(module: Module, command: str) -> str:
+    """The source of ``generated/<module.name>.py`` with every backend of :data:`BACKENDS`
+    (the NumPy body and the array-API body): :func:`render_module` with its defaults.
+
+    Arguments:
+        module: the module specification.
+        command: the command that regenerates the file, for its header.
+    """
+    return render_module(module, command)

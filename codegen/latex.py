@@ -19,17 +19,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sympy as sp
 from sympy.core.function import AppliedUndef
 from sympy.printing.latex import LatexPrinter
 
-from .environment import environment, fill, tex_escape
-from .nodes import IDENTITY, BlockMatrixSpec
+from derive.derivation import Derivation, fill, register_view
+from derive.nodes import IDENTITY, BlockMatrixSpec
 
-if TYPE_CHECKING:
-    from derive.derivation import Derivation
+from .environment import environment, tex_escape
 
 __all__ = ["CourseworkLatexPrinter", "latex", "render_derivation", "render_fragment",
            "render_document", "render_graph", "render_notebook", "LATEX_NAMES", "LatexOptions"]
@@ -471,3 +470,6 @@ def render_notebook(d: Derivation, options: LatexOptions | None = None) -> str:
             lines.append(rf"&\boxed{{{lhs}{printer.doprint(r.expr)}}} && "
                          + text(r.description))
     return "$$\\begin{aligned}" + " \\\\\n".join(lines) + "\\end{aligned}$$"
+
+
+register_view("text/latex", render_notebook)

@@ -9,7 +9,7 @@ assembled in place); the jinja2 templates lay it out and hold no formulas.
 
 Example:
     >>> import sympy as sp
-    >>> from codegen.spec import Arg, Kernel, Output
+    >>> from derive.spec import Arg, Kernel, Output
     >>> x = sp.Symbol("x", real=True)
     >>> e = sp.exp(x)
     >>> k = Kernel("f", (Arg("x", "batch", "input"),),
@@ -30,11 +30,12 @@ import sympy as sp
 from sympy.core.function import AppliedUndef
 from sympy.printing.numpy import NumPyPrinter
 
-from .nodes import IDENTITY, BlockMatrixSpec, ComponentSum
-from .plan import KernelPlan, Statement, _sorted, plan_kernel
-from .spec import Kernel, Module
+from derive.nodes import IDENTITY, BlockMatrixSpec, ComponentSum
+from derive.spec import Kernel
 
-__all__ = ["KernelPrinter", "plan_kernel", "lower_numpy", "render_numpy", "lambdify_kernel"]
+from .plan import KernelPlan, Statement, _sorted, plan_kernel
+
+__all__ = ["KernelPrinter", "plan_kernel", "lower_numpy", "lambdify_kernel"]
 
 
 class KernelPrinter(NumPyPrinter):
@@ -87,7 +88,7 @@ class KernelPrinter(NumPyPrinter):
         out = " + ".join(self.parenthesize(t, 40) for t in positive)
         return out + "".join(f" - {self.parenthesize(t, 45)}" for t in negative)
 
-    # Nodes of the floating-point arrangement (codegen.nodes), printed as SymPy's NumPyPrinter
+    # Nodes of the floating-point arrangement (derive.nodes), printed as SymPy's NumPyPrinter
     # prints logaddexp, through ``self._module``, so a printer for another array module
     # inherits them.
     def _print_And(self, expr: sp.Basic) -> str:
@@ -182,7 +183,7 @@ def lower_numpy(plan: KernelPlan, printer: KernelPrinter) -> dict[str, Any]:
 
     Example:
         >>> import sympy as sp
-        >>> from codegen.spec import Arg, Kernel, Output
+        >>> from derive.spec import Arg, Kernel, Output
         >>> x = sp.Symbol("x", real=True)
         >>> k = Kernel("f", (Arg("x", "batch", "input"),), (Output("y", sp.exp(x), "y"),), "")
         >>> lower_numpy(plan_kernel(k), KernelPrinter())["statements"][0]["code"]
@@ -218,18 +219,6 @@ def lower_blocks(plan: KernelPlan, term_code: Callable[[str, str], str],
                          "code": " + ".join(term_code(c, m) for c, m in b.terms) or empty}
                         for b in bs)
             for name, bs in plan.blocks.items()}
-
-
-def render_numpy(module: Module, command: str) -> str:
-    """The source of ``generated/<module.name>.py`` (every backend of :mod:`codegen.backends`).
-
-    Arguments:
-        module: the module specification.
-        command: the command that regenerates the file, for its header.
-    """
-    from .backends import render_module
-
-    return render_module(module, command)
 
 
 # --- in-process evaluation -----------------------------------------------------------

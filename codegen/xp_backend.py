@@ -12,7 +12,7 @@ two lowerings, chosen per call by :func:`kernel_runtime.eager`:
 
 - traced (``torch.compile``, ``torch.func``, JAX, Dask): the "double where" -- each piece
   evaluated everywhere with its arguments replaced by the piece's safe point (chosen and
-  checked by :func:`codegen.plan.safe_point`) wherever the piece is not taken, so an
+  checked by :func:`derive.pieces.safe_point`) wherever the piece is not taken, so an
   untaken piece never contributes NaN to a gradient; shape-static, so it traces;
 - eager (PyTorch outside tracing, ``array_api_strict``, CuPy): as the NumPy body, the last
   piece everywhere (on its safe point where another piece holds, where that argument
@@ -211,7 +211,7 @@ def lower_xp(plan: KernelPlan, printer: XpPrinter) -> dict[str, Any]:
     Example:
         >>> import sympy as sp
         >>> from codegen.plan import plan_kernel
-        >>> from codegen.spec import Arg, Kernel, Output
+        >>> from derive.spec import Arg, Kernel, Output
         >>> x = sp.Symbol("x", real=True)
         >>> k = Kernel("f", (Arg("x", "elementwise", "x"),),
         ...            (Output("y", sp.Piecewise((sp.log(x), x > 1), (0, True)), "y"),), "")

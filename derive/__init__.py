@@ -2,7 +2,9 @@ r"""Derive, check and typeset the coursework derivations with SymPy.
 
 The public API: derivations as data (:class:`Derivation`, :class:`Step`, :class:`Result`),
 coupling-block specifications (:class:`CouplingBlock`) and the question registry
-(:func:`build`). ``python -m derive --help`` shows the command line.
+(:func:`build`). ``python -m derive --help`` shows the command line. Taking a name from
+here also loads the views a derivation shows itself with (``str``, Jupyter's LaTeX), which
+the typesetting layer registers.
 
 Example:
     >>> from derive import build
@@ -40,6 +42,10 @@ def __getattr__(name: str) -> Any:
     if name not in _HOME:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
+    # the views a derivation shows itself with (str, Jupyter's LaTeX): the typesetting
+    # layer registers them, and the derivation layer imports no typesetting
+    importlib.import_module("derive.text")
+    importlib.import_module("codegen.latex")
     globals()[name] = value
     return value
 

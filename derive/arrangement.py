@@ -7,8 +7,8 @@ per rewrite that changed something: the step shows the expression before and aft
 reason shows the identity as a note, and the derivation it joins checks both. The
 rewrites of :mod:`sympy.codegen.rewriting` (``expm1``, ``log1p``, ``logaddexp``) are used
 as they are, after the softplus rewrite (``log1p`` alone would turn ``log(1 + exp(u))``
-into ``log1p(exp(u))``, which overflows); :class:`~codegen.nodes.softplus` and
-:class:`~codegen.nodes.sigmoid` are this project's nodes, which every printer knows.
+into ``log1p(exp(u))``, which overflows); :class:`~derive.nodes.softplus` and
+:class:`~derive.nodes.sigmoid` are this project's nodes, which every printer knows.
 
 Example:
     >>> import sympy as sp
@@ -30,9 +30,8 @@ from sympy.codegen.cfunctions import expm1, log1p
 from sympy.codegen.numpy_nodes import logaddexp
 from sympy.codegen.rewriting import expm1_opt, log1p_opt, logaddexp_opt, optimize
 
-from codegen.nodes import sigmoid, softplus
-
 from .derivation import Step
+from .nodes import sigmoid, softplus
 
 __all__ = ["Rewrite", "arrange", "LOG_REWRITES", "KERNEL_REWRITES", "is_exponential"]
 

@@ -346,7 +346,9 @@ def _run(args: argparse.Namespace) -> tuple[str, int]:
     if args.command == "list":
         return _cmd_list(), 0
     if args.command == "show":
-        return str(_derivation(args)), 0
+        from .text import render_text
+
+        return render_text(_derivation(args)), 0
     if args.command == "latex":
         return _cmd_latex(args), 0
     if args.command == "check":

@@ -34,10 +34,9 @@ from functools import cache
 
 import sympy as sp
 
-from codegen.nodes import IDENTITY, BlockMatrixSpec, BlockSpec, Term
-
 from .arrangement import KERNEL_REWRITES, LOG_REWRITES, arrange, is_exponential
 from .derivation import Derivation, Result, Step
+from .nodes import IDENTITY, BlockMatrixSpec, BlockSpec, Term
 from .vocabulary import (
     DERIVATIVES,
     FB,

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field, replace
 import sympy as sp
 from sympy.core.function import AppliedUndef
 
-from codegen.environment import PLACEHOLDER as _PLACEHOLDER
-from codegen.environment import fill
+from .nodes import is_opaque
+from .vocabulary import to_vector, uses_index_notation
 
 __all__ = [
     "Step",
@@ -42,11 +42,12 @@ __all__ = [
     "Derivation",
     "StepCheckError",
     "Model",
-    "Opaque",
-    "is_opaque",
     "check_step",
     "equal",
     "fill",
+    "PLACEHOLDER",
+    "VIEWS",
+    "register_view",
 ]
 
 #: A concrete model: maps the two sides of a step to pairs of explicit instances.
@@ -57,18 +58,23 @@ _NUMERIC_DIGITS = 30
 _NUMERIC_TOL = 1e-12
 
 
+#: A placeholder in prose: ``{0}`` (a step's note) or ``{name}`` (a derivation's result).
+PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def fill(template: str, math: Callable[[str], str], escape: Callable[[str], str] = str) -> str:
+    """Fill ``{0}`` / ``{name}`` placeholders with ``math(key)``, escaping the prose between.
+
+    Example:
+        >>> fill("see {0} and {kl}", lambda k: f"<{k}>", str.upper)
+        'SEE <0> AND <kl>'
+    """
+    parts = PLACEHOLDER.split(template)
+    return "".join(escape(part) if k % 2 == 0 else math(part) for k, part in enumerate(parts))
+
+
 class StepCheckError(ValueError):
     """A derivation step whose two sides are not equal."""
-
-
-class Opaque:
-    """Marker for nodes whose meaning only a concrete model can decide (``E_q[...]``)."""
-
-
-def is_opaque(expr: sp.Basic) -> bool:
-    """Whether ``expr`` holds derivatives or :class:`Opaque` nodes."""
-    return expr.has(sp.Derivative) or any(
-        isinstance(e, Opaque) for e in sp.preorder_traversal(expr))
 
 
 @dataclass(frozen=True)
@@ -294,8 +300,6 @@ def _check_equality(step: Step, models: Sequence[Model], seed: int) -> Check:
 
 def _with_vector_form(r: Result) -> Result:
     """``r`` with its vector form, where it is the ``i``-th component of a vector."""
-    from .vocabulary import to_vector, uses_index_notation  # the vocabulary imports us
-
     expr = r.expr
     if (r.vector is not None or not r.typeset or not uses_index_notation(expr)
             or isinstance(expr, sp.Eq) or expr.has(sp.Sum, sp.Product)):
@@ -341,7 +345,7 @@ class Derivation:
         names = [r.name for r in self.results]
         if len(set(names)) != len(names):
             raise ValueError(f"derivation {self.qid}: result names repeat: {names}")
-        unknown = set(_PLACEHOLDER.findall(self.conclusion)) - set(names)
+        unknown = set(PLACEHOLDER.findall(self.conclusion)) - set(names)
         if unknown:
             raise ValueError(f"derivation {self.qid}: the conclusion refers to unknown results "
                              f"{sorted(unknown)}")
@@ -373,12 +377,37 @@ class Derivation:
         return iter(self.steps)
 
     def __str__(self) -> str:
-        from .text import render_text
+        """The derivation as plain text, by the registered ``"text/plain"`` view
+        (:mod:`derive.text`); without one, its first line."""
+        view = VIEWS.get("text/plain")
+        if view is None:
+            return f"{self.qid}  {self.title}" + (f"  [{self.variant}]" if self.variant else "")
+        return view(self)
 
-        return render_text(self)
+    def _repr_latex_(self) -> str | None:
+        """The derivation as one MathJax display (Jupyter shows it typeset), by the
+        registered ``"text/latex"`` view (:mod:`codegen.latex`); without one, ``None``."""
+        view = VIEWS.get("text/latex")
+        return view(self) if view is not None else None
 
-    def _repr_latex_(self) -> str:
-        """The derivation as one MathJax display (Jupyter shows it typeset)."""
-        from codegen.latex import render_notebook
 
-        return render_notebook(self)
+#: How a derivation shows itself, by MIME type: ``"text/plain"`` for ``str`` and
+#: ``"text/latex"`` for Jupyter. The typesetting layer registers them
+#: (:mod:`derive.text`, :mod:`codegen.latex`), and the package's front door ``derive``
+#: loads both, so a derivation is shown typeset without this layer importing typesetting.
+VIEWS: dict[str, Callable[[Derivation], str]] = {}
+
+
+def register_view(mime: str, render: Callable[[Derivation], str]) -> None:
+    """Show every derivation as ``render(derivation)`` for ``mime`` (see :data:`VIEWS`).
+
+    Example:
+        >>> a = sp.Symbol("a")
+        >>> d = Derivation("0.0", "Nothing", "Nothing.", [], [Result("a", a)])
+        >>> saved = dict(VIEWS)
+        >>> register_view("text/plain", lambda d: f"<{d.qid}>")
+        >>> str(d)
+        '<0.0>'
+        >>> VIEWS.clear(); VIEWS.update(saved)
+    """
+    VIEWS[mime] = render

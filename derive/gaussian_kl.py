@@ -28,7 +28,9 @@ from sympy import stats
 from sympy.codegen.cfunctions import expm1, log1p
 from sympy.codegen.rewriting import expm1_opt, log1p_opt, optimize
 
+from .arrangement import KERNEL_REWRITES, arrange
 from .derivation import Derivation, Result, Step
+from .pieces import safe_point
 from .probability import KL, Expectation, GaussianModel, Variance, gaussian_log_pdf
 
 __all__ = ["Parameterization", "PARAMETERIZATIONS", "Prior", "STANDARD_NORMAL", "learned_prior",
@@ -322,8 +324,6 @@ def _in_each_piece(lhs: sp.Basic, rhs: sp.Basic) -> list[tuple[sp.Basic, sp.Basi
     """A check model: both sides at a point inside each piece's region of ``rhs``, as a
     ratio (the random points of the numeric check may all fall in one piece, and a series
     piece is exact nowhere, so each is compared where it is used, to 1e-12 relative)."""
-    from codegen.plan import safe_point  # derive's kernels use codegen; not the reverse
-
     if not isinstance(rhs, sp.Piecewise):
         return [(lhs, rhs)]
     pairs, earlier = [], []
@@ -375,8 +375,6 @@ def derive_chain_factors(p: Parameterization) -> Derivation:
         >>> d.result("dlogsigma_evaluable"), d.result("dsigma_evaluable")
         (1, exp(rho))
     """
-    from .arrangement import KERNEL_REWRITES, arrange  # the arrangement imports no KL
-
     s = p.scale
     log_var = sp.simplify(sp.expand_log(sp.log(p.sigma**2), force=True))
     steps = [Step(sp.log(p.sigma**2), log_var, "the log of the variance, expanded")]

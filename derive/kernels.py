@@ -1,6 +1,6 @@
 r"""Kernel specifications from derivations: what ``codegen`` renders into ``generated/``.
 
-Each function here turns derived results into a :class:`codegen.spec.Module`; no formula
+Each function here turns derived results into a :class:`derive.spec.Module`; no formula
 is written here, only which derived result becomes which output.
 
 Example:
@@ -12,8 +12,6 @@ Example:
 from __future__ import annotations
 
 import sympy as sp
-
-from codegen.spec import Arg, Kernel, Module, Output
 
 from .coupling import CouplingBlock, arranged_blocks, derive_arrangement
 from .gaussian_kl import (
@@ -33,6 +31,7 @@ from .gaussian_kl import (
     sigma,
     sigma_p,
 )
+from .spec import Arg, Kernel, Module, Output
 from .vocabulary import to_vector
 
 __all__ = ["coupling_module", "gaussian_kl_module", "gaussian_kl_pair_module"]

@@ -1,7 +1,8 @@
 r"""A Jupyter notebook of every derivation, its outputs already rendered as LaTeX.
 
-Each code cell builds one derivation; its stored output is the derivation's
-``_repr_latex_``, so the notebook shows the typeset chain without being run.
+Each code cell builds one derivation; its stored output is what Jupyter shows for it (the
+derivation's ``_repr_latex_``, :func:`~codegen.latex.render_notebook`, and its plain
+text), so the notebook shows the typeset chain without being run.
 
 Example:
     >>> import json
@@ -15,7 +16,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+from codegen.environment import GENERATED_MARK
+from codegen.latex import render_notebook
+
 from .questions import QUESTIONS, Question
+from .text import render_text
 
 __all__ = ["derivations_notebook"]
 
@@ -29,8 +34,6 @@ def derivations_notebook(command: str,
                          questions: Mapping[str, Question] | None = None) -> str:
     """The notebook's JSON: a markdown header, then one cell per question and variant of
     ``questions`` (by default the registry)."""
-    from .files import GENERATED_MARK
-
     questions = QUESTIONS if questions is None else questions
     cells = [{
         "cell_type": "markdown", "metadata": {},
@@ -50,8 +53,8 @@ def derivations_notebook(command: str,
                 "source": _lines(("from derive import build\n\n" if count == 1 else "") + call),
                 "outputs": [{
                     "output_type": "execute_result", "execution_count": count, "metadata": {},
-                    "data": {"text/latex": _lines(d._repr_latex_()),
-                             "text/plain": _lines(str(d).rstrip("\n"))},
+                    "data": {"text/latex": _lines(render_notebook(d)),
+                             "text/plain": _lines(render_text(d).rstrip("\n"))},
                 }],
             })
     notebook = {

@@ -23,7 +23,7 @@ from functools import cache
 import sympy as sp
 from sympy import stats
 
-from .derivation import Opaque
+from .nodes import Opaque
 
 __all__ = [
     "Expectation", "KL", "Variance", "gaussian_log_pdf", "gaussian_expectation",

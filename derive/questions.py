@@ -22,8 +22,6 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from codegen.spec import Module
-
 from .blocks import BLOCKS, QUESTION_BLOCK
 from .coupling import derive_arrangement, derive_determinant, derive_inverse, derive_jacobian
 from .derivation import Derivation
@@ -37,6 +35,7 @@ from .gaussian_kl import (
     learned_prior,
 )
 from .kernels import coupling_module, gaussian_kl_module, gaussian_kl_pair_module
+from .spec import Module
 from .vocabulary import Y1, Y2, i, to_vector
 
 __all__ = ["Question", "QUESTIONS", "Section", "SECTIONS", "Introduction",

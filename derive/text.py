@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import sympy as sp
 from sympy.printing.str import StrPrinter
 
-from .derivation import fill
+from .derivation import fill, register_view
 
 if TYPE_CHECKING:
     from .derivation import Derivation
@@ -108,3 +108,6 @@ def render_text(d: Derivation, width: int = 100) -> str:
         answer = fill(d.conclusion, lambda key: _result_text(d, key))
         lines += [""] + wrap.wrap("Answer: " + answer)
     return "\n".join(lines) + "\n"
+
+
+register_view("text/plain", render_text)

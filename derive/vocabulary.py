@@ -23,7 +23,7 @@ from collections.abc import Mapping
 
 import sympy as sp
 
-from .derivation import Opaque, is_opaque
+from .nodes import ComponentSum, Opaque, is_opaque
 
 __all__ = [
     "i", "j", "n",
@@ -234,8 +234,6 @@ def to_vector(expr: sp.Basic) -> sp.Basic:
         >>> to_vector(x1 * sp.exp(G) + F)
         x1*exp(G(x2)) + F(x2)
     """
-    from codegen.nodes import ComponentSum
-
     if j in sp.sympify(expr).free_symbols:
         raise ValueError(f"{expr} is an (i, j) entry of a matrix; it has no vector form")
 

@@ -61,7 +61,7 @@ RAISE = {"over": "raise", "invalid": "raise", "divide": "raise"}
 def kernels(name: str) -> SimpleNamespace:
     if name in BLOCKS:
         return SimpleNamespace(**vars(importlib.import_module(f"generated.{name}")))
-    from codegen.numpy_backend import render_numpy
+    from codegen.backends import render_numpy
     from derive.coupling import CouplingBlock
     from derive.kernels import coupling_module
     from derive.vocabulary import F, G, s, x1, x2

@@ -248,7 +248,7 @@ def test_new_blocks_generate_working_kernels(y1, y2, hand):
     """A user's block, including constant and signed scales, derived and rendered in memory."""
     import sympy as sp
 
-    from codegen.numpy_backend import render_numpy
+    from codegen.backends import render_numpy
     from derive.coupling import CouplingBlock
     from derive.vocabulary import F, G, s, x1, x2
 

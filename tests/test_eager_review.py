@@ -106,7 +106,7 @@ def test_a_softplus_parameterization_has_a_finite_kl_grad_far_left():
     import numpy as np
     import sympy as sp
 
-    from codegen.numpy_backend import render_numpy
+    from codegen.backends import render_numpy
     from derive.gaussian_kl import Parameterization
     from derive.kernels import gaussian_kl_module
 

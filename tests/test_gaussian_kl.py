@@ -320,7 +320,7 @@ def test_finiteness_check_is_exact_where_a_sum_of_squares_overflows(dtype):
 
 
 def test_a_new_parameterization_costs_two_lines(rng):
-    from codegen.numpy_backend import render_numpy
+    from codegen.backends import render_numpy
     from derive.gaussian_kl import Parameterization
     from derive.kernels import gaussian_kl_module
 

@@ -226,7 +226,7 @@ def test_the_standard_normal_is_the_special_case_of_todays_kernels():
 
 
 def test_a_new_parameterization_gives_the_pair_module_too():
-    from codegen.numpy_backend import render_numpy
+    from codegen.backends import render_numpy
     from derive.gaussian_kl import Parameterization
     from derive.kernels import gaussian_kl_pair_module
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from codegen.plan import safe_point
+from derive.pieces import safe_point
 from generated import gaussian_kl_pair as kp
 from generated import gaussian_kl_pair_logvar as kpl
 
@@ -116,7 +116,7 @@ def test_autograd_through_kl_at_extreme_ratios():
 
 
 def test_safe_point_takes_distinct_values_and_skips_undefined_conditions():
-    """codegen.plan.safe_point: a piece valid only where a ratio of two symbols is tiny had
+    """derive.pieces.safe_point: a piece valid only where a ratio of two symbols is tiny had
     no point (every symbol the same value), and 0/0 in the condition raised TypeError."""
     a, b = sp.symbols("a b", positive=True)
     apart = b <= 2 * sp.Abs(b - a)

@@ -57,7 +57,7 @@ def _parameterization(name: str):
 
 @cache
 def _module(name: str, pair: bool = False) -> dict:
-    from codegen.numpy_backend import render_numpy
+    from codegen.backends import render_numpy
     from derive.kernels import gaussian_kl_module, gaussian_kl_pair_module
 
     p = _parameterization(name)

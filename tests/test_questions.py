@@ -8,11 +8,11 @@ import json
 import pytest
 import sympy as sp
 
-from codegen.spec import Arg, Kernel, Module, Output
 from derive.derivation import Derivation, Result, Step
 from derive.document import DocumentError, solutions_document
 from derive.notebook import derivations_notebook
 from derive.questions import QUESTIONS, Introduction, Question, Section, build, kernel_modules
+from derive.spec import Arg, Kernel, Module, Output
 
 a = sp.Symbol("a", positive=True)
 

@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 import sympy as sp
 
+from codegen.backends import render_numpy
 from codegen.latex import render_derivation
-from codegen.nodes import sigmoid, softplus
-from codegen.numpy_backend import render_numpy
 from derive.arrangement import KERNEL_REWRITES, LOG_REWRITES, Rewrite, arrange
 from derive.coupling import (
     CouplingBlock,
@@ -28,6 +27,7 @@ from derive.coupling import (
 )
 from derive.derivation import StepCheckError, check_step
 from derive.kernels import coupling_module
+from derive.nodes import sigmoid, softplus
 from derive.text import render_text
 from derive.vocabulary import F, G, s, x1, x2
 

@@ -1,4 +1,4 @@
-r"""SymPy nodes that the printers know and the derivations hand to them.
+r"""The math's own SymPy nodes: every layer may use them, and they import no layer.
 
 Vector-level expressions use plain symbols for arrays of shape ``(..., n)`` and
 applied undefined functions (``F(x2)``) for callables evaluated once. Two shapes of
@@ -7,7 +7,8 @@ and a block matrix whose blocks are sums of ``diag(coefficient) @ M`` terms
 (:class:`BlockMatrixSpec`). Two functions the floating-point arrangement of derive
 introduces have nodes too, :class:`softplus` and :class:`sigmoid`: each printer knows
 them (``_print_softplus``, ``_print_sigmoid``), and SymPy proves them equal to their
-definitions through ``rewrite(exp)``.
+definitions through ``rewrite(exp)``. Nodes whose meaning only a concrete model decides
+(``E_q[...]``, ``det(dy/dx)``) are marked :class:`Opaque`.
 
 Example:
     >>> import sympy as sp
@@ -27,7 +28,23 @@ from dataclasses import dataclass
 import sympy as sp
 
 __all__ = ["ComponentSum", "Term", "BlockSpec", "BlockMatrixSpec", "IDENTITY", "softplus",
-           "sigmoid"]
+           "sigmoid", "Opaque", "is_opaque"]
+
+
+class Opaque:
+    """Marker for nodes whose meaning only a concrete model can decide (``E_q[...]``)."""
+
+
+def is_opaque(expr: sp.Basic) -> bool:
+    """Whether ``expr`` holds derivatives or :class:`Opaque` nodes.
+
+    Example:
+        >>> x = sp.Symbol("x")
+        >>> is_opaque(sp.Derivative(sp.Function("f")(x), x)), is_opaque(x + 1)
+        (True, False)
+    """
+    return expr.has(sp.Derivative) or any(
+        isinstance(e, Opaque) for e in sp.preorder_traversal(expr))
 
 
 class ComponentSum(sp.Function):
