@@ -103,11 +103,13 @@ def _check_folder(folder: Path, path: str) -> None:
         os.unlink(probe)
 
 
-def output_target(path: str | os.PathLike[str]) -> Target:
+def output_target(path: str | os.PathLike[str], *, in_place: bool = True) -> Target:
     """Check that ``path`` can be written, before anything is computed; see the module doc.
 
     Raises :class:`OutputError` (one line) for an empty path, a folder, a non-folder used
     as a folder, a read-only file, a FIFO or device, or a folder without write permission.
+    ``in_place=False`` (as for :func:`write_output`) checks the folder of a hard-linked file
+    too, since it is then replaced rather than rewritten.
     """
     text = os.fspath(path)
     if text == "":
@@ -142,7 +144,7 @@ def output_target(path: str | os.PathLike[str]) -> Target:
     if not st.st_mode & 0o222 or not os.access(real, os.W_OK):
         raise OutputError(text, f"is read-only (mode {stat.S_IMODE(st.st_mode):04o}); "
                                 "refusing to overwrite it", errno.EACCES)
-    if st.st_nlink == 1:
+    if st.st_nlink == 1 or not in_place:
         _check_folder(real.parent, text)
     return Target(text, real, st)
 
