@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from derive.cli import main
-from derive.files import MANIFEST, generated_files, write_files
+from derive.files import generated_files, write_files
 from derive.output import OutputError, output_target
 
 from .conftest import ROOT
@@ -169,3 +169,72 @@ def test_item7_an_unchanged_read_only_file_is_not_an_error(tmp_path, files):
     assert write_files(tmp_path, files) == []
     with pytest.raises(OutputError):
         output_target(tmp_path / "generated" / "gaussian_kl.py")
+
+
+# -- item 5: Ctrl-C at start-up --------------------------------------------------------------
+
+#: A sitecustomize that stops the import of module $PAUSE_AT (says so on standard error,
+#: then sleeps), so that Ctrl-C lands exactly there.
+_PAUSE = '''
+import os, sys, time
+
+class _Pause:
+    def find_spec(self, name, path=None, target=None):
+        if name == os.environ.get("PAUSE_AT"):
+            sys.stderr.write("paused\\n"); sys.stderr.flush(); time.sleep(60)
+        return None
+
+sys.meta_path.insert(0, _Pause())
+'''
+
+_SCRIPT = Path(sys.executable).parent / "derive"  # the console script of the install
+
+
+def _start(command: list[str], tmp_path: Path, pause_at: str = "") -> subprocess.Popen:
+    (tmp_path / "sitecustomize.py").write_text(_PAUSE)
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}", "PAUSE_AT": pause_at}
+    return subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _commands() -> list[list[str]]:
+    commands = [[PY, "-m", "derive", "list"]]
+    if _SCRIPT.is_file():
+        commands.append([str(_SCRIPT), "list"])
+    return commands
+
+
+@pytest.mark.skipif(signal.getsignal(signal.SIGINT) is signal.SIG_IGN,
+                    reason="the tests were started with SIGINT ignored (nohup ... &)")
+@pytest.mark.parametrize("command", _commands(), ids=lambda c: " ".join(Path(c[0]).name
+                                                                        for c in [c]))
+@pytest.mark.parametrize("pause_at", ["derive.__main__", "derive.cli", "argparse", "shlex"])
+def test_item5_ctrl_c_during_the_imports_exits_130_quietly(tmp_path, command, pause_at):
+    # Before: a KeyboardInterrupt traceback through derive/__main__.py and derive/cli.py.
+    if pause_at == "derive.__main__" and command[0] != PY:
+        pytest.skip("the console script does not import derive.__main__")
+    proc = _start(command, tmp_path, pause_at)
+    assert proc.stderr.readline() == "paused\n"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err == "" and out == "", (proc.returncode, err)
+
+
+@pytest.mark.skipif(signal.getsignal(signal.SIGINT) is signal.SIG_IGN,
+                    reason="the tests were started with SIGINT ignored (nohup ... &)")
+@pytest.mark.parametrize("command", _commands(), ids=lambda c: Path(c[0]).name)
+def test_item5_ctrl_c_at_any_early_moment_prints_no_derive_traceback(tmp_path, command):
+    # A signal before Python has a handler kills the process quietly (-2). One that lands
+    # in Python's own start-up (site, the editable install's finder), before the first line
+    # of derive runs, is Python's to report; from derive's first line on, exit 130 quietly.
+    for delay in (0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3):
+        proc = _start(command, tmp_path)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        outcome = (delay, proc.returncode, err)
+        assert f"{ROOT}{os.sep}derive{os.sep}" not in err, outcome
+        if "Traceback" in err:  # in Python's start-up, before derive: not derive's
+            continue
+        assert proc.returncode in (130, -signal.SIGINT), outcome
+        assert err == "" and out == "", outcome
