@@ -14,8 +14,39 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+import _signal
+import sys
+
+
+def _interrupted_at_start(signum: int, frame: object) -> None:
+    """Ctrl-C before :func:`derive.cli.main` has its handlers: exit 130, quietly (a
+    KeyboardInterrupt here would print a traceback through the imports)."""
+    raise SystemExit(130)
+
+
+def _is_the_command() -> bool:
+    """Whether this process is the ``derive`` command (``python -m derive``, or the
+    ``derive`` script), not a program that imports the library."""
+    argv, orig = sys.argv, getattr(sys, "orig_argv", [])
+    if argv[:1] == ["-m"]:  # ``python -m NAME``, while NAME's package is imported
+        for i, arg in enumerate(orig[1:], 1):
+            if arg.startswith("-m"):
+                name = arg[2:] or (orig[i + 1] if i + 1 < len(orig) else "")
+                return name in ("derive", "derive.__main__", "derive.cli")
+        return False
+    script = argv[0].replace("\\", "/").rsplit("/", 1)[-1] if argv else ""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return script in ("derive", "derive.exe", "derive-script.py") and main_file == argv[0]
+
+
+# First of all, in the command only: from here on Ctrl-C exits 130 without a traceback,
+# until ``main`` installs its own handlers (``derive.cli``); a library user's Ctrl-C is
+# left alone, as is a SIGINT that the parent process ignores.
+if _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler and _is_the_command():
+    _signal.signal(_signal.SIGINT, _interrupted_at_start)
+
+import importlib  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
 
 if TYPE_CHECKING:
     from .coupling import CouplingBlock, derive_determinant, derive_inverse, derive_jacobian

@@ -104,9 +104,10 @@ def parser() -> argparse.ArgumentParser:
     latex.add_argument("qid", nargs="?", help=qid_help + " (default: the whole document)")
     latex.add_argument("--variant", help=variant_help)
     latex.add_argument("-o", "--output", metavar="FILE",
-                       help="write to FILE instead of stdout (- for stdout); a symlink is "
-                            "written through, an existing file keeps its mode, a folder, "
-                            "FIFO, device or read-only file is refused")
+                       help="write to FILE instead of stdout (- for stdout; /dev/stderr and "
+                            "/dev/fd/N write to that stream, appending where it goes to a "
+                            "file); a symlink is written through, an existing file keeps its "
+                            "mode, a folder, FIFO, device or read-only file is refused")
     latex.add_argument("--standalone", action="store_true",
                        help="wrap the fragment in a complete document")
     latex.add_argument("--odot", action="store_true",
@@ -213,7 +214,7 @@ def _write_output(target: Target, data: bytes) -> str:
     except OSError as err:
         raise _Failure(f"--output: cannot write {_shown(target.path)}: "
                        f"{_shown(err.strerror or str(err))}") from None
-    return "" if target.is_stdout else f"wrote {_shown(target.path)}\n"
+    return "" if target.is_stream else f"wrote {_shown(target.path)}\n"
 
 
 def _command_line(args: argparse.Namespace) -> str:
@@ -424,6 +425,15 @@ def _signals() -> Iterator[None]:
             signal.signal(getattr(signal, name), handler)
 
 
+def _end_start_up() -> None:
+    """Hand Ctrl-C back to Python (KeyboardInterrupt, handled by :func:`main`) where the
+    package set its start-up handler (exit 130 quietly during the imports)."""
+    from . import _interrupted_at_start
+
+    if signal.getsignal(signal.SIGINT) is _interrupted_at_start:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse; ``--help`` and ``--version`` print to standard output here, where a closed
     or broken one is handled (argparse would fall back to standard error)."""
@@ -452,6 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     or full standard output is one line, a reader that went away (``| head``) is quiet.
     """
     try:
+        _end_start_up()
         with _signals():
             args = _parse(argv)
             out, code = _run(args)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import errno
 import hashlib
 import os
 import re
@@ -37,7 +38,7 @@ from codegen.environment import GENERATED_MARK, environment
 
 from .document import solutions_document
 from .notebook import derivations_notebook
-from .output import OutputError, write_output
+from .output import OutputError, output_target, write_output
 from .questions import kernel_modules
 
 try:
@@ -213,6 +214,16 @@ def _locked(root: Path, exclusive: bool, warn: Warn | None) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def _check_targets(root: Path, rels: list[str]) -> None:
+    """Raise :class:`~derive.output.OutputError` (naming the file relative to ``root``)
+    unless every one of ``rels`` can be written: not read-only, its folder writable."""
+    for rel in rels:
+        try:
+            output_target(str(root / rel), in_place=False)
+        except OutputError as err:
+            raise OutputError(rel, err.reason, err.errno or errno.EINVAL) from None
+
+
 def write_files(root: Path, files: dict[str, str], warn: Warn | None = None) -> list[str]:
     """Write the files whose bytes differ under ``root``; return the paths written or removed.
 
@@ -220,7 +231,9 @@ def write_files(root: Path, files: dict[str, str], warn: Warn | None = None) -> 
     unchanged; other files are left alone, and ``warn`` (if given) is told about each one
     that carries the generated mark. Raises :class:`~derive.output.OutputError` (one line)
     where a folder or other non-file stands at a generated path, or a file that the engine
-    did not write.
+    did not write, or where a file to be changed is read-only (or its folder is not
+    writable): every target is checked before any is written, so either every changed file
+    is written or none is.
     """
     data = _encoded(files)
     with _locked(root, exclusive=True, warn=warn):
@@ -239,6 +252,7 @@ def write_files(root: Path, files: dict[str, str], warn: Warn | None = None) -> 
                                        "generate writes there); move it away first")
             changed.append(rel)
         delete, kept = _others(root, data)
+        _check_targets(root, changed)  # every one before any is written: all or nothing
         for rel in changed:
             if rel != MANIFEST:  # a hard link elsewhere (a snapshot) keeps the old content
                 write_output(str(root / rel), data[rel], in_place=False)

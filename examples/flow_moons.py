@@ -258,8 +258,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="number K of coupling blocks (default 8)")
     parser.add_argument("--batch", type=harness.positive_int, default=256,
                         help="minibatch size (default 256)")
-    parser.add_argument("--lr", type=harness.positive_float, default=3e-3,
-                        help="Adam's learning rate, cosine-annealed to 0 (default 3e-3)")
+    parser.add_argument("--lr", type=harness.learning_rate, default=3e-3,
+                        help="Adam's learning rate, > 0 and <= 1, cosine-annealed to 0 "
+                             "(default 3e-3)")
     parser.add_argument("--points", type=harness.positive_int, default=4000,
                         help="points drawn, three quarters for training (default 4000)")
     parser.add_argument("--handwritten", action="store_true",
@@ -270,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     device = harness.device_of(parser, args.device)
     harness.out_dir(parser, args.out)
+    figure_path, json_path = harness.out_files(parser, args.out,
+                                               ["flow_moons.png", "flow_moons.json"])
     harness.set_threads(args.threads)
     dtype = harness.DTYPES[args.dtype]
     if args.points < 8:
@@ -324,9 +327,11 @@ def main(argv: list[str] | None = None) -> int:
     title = (f"RealNVP-style flow, {args.blocks} x {args.block} ({kind}), "
              f"{args.steps} steps: test NLL {test_nll:.3f} nats (Gaussian {baseline:.3f})")
     figure = _figure(test_np, samples, [v + log_scale for v in losses], log_prob, title)
-    args.out.mkdir(parents=True, exist_ok=True)
-    harness.save_figure(figure, args.out / "flow_moons.png")
-    harness.write_json(args.out / "flow_moons.json", result)
+    written = harness.write_results("python -m examples.flow_moons", {
+        figure_path: lambda path: harness.save_figure(figure, path),
+        json_path: lambda path: harness.write_json(path, result)})
+    if written:
+        return written
 
     print(f"block {args.block} x {args.blocks}, {args.steps} steps, {args.dtype} on {device}")
     print(f"test NLL {test_nll:.4f} nats per point (train {train_nll:.4f}); "

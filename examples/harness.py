@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
+import math
 import statistics
-import tempfile
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,14 +24,28 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from derive.output import OutputError, output_target, write_output
+
 __all__ = [
-    "DTYPES", "command_line", "out_dir", "device_of", "set_threads", "seed", "progress",
-    "write_bytes", "write_json", "save_figure", "median_step_times", "batches",
-    "positive_int", "positive_float", "at_least_two",
+    "DTYPES", "MAX_SEED", "MAX_LR", "MAX_THREADS", "command_line", "out_dir", "out_files",
+    "device_of", "set_threads", "seed", "progress", "write_bytes", "write_json",
+    "save_figure", "write_results", "median_step_times", "batches", "positive_int",
+    "positive_float", "at_least_two", "seed_value", "learning_rate", "thread_count",
 ]
 
 #: The ``--dtype`` choices.
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
+#: The largest ``--seed``: scikit-learn's ``random_state`` takes 0 to 2**32 - 1.
+MAX_SEED = 2**32 - 1
+#: The largest ``--lr``: a larger step sends Adam's parameters to infinity at once.
+MAX_LR = 1.0
+#: The largest ``--threads`` (PyTorch accepts far more, and then fails as it exits).
+MAX_THREADS = 256
+
+
+def _given(text: str) -> str:
+    """``text`` as an error message quotes it: repr, and cut where it is long."""
+    return repr(text) if len(text) <= 40 else repr(text[:40]) + "..."
 
 
 def positive_int(text: str) -> int:
@@ -39,7 +53,8 @@ def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {_given(text)}"
+                                         ) from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
@@ -50,9 +65,40 @@ def positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {_given(text)}"
+                                         ) from None
+    if not value > 0 or not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
+    return value
+
+
+def seed_value(text: str) -> int:
+    """An argparse type: an integer from 0 to :data:`MAX_SEED`."""
+    expected = f"expected an integer from 0 to {MAX_SEED}"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{expected}, got {_given(text)}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{expected}, got {_given(text)}")
+    return value
+
+
+def learning_rate(text: str) -> float:
+    """An argparse type: a number in (0, :data:`MAX_LR`]."""
+    value = positive_float(text)
+    if value > MAX_LR:
+        raise argparse.ArgumentTypeError(f"expected a learning rate > 0 and <= {MAX_LR:g}, "
+                                         f"got {text}")
+    return value
+
+
+def thread_count(text: str) -> int:
+    """An argparse type: an integer from 1 to :data:`MAX_THREADS`."""
+    value = positive_int(text)
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"expected an integer from 1 to {MAX_THREADS}, "
+                                         f"got {value}")
     return value
 
 
@@ -81,16 +127,17 @@ def command_line(prog: str, description: str, *, steps: int, out: str) -> argpar
     parser.add_argument("--out", type=Path, default=Path(out),
                         help=f"directory for the figure and the numbers (default {out}/); "
                              "created if missing; only the example's own files are written")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the data split, the initialization and the noise; the "
-                             "same seed gives the same numbers (default 0)")
+    parser.add_argument("--seed", type=seed_value, default=0,
+                        help="seed of the data split, the initialization and the noise, from "
+                             f"0 to {MAX_SEED}; the same seed gives the same numbers "
+                             "(default 0)")
     parser.add_argument("--device", default="cpu",
                         help="torch device: cpu (default), or cuda where available")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float64",
                         help="floating dtype of the model and the data (default float64)")
-    parser.add_argument("--threads", type=positive_int, default=1,
-                        help="PyTorch CPU threads (default 1: these models are small, and "
-                             "more threads mostly contend)")
+    parser.add_argument("--threads", type=thread_count, default=1,
+                        help=f"PyTorch CPU threads, at most {MAX_THREADS} (default 1: these "
+                             "models are small, and more threads mostly contend)")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bar (the results are still printed)")
     return parser
@@ -106,6 +153,19 @@ def out_dir(parser: argparse.ArgumentParser, path: Path) -> Path:
                              f"{str(part)!r} is a file")
             break
     return path
+
+
+def out_files(parser: argparse.ArgumentParser, path: Path, names: list[str]) -> list[Path]:
+    """The files ``names`` in ``--out``, each checked as ``derive -o`` checks its path
+    (:func:`derive.output.output_target`): a parser error (exit 2), before any training,
+    where one is a folder, a read-only file, a FIFO or device, or cannot be created."""
+    files = [path / name for name in names]
+    for file in files:
+        try:
+            output_target(file)
+        except OutputError as err:
+            parser.error(f"--out: cannot write {err}")
+    return files
 
 
 def device_of(parser: argparse.ArgumentParser, name: str) -> torch.device:
@@ -140,23 +200,12 @@ def progress(steps: int, desc: str, quiet: bool) -> tqdm:
 
 
 def write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (a temporary file, then a rename), keeping the
-    mode of a file already there."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = path.stat().st_mode & 0o7777 if path.exists() else None
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        if mode is None:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` to ``path`` as ``derive latex -o`` writes
+    (:func:`derive.output.write_output`): atomically (a temporary file, then a rename),
+    missing folders created, the mode of a file already there kept, a symlink written
+    through, a hard-linked file rewritten in place (every link sees it); a read-only file,
+    a folder, a FIFO or a device raises :class:`~derive.output.OutputError` (one line)."""
+    write_output(path, data)
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -169,6 +218,20 @@ def save_figure(figure: Any, path: Path) -> None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
     write_bytes(path, buffer.getvalue())
+
+
+def write_results(prog: str, writes: dict[Path, Callable[[Path], None]]) -> int:
+    """Run each ``write(path)``; 0, or 1 after one line on standard error naming the file
+    that could not be written (a full disk, a path changed since it was checked)."""
+    for path, write in writes.items():
+        try:
+            write(path)
+        except OSError as err:
+            reason = str(err) if isinstance(err, OutputError) else (
+                f"{path}: {err.strerror or err}")
+            print(f"{prog}: error: cannot write {reason}", file=sys.stderr)
+            return 1
+    return 0
 
 
 def median_step_times(steps: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:

@@ -324,8 +324,8 @@ def main(argv: list[str] | None = None) -> int:
                              "levels")
     parser.add_argument("--batch", type=harness.positive_int, default=128,
                         help="minibatch size (default 128)")
-    parser.add_argument("--lr", type=harness.positive_float, default=1e-3,
-                        help="Adam's learning rate (default 1e-3)")
+    parser.add_argument("--lr", type=harness.learning_rate, default=1e-3,
+                        help="Adam's learning rate, > 0 and <= 1 (default 1e-3)")
     parser.add_argument("--log-every", type=harness.positive_int, default=100,
                         help="steps between held-out ELBO and variance measurements "
                              "(default 100)")
@@ -335,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     device = harness.device_of(parser, args.device)
     harness.out_dir(parser, args.out)
+    figure_path, json_path = harness.out_files(parser, args.out,
+                                               ["vae_digits.png", "vae_digits.json"])
     harness.set_threads(args.threads)
     dtype = harness.DTYPES[args.dtype]
     modes = list(MODES) if args.kl == "all" else [args.kl]
@@ -386,9 +388,11 @@ def main(argv: list[str] | None = None) -> int:
              "steps per KL mode; held-out ELBO " + ", ".join(
                  f"{m} {result['modes'][m]['held_out_elbo']:.2f}" for m in modes))
     figure = _figure(result, shown.cpu().numpy(), recons, samples, title)
-    args.out.mkdir(parents=True, exist_ok=True)
-    harness.save_figure(figure, args.out / "vae_digits.png")
-    harness.write_json(args.out / "vae_digits.json", result)
+    written = harness.write_results("python -m examples.vae_digits", {
+        figure_path: lambda path: harness.save_figure(figure, path),
+        json_path: lambda path: harness.write_json(path, result)})
+    if written:
+        return written
 
     print(f"VAE, latent {args.latent}, {args.decoder} decoder, {args.steps} steps per mode, "
           f"{args.dtype} on {device}")

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import stat
 import subprocess
 import sys
 
@@ -109,6 +111,139 @@ def test_command_line_errors_are_one_line(argv, message, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+class _TrainingStarted(BaseException):
+    """Raised where an example would start training: its checks came too late."""
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Both examples' ``train`` replaced by one that fails the test at once (fast, even
+    where the checks are missing)."""
+    def refuse(*args, **kwargs):
+        raise _TrainingStarted("training started before the options were checked")
+
+    monkeypatch.setattr(flow_moons, "train", refuse)
+    monkeypatch.setattr(vae_digits, "train", refuse)
+
+
+_BAD_OPTIONS = [
+    (["--seed", "-1"], "--seed"),
+    (["--seed", "100000000000000000000000"], "--seed"),
+    (["--seed", "4294967296"], "--seed"),
+    (["--seed", "1.5"], "--seed"),
+    (["--lr", "1e10"], "--lr"),
+    (["--lr", "0"], "--lr"),
+    (["--lr", "nan"], "--lr"),
+    (["--lr", "inf"], "--lr"),
+    (["--lr", "-inf"], "--lr"),
+    (["--batch", "0"], "--batch"),
+    (["--batch", "-5"], "--batch"),
+    (["--steps", "-1"], "--steps"),
+    (["--threads", "1000000"], "--threads"),
+]
+
+
+@needs_examples
+@pytest.mark.parametrize("example", ["flow_moons", "vae_digits"])
+@pytest.mark.parametrize("argv, option", _BAD_OPTIONS)
+def test_issue25_nonsensical_options_fail_before_training_in_one_line(example, argv, option,
+                                                                      tmp_path, capsys,
+                                                                      no_training):
+    # Before: --seed -1 / 1e23 and --lr 1e10 ended in tracebacks (the last mid-training).
+    module = {"flow_moons": flow_moons, "vae_digits": vae_digits}[example]
+    with pytest.raises(SystemExit) as exit_:
+        module.main([*argv, "--out", str(tmp_path), "--quiet"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and option in errors[0] and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+@needs_examples
+@pytest.mark.parametrize("example", ["flow_moons", "vae_digits"])
+def test_issue25_an_output_file_that_is_a_folder_fails_before_training(example, tmp_path,
+                                                                       capsys, no_training):
+    # Before: the folder was found only after the whole training.
+    (tmp_path / f"{example}.png").mkdir()
+    module = {"flow_moons": flow_moons, "vae_digits": vae_digits}[example]
+    with pytest.raises(SystemExit) as exit_:
+        module.main(["--out", str(tmp_path), "--quiet"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--out" in err and f"{example}.png: Is a directory" in err, err
+
+
+def _read_only(path):
+    path.write_text("mine\n")
+    path.chmod(0o444)
+
+
+@needs_examples
+@pytest.mark.parametrize("setup, why", [(_read_only, "read-only"), (os.mkfifo, "FIFO")],
+                         ids=["read-only", "fifo"])
+def test_issue25_an_unwritable_output_file_fails_before_training(tmp_path, capsys,
+                                                                no_training, setup, why):
+    setup(tmp_path / "flow_moons.json")
+    with pytest.raises(SystemExit) as exit_:
+        flow_moons.main(["--out", str(tmp_path), "--quiet"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "flow_moons.json" in err and why in err, err
+
+
+@needs_examples
+def test_issue25_a_missing_output_folder_is_fine_and_created(tmp_path, monkeypatch):
+    # Checking the paths must not refuse a folder that does not exist yet.
+    from examples import harness
+
+    out = tmp_path / "new" / "deeper"
+    parser = harness.command_line("demo", "demo", steps=1, out=str(out))
+    assert harness.out_files(parser, out, ["a.png"]) == [out / "a.png"]
+    harness.write_bytes(out / "a.png", b"png")
+    assert (out / "a.png").read_bytes() == b"png"
+
+
+@needs_examples
+def test_issue25_write_bytes_keeps_symlinks_hard_links_and_read_only_files(tmp_path):
+    # Before: a symlink was replaced by a file, a hard link broken, a 0444 file overwritten.
+    from derive.output import OutputError
+    from examples import harness
+
+    real = tmp_path / "real.json"
+    real.write_text("old\n")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    harness.write_bytes(link, b"new\n")
+    assert link.is_symlink() and real.read_text() == "new\n"
+
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text("old\n")
+    os.link(a, b)
+    harness.write_bytes(a, b"new\n")
+    assert b.read_text() == "new\n" and a.stat().st_nlink == 2
+
+    frozen = tmp_path / "frozen.json"
+    frozen.write_text("mine\n")
+    frozen.chmod(0o444)
+    with pytest.raises(OutputError, match="read-only"):
+        harness.write_bytes(frozen, b"new\n")
+    assert frozen.read_text() == "mine\n" and stat.S_IMODE(frozen.stat().st_mode) == 0o444
+
+
+@needs_examples
+def test_issue25_a_write_that_fails_after_training_is_one_line(tmp_path, capsys):
+    # The paths are checked before training; one changed since is still one line, exit 1.
+    from examples import harness
+
+    (tmp_path / "gone").write_text("a file where the folder was\n")
+    target = tmp_path / "gone" / "flow_moons.json"
+    assert harness.write_results("demo", {target: lambda p: harness.write_bytes(p, b"x")}) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("demo: error: cannot write ") and (
+        "Not a directory" in err), err
 
 
 @needs_examples
