@@ -11,7 +11,7 @@ Three kinds of baseline:
 - ``naive_*``: the straightforward formulas (those of PROBLEM.md), which lose digits near
   sigma = 1 and for tiny and huge scales; F and G get the caller's array;
 - ``promise_*``: the coupling formulas with the generated kernels' promise that F and G
-  never get the caller's array: one clone of the argument, shared by F and G
+  never get the caller's array nor each other's: one clone of the argument per callable
   (:data:`SAME_PROMISE`, timed in torch eager);
 - ``same_*``: the arrangement of derivation 2.3n that the generated KL kernels evaluate,
   typed in: ``xp.where`` over the pieces, each piece evaluated everywhere (the form that
@@ -54,10 +54,10 @@ def naive_forward_and_log_det(xp, copy, x1, x2, s, F, G):
 
 # --- the same formulas, with the generated kernels' promise about F and G -----------------
 #
-# The generated kernels promise that F and G never get the caller's array (in torch: one
-# copy per call, shared by F and G). A careful engineer making that promise clones the
-# argument once before calling F and G; an argument the formula computes itself (inverse's
-# x2) is nobody else's and needs no clone, so ``inverse`` keeps :func:`naive_inverse`.
+# The generated kernels promise that F and G never get the caller's array, and that a
+# write by one callable reaches neither the caller nor the other callable nor the formula
+# (in torch: one clone per callable, issue 25). A careful engineer making that promise
+# clones the argument for each callable, inverse's own x2 included.
 
 
 def promise_log_det_jacobian(xp, copy, x1, x2, s, F, G):
@@ -65,14 +65,17 @@ def promise_log_det_jacobian(xp, copy, x1, x2, s, F, G):
 
 
 def promise_forward(xp, copy, x1, x2, s, F, G):
-    x = copy(x2)
-    return xp.exp(G(x)) * x1 + F(x), xp.exp(s) * x2
+    return xp.exp(G(copy(x2))) * x1 + F(copy(x2)), xp.exp(s) * x2
+
+
+def promise_inverse(xp, copy, y1, y2, s, F, G):
+    x2 = y2 * xp.exp(-s)
+    return (y1 - F(copy(x2))) * xp.exp(-G(copy(x2))), x2
 
 
 def promise_forward_and_log_det(xp, copy, x1, x2, s, F, G):
-    x = copy(x2)
-    g = G(x)
-    return xp.exp(g) * x1 + F(x), xp.exp(s) * x2, xp.sum(g, axis=-1) + xp.sum(s)
+    g = G(copy(x2))
+    return xp.exp(g) * x1 + F(copy(x2)), xp.exp(s) * x2, xp.sum(g, axis=-1) + xp.sum(s)
 
 
 def naive_kl(xp, copy, mu, sigma):
@@ -161,12 +164,12 @@ CASES: dict[tuple[str, str], tuple[Callable[..., Any], Callable[..., Any] | None
 }
 
 #: (module, kernel) -> the straightforward formula with the kernels' promise that F and G
-#: never get the caller's array (one clone of the argument, shared by F and G), taking
+#: never get the caller's array (one clone of the argument per callable), taking
 #: (xp, copy, *the kernel's arguments); the coupling kernels, timed in torch eager.
 SAME_PROMISE: dict[tuple[str, str], Callable[..., Any]] = {
     ("coupling", "log_det_jacobian"): promise_log_det_jacobian,
     ("coupling", "forward"): promise_forward,
-    ("coupling", "inverse"): naive_inverse,
+    ("coupling", "inverse"): promise_inverse,
     ("coupling", "forward_and_log_det"): promise_forward_and_log_det,
 }
 

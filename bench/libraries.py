@@ -8,7 +8,7 @@
 - ``torch``: generated (default checks, and ``check_finite=False``) ÷ hand-written, both
   in PyTorch eager (float64, CPU, the bench's one thread, ``MKL_ENABLE_INSTRUCTIONS=AVX2``);
   for the coupling kernels also ÷ the hand-written formula with the same promise (F and G
-  never get the caller's tensor: one clone, shared);
+  never get the caller's tensor: one clone per callable);
 - ``jax``: the same under ``jax.jit`` (float64, CPU; every function compiled before
   timing, every call timed to ``block_until_ready``).
 - ``torch_kl``: ``torch.distributions.kl_divergence(Normal(mu, sigma), Normal(0, 1))``
@@ -237,7 +237,7 @@ def _ratio_row(library: str, module: str, kernel: str, elements: int, t: dict,
     row = {"library": library, "module": module, "kernel": kernel, "elements": elements,
            "generated": gen, "no_check": raw, "hand": hand, "ratio": gen / hand,
            "ratio_no_check": raw / hand, "agrees": agrees}
-    if "same promise" in t:  # the coupling kernels in torch eager: one clone for F and G
+    if "same promise" in t:  # the coupling kernels in torch eager: one clone per callable
         row["promise"] = t["same promise"].median
         row["ratio_promise"] = gen / row["promise"]
         row["ratio_promise_no_check"] = raw / row["promise"]

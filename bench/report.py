@@ -266,12 +266,11 @@ def _libraries_section(libs: dict | None) -> list[str]:
               "everywhere, the others written in by boolean indexing where they hold, as a "
               "careful engineer would in eager PyTorch). \"vs same\" divides by the faster "
               "of the two. The generated coupling kernels promise that F and G never get "
-              "the caller's array (in torch eager: one copy per call, shared by F and G, "
-              "whose version counter is checked after each call); the straightforward "
-              "formulas pass it as it is, so in torch eager the coupling kernels are also "
-              "divided by the same formulas with that promise (\"same promise\": the "
-              "argument cloned once, shared by F and G; `inverse` computes its own x2, which "
-              "needs no clone).", ""]
+              "the caller's array (in torch eager: one copy per callable, whose version "
+              "counter is checked after each call); the straightforward formulas pass it "
+              "as it is, so in torch eager the coupling kernels are also divided by the "
+              "same formulas with that promise (\"same promise\": the argument cloned "
+              "once per callable).", ""]
     for key in ("torch", "jax"):
         rows = _kernel_rows(libs.get(key) or [])
         if not rows:
