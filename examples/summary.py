@@ -1,8 +1,8 @@
-r"""The README's "Examples" numbers, rendered from the runs' JSON files (no PyTorch needed).
+r"""The numbers of ``docs/examples.md``, rendered from the runs' JSON files (no PyTorch needed).
 
 ``python -m examples.summary`` prints the Markdown tables for ``docs/flow_moons.json`` and
-``docs/vae_digits.json``; ``tests/test_examples.py`` checks that the README shows exactly
-these, so the numbers there are always those of the committed figures.
+``docs/vae_digits.json``; ``tests/test_examples.py`` checks that ``docs/examples.md`` shows
+exactly these, so the numbers there are always those of the committed figures.
 
 Example:
     >>> flow = {"test_nll": 0.5, "train_nll": 0.4, "gaussian_test_nll": 1.9,

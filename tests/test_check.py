@@ -292,14 +292,15 @@ def test_check_usage_errors_exit_2(args: tuple[str, ...], message: str):
     assert "Traceback" not in run.stderr
 
 
-def test_the_readme_example_is_what_the_command_prints():
+@pytest.mark.parametrize("page", ["docs/checking.md", "README.md"])
+def test_the_documented_examples_are_what_the_command_prints(page: str):
     import re
     import shlex
 
-    text = (ROOT / "README.md").read_text()
-    section = text.split("## Checking answers", 1)[1]
-    block = re.search(r"```console\n(.*?)```", section, re.S).group(1)
-    runs = re.split(r"^\$ ", block, flags=re.M)[1:]
+    text = (ROOT / page).read_text()
+    blocks = [b for b in re.findall(r"```console\n(.*?)```", text, re.S) if "derive check" in b]
+    assert blocks, f"{page} shows no derive check example"
+    runs = [r for b in blocks for r in re.split(r"^\$ ", b, flags=re.M)[1:]]
     assert runs
     for run in runs:
         command, _, expected = run.partition("\n")

@@ -269,8 +269,8 @@ def test_item18_a_fragment_names_the_packages_it_needs(capsys):
     preamble = "\n".join(_fragment_preamble(capsys.readouterr().out))
     assert "\\usepackage{amsmath,amssymb}" in preamble and "\\usepackage{tikz}" in preamble
     assert "\\usetikzlibrary{positioning,arrows.meta}" in preamble
-    readme = (ROOT / "README.md").read_text()
-    assert "positioning,arrows.meta" in readme and "amsmath" in readme
+    cli_page = (ROOT / "docs" / "cli.md").read_text()
+    assert "positioning,arrows.meta" in cli_page and "amsmath" in cli_page
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")

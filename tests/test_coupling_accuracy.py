@@ -2,7 +2,7 @@
 
 Parametrized over ``BLOCKS`` (a new block is tested without new code, once its scales are
 in ``tests/reference.py``) and over one block that is not shipped, a softplus scale, added
-in memory as the README says.
+in memory as docs/adding-material.md says.
 """
 
 from __future__ import annotations

@@ -334,7 +334,7 @@ def test_torch_value_check_adds_nothing_to_the_graph():
 def test_eager_kl_against_the_long_double_reference_across_every_piece(module, dtype):
     """The eager PyTorch body on derivation 2.3n's dense grid (1e5 points per piece and
     every boundary +-4 ulp) against ``tests/kl_reference.py``, within the NumPy bounds
-    the README states (PyTorch's ``expm1`` and ``exp`` round like NumPy's here)."""
+    docs/numerics.md states (PyTorch's ``expm1`` and ``exp`` round like NumPy's here)."""
     from . import kl_reference as kr
     from .test_gaussian_kl import BOUNDARIES, BOUNDS, _dense_xs
 

@@ -8,7 +8,7 @@
 - KL modes: each mode's gradient (the surrogate of ``examples.vae_digits.kl_term``)
   agrees in expectation with the exact gradient, by Monte Carlo.
 
-- The README shows the numbers of the committed runs (``docs/*.json``).
+- ``docs/examples.md`` shows the numbers of the committed runs (``docs/*.json``).
 
 All but the last skip, saying what is missing, where the ``examples`` extra is not
 installed.
@@ -248,7 +248,7 @@ def test_issue25_a_write_that_fails_after_training_is_one_line(tmp_path, capsys)
 
 @needs_examples
 def test_help_explains(capsys):
-    # From the repository root, as the README says; the VAE's in-process.
+    # From the repository root, as docs/examples.md says; the VAE's in-process.
     run = subprocess.run([sys.executable, "-m", "examples.flow_moons", "--help"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0
@@ -342,15 +342,15 @@ def test_estimator_modes_agree_with_the_exact_gradient_in_expectation(mode):
         assert float(est_logvar[:, 0].abs().max()) < 1e-12
 
 
-# --- the README ------------------------------------------------------------------------
+# --- docs/examples.md ------------------------------------------------------------------
 
-def test_readme_shows_the_committed_numbers():
+def test_the_examples_page_shows_the_committed_numbers():
     from examples import summary
 
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert "## Examples" in readme
+    page = (ROOT / "docs" / "examples.md").read_text(encoding="utf-8")
+    assert page.startswith("# Examples\n")
     for table in summary.render().strip().split("\n\n"):
-        assert table in readme, f"README.md lacks (python -m examples.summary):\n{table}"
+        assert table in page, f"docs/examples.md lacks (python -m examples.summary):\n{table}"
 
 
 @needs_examples

@@ -62,7 +62,7 @@ def test_kl_float64_relative_error_against_mpmath(mu, sigma):
 # - float32, sigma module: 5.8 with AVX2 (NumPy's SIMD float32 log), 3.4 on the baseline, 5.4
 #   on an AVX-512 machine: the rounding of log sigma, amplified twice near the optimum.
 # - float32, logvar module: 3.4 (from x = 88 up; 2.5 below).
-# README states the bounds.
+# docs/numerics.md states the bounds.
 BOUNDS = {(np.float64, "sigma"): 4, (np.float64, "logvar"): 3,
           (np.float32, "sigma"): 7, (np.float32, "logvar"): 4}
 RANGES = [(-1400, -2), (-2, -0.5), (-0.5, 0.5), (0.5, 2), (2, 88), (88, 700)]

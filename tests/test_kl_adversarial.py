@@ -84,7 +84,7 @@ def test_kl_finite_where_the_ratio_of_scales_underflows(dtype, sq, sp_):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_kl_at_the_tiny_ratio_boundary(dtype):
     """Every ratio within 50 ulp of the new piece boundary (1e-30), both sides, at scales
-    across the documented range: within the README's bounds (5 eps; 8 eps in float32)."""
+    across the documented range: within docs/numerics.md's bounds (5 eps; 8 eps in float32)."""
     rng = np.random.default_rng(13)
     ratio = dtype(1e-30)
     ratios = [ratio]
@@ -129,7 +129,7 @@ def test_safe_point_takes_distinct_values_and_skips_undefined_conditions():
 def test_logvar_pair_kl_within_its_documented_bound():
     """gaussian_kl_pair_logvar.kl was 32 eps off at logvar_q = 70.4, logvar_p = -17.6: the
     rounding of x = logvar_q - logvar_p, amplified x/2 times by the KL. Now within 5 eps
-    (float32 6) where both are below 170 in magnitude; beyond, the README's bound
+    (float32 6) where both are below 170 in magnitude; beyond, docs/numerics.md's bound
     (2 + max(x, 0)/2) eps (measured 257 eps at x = 700)."""
     rng = np.random.default_rng(7)
     for dtype, top in ((np.float64, 700.0), (np.float64, 150.0), (np.float32, 88.0)):

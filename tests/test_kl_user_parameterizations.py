@@ -1,10 +1,11 @@
 """Scale parameterizations we did not ship get the shipped guarantees (the guide's rule 3).
 
-Each entry of :data:`USER` is what a user would add to ``PARAMETERIZATIONS`` (README,
-"Adding a parameterization"); every test is parametrized over it, so a new entry is tested
-without new code. The references are mpmath (at the precision each point needs) on the
-hand-written KL ``log(sigma_p/sigma) + (sigma^2 + (mu - mu_p)^2)/(2 sigma_p^2) - 1/2`` and
-its chain rule through ``sigma(scale)``, never another generated module.
+Each entry of :data:`USER` is what a user would add to ``PARAMETERIZATIONS``
+(docs/adding-material.md, "Adding a parameterization"); every test is parametrized over it,
+so a new entry is tested without new code. The references are mpmath (at the precision each
+point needs) on the hand-written KL
+``log(sigma_p/sigma) + (sigma^2 + (mu - mu_p)^2)/(2 sigma_p^2) - 1/2`` and its chain rule
+through ``sigma(scale)``, never another generated module.
 
 Bounds: a parameterization whose ``sigma`` is not the scale itself (or its exponential)
 rounds ``sigma`` once, and near the optimum the KL amplifies that rounding. The error is
@@ -183,7 +184,8 @@ def test_user_estimators_against_mpmath(name, eps):
     with np.errstate(over="ignore"):
         _, reparam = m["kl_grad_reparam"](mu, rho, noise)
         _, stl = m["kl_grad_stl"](mu, rho, noise)
-    # eps = 0 exactly where sigma or sigma' overflows gives 0 * inf (README): left out
+    # eps = 0 exactly where sigma or sigma' overflows gives 0 * inf
+    # (docs/adding-material.md): left out
     kept = (eps != 0) | ((want[:, 7] < 1e300) & (want[:, 8] < 1e300))
     _check(reparam[kept], want[kept, 2], want[kept, 6], BOUND, rho[kept], "reparam")
     _check(stl[kept], want[kept, 3], want[kept, 6], BOUND, rho[kept], "stl")
@@ -255,13 +257,14 @@ def test_user_pair_kl_and_kl_grad_against_mpmath(name):
         d_mu, d_rq, _, d_rp = m["kl_grad"](mu, rq, zeros, rp)
     where = np.stack([rq, rp, mu], axis=1)
     _check(kl, want[:, 0], want[:, 4], PAIR_BOUND, where, "kl")
-    # The gradients' documented edges, as for the shipped logvar pair (README): they form r
-    # and m, so a ratio beyond 1e150 (r**2 overflows) and a prior scale that underflows
+    # The gradients' documented edges, as for the shipped logvar pair (docs/numerics.md):
+    # they form r and m, so a ratio beyond 1e150 (r**2 overflows) and a prior scale that underflows
     # (1/sigma_p) are left out; kl holds everywhere.
     ratio, prior_sigma = want[:, 7], want[:, 8]
     kept = (ratio < 1e150) & (ratio > 1e-150) & (prior_sigma > 1e-300)
     # where r is far from 1 the gradients take r**2 - 1 as expm1(x), which amplifies the
-    # rounding of x = log r**2 |x|/2 times (README: (2 + x/2) eps, as for the logvar pair)
+    # rounding of x = log r**2 |x|/2 times (docs/numerics.md: (2 + x/2) eps, as for the
+    # logvar pair)
     bound = PAIR_BOUND + np.abs(np.log(ratio[kept]))
     _check(d_rq[kept], want[kept, 1], want[kept, 5], bound, where[kept], "d_rho_q")
     _check(d_rp[kept], want[kept, 2], want[kept, 6], bound, where[kept], "d_rho_p")

@@ -14,7 +14,7 @@ Properties:
   ``array_api_strict`` and Dask run the same formulas with libm-grade functions (a few
   ulp); ``torch.compile`` (the "eager" backend: Dynamo's capture and the traced
   double-where path; Inductor's C++ build takes minutes and is not run here) likewise;
-  ``jax.jit`` is within the README's 64 eps for the ``expm1(x) - x`` pieces, so 128 eps
+  ``jax.jit`` is within docs/numerics.md's 64 eps for the ``expm1(x) - x`` pieces, so 128 eps
   against NumPy. JAX flushes subnormals to zero (XLA on CPU), so subnormal inputs are
   not drawn for JAX: they are replaced by zero of the same sign before the NumPy call
   it is compared with, and results below the smallest normal compare as zero;
@@ -24,7 +24,7 @@ Properties:
   input object, and its computed values never share the caller's NumPy buffer);
 - for finite inputs in the domain, NumPy's outputs are finite and within the stated
   bound of a hand-written long-double reference (``tests/kl_reference.py``,
-  ``tests/reference.py``): ``kl`` of every KL module within the README's eps bounds,
+  ``tests/reference.py``): ``kl`` of every KL module within docs/numerics.md's eps bounds,
   ``kl_grad`` and the estimators within a few eps of their terms' magnitudes, and every
   coupling kernel within a few eps of ``tests/reference.py``'s formulas.
 
@@ -636,7 +636,7 @@ def _kl_exact(kernel: Kernel, a: dict) -> np.ndarray:
     return m2 / 2 + klref.expm1mx_ld(x.reshape(-1)).reshape(x.shape) / 2
 
 
-#: kl's relative error bounds in eps (float64, float32), from the README
+#: kl's relative error bounds in eps (float64, float32), from docs/numerics.md
 KL_BOUNDS = {"gaussian_kl": (3, 6), "gaussian_kl_logvar": (3, 4),
              "gaussian_kl_pair": (5, 8), "gaussian_kl_pair_logvar": (5, 8)}
 #: bound in eps of the terms' magnitudes, for the outputs without a stated bound
