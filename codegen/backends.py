@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import kernel_runtime
 from derive.spec import Module
 
 from .environment import environment
@@ -29,7 +30,8 @@ from .numpy_backend import KernelPrinter, lower_numpy
 from .plan import KernelPlan, plan_kernel
 from .xp_backend import XpPrinter, lower_xp
 
-__all__ = ["Backend", "NUMPY", "ARRAY_API", "BACKENDS", "render_module", "render_numpy"]
+__all__ = ["Backend", "NUMPY", "ARRAY_API", "BACKENDS", "RuntimeContract", "runtime_contract",
+           "render_module", "render_numpy"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,35 @@ ARRAY_API = Backend("xp", XpPrinter, lower_xp, "body_xp.py.jinja", namespace="xp
 BACKENDS: tuple[Backend, ...] = (NUMPY, ARRAY_API)
 
 
+@dataclass(frozen=True)
+class RuntimeContract:
+    """The ``kernel_runtime`` contract a generated module is written against, and checks on
+    import: a runtime of the same ``major`` version and at least this ``minor`` version.
+
+    Arguments:
+        version: ``"major.minor"``, as ``kernel_runtime.CONTRACT_VERSION``.
+        major: the major version (a runtime of another major version is refused).
+        minor: the minor version (a runtime of a lower minor version is refused).
+    """
+
+    version: str
+    major: int
+    minor: int
+
+
+def runtime_contract(version: str = kernel_runtime.CONTRACT_VERSION) -> RuntimeContract:
+    """The contract of ``version`` (by default the runtime's own, at generate time).
+
+    Example:
+        >>> runtime_contract("1.2")
+        RuntimeContract(version='1.2', major=1, minor=2)
+    """
+    major, dot, minor = version.partition(".")
+    if not (dot and major.isdigit() and minor.isdigit()):
+        raise ValueError(f"expected a contract version 'major.minor', got {version!r}")
+    return RuntimeContract(version, int(major), int(minor))
+
+
 def render_module(module: Module, command: str,
                   backends: tuple[Backend, ...] = BACKENDS) -> str:
     """The source of ``generated/<module.name>.py``.
@@ -73,7 +104,7 @@ def render_module(module: Module, command: str,
                for b in backends}
     template = environment().get_template("module.py.jinja")
     return template.render(module=module, plans=plans, lowered=lowered, backends=backends,
-                           command=command)
+                           command=command, contract=runtime_contract())
 
 
 def render_numpy(module: Module, command: str) -> str:

@@ -36,11 +36,23 @@ from typing import Any
 import numpy
 
 import kernel_runtime as _rt
-from kernel_runtime import broadcast as _broadcast
-from kernel_runtime import call as _call
-from kernel_runtime import finish as _finish
-from kernel_runtime import full as _full
-from kernel_runtime import scale_rows as _scale_rows
+
+# The kernel_runtime contract this module was generated against: a runtime of major
+# version 1 and minor version 0 or later.
+_found = str(getattr(_rt, "CONTRACT_VERSION", "none"))
+_major, _, _minor = _found.partition(".")
+if _major != "1" or not _minor.isdigit() or int(_minor) < 0:
+    raise ImportError(
+        f"{__name__} needs kernel_runtime contract 1.0 (major 1, "
+        f"minor >= 0), found {_found} in {getattr(_rt, '__file__', '?')}; "
+        "regenerate with: python -m derive generate (or upgrade derive-engine)")
+del _found, _major, _, _minor
+
+_broadcast = _rt.broadcast
+_call = _rt.call
+_finish = _rt.finish
+_full = _rt.full
+_scale_rows = _rt.scale_rows
 
 __all__ = ["forward", "inverse", "jacobian", "log_det_jacobian", "forward_and_log_det"]
 

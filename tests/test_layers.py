@@ -12,7 +12,9 @@ nodes); derivations and step checking; the material (questions, blocks,
 parameterizations); typesetting, code generation and answer checking, which read typed
 values from the layers below and never the reverse; the command line on top.
 ``kernel_runtime`` is the runtime of the generated code, and ``generated`` that code: they
-import neither ``derive`` nor ``codegen``, and nothing imports them.
+import neither ``derive`` nor ``codegen``, and nothing imports them -- except code generation,
+which reads the runtime's contract version (``kernel_runtime.CONTRACT_VERSION``) to print
+into each generated module the check it makes on import (:data:`USES_SEPARATE`).
 """
 
 from __future__ import annotations
@@ -87,6 +89,12 @@ ORDER: tuple[tuple[str, ...], ...] = (
 SEPARATE: dict[str, tuple[str, ...]] = {
     "runtime": (),
     "generated": ("runtime",),
+}
+
+#: Layers of :data:`ORDER` that may import a separate layer: code generation reads the
+#: runtime's contract version, which every generated module checks on import.
+USES_SEPARATE: dict[str, tuple[str, ...]] = {
+    "codegen": ("runtime",),
 }
 
 #: Known violations still to fix, as ``(importer, imported)``, each with the reason.
@@ -304,9 +312,12 @@ def _cycle_text(component: list[str], graph: Mapping[str, list[Edge]]) -> str:
 
 def violations(root: Path, packages: Iterable[str], table: Mapping[str, str],
                order: tuple[tuple[str, ...], ...], separate: Mapping[str, tuple[str, ...]],
-               allowed: Mapping[tuple[str, str], str] = {}) -> list[str]:
+               allowed: Mapping[tuple[str, str], str] = {},
+               uses: Mapping[str, tuple[str, ...]] = {}) -> list[str]:
     """Every breach of the import rules in ``packages``: a module with no layer, an import
-    cycle, an import of a higher layer (or of a separate layer not allowed)."""
+    cycle, an import of a higher layer (or of a separate layer not allowed: ``separate``
+    says what each separate layer may import, ``uses`` which separate layers a layer of
+    ``order`` may)."""
     graph = import_graph(root, packages)
     level = {layer: k for k, layers in enumerate(order) for layer in layers}
     problems = []
@@ -328,7 +339,7 @@ def violations(root: Path, packages: Iterable[str], table: Mapping[str, str],
             if src is None or dst is None or src == dst or (edge.src, edge.dst) in allowed:
                 continue
             if src in separate or dst in separate:
-                ok = src in separate and dst in separate[src]
+                ok = (src in separate and dst in separate[src]) or dst in uses.get(src, ())
             else:
                 ok = level[dst] <= level[src]
             if not ok:
@@ -340,7 +351,7 @@ def violations(root: Path, packages: Iterable[str], table: Mapping[str, str],
 
 
 def test_the_project_keeps_its_layers_and_has_no_import_cycle():
-    problems = violations(ROOT, PACKAGES, LAYER_OF, ORDER, SEPARATE, ALLOWED)
+    problems = violations(ROOT, PACKAGES, LAYER_OF, ORDER, SEPARATE, ALLOWED, USES_SEPARATE)
     assert not problems, "\n".join(problems)
 
 
@@ -456,6 +467,15 @@ def test_a_separate_layer_imports_only_what_it_may(tmp_path):
                         table=table, separate={"runtime": ()})
     assert problems == ["high imports runtime: pkg.high -> pkg.runtime (line 1, module)",
                         "runtime imports low: pkg.runtime -> pkg.low (line 1, module)"]
+
+
+def test_a_layer_may_import_a_separate_layer_it_uses(tmp_path):
+    """``uses`` lets one layer import a separate layer; the others still may not."""
+    table = {**_PLANTED_TABLE, "pkg.runtime": "runtime"}
+    problems = _planted(tmp_path, {"pkg/runtime.py": "", "pkg/low.py": "import pkg.runtime\n",
+                                   "pkg/high.py": "from . import low, runtime\n"},
+                        table=table, separate={"runtime": ()}, uses={"high": ("runtime",)})
+    assert problems == ["low imports runtime: pkg.low -> pkg.runtime (line 1, module)"]
 
 
 def test_an_allowed_violation_is_not_reported(tmp_path):
