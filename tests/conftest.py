@@ -31,3 +31,9 @@ def pytest_report_header() -> str:
     return (f"numpy {np.__version__} SIMD: baseline {' '.join(baseline)}; dispatch targets "
             f"enabled: {' '.join(enabled) or 'none'}"
             + (f" (NPY_DISABLE_CPU_FEATURES={off})" if off else ""))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "user_block: a coupling block nobody shipped, derived in memory (slow); "
+                   "tests/test_simd_paths.py leaves these out of its rerun")

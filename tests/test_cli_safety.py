@@ -1,6 +1,6 @@
 """No traceback from a documented command, exact messages and exit codes (issue 12).
 
-Items 12-18 and 22; each test names its item and failed on the code before the fix.
+Each test failed on the code before its fix.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def fake_tex(tmp_path: Path, body: str, engines: tuple[str, ...] = ("pdflatex", 
     return marker, f"{bin_dir}:{tools}"
 
 
-# -- item 12: signals --------------------------------------------------------------------------
+# -- signals --------------------------------------------------------------------------
 
 _SLOW_REPLACE = """
 import os, sys, time
@@ -80,7 +80,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_item12_a_signal_during_generate_leaves_no_temporary_file(tmp_path, sig, code):
+def test_a_signal_during_generate_leaves_no_temporary_file(tmp_path, sig, code):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([PY, "-c", _SLOW_REPLACE, "generate", "--root", str(tmp_path)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -95,7 +95,7 @@ def test_item12_a_signal_during_generate_leaves_no_temporary_file(tmp_path, sig,
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_item12_a_signal_during_pdf_leaves_no_scratch_folder(tmp_path, sig, code):
+def test_a_signal_during_pdf_leaves_no_scratch_folder(tmp_path, sig, code):
     marker, path = fake_tex(tmp_path, "exec sleep 30")
     scratch = tmp_path / "tmp"
     scratch.mkdir()
@@ -115,7 +115,7 @@ def test_item12_a_signal_during_pdf_leaves_no_scratch_folder(tmp_path, sig, code
     assert not (tmp_path / "q.pdf").exists()
 
 
-# -- item 13: the output path is checked before compiling -----------------------------------------
+# -- the output path is checked before compiling -----------------------------------------
 
 @pytest.fixture
 def tex_marker(tmp_path, monkeypatch) -> Path:
@@ -129,18 +129,18 @@ def _pdf_error(capsys, output: str) -> tuple[int, str]:
     return code, one_line(capsys.readouterr().err)
 
 
-def test_item13_pdf_into_a_directory(tmp_path, tex_marker, capsys):
+def test_pdf_into_a_directory(tmp_path, tex_marker, capsys):
     code, err = _pdf_error(capsys, str(tmp_path))
     assert code == 2 and "Is a directory" in err and not tex_marker.exists()
 
 
-def test_item13_pdf_under_a_file(tmp_path, tex_marker, capsys):
+def test_pdf_under_a_file(tmp_path, tex_marker, capsys):
     (tmp_path / "file.tex").write_text("x")
     code, err = _pdf_error(capsys, str(tmp_path / "file.tex" / "x.pdf"))
     assert code == 2 and "Not a directory" in err and not tex_marker.exists()
 
 
-def test_item13_empty_output_path(tex_marker, capsys):
+def test_empty_output_path(tex_marker, capsys):
     code, err = _pdf_error(capsys, "")
     assert code == 2 and "empty" in err and not tex_marker.exists()
     assert main(["latex", "1.3", "-o", ""]) == 2
@@ -160,36 +160,36 @@ def _unwritable_dir(tmp_path: Path) -> Path:
     pytest.skip("no unwritable folder available as root")
 
 
-def test_item13_pdf_into_an_unwritable_folder(tmp_path, tex_marker, capsys):
+def test_pdf_into_an_unwritable_folder(tmp_path, tex_marker, capsys):
     code, err = _pdf_error(capsys, str(_unwritable_dir(tmp_path) / "q.pdf"))
     assert code == 2 and "Permission denied" in err and not tex_marker.exists()
 
 
-# -- item 14: writing to standard output ----------------------------------------------------------
+# -- writing to standard output ----------------------------------------------------------
 
-def test_item14_broken_pipe_is_quiet():
+def test_broken_pipe_is_quiet():
     out = shell(f"{PY} -m derive list | true; {PY} -m derive --help | true")
     assert out.stderr == b""
 
 
-def test_item14_full_standard_output_is_one_line():
+def test_full_standard_output_is_one_line():
     out = shell(f"{PY} -m derive list > /dev/full")
     assert out.returncode == 1 and "No space left on device" in one_line(out.stderr)
 
 
-def test_item14_closed_standard_output_is_one_line():
+def test_closed_standard_output_is_one_line():
     out = shell(f"{PY} -m derive list >&-")
     assert out.returncode == 1 and "standard output" in one_line(out.stderr)
 
 
-def test_item14_unencodable_file_name_is_written_and_exits_0(tmp_path):
+def test_unencodable_file_name_is_written_and_exits_0(tmp_path):
     out = run("latex", "1.3", "-o", "\N{GRINNING FACE}.tex", cwd=tmp_path,
               env={"PYTHONIOENCODING": "latin-1"})
     assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
     assert (tmp_path / "\N{GRINNING FACE}.tex").exists()
 
 
-def test_item14_unencodable_output_is_one_line(monkeypatch, capsys):
+def test_unencodable_output_is_one_line(monkeypatch, capsys):
     import io
 
     import derive.cli as cli
@@ -202,15 +202,15 @@ def test_item14_unencodable_output_is_one_line(monkeypatch, capsys):
     assert "latin-1" in err and "PYTHONIOENCODING=utf-8" in err
 
 
-# -- item 15: messages that say what happened -----------------------------------------------------
+# -- messages that say what happened -----------------------------------------------------
 
-def test_item15_a_file_used_as_a_folder_is_not_a_directory(tmp_path, capsys):
+def test_a_file_used_as_a_folder_is_not_a_directory(tmp_path, capsys):
     (tmp_path / "real.tex").write_text("x")
     assert main(["latex", "1.3", "-o", str(tmp_path / "real.tex" / "x.tex")]) == 2
     assert "Not a directory" in one_line(capsys.readouterr().err)
 
 
-def test_item15_latexmk_exit_12_means_pdflatex_is_missing(tmp_path, monkeypatch, capsys):
+def test_latexmk_exit_12_means_pdflatex_is_missing(tmp_path, monkeypatch, capsys):
     _, path = fake_tex(tmp_path, "exit 12", engines=("latexmk",))
     monkeypatch.setenv("PATH", path)
     assert main(["latex", "1.3", "--pdf", "-o", str(tmp_path / "q.pdf")]) == 1
@@ -218,7 +218,7 @@ def test_item15_latexmk_exit_12_means_pdflatex_is_missing(tmp_path, monkeypatch,
     assert "pdflatex" in err and "not found" in err
 
 
-def test_item15_exit_0_without_a_pdf_says_so(tmp_path, monkeypatch, capsys):
+def test_exit_0_without_a_pdf_says_so(tmp_path, monkeypatch, capsys):
     _, path = fake_tex(tmp_path, "exit 0", engines=("pdflatex",))
     monkeypatch.setenv("PATH", path)
     assert main(["latex", "1.3", "--pdf", "-o", str(tmp_path / "q.pdf")]) == 1
@@ -226,9 +226,9 @@ def test_item15_exit_0_without_a_pdf_says_so(tmp_path, monkeypatch, capsys):
     assert "no PDF" in err and "exit code 0" not in err
 
 
-# -- item 16: exit codes and --version ------------------------------------------------------------
+# -- exit codes and --version ------------------------------------------------------------
 
-def test_item16_a_missing_root_is_a_usage_error(tmp_path, capsys):
+def test_a_missing_root_is_a_usage_error(tmp_path, capsys):
     assert main(["generate", "--root", str(tmp_path / "nope")]) == 2
     assert "--root" in one_line(capsys.readouterr().err)
     (tmp_path / "file").write_text("x")
@@ -236,18 +236,18 @@ def test_item16_a_missing_root_is_a_usage_error(tmp_path, capsys):
     assert "Not a directory" in one_line(capsys.readouterr().err)
 
 
-def test_item16_version():
+def test_version():
     out = run("--version")
     assert out.returncode == 0 and out.stdout == f"derive {derive.__version__}\n"
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert 'version = {attr = "derive.__version__"}' in pyproject
 
 
-# -- item 17: nothing the user typed can inject TeX -----------------------------------------------
+# -- nothing the user typed can inject TeX -----------------------------------------------
 
 @pytest.mark.parametrize("args", [["latex"], ["latex", "1.3", "--standalone"],
                                   ["latex", "1.3"]])
-def test_item17_a_newline_in_the_output_path_cannot_inject_tex(tmp_path, capsys, args):
+def test_a_newline_in_the_output_path_cannot_inject_tex(tmp_path, capsys, args):
     target = tmp_path / "nl\n\\typeout{INJECTED}.tex"
     assert main([*args, "-o", str(target)]) == 0
     text = target.read_text()
@@ -257,14 +257,14 @@ def test_item17_a_newline_in_the_output_path_cannot_inject_tex(tmp_path, capsys,
     assert "$'" in text
 
 
-# -- item 18: what a fragment needs ---------------------------------------------------------------
+# -- what a fragment needs ---------------------------------------------------------------
 
 def _fragment_preamble(fragment: str) -> list[str]:
     return [line[1:].strip() for line in fragment.splitlines()
             if line.startswith("%") and line[1:].strip().startswith("\\use")]
 
 
-def test_item18_a_fragment_names_the_packages_it_needs(capsys):
+def test_a_fragment_names_the_packages_it_needs(capsys):
     assert main(["latex", "2.4"]) == 0
     preamble = "\n".join(_fragment_preamble(capsys.readouterr().out))
     assert "\\usepackage{amsmath,amssymb}" in preamble and "\\usepackage{tikz}" in preamble
@@ -274,7 +274,7 @@ def test_item18_a_fragment_names_the_packages_it_needs(capsys):
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
-def test_item18_fragments_compile_with_exactly_that_preamble(tmp_path, capsys):
+def test_fragments_compile_with_exactly_that_preamble(tmp_path, capsys):
     inputs = []
     for qid in ("1.2", "2.4"):
         assert main(["latex", qid, "-o", str(tmp_path / f"q{qid}.tex")]) == 0
@@ -288,9 +288,9 @@ def test_item18_fragments_compile_with_exactly_that_preamble(tmp_path, capsys):
     assert out.returncode == 0, out.stdout[-2000:]
 
 
-# -- item 22: an installed (non-editable) derive never writes into site-packages ------------------
+# -- an installed (non-editable) derive never writes into site-packages ------------------
 
-def test_item22_generate_refuses_to_write_into_site_packages(tmp_path):
+def test_generate_refuses_to_write_into_site_packages(tmp_path):
     site = tmp_path / "site-packages"
     for package in ("derive", "codegen"):
         shutil.copytree(ROOT / package, site / package,
@@ -335,9 +335,9 @@ def test_no_traceback_from_any_subcommand_with_a_closed_or_full_stdout(tmp_path,
     _no_traceback(tmp_path, [f"{command} {redirect}" for command in _OUTPUTS])
 
 
-# -- review of issue 12: what the first fixes missed ---------------------------------------------
+# -- usage errors, file names, scratch folders, standard streams and Ctrl-C ------------------
 
-def test_review_a_usage_error_exits_2_whatever_standard_output_is():
+def test_a_usage_error_exits_2_whatever_standard_output_is():
     # Before: with stdout on /dev/full the usage error exited 1 and added "cannot write to
     # standard output" (an empty flush fails there); with stdout and stderr closed, 1.
     out = shell(f"{PY} -m derive list --bogus > /dev/full")
@@ -347,14 +347,14 @@ def test_review_a_usage_error_exits_2_whatever_standard_output_is():
 
 
 @pytest.mark.parametrize("redirect", ["2> /dev/full", "2>&- ", "2>&1 | true"])
-def test_review_an_unwritable_standard_error_keeps_the_exit_code(redirect):
+def test_an_unwritable_standard_error_keeps_the_exit_code(redirect):
     # Before: the one-line error could not be printed, and the traceback that followed made
     # the exit code 1 (or 120) instead of 2.
     out = shell(f"{PY} -m derive show 9.9 {redirect}; echo \"rc=${{PIPESTATUS[0]}}\"")
     assert out.stdout.strip() == b"rc=2", out
 
 
-def test_review_an_output_path_ending_in_a_slash_is_a_folder(tmp_path, capsys):
+def test_an_output_path_ending_in_a_slash_is_a_folder(tmp_path, capsys):
     # Before: `-o newdir/` wrote a file named `newdir` and said "wrote newdir/".
     assert main(["latex", "1.3", "-o", str(tmp_path / "newdir") + "/"]) == 2
     err = one_line(capsys.readouterr().err)
@@ -362,14 +362,14 @@ def test_review_an_output_path_ending_in_a_slash_is_a_folder(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_review_an_undecodable_file_name_is_shown_with_its_bytes(tmp_path):
+def test_an_undecodable_file_name_is_shown_with_its_bytes(tmp_path):
     # Before: "wrote bad\udcff.tex" (Python's surrogate escape), not the byte \xff.
     out = shell(f"{PY} -m derive latex 1.3 -o $'bad\\xff.tex'", cwd=tmp_path)
     assert out.returncode == 0 and out.stdout == b"wrote bad\\xff.tex\n", out
     assert os.path.exists(os.fsencode(tmp_path) + b"/bad\xff.tex")
 
 
-def test_review_check_escapes_control_characters_in_a_file_name(capsys):
+def test_check_escapes_control_characters_in_a_file_name(capsys):
     # Before: the name went raw to the terminal (an escape sequence, a second line).
     assert main(["check", "2.3", "a\x1b[31mb\nc.tex"]) == 2
     err = one_line(capsys.readouterr().err)
@@ -377,14 +377,14 @@ def test_review_check_escapes_control_characters_in_a_file_name(capsys):
 
 
 @pytest.mark.parametrize("args", ["latex 1.3 -o q.tex", "generate --check --root ."])
-def test_review_a_deleted_working_folder_is_one_line(tmp_path, args):
+def test_a_deleted_working_folder_is_one_line(tmp_path, args):
     # Before: a FileNotFoundError traceback from os.path.realpath (os.getcwd fails).
     (tmp_path / "gone").mkdir()
     out = shell(f"cd gone && rmdir ../gone && {PY} -m derive {args}", cwd=tmp_path)
     assert out.returncode == 2 and "folder" in one_line(out.stderr), out.stderr
 
 
-def test_review_pdf_with_no_room_for_the_scratch_folder_is_one_line(tmp_path, tex_marker,
+def test_pdf_with_no_room_for_the_scratch_folder_is_one_line(tmp_path, tex_marker,
                                                                     monkeypatch, capsys):
     # Before: an OSError traceback (found with TMPDIR on a tmpfs without free inodes).
     import errno
@@ -404,7 +404,7 @@ def test_review_pdf_with_no_room_for_the_scratch_folder_is_one_line(tmp_path, te
     assert list(tmp_path.iterdir()) == [tmp_path / "fakebin"]
 
 
-def test_review_a_tex_engine_that_cannot_start_is_one_line(tmp_path, monkeypatch, capsys):
+def test_a_tex_engine_that_cannot_start_is_one_line(tmp_path, monkeypatch, capsys):
     # Before: a FileNotFoundError traceback from subprocess (a broken #! line).
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -416,7 +416,7 @@ def test_review_a_tex_engine_that_cannot_start_is_one_line(tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("redirect", ["<&-", "0> stdin.txt"])
-def test_review_check_with_a_closed_or_write_only_standard_input_is_one_line(tmp_path,
+def test_check_with_a_closed_or_write_only_standard_input_is_one_line(tmp_path,
                                                                              redirect):
     # Before: AttributeError ('NoneType' has no 'buffer') or OSError (EBADF) tracebacks.
     out = shell(f"{PY} -m derive check 2.3 - {redirect}", cwd=tmp_path)
@@ -435,7 +435,7 @@ runpy.run_module("derive", run_name="__main__", alter_sys=True)
 """
 
 
-def test_review_ctrl_c_while_sympy_loads_exits_130_quietly():
+def test_ctrl_c_while_sympy_loads_exits_130_quietly():
     # Before: `import derive` loaded SymPy (most of a second) before main's handlers, so
     # Ctrl-C in that time printed a KeyboardInterrupt traceback.
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -448,7 +448,7 @@ def test_review_ctrl_c_while_sympy_loads_exits_130_quietly():
 
 
 @pytest.mark.parametrize("redirect", ["> /dev/full", ">&-"])
-def test_review_check_never_says_incorrect_when_its_report_cannot_be_written(tmp_path,
+def test_check_never_says_incorrect_when_its_report_cannot_be_written(tmp_path,
                                                                              redirect):
     # Before: a correct answer with a full or closed stdout exited 1, check's "incorrect".
     (tmp_path / "ok.tex").write_text(r"$\mu^2/2 + \sigma^2/2 - \log\sigma - 1/2$" + "\n")

@@ -9,6 +9,7 @@ import derive.derivation as derivation_module
 from derive import CouplingBlock, Derivation, Result, Step, StepCheckError, build
 from derive.blocks import BLOCKS
 from derive.coupling import SpecificationError, derive_determinant, derive_jacobian
+from derive.derivation import check_step
 from derive.vocabulary import (
     FB,
     GB,
@@ -78,12 +79,21 @@ def test_numeric_fallback_decides_where_simplify_cannot(monkeypatch):
         Derivation("demo", "t", "q", [Step(sp.sin(t) ** 2, sp.cos(t) ** 2, "no")], [])
 
 
-def test_every_shipped_derivation_checks_every_step():
-    from derive.questions import all_derivations
+def test_each_questions_checker_rejects_its_last_step_made_wrong():
+    """The checks of a shipped derivation decide: its last step, off by a positive symbol,
+    is rejected in the derivation's own models (one variant per question; the variants of
+    a question share its models)."""
+    from derive.questions import QUESTIONS
 
-    for d in all_derivations():
-        assert len(d.checks) == len(d.steps) > 0
-        assert {c.method for c in d.checks} <= {"symbolic", "numeric", "explicit"}
+    wrong = sp.Symbol("wrong_by", positive=True)
+    for question in QUESTIONS.values():
+        d = question.derive(question.variants[0])
+        k, step = len(d.steps), d.steps[-1]
+        check_step(step, d.models, seed=k)  # as shipped, it passes
+        bad = Step(step.lhs, step.rhs + wrong, "made wrong", given=step.given,
+                   models=step.models)
+        with pytest.raises(StepCheckError):
+            check_step(bad, d.models, seed=k)
 
 
 # --- question 1's facts from PROBLEM.md ----------------------------------------------

@@ -1,6 +1,6 @@
-"""What `derive generate` and `-o` may write, replace and delete (issue 12, items 1-3, 9-11).
+"""What `derive generate` and `-o` may write, replace and delete (issue 12).
 
-Each test names the item it covers; each failed on the code before the fix.
+Each test failed on the code before its fix.
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ def _collect() -> tuple[list[str], object]:
     return messages, messages.append
 
 
-# -- item 1: delete only what the engine wrote ------------------------------------------------
+# -- delete only what the engine wrote ------------------------------------------------
 
-def test_item1_generate_keeps_a_users_copy_and_another_commands_output(root, files, capsys):
+def test_generate_keeps_a_users_copy_and_another_commands_output(root, files, capsys):
     gen = root / "generated"
     backup = gen / "coupling_backup.py"
     shutil.copyfile(gen / "coupling.py", backup)
@@ -64,7 +64,7 @@ def test_item1_generate_keeps_a_users_copy_and_another_commands_output(root, fil
     assert backup.exists() and odot.exists()
 
 
-def test_item1_generate_deletes_its_own_orphans_only_when_unchanged(root, files):
+def test_generate_deletes_its_own_orphans_only_when_unchanged(root, files):
     gen = root / "generated"
     manifest = (gen / "MANIFEST").read_text()
     assert "generated/coupling_affine.py" in manifest and MANIFEST == "generated/MANIFEST"
@@ -81,7 +81,7 @@ def test_item1_generate_deletes_its_own_orphans_only_when_unchanged(root, files)
     assert any("coupling_additive.py" in w for w in warnings)
 
 
-def test_item1_a_forged_manifest_cannot_delete_outside_generated(root, files, tmp_path):
+def test_a_forged_manifest_cannot_delete_outside_generated(root, files, tmp_path):
     victim = root / "victim.py"
     victim.write_text("keep me\n")
     import hashlib
@@ -92,7 +92,7 @@ def test_item1_a_forged_manifest_cannot_delete_outside_generated(root, files, tm
     assert victim.read_text() == "keep me\n"
 
 
-def test_item1_a_users_file_at_a_generated_path_is_not_clobbered(tmp_path, files):
+def test_a_users_file_at_a_generated_path_is_not_clobbered(tmp_path, files):
     mine = tmp_path / "generated" / "coupling.py"
     mine.parent.mkdir()
     mine.write_text("# my own notes, not generated\n")
@@ -101,9 +101,9 @@ def test_item1_a_users_file_at_a_generated_path_is_not_clobbered(tmp_path, files
     assert mine.read_text() == "# my own notes, not generated\n"
 
 
-# -- item 2: -o PATH and what is at that path ---------------------------------------------------
+# -- -o PATH and what is at that path ---------------------------------------------------
 
-def test_item2_writes_through_a_symlink_to_its_target(tmp_path):
+def test_writes_through_a_symlink_to_its_target(tmp_path):
     target = tmp_path / "real.tex"
     target.write_text("old\n")
     link = tmp_path / "link.tex"
@@ -112,7 +112,7 @@ def test_item2_writes_through_a_symlink_to_its_target(tmp_path):
     assert link.is_symlink() and target.read_text() == "new\n"
 
 
-def test_item2_keeps_the_mode_of_an_existing_file(tmp_path):
+def test_keeps_the_mode_of_an_existing_file(tmp_path):
     target = tmp_path / "private.tex"
     target.write_text("old\n")
     target.chmod(0o600)
@@ -120,7 +120,7 @@ def test_item2_keeps_the_mode_of_an_existing_file(tmp_path):
     assert stat.S_IMODE(target.stat().st_mode) == 0o600 and target.read_text() == "new\n"
 
 
-def test_item2_refuses_a_read_only_file(tmp_path):
+def test_refuses_a_read_only_file(tmp_path):
     target = tmp_path / "frozen.tex"
     target.write_text("old\n")
     target.chmod(0o444)
@@ -129,7 +129,7 @@ def test_item2_refuses_a_read_only_file(tmp_path):
     assert target.read_text() == "old\n"
 
 
-def test_item2_refuses_a_fifo_in_one_line(tmp_path, capsys):
+def test_refuses_a_fifo_in_one_line(tmp_path, capsys):
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     assert main(["latex", "1.3", "-o", str(fifo)]) == 2
@@ -138,7 +138,7 @@ def test_item2_refuses_a_fifo_in_one_line(tmp_path, capsys):
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
 
 
-def test_item2_refuses_a_device_node(tmp_path):
+def test_refuses_a_device_node(tmp_path):
     dev = tmp_path / "full"
     try:
         os.mknod(dev, stat.S_IFCHR | 0o666, os.makedev(1, 7))
@@ -149,7 +149,7 @@ def test_item2_refuses_a_device_node(tmp_path):
     assert stat.S_ISCHR(os.lstat(dev).st_mode)
 
 
-def test_item2_a_hard_linked_file_is_rewritten_in_place(tmp_path):
+def test_a_hard_linked_file_is_rewritten_in_place(tmp_path):
     a, b = tmp_path / "a.tex", tmp_path / "b.tex"
     a.write_text("old\n")
     os.link(a, b)
@@ -163,21 +163,21 @@ def _latex_to(target: str, cwd: Path) -> subprocess.CompletedProcess:
                           cwd=cwd, env=env, capture_output=True, text=True)
 
 
-def test_item2_dash_writes_to_standard_output(tmp_path):
+def test_dash_writes_to_standard_output(tmp_path):
     out = _latex_to("-", tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("%") and r"\det" in out.stdout
     assert list(tmp_path.iterdir()) == []
 
 
-def test_item2_dev_stdout_writes_to_standard_output(tmp_path):
+def test_dev_stdout_writes_to_standard_output(tmp_path):
     out = _latex_to("/dev/stdout", tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("%") and r"\det" in out.stdout
     assert os.path.islink("/dev/stdout") or not os.path.isfile("/dev/stdout")
 
 
-def test_item2_long_file_names_work(tmp_path):
+def test_long_file_names_work(tmp_path):
     for length in (242, 255):
         target = tmp_path / ("q" * (length - 4) + ".tex")
         write_output(str(target), b"x\n")
@@ -185,16 +185,16 @@ def test_item2_long_file_names_work(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
-# -- item 3: concurrent runs ---------------------------------------------------------------------
+# -- concurrent runs ---------------------------------------------------------------------
 
-def test_item3_never_sweeps_another_runs_temporary_file(root, files):
+def test_never_sweeps_another_runs_temporary_file(root, files):
     in_flight = root / "generated" / ".coupling.py.k2j4h1.tmp"
     in_flight.write_text(files["generated/coupling.py"])
     write_files(root, files)
     assert in_flight.exists()
 
 
-def test_item3_generate_waits_for_the_lock_on_generated(root, files):
+def test_generate_waits_for_the_lock_on_generated(root, files):
     (root / "generated" / "coupling.py").write_text("# stale\n")
     fd = os.open(root / "generated", os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX)
@@ -213,9 +213,9 @@ def test_item3_generate_waits_for_the_lock_on_generated(root, files):
     assert stale_files(root, files) == {}
 
 
-# -- items 9-11: drift and corrupted files -------------------------------------------------------
+# -- drift and corrupted files -------------------------------------------------------
 
-def test_item9_crlf_drift_is_detected_and_restored(root, files):
+def test_crlf_drift_is_detected_and_restored(root, files):
     target = root / "generated" / "coupling.py"
     good = target.read_bytes()
     target.write_bytes(good.replace(b"\n", b"\r\n"))
@@ -226,7 +226,7 @@ def test_item9_crlf_drift_is_detected_and_restored(root, files):
     assert target.read_bytes() == good
 
 
-def test_item10_undecodable_bytes_are_reported_and_restored(root, files, capsys):
+def test_undecodable_bytes_are_reported_and_restored(root, files, capsys):
     target = root / "generated" / "gaussian_kl.py"
     good = target.read_bytes()
     target.write_bytes(good + b"\xff")
@@ -237,7 +237,7 @@ def test_item10_undecodable_bytes_are_reported_and_restored(root, files, capsys)
     assert target.read_bytes() == good
 
 
-def test_item11_a_directory_where_a_file_should_be_is_one_line(root, files, capsys):
+def test_a_directory_where_a_file_should_be_is_one_line(root, files, capsys):
     target = root / "generated" / "gaussian_kl.py"
     target.unlink()
     target.mkdir()
@@ -250,17 +250,17 @@ def test_item11_a_directory_where_a_file_should_be_is_one_line(root, files, caps
     assert target.is_dir()
 
 
-def test_item11_missing_files_are_one_line_each(tmp_path, files, capsys):
+def test_missing_files_are_one_line_each(tmp_path, files, capsys):
     assert main(["generate", "--check", "--root", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "generated/coupling.py: missing" in err
     assert len(err.splitlines()) < len(files) + 6 and len(err) < 5000
 
 
-# -- review of issue 12: what the first fixes missed ---------------------------------------------
+# -- symlinks, hard links, huge files and interrupted rewrites ----------------------------------
 
 @pytest.mark.parametrize("rel", ["generated/coupling.py", "generated/MANIFEST"])
-def test_review_generate_never_writes_through_a_symlink_in_generated(root, files, tmp_path, rel):
+def test_generate_never_writes_through_a_symlink_in_generated(root, files, tmp_path, rel):
     # Before: a symlink at a generated path was written through, clobbering the user's file
     # outside generated/ (the manifest lists the path), and a dangling one created folders.
     mine = tmp_path / "elsewhere" / "mine.txt"
@@ -280,7 +280,7 @@ def test_review_generate_never_writes_through_a_symlink_in_generated(root, files
     assert not (tmp_path / "nowhere").exists()
 
 
-def test_review_generate_never_deletes_a_symlink_the_manifest_lists(root, files, tmp_path):
+def test_generate_never_deletes_a_symlink_the_manifest_lists(root, files, tmp_path):
     # Before: a listed orphan that is a symlink to a file with the recorded digest was deleted.
     import hashlib
 
@@ -295,7 +295,7 @@ def test_review_generate_never_deletes_a_symlink_the_manifest_lists(root, files,
     assert (root / "generated" / "old.py").is_symlink() and mine.read_text() == "mine\n"
 
 
-def test_review_a_huge_file_in_generated_is_not_read_whole(root, files, capsys):
+def test_a_huge_file_in_generated_is_not_read_whole(root, files, capsys):
     # Before: every file under generated/ was read whole (a 500 MB data file: 590 MB of
     # memory), and --check printed a diff of any size.
     gen = root / "generated"
@@ -311,7 +311,7 @@ def test_review_a_huge_file_in_generated_is_not_read_whole(root, files, capsys):
     assert (gen / "data.bin").stat().st_size == 64 << 20
 
 
-def test_review_ctrl_c_during_an_in_place_rewrite_leaves_old_or_new_content(tmp_path,
+def test_ctrl_c_during_an_in_place_rewrite_leaves_old_or_new_content(tmp_path,
                                                                              monkeypatch):
     # Before: Ctrl-C right after the write of a hard-linked file, before its truncation,
     # left the new content followed by the old file's tail.
@@ -333,7 +333,7 @@ def test_review_ctrl_c_during_an_in_place_rewrite_leaves_old_or_new_content(tmp_
     assert b.read_bytes() in (b"old " * 1000, b"new\n")
 
 
-def test_review_generate_leaves_a_hard_linked_snapshot_alone(root, files, tmp_path):
+def test_generate_leaves_a_hard_linked_snapshot_alone(root, files, tmp_path):
     # Before: generate rewrote a hard-linked generated file in place, so a `cp -al` snapshot
     # (or `ln generated/coupling.py backup.py`) lost its content.
     target = root / "generated" / "coupling.py"
@@ -345,7 +345,7 @@ def test_review_generate_leaves_a_hard_linked_snapshot_alone(root, files, tmp_pa
     assert target.read_text() == files["generated/coupling.py"]
 
 
-def test_review_a_warning_escapes_control_characters_in_a_file_name(root, capsys):
+def test_a_warning_escapes_control_characters_in_a_file_name(root, capsys):
     # Before: the name of a copy in generated/ went raw to the terminal.
     gen = root / "generated"
     shutil.copyfile(gen / "coupling.py", gen / "x\x1b[31m\ny.py")
@@ -354,7 +354,7 @@ def test_review_a_warning_escapes_control_characters_in_a_file_name(root, capsys
     assert "\x1b" not in err and "x\\x1b[31m\\ny.py" in err and len(err.splitlines()) == 1
 
 
-def test_review_a_marked_copy_at_a_newly_produced_path_is_not_clobbered(root, files):
+def test_a_marked_copy_at_a_newly_produced_path_is_not_clobbered(root, files):
     # Before: any file carrying the generated mark at a produced path outside the manifest
     # was replaced, e.g. a user's edited copy of coupling.py saved under a name the engine
     # starts producing later. Now its header must be the one generate writes there.
@@ -374,7 +374,7 @@ def test_review_a_marked_copy_at_a_newly_produced_path_is_not_clobbered(root, fi
     assert (gen / "coupling_glow.py").read_text() == files["generated/coupling_glow.py"]
 
 
-def test_review_a_dangling_generated_symlink_is_named(tmp_path, files):
+def test_a_dangling_generated_symlink_is_named(tmp_path, files):
     # Before: "generated: Not a directory" for a symlink whose folder was removed.
     (tmp_path / "generated").symlink_to(tmp_path / "gone")
     with pytest.raises(OutputError, match="symlink to a folder that does not exist"):

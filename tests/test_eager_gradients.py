@@ -1,4 +1,5 @@
-"""Adversarial checks of the eager lowering (review): gradients on one argument only."""
+"""Gradients through the eager lowering: on one argument only, for an empty batch, and
+finite at the extremes of the KL kernels."""
 
 from __future__ import annotations
 
@@ -84,7 +85,7 @@ def test_eager_kl_records_a_gradient_where_only_constant_pieces_hold():
     assert g.tolist() == [0.0] * 3
 
 
-# --- found in review, not caused by the eager lowering (both paths, and NumPy) ----------
+# --- finite gradients at the extremes, not caused by the eager lowering (both paths, NumPy) -
 
 
 def test_autograd_through_the_pair_logvar_kl_is_finite_for_a_huge_prior_logvar():

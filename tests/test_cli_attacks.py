@@ -1,9 +1,9 @@
-"""The command line under attack (issue 25, items 2, 5 and 7).
+"""The command line under attack: standard streams, read-only targets, Ctrl-C (issue 25).
 
-- Item 2: ``-o /dev/stderr``, ``-o /dev/fd/N`` (and a path that is the file a standard
+- ``-o /dev/stderr``, ``-o /dev/fd/N`` (and a path that is the file a standard
   stream goes to) never truncate or replace the file the stream is redirected to.
-- Item 5: Ctrl-C at any moment of start-up exits 130 quietly (no traceback).
-- Item 7: ``derive generate`` checks every target before writing any: a read-only
+- Ctrl-C at any moment of start-up exits 130 quietly (no traceback).
+- ``derive generate`` checks every target before writing any: a read-only
   generated file leaves the whole tree (and ``generated/MANIFEST``) as it was.
 
 Each test failed on the code before its fix.
@@ -44,7 +44,7 @@ def one_line(stderr: str) -> str:
     return lines[0]
 
 
-# -- item 2: -o naming a standard stream -------------------------------------------------------
+# -- -o naming a standard stream -------------------------------------------------------
 
 @pytest.mark.parametrize("path, redirect", [
     ("/dev/stderr", "2>>log"),
@@ -53,7 +53,7 @@ def one_line(stderr: str) -> str:
     ("/dev/fd/3", "3>>log"),
     ("/dev/stdout", ">>log"),
 ])
-def test_item2_a_stream_redirected_to_a_file_is_appended_to_not_truncated(tmp_path, path,
+def test_a_stream_redirected_to_a_file_is_appended_to_not_truncated(tmp_path, path,
                                                                            redirect):
     # Before: /dev/stderr and /dev/fd/3 resolved to `log`, which was replaced: IMPORTANT lost.
     log = tmp_path / "log"
@@ -68,7 +68,7 @@ def test_item2_a_stream_redirected_to_a_file_is_appended_to_not_truncated(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log"]
 
 
-def test_item2_a_symlink_to_dev_stderr_writes_to_standard_error(tmp_path):
+def test_a_symlink_to_dev_stderr_writes_to_standard_error(tmp_path):
     log = tmp_path / "log"
     log.write_text(IMPORTANT)
     (tmp_path / "err.tex").symlink_to("/dev/stderr")
@@ -78,14 +78,14 @@ def test_item2_a_symlink_to_dev_stderr_writes_to_standard_error(tmp_path):
     assert os.readlink(tmp_path / "err.tex") == "/dev/stderr"
 
 
-def test_item2_dev_stderr_on_a_pipe_is_written(tmp_path):
+def test_dev_stderr_on_a_pipe_is_written(tmp_path):
     # Before: standard error a pipe, so /dev/stderr was refused as "a FIFO".
     out = shell(f"{PY} -m derive latex 1.3 -o /dev/stderr", tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stderr.startswith("% This fragment") and out.stdout == ""
 
 
-def test_item2_the_file_standard_error_goes_to_is_refused_by_name(tmp_path):
+def test_the_file_standard_error_goes_to_is_refused_by_name(tmp_path):
     # `-o log 2>>log`: replacing log would drop what is in it (and what derive writes to
     # standard error after); refused in one line, exit 2, log kept.
     log = tmp_path / "log"
@@ -103,14 +103,14 @@ def test_item2_the_file_standard_error_goes_to_is_refused_by_name(tmp_path):
     ("/dev/stdin", "standard input"),
     ("/dev/fd/0", "standard input"),
 ])
-def test_item2_a_closed_or_input_descriptor_is_refused_in_one_line(tmp_path, path, why):
+def test_a_closed_or_input_descriptor_is_refused_in_one_line(tmp_path, path, why):
     out = shell(f"{PY} -m derive latex 1.3 -o {path} < /dev/null", tmp_path)
     assert out.returncode == 2
     line = one_line(out.stderr)
     assert line.startswith(f"derive: error: --output: {path}: ") and why in line, line
 
 
-def test_item2_a_descriptor_open_for_reading_only_is_refused(tmp_path):
+def test_a_descriptor_open_for_reading_only_is_refused(tmp_path):
     log = tmp_path / "log"
     log.write_text(IMPORTANT)
     out = shell(f"{PY} -m derive latex 1.3 -o /dev/fd/3 3<log", tmp_path)
@@ -118,7 +118,7 @@ def test_item2_a_descriptor_open_for_reading_only_is_refused(tmp_path):
     assert log.read_text() == IMPORTANT
 
 
-# -- item 7: generate checks every target before writing any ----------------------------------
+# -- generate checks every target before writing any ----------------------------------
 
 def _snapshot(gen: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(gen.iterdir())}
@@ -129,7 +129,7 @@ def files() -> dict[str, str]:
     return generated_files()
 
 
-def test_item7_a_read_only_generated_file_leaves_the_tree_as_it_was(tmp_path, files, capsys):
+def test_a_read_only_generated_file_leaves_the_tree_as_it_was(tmp_path, files, capsys):
     # Before: coupling.py was rewritten, then gaussian_kl.py (0444) failed and MANIFEST
     # stayed stale: a half-updated tree.
     write_files(tmp_path, files)
@@ -151,7 +151,7 @@ def test_item7_a_read_only_generated_file_leaves_the_tree_as_it_was(tmp_path, fi
     assert (gen / "coupling.py").read_text() == files["generated/coupling.py"]
 
 
-def test_item7_a_read_only_manifest_is_refused_before_anything_is_written(tmp_path, files):
+def test_a_read_only_manifest_is_refused_before_anything_is_written(tmp_path, files):
     write_files(tmp_path, files)
     gen = tmp_path / "generated"
     (gen / "coupling.py").unlink()  # missing: written again, and MANIFEST rewritten
@@ -163,7 +163,7 @@ def test_item7_a_read_only_manifest_is_refused_before_anything_is_written(tmp_pa
     assert _snapshot(gen) == before
 
 
-def test_item7_an_unchanged_read_only_file_is_not_an_error(tmp_path, files):
+def test_an_unchanged_read_only_file_is_not_an_error(tmp_path, files):
     write_files(tmp_path, files)
     (tmp_path / "generated" / "gaussian_kl.py").chmod(0o444)
     assert write_files(tmp_path, files) == []
@@ -171,7 +171,7 @@ def test_item7_an_unchanged_read_only_file_is_not_an_error(tmp_path, files):
         output_target(tmp_path / "generated" / "gaussian_kl.py")
 
 
-# -- item 5: Ctrl-C at start-up --------------------------------------------------------------
+# -- Ctrl-C at start-up --------------------------------------------------------------
 
 #: A sitecustomize that stops the import of module $PAUSE_AT (says so on standard error,
 #: then sleeps), so that Ctrl-C lands exactly there.
@@ -209,7 +209,7 @@ def _commands() -> list[list[str]]:
 @pytest.mark.parametrize("command", _commands(), ids=lambda c: " ".join(Path(c[0]).name
                                                                         for c in [c]))
 @pytest.mark.parametrize("pause_at", ["derive.__main__", "derive.cli", "argparse", "shlex"])
-def test_item5_ctrl_c_during_the_imports_exits_130_quietly(tmp_path, command, pause_at):
+def test_ctrl_c_during_the_imports_exits_130_quietly(tmp_path, command, pause_at):
     # Before: a KeyboardInterrupt traceback through derive/__main__.py and derive/cli.py.
     if pause_at == "derive.__main__" and command[0] != PY:
         pytest.skip("the console script does not import derive.__main__")
@@ -223,7 +223,7 @@ def test_item5_ctrl_c_during_the_imports_exits_130_quietly(tmp_path, command, pa
 @pytest.mark.skipif(signal.getsignal(signal.SIGINT) is signal.SIG_IGN,
                     reason="the tests were started with SIGINT ignored (nohup ... &)")
 @pytest.mark.parametrize("command", _commands(), ids=lambda c: Path(c[0]).name)
-def test_item5_ctrl_c_at_any_early_moment_prints_no_derive_traceback(tmp_path, command):
+def test_ctrl_c_at_any_early_moment_prints_no_derive_traceback(tmp_path, command):
     # A signal before Python has a handler kills the process quietly (-2). One that lands
     # in Python's own start-up (site, the editable install's finder), before the first line
     # of derive runs, is Python's to report; from derive's first line on, exit 130 quietly.
