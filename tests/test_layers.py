@@ -47,7 +47,7 @@ LAYER_OF: dict[str, str] = {
     "derive.coupling": "derivation",
     # the material: the coursework's blocks, parameterizations, questions and kernels
     "derive.blocks": "material",
-    "derive.gaussian_kl": "material",
+    "derive.gaussian_kl.*": "material",
     "derive.free_energy": "material",
     "derive.kernels": "material",
     "derive.questions": "material",
