@@ -44,6 +44,7 @@ LAYER_OF: dict[str, str] = {
     "derive.derivation": "derivation",
     "derive.arrangement": "derivation",
     "derive.spec": "derivation",
+    "derive.parameterization": "derivation",
     "derive.coupling": "derivation",
     # the material: the coursework's blocks, parameterizations, questions and kernels
     "derive.blocks": "material",

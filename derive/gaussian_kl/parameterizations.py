@@ -1,9 +1,9 @@
 r"""The scale parameterizations of the Gaussian KL (questions 2.3 and 2.4), the priors, and
 the symbols the derivations share.
 
-A :class:`Parameterization` says how the user's scale parameter gives ``sigma``
-(``sigma`` itself, or ``logvar = log sigma^2``); :data:`PARAMETERIZATIONS` is the
-coursework's registry of them. A :class:`Prior` is the prior factor ``p_i``: the standard
+A :class:`~derive.parameterization.Parameterization` says how the user's scale parameter
+gives ``sigma`` (``sigma`` itself, or ``logvar = log sigma^2``); :data:`PARAMETERIZATIONS`
+is the coursework's registry of them. A :class:`Prior` is the prior factor ``p_i``: the standard
 normal, or a learned one (:func:`learned_prior`).
 
 Example:
@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from functools import cache
 
 import sympy as sp
+
+from ..parameterization import Parameterization
 
 __all__ = ["Parameterization", "PARAMETERIZATIONS", "Prior", "STANDARD_NORMAL", "learned_prior"]
 
@@ -47,35 +49,6 @@ _PER_DIMENSION = {"mu": r"\mu_i", "sigma": r"\sigma_i", "eps": r"\epsilon_i", "z
 #: The learned prior's symbols too.
 _PER_DIMENSION_PAIR = {**_PER_DIMENSION, "mu_p": r"\mu_{p,i}", "sigma_p": r"\sigma_{p,i}",
                        "logvar_p": r"\lambda_{p,i}", "m": "m_i", "r": "r_i", "x": "x_i"}
-
-
-@dataclass(frozen=True)
-class Parameterization:
-    """How the scale parameter a user passes gives the standard deviation ``sigma``.
-
-    Arguments:
-        name: ``"sigma"`` or ``"logvar"``; also the derivations' variant name.
-        module: the generated module's name.
-        scale: the symbol of the user's parameter.
-        sigma: ``sigma`` as an expression in ``scale``.
-        title: how the parameterization reads in prose.
-    """
-
-    name: str
-    module: str
-    scale: sp.Symbol
-    sigma: sp.Expr
-    title: str
-
-    @property
-    def positive(self) -> bool:
-        """Whether the scale must be > 0 (it must be where it is sigma itself)."""
-        return bool(self.scale.is_positive)
-
-    @property
-    def pair_module(self) -> str:
-        """The generated module of the KL from a learned prior in this parameterization."""
-        return self.module.replace("gaussian_kl", "gaussian_kl_pair", 1)
 
 
 PARAMETERIZATIONS: dict[str, Parameterization] = {
