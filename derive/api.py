@@ -1,0 +1,147 @@
+r"""The public API of ``derive``: the one module a material author imports.
+
+Material (a question, its blocks or parameterizations, its derivations, its document
+section and its kernels) is written with the names below and nothing else from the engine.
+Every name is re-exported from the module that defines it, with its own type and
+docstring (``help(derive.api.Step)``); each has an example here, run as a doctest.
+
+The vocabulary: symbols and functions
+-------------------------------------
+
+A coupling block is written in index notation (:mod:`derive.vocabulary`): ``x1``, ``x2``,
+``s``, ``y1``, ``y2`` are the ``i``-th components of the vectors of those names, ``F``
+and ``G`` the ``i``-th components of two vector-valued functions of ``x2``, ``JF`` and
+``JG`` the entries ``[i, j]`` of their Jacobians, ``n`` the vectors' length:
+
+    >>> import sympy as sp
+    >>> x1, x2, s, y1, y2
+    (x1[i], x2[i], s[i], y1[i], y2[i])
+    >>> F, G, JF, JG
+    (F[i], G[i], JF[i, j], JG[i, j])
+    >>> i.is_integer, j.is_nonnegative, n.is_positive
+    (True, True, True)
+    >>> to_vector(x1 * sp.exp(s) + F)
+    x1*exp(s) + F(x2)
+
+The math's own functions (:mod:`derive.nodes`), which every printer and backend knows,
+and a sum over the component axis:
+
+    >>> u = sp.Symbol("u", real=True)
+    >>> softplus(u).rewrite(sp.exp), softplus(u).diff(u)
+    (log(exp(u) + 1), sigmoid(u))
+    >>> sigmoid(u).rewrite(sp.exp)
+    1/(1 + exp(-u))
+    >>> ComponentSum(sp.log(sp.Symbol("s")))
+    ComponentSum(log(s))
+
+Probability (:mod:`derive.probability`): expectations, variances and the KL divergence
+as unevaluated nodes, each under a distribution named by a label, and the Gaussian
+log-density written out:
+
+    >>> Expectation(u**2, "q")
+    Expectation(u**2, q)
+    >>> Variance(u, "q")
+    Variance(u, q)
+    >>> KL(sp.Symbol("log_q"), sp.Symbol("log_p"), "q").definition()
+    Expectation(-log_p + log_q, q)
+    >>> gaussian_log_pdf(u, 0, 1)
+    -u**2/2 - log(2*pi)/2
+
+Derivations
+-----------
+
+A :class:`Derivation` is a chain of :class:`Step` equalities and named :class:`Result`
+values (:mod:`derive.derivation`); building it checks every step, and a step that does
+not hold raises :class:`StepCheckError`:
+
+    >>> a = sp.Symbol("a", positive=True)
+    >>> step = Step(sp.log(a**2), 2 * sp.log(a), "the log of a power")
+    >>> demo = Derivation("9.1", "Logs", "Simplify a log.", [step],
+    ...                   [Result("value", 2 * sp.log(a), "the simplified log")])
+    >>> demo.result("value")
+    2*log(a)
+    >>> try:
+    ...     Derivation("9.1", "Logs", "Wrong.", [Step(sp.log(a**2), sp.log(a), "wrong")], [])
+    ... except StepCheckError as error:
+    ...     print(error)
+    9.1, step 1 ('wrong'): log(a**2) = log(a) is false
+
+The material
+------------
+
+A :class:`CouplingBlock` (:mod:`derive.coupling`) is given by ``y1`` and ``y2`` in the
+vocabulary above; one that the engine cannot derive raises :class:`SpecificationError`:
+
+    >>> block = CouplingBlock("coupling_shift", "A shift", x1 + F, x2)
+    >>> block.outputs
+    {'y1': F[i] + x1[i], 'y2': x2[i]}
+    >>> try:
+    ...     CouplingBlock("coupling_swap", "Not triangular", x2, x1)
+    ... except SpecificationError as error:
+    ...     print(str(error).split(";")[0])
+    coupling_swap: y2 must not depend on x1
+
+A :class:`Parameterization` (:mod:`derive.parameterization`) says how a scale parameter
+gives the standard deviation ``sigma``:
+
+    >>> rho = sp.Symbol("rho", real=True)
+    >>> scale = Parameterization("softplus", "gaussian_kl_softplus", rho, softplus(rho),
+    ...                          "sigma = softplus(rho)")
+    >>> scale.positive, scale.pair_module
+    (False, 'gaussian_kl_pair_softplus')
+
+A :class:`Question` (:mod:`derive.questions`) says how to derive each of its variants and
+in which :class:`Section` of the solutions document it sits; a section opens with an
+:class:`Introduction`:
+
+    >>> intro = Introduction("A log of a square:", ((sp.log(a**2), 2 * sp.log(a), False),))
+    >>> section = Section("9", "Logarithms", lambda: intro)
+    >>> question = Question("9.1", "Simplify a log", ("",), lambda variant: demo, section)
+    >>> question.default, question.derive(question.default).result("value")
+    ('', 2*log(a))
+    >>> question.section.introduction().text
+    'A log of a square:'
+
+The kernel spec
+---------------
+
+What a derivation hands to code generation (:mod:`derive.spec`): a :class:`Module` of
+:class:`Kernel` functions, each with its :class:`Arg` inputs and :class:`Output` values:
+
+    >>> x = Arg("x", "elementwise", "the input")
+    >>> double = Kernel("double", (x,), (Output("y", 2 * x.symbol, "twice x"),),
+    ...                 "Twice the input.")
+    >>> double.arg_names, [out.name for out in double.returns]
+    (('x',), ['y'])
+    >>> module = Module("demo", "A demo module.", "One kernel.", (double,),
+    ...                 "derive.api's docstring", "elementwise")
+    >>> [kernel.name for kernel in module.kernels]
+    ['double']
+"""
+
+from __future__ import annotations
+
+from .coupling import CouplingBlock, SpecificationError
+from .derivation import Derivation, Result, Step, StepCheckError
+from .nodes import ComponentSum, sigmoid, softplus
+from .parameterization import Parameterization
+from .probability import KL, Expectation, Variance, gaussian_log_pdf
+from .questions import Introduction, Question, Section
+from .spec import Arg, Kernel, Module, Output
+from .vocabulary import JF, JG, F, G, i, j, n, s, to_vector, x1, x2, y1, y2
+
+__all__: list[str] = [
+    # the vocabulary: index notation of a coupling block
+    "i", "j", "n", "x1", "x2", "s", "y1", "y2", "F", "G", "JF", "JG", "to_vector",
+    # the math's own functions and nodes
+    "softplus", "sigmoid", "ComponentSum",
+    # probability
+    "Expectation", "Variance", "KL", "gaussian_log_pdf",
+    # derivations
+    "Step", "Result", "Derivation", "StepCheckError",
+    # the material
+    "CouplingBlock", "SpecificationError", "Parameterization", "Question", "Section",
+    "Introduction",
+    # the kernel spec
+    "Kernel", "Arg", "Output", "Module",
+]

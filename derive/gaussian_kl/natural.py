@@ -1,0 +1,309 @@
+r"""Derivation 2.3np: the KL from a learned prior in natural variables, for floating point.
+
+The KL is the standard-normal one in ``m = (mu - mu_p)/sigma_p`` and
+``x = log(sigma^2/sigma_p^2)``, so the pieces of 2.3n serve unchanged.
+
+Example:
+    >>> p = PARAMETERIZATIONS["sigma"]
+    >>> natural_variables(p, learned_prior(p))[m_nat]
+    (mu - mu_p)/sigma_p
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import sympy as sp
+from sympy.codegen.cfunctions import expm1, log1p
+from sympy.codegen.rewriting import expm1_opt, optimize
+
+from ..derivation import Derivation, Result, Step
+from .chain import _in_each_piece, _refine_pieces, derive_chain_factors, dlogsigma, is_log_linear
+from .closed_form import derive_kl
+from .parameterizations import (
+    _PER_DIMENSION_PAIR,
+    PARAMETERIZATIONS,
+    KL_i,
+    Parameterization,
+    Prior,
+    eps,
+    learned_prior,
+    mu,
+    mu_p,
+    sigma,
+    sigma_p,
+    x,
+    x_extended,
+)
+from .rewrites import _common_factor, scaled_squares
+from .stable import (
+    DIRECT_RADIUS,
+    OVERFLOW_RADIUS,
+    SERIES_RADIUS,
+    _taylor,
+    expm1mx,
+)
+
+__all__ = ["m_nat", "r_nat", "dlogsigma_p", "natural_variables", "derive_stable_kl_pair"]
+
+#: The natural variables of the learned prior: the standardized mean difference and the
+#: ratio of standard deviations (x, the log of its square, is the module-level x).
+m_nat = sp.Symbol("m", real=True)
+r_nat = sp.Symbol("r", positive=True)
+#: Where the ratio of standard deviations is within this of 1, its log is computed from
+#: the exact difference of the two (log1p), not from the rounded ratio.
+RATIO_RADIUS = sp.Rational(1, 2)
+#: Below this ratio of standard deviations, log(sigma^2/sigma_p^2) is taken from the two
+#: logs: the ratio itself underflows (to zero in float64 below 5e-324, in float32 below
+#: 1e-45) or is subnormal, while the KL, about -log(ratio), is finite. Representable (and
+#: normal) in float32 too; the logs' rounding is then below 1 eps of x.
+TINY_RATIO = sp.Rational(1, 10**30)
+#: Where the scales are log-variances, x = logvar - logvar_p is rounded once, and from
+#: x = EXACT_FROM up the KL (about exp(x)/2) amplifies that rounding x/2 times: there the
+#: ratio is taken from the two exact inputs instead, while both exponentials (of half of
+#: each input, below LOGVAR_LIMIT in magnitude) are finite and normal even in float32.
+EXACT_FROM = 4
+#: Where a user parameterization's scales and their ratio are above this (normal in
+#: float64), the pair kernels take the ratio of standard deviations from the two scales.
+NORMAL_RATIO = sp.Rational(1, 10**300)
+LOGVAR_LIMIT = 170
+
+
+def _natural(expr: sp.Expr, p: Parameterization, prior: Prior) -> sp.Expr:
+    """``expr`` in the natural variables ``m``, ``r`` (and ``sigma_p``, ``eps``)."""
+    e = sp.expand(expr).subs(p.sigma, sigma).subs(prior.sigma, sigma_p)
+    e = e.xreplace({mu: mu_p + sigma_p * m_nat, sigma: sigma_p * r_nat})
+    return sp.simplify(e)
+
+
+def _in_x(coeff: sp.Expr) -> sp.Expr:
+    """A coefficient in ``m, r`` with ``r**2 - 1`` as ``expm1(x)`` and ``r - 1/r`` as
+    ``2 sinh(x/2)``: both exact where ``r = 1``, the second finite as long as ``r`` is."""
+    e = optimize(sp.factor(coeff).subs(r_nat, sp.exp(x / 2)), [expm1_opt])
+    e = e.replace(lambda a: isinstance(a, sp.Mul) and a.has(expm1(x))
+                  and sp.exp(-x / 2) in a.args,
+                  lambda a: a.xreplace({expm1(x): 2 * sp.sinh(x / 2) * sp.exp(x / 2)}))
+    e = e.subs(sp.exp(x / 2), r_nat)
+    # (r + 1)/r as 1 + 1/r: the product (r + 1)(r - 1) overflows for r > 1.3e154 before
+    # the division by r brings it back into range (d sigma_q at sigma_q = 1e150,
+    # sigma_p = 1e-5 is 1e160, finite).
+    return e.replace(lambda a: isinstance(a, sp.Mul) and r_nat + 1 in a.args
+                     and 1 / r_nat in a.args,
+                     lambda a: a / ((r_nat + 1) / r_nat) * sp.Add(1, 1 / r_nat))
+
+
+def _arrange_natural(expr: sp.Expr, p: Parameterization, prior: Prior) -> sp.Expr:
+    """An exact gradient or an estimator of the learned-prior KL, arranged for floating
+    point: in natural variables, by powers of the noise, each coefficient with the
+    factors that vanish at ``q = p`` in the exact forms of :func:`_in_x`."""
+    by_power = sp.collect(sp.expand(_natural(expr, p, prior)), eps, evaluate=False)
+    coeffs = {k: _in_x(v) for k, v in by_power.items()}
+    constant = coeffs.pop(sp.Integer(1), sp.Integer(0))
+    if not coeffs:
+        return constant
+    common = _common_factor(list(coeffs.values()))
+    inner = sp.Integer(0)
+    for k in sorted(coeffs, key=lambda k: -sp.degree(k, eps)):  # Horner in eps
+        inner = inner * eps + coeffs[k] / common if inner != 0 else coeffs[k] / common
+    return constant + eps * common * inner
+
+
+def natural_variables(p: Parameterization, prior: Prior) -> dict[sp.Symbol, sp.Expr]:
+    """``m``, ``x``, ``r`` and ``sigma_p`` in the parameters (``m`` first: it is
+    evaluated as written)."""
+    ratio = sp.simplify(p.sigma / prior.sigma)
+    log_ratio = sp.simplify(sp.expand_log(sp.log(ratio**2), force=True))
+    return {m_nat: (mu - mu_p) / prior.sigma, x: log_ratio, r_nat: ratio,
+            sigma_p: prior.sigma}
+
+
+#: (log sigma_p)'(scale_p), computed once by the pair kernels (dlogsigma is q's).
+dlogsigma_p = sp.Symbol("dlogsigma_p", real=True)
+
+
+def _pair_given(p: Parameterization) -> dict[sp.Symbol, sp.Expr]:
+    """The natural variables and both log-derivatives in the parameters."""
+    prior = learned_prior(p)
+    d_q = sp.diff(sp.log(p.sigma), p.scale)
+    return {**natural_variables(p, prior), dlogsigma: d_q,
+            dlogsigma_p: d_q.xreplace({p.scale: prior.scale})}
+
+
+def _pair_through_sigma(expr_sigma: sp.Expr, side: sp.Symbol) -> sp.Expr:
+    """A derivative (or an estimator) of the learned-prior KL with respect to one scale
+    parameter, from ``expr_sigma``, the same with respect to ``side`` (``sigma`` or
+    ``sigma_p``) in the ``sigma`` parameterization: ``(side * expr_sigma) (log side)'``,
+    the first factor in the natural variables (finite where the scale underflows), the
+    second from 2.3c (``dlogsigma``, or ``dlogsigma_p`` on the prior's side)."""
+    sigma_param = PARAMETERIZATIONS["sigma"]
+    scaled = _arrange_natural(expr_sigma * side, sigma_param, learned_prior(sigma_param))
+    return scaled * (dlogsigma if side == sigma else dlogsigma_p)
+
+
+@cache
+def derive_stable_kl_pair(p: Parameterization) -> Derivation:
+    """2.3np: the learned-prior KL and its gradient in natural variables, for floating point.
+
+    The KL is the standard-normal one in ``m = (mu - mu_p)/sigma_p`` and
+    ``x = log(sigma^2/sigma_p^2)``, so 2.3n's pieces serve unchanged, and they are accurate
+    where ``q`` is near ``p``, not only near the standard normal.
+    """
+    prior = learned_prior(p)
+    kl = derive_kl(p, prior).result("kl")
+    nat = natural_variables(p, prior)
+    in_nat = m_nat**2 / 2 + (sp.exp(x) - 1 - x) / 2
+    ratio_exact = p.sigma == sigma  # the ratio of two given numbers, rounded once
+    given = dict(nat)
+    steps = [
+        Step(KL_i, kl, "the closed form of 2.3p", given={KL_i: kl}),
+        Step(kl, in_nat, "in the natural variables {0} and {1}: the standard-normal KL of 2.3, "
+             "in them", given=given, notes=(sp.Eq(m_nat, nat[m_nat]), sp.Eq(x, nat[x]))),
+        Step(in_nat, m_nat**2 / 2 + expm1mx(x) / 2,
+             "name the part that cancels where {0} is near zero, as in 2.3n: {1}",
+             notes=(x, sp.Eq(expm1mx(x), sp.exp(x) - 1 - x))),
+    ]
+    x_eval = nat[x]
+    m_eval = nat[m_nat]
+    slope = sp.diff(sp.log(prior.sigma), prior.scale)
+    if prior.sigma != prior.scale and is_log_linear(p):  # sigma_p = c exp(k scale_p)
+        # where log sigma_p < -LOGVAR_LIMIT/2, sigma_p underflows (logvar_p < -170)
+        log_sigma_p = sp.expand_log(sp.log(prior.sigma), force=True)
+        bound = sp.solve(sp.Eq(log_sigma_p, -sp.Rational(LOGVAR_LIMIT, 2)), prior.scale)[0]
+        root = sp.exp(-log_sigma_p / 2)
+        m_far = sp.UnevaluatedExpr((mu - mu_p) * root) * root
+        far = prior.scale < bound if slope > 0 else prior.scale > bound
+        steps.append(Step(nat[m_nat], m_far,
+                          "where {0}, multiply by {1} twice: {2} is subnormal or zero there, "
+                          "{1} finite", given=given, notes=(far, root, prior.sigma)))
+        m_eval = sp.Piecewise((nat[m_nat], ~far), (m_far, True))
+    if not is_log_linear(p):  # sigma_p underflows where its log does not
+        quarter = _refine_pieces(
+            derive_chain_factors(p).result("x").xreplace({p.scale: prior.scale}) / 4)
+        by_piece = quarter.args if isinstance(quarter, sp.Piecewise) else ((quarter, sp.true),)
+        m_far = sp.Piecewise(*((sp.UnevaluatedExpr((mu - mu_p) * sp.exp(-h)) * sp.exp(-h), c)
+                               for h, c in by_piece))
+        steps.append(Step(nat[m_nat], m_far,
+                          "where {0}, multiply by {1} twice, from the arranged log of 2.3c: "
+                          "{2} is subnormal or zero there, {1} finite", given=given,
+                          notes=(prior.sigma < TINY_RATIO, sp.exp(-sp.log(sigma_p) / 2),
+                                 sigma_p), models=(_in_each_piece,)))
+        m_eval = sp.piecewise_fold(sp.Piecewise((nat[m_nat], prior.sigma >= TINY_RATIO),
+                                                (m_far, True)))
+    if ratio_exact:
+        d = (sigma - sigma_p) / sigma_p
+        steps.append(Step(nat[x], 2 * log1p(d),
+                          "where {0}, from the exact difference {1}, not the rounded ratio",
+                          notes=(sp.Abs(sigma - sigma_p) < RATIO_RADIUS * sigma_p,
+                                 sigma - sigma_p)))
+        apart = 2 * sp.log(sigma) - 2 * sp.log(sigma_p)
+        steps.append(Step(nat[x], apart,
+                          "where {0}, from the two logs: the ratio would underflow",
+                          notes=(sigma / sigma_p < TINY_RATIO,)))
+        x_eval = sp.Piecewise((2 * log1p(d),
+                               sp.Abs(sigma - sigma_p) < RATIO_RADIUS * sigma_p),
+                              (2 * sp.log(sigma / sigma_p), sigma / sigma_p >= TINY_RATIO),
+                              (apart, True))
+    log_linear = is_log_linear(p)
+    r_eval = sp.exp(x / 2) if p.scale != sigma else nat[r_nat]  # (the kernels' r)
+    if not log_linear:  # sigma and sigma_p as 2.3c arranges them, each computed once
+        x_q = derive_chain_factors(p).result("x")
+        apart = _refine_pieces(x_q - x_q.xreplace({p.scale: prior.scale}))
+        d = (sigma - sigma_p) / sigma_p
+        at = {sigma: p.sigma, sigma_p: prior.sigma}
+        steps.append(Step(nat[x], 2 * log1p(d),
+                          "where {0}, from the exact difference {1}, not the rounded ratio",
+                          given=at, notes=(sp.Abs(sigma - sigma_p) < RATIO_RADIUS * sigma_p,
+                                           sigma - sigma_p)))
+        steps.append(Step(nat[x], apart,
+                          "where {0} is out of range, from the two arranged logs of 2.3c: "
+                          "either scale may underflow", notes=(sigma / sigma_p,),
+                          models=(_in_each_piece,)))
+        in_range = (sigma / sigma_p >= TINY_RATIO) & (sigma_p / sigma >= TINY_RATIO)
+        x_eval = sp.piecewise_fold(sp.Piecewise(
+            (2 * log1p(d), sp.Abs(sigma - sigma_p) < RATIO_RADIUS * sigma_p),
+            (2 * sp.log(sigma / sigma_p), in_range), (apart, True)))
+        # r from the two scales (rounded once) where both and their ratio are normal; from
+        # exp(x/2) only where one underflows: that rounds x, amplified x/2 times
+        normal = ((sigma / sigma_p >= NORMAL_RATIO) & (sigma_p / sigma >= NORMAL_RATIO)
+                  & (sigma_p >= NORMAL_RATIO) & (sigma >= NORMAL_RATIO))
+        r_eval = sp.Piecewise((sigma / sigma_p, normal), (sp.exp(x / 2), True))
+        steps.append(Step(nat[r_nat], r_eval.xreplace({x: nat[x]}),
+                          "where {0}, the ratio itself; else {1}", given={**given, **at},
+                          notes=(normal, sp.Eq(r_nat, sp.exp(x / 2)))))
+    direct_from = OVERFLOW_RADIUS if nat[x] == p.scale - prior.scale else DIRECT_RADIUS
+    series = _taylor(x)
+    middle = optimize(sp.exp(x) - 1 - x, [expm1_opt])
+    outer_half = scaled_squares(r_nat**2 / 2) - x / 2 - sp.Rational(1, 2)
+    quadratic_half = scaled_squares(m_nat**2 / 2)
+    pieces = [(sp.oo, sp.Eq(x_extended, sp.oo)),
+              (sp.horner(series / 2), sp.Abs(x) < SERIES_RADIUS)]
+    if nat[x] == p.scale - prior.scale:  # a difference of two inputs, rounded once
+        r_exact = sp.exp(p.scale / 2) * sp.exp(-prior.scale / 2)
+        exact_half = (scaled_squares(r_nat**2 / 2).xreplace({r_nat: r_exact})
+                      - x / 2 - sp.Rational(1, 2))
+        in_range = ((x >= EXACT_FROM) & (sp.Abs(p.scale) < LOGVAR_LIMIT)
+                    & (sp.Abs(prior.scale) < LOGVAR_LIMIT))
+        steps.append(Step(expm1mx(x) / 2, exact_half,
+                          "where {0}, the ratio from the two inputs, each exact, not from "
+                          "their rounded difference {1}", given=given,
+                          notes=(in_range, x)))
+        pieces.append((exact_half, in_range))
+    pieces.append((middle / 2, x < direct_from))  # the direct piece last, as in 2.3n
+    evaluable = quadratic_half + sp.Piecewise(*pieces, (outer_half, True))
+    steps.append(Step(expm1mx(x) / 2, outer_half,
+                      "where {0}, from the ratio {1} halved, then squared (2.3n's pieces "
+                      "otherwise)", given=given, notes=(x >= direct_from, r_nat)))
+    params = (mu, p.scale, mu_p, prior.scale)
+    names = ("mu", p.name, "mu_p", f"{p.name}_p")
+    grads = {}
+    for name, var in zip(names, params, strict=True):
+        g = sp.diff(kl, var)
+        steps.append(Step(sp.Derivative(KL_i, var), g, "differentiate with respect to {0}",
+                          given={KL_i: kl}, notes=(var,)))
+        if not log_linear:  # the sigma parameterization's, through 2.3c
+            sigma_param = PARAMETERIZATIONS["sigma"]
+            if var in (mu, mu_p):
+                grads[name] = derive_stable_kl_pair(sigma_param).result(f"grad_{var.name}")
+                steps.append(Step(g, grads[name], "as for the standard deviation: in the "
+                                  "natural variables", given=_pair_given(p)))
+                continue
+            side = sigma if var == p.scale else sigma_p
+            kl_sigma = derive_kl(sigma_param, learned_prior(sigma_param)).result("kl")
+            grads[name] = _pair_through_sigma(sp.diff(kl_sigma, side), side)
+            steps.append(Step(g, grads[name],
+                              "the chain rule through {0}: {0} times the derivative with "
+                              "respect to {0} (in the natural variables, finite where {0} "
+                              "underflows), times {1}, as 2.3c arranges it",
+                              given=_pair_given(p), notes=(
+                                  sigma if var == p.scale else sigma_p,
+                                  dlogsigma if var == p.scale else dlogsigma_p)))
+            continue
+        grads[name] = _arrange_natural(g, p, prior)
+        steps.append(Step(g, grads[name],
+                          "in the natural variables, the factor that vanishes where {0} is "
+                          "one in exact form", given=given, notes=(r_nat,)))
+    results = [
+        Result("kl_natural", m_nat**2 / 2 + expm1mx(x) / 2,
+               "the KL in the natural variables", KL_i),
+        Result("kl_evaluable", evaluable, "piece by piece, for evaluation", typeset=False),
+        Result("x_evaluable", x_eval, "the log variance ratio, for evaluation",
+               typeset=False),
+        Result("r_evaluable", r_eval, "the ratio of standard deviations, for evaluation",
+               typeset=False),
+        Result("m_evaluable", m_eval, "the standardized mean difference, for evaluation",
+               typeset=False),
+    ] + [Result(f"natural_{s.name}", e, "a natural variable", s, typeset=False)
+         for s, e in nat.items()] + [
+        Result(f"grad_{name}", g, "the gradient arranged for floating point",
+               sp.Derivative(KL_i, var))
+        for (name, g), var in zip(grads.items(), params, strict=True)]
+    return Derivation(
+        "2.3np", "The KL between two Gaussians in floating point",
+        "Arrange the KL divergence from a learned prior and its gradient so that they keep "
+        "their relative accuracy where q is near p, for scales far from 1.",
+        steps, results,
+        conclusion="The KL of 2.3 in the natural variables: the same pieces serve, now near "
+                   "any prior.",
+        variant=p.name, data={"latex_names": _PER_DIMENSION_PAIR},
+    )
+

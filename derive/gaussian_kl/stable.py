@@ -1,0 +1,199 @@
+r"""Derivation 2.3n: the KL and its exact gradient arranged for floating point.
+
+Each rewrite is proved equal by SymPy (``expm1``, factoring, and a Taylor series where
+``expm1(x) - x`` would cancel: :class:`expm1mx`).
+
+Example:
+    >>> expm1mx(x).rewrite(sp.exp)
+    -x + exp(x) - 1
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import sympy as sp
+from sympy.codegen.cfunctions import expm1
+from sympy.codegen.rewriting import expm1_opt, optimize
+
+from ..derivation import Derivation, Result, Step
+from .chain import (
+    _chain_given,
+    _through_sigma,
+    derive_chain_factors,
+    dlogsigma,
+    dsigma,
+    is_log_linear,
+)
+from .closed_form import derive_kl
+from .parameterizations import (
+    _PER_DIMENSION,
+    PARAMETERIZATIONS,
+    KL_i,
+    Parameterization,
+    _a,
+    mu,
+    sigma,
+    x,
+    x_extended,
+)
+from .rewrites import _stabilize, scaled_squares
+
+__all__ = ["expm1mx", "derive_stable_kl", "SERIES_RADIUS", "SERIES_ORDER", "DIRECT_RADIUS",
+           "OVERFLOW_RADIUS", "NO_CANCELLATION"]
+
+#: Where the Taylor series of expm1(x) - x replaces the cancelling difference, and its order.
+SERIES_RADIUS = sp.Rational(1, 2)
+SERIES_ORDER = 16
+#: From this x up, exp(x) is taken from sigma (halved, then squared), not from
+#: exp(log sigma**2), whose relative error grows like x * eps, and expm1(x), which overflows
+#: where the KL is still finite (tests/test_gaussian_kl.py measures each piece).
+DIRECT_RADIUS = 2
+#: Where x is the user's parameter itself (logvar), exp(x) is as accurate as it gets: the
+#: direct piece serves only from here, just below where float32's expm1 overflows (88.7).
+OVERFLOW_RADIUS = 88
+#: Below -NO_CANCELLATION, expm1(x) is within 0.14 of -1 and -x >= 2: nothing cancels.
+NO_CANCELLATION = 2
+
+
+class expm1mx(sp.Function):  # noqa: N801 - SymPy function names are lower case
+    """``expm1mx(x) = exp(x) - 1 - x``, the part of ``exp(x)`` after its tangent at 0."""
+
+    nargs = 1
+    is_real = True
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        return sp.exp(self.args[0]) - 1
+
+    def _eval_rewrite_as_exp(self, arg: sp.Expr, **kwargs: object) -> sp.Expr:
+        return sp.exp(arg) - 1 - arg
+
+    def _eval_rewrite_as_Piecewise(self, arg: sp.Expr, **kwargs: object) -> sp.Expr:
+        """The evaluable form: a Taylor polynomial near 0, ``expm1(x) - x`` elsewhere."""
+        return sp.Piecewise((sp.horner(_taylor(arg)), sp.Abs(arg) < SERIES_RADIUS),
+                            (optimize(sp.exp(arg) - 1 - arg, [expm1_opt]), True))
+
+
+def _taylor(arg: sp.Expr) -> sp.Expr:
+    """The Taylor polynomial of ``exp(x) - 1 - x`` at 0, up to ``x**(SERIES_ORDER - 1)``."""
+    return sp.series(sp.exp(x) - 1 - x, x, 0, SERIES_ORDER).removeO().xreplace({x: arg})
+
+
+@cache
+def derive_stable_kl(p: Parameterization) -> Derivation:
+    """2.3n: the KL and its exact gradient arranged for floating point, proved equal."""
+    kl = derive_kl(p).result("kl")
+    s = p.scale
+    log_var = sp.simplify(sp.expand_log(sp.log(p.sigma**2), force=True))  # x = log sigma^2
+    # the part of the KL that is not a function of x (mu**2/2): no need to solve for s
+    quadratic = sp.simplify(kl - (p.sigma**2 - 1 - log_var) / 2)
+    stable = (quadratic + expm1mx(x) / 2).xreplace({x: log_var})
+    grad = {name: sp.diff(kl, var) for name, var in (("mu", mu), (p.name, s))}
+    log_linear = is_log_linear(p)
+    sigma_value, x_value = p.sigma, log_var
+    if not log_linear:  # sigma, x and the chain factors as 2.3c arranges them
+        chain = derive_chain_factors(p)
+        # sigma by name: the kernel computes it once, as 2.3c arranges it (a piecewise
+        # value of its own, not one nested in a piece)
+        sigma_value, x_value = sigma, chain.result("x")
+    stable_grad = {name: _stabilize(g, p) for name, g in grad.items()}
+    if not log_linear:
+        d_kl_d_sigma = sp.diff(derive_kl(PARAMETERIZATIONS["sigma"]).result("kl"), sigma)
+        stable_grad[p.name] = _through_sigma(d_kl_d_sigma)
+    in_exp = quadratic + (sp.exp(x) - 1 - x) / 2
+    # The pieces the kernel evaluates, each by x, each halved before it is formed.
+    series = _taylor(x)
+    middle = optimize(sp.exp(x) - 1 - x, [expm1_opt])
+    outer = sigma_value**2 - 1 - x  # exp(x) taken from sigma itself, squared after halving
+    outer_half = scaled_squares(outer / 2)
+    direct_from = OVERFLOW_RADIUS if log_var == s else DIRECT_RADIUS
+    quadratic_half = scaled_squares(quadratic)
+    steps = [
+        Step(KL_i, kl, "the closed form of 2.3", given={KL_i: kl}),
+        Step(kl, in_exp, "write {0} with {1}, so that tiny and huge scales stay in range",
+             given={x: log_var}, notes=(sp.Eq(p.sigma**2, sp.exp(x)), sp.Eq(x, log_var))),
+        Step(in_exp, quadratic + expm1mx(x) / 2,
+             "name the part that cancels where {0} is near zero: {1}",
+             notes=(x, sp.Eq(expm1mx(x), sp.exp(x) - 1 - x))),
+        Step(expm1mx(x), series + sp.O(x**SERIES_ORDER),
+             "where {0}, its Taylor series: no subtraction at all", notes=(
+                 sp.Abs(x) < SERIES_RADIUS,)),
+        Step(expm1mx(x), middle,
+             "where {0}, the subtraction loses a few bits at most (none where {1})",
+             notes=(sp.And(SERIES_RADIUS <= sp.Abs(x), x < direct_from),
+                    x <= -NO_CANCELLATION)),
+        Step(expm1mx(x) / 2, outer_half,
+             "where {0}, take the exponential from the standard deviation, halved before it "
+             "is squared: computed from {1}, its relative error would grow with {1}, and "
+             "squared first it would overflow where the KL is still finite",
+             given={x: log_var, sigma: p.sigma}, notes=(x >= direct_from, x)),
+        Step(quadratic, quadratic_half,
+             "halve before squaring: exact in binary floating point, and no overflow where "
+             "the KL is finite"),
+        Step(sp.Limit(1 / expm1mx(x), x, sp.oo), 0,
+             "{0} grows without bound: where {1} is infinite (the finiteness check off), the "
+             "value is infinite, not a difference of infinities", notes=(expm1mx(x), x)),
+    ]
+    for name, g in grad.items():
+        var = mu if name == "mu" else s
+        steps.append(Step(sp.Derivative(KL_i, var), g, "differentiate with respect to {0}",
+                          given={KL_i: kl}, notes=(var,)))
+        if name == p.name and not log_linear:
+            steps.append(Step(
+                g, stable_grad[name],
+                "the chain rule through {0}: its derivative with respect to {0} times {1}; "
+                "where {2}, written with {3} instead, so that nothing is an infinity times "
+                "0 where {0} underflows (each factor as 2.3c arranges it)",
+                given=_chain_given(p), notes=(sigma, dsigma, sigma < 1,
+                                              sp.Eq(dsigma, sigma * dlogsigma))))
+        elif stable_grad[name] != g:
+            uses_expm1 = stable_grad[name].has(expm1)
+            steps.append(Step(
+                g, stable_grad[name],
+                "factor; keep the factor that vanishes at the optimum apart, computed exactly"
+                + (", with {0}" if uses_expm1 else ""),
+                notes=(sp.Eq(sp.exp(_a) - 1, optimize(sp.exp(_a) - 1, [expm1_opt])),)
+                if uses_expm1 else ()))
+    # The expm1 piece comes last: the NumPy kernel evaluates the last piece everywhere and
+    # each other piece only where it holds, and the expm1 piece holds for most scales. Where
+    # the direct or the infinite piece holds, expm1 may overflow (or form inf - inf); those
+    # entries are overwritten (the kl kernel's output says so: ``overwritten_overflow``).
+    pieces = [(sp.oo, sp.Eq(x_extended, sp.oo)),
+              (sp.horner(series / 2), sp.Abs(x) < SERIES_RADIUS),
+              (outer_half, x >= direct_from)]
+    evaluable = quadratic_half + sp.Piecewise(*pieces, (middle / 2, True))
+    bound = _series_error()
+    results = [
+        Result("kl_stable", stable, "the KL arranged for floating point", KL_i),
+        Result("x", x_value, "the log-variance the arrangement uses", x),
+        Result("kl_evaluable", evaluable,
+               "the same, written out piece by piece for evaluation in floating point",
+               typeset=False),
+        Result("series_relative_error", bound,
+               "the relative truncation error of the series at the ends of its interval, "
+               "where it is largest, evaluated by SymPy"),
+    ] + [Result(f"grad_{name}", g, "the gradient arranged for floating point",
+                sp.Derivative(KL_i, mu if name == "mu" else s))
+         for name, g in stable_grad.items()]
+    return Derivation(
+        "2.3n", "The KL term and its gradient in floating point",
+        "Arrange the KL divergence and its gradient so that float32 and float64 keep their "
+        "relative accuracy for every positive scale, near the optimum included.",
+        steps, results,
+        conclusion="Each rewrite is an identity SymPy proves; only the series is an "
+                   "approximation, with relative error at most {series_relative_error}.",
+        variant=p.name, data={"latex_names": _PER_DIMENSION},
+    )
+
+
+def _series_error() -> sp.Float:
+    """The relative error of the truncated series at x = +-radius, to 30 digits.
+
+    The remainder's terms grow with |x| faster than expm1mx does, so the ends are the worst.
+    """
+    exact = sp.exp(x) - 1 - x
+    rel = sp.Abs((exact - _taylor(x)) / exact)
+    worst = max(rel.xreplace({x: v}).evalf(30) for v in (-SERIES_RADIUS, SERIES_RADIUS))
+    return sp.Float(worst, 3)
+
+
