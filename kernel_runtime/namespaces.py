@@ -97,7 +97,8 @@ def _as_numpy(name: str, value: Any) -> numpy.ndarray:
     kind = array.dtype.kind
     if kind not in "iuf":
         raise TypeError(f"{name}: expected a real numeric array, got dtype {array.dtype}")
-    if kind == "f" and array.dtype != _F64 and array.dtype != _F32:
+    # by size, so a non-native byte order ('>f8') passes as the float64 it is
+    if kind == "f" and array.dtype.itemsize not in (4, 8):
         raise TypeError(_not_single_or_double(name, array.dtype))
     return array
 
