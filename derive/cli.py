@@ -129,6 +129,10 @@ def parser() -> argparse.ArgumentParser:
                           "generated/ differs from what the engine produces")
     gen.add_argument("--root", default=None, metavar="PATH",
                      help="the repository root holding generated/ (default: this checkout)")
+    gen.add_argument("--no-cache", action="store_true",
+                     help="derive everything, neither reading nor writing the derivation "
+                          "cache ($DERIVE_CACHE_DIR, else $XDG_CACHE_HOME/derive or "
+                          "~/.cache/derive; DERIVE_NO_CACHE=1 also turns it off)")
 
     from .check.command import add_parser as add_check_parser
 
@@ -309,18 +313,19 @@ def _warn(message: str) -> None:
 
 
 def _cmd_generate(args: argparse.Namespace) -> str:
-    from .files import generated_files, stale_files, write_files
+    from .cache import open_store
+    from .files import generate, stale_files, write_files
     from .output import OutputError
-    from .questions import all_derivations
 
     root = _generate_root(args)
     start = time.perf_counter()
-    derivations = all_derivations()
-    files = generated_files()
-    n_steps = sum(len(d.steps) for d in derivations)
+    store = open_store(no_cache=args.no_cache)
+    files, n_derivations, n_steps = generate(store)
     elapsed = time.perf_counter() - start
-    summary = (f"derived {len(derivations)} derivations, {n_steps} steps, every step checked; "
-               f"rendered {len(files)} files in {elapsed:.1f} s")
+    cached = "" if store is None else (
+        f" (derivation cache: {store.hits} hits, {store.misses} misses)")
+    summary = (f"derived {n_derivations} derivations, {n_steps} steps, every step checked; "
+               f"rendered {len(files)} files in {elapsed:.1f} s{cached}")
     try:
         if args.check:
             stale = stale_files(root, files, warn=_warn)

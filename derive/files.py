@@ -35,18 +35,20 @@ from pathlib import Path
 
 from codegen.backends import render_module
 from codegen.environment import GENERATED_MARK, environment
+from codegen.latex import LatexOptions, render_derivation
 
+from .cache import Store, fingerprint, source_digest
 from .document import solutions_document
 from .notebook import derivations_notebook
 from .output import OutputError, output_target, write_output
-from .questions import kernel_modules
+from .questions import QUESTIONS, Question, all_derivations, kernel_modules
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - no flock (Windows): runs are not serialized
     fcntl = None
 
-__all__ = ["COMMAND", "generated_files", "write_files", "stale_files", "default_root",
+__all__ = ["COMMAND", "generated_files", "generate", "write_files", "stale_files", "default_root",
            "is_checkout", "GENERATED_MARK", "MANIFEST"]
 
 #: The command that regenerates every generated file; each file's header names it.
@@ -65,14 +67,113 @@ def is_checkout(root: Path) -> bool:
     return (root / "pyproject.toml").is_file() and (root / "derive").is_dir()
 
 
-def generated_files() -> dict[str, str]:
-    """Every generated file, by path relative to the root, rendered in memory."""
-    modules = kernel_modules()  # the registry says which question produces which module
-    files = {f"generated/{m.name}.py": render_module(m, COMMAND) for m in modules}
+def generated_files(store: Store | None = None) -> dict[str, str]:
+    """Every generated file, by path relative to the root, rendered in memory (through
+    the derivation cache ``store`` when given: see :func:`generate`)."""
+    return generate(store)[0]
+
+
+#: Source files whose content reaches a cached part only as a value that the part's key
+#: holds: a block of ``derive/blocks.py`` reaches its derivations and its kernel module
+#: only as the :class:`~derive.coupling.CouplingBlock` passed in (nothing else imports
+#: ``derive.blocks``), so adding a block leaves the other blocks' parts valid.
+BY_VALUE = ("derive/blocks.py",)
+
+
+def generate(store: Store | None = None) -> tuple[dict[str, str], int, int]:
+    """Every generated file (as :func:`generated_files`), the number of derivations and
+    the number of their steps.
+
+    Without ``store``, everything is derived. With one (:mod:`derive.cache`), the whole
+    output is one entry keyed by the digest of every engine source; on a miss, each
+    question's variant is one part (its typeset derivation, notebook outputs, step count
+    and kernel module), keyed by the digest of the engine sources but :data:`BY_VALUE`
+    and the variant's block by value, and each section's introduction one part keyed
+    like the whole; only the parts missing are derived.
+    """
+    if store is None:
+        derivations = all_derivations()
+        return (_files(), len(derivations), sum(len(d.steps) for d in derivations))
+    digest = source_digest()
+    whole = store.get("generate", [digest, COMMAND])
+    if whole is not None:
+        return whole["files"], whole["derivations"], whole["steps"]
+    parts = _Parts(store, source_digest(exclude=BY_VALUE), digest)
+    files = _files(parts)
+    n, steps = len(parts.seen), sum(p["steps"] for p in parts.seen.values())
+    store.put("generate", [digest, COMMAND], {"files": files, "derivations": n, "steps": steps})
+    return files, n, steps
+
+
+class _Module:
+    """What the package template reads of a kernel module, from a cached part."""
+
+    def __init__(self, name: str, title: str) -> None:
+        self.name, self.title = name, title
+
+
+class _Parts:
+    """The cached parts of one run of :func:`generate`, each derived on a miss."""
+
+    def __init__(self, store: Store, digest: str, whole: str) -> None:
+        self.store, self.digest, self.whole = store, digest, whole
+        self.seen: dict[tuple[str, str], dict] = {}
+
+    def part(self, q: Question, variant: str) -> dict:
+        if (q.qid, variant) not in self.seen:
+            from .blocks import BLOCKS
+
+            key = [self.digest, COMMAND, q.qid, variant, fingerprint(BLOCKS.get(variant))]
+            self.seen[q.qid, variant] = self.store.get_or_compute(
+                "part", key, lambda: _part(q, variant))
+        return self.seen[q.qid, variant]
+
+    def intro(self, section: object) -> dict | None:
+        from .document import _intro
+
+        key = [self.whole, section.number, section.title]
+        return self.store.get_or_compute(
+            "intro", key, lambda: {"intro": _intro(section, LatexOptions())})["intro"]
+
+
+def _part(q: Question, variant: str) -> dict:
+    """A question's variant rendered: what the generated files need of it."""
+    from codegen.latex import render_notebook
+
+    from .text import render_text
+
+    d = q.derive(variant)
+    part = {"latex": render_derivation(d, options=LatexOptions()),
+            "notebook": render_notebook(d), "text": render_text(d), "steps": len(d.steps),
+            "module": None}
+    if q.kernels is not None:
+        m = q.kernels(variant)
+        part["module"] = {"name": m.name, "title": m.title, "text": render_module(m, COMMAND)}
+    return part
+
+
+def _files(parts: _Parts | None = None) -> dict[str, str]:
+    if parts is None:
+        modules = kernel_modules()  # the registry says which question produces which module
+        texts = {m.name: render_module(m, COMMAND) for m in modules}
+        document = solutions_document(command=COMMAND)
+        notebook = derivations_notebook(COMMAND)
+    else:
+        found = [parts.part(q, v)["module"] for q in QUESTIONS.values() if q.kernels
+                 for v in q.variants]
+        modules = [_Module(m["name"], m["title"]) for m in found]
+        texts = {m["name"]: m["text"] for m in found}
+        document = solutions_document(
+            command=COMMAND, rendered=lambda q, v: parts.part(q, v)["latex"],
+            intro=parts.intro)
+        notebook = derivations_notebook(
+            COMMAND, outputs=lambda q, v: (parts.part(q, v)["notebook"],
+                                           parts.part(q, v)["text"]))
+    files = {f"generated/{name}.py": text for name, text in texts.items()}
     files["generated/__init__.py"] = environment().get_template("package.py.jinja").render(
         modules=modules, command=COMMAND)
-    files["generated/solutions.tex"] = solutions_document(command=COMMAND)
-    files["generated/derivations.ipynb"] = derivations_notebook(COMMAND)
+    files["generated/solutions.tex"] = document
+    files["generated/derivations.ipynb"] = notebook
     return dict(sorted(files.items()))
 
 
