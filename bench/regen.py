@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -90,9 +91,9 @@ def _run_json(args: list[str], timeout: float) -> dict[str, object]:
 def time_generate_check(runs: int, timeout: float,
                         log: Callable[[str], None] = print) -> dict[str, object]:
     """Wall seconds of ``python -m derive generate --check`` in a new process, ``runs`` times."""
-    walls, codes, summary = [], [], ""
+    walls, cpus, codes, summary = [], [], [], ""
     for _ in range(runs):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu()
         try:
             proc = subprocess.run([sys.executable, "-m", "derive", "generate", "--check",
                                    "--no-cache"],
@@ -101,10 +102,11 @@ def time_generate_check(runs: int, timeout: float,
             log(f"note: derive generate --check took over {timeout:.0f} s; stopped it")
             return {"walls": walls, "codes": codes, "timed_out": timeout, "summary": summary}
         walls.append(time.perf_counter() - start)
+        cpus.append(_cpu() - cpu)
         codes.append(proc.returncode)
         summary = (proc.stdout.strip().splitlines() or [""])[0]
-    return {"walls": walls, "codes": codes, "median": float(np.median(walls)),
-            "summary": summary, "timed_out": None}
+    return {"walls": walls, "cpus": cpus, "codes": codes, "median": float(np.median(walls)),
+            "cpu_median": float(np.median(cpus)), "summary": summary, "timed_out": None}
 
 
 #: The block the "after adding one block" timing appends to ``_BLOCKS`` of the copy.
@@ -117,17 +119,35 @@ NEW_BLOCK = '''    CouplingBlock(
 '''
 
 
-def _generate(tree: Path, cache: Path, timeout: float) -> tuple[float, int, str]:
-    """Wall seconds, exit code and summary of ``generate --check`` in ``tree``."""
+def _cpu() -> float:
+    """CPU seconds (user + system) of the finished child processes so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _generate(tree: Path, cache: Path, timeout: float) -> tuple[float, float, int, str]:
+    """Wall and CPU seconds, exit code and summary of ``generate --check`` in ``tree``
+    (CPU time says what a loaded machine's wall time hides)."""
     env = {**os.environ, "PYTHONPATH": str(tree), "DERIVE_CACHE_DIR": str(cache)}
     env.pop("DERIVE_NO_CACHE", None)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu()
     proc = subprocess.run([sys.executable, "-m", "derive", "generate", "--check"], cwd=tree,
                           env=env, capture_output=True, text=True, timeout=timeout)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, _cpu() - cpu
     out = (proc.stdout + proc.stderr).splitlines()
     summary = next((line for line in out if line.startswith("derived ")), "")
-    return wall, proc.returncode, summary
+    return wall, cpu, proc.returncode, summary
+
+
+def _repeat(runs: int, once: Callable[[], tuple[float, float, int, str]]) -> dict[str, object]:
+    walls, cpus, codes, summary = [], [], [], ""
+    for _ in range(runs):
+        wall, cpu, code, summary = once()
+        walls.append(wall)
+        cpus.append(cpu)
+        codes.append(code)
+    return {"walls": walls, "cpus": cpus, "codes": codes, "median": float(np.median(walls)),
+            "cpu_median": float(np.median(cpus)), "summary": summary}
 
 
 def time_cache(runs: int, timeout: float,
@@ -146,30 +166,22 @@ def time_cache(runs: int, timeout: float,
             shutil.copytree(ROOT / name, tree / name, ignore=ignore)
         shutil.copy2(ROOT / "pyproject.toml", tree / "pyproject.toml")
         try:
-            wall, code, summary = _generate(tree, cache, timeout)
-            out["fill"] = {"wall": wall, "code": code, "summary": summary}
-            walls, codes = [], []
-            for _ in range(runs):
-                wall, code, summary = _generate(tree, cache, timeout)
-                walls.append(wall)
-                codes.append(code)
-            out["warm"] = {"walls": walls, "codes": codes, "median": float(np.median(walls)),
-                           "summary": summary}
+            wall, cpu, code, summary = _generate(tree, cache, timeout)
+            out["fill"] = {"wall": wall, "cpu": cpu, "code": code, "summary": summary}
+            out["warm"] = _repeat(runs, lambda: _generate(tree, cache, timeout))
             shutil.copytree(cache, warm)
             blocks = tree / "derive" / "blocks.py"
             text = blocks.read_text()
             if "    ),\n]\n" not in text:
                 raise RuntimeError("derive/blocks.py has no `_BLOCKS = [...]` list to extend")
             blocks.write_text(text.replace("    ),\n]\n", "    ),\n" + NEW_BLOCK, 1))
-            walls, codes = [], []
-            for _ in range(runs):
+
+            def from_warm() -> tuple[float, float, int, str]:
                 shutil.rmtree(cache)
                 shutil.copytree(warm, cache)
-                wall, code, summary = _generate(tree, cache, timeout)
-                walls.append(wall)
-                codes.append(code)
-            out["one_block"] = {"walls": walls, "codes": codes,
-                                "median": float(np.median(walls)), "summary": summary}
+                return _generate(tree, cache, timeout)
+
+            out["one_block"] = _repeat(runs, from_warm)
         except subprocess.TimeoutExpired:
             log(f"note: derive generate --check with the cache took over {timeout:.0f} s")
             out["timed_out"] = timeout
@@ -186,7 +198,7 @@ def run(sizes: list[int], generate_runs: int, generate_timeout: float, explicit_
             res = cache[part]
             walls = ", ".join(f"{w:.2f}" for w in res["walls"])
             log(f"  derive generate --check, {label}: median {res['median']:.2f} s "
-                f"({walls}): {res['summary']}")
+                f"({walls}; CPU {res['cpu_median']:.2f} s): {res['summary']}")
     if gen.get("median") is not None:
         codes = ", ".join(str(c) for c in gen["codes"])
         log(f"  derive generate --check, cold: median {gen['median']:.2f} s over "

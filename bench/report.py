@@ -472,7 +472,9 @@ def _regen_section(regen: dict | None) -> list[str]:
     if gen.get("median") is not None:
         walls = ", ".join(f"{w:.2f}" for w in gen["walls"])
         rows.append(["`python -m derive generate --check --no-cache`, cold (new process)",
-                     f"**{gen['median']:.2f} s** (median of {walls} s; exit "
+                     f"**{gen['median']:.2f} s** (median of {walls} s; "
+                     + (f"CPU {gen['cpu_median']:.2f} s; " if "cpu_median" in gen else "")
+                     + "exit "
                      f"{', '.join(map(str, gen['codes']))})"])
         if gen["summary"]:
             rows.append(["… the engine's own summary", gen["summary"].replace("|", "\\|")])
@@ -489,8 +491,8 @@ def _regen_section(regen: dict | None) -> list[str]:
             res = cache[part]
             walls = ", ".join(f"{w:.2f}" for w in res["walls"])
             rows.append([f"… with the derivation cache, {what}",
-                         f"**{res['median']:.2f} s** (median of {walls} s; exit "
-                         f"{', '.join(map(str, res['codes']))})"])
+                         f"**{res['median']:.2f} s** (median of {walls} s; CPU "
+                         f"{res['cpu_median']:.2f} s; exit {', '.join(map(str, res['codes']))})"])
     done = [e for e in regen["explicit"] if not e.get("timed_out")]
     if done:
         k = len(done)

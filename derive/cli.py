@@ -95,6 +95,8 @@ def parser() -> argparse.ArgumentParser:
                                       "step with its reason and how it was checked, the results.")
     show.add_argument("qid", help=qid_help)
     show.add_argument("--variant", help=variant_help)
+    show.add_argument("--no-cache", action="store_true",
+                      help="derive it, neither reading nor writing the derivation cache")
 
     latex = sub.add_parser("latex", help="typeset the solutions, or one derivation, as LaTeX",
                            description="Without a question id, write the whole solutions "
@@ -237,6 +239,25 @@ def _command_line(args: argparse.Namespace) -> str:
     return " ".join(_shell_quote(p) for p in parts)
 
 
+def _cmd_show(args: argparse.Namespace) -> str:
+    """The derivation as text: from the derivation cache when it holds it."""
+    from .cache import open_store
+    from .questions import UnknownQuestionError, resolve
+
+    store = open_store(no_cache=args.no_cache)
+    if store is None:
+        from .text import render_text
+
+        return render_text(_derivation(args))
+    from .files import rendered_part
+
+    try:
+        question, variant = resolve(args.qid, args.variant)
+    except UnknownQuestionError as err:
+        raise _Failure(str(err), code=2) from None
+    return rendered_part(store, question, variant)["text"]
+
+
 def _cmd_latex(args: argparse.Namespace) -> str:
     from codegen.latex import LatexOptions, render_derivation, render_fragment
 
@@ -352,9 +373,7 @@ def _run(args: argparse.Namespace) -> tuple[str, int]:
     if args.command == "list":
         return _cmd_list(), 0
     if args.command == "show":
-        from .text import render_text
-
-        return render_text(_derivation(args)), 0
+        return _cmd_show(args), 0
     if args.command == "latex":
         return _cmd_latex(args), 0
     if args.command == "check":

@@ -48,7 +48,8 @@ try:
 except ImportError:  # pragma: no cover - no flock (Windows): runs are not serialized
     fcntl = None
 
-__all__ = ["COMMAND", "generated_files", "generate", "write_files", "stale_files", "default_root",
+__all__ = ["COMMAND", "generated_files", "generate", "rendered_part", "write_files",
+           "stale_files", "default_root",
            "is_checkout", "GENERATED_MARK", "MANIFEST"]
 
 #: The command that regenerates every generated file; each file's header names it.
@@ -103,6 +104,12 @@ def generate(store: Store | None = None) -> tuple[dict[str, str], int, int]:
     n, steps = len(parts.seen), sum(p["steps"] for p in parts.seen.values())
     store.put("generate", [digest, COMMAND], {"files": files, "derivations": n, "steps": steps})
     return files, n, steps
+
+
+def rendered_part(store: Store, question: Question, variant: str) -> dict:
+    """A question's variant as :func:`generate` caches it (``latex``, ``notebook``,
+    ``text``, ``steps``, ``module``), from ``store`` or derived and stored."""
+    return _Parts(store, source_digest(exclude=BY_VALUE), "").part(question, variant)
 
 
 class _Module:
