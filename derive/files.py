@@ -90,7 +90,8 @@ def generate(store: Store | None = None) -> tuple[dict[str, str], int, int]:
     question's variant is one part (its typeset derivation, notebook outputs, step count
     and kernel module), keyed by the digest of the engine sources but :data:`BY_VALUE`
     and the variant's block by value, and each section's introduction one part keyed
-    like the whole; only the parts missing are derived.
+    alike, with every block's value when it may read them (:func:`_reads_blocks`); only
+    the parts missing are derived.
     """
     if store is None:
         derivations = all_derivations()
@@ -99,7 +100,7 @@ def generate(store: Store | None = None) -> tuple[dict[str, str], int, int]:
     whole = store.get("generate", [digest, COMMAND])
     if whole is not None:
         return whole["files"], whole["derivations"], whole["steps"]
-    parts = _Parts(store, source_digest(exclude=BY_VALUE), digest)
+    parts = _Parts(store, source_digest(exclude=BY_VALUE))
     files = _files(parts)
     n, steps = len(parts.seen), sum(p["steps"] for p in parts.seen.values())
     store.put("generate", [digest, COMMAND], {"files": files, "derivations": n, "steps": steps})
@@ -109,7 +110,7 @@ def generate(store: Store | None = None) -> tuple[dict[str, str], int, int]:
 def rendered_part(store: Store, question: Question, variant: str) -> dict:
     """A question's variant as :func:`generate` caches it (``latex``, ``notebook``,
     ``text``, ``steps``, ``module``), from ``store`` or derived and stored."""
-    return _Parts(store, source_digest(exclude=BY_VALUE), "").part(question, variant)
+    return _Parts(store, source_digest(exclude=BY_VALUE)).part(question, variant)
 
 
 class _Module:
@@ -122,8 +123,8 @@ class _Module:
 class _Parts:
     """The cached parts of one run of :func:`generate`, each derived on a miss."""
 
-    def __init__(self, store: Store, digest: str, whole: str) -> None:
-        self.store, self.digest, self.whole = store, digest, whole
+    def __init__(self, store: Store, digest: str) -> None:
+        self.store, self.digest = store, digest
         self.seen: dict[tuple[str, str], dict] = {}
 
     def part(self, q: Question, variant: str) -> dict:
@@ -138,9 +139,59 @@ class _Parts:
     def intro(self, section: object) -> dict | None:
         from .document import _intro
 
-        key = [self.whole, section.number, section.title]
+        key = [self.digest, section.number, section.title,
+               _blocks_fingerprint() if _reads_blocks(section.introduction) else None]
         return self.store.get_or_compute(
             "intro", key, lambda: {"intro": _intro(section, LatexOptions())})["intro"]
+
+
+def _blocks_fingerprint() -> str:
+    """Every public value of ``derive.blocks``: what an introduction that reads it sees."""
+    from . import blocks
+
+    return fingerprint({name: fingerprint(getattr(blocks, name)) for name in blocks.__all__})
+
+
+def _reads_blocks(function: object) -> bool:
+    """Whether ``function`` may read ``derive.blocks``: True unless it is a function of
+    :mod:`derive.questions` (the one material module that imports the blocks), not a
+    closure, whose code, and that of every function of that module it names, names no
+    value of the blocks.
+
+    A function of any other module cannot reach the blocks (only the registry and this
+    module import them; tests/test_cache.py checks it) but through the registry's values,
+    which it would name; anything else (a callable object, a function of this module) may.
+    """
+    import types
+
+    from . import blocks, questions
+
+    if function is None:
+        return False
+    shared = {name for name, value in vars(questions).items()
+              if any(value is v for v in vars(blocks).values()
+                     if not isinstance(v, types.ModuleType))}
+    seen, todo = set(), [function]
+    while todo:
+        fn = todo.pop()
+        if (not isinstance(fn, types.FunctionType) or fn.__module__ != questions.__name__
+                or fn.__closure__):  # a closure's cells may hold anything
+            return True
+        codes, names = [fn.__code__], set()
+        while codes:
+            code = codes.pop()
+            names |= set(code.co_names)
+            codes += [c for c in code.co_consts if isinstance(c, types.CodeType)]
+        if names & shared:
+            return True
+        for name in names - seen:
+            seen.add(name)
+            value = vars(questions).get(name)
+            if isinstance(value, types.FunctionType) and value.__module__ == questions.__name__:
+                todo.append(value)
+            elif value is questions or value is blocks:
+                return True
+    return False
 
 
 def _part(q: Question, variant: str) -> dict:

@@ -17,6 +17,7 @@ import pytest
 
 import derive.document
 import derive.files
+import derive.questions
 from derive import cache
 from derive.cache import Store, cache_folder, open_store, source_digest
 from derive.cli import main
@@ -183,6 +184,44 @@ def test_the_versions_count(monkeypatch):
     assert source_digest() != before
 
 
+def test_which_introductions_may_read_the_blocks(monkeypatch):
+    from derive import questions
+    from derive.files import _reads_blocks
+
+    sections = questions.SECTIONS
+    assert _reads_blocks(sections["coupling"].introduction)
+    assert not _reads_blocks(sections["vae"].introduction)
+    assert not _reads_blocks(sections["prior"].introduction)
+    assert not _reads_blocks(None)
+
+    for fn in (_helper, _through_a_helper, _plain):
+        monkeypatch.setattr(fn, "__module__", "derive.questions")
+    assert not _reads_blocks(_plain)
+    assert _reads_blocks(_helper)  # names the blocks
+    assert not _reads_blocks(_through_a_helper)  # the registry has no _named_helper
+    monkeypatch.setattr(questions, "_named_helper", _helper, raising=False)
+    assert _reads_blocks(_through_a_helper)  # names a function of the registry that does
+    assert _reads_blocks(lambda: 1)  # not a function of the registry: it may
+    cell = sections["vae"]
+    assert _reads_blocks(lambda: cell)  # a closure: it may
+
+
+def _helper():
+    return derive.questions.BLOCKS
+
+
+def _named_helper():
+    return None
+
+
+def _through_a_helper():
+    return _named_helper()
+
+
+def _plain():
+    return 1
+
+
 def test_only_the_registry_and_generate_import_the_blocks():
     """What :data:`derive.files.BY_VALUE` relies on: a block reaches a derivation only as
     the value the registry passes, which the parts' keys hold."""
@@ -234,7 +273,7 @@ def test_generate_derives_only_what_is_missing(tmp_path, fake_parts, monkeypatch
     monkeypatch.setattr(derive.files, "source_digest",
                         lambda exclude=(): digest(exclude) + ("" if exclude else "+block"))
     derive.files.generate(store)
-    assert fake_parts and all(c[0] == "intro" for c in fake_parts)
+    assert fake_parts == []
 
     # one block's value changes (so does derive/blocks.py): that block's parts alone are
     # derived again
@@ -248,6 +287,9 @@ def test_generate_derives_only_what_is_missing(tmp_path, fake_parts, monkeypatch
     derive.files.generate(store)
     parts = {c for c in fake_parts if c[0] != "intro"}
     assert parts == {(q, "coupling_glow") for q in ("1.1", "1.2", "1.3", "1.3n")}
+    # and of the introductions, the one that shows a block
+    assert [c for c in fake_parts if c[0] == "intro"] == [
+        ("intro", "A reversible affine coupling block")]
 
     # any other engine source changes: everything is derived again
     fake_parts.clear()
