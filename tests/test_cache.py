@@ -81,7 +81,8 @@ def test_an_entry_with_a_valid_checksum_under_another_key_is_not_trusted(tmp_pat
 
 def test_concurrent_writers_never_show_half_an_entry(tmp_path):
     """Two processes rewrite one entry with large values while this one reads it: every
-    read is a whole value of one of them, or a miss before the first write."""
+    read is a whole value of one of them, and once one is written the entry is never
+    missing (a rename replaces it; a write in place would show a truncated file)."""
     writer = textwrap.dedent(f"""
         import sys
         from pathlib import Path
@@ -94,13 +95,16 @@ def test_concurrent_writers_never_show_half_an_entry(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [subprocess.Popen([sys.executable, "-c", writer, c], env=env) for c in "ab"]
     store = Store(tmp_path)
-    seen = set()
+    seen, missing_after = set(), 0
     while any(p.poll() is None for p in procs):
         value = store.get("part", ["shared"])
         if value is not None:
             assert value["text"] in ("a" * 300_000, "b" * 300_000)
             seen.add(value["text"][0])
+        elif seen:
+            missing_after += 1
     assert [p.wait() for p in procs] == [0, 0]
+    assert missing_after == 0
     assert store.get("part", ["shared"])["text"][0] in "ab"
     leftovers = [p for p in tmp_path.rglob("*") if p.name.startswith(".tmp-")]
     assert leftovers == []
