@@ -179,9 +179,15 @@ def test_any_source_change_changes_the_digest_but_an_excluded_file(tmp_path):
     assert source_digest(root=root) == before  # compiled files do not count
 
 
-def test_the_versions_count(monkeypatch):
+@pytest.mark.parametrize("package", ["sympy", "jinja2"])
+def test_the_versions_count(monkeypatch, package):
     before = source_digest()
-    monkeypatch.setattr(cache, "_version", lambda name: "0.0-other")
+    version = cache._version
+    monkeypatch.setattr(cache, "_version",
+                        lambda name: "0.0-other" if name == package else version(name))
+    assert source_digest() != before
+    monkeypatch.undo()
+    monkeypatch.setattr(sys, "version_info", (sys.version_info[0], 99, 0))
     assert source_digest() != before
     monkeypatch.undo()
     monkeypatch.setattr(sys.modules["derive"], "__version__", "9.9.9")
