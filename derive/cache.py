@@ -20,6 +20,9 @@ full key and holds the length and SHA-256 of its payload; an entry whose header,
 length, checksum or JSON does not match (truncated, garbled, from another format) is a
 miss, and its result is computed again and written over it.
 
+Size. Each version of the sources adds about 2.5 MB; ``derive generate`` prunes the least
+recently used entries when they exceed :data:`LIMIT` (200 MB).
+
 Example:
     >>> import tempfile
     >>> store = Store(Path(tempfile.mkdtemp()))
@@ -44,13 +47,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FORMAT", "Store", "cache_folder", "open_store", "source_digest", "fingerprint",
+__all__ = ["FORMAT", "LIMIT", "Store", "cache_folder", "open_store", "source_digest",
+           "fingerprint",
            "ENGINE_PACKAGES"]
 
 #: The entry format; a new one is a new subfolder, so old entries are never read.
 FORMAT = 1
 #: The packages whose files :func:`source_digest` hashes.
 ENGINE_PACKAGES = ("derive", "codegen", "kernel_runtime")
+#: The size the entries may take before :meth:`Store.prune` removes the least recently
+#: used (each version of the engine's sources takes about 2.5 MB).
+LIMIT = 200 << 20
 _MAGIC = b"derive-cache"
 _ROOT = Path(__file__).resolve().parents[1]
 _warned: set[str] = set()
@@ -184,7 +191,37 @@ class Store:
             self.misses += 1
         else:
             self.hits += 1
+            with contextlib.suppress(OSError):
+                os.utime(path)  # last used: what :meth:`prune` keeps
         return value
+
+    def prune(self, limit: int = LIMIT) -> int:
+        """Remove the least recently used entries while the entries take more than
+        ``limit`` bytes (down to half of it), and temporary files older than a day; return
+        how many files were removed. Failures are ignored."""
+        import time
+
+        entries, total, removed = [], 0, 0
+        for path in self.folder.glob(f"v{FORMAT}/*/*"):
+            with contextlib.suppress(OSError):
+                st = path.stat()
+                if path.name.startswith(".tmp-"):
+                    if st.st_mtime < time.time() - 86400:  # left by a killed run
+                        path.unlink()
+                        removed += 1
+                    continue
+                entries.append((st.st_mtime, st.st_size, path))
+                total += st.st_size
+        if total <= limit:
+            return removed
+        for _, size, path in sorted(entries):
+            if total <= limit // 2:
+                break
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed += 1
+                total -= size
+        return removed
 
     def put(self, kind: str, key: Any, value: Any) -> None:
         """Store ``value`` for ``key`` atomically; a failure to write is ignored (the value

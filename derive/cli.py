@@ -343,6 +343,8 @@ def _cmd_generate(args: argparse.Namespace) -> str:
     store = open_store(no_cache=args.no_cache)
     files, n_derivations, n_steps = generate(store)
     elapsed = time.perf_counter() - start
+    if store is not None and store.misses:
+        store.prune()
     cached = "" if store is None else (
         f" (derivation cache: {store.hits} hits, {store.misses} misses)")
     summary = (f"derived {n_derivations} derivations, {n_steps} steps, every step checked; "

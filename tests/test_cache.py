@@ -110,6 +110,20 @@ def test_concurrent_writers_never_show_half_an_entry(tmp_path):
     assert leftovers == []
 
 
+def test_prune_removes_the_least_recently_used(tmp_path):
+    store = Store(tmp_path)
+    for k in range(6):
+        store.put("part", [k], {"text": "x" * 1000})
+        os.utime(_entry(store, "part", [k]), (1000 + k, 1000 + k))
+    store.get("part", [0])  # used now: the most recent
+    stale_tmp = _entry(store, "part", [0]).parent / ".tmp-left"
+    stale_tmp.write_text("")
+    os.utime(stale_tmp, (1000, 1000))
+    assert store.prune(limit=10**6) == 1 and not stale_tmp.exists()
+    assert store.prune(limit=5000) == 4  # down to half the limit: the two most recent kept
+    assert [k for k in range(6) if store.get("part", [k]) is not None] == [0, 5]
+
+
 # --- where it lives -------------------------------------------------------------------
 
 
