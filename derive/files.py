@@ -77,7 +77,8 @@ def generated_files(store: Store | None = None) -> dict[str, str]:
 #: Source files whose content reaches a cached part only as a value that the part's key
 #: holds: a block of ``derive/blocks.py`` reaches its derivations and its kernel module
 #: only as the :class:`~derive.coupling.CouplingBlock` passed in (nothing else imports
-#: ``derive.blocks``), so adding a block leaves the other blocks' parts valid.
+#: ``derive.blocks``), so adding a block leaves the other blocks' parts valid. A block
+#: built from a class that file defines is keyed by the file too (:func:`_value_key`).
 BY_VALUE = ("derive/blocks.py",)
 
 
@@ -131,7 +132,7 @@ class _Parts:
         if (q.qid, variant) not in self.seen:
             from .blocks import BLOCKS
 
-            key = [self.digest, COMMAND, q.qid, variant, fingerprint(BLOCKS.get(variant))]
+            key = [self.digest, COMMAND, q.qid, variant, _value_key(BLOCKS.get(variant))]
             self.seen[q.qid, variant] = self.store.get_or_compute(
                 "part", key, lambda: _part(q, variant))
         return self.seen[q.qid, variant]
@@ -143,6 +144,28 @@ class _Parts:
                _blocks_fingerprint() if _reads_blocks(section.introduction) else None]
         return self.store.get_or_compute(
             "intro", key, lambda: {"intro": _intro(section, LatexOptions())})["intro"]
+
+
+def _value_key(value: object) -> list[str]:
+    """What a part's key holds of a block: its :func:`~derive.cache.fingerprint`; and
+    where the block or any node of its expressions is of a class that ``derive/blocks.py``
+    defines (whose code the fingerprint does not show), that file's bytes too."""
+    import dataclasses
+    import hashlib
+
+    import sympy as sp
+
+    types_ = {type(value)}
+    if dataclasses.is_dataclass(value):
+        for field in dataclasses.fields(value):
+            expr = getattr(value, field.name)
+            if isinstance(expr, sp.Basic):
+                for node in sp.preorder_traversal(expr):
+                    types_ |= {type(node), getattr(node, "func", type(node))}
+    key = [fingerprint(value)]
+    if any(getattr(t, "__module__", None) == "derive.blocks" for t in types_):
+        key.append(hashlib.sha256((default_root() / BY_VALUE[0]).read_bytes()).hexdigest())
+    return key
 
 
 def _blocks_fingerprint() -> str:

@@ -246,6 +246,24 @@ def _plain():
     return 1
 
 
+def test_a_block_of_a_class_the_blocks_file_defines_is_keyed_by_that_file_too():
+    import sympy as sp
+
+    from derive.blocks import BLOCKS
+    from derive.files import _value_key
+    from derive.vocabulary import G, x1, x2
+
+    plain = BLOCKS["coupling_glow"]
+    assert len(_value_key(plain)) == 1 and _value_key(None) == ["None"]
+
+    class clamp(sp.Function):  # as if derive/blocks.py defined it
+        pass
+
+    clamp.__module__ = "derive.blocks"
+    own = type(plain)("own", "own", sp.exp(clamp(G)) * x1, x2)
+    assert len(_value_key(own)) == 2  # its code is not in the fingerprint: the file is
+
+
 def test_only_the_registry_and_generate_import_the_blocks():
     """What :data:`derive.files.BY_VALUE` relies on: a block reaches a derivation only as
     the value the registry passes, which the parts' keys hold."""
