@@ -135,7 +135,7 @@ def _generate(tree: Path, cache: Path, timeout: float) -> tuple[float, float, in
                           env=env, capture_output=True, text=True, timeout=timeout)
     wall, cpu = time.perf_counter() - start, _cpu() - cpu
     out = (proc.stdout + proc.stderr).splitlines()
-    summary = next((line for line in out if line.startswith("derived ")), "")
+    summary = next((line for line in out if " derivations, " in line), "")
     return wall, cpu, proc.returncode, summary
 
 
