@@ -5,8 +5,8 @@ or forged entry can at worst be a miss. An entry is found by the SHA-256 of its 
 the key says everything that determines the entry's content: the entry's kind and name,
 the digest of the engine's sources (:func:`source_digest`: every file of ``derive/``,
 ``codegen/`` and ``kernel_runtime/`` but the ones a key holds by value, with the
-versions of Python, SymPy and Jinja), and any value the key holds. A change to any of
-those is a new key, so nothing is ever invalidated by hand.
+versions of Python, SymPy, mpmath, Jinja and NumPy), and any value the key holds. A
+change to any of those is a new key, so nothing is ever invalidated by hand.
 
 Where: ``$DERIVE_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/derive``, else
 ``~/.cache/derive``. The folder is created private (0700); one that others may write, or
@@ -47,8 +47,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FORMAT", "LIMIT", "Store", "cache_folder", "open_store", "source_digest",
-           "fingerprint",
+__all__ = ["FORMAT", "LIMIT", "LIBRARIES", "Store", "cache_folder", "open_store",
+           "source_digest", "fingerprint",
            "ENGINE_PACKAGES"]
 
 #: The entry format; a new one is a new subfolder, so old entries are never read.
@@ -58,6 +58,9 @@ ENGINE_PACKAGES = ("derive", "codegen", "kernel_runtime")
 #: The size the entries may take before :meth:`Store.prune` removes the least recently
 #: used (each version of the engine's sources takes about 2.5 MB).
 LIMIT = 200 << 20
+#: The libraries whose versions :func:`source_digest` holds: SymPy (and the mpmath it
+#: computes with), Jinja (the templates), NumPy (which ``codegen`` imports).
+LIBRARIES = ("sympy", "mpmath", "jinja2", "numpy")
 _MAGIC = b"derive-cache"
 _ROOT = Path(__file__).resolve().parents[1]
 _warned: set[str] = set()
@@ -128,15 +131,15 @@ def source_digest(exclude: Iterable[str] = (), root: Path | None = None,
                   packages: Iterable[str] = ENGINE_PACKAGES) -> str:
     """SHA-256 of every file of the engine's ``packages`` under ``root`` (path and bytes)
     but those in ``exclude`` (paths relative to ``root``), and of the versions that
-    determine what the engine writes: the engine's, Python's (major.minor), SymPy's and
-    Jinja's."""
+    determine what the engine writes: the engine's, Python's (major.minor) and those of
+    :data:`LIBRARIES`."""
     root = _ROOT if root is None else root
     skip = set(exclude)
     h = hashlib.sha256()
     engine = getattr(sys.modules.get("derive"), "__version__", "")
     for part in (f"format {FORMAT}", f"derive {engine}",
                  f"python {sys.version_info[0]}.{sys.version_info[1]}",
-                 f"sympy {_version('sympy')}", f"jinja2 {_version('jinja2')}"):
+                 *(f"{name} {_version(name)}" for name in LIBRARIES)):
         h.update(part.encode() + b"\0")
     for package in packages:
         for path in _files(root / package):

@@ -193,7 +193,7 @@ def test_any_source_change_changes_the_digest_but_an_excluded_file(tmp_path):
     assert source_digest(root=root) == before  # compiled files do not count
 
 
-@pytest.mark.parametrize("package", ["sympy", "jinja2"])
+@pytest.mark.parametrize("package", ["sympy", "mpmath", "jinja2", "numpy"])
 def test_the_versions_count(monkeypatch, package):
     before = source_digest()
     version = cache._version
