@@ -1,9 +1,11 @@
 r"""What ``derive generate`` writes, and how: every file rendered, written atomically.
 
-:func:`generated_files` renders every generated file in memory; :func:`write_files`
-replaces only the files whose bytes changed, each through a temporary file and a rename
-(:mod:`derive.output`) so that no reader ever sees a half-written file; :func:`stale_files`
-compares bytes without writing and returns a diff (or one line) per file.
+:func:`generated_files` renders every generated file in memory (:func:`generate` does so
+through the derivation cache, :mod:`derive.cache`, deriving only what it does not hold);
+:func:`write_files` replaces only the files whose bytes changed, each through a temporary
+file and a rename (:mod:`derive.output`) so that no reader ever sees a half-written file;
+:func:`stale_files` compares bytes without writing and returns a diff (or one line) per
+file.
 
 What ``generate`` may delete: a file listed in ``generated/MANIFEST`` (the files it wrote,
 with their SHA-256) that the engine no longer produces and that is unchanged since. Every
