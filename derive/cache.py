@@ -31,6 +31,7 @@ Example:
     >>> store.put("kind", ["a", 1], {"text": "x"})
     >>> store.get("kind", ["a", 1])
     {'text': 'x'}
+    >>> import shutil; shutil.rmtree(store.folder)
 """
 
 from __future__ import annotations
