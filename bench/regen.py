@@ -1,7 +1,10 @@
 """Comparison 4: regeneration and explicit derivation times, each in a fresh process.
 
 ``run`` times ``python -m derive generate --check`` cold (a new interpreter each time, so
-no SymPy or engine cache survives) and runs this module as ``python -m bench.regen N``
+no SymPy or engine cache survives, and ``--no-cache``); with the derivation cache
+(:func:`time_cache`, in a copy of the engine with a cache folder of its own): nothing
+changed (warm), and after adding one block to the copy's ``derive/blocks.py`` (each run
+from the warm cache); and it runs this module as ``python -m bench.regen N``
 for each ``N``, which prints one JSON object with the seconds it took to
 
 - ``import``: import sympy and the engine;
@@ -21,15 +24,18 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["run", "explicit_times"]
+__all__ = ["run", "explicit_times", "time_cache", "NEW_BLOCK"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,25 +91,114 @@ def _run_json(args: list[str], timeout: float) -> dict[str, object]:
 def time_generate_check(runs: int, timeout: float,
                         log: Callable[[str], None] = print) -> dict[str, object]:
     """Wall seconds of ``python -m derive generate --check`` in a new process, ``runs`` times."""
-    walls, codes, summary = [], [], ""
+    walls, cpus, codes, summary = [], [], [], ""
     for _ in range(runs):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu()
         try:
-            proc = subprocess.run([sys.executable, "-m", "derive", "generate", "--check"],
+            proc = subprocess.run([sys.executable, "-m", "derive", "generate", "--check",
+                                   "--no-cache"],
                                   cwd=ROOT, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             log(f"note: derive generate --check took over {timeout:.0f} s; stopped it")
             return {"walls": walls, "codes": codes, "timed_out": timeout, "summary": summary}
         walls.append(time.perf_counter() - start)
+        cpus.append(_cpu() - cpu)
         codes.append(proc.returncode)
         summary = (proc.stdout.strip().splitlines() or [""])[0]
-    return {"walls": walls, "codes": codes, "median": float(np.median(walls)),
-            "summary": summary, "timed_out": None}
+    return {"walls": walls, "cpus": cpus, "codes": codes, "median": float(np.median(walls)),
+            "cpu_median": float(np.median(cpus)), "summary": summary, "timed_out": None}
+
+
+#: The block the "after adding one block" timing appends to ``_BLOCKS`` of the copy.
+NEW_BLOCK = '''    CouplingBlock(
+        "coupling_shifted", "an affine coupling block with a shifted log-scale",
+        y1=exp(G + 1) * x1 + F, y2=x2,
+        summary="An affine coupling whose log-scale is G + 1 (a benchmark's new block).",
+    ),
+]
+'''
+
+
+def _cpu() -> float:
+    """CPU seconds (user + system) of the finished child processes so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _generate(tree: Path, cache: Path, timeout: float) -> tuple[float, float, int, str]:
+    """Wall and CPU seconds, exit code and summary of ``generate --check`` in ``tree``
+    (CPU time says what a loaded machine's wall time hides)."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "DERIVE_CACHE_DIR": str(cache)}
+    env.pop("DERIVE_NO_CACHE", None)
+    start, cpu = time.perf_counter(), _cpu()
+    proc = subprocess.run([sys.executable, "-m", "derive", "generate", "--check"], cwd=tree,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+    wall, cpu = time.perf_counter() - start, _cpu() - cpu
+    out = (proc.stdout + proc.stderr).splitlines()
+    summary = next((line for line in out if " derivations, " in line), "")
+    return wall, cpu, proc.returncode, summary
+
+
+def _repeat(runs: int, once: Callable[[], tuple[float, float, int, str]]) -> dict[str, object]:
+    walls, cpus, codes, summary = [], [], [], ""
+    for _ in range(runs):
+        wall, cpu, code, summary = once()
+        walls.append(wall)
+        cpus.append(cpu)
+        codes.append(code)
+    return {"walls": walls, "cpus": cpus, "codes": codes, "median": float(np.median(walls)),
+            "cpu_median": float(np.median(cpus)), "summary": summary}
+
+
+def time_cache(runs: int, timeout: float,
+               log: Callable[[str], None] = print) -> dict[str, object]:
+    """Wall seconds of ``derive generate --check`` with the derivation cache, in a copy of
+    the engine (``derive/``, ``codegen/``, ``kernel_runtime/``, ``generated/``) with a
+    cache folder of its own: ``fill`` from an empty cache (once), ``warm`` with nothing
+    changed, and ``one_block`` after appending :data:`NEW_BLOCK` to the copy's
+    ``derive/blocks.py``, each of those runs starting from the warm cache (exit 1: the new
+    block's module is missing from generated/)."""
+    out: dict[str, object] = {"runs": runs}
+    with tempfile.TemporaryDirectory(prefix="derive-bench-") as tmp:
+        tree, cache, warm = Path(tmp) / "tree", Path(tmp) / "cache", Path(tmp) / "warm"
+        ignore = shutil.ignore_patterns("__pycache__", ".*")
+        for name in ("derive", "codegen", "kernel_runtime", "generated"):
+            shutil.copytree(ROOT / name, tree / name, ignore=ignore)
+        shutil.copy2(ROOT / "pyproject.toml", tree / "pyproject.toml")
+        try:
+            wall, cpu, code, summary = _generate(tree, cache, timeout)
+            out["fill"] = {"wall": wall, "cpu": cpu, "code": code, "summary": summary}
+            out["warm"] = _repeat(runs, lambda: _generate(tree, cache, timeout))
+            shutil.copytree(cache, warm)
+            blocks = tree / "derive" / "blocks.py"
+            text = blocks.read_text()
+            if "    ),\n]\n" not in text:
+                raise RuntimeError("derive/blocks.py has no `_BLOCKS = [...]` list to extend")
+            blocks.write_text(text.replace("    ),\n]\n", "    ),\n" + NEW_BLOCK, 1))
+
+            def from_warm() -> tuple[float, float, int, str]:
+                shutil.rmtree(cache)
+                shutil.copytree(warm, cache)
+                return _generate(tree, cache, timeout)
+
+            out["one_block"] = _repeat(runs, from_warm)
+        except subprocess.TimeoutExpired:
+            log(f"note: derive generate --check with the cache took over {timeout:.0f} s")
+            out["timed_out"] = timeout
+    return out
 
 
 def run(sizes: list[int], generate_runs: int, generate_timeout: float, explicit_timeout: float,
         log: Callable[[str], None] = print) -> dict[str, object]:
     gen = time_generate_check(generate_runs, generate_timeout, log)
+    cache = time_cache(generate_runs, generate_timeout, log)
+    for label, part in (("warm cache, nothing changed", "warm"),
+                        ("after adding one block", "one_block")):
+        if part in cache:
+            res = cache[part]
+            walls = ", ".join(f"{w:.2f}" for w in res["walls"])
+            log(f"  derive generate --check, {label}: median {res['median']:.2f} s "
+                f"({walls}; CPU {res['cpu_median']:.2f} s): {res['summary']}")
     if gen.get("median") is not None:
         codes = ", ".join(str(c) for c in gen["codes"])
         log(f"  derive generate --check, cold: median {gen['median']:.2f} s over "
@@ -123,11 +218,14 @@ def run(sizes: list[int], generate_runs: int, generate_timeout: float, explicit_
         log(f"  explicit n={n}: build {res['build']:.2f} s, log-det (closed form) "
             f"{res['logdet_closed']:.3f} s, Jacobian {res['jacobian_explicit']:.2f} s, "
             f"log-det from it {res['logdet_explicit']:.2f} s, agrees: {res['logdet_agrees']}")
-    return {"generate": gen, "explicit": explicit}
+    return {"generate": gen, "cache": cache, "explicit": explicit}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["cache"]:  # python -m bench.regen cache [RUNS]: the cache timings alone
+        print(json.dumps(time_cache(int(argv[1]) if len(argv) > 1 else 3, 600.0)))
+        return 0
     n = int(argv[0]) if argv else 64
     print(json.dumps(explicit_times(n)))
     return 0

@@ -104,6 +104,14 @@ def summary_targets(results: dict) -> list[tuple[str, str, str]]:
     elif regen:
         out.append(("`derive generate` (cold, new process) under 10 s",
                     f"over {regen['generate']['timed_out']:.0f} s", "**not met**"))
+    cache = (regen or {}).get("cache") or {}
+    for part, what, limit in (("warm", "nothing changed", 3.0),
+                              ("one_block", "after adding one block", 15.0)):
+        if part in cache:
+            res = cache[part]
+            out.append((f"`derive generate --check` with the cache, {what}: under {limit:.0f} s",
+                        f"{res['median']:.1f} s (median of {len(res['walls'])})",
+                        "met" if res["median"] < limit else "**not met**"))
     auto = results.get("autodiff")
     if auto:
         last = auto["rows"][-1]
@@ -462,14 +470,28 @@ def _regen_section(regen: dict | None) -> list[str]:
     rows = []
     if gen.get("median") is not None:
         walls = ", ".join(f"{w:.2f}" for w in gen["walls"])
-        rows.append(["`python -m derive generate --check`, cold (new process)",
-                     f"**{gen['median']:.2f} s** (median of {walls} s; exit "
+        rows.append(["`python -m derive generate --check --no-cache`, cold (new process)",
+                     f"**{gen['median']:.2f} s** (median of {walls} s; "
+                     + (f"CPU {gen['cpu_median']:.2f} s; " if "cpu_median" in gen else "")
+                     + "exit "
                      f"{', '.join(map(str, gen['codes']))})"])
         if gen["summary"]:
             rows.append(["… the engine's own summary", gen["summary"].replace("|", "\\|")])
     else:
         rows.append(["`python -m derive generate --check`, cold",
                      f"over {gen['timed_out']:.0f} s (stopped)"])
+    cache = regen.get("cache") or {}
+    if "fill" in cache:
+        rows.append(["… with the derivation cache, from an empty cache (fills it)",
+                     f"{cache['fill']['wall']:.2f} s (exit {cache['fill']['code']})"])
+    for part, what in (("warm", "nothing changed (warm cache)"),
+                       ("one_block", "after adding one block to derive/blocks.py")):
+        if part in cache:
+            res = cache[part]
+            walls = ", ".join(f"{w:.2f}" for w in res["walls"])
+            rows.append([f"… with the derivation cache, {what}",
+                         f"**{res['median']:.2f} s** (median of {walls} s; CPU "
+                         f"{res['cpu_median']:.2f} s; exit {', '.join(map(str, res['codes']))})"])
     done = [e for e in regen["explicit"] if not e.get("timed_out")]
     if done:
         k = len(done)

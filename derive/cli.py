@@ -95,6 +95,8 @@ def parser() -> argparse.ArgumentParser:
                                       "step with its reason and how it was checked, the results.")
     show.add_argument("qid", help=qid_help)
     show.add_argument("--variant", help=variant_help)
+    show.add_argument("--no-cache", action="store_true",
+                      help="derive it, neither reading nor writing the derivation cache")
 
     latex = sub.add_parser("latex", help="typeset the solutions, or one derivation, as LaTeX",
                            description="Without a question id, write the whole solutions "
@@ -129,6 +131,10 @@ def parser() -> argparse.ArgumentParser:
                           "generated/ differs from what the engine produces")
     gen.add_argument("--root", default=None, metavar="PATH",
                      help="the repository root holding generated/ (default: this checkout)")
+    gen.add_argument("--no-cache", action="store_true",
+                     help="derive everything, neither reading nor writing the derivation "
+                          "cache ($DERIVE_CACHE_DIR, else $XDG_CACHE_HOME/derive or "
+                          "~/.cache/derive; DERIVE_NO_CACHE=1 also turns it off)")
 
     from .check.command import add_parser as add_check_parser
 
@@ -233,6 +239,25 @@ def _command_line(args: argparse.Namespace) -> str:
     return " ".join(_shell_quote(p) for p in parts)
 
 
+def _cmd_show(args: argparse.Namespace) -> str:
+    """The derivation as text: from the derivation cache when it holds it."""
+    from .cache import open_store
+    from .questions import UnknownQuestionError, resolve
+
+    store = open_store(no_cache=args.no_cache)
+    if store is None:
+        from .text import render_text
+
+        return render_text(_derivation(args))
+    from .files import rendered_part
+
+    try:
+        question, variant = resolve(args.qid, args.variant)
+    except UnknownQuestionError as err:
+        raise _Failure(str(err), code=2) from None
+    return rendered_part(store, question, variant)["text"]
+
+
 def _cmd_latex(args: argparse.Namespace) -> str:
     from codegen.latex import LatexOptions, render_derivation, render_fragment
 
@@ -309,18 +334,26 @@ def _warn(message: str) -> None:
 
 
 def _cmd_generate(args: argparse.Namespace) -> str:
-    from .files import generated_files, stale_files, write_files
+    from .cache import open_store
+    from .files import generate, stale_files, write_files
     from .output import OutputError
-    from .questions import all_derivations
 
     root = _generate_root(args)
     start = time.perf_counter()
-    derivations = all_derivations()
-    files = generated_files()
-    n_steps = sum(len(d.steps) for d in derivations)
+    store = open_store(no_cache=args.no_cache)
+    files, n_derivations, n_steps = generate(store)
     elapsed = time.perf_counter() - start
-    summary = (f"derived {len(derivations)} derivations, {n_steps} steps, every step checked; "
-               f"rendered {len(files)} files in {elapsed:.1f} s")
+    if store is not None and store.misses:
+        store.prune()
+    if store is not None and not store.misses:
+        summary = (f"read {n_derivations} derivations, {n_steps} steps (each checked when it "
+                   f"was derived) and {len(files)} files from the derivation cache in "
+                   f"{elapsed:.1f} s")
+    else:
+        cached = "" if store is None else (
+            f" (derivation cache: {store.hits} hits, {store.misses} misses)")
+        summary = (f"derived {n_derivations} derivations, {n_steps} steps, every step "
+                   f"checked; rendered {len(files)} files in {elapsed:.1f} s{cached}")
     try:
         if args.check:
             stale = stale_files(root, files, warn=_warn)
@@ -347,9 +380,7 @@ def _run(args: argparse.Namespace) -> tuple[str, int]:
     if args.command == "list":
         return _cmd_list(), 0
     if args.command == "show":
-        from .text import render_text
-
-        return render_text(_derivation(args)), 0
+        return _cmd_show(args), 0
     if args.command == "latex":
         return _cmd_latex(args), 0
     if args.command == "check":

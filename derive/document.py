@@ -12,7 +12,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from codegen.environment import environment
 from codegen.latex import LatexOptions, latex, render_derivation, render_document
@@ -27,6 +27,12 @@ _BEYOND = " (beyond the coursework)"
 
 class DocumentError(ValueError):
     """The registry cannot be laid out as a document (a question without a section)."""
+
+
+#: How a part is typeset: ``(question, variant) -> LaTeX`` and ``section -> intro``; the
+#: derivation cache (:mod:`derive.files`) passes its own, which derive only on a miss.
+Rendered = Callable[[Question, str], str]
+Intro = Callable[[Section], "dict[str, object] | None"]
 
 
 def _intro(section: Section, options: LatexOptions) -> dict[str, object] | None:
@@ -56,28 +62,37 @@ def _sections(questions: Mapping[str, Question]) -> dict[Section, list[Question]
 
 
 def question_parts(options: LatexOptions | None = None,
-                   questions: Mapping[str, Question] | None = None) -> list[str]:
-    """The document's body: sections, then the implementation notes and the variants."""
+                   questions: Mapping[str, Question] | None = None,
+                   rendered: Rendered | None = None, intro: Intro | None = None) -> list[str]:
+    """The document's body: sections, then the implementation notes and the variants.
+
+    ``rendered`` and ``intro`` typeset a derivation and a section's introduction (default:
+    derive and typeset with ``options``)."""
     options = options or LatexOptions()
     questions = QUESTIONS if questions is None else questions
+    rendered = rendered or (lambda q, v: render_derivation(q.derive(v), options=options))
+    intro = intro or (lambda section: _intro(section, options))
     template = environment().get_template("section.tex.jinja")
     parts = []
     for section, members in _sections(questions).items():
         parts.append(template.render(number=section.number,
                                      title=section.title + (_BEYOND if section.beyond else ""),
-                                     intro=_intro(section, options)))
+                                     intro=intro(section)))
         for q in members:
             variants = q.variants if section.every_variant else q.variants[:1]
-            parts += [render_derivation(q.derive(v), options=options) for v in variants]
+            parts += [rendered(q, v) for v in variants]
     parts.append(template.render(number="", title="Appendix: the other variants", intro=None))
     for q in questions.values():
         if not q.section.every_variant:
-            parts += [render_derivation(q.derive(v), options=options) for v in q.variants[1:]]
+            parts += [rendered(q, v) for v in q.variants[1:]]
     return parts
 
 
 def solutions_document(options: LatexOptions | None = None, command: str = "",
-                       questions: Mapping[str, Question] | None = None) -> str:
-    """The complete solutions document (of ``questions``, by default the registry)."""
-    return render_document(question_parts(options, questions), title="Solutions",
+                       questions: Mapping[str, Question] | None = None,
+                       rendered: Rendered | None = None, intro: Intro | None = None) -> str:
+    """The complete solutions document (of ``questions``, by default the registry);
+    ``rendered`` and ``intro`` as for :func:`question_parts`."""
+    return render_document(question_parts(options, questions, rendered, intro),
+                           title="Solutions",
                            options=options, command=command)

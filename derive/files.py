@@ -1,9 +1,11 @@
 r"""What ``derive generate`` writes, and how: every file rendered, written atomically.
 
-:func:`generated_files` renders every generated file in memory; :func:`write_files`
-replaces only the files whose bytes changed, each through a temporary file and a rename
-(:mod:`derive.output`) so that no reader ever sees a half-written file; :func:`stale_files`
-compares bytes without writing and returns a diff (or one line) per file.
+:func:`generated_files` renders every generated file in memory (:func:`generate` does so
+through the derivation cache, :mod:`derive.cache`, deriving only what it does not hold);
+:func:`write_files` replaces only the files whose bytes changed, each through a temporary
+file and a rename (:mod:`derive.output`) so that no reader ever sees a half-written file;
+:func:`stale_files` compares bytes without writing and returns a diff (or one line) per
+file.
 
 What ``generate`` may delete: a file listed in ``generated/MANIFEST`` (the files it wrote,
 with their SHA-256) that the engine no longer produces and that is unchanged since. Every
@@ -35,18 +37,21 @@ from pathlib import Path
 
 from codegen.backends import render_module
 from codegen.environment import GENERATED_MARK, environment
+from codegen.latex import LatexOptions, render_derivation
 
+from .cache import Store, fingerprint, source_digest
 from .document import solutions_document
 from .notebook import derivations_notebook
 from .output import OutputError, output_target, write_output
-from .questions import kernel_modules
+from .questions import QUESTIONS, Question, all_derivations, kernel_modules
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - no flock (Windows): runs are not serialized
     fcntl = None
 
-__all__ = ["COMMAND", "generated_files", "write_files", "stale_files", "default_root",
+__all__ = ["COMMAND", "generated_files", "generate", "rendered_part", "write_files",
+           "stale_files", "default_root",
            "is_checkout", "GENERATED_MARK", "MANIFEST"]
 
 #: The command that regenerates every generated file; each file's header names it.
@@ -65,14 +70,193 @@ def is_checkout(root: Path) -> bool:
     return (root / "pyproject.toml").is_file() and (root / "derive").is_dir()
 
 
-def generated_files() -> dict[str, str]:
-    """Every generated file, by path relative to the root, rendered in memory."""
-    modules = kernel_modules()  # the registry says which question produces which module
-    files = {f"generated/{m.name}.py": render_module(m, COMMAND) for m in modules}
+def generated_files(store: Store | None = None) -> dict[str, str]:
+    """Every generated file, by path relative to the root, rendered in memory (through
+    the derivation cache ``store`` when given: see :func:`generate`)."""
+    return generate(store)[0]
+
+
+#: Source files whose content reaches a cached part only as a value that the part's key
+#: holds: a block of ``derive/blocks.py`` reaches its derivations and its kernel module
+#: only as the :class:`~derive.coupling.CouplingBlock` passed in (nothing else imports
+#: ``derive.blocks``), so adding a block leaves the other blocks' parts valid. A block
+#: built from a class that file defines is keyed by the file too (:func:`_value_key`).
+BY_VALUE = ("derive/blocks.py",)
+
+
+def generate(store: Store | None = None) -> tuple[dict[str, str], int, int]:
+    """Every generated file (as :func:`generated_files`), the number of derivations and
+    the number of their steps.
+
+    Without ``store``, everything is derived. With one (:mod:`derive.cache`), the whole
+    output is one entry keyed by the digest of every engine source; on a miss, each
+    question's variant is one part (its typeset derivation, notebook outputs, step count
+    and kernel module), keyed by the digest of the engine sources but :data:`BY_VALUE`
+    and the variant's block by value, and each section's introduction one part keyed
+    alike, with every block's value when it may read them (:func:`_reads_blocks`); only
+    the parts missing are derived.
+    """
+    if store is None:
+        derivations = all_derivations()
+        return (_files(), len(derivations), sum(len(d.steps) for d in derivations))
+    digest = source_digest()
+    whole = store.get("generate", [digest, COMMAND])
+    if whole is not None:
+        return whole["files"], whole["derivations"], whole["steps"]
+    parts = _Parts(store, source_digest(exclude=BY_VALUE))
+    files = _files(parts)
+    n, steps = len(parts.seen), sum(p["steps"] for p in parts.seen.values())
+    store.put("generate", [digest, COMMAND], {"files": files, "derivations": n, "steps": steps})
+    return files, n, steps
+
+
+def rendered_part(store: Store, question: Question, variant: str) -> dict:
+    """A question's variant as :func:`generate` caches it (``latex``, ``notebook``,
+    ``text``, ``steps``, ``module``), from ``store`` or derived and stored."""
+    return _Parts(store, source_digest(exclude=BY_VALUE)).part(question, variant)
+
+
+class _Module:
+    """What the package template reads of a kernel module, from a cached part."""
+
+    def __init__(self, name: str, title: str) -> None:
+        self.name, self.title = name, title
+
+
+class _Parts:
+    """The cached parts of one run of :func:`generate`, each derived on a miss."""
+
+    def __init__(self, store: Store, digest: str) -> None:
+        self.store, self.digest = store, digest
+        self.seen: dict[tuple[str, str], dict] = {}
+
+    def part(self, q: Question, variant: str) -> dict:
+        if (q.qid, variant) not in self.seen:
+            from .blocks import BLOCKS
+
+            key = [self.digest, COMMAND, q.qid, variant, _value_key(BLOCKS.get(variant))]
+            self.seen[q.qid, variant] = self.store.get_or_compute(
+                "part", key, lambda: _part(q, variant))
+        return self.seen[q.qid, variant]
+
+    def intro(self, section: object) -> dict | None:
+        from .document import _intro
+
+        key = [self.digest, section.number, section.title,
+               _blocks_fingerprint() if _reads_blocks(section.introduction) else None]
+        return self.store.get_or_compute(
+            "intro", key, lambda: {"intro": _intro(section, LatexOptions())})["intro"]
+
+
+def _value_key(value: object) -> list[str]:
+    """What a part's key holds of a block: its :func:`~derive.cache.fingerprint`; and
+    where the block or any node of its expressions is of a class that ``derive/blocks.py``
+    defines (whose code the fingerprint does not show), that file's bytes too."""
+    import dataclasses
+    import hashlib
+
+    import sympy as sp
+
+    types_ = {type(value)}
+    if dataclasses.is_dataclass(value):
+        for field in dataclasses.fields(value):
+            expr = getattr(value, field.name)
+            if isinstance(expr, sp.Basic):
+                for node in sp.preorder_traversal(expr):
+                    types_ |= {type(node), getattr(node, "func", type(node))}
+    key = [fingerprint(value)]
+    if any(getattr(t, "__module__", None) == "derive.blocks" for t in types_):
+        key.append(hashlib.sha256((default_root() / BY_VALUE[0]).read_bytes()).hexdigest())
+    return key
+
+
+def _blocks_fingerprint() -> str:
+    """Every public value of ``derive.blocks``: what an introduction that reads it sees."""
+    from . import blocks
+
+    return fingerprint({name: fingerprint(getattr(blocks, name)) for name in blocks.__all__})
+
+
+def _reads_blocks(function: object) -> bool:
+    """Whether ``function`` may read ``derive.blocks``: True unless it is a function of
+    :mod:`derive.questions` (the one material module that imports the blocks), not a
+    closure, whose code, and that of every function of that module it names, names no
+    value of the blocks.
+
+    A function of any other module cannot reach the blocks (only the registry and this
+    module import them; tests/test_cache.py checks it) but through the registry's values,
+    which it would name; anything else (a callable object, a function of this module) may.
+    """
+    import types
+
+    from . import blocks, questions
+
+    if function is None:
+        return False
+    shared = {name for name, value in vars(questions).items()
+              if any(value is v for v in vars(blocks).values()
+                     if not isinstance(v, types.ModuleType))}
+    seen, todo = set(), [function]
+    while todo:
+        fn = todo.pop()
+        if (not isinstance(fn, types.FunctionType) or fn.__module__ != questions.__name__
+                or fn.__closure__):  # a closure's cells may hold anything
+            return True
+        codes, names = [fn.__code__], set()
+        while codes:
+            code = codes.pop()
+            names |= set(code.co_names)
+            codes += [c for c in code.co_consts if isinstance(c, types.CodeType)]
+        if names & shared:
+            return True
+        for name in names - seen:
+            seen.add(name)
+            value = vars(questions).get(name)
+            if isinstance(value, types.FunctionType) and value.__module__ == questions.__name__:
+                todo.append(value)
+            elif value is questions or value is blocks:
+                return True
+    return False
+
+
+def _part(q: Question, variant: str) -> dict:
+    """A question's variant rendered: what the generated files need of it."""
+    from codegen.latex import render_notebook
+
+    from .text import render_text
+
+    d = q.derive(variant)
+    part = {"latex": render_derivation(d, options=LatexOptions()),
+            "notebook": render_notebook(d), "text": render_text(d), "steps": len(d.steps),
+            "module": None}
+    if q.kernels is not None:
+        m = q.kernels(variant)
+        part["module"] = {"name": m.name, "title": m.title, "text": render_module(m, COMMAND)}
+    return part
+
+
+def _files(parts: _Parts | None = None) -> dict[str, str]:
+    if parts is None:
+        modules = kernel_modules()  # the registry says which question produces which module
+        texts = {m.name: render_module(m, COMMAND) for m in modules}
+        document = solutions_document(command=COMMAND)
+        notebook = derivations_notebook(COMMAND)
+    else:
+        found = [parts.part(q, v)["module"] for q in QUESTIONS.values() if q.kernels
+                 for v in q.variants]
+        modules = [_Module(m["name"], m["title"]) for m in found]
+        texts = {m["name"]: m["text"] for m in found}
+        document = solutions_document(
+            command=COMMAND, rendered=lambda q, v: parts.part(q, v)["latex"],
+            intro=parts.intro)
+        notebook = derivations_notebook(
+            COMMAND, outputs=lambda q, v: (parts.part(q, v)["notebook"],
+                                           parts.part(q, v)["text"]))
+    files = {f"generated/{name}.py": text for name, text in texts.items()}
     files["generated/__init__.py"] = environment().get_template("package.py.jinja").render(
         modules=modules, command=COMMAND)
-    files["generated/solutions.tex"] = solutions_document(command=COMMAND)
-    files["generated/derivations.ipynb"] = derivations_notebook(COMMAND)
+    files["generated/solutions.tex"] = document
+    files["generated/derivations.ipynb"] = notebook
     return dict(sorted(files.items()))
 
 

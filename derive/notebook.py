@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from codegen.environment import GENERATED_MARK
 from codegen.latex import render_notebook
@@ -30,11 +30,23 @@ def _lines(text: str) -> list[str]:
     return [p + "\n" for p in parts[:-1]] + [parts[-1]]
 
 
-def derivations_notebook(command: str,
-                         questions: Mapping[str, Question] | None = None) -> str:
+#: A cell's outputs, ``(question, variant) -> (LaTeX, plain text)``; the derivation cache
+#: (:mod:`derive.files`) passes its own, which derives only on a miss.
+Outputs = Callable[[Question, str], "tuple[str, str]"]
+
+
+def _outputs(q: Question, variant: str) -> tuple[str, str]:
+    d = q.derive(variant)
+    return render_notebook(d), render_text(d)
+
+
+def derivations_notebook(command: str, questions: Mapping[str, Question] | None = None,
+                         outputs: Outputs | None = None) -> str:
     """The notebook's JSON: a markdown header, then one cell per question and variant of
-    ``questions`` (by default the registry)."""
+    ``questions`` (by default the registry), with ``outputs`` (default: derive and
+    typeset)."""
     questions = QUESTIONS if questions is None else questions
+    outputs = outputs or _outputs
     cells = [{
         "cell_type": "markdown", "metadata": {},
         "source": _lines(f"This notebook is {GENERATED_MARK}\n"
@@ -46,15 +58,15 @@ def derivations_notebook(command: str,
     for q in questions.values():
         for variant in q.variants:
             count += 1
-            d = q.derive(variant)
+            tex, text = outputs(q, variant)
             call = f"build({q.qid!r}" + (f", {variant!r})" if variant else ")")
             cells.append({
                 "cell_type": "code", "execution_count": count, "metadata": {},
                 "source": _lines(("from derive import build\n\n" if count == 1 else "") + call),
                 "outputs": [{
                     "output_type": "execute_result", "execution_count": count, "metadata": {},
-                    "data": {"text/latex": _lines(render_notebook(d)),
-                             "text/plain": _lines(render_text(d).rstrip("\n"))},
+                    "data": {"text/latex": _lines(tex),
+                             "text/plain": _lines(text.rstrip("\n"))},
                 }],
             })
     notebook = {

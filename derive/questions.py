@@ -39,7 +39,7 @@ from .spec import Module
 from .vocabulary import Y1, Y2, i, to_vector
 
 __all__ = ["Question", "QUESTIONS", "Section", "SECTIONS", "Introduction",
-           "UnknownQuestionError", "build", "all_derivations", "kernel_modules"]
+           "UnknownQuestionError", "build", "resolve", "all_derivations", "kernel_modules"]
 
 
 class UnknownQuestionError(LookupError):
@@ -195,6 +195,14 @@ def build(qid: str, variant: str | None = None,
 
     Raises :class:`UnknownQuestionError` naming the known ids or variants.
     """
+    question, variant = resolve(qid, variant, questions)
+    return question.derive(variant)
+
+
+def resolve(qid: str, variant: str | None = None,
+            questions: Mapping[str, Question] | None = None) -> tuple[Question, str]:
+    """The question ``qid`` and its ``variant`` (default the question's own), derived
+    nothing; raises :class:`UnknownQuestionError` as :func:`build` does."""
     questions = QUESTIONS if questions is None else questions
     question = questions.get(qid)
     if question is None:
@@ -206,7 +214,7 @@ def build(qid: str, variant: str | None = None,
         raise UnknownQuestionError(
             f"question {qid} has no variant {variant!r}; "
             + (f"known variants: {known}" if known else "it has no variants"))
-    return question.derive(variant)
+    return question, variant
 
 
 def all_derivations(questions: Mapping[str, Question] | None = None) -> list[Derivation]:
