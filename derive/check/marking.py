@@ -43,6 +43,9 @@ class Report:
     read_as: str = ""
     feedback: list[str] = field(default_factory=list)
     steps: list[dict] = field(default_factory=list)
+    #: Each part of the question (a result, or the verdict said in words) and its state:
+    #: "correct", "incorrect", "undecided" or "missing"; the score counts the correct ones.
+    parts: dict[str, str] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -50,7 +53,8 @@ class Report:
 
     def as_dict(self) -> dict:
         return {"verdict": self.verdict, "read_as": self.read_as,
-                "feedback": list(self.feedback), "steps": list(self.steps)}
+                "feedback": list(self.feedback), "steps": list(self.steps),
+                "parts": dict(self.parts)}
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), ensure_ascii=False)
@@ -85,23 +89,31 @@ def mark(qid: str, text: str, variant: str | None = None,
     given, assign_state = _assign(equations, spec, feedback)
     read_as = "; ".join(_read_as(eq, spec) for eq in equations)
     states = [step_state, assign_state]
+    parts: dict[str, str] = {}
     for q in spec.quantities:
         if q.name not in given:
             alternate = any(a.name in given for a in spec.alternates)
             if not alternate and not any(eq.names and q.name in eq.names for eq in equations):
                 feedback.append(f"{q.display} is not given")
                 states.append("incorrect")
+                parts[q.part or q.name] = "missing"
             continue
         states.append(_judge(q, given.pop(q.name), spec, feedback))
+        parts[q.part or q.name] = states[-1]
     for name, value in given.items():  # an alternate quantity, given under its own label
-        states.append(_judge(spec.quantity(name), value, spec, feedback))
+        alt = spec.quantity(name)
+        states.append(_judge(alt, value, spec, feedback))
+        parts[alt.part or alt.name] = states[-1]
+    if assign_state != "correct" or step_state == "incorrect":
+        # a value the answer contradicts, or a chain that breaks, earns nothing
+        parts = {k: ("incorrect" if v == "correct" else v) for k, v in parts.items()}
     if "incorrect" in states:
         verdict = "incorrect"
     elif "undecided" in states:
         verdict = "undecided"
     else:
         verdict = "correct"
-    return Report(verdict, read_as, feedback, steps)
+    return Report(verdict, read_as, feedback, steps, parts)
 
 
 def _equations(doc, spec: QuestionSpec) -> tuple[list[_Equation], list[str], list[str]]:

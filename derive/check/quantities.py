@@ -57,6 +57,8 @@ class Quantity:
     references: tuple[sp.Expr, ...]
     kinds: tuple[str, ...] = ()
     matrix: bool = False
+    #: The part of the marking scheme it scores for (default: its name).
+    part: str = ""
 
 
 @dataclass(frozen=True)
@@ -322,7 +324,8 @@ def _spec_12(variant: str) -> QuestionSpec:
         Quantity(f"d{a}_d{b}", f"d{a}/d{b}", (d.result(f"d{a}_d{b}"),), matrix=True)
         for a, b in names)
     alternates = (Quantity("dy1_dx2_elementwise", "dy1/dx2 (F, G element-wise)",
-                           (d.result("dy1_dx2_elementwise"),), matrix=True),)
+                           (d.result("dy1_dx2_elementwise"),), matrix=True,
+                           part="dy1_dx2"),)
     def part(v: str) -> str:
         return r"\\partial\{?" + v + r"\}?"
 
@@ -341,7 +344,7 @@ def _spec_12(variant: str) -> QuestionSpec:
 def _spec_13(variant: str) -> QuestionSpec:
     d = build("1.3", variant)
     det = Quantity("det", "det J", (d.result("det"),))
-    log_det = Quantity("log_abs_det", "log|det J|", (d.result("log_abs_det"),))
+    log_det = Quantity("log_abs_det", "log|det J|", (d.result("log_abs_det"),), part="det")
     jac = r"(?:J|\\frac\{?\\partialy\}?\{?\\partialx\}?|\(J\)|\(\\frac.*\))"
     labels = (
         (r"(?:\\log|\\ln)\(?(?:\||\\left\||\\vert|\\lvert)?(?:\\det" + jac + r"|\|" + jac

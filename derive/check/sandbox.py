@@ -42,7 +42,7 @@ Task = tuple[str, str, "str | None"]
 
 
 def _report(verdict: str, message: str) -> dict:
-    return {"verdict": verdict, "read_as": "", "feedback": [message], "steps": []}
+    return {"verdict": verdict, "read_as": "", "feedback": [message], "steps": [], "parts": {}}
 
 
 def _address_space() -> int:
