@@ -274,7 +274,7 @@ def test_check_json_is_one_object():
     run = _check("1.3", "-", "--json", stdin=r"\det J = \sum_i (G_i(x_2) + s_i)")
     assert run.returncode == 1
     report = json.loads(run.stdout)
-    assert set(report) == {"verdict", "read_as", "feedback", "steps"}
+    assert set(report) == {"verdict", "read_as", "feedback", "steps", "parts"}
     assert report["verdict"] == "incorrect"
     assert "this is log|det J| but it is labelled det J" in report["feedback"][0]
     assert report["steps"] == [{"line": 1, "ok": True}]

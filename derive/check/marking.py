@@ -24,13 +24,23 @@ from .diagnosis import name_mistake
 from .display import show
 from .equivalence import Timeout, budget, decide, instances, same
 from .latex_reader import Unreadable, read_answer
-from .quantities import Quantity, QuestionSpec, UnknownSymbols, is_applied_at, question_spec
+from .prose import split_answer
+from .quantities import (
+    OUTSIDE,
+    Quantity,
+    QuestionSpec,
+    UnknownSymbols,
+    is_applied_at,
+    question_spec,
+)
 
 __all__ = ["Report", "mark", "VERDICTS", "EXIT_CODES"]
 
 VERDICTS = ("correct", "incorrect", "unreadable", "undecided")
 EXIT_CODES = {"correct": 0, "incorrect": 1, "unreadable": 2, "undecided": 2}
 STEP_SECONDS = 5.0
+#: An answer file longer than this is not read (a whole document's math is far shorter).
+MAX_TEXT = 64_000
 #: Naming a mistake is a courtesy: it gets a budget, and the verdict never waits on it.
 DIAGNOSIS_SECONDS = 4.0
 
@@ -64,6 +74,10 @@ class Report:
 _OCR = {"o_g": r"\log", "o_S": r"\log", "M_i": r"\mu_i", "M": r"\mu"}
 
 
+#: Stands for a quantity given two different values.
+_CONFLICT = sp.Symbol("two_different_values")
+
+
 @dataclass
 class _Equation:
     label: str | None
@@ -75,13 +89,21 @@ def mark(qid: str, text: str, variant: str | None = None,
          spec: QuestionSpec | None = None) -> Report:
     """Mark ``text`` as an answer to question ``qid``."""
     spec = spec or question_spec(qid, variant)
+    if len(text) > MAX_TEXT:
+        return Report("unreadable", feedback=[f"the answer has {len(text)} characters; at "
+                                              f"most {MAX_TEXT} are read"])
+    said = split_answer(text)
     try:
-        doc = read_answer(text, is_label=spec.is_label, tolerant=True)
+        doc = read_answer(said.math, is_label=spec.is_label, tolerant=True)
     except Unreadable as err:
         return Report("unreadable", feedback=[str(err)])
     except RecursionError:
         return Report("unreadable", feedback=["the answer nests too deeply to read"])
     equations, problems, skipped = _equations(doc, spec)
+    outside = [p for p in problems if OUTSIDE in p]
+    if outside:  # a sum over components that do not exist is wrong, not unreadable
+        return Report("incorrect", feedback=outside,
+                      parts={q.part or q.name: "incorrect" for q in spec.quantities})
     if problems:
         return Report("unreadable", feedback=problems)
     feedback: list[str] = list(skipped)
@@ -98,11 +120,13 @@ def mark(qid: str, text: str, variant: str | None = None,
                 states.append("incorrect")
                 parts[q.part or q.name] = "missing"
             continue
-        states.append(_judge(q, given.pop(q.name), spec, feedback))
+        value = given.pop(q.name)
+        states.append("incorrect" if value is _CONFLICT else _judge(q, value, spec, feedback))
         parts[q.part or q.name] = states[-1]
     for name, value in given.items():  # an alternate quantity, given under its own label
         alt = spec.quantity(name)
-        states.append(_judge(alt, value, spec, feedback))
+        states.append("incorrect" if value is _CONFLICT else _judge(alt, value, spec,
+                                                                     feedback))
         parts[alt.part or alt.name] = states[-1]
     if assign_state != "correct" or step_state == "incorrect":
         # a value the answer contradicts, or a chain that breaks, earns nothing
@@ -254,42 +278,57 @@ def _assign(equations: list[_Equation], spec: QuestionSpec,
             feedback: list[str]) -> tuple[dict[str, sp.Basic], str]:
     """Which quantity each equation's final value gives."""
     given: dict[str, sp.Basic] = {}
+    where: dict[str, int] = {}
+    conflicting: set[str] = set()
     state = "correct"
     order = [q.name for q in spec.quantities]
     unlabelled: list[tuple[_Equation, sp.Basic]] = []
+
+    def give(names: tuple[str, ...], values: tuple[sp.Basic, ...], line: int) -> None:
+        nonlocal state
+        for name, value in zip(names, values, strict=True):
+            q = spec.quantity(name)
+            if name in given and not same(value, given[name], spec.index_form, q.matrix):
+                feedback.append(f"{q.display} is given two different values, in line "
+                                f"{where[name]} ({show(given[name])}) and in line {line} "
+                                f"({show(value)}): which one is the answer?")
+                state = "incorrect"
+                conflicting.add(name)
+            given[name], where[name] = value, line
+
     for eq in equations:
         if not eq.entries:
             continue
-        final = eq.entries[-1][1]
+        line, final = eq.entries[-1]
         if eq.names:
             if len(eq.names) != len(final):
                 feedback.append(f"{', '.join(eq.names)}: expected {len(eq.names)} "
                                 f"component(s), got {len(final)}")
                 state = "incorrect"
                 continue
-            given.update(zip(eq.names, final, strict=True))
+            give(eq.names, final, line)
         elif len(final) > 1:
             if len(final) != len(order):
                 feedback.append(f"a vector of {len(final)} components, but question "
                                 f"{spec.qid} asks for {len(order)}")
                 state = "incorrect"
                 continue
-            given.update(zip(order, final, strict=True))
+            give(tuple(order), final, line)
             eq.names = tuple(order)
         else:
             unlabelled.append((eq, final[0]))
     for eq, value in unlabelled:
-        free = [q for q in spec.quantities if q.name not in given]
-        if not free:
-            continue
+        free = [q for q in spec.quantities if q.name not in given] or list(spec.quantities)
         match = next((q for q in free for ref in q.references
                       if same(value, ref, spec.index_form, q.matrix)), None)
         if match is None:
             symbols = value.free_symbols | {a for a in value.atoms(sp.Indexed)}
             match = max(free, key=lambda q: len(symbols & (
                 q.references[0].free_symbols | q.references[0].atoms(sp.Indexed))))
-        given[match.name] = value
+        give((match.name,), (value,), eq.entries[-1][0])
         eq.names = (match.name,)
+    for name in conflicting:  # judged wrong already; its last value is not judged again
+        given[name] = _CONFLICT
     return given, state
 
 
