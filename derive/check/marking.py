@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 import sympy as sp
@@ -99,6 +100,9 @@ def mark(qid: str, text: str, variant: str | None = None,
         return Report("unreadable", feedback=[str(err)])
     except RecursionError:
         return Report("unreadable", feedback=["the answer nests too deeply to read"])
+    verdict_part = None
+    if spec.condition is not None:
+        doc, verdict_part = _verdict(doc, said.words, spec)
     equations, problems, skipped = _equations(doc, spec)
     outside = [p for p in problems if OUTSIDE in p]
     if outside:  # a sum over components that do not exist is wrong, not unreadable
@@ -128,6 +132,12 @@ def mark(qid: str, text: str, variant: str | None = None,
         states.append("incorrect" if value is _CONFLICT else _judge(alt, value, spec,
                                                                      feedback))
         parts[alt.part or alt.name] = states[-1]
+    if verdict_part is not None:
+        state, message = verdict_part
+        parts["volume_condition"] = state
+        feedback.append(message)
+        if state != "missing":
+            states.append(state)
     if assign_state != "correct" or step_state == "incorrect":
         # a value the answer contradicts, or a chain that breaks, earns nothing
         parts = {k: ("incorrect" if v == "correct" else v) for k, v in parts.items()}
@@ -138,6 +148,58 @@ def mark(qid: str, text: str, variant: str | None = None,
     else:
         verdict = "correct"
     return Report(verdict, read_as, feedback, steps, parts)
+
+
+_NOT = re.compile(r"\b(?:not|never|no|isn't|doesn't|neq)\b", re.I)
+_VOLUME = re.compile(r"volume[- ]?preserv|preserves?\s+(?:the\s+)?volume|volume\s+is\s+"
+                     r"(?:not\s+)?preserved", re.I)
+
+
+def _verdict(doc, words: str, spec: QuestionSpec) -> tuple[object, tuple[str, str]]:
+    """1.3's verdict: volume preserving iff the condition holds, said in symbols (a line
+    ``... = 0`` equal to the condition) or in words. Returns the document without the
+    condition's lines, and the verdict part's state and feedback."""
+    from dataclasses import replace
+
+    cond = spec.condition
+    shown = f"{show(cond)} = 0" if cond is not True else ""
+    kept, found = [], []
+    for line in doc.lines:
+        if line.label is None and len(line.sides) == 2 and all(
+                len(side) == 1 for side in line.sides):
+            try:
+                a, b = (spec.resolve(side[0]) for side in line.sides)
+            except Unreadable:
+                kept.append(line)
+                continue
+            if sp.S.Zero in (a, b) or not (a.has(sp.exp) or b.has(sp.exp)):
+                found.append((line.number, a - b))
+                continue
+        kept.append(line)
+    doc = replace(doc, lines=tuple(kept)) if len(kept) < len(doc.lines) else doc
+    negative = bool(_NOT.search(words)) and (bool(_VOLUME.search(words)) or "neq" in words)
+    positive = bool(_VOLUME.search(words)) and not negative
+    if cond is True:  # volume preserving everywhere
+        if negative or found:
+            return doc, ("incorrect", "verdict: wrong: the block preserves volume everywhere "
+                                      "(det J = 1)")
+        if positive:
+            return doc, ("correct", "verdict: correct (volume preserving)")
+        return doc, ("missing", "verdict: not given: say whether the block preserves volume")
+    for number, diff in found:
+        if any(decide(diff, sign * cond, spec.index_form).status == "equal"
+               for sign in (1, -1)):
+            return doc, ("correct", f"verdict: correct (volume preserving iff {shown})")
+        return doc, ("incorrect", f"verdict: the condition in line {number}, {show(diff)} = 0, "
+                                  f"is not the condition for volume preservation, {shown}")
+    if negative:
+        return doc, ("correct", "verdict: correct (not volume preserving in general; it is "
+                                f"where {shown})")
+    if positive:
+        return doc, ("incorrect", "verdict: wrong: the block is not volume preserving in "
+                                  f"general, only where {shown}")
+    return doc, ("missing", "verdict: not given: say whether the block preserves volume "
+                            f"(it does exactly where {shown})")
 
 
 def _equations(doc, spec: QuestionSpec) -> tuple[list[_Equation], list[str], list[str]]:

@@ -39,7 +39,9 @@ _PROSE_WORDS = {"so", "and", "then", "where", "hence", "thus", "therefore", "we"
                 "have", "is", "the", "in", "general", "iff", "if", "only", "when", "which",
                 "with", "for", "all", "not", "it", "this", "that", "as", "of", "by", "to",
                 "since", "because", "gives", "giving", "i.e", "ie", "eg", "or",
-                "a", "an", "be", "are", "so,", "note", "rearranging", "solving"}
+                "a", "an", "be", "are", "so,", "note", "rearranging", "solving", "volume",
+                "preserving", "preserved", "preserves", "preserve", "exactly", "does",
+                "doesn't", "isn't", "never", "no", "always", "hold", "holds", "true"}
 _KEEP = {"KL", "exp", "log", "ln", "det", "diag", "sin", "cos"}
 
 
@@ -95,7 +97,7 @@ def _prose_runs(math: str, words: list[str]) -> str:
         spans = [m for m in _WORD.finditer(line) if m.group(0).rstrip(".,:;!?") not in _KEEP]
         runs: list[tuple[int, int]] = []
         for m in spans:
-            if runs and not line[runs[-1][1]:m.start()].strip(" ,.;:"):
+            if runs and not line[runs[-1][1]:m.start()].strip(" ,.;:-"):
                 runs[-1] = (runs[-1][0], m.end())
             else:
                 runs.append((m.start(), m.end()))

@@ -77,6 +77,8 @@ class QuestionSpec:
     substitutions: dict[sp.Symbol, sp.Expr] = field(default_factory=dict)
     #: x2 in terms of the outputs, where the answer may write F(x2) as F of it (1.1).
     x2: sp.Expr | None = None
+    #: 1.3: where the block preserves volume (``expr = 0``), or True (everywhere).
+    condition: sp.Expr | bool | None = None
 
     def quantity(self, name: str) -> Quantity:
         for q in self.quantities + self.alternates:
@@ -374,8 +376,11 @@ def _spec_13(variant: str) -> QuestionSpec:
          + r"\|)(?:\||\\vert|\\rvert)?\)?", ("log_abs_det",)),
         (r"\\det" + jac + r"|\|" + jac + r"\||\\det|\|\\det" + jac + r"\|", ("det",)),
     )
+    volume = d.result("volume_condition")
+    condition = True if volume is sp.true or volume is True else volume.lhs - volume.rhs
     return QuestionSpec("1.3", variant, (det,), (log_det,), labels, index_form=True,
-                        symbols={"s_i": S, "G_i(x_2)": GB, "n": n, "d": 2 * n})
+                        symbols={"s_i": S, "G_i(x_2)": GB, "n": n, "d": 2 * n},
+                        condition=condition)
 
 
 def _kl_symbols(expr: sp.Basic) -> dict[str, sp.Basic]:
