@@ -81,7 +81,7 @@ def decode(data: bytes) -> str:
             try:
                 text = data[len(bom):].decode(encoding)
             except UnicodeDecodeError as err:
-                raise AnswerFileError(f"not {encoding.upper()} text although it starts with "
+                raise AnswerFileError(f"is not {encoding.upper()} text although it starts with "
                                       f"its byte-order mark ({err.reason})") from None
             break
     else:
@@ -94,7 +94,7 @@ def decode(data: bytes) -> str:
     bad = next((c for c in text if ord(c) in _CONTROL), None)
     if bad is not None:
         what = "NUL bytes" if bad == "\x00" else f"the control character U+{ord(bad):04X}"
-        raise AnswerFileError(f"not a text file: it contains {what} (UTF-16 needs a "
+        raise AnswerFileError(f"is not a text file: it contains {what} (UTF-16 needs a "
                               "byte-order mark)")
     return text
 

@@ -63,6 +63,9 @@ def split_answer(text: str) -> Answer:
     found = list(_MATH.finditer(text))
     if found:
         pieces = [next(g for g in m.groups() if g is not None) for m in found]
+        if any("=" in p for p in pieces):  # "since $x_2$ is known": a mention, not an answer
+            words += [p for p in pieces if "=" not in p]
+            pieces = [p for p in pieces if "=" in p]
         outside = _MATH.sub(" \n ", text)
         words.append(outside)
         math = " \\\\ ".join(pieces)
