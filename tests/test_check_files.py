@@ -201,7 +201,7 @@ TEST = {"score": ((int, float), False), "max_score": ((int, float), False),
 def validate_results(results: dict) -> None:
     """Raise AssertionError where ``results`` leaves Gradescope's documented format."""
     assert isinstance(results, dict)
-    for key, (kind, required) in TOP.items():
+    for key, (_kind, required) in TOP.items():
         assert key in results or not required, f"missing {key}"
     for key, value in results.items():
         assert key in TOP, f"unknown top-level key {key}"
