@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..questions import POINTS, QUESTIONS
+from .quantities import SUPPORTED
 
 __all__ = ["AnswerFileError", "answer_files", "read_answer_file", "decode", "mark_files",
            "score", "csv_text", "gradescope_results", "MAX_FILE_BYTES", "MAX_FILES"]
@@ -214,8 +215,9 @@ def _number(x: float) -> int | float:
     return int(x) if float(x).is_integer() else x
 
 
-#: The questions a Gradescope submission answers, one file each (``1.1.tex``, ...).
-GRADED = tuple(q for q in POINTS)
+#: The questions a Gradescope submission answers, one file each (``1.1.tex``, ...): those
+#: with points that ``derive check`` marks (2.1 and 2.2, proofs, are marked by hand).
+GRADED = tuple(q for q in POINTS if q in SUPPORTED)
 
 
 def gradescope_results(folder: str, variant: str | None = None,

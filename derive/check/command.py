@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -147,10 +148,14 @@ def outputs(args: argparse.Namespace, stdin: object | None = None
                    f"{sum(t['max_score'] for t in results['tests'])} points\n")
             return out, 0, {args.output: gradescope_json(results).encode("utf-8")}
         files = answer_files(args.paths)
+        if "-" in files and stdin is not None:  # read once: it is looked at, then marked
+            stdin = io.BytesIO(stdin.read(MAX_FILE_BYTES + 1))  # type: ignore[attr-defined]
         single = len(args.paths) == 1 and files == args.paths
         if single and not args.json:
             try:
                 read_answer_file(files[0], stdin)  # refused at once, in one line
+                if isinstance(stdin, io.BytesIO):
+                    stdin.seek(0)
             except AnswerFileError as err:
                 where = "standard input" if files[0] == "-" else files[0]
                 raise ValueError(f"FILE: {where} {err}" if not str(err).startswith(
