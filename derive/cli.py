@@ -375,6 +375,48 @@ def _cmd_generate(args: argparse.Namespace) -> str:
     return f"{summary}\nchanged: {changed}\n"
 
 
+def _cmd_check(args: argparse.Namespace) -> tuple[str, int]:
+    """``derive check``: mark; write ``--csv`` and ``--gradescope``'s ``-o`` safely."""
+    from .check.command import outputs, validate
+
+    stdin_used = "-" in (args.paths or [])
+    if stdin_used and sys.stdin is None:
+        raise _Failure("FILE: cannot read standard input: it is closed", code=2)
+    try:
+        validate(args)
+    except ValueError as err:
+        raise _Failure(_shown(str(err)), code=2) from None
+    targets = {}
+    for flag, path in (("--csv", args.csv), ("--output", args.output)):
+        if path is not None:
+            targets[path] = _output_target(path) if flag == "--output" else _csv_target(path)
+    try:
+        out, code, files = outputs(args, getattr(sys.stdin, "buffer", None))
+    except ValueError as err:  # it may quote the file name: control characters escaped
+        raise _Failure(_shown(str(err)), code=2) from None
+    except OSError as err:  # standard input open for writing only
+        if not stdin_used:
+            raise
+        raise _Failure(f"FILE: cannot read standard input: {err.strerror or err}",
+                       code=2) from None
+    notes = []
+    for path, data in files.items():
+        note = _write_output(targets[path], data)
+        if note and args.json:  # standard output is one JSON document
+            continue
+        notes.append(note)
+    return out + "".join(notes), code
+
+
+def _csv_target(path: str) -> Target:
+    from .output import OutputError, output_target
+
+    try:
+        return output_target(path)
+    except OutputError as err:
+        raise _Failure(f"--csv: {_shown(str(err))}", code=2) from None
+
+
 def _run(args: argparse.Namespace) -> tuple[str, int]:
     """Dispatch to the subcommand; return what goes to standard output, and the exit code."""
     if args.command == "list":
@@ -384,19 +426,7 @@ def _run(args: argparse.Namespace) -> tuple[str, int]:
     if args.command == "latex":
         return _cmd_latex(args), 0
     if args.command == "check":
-        from .check.command import output as check_output
-
-        if args.file == "-" and sys.stdin is None:
-            raise _Failure("FILE: cannot read standard input: it is closed", code=2)
-        try:
-            return check_output(args)
-        except ValueError as err:  # it may quote the file name: control characters escaped
-            raise _Failure(_shown(str(err)), code=2) from None
-        except OSError as err:  # standard input open for writing only
-            if args.file != "-":
-                raise
-            raise _Failure(f"FILE: cannot read standard input: {err.strerror or err}",
-                           code=2) from None
+        return _cmd_check(args)
     return _cmd_generate(args), 0
 
 

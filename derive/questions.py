@@ -38,7 +38,7 @@ from .kernels import coupling_module, gaussian_kl_module, gaussian_kl_pair_modul
 from .spec import Module
 from .vocabulary import Y1, Y2, i, to_vector
 
-__all__ = ["Question", "QUESTIONS", "Section", "SECTIONS", "Introduction",
+__all__ = ["Question", "QUESTIONS", "POINTS", "Section", "SECTIONS", "Introduction",
            "UnknownQuestionError", "build", "resolve", "all_derivations", "kernel_modules"]
 
 
@@ -227,3 +227,19 @@ def kernel_modules(questions: Mapping[str, Question] | None = None) -> list[Modu
     """The kernel module of every question that produces one, per variant, in order."""
     questions = QUESTIONS if questions is None else questions
     return [q.kernels(v) for q in questions.values() if q.kernels for v in q.variants]
+
+
+#: The marking scheme: points per part of each coursework question (a part is a result the
+#: derivation names, or ``verdict``, a conclusion said in words). The marking sheet and
+#: ``derive check`` (its scores, partial credit and ``--gradescope``) read these and
+#: nothing else. Keyed by the parts of every variant (2.4's scale is ``sigma`` or
+#: ``logvar``); a part a variant lacks is not counted for it.
+POINTS: dict[str, dict[str, int]] = {
+    "1.1": {"x1": 2, "x2": 2},
+    "1.2": {"dy1_dx1": 1, "dy1_dx2": 2, "dy2_dx1": 1, "dy2_dx2": 1},
+    "1.3": {"det": 2, "volume_condition": 2},
+    "2.1": {"identity": 3},
+    "2.2": {"decomposition": 3},
+    "2.3": {"kl": 4},
+    "2.4": {"grad_mu": 2, "grad_sigma": 2, "grad_logvar": 2},
+}

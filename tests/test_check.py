@@ -55,7 +55,6 @@ HOSTILE = {
     "many sums": r"\sum_{i=1}^{n}" * 10 + r"\mu",
     "many lines": r"\mu \\ " * 500,
     "integral": r"\int_0^1 \mu d\mu",
-    "comment": r"\mu % \input{x}",
     "expanding power": r"(\mu + \sigma + 1)^{64}",
 }
 
@@ -259,10 +258,11 @@ def test_check_text_output_and_exit_codes(tmp_path: Path):
     answer.write_text(r"\frac{1}{2}(\mu_i^2 + \sigma_i^2 - (\log(\sigma_i^2) - 1))")
     run = _check("2.3", str(answer))
     assert run.returncode == 1
-    assert run.stdout.splitlines()[:4] == [
+    assert run.stdout.splitlines()[:5] == [
         "question 2.3",
         "read as:  KL_i = mu**2/2 + sigma**2/2 - log(sigma**2)/2 + 1/2",
         "verdict:  incorrect",
+        "score:    0 of 4 points",
         "  - KL_i: off by the constant +1"]
     assert _check("2.3", "-", stdin=r"\frac12(\mu^2 + \sigma^2 - 1) - \log\sigma").returncode == 0
     logvar = _check("2.3", "-", "--variant", "logvar", stdin=r"\frac12(\mu^2 + e^\lambda"
@@ -270,11 +270,17 @@ def test_check_text_output_and_exit_codes(tmp_path: Path):
     assert logvar.returncode == 0, logvar.stdout
 
 
-def test_check_json_is_one_object():
+def test_a_comment_is_never_read():
+    report = mark("2.3", "\\mu % \\input{x}\n")
+    assert report.read_as == "KL_i = mu" and report.verdict == "incorrect"
+
+
+def test_check_json_is_one_array():
     run = _check("1.3", "-", "--json", stdin=r"\det J = \sum_i (G_i(x_2) + s_i)")
     assert run.returncode == 1
-    report = json.loads(run.stdout)
-    assert set(report) == {"verdict", "read_as", "feedback", "steps"}
+    (report,) = json.loads(run.stdout)
+    assert set(report) == {"file", "question", "verdict", "score", "max_score", "read_as",
+                           "feedback", "steps"}
     assert report["verdict"] == "incorrect"
     assert "this is log|det J| but it is labelled det J" in report["feedback"][0]
     assert report["steps"] == [{"line": 1, "ok": True}]
@@ -282,7 +288,7 @@ def test_check_json_is_one_object():
 
 @pytest.mark.parametrize("args, message", [
     (("2.1", "-"), "not marked by derive check"),
-    (("2.3", "/nonexistent/answer.tex"), "FILE: cannot read"),
+    (("2.3", "/nonexistent/answer.tex"), "FILE: /nonexistent/answer.tex cannot be read"),
     (("2.3", "-", "--variant", "nope"), "no variant 'nope'"),
 ])
 def test_check_usage_errors_exit_2(args: tuple[str, ...], message: str):

@@ -46,7 +46,7 @@ def test_corpus_answer(answer: Answer):
         assert report["verdict"] != "correct", "a wrong answer judged correct:\n" + detail
     assert report["verdict"] == answer.verdict, detail
     assert answer.words in " ".join(report["feedback"]), detail
-    assert set(report) == {"verdict", "read_as", "feedback", "steps"}
+    assert set(report) == {"verdict", "read_as", "feedback", "steps", "parts"}
     assert all(set(s) == {"line", "ok"} for s in report["steps"])
 
 

@@ -77,7 +77,7 @@ def name_mistake(answer: sp.Basic, reference: sp.Basic, index_form: bool,
                 "number: a sum or product over i = 1..n is missing"]
     diff = answer - reference
     c = _constant(diff, index_form)
-    if c is not None:
+    if c is not None and c != 0:
         return [f"off by the constant {_fmt(c)}"]
     try:
         ratio = _constant(answer / reference, index_form) if reference != 0 else None

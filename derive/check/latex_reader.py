@@ -208,6 +208,8 @@ def _normalize(toks: list[str], label: bool = False) -> list[str]:
             out.append("\\" + _GREEK_ALIASES.get(name, name))
         elif name in _PRODUCTS:
             out.append("\\cdot")
+        elif name == "oslash" and not label:
+            out.append("/")  # element-wise division
         elif name in ("frac", "dfrac", "tfrac"):
             out.append("\\frac")
         elif name in _FUNCTIONS or name in ("sum", "prod", "begin", "end"):
@@ -226,6 +228,12 @@ def _normalize(toks: list[str], label: bool = False) -> list[str]:
                 out += ["F", "_", "{", "d", "i", "a", "g", "}"]  # read back as diag
             elif len(word) == 1 and word.isalpha():
                 out.append(word)
+            elif word == "1" and not label and _transposed(toks, k):
+                # \mathbf{1}^\top v is the sum of v's components
+                _, k = _group(toks, _skip(toks, k) + 1)
+                out.append("\\sum")
+            elif word in ("0", "1"):
+                out.append(word)  # \mathbf{0}: a zero block
             elif re.fullmatch(r"\\[A-Za-z]+", word) and word[1:] in _GREEK | set(_GREEK_ALIASES):
                 out.append("\\" + _GREEK_ALIASES.get(word[1:], word[1:]))
             elif label and name in _LABEL_ONLY:
@@ -239,6 +247,22 @@ def _normalize(toks: list[str], label: bool = False) -> list[str]:
                 f"{t} is not read: only arithmetic, \\frac, \\exp, \\log, \\sum, \\prod and "
                 "the notation of derive check --help are")
     return out
+
+
+def _skip(toks: list[str], k: int) -> int:
+    while k < len(toks) and toks[k] == " ":
+        k += 1
+    return k
+
+
+def _transposed(toks: list[str], k: int) -> bool:
+    r"""Whether ``toks[k:]`` starts with ``^\top`` (or ``^T``, ``^{\intercal}``, ...)."""
+    k = _skip(toks, k)
+    if k >= len(toks) or toks[k] != "^":
+        return False
+    group, _ = _group(toks, k + 1)
+    return _letters(group) in ("\\top", "T", "\\intercal", "\\mathsf{T}", "\\mathrm{T}",
+                               "\\mathsfT", "\\mathrmT")
 
 
 def _reorder_scripts(toks: list[str]) -> list[str]:

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 import sympy as sp
@@ -24,13 +25,23 @@ from .diagnosis import name_mistake
 from .display import show
 from .equivalence import Timeout, budget, decide, instances, same
 from .latex_reader import Unreadable, read_answer
-from .quantities import Quantity, QuestionSpec, UnknownSymbols, is_applied_at, question_spec
+from .prose import split_answer
+from .quantities import (
+    OUTSIDE,
+    Quantity,
+    QuestionSpec,
+    UnknownSymbols,
+    is_applied_at,
+    question_spec,
+)
 
 __all__ = ["Report", "mark", "VERDICTS", "EXIT_CODES"]
 
 VERDICTS = ("correct", "incorrect", "unreadable", "undecided")
 EXIT_CODES = {"correct": 0, "incorrect": 1, "unreadable": 2, "undecided": 2}
 STEP_SECONDS = 5.0
+#: An answer file longer than this is not read (a whole document's math is far shorter).
+MAX_TEXT = 64_000
 #: Naming a mistake is a courtesy: it gets a budget, and the verdict never waits on it.
 DIAGNOSIS_SECONDS = 4.0
 
@@ -43,6 +54,9 @@ class Report:
     read_as: str = ""
     feedback: list[str] = field(default_factory=list)
     steps: list[dict] = field(default_factory=list)
+    #: Each part of the question (a result, or the verdict said in words) and its state:
+    #: "correct", "incorrect", "undecided" or "missing"; the score counts the correct ones.
+    parts: dict[str, str] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -50,7 +64,8 @@ class Report:
 
     def as_dict(self) -> dict:
         return {"verdict": self.verdict, "read_as": self.read_as,
-                "feedback": list(self.feedback), "steps": list(self.steps)}
+                "feedback": list(self.feedback), "steps": list(self.steps),
+                "parts": dict(self.parts)}
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), ensure_ascii=False)
@@ -58,6 +73,10 @@ class Report:
 
 #: Misreadings of handwriting seen in the hand-out's OCR, named with the feedback.
 _OCR = {"o_g": r"\log", "o_S": r"\log", "M_i": r"\mu_i", "M": r"\mu"}
+
+
+#: Stands for a quantity given two different values.
+_CONFLICT = sp.Symbol("two_different_values")
 
 
 @dataclass
@@ -71,13 +90,24 @@ def mark(qid: str, text: str, variant: str | None = None,
          spec: QuestionSpec | None = None) -> Report:
     """Mark ``text`` as an answer to question ``qid``."""
     spec = spec or question_spec(qid, variant)
+    if len(text) > MAX_TEXT:
+        return Report("unreadable", feedback=[f"the answer has {len(text)} characters; at "
+                                              f"most {MAX_TEXT} are read"])
+    said = split_answer(text)
     try:
-        doc = read_answer(text, is_label=spec.is_label, tolerant=True)
+        doc = read_answer(said.math, is_label=spec.is_label, tolerant=True)
     except Unreadable as err:
         return Report("unreadable", feedback=[str(err)])
     except RecursionError:
         return Report("unreadable", feedback=["the answer nests too deeply to read"])
+    verdict_part = None
+    if spec.condition is not None:
+        doc, verdict_part = _verdict(doc, said.words, spec)
     equations, problems, skipped = _equations(doc, spec)
+    outside = [p for p in problems if OUTSIDE in p]
+    if outside:  # a sum over components that do not exist is wrong, not unreadable
+        return Report("incorrect", feedback=outside,
+                      parts={q.part or q.name: "incorrect" for q in spec.quantities})
     if problems:
         return Report("unreadable", feedback=problems)
     feedback: list[str] = list(skipped)
@@ -85,23 +115,91 @@ def mark(qid: str, text: str, variant: str | None = None,
     given, assign_state = _assign(equations, spec, feedback)
     read_as = "; ".join(_read_as(eq, spec) for eq in equations)
     states = [step_state, assign_state]
+    parts: dict[str, str] = {}
     for q in spec.quantities:
         if q.name not in given:
             alternate = any(a.name in given for a in spec.alternates)
             if not alternate and not any(eq.names and q.name in eq.names for eq in equations):
                 feedback.append(f"{q.display} is not given")
                 states.append("incorrect")
+                parts[q.part or q.name] = "missing"
             continue
-        states.append(_judge(q, given.pop(q.name), spec, feedback))
+        value = given.pop(q.name)
+        states.append("incorrect" if value is _CONFLICT else _judge(q, value, spec, feedback))
+        parts[q.part or q.name] = states[-1]
     for name, value in given.items():  # an alternate quantity, given under its own label
-        states.append(_judge(spec.quantity(name), value, spec, feedback))
+        alt = spec.quantity(name)
+        states.append("incorrect" if value is _CONFLICT else _judge(alt, value, spec,
+                                                                     feedback))
+        parts[alt.part or alt.name] = states[-1]
+    if verdict_part is not None:
+        state, message = verdict_part
+        parts["volume_condition"] = state
+        feedback.append(message)
+        if state != "missing":
+            states.append(state)
+    if assign_state != "correct" or step_state == "incorrect":
+        # a value the answer contradicts, or a chain that breaks, earns nothing
+        parts = {k: ("incorrect" if v == "correct" else v) for k, v in parts.items()}
     if "incorrect" in states:
         verdict = "incorrect"
     elif "undecided" in states:
         verdict = "undecided"
     else:
         verdict = "correct"
-    return Report(verdict, read_as, feedback, steps)
+    return Report(verdict, read_as, feedback, steps, parts)
+
+
+_NOT = re.compile(r"\b(?:not|never|no|isn't|doesn't|neq)\b", re.I)
+_VOLUME = re.compile(r"volume[- ]?preserv|preserves?\s+(?:the\s+)?volume|volume\s+is\s+"
+                     r"(?:not\s+)?preserved", re.I)
+
+
+def _verdict(doc, words: str, spec: QuestionSpec) -> tuple[object, tuple[str, str]]:
+    """1.3's verdict: volume preserving iff the condition holds, said in symbols (a line
+    ``... = 0`` equal to the condition) or in words. Returns the document without the
+    condition's lines, and the verdict part's state and feedback."""
+    from dataclasses import replace
+
+    cond = spec.condition
+    shown = f"{show(cond)} = 0" if cond is not True else ""
+    kept, found = [], []
+    for line in doc.lines:
+        if line.label is None and len(line.sides) == 2 and all(
+                len(side) == 1 for side in line.sides):
+            try:
+                a, b = (spec.resolve(side[0]) for side in line.sides)
+            except Unreadable:
+                kept.append(line)
+                continue
+            if sp.S.Zero in (a, b) or not (a.has(sp.exp) or b.has(sp.exp)):
+                found.append((line.number, a - b))
+                continue
+        kept.append(line)
+    doc = replace(doc, lines=tuple(kept)) if len(kept) < len(doc.lines) else doc
+    negative = bool(_NOT.search(words)) and (bool(_VOLUME.search(words)) or "neq" in words)
+    positive = bool(_VOLUME.search(words)) and not negative
+    if cond is True:  # volume preserving everywhere
+        if negative or found:
+            return doc, ("incorrect", "verdict: wrong: the block preserves volume everywhere "
+                                      "(det J = 1)")
+        if positive:
+            return doc, ("correct", "verdict: correct (volume preserving)")
+        return doc, ("missing", "verdict: not given: say whether the block preserves volume")
+    for number, diff in found:
+        if any(decide(diff, sign * cond, spec.index_form).status == "equal"
+               for sign in (1, -1)):
+            return doc, ("correct", f"verdict: correct (volume preserving iff {shown})")
+        return doc, ("incorrect", f"verdict: the condition in line {number}, {show(diff)} = 0, "
+                                  f"is not the condition for volume preservation, {shown}")
+    if negative:
+        return doc, ("correct", "verdict: correct (not volume preserving in general; it is "
+                                f"where {shown})")
+    if positive:
+        return doc, ("incorrect", "verdict: wrong: the block is not volume preserving in "
+                                  f"general, only where {shown}")
+    return doc, ("missing", "verdict: not given: say whether the block preserves volume "
+                            f"(it does exactly where {shown})")
 
 
 def _equations(doc, spec: QuestionSpec) -> tuple[list[_Equation], list[str], list[str]]:
@@ -242,42 +340,57 @@ def _assign(equations: list[_Equation], spec: QuestionSpec,
             feedback: list[str]) -> tuple[dict[str, sp.Basic], str]:
     """Which quantity each equation's final value gives."""
     given: dict[str, sp.Basic] = {}
+    where: dict[str, int] = {}
+    conflicting: set[str] = set()
     state = "correct"
     order = [q.name for q in spec.quantities]
     unlabelled: list[tuple[_Equation, sp.Basic]] = []
+
+    def give(names: tuple[str, ...], values: tuple[sp.Basic, ...], line: int) -> None:
+        nonlocal state
+        for name, value in zip(names, values, strict=True):
+            q = spec.quantity(name)
+            if name in given and not same(value, given[name], spec.index_form, q.matrix):
+                feedback.append(f"{q.display} is given two different values, in line "
+                                f"{where[name]} ({show(given[name])}) and in line {line} "
+                                f"({show(value)}): which one is the answer?")
+                state = "incorrect"
+                conflicting.add(name)
+            given[name], where[name] = value, line
+
     for eq in equations:
         if not eq.entries:
             continue
-        final = eq.entries[-1][1]
+        line, final = eq.entries[-1]
         if eq.names:
             if len(eq.names) != len(final):
                 feedback.append(f"{', '.join(eq.names)}: expected {len(eq.names)} "
                                 f"component(s), got {len(final)}")
                 state = "incorrect"
                 continue
-            given.update(zip(eq.names, final, strict=True))
+            give(eq.names, final, line)
         elif len(final) > 1:
             if len(final) != len(order):
                 feedback.append(f"a vector of {len(final)} components, but question "
                                 f"{spec.qid} asks for {len(order)}")
                 state = "incorrect"
                 continue
-            given.update(zip(order, final, strict=True))
+            give(tuple(order), final, line)
             eq.names = tuple(order)
         else:
             unlabelled.append((eq, final[0]))
     for eq, value in unlabelled:
-        free = [q for q in spec.quantities if q.name not in given]
-        if not free:
-            continue
+        free = [q for q in spec.quantities if q.name not in given] or list(spec.quantities)
         match = next((q for q in free for ref in q.references
                       if same(value, ref, spec.index_form, q.matrix)), None)
         if match is None:
             symbols = value.free_symbols | {a for a in value.atoms(sp.Indexed)}
             match = max(free, key=lambda q: len(symbols & (
                 q.references[0].free_symbols | q.references[0].atoms(sp.Indexed))))
-        given[match.name] = value
+        give((match.name,), (value,), eq.entries[-1][0])
         eq.names = (match.name,)
+    for name in conflicting:  # judged wrong already; its last value is not judged again
+        given[name] = _CONFLICT
     return given, state
 
 

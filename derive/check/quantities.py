@@ -31,11 +31,13 @@ from ..vocabulary import FB, GB, JFB, JGB, X1, X2, Y1, Y2, S, i, n
 from .latex_reader import Unreadable, label_tokens
 
 __all__ = ["Quantity", "QuestionSpec", "UnknownSymbols", "applied_at", "is_applied_at",
-           "question_spec", "SUPPORTED", "DIAG", "JACOBIAN_NAMES"]
+           "question_spec", "SUPPORTED", "DIAG", "JACOBIAN_NAMES", "OUTSIDE"]
 
 #: The questions ``derive check`` marks.
 SUPPORTED = ("1.1", "1.2", "1.3", "2.3", "2.4")
 
+#: Feedback on a sum over indices that do not exist (the answer is then incorrect).
+OUTSIDE = "outside the components 1..n"
 #: ``diag(v)``, kept in the order written (matrix products do not commute).
 DIAG = sp.Function("diag", commutative=False)
 #: The Jacobians of F and G as opaque matrices, in the order written.
@@ -57,6 +59,8 @@ class Quantity:
     references: tuple[sp.Expr, ...]
     kinds: tuple[str, ...] = ()
     matrix: bool = False
+    #: The part of the marking scheme it scores for (default: its name).
+    part: str = ""
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,8 @@ class QuestionSpec:
     substitutions: dict[sp.Symbol, sp.Expr] = field(default_factory=dict)
     #: x2 in terms of the outputs, where the answer may write F(x2) as F of it (1.1).
     x2: sp.Expr | None = None
+    #: 1.3: where the block preserves volume (``expr = 0``), or True (everywhere).
+    condition: sp.Expr | bool | None = None
 
     def quantity(self, name: str) -> Quantity:
         for q in self.quantities + self.alternates:
@@ -146,8 +152,13 @@ class _Resolver:
             name = str(var)
             index = sp.Symbol(name, integer=True)
             inner = {**bound, name: index}
-            return type(e)(self.walk(e.args[0], inner),
-                           (index, self.limit(lo), self.limit(hi)))
+            lo, hi = self.limit(lo), self.limit(hi)
+            if self.spec.index_form and _outside(lo, hi):
+                what = "sum" if isinstance(e, sp.Sum) else "product"
+                bounds = f"{name} = {_plain(lo)}, ..., {_plain(hi)}"
+                raise Unreadable(f"the {what} runs over {bounds}, {OUTSIDE}: the "
+                                 "vectors have n components, numbered 1, ..., n")
+            return type(e)(self.walk(e.args[0], inner), (index, lo, hi))
         if isinstance(e, AppliedUndef):
             return self.call(e, bound)
         if isinstance(e, sp.log) and len(e.args) == 2:
@@ -195,6 +206,8 @@ class _Resolver:
             self.unknown.append(_display_name(base, sub) + "(...)")
             return sp.Symbol(raw)
         if base == "F" and sub == "diag" and len(e.args) == 1:
+            if self.spec.qid != "1.2":  # diag(v) y is v * y, component by component
+                return self.walk(e.args[0], bound)
             return DIAG(self.walk(e.args[0], bound))
         if base == "J" and sub in ("F", "G") and len(e.args) == 1:
             if self.walk(e.args[0], bound) != X2[i]:
@@ -237,6 +250,20 @@ def _component(base: str, sub: str, bound: dict[str, sp.Symbol]) -> sp.Expr | No
     if not letter and bound:
         return vector[next(reversed(bound.values()))]
     return vector[i]
+
+
+def _plain(e: sp.Expr) -> str:
+    return str(e).replace("*", "").replace(" ", "")
+
+
+def _outside(lo: sp.Expr, hi: sp.Expr) -> bool:
+    """Whether ``lo..hi`` reaches past the components ``1..n`` (``0..n-1`` is the same
+    range counted from 0; a range of numbers alone is taken at its word)."""
+    if not (lo.has(n) or hi.has(n)):
+        return bool(lo.is_number and lo < 0)
+    count = sp.simplify(hi - lo + 1 - n)
+    return bool(lo.is_negative or (lo - n).is_nonnegative and lo.has(n)
+                or (hi - n).is_positive or count.is_positive)
 
 
 def _uses_index(e: sp.Basic, letter: str) -> bool:
@@ -322,7 +349,8 @@ def _spec_12(variant: str) -> QuestionSpec:
         Quantity(f"d{a}_d{b}", f"d{a}/d{b}", (d.result(f"d{a}_d{b}"),), matrix=True)
         for a, b in names)
     alternates = (Quantity("dy1_dx2_elementwise", "dy1/dx2 (F, G element-wise)",
-                           (d.result("dy1_dx2_elementwise"),), matrix=True),)
+                           (d.result("dy1_dx2_elementwise"),), matrix=True,
+                           part="dy1_dx2"),)
     def part(v: str) -> str:
         return r"\\partial\{?" + v + r"\}?"
 
@@ -341,15 +369,18 @@ def _spec_12(variant: str) -> QuestionSpec:
 def _spec_13(variant: str) -> QuestionSpec:
     d = build("1.3", variant)
     det = Quantity("det", "det J", (d.result("det"),))
-    log_det = Quantity("log_abs_det", "log|det J|", (d.result("log_abs_det"),))
+    log_det = Quantity("log_abs_det", "log|det J|", (d.result("log_abs_det"),), part="det")
     jac = r"(?:J|\\frac\{?\\partialy\}?\{?\\partialx\}?|\(J\)|\(\\frac.*\))"
     labels = (
         (r"(?:\\log|\\ln)\(?(?:\||\\left\||\\vert|\\lvert)?(?:\\det" + jac + r"|\|" + jac
          + r"\|)(?:\||\\vert|\\rvert)?\)?", ("log_abs_det",)),
         (r"\\det" + jac + r"|\|" + jac + r"\||\\det|\|\\det" + jac + r"\|", ("det",)),
     )
+    volume = d.result("volume_condition")
+    condition = True if volume is sp.true or volume is True else volume.lhs - volume.rhs
     return QuestionSpec("1.3", variant, (det,), (log_det,), labels, index_form=True,
-                        symbols={"s_i": S, "G_i(x_2)": GB, "n": n, "d": 2 * n})
+                        symbols={"s_i": S, "G_i(x_2)": GB, "n": n, "d": 2 * n},
+                        condition=condition)
 
 
 def _kl_symbols(expr: sp.Basic) -> dict[str, sp.Basic]:
@@ -369,6 +400,18 @@ def _sigma_substitution(variant: str, symbols: dict[str, sp.Basic]) -> dict:
     sigma = sp.Symbol("sigma", positive=True)
     symbols["sigma"] = sigma
     return {sigma: param.sigma}
+
+
+def _sample(variant: str, symbols: dict[str, sp.Basic], subs: dict) -> None:
+    """The question's sample ``z_i = mu_i + sigma_i eps_i`` may be written by its name."""
+    from ..gaussian_kl import PARAMETERIZATIONS
+
+    if not {"mu", "epsilon"} <= set(symbols):
+        return
+    param = PARAMETERIZATIONS[variant]
+    z = sp.Symbol("z", real=True)
+    symbols["z"] = z
+    subs[z] = symbols["mu"] + param.sigma * symbols["epsilon"]
 
 
 def _spec_23(variant: str) -> QuestionSpec:
@@ -398,6 +441,7 @@ def _spec_24(variant: str) -> QuestionSpec:
         for r in refs:
             every.update(_kl_symbols(r))
     subs = _sigma_substitution(d.variant, every)
+    _sample(d.variant, every, subs)
     pars = [name.removeprefix("grad_") for name in names]
     written = {"mu": r"\\mu", "sigma": r"\\sigma", "logvar": r"\\lambda"}
     labels = []

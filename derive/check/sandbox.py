@@ -42,7 +42,7 @@ Task = tuple[str, str, "str | None"]
 
 
 def _report(verdict: str, message: str) -> dict:
-    return {"verdict": verdict, "read_as": "", "feedback": [message], "steps": []}
+    return {"verdict": verdict, "read_as": "", "feedback": [message], "steps": [], "parts": {}}
 
 
 def _address_space() -> int:
@@ -94,8 +94,12 @@ def _serve(conn, tasks: Sequence[Task], specs: dict, limits: Limits) -> None:
     conn.close()
 
 
-def mark_batch(tasks: Sequence[Task], limits: Limits = LIMITS) -> list[dict]:
+def mark_batch(tasks: Sequence[Task], limits: Limits = LIMITS,
+               times: list[float] | None = None) -> list[dict]:
     """Mark ``(qid, text, variant)`` tasks in sandboxed children; one report per task.
+
+    ``times``, where given, receives the wall-clock seconds each report took (from the
+    previous report, or from the child's start).
 
     Raises ``KeyError`` or ``LookupError`` for an unsupported question or variant (before
     any child starts).
@@ -124,6 +128,8 @@ def mark_batch(tasks: Sequence[Task], limits: Limits = LIMITS) -> list[dict]:
                     break
                 try:
                     reports.append(receive.recv())
+                    if times is not None:
+                        times.append(time.monotonic() - start)
                 except EOFError:
                     reports.append(_report("undecided", _death(child, limits, start)))
                     break
