@@ -12,9 +12,10 @@
 - ``jax``: the same under ``jax.jit`` (float64, CPU; every function compiled before
   timing, every call timed to ``block_until_ready``).
 - ``torch_kl``: ``torch.distributions.kl_divergence(Normal(mu, sigma), Normal(0, 1))``
-  against our ``kl`` on the same float32 tensors, on "posterior collapse" data (sigma
-  within 1% of 1 in 90% of the dimensions) and on wide data (log sigma ~ N(-0.5, 1)),
-  with each one's largest relative error against float64.
+  against our ``kl``, eager and under ``torch.compile`` (with the warnings compiling
+  printed, and the eager call's device syncs), on the same float32 tensors, on
+  "posterior collapse" data (sigma within 1% of 1 in 90% of the dimensions) and on wide
+  data (log sigma ~ N(-0.5, 1)), with each one's largest relative error against float64.
 
 The hand-written forms are :mod:`bench.handwritten_xp`: the straightforward formulas
 typed in per library, and for the KL kernels also derivation 2.3n's arrangement typed in
@@ -29,6 +30,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -276,10 +278,15 @@ def _torch_kl(elements: int, repeats: int, min_sample: float,
     collapsed = np.where(rng.random(elements) < 0.9, 1 + 0.01 * rng.uniform(-1, 1, elements),
                          wide)
     rows = []
+    compiled = torch.compile(kl)  # traced: the double where (kernel_runtime.pieces)
     for label, sigma in (("collapsed", collapsed), ("wide", wide)):
         m32, s32 = (torch.asarray(a, dtype=torch.float32) for a in (mu, sigma))
         prior = Normal(torch.zeros((), dtype=torch.float32), torch.ones((), dtype=torch.float32))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            compiled(m32, s32)  # compiled before timing
         t = compare({"ours": lambda a=m32, b=s32: kl(a, b),
+                     "torch.compile": lambda a=m32, b=s32: compiled(a, b),
                      "torch.distributions": lambda a=m32, b=s32, p=prior:
                          kl_divergence(Normal(a, b), p)},
                     repeats=repeats, min_sample=min_sample)
@@ -294,11 +301,59 @@ def _torch_kl(elements: int, repeats: int, min_sample: float,
         rows.append({"data": label, "elements": elements,
                      "ours": t["ours"].median, "torch": t["torch.distributions"].median,
                      "ratio": t["ours"].median / t["torch.distributions"].median,
+                     "compiled": t["torch.compile"].median,
+                     "ratio_compiled": t["torch.compile"].median
+                     / t["torch.distributions"].median,
+                     "compile_warnings": len(caught),
+                     "syncs": _syncs(torch, lambda a=m32, b=s32: kl(a, b)),
+                     "syncs_no_check": _syncs(
+                         torch, lambda a=m32, b=s32: kl(a, b, check_finite=False)),
                      "error_ours": worst(ours), "error_torch": worst(theirs)})
         log(f"  torch kl ({label}) @ {elements:.0e}: ours / torch.distributions "
-            f"{rows[-1]['ratio']:.2f}; worst relative error {rows[-1]['error_ours']:.1e} vs "
+            f"{rows[-1]['ratio']:.2f}, compiled {rows[-1]['ratio_compiled']:.2f} "
+            f"({len(caught)} warnings); syncs per call {rows[-1]['syncs']} "
+            f"({rows[-1]['syncs_no_check']} unchecked); worst relative error "
+            f"{rows[-1]['error_ours']:.1e} vs "
             f"{rows[-1]['error_torch']:.1e}")
     return rows
+
+
+def _syncs(torch, call: Callable[[], object]) -> int:
+    """Device syncs of one call: host reads of values (``item``, ``tolist``, ``bool``,
+    ``int``, ``float``) and ``nonzero``, counted once each."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    found: list[str] = []
+    inside: list[int] = []
+
+    class Mode(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket.__name__ in ("nonzero", "_local_scalar_dense") \
+                    and not inside:
+                found.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    saved = {}
+    for name in ("item", "tolist", "__bool__", "__int__", "__float__"):
+        saved[name] = real = getattr(torch.Tensor, name)
+
+        def wrapper(self, *a, _real=real, _name=name, **k):
+            if not inside:
+                found.append(_name)
+            inside.append(1)
+            try:
+                return _real(self, *a, **k)
+            finally:
+                inside.pop()
+
+        setattr(torch.Tensor, name, wrapper)
+    try:
+        with Mode():
+            call()
+    finally:
+        for name, real in saved.items():
+            setattr(torch.Tensor, name, real)
+    return len(found)
 
 
 def run(sizes: list[int], repeats: int, min_sample: float,

@@ -4,8 +4,9 @@ The rendering follows SymForce: each kernel becomes a target-free plan
 (:mod:`codegen.plan`) -- calls of the callable arguments (each evaluated once),
 intermediate terms from common-subexpression elimination, and output terms -- which
 :func:`lower_numpy` prints with :class:`KernelPrinter` (right-hand sides only), choosing
-the NumPy-specific forms (piecewise values patched with ``take``/``put``, block matrices
-assembled in place); the jinja2 templates lay it out and hold no formulas.
+the NumPy-specific forms (block matrices assembled in place; a piecewise value handed to
+``kernel_runtime.select`` as data, :func:`lower_piecewise`); the jinja2 templates lay it
+out and hold no formulas.
 
 Example:
     >>> import sympy as sp
@@ -22,7 +23,6 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,7 +35,7 @@ from derive.spec import Kernel
 
 from .plan import KernelPlan, Statement, _sorted, plan_kernel
 
-__all__ = ["KernelPrinter", "plan_kernel", "lower_numpy", "lambdify_kernel"]
+__all__ = ["KernelPrinter", "plan_kernel", "lower_numpy", "lower_piecewise", "lambdify_kernel"]
 
 
 class KernelPrinter(NumPyPrinter):
@@ -135,16 +135,6 @@ class KernelPrinter(NumPyPrinter):
         return super()._print(expr, **kwargs)
 
 
-@dataclass(frozen=True)
-class Branch:
-    """One non-default piece of a piecewise assignment, evaluated only where it holds."""
-
-    mask: str
-    condition: str
-    locals: tuple[tuple[str, str], ...]  # (masked name, array it is taken from)
-    code: str
-
-
 def _term_code(coef: str, matrix: str) -> str:
     """``diag(coef) @ matrix`` as NumPy, without forming ``diag(coef)``."""
     eye = "numpy.eye(_n, dtype=_dtype)"
@@ -155,31 +145,58 @@ def _term_code(coef: str, matrix: str) -> str:
     return matrix or eye
 
 
-def _piecewise_numpy(st: Statement, printer: KernelPrinter) -> dict[str, Any]:
-    """Assign the default piece everywhere, then each other piece where it holds.
+def lower_piecewise(st: Statement, printer: KernelPrinter,
+                    array_code: Callable[[str, sp.Basic], str] | None = None,
+                    safe_points: bool = True, namespace: str = "numpy",
+                    like: str = "None") -> dict[str, Any]:
+    """A piecewise value printed as data for ``kernel_runtime.select``, which decides how
+    its pieces are selected (:mod:`kernel_runtime.pieces`): no target's choice is here.
 
-    Each piece but the default is evaluated only at the entries where it is taken
-    (``take``/``put``), so it never sees an argument outside its region; the default sees
-    every entry, and where its output says so (``overwritten_overflow``), its overflow at the
-    entries the other pieces overwrite is ignored.
+    ``conds`` are the pieces' conditions but the last's (the first that holds wins);
+    ``pieces`` are ``(function, arguments, safe points)`` as source, each piece a ``lambda``
+    of the arrays it reads, with a safe point per array (where ``safe_points``);
+    ``array_code`` prints a constant as the target needs it (None: as it is); ``quiet`` is
+    the output's ``overwritten_overflow`` (see :class:`derive.spec.Output`); ``namespace``
+    and ``like`` name the body's array namespace and an array on the working device.
+
+    Example:
+        >>> import sympy as sp
+        >>> from codegen.plan import Piece
+        >>> x = sp.Symbol("x", real=True)
+        >>> st = Statement("piecewise", "_pw0", pieces=(
+        ...     Piece(sp.log(x), x > 1, ((x, sp.Integer(2)),)), Piece(sp.S.Zero, sp.true, ())))
+        >>> low = lower_piecewise(st, KernelPrinter(), safe_points=False)
+        >>> low["conds"], low["pieces"]
+        (('numpy.greater(x, 1)',), (('lambda x: numpy.log(x)', 'x,', ''), ('lambda: 0', '', '')))
     """
-    *pieces, default = st.pieces
-    branches = []
-    # Later assignments win, and the first true condition must: assign in reverse order.
-    for k, piece in reversed(list(enumerate(pieces))):
-        mask = f"{st.target}_m{k}"
+    def code(expr: sp.Basic) -> str:
+        printed = printer.doprint(expr)
+        return array_code(printed, expr) if array_code else printed
+
+    pieces = []
+    for piece in st.pieces:
         used = sorted(piece.expr.free_symbols, key=sp.default_sort_key)
-        local = {s: sp.Symbol(f"{s.name}_{mask}", real=True) for s in used}
-        branches.append(Branch(mask, printer.doprint(piece.cond),
-                               tuple((local[s].name, s.name) for s in used),
-                               printer.doprint(piece.expr.xreplace(local))))
-    return {"kind": "piecewise", "target": st.target, "code": printer.doprint(default.expr),
-            "shape": ", ".join(st.arrays), "branches": tuple(branches),
-            "overwritten_overflow": st.overwritten_overflow}
+        params = ", ".join(s.name for s in used)
+        safe = dict(piece.safe)
+        pieces.append((f"lambda {params}: {code(piece.expr)}" if params else
+                       f"lambda: {code(piece.expr)}",
+                       "".join(f"{s.name}, " for s in used).rstrip(" "),
+                       "".join(f"{code(safe[s])}, " for s in used).rstrip(" ")
+                       if safe_points else ""))
+    return {"kind": "piecewise", "target": st.target, "namespace": namespace, "like": like,
+            "arrays": ", ".join(st.arrays),
+            "conds": tuple(printer.doprint(p.cond) for p in st.pieces[:-1]),
+            "pieces": tuple(pieces), "quiet": st.overwritten_overflow}
+
+
+def _piecewise_numpy(st: Statement, printer: KernelPrinter) -> dict[str, Any]:
+    """NumPy needs no safe points: it records no gradient, and ``select`` silences the
+    floating-point warnings of a piece evaluated outside its region."""
+    return lower_piecewise(st, printer, safe_points=False)
 
 
 def lower_numpy(plan: KernelPlan, printer: KernelPrinter) -> dict[str, Any]:
-    """The plan printed for the NumPy body: in-place block assembly, ``take``/``put`` pieces.
+    """The plan printed for the NumPy body: in-place block assembly, pieces as data.
 
     Example:
         >>> import sympy as sp

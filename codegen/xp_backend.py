@@ -7,19 +7,12 @@ only arrived in the 2024.12 standard. Every rule of the NumPy printer that print
 ``self._module + ".name"`` carries over unchanged.
 
 :func:`lower_xp` prints a plan without in-place writes (JAX and Dask arrays are
-immutable): a block matrix is concatenated from its blocks, and a piecewise value gets
-two lowerings, chosen per call by :func:`kernel_runtime.eager`:
-
-- traced (``torch.compile``, ``torch.func``, JAX, Dask): the "double where" -- each piece
-  evaluated everywhere with its arguments replaced by the piece's safe point (chosen and
-  checked by :func:`derive.pieces.safe_point`) wherever the piece is not taken, so an
-  untaken piece never contributes NaN to a gradient; shape-static, so it traces;
-- eager (PyTorch outside tracing, ``array_api_strict``, CuPy): as the NumPy body, the last
-  piece everywhere (on its safe point where another piece holds, where that argument
-  records a gradient) and each other piece only on the entries gathered where it holds,
-  written back there -- a piece that holds on few entries costs almost nothing; where the
-  last piece itself holds on at most half of the entries (``_rt.mostly``, per call), it
-  is gathered like the others.
+immutable): a block matrix is concatenated from its blocks, and a piecewise value is
+handed to ``kernel_runtime.select`` as data -- its conditions, and each piece as a
+function of its arrays with a safe point for each (chosen and checked by
+:func:`derive.pieces.safe_point`). How the pieces are selected (gathered where they hold,
+``torch.where`` with no device sync at small sizes, or the traced "double where") is
+decided there, per call, in one place (:mod:`kernel_runtime.pieces`).
 
 Example:
     >>> import sympy as sp
@@ -37,10 +30,10 @@ from typing import Any
 import sympy as sp
 from sympy.printing.numpy import _known_constants_numpy, _known_functions_numpy
 
-from .numpy_backend import KernelPrinter, lower_blocks, lower_statements
+from .numpy_backend import KernelPrinter, lower_blocks, lower_piecewise, lower_statements
 from .plan import KernelPlan, Statement
 
-__all__ = ["XpPrinter", "lower_xp", "EAGER_NOTE", "EAGER_SPARSE_NOTE"]
+__all__ = ["XpPrinter", "lower_xp"]
 
 #: NumPy's name -> the array API's name, where they differ.
 _RENAMED = {"arccos": "acos", "arcsin": "asin", "arctan": "atan", "arctan2": "atan2",
@@ -110,74 +103,8 @@ def _array_code(code: str, expr: sp.Basic) -> str:
 
 
 def _piecewise_xp(st: Statement, printer: XpPrinter) -> dict[str, Any]:
-    """The double where: each piece on safe arguments where it is not taken."""
-    masks = []
-    for k, piece in enumerate(st.pieces[:-1]):
-        cond = printer.doprint(piece.cond)
-        earlier = " | ".join(name for name, _ in masks)
-        masks.append((f"{st.target}_m{k}", f"{cond} & ~({earlier})" if earlier else cond))
-    rest = " | ".join(name for name, _ in masks)
-    masks.append((f"{st.target}_m{len(st.pieces) - 1}", f"~({rest})"))
-    safe = []
-    values = []
-    for (mask, _), piece in zip(masks, st.pieces, strict=True):
-        local = {}
-        for sym, value in piece.safe:
-            name = f"{sym.name}_{mask}"
-            local[sym] = sp.Symbol(name, real=True)
-            safe.append((name, mask, sym.name, _array_code(printer.doprint(value), value)))
-        values.append(_array_code(printer.doprint(piece.expr.xreplace(local)), piece.expr))
-    code = values[-1]
-    for (mask, _), value in reversed(list(zip(masks[:-1], values[:-1], strict=True))):
-        code = f"xp.where({mask}, {value}, {code})"
-    default_mask = masks[-1][0]
-    gathered = [
-        {"index": f"{st.target}_i{k}", "mask": mask,
-         "locals": tuple((name, source) for name, m, source, _ in safe if m == mask),
-         "code": value}
-        for k, ((mask, _), value) in enumerate(zip(masks, values, strict=True))]
-    eager = {
-        "note": EAGER_NOTE,
-        "sparse_note": EAGER_SPARSE_NOTE,
-        "branch_note": EAGER_BRANCH_NOTE,
-        "default_mask": default_mask,
-        "shape": ", ".join(st.arrays),
-        # the default piece everywhere, on its safe point where another piece holds
-        "safe": tuple(s for s in safe if s[1] == default_mask),
-        "code": values[-1],
-        # each other piece on the entries gathered where it holds, written back there
-        "branches": tuple(gathered[:-1]),
-        # where the last piece holds on few entries, it is gathered too
-        "last": gathered[-1],
-    }
-    return {"kind": "piecewise", "target": st.target, "masks": tuple(masks),
-            "safe": tuple(safe), "code": code, "eager": eager}
-
-
-#: The eager lowering's choice, printed above each eager piecewise value. The last piece's
-#: arguments go through ``_rt.safe_where``: its safe point where another piece holds, but
-#: only where the argument records a gradient (a PyTorch tensor without one is used as it
-#: is: the ``where`` costs a pass, ~0.2 ms per 1e5 float64 entries on one CPU thread).
-#: Measured against the alternative, the double where whenever a gradient is recorded
-#: (torch CPU, float64, 1 thread, medians of three round-robin runs, logvar ``kl``
-#: forward and backward): 5.6 ms eager against 13.2 ms at 1e5 entries, 48 ms against
-#: 161 ms at 1e6 -- so the eager lowering serves gradients too.
-EAGER_NOTE = (
-    "Eager, the last piece holding on most entries: evaluated everywhere -- where",
-    "an argument records a gradient, on the piece's safe point where another piece",
-    "holds, so that no 0 * inf = NaN reaches the gradient.",
-)
-#: Printed above the eager variant for a last piece that holds on at most half of the
-#: entries (``_rt.mostly``): then evaluating it everywhere would cost more than gathering.
-EAGER_SPARSE_NOTE = (
-    "Eager, the last piece holding on at most half of the entries: evaluated only",
-    "on the entries gathered where it holds, written back there.",
-)
-#: Printed above the other pieces of an eager piecewise value.
-EAGER_BRANCH_NOTE = (
-    "Each other piece only on the entries gathered where it holds, written back there",
-    "(PyTorch with a gradient: out of place).",
-)
+    """Pieces as data, with their safe points; constants as 0-d arrays (``_zero + c``)."""
+    return lower_piecewise(st, printer, _array_code, namespace="xp", like="_like")
 
 
 def _term_code(coef: str, matrix: str) -> str:
@@ -206,7 +133,7 @@ def _held_arguments(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def lower_xp(plan: KernelPlan, printer: XpPrinter) -> dict[str, Any]:
-    """The plan printed for the array-API body: no in-place writes, double-where pieces.
+    """The plan printed for the array-API body: no in-place writes, pieces as data.
 
     Example:
         >>> import sympy as sp
@@ -216,12 +143,10 @@ def lower_xp(plan: KernelPlan, printer: XpPrinter) -> dict[str, Any]:
         >>> k = Kernel("f", (Arg("x", "elementwise", "x"),),
         ...            (Output("y", sp.Piecewise((sp.log(x), x > 1), (0, True)), "y"),), "")
         >>> st = lower_xp(plan_kernel(k), XpPrinter())["statements"][0]
-        >>> st["masks"]
-        (('_pw0_m0', '(x > 1)'), ('_pw0_m1', '~(_pw0_m0)'))
-        >>> st["safe"]
-        (('x__pw0_m0', '_pw0_m0', 'x', '_zero + 2'),)
-        >>> st["code"]
-        'xp.where(_pw0_m0, xp.log(x__pw0_m0), _zero + 0)'
+        >>> st["conds"]
+        ('(x > 1)',)
+        >>> st["pieces"]
+        (('lambda x: xp.log(x)', 'x,', '_zero + 2,'), ('lambda: _zero + 0', '', ''))
     """
     printer.uses_zero = False
     statements = _held_arguments(lower_statements(plan, printer, _piecewise_xp))
@@ -230,7 +155,5 @@ def lower_xp(plan: KernelPlan, printer: XpPrinter) -> dict[str, Any]:
     # arrays with it (2023.12 has no scalar arguments to where).
     pieces = any(st["kind"] == "piecewise" for st in statements)
     zero = printer.uses_zero or pieces
-    prologue = [("_zero", "xp.zeros((), dtype=_dtype, device=_rt.device(_like))")] if zero else []
-    if pieces:  # chosen per call: gather and scatter where the library runs eagerly
-        prologue.append(("_eager", f"_rt.eager(xp, ({', '.join(plan.checked)},))"))
+    prologue = [("_zero", "_rt.zero(xp, _dtype, _like)")] if zero else []
     return {"statements": statements, "blocks": blocks, "prologue": prologue}

@@ -38,12 +38,12 @@ import numpy
 import kernel_runtime as _rt
 
 # The kernel_runtime contract this module was generated against: a runtime of major
-# version 1 and minor version 0 or later.
+# version 2 and minor version 0 or later.
 _found = str(getattr(_rt, "CONTRACT_VERSION", "none"))
 _major, _, _minor = _found.partition(".")
-if _major != "1" or not _minor.isdigit() or int(_minor) < 0:
+if _major != "2" or not _minor.isdigit() or int(_minor) < 0:
     raise ImportError(
-        f"{__name__} needs kernel_runtime contract 1.0 (major 1, "
+        f"{__name__} needs kernel_runtime contract 2.0 (major 2, "
         f"minor >= 0), found {_found} in {getattr(_rt, '__file__', '?')}; "
         "regenerate with: python -m derive generate (or upgrade derive-engine)")
 del _found, _major, _, _minor
@@ -121,14 +121,15 @@ def _forward_numpy(x1, x2, F, G, _batch, _n, _dtype):
     F_x2 = _call("F", F, x2, "vector", _dtype)
     G_x2 = _call("G", G, x2, "vector", _dtype)
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
-    # where it holds, and the derivation proves each piece equal to the value it stands for.
-    _pw0_shape = _broadcast(numpy.shape(G_x2))
-    _pw0 = _finish(1/(1 + numpy.exp(-abs(G_x2 + 2))), _pw0_shape, _dtype, (G_x2,))
-    _pw0_m0 = _full(numpy.less(G_x2, -2), _pw0_shape).ravel().nonzero()[0]
-    if _pw0_m0.size:
-        G_x2__pw0_m0 = _full(G_x2, _pw0_shape).take(_pw0_m0)
-        _pw0.put(_pw0_m0, numpy.exp(-abs(G_x2__pw0_m0 + 2))/(1 + numpy.exp(-abs(G_x2__pw0_m0 + 2))))
+    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
+    # equal to the value it stands for where it holds (the first condition that holds wins,
+    # the last piece where none does). kernel_runtime.select decides how to select them.
+    _pw0 = _rt.select(numpy, (G_x2,), _dtype, None, (
+        numpy.less(G_x2, -2),
+    ), (
+        (lambda G_x2: numpy.exp(-abs(G_x2 + 2))/(1 + numpy.exp(-abs(G_x2 + 2))), (G_x2,), ()),
+        (lambda G_x2: 1/(1 + numpy.exp(-abs(G_x2 + 2))), (G_x2,), ()),
+    ), False)
     # Output terms
     y2 = x2
     y1 = F_x2 + _pw0*x1
@@ -140,44 +141,21 @@ def _forward_numpy(x1, x2, F, G, _batch, _n, _dtype):
 def _forward_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     """forward for any array-API namespace xp, checked and converted by forward."""
     _like = x1
-    _zero = xp.zeros((), dtype=_dtype, device=_rt.device(_like))
-    _eager = _rt.eager(xp, (x1, x2,))
+    _zero = _rt.zero(xp, _dtype, _like)
     # Calls (each callable evaluated once)
     _arg_x2 = _rt.callee_arg(xp, x2, _dtype)
     F_x2 = _rt.call_xp(xp, "F", F, _arg_x2, "vector", _dtype)
     G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
-    # where it holds, and the derivation proves each piece equal to the value it stands for.
-    _pw0_m0 = (G_x2 < -2)
-    _pw0_m1 = ~(_pw0_m0)
-    if _eager:
-        _pw0_shape = _rt.piece_shape(G_x2)
-        if _rt.mostly(xp, _pw0_m1):
-            # Eager, the last piece holding on most entries: evaluated everywhere -- where
-            # an argument records a gradient, on the piece's safe point where another piece
-            # holds, so that no 0 * inf = NaN reaches the gradient.
-            G_x2__pw0_m1 = _rt.safe_where(xp, _pw0_m1, G_x2, _zero + 0)
-            _pw0 = _rt.finish_xp(xp, 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))), _pw0_shape, _dtype, (G_x2,))
-        else:
-            # Eager, the last piece holding on at most half of the entries: evaluated only
-            # on the entries gathered where it holds, written back there.
-            _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (G_x2,))
-            _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
-            if _pw0_i1 is not None:
-                G_x2__pw0_m1 = _rt.take_xp(xp, G_x2, _pw0_i1, _pw0_shape)
-                _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))))
-        # Each other piece only on the entries gathered where it holds, written back there
-        # (PyTorch with a gradient: out of place).
-        _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
-        if _pw0_i0 is not None:
-            G_x2__pw0_m0 = _rt.take_xp(xp, G_x2, _pw0_i0, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, xp.exp(-abs(G_x2__pw0_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw0_m0 + 2))))
-    else:
-        # Traced (torch.compile, torch.func, JAX, Dask): the double where, shape-static.
-        G_x2__pw0_m0 = xp.where(_pw0_m0, G_x2, _zero + -10)
-        G_x2__pw0_m1 = xp.where(_pw0_m1, G_x2, _zero + 0)
-        _pw0 = xp.where(_pw0_m0, xp.exp(-abs(G_x2__pw0_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw0_m0 + 2))), 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))))
+    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
+    # equal to the value it stands for where it holds (the first condition that holds wins,
+    # the last piece where none does). kernel_runtime.select decides how to select them.
+    _pw0 = _rt.select(xp, (G_x2,), _dtype, _like, (
+        (G_x2 < -2),
+    ), (
+        (lambda G_x2: xp.exp(-abs(G_x2 + 2))/(1 + xp.exp(-abs(G_x2 + 2))), (G_x2,), (_zero + -10,)),
+        (lambda G_x2: 1/(1 + xp.exp(-abs(G_x2 + 2))), (G_x2,), (_zero + 0,)),
+    ), False)
     # Output terms
     y2 = x2
     y1 = F_x2 + _pw0*x1
@@ -346,22 +324,24 @@ def _jacobian_numpy(x1, x2, F, G, JF, JG, _batch, _n, _dtype):
     JF_x2 = _call("JF", JF, x2, "matrix", _dtype)
     JG_x2 = _call("JG", JG, x2, "matrix", _dtype)
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
-    # where it holds, and the derivation proves each piece equal to the value it stands for.
-    _pw0_shape = _broadcast(numpy.shape(G_x2))
-    _pw0 = _finish(1/(1 + numpy.exp(-abs(G_x2 + 2))), _pw0_shape, _dtype, (G_x2,))
-    _pw0_m0 = _full(numpy.less(G_x2, -2), _pw0_shape).ravel().nonzero()[0]
-    if _pw0_m0.size:
-        G_x2__pw0_m0 = _full(G_x2, _pw0_shape).take(_pw0_m0)
-        _pw0.put(_pw0_m0, numpy.exp(-abs(G_x2__pw0_m0 + 2))/(1 + numpy.exp(-abs(G_x2__pw0_m0 + 2))))
-    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
-    # where it holds, and the derivation proves each piece equal to the value it stands for.
-    _pw1_shape = _broadcast(numpy.shape(G_x2))
-    _pw1 = _finish(1/(1 + numpy.exp(-abs(G_x2 + 2))), _pw1_shape, _dtype, (G_x2,))
-    _pw1_m0 = _full(numpy.greater(G_x2, -2), _pw1_shape).ravel().nonzero()[0]
-    if _pw1_m0.size:
-        G_x2__pw1_m0 = _full(G_x2, _pw1_shape).take(_pw1_m0)
-        _pw1.put(_pw1_m0, numpy.exp(-abs(G_x2__pw1_m0 + 2))/(1 + numpy.exp(-abs(G_x2__pw1_m0 + 2))))
+    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
+    # equal to the value it stands for where it holds (the first condition that holds wins,
+    # the last piece where none does). kernel_runtime.select decides how to select them.
+    _pw0 = _rt.select(numpy, (G_x2,), _dtype, None, (
+        numpy.less(G_x2, -2),
+    ), (
+        (lambda G_x2: numpy.exp(-abs(G_x2 + 2))/(1 + numpy.exp(-abs(G_x2 + 2))), (G_x2,), ()),
+        (lambda G_x2: 1/(1 + numpy.exp(-abs(G_x2 + 2))), (G_x2,), ()),
+    ), False)
+    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
+    # equal to the value it stands for where it holds (the first condition that holds wins,
+    # the last piece where none does). kernel_runtime.select decides how to select them.
+    _pw1 = _rt.select(numpy, (G_x2,), _dtype, None, (
+        numpy.greater(G_x2, -2),
+    ), (
+        (lambda G_x2: numpy.exp(-abs(G_x2 + 2))/(1 + numpy.exp(-abs(G_x2 + 2))), (G_x2,), ()),
+        (lambda G_x2: 1/(1 + numpy.exp(-abs(G_x2 + 2))), (G_x2,), ()),
+    ), False)
     _J00 = _pw0
     _J11 = _pw0*_pw1*x1
     # Block matrix J = [[dy1/dx1, dy1/dx2], [dy2/dx1, dy2/dx2]]
@@ -378,76 +358,31 @@ def _jacobian_numpy(x1, x2, F, G, JF, JG, _batch, _n, _dtype):
 def _jacobian_xp(xp, x1, x2, F, G, JF, JG, _batch, _n, _dtype):
     """jacobian for any array-API namespace xp, checked and converted by jacobian."""
     _like = x1
-    _zero = xp.zeros((), dtype=_dtype, device=_rt.device(_like))
-    _eager = _rt.eager(xp, (x1, x2,))
+    _zero = _rt.zero(xp, _dtype, _like)
     # Calls (each callable evaluated once)
     _arg_x2 = _rt.callee_arg(xp, x2, _dtype)
     G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
     JF_x2 = _rt.call_xp(xp, "JF", JF, _arg_x2, "matrix", _dtype)
     JG_x2 = _rt.call_xp(xp, "JG", JG, _arg_x2, "matrix", _dtype)
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
-    # where it holds, and the derivation proves each piece equal to the value it stands for.
-    _pw0_m0 = (G_x2 < -2)
-    _pw0_m1 = ~(_pw0_m0)
-    if _eager:
-        _pw0_shape = _rt.piece_shape(G_x2)
-        if _rt.mostly(xp, _pw0_m1):
-            # Eager, the last piece holding on most entries: evaluated everywhere -- where
-            # an argument records a gradient, on the piece's safe point where another piece
-            # holds, so that no 0 * inf = NaN reaches the gradient.
-            G_x2__pw0_m1 = _rt.safe_where(xp, _pw0_m1, G_x2, _zero + 0)
-            _pw0 = _rt.finish_xp(xp, 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))), _pw0_shape, _dtype, (G_x2,))
-        else:
-            # Eager, the last piece holding on at most half of the entries: evaluated only
-            # on the entries gathered where it holds, written back there.
-            _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (G_x2,))
-            _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
-            if _pw0_i1 is not None:
-                G_x2__pw0_m1 = _rt.take_xp(xp, G_x2, _pw0_i1, _pw0_shape)
-                _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))))
-        # Each other piece only on the entries gathered where it holds, written back there
-        # (PyTorch with a gradient: out of place).
-        _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
-        if _pw0_i0 is not None:
-            G_x2__pw0_m0 = _rt.take_xp(xp, G_x2, _pw0_i0, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, xp.exp(-abs(G_x2__pw0_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw0_m0 + 2))))
-    else:
-        # Traced (torch.compile, torch.func, JAX, Dask): the double where, shape-static.
-        G_x2__pw0_m0 = xp.where(_pw0_m0, G_x2, _zero + -10)
-        G_x2__pw0_m1 = xp.where(_pw0_m1, G_x2, _zero + 0)
-        _pw0 = xp.where(_pw0_m0, xp.exp(-abs(G_x2__pw0_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw0_m0 + 2))), 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))))
-    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
-    # where it holds, and the derivation proves each piece equal to the value it stands for.
-    _pw1_m0 = (G_x2 > -2)
-    _pw1_m1 = ~(_pw1_m0)
-    if _eager:
-        _pw1_shape = _rt.piece_shape(G_x2)
-        if _rt.mostly(xp, _pw1_m1):
-            # Eager, the last piece holding on most entries: evaluated everywhere -- where
-            # an argument records a gradient, on the piece's safe point where another piece
-            # holds, so that no 0 * inf = NaN reaches the gradient.
-            G_x2__pw1_m1 = _rt.safe_where(xp, _pw1_m1, G_x2, _zero + -2)
-            _pw1 = _rt.finish_xp(xp, 1/(1 + xp.exp(-abs(G_x2__pw1_m1 + 2))), _pw1_shape, _dtype, (G_x2,))
-        else:
-            # Eager, the last piece holding on at most half of the entries: evaluated only
-            # on the entries gathered where it holds, written back there.
-            _pw1 = _rt.zeros_xp(xp, _pw1_shape, _dtype, _like, (G_x2,))
-            _pw1_i1 = _rt.taken(xp, _pw1_m1, _pw1_shape)
-            if _pw1_i1 is not None:
-                G_x2__pw1_m1 = _rt.take_xp(xp, G_x2, _pw1_i1, _pw1_shape)
-                _pw1 = _rt.put_xp(xp, _pw1, _pw1_i1, 1/(1 + xp.exp(-abs(G_x2__pw1_m1 + 2))))
-        # Each other piece only on the entries gathered where it holds, written back there
-        # (PyTorch with a gradient: out of place).
-        _pw1_i0 = _rt.taken(xp, _pw1_m0, _pw1_shape)
-        if _pw1_i0 is not None:
-            G_x2__pw1_m0 = _rt.take_xp(xp, G_x2, _pw1_i0, _pw1_shape)
-            _pw1 = _rt.put_xp(xp, _pw1, _pw1_i0, xp.exp(-abs(G_x2__pw1_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw1_m0 + 2))))
-    else:
-        # Traced (torch.compile, torch.func, JAX, Dask): the double where, shape-static.
-        G_x2__pw1_m0 = xp.where(_pw1_m0, G_x2, _zero + 0)
-        G_x2__pw1_m1 = xp.where(_pw1_m1, G_x2, _zero + -2)
-        _pw1 = xp.where(_pw1_m0, xp.exp(-abs(G_x2__pw1_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw1_m0 + 2))), 1/(1 + xp.exp(-abs(G_x2__pw1_m1 + 2))))
+    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
+    # equal to the value it stands for where it holds (the first condition that holds wins,
+    # the last piece where none does). kernel_runtime.select decides how to select them.
+    _pw0 = _rt.select(xp, (G_x2,), _dtype, _like, (
+        (G_x2 < -2),
+    ), (
+        (lambda G_x2: xp.exp(-abs(G_x2 + 2))/(1 + xp.exp(-abs(G_x2 + 2))), (G_x2,), (_zero + -10,)),
+        (lambda G_x2: 1/(1 + xp.exp(-abs(G_x2 + 2))), (G_x2,), (_zero + 0,)),
+    ), False)
+    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
+    # equal to the value it stands for where it holds (the first condition that holds wins,
+    # the last piece where none does). kernel_runtime.select decides how to select them.
+    _pw1 = _rt.select(xp, (G_x2,), _dtype, _like, (
+        (G_x2 > -2),
+    ), (
+        (lambda G_x2: xp.exp(-abs(G_x2 + 2))/(1 + xp.exp(-abs(G_x2 + 2))), (G_x2,), (_zero + 0,)),
+        (lambda G_x2: 1/(1 + xp.exp(-abs(G_x2 + 2))), (G_x2,), (_zero + -2,)),
+    ), False)
     _J00 = _pw0
     _J11 = _pw0*_pw1*x1
     # Block matrix J = [[dy1/dx1, dy1/dx2], [dy2/dx1, dy2/dx2]]
@@ -532,7 +467,7 @@ def _log_det_jacobian_numpy(x1, x2, F, G, _batch, _n, _dtype):
 def _log_det_jacobian_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     """log_det_jacobian for any array-API namespace xp, checked and converted by log_det_jacobian."""
     _like = x1
-    _zero = xp.zeros((), dtype=_dtype, device=_rt.device(_like))
+    _zero = _rt.zero(xp, _dtype, _like)
     # Calls (each callable evaluated once)
     _arg_x2 = _rt.callee_arg(xp, x2, _dtype)
     G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
@@ -610,14 +545,15 @@ def _forward_and_log_det_numpy(x1, x2, F, G, _batch, _n, _dtype):
     F_x2 = _call("F", F, x2, "vector", _dtype)
     G_x2 = _call("G", G, x2, "vector", _dtype)
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
-    # where it holds, and the derivation proves each piece equal to the value it stands for.
-    _pw0_shape = _broadcast(numpy.shape(G_x2))
-    _pw0 = _finish(1/(1 + numpy.exp(-abs(G_x2 + 2))), _pw0_shape, _dtype, (G_x2,))
-    _pw0_m0 = _full(numpy.less(G_x2, -2), _pw0_shape).ravel().nonzero()[0]
-    if _pw0_m0.size:
-        G_x2__pw0_m0 = _full(G_x2, _pw0_shape).take(_pw0_m0)
-        _pw0.put(_pw0_m0, numpy.exp(-abs(G_x2__pw0_m0 + 2))/(1 + numpy.exp(-abs(G_x2__pw0_m0 + 2))))
+    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
+    # equal to the value it stands for where it holds (the first condition that holds wins,
+    # the last piece where none does). kernel_runtime.select decides how to select them.
+    _pw0 = _rt.select(numpy, (G_x2,), _dtype, None, (
+        numpy.less(G_x2, -2),
+    ), (
+        (lambda G_x2: numpy.exp(-abs(G_x2 + 2))/(1 + numpy.exp(-abs(G_x2 + 2))), (G_x2,), ()),
+        (lambda G_x2: 1/(1 + numpy.exp(-abs(G_x2 + 2))), (G_x2,), ()),
+    ), False)
     # Output terms
     y2 = x2
     log_det = numpy.sum(-numpy.logaddexp(0, -G_x2 - 2), axis=-1)
@@ -631,44 +567,21 @@ def _forward_and_log_det_numpy(x1, x2, F, G, _batch, _n, _dtype):
 def _forward_and_log_det_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     """forward_and_log_det for any array-API namespace xp, checked and converted by forward_and_log_det."""
     _like = x1
-    _zero = xp.zeros((), dtype=_dtype, device=_rt.device(_like))
-    _eager = _rt.eager(xp, (x1, x2,))
+    _zero = _rt.zero(xp, _dtype, _like)
     # Calls (each callable evaluated once)
     _arg_x2 = _rt.callee_arg(xp, x2, _dtype)
     F_x2 = _rt.call_xp(xp, "F", F, _arg_x2, "vector", _dtype)
     G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
-    # where it holds, and the derivation proves each piece equal to the value it stands for.
-    _pw0_m0 = (G_x2 < -2)
-    _pw0_m1 = ~(_pw0_m0)
-    if _eager:
-        _pw0_shape = _rt.piece_shape(G_x2)
-        if _rt.mostly(xp, _pw0_m1):
-            # Eager, the last piece holding on most entries: evaluated everywhere -- where
-            # an argument records a gradient, on the piece's safe point where another piece
-            # holds, so that no 0 * inf = NaN reaches the gradient.
-            G_x2__pw0_m1 = _rt.safe_where(xp, _pw0_m1, G_x2, _zero + 0)
-            _pw0 = _rt.finish_xp(xp, 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))), _pw0_shape, _dtype, (G_x2,))
-        else:
-            # Eager, the last piece holding on at most half of the entries: evaluated only
-            # on the entries gathered where it holds, written back there.
-            _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (G_x2,))
-            _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
-            if _pw0_i1 is not None:
-                G_x2__pw0_m1 = _rt.take_xp(xp, G_x2, _pw0_i1, _pw0_shape)
-                _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))))
-        # Each other piece only on the entries gathered where it holds, written back there
-        # (PyTorch with a gradient: out of place).
-        _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
-        if _pw0_i0 is not None:
-            G_x2__pw0_m0 = _rt.take_xp(xp, G_x2, _pw0_i0, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, xp.exp(-abs(G_x2__pw0_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw0_m0 + 2))))
-    else:
-        # Traced (torch.compile, torch.func, JAX, Dask): the double where, shape-static.
-        G_x2__pw0_m0 = xp.where(_pw0_m0, G_x2, _zero + -10)
-        G_x2__pw0_m1 = xp.where(_pw0_m1, G_x2, _zero + 0)
-        _pw0 = xp.where(_pw0_m0, xp.exp(-abs(G_x2__pw0_m0 + 2))/(1 + xp.exp(-abs(G_x2__pw0_m0 + 2))), 1/(1 + xp.exp(-abs(G_x2__pw0_m1 + 2))))
+    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
+    # equal to the value it stands for where it holds (the first condition that holds wins,
+    # the last piece where none does). kernel_runtime.select decides how to select them.
+    _pw0 = _rt.select(xp, (G_x2,), _dtype, _like, (
+        (G_x2 < -2),
+    ), (
+        (lambda G_x2: xp.exp(-abs(G_x2 + 2))/(1 + xp.exp(-abs(G_x2 + 2))), (G_x2,), (_zero + -10,)),
+        (lambda G_x2: 1/(1 + xp.exp(-abs(G_x2 + 2))), (G_x2,), (_zero + 0,)),
+    ), False)
     # Output terms
     y2 = x2
     log_det = xp.sum(-xp.logaddexp(_zero, -G_x2 - 2), axis=-1)

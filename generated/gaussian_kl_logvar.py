@@ -37,12 +37,12 @@ import numpy
 import kernel_runtime as _rt
 
 # The kernel_runtime contract this module was generated against: a runtime of major
-# version 1 and minor version 0 or later.
+# version 2 and minor version 0 or later.
 _found = str(getattr(_rt, "CONTRACT_VERSION", "none"))
 _major, _, _minor = _found.partition(".")
-if _major != "1" or not _minor.isdigit() or int(_minor) < 0:
+if _major != "2" or not _minor.isdigit() or int(_minor) < 0:
     raise ImportError(
-        f"{__name__} needs kernel_runtime contract 1.0 (major 1, "
+        f"{__name__} needs kernel_runtime contract 2.0 (major 2, "
         f"minor >= 0), found {_found} in {getattr(_rt, '__file__', '?')}; "
         "regenerate with: python -m derive generate (or upgrade derive-engine)")
 del _found, _major, _, _minor
@@ -114,25 +114,19 @@ def _kl_numpy(mu, logvar, _batch, _dtype):
     # Output terms
     x = logvar
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
-    # where it holds, and the derivation proves each piece equal to the value it stands for.
-    _pw0_shape = _broadcast(numpy.shape(logvar), numpy.shape(x))
-    # The last piece, evaluated everywhere, may overflow (or form inf - inf) only at entries
-    # where another piece holds and overwrites it: that overflow is ignored here.
-    with numpy.errstate(over="ignore", invalid="ignore"):
-        _pw0 = _finish((1/2)*numpy.expm1(x) - (1/2)*x, _pw0_shape, _dtype, (logvar, x,))
-    _pw0_m2 = _full(numpy.greater_equal(x, 88), _pw0_shape).ravel().nonzero()[0]
-    if _pw0_m2.size:
-        logvar__pw0_m2 = _full(logvar, _pw0_shape).take(_pw0_m2)
-        x__pw0_m2 = _full(x, _pw0_shape).take(_pw0_m2)
-        _pw0.put(_pw0_m2, 2*((1/2)*numpy.exp((1/2)*logvar__pw0_m2))**2 - (1/2)*x__pw0_m2 - 1/2)
-    _pw0_m1 = _full(numpy.less(abs(x), 1/2), _pw0_shape).ravel().nonzero()[0]
-    if _pw0_m1.size:
-        x__pw0_m1 = _full(x, _pw0_shape).take(_pw0_m1)
-        _pw0.put(_pw0_m1, x__pw0_m1**2*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*((1/2615348736000)*x__pw0_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4))
-    _pw0_m0 = _full(numpy.equal(x, numpy.inf), _pw0_shape).ravel().nonzero()[0]
-    if _pw0_m0.size:
-        _pw0.put(_pw0_m0, numpy.inf)
+    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
+    # equal to the value it stands for where it holds (the first condition that holds wins,
+    # the last piece where none does). kernel_runtime.select decides how to select them.
+    _pw0 = _rt.select(numpy, (logvar, x,), _dtype, None, (
+        numpy.equal(x, numpy.inf),
+        numpy.less(abs(x), 1/2),
+        numpy.greater_equal(x, 88),
+    ), (
+        (lambda: numpy.inf, (), ()),
+        (lambda x: x**2*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*((1/2615348736000)*x + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4), (x,), ()),
+        (lambda logvar, x: 2*((1/2)*numpy.exp((1/2)*logvar))**2 - (1/2)*x - 1/2, (logvar, x,), ()),
+        (lambda x: (1/2)*numpy.expm1(x) - (1/2)*x, (x,), ()),
+    ), True)
     # Output terms
     kl = _pw0 + 2*((1/2)*mu)**2
     kl = _finish(kl, _batch, _dtype, (mu, logvar,))
@@ -142,54 +136,23 @@ def _kl_numpy(mu, logvar, _batch, _dtype):
 def _kl_xp(xp, mu, logvar, _batch, _dtype):
     """kl for any array-API namespace xp, checked and converted by kl."""
     _like = mu
-    _zero = xp.zeros((), dtype=_dtype, device=_rt.device(_like))
-    _eager = _rt.eager(xp, (mu, logvar,))
+    _zero = _rt.zero(xp, _dtype, _like)
     # Output terms
     x = logvar
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
-    # where it holds, and the derivation proves each piece equal to the value it stands for.
-    _pw0_m0 = (x == xp.inf)
-    _pw0_m1 = (abs(x) < 1/2) & ~(_pw0_m0)
-    _pw0_m2 = (x >= 88) & ~(_pw0_m0 | _pw0_m1)
-    _pw0_m3 = ~(_pw0_m0 | _pw0_m1 | _pw0_m2)
-    if _eager:
-        _pw0_shape = _rt.piece_shape(logvar, x)
-        if _rt.mostly(xp, _pw0_m3):
-            # Eager, the last piece holding on most entries: evaluated everywhere -- where
-            # an argument records a gradient, on the piece's safe point where another piece
-            # holds, so that no 0 * inf = NaN reaches the gradient.
-            x__pw0_m3 = _rt.safe_where(xp, _pw0_m3, x, _zero + 0)
-            _pw0 = _rt.finish_xp(xp, (1/2)*xp.expm1(x__pw0_m3) - (1/2)*x__pw0_m3, _pw0_shape, _dtype, (logvar, x,))
-        else:
-            # Eager, the last piece holding on at most half of the entries: evaluated only
-            # on the entries gathered where it holds, written back there.
-            _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (logvar, x,))
-            _pw0_i3 = _rt.taken(xp, _pw0_m3, _pw0_shape)
-            if _pw0_i3 is not None:
-                x__pw0_m3 = _rt.take_xp(xp, x, _pw0_i3, _pw0_shape)
-                _pw0 = _rt.put_xp(xp, _pw0, _pw0_i3, (1/2)*xp.expm1(x__pw0_m3) - (1/2)*x__pw0_m3)
-        # Each other piece only on the entries gathered where it holds, written back there
-        # (PyTorch with a gradient: out of place).
-        _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
-        if _pw0_i0 is not None:
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, _zero + xp.inf)
-        _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
-        if _pw0_i1 is not None:
-            x__pw0_m1 = _rt.take_xp(xp, x, _pw0_i1, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, x__pw0_m1**2*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*((1/2615348736000)*x__pw0_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4))
-        _pw0_i2 = _rt.taken(xp, _pw0_m2, _pw0_shape)
-        if _pw0_i2 is not None:
-            logvar__pw0_m2 = _rt.take_xp(xp, logvar, _pw0_i2, _pw0_shape)
-            x__pw0_m2 = _rt.take_xp(xp, x, _pw0_i2, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i2, 2*((1/2)*xp.exp((1/2)*logvar__pw0_m2))**2 - (1/2)*x__pw0_m2 - 1/2)
-    else:
-        # Traced (torch.compile, torch.func, JAX, Dask): the double where, shape-static.
-        x__pw0_m1 = xp.where(_pw0_m1, x, _zero + 0)
-        logvar__pw0_m2 = xp.where(_pw0_m2, logvar, _zero + 0)
-        x__pw0_m2 = xp.where(_pw0_m2, x, _zero + 0)
-        x__pw0_m3 = xp.where(_pw0_m3, x, _zero + 0)
-        _pw0 = xp.where(_pw0_m0, _zero + xp.inf, xp.where(_pw0_m1, x__pw0_m1**2*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*(x__pw0_m1*((1/2615348736000)*x__pw0_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4), xp.where(_pw0_m2, 2*((1/2)*xp.exp((1/2)*logvar__pw0_m2))**2 - (1/2)*x__pw0_m2 - 1/2, (1/2)*xp.expm1(x__pw0_m3) - (1/2)*x__pw0_m3)))
+    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
+    # equal to the value it stands for where it holds (the first condition that holds wins,
+    # the last piece where none does). kernel_runtime.select decides how to select them.
+    _pw0 = _rt.select(xp, (logvar, x,), _dtype, _like, (
+        (x == xp.inf),
+        (abs(x) < 1/2),
+        (x >= 88),
+    ), (
+        (lambda: _zero + xp.inf, (), ()),
+        (lambda x: x**2*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*((1/2615348736000)*x + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4), (x,), (_zero + 0,)),
+        (lambda logvar, x: 2*((1/2)*xp.exp((1/2)*logvar))**2 - (1/2)*x - 1/2, (logvar, x,), (_zero + 0, _zero + 0,)),
+        (lambda x: (1/2)*xp.expm1(x) - (1/2)*x, (x,), (_zero + 0,)),
+    ), True)
     # Output terms
     kl = _pw0 + 2*((1/2)*mu)**2
     kl = _rt.finish_xp(xp, kl, _batch, _dtype, (mu, logvar,))

@@ -38,12 +38,12 @@ import numpy
 import kernel_runtime as _rt
 
 # The kernel_runtime contract this module was generated against: a runtime of major
-# version 1 and minor version 0 or later.
+# version 2 and minor version 0 or later.
 _found = str(getattr(_rt, "CONTRACT_VERSION", "none"))
 _major, _, _minor = _found.partition(".")
-if _major != "1" or not _minor.isdigit() or int(_minor) < 0:
+if _major != "2" or not _minor.isdigit() or int(_minor) < 0:
     raise ImportError(
-        f"{__name__} needs kernel_runtime contract 1.0 (major 1, "
+        f"{__name__} needs kernel_runtime contract 2.0 (major 2, "
         f"minor >= 0), found {_found} in {getattr(_rt, '__file__', '?')}; "
         "regenerate with: python -m derive generate (or upgrade derive-engine)")
 del _found, _major, _, _minor
@@ -117,39 +117,34 @@ def kl(
 def _kl_numpy(mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     """kl for NumPy arrays, checked and converted by kl."""
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
-    # where it holds, and the derivation proves each piece equal to the value it stands for.
-    _pw0_shape = _broadcast(numpy.shape(sigma_p), numpy.shape(sigma_q))
-    _pw0 = _finish(2*(numpy.log(sigma_q) - numpy.log(sigma_p)), _pw0_shape, _dtype, (sigma_p, sigma_q,))
-    _pw0_m1 = _full(numpy.greater_equal(sigma_q/sigma_p, 1/1000000000000000000000000000000), _pw0_shape).ravel().nonzero()[0]
-    if _pw0_m1.size:
-        sigma_p__pw0_m1 = _full(sigma_p, _pw0_shape).take(_pw0_m1)
-        sigma_q__pw0_m1 = _full(sigma_q, _pw0_shape).take(_pw0_m1)
-        _pw0.put(_pw0_m1, 2*numpy.log(sigma_q__pw0_m1/sigma_p__pw0_m1))
-    _pw0_m0 = _full(numpy.greater(sigma_p, 2*abs(sigma_p - sigma_q)), _pw0_shape).ravel().nonzero()[0]
-    if _pw0_m0.size:
-        sigma_p__pw0_m0 = _full(sigma_p, _pw0_shape).take(_pw0_m0)
-        sigma_q__pw0_m0 = _full(sigma_q, _pw0_shape).take(_pw0_m0)
-        _pw0.put(_pw0_m0, 2*numpy.log1p((sigma_q__pw0_m0 - sigma_p__pw0_m0)/sigma_p__pw0_m0))
+    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
+    # equal to the value it stands for where it holds (the first condition that holds wins,
+    # the last piece where none does). kernel_runtime.select decides how to select them.
+    _pw0 = _rt.select(numpy, (sigma_p, sigma_q,), _dtype, None, (
+        numpy.greater(sigma_p, 2*abs(sigma_p - sigma_q)),
+        numpy.greater_equal(sigma_q/sigma_p, 1/1000000000000000000000000000000),
+    ), (
+        (lambda sigma_p, sigma_q: 2*numpy.log1p((sigma_q - sigma_p)/sigma_p), (sigma_p, sigma_q,), ()),
+        (lambda sigma_p, sigma_q: 2*numpy.log(sigma_q/sigma_p), (sigma_p, sigma_q,), ()),
+        (lambda sigma_p, sigma_q: 2*(numpy.log(sigma_q) - numpy.log(sigma_p)), (sigma_p, sigma_q,), ()),
+    ), False)
     # Output terms
     m = (mu_q - mu_p)/sigma_p
     x = _pw0
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
-    # where it holds, and the derivation proves each piece equal to the value it stands for.
-    _pw1_shape = _broadcast(numpy.shape(sigma_p), numpy.shape(sigma_q), numpy.shape(x))
-    _pw1 = _finish(2*((1/2)*sigma_q/sigma_p)**2 - (1/2)*x - 1/2, _pw1_shape, _dtype, (sigma_p, sigma_q, x,))
-    _pw1_m2 = _full(numpy.less(x, 2), _pw1_shape).ravel().nonzero()[0]
-    if _pw1_m2.size:
-        x__pw1_m2 = _full(x, _pw1_shape).take(_pw1_m2)
-        _pw1.put(_pw1_m2, (1/2)*numpy.expm1(x__pw1_m2) - (1/2)*x__pw1_m2)
-    _pw1_m1 = _full(numpy.less(abs(x), 1/2), _pw1_shape).ravel().nonzero()[0]
-    if _pw1_m1.size:
-        x__pw1_m1 = _full(x, _pw1_shape).take(_pw1_m1)
-        _pw1.put(_pw1_m1, x__pw1_m1**2*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*((1/2615348736000)*x__pw1_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4))
-    _pw1_m0 = _full(numpy.equal(x, numpy.inf), _pw1_shape).ravel().nonzero()[0]
-    if _pw1_m0.size:
-        _pw1.put(_pw1_m0, numpy.inf)
+    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
+    # equal to the value it stands for where it holds (the first condition that holds wins,
+    # the last piece where none does). kernel_runtime.select decides how to select them.
+    _pw1 = _rt.select(numpy, (sigma_p, sigma_q, x,), _dtype, None, (
+        numpy.equal(x, numpy.inf),
+        numpy.less(abs(x), 1/2),
+        numpy.less(x, 2),
+    ), (
+        (lambda: numpy.inf, (), ()),
+        (lambda x: x**2*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*((1/2615348736000)*x + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4), (x,), ()),
+        (lambda x: (1/2)*numpy.expm1(x) - (1/2)*x, (x,), ()),
+        (lambda sigma_p, sigma_q, x: 2*((1/2)*sigma_q/sigma_p)**2 - (1/2)*x - 1/2, (sigma_p, sigma_q, x,), ()),
+    ), False)
     # Output terms
     kl = _pw1 + 2*((1/2)*m)**2
     kl = _finish(kl, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p,))
@@ -159,104 +154,36 @@ def _kl_numpy(mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
 def _kl_xp(xp, mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     """kl for any array-API namespace xp, checked and converted by kl."""
     _like = mu_q
-    _zero = xp.zeros((), dtype=_dtype, device=_rt.device(_like))
-    _eager = _rt.eager(xp, (mu_q, sigma_q, mu_p, sigma_p,))
+    _zero = _rt.zero(xp, _dtype, _like)
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
-    # where it holds, and the derivation proves each piece equal to the value it stands for.
-    _pw0_m0 = (sigma_p > 2*abs(sigma_p - sigma_q))
-    _pw0_m1 = (sigma_q/sigma_p >= 1/1000000000000000000000000000000) & ~(_pw0_m0)
-    _pw0_m2 = ~(_pw0_m0 | _pw0_m1)
-    if _eager:
-        _pw0_shape = _rt.piece_shape(sigma_p, sigma_q)
-        if _rt.mostly(xp, _pw0_m2):
-            # Eager, the last piece holding on most entries: evaluated everywhere -- where
-            # an argument records a gradient, on the piece's safe point where another piece
-            # holds, so that no 0 * inf = NaN reaches the gradient.
-            sigma_p__pw0_m2 = _rt.safe_where(xp, _pw0_m2, sigma_p, _zero + 1)
-            sigma_q__pw0_m2 = _rt.safe_where(xp, _pw0_m2, sigma_q, _zero + 1/2000000000000000000000000000000)
-            _pw0 = _rt.finish_xp(xp, 2*(xp.log(sigma_q__pw0_m2) - xp.log(sigma_p__pw0_m2)), _pw0_shape, _dtype, (sigma_p, sigma_q,))
-        else:
-            # Eager, the last piece holding on at most half of the entries: evaluated only
-            # on the entries gathered where it holds, written back there.
-            _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (sigma_p, sigma_q,))
-            _pw0_i2 = _rt.taken(xp, _pw0_m2, _pw0_shape)
-            if _pw0_i2 is not None:
-                sigma_p__pw0_m2 = _rt.take_xp(xp, sigma_p, _pw0_i2, _pw0_shape)
-                sigma_q__pw0_m2 = _rt.take_xp(xp, sigma_q, _pw0_i2, _pw0_shape)
-                _pw0 = _rt.put_xp(xp, _pw0, _pw0_i2, 2*(xp.log(sigma_q__pw0_m2) - xp.log(sigma_p__pw0_m2)))
-        # Each other piece only on the entries gathered where it holds, written back there
-        # (PyTorch with a gradient: out of place).
-        _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
-        if _pw0_i0 is not None:
-            sigma_p__pw0_m0 = _rt.take_xp(xp, sigma_p, _pw0_i0, _pw0_shape)
-            sigma_q__pw0_m0 = _rt.take_xp(xp, sigma_q, _pw0_i0, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, 2*xp.log1p((sigma_q__pw0_m0 - sigma_p__pw0_m0)/sigma_p__pw0_m0))
-        _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
-        if _pw0_i1 is not None:
-            sigma_p__pw0_m1 = _rt.take_xp(xp, sigma_p, _pw0_i1, _pw0_shape)
-            sigma_q__pw0_m1 = _rt.take_xp(xp, sigma_q, _pw0_i1, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, 2*xp.log(sigma_q__pw0_m1/sigma_p__pw0_m1))
-    else:
-        # Traced (torch.compile, torch.func, JAX, Dask): the double where, shape-static.
-        sigma_p__pw0_m0 = xp.where(_pw0_m0, sigma_p, _zero + 1)
-        sigma_q__pw0_m0 = xp.where(_pw0_m0, sigma_q, _zero + 1)
-        sigma_p__pw0_m1 = xp.where(_pw0_m1, sigma_p, _zero + -1)
-        sigma_q__pw0_m1 = xp.where(_pw0_m1, sigma_q, _zero + -1)
-        sigma_p__pw0_m2 = xp.where(_pw0_m2, sigma_p, _zero + 1)
-        sigma_q__pw0_m2 = xp.where(_pw0_m2, sigma_q, _zero + 1/2000000000000000000000000000000)
-        _pw0 = xp.where(_pw0_m0, 2*xp.log1p((sigma_q__pw0_m0 - sigma_p__pw0_m0)/sigma_p__pw0_m0), xp.where(_pw0_m1, 2*xp.log(sigma_q__pw0_m1/sigma_p__pw0_m1), 2*(xp.log(sigma_q__pw0_m2) - xp.log(sigma_p__pw0_m2))))
+    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
+    # equal to the value it stands for where it holds (the first condition that holds wins,
+    # the last piece where none does). kernel_runtime.select decides how to select them.
+    _pw0 = _rt.select(xp, (sigma_p, sigma_q,), _dtype, _like, (
+        (sigma_p > 2*abs(sigma_p - sigma_q)),
+        (sigma_q/sigma_p >= 1/1000000000000000000000000000000),
+    ), (
+        (lambda sigma_p, sigma_q: 2*xp.log1p((sigma_q - sigma_p)/sigma_p), (sigma_p, sigma_q,), (_zero + 1, _zero + 1,)),
+        (lambda sigma_p, sigma_q: 2*xp.log(sigma_q/sigma_p), (sigma_p, sigma_q,), (_zero + -1, _zero + -1,)),
+        (lambda sigma_p, sigma_q: 2*(xp.log(sigma_q) - xp.log(sigma_p)), (sigma_p, sigma_q,), (_zero + 1, _zero + 1/2000000000000000000000000000000,)),
+    ), False)
     # Output terms
     m = (mu_q - mu_p)/sigma_p
     x = _pw0
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
-    # where it holds, and the derivation proves each piece equal to the value it stands for.
-    _pw1_m0 = (x == xp.inf)
-    _pw1_m1 = (abs(x) < 1/2) & ~(_pw1_m0)
-    _pw1_m2 = (x < 2) & ~(_pw1_m0 | _pw1_m1)
-    _pw1_m3 = ~(_pw1_m0 | _pw1_m1 | _pw1_m2)
-    if _eager:
-        _pw1_shape = _rt.piece_shape(sigma_p, sigma_q, x)
-        if _rt.mostly(xp, _pw1_m3):
-            # Eager, the last piece holding on most entries: evaluated everywhere -- where
-            # an argument records a gradient, on the piece's safe point where another piece
-            # holds, so that no 0 * inf = NaN reaches the gradient.
-            sigma_p__pw1_m3 = _rt.safe_where(xp, _pw1_m3, sigma_p, _zero + 1)
-            sigma_q__pw1_m3 = _rt.safe_where(xp, _pw1_m3, sigma_q, _zero + 1)
-            x__pw1_m3 = _rt.safe_where(xp, _pw1_m3, x, _zero + 1)
-            _pw1 = _rt.finish_xp(xp, 2*((1/2)*sigma_q__pw1_m3/sigma_p__pw1_m3)**2 - (1/2)*x__pw1_m3 - 1/2, _pw1_shape, _dtype, (sigma_p, sigma_q, x,))
-        else:
-            # Eager, the last piece holding on at most half of the entries: evaluated only
-            # on the entries gathered where it holds, written back there.
-            _pw1 = _rt.zeros_xp(xp, _pw1_shape, _dtype, _like, (sigma_p, sigma_q, x,))
-            _pw1_i3 = _rt.taken(xp, _pw1_m3, _pw1_shape)
-            if _pw1_i3 is not None:
-                sigma_p__pw1_m3 = _rt.take_xp(xp, sigma_p, _pw1_i3, _pw1_shape)
-                sigma_q__pw1_m3 = _rt.take_xp(xp, sigma_q, _pw1_i3, _pw1_shape)
-                x__pw1_m3 = _rt.take_xp(xp, x, _pw1_i3, _pw1_shape)
-                _pw1 = _rt.put_xp(xp, _pw1, _pw1_i3, 2*((1/2)*sigma_q__pw1_m3/sigma_p__pw1_m3)**2 - (1/2)*x__pw1_m3 - 1/2)
-        # Each other piece only on the entries gathered where it holds, written back there
-        # (PyTorch with a gradient: out of place).
-        _pw1_i0 = _rt.taken(xp, _pw1_m0, _pw1_shape)
-        if _pw1_i0 is not None:
-            _pw1 = _rt.put_xp(xp, _pw1, _pw1_i0, _zero + xp.inf)
-        _pw1_i1 = _rt.taken(xp, _pw1_m1, _pw1_shape)
-        if _pw1_i1 is not None:
-            x__pw1_m1 = _rt.take_xp(xp, x, _pw1_i1, _pw1_shape)
-            _pw1 = _rt.put_xp(xp, _pw1, _pw1_i1, x__pw1_m1**2*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*((1/2615348736000)*x__pw1_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4))
-        _pw1_i2 = _rt.taken(xp, _pw1_m2, _pw1_shape)
-        if _pw1_i2 is not None:
-            x__pw1_m2 = _rt.take_xp(xp, x, _pw1_i2, _pw1_shape)
-            _pw1 = _rt.put_xp(xp, _pw1, _pw1_i2, (1/2)*xp.expm1(x__pw1_m2) - (1/2)*x__pw1_m2)
-    else:
-        # Traced (torch.compile, torch.func, JAX, Dask): the double where, shape-static.
-        x__pw1_m1 = xp.where(_pw1_m1, x, _zero + 0)
-        x__pw1_m2 = xp.where(_pw1_m2, x, _zero + 0)
-        sigma_p__pw1_m3 = xp.where(_pw1_m3, sigma_p, _zero + 1)
-        sigma_q__pw1_m3 = xp.where(_pw1_m3, sigma_q, _zero + 1)
-        x__pw1_m3 = xp.where(_pw1_m3, x, _zero + 1)
-        _pw1 = xp.where(_pw1_m0, _zero + xp.inf, xp.where(_pw1_m1, x__pw1_m1**2*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*((1/2615348736000)*x__pw1_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4), xp.where(_pw1_m2, (1/2)*xp.expm1(x__pw1_m2) - (1/2)*x__pw1_m2, 2*((1/2)*sigma_q__pw1_m3/sigma_p__pw1_m3)**2 - (1/2)*x__pw1_m3 - 1/2)))
+    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
+    # equal to the value it stands for where it holds (the first condition that holds wins,
+    # the last piece where none does). kernel_runtime.select decides how to select them.
+    _pw1 = _rt.select(xp, (sigma_p, sigma_q, x,), _dtype, _like, (
+        (x == xp.inf),
+        (abs(x) < 1/2),
+        (x < 2),
+    ), (
+        (lambda: _zero + xp.inf, (), ()),
+        (lambda x: x**2*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*((1/2615348736000)*x + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4), (x,), (_zero + 0,)),
+        (lambda x: (1/2)*xp.expm1(x) - (1/2)*x, (x,), (_zero + 0,)),
+        (lambda sigma_p, sigma_q, x: 2*((1/2)*sigma_q/sigma_p)**2 - (1/2)*x - 1/2, (sigma_p, sigma_q, x,), (_zero + 1, _zero + 1, _zero + 1,)),
+    ), False)
     # Output terms
     kl = _pw1 + 2*((1/2)*m)**2
     kl = _rt.finish_xp(xp, kl, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p,))
@@ -323,20 +250,17 @@ def kl_grad(
 def _kl_grad_numpy(mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     """kl_grad for NumPy arrays, checked and converted by kl_grad."""
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
-    # where it holds, and the derivation proves each piece equal to the value it stands for.
-    _pw0_shape = _broadcast(numpy.shape(sigma_p), numpy.shape(sigma_q))
-    _pw0 = _finish(2*(numpy.log(sigma_q) - numpy.log(sigma_p)), _pw0_shape, _dtype, (sigma_p, sigma_q,))
-    _pw0_m1 = _full(numpy.greater_equal(sigma_q/sigma_p, 1/1000000000000000000000000000000), _pw0_shape).ravel().nonzero()[0]
-    if _pw0_m1.size:
-        sigma_p__pw0_m1 = _full(sigma_p, _pw0_shape).take(_pw0_m1)
-        sigma_q__pw0_m1 = _full(sigma_q, _pw0_shape).take(_pw0_m1)
-        _pw0.put(_pw0_m1, 2*numpy.log(sigma_q__pw0_m1/sigma_p__pw0_m1))
-    _pw0_m0 = _full(numpy.greater(sigma_p, 2*abs(sigma_p - sigma_q)), _pw0_shape).ravel().nonzero()[0]
-    if _pw0_m0.size:
-        sigma_p__pw0_m0 = _full(sigma_p, _pw0_shape).take(_pw0_m0)
-        sigma_q__pw0_m0 = _full(sigma_q, _pw0_shape).take(_pw0_m0)
-        _pw0.put(_pw0_m0, 2*numpy.log1p((sigma_q__pw0_m0 - sigma_p__pw0_m0)/sigma_p__pw0_m0))
+    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
+    # equal to the value it stands for where it holds (the first condition that holds wins,
+    # the last piece where none does). kernel_runtime.select decides how to select them.
+    _pw0 = _rt.select(numpy, (sigma_p, sigma_q,), _dtype, None, (
+        numpy.greater(sigma_p, 2*abs(sigma_p - sigma_q)),
+        numpy.greater_equal(sigma_q/sigma_p, 1/1000000000000000000000000000000),
+    ), (
+        (lambda sigma_p, sigma_q: 2*numpy.log1p((sigma_q - sigma_p)/sigma_p), (sigma_p, sigma_q,), ()),
+        (lambda sigma_p, sigma_q: 2*numpy.log(sigma_q/sigma_p), (sigma_p, sigma_q,), ()),
+        (lambda sigma_p, sigma_q: 2*(numpy.log(sigma_q) - numpy.log(sigma_p)), (sigma_p, sigma_q,), ()),
+    ), False)
     # Output terms
     m = (mu_q - mu_p)/sigma_p
     r = sigma_q/sigma_p
@@ -358,53 +282,19 @@ def _kl_grad_numpy(mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
 def _kl_grad_xp(xp, mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     """kl_grad for any array-API namespace xp, checked and converted by kl_grad."""
     _like = mu_q
-    _zero = xp.zeros((), dtype=_dtype, device=_rt.device(_like))
-    _eager = _rt.eager(xp, (mu_q, sigma_q, mu_p, sigma_p,))
+    _zero = _rt.zero(xp, _dtype, _like)
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
-    # where it holds, and the derivation proves each piece equal to the value it stands for.
-    _pw0_m0 = (sigma_p > 2*abs(sigma_p - sigma_q))
-    _pw0_m1 = (sigma_q/sigma_p >= 1/1000000000000000000000000000000) & ~(_pw0_m0)
-    _pw0_m2 = ~(_pw0_m0 | _pw0_m1)
-    if _eager:
-        _pw0_shape = _rt.piece_shape(sigma_p, sigma_q)
-        if _rt.mostly(xp, _pw0_m2):
-            # Eager, the last piece holding on most entries: evaluated everywhere -- where
-            # an argument records a gradient, on the piece's safe point where another piece
-            # holds, so that no 0 * inf = NaN reaches the gradient.
-            sigma_p__pw0_m2 = _rt.safe_where(xp, _pw0_m2, sigma_p, _zero + 1)
-            sigma_q__pw0_m2 = _rt.safe_where(xp, _pw0_m2, sigma_q, _zero + 1/2000000000000000000000000000000)
-            _pw0 = _rt.finish_xp(xp, 2*(xp.log(sigma_q__pw0_m2) - xp.log(sigma_p__pw0_m2)), _pw0_shape, _dtype, (sigma_p, sigma_q,))
-        else:
-            # Eager, the last piece holding on at most half of the entries: evaluated only
-            # on the entries gathered where it holds, written back there.
-            _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (sigma_p, sigma_q,))
-            _pw0_i2 = _rt.taken(xp, _pw0_m2, _pw0_shape)
-            if _pw0_i2 is not None:
-                sigma_p__pw0_m2 = _rt.take_xp(xp, sigma_p, _pw0_i2, _pw0_shape)
-                sigma_q__pw0_m2 = _rt.take_xp(xp, sigma_q, _pw0_i2, _pw0_shape)
-                _pw0 = _rt.put_xp(xp, _pw0, _pw0_i2, 2*(xp.log(sigma_q__pw0_m2) - xp.log(sigma_p__pw0_m2)))
-        # Each other piece only on the entries gathered where it holds, written back there
-        # (PyTorch with a gradient: out of place).
-        _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
-        if _pw0_i0 is not None:
-            sigma_p__pw0_m0 = _rt.take_xp(xp, sigma_p, _pw0_i0, _pw0_shape)
-            sigma_q__pw0_m0 = _rt.take_xp(xp, sigma_q, _pw0_i0, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, 2*xp.log1p((sigma_q__pw0_m0 - sigma_p__pw0_m0)/sigma_p__pw0_m0))
-        _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
-        if _pw0_i1 is not None:
-            sigma_p__pw0_m1 = _rt.take_xp(xp, sigma_p, _pw0_i1, _pw0_shape)
-            sigma_q__pw0_m1 = _rt.take_xp(xp, sigma_q, _pw0_i1, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, 2*xp.log(sigma_q__pw0_m1/sigma_p__pw0_m1))
-    else:
-        # Traced (torch.compile, torch.func, JAX, Dask): the double where, shape-static.
-        sigma_p__pw0_m0 = xp.where(_pw0_m0, sigma_p, _zero + 1)
-        sigma_q__pw0_m0 = xp.where(_pw0_m0, sigma_q, _zero + 1)
-        sigma_p__pw0_m1 = xp.where(_pw0_m1, sigma_p, _zero + -1)
-        sigma_q__pw0_m1 = xp.where(_pw0_m1, sigma_q, _zero + -1)
-        sigma_p__pw0_m2 = xp.where(_pw0_m2, sigma_p, _zero + 1)
-        sigma_q__pw0_m2 = xp.where(_pw0_m2, sigma_q, _zero + 1/2000000000000000000000000000000)
-        _pw0 = xp.where(_pw0_m0, 2*xp.log1p((sigma_q__pw0_m0 - sigma_p__pw0_m0)/sigma_p__pw0_m0), xp.where(_pw0_m1, 2*xp.log(sigma_q__pw0_m1/sigma_p__pw0_m1), 2*(xp.log(sigma_q__pw0_m2) - xp.log(sigma_p__pw0_m2))))
+    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
+    # equal to the value it stands for where it holds (the first condition that holds wins,
+    # the last piece where none does). kernel_runtime.select decides how to select them.
+    _pw0 = _rt.select(xp, (sigma_p, sigma_q,), _dtype, _like, (
+        (sigma_p > 2*abs(sigma_p - sigma_q)),
+        (sigma_q/sigma_p >= 1/1000000000000000000000000000000),
+    ), (
+        (lambda sigma_p, sigma_q: 2*xp.log1p((sigma_q - sigma_p)/sigma_p), (sigma_p, sigma_q,), (_zero + 1, _zero + 1,)),
+        (lambda sigma_p, sigma_q: 2*xp.log(sigma_q/sigma_p), (sigma_p, sigma_q,), (_zero + -1, _zero + -1,)),
+        (lambda sigma_p, sigma_q: 2*(xp.log(sigma_q) - xp.log(sigma_p)), (sigma_p, sigma_q,), (_zero + 1, _zero + 1/2000000000000000000000000000000,)),
+    ), False)
     # Output terms
     m = (mu_q - mu_p)/sigma_p
     r = sigma_q/sigma_p
@@ -593,20 +483,17 @@ def kl_grad_stl(
 def _kl_grad_stl_numpy(mu_q, sigma_q, mu_p, sigma_p, eps, _batch, _dtype):
     """kl_grad_stl for NumPy arrays, checked and converted by kl_grad_stl."""
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
-    # where it holds, and the derivation proves each piece equal to the value it stands for.
-    _pw0_shape = _broadcast(numpy.shape(sigma_p), numpy.shape(sigma_q))
-    _pw0 = _finish(2*(numpy.log(sigma_q) - numpy.log(sigma_p)), _pw0_shape, _dtype, (sigma_p, sigma_q,))
-    _pw0_m1 = _full(numpy.greater_equal(sigma_q/sigma_p, 1/1000000000000000000000000000000), _pw0_shape).ravel().nonzero()[0]
-    if _pw0_m1.size:
-        sigma_p__pw0_m1 = _full(sigma_p, _pw0_shape).take(_pw0_m1)
-        sigma_q__pw0_m1 = _full(sigma_q, _pw0_shape).take(_pw0_m1)
-        _pw0.put(_pw0_m1, 2*numpy.log(sigma_q__pw0_m1/sigma_p__pw0_m1))
-    _pw0_m0 = _full(numpy.greater(sigma_p, 2*abs(sigma_p - sigma_q)), _pw0_shape).ravel().nonzero()[0]
-    if _pw0_m0.size:
-        sigma_p__pw0_m0 = _full(sigma_p, _pw0_shape).take(_pw0_m0)
-        sigma_q__pw0_m0 = _full(sigma_q, _pw0_shape).take(_pw0_m0)
-        _pw0.put(_pw0_m0, 2*numpy.log1p((sigma_q__pw0_m0 - sigma_p__pw0_m0)/sigma_p__pw0_m0))
+    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
+    # equal to the value it stands for where it holds (the first condition that holds wins,
+    # the last piece where none does). kernel_runtime.select decides how to select them.
+    _pw0 = _rt.select(numpy, (sigma_p, sigma_q,), _dtype, None, (
+        numpy.greater(sigma_p, 2*abs(sigma_p - sigma_q)),
+        numpy.greater_equal(sigma_q/sigma_p, 1/1000000000000000000000000000000),
+    ), (
+        (lambda sigma_p, sigma_q: 2*numpy.log1p((sigma_q - sigma_p)/sigma_p), (sigma_p, sigma_q,), ()),
+        (lambda sigma_p, sigma_q: 2*numpy.log(sigma_q/sigma_p), (sigma_p, sigma_q,), ()),
+        (lambda sigma_p, sigma_q: 2*(numpy.log(sigma_q) - numpy.log(sigma_p)), (sigma_p, sigma_q,), ()),
+    ), False)
     # Output terms
     m = (mu_q - mu_p)/sigma_p
     r = sigma_q/sigma_p
@@ -633,53 +520,19 @@ def _kl_grad_stl_numpy(mu_q, sigma_q, mu_p, sigma_p, eps, _batch, _dtype):
 def _kl_grad_stl_xp(xp, mu_q, sigma_q, mu_p, sigma_p, eps, _batch, _dtype):
     """kl_grad_stl for any array-API namespace xp, checked and converted by kl_grad_stl."""
     _like = mu_q
-    _zero = xp.zeros((), dtype=_dtype, device=_rt.device(_like))
-    _eager = _rt.eager(xp, (mu_q, sigma_q, mu_p, sigma_p, eps,))
+    _zero = _rt.zero(xp, _dtype, _like)
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
-    # where it holds, and the derivation proves each piece equal to the value it stands for.
-    _pw0_m0 = (sigma_p > 2*abs(sigma_p - sigma_q))
-    _pw0_m1 = (sigma_q/sigma_p >= 1/1000000000000000000000000000000) & ~(_pw0_m0)
-    _pw0_m2 = ~(_pw0_m0 | _pw0_m1)
-    if _eager:
-        _pw0_shape = _rt.piece_shape(sigma_p, sigma_q)
-        if _rt.mostly(xp, _pw0_m2):
-            # Eager, the last piece holding on most entries: evaluated everywhere -- where
-            # an argument records a gradient, on the piece's safe point where another piece
-            # holds, so that no 0 * inf = NaN reaches the gradient.
-            sigma_p__pw0_m2 = _rt.safe_where(xp, _pw0_m2, sigma_p, _zero + 1)
-            sigma_q__pw0_m2 = _rt.safe_where(xp, _pw0_m2, sigma_q, _zero + 1/2000000000000000000000000000000)
-            _pw0 = _rt.finish_xp(xp, 2*(xp.log(sigma_q__pw0_m2) - xp.log(sigma_p__pw0_m2)), _pw0_shape, _dtype, (sigma_p, sigma_q,))
-        else:
-            # Eager, the last piece holding on at most half of the entries: evaluated only
-            # on the entries gathered where it holds, written back there.
-            _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (sigma_p, sigma_q,))
-            _pw0_i2 = _rt.taken(xp, _pw0_m2, _pw0_shape)
-            if _pw0_i2 is not None:
-                sigma_p__pw0_m2 = _rt.take_xp(xp, sigma_p, _pw0_i2, _pw0_shape)
-                sigma_q__pw0_m2 = _rt.take_xp(xp, sigma_q, _pw0_i2, _pw0_shape)
-                _pw0 = _rt.put_xp(xp, _pw0, _pw0_i2, 2*(xp.log(sigma_q__pw0_m2) - xp.log(sigma_p__pw0_m2)))
-        # Each other piece only on the entries gathered where it holds, written back there
-        # (PyTorch with a gradient: out of place).
-        _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
-        if _pw0_i0 is not None:
-            sigma_p__pw0_m0 = _rt.take_xp(xp, sigma_p, _pw0_i0, _pw0_shape)
-            sigma_q__pw0_m0 = _rt.take_xp(xp, sigma_q, _pw0_i0, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, 2*xp.log1p((sigma_q__pw0_m0 - sigma_p__pw0_m0)/sigma_p__pw0_m0))
-        _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
-        if _pw0_i1 is not None:
-            sigma_p__pw0_m1 = _rt.take_xp(xp, sigma_p, _pw0_i1, _pw0_shape)
-            sigma_q__pw0_m1 = _rt.take_xp(xp, sigma_q, _pw0_i1, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, 2*xp.log(sigma_q__pw0_m1/sigma_p__pw0_m1))
-    else:
-        # Traced (torch.compile, torch.func, JAX, Dask): the double where, shape-static.
-        sigma_p__pw0_m0 = xp.where(_pw0_m0, sigma_p, _zero + 1)
-        sigma_q__pw0_m0 = xp.where(_pw0_m0, sigma_q, _zero + 1)
-        sigma_p__pw0_m1 = xp.where(_pw0_m1, sigma_p, _zero + -1)
-        sigma_q__pw0_m1 = xp.where(_pw0_m1, sigma_q, _zero + -1)
-        sigma_p__pw0_m2 = xp.where(_pw0_m2, sigma_p, _zero + 1)
-        sigma_q__pw0_m2 = xp.where(_pw0_m2, sigma_q, _zero + 1/2000000000000000000000000000000)
-        _pw0 = xp.where(_pw0_m0, 2*xp.log1p((sigma_q__pw0_m0 - sigma_p__pw0_m0)/sigma_p__pw0_m0), xp.where(_pw0_m1, 2*xp.log(sigma_q__pw0_m1/sigma_p__pw0_m1), 2*(xp.log(sigma_q__pw0_m2) - xp.log(sigma_p__pw0_m2))))
+    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
+    # equal to the value it stands for where it holds (the first condition that holds wins,
+    # the last piece where none does). kernel_runtime.select decides how to select them.
+    _pw0 = _rt.select(xp, (sigma_p, sigma_q,), _dtype, _like, (
+        (sigma_p > 2*abs(sigma_p - sigma_q)),
+        (sigma_q/sigma_p >= 1/1000000000000000000000000000000),
+    ), (
+        (lambda sigma_p, sigma_q: 2*xp.log1p((sigma_q - sigma_p)/sigma_p), (sigma_p, sigma_q,), (_zero + 1, _zero + 1,)),
+        (lambda sigma_p, sigma_q: 2*xp.log(sigma_q/sigma_p), (sigma_p, sigma_q,), (_zero + -1, _zero + -1,)),
+        (lambda sigma_p, sigma_q: 2*(xp.log(sigma_q) - xp.log(sigma_p)), (sigma_p, sigma_q,), (_zero + 1, _zero + 1/2000000000000000000000000000000,)),
+    ), False)
     # Output terms
     m = (mu_q - mu_p)/sigma_p
     r = sigma_q/sigma_p

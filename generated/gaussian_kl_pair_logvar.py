@@ -38,12 +38,12 @@ import numpy
 import kernel_runtime as _rt
 
 # The kernel_runtime contract this module was generated against: a runtime of major
-# version 1 and minor version 0 or later.
+# version 2 and minor version 0 or later.
 _found = str(getattr(_rt, "CONTRACT_VERSION", "none"))
 _major, _, _minor = _found.partition(".")
-if _major != "1" or not _minor.isdigit() or int(_minor) < 0:
+if _major != "2" or not _minor.isdigit() or int(_minor) < 0:
     raise ImportError(
-        f"{__name__} needs kernel_runtime contract 1.0 (major 1, "
+        f"{__name__} needs kernel_runtime contract 2.0 (major 2, "
         f"minor >= 0), found {_found} in {getattr(_rt, '__file__', '?')}; "
         "regenerate with: python -m derive generate (or upgrade derive-engine)")
 del _found, _major, _, _minor
@@ -117,40 +117,33 @@ def kl(
 def _kl_numpy(mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
     """kl for NumPy arrays, checked and converted by kl."""
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
-    # where it holds, and the derivation proves each piece equal to the value it stands for.
-    _pw0_shape = _broadcast(numpy.shape(logvar_p), numpy.shape(mu_p), numpy.shape(mu_q))
-    _pw0 = _finish(numpy.exp(-1/4*logvar_p)*((mu_q - mu_p)*numpy.exp(-1/4*logvar_p)), _pw0_shape, _dtype, (logvar_p, mu_p, mu_q,))
-    _pw0_m0 = _full(numpy.greater_equal(logvar_p, -170), _pw0_shape).ravel().nonzero()[0]
-    if _pw0_m0.size:
-        logvar_p__pw0_m0 = _full(logvar_p, _pw0_shape).take(_pw0_m0)
-        mu_p__pw0_m0 = _full(mu_p, _pw0_shape).take(_pw0_m0)
-        mu_q__pw0_m0 = _full(mu_q, _pw0_shape).take(_pw0_m0)
-        _pw0.put(_pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)*numpy.exp(-1/2*logvar_p__pw0_m0))
+    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
+    # equal to the value it stands for where it holds (the first condition that holds wins,
+    # the last piece where none does). kernel_runtime.select decides how to select them.
+    _pw0 = _rt.select(numpy, (logvar_p, mu_p, mu_q,), _dtype, None, (
+        numpy.greater_equal(logvar_p, -170),
+    ), (
+        (lambda logvar_p, mu_p, mu_q: (mu_q - mu_p)*numpy.exp(-1/2*logvar_p), (logvar_p, mu_p, mu_q,), ()),
+        (lambda logvar_p, mu_p, mu_q: numpy.exp(-1/4*logvar_p)*((mu_q - mu_p)*numpy.exp(-1/4*logvar_p)), (logvar_p, mu_p, mu_q,), ()),
+    ), False)
     # Output terms
     x = logvar_q - logvar_p
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
-    # where it holds, and the derivation proves each piece equal to the value it stands for.
-    _pw1_shape = _broadcast(numpy.shape(logvar_p), numpy.shape(logvar_q), numpy.shape(x))
-    _pw1 = _finish(2*((1/2)*numpy.exp((1/2)*x))**2 - (1/2)*x - 1/2, _pw1_shape, _dtype, (logvar_p, logvar_q, x,))
-    _pw1_m3 = _full(numpy.less(x, 88), _pw1_shape).ravel().nonzero()[0]
-    if _pw1_m3.size:
-        x__pw1_m3 = _full(x, _pw1_shape).take(_pw1_m3)
-        _pw1.put(_pw1_m3, (1/2)*numpy.expm1(x__pw1_m3) - (1/2)*x__pw1_m3)
-    _pw1_m2 = _full(numpy.logical_and(numpy.greater_equal(x, 4), numpy.logical_and(numpy.less(abs(logvar_p), 170), numpy.less(abs(logvar_q), 170))), _pw1_shape).ravel().nonzero()[0]
-    if _pw1_m2.size:
-        logvar_p__pw1_m2 = _full(logvar_p, _pw1_shape).take(_pw1_m2)
-        logvar_q__pw1_m2 = _full(logvar_q, _pw1_shape).take(_pw1_m2)
-        x__pw1_m2 = _full(x, _pw1_shape).take(_pw1_m2)
-        _pw1.put(_pw1_m2, 2*((1/2)*numpy.exp(-1/2*logvar_p__pw1_m2)*numpy.exp((1/2)*logvar_q__pw1_m2))**2 - (1/2)*x__pw1_m2 - 1/2)
-    _pw1_m1 = _full(numpy.less(abs(x), 1/2), _pw1_shape).ravel().nonzero()[0]
-    if _pw1_m1.size:
-        x__pw1_m1 = _full(x, _pw1_shape).take(_pw1_m1)
-        _pw1.put(_pw1_m1, x__pw1_m1**2*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*((1/2615348736000)*x__pw1_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4))
-    _pw1_m0 = _full(numpy.equal(x, numpy.inf), _pw1_shape).ravel().nonzero()[0]
-    if _pw1_m0.size:
-        _pw1.put(_pw1_m0, numpy.inf)
+    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
+    # equal to the value it stands for where it holds (the first condition that holds wins,
+    # the last piece where none does). kernel_runtime.select decides how to select them.
+    _pw1 = _rt.select(numpy, (logvar_p, logvar_q, x,), _dtype, None, (
+        numpy.equal(x, numpy.inf),
+        numpy.less(abs(x), 1/2),
+        numpy.logical_and(numpy.greater_equal(x, 4), numpy.logical_and(numpy.less(abs(logvar_p), 170), numpy.less(abs(logvar_q), 170))),
+        numpy.less(x, 88),
+    ), (
+        (lambda: numpy.inf, (), ()),
+        (lambda x: x**2*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*((1/2615348736000)*x + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4), (x,), ()),
+        (lambda logvar_p, logvar_q, x: 2*((1/2)*numpy.exp(-1/2*logvar_p)*numpy.exp((1/2)*logvar_q))**2 - (1/2)*x - 1/2, (logvar_p, logvar_q, x,), ()),
+        (lambda x: (1/2)*numpy.expm1(x) - (1/2)*x, (x,), ()),
+        (lambda x: 2*((1/2)*numpy.exp((1/2)*x))**2 - (1/2)*x - 1/2, (x,), ()),
+    ), False)
     # Output terms
     m = _pw0
     kl = _pw1 + 2*((1/2)*m)**2
@@ -161,104 +154,35 @@ def _kl_numpy(mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
 def _kl_xp(xp, mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
     """kl for any array-API namespace xp, checked and converted by kl."""
     _like = mu_q
-    _zero = xp.zeros((), dtype=_dtype, device=_rt.device(_like))
-    _eager = _rt.eager(xp, (mu_q, logvar_q, mu_p, logvar_p,))
+    _zero = _rt.zero(xp, _dtype, _like)
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
-    # where it holds, and the derivation proves each piece equal to the value it stands for.
-    _pw0_m0 = (logvar_p >= -170)
-    _pw0_m1 = ~(_pw0_m0)
-    if _eager:
-        _pw0_shape = _rt.piece_shape(logvar_p, mu_p, mu_q)
-        if _rt.mostly(xp, _pw0_m1):
-            # Eager, the last piece holding on most entries: evaluated everywhere -- where
-            # an argument records a gradient, on the piece's safe point where another piece
-            # holds, so that no 0 * inf = NaN reaches the gradient.
-            logvar_p__pw0_m1 = _rt.safe_where(xp, _pw0_m1, logvar_p, _zero + -171)
-            mu_p__pw0_m1 = _rt.safe_where(xp, _pw0_m1, mu_p, _zero + -171)
-            mu_q__pw0_m1 = _rt.safe_where(xp, _pw0_m1, mu_q, _zero + -171)
-            _pw0 = _rt.finish_xp(xp, xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)), _pw0_shape, _dtype, (logvar_p, mu_p, mu_q,))
-        else:
-            # Eager, the last piece holding on at most half of the entries: evaluated only
-            # on the entries gathered where it holds, written back there.
-            _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (logvar_p, mu_p, mu_q,))
-            _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
-            if _pw0_i1 is not None:
-                logvar_p__pw0_m1 = _rt.take_xp(xp, logvar_p, _pw0_i1, _pw0_shape)
-                mu_p__pw0_m1 = _rt.take_xp(xp, mu_p, _pw0_i1, _pw0_shape)
-                mu_q__pw0_m1 = _rt.take_xp(xp, mu_q, _pw0_i1, _pw0_shape)
-                _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)))
-        # Each other piece only on the entries gathered where it holds, written back there
-        # (PyTorch with a gradient: out of place).
-        _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
-        if _pw0_i0 is not None:
-            logvar_p__pw0_m0 = _rt.take_xp(xp, logvar_p, _pw0_i0, _pw0_shape)
-            mu_p__pw0_m0 = _rt.take_xp(xp, mu_p, _pw0_i0, _pw0_shape)
-            mu_q__pw0_m0 = _rt.take_xp(xp, mu_q, _pw0_i0, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, (mu_q__pw0_m0 - mu_p__pw0_m0)*xp.exp(-1/2*logvar_p__pw0_m0))
-    else:
-        # Traced (torch.compile, torch.func, JAX, Dask): the double where, shape-static.
-        logvar_p__pw0_m0 = xp.where(_pw0_m0, logvar_p, _zero + 0)
-        mu_p__pw0_m0 = xp.where(_pw0_m0, mu_p, _zero + 0)
-        mu_q__pw0_m0 = xp.where(_pw0_m0, mu_q, _zero + 0)
-        logvar_p__pw0_m1 = xp.where(_pw0_m1, logvar_p, _zero + -171)
-        mu_p__pw0_m1 = xp.where(_pw0_m1, mu_p, _zero + -171)
-        mu_q__pw0_m1 = xp.where(_pw0_m1, mu_q, _zero + -171)
-        _pw0 = xp.where(_pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)*xp.exp(-1/2*logvar_p__pw0_m0), xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)))
+    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
+    # equal to the value it stands for where it holds (the first condition that holds wins,
+    # the last piece where none does). kernel_runtime.select decides how to select them.
+    _pw0 = _rt.select(xp, (logvar_p, mu_p, mu_q,), _dtype, _like, (
+        (logvar_p >= -170),
+    ), (
+        (lambda logvar_p, mu_p, mu_q: (mu_q - mu_p)*xp.exp(-1/2*logvar_p), (logvar_p, mu_p, mu_q,), (_zero + 0, _zero + 0, _zero + 0,)),
+        (lambda logvar_p, mu_p, mu_q: xp.exp(-1/4*logvar_p)*((mu_q - mu_p)*xp.exp(-1/4*logvar_p)), (logvar_p, mu_p, mu_q,), (_zero + -171, _zero + -171, _zero + -171,)),
+    ), False)
     # Output terms
     x = logvar_q - logvar_p
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
-    # where it holds, and the derivation proves each piece equal to the value it stands for.
-    _pw1_m0 = (x == xp.inf)
-    _pw1_m1 = (abs(x) < 1/2) & ~(_pw1_m0)
-    _pw1_m2 = (x >= 4) & (abs(logvar_p) < 170) & (abs(logvar_q) < 170) & ~(_pw1_m0 | _pw1_m1)
-    _pw1_m3 = (x < 88) & ~(_pw1_m0 | _pw1_m1 | _pw1_m2)
-    _pw1_m4 = ~(_pw1_m0 | _pw1_m1 | _pw1_m2 | _pw1_m3)
-    if _eager:
-        _pw1_shape = _rt.piece_shape(logvar_p, logvar_q, x)
-        if _rt.mostly(xp, _pw1_m4):
-            # Eager, the last piece holding on most entries: evaluated everywhere -- where
-            # an argument records a gradient, on the piece's safe point where another piece
-            # holds, so that no 0 * inf = NaN reaches the gradient.
-            x__pw1_m4 = _rt.safe_where(xp, _pw1_m4, x, _zero + 0)
-            _pw1 = _rt.finish_xp(xp, 2*((1/2)*xp.exp((1/2)*x__pw1_m4))**2 - (1/2)*x__pw1_m4 - 1/2, _pw1_shape, _dtype, (logvar_p, logvar_q, x,))
-        else:
-            # Eager, the last piece holding on at most half of the entries: evaluated only
-            # on the entries gathered where it holds, written back there.
-            _pw1 = _rt.zeros_xp(xp, _pw1_shape, _dtype, _like, (logvar_p, logvar_q, x,))
-            _pw1_i4 = _rt.taken(xp, _pw1_m4, _pw1_shape)
-            if _pw1_i4 is not None:
-                x__pw1_m4 = _rt.take_xp(xp, x, _pw1_i4, _pw1_shape)
-                _pw1 = _rt.put_xp(xp, _pw1, _pw1_i4, 2*((1/2)*xp.exp((1/2)*x__pw1_m4))**2 - (1/2)*x__pw1_m4 - 1/2)
-        # Each other piece only on the entries gathered where it holds, written back there
-        # (PyTorch with a gradient: out of place).
-        _pw1_i0 = _rt.taken(xp, _pw1_m0, _pw1_shape)
-        if _pw1_i0 is not None:
-            _pw1 = _rt.put_xp(xp, _pw1, _pw1_i0, _zero + xp.inf)
-        _pw1_i1 = _rt.taken(xp, _pw1_m1, _pw1_shape)
-        if _pw1_i1 is not None:
-            x__pw1_m1 = _rt.take_xp(xp, x, _pw1_i1, _pw1_shape)
-            _pw1 = _rt.put_xp(xp, _pw1, _pw1_i1, x__pw1_m1**2*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*((1/2615348736000)*x__pw1_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4))
-        _pw1_i2 = _rt.taken(xp, _pw1_m2, _pw1_shape)
-        if _pw1_i2 is not None:
-            logvar_p__pw1_m2 = _rt.take_xp(xp, logvar_p, _pw1_i2, _pw1_shape)
-            logvar_q__pw1_m2 = _rt.take_xp(xp, logvar_q, _pw1_i2, _pw1_shape)
-            x__pw1_m2 = _rt.take_xp(xp, x, _pw1_i2, _pw1_shape)
-            _pw1 = _rt.put_xp(xp, _pw1, _pw1_i2, 2*((1/2)*xp.exp(-1/2*logvar_p__pw1_m2)*xp.exp((1/2)*logvar_q__pw1_m2))**2 - (1/2)*x__pw1_m2 - 1/2)
-        _pw1_i3 = _rt.taken(xp, _pw1_m3, _pw1_shape)
-        if _pw1_i3 is not None:
-            x__pw1_m3 = _rt.take_xp(xp, x, _pw1_i3, _pw1_shape)
-            _pw1 = _rt.put_xp(xp, _pw1, _pw1_i3, (1/2)*xp.expm1(x__pw1_m3) - (1/2)*x__pw1_m3)
-    else:
-        # Traced (torch.compile, torch.func, JAX, Dask): the double where, shape-static.
-        x__pw1_m1 = xp.where(_pw1_m1, x, _zero + 0)
-        logvar_p__pw1_m2 = xp.where(_pw1_m2, logvar_p, _zero + 0)
-        logvar_q__pw1_m2 = xp.where(_pw1_m2, logvar_q, _zero + 0)
-        x__pw1_m2 = xp.where(_pw1_m2, x, _zero + 0)
-        x__pw1_m3 = xp.where(_pw1_m3, x, _zero + 0)
-        x__pw1_m4 = xp.where(_pw1_m4, x, _zero + 0)
-        _pw1 = xp.where(_pw1_m0, _zero + xp.inf, xp.where(_pw1_m1, x__pw1_m1**2*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*(x__pw1_m1*((1/2615348736000)*x__pw1_m1 + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4), xp.where(_pw1_m2, 2*((1/2)*xp.exp(-1/2*logvar_p__pw1_m2)*xp.exp((1/2)*logvar_q__pw1_m2))**2 - (1/2)*x__pw1_m2 - 1/2, xp.where(_pw1_m3, (1/2)*xp.expm1(x__pw1_m3) - (1/2)*x__pw1_m3, 2*((1/2)*xp.exp((1/2)*x__pw1_m4))**2 - (1/2)*x__pw1_m4 - 1/2))))
+    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
+    # equal to the value it stands for where it holds (the first condition that holds wins,
+    # the last piece where none does). kernel_runtime.select decides how to select them.
+    _pw1 = _rt.select(xp, (logvar_p, logvar_q, x,), _dtype, _like, (
+        (x == xp.inf),
+        (abs(x) < 1/2),
+        (x >= 4) & (abs(logvar_p) < 170) & (abs(logvar_q) < 170),
+        (x < 88),
+    ), (
+        (lambda: _zero + xp.inf, (), ()),
+        (lambda x: x**2*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*((1/2615348736000)*x + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4), (x,), (_zero + 0,)),
+        (lambda logvar_p, logvar_q, x: 2*((1/2)*xp.exp(-1/2*logvar_p)*xp.exp((1/2)*logvar_q))**2 - (1/2)*x - 1/2, (logvar_p, logvar_q, x,), (_zero + 0, _zero + 0, _zero + 0,)),
+        (lambda x: (1/2)*xp.expm1(x) - (1/2)*x, (x,), (_zero + 0,)),
+        (lambda x: 2*((1/2)*xp.exp((1/2)*x))**2 - (1/2)*x - 1/2, (x,), (_zero + 0,)),
+    ), False)
     # Output terms
     m = _pw0
     kl = _pw1 + 2*((1/2)*m)**2
@@ -329,16 +253,15 @@ def _kl_grad_numpy(mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
     sigma_p = numpy.exp((1/2)*logvar_p)
     x = logvar_q - logvar_p
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
-    # where it holds, and the derivation proves each piece equal to the value it stands for.
-    _pw0_shape = _broadcast(numpy.shape(logvar_p), numpy.shape(mu_p), numpy.shape(mu_q), numpy.shape(sigma_p))
-    _pw0 = _finish(numpy.exp(-1/4*logvar_p)*((mu_q - mu_p)*numpy.exp(-1/4*logvar_p)), _pw0_shape, _dtype, (logvar_p, mu_p, mu_q, sigma_p,))
-    _pw0_m0 = _full(numpy.greater_equal(logvar_p, -170), _pw0_shape).ravel().nonzero()[0]
-    if _pw0_m0.size:
-        mu_p__pw0_m0 = _full(mu_p, _pw0_shape).take(_pw0_m0)
-        mu_q__pw0_m0 = _full(mu_q, _pw0_shape).take(_pw0_m0)
-        sigma_p__pw0_m0 = _full(sigma_p, _pw0_shape).take(_pw0_m0)
-        _pw0.put(_pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
+    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
+    # equal to the value it stands for where it holds (the first condition that holds wins,
+    # the last piece where none does). kernel_runtime.select decides how to select them.
+    _pw0 = _rt.select(numpy, (logvar_p, mu_p, mu_q, sigma_p,), _dtype, None, (
+        numpy.greater_equal(logvar_p, -170),
+    ), (
+        (lambda mu_p, mu_q, sigma_p: (mu_q - mu_p)/sigma_p, (mu_p, mu_q, sigma_p,), ()),
+        (lambda logvar_p, mu_p, mu_q: numpy.exp(-1/4*logvar_p)*((mu_q - mu_p)*numpy.exp(-1/4*logvar_p)), (logvar_p, mu_p, mu_q,), ()),
+    ), False)
     # Output terms
     r = numpy.exp((1/2)*x)
     m = _pw0
@@ -359,53 +282,20 @@ def _kl_grad_numpy(mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
 def _kl_grad_xp(xp, mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
     """kl_grad for any array-API namespace xp, checked and converted by kl_grad."""
     _like = mu_q
-    _zero = xp.zeros((), dtype=_dtype, device=_rt.device(_like))
-    _eager = _rt.eager(xp, (mu_q, logvar_q, mu_p, logvar_p,))
+    _zero = _rt.zero(xp, _dtype, _like)
     # Output terms
     sigma_p = xp.exp((1/2)*logvar_p)
     x = logvar_q - logvar_p
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
-    # where it holds, and the derivation proves each piece equal to the value it stands for.
-    _pw0_m0 = (logvar_p >= -170)
-    _pw0_m1 = ~(_pw0_m0)
-    if _eager:
-        _pw0_shape = _rt.piece_shape(logvar_p, mu_p, mu_q, sigma_p)
-        if _rt.mostly(xp, _pw0_m1):
-            # Eager, the last piece holding on most entries: evaluated everywhere -- where
-            # an argument records a gradient, on the piece's safe point where another piece
-            # holds, so that no 0 * inf = NaN reaches the gradient.
-            logvar_p__pw0_m1 = _rt.safe_where(xp, _pw0_m1, logvar_p, _zero + -171)
-            mu_p__pw0_m1 = _rt.safe_where(xp, _pw0_m1, mu_p, _zero + -171)
-            mu_q__pw0_m1 = _rt.safe_where(xp, _pw0_m1, mu_q, _zero + -171)
-            _pw0 = _rt.finish_xp(xp, xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)), _pw0_shape, _dtype, (logvar_p, mu_p, mu_q, sigma_p,))
-        else:
-            # Eager, the last piece holding on at most half of the entries: evaluated only
-            # on the entries gathered where it holds, written back there.
-            _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (logvar_p, mu_p, mu_q, sigma_p,))
-            _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
-            if _pw0_i1 is not None:
-                logvar_p__pw0_m1 = _rt.take_xp(xp, logvar_p, _pw0_i1, _pw0_shape)
-                mu_p__pw0_m1 = _rt.take_xp(xp, mu_p, _pw0_i1, _pw0_shape)
-                mu_q__pw0_m1 = _rt.take_xp(xp, mu_q, _pw0_i1, _pw0_shape)
-                _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)))
-        # Each other piece only on the entries gathered where it holds, written back there
-        # (PyTorch with a gradient: out of place).
-        _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
-        if _pw0_i0 is not None:
-            mu_p__pw0_m0 = _rt.take_xp(xp, mu_p, _pw0_i0, _pw0_shape)
-            mu_q__pw0_m0 = _rt.take_xp(xp, mu_q, _pw0_i0, _pw0_shape)
-            sigma_p__pw0_m0 = _rt.take_xp(xp, sigma_p, _pw0_i0, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
-    else:
-        # Traced (torch.compile, torch.func, JAX, Dask): the double where, shape-static.
-        mu_p__pw0_m0 = xp.where(_pw0_m0, mu_p, _zero + 1)
-        mu_q__pw0_m0 = xp.where(_pw0_m0, mu_q, _zero + 1)
-        sigma_p__pw0_m0 = xp.where(_pw0_m0, sigma_p, _zero + 1)
-        logvar_p__pw0_m1 = xp.where(_pw0_m1, logvar_p, _zero + -171)
-        mu_p__pw0_m1 = xp.where(_pw0_m1, mu_p, _zero + -171)
-        mu_q__pw0_m1 = xp.where(_pw0_m1, mu_q, _zero + -171)
-        _pw0 = xp.where(_pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0, xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)))
+    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
+    # equal to the value it stands for where it holds (the first condition that holds wins,
+    # the last piece where none does). kernel_runtime.select decides how to select them.
+    _pw0 = _rt.select(xp, (logvar_p, mu_p, mu_q, sigma_p,), _dtype, _like, (
+        (logvar_p >= -170),
+    ), (
+        (lambda mu_p, mu_q, sigma_p: (mu_q - mu_p)/sigma_p, (mu_p, mu_q, sigma_p,), (_zero + 1, _zero + 1, _zero + 1,)),
+        (lambda logvar_p, mu_p, mu_q: xp.exp(-1/4*logvar_p)*((mu_q - mu_p)*xp.exp(-1/4*logvar_p)), (logvar_p, mu_p, mu_q,), (_zero + -171, _zero + -171, _zero + -171,)),
+    ), False)
     # Output terms
     r = xp.exp((1/2)*x)
     m = _pw0
@@ -490,16 +380,15 @@ def _kl_grad_reparam_numpy(mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype):
     sigma_p = numpy.exp((1/2)*logvar_p)
     x = logvar_q - logvar_p
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
-    # where it holds, and the derivation proves each piece equal to the value it stands for.
-    _pw0_shape = _broadcast(numpy.shape(logvar_p), numpy.shape(mu_p), numpy.shape(mu_q), numpy.shape(sigma_p))
-    _pw0 = _finish(numpy.exp(-1/4*logvar_p)*((mu_q - mu_p)*numpy.exp(-1/4*logvar_p)), _pw0_shape, _dtype, (logvar_p, mu_p, mu_q, sigma_p,))
-    _pw0_m0 = _full(numpy.greater_equal(logvar_p, -170), _pw0_shape).ravel().nonzero()[0]
-    if _pw0_m0.size:
-        mu_p__pw0_m0 = _full(mu_p, _pw0_shape).take(_pw0_m0)
-        mu_q__pw0_m0 = _full(mu_q, _pw0_shape).take(_pw0_m0)
-        sigma_p__pw0_m0 = _full(sigma_p, _pw0_shape).take(_pw0_m0)
-        _pw0.put(_pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
+    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
+    # equal to the value it stands for where it holds (the first condition that holds wins,
+    # the last piece where none does). kernel_runtime.select decides how to select them.
+    _pw0 = _rt.select(numpy, (logvar_p, mu_p, mu_q, sigma_p,), _dtype, None, (
+        numpy.greater_equal(logvar_p, -170),
+    ), (
+        (lambda mu_p, mu_q, sigma_p: (mu_q - mu_p)/sigma_p, (mu_p, mu_q, sigma_p,), ()),
+        (lambda logvar_p, mu_p, mu_q: numpy.exp(-1/4*logvar_p)*((mu_q - mu_p)*numpy.exp(-1/4*logvar_p)), (logvar_p, mu_p, mu_q,), ()),
+    ), False)
     # Output terms
     r = numpy.exp((1/2)*x)
     m = _pw0
@@ -522,53 +411,20 @@ def _kl_grad_reparam_numpy(mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype):
 def _kl_grad_reparam_xp(xp, mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype):
     """kl_grad_reparam for any array-API namespace xp, checked and converted by kl_grad_reparam."""
     _like = mu_q
-    _zero = xp.zeros((), dtype=_dtype, device=_rt.device(_like))
-    _eager = _rt.eager(xp, (mu_q, logvar_q, mu_p, logvar_p, eps,))
+    _zero = _rt.zero(xp, _dtype, _like)
     # Output terms
     sigma_p = xp.exp((1/2)*logvar_p)
     x = logvar_q - logvar_p
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
-    # where it holds, and the derivation proves each piece equal to the value it stands for.
-    _pw0_m0 = (logvar_p >= -170)
-    _pw0_m1 = ~(_pw0_m0)
-    if _eager:
-        _pw0_shape = _rt.piece_shape(logvar_p, mu_p, mu_q, sigma_p)
-        if _rt.mostly(xp, _pw0_m1):
-            # Eager, the last piece holding on most entries: evaluated everywhere -- where
-            # an argument records a gradient, on the piece's safe point where another piece
-            # holds, so that no 0 * inf = NaN reaches the gradient.
-            logvar_p__pw0_m1 = _rt.safe_where(xp, _pw0_m1, logvar_p, _zero + -171)
-            mu_p__pw0_m1 = _rt.safe_where(xp, _pw0_m1, mu_p, _zero + -171)
-            mu_q__pw0_m1 = _rt.safe_where(xp, _pw0_m1, mu_q, _zero + -171)
-            _pw0 = _rt.finish_xp(xp, xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)), _pw0_shape, _dtype, (logvar_p, mu_p, mu_q, sigma_p,))
-        else:
-            # Eager, the last piece holding on at most half of the entries: evaluated only
-            # on the entries gathered where it holds, written back there.
-            _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (logvar_p, mu_p, mu_q, sigma_p,))
-            _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
-            if _pw0_i1 is not None:
-                logvar_p__pw0_m1 = _rt.take_xp(xp, logvar_p, _pw0_i1, _pw0_shape)
-                mu_p__pw0_m1 = _rt.take_xp(xp, mu_p, _pw0_i1, _pw0_shape)
-                mu_q__pw0_m1 = _rt.take_xp(xp, mu_q, _pw0_i1, _pw0_shape)
-                _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)))
-        # Each other piece only on the entries gathered where it holds, written back there
-        # (PyTorch with a gradient: out of place).
-        _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
-        if _pw0_i0 is not None:
-            mu_p__pw0_m0 = _rt.take_xp(xp, mu_p, _pw0_i0, _pw0_shape)
-            mu_q__pw0_m0 = _rt.take_xp(xp, mu_q, _pw0_i0, _pw0_shape)
-            sigma_p__pw0_m0 = _rt.take_xp(xp, sigma_p, _pw0_i0, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
-    else:
-        # Traced (torch.compile, torch.func, JAX, Dask): the double where, shape-static.
-        mu_p__pw0_m0 = xp.where(_pw0_m0, mu_p, _zero + 1)
-        mu_q__pw0_m0 = xp.where(_pw0_m0, mu_q, _zero + 1)
-        sigma_p__pw0_m0 = xp.where(_pw0_m0, sigma_p, _zero + 1)
-        logvar_p__pw0_m1 = xp.where(_pw0_m1, logvar_p, _zero + -171)
-        mu_p__pw0_m1 = xp.where(_pw0_m1, mu_p, _zero + -171)
-        mu_q__pw0_m1 = xp.where(_pw0_m1, mu_q, _zero + -171)
-        _pw0 = xp.where(_pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0, xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)))
+    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
+    # equal to the value it stands for where it holds (the first condition that holds wins,
+    # the last piece where none does). kernel_runtime.select decides how to select them.
+    _pw0 = _rt.select(xp, (logvar_p, mu_p, mu_q, sigma_p,), _dtype, _like, (
+        (logvar_p >= -170),
+    ), (
+        (lambda mu_p, mu_q, sigma_p: (mu_q - mu_p)/sigma_p, (mu_p, mu_q, sigma_p,), (_zero + 1, _zero + 1, _zero + 1,)),
+        (lambda logvar_p, mu_p, mu_q: xp.exp(-1/4*logvar_p)*((mu_q - mu_p)*xp.exp(-1/4*logvar_p)), (logvar_p, mu_p, mu_q,), (_zero + -171, _zero + -171, _zero + -171,)),
+    ), False)
     # Output terms
     r = xp.exp((1/2)*x)
     m = _pw0
@@ -655,16 +511,15 @@ def _kl_grad_stl_numpy(mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype):
     sigma_p = numpy.exp((1/2)*logvar_p)
     x = logvar_q - logvar_p
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
-    # where it holds, and the derivation proves each piece equal to the value it stands for.
-    _pw0_shape = _broadcast(numpy.shape(logvar_p), numpy.shape(mu_p), numpy.shape(mu_q), numpy.shape(sigma_p))
-    _pw0 = _finish(numpy.exp(-1/4*logvar_p)*((mu_q - mu_p)*numpy.exp(-1/4*logvar_p)), _pw0_shape, _dtype, (logvar_p, mu_p, mu_q, sigma_p,))
-    _pw0_m0 = _full(numpy.greater_equal(logvar_p, -170), _pw0_shape).ravel().nonzero()[0]
-    if _pw0_m0.size:
-        mu_p__pw0_m0 = _full(mu_p, _pw0_shape).take(_pw0_m0)
-        mu_q__pw0_m0 = _full(mu_q, _pw0_shape).take(_pw0_m0)
-        sigma_p__pw0_m0 = _full(sigma_p, _pw0_shape).take(_pw0_m0)
-        _pw0.put(_pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
+    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
+    # equal to the value it stands for where it holds (the first condition that holds wins,
+    # the last piece where none does). kernel_runtime.select decides how to select them.
+    _pw0 = _rt.select(numpy, (logvar_p, mu_p, mu_q, sigma_p,), _dtype, None, (
+        numpy.greater_equal(logvar_p, -170),
+    ), (
+        (lambda mu_p, mu_q, sigma_p: (mu_q - mu_p)/sigma_p, (mu_p, mu_q, sigma_p,), ()),
+        (lambda logvar_p, mu_p, mu_q: numpy.exp(-1/4*logvar_p)*((mu_q - mu_p)*numpy.exp(-1/4*logvar_p)), (logvar_p, mu_p, mu_q,), ()),
+    ), False)
     # Output terms
     r = numpy.exp((1/2)*x)
     m = _pw0
@@ -688,53 +543,20 @@ def _kl_grad_stl_numpy(mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype):
 def _kl_grad_stl_xp(xp, mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype):
     """kl_grad_stl for any array-API namespace xp, checked and converted by kl_grad_stl."""
     _like = mu_q
-    _zero = xp.zeros((), dtype=_dtype, device=_rt.device(_like))
-    _eager = _rt.eager(xp, (mu_q, logvar_q, mu_p, logvar_p, eps,))
+    _zero = _rt.zero(xp, _dtype, _like)
     # Output terms
     sigma_p = xp.exp((1/2)*logvar_p)
     x = logvar_q - logvar_p
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; each piece is evaluated only
-    # where it holds, and the derivation proves each piece equal to the value it stands for.
-    _pw0_m0 = (logvar_p >= -170)
-    _pw0_m1 = ~(_pw0_m0)
-    if _eager:
-        _pw0_shape = _rt.piece_shape(logvar_p, mu_p, mu_q, sigma_p)
-        if _rt.mostly(xp, _pw0_m1):
-            # Eager, the last piece holding on most entries: evaluated everywhere -- where
-            # an argument records a gradient, on the piece's safe point where another piece
-            # holds, so that no 0 * inf = NaN reaches the gradient.
-            logvar_p__pw0_m1 = _rt.safe_where(xp, _pw0_m1, logvar_p, _zero + -171)
-            mu_p__pw0_m1 = _rt.safe_where(xp, _pw0_m1, mu_p, _zero + -171)
-            mu_q__pw0_m1 = _rt.safe_where(xp, _pw0_m1, mu_q, _zero + -171)
-            _pw0 = _rt.finish_xp(xp, xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)), _pw0_shape, _dtype, (logvar_p, mu_p, mu_q, sigma_p,))
-        else:
-            # Eager, the last piece holding on at most half of the entries: evaluated only
-            # on the entries gathered where it holds, written back there.
-            _pw0 = _rt.zeros_xp(xp, _pw0_shape, _dtype, _like, (logvar_p, mu_p, mu_q, sigma_p,))
-            _pw0_i1 = _rt.taken(xp, _pw0_m1, _pw0_shape)
-            if _pw0_i1 is not None:
-                logvar_p__pw0_m1 = _rt.take_xp(xp, logvar_p, _pw0_i1, _pw0_shape)
-                mu_p__pw0_m1 = _rt.take_xp(xp, mu_p, _pw0_i1, _pw0_shape)
-                mu_q__pw0_m1 = _rt.take_xp(xp, mu_q, _pw0_i1, _pw0_shape)
-                _pw0 = _rt.put_xp(xp, _pw0, _pw0_i1, xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)))
-        # Each other piece only on the entries gathered where it holds, written back there
-        # (PyTorch with a gradient: out of place).
-        _pw0_i0 = _rt.taken(xp, _pw0_m0, _pw0_shape)
-        if _pw0_i0 is not None:
-            mu_p__pw0_m0 = _rt.take_xp(xp, mu_p, _pw0_i0, _pw0_shape)
-            mu_q__pw0_m0 = _rt.take_xp(xp, mu_q, _pw0_i0, _pw0_shape)
-            sigma_p__pw0_m0 = _rt.take_xp(xp, sigma_p, _pw0_i0, _pw0_shape)
-            _pw0 = _rt.put_xp(xp, _pw0, _pw0_i0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0)
-    else:
-        # Traced (torch.compile, torch.func, JAX, Dask): the double where, shape-static.
-        mu_p__pw0_m0 = xp.where(_pw0_m0, mu_p, _zero + 1)
-        mu_q__pw0_m0 = xp.where(_pw0_m0, mu_q, _zero + 1)
-        sigma_p__pw0_m0 = xp.where(_pw0_m0, sigma_p, _zero + 1)
-        logvar_p__pw0_m1 = xp.where(_pw0_m1, logvar_p, _zero + -171)
-        mu_p__pw0_m1 = xp.where(_pw0_m1, mu_p, _zero + -171)
-        mu_q__pw0_m1 = xp.where(_pw0_m1, mu_q, _zero + -171)
-        _pw0 = xp.where(_pw0_m0, (mu_q__pw0_m0 - mu_p__pw0_m0)/sigma_p__pw0_m0, xp.exp(-1/4*logvar_p__pw0_m1)*((mu_q__pw0_m1 - mu_p__pw0_m1)*xp.exp(-1/4*logvar_p__pw0_m1)))
+    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
+    # equal to the value it stands for where it holds (the first condition that holds wins,
+    # the last piece where none does). kernel_runtime.select decides how to select them.
+    _pw0 = _rt.select(xp, (logvar_p, mu_p, mu_q, sigma_p,), _dtype, _like, (
+        (logvar_p >= -170),
+    ), (
+        (lambda mu_p, mu_q, sigma_p: (mu_q - mu_p)/sigma_p, (mu_p, mu_q, sigma_p,), (_zero + 1, _zero + 1, _zero + 1,)),
+        (lambda logvar_p, mu_p, mu_q: xp.exp(-1/4*logvar_p)*((mu_q - mu_p)*xp.exp(-1/4*logvar_p)), (logvar_p, mu_p, mu_q,), (_zero + -171, _zero + -171, _zero + -171,)),
+    ), False)
     # Output terms
     r = xp.exp((1/2)*x)
     m = _pw0

@@ -27,9 +27,9 @@ Checks:
   per pair (:func:`kernel_runtime.checks.values_pass`), entry by entry only where one of
   these fails.
 
-Piecewise values: where a call runs eagerly (:func:`eager`), a kernel evaluates each piece
-but the last only on the entries where it holds (:func:`taken`, :func:`take_xp`,
-:func:`put_xp`); under tracing it selects with the double where.
+Piecewise values: a kernel hands each to :func:`select` as data (its conditions, and each
+piece as a function of its arrays with their safe points); how the pieces are selected,
+per target and per call, is decided there and only there (:mod:`kernel_runtime.pieces`).
 
 The modules, by concern:
 
@@ -47,8 +47,8 @@ was generated against and, on import, refuses (``ImportError``) a runtime of ano
 version or of a lower minor version. Adding a name or an optional argument raises the
 minor version; removing or renaming a name, or changing what a generated module passes or
 gets back, raises the major version. The package-level names are the ones generated
-modules look up (tests patch them there: generated code reads ``kernel_runtime.eager``
-and friends at call time).
+modules look up (at call time); how pieces are selected is decided inside
+:func:`select` (tests patch :func:`kernel_runtime.pieces.strategy` to force a path).
 
 Example:
     >>> import numpy as np
@@ -61,21 +61,20 @@ Example:
     ...
     ValueError: sigma: expected every entry > 0, got a minimum of -1.0
     >>> CONTRACT_VERSION
-    '1.0'
+    '2.0'
 """
 
 from __future__ import annotations
 
 from .callees import CalleeArg, call, call_xp, callee_arg
 from .fast_numpy import numpy_coupling, numpy_elementwise
-from .namespaces import device
 from .outputs import blocks_xp, eye_xp, finish, finish_xp, full, scale_rows, scale_rows_xp
-from .pieces import eager, mostly, piece_shape, put_xp, safe_where, take_xp, taken, zeros_xp
+from .pieces import select, zero
 from .prepare import broadcast, prepare_coupling, prepare_elementwise
 
 #: The version of the contract below, ``"major.minor"``: generated modules check it on
 #: import (same major version, at least their minor version).
-CONTRACT_VERSION = "1.0"
+CONTRACT_VERSION = "2.0"
 
 #: The contract: the names generated modules use (``kernel_runtime.<name>``), then the class
 #: of :func:`callee_arg`'s values and the version.
@@ -86,9 +85,9 @@ __all__ = [
     "call", "call_xp", "callee_arg",
     # outputs and matrices
     "broadcast", "full", "finish", "finish_xp", "scale_rows", "scale_rows_xp", "eye_xp",
-    "blocks_xp", "device",
+    "blocks_xp",
     # piecewise values
-    "eager", "mostly", "piece_shape", "safe_where", "zeros_xp", "taken", "take_xp", "put_xp",
+    "select", "zero",
     # what the names above take or return, and the version of them all
     "CalleeArg", "CONTRACT_VERSION",
 ]

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy
 
-from .namespaces import array_api, is_torch, library, mutable
+from .namespaces import array_api, is_torch, kind, library, mutable
 from .pieces import eager
 
 __all__ = ["call", "CalleeArg", "callee_arg", "call_xp"]
@@ -160,7 +160,7 @@ def callee_arg(xp: Any, value: Any, dtype: Any) -> CalleeArg:
             and not value.is_inference() else "fresh"
     elif not mutable(xp):
         mode = "as_is"
-    elif array_api().is_array_api_strict_namespace(xp) and isinstance(
+    elif kind(xp) == "array_api_strict" and isinstance(
             getattr(value, "_array", None), numpy.ndarray):
         mode = "read_only"
     else:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy
 
-from .namespaces import array_api, torch_tracing
+from .namespaces import kind, torch_tracing
 
 __all__ = ["value_checks", "pair_up", "values_pass", "check_values", "checked"]
 
@@ -191,10 +191,10 @@ def _checks_values(xp: Any, arrays: Sequence[Any], check_finite: bool | None) ->
     """Whether value checks run: ``check_finite`` if given, else where they are cheap."""
     if check_finite is not None:
         return bool(check_finite)
-    compat = array_api()
-    if compat.is_array_api_strict_namespace(xp):
+    library = kind(xp)
+    if library == "array_api_strict":
         return True
-    if compat.is_torch_namespace(xp):
+    if library == "torch":
         if torch_tracing():
             return False
         return all(a.device.type == "cpu" for a in arrays)
@@ -240,7 +240,7 @@ def _passes_torch(names: Sequence[str], arrays: Sequence[Any], positive: Sequenc
 def _check_xp(xp: Any, names: Sequence[str], arrays: Sequence[Any],
               positive: Sequence[str], read: Sequence[str]) -> None:
     """All value checks as one reduction; on failure, name the argument."""
-    if array_api().is_torch_namespace(xp) and _passes_torch(names, arrays, positive, read):
+    if kind(xp) == "torch" and _passes_torch(names, arrays, positive, read):
         return
     tests = []
     for name, a in zip(names, arrays, strict=True):

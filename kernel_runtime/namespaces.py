@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy
 
-__all__ = ["array_api", "library", "is_torch", "mutable", "torch_tracing", "device", "resolve"]
+__all__ = ["array_api", "library", "is_torch", "kind", "mutable", "torch_tracing", "device",
+           "resolve"]
 
 _ndarray = numpy.ndarray
 _F64, _F32 = numpy.dtype(numpy.float64), numpy.dtype(numpy.float32)
@@ -45,10 +46,29 @@ def is_torch(a: Any) -> bool:
     return type(a).__module__.startswith("torch")
 
 
+#: A namespace's ``__name__`` -> its library, as ``array_api_compat``'s ``is_*_namespace``
+#: tell them apart, without their ``lru_cache`` (which ``torch.compile`` warns about).
+_KINDS = {"numpy": "numpy", "array_api_compat.numpy": "numpy", "torch": "torch",
+          "array_api_compat.torch": "torch", "jax.numpy": "jax",
+          "jax.experimental.array_api": "jax", "dask.array": "dask",
+          "array_api_compat.dask.array": "dask", "cupy": "cupy",
+          "array_api_compat.cupy": "cupy", "array_api_strict": "array_api_strict"}
+
+
+def kind(xp: Any) -> str:
+    """The library of an array namespace: ``"numpy"``, ``"torch"``, ``"jax"``, ``"dask"``,
+    ``"cupy"``, ``"array_api_strict"``, or ``""`` for any other.
+
+    Example:
+        >>> kind(numpy)
+        'numpy'
+    """
+    return _KINDS.get(getattr(xp, "__name__", ""), "")
+
+
 def mutable(xp: Any) -> bool:
     """Whether the library's arrays can be written in place (JAX's and Dask's cannot)."""
-    compat = array_api()
-    return not (compat.is_jax_namespace(xp) or compat.is_dask_namespace(xp))
+    return kind(xp) not in ("jax", "dask")
 
 
 def torch_tracing() -> bool:
@@ -62,7 +82,9 @@ def torch_tracing() -> bool:
 
 
 def device(x: Any) -> Any:
-    """The device of an array (``array_api_compat.device``)."""
+    """The device of an array (``array_api_compat.device``; a tensor's own ``device``)."""
+    if is_torch(x):
+        return x.device
     return array_api().device(x)
 
 
@@ -132,6 +154,12 @@ def _namespace(names: Sequence[str], values: Sequence[Any]) -> Any:
         cached = _NAMESPACES.get(kind.__qualname__ + kind.__module__)
         if cached is not None:  # the namespace of one array type is fixed
             return cached
+        if kind.__module__ == "torch" and kind.__name__ == "Tensor":
+            # without array_namespace's lru_cache, which torch.compile warns about
+            import array_api_compat.torch as torch_xp
+
+            _NAMESPACES[kind.__qualname__ + kind.__module__] = torch_xp
+            return torch_xp
     for name, value in arrays:
         _refuse_labelled(name, value)
     compat = array_api()

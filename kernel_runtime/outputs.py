@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy
 
-from .namespaces import array_api, device, mutable
+from .namespaces import device, kind, mutable
 
 __all__ = ["full", "finish", "scale_rows", "finish_xp", "scale_rows_xp", "eye_xp",
            "blocks_xp"]
@@ -71,7 +71,7 @@ def finish_xp(xp: Any, value: Any, shape: tuple[int, ...], dtype: Any,
     if not fresh or any(value is a for a in inputs):
         if mutable(xp):
             return xp.astype(value, dtype, copy=True)
-        if fresh and array_api().is_dask_namespace(xp):
+        if fresh and kind(xp) == "dask":
             # A new Dask array object on the same graph (nothing computed): item
             # assignment on the output (``y[y < 0] = 0``, which rebinds the object's
             # graph) must not reach the caller's array. JAX arrays have none.

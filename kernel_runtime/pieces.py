@@ -1,85 +1,274 @@
-"""Piecewise values: where a call may gather each piece, and the gather, scatter and where.
+"""Piecewise values: the one place that decides, per target and per call, how pieces are selected.
 
-Where a call runs eagerly (:func:`eager`), a kernel evaluates each piece but the last only
-on the entries where it holds (:func:`taken`, :func:`take_xp`, :func:`put_xp`, starting
-from :func:`zeros_xp`), and the last piece everywhere where it holds on most entries
-(:func:`mostly`, :func:`safe_where`); under tracing it selects with the double where.
+A generated kernel hands each piecewise value to :func:`select` as data: the conditions of
+its pieces (the first that holds wins; the last piece holds where none does), and for each
+piece a function of its arrays with a safe point for each (argument values where the piece
+and its derivatives are finite, chosen by the derivation's planner). Nothing in a kernel
+or a template decides how; :func:`strategy` and :func:`base_piece` do:
+
+- ``"gather"`` -- NumPy, and eager libraries that can gather (``array_api_strict``, CuPy,
+  eager PyTorch from :data:`GATHER_FROM` entries up): the pieces' regions are counted
+  (one device sync in PyTorch), the piece holding on most entries (more than half,
+  :func:`base_piece`) is evaluated everywhere -- whichever piece it is, not the
+  derivation's last -- and every other piece only on the entries gathered where it holds,
+  written back there (none where it holds nowhere). Where no piece holds on most entries,
+  every piece is gathered, so no pass computes values that are overwritten. Where a
+  gathered piece's arguments record a gradient, the everywhere piece runs on its safe
+  point where another piece holds, so that no 0 * inf = NaN reaches the gradient.
+- ``"where"`` -- eager PyTorch below :data:`GATHER_FROM` entries: every piece evaluated
+  everywhere and selected with ``torch.where``: no ``nonzero``, no device sync (at these
+  sizes a call's cost is its operations' dispatch, not their arithmetic); safe points
+  only for arguments that record a gradient.
+- ``"traced"`` -- ``torch.compile``, ``torch.func``, JAX, Dask and any other library: the
+  "double where", shape-static: every argument on the piece's safe point where the piece
+  is not taken.
+
+Every strategy evaluates each piece as the same expression on the same values where it
+is taken, so they agree bit for bit.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from .namespaces import array_api, device, is_torch, torch_tracing
+import numpy
+
+from .namespaces import device, is_torch, kind, torch_tracing
+from .outputs import finish, finish_xp
 from .prepare import broadcast
 
-__all__ = ["eager", "mostly", "piece_shape", "safe_where", "zeros_xp", "taken", "take_xp",
-           "put_xp"]
+__all__ = ["GATHER_FROM", "Piece", "select", "strategy", "base_piece", "eager", "zero",
+           "safe_where", "zeros_xp", "taken", "take_xp", "put_xp"]
+
+#: Eager PyTorch gathers the pieces from this many entries up, and selects with
+#: ``torch.where`` below (no device sync). Measured (CPU, one thread, ``kl`` of
+#: ``gaussian_kl``, float32 and float64): where and gather cost the same near 2**15
+#: entries; below, ``where`` saves the syncs and the gathers' dispatch.
+GATHER_FROM = 1 << 15
+
+#: One piece as a kernel passes it: its value as a function of its arrays, those arrays,
+#: and a safe point for each (empty where no target needs one, as in the NumPy body).
+Piece = tuple[Callable[..., Any], tuple[Any, ...], tuple[Any, ...]]
 
 
 def eager(xp: Any, arrays: Sequence[Any]) -> bool:
-    """Whether this call may evaluate each piece only where it holds (gather and scatter).
-
-    True where the arrays hold values now and data-dependent shapes are allowed: eager
-    PyTorch (not under ``torch.compile``/``torch.export``, ``torch.func`` transforms or
-    ``torch.jit`` tracing, and not on the ``meta`` device), ``array_api_strict`` and CuPy.
-    False for JAX and Dask (traced, asynchronous or lazy) and any other library: their
-    kernels select with the "double where", which is shape-static.
+    """Whether this call runs eagerly: arrays that hold values now, and data-dependent
+    shapes allowed -- eager PyTorch (not under ``torch.compile``/``torch.export``,
+    ``torch.func`` transforms or ``torch.jit`` tracing, and not on the ``meta`` device),
+    ``array_api_strict`` and CuPy. False for JAX and Dask (traced, asynchronous or lazy)
+    and any other library.
 
     Example:
         >>> import array_api_strict as xps
         >>> eager(xps, [xps.asarray([1.0])])
         True
     """
-    compat = array_api()
-    if compat.is_torch_namespace(xp):
+    library = kind(xp)
+    if library == "torch":
         if torch_tracing():
             return False
         return all(getattr(a, "device", None) is None or a.device.type != "meta"
                    for a in arrays)
-    return bool(compat.is_array_api_strict_namespace(xp) or compat.is_cupy_namespace(xp))
+    return library in ("array_api_strict", "cupy")
 
 
-def mostly(xp: Any, mask: Any) -> bool:
-    """Whether ``mask`` holds on more than half of its entries (then the eager lowering
-    evaluates the last piece everywhere rather than gathering it).
+def strategy(xp: Any, shape: tuple[int, ...], arrays: Sequence[Any]) -> str:
+    """How this call selects pieces: ``"gather"``, ``"where"`` or ``"traced"`` (see the
+    module's summary).
 
     Example:
-        >>> import array_api_strict as xps
-        >>> mostly(xps, xps.asarray([True, True, False])), mostly(xps, xps.asarray([True, False]))
-        (True, False)
+        >>> strategy(numpy, (3,), ())
+        'gather'
+        >>> import torch
+        >>> a = torch.ones(4)
+        >>> strategy(torch, (4,), (a,)), strategy(torch, (GATHER_FROM,), (a,))
+        ('where', 'gather')
     """
-    if is_torch(mask):
+    if xp is numpy:
+        return "gather"
+    if not eager(xp, arrays):
+        return "traced"
+    if kind(xp) == "torch" and math.prod(shape) < GATHER_FROM:
+        return "where"
+    return "gather"
+
+
+def base_piece(counts: Sequence[int], size: int) -> int | None:
+    """The piece evaluated everywhere: the one holding on most entries, where it holds on
+    more than half of them; else None (every piece is gathered).
+
+    Example:
+        >>> base_piece([0, 3, 1, 6], 10), base_piece([0, 5, 0, 5], 10)
+        (3, None)
+    """
+    if not counts:
+        return None
+    best = max(range(len(counts)), key=counts.__getitem__)
+    return best if 2 * counts[best] > size else None
+
+
+def zero(xp: Any, dtype: Any, like: Any) -> Any:
+    """A 0-d zero in ``dtype`` on ``like``'s device (constants in ``where`` become arrays
+    with it: the 2023.12 standard has no scalar arguments to ``where``)."""
+    if is_torch(like):
         import torch
 
-        return 2 * int(torch.count_nonzero(mask)) > mask.numel()
-    return 2 * int(xp.sum(xp.astype(mask, xp.int64))) > math.prod(mask.shape)
+        return torch.zeros((), dtype=dtype, device=like.device)
+    return xp.zeros((), dtype=dtype, device=device(like))
 
 
-def piece_shape(*arrays: Any) -> tuple[int, ...]:
-    """The broadcast shape of the arrays (a Python scalar counts as 0-d).
+def select(xp: Any, arrays: tuple[Any, ...], dtype: Any, like: Any,
+           conds: tuple[Any, ...], pieces: tuple[Piece, ...], quiet: bool = False) -> Any:
+    """The piecewise value: ``pieces[k]`` where ``conds[k]`` holds and no earlier condition
+    does, the last piece where none holds, selected as :func:`strategy` decides.
+
+    ``arrays`` are the arrays the pieces and conditions read (their broadcast shape is the
+    value's); ``quiet`` says that the derivation's last piece may overflow (or form
+    inf - inf) where another piece holds and overwrites it (NumPy: not warned about).
 
     Example:
-        >>> import numpy
-        >>> piece_shape(numpy.zeros((2, 1)), numpy.zeros(3), 1.0)
-        (2, 3)
+        >>> x = numpy.array([-2.0, 0.5, 3.0])
+        >>> select(numpy, (x,), x.dtype, x, (x < 0, x > 1),
+        ...        ((lambda x: -x, (x,), ()), (lambda: 7.0, (), ()), (lambda x: x, (x,), ())))
+        array([2. , 0.5, 7. ])
     """
-    return broadcast(*(tuple(getattr(a, "shape", ())) for a in arrays))
+    shape = broadcast(*(tuple(getattr(a, "shape", ())) for a in arrays))
+    how = strategy(xp, shape, arrays)
+    if how == "gather":
+        return _gather(xp, shape, dtype, like, arrays, conds, pieces, quiet)
+    return _where(xp, conds, pieces, traced=how == "traced")
+
+
+def _masks(xp: Any, conds: tuple[Any, ...], shape: tuple[int, ...]) -> list[Any]:
+    """Where each piece is taken, of ``shape``: its condition and no earlier one."""
+    masks = []
+    taken_before = None
+    for cond in conds:
+        if tuple(getattr(cond, "shape", ())) != shape:
+            cond = numpy.broadcast_to(cond, shape) if xp is numpy else \
+                xp.broadcast_to(cond, shape)
+        masks.append(cond if taken_before is None else cond & ~taken_before)
+        taken_before = cond if taken_before is None else taken_before | cond
+    if taken_before is None:
+        return [numpy.ones(shape, bool) if xp is numpy else xp.ones(shape, dtype=xp.bool)]
+    masks.append(~taken_before)
+    return masks
+
+
+def _counts(xp: Any, masks: list[Any], size: int) -> list[int]:
+    """How many entries each mask holds on: one device sync (the last is the rest)."""
+    if xp is numpy:
+        counts = [int(numpy.count_nonzero(m)) for m in masks[:-1]]
+    elif is_torch(masks[0]):
+        import torch
+
+        counts = torch.stack([m.sum() for m in masks[:-1]]).tolist() if masks[:-1] else []
+    else:
+        counts = [int(xp.sum(xp.astype(m, xp.int64))) for m in masks[:-1]]
+    return counts + [size - sum(counts)]
+
+
+def _gather(xp: Any, shape: tuple[int, ...], dtype: Any, like: Any, arrays: tuple[Any, ...],
+            conds: tuple[Any, ...], pieces: tuple[Piece, ...], quiet: bool) -> Any:
+    """The base piece everywhere, every other piece where it holds (gathered)."""
+    size = math.prod(shape)
+    masks = _masks(xp, conds, shape)
+    counts = _counts(xp, masks, size)
+    base = base_piece(counts, size)
+    if base is None:
+        out = numpy.zeros(shape, dtype) if xp is numpy else \
+            zeros_xp(xp, shape, dtype, like, arrays)
+    else:
+        fn, args, safe = pieces[base]
+        if xp is numpy:
+            if base != len(pieces) - 1:  # a piece outside its region: ignored there
+                with numpy.errstate(all="ignore"):
+                    value = fn(*args)
+            elif quiet:
+                with numpy.errstate(over="ignore", invalid="ignore"):
+                    value = fn(*args)
+            else:
+                value = fn(*args)
+            out = finish(value, shape, dtype, arrays)
+        else:
+            args = tuple(safe_where(xp, masks[base], a, s)
+                         for a, s in zip(args, safe, strict=True))
+            out = finish_xp(xp, fn(*args), shape, dtype, arrays)
+            if not args:  # a constant: joins the gradient's graph as the double where does
+                out = zeros_xp(xp, shape, dtype, like, arrays) + out
+    for k, (fn, args, _) in enumerate(pieces):
+        if k == base or not counts[k]:
+            continue
+        if xp is numpy:
+            index = masks[k].ravel().nonzero()[0]
+            out.put(index, fn(*(_full(a, shape).take(index) for a in args)))
+        else:
+            where = taken(xp, masks[k], shape, counts[k])
+            out = put_xp(xp, out, where, fn(*(take_xp(xp, a, where, shape) for a in args)))
+    return out
+
+
+def _full(a: Any, shape: tuple[int, ...]) -> Any:
+    """A NumPy array (or scalar) broadcast to ``shape``."""
+    return a if numpy.shape(a) == shape else numpy.broadcast_to(a, shape)
+
+
+def _where(xp: Any, conds: tuple[Any, ...], pieces: tuple[Piece, ...], traced: bool) -> Any:
+    """Every piece everywhere, selected with ``where``; an argument on the piece's safe
+    point where the piece is not taken -- every argument when ``traced``, else only those
+    that record a gradient (eager PyTorch)."""
+    where = _where_function(xp)
+    masks: list[Any] = []
+
+    def mask(k: int) -> Any:  # the exclusive masks, computed once, only where needed
+        if not masks:
+            taken_before = None
+            for cond in conds:
+                masks.append(cond if taken_before is None else cond & ~taken_before)
+                taken_before = cond if taken_before is None else taken_before | cond
+            masks.append(~taken_before)
+        return masks[k]
+
+    values = []
+    for k, (fn, args, safe) in enumerate(pieces):
+        args = tuple(where(mask(k), a, s) if traced or _records_gradient(a) else a
+                     for a, s in zip(args, safe, strict=True))
+        values.append(fn(*args))
+    out = values[-1]
+    selectors = masks[:-1] if masks else conds  # the first condition that holds wins
+    for k in reversed(range(len(conds))):
+        out = where(selectors[k], values[k], out)
+    return out
+
+
+def _where_function(xp: Any) -> Callable[..., Any]:
+    """``torch.where`` for PyTorch (not the ``array_api_compat`` wrapper), else ``xp.where``."""
+    if kind(xp) == "torch":
+        import torch
+
+        return torch.where
+    return xp.where
+
+
+def _records_gradient(a: Any) -> bool:
+    if not is_torch(a):
+        return False
+    import torch
+
+    return bool(a.requires_grad and torch.is_grad_enabled())
 
 
 def safe_where(xp: Any, mask: Any, source: Any, safe: Any) -> Any:
     """``source`` where ``mask`` holds, else the safe value -- where that matters.
 
-    The eager lowering evaluates the last piece everywhere and overwrites it where another
-    piece holds. Its value there is discarded, but autograd would multiply the zero
-    gradient by the piece's derivative there, which may be infinite (0 * inf = NaN): so
-    where ``source`` needs a gradient, it is replaced by the piece's safe point first. A
-    PyTorch tensor that records no gradient is returned as it is (the ``where`` costs a
-    pass as long as the piece); other libraries always get the ``where``, so that no
-    overflow warning is raised at the discarded entries (NumPy under
-    ``array_api_strict``).
+    A piece evaluated everywhere is overwritten where another piece holds. Its value there
+    is discarded, but autograd would multiply the zero gradient by the piece's derivative
+    there, which may be infinite (0 * inf = NaN): so where ``source`` needs a gradient, it
+    is replaced by the piece's safe point first. A PyTorch tensor that records no gradient
+    is returned as it is; other libraries always get the ``where``, so that no overflow
+    warning is raised at the discarded entries (NumPy under ``array_api_strict``).
 
     Example:
         >>> import array_api_strict as xps
@@ -88,10 +277,9 @@ def safe_where(xp: Any, mask: Any, source: Any, safe: Any) -> Any:
         Array([1., 0.], dtype=array_api_strict.float64)
     """
     if is_torch(source):
-        import torch
-
-        if not (source.requires_grad and torch.is_grad_enabled()):
+        if not _records_gradient(source):
             return source
+        return _where_function(xp)(mask, source, safe)
     return xp.where(mask, source, safe)
 
 
@@ -121,11 +309,13 @@ def zeros_xp(xp: Any, shape: tuple[int, ...], dtype: Any, like: Any,
     return out
 
 
-def taken(xp: Any, mask: Any, shape: tuple[int, ...]) -> tuple[Any, Any] | None:
+def taken(xp: Any, mask: Any, shape: tuple[int, ...], count: int | None = None
+          ) -> tuple[Any, Any] | None:
     """Where ``mask`` (broadcast to ``shape``) holds: ``(flat indices, full mask)``, or None.
 
     The indices are ascending, so values gathered with :func:`take_xp` are in the order a
-    boolean mask selects them.
+    boolean mask selects them. In PyTorch, with ``count`` (how many entries hold) known,
+    without a device sync (``nonzero_static``).
 
     Example:
         >>> import array_api_strict as xps
@@ -140,7 +330,11 @@ def taken(xp: Any, mask: Any, shape: tuple[int, ...]) -> tuple[Any, Any] | None:
     if is_torch(mask):
         import torch
 
-        index = torch.nonzero(mask.reshape(-1)).reshape(-1)
+        flat = mask.reshape(-1)
+        if count is not None and hasattr(torch, "nonzero_static"):
+            index = torch.nonzero_static(flat, size=count).reshape(-1)
+        else:
+            index = torch.nonzero(flat).reshape(-1)
     else:
         index = xp.nonzero(xp.reshape(mask, (-1,)))[0]
     return (index, mask) if index.shape[0] else None

@@ -1,14 +1,15 @@
 """The eager lowering of piecewise values (array-API body) against the double where.
 
-Where a call runs eagerly (PyTorch outside ``torch.compile``/``torch.func``/tracing,
-``array_api_strict``, CuPy), a piecewise value is the last piece everywhere, patched with
-each other piece on the entries where it holds; traced calls select with the double where.
-Both are printed from one plan. These tests parametrize over the kernel registry: every
-kernel with a piecewise value, of every module ``derive generate`` writes (a new
-specification is covered without new code), computes the same values and the same
-finite gradients on both paths, on dense grids that include each condition's thresholds
-and their floating-point neighbours. They also cover the runtime's choice of path
-(:func:`kernel_runtime.eager`) and the PyTorch value check's fast path.
+A piecewise value is selected as :mod:`kernel_runtime.pieces` decides per call: gathered
+(the piece holding on most entries everywhere, each other piece on the entries where it
+holds), ``torch.where`` over every piece (eager PyTorch at small sizes, no device sync),
+or the traced double where. Every path evaluates the same printed pieces. These tests
+parametrize over the kernel registry: every kernel with a piecewise value, of every
+module ``derive generate`` writes (a new specification is covered without new code),
+computes the same values and the same finite gradients on every path, on dense grids
+that include each condition's thresholds and their floating-point neighbours. They also
+cover the runtime's choice of path (:func:`kernel_runtime.pieces.strategy`) and the
+PyTorch value check's fast path.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from array_api_compat import array_namespace
 import kernel_runtime as rt
 from codegen.plan import plan_kernel
 from derive.questions import kernel_modules
+from kernel_runtime import pieces
 
 from .backends import make
 
@@ -111,19 +113,29 @@ def _inputs(kernel, seed: int, lib, layout: str = "flat") -> tuple[list, dict]:
     return args, {"check_finite": False}
 
 
-#: How the eager lowering treats the last piece: as measured per call (``_rt.mostly``),
-#: evaluated everywhere, or gathered like the others.
-VARIANTS = ("measured", "everywhere", "gathered")
+#: How the pieces are selected: as decided per call (:func:`kernel_runtime.pieces.strategy`),
+#: ``torch.where`` over every piece, every piece gathered, or the last or the first piece
+#: evaluated everywhere and the others gathered.
+VARIANTS = ("measured", "where", "gathered", "last", "first")
+#: The variants that gather
+GATHERING = ("gathered", "last", "first")
 
 
 def _variant(monkeypatch, variant: str) -> None:
-    if variant != "measured":
-        monkeypatch.setattr(rt, "mostly", lambda xp, mask: variant == "everywhere")
+    if variant == "measured":
+        return
+    how = "where" if variant == "where" else "gather"
+    real = pieces.strategy
+    monkeypatch.setattr(pieces, "strategy", lambda xp, shape, arrays: how
+                        if real(xp, shape, arrays) != "traced" else "traced")
+    if variant in GATHERING:
+        monkeypatch.setattr(pieces, "base_piece", lambda counts, size: {
+            "gathered": None, "last": len(counts) - 1, "first": 0}[variant])
 
 
 def _traced(monkeypatch) -> None:
     """Make every call take the double where, as under tracing."""
-    monkeypatch.setattr(rt, "eager", lambda xp, arrays: False)
+    monkeypatch.setattr(pieces, "strategy", lambda xp, shape, arrays: "traced")
 
 
 def _run(kernel, module: str, args, kwargs):
@@ -143,8 +155,8 @@ def test_eager_and_traced_pieces_agree_on_dense_grids(monkeypatch, name, module,
     lib = make(name)
     _variant(monkeypatch, variant)
     calls = []
-    taken = rt.taken
-    monkeypatch.setattr(rt, "taken", lambda *a: calls.append(1) or taken(*a))
+    taken = pieces.taken
+    monkeypatch.setattr(pieces, "taken", lambda *a: calls.append(1) or taken(*a))
     for seed in range(3):
         args, kwargs = _inputs(kernel, seed, lib, layout)
         eager = [lib.numpy(v) for v in _run(kernel, module, args, kwargs)]
@@ -153,7 +165,7 @@ def test_eager_and_traced_pieces_agree_on_dense_grids(monkeypatch, name, module,
             traced = [lib.numpy(v) for v in _run(kernel, module, args, kwargs)]
         for e, t in zip(eager, traced, strict=True):
             np.testing.assert_array_equal(e, t)
-    assert calls, "the eager path was not taken"
+    assert calls or variant not in GATHERING, "the pieces were not gathered"
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -201,7 +213,7 @@ def test_kl_gradients_at_every_piece_equal_kl_grad(parameterization):
     scale = sigma if parameterization == "gaussian_kl" else 2 * np.log(sigma)
     mu = torch.tensor(np.linspace(-3, 3, sigma.size), requires_grad=True)
     s = torch.tensor(scale, requires_grad=True)
-    assert rt.eager(array_namespace(s), (s,))
+    assert pieces.eager(array_namespace(s), (s,))
     d_mu, d_s = torch.autograd.grad(m.kl(mu, s).sum(), (mu, s))
     want_mu, want_s = m.kl_grad(mu.detach(), s.detach())
     finite = torch.isfinite(want_s)  # d/dlogvar = (sigma^2 - 1)/2 overflows past ~1e154
@@ -230,22 +242,22 @@ def test_the_eager_path_leaves_the_inputs_alone(monkeypatch, module, kernel, var
 
 def test_eager_holds_for_eager_torch_and_array_api_strict_only():
     xp = array_namespace(torch.zeros(2))
-    assert rt.eager(xp, (torch.zeros(2),))
-    assert not rt.eager(xp, (torch.zeros(2, device="meta"),))
+    assert pieces.eager(xp, (torch.zeros(2),))
+    assert not pieces.eager(xp, (torch.zeros(2, device="meta"),))
     strict = make("array_api_strict").xp
-    assert rt.eager(strict, (strict.asarray([1.0]),))
+    assert pieces.eager(strict, (strict.asarray([1.0]),))
     jnp = pytest.importorskip("jax.numpy")
-    assert not rt.eager(jnp, (jnp.zeros(2),))
+    assert not pieces.eager(jnp, (jnp.zeros(2),))
     da = pytest.importorskip("dask.array")
     dxp = array_namespace(da.zeros(2))
-    assert not rt.eager(dxp, (da.zeros(2),))
+    assert not pieces.eager(dxp, (da.zeros(2),))
 
 
 def test_eager_is_false_under_torch_func_and_torch_compile():
     xp = array_namespace(torch.zeros(2))
 
     def flag(x):
-        return x * 0 + (1.0 if rt.eager(xp, (x,)) else 0.0)
+        return x * 0 + (1.0 if pieces.eager(xp, (x,)) else 0.0)
 
     x = torch.zeros(3)
     assert flag(x).tolist() == [1.0] * 3
@@ -262,37 +274,37 @@ def test_eager_helpers_gather_and_patch_with_gradients():
     xp = array_namespace(torch.zeros(2))
     x = torch.arange(6.0, dtype=torch.float64).reshape(2, 3).requires_grad_()
     mask = torch.tensor([True, False, True])  # broadcast against (2, 3)
-    where = rt.taken(xp, mask, (2, 3))
-    picked = rt.take_xp(xp, x, where, (2, 3))
+    where = pieces.taken(xp, mask, (2, 3))
+    picked = pieces.take_xp(xp, x, where, (2, 3))
     assert picked.tolist() == [0.0, 2.0, 3.0, 5.0]
-    out = rt.put_xp(xp, x * 0, where, 10 * picked)
+    out = pieces.put_xp(xp, x * 0, where, 10 * picked)
     assert out.tolist() == [[0.0, 1 * 0, 20.0], [30.0, 0.0, 50.0]]
     (g,) = torch.autograd.grad(out.sum(), x)
     assert g.tolist() == [[10.0, 0.0, 10.0], [10.0, 0.0, 10.0]]
-    assert rt.taken(xp, torch.tensor(False), (4,)) is None
+    assert pieces.taken(xp, torch.tensor(False), (4,)) is None
     with torch.no_grad():  # in place on the kernel's own array
         own = torch.zeros(3, dtype=torch.float64)
-        assert rt.put_xp(xp, own, rt.taken(xp, mask, (3,)), torch.ones((), dtype=own.dtype)) \
-            is own
+        where = pieces.taken(xp, mask, (3,))
+        assert pieces.put_xp(xp, own, where, torch.ones((), dtype=own.dtype)) is own
     assert own.tolist() == [1.0, 0.0, 1.0]
 
 
-def test_mostly_counts_the_entries_where_a_mask_holds():
-    xp = array_namespace(torch.zeros(2))
-    assert rt.mostly(xp, torch.tensor([[True, True], [True, False]]))
-    assert not rt.mostly(xp, torch.tensor([True, False]))
-    assert not rt.mostly(xp, torch.zeros((0,), dtype=torch.bool))
+def test_the_base_piece_holds_on_most_entries():
+    assert pieces.base_piece([0, 3, 1, 6], 10) == 3
+    assert pieces.base_piece([6, 3, 1, 0], 10) == 0  # whichever piece, not the last
+    assert pieces.base_piece([0, 5, 0, 5], 10) is None
+    assert pieces.base_piece([0, 0], 0) is None
 
 
 def test_safe_where_only_where_a_gradient_is_recorded():
     xp = array_namespace(torch.zeros(2))
     x = torch.tensor([1.0, 1000.0], dtype=torch.float64)
     safe = torch.zeros((), dtype=torch.float64)
-    assert rt.safe_where(xp, x < 10, x, safe) is x
+    assert pieces.safe_where(xp, x < 10, x, safe) is x
     g = x.clone().requires_grad_()
-    assert rt.safe_where(xp, x < 10, g, safe).tolist() == [1.0, 0.0]
+    assert pieces.safe_where(xp, x < 10, g, safe).tolist() == [1.0, 0.0]
     with torch.no_grad():
-        assert rt.safe_where(xp, x < 10, g, safe) is g
+        assert pieces.safe_where(xp, x < 10, g, safe) is g
 
 
 # --- the PyTorch value check: sums of squares, then entry by entry ----------------------
@@ -355,7 +367,7 @@ def test_eager_kl_against_the_long_double_reference_across_every_piece(module, d
         exact = kr.kl_logvar_ld(0, arg)
         kernel = importlib.import_module("generated.gaussian_kl_logvar").kl
     t = torch.from_numpy(arg)
-    assert rt.eager(array_namespace(t), (t,))
+    assert pieces.eager(array_namespace(t), (t,))
     value = kernel(torch.zeros((), dtype=t.dtype), t)
     assert value.dtype == t.dtype and bool(torch.isfinite(value).all())
     errors = kr.relative_error_in_eps(value.numpy(), exact, np_dtype)
