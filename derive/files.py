@@ -36,7 +36,7 @@ from pathlib import Path
 from codegen.backends import render_module
 from codegen.environment import GENERATED_MARK, environment
 
-from .document import solutions_document
+from .document import SHEETS, sheet_document
 from .notebook import derivations_notebook
 from .output import OutputError, output_target, write_output
 from .questions import kernel_modules
@@ -71,7 +71,8 @@ def generated_files() -> dict[str, str]:
     files = {f"generated/{m.name}.py": render_module(m, COMMAND) for m in modules}
     files["generated/__init__.py"] = environment().get_template("package.py.jinja").render(
         modules=modules, command=COMMAND)
-    files["generated/solutions.tex"] = solutions_document(command=COMMAND)
+    for sheet in SHEETS:  # problems, solutions, notes, marking
+        files[f"generated/{sheet}.tex"] = sheet_document(sheet, command=COMMAND)
     files["generated/derivations.ipynb"] = derivations_notebook(COMMAND)
     return dict(sorted(files.items()))
 

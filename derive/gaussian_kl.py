@@ -226,7 +226,7 @@ def derive_kl(p: Parameterization, prior: Prior = STANDARD_NORMAL) -> Derivation
              notes=(sp.Eq(_log_q, gaussian_log_pdf(z, mu, sigma)), sp.Eq(_log_p, log_prior))),
         Step(Expectation(integrand, _q_i), by_linearity, "linearity of expectation"),
         Step(by_linearity, moments,
-             "the moments of the normal distribution, from sympy.stats: "
+             "the moments of the normal distribution: "
              + ", ".join(f"{{{k}}}" for k in range(len(expectations))),
              notes=tuple(sp.Eq(e, model.evaluate(e)) for e in expectations)),
         Step(moments, half_form, "collect terms"),
@@ -246,7 +246,15 @@ def derive_kl(p: Parameterization, prior: Prior = STANDARD_NORMAL) -> Derivation
         steps.append(Step(kl.xreplace(at_standard), coursework,
                           "the special case of the standard normal prior, {0} zero and {1} "
                           "one: the answer of 2.3", notes=(mu_p, sigma_p)))
-    results = [Result("kl", kl, "the KL divergence", KL_i)]
+    display = None
+    if standard:  # the course's form: 1/2 (mu^2 + sigma^2 - 1 - log sigma^2)
+        variance = sp.simplify(p.sigma**2)
+        log_variance = (sp.log(sigma**2) if p.sigma == sigma
+                        else sp.expand_log(sp.log(variance), force=True))
+        display = sp.Mul(sp.Rational(1, 2),
+                         sp.Add(mu**2, variance, -1, -log_variance, evaluate=False),
+                         evaluate=False)
+    results = [Result("kl", kl, "the KL divergence", KL_i, display=display)]
     title = ("The KL divergence of a Gaussian from the standard normal" if standard
              else "The KL divergence between two Gaussians")
     statement = ("Give the KL divergence of one factor of q from the matching factor of p "
@@ -1080,12 +1088,13 @@ def derive_gradient_estimators(p: Parameterization,
                                      ("stl", stl, stl_steps, "sticking-the-landing")):
         for par in params:
             est = values[par]
-            out.append(Step(Expectation(est, _eps_label), sp.diff(kl, par),
+            adjoint = _bar(par, "bar" if label == "grad" else "stl")
+            out.append(Step(Expectation(adjoint, _eps_label), sp.diff(kl, par),
                             "its expectation over the noise is the derivative of 2.3 with "
                             "respect to {0}: the estimator is unbiased"
                             + ("" if label == "grad" else
                                "; the dropped score term has expectation zero"),
-                            notes=(par,)))
+                            given={adjoint: est}, notes=(par,)))
             results.append(Result(f"{label}_{par.name}", est,
                                   f"the {kind} estimate of the gradient (its component on "
                                   "the left)", _bar(par, "bar" if label == "grad" else "stl")))
@@ -1115,7 +1124,7 @@ def derive_gradient_estimators(p: Parameterization,
                                        "for the kernels, in powers of the noise with the "
                                        "factor its terms share taken out, each coefficient "
                                        "factored so that nothing cancels near the optimum",
-                                       notes=()))
+                                       notes=(), aside=True))
             results.append(Result(f"kernel_{label}_{par.name}", arranged,
                                   "the same, arranged for floating point", typeset=False))
     variance_steps = []
@@ -1127,12 +1136,12 @@ def derive_gradient_estimators(p: Parameterization,
             var = sp.factor(sp.simplify(
                 stats.variance(values[par].xreplace({eps: noise})) if standard
                 else model.evaluate(Variance(values[par], _eps_label))))
-            variance_steps.append(Step(Variance(values[par], _eps_label), var,
+            adjoint = _bar(par, "stl" if label else "bar")
+            variance_steps.append(Step(Variance(adjoint, _eps_label), var,
                                        f"the variance of the {'STL' if label else 'full'} "
-                                       "estimate for {0}, "
-                                       + ("by sympy.stats" if standard else
-                                          "from the moments of the normal distribution"),
-                                       notes=(par,)))
+                                       "estimate for {0}, from the moments of the normal "
+                                       "distribution",
+                                       given={adjoint: values[par]}, notes=(par,)))
             results.append(Result(f"var_{label}{par.name}", var,
                                   f"the variance of the {'STL' if label else 'full'} estimate "
                                   "of that component of the gradient",
