@@ -24,6 +24,7 @@ from typing import Any
 import sympy as sp
 from sympy.core.function import AppliedUndef
 from sympy.printing.latex import LatexPrinter
+from sympy.printing.precedence import PRECEDENCE
 
 from derive.derivation import Derivation, Result, Step, fill, register_view
 from derive.nodes import IDENTITY, BlockMatrixSpec
@@ -339,24 +340,57 @@ def _printers(d: Derivation, options: LatexOptions) -> tuple[CourseworkLatexPrin
 
 #: Displayed sums longer than this many characters of LaTeX are broken across lines.
 BREAK_WIDTH = 120
+#: A result longer than this many characters of LaTeX is displayed, not set in a sentence.
+INLINE_WIDTH = 150
+
+
+def _pieces(printer: CourseworkLatexPrinter, expr: sp.Basic, width: int,
+            expand: bool) -> list[str]:
+    """The printed pieces a long expression is broken between: a sum's terms (a term too
+    long itself expanded, with ``expand``, into its own terms), or a long product's
+    factors, each piece with its ``+``/``-`` or its parentheses."""
+    if isinstance(expr, sp.Add):
+        pieces = []
+        for term in printer._as_ordered_terms(expr):
+            printed = printer.doprint(term)
+            if len(printed) > width and expand:
+                expanded = sp.expand(term)
+                if isinstance(expanded, sp.Add) and not expanded.has(sp.Piecewise):
+                    sub = _pieces(printer, expanded, width, False)
+                    pieces += [p if p.startswith(("-", "+")) else f"+ {p}" for p in sub]
+                    continue
+            if len(printed) > width and isinstance(term, sp.Mul) and term.has(sp.Piecewise):
+                sub = _pieces(printer, term, width, False)  # its factors
+                pieces += [sub[0] if sub[0].startswith("-") else f"+ {sub[0]}", *sub[1:]]
+                continue
+            pieces.append(printed if printed.startswith("-") else f"+ {printed}")
+        pieces[0] = pieces[0].removeprefix("+ ")
+        return pieces
+    if expand and not expr.has(sp.Piecewise):
+        expanded = sp.expand(expr)
+        if isinstance(expanded, sp.Add):
+            return _pieces(printer, expanded, width, False)
+    if isinstance(expr, sp.Mul) and expr.has(sp.Piecewise):
+        # a product with a case distinction: one factor to a line
+        coeff, factors = expr.as_coeff_mul()
+        printed = [printer.parenthesize(f, PRECEDENCE["Mul"]) for f in factors]
+        if coeff == -1:
+            printed[0] = "- " + printed[0]
+        elif coeff != 1:
+            printed.insert(0, printer.doprint(coeff))
+        return printed
+    return [printer.doprint(expr)]
 
 
 def _broken(printer: CourseworkLatexPrinter, expr: sp.Basic, width: int = BREAK_WIDTH,
             joint: str = r" \\ &\quad ", expand: bool = False) -> str:
-    """``expr`` printed, a long sum broken into lines of about ``width`` characters."""
+    """``expr`` printed, a long sum (or product) broken into lines of about ``width``
+    characters; with ``expand``, a term too long for a line is expanded into its terms."""
     printed = printer.doprint(expr)
     if len(printed) <= width:
         return printed
-    if not isinstance(expr, sp.Add):
-        # a long product or quotient (a result): its expanded sum, term by term
-        expanded = sp.expand(expr) if expand else expr
-        if not isinstance(expanded, sp.Add) or expanded.has(sp.Piecewise):
-            return printed
-        expr = expanded
-    terms = [printer.doprint(term) for term in printer._as_ordered_terms(expr)]
     lines, current = [], ""
-    for k, term in enumerate(terms):
-        piece = term if k == 0 or term.startswith("-") else f"+ {term}"
+    for piece in _pieces(printer, expr, width, expand):
         if current and len(current) + len(piece) > width:
             lines.append(current)
             current = piece
@@ -390,10 +424,13 @@ def _chain(d: Derivation, printer: CourseworkLatexPrinter,
         previous = step.rhs
         lhs = "" if continues else printer.doprint(step.lhs)
         if len(lhs) > BREAK_WIDTH:
-            lhs = _broken(printer, step.lhs, joint=r" \\ &\quad ") + r" \\ "
+            lhs = _broken(printer, step.lhs, expand=True) + r" \\ "
         reason = fill(step.reason, lambda key, s=step: _inline(printer, s.notes[int(key)]),
                       tex_escape)
-        lines.append({"lhs": lhs, "rhs": _broken(printer, step.rhs), "reason": reason,
+        # the lines of the right-hand side start after the left-hand side's width
+        width = max(BREAK_WIDTH // 2, BREAK_WIDTH - len(lhs) // 2)
+        lines.append({"lhs": lhs, "rhs": _broken(printer, step.rhs, width, expand=True),
+                      "reason": reason,
                       "number": str(k)})
     return lines
 
@@ -444,7 +481,9 @@ def _conclusion(d: Derivation, printer: CourseworkLatexPrinter) -> str:
         expr = r.display if r.display is not None else r.expr
         if r.lhs is not None:
             expr = sp.Eq(r.lhs, expr, evaluate=False)
-        return f"${inline.doprint(expr)}$"
+        printed = inline.doprint(expr)
+        # a formula too long for a sentence is displayed
+        return rf"\[{printed}\]" if len(printed) > INLINE_WIDTH else f"${printed}$"
 
     return fill(d.conclusion, math, tex_escape)
 
