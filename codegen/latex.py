@@ -185,8 +185,10 @@ class CourseworkLatexPrinter(LatexPrinter):
         arg = expr.args[0]
         if isinstance(arg, sp.Abs):
             out = rf"\log\left|{self._print(arg.args[0])}\right|"
-        elif isinstance(arg, (sp.Symbol, sp.Indexed)):
-            out = rf"\log {self._print(arg)}"
+        elif isinstance(arg, (sp.Symbol, sp.Indexed)) or (
+                arg.is_Pow and isinstance(arg.base, (sp.Symbol, sp.Indexed))
+                and arg.exp.is_Integer and arg.exp > 0):
+            out = rf"\log {self._print(arg)}"  # log sigma, log sigma^2
         else:
             out = rf"\log\left({self._print(arg)}\right)"
         return rf"\left({out}\right)^{{{exp}}}" if exp else out
@@ -262,6 +264,11 @@ class CourseworkLatexPrinter(LatexPrinter):
                 rf"{self._density(log_p)}\right)")
 
     def _print_Mul(self, expr: sp.Mul) -> str:
+        head, *rest = expr.args
+        if (len(rest) == 1 and isinstance(rest[0], sp.Add) and head.is_Rational
+                and head.p == 1 and head.q > 1):
+            # a sum halved, as coursework writes it: 1/2 (mu^2 + sigma^2 - 1 - log sigma^2)
+            return rf"\frac{{1}}{{{head.q}}} \left({self._print(rest[0])}\right)"
         if not self._vector:
             return super()._print_Mul(expr)
         coeff, factors = expr.as_coeff_mul()
