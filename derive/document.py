@@ -34,6 +34,7 @@ from codegen.latex import (
     shown_steps,
 )
 
+from .blocks import BLOCKS
 from .derivation import Derivation, fill
 from .gaussian_kl import PARAMETERIZATIONS
 from .questions import QUESTIONS, Question, Section, marking
@@ -91,7 +92,9 @@ def _variant_label(q: Question, variant: str, d: Derivation, options: LatexOptio
     if variant in PARAMETERIZATIONS and len(q.variants) > 1:
         scale = latex(PARAMETERIZATIONS[variant].scale, options=options)
         return f", in terms of ${scale}$"
-    return ""
+    if variant in BLOCKS or len(q.variants) < 2:
+        return ""
+    return f", variant {tex_escape(variant)}"
 
 
 def _heading(q: Question, variant: str, d: Derivation, options: LatexOptions,

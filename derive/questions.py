@@ -108,7 +108,7 @@ class Question:
     def coursework(self) -> bool:
         """Whether the question is part of the coursework (a numbered section's own)."""
         return (self.section is not None and bool(self.section.number)
-                and not self.section.every_variant)
+                and not self.section.every_variant and not self.section.beyond)
 
 
 @dataclass(frozen=True)
