@@ -35,7 +35,8 @@ def environment() -> jinja2.Environment:
 
 _TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                 "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                "^": r"\textasciicircum{}"}
+                "^": r"\textasciicircum{}", "|": r"\textbar{}", "<": r"\textless{}",
+                ">": r"\textgreater{}"}
 
 
 def tex_escape(text: str) -> str:

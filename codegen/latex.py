@@ -24,13 +24,15 @@ from typing import Any
 import sympy as sp
 from sympy.core.function import AppliedUndef
 from sympy.printing.latex import LatexPrinter
+from sympy.printing.precedence import PRECEDENCE
 
-from derive.derivation import Derivation, fill, register_view
+from derive.derivation import Derivation, Result, Step, fill, register_view
 from derive.nodes import IDENTITY, BlockMatrixSpec
 
 from .environment import environment, tex_escape
 
 __all__ = ["CourseworkLatexPrinter", "latex", "render_derivation", "render_fragment",
+           "PARTS", "shown_steps", "shown_results", "result_latex",
            "render_document", "render_graph", "render_notebook", "LATEX_NAMES", "LatexOptions"]
 
 #: How each name prints: vectors, opaque functions, Jacobians, densities, Greek letters.
@@ -65,6 +67,35 @@ class LatexOptions:
     hadamard: str = r"\circ"
 
 
+def _subscripted(name: str) -> tuple[str, str]:
+    r"""A LaTeX name from :data:`LATEX_NAMES` split into its letter and its subscript
+    (``\mu_i`` to ``(\mu, i)``, ``\mu_{p,i}`` to ``(\mu, p,i)``); ``(name, "")`` without one.
+
+    Example:
+        >>> _subscripted(r"\mu_{p,i}"), _subscripted("t_i"), _subscripted(r"\sigma")
+        (('\\mu', 'p,i'), ('t', 'i'), ('\\sigma', ''))
+    """
+    depth = 0
+    for k, c in enumerate(name):
+        depth += {"{": 1, "}": -1}.get(c, 0)
+        if c == "_" and depth == 0:
+            head, sub = name[:k], name[k + 1:]
+            if sub.startswith("{") and sub.endswith("}"):
+                sub = sub[1:-1]
+            return head, sub
+    return name, ""
+
+
+def _human_key(term: sp.Expr) -> int:
+    """Where a term goes in a sum as coursework writes it: positive terms first, then the
+    constants (positive, then negative), then the negative terms (``y_1 - F``, not
+    ``-F + y_1``; ``mu^2 + sigma^2 - 1 - log sigma^2``)."""
+    negative = term.could_extract_minus_sign()
+    if term.is_number:
+        return 2 if negative else 1
+    return 3 if negative else 0
+
+
 class CourseworkLatexPrinter(LatexPrinter):
     """SymPy's LaTeX printer with coursework notation.
 
@@ -75,9 +106,10 @@ class CourseworkLatexPrinter(LatexPrinter):
     """
 
     def __init__(self, vector: bool = False, options: LatexOptions | None = None,
-                 names: Mapping[str, str] | None = None) -> None:
+                 names: Mapping[str, str] | None = None, inline: bool = False) -> None:
         super().__init__({"mul_symbol": None, "fold_short_frac": False})
         self._vector = vector
+        self._inline = inline
         self._options = options or LatexOptions()
         self._names = {**LATEX_NAMES, **(names or {})}
 
@@ -87,7 +119,9 @@ class CourseworkLatexPrinter(LatexPrinter):
             return self._names[name]
         for suffix, accent in (("_bar", ""), ("_stl", "^{\\mathrm{STL}}")):
             if name.endswith(suffix):
-                return rf"\bar{{{self._name(name[: -len(suffix)])}}}{accent}"
+                # the bar over the letter, not its subscript: \bar{t}_{i}^{STL}
+                head, sub = _subscripted(self._name(name[: -len(suffix)]))
+                return rf"\bar{{{head}}}" + (f"_{{{sub}}}" if sub else "") + accent
         return super()._print_Symbol(sp.Symbol(name))
 
     def _print_Symbol(self, expr: sp.Symbol, style: str = "plain") -> str:
@@ -151,8 +185,10 @@ class CourseworkLatexPrinter(LatexPrinter):
         arg = expr.args[0]
         if isinstance(arg, sp.Abs):
             out = rf"\log\left|{self._print(arg.args[0])}\right|"
-        elif isinstance(arg, (sp.Symbol, sp.Indexed)):
-            out = rf"\log {self._print(arg)}"
+        elif isinstance(arg, (sp.Symbol, sp.Indexed)) or (
+                arg.is_Pow and isinstance(arg.base, (sp.Symbol, sp.Indexed))
+                and arg.exp.is_Integer and arg.exp > 0):
+            out = rf"\log {self._print(arg)}"  # log sigma, log sigma^2
         else:
             out = rf"\log\left({self._print(arg)}\right)"
         return rf"\left({out}\right)^{{{exp}}}" if exp else out
@@ -164,26 +200,36 @@ class CourseworkLatexPrinter(LatexPrinter):
 
     def _print_Derivative(self, expr: sp.Derivative) -> str:
         (var, _count), = expr.variable_count
+        if isinstance(expr.expr, (sp.Add, sp.Mul, sp.Sum, sp.Product)):
+            # the derivative of a sum (or product) applies to all of it: parenthesized
+            return (rf"\frac{{\partial}}{{\partial {self._print(var)}}}"
+                    rf"\left({self._print(expr.expr)}\right)")
         return rf"\frac{{\partial {self._print(expr.expr)}}}{{\partial {self._print(var)}}}"
 
-    def _limits(self, expr: sp.Expr) -> tuple[str, str]:
+    def _as_ordered_terms(self, expr: sp.Basic, order: str | None = None) -> list[sp.Basic]:
+        """SymPy's order of a sum's terms, then stably into the order coursework writes."""
+        return sorted(super()._as_ordered_terms(expr, order=order), key=_human_key)
+
+    def _limits(self, expr: sp.Expr) -> tuple[str, str, str]:
         var, lo, hi = expr.limits[0]
-        # Components are numbered from 0 in the engine and from 1 in coursework.
-        return self._print(var), self._print(hi - lo + 1)
+        # Components are numbered from 0 in the engine and from 1 in coursework: both
+        # bounds move up by one (a sum from 0 to n - 1 prints from 1 to n, from n to 2n - 1
+        # prints from n + 1 to 2n).
+        return self._print(var), self._print(lo + 1), self._print(hi + 1)
 
     def _print_Sum(self, expr: sp.Sum) -> str:
-        var, top = self._limits(expr)
+        var, low, top = self._limits(expr)
         body = self._print(expr.function)
         if isinstance(expr.function, sp.Add):
             body = rf"\left({body}\right)"
-        return rf"\sum_{{{var}=1}}^{{{top}}} {body}"
+        return rf"\sum_{{{var}={low}}}^{{{top}}} {body}"
 
     def _print_Product(self, expr: sp.Product) -> str:
-        var, top = self._limits(expr)
+        var, low, top = self._limits(expr)
         body = self._print(expr.function)
         if isinstance(expr.function, (sp.Add, sp.Mul)):
             body = rf"\left({body}\right)"
-        return rf"\prod_{{{var}=1}}^{{{top}}} {body}"
+        return rf"\prod_{{{var}={low}}}^{{{top}}} {body}"
 
     def _print_ComponentSum(self, expr: Any) -> str:
         body = self._print(expr.args[0])
@@ -218,6 +264,11 @@ class CourseworkLatexPrinter(LatexPrinter):
                 rf"{self._density(log_p)}\right)")
 
     def _print_Mul(self, expr: sp.Mul) -> str:
+        head, *rest = expr.args
+        if (len(rest) == 1 and isinstance(rest[0], sp.Add) and head.is_Rational
+                and head.p == 1 and head.q > 1):
+            # a sum halved, as coursework writes it: 1/2 (mu^2 + sigma^2 - 1 - log sigma^2)
+            return rf"\frac{{1}}{{{head.q}}} \left({self._print(rest[0])}\right)"
         if not self._vector:
             return super()._print_Mul(expr)
         coeff, factors = expr.as_coeff_mul()
@@ -228,14 +279,23 @@ class CourseworkLatexPrinter(LatexPrinter):
         circ = f" {self._options.hadamard} "
         parts = [self.parenthesize(f, 45) if isinstance(f, sp.Add) else self._print(f)
                  for f in sorted(num, key=sp.default_sort_key)]
-        out = circ.join(parts)
-        if den:
-            out = rf"{out} / {self._print(sp.Mul(*den))}"
+        out = circ.join(parts) if parts else "1"
+        if den:  # an element-wise quotient: numerator and denominator each whole
+            out = rf"\frac{{{out}}}{{{self._print(sp.Mul(*den))}}}"
         if coeff == -1:
             return "- " + out
         if coeff != 1:
             return rf"{self._print(coeff)} {out}"
         return out
+
+    def _print_Relational(self, expr: sp.core.relational.Relational) -> str:
+        out = super()._print_Relational(expr)
+        if not self._inline or not expr.rhs.is_Atom:
+            return out
+        # in a sentence, a relation and its short right-hand side stay on one line ("= 0")
+        op = {"==": "=", "!=": r"\neq", "<": "<", ">": ">", "<=": r"\leq",
+              ">=": r"\geq"}.get(expr.rel_op, expr.rel_op)
+        return rf"{self._print(expr.lhs)} {op}\nobreak {self._print(expr.rhs)}"
 
     def _print_BooleanTrue(self, expr: Any) -> str:
         return r"\text{always}"
@@ -287,18 +347,57 @@ def _printers(d: Derivation, options: LatexOptions) -> tuple[CourseworkLatexPrin
 
 #: Displayed sums longer than this many characters of LaTeX are broken across lines.
 BREAK_WIDTH = 120
+#: A result longer than this many characters of LaTeX is displayed, not set in a sentence.
+INLINE_WIDTH = 150
+
+
+def _pieces(printer: CourseworkLatexPrinter, expr: sp.Basic, width: int,
+            expand: bool) -> list[str]:
+    """The printed pieces a long expression is broken between: a sum's terms (a term too
+    long itself expanded, with ``expand``, into its own terms), or a long product's
+    factors, each piece with its ``+``/``-`` or its parentheses."""
+    if isinstance(expr, sp.Add):
+        pieces = []
+        for term in printer._as_ordered_terms(expr):
+            printed = printer.doprint(term)
+            if len(printed) > width and expand:
+                expanded = sp.expand(term)
+                if isinstance(expanded, sp.Add) and not expanded.has(sp.Piecewise):
+                    sub = _pieces(printer, expanded, width, False)
+                    pieces += [p if p.startswith(("-", "+")) else f"+ {p}" for p in sub]
+                    continue
+            if len(printed) > width and isinstance(term, sp.Mul) and term.has(sp.Piecewise):
+                sub = _pieces(printer, term, width, False)  # its factors
+                pieces += [sub[0] if sub[0].startswith("-") else f"+ {sub[0]}", *sub[1:]]
+                continue
+            pieces.append(printed if printed.startswith("-") else f"+ {printed}")
+        pieces[0] = pieces[0].removeprefix("+ ")
+        return pieces
+    if expand and not expr.has(sp.Piecewise):
+        expanded = sp.expand(expr)
+        if isinstance(expanded, sp.Add):
+            return _pieces(printer, expanded, width, False)
+    if isinstance(expr, sp.Mul) and expr.has(sp.Piecewise):
+        # a product with a case distinction: one factor to a line
+        coeff, factors = expr.as_coeff_mul()
+        printed = [printer.parenthesize(f, PRECEDENCE["Mul"]) for f in factors]
+        if coeff == -1:
+            printed[0] = "- " + printed[0]
+        elif coeff != 1:
+            printed.insert(0, printer.doprint(coeff))
+        return printed
+    return [printer.doprint(expr)]
 
 
 def _broken(printer: CourseworkLatexPrinter, expr: sp.Basic, width: int = BREAK_WIDTH,
-            joint: str = r" \\ &\quad ") -> str:
-    """``expr`` printed, a long sum broken into lines of about ``width`` characters."""
+            joint: str = r" \\ &\quad ", expand: bool = False) -> str:
+    """``expr`` printed, a long sum (or product) broken into lines of about ``width``
+    characters; with ``expand``, a term too long for a line is expanded into its terms."""
     printed = printer.doprint(expr)
-    if len(printed) <= width or not isinstance(expr, sp.Add):
+    if len(printed) <= width:
         return printed
-    terms = [printer.doprint(term) for term in printer._as_ordered_terms(expr)]
     lines, current = [], ""
-    for k, term in enumerate(terms):
-        piece = term if k == 0 or term.startswith("-") else f"+ {term}"
+    for piece in _pieces(printer, expr, width, expand):
         if current and len(current) + len(piece) > width:
             lines.append(current)
             current = piece
@@ -312,49 +411,86 @@ def _inline(printer: CourseworkLatexPrinter, expr: sp.Basic) -> str:
     return f"${printer.doprint(expr)}$"
 
 
-def _chain(d: Derivation, printer: CourseworkLatexPrinter) -> list[dict[str, str]]:
+#: Which of a derivation's steps and results a rendering shows: ``"full"`` every one,
+#: ``"answer"`` the answer a student reads (no asides), ``"aside"`` the asides alone.
+PARTS = ("full", "answer", "aside")
+
+
+def _shown(aside: bool, part: str) -> bool:
+    return part == "full" or aside == (part == "aside")
+
+
+def _chain(d: Derivation, printer: CourseworkLatexPrinter,
+           part: str = "full") -> list[dict[str, str]]:
     lines = []
-    for k, step, continues in d.chain():
+    previous = None
+    for k, step, _ in d.chain():
+        if not _shown(step.aside, part):
+            continue
+        continues = previous is not None and step.lhs == previous
+        previous = step.rhs
         lhs = "" if continues else printer.doprint(step.lhs)
         if len(lhs) > BREAK_WIDTH:
-            lhs = _broken(printer, step.lhs, joint=r" \\ &\quad ") + r" \\ "
+            lhs = _broken(printer, step.lhs, expand=True) + r" \\ "
         reason = fill(step.reason, lambda key, s=step: _inline(printer, s.notes[int(key)]),
                       tex_escape)
-        lines.append({"lhs": lhs, "rhs": _broken(printer, step.rhs), "reason": reason,
+        # the lines of the right-hand side start after the left-hand side's width
+        width = max(BREAK_WIDTH // 2, BREAK_WIDTH - len(lhs) // 2)
+        lines.append({"lhs": lhs, "rhs": _broken(printer, step.rhs, width, expand=True),
+                      "reason": reason,
                       "number": str(k)})
     return lines
 
 
+def shown_steps(d: Derivation, part: str = "answer") -> list[tuple[int, Step]]:
+    """``(number, step)`` of the steps a rendering of ``part`` shows (the marking scheme
+    gives points to those of the answer)."""
+    return [(k, step) for k, step, _ in d.chain() if _shown(step.aside, part)]
+
+
+def shown_results(d: Derivation, part: str = "answer") -> list[Result]:
+    """The typeset results a rendering of ``part`` shows."""
+    return [r for r in d.results if r.typeset and _shown(r.aside, part)]
+
+
+def result_latex(r: Result, printer: CourseworkLatexPrinter) -> str:
+    """A result as displayed math, in its displayed (the course's) form, broken over
+    aligned lines where long."""
+    body = _broken(printer, r.display if r.display is not None else r.expr, expand=True)
+    lhs = printer.doprint(r.lhs) if r.lhs is not None else ""
+    if r" \\ " in body:  # broken over lines: align inside the box
+        return (r"\begin{aligned}" + (f"{lhs} &= {body}" if lhs else f"&{body}")
+                + r"\end{aligned}")
+    return f"{lhs} = {body}" if lhs else body
+
+
 def _results(d: Derivation, printer: CourseworkLatexPrinter,
-             vec: CourseworkLatexPrinter) -> list[dict[str, str]]:
+             vec: CourseworkLatexPrinter, part: str = "full") -> list[dict[str, str]]:
     results = []
-    for r in d.results:
-        if not r.typeset:
-            continue
-        expr = r.expr
-        body = _broken(printer, expr)
-        lhs = printer.doprint(r.lhs) if r.lhs is not None else ""
-        if r" \\ " in body:  # broken over lines: align inside the box
-            main = (r"\begin{aligned}" + (f"{lhs} &= {body}" if lhs else f"&{body}")
-                    + r"\end{aligned}")
-        else:
-            main = f"{lhs} = {body}" if lhs else body
+    for r in shown_results(d, part):
         vector_form = ""
         if r.vector is not None:
             vec_lhs, vec_expr = r.vector
             vector_form = vec.doprint(vec_expr)
             if vec_lhs is not None:
                 vector_form = f"{vec.doprint(vec_lhs)} = {vector_form}"
-        results.append({"name": r.name, "latex": main, "vector": vector_form,
-                        "description": tex_escape(r.description)})
+        results.append({"name": r.name, "latex": result_latex(r, printer),
+                        "vector": vector_form, "description": tex_escape(r.description)})
     return results
 
 
 def _conclusion(d: Derivation, printer: CourseworkLatexPrinter) -> str:
+    inline = CourseworkLatexPrinter(options=printer._options, names=printer._names,
+                                    inline=True)
+
     def math(name: str) -> str:
         r = next(r for r in d.results if r.name == name)
-        lhs = f"{printer.doprint(r.lhs)} = " if r.lhs is not None else ""
-        return f"${lhs}{printer.doprint(r.expr)}$"
+        expr = r.display if r.display is not None else r.expr
+        if r.lhs is not None:
+            expr = sp.Eq(r.lhs, expr, evaluate=False)
+        printed = inline.doprint(expr)
+        # a formula too long for a sentence is displayed
+        return rf"\[{printed}\]" if len(printed) > INLINE_WIDTH else f"${printed}$"
 
     return fill(d.conclusion, math, tex_escape)
 
@@ -391,33 +527,50 @@ def _backward(d: Derivation, printer: CourseworkLatexPrinter) -> list[dict[str, 
         rows = d.data.get(key)
         if not rows:
             continue
+        printed = [(printer.doprint(a), printer.doprint(acc), printer.doprint(v))
+                   for a, acc, v in rows]
+        # a row on one line where it is short, else its value on a line of its own
         tables.append({"title": title, "rows": [
-            {"adjoint": printer.doprint(a), "accumulation": printer.doprint(acc),
-             "value": printer.doprint(v)} for a, acc, v in rows]})
+            {"adjoint": a, "accumulation": acc, "value": v,
+             "short": len(a) + len(acc) + len(v) <= BREAK_WIDTH} for a, acc, v in printed]})
     return tables
 
 
 def render_derivation(derivation: Derivation, standalone: bool = False,
-                      options: LatexOptions | None = None, command: str = "") -> str:
-    """One derivation as a LaTeX fragment (or a compiling document with ``standalone``)."""
+                      options: LatexOptions | None = None, command: str = "",
+                      part: str = "full", heading: str | None = None,
+                      show_variant: bool = True, problem: bool = False) -> str:
+    """One derivation as a LaTeX fragment (or a compiling document with ``standalone``).
+
+    ``part`` (:data:`PARTS`) chooses the steps and results shown; ``heading`` replaces the
+    subsection's title; ``show_variant`` writes which variant it is under the title;
+    ``problem`` writes the question alone (its statement and figure), no answer.
+    """
+    if part not in PARTS:
+        raise ValueError(f"part {part!r}: one of {', '.join(PARTS)}")
     options = options or LatexOptions()
     printer, vec = _printers(derivation, options)
     block_matrix = derivation.data.get("block_matrix")
     matrix = None
-    if block_matrix is not None:
+    if block_matrix is not None and part != "aside" and not problem:
         y, x_ = sp.Symbol("y"), sp.Symbol("x")
         matrix = {"lhs": printer.doprint(sp.Derivative(y, x_)),
                   "body": block_matrix_latex(block_matrix, printer),
                   "rows": printer.doprint(sp.Tuple(*block_matrix.rows)),
                   "cols": printer.doprint(sp.Tuple(*block_matrix.cols))}
     graph = derivation.data.get("graph")
+    answer = not problem
     body = environment().get_template("derivation.tex.jinja").render(
-        d=derivation, chain=_chain(derivation, printer),
-        results=_results(derivation, printer, vec),
-        conclusion=_conclusion(derivation, printer),
+        d=derivation,
+        heading=heading or f"Question {derivation.qid}: {tex_escape(derivation.title)}",
+        show_variant=show_variant and bool(derivation.variant),
+        statement=part != "aside",
+        chain=_chain(derivation, printer, part) if answer else [],
+        results=_results(derivation, printer, vec, part) if answer else [],
+        conclusion=_conclusion(derivation, printer) if answer and part != "aside" else "",
         matrix=matrix,
-        graph=render_graph(graph, printer) if graph is not None else "",
-        tables=_backward(derivation, printer),
+        graph=render_graph(graph, printer) if graph is not None and part != "aside" else "",
+        tables=_backward(derivation, printer) if answer and part != "aside" else [],
     )
     if not standalone:
         return body
@@ -467,7 +620,8 @@ def render_notebook(d: Derivation, options: LatexOptions | None = None) -> str:
     for r in d.results:
         if r.typeset:
             lhs = f"{printer.doprint(r.lhs)} = " if r.lhs is not None else ""
-            lines.append(rf"&\boxed{{{lhs}{printer.doprint(r.expr)}}} && "
+            expr = r.display if r.display is not None else r.expr
+            lines.append(rf"&\boxed{{{lhs}{printer.doprint(expr)}}} && "
                          + text(r.description))
     return "$$\\begin{aligned}" + " \\\\\n".join(lines) + "\\end{aligned}$$"
 

@@ -44,7 +44,8 @@ examples:
   derive list                      the questions and their variants
   derive show 1.2                  the Jacobian derivation, step by step
   derive show 1.3 --variant coupling_additive
-  derive latex -o solutions.tex    the whole solutions document
+  derive latex -o solutions.tex    the solutions sheet (the coursework's answers)
+  derive latex --sheet problems -o problems.tex   problems|solutions|notes|marking
   derive latex --pdf -o solutions.pdf
   derive latex 1.3 -o q13.tex      a LaTeX fragment for \\input
   derive generate                  rewrite everything under generated/
@@ -98,12 +99,18 @@ def parser() -> argparse.ArgumentParser:
     show.add_argument("--no-cache", action="store_true",
                       help="derive it, neither reading nor writing the derivation cache")
 
-    latex = sub.add_parser("latex", help="typeset the solutions, or one derivation, as LaTeX",
-                           description="Without a question id, write the whole solutions "
-                                       "document. With one, write that derivation as a fragment "
+    latex = sub.add_parser("latex", help="typeset a sheet, or one derivation, as LaTeX",
+                           description="Without a question id, write a sheet: --sheet "
+                                       "problems (the questions, no answers), solutions (the "
+                                       "coursework's answers; the default), notes (everything "
+                                       "else) or marking (the points of each step and result). "
+                                       "With a question id, write that derivation as a fragment "
                                        "to \\input, or with --standalone as a document that "
                                        "compiles. With --pdf, compile it with pdflatex.")
-    latex.add_argument("qid", nargs="?", help=qid_help + " (default: the whole document)")
+    latex.add_argument("qid", nargs="?", help=qid_help + " (default: a whole sheet)")
+    latex.add_argument("--sheet", choices=("problems", "solutions", "notes", "marking"),
+                       default=None,
+                       help="which sheet to write without a question id (default: solutions)")
     latex.add_argument("--variant", help=variant_help)
     latex.add_argument("-o", "--output", metavar="FILE",
                        help="write to FILE instead of stdout (- for stdout; /dev/stderr and "
@@ -228,6 +235,8 @@ def _command_line(args: argparse.Namespace) -> str:
     parts = ["python", "-m", "derive", "latex"]
     if args.qid is not None:
         parts.append(args.qid)
+    if args.sheet:
+        parts += ["--sheet", args.sheet]
     if args.variant:
         parts += ["--variant", args.variant]
     if args.standalone:
@@ -261,11 +270,13 @@ def _cmd_show(args: argparse.Namespace) -> str:
 def _cmd_latex(args: argparse.Namespace) -> str:
     from codegen.latex import LatexOptions, render_derivation, render_fragment
 
-    from .document import solutions_document
+    from .document import sheet_document
 
+    if args.qid is not None and args.sheet:
+        raise _Failure("--sheet writes a whole sheet; give it without a question id", code=2)
     if args.qid is None and (args.variant or args.standalone):
         flag = "--variant" if args.variant else "--standalone"
-        raise _Failure(f"{flag} needs a question id; without one the whole document is "
+        raise _Failure(f"{flag} needs a question id; without one a whole sheet is "
                        "written, and it is always standalone", code=2)
     if args.pdf and args.output is None:
         raise _Failure("--pdf needs -o/--output FILE.pdf", code=2)
@@ -273,7 +284,7 @@ def _cmd_latex(args: argparse.Namespace) -> str:
     options = LatexOptions(hadamard=r"\odot" if args.odot else r"\circ")
     command = _command_line(args)
     if args.qid is None:
-        text = solutions_document(options, command=command)
+        text = sheet_document(args.sheet or "solutions", options, command=command)
     elif args.standalone or args.pdf:
         text = render_derivation(_derivation(args), standalone=True, options=options,
                                  command=command)

@@ -349,8 +349,8 @@ def derive_determinant(block: CouplingBlock) -> Derivation:
         verdict = ("Not volume preserving in general: every term of {log_abs_det} has one "
                    "sign, so the volume is preserved exactly where {volume_condition} for "
                    "every component." if every else
-                   "Not volume preserving in general: the volume is preserved exactly where "
-                   "{volume_condition}.")
+                   "Not volume preserving in general: {volume_condition} is where the volume "
+                   "is preserved, and it holds for some inputs only.")
     return Derivation(
         "1.3", f"The determinant of {block.title}",
         "Give the determinant of the Jacobian. Is the block volume preserving? Justify.",

@@ -90,6 +90,8 @@ class Step:
         notes: expressions the reason refers to as ``{0}``, ``{1}``, ...; each renderer
             prints them as math, and every equality among them is checked like the step.
         models: models for this step alone, in place of the derivation's (a special case).
+        aside: a check or an arrangement beyond the answer (a model check, the kernels'
+            form): the notes show it, the solutions a student reads do not.
     """
 
     lhs: sp.Basic
@@ -98,6 +100,7 @@ class Step:
     given: tuple[tuple[sp.Basic, sp.Basic], ...] = ()
     notes: tuple[sp.Basic, ...] = ()
     models: tuple[Model, ...] = ()
+    aside: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.given, Mapping):
@@ -118,7 +121,10 @@ class Result:
     ``lhs`` (optional) is the quantity the result gives, for display (``x2_i = ...``);
     ``typeset=False`` keeps a result meant for code generation out of the documents;
     ``vector`` is ``(lhs, expr)`` as element-wise vector expressions where the result is
-    one component of a vector (filled in when the derivation is built).
+    one component of a vector (filled in when the derivation is built); ``aside`` marks a
+    result beyond the answer (the notes show it, the solutions do not); ``display`` is the
+    form the documents print (the course's form), checked equal to ``expr`` when the
+    derivation is built.
     """
 
     name: str
@@ -127,6 +133,8 @@ class Result:
     lhs: sp.Basic | None = None
     typeset: bool = True
     vector: tuple[sp.Basic | None, sp.Basic] | None = None
+    aside: bool = False
+    display: sp.Basic | None = None
 
 
 @dataclass(frozen=True)
@@ -349,6 +357,10 @@ class Derivation:
         if unknown:
             raise ValueError(f"derivation {self.qid}: the conclusion refers to unknown results "
                              f"{sorted(unknown)}")
+        for r in self.results:
+            if r.display is not None and equal(r.display, r.expr) is None:
+                raise StepCheckError(f"{self.qid}: the displayed form of {r.name} is not "
+                                     f"equal to it: {r.display} != {r.expr}")
         checks = []
         for k, step in enumerate(self.steps, start=1):
             try:

@@ -37,10 +37,10 @@ from pathlib import Path
 
 from codegen.backends import render_module
 from codegen.environment import GENERATED_MARK, environment
-from codegen.latex import LatexOptions, render_derivation
+from codegen.latex import LatexOptions
 
 from .cache import Store, fingerprint, source_digest
-from .document import solutions_document
+from .document import SHEETS, deriving, part_kinds, render_part, sheet_document
 from .notebook import derivations_notebook
 from .output import OutputError, output_target, write_output
 from .questions import QUESTIONS, Question, all_derivations, kernel_modules
@@ -90,8 +90,10 @@ def generate(store: Store | None = None) -> tuple[dict[str, str], int, int]:
 
     Without ``store``, everything is derived. With one (:mod:`derive.cache`), the whole
     output is one entry keyed by the digest of every engine source; on a miss, each
-    question's variant is one part (its typeset derivation, notebook outputs, step count
-    and kernel module), keyed by the digest of the engine sources but :data:`BY_VALUE`
+    question's variant is one part (its LaTeX as each sheet typesets it: the problem, the
+    answer, the aside and the marking scheme of a coursework question's own variant, the
+    whole derivation of any other; its notebook outputs, text, step count and kernel
+    module), keyed by the digest of the engine sources but :data:`BY_VALUE`
     and the variant's block by value, and each section's introduction one part keyed
     alike, with every block's value when it may read them (:func:`_reads_blocks`); only
     the parts missing are derived.
@@ -111,8 +113,9 @@ def generate(store: Store | None = None) -> tuple[dict[str, str], int, int]:
 
 
 def rendered_part(store: Store, question: Question, variant: str) -> dict:
-    """A question's variant as :func:`generate` caches it (``latex``, ``notebook``,
-    ``text``, ``steps``, ``module``), from ``store`` or derived and stored."""
+    """A question's variant as :func:`generate` caches it (``latex``: kind of part ->
+    LaTeX, ``notebook``, ``text``, ``steps``, ``module``), from ``store`` or derived and
+    stored."""
     return _Parts(store, source_digest(exclude=BY_VALUE)).part(question, variant)
 
 
@@ -134,7 +137,10 @@ class _Parts:
         if (q.qid, variant) not in self.seen:
             from .blocks import BLOCKS
 
-            key = [self.digest, COMMAND, q.qid, variant, _value_key(BLOCKS.get(variant))]
+            # which kinds the sheets typeset, and a variant's heading, depend on whether it
+            # is the question's own and whether the question has others
+            key = [self.digest, COMMAND, q.qid, variant, _value_key(BLOCKS.get(variant)),
+                   variant == q.default, len(q.variants) > 1]
             self.seen[q.qid, variant] = self.store.get_or_compute(
                 "part", key, lambda: _part(q, variant))
         return self.seen[q.qid, variant]
@@ -220,13 +226,16 @@ def _reads_blocks(function: object) -> bool:
 
 
 def _part(q: Question, variant: str) -> dict:
-    """A question's variant rendered: what the generated files need of it."""
+    """A question's variant rendered: what the generated files need of it (``latex``: each
+    kind of part the sheets typeset of it, :func:`~derive.document.part_kinds`)."""
     from codegen.latex import render_notebook
 
     from .text import render_text
 
     d = q.derive(variant)
-    part = {"latex": render_derivation(d, options=LatexOptions()),
+    options = LatexOptions()
+    part = {"latex": {kind: render_part(q, variant, kind, d, options)
+                      for kind in part_kinds(q, variant)},
             "notebook": render_notebook(d), "text": render_text(d), "steps": len(d.steps),
             "module": None}
     if q.kernels is not None:
@@ -239,23 +248,26 @@ def _files(parts: _Parts | None = None) -> dict[str, str]:
     if parts is None:
         modules = kernel_modules()  # the registry says which question produces which module
         texts = {m.name: render_module(m, COMMAND) for m in modules}
-        document = solutions_document(command=COMMAND)
+        rendered = deriving()  # each variant derived once for the four sheets
+        documents = {sheet: sheet_document(sheet, command=COMMAND, rendered=rendered)
+                     for sheet in SHEETS}
         notebook = derivations_notebook(COMMAND)
     else:
         found = [parts.part(q, v)["module"] for q in QUESTIONS.values() if q.kernels
                  for v in q.variants]
         modules = [_Module(m["name"], m["title"]) for m in found]
         texts = {m["name"]: m["text"] for m in found}
-        document = solutions_document(
-            command=COMMAND, rendered=lambda q, v: parts.part(q, v)["latex"],
-            intro=parts.intro)
+        documents = {sheet: sheet_document(
+            sheet, command=COMMAND, rendered=lambda q, v, kind: parts.part(q, v)["latex"][kind],
+            intro=parts.intro) for sheet in SHEETS}
         notebook = derivations_notebook(
             COMMAND, outputs=lambda q, v: (parts.part(q, v)["notebook"],
                                            parts.part(q, v)["text"]))
     files = {f"generated/{name}.py": text for name, text in texts.items()}
     files["generated/__init__.py"] = environment().get_template("package.py.jinja").render(
         modules=modules, command=COMMAND)
-    files["generated/solutions.tex"] = document
+    for sheet, document in documents.items():  # problems, solutions, notes, marking
+        files[f"generated/{sheet}.tex"] = document
     files["generated/derivations.ipynb"] = notebook
     return dict(sorted(files.items()))
 

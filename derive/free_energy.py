@@ -134,30 +134,35 @@ def derive_free_energy() -> Derivation:
     normalizer = sp.Integral(sp.exp(_lpzx), (z, -sp.oo, sp.oo))
     steps.append(Step(_lpx, evidence,
                       "in the linear-Gaussian model {0}, {1}, {2}: the log of the integral "
-                      "of the likelihood times the prior over z, which SymPy evaluates",
+                      "of the likelihood times the prior over {3}, in closed form",
                       given={_lpx: raw_evidence},
-                      notes=tuple(sp.Eq(k, model.densities[k]) for k in (_lpz, _lpxz, _lqz))))
+                      notes=tuple(sp.Eq(k, model.densities[k]) for k in (_lpz, _lpxz, _lqz))
+                      + (z,), aside=True))
     steps.append(Step(evidence, marginal,
                       "the log-density of a normal with mean {0} and variance {1}, as it must be",
-                      notes=(b, w**2 + tau**2)))
+                      notes=(b, w**2 + tau**2), aside=True))
     steps.append(Step(normalizer, 1,
                       "and the posterior that Bayes' rule gives integrates to one",
-                      given={normalizer: _gaussian_mass(model.densities[_lpzx])}))
+                      given={normalizer: _gaussian_mass(model.densities[_lpzx])}, aside=True))
     direct = _tidy(model.evaluate(Expectation(_lpxz, _q) - kl_prior))
     via_identity = _tidy(model.evaluate(_lpx - kl_post))
     steps.append(Step(
         direct, via_identity,
         "in the linear-Gaussian model, the free energy computed directly (left) and as the "
-        "log evidence minus the KL divergence to the posterior (right), both in closed form"))
+        "log evidence minus the KL divergence to the posterior (right), both in closed form",
+        aside=True))
     post_mean, post_var = _posterior(model)
     results = [
         Result("identity", sp.Eq(F_q, _lpx - kl_post),
                "the free energy is the log evidence minus the KL to the posterior"),
         Result("model_log_evidence", model.densities[_lpx],
-               "log p(x) in the linear-Gaussian model, by integration", _lpx),
-        Result("model_posterior_mean", post_mean, "the mean of p(z|x) in that model"),
-        Result("model_posterior_variance", post_var, "the variance of p(z|x) in that model"),
-        Result("model_free_energy", direct, "the free energy in that model", F_q),
+               "the log evidence in the linear-Gaussian model, by integration", _lpx,
+               aside=True),
+        Result("model_posterior_mean", post_mean, "the mean of the posterior in that model",
+               aside=True),
+        Result("model_posterior_variance", post_var,
+               "the variance of the posterior in that model", aside=True),
+        Result("model_free_energy", direct, "the free energy in that model", F_q, aside=True),
     ]
     return Derivation(
         "2.1", "The free energy and the posterior",

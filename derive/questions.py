@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sympy as sp
 
@@ -28,6 +28,7 @@ from .derivation import Derivation
 from .free_energy import derive_free_energy, derive_kl_factorization
 from .gaussian_kl import (
     PARAMETERIZATIONS,
+    derive_chain_factors,
     derive_gradient_estimators,
     derive_kl,
     derive_stable_kl,
@@ -36,10 +37,11 @@ from .gaussian_kl import (
 )
 from .kernels import coupling_module, gaussian_kl_module, gaussian_kl_pair_module
 from .spec import Module
-from .vocabulary import Y1, Y2, i, to_vector
+from .vocabulary import Y1, Y2, i, n, to_vector
 
-__all__ = ["Question", "QUESTIONS", "POINTS", "Section", "SECTIONS", "Introduction",
-           "UnknownQuestionError", "build", "resolve", "all_derivations", "kernel_modules"]
+__all__ = ["Question", "QUESTIONS", "Section", "SECTIONS", "Introduction", "Mark",
+           "UnknownQuestionError", "build", "resolve", "all_derivations", "kernel_modules",
+           "marking", "is_block"]
 
 
 class UnknownQuestionError(LookupError):
@@ -58,6 +60,8 @@ class Introduction:
     text: str
     equations: tuple[tuple[sp.Basic, sp.Basic, bool], ...]
     names: Mapping[str, str] | None = None
+    #: expressions the text refers to as ``{0}``, ``{1}``, ... (printed as math)
+    notes: tuple[sp.Basic, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -91,21 +95,69 @@ class Question:
     derive: Callable[[str], Derivation]
     section: Section | None = None
     kernels: Callable[[str], Module] | None = None
+    #: The marking scheme, the one place it is defined: points per result of the answer
+    #: (by result name; every result the solutions show has an entry) ...
+    points: Mapping[str, int] = field(default_factory=dict)
+    #: ... and points per step of the answer (each step the solutions show).
+    step_points: int = 0
 
     @property
     def default(self) -> str:
         return self.variants[0]
 
+    @property
+    def coursework(self) -> bool:
+        """Whether the question is part of the coursework (a numbered section's own)."""
+        return (self.section is not None and bool(self.section.number)
+                and not self.section.every_variant and not self.section.beyond)
+
+
+@dataclass(frozen=True)
+class Mark:
+    """One line of the marking scheme: a step (``kind="step"``, ``key`` its number in the
+    derivation) or a result (``kind="result"``, ``key`` its name), and its points."""
+
+    kind: str
+    key: str
+    points: int
+
+
+def marking(qid: str, questions: Mapping[str, Question] | None = None,
+            derivation: Derivation | None = None) -> list[Mark]:
+    """The marking scheme of a question's own variant: each step of the answer (the steps
+    the solutions show: no asides), then each result, with its points from the registry
+    (``derivation``: the own variant's, when already derived).
+
+    The one place points are defined: the marking sheet and ``derive check`` (its scores,
+    partial credit and ``--gradescope``, :func:`derive.check.batch.points`) read them.
+
+    Example:
+        >>> [(m.kind, m.key, m.points) for m in marking("1.1")]
+        [('step', '1', 1), ('step', '2', 1), ('result', 'x2', 2), ('result', 'x1', 3)]
+    """
+    questions = QUESTIONS if questions is None else questions
+    q = questions[qid]
+    d = build(qid, questions=questions) if derivation is None else derivation
+    marks = [Mark("step", str(k), q.step_points)
+             for k, step in enumerate(d.steps, start=1) if not step.aside]
+    shown = [r.name for r in d.results if r.typeset and not r.aside]
+    missing = [name for name in shown if name not in q.points]
+    unknown = [name for name in q.points if name not in shown]
+    if missing or unknown:
+        raise ValueError(f"question {qid}: points for results {unknown} it does not show"
+                         if unknown else f"question {qid}: no points for results {missing}")
+    return marks + [Mark("result", name, q.points[name]) for name in shown]
+
 
 def _coupling_introduction() -> Introduction:
     block = BLOCKS[QUESTION_BLOCK]
     return Introduction(
-        "The block, for vectors of length n, with two arbitrary differentiable functions of "
+        "The block, for vectors of length {0}, with two arbitrary differentiable functions of "
         "the second input (not element-wise in general) and a parameter vector. Component "
         "by component, and as vectors:",
         ((Y1[i], block.y1, False), (Y2[i], block.y2, False),
          (to_vector(Y1[i]), to_vector(block.y1), True),
-         (to_vector(Y2[i]), to_vector(block.y2), True)))
+         (to_vector(Y2[i]), to_vector(block.y2), True)), notes=(n,))
 
 
 def _vae_introduction() -> Introduction:
@@ -135,6 +187,14 @@ SECTIONS: dict[str, Section] = {
 }
 
 
+def is_block(variant: str) -> bool:
+    """Whether ``variant`` names a coupling block (its derivations' titles name it).
+
+    The sheets ask here rather than import the blocks: a cached part's key holds the
+    variant's block by value (``derive/files.py``), so this answer is in the key."""
+    return variant in BLOCKS
+
+
 def _blocks() -> tuple[str, ...]:
     return (QUESTION_BLOCK,) + tuple(b for b in BLOCKS if b != QUESTION_BLOCK)
 
@@ -153,27 +213,40 @@ def _kl_pair_kernels(variant: str) -> Module:
 
 QUESTIONS: dict[str, Question] = {
     "1.1": Question("1.1", "Invert the coupling block", _blocks(),
-                    lambda v: derive_inverse(BLOCKS[v]), SECTIONS["coupling"]),
+                    lambda v: derive_inverse(BLOCKS[v]), SECTIONS["coupling"],
+                    points={"x2": 2, "x1": 3}, step_points=1),
     "1.2": Question("1.2", "The Jacobian as a 2x2 block matrix", _blocks(),
-                    lambda v: derive_jacobian(BLOCKS[v]), SECTIONS["coupling"]),
+                    lambda v: derive_jacobian(BLOCKS[v]), SECTIONS["coupling"],
+                    points={"dy1_dx1": 1, "dy1_dx2": 2, "dy2_dx1": 1, "dy2_dx2": 1,
+                            "dy1_dx2_elementwise": 1}, step_points=1),
     "1.3": Question("1.3", "The determinant; volume preservation", _blocks(),
                     lambda v: derive_determinant(BLOCKS[v]), SECTIONS["coupling"],
-                    kernels=_coupling_kernels),
+                    kernels=_coupling_kernels,
+                    points={"det": 2, "log_abs_det": 2, "volume_condition": 3}, step_points=1),
     "1.3n": Question("1.3n", "The coupling kernels arranged for floating point", _blocks(),
                      lambda v: derive_arrangement(BLOCKS[v]), SECTIONS["notes"]),
     "2.1": Question("2.1", "The free energy is log p(x) minus the KL to the posterior",
-                    ("",), lambda v: derive_free_energy(), SECTIONS["vae"]),
+                    ("",), lambda v: derive_free_energy(), SECTIONS["vae"],
+                    points={"identity": 4}, step_points=1),
     "2.2": Question("2.2", "The KL term decomposes over dimensions", ("",),
-                    lambda v: derive_kl_factorization(), SECTIONS["vae"]),
+                    lambda v: derive_kl_factorization(), SECTIONS["vae"],
+                    points={"decomposition": 4}, step_points=1),
     "2.3": Question("2.3", "The Gaussian KL in closed form", tuple(PARAMETERIZATIONS),
-                    lambda v: derive_kl(PARAMETERIZATIONS[v]), SECTIONS["vae"]),
+                    lambda v: derive_kl(PARAMETERIZATIONS[v]), SECTIONS["vae"],
+                    points={"kl": 5}, step_points=1),
+    "2.3c": Question("2.3c", "The standard deviation and its derivatives in floating point",
+                     tuple(PARAMETERIZATIONS),
+                     lambda v: derive_chain_factors(PARAMETERIZATIONS[v]), SECTIONS["notes"]),
     "2.3n": Question("2.3n", "The KL and its gradient arranged for floating point",
                      tuple(PARAMETERIZATIONS), lambda v: derive_stable_kl(PARAMETERIZATIONS[v]),
                      SECTIONS["notes"]),
     "2.4": Question("2.4", "Reparameterized and sticking-the-landing gradients",
                     tuple(PARAMETERIZATIONS),
                     lambda v: derive_gradient_estimators(PARAMETERIZATIONS[v]),
-                    SECTIONS["vae"], kernels=_kl_kernels),
+                    SECTIONS["vae"], kernels=_kl_kernels,
+                    points={"grad_mu": 3, "grad_sigma": 3, "stl_mu": 2, "stl_sigma": 2,
+                            "var_mu": 1, "var_sigma": 1, "var_stl_mu": 1, "var_stl_sigma": 1},
+                    step_points=1),
     "2.3p": Question("2.3p", "The Gaussian KL from a learned prior", tuple(PARAMETERIZATIONS),
                      lambda v: derive_kl(PARAMETERIZATIONS[v],
                                          learned_prior(PARAMETERIZATIONS[v])),
@@ -228,18 +301,3 @@ def kernel_modules(questions: Mapping[str, Question] | None = None) -> list[Modu
     questions = QUESTIONS if questions is None else questions
     return [q.kernels(v) for q in questions.values() if q.kernels for v in q.variants]
 
-
-#: The marking scheme: points per part of each coursework question (a part is a result the
-#: derivation names, or ``verdict``, a conclusion said in words). The marking sheet and
-#: ``derive check`` (its scores, partial credit and ``--gradescope``) read these and
-#: nothing else. Keyed by the parts of every variant (2.4's scale is ``sigma`` or
-#: ``logvar``); a part a variant lacks is not counted for it.
-POINTS: dict[str, dict[str, int]] = {
-    "1.1": {"x1": 2, "x2": 2},
-    "1.2": {"dy1_dx1": 1, "dy1_dx2": 2, "dy2_dx1": 1, "dy2_dx2": 1},
-    "1.3": {"det": 2, "volume_condition": 2},
-    "2.1": {"identity": 3},
-    "2.2": {"decomposition": 3},
-    "2.3": {"kl": 4},
-    "2.4": {"grad_mu": 2, "grad_sigma": 2, "grad_logvar": 2},
-}

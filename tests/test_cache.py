@@ -284,7 +284,8 @@ def fake_parts(monkeypatch):
         calls.append((q.qid, variant))
         name = f"m_{q.qid}_{variant}".replace(".", "_")
         text = f"{q.qid} {variant}"
-        return {"latex": text, "notebook": text, "text": text, "steps": 2,
+        latex = {kind: f"{text} {kind}" for kind in derive.document.part_kinds(q, variant)}
+        return {"latex": latex, "notebook": text, "text": text, "steps": 2,
                 "module": {"name": name, "title": text, "text": text} if q.kernels else None}
 
     def intro(section, options):

@@ -262,7 +262,7 @@ def test_check_text_output_and_exit_codes(tmp_path: Path):
         "question 2.3",
         "read as:  KL_i = mu**2/2 + sigma**2/2 - log(sigma**2)/2 + 1/2",
         "verdict:  incorrect",
-        "score:    0 of 4 points",
+        "score:    0 of 5 points",
         "  - KL_i: off by the constant +1"]
     assert _check("2.3", "-", stdin=r"\frac12(\mu^2 + \sigma^2 - 1) - \log\sigma").returncode == 0
     logvar = _check("2.3", "-", "--variant", "logvar", stdin=r"\frac12(\mu^2 + e^\lambda"

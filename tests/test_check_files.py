@@ -137,10 +137,10 @@ def test_a_folder_is_one_line_per_tex_file_sorted(folder: Path):
     lines = out.splitlines()
     assert [line.split(":")[0] for line in lines] == [
         "./alice.tex", "./carol.tex", "./dave.tex", "./eve.tex", "./sub/bob.tex"]
-    assert lines[0] == "./alice.tex: correct (4/4)"
-    assert "incorrect (0/4)" in lines[1]
-    assert "unreadable (0/4): the file is not a text file" in lines[2]
-    assert "unreadable (0/4): the file is a FIFO" in lines[3]
+    assert lines[0] == "./alice.tex: correct (5/5)"
+    assert "incorrect (0/5)" in lines[1]
+    assert "unreadable (0/5): the file is not a text file" in lines[2]
+    assert "unreadable (0/5): the file is a FIFO" in lines[3]
     assert "two different values, in line 1 (0) and in line 2" in lines[4]
     assert code == 2 and not err
 
@@ -151,7 +151,7 @@ def test_json_is_one_array_with_unreadable_files(folder: Path):
     rows = json.loads(out)
     assert [r["file"] for r in rows] == ["alice.tex", "eve.tex", "missing.tex"]
     assert [r["verdict"] for r in rows] == ["correct", "unreadable", "unreadable"]
-    assert [r["score"] for r in rows] == [4, 0, 0]
+    assert [r["score"] for r in rows] == [5, 0, 0]
     assert all({"file", "verdict", "score", "feedback"} <= set(r) for r in rows)
     assert "No such file" in rows[2]["feedback"][0]
     one = json.loads(_derive("2.3", "eve.tex", "--json", cwd=folder)[1])
@@ -166,7 +166,7 @@ def test_csv_writes_one_row_per_file(folder: Path, tmp_path: Path):
     rows = list(csv.DictReader(target.open(encoding="utf-8")))
     assert [r["file"] for r in rows] == ["./alice.tex", "./carol.tex", "./dave.tex",
                                          "./eve.tex", "./sub/bob.tex"]
-    assert rows[0]["verdict"] == "correct" and rows[0]["score"] == "4"
+    assert rows[0]["verdict"] == "correct" and rows[0]["score"] == "5"
     assert f"wrote {target}" in out
     code, _out, err = _derive("2.3", ".", "--csv", str(tmp_path), cwd=folder)
     assert code == 2 and "--csv" in err and "directory" in err
@@ -225,7 +225,8 @@ def validate_results(results: dict) -> None:
 
 def test_gradescope_results_validate_and_score_by_the_scheme(tmp_path: Path):
     from derive.check import SUPPORTED
-    from derive.questions import POINTS
+    from derive.check.batch import points
+    from derive.questions import QUESTIONS
 
     sub = tmp_path / "submission"
     sub.mkdir()
@@ -240,10 +241,13 @@ def test_gradescope_results_validate_and_score_by_the_scheme(tmp_path: Path):
     validate_results(results)
     tests = {t["number"]: t for t in results["tests"]}
     assert list(tests) == list(SUPPORTED)
-    assert tests["1.1"]["score"] == tests["1.1"]["max_score"] == sum(POINTS["1.1"].values())
-    assert tests["1.3"]["score"] == POINTS["1.3"]["det"]  # the verdict is wrong
+    # the points are the registry's, the marking sheet's
+    assert points("1.1") == dict(QUESTIONS["1.1"].points) == {"x1": 3, "x2": 2}
+    assert tests["1.1"]["score"] == tests["1.1"]["max_score"] == 5
+    assert tests["1.3"]["score"] == QUESTIONS["1.3"].points["det"] == 2  # the verdict is wrong
+    assert tests["1.3"]["max_score"] == 5  # det and volume_condition; log|det J| is det's
     assert tests["1.3"]["status"] == "failed"
-    assert tests["2.3"]["score"] == POINTS["2.3"]["kl"]
+    assert tests["2.3"]["score"] == tests["2.3"]["max_score"] == QUESTIONS["2.3"].points["kl"]
     assert tests["1.2"]["score"] == 0 and "1.2.tex is missing" in tests["1.2"]["output"]
     assert tests["2.4"]["score"] == 0 and "FIFO" in tests["2.4"]["output"]
     assert results["score"] == sum(t["score"] for t in results["tests"])

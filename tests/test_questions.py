@@ -9,7 +9,7 @@ import pytest
 import sympy as sp
 
 from derive.derivation import Derivation, Result, Step
-from derive.document import DocumentError, solutions_document
+from derive.document import DocumentError, sheet_document, solutions_document
 from derive.notebook import derivations_notebook
 from derive.questions import QUESTIONS, Introduction, Question, Section, build, kernel_modules
 from derive.spec import Arg, Kernel, Module, Output
@@ -50,11 +50,13 @@ def test_a_registered_question_appears_in_the_document_notebook_and_kernels():
     toy = Question("9.1", "A toy question", ("one", "two"), _toy, TOY_SECTION,
                    kernels=_toy_module)
     registry = {"2.2": QUESTIONS["2.2"], "9.1": toy}
-    tex = solutions_document(questions=registry)
+    # beyond the coursework: in the notes, every variant in its section
+    tex = sheet_document("notes", questions=registry)
     assert r"\section*{Question 9: A toy section (beyond the coursework)}" in tex
     assert "The toy equation:" in tex
-    # the question's own variant in its section, the other in the appendix
-    assert tex.index("A toy section") < tex.index("Appendix") < tex.rindex("A toy question")
+    assert tex.index("A toy section") < tex.index("A toy question, variant one") < tex.index(
+        "A toy question, variant two")
+    assert "A toy section" not in solutions_document(questions=registry)
     cells = json.loads(derivations_notebook("test", registry))["cells"]
     calls = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
     assert any("build('9.1', 'one')" in c for c in calls)

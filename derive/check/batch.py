@@ -29,7 +29,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..questions import POINTS, QUESTIONS
+from ..questions import QUESTIONS
 from .quantities import SUPPORTED
 
 __all__ = ["AnswerFileError", "answer_files", "read_answer_file", "decode", "mark_files",
@@ -143,13 +143,25 @@ def read_answer_file(path: str, stdin: object | None = None) -> str:
 
 @functools.cache
 def points(qid: str, variant: str | None = None) -> dict[str, int]:
-    """The marking scheme's points of question ``qid`` (in ``variant``), per part: the
-    question registry's, for the parts its derivation has."""
+    """The points of question ``qid`` (in ``variant``) per part that ``derive check`` marks
+    (a result it reads, or 1.3's ``volume_condition``, the verdict): the registry's
+    (:attr:`~derive.questions.Question.points`, what the marking sheet shows,
+    :func:`~derive.questions.marking`). Steps, and results it does not read, are marked by
+    hand. The registry names the results of the question's own variant; another variant's
+    results are matched to them in order (2.4's ``grad_logvar`` is ``grad_sigma``)."""
     from ..questions import build
+    from .quantities import question_spec
 
-    scheme = POINTS.get(qid, {})
-    names = {r.name for r in build(qid, variant).results}
-    return {part: p for part, p in scheme.items() if part in names}
+    question = QUESTIONS[qid]
+    spec = question_spec(qid, variant)
+    marked = [q.part or q.name for q in spec.quantities + spec.alternates]
+    if spec.condition is not None:
+        marked.append("volume_condition")
+    own = [r.name for r in build(qid).results]
+    here = [r.name for r in build(qid, variant).results]
+    same = dict(zip(here, own, strict=True)) if len(here) == len(own) else {}
+    return {part: question.points[same.get(part, part)] for part in dict.fromkeys(marked)
+            if same.get(part, part) in question.points}
 
 
 def score(qid: str, report: dict, variant: str | None = None) -> tuple[float, int]:
@@ -217,7 +229,7 @@ def _number(x: float) -> int | float:
 
 #: The questions a Gradescope submission answers, one file each (``1.1.tex``, ...): those
 #: with points that ``derive check`` marks (2.1 and 2.2, proofs, are marked by hand).
-GRADED = tuple(q for q in POINTS if q in SUPPORTED)
+GRADED = tuple(q for q in SUPPORTED if QUESTIONS[q].points)
 
 
 def gradescope_results(folder: str, variant: str | None = None,

@@ -431,9 +431,12 @@ def _spec_24(variant: str) -> QuestionSpec:
     every: dict[str, sp.Basic] = {}
     for name in names:
         estimate = d.result(name)
+        # the step "its expectation is the exact gradient": the expectation of the
+        # estimate, written as is or as its adjoint symbol given the estimate
         expected = [st.rhs for st in d.steps
-                    if getattr(st.lhs, "args", ()) and st.lhs.args[0] == estimate
-                    and type(st.lhs).__name__ == "Expectation"]
+                    if getattr(st.lhs, "args", ()) and type(st.lhs).__name__ == "Expectation"
+                    and (st.lhs.args[0] == estimate
+                         or dict(st.given).get(st.lhs.args[0]) == estimate)]
         refs = (estimate, *expected[:1])
         kinds = ("the one-sample estimate", "its expectation, the exact gradient")[:len(refs)]
         par = name.removeprefix("grad_")

@@ -84,7 +84,7 @@ def derive_kl(p: Parameterization, prior: Prior = STANDARD_NORMAL) -> Derivation
              notes=(sp.Eq(_log_q, gaussian_log_pdf(z, mu, sigma)), sp.Eq(_log_p, log_prior))),
         Step(Expectation(integrand, _q_i), by_linearity, "linearity of expectation"),
         Step(by_linearity, moments,
-             "the moments of the normal distribution, from sympy.stats: "
+             "the moments of the normal distribution: "
              + ", ".join(f"{{{k}}}" for k in range(len(expectations))),
              notes=tuple(sp.Eq(e, model.evaluate(e)) for e in expectations)),
         Step(moments, half_form, "collect terms"),
@@ -104,7 +104,15 @@ def derive_kl(p: Parameterization, prior: Prior = STANDARD_NORMAL) -> Derivation
         steps.append(Step(kl.xreplace(at_standard), coursework,
                           "the special case of the standard normal prior, {0} zero and {1} "
                           "one: the answer of 2.3", notes=(mu_p, sigma_p)))
-    results = [Result("kl", kl, "the KL divergence", KL_i)]
+    display = None
+    if standard:  # the course's form: 1/2 (mu^2 + sigma^2 - 1 - log sigma^2)
+        variance = sp.simplify(p.sigma**2)
+        log_variance = (sp.log(sigma**2) if p.sigma == sigma
+                        else sp.expand_log(sp.log(variance), force=True))
+        display = sp.Mul(sp.Rational(1, 2),
+                         sp.Add(mu**2, variance, -1, -log_variance, evaluate=False),
+                         evaluate=False)
+    results = [Result("kl", kl, "the KL divergence", KL_i, display=display)]
     title = ("The KL divergence of a Gaussian from the standard normal" if standard
              else "The KL divergence between two Gaussians")
     statement = ("Give the KL divergence of one factor of q from the matching factor of p "

@@ -252,12 +252,13 @@ def derive_gradient_estimators(p: Parameterization,
                                      ("stl", stl, stl_steps, "sticking-the-landing")):
         for par in params:
             est = values[par]
-            out.append(Step(Expectation(est, _eps_label), sp.diff(kl, par),
+            adjoint = _bar(par, "bar" if label == "grad" else "stl")
+            out.append(Step(Expectation(adjoint, _eps_label), sp.diff(kl, par),
                             "its expectation over the noise is the derivative of 2.3 with "
                             "respect to {0}: the estimator is unbiased"
                             + ("" if label == "grad" else
                                "; the dropped score term has expectation zero"),
-                            notes=(par,)))
+                            given={adjoint: est}, notes=(par,)))
             results.append(Result(f"{label}_{par.name}", est,
                                   f"the {kind} estimate of the gradient (its component on "
                                   "the left)", _bar(par, "bar" if label == "grad" else "stl")))
@@ -287,7 +288,7 @@ def derive_gradient_estimators(p: Parameterization,
                                        "for the kernels, in powers of the noise with the "
                                        "factor its terms share taken out, each coefficient "
                                        "factored so that nothing cancels near the optimum",
-                                       notes=()))
+                                       notes=(), aside=True))
             results.append(Result(f"kernel_{label}_{par.name}", arranged,
                                   "the same, arranged for floating point", typeset=False))
     variance_steps = []
@@ -299,12 +300,12 @@ def derive_gradient_estimators(p: Parameterization,
             var = sp.factor(sp.simplify(
                 stats.variance(values[par].xreplace({eps: noise})) if standard
                 else model.evaluate(Variance(values[par], _eps_label))))
-            variance_steps.append(Step(Variance(values[par], _eps_label), var,
+            adjoint = _bar(par, "stl" if label else "bar")
+            variance_steps.append(Step(Variance(adjoint, _eps_label), var,
                                        f"the variance of the {'STL' if label else 'full'} "
-                                       "estimate for {0}, "
-                                       + ("by sympy.stats" if standard else
-                                          "from the moments of the normal distribution"),
-                                       notes=(par,)))
+                                       "estimate for {0}, from the moments of the normal "
+                                       "distribution",
+                                       given={adjoint: values[par]}, notes=(par,)))
             results.append(Result(f"var_{label}{par.name}", var,
                                   f"the variance of the {'STL' if label else 'full'} estimate "
                                   "of that component of the gradient",
