@@ -279,3 +279,55 @@ def test_a_batch_takes_at_most_a_second_per_answer_median():
     mark_batch([(a.qid, a.latex, a.variant) for a in answers], times=times)
     assert len(times) == len(answers)
     assert statistics.median(times) <= 1.5, statistics.median(times)
+
+
+# ------------------------------------------------- every question and variant, no traceback
+
+#: A short answer per question (right or wrong does not matter: it must be marked).
+_SHORT = {"1.1": r"$x_1 = y_1$ \\ $x_2 = y_2 e^{-s}$",
+          "1.2": r"$\frac{\partial y_1}{\partial x_1} = I$",
+          "1.3": r"$\det J = \exp(\sum_i G_i + s_i)$, so not volume preserving in general",
+          "2.3": r"$KL = \frac12(\mu^2 + \sigma^2 - 1) - \log\sigma$",
+          "2.4": r"$\bar\mu_i = \mu_i$"}
+
+
+def _every_question_and_variant():
+    from derive.questions import QUESTIONS
+
+    return [(q.qid, v) for q in QUESTIONS.values() for v in q.variants]
+
+
+@pytest.mark.parametrize(("qid", "variant"), _every_question_and_variant())
+def test_every_question_and_variant_is_marked_without_a_traceback(qid, variant, tmp_path,
+                                                                  capsys):
+    """``derive check --variant V QID FILE`` for every registry entry: a report (0, 1) or a
+    one-line refusal (2, a question it does not mark), never a traceback."""
+    from derive.check.quantities import SUPPORTED
+    from derive.cli import main
+
+    answer = tmp_path / "a.tex"
+    answer.write_text(_SHORT.get(qid, r"$\det J = \exp(\sum_i G_i + s_i)$") + "\n")
+    args = ["check", qid, str(answer)] + (["--variant", variant] if variant else [])
+    code = main(args)  # an exception here is the traceback the command must never show
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    if qid in SUPPORTED:
+        assert code in (0, 1, 2), (code, out, err)
+        assert out.startswith(f"question {qid}\n") and "verdict:" in out, (out, err)
+    else:
+        assert code == 2 and not out
+        assert err.startswith("derive: error: question") and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(("words", "code", "feedback"), [
+    ("so the block is never volume preserving", 0, "verdict: correct (never volume preserving)"),
+    ("det J < 1: not volume preserving", 0, "verdict: correct (never volume preserving)"),
+    ("so the block is volume preserving", 1, "verdict: wrong: the block is never volume "
+                                            "preserving")])
+def test_the_glow_block_is_never_volume_preserving(words, code, feedback, tmp_path, capsys):
+    from derive.cli import main
+
+    answer = tmp_path / "a.tex"
+    answer.write_text(r"$\det J = \prod_i \frac{1}{1 + e^{-G_i - 2}}$, " + words + "\n")
+    assert main(["check", "--variant", "coupling_glow", "1.3", str(answer)]) == code
+    assert feedback in capsys.readouterr().out

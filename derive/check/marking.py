@@ -162,7 +162,7 @@ def _verdict(doc, words: str, spec: QuestionSpec) -> tuple[object, tuple[str, st
     from dataclasses import replace
 
     cond = spec.condition
-    shown = f"{show(cond)} = 0" if cond is not True else ""
+    shown = f"{show(cond)} = 0" if not isinstance(cond, bool) else ""
     kept, found = [], []
     for line in doc.lines:
         if line.label is None and len(line.sides) == 2 and all(
@@ -186,6 +186,14 @@ def _verdict(doc, words: str, spec: QuestionSpec) -> tuple[object, tuple[str, st
         if positive:
             return doc, ("correct", "verdict: correct (volume preserving)")
         return doc, ("missing", "verdict: not given: say whether the block preserves volume")
+    if cond is False:  # never volume preserving (glow: every scale is in (0, 1))
+        if negative:
+            return doc, ("correct", "verdict: correct (never volume preserving)")
+        if positive or found:
+            return doc, ("incorrect", "verdict: wrong: the block is never volume preserving "
+                                      "(det J < 1 for every input)")
+        return doc, ("missing", "verdict: not given: say whether the block preserves volume "
+                                "(it never does)")
     for number, diff in found:
         if any(decide(diff, sign * cond, spec.index_form).status == "equal"
                for sign in (1, -1)):

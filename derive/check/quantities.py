@@ -77,7 +77,8 @@ class QuestionSpec:
     substitutions: dict[sp.Symbol, sp.Expr] = field(default_factory=dict)
     #: x2 in terms of the outputs, where the answer may write F(x2) as F of it (1.1).
     x2: sp.Expr | None = None
-    #: 1.3: where the block preserves volume (``expr = 0``), or True (everywhere).
+    #: 1.3: where the block preserves volume (``expr = 0``), True (everywhere) or False
+    #: (nowhere: the glow block's scale sigmoid(G + 2) is in (0, 1), so det J < 1).
     condition: sp.Expr | bool | None = None
 
     def quantity(self, name: str) -> Quantity:
@@ -377,7 +378,10 @@ def _spec_13(variant: str) -> QuestionSpec:
         (r"\\det" + jac + r"|\|" + jac + r"\||\\det|\|\\det" + jac + r"\|", ("det",)),
     )
     volume = d.result("volume_condition")
-    condition = True if volume is sp.true or volume is True else volume.lhs - volume.rhs
+    if volume in (sp.true, sp.false) or isinstance(volume, bool):
+        condition: sp.Expr | bool = bool(volume)
+    else:
+        condition = volume.lhs - volume.rhs
     return QuestionSpec("1.3", variant, (det,), (log_det,), labels, index_form=True,
                         symbols={"s_i": S, "G_i(x_2)": GB, "n": n, "d": 2 * n},
                         condition=condition)
