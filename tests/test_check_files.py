@@ -331,3 +331,24 @@ def test_the_glow_block_is_never_volume_preserving(words, code, feedback, tmp_pa
     answer.write_text(r"$\det J = \prod_i \frac{1}{1 + e^{-G_i - 2}}$, " + words + "\n")
     assert main(["check", "--variant", "coupling_glow", "1.3", str(answer)]) == code
     assert feedback in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [
+    ["1.3", "--variant", "coupling_glow", "a.tex"],
+    ["--variant", "coupling_glow", "1.3", "a.tex"],
+    ["1.3", "a.tex", "--variant", "coupling_glow"],
+    ["1.3", "--json", "a.tex", "--variant=coupling_glow", "b.tex"]])
+def test_options_may_come_anywhere_among_the_positionals(argv, tmp_path, capsys, monkeypatch):
+    from derive.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("a.tex", "b.tex"):
+        (tmp_path / name).write_text(r"$\det J = \prod_i \frac{1}{1 + e^{-G_i - 2}}$, never "
+                                     r"volume preserving" + "\n")
+    assert main(["check", *argv]) == 0
+    out, err = capsys.readouterr()
+    assert not err
+    if "--json" in argv:
+        assert [r["verdict"] for r in json.loads(out)] == ["correct", "correct"]
+    else:
+        assert "verdict:  correct" in out and "5 of 5 points" in out

@@ -68,11 +68,33 @@ examples:
 """
 
 
+class _IntermixedParser(argparse.ArgumentParser):
+    """Options anywhere among the positionals (``derive check 1.3 --variant V FILE``):
+    argparse's ``parse_known_intermixed_args``, which calls back into this method for its
+    two passes (those are plain ``parse_known_args``)."""
+
+    _inner = False
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        if self._inner:
+            return super().parse_known_args(args, namespace)
+        self._inner = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inner = False
+
+
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``check`` to the ``derive`` subcommands."""
-    p = sub.add_parser("check", help="mark students' LaTeX answers against the derivation",
-                       description=_DESCRIPTION, epilog=_EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Add ``check`` to the ``derive`` subcommands; its options may come anywhere."""
+    default_class = sub._parser_class
+    sub._parser_class = _IntermixedParser
+    try:
+        p = sub.add_parser("check", help="mark students' LaTeX answers against the derivation",
+                           description=_DESCRIPTION, epilog=_EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    finally:
+        sub._parser_class = default_class
     p.add_argument("question", nargs="?",
                    help=f"the question id, one of: {', '.join(SUPPORTED)}")
     p.add_argument("paths", nargs="*", metavar="PATH",
