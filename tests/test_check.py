@@ -287,7 +287,7 @@ def test_check_json_is_one_array():
 
 
 @pytest.mark.parametrize("args, message", [
-    (("2.1", "-"), "not marked by derive check"),
+    (("2.3n", "-"), "not marked by derive check"),
     (("2.3", "/nonexistent/answer.tex"), "FILE: /nonexistent/answer.tex cannot be read"),
     (("2.3", "-", "--variant", "nope"), "no variant 'nope'"),
 ])

@@ -234,6 +234,8 @@ def test_gradescope_results_validate_and_score_by_the_scheme(tmp_path: Path):
     shutil.copy(FILES / "q13_words_only_wrong.tex", sub / "1.3.tex")
     shutil.copy(FILES / "q23_document.tex", sub / "2.3.tex")
     os.mkfifo(sub / "2.4.tex")
+    (sub / "2.1.tex").write_text(r"so $F(q) = \log p(x) - \mathrm{KL}(q(z) \| p(z \mid x))$")
+    (sub / "2.2.tex").write_text(r"$\mathrm{KL}(q \| p) = \mathrm{KL}(q_i \| p_i)$")
     out = tmp_path / "results" / "results.json"
     code, stdout, err = _derive("--gradescope", str(sub), "-o", str(out), cwd=tmp_path)
     assert code == 0, err
@@ -248,6 +250,8 @@ def test_gradescope_results_validate_and_score_by_the_scheme(tmp_path: Path):
     assert tests["1.3"]["max_score"] == 5  # det and volume_condition; log|det J| is det's
     assert tests["1.3"]["status"] == "failed"
     assert tests["2.3"]["score"] == tests["2.3"]["max_score"] == QUESTIONS["2.3"].points["kl"]
+    assert tests["2.1"]["score"] == tests["2.1"]["max_score"] == 4  # the registry's points
+    assert tests["2.2"]["score"] == 0 and tests["2.2"]["max_score"] == 4
     assert tests["1.2"]["score"] == 0 and "1.2.tex is missing" in tests["1.2"]["output"]
     assert tests["2.4"]["score"] == 0 and "FIFO" in tests["2.4"]["output"]
     assert results["score"] == sum(t["score"] for t in results["tests"])
@@ -287,6 +291,8 @@ def test_a_batch_takes_at_most_a_second_per_answer_median():
 _SHORT = {"1.1": r"$x_1 = y_1$ \\ $x_2 = y_2 e^{-s}$",
           "1.2": r"$\frac{\partial y_1}{\partial x_1} = I$",
           "1.3": r"$\det J = \exp(\sum_i G_i + s_i)$, so not volume preserving in general",
+          "2.1": r"$F(q) = \log p(x) - \mathrm{KL}(q \| p(z \mid x))$",
+          "2.2": r"$\mathrm{KL}(q \| p) = \sum_i \mathrm{KL}(q_i \| p_i)$",
           "2.3": r"$KL = \frac12(\mu^2 + \sigma^2 - 1) - \log\sigma$",
           "2.4": r"$\bar\mu_i = \mu_i$"}
 
@@ -352,3 +358,39 @@ def test_options_may_come_anywhere_among_the_positionals(argv, tmp_path, capsys,
         assert [r["verdict"] for r in json.loads(out)] == ["correct", "correct"]
     else:
         assert "verdict:  correct" in out and "5 of 5 points" in out
+
+
+_WHY_21 = "the identity in line 1 is wrong: "
+
+
+@pytest.mark.parametrize(("qid", "answer", "verdict", "why"), [
+    ("2.1", r"Hence $F(q) = \log p(x) - \mathrm{KL}(q(z) \| p(z \mid x))$.", "correct", ""),
+    ("2.1", r"$\mathcal{F}(q) = \ln p(x) - D_{\mathrm{KL}}\left[q(z) \,\|\, p(z|x)\right]$",
+     "correct", ""),
+    ("2.1", r"\log p(x) = F(q) + \operatorname{KL}(q(z) \Vert p(z \mid x))", "correct", ""),
+    ("2.1", "\\begin{align} F(q) &= \\mathbb{E}_q[\\log p(x, z) - \\log q(z)] \\\\\n"
+            "&= \\log p(x) - KL(q || p(z|x)) \\end{align}", "correct", ""),
+    ("2.1", r"$F(q) = \log p(x) - D_{KL}(q \| p(z))$", "incorrect", "to the prior p(z)"),
+    ("2.1", r"$F(q) = \log p(x) + \mathrm{KL}(q(z) \| p(z|x))$", "incorrect", "a sign"),
+    ("2.1", r"$F(q) = \log p(x) - \mathrm{KL}(p(z|x) \| q(z))$", "incorrect", "swapped"),
+    ("2.1", r"$F(q) = \int q(z) \log \frac{p(x, z)}{q(z)} dz$", "unreadable", "not given"),
+    ("2.2", r"$\mathrm{KL}(q(z) \| p(z)) = \sum_{i=1}^{D} \mathrm{KL}(q_i(z_i) \| p_i(z_i))$",
+     "correct", ""),
+    ("2.2", r"$D_{KL}(q \| p) = \sum_d D_{KL}(q_d \| p_d)$", "correct", ""),
+    ("2.2", r"$KL(q||p) = -\sum_i KL(q_i||p_i)$", "incorrect", "a sign"),
+    ("2.2", r"$KL(q||p) = KL(q_i||p_i)$", "incorrect", "a sum over i"),
+    ("2.2", r"$KL(q||p) = \sum_i KL(p_i||q_i)$", "incorrect", "swapped"),
+])
+def test_2_1_and_2_2_mark_the_identity(qid, answer, verdict, why, tmp_path, capsys):
+    from derive.check.batch import points
+    from derive.cli import main
+    from derive.questions import QUESTIONS
+
+    (tmp_path / "a.tex").write_text(answer + "\n")
+    code = main(["check", qid, str(tmp_path / "a.tex"), "--json"])
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["verdict"], code) == (verdict, {"correct": 0, "incorrect": 1}.get(verdict, 2))
+    assert row["max_score"] == sum(QUESTIONS[qid].points.values()) == sum(
+        points(qid).values())
+    assert row["score"] == (row["max_score"] if verdict == "correct" else 0)
+    assert why in " ".join(row["feedback"])

@@ -228,7 +228,7 @@ def _number(x: float) -> int | float:
 
 
 #: The questions a Gradescope submission answers, one file each (``1.1.tex``, ...): those
-#: with points that ``derive check`` marks (2.1 and 2.2, proofs, are marked by hand).
+#: with points that ``derive check`` marks (2.1 and 2.2 by their final identity).
 GRADED = tuple(q for q in SUPPORTED if QUESTIONS[q].points)
 
 

@@ -45,6 +45,9 @@ A multi-line derivation (a = b \\\\ = c, or an align environment) is checked ste
 with the engine's own step checker, and the first step that does not follow is named.
 Question 1.2 is marked when the answer gives the four blocks (as a 2x2 bmatrix or as
 four equations d y_1 / d x_1 = ...), in \\operatorname{{diag}}(v), J_F(x_2), J_G(x_2), I.
+Questions 2.1 and 2.2 are marked by their identity (F(q) = \\log p(x) - \\mathrm{{KL}}(q(z)
+\\| p(z \\mid x)); \\mathrm{{KL}}(q \\| p) = \\sum_i \\mathrm{{KL}}(q_i \\| p_i)), rearranged or
+not; every such identity written must be right. Options may come anywhere.
 """
 
 _EPILOG = f"""\

@@ -94,6 +94,13 @@ def mark(qid: str, text: str, variant: str | None = None,
         return Report("unreadable", feedback=[f"the answer has {len(text)} characters; at "
                                               f"most {MAX_TEXT} are read"])
     said = split_answer(text)
+    if spec.identity:  # 2.1, 2.2: an identity between KL divergences
+        from .identities import mark_identity
+
+        state, feedback = mark_identity(qid, said.math)
+        part = spec.quantities[0].name
+        verdict = {"missing": "unreadable"}.get(state, state)
+        return Report(verdict, said.math.strip()[:200], feedback, [], {part: state})
     try:
         doc = read_answer(said.math, is_label=spec.is_label, tolerant=True)
     except Unreadable as err:

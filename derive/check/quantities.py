@@ -34,7 +34,7 @@ __all__ = ["Quantity", "QuestionSpec", "UnknownSymbols", "applied_at", "is_appli
            "question_spec", "SUPPORTED", "DIAG", "JACOBIAN_NAMES", "OUTSIDE"]
 
 #: The questions ``derive check`` marks.
-SUPPORTED = ("1.1", "1.2", "1.3", "2.3", "2.4")
+SUPPORTED = ("1.1", "1.2", "1.3", "2.1", "2.2", "2.3", "2.4")
 
 #: Feedback on a sum over indices that do not exist (the answer is then incorrect).
 OUTSIDE = "outside the components 1..n"
@@ -80,6 +80,8 @@ class QuestionSpec:
     #: 1.3: where the block preserves volume (``expr = 0``), True (everywhere) or False
     #: (nowhere: the glow block's scale sigmoid(G + 2) is in (0, 1), so det J < 1).
     condition: sp.Expr | bool | None = None
+    #: 2.1, 2.2: the result is an identity between KL divergences (:mod:`.identities`).
+    identity: bool = False
 
     def quantity(self, name: str) -> Quantity:
         for q in self.quantities + self.alternates:
@@ -387,6 +389,17 @@ def _spec_13(variant: str) -> QuestionSpec:
                         condition=condition)
 
 
+def _spec_identity(qid: str) -> Callable[[str], QuestionSpec]:
+    """2.1 and 2.2: one result, the identity, marked by :mod:`.identities`."""
+    def spec(variant: str) -> QuestionSpec:
+        d = build(qid, variant)
+        name = d.results[0].name  # "identity" (2.1), "decomposition" (2.2)
+        display = "the identity"
+        return QuestionSpec(qid, variant, (Quantity(name, display, (d.result(name),)),), (),
+                            (), index_form=False, identity=True)
+    return spec
+
+
 def _kl_symbols(expr: sp.Basic) -> dict[str, sp.Basic]:
     by_name = {str(s): s for s in expr.free_symbols}
     names = {"mu": "mu", "sigma": "sigma", "lambda": "logvar", "epsilon": "eps"}
@@ -464,7 +477,8 @@ def _spec_24(variant: str) -> QuestionSpec:
 
 
 _SPECS: dict[str, Callable[[str], QuestionSpec]] = {
-    "1.1": _spec_11, "1.2": _spec_12, "1.3": _spec_13, "2.3": _spec_23, "2.4": _spec_24}
+    "1.1": _spec_11, "1.2": _spec_12, "1.3": _spec_13, "2.1": _spec_identity("2.1"),
+    "2.2": _spec_identity("2.2"), "2.3": _spec_23, "2.4": _spec_24}
 
 
 def question_spec(qid: str, variant: str | None = None) -> QuestionSpec:
