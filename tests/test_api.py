@@ -10,14 +10,10 @@ from __future__ import annotations
 import doctest
 import inspect
 import io
-import subprocess
-import sys
 import tokenize
 import types
 
 import derive.api as api
-
-from .conftest import ROOT
 
 
 def _names_used(source: str) -> set[str]:
@@ -109,13 +105,3 @@ def test_the_api_reexports_the_engine_s_own_objects():
     assert api.Question is questions.Question and api.Section is questions.Section
     assert api.Step is derivation.Step and api.CouplingBlock is coupling.CouplingBlock
     assert api.Kernel is spec.Kernel and api.softplus is nodes.softplus
-
-
-def test_importing_the_api_loads_no_template_engine_and_no_codegen():
-    code = ("import derive.api, sys; "
-            "assert 'jinja2' not in sys.modules, 'jinja2'; "
-            "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'codegen'); "
-            "assert not loaded, loaded")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
