@@ -50,6 +50,7 @@ LAYER_OF: dict[str, str] = {
     # and the coupling block's derivations (for any block)
     "derive.derivation": "derivation",
     "derive.arrangement": "derivation",
+    "derive.search": "derivation",
     "derive.spec": "derivation",
     "derive.parameterization": "derivation",
     "derive.coupling": "derivation",

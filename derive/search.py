@@ -1,0 +1,900 @@
+r"""An arrangement found by measuring: rewrites kept where they lower the error in ulp.
+
+:func:`arrange_search` takes an expression and a box of intervals (one per variable),
+samples the box as floats are spread (log-uniform magnitudes of both signs, the
+endpoints, zero, then dense ulp neighbourhoods of the worst points), computes each
+sample's true value with mpmath (at a precision raised until two evaluations agree), and
+measures the error in ulp of the expression evaluated in float64 as the kernels evaluate
+it. It then tries rewrites -- the rules of :mod:`derive.arrangement`, the rules of this
+module (conjugates, differences of sines, cosines, tangents, arctangents and logs,
+``log|sinh u|``, ``log1p(u**2)`` through ``log|u|``, ``log(exp a - exp b)``, differences
+of softplus, ``log(1 - exp(-u))``), regimes split at thresholds found from the samples,
+and Taylor series where the error concentrates near a point -- and keeps each one that
+lowers the maximum error (or, at the same maximum, the mean). Every kept rewrite is a
+:class:`~derive.derivation.Step`, checked (:func:`~derive.derivation.check_step`)
+before it is kept: a rewrite that is not an identity is refused. A series piece is
+checked as a series (``f = P + O(u**n)``) and its remainder measured in its piece.
+
+Example:
+    >>> import sympy as sp
+    >>> x = sp.Symbol("x", real=True)
+    >>> found = arrange_search(sp.exp(x) - 1, {x: (-1.0, 1.0)}, samples=300)
+    >>> found.expr
+    expm1(x)
+    >>> found.before.max_ulp > 1e6, found.after.max_ulp <= 1
+    (True, True)
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import tokenize
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import mpmath
+import numpy as np
+import sympy as sp
+from sympy.codegen.cfunctions import expm1, log1p
+
+from .arrangement import KERNEL_REWRITES, LOG_REWRITES, Rewrite
+from .derivation import Derivation, Result, Step, StepCheckError, check_step
+from .nodes import sigmoid, softplus
+from .pieces import safe_point
+from .spec import Arg, Kernel, Module, Output
+
+__all__ = ["Measure", "Found", "arrange_search", "parse_expression", "parse_over",
+           "ulp_error", "reference", "float_function", "sample_box", "FUNCTIONS"]
+
+#: The functions an expression given to ``derive arrange`` may call, by name.
+FUNCTIONS: dict[str, Callable[..., sp.Basic]] = {
+    "exp": sp.exp, "log": sp.log, "sqrt": sp.sqrt, "cbrt": sp.cbrt, "sin": sp.sin,
+    "cos": sp.cos, "tan": sp.tan, "atan": sp.atan, "asin": sp.asin, "acos": sp.acos,
+    "sinh": sp.sinh, "cosh": sp.cosh, "tanh": sp.tanh, "asinh": sp.asinh, "acosh": sp.acosh,
+    "atanh": sp.atanh, "abs": sp.Abs, "Abs": sp.Abs, "expm1": expm1, "log1p": log1p,
+    "softplus": softplus, "sigmoid": sigmoid,
+}
+_CONSTANTS: dict[str, sp.Basic] = {"pi": sp.pi, "E": sp.E}
+_OPERATORS = {"+", "-", "*", "/", "**", "(", ")", ","}
+#: The longest expression text accepted, and the most operations in it.
+MAX_CHARS = 400
+MAX_OPS = 120
+_MAX_EXPONENT = 64
+
+
+# --- reading the input -------------------------------------------------------------------
+
+
+def parse_expression(text: str, names: Sequence[str]) -> sp.Expr:
+    """``text`` as a SymPy expression in the variables ``names`` (each real).
+
+    Only numbers, the variables, :data:`FUNCTIONS`, ``pi``, ``E`` and the operators
+    ``+ - * / **`` and parentheses are accepted; nothing else is evaluated. Raises
+    ValueError naming what was expected and what was given.
+
+    Example:
+        >>> parse_expression("sqrt(x + 1) - sqrt(x)", ["x"])
+        -sqrt(x) + sqrt(x + 1)
+        >>> parse_expression("x.__class__", ["x"])
+        Traceback (most recent call last):
+        ...
+        ValueError: EXPR: expected numbers, variables (x), functions, + - * / ** ( ); got '.'
+    """
+    from sympy.parsing.sympy_parser import auto_number, parse_expr
+
+    allowed = ", ".join(names)
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("EXPR: expected an expression such as 'exp(x) - 1', got nothing")
+    if len(text) > MAX_CHARS:
+        raise ValueError(f"EXPR: expected at most {MAX_CHARS} characters, got {len(text)}")
+    symbols = {name: sp.Symbol(name, real=True) for name in names}
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    except (tokenize.TokenError, SyntaxError, IndentationError) as err:
+        raise ValueError(f"EXPR: expected a complete expression, got {text!r} ({err})") from None
+    for tok in tokens:
+        if tok.type in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER):
+            continue
+        ok = ((tok.type == tokenize.NUMBER and re.fullmatch(r"[0-9.eE+-]+", tok.string))
+              or (tok.type == tokenize.NAME
+                  and (tok.string in symbols or tok.string in FUNCTIONS
+                       or tok.string in _CONSTANTS))
+              or (tok.type == tokenize.OP and tok.string in _OPERATORS))
+        if not ok:
+            what = ("an unknown name" if tok.type == tokenize.NAME else "")
+            raise ValueError(f"EXPR: expected numbers, variables ({allowed}), functions, "
+                             f"+ - * / ** ( ); got {what + ' ' if what else ''}"
+                             f"{tok.string!r}")
+    local = {**symbols, **FUNCTIONS, **_CONSTANTS}
+    glob = {"Integer": sp.Integer, "Float": sp.Float, "Rational": sp.Rational, "Add": sp.Add,
+            "Mul": sp.Mul, "Pow": sp.Pow}
+    try:
+        shape = parse_expr(text, local_dict=dict(local), global_dict=dict(glob),
+                           transformations=(auto_number,), evaluate=False)
+        for p in sp.preorder_traversal(shape):
+            if p.is_Pow and p.exp.is_Number and abs(p.exp) > _MAX_EXPONENT:
+                raise ValueError(f"EXPR: expected exponents of at most {_MAX_EXPONENT}, got "
+                                 f"{p.exp}")
+        if sp.count_ops(shape) > MAX_OPS:
+            raise ValueError(f"EXPR: expected at most {MAX_OPS} operations, got more")
+        expr = parse_expr(text, local_dict=dict(local), global_dict=dict(glob),
+                          transformations=(auto_number,))
+    except ValueError:
+        raise
+    except (SyntaxError, TypeError, AttributeError, NameError, sp.SympifyError) as err:
+        raise ValueError(f"EXPR: expected an expression in {allowed}, got {text!r} "
+                         f"({type(err).__name__})") from None
+    if not isinstance(expr, sp.Expr) or expr.has(sp.I) or expr.has(sp.zoo, sp.nan):
+        raise ValueError(f"EXPR: expected a real expression, got {text!r}")
+    return expr
+
+
+_OVER = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_]*)\s+in\s+\[\s*([^,\]]+?)\s*,\s*([^,\]]+?)\s*\]\s*$")
+
+
+def parse_over(text: str) -> tuple[str, float, float]:
+    """``'x in [a, b]'`` as ``(name, a, b)``, ``a < b`` finite floats.
+
+    Example:
+        >>> parse_over("x in [-1, 1e3]")
+        ('x', -1.0, 1000.0)
+    """
+    m = _OVER.match(text or "")
+    if not m:
+        raise ValueError(f"--over: expected 'NAME in [LOW, HIGH]', got {text!r}")
+    name, lo_text, hi_text = m.groups()
+    if name in FUNCTIONS or name in _CONSTANTS:
+        raise ValueError(f"--over: expected a variable name, got the function {name!r}")
+    try:
+        lo, hi = float(lo_text), float(hi_text)
+    except ValueError:
+        raise ValueError(f"--over: expected numbers as bounds, got {lo_text!r} and "
+                         f"{hi_text!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"--over: expected finite bounds LOW < HIGH, got [{lo_text}, {hi_text}]")
+    return name, lo, hi
+
+
+# --- sampling, the truth, the error ------------------------------------------------------
+
+_TINY = 5e-324
+
+
+def _log_uniform(lo: float, hi: float, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` values in ``[lo, hi]`` (``0 <= lo < hi``), log-uniform in magnitude."""
+    lo = max(lo, _TINY)
+    if hi <= lo:
+        return np.full(n, hi)
+    e = rng.uniform(math.log2(lo), math.log2(hi), n)
+    return np.clip(np.exp2(e), lo, hi)
+
+
+def sample_axis(lo: float, hi: float, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` float64 values spread over ``[lo, hi]`` as floats are spread.
+
+    Example:
+        >>> v = sample_axis(-1.0, 1e300, 1000, np.random.default_rng(0))
+        >>> bool(v.min() == -1.0 and v.max() == 1e300 and (v < 1e-200).any())
+        True
+    """
+    parts = []
+    if hi > 0:
+        parts.append(_log_uniform(max(lo, 0.0), hi, n, rng))
+    if lo < 0:
+        parts.append(-_log_uniform(max(-hi, 0.0), -lo, n, rng))
+    pool = np.concatenate(parts + [rng.uniform(lo, hi, max(n // 8, 1))])
+    v = rng.choice(pool, n)
+    special = [lo, hi] + [x for x in (0.0, 1.0, -1.0, _TINY, -_TINY, 1e-300, -1e-300)
+                          if lo <= x <= hi]
+    v[:len(special)] = special[:n]
+    return v
+
+
+def sample_box(box: dict[sp.Symbol, tuple[float, float]], n: int,
+               rng: np.random.Generator) -> np.ndarray:
+    """``n`` points of the box, shape ``(n, len(box))``; each axis as :func:`sample_axis`
+    (shuffled independently)."""
+    cols = []
+    for lo, hi in box.values():
+        col = sample_axis(lo, hi, n, rng)
+        cols.append(rng.permutation(col))
+    return np.stack(cols, axis=1)
+
+
+def _mp_softplus(u: mpmath.mpf) -> mpmath.mpf:
+    return mpmath.log1p(mpmath.exp(u))
+
+
+def _mp_sigmoid(u: mpmath.mpf) -> mpmath.mpf:
+    return 1 / (1 + mpmath.exp(-u))
+
+
+_MP = {"softplus": _mp_softplus, "sigmoid": _mp_sigmoid, "expm1": mpmath.expm1,
+       "log1p": mpmath.log1p, "logaddexp": lambda a, b: mpmath.log(mpmath.exp(a) + mpmath.exp(b)),
+       "Abs": abs}
+
+
+def _mp_value(fn: Callable[..., object], point: Sequence[float], prec: int) -> mpmath.mpf | None:
+    with mpmath.workprec(prec):
+        try:
+            v = fn(*[mpmath.mpf(float(x)) for x in point])
+        except (ValueError, ZeroDivisionError, OverflowError, TypeError):
+            return None
+        if isinstance(v, mpmath.mpc):
+            if v.imag == 0:
+                v = v.real
+            else:
+                return None
+        if not isinstance(v, mpmath.mpf) or mpmath.isnan(v):
+            return None
+        return +v
+
+
+def reference(expr: sp.Expr, variables: Sequence[sp.Symbol], points: np.ndarray) -> np.ndarray:
+    """The true value of ``expr`` at each point, rounded to float64 (NaN where it is not
+    real): mpmath at 160 bits more than the inputs' largest binary exponent, then twice
+    that, raised further where two evaluations disagree in their leading 60 bits.
+
+    Example:
+        >>> x = sp.Symbol("x", real=True)
+        >>> reference(sp.sqrt(x + 1) - sp.sqrt(x), [x], np.array([[1e300]]))
+        array([5.e-151])
+    """
+    fn = sp.lambdify(variables, expr, modules=[_MP, "mpmath"])
+    out = np.empty(len(points))
+    for k, point in enumerate(points):
+        value = math.nan
+        # enough bits that a sum of the inputs and constants is exact: 1 + 1e-300 needs
+        # about 1000; then twice that, to confirm
+        spread = max((abs(math.frexp(float(x))[1]) for x in point if x != 0), default=0)
+        first = 160 + spread
+        last = _mp_value(fn, point, first)
+        top = 8 * first + 9000
+        for prec in (2 * first, 4 * first + 2400, top):
+            if last is None:
+                break
+            new = _mp_value(fn, point, prec)
+            if new is None:
+                last = None
+                break
+            agree = new == last or (new != 0 and abs((new - last) / new) < mpmath.mpf(2) ** -60)
+            # an exact 0 at two precisions may be a cancellation both lost: confirmed only
+            # at the highest precision
+            if agree and (new != 0 or prec == top):
+                value = float(new) if abs(new) < mpmath.mpf("1.8e308") else (
+                    math.inf if new > 0 else -math.inf)
+                break
+            last = new
+        out[k] = value
+    return out
+
+
+def _np_softplus(u: np.ndarray) -> np.ndarray:
+    return np.logaddexp(0, u)
+
+
+def _np_sigmoid(u: np.ndarray) -> np.ndarray:
+    return np.exp(-np.logaddexp(0, -u))
+
+
+_NP = {"softplus": _np_softplus, "sigmoid": _np_sigmoid, "expm1": np.expm1,
+       "log1p": np.log1p, "logaddexp": np.logaddexp}
+
+
+def float_function(expr: sp.Expr, variables: Sequence[sp.Symbol]) -> Callable[..., np.ndarray]:
+    """``expr`` evaluated in float64 as the kernels print it (``softplus`` through
+    ``logaddexp``), element-wise over NumPy arrays."""
+    fn = sp.lambdify(variables, expr, modules=[_NP, "numpy"])
+
+    def run(*arrays: np.ndarray) -> np.ndarray:
+        with np.errstate(all="ignore"):
+            value = fn(*arrays)
+        return np.broadcast_to(np.asarray(value, dtype=np.float64), arrays[0].shape)
+
+    return run
+
+
+def _ordinal(a: np.ndarray) -> np.ndarray:
+    bits = np.asarray(a, dtype=np.float64).view(np.int64)
+    mag = (bits & np.int64(0x7FFFFFFFFFFFFFFF)).astype(np.float64)
+    return np.where(bits < 0, -mag, mag)
+
+
+#: The error counted for a NaN where the true value is a number (2**64 ulp).
+NAN_ULP = 2.0 ** 64
+
+
+def ulp_error(computed: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """The distance in float64 steps (ulp) from ``computed`` to ``true`` (float64 arrays);
+    NaN where the true value is a number counts :data:`NAN_ULP`.
+
+    Example:
+        >>> ulp_error(np.array([1.0, np.nextafter(1.0, 2), np.nan]), np.ones(3)).tolist()
+        [0.0, 1.0, 1.8446744073709552e+19]
+    """
+    d = np.abs(_ordinal(computed) - _ordinal(true))
+    return np.where(np.isnan(computed), NAN_ULP, d)
+
+
+@dataclass(frozen=True)
+class Measure:
+    """Errors in ulp over the samples: maximum, mean, how many points, and the largest
+    share of points that are not finite where the true value is."""
+
+    max_ulp: float
+    mean_ulp: float
+    points: int
+    nonfinite: int
+
+    def __str__(self) -> str:
+        bad = f", {self.nonfinite} not finite" if self.nonfinite else ""
+        return (f"max {self.max_ulp:.3g} ulp, mean {self.mean_ulp:.3g} ulp over "
+                f"{self.points} points{bad}")
+
+
+def measure(errors: np.ndarray, computed: np.ndarray, true: np.ndarray) -> Measure:
+    """The :class:`Measure` of per-point ``errors``."""
+    nonfinite = int(np.sum(~np.isfinite(computed) & np.isfinite(true)))
+    return Measure(float(errors.max()) if errors.size else 0.0,
+                   float(errors.mean()) if errors.size else 0.0, int(errors.size), nonfinite)
+
+
+# --- the rewrites ---------------------------------------------------------------------------
+
+_a = sp.Symbol("a", real=True)
+_b = sp.Symbol("b", real=True)
+_u = sp.Symbol("u", real=True)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An expression equal to the current one, and the step's reason and notes."""
+
+    expr: sp.Expr
+    reason: str
+    notes: tuple[sp.Basic, ...] = ()
+    series: sp.Expr | None = None  # the checked series (with its O term), for a series piece
+
+
+def _two_terms(e: sp.Basic) -> tuple[sp.Basic, sp.Basic] | None:
+    """``(A, B)`` where ``e = A - B`` is a sum of two terms, B's sign extracted."""
+    if not (e.is_Add and len(e.args) == 2):
+        return None
+    p, q = e.args
+    if q.could_extract_minus_sign():
+        return p, -q
+    if p.could_extract_minus_sign():
+        return q, -p
+    return None
+
+
+def _replace_difference(expr: sp.Basic, match: Callable[[sp.Basic, sp.Basic], sp.Basic | None]
+                        ) -> sp.Basic:
+    """``expr`` with every sum of two terms ``A - B`` that ``match(A, B)`` rewrites."""
+
+    def query(e: sp.Basic) -> bool:
+        parts = _two_terms(e)
+        return parts is not None and match(*parts) is not None
+
+    return expr.replace(query, lambda e: match(*_two_terms(e)))
+
+
+def _conjugate(a: sp.Basic, b: sp.Basic) -> sp.Basic | None:
+    """``A - B`` with A, B square or cube roots: the difference of the powers over the sum."""
+    for k in (2, 3):
+        ra, rb = a ** k, b ** k
+        if not (any(p.is_Pow and p.exp == sp.Rational(1, k) for p in sp.preorder_traversal(a))
+                and any(p.is_Pow and p.exp == sp.Rational(1, k)
+                        for p in sp.preorder_traversal(b))):
+            continue
+        num = sp.expand(sp.powsimp(sp.expand(ra - rb)))
+        if num.has(sp.Pow) and any(p.is_Pow and not p.exp.is_Integer
+                                   for p in sp.preorder_traversal(num)):
+            continue
+        den = a + b if k == 2 else a ** 2 + a * b + b ** 2
+        return num / den
+    return None
+
+
+def _trig_difference(a: sp.Basic, b: sp.Basic) -> sp.Basic | None:
+    if isinstance(a, sp.sin) and isinstance(b, sp.sin):
+        x, y = a.args[0], b.args[0]
+        return 2 * sp.cos((x + y) / 2) * sp.sin(sp.expand(x - y) / 2)
+    if isinstance(a, sp.cos) and isinstance(b, sp.cos):
+        x, y = a.args[0], b.args[0]
+        return -2 * sp.sin((x + y) / 2) * sp.sin(sp.expand(x - y) / 2)
+    if isinstance(a, sp.tan) and isinstance(b, sp.tan):
+        x, y = a.args[0], b.args[0]
+        return sp.sin(sp.expand(x - y)) / (sp.cos(x) * sp.cos(y))
+    return None
+
+
+def _log_difference(a: sp.Basic, b: sp.Basic) -> sp.Basic | None:
+    if isinstance(a, sp.log) and isinstance(b, sp.log):
+        x, y = a.args[0], b.args[0]
+        return log1p(sp.expand(x - y) / y)
+    return None
+
+
+def _atan_difference(a: sp.Basic, b: sp.Basic) -> sp.Basic | None:
+    if isinstance(a, sp.atan) and isinstance(b, sp.atan):
+        x, y = a.args[0], b.args[0]
+        # atan x - atan y = atan((x - y)/(1 + x y)) where x y > -1
+        return sp.Piecewise((sp.atan(sp.expand(x - y) / (1 + x * y)), x * y > -1),
+                            (sp.atan(x) - sp.atan(y), True))
+    return None
+
+
+def _one_minus_cos(e: sp.Basic) -> sp.Basic:
+    def query(t: sp.Basic) -> bool:
+        parts = _two_terms(t)
+        return parts is not None and parts[0] == 1 and isinstance(parts[1], sp.cos)
+
+    return e.replace(query, lambda t: 2 * sp.sin(_two_terms(t)[1].args[0] / 2) ** 2)
+
+
+def _log_abs_sinh(e: sp.Basic) -> sp.Basic:
+    def arg(t: sp.Basic) -> sp.Basic | None:
+        if isinstance(t, sp.log):
+            inner = t.args[0]
+            inner = inner.args[0] if isinstance(inner, sp.Abs) else inner
+            if isinstance(inner, sp.sinh):
+                return inner.args[0]
+        return None
+
+    def value(t: sp.Basic) -> sp.Basic:
+        u = sp.Abs(arg(t))
+        return u + log1p(-sp.exp(-2 * u)) - sp.log(2)
+
+    return e.replace(lambda t: arg(t) is not None, value)
+
+
+def _log1p_square(e: sp.Basic) -> sp.Basic:
+    def arg(t: sp.Basic) -> sp.Basic | None:
+        if isinstance(t, log1p) and t.args[0].is_Pow and t.args[0].exp == 2:
+            return t.args[0].base
+        if isinstance(t, sp.log):
+            parts = t.args[0]
+            if parts.is_Add and len(parts.args) == 2 and sp.S.One in parts.args:
+                other = parts.args[0] if parts.args[1] == 1 else parts.args[1]
+                if other.is_Pow and other.exp == 2:
+                    return other.base
+        return None
+
+    def value(t: sp.Basic) -> sp.Basic:
+        u = arg(t)
+        return sp.Piecewise((log1p(u ** 2), sp.Abs(u) < 1),
+                            (2 * sp.log(sp.Abs(u)) + log1p(u ** -2), True))
+
+    return e.replace(lambda t: arg(t) is not None, value)
+
+
+def _log_one_minus_exp(e: sp.Basic) -> sp.Basic:
+    def arg(t: sp.Basic) -> sp.Basic | None:
+        if isinstance(t, (sp.log, log1p)):
+            inner = t.args[0]
+            if isinstance(t, log1p):
+                inner = 1 + inner
+            parts = _two_terms(inner)
+            if parts is not None and parts[0] == 1 and isinstance(parts[1], sp.exp):
+                return -parts[1].args[0]
+        return None
+
+    def value(t: sp.Basic) -> sp.Basic:
+        u = arg(t)
+        return sp.Piecewise((sp.log(-expm1(-u)), u < sp.log(2)), (log1p(-sp.exp(-u)), True))
+
+    return e.replace(lambda t: arg(t) is not None, value)
+
+
+def _log_exp_difference(e: sp.Basic) -> sp.Basic:
+    def parts(t: sp.Basic) -> tuple[sp.Basic, sp.Basic] | None:
+        if isinstance(t, sp.log):
+            d = _two_terms(t.args[0])
+            if d is not None and isinstance(d[0], sp.exp) and isinstance(d[1], sp.exp):
+                return d[0].args[0], d[1].args[0]
+        return None
+
+    def value(t: sp.Basic) -> sp.Basic:
+        a, b = parts(t)
+        return a + sp.log(-expm1(sp.expand(b - a)))
+
+    return e.replace(lambda t: parts(t) is not None, value)
+
+
+def _softplus_difference(a: sp.Basic, b: sp.Basic) -> sp.Basic | None:
+    if isinstance(a, softplus) and isinstance(b, softplus):
+        x, y = a.args[0], b.args[0]
+        d = sp.expand(x - y)
+        return sp.Piecewise((log1p(expm1(d) * sigmoid(y)), sp.Abs(d) < 1),
+                            (softplus(x) - softplus(y), True))
+    return None
+
+
+def _logsumexp(e: sp.Basic) -> sp.Basic:
+    def parts(t: sp.Basic) -> tuple[sp.Basic, sp.Basic] | None:
+        if isinstance(t, sp.log) and t.args[0].is_Add and len(t.args[0].args) == 2:
+            p, q = t.args[0].args
+            if isinstance(p, sp.exp) and isinstance(q, sp.exp):
+                return p.args[0], q.args[0]
+        return None
+
+    def value(t: sp.Basic) -> sp.Basic:
+        a, b = parts(t)
+        return sp.Piecewise((a + softplus(sp.expand(b - a)), a >= b),
+                            (b + softplus(sp.expand(a - b)), True))
+
+    return e.replace(lambda t: parts(t) is not None, value)
+
+
+def _whole(name: str, fn: Callable[[sp.Basic], sp.Basic], reason: str,
+           notes: tuple[sp.Basic, ...] = ()) -> tuple[str, Callable[[sp.Basic], sp.Basic], str,
+                                                      tuple[sp.Basic, ...]]:
+    return name, fn, reason, notes
+
+
+#: This module's rewrites: ``(name, function, reason, notes)``; each is checked as a step.
+RULES = (
+    _whole("conjugate", lambda e: _replace_difference(e, _conjugate),
+           "a difference of roots as the difference of their powers over a sum "
+           "(no cancellation): {0}",
+           (sp.Eq(sp.sqrt(_a) - sp.sqrt(_b), (_a - _b) / (sp.sqrt(_a) + sp.sqrt(_b))),)),
+    _whole("trig difference", lambda e: _replace_difference(e, _trig_difference),
+           "sum-to-product: {0}, whose small factor is formed from the difference of the "
+           "arguments, not of the values",
+           (sp.Eq(sp.sin(_a) - sp.sin(_b), 2 * sp.cos((_a + _b) / 2) * sp.sin((_a - _b) / 2)),)),
+    _whole("log difference", lambda e: _replace_difference(e, _log_difference),
+           "{0}: the difference of two close logs as the log1p of a small ratio",
+           (sp.Eq(sp.log(2 + _u**2) - sp.log(1 + _u**2), log1p(1 / (1 + _u**2))),)),
+    _whole("atan difference", lambda e: _replace_difference(e, _atan_difference),
+           "{0} where {1}", (sp.Eq(sp.atan(2) - sp.atan(1), sp.atan(sp.Rational(1, 3))),
+                             _a * _b > -1)),
+    _whole("one minus cos", _one_minus_cos, "{0}: no cancellation near 0",
+           (sp.Eq(1 - sp.cos(_u), 2 * sp.sin(_u / 2) ** 2),)),
+    _whole("log abs sinh", _log_abs_sinh, "{0}: sinh is never formed, so it never overflows",
+           (sp.Eq(sp.log(sp.sinh(2)), 2 + log1p(-sp.exp(-4)) - sp.log(2)),)),
+    _whole("log1p square", _log1p_square,
+           "{0} where {1}: the square is never formed where it would overflow",
+           (sp.Eq(log1p(4), 2 * sp.log(2) + log1p(sp.Rational(1, 4))), sp.Abs(_u) >= 1)),
+    _whole("log one minus exp", _log_one_minus_exp,
+           "{0}, evaluated as log(-expm1(-u)) below log 2 and log1p(-exp(-u)) above "
+           "(Maechler's choice)", (sp.Eq(sp.log(1 - sp.exp(-_u)), sp.log(-expm1(-_u))),)),
+    _whole("log exp difference", _log_exp_difference,
+           "{0}: neither exponential is formed", (sp.Eq(sp.log(sp.exp(_a) - sp.exp(_b)),
+                                                        _a + sp.log(-expm1(_b - _a))),)),
+    _whole("softplus difference", lambda e: _replace_difference(e, _softplus_difference),
+           "{0}: the difference of two close softplus values without cancellation",
+           (sp.Eq(softplus(_a) - softplus(_b), log1p(expm1(_a - _b) * sigmoid(_b))),)),
+    _whole("logsumexp", _logsumexp, "{0}, the larger argument taken out",
+           (sp.Eq(sp.log(sp.exp(_a) + sp.exp(_b)), _a + softplus(_b - _a)),)),
+    _whole("together", sp.together, "over a common denominator: the terms that cancel are "
+           "cancelled exactly"),
+    _whole("cancel", sp.cancel, "cancel common factors"),
+    _whole("factor", sp.factor, "factor"),
+    _whole("expand", sp.expand, "expand"),
+    _whole("simplify", sp.simplify, "simplify"),
+    _whole("exp rewrite", lambda e: sp.expand(e.rewrite(sp.exp)),
+           "write the hyperbolic functions through exp"),
+)
+
+
+def _candidates(expr: sp.Expr) -> Iterator[Candidate]:
+    """Every rewrite of ``expr`` this search knows, one at a time (unchanged ones skipped)."""
+    rules: list[Rewrite] = list(dict.fromkeys((*KERNEL_REWRITES, *LOG_REWRITES)))
+    for rule in rules:
+        try:
+            new = rule(expr)
+        except (TypeError, ValueError, AttributeError, IndexError):
+            continue
+        if new != expr:
+            yield Candidate(new, rule.reason, rule.notes)
+    for _name, fn, reason, notes in RULES:
+        try:
+            new = fn(expr)
+        except (TypeError, ValueError, AttributeError, IndexError, RecursionError,
+                NotImplementedError, sp.PolynomialError):
+            continue
+        if new != expr and isinstance(new, sp.Expr):
+            yield Candidate(new, reason, notes)
+            # the rule's result, then the sympy optimizations for expm1 / log1p on it
+            for rule in (r for r in KERNEL_REWRITES if r.whole is not None):
+                more = rule(new)
+                if more != new:
+                    yield Candidate(more, reason + "; then " + rule.reason.split(":")[0], notes)
+
+
+# --- the search -----------------------------------------------------------------------------
+
+
+@dataclass
+class Found:
+    """What :func:`arrange_search` found.
+
+    Arguments:
+        expr: the arranged expression (a Piecewise where regimes are split).
+        original: the expression as given.
+        variables: the variables, in argument order.
+        box: each variable's interval.
+        before, after: the error of the given and of the arranged expression, in ulp.
+        derivation: the checked steps from the one to the other.
+        refused: the rewrites that lowered the error but failed their check (reason, error).
+    """
+
+    expr: sp.Expr
+    original: sp.Expr
+    variables: tuple[sp.Symbol, ...]
+    box: dict[sp.Symbol, tuple[float, float]]
+    before: Measure
+    after: Measure
+    derivation: Derivation
+    refused: list[tuple[str, str]] = field(default_factory=list)
+
+    def module(self, name: str = "arranged") -> Module:
+        """The generated module's specification: one kernel ``f`` of the variables."""
+        args = tuple(Arg(v.name, "elementwise", f"array; the search covered [{lo:.6g}, {hi:.6g}].")
+                     for v, (lo, hi) in self.box.items())
+        doc = (f"{sp.sstr(self.original)}, arranged: {self.before} before, {self.after} after.")
+        kernel = Kernel("f", args, (Output("value", self.expr, "the value"),),
+                        f"f({', '.join(v.name for v in self.variables)}) = "
+                        f"{sp.sstr(self.original)}, arranged for floating point.",
+                        "Error measured against mpmath: " + doc.split(": ", 1)[1])
+        return Module(name, f"f = {sp.sstr(self.original)}, arranged by derive arrange.",
+                      "Found by measuring the error in ulp against mpmath over the box "
+                      + ", ".join(f"{v.name} in [{lo:.6g}, {hi:.6g}]"
+                                  for v, (lo, hi) in self.box.items())
+                      + "; every rewrite is a checked step (derive arrange).",
+                      (kernel,), f"derive arrange {sp.sstr(self.original)!r}", "elementwise")
+
+
+class _Scorer:
+    """Errors of candidate expressions at fixed points against fixed true values."""
+
+    def __init__(self, variables: Sequence[sp.Symbol], points: np.ndarray,
+                 true: np.ndarray) -> None:
+        self.variables = tuple(variables)
+        keep = ~np.isnan(true)
+        self.points, self.true = points[keep], true[keep]
+        self.columns = [self.points[:, k].copy() for k in range(self.points.shape[1])]
+
+    def errors(self, expr: sp.Expr) -> tuple[np.ndarray, np.ndarray] | None:
+        try:
+            computed = float_function(expr, self.variables)(*self.columns)
+        except Exception:  # noqa: BLE001 - a candidate numpy cannot evaluate is dropped
+            return None
+        return ulp_error(computed, self.true), computed
+
+    def measure(self, expr: sp.Expr) -> tuple[Measure, np.ndarray] | None:
+        got = self.errors(expr)
+        if got is None:
+            return None
+        err, computed = got
+        return measure(err, computed, self.true), err
+
+
+def _better(a: Measure, b: Measure) -> bool:
+    """Whether ``a`` is better than ``b``: a lower maximum, or the same and a lower mean."""
+    if a.max_ulp < b.max_ulp * 0.999:
+        return True
+    return a.max_ulp <= b.max_ulp and a.mean_ulp < b.mean_ulp * 0.9
+
+
+def _renderable(expr: sp.Expr) -> bool:
+    """Whether every piece of every Piecewise in ``expr`` has a safe point (the planner
+    needs one)."""
+    for pw in expr.atoms(sp.Piecewise):
+        earlier: list[sp.Basic] = []
+        for piece, cond in pw.args:
+            try:
+                safe_point(piece, sp.And(cond, *[sp.Not(c) for c in earlier]))
+            except (ValueError, TypeError):
+                return False
+            earlier.append(cond)
+    return True
+
+
+def _split_candidates(current: sp.Expr, current_err: np.ndarray, other: Candidate,
+                      other_err: np.ndarray, scorer: _Scorer) -> Iterator[Candidate]:
+    """``other`` where a threshold on one variable says it is better, ``current`` elsewhere:
+    thresholds on ``|v|``, ``v`` from the samples where ``other`` wins."""
+    wins = other_err < current_err
+    if not wins.any() or wins.all():
+        return
+    for k, v in enumerate(scorer.variables):
+        col = scorer.columns[k]
+        for mag in (True, False):
+            key = np.abs(col) if mag else col
+            winners = np.sort(key[wins])
+            qs = np.unique(np.quantile(winners, [0.5, 0.9, 0.99, 1.0]))
+            for q in qs:
+                t = float(q)
+                if not math.isfinite(t):
+                    continue
+                # a short threshold: fewest digits that keeps the same split on the samples
+                for digits in (1, 2, 3, 17):
+                    tt = float(f"{t:.{digits}g}")
+                    if np.array_equal(key <= tt, key <= t):
+                        t = tt
+                        break
+                lhs = sp.Abs(v) if mag else v
+                for cond, prefer in ((lhs <= sp.Float(t, 17), True),):
+                    expr = sp.Piecewise((other.expr, cond), (current, True))
+                    yield Candidate(expr, other.reason + f"; where {{{len(other.notes)}}}, "
+                                    "and the expression as it was elsewhere (a threshold found "
+                                    "from the samples)", (*other.notes, cond))
+                    _ = prefer
+            # the other side, too
+            t0 = float(np.quantile(np.abs(col)[~wins] if mag else col[~wins], 0.0))
+            if math.isfinite(t0):
+                lhs = sp.Abs(v) if mag else v
+                cond = lhs >= sp.Float(float(f"{t0:.3g}"), 17)
+                yield Candidate(sp.Piecewise((other.expr, cond), (current, True)),
+                                other.reason + f"; where {{{len(other.notes)}}}, and the "
+                                "expression as it was elsewhere", (*other.notes, cond))
+
+
+def _series_candidates(current: sp.Expr, err: np.ndarray, scorer: _Scorer,
+                       ) -> Iterator[Candidate]:
+    """A Taylor polynomial around 0 of the one variable where the worst errors are near 0,
+    used where it is accurate (found from the samples)."""
+    if len(scorer.variables) != 1 or current.has(sp.Piecewise):
+        return
+    v = scorer.variables[0]
+    col = scorer.columns[0]
+    worst = np.argsort(err)[-max(len(err) // 50, 3):]
+    if np.median(np.abs(col[worst])) > 1e-2:
+        return
+    true = scorer.true
+    for order in (6, 10, 16):
+        try:
+            series = sp.series(current, v, 0, order)
+        except Exception:  # noqa: BLE001 - no series there: nothing to try
+            return
+        poly = series.removeO()
+        if poly.has(sp.log) or poly.has(sp.Abs) or not poly.is_polynomial(v) and not (
+                poly * v ** order).is_polynomial(v):
+            continue
+        got = scorer.errors(poly)
+        if got is None:
+            continue
+        perr = got[0]
+        good = np.abs(col)[perr <= 1]
+        bad = np.abs(col)[perr > 1]
+        limit = bad.min() if bad.size else np.inf
+        good = good[good < limit]
+        if not good.size or not np.isfinite(true).any():
+            continue
+        t = float(f"{float(good.max()):.2g}")
+        if t <= 0:
+            continue
+        cond = sp.Abs(v) < sp.Float(t, 17)
+        expr = sp.Piecewise((sp.horner(poly) if poly.is_polynomial(v) else poly, cond),
+                            (current, True))
+        yield Candidate(expr, "where {0}, its Taylor series {1}, truncated: the remainder "
+                        "is below the rounding error there (measured on the samples)",
+                        (cond, sp.Eq(current, series, evaluate=False)), series=series)
+
+
+def _check(current: sp.Expr, cand: Candidate) -> Step:
+    """The candidate's step, checked; raises :class:`StepCheckError` where it does not hold."""
+    if cand.series is not None:
+        # The truncation is not an identity: check the series (f = P + O(v**n)), and the
+        # piece beyond it is the expression unchanged.
+        series_step = Step(current, cand.series, "series")
+        check_step(series_step)
+        step = Step(current, current, cand.reason, notes=cand.notes, aside=False)
+        return _SeriesStep(step, cand.expr)
+    step = Step(current, cand.expr, cand.reason, notes=cand.notes)
+    check_step(step)
+    return step
+
+
+@dataclass(frozen=True)
+class _SeriesStep:
+    """A series piece: its checked note, and the arranged value it gives."""
+
+    step: Step
+    value: sp.Expr
+
+
+def arrange_search(expr: sp.Expr, box: dict[sp.Symbol, tuple[float, float]], *,
+                   samples: int = 1200, rounds: int = 4, seed: int = 0,
+                   refine: int = 8) -> Found:
+    """Search rewrites of ``expr`` that lower its error in ulp over ``box``.
+
+    Arguments:
+        expr: the expression (SymPy), its free symbols among ``box``'s keys.
+        box: each variable and its interval ``(low, high)``, in argument order.
+        samples: how many points are drawn (the worst are then refined by ``refine``
+            neighbours each, within 64 ulp).
+        rounds: how many rewrites are kept, at most, one after the other.
+        seed: the sampling seed (the result is deterministic for a seed).
+        refine: the ulp neighbours added around each of the worst points.
+    """
+    variables = tuple(box)
+    missing = expr.free_symbols - set(variables)
+    if missing:
+        raise ValueError(f"EXPR: uses {', '.join(sorted(map(str, missing)))}, which no --over "
+                         f"gives (expected only {', '.join(map(str, variables)) or 'numbers'})")
+    rng = np.random.default_rng(seed)
+    points = sample_box(box, samples, rng)
+    true = reference(expr, variables, points)
+    scorer = _Scorer(variables, points, true)
+    if not len(scorer.true):
+        raise ValueError(f"--over: {sp.sstr(expr)} is not real anywhere in the box sampled")
+    # dense ulp neighbourhoods of the worst points of the expression as given
+    got = scorer.measure(expr)
+    assert got is not None
+    worst = np.argsort(got[1])[-max(samples // 40, 4):]
+    extra = []
+    for p in scorer.points[worst]:
+        for _ in range(refine):
+            steps = rng.integers(-64, 65, size=p.shape)
+            q = p.copy()
+            for k in range(len(q)):
+                lo, hi = box[variables[k]]
+                q[k] = min(max(_nudge(q[k], int(steps[k])), lo), hi)
+            extra.append(q)
+    if extra:
+        more = np.array(extra)
+        points = np.concatenate([points, more])
+        true = np.concatenate([true, reference(expr, variables, more)])
+        scorer = _Scorer(variables, points, true)
+    before, current_err = scorer.measure(expr)
+    current, best = expr, before
+    steps: list[Step] = []
+    refused: list[tuple[str, str]] = []
+    for _ in range(rounds):
+        if best.max_ulp <= 0.5:
+            break
+        scored: list[tuple[Measure, np.ndarray, Candidate]] = []
+        for cand in _candidates(current):
+            got = scorer.measure(cand.expr)
+            if got is not None:
+                scored.append((got[0], got[1], cand))
+        extra_c: list[Candidate] = []
+        for m, err, cand in sorted(scored, key=lambda t: (t[0].max_ulp, t[0].mean_ulp))[:6]:
+            if not _better(m, best):
+                extra_c.extend(_split_candidates(current, current_err, cand, err, scorer))
+        extra_c.extend(_series_candidates(current, current_err, scorer))
+        for cand in extra_c:
+            got = scorer.measure(cand.expr)
+            if got is not None:
+                scored.append((got[0], got[1], cand))
+        scored.sort(key=lambda t: (t[0].max_ulp, t[0].mean_ulp, sp.count_ops(t[2].expr)))
+        kept = False
+        for m, err, cand in scored:
+            if not _better(m, best):
+                break
+            if not _renderable(cand.expr):
+                continue
+            try:
+                step = _check(current, cand)
+            except StepCheckError as error:
+                refused.append((cand.reason, str(error)))
+                continue
+            if isinstance(step, _SeriesStep):
+                steps.append(Step(current, cand.series, "the Taylor series around 0",
+                                  aside=True))
+                steps.append(Step(current, current, cand.reason, notes=cand.notes[:1]))
+            else:
+                steps.append(step)
+            current, best, current_err = cand.expr, m, err
+            kept = True
+            break
+        if not kept:
+            break
+    d = Derivation("arrange", "An arrangement found by measuring",
+                   f"Arrange {sp.sstr(expr)} for floating point over "
+                   + ", ".join(f"{v} in [{lo:g}, {hi:g}]" for v, (lo, hi) in box.items())
+                   + f": {before} as typed; {best} arranged.",
+                   steps, [Result("f", current, "the arranged expression")])
+    return Found(current, expr, variables, dict(box), before, best, d, refused)
+
+
+def _nudge(x: float, k: int) -> float:
+    """``x`` moved ``k`` floats up (``k > 0``) or down."""
+    for _ in range(abs(k)):
+        x = float(np.nextafter(x, math.inf if k > 0 else -math.inf))
+    return x
