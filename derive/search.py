@@ -296,10 +296,9 @@ def float_function(expr: sp.Expr, variables: Sequence[sp.Symbol]) -> Callable[..
     return run
 
 
-def _ordinal(a: np.ndarray) -> np.ndarray:
+def _sign_magnitude(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     bits = np.asarray(a, dtype=np.float64).view(np.int64)
-    mag = (bits & np.int64(0x7FFFFFFFFFFFFFFF)).astype(np.float64)
-    return np.where(bits < 0, -mag, mag)
+    return bits < 0, bits & np.int64(0x7FFFFFFFFFFFFFFF)
 
 
 #: The error counted for a NaN where the true value is a number (2**64 ulp).
@@ -314,7 +313,13 @@ def ulp_error(computed: np.ndarray, true: np.ndarray) -> np.ndarray:
         >>> ulp_error(np.array([1.0, np.nextafter(1.0, 2), np.nan]), np.ones(3)).tolist()
         [0.0, 1.0, 1.8446744073709552e+19]
     """
-    d = np.abs(_ordinal(computed) - _ordinal(true))
+    neg_c, mag_c = _sign_magnitude(computed)
+    neg_t, mag_t = _sign_magnitude(true)
+    same = (neg_c == neg_t) | (mag_c == 0) | (mag_t == 0)
+    # the same sign: the difference of the magnitudes' bit patterns, exact in int64;
+    # opposite signs: their sum (at least 2 ulp; in float64, as it may not fit in int64)
+    d = np.where(same, np.abs(mag_c - mag_t).astype(np.float64),
+                 mag_c.astype(np.float64) + mag_t.astype(np.float64))
     return np.where(np.isnan(computed), NAN_ULP, d)
 
 
@@ -718,7 +723,7 @@ def _split_candidates(current: sp.Expr, current_err: np.ndarray, other: Candidat
                         t = tt
                         break
                 lhs = sp.Abs(v) if mag else v
-                for cond, prefer in ((lhs <= sp.Float(t, 17), True),):
+                for cond, prefer in ((lhs <= sp.Rational(repr(t)), True),):
                     expr = sp.Piecewise((other.expr, cond), (current, True))
                     yield Candidate(expr, other.reason + f"; where {{{len(other.notes)}}}, "
                                     "and the expression as it was elsewhere (a threshold found "
@@ -728,7 +733,7 @@ def _split_candidates(current: sp.Expr, current_err: np.ndarray, other: Candidat
             t0 = float(np.quantile(np.abs(col)[~wins] if mag else col[~wins], 0.0))
             if math.isfinite(t0):
                 lhs = sp.Abs(v) if mag else v
-                cond = lhs >= sp.Float(float(f"{t0:.3g}"), 17)
+                cond = lhs >= sp.Rational(f"{t0:.3g}")
                 yield Candidate(sp.Piecewise((other.expr, cond), (current, True)),
                                 other.reason + f"; where {{{len(other.notes)}}}, and the "
                                 "expression as it was elsewhere", (*other.notes, cond))
@@ -768,34 +773,24 @@ def _series_candidates(current: sp.Expr, err: np.ndarray, scorer: _Scorer,
         t = float(f"{float(good.max()):.2g}")
         if t <= 0:
             continue
-        cond = sp.Abs(v) < sp.Float(t, 17)
+        cond = sp.Abs(v) < sp.Rational(repr(t))
         expr = sp.Piecewise((sp.horner(poly) if poly.is_polynomial(v) else poly, cond),
                             (current, True))
-        yield Candidate(expr, "where {0}, its Taylor series {1}, truncated: the remainder "
-                        "is below the rounding error there (measured on the samples)",
-                        (cond, sp.Eq(current, series, evaluate=False)), series=series)
+        yield Candidate(expr, "its Taylor series around 0, used truncated where {0}: the "
+                        "remainder is below the rounding error there (measured on the samples)",
+                        (cond,), series=series)
 
 
 def _check(current: sp.Expr, cand: Candidate) -> Step:
-    """The candidate's step, checked; raises :class:`StepCheckError` where it does not hold."""
-    if cand.series is not None:
-        # The truncation is not an identity: check the series (f = P + O(v**n)), and the
-        # piece beyond it is the expression unchanged.
-        series_step = Step(current, cand.series, "series")
-        check_step(series_step)
-        step = Step(current, current, cand.reason, notes=cand.notes, aside=False)
-        return _SeriesStep(step, cand.expr)
-    step = Step(current, cand.expr, cand.reason, notes=cand.notes)
+    """The candidate's step, checked; raises :class:`StepCheckError` where it does not hold.
+
+    A series piece is not an identity: its step is the series (``f = P + O(v**n)``),
+    checked as a series, and the piece beyond it is the expression unchanged.
+    """
+    step = Step(current, cand.series if cand.series is not None else cand.expr, cand.reason,
+                notes=cand.notes)
     check_step(step)
     return step
-
-
-@dataclass(frozen=True)
-class _SeriesStep:
-    """A series piece: its checked note, and the arranged value it gives."""
-
-    step: Step
-    value: sp.Expr
 
 
 def arrange_search(expr: sp.Expr, box: dict[sp.Symbol, tuple[float, float]], *,
@@ -874,12 +869,7 @@ def arrange_search(expr: sp.Expr, box: dict[sp.Symbol, tuple[float, float]], *,
             except StepCheckError as error:
                 refused.append((cand.reason, str(error)))
                 continue
-            if isinstance(step, _SeriesStep):
-                steps.append(Step(current, cand.series, "the Taylor series around 0",
-                                  aside=True))
-                steps.append(Step(current, current, cand.reason, notes=cand.notes[:1]))
-            else:
-                steps.append(step)
+            steps.append(step)
             current, best, current_err = cand.expr, m, err
             kept = True
             break
