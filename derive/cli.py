@@ -51,6 +51,7 @@ examples:
   derive generate                  rewrite everything under generated/
   derive generate --check          fail (exit 1) when generated/ is stale
   derive check 2.3 answer.tex      mark a student's LaTeX answer (see derive check --help)
+  derive arrange 'exp(x) - 1' --over 'x in [-1, 1]' -o f.py   arrange by measuring
 
 exit codes: 0 success, 1 failure, 2 bad arguments (unknown id, unusable path),
 130 interrupted (Ctrl-C), 141 standard output closed by its reader, 143 terminated.
@@ -146,7 +147,57 @@ def parser() -> argparse.ArgumentParser:
     from .check.command import add_parser as add_check_parser
 
     add_check_parser(sub)
+    _add_arrange_parser(sub)
     return p
+
+
+# --- derive arrange: an accuracy-driven arrangement of a user's expression (issue 23) ----
+
+
+def _add_arrange_parser(sub: argparse._SubParsersAction) -> None:
+    arr = sub.add_parser(
+        "arrange", help="arrange an expression for floating point, by measuring its error",
+        description="Sample the box given by --over as floats are spread, measure EXPR's "
+                    "error in ulp against mpmath, and keep the checked rewrites that lower the "
+                    "maximum error; print the errors before and after and the steps, and write "
+                    "a module with a kernel f(VARS) (any array-API library) with -o.",
+        epilog="example: derive arrange 'sqrt(x + 1) - sqrt(x)' --over 'x in [0, 1e300]' "
+               "-o f.py")
+    arr.add_argument("expr", metavar="EXPR", help="SymPy syntax: numbers, the variables, "
+                     "+ - * / **, exp log sqrt cbrt sin cos tan atan sinh cosh tanh asinh "
+                     "expm1 log1p softplus sigmoid abs, pi, E")
+    arr.add_argument("--over", action="append", required=True, metavar="'x in [a, b]'",
+                     help="a variable and its interval (repeat for each; their order is "
+                          "f's argument order)")
+    arr.add_argument("-o", "--output", metavar="FILE.py", help="write the kernel module here")
+    arr.add_argument("--samples", type=int, default=1200,
+                     help="points sampled (default 1200; the worst are refined within 64 ulp)")
+
+
+def _cmd_arrange(args: argparse.Namespace) -> str:
+    from .search import arrange, report
+
+    target = _output_target(args.output) if args.output else None
+    if not 10 <= args.samples <= 100_000:
+        raise _Failure(f"--samples: expected 10 to 100000, got {args.samples}", code=2)
+    try:
+        found = arrange(args.expr, args.over, samples=args.samples)
+    except ValueError as err:
+        raise _Failure(_shown(str(err)), code=2) from None
+    text = report(found) + "\n"
+    if target is not None:
+        from codegen.backends import render_module
+
+        command = " ".join(_shell_quote(a) for a in ["python", "-m", "derive", "arrange",
+                                                    args.expr, *sum((["--over", o] for o in
+                                                                     args.over), []),
+                                                    "-o", args.output])
+        source = render_module(found.module(), command)
+        space: dict[str, object] = {"__name__": "arranged"}
+        exec(compile(source, args.output, "exec"), space)  # noqa: S102 - our own output
+        text += f"the written kernel f: {found.measure(space['f'])}\n"
+        text += _write_output(target, source.encode())
+    return text
 
 
 def _cmd_list() -> str:
@@ -438,6 +489,8 @@ def _run(args: argparse.Namespace) -> tuple[str, int]:
         return _cmd_latex(args), 0
     if args.command == "check":
         return _cmd_check(args)
+    if args.command == "arrange":
+        return _cmd_arrange(args), 0
     return _cmd_generate(args), 0
 
 

@@ -45,8 +45,8 @@ from .nodes import sigmoid, softplus
 from .pieces import safe_point
 from .spec import Arg, Kernel, Module, Output
 
-__all__ = ["Measure", "Found", "arrange_search", "parse_expression", "parse_over",
-           "ulp_error", "reference", "float_function", "sample_box", "FUNCTIONS"]
+__all__ = ["Measure", "Found", "arrange", "arrange_search", "report", "parse_expression",
+           "parse_over", "ulp_error", "reference", "float_function", "sample_box", "FUNCTIONS"]
 
 #: The functions an expression given to ``derive arrange`` may call, by name.
 FUNCTIONS: dict[str, Callable[..., sp.Basic]] = {
@@ -635,16 +635,26 @@ class Found:
     after: Measure
     derivation: Derivation
     refused: list[tuple[str, str]] = field(default_factory=list)
+    points: np.ndarray = field(default_factory=lambda: np.empty((0, 0)), repr=False)
+    true: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
+
+    def measure(self, fn: Callable[..., np.ndarray]) -> Measure:
+        """The error of ``fn`` (a float64 function of the variables, as the written file's
+        ``f``) at the search's points."""
+        with np.errstate(all="ignore"):
+            computed = np.asarray(fn(*[self.points[:, k] for k in range(len(self.variables))]),
+                                  dtype=np.float64)
+        return measure(ulp_error(computed, self.true), computed, self.true)
 
     def module(self, name: str = "arranged") -> Module:
         """The generated module's specification: one kernel ``f`` of the variables."""
         args = tuple(Arg(v.name, "elementwise", f"array; the search covered [{lo:.6g}, {hi:.6g}].")
                      for v, (lo, hi) in self.box.items())
-        doc = (f"{sp.sstr(self.original)}, arranged: {self.before} before, {self.after} after.")
         kernel = Kernel("f", args, (Output("value", self.expr, "the value"),),
                         f"f({', '.join(v.name for v in self.variables)}) = "
                         f"{sp.sstr(self.original)}, arranged for floating point.",
-                        "Error measured against mpmath: " + doc.split(": ", 1)[1])
+                        f"Error in float64 against mpmath, as typed: {self.before}; as "
+                        f"arranged: {self.after}.")
         return Module(name, f"f = {sp.sstr(self.original)}, arranged by derive arrange.",
                       "Found by measuring the error in ulp against mpmath over the box "
                       + ", ".join(f"{v.name} in [{lo:.6g}, {hi:.6g}]"
@@ -880,7 +890,8 @@ def arrange_search(expr: sp.Expr, box: dict[sp.Symbol, tuple[float, float]], *,
                    + ", ".join(f"{v} in [{lo:g}, {hi:g}]" for v, (lo, hi) in box.items())
                    + f": {before} as typed; {best} arranged.",
                    steps, [Result("f", current, "the arranged expression")])
-    return Found(current, expr, variables, dict(box), before, best, d, refused)
+    return Found(current, expr, variables, dict(box), before, best, d, refused,
+                 scorer.points, scorer.true)
 
 
 def _nudge(x: float, k: int) -> float:
@@ -888,3 +899,65 @@ def _nudge(x: float, k: int) -> float:
     for _ in range(abs(k)):
         x = float(np.nextafter(x, math.inf if k > 0 else -math.inf))
     return x
+
+
+def arrange(expr: str | sp.Expr, over: Sequence[str] | dict[str, tuple[float, float]], *,
+            samples: int = 1200, seed: int = 0) -> Found:
+    """Arrange ``expr`` for floating point over the box ``over``, by measuring.
+
+    ``expr`` is SymPy syntax (or an expression in real symbols); ``over`` is a list of
+    ``'x in [a, b]'`` (the variables' order is the arguments' order) or a dict from name
+    to interval. ``found.module()`` is the spec of the file ``derive arrange -o`` writes.
+    Raises ValueError (naming EXPR or --over) on bad input.
+
+    Example:
+        >>> found = arrange("sqrt(x + 1) - sqrt(x)", ["x in [0, 1e300]"], samples=300)
+        >>> found.expr
+        1/(sqrt(x) + sqrt(x + 1))
+        >>> found.after.max_ulp <= 4 < found.before.max_ulp
+        True
+    """
+    items = ([parse_over(o) for o in over] if not isinstance(over, dict)
+             else [(k, float(lo), float(hi)) for k, (lo, hi) in over.items()])
+    names = [name for name, _, _ in items]
+    if not names:
+        raise ValueError("--over: expected at least one 'NAME in [LOW, HIGH]'")
+    if len(set(names)) != len(names):
+        raise ValueError(f"--over: expected each variable once, got {', '.join(names)}")
+    if isinstance(expr, str):
+        parsed = parse_expression(expr, names)
+    else:
+        by_name = {n: sp.Symbol(n, real=True) for n in names}
+        parsed = sp.sympify(expr).xreplace({s: by_name.get(s.name, s)
+                                            for s in sp.sympify(expr).free_symbols})
+    box = {sp.Symbol(name, real=True): (lo, hi) for name, lo, hi in items}
+    return arrange_search(parsed, box, samples=samples, seed=seed)
+
+
+def report(found: Found) -> str:
+    """What ``derive arrange`` prints: the errors before and after, and the steps.
+
+    Example:
+        >>> print(report(arrange("exp(x) - 1", ["x in [-1, 1]"], samples=200)))
+        ... # doctest: +ELLIPSIS
+        f(x) = exp(x) - 1, over x in [-1, 1]
+        as typed: max ... ulp, ...
+        arranged: max ... ulp, ...
+        step 1: exp(x) - 1 = expm1(x)
+        ...
+    """
+    from .derivation import fill
+
+    box = ", ".join(f"{v} in [{lo:g}, {hi:g}]" for v, (lo, hi) in found.box.items())
+    args = ", ".join(v.name for v in found.variables)
+    lines = [f"f({args}) = {sp.sstr(found.original)}, over {box}",
+             f"as typed: {found.before}", f"arranged: {found.after}"]
+    for k, step in enumerate(found.derivation.steps, 1):
+        lines.append(f"step {k}: {sp.sstr(step.lhs)} = {sp.sstr(step.rhs)}")
+        lines.append("    " + fill(step.reason, lambda key, st=step: sp.sstr(st.notes[int(key)])))
+    if not found.derivation.steps:
+        lines.append("no rewrite lowered the error: the expression is kept as typed")
+    for reason, error in found.refused:
+        lines.append(f"refused (its check failed): {reason.split(':')[0]}: {error}")
+    lines.append(f"f({args}) = {sp.sstr(found.expr)}")
+    return "\n".join(lines)
