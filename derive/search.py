@@ -114,7 +114,7 @@ def parse_expression(text: str, names: Sequence[str]) -> sp.Expr:
         shape = parse_expr(text, local_dict=dict(local), global_dict=dict(glob),
                            transformations=(auto_number,), evaluate=False)
         for p in sp.preorder_traversal(shape):
-            if p.is_Pow and p.exp.is_Number and abs(p.exp) > _MAX_EXPONENT:
+            if p.is_Pow and p.exp.is_number and _too_large(p.exp):
                 raise ValueError(f"EXPR: expected exponents of at most {_MAX_EXPONENT}, got "
                                  f"{p.exp}")
         if sp.count_ops(shape) > MAX_OPS:
@@ -129,6 +129,13 @@ def parse_expression(text: str, names: Sequence[str]) -> sp.Expr:
     if not isinstance(expr, sp.Expr) or expr.has(sp.I) or expr.has(sp.zoo, sp.nan):
         raise ValueError(f"EXPR: expected a real expression, got {text!r}")
     return expr
+
+
+def _too_large(exponent: sp.Basic) -> bool:
+    try:
+        return not abs(float(exponent)) <= _MAX_EXPONENT
+    except (TypeError, OverflowError):
+        return True
 
 
 _OVER = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_]*)\s+in\s+\[\s*([^,\]]+?)\s*,\s*([^,\]]+?)\s*\]\s*$")
@@ -761,7 +768,11 @@ def _series_candidates(current: sp.Expr, err: np.ndarray, scorer: _Scorer,
     if np.median(np.abs(col[worst])) > 1e-2:
         return
     true = scorer.true
-    for order in (6, 10, 16):
+    # a pole or a branch point at 0 (a log of something vanishing there): no Taylor series
+    probe = current.subs(v, sp.Rational(1, 10**30))
+    if not probe.is_finite or (current.subs(v, 0) is sp.zoo):
+        return
+    for order in (12,):
         try:
             series = sp.series(current, v, 0, order)
         except Exception:  # noqa: BLE001 - no series there: nothing to try
