@@ -40,6 +40,7 @@ import sympy as sp
 from sympy.codegen.cfunctions import expm1, log1p
 
 from .arrangement import KERNEL_REWRITES, LOG_REWRITES, Rewrite
+from .arrangement import arrange as _arrange_all
 from .derivation import Derivation, Result, Step, StepCheckError, check_step
 from .nodes import sigmoid, softplus
 from .pieces import safe_point
@@ -587,6 +588,9 @@ RULES = (
     _whole("factor", sp.factor, "factor"),
     _whole("expand", sp.expand, "expand"),
     _whole("simplify", sp.simplify, "simplify"),
+    _whole("powers", lambda e: sp.powsimp(e, force=True),
+           "powers of a common exponent combined: {0}, which overflows where neither "
+           "power does not", (sp.Eq(_a ** 2 / _b ** 2, (_a / _b) ** 2),)),
     _whole("exp rewrite", lambda e: sp.expand(e.rewrite(sp.exp)),
            "write the hyperbolic functions through exp"),
 )
@@ -602,6 +606,16 @@ def _candidates(expr: sp.Expr) -> Iterator[Candidate]:
             continue
         if new != expr:
             yield Candidate(new, rule.reason, rule.notes)
+    for name, rewrites in (("kernel", KERNEL_REWRITES), ("log", LOG_REWRITES)):
+        try:
+            new, steps = _arrange_all(expr, rewrites)
+        except (TypeError, ValueError, AttributeError, IndexError):
+            continue
+        if new != expr and len(steps) > 1:
+            notes = tuple(n for st in steps for n in st.notes)
+            yield Candidate(new, f"the {name} rewrites in turn: " + "; ".join(
+                _renumber(st.reason, sum(len(t.notes) for t in steps[:k]))
+                for k, st in enumerate(steps)), notes)
     for _name, fn, reason, notes in RULES:
         try:
             new = fn(expr)
@@ -614,7 +628,12 @@ def _candidates(expr: sp.Expr) -> Iterator[Candidate]:
             for rule in (r for r in KERNEL_REWRITES if r.whole is not None):
                 more = rule(new)
                 if more != new:
-                    yield Candidate(more, reason + "; then " + rule.reason.split(":")[0], notes)
+                    yield Candidate(more, reason + f"; then the {rule.name} rewrite", notes)
+
+
+def _renumber(reason: str, offset: int) -> str:
+    """``reason`` with its placeholders ``{k}`` moved to ``{k + offset}``."""
+    return re.sub(r"\{(\d+)\}", lambda m: "{" + str(int(m.group(1)) + offset) + "}", reason)
 
 
 # --- the search -----------------------------------------------------------------------------
@@ -716,44 +735,69 @@ def _renderable(expr: sp.Expr) -> bool:
     return True
 
 
+def _threshold(t: float) -> sp.Number:
+    """``t`` as SymPy prints it short: a rational where it is, a float otherwise."""
+    r = sp.Rational(repr(t))
+    return r if r.q < 10**6 and abs(r.p) < 10**12 else sp.Float(repr(t), 17)
+
+
+def _short_between(a: float, b: float) -> float:
+    """The shortest decimal in ``(a, b]``."""
+    for digits in range(1, 18):
+        t = float(f"{b:.{digits}g}")
+        if a < t <= b:
+            return t
+    return b
+
+
+def _best_split(key: np.ndarray, below: np.ndarray, above: np.ndarray
+                ) -> tuple[float, float, float] | None:
+    """The threshold ``t`` that minimizes the error (max, then mean) of taking ``above``'s
+    errors where ``key >= t`` and ``below``'s elsewhere; ``(t, max, mean)``, or None
+    where no threshold beats both."""
+    order = np.argsort(key, kind="stable")
+    k, lo, hi = key[order], below[order], above[order]
+    n = len(k)
+    prefix_max = np.concatenate([[0.0], np.maximum.accumulate(lo)])
+    suffix_max = np.concatenate([np.maximum.accumulate(hi[::-1])[::-1], [0.0]])
+    prefix_sum = np.concatenate([[0.0], np.cumsum(lo)])
+    suffix_sum = np.concatenate([np.cumsum(hi[::-1])[::-1], [0.0]])
+    # a split at i: below for k[:i], above for k[i:]; only between distinct keys
+    ok = np.ones(n + 1, dtype=bool)
+    ok[1:n] = k[1:] > k[:-1]
+    ok[0] = ok[n] = False
+    if not ok.any():
+        return None
+    worst = np.where(ok, np.maximum(prefix_max, suffix_max), np.inf)
+    mean = (prefix_sum + suffix_sum) / n
+    i = int(np.lexsort((mean, worst))[0])
+    t = _short_between(float(k[i - 1]), float(k[i]))
+    return t, float(worst[i]), float(mean[i])
+
+
 def _split_candidates(current: sp.Expr, current_err: np.ndarray, other: Candidate,
                       other_err: np.ndarray, scorer: _Scorer) -> Iterator[Candidate]:
-    """``other`` where a threshold on one variable says it is better, ``current`` elsewhere:
-    thresholds on ``|v|``, ``v`` from the samples where ``other`` wins."""
-    wins = other_err < current_err
-    if not wins.any() or wins.all():
+    """``other`` on one side of a threshold on one variable (or its magnitude), ``current``
+    on the other; the threshold that gives the lowest error on the samples."""
+    if not (other_err < current_err).any():
         return
     for k, v in enumerate(scorer.variables):
         col = scorer.columns[k]
         for mag in (True, False):
             key = np.abs(col) if mag else col
-            winners = np.sort(key[wins])
-            qs = np.unique(np.quantile(winners, [0.5, 0.9, 0.99, 1.0]))
-            for q in qs:
-                t = float(q)
-                if not math.isfinite(t):
+            lhs = sp.Abs(v) if mag else v
+            for side in ("above", "below"):
+                split = (_best_split(key, current_err, other_err) if side == "above" else
+                         _best_split(-key, current_err, other_err))
+                if split is None:
                     continue
-                # a short threshold: fewest digits that keeps the same split on the samples
-                for digits in (1, 2, 3, 17):
-                    tt = float(f"{t:.{digits}g}")
-                    if np.array_equal(key <= tt, key <= t):
-                        t = tt
-                        break
-                lhs = sp.Abs(v) if mag else v
-                for cond, prefer in ((lhs <= sp.Rational(repr(t)), True),):
-                    expr = sp.Piecewise((other.expr, cond), (current, True))
-                    yield Candidate(expr, other.reason + f"; where {{{len(other.notes)}}}, "
-                                    "and the expression as it was elsewhere (a threshold found "
-                                    "from the samples)", (*other.notes, cond))
-                    _ = prefer
-            # the other side, too
-            t0 = float(np.quantile(np.abs(col)[~wins] if mag else col[~wins], 0.0))
-            if math.isfinite(t0):
-                lhs = sp.Abs(v) if mag else v
-                cond = lhs >= sp.Rational(f"{t0:.3g}")
+                t = split[0]
+                cond = lhs >= _threshold(t) if side == "above" else (
+                    lhs <= _threshold(-t))
                 yield Candidate(sp.Piecewise((other.expr, cond), (current, True)),
-                                other.reason + f"; where {{{len(other.notes)}}}, and the "
-                                "expression as it was elsewhere", (*other.notes, cond))
+                                other.reason + f"; where {{{len(other.notes)}}} (a threshold "
+                                "found from the samples), and as it was elsewhere",
+                                (*other.notes, cond))
 
 
 def _series_candidates(current: sp.Expr, err: np.ndarray, scorer: _Scorer,
@@ -794,7 +838,7 @@ def _series_candidates(current: sp.Expr, err: np.ndarray, scorer: _Scorer,
         t = float(f"{float(good.max()):.2g}")
         if t <= 0:
             continue
-        cond = sp.Abs(v) < sp.Rational(repr(t))
+        cond = sp.Abs(v) < _threshold(t)
         expr = sp.Piecewise((sp.horner(poly) if poly.is_polynomial(v) else poly, cond),
                             (current, True))
         yield Candidate(expr, "its Taylor series around 0, used truncated where {0}: the "
@@ -887,7 +931,7 @@ def arrange_search(expr: sp.Expr, box: dict[sp.Symbol, tuple[float, float]], *,
                 continue
             try:
                 step = _check(current, cand)
-            except StepCheckError as error:
+            except (StepCheckError, ValueError) as error:
                 refused.append((cand.reason, str(error)))
                 continue
             steps.append(step)
@@ -941,8 +985,30 @@ def arrange(expr: str | sp.Expr, over: Sequence[str] | dict[str, tuple[float, fl
         by_name = {n: sp.Symbol(n, real=True) for n in names}
         parsed = sp.sympify(expr).xreplace({s: by_name.get(s.name, s)
                                             for s in sp.sympify(expr).free_symbols})
-    box = {sp.Symbol(name, real=True): (lo, hi) for name, lo, hi in items}
-    return arrange_search(parsed, box, samples=samples, seed=seed)
+    # what the box says of each variable is assumed (log(N + 1) - log(N) = log1p(1/N)
+    # holds for N > 0, not for every real N); the kernel's arguments are plain reals
+    plain = {name: sp.Symbol(name, real=True) for name, _, _ in items}
+    assumed = {name: _assumed(name, lo, hi) for name, lo, hi in items}
+    box = {assumed[name]: (lo, hi) for name, lo, hi in items}
+    found = arrange_search(parsed.xreplace({plain[n]: assumed[n] for n in names}), box,
+                           samples=samples, seed=seed)
+    back = {assumed[n]: plain[n] for n in names}
+    found.expr = found.expr.xreplace(back)
+    found.original = found.original.xreplace(back)
+    found.variables = tuple(plain[n] for n in names)
+    found.box = {plain[name]: (lo, hi) for name, lo, hi in items}
+    return found
+
+
+def _assumed(name: str, lo: float, hi: float) -> sp.Symbol:
+    """The variable, positive (or nonnegative, negative) where its interval says so."""
+    if lo > 0:
+        return sp.Symbol(name, positive=True)
+    if lo >= 0:
+        return sp.Symbol(name, nonnegative=True)
+    if hi < 0:
+        return sp.Symbol(name, negative=True)
+    return sp.Symbol(name, real=True)
 
 
 def report(found: Found) -> str:
