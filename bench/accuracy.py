@@ -247,6 +247,13 @@ def markdown(result: dict[str, object] | None) -> list[str]:
     return out
 
 
+def document(result: dict[str, object]) -> str:
+    """``arrange.md``: the table and the summary, under a title."""
+    return ("# `derive arrange`: accuracy benchmark\n\nRegenerate with "
+            "`python -m bench.accuracy` (or as part 7 of `python -m bench`).\n\n"
+            + "\n".join(markdown(result)[1:]) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.accuracy",
                                 description=__doc__.split("\n")[0])
@@ -258,8 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(samples=100 if args.quick else 400, timeout=60.0 if args.quick else 120.0,
                  names=names)
     args.out.mkdir(parents=True, exist_ok=True)
-    text = ("# `derive arrange`: accuracy benchmark\n\nRegenerate with "
-            "`python -m bench.accuracy`.\n\n" + "\n".join(markdown(result)[1:]) + "\n")
+    text = document(result)
     (args.out / "arrange.md").write_text(text, encoding="utf-8")
     (args.out / "arrange.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
     print(text)

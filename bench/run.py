@@ -32,10 +32,19 @@ bench = importlib.import_module("bench")  # first: it pins the thread counts bef
 
 import numpy as np  # noqa: E402
 
-from bench import autodiff, handwritten_xp, kernels, libraries, pair, regen, report  # noqa: E402
+from bench import (  # noqa: E402
+    accuracy,
+    autodiff,
+    handwritten_xp,
+    kernels,
+    libraries,
+    pair,
+    regen,
+    report,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = ("autodiff", "kernels", "regen", "libraries", "pair")
+PARTS = ("autodiff", "kernels", "regen", "libraries", "pair", "accuracy")
 
 #: Sizes, repeats and timeouts of the two modes.
 MODES = {
@@ -47,6 +56,9 @@ MODES = {
                   "explicit_timeout": 60.0},
         "libraries": {"sizes": [10**3, 10**5], "repeats": 5, "min_sample": 0.005},
         "pair": {"sizes": [10**4, 10**6], "repeats": 5, "min_sample": 0.005},
+        # a few cases (the whole table: python -m bench.accuracy --quick, 4 min)
+        "accuracy": {"samples": 100, "timeout": 60.0,
+                     "names": ["3.1", "3.3.6", "3.7", "softplus", "log1mexp", "logsumexp2"]},
     },
     "full": {
         "autodiff": {"dims": [8, 32, 128, 512], "batch": 64, "repeats": 7, "min_sample": 0.05},
@@ -57,6 +69,7 @@ MODES = {
         "libraries": {"sizes": [10**3, 10**5, 10**7], "repeats": 9, "large_repeats": 5,
                       "min_sample": 0.02},
         "pair": {"sizes": [10**3, 10**5, 10**7], "repeats": 15, "min_sample": 0.02},
+        "accuracy": {"samples": 400, "timeout": 120.0},
     },
 }
 
@@ -85,6 +98,8 @@ def _expected_rows(mode: dict[str, dict], parts: list[str], modules: list[str]) 
         # two torch.distributions rows; fewer where a library is missing.
         rows += (5 * len(libraries.OVERHEAD_SHAPES)
                  + 2 * len(handwritten_xp.CASES) * len(mode["libraries"]["sizes"]) + 2)
+    if "accuracy" in parts:
+        rows += len(mode["accuracy"].get("names") or accuracy.CASES)
     return rows
 
 
@@ -181,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         part("6. the KL from a learned prior vs torch.distributions and the NumPy one-liner",
              "pair")
         results["pair"] = pair.run(**mode["pair"], log=note)
+    if "accuracy" in parts:
+        part("7. accuracy of derive arrange: Hamming ch. 3 (FPBench) and ML expressions, in ulp",
+             "accuracy")
+        results["accuracy"] = accuracy.run(**mode["accuracy"], log=note)
     if bar is not None:
         bar.close()
 
@@ -193,6 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "benchmarks.json").write_text(
         json.dumps(results, default=_json_default, indent=1), encoding="utf-8")
     wrote = ["benchmarks.md", "benchmarks.json"]
+    if results.get("accuracy"):
+        (args.out / "arrange.md").write_text(accuracy.document(results["accuracy"]),
+                                             encoding="utf-8")
+        wrote.append("arrange.md")
     if report.plot(results, args.out / "benchmarks.png", log=log):
         wrote.append("benchmarks.png")
     print()

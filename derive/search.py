@@ -435,9 +435,59 @@ def _atan_difference(a: sp.Basic, b: sp.Basic) -> sp.Basic | None:
     if isinstance(a, sp.atan) and isinstance(b, sp.atan):
         x, y = a.args[0], b.args[0]
         # atan x - atan y = atan((x - y)/(1 + x y)) where x y > -1
-        return sp.Piecewise((sp.atan(sp.expand(x - y) / (1 + x * y)), x * y > -1),
-                            (sp.atan(x) - sp.atan(y), True))
+        ratio = sp.atan(sp.expand(x - y) / (1 + x * y))
+        if _always_positive(1 + x * y):
+            return ratio
+        return sp.Piecewise((ratio, x * y > -1), (sp.atan(x) - sp.atan(y), True))
     return None
+
+
+def _always_positive(p: sp.Basic) -> bool:
+    """Whether the polynomial ``p`` in one real variable is positive everywhere."""
+    syms = p.free_symbols
+    if len(syms) != 1:
+        return bool(p.is_positive)
+    try:
+        poly = sp.Poly(sp.expand(p), *syms)
+        return not sp.real_roots(poly) and poly.LC() > 0 and poly.degree() % 2 == 0
+    except (sp.PolynomialError, NotImplementedError):
+        return False
+
+
+def _reciprocal_by_factor(e: sp.Basic) -> sp.Basic:
+    """``1/(a b)`` as ``(1/a)/b`` (grouping kept), and ``1/p(v)`` of a polynomial of
+    degree 2 or more as ``(1/v)/(p(v)/v)``: the product overflows where the quotient does
+    not."""
+
+    def poly(t: sp.Basic) -> tuple[sp.Symbol, sp.Basic] | None:
+        if t.is_Pow and t.exp == -1 and t.base.is_Add and len(t.base.free_symbols) == 1:
+            (v,) = t.base.free_symbols
+            p = sp.expand(t.base)
+            if p.is_polynomial(v) and sp.degree(p, v) >= 2:
+                return v, p
+        return None
+
+    def product(t: sp.Basic) -> sp.Basic | None:
+        if not t.is_Mul or t.has(sp.UnevaluatedExpr):
+            return None
+        recips = [f for f in t.args if f.is_Pow and f.exp.is_Integer and f.exp < 0]
+        if sum(-f.exp for f in recips) < 2:
+            return None
+        a = recips[0].base
+        return a
+
+    def split(t: sp.Basic) -> sp.Basic:
+        v, p = poly(t)
+        return sp.UnevaluatedExpr(1 / v) / sp.expand(p / v)
+
+    e = e.replace(lambda t: poly(t) is not None, split)
+    return e.replace(lambda t: product(t) is not None,
+                     lambda t: sp.UnevaluatedExpr(1 / product(t)) * (t * product(t)))
+
+
+def _plain(e: sp.Basic) -> sp.Basic:
+    """``e`` without the grouping kept for floating point (what a check compares)."""
+    return e.replace(lambda a: isinstance(a, sp.UnevaluatedExpr), lambda a: a.args[0])
 
 
 def _one_minus_cos(e: sp.Basic) -> sp.Basic:
@@ -582,6 +632,9 @@ RULES = (
            (sp.Eq(softplus(_a) - softplus(_b), log1p(expm1(_a - _b) * sigmoid(_b))),)),
     _whole("logsumexp", _logsumexp, "{0}, the larger argument taken out",
            (sp.Eq(sp.log(sp.exp(_a) + sp.exp(_b)), _a + softplus(_b - _a)),)),
+    _whole("reciprocal by factor", _reciprocal_by_factor,
+           "divide by one factor at a time, {0}: the product overflows where the quotient "
+           "does not", (sp.Eq(1 / (_a * _b), sp.UnevaluatedExpr(1 / _a) / _b, evaluate=False),)),
     _whole("together", sp.together, "over a common denominator: the terms that cancel are "
            "cancelled exactly"),
     _whole("cancel", sp.cancel, "cancel common factors"),
@@ -852,8 +905,8 @@ def _check(current: sp.Expr, cand: Candidate) -> Step:
     A series piece is not an identity: its step is the series (``f = P + O(v**n)``),
     checked as a series, and the piece beyond it is the expression unchanged.
     """
-    step = Step(current, cand.series if cand.series is not None else cand.expr, cand.reason,
-                notes=cand.notes)
+    step = Step(_plain(current), cand.series if cand.series is not None else _plain(cand.expr),
+                cand.reason, notes=cand.notes)
     check_step(step)
     return step
 
