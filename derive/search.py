@@ -398,11 +398,10 @@ def _conjugate(a: sp.Basic, b: sp.Basic) -> sp.Basic | None:
     """``A - B`` with A, B square or cube roots: the difference of the powers over the sum."""
     for k in (2, 3):
         ra, rb = a ** k, b ** k
-        if not (any(p.is_Pow and p.exp == sp.Rational(1, k) for p in sp.preorder_traversal(a))
-                and any(p.is_Pow and p.exp == sp.Rational(1, k)
-                        for p in sp.preorder_traversal(b))):
+        if not any(p.is_Pow and abs(p.exp) == sp.Rational(1, k)
+                   for p in (*sp.preorder_traversal(a), *sp.preorder_traversal(b))):
             continue
-        num = sp.expand(sp.powsimp(sp.expand(ra - rb)))
+        num = sp.factor(sp.together(sp.expand(sp.powsimp(sp.expand(ra - rb)))))
         if num.has(sp.Pow) and any(p.is_Pow and not p.exp.is_Integer
                                    for p in sp.preorder_traversal(num)):
             continue
@@ -470,11 +469,10 @@ def _reciprocal_by_factor(e: sp.Basic) -> sp.Basic:
     def product(t: sp.Basic) -> sp.Basic | None:
         if not t.is_Mul or t.has(sp.UnevaluatedExpr):
             return None
-        recips = [f for f in t.args if f.is_Pow and f.exp.is_Integer and f.exp < 0]
-        if sum(-f.exp for f in recips) < 2:
+        recips = [f for f in t.args if f.is_Pow and f.exp.is_Rational and f.exp < 0]
+        if len(recips) < 2 and sum(-f.exp for f in recips) < 2:
             return None
-        a = recips[0].base
-        return a
+        return recips[0].base ** -recips[0].exp if len(recips) >= 2 else recips[0].base
 
     def split(t: sp.Basic) -> sp.Basic:
         v, p = poly(t)
@@ -483,6 +481,32 @@ def _reciprocal_by_factor(e: sp.Basic) -> sp.Basic:
     e = e.replace(lambda t: poly(t) is not None, split)
     return e.replace(lambda t: product(t) is not None,
                      lambda t: sp.UnevaluatedExpr(1 / product(t)) * (t * product(t)))
+
+
+def _log1p_exp(e: sp.Basic) -> sp.Basic:
+    return e.replace(lambda t: isinstance(t, log1p) and isinstance(t.args[0], sp.exp),
+                     lambda t: softplus(t.args[0].args[0]))
+
+
+def _exp_over_expm1(e: sp.Basic) -> sp.Basic:
+    """``exp(u)/expm1(u)`` as ``-1/expm1(-u)``: no infinity over an infinity for large u."""
+
+    def parts(t: sp.Basic) -> sp.Basic | None:
+        if not t.is_Mul:
+            return None
+        for f in t.args:
+            if isinstance(f, sp.exp):
+                for g in t.args:
+                    if g.is_Pow and g.exp == -1 and isinstance(g.base, expm1) \
+                            and g.base.args[0] == f.args[0]:
+                        return f.args[0]
+        return None
+
+    def value(t: sp.Basic) -> sp.Basic:
+        u = parts(t)
+        return t / (sp.exp(u) / expm1(u)) * (-1 / expm1(-u))
+
+    return e.replace(lambda t: parts(t) is not None, value)
 
 
 def _plain(e: sp.Basic) -> sp.Basic:
@@ -635,6 +659,12 @@ RULES = (
     _whole("reciprocal by factor", _reciprocal_by_factor,
            "divide by one factor at a time, {0}: the product overflows where the quotient "
            "does not", (sp.Eq(1 / (_a * _b), sp.UnevaluatedExpr(1 / _a) / _b, evaluate=False),)),
+    _whole("log1p exp", _log1p_exp, "{0}, which never forms the exponential",
+           (sp.Eq(log1p(sp.exp(_u)), softplus(_u)),)),
+    _whole("exp over expm1", _exp_over_expm1,
+           "{0}: numerator and denominator multiplied by exp(-u), so that no infinity is "
+           "divided by an infinity where u is large",
+           (sp.Eq(sp.exp(_u) / expm1(_u), -1 / expm1(-_u)),)),
     _whole("together", sp.together, "over a common denominator: the terms that cancel are "
            "cancelled exactly"),
     _whole("cancel", sp.cancel, "cancel common factors"),
@@ -675,12 +705,12 @@ def _candidates(expr: sp.Expr) -> Iterator[Candidate]:
         except (TypeError, ValueError, AttributeError, IndexError, RecursionError,
                 NotImplementedError, sp.PolynomialError):
             continue
-        if new != expr and isinstance(new, sp.Expr):
+        if new != expr and isinstance(new, sp.Expr) and not new.has(sp.I):
             yield Candidate(new, reason, notes)
             # the rule's result, then the sympy optimizations for expm1 / log1p on it
             for rule in (r for r in KERNEL_REWRITES if r.whole is not None):
                 more = rule(new)
-                if more != new:
+                if more != new and not more.has(sp.I):
                     yield Candidate(more, reason + f"; then the {rule.name} rewrite", notes)
 
 
