@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
     args = p.parse_args(argv)
     names = args.cases.split(",") if args.cases else None
-    result = run(samples=100 if args.quick else 400, timeout=60.0 if args.quick else 120.0,
+    result = run(samples=100 if args.quick else 400, timeout=60.0 if args.quick else 180.0,
                  names=names)
     args.out.mkdir(parents=True, exist_ok=True)
     text = document(result)

@@ -69,7 +69,7 @@ MODES = {
         "libraries": {"sizes": [10**3, 10**5, 10**7], "repeats": 9, "large_repeats": 5,
                       "min_sample": 0.02},
         "pair": {"sizes": [10**3, 10**5, 10**7], "repeats": 15, "min_sample": 0.02},
-        "accuracy": {"samples": 400, "timeout": 120.0},
+        "accuracy": {"samples": 400, "timeout": 180.0},
     },
 }
 
