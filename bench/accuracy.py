@@ -116,6 +116,8 @@ ML = (
          "Piecewise((log(-expm1(-x)), x < log(2)), (log1p(-exp(-x)), True))"),
     Case("gaussian KL", "ML", "(sigma**2 + mu**2 - 1)/2 - log(sigma)",
          _over(mu=(-1e150, 1e150), sigma=(1e-300, 1e150))),
+    Case("gaussian KL near the prior", "ML", "(sigma**2 + mu**2 - 1)/2 - log(sigma)",
+         _over(mu=(-1e-8, 1e-8), sigma=(0.5, 2.0))),
     Case("gaussian log-density", "ML", "-(x - mu)**2/(2*sigma**2) - log(sigma) - log(2*pi)/2",
          _over(x=(-1e150, 1e150), mu=(-1e150, 1e150), sigma=(1e-150, 1e150))),
     Case("log1p(x^2)", "issue 23", "log(1 + x**2)", _over(x=_ALL)),

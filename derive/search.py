@@ -268,9 +268,10 @@ def reference(expr: sp.Expr, variables: Sequence[sp.Symbol], points: np.ndarray)
                 last = None
                 break
             agree = new == last or (new != 0 and abs((new - last) / new) < mpmath.mpf(2) ** -60)
-            # an exact 0 at two precisions may be a cancellation both lost: confirmed only
-            # at the highest precision
-            if agree and (new != 0 or prec == top):
+            # an exact 0 (or an infinity: mpmath does not overflow, so it is a log or a
+            # quotient of such a 0) at two precisions may be a cancellation both lost:
+            # confirmed only at the highest precision
+            if agree and ((new != 0 and mpmath.isfinite(new)) or prec == top):
                 value = float(new) if abs(new) < mpmath.mpf("1.8e308") else (
                     math.inf if new > 0 else -math.inf)
                 break
@@ -509,6 +510,19 @@ def _exp_over_expm1(e: sp.Basic) -> sp.Basic:
     return e.replace(lambda t: parts(t) is not None, value)
 
 
+def _log_of_sigmoid(e: sp.Basic) -> sp.Basic:
+    """``log(a)`` where ``1/a = 1 + exp(w)`` (a sigmoid, however written) as
+    ``-softplus(w)``."""
+
+    def arg(t: sp.Basic) -> sp.Basic | None:
+        if not isinstance(t, sp.log) or not t.args[0].has(sp.exp):
+            return None
+        w = sp.expand(sp.simplify(1 / t.args[0]) - 1)
+        return w.args[0] if isinstance(w, sp.exp) else None
+
+    return e.replace(lambda t: arg(t) is not None, lambda t: -softplus(arg(t)))
+
+
 def _plain(e: sp.Basic) -> sp.Basic:
     """``e`` without the grouping kept for floating point (what a check compares)."""
     return e.replace(lambda a: isinstance(a, sp.UnevaluatedExpr), lambda a: a.args[0])
@@ -665,6 +679,9 @@ RULES = (
            "{0}: numerator and denominator multiplied by exp(-u), so that no infinity is "
            "divided by an infinity where u is large",
            (sp.Eq(sp.exp(_u) / expm1(_u), -1 / expm1(-_u)),)),
+    _whole("log of a sigmoid", _log_of_sigmoid,
+           "{0}: the log of a sigmoid, however written, without forming it",
+           (sp.Eq(sp.log(1 - 1 / (1 + sp.exp(-_u))), -softplus(_u)),)),
     _whole("together", sp.together, "over a common denominator: the terms that cancel are "
            "cancelled exactly"),
     _whole("cancel", sp.cancel, "cancel common factors"),
