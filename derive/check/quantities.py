@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import sympy as sp
 from sympy.core.function import AppliedUndef
 
-from ..questions import build
+from ..loader import build, current
 from ..vocabulary import FB, GB, JFB, JGB, X1, X2, Y1, Y2, S, i, n
 from .latex_reader import Unreadable, label_tokens
 
@@ -409,9 +409,7 @@ def _kl_symbols(expr: sp.Basic) -> dict[str, sp.Basic]:
 
 def _sigma_substitution(variant: str, symbols: dict[str, sp.Basic]) -> dict:
     """Under the logvar variant an answer may still use sigma = exp(logvar / 2)."""
-    from ..gaussian_kl import PARAMETERIZATIONS
-
-    param = PARAMETERIZATIONS[variant]
+    param = current().parameterizations[variant]
     if param.scale.name == "sigma":
         return {}
     sigma = sp.Symbol("sigma", positive=True)
@@ -421,11 +419,9 @@ def _sigma_substitution(variant: str, symbols: dict[str, sp.Basic]) -> dict:
 
 def _sample(variant: str, symbols: dict[str, sp.Basic], subs: dict) -> None:
     """The question's sample ``z_i = mu_i + sigma_i eps_i`` may be written by its name."""
-    from ..gaussian_kl import PARAMETERIZATIONS
-
     if not {"mu", "epsilon"} <= set(symbols):
         return
-    param = PARAMETERIZATIONS[variant]
+    param = current().parameterizations[variant]
     z = sp.Symbol("z", real=True)
     symbols["z"] = z
     subs[z] = symbols["mu"] + param.sigma * symbols["epsilon"]
@@ -487,7 +483,5 @@ def question_spec(qid: str, variant: str | None = None) -> QuestionSpec:
         raise KeyError(f"question {qid!r} is not marked by derive check; it marks "
                        f"{', '.join(SUPPORTED)}")
     if variant is None:
-        from ..questions import QUESTIONS
-
-        variant = QUESTIONS[qid].default
+        variant = current().questions[qid].default
     return _SPECS[qid](variant)

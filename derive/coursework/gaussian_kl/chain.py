@@ -15,9 +15,8 @@ from functools import cache
 
 import sympy as sp
 
-from ..arrangement import KERNEL_REWRITES, arrange
-from ..derivation import Derivation, Result, Step
-from ..pieces import safe_point
+from derive.api import KERNEL_REWRITES, Derivation, Result, Step, arrange, safe_point
+
 from .parameterizations import PARAMETERIZATIONS, Parameterization, eps, sigma
 from .rewrites import _stabilize
 
