@@ -116,6 +116,19 @@ refused in one line (:class:`MaterialError`):
     ...     print(error)
     material 'mine' and material 'again' both define question '9.1'
 
+A question that ``derive check`` marks says how its answers read: ``answers``, a function
+of the variant and its derivation giving :class:`Answers` (:mod:`derive.answers`): the
+:class:`Quantity` values an answer gives, each with the derived expressions it may equal,
+the left-hand sides that name them, the symbols it may write (``DIAG`` and ``IDENTITY``
+for matrices):
+
+    >>> def demo_answers(variant, d):
+    ...     value = Quantity("value", "the value", (d.result("value"),))
+    ...     return Answers(d.qid, variant, (value,), (), ((r"v", ("value",)),),
+    ...                    index_form=False, symbols={"a": a, "diag": DIAG, "I": IDENTITY})
+    >>> demo_answers("", demo).quantities[0].references
+    (2*log(a),)
+
 The registry's helpers take the questions explicitly: :func:`build` and :func:`resolve`
 (an unknown id or variant raises :class:`UnknownQuestionError`), :func:`marking` (the
 marking scheme, :class:`Mark` lines), :func:`all_derivations` and :func:`kernel_modules`:
@@ -185,6 +198,7 @@ What a derivation hands to code generation (:mod:`derive.spec`): a :class:`Modul
 
 from __future__ import annotations
 
+from .answers import DIAG, IDENTITY, Answers, Quantity
 from .arrangement import KERNEL_REWRITES, arrange
 from .coupling import (
     CouplingBlock,
@@ -231,6 +245,8 @@ __all__: list[str] = [
     # the material
     "CouplingBlock", "SpecificationError", "Parameterization", "Question", "Section",
     "Introduction", "Material", "MaterialError", "Mark", "UnknownQuestionError",
+    # how derive check reads a question's answers
+    "Answers", "Quantity", "DIAG", "IDENTITY",
     # the registry's helpers, and the derivations of any coupling block
     "build", "resolve", "marking", "all_derivations", "kernel_modules",
     "derive_inverse", "derive_jacobian", "derive_determinant", "derive_arrangement",

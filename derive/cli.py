@@ -165,14 +165,17 @@ def _add_material(p: argparse.ArgumentParser) -> None:
 
 
 def _use_material(args: argparse.Namespace) -> None:
-    """Load ``--material`` (when given) as the engine's material; a bad one is one line."""
-    from .loader import MaterialError, use
+    """Load ``--material`` as the engine's material (without it, the default: an earlier
+    ``main`` in this process may have chosen another); a bad one is one line."""
+    from .loader import DEFAULT, MaterialError, is_default, use
 
-    if getattr(args, "material", None):
-        try:
-            use(args.material)
-        except MaterialError as err:
-            raise _Failure(_shown(str(err)), code=2) from None
+    names = getattr(args, "material", None)
+    if not names and is_default():
+        return
+    try:
+        use(names or DEFAULT)
+    except MaterialError as err:
+        raise _Failure(_shown(str(err)), code=2) from None
 
 
 def _default_material() -> bool:

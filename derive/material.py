@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
+from .answers import Answers
 from .coupling import CouplingBlock
 from .derivation import Derivation
 from .parameterization import Parameterization
@@ -103,6 +104,9 @@ class Question:
     points: Mapping[str, int] = field(default_factory=dict)
     #: ... and points per step of the answer (each step the solutions show).
     step_points: int = 0
+    #: How ``derive check`` reads an answer to it: a function of the variant and its
+    #: derivation giving the :class:`~derive.answers.Answers` (None: not marked).
+    answers: Callable[[str, Derivation], Answers] | None = None
 
     @property
     def default(self) -> str:

@@ -56,6 +56,7 @@ LAYER_OF: dict[str, str] = {
     # the registry's types (Question, Section, Material, ...) and the public API, what a
     # material author imports: both in the derivation layer, under the material
     "derive.material": "derivation",
+    "derive.answers": "derivation",
     "derive.api": "derivation",
     # the material: the coursework's blocks, parameterizations, questions and kernels
     # (written against derive.api alone: tests/test_material.py), and the one loader

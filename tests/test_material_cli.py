@@ -18,10 +18,11 @@ from .conftest import ROOT
 #: A material package as an outside user writes it: derive.api and SymPy only. One block
 #: (a shift: y1 = x1 + F), the engine's derivations of it, and a kernel module of two
 #: kernels built from the arranged results.
-_MATERIAL = '''
+_MATERIAL = r'''
 """A shift block, as material outside the engine."""
-from derive.api import (Arg, CouplingBlock, Kernel, Material, Module, Output, Question,
-                        Section, F, derive_arrangement, derive_inverse, to_vector, x1, x2)
+from derive.api import (Answers, Arg, CouplingBlock, Kernel, Material, Module, Output,
+                        Quantity, Question, Section, F, Y1, Y2, derive_arrangement,
+                        derive_inverse, to_vector, x1, x2)
 
 SHIFT = CouplingBlock("my_shift", "a shift block", x1 + F, x2, summary="A shift by F(x2).")
 _ARGS = (Arg("x1", "batch", "first half, shape (..., n)."),
@@ -45,9 +46,23 @@ def _kernels(variant):
         "mymat.SHIFT", "coupling")
 
 
+_X = r"(?:\\mathbf|\\boldsymbol|\\bm)?\{?x\}?_\{?"
+
+
+def _answers(variant, d):
+    """How derive check reads an answer: x1 and x2, in index notation."""
+    return Answers("9.1", variant, (Quantity("x1", "x1", (d.result("x1"),)),
+                                    Quantity("x2", "x2", (d.result("x2"),))), (),
+                   ((_X + r"1(?:,?[ik])?\}?", ("x1",)), (_X + r"2(?:,?[ik])?\}?", ("x2",))),
+                   index_form=True, x2=d.result("x2"),
+                   symbols={"x_1": x1.base, "x_2": x2.base, "y_1": Y1, "y_2": Y2,
+                            "F(x_2)": F.base})
+
+
 SECTION = Section("", "A shift block", beyond=True)
 QUESTION = Question("9.1", "Invert the shift block", ("my_shift",),
-                    lambda variant: derive_inverse(SHIFT), SECTION, kernels=_kernels)
+                    lambda variant: derive_inverse(SHIFT), SECTION, kernels=_kernels,
+                    answers=_answers)
 MATERIAL = Material("mymat", blocks={"my_shift": SHIFT}, questions={"9.1": QUESTION},
                     sections={"shift": SECTION})
 '''
@@ -117,6 +132,19 @@ def test_list_show_and_latex_take_material(outside, capsys):
     assert "Inverting a shift block  [my_shift]" in capsys.readouterr().out
     assert main(["latex", "9.1", "--material", "mymat", "--standalone"]) == 0
     assert "python -m derive latex --material mymat 9.1 --standalone" in capsys.readouterr().out
+
+
+def test_check_marks_a_material_s_question_from_its_registry_entry(outside, tmp_path,
+                                                                  capsys):
+    """No per-question table in the checker: 9.1's answers read as its registry says."""
+    right, wrong = tmp_path / "right.tex", tmp_path / "wrong.tex"
+    right.write_text("x_2 = y_2, \\quad x_1 = y_1 - F(x_2)\n")
+    wrong.write_text("x_2 = y_2, \\quad x_1 = y_1 + F(x_2)\n")
+    assert main(["check", "9.1", str(right), "--material", "mymat"]) == 0, capsys.readouterr()
+    assert "correct" in capsys.readouterr().out
+    assert main(["check", "9.1", str(wrong), "--material", "mymat"]) == 1
+    assert main(["check", "9.1", str(right)]) == 2  # not a question of the coursework
+    assert "is not marked by derive check" in capsys.readouterr().err
 
 
 def test_several_materials_combine(outside, capsys):

@@ -18,7 +18,7 @@ import sys
 from .batch import MAX_FILE_BYTES
 from .latex_reader import NOTATION
 from .marking import EXIT_CODES
-from .quantities import SUPPORTED
+from .quantities import SUPPORTED, supported
 
 __all__ = ["add_parser", "validate", "outputs", "output", "run", "render", "line",
            "MAX_FILE_BYTES"]
@@ -137,9 +137,9 @@ def validate(args: argparse.Namespace) -> None:
         raise ValueError("-o/--output is for --gradescope; --csv FILE writes a table")
     if args.question is None:
         raise ValueError("expected QUESTION PATH..., or --gradescope SUBMISSION_DIR -o FILE")
-    if args.question not in SUPPORTED:
+    if args.question not in supported():  # the material in use (--material)
         raise ValueError(f"question {args.question!r} is not marked by derive check; it "
-                         f"marks {', '.join(SUPPORTED)}")
+                         f"marks {', '.join(supported())}")
     if not args.paths:
         raise ValueError("expected at least one answer file or folder after the question")
     if args.paths.count("-") > 1:

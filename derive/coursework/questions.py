@@ -36,6 +36,14 @@ from derive.api import (
     to_vector,
 )
 
+from .answers import (
+    answers_11,
+    answers_12,
+    answers_13,
+    answers_23,
+    answers_24,
+    answers_identity,
+)
 from .blocks import BLOCKS, QUESTION_BLOCK
 from .free_energy import derive_free_energy, derive_kl_factorization
 from .gaussian_kl import (
@@ -109,26 +117,27 @@ def _kl_pair_kernels(variant: str) -> Module:
 QUESTIONS: dict[str, Question] = {
     "1.1": Question("1.1", "Invert the coupling block", _blocks(),
                     lambda v: derive_inverse(BLOCKS[v]), SECTIONS["coupling"],
-                    points={"x2": 2, "x1": 3}, step_points=1),
+                    points={"x2": 2, "x1": 3}, step_points=1, answers=answers_11),
     "1.2": Question("1.2", "The Jacobian as a 2x2 block matrix", _blocks(),
                     lambda v: derive_jacobian(BLOCKS[v]), SECTIONS["coupling"],
                     points={"dy1_dx1": 1, "dy1_dx2": 2, "dy2_dx1": 1, "dy2_dx2": 1,
-                            "dy1_dx2_elementwise": 1}, step_points=1),
+                            "dy1_dx2_elementwise": 1}, step_points=1, answers=answers_12),
     "1.3": Question("1.3", "The determinant; volume preservation", _blocks(),
                     lambda v: derive_determinant(BLOCKS[v]), SECTIONS["coupling"],
                     kernels=_coupling_kernels,
-                    points={"det": 2, "log_abs_det": 2, "volume_condition": 3}, step_points=1),
+                    points={"det": 2, "log_abs_det": 2, "volume_condition": 3}, step_points=1,
+                    answers=answers_13),
     "1.3n": Question("1.3n", "The coupling kernels arranged for floating point", _blocks(),
                      lambda v: derive_arrangement(BLOCKS[v]), SECTIONS["notes"]),
     "2.1": Question("2.1", "The free energy is log p(x) minus the KL to the posterior",
                     ("",), lambda v: derive_free_energy(), SECTIONS["vae"],
-                    points={"identity": 4}, step_points=1),
+                    points={"identity": 4}, step_points=1, answers=answers_identity),
     "2.2": Question("2.2", "The KL term decomposes over dimensions", ("",),
                     lambda v: derive_kl_factorization(), SECTIONS["vae"],
-                    points={"decomposition": 4}, step_points=1),
+                    points={"decomposition": 4}, step_points=1, answers=answers_identity),
     "2.3": Question("2.3", "The Gaussian KL in closed form", tuple(PARAMETERIZATIONS),
                     lambda v: derive_kl(PARAMETERIZATIONS[v]), SECTIONS["vae"],
-                    points={"kl": 5}, step_points=1),
+                    points={"kl": 5}, step_points=1, answers=answers_23),
     "2.3c": Question("2.3c", "The standard deviation and its derivatives in floating point",
                      tuple(PARAMETERIZATIONS),
                      lambda v: derive_chain_factors(PARAMETERIZATIONS[v]), SECTIONS["notes"]),
@@ -141,7 +150,7 @@ QUESTIONS: dict[str, Question] = {
                     SECTIONS["vae"], kernels=_kl_kernels,
                     points={"grad_mu": 3, "grad_sigma": 3, "stl_mu": 2, "stl_sigma": 2,
                             "var_mu": 1, "var_sigma": 1, "var_stl_mu": 1, "var_stl_sigma": 1},
-                    step_points=1),
+                    step_points=1, answers=answers_24),
     "2.3p": Question("2.3p", "The Gaussian KL from a learned prior", tuple(PARAMETERIZATIONS),
                      lambda v: derive_kl(PARAMETERIZATIONS[v],
                                          learned_prior(PARAMETERIZATIONS[v])),
