@@ -3,9 +3,10 @@
 ``run`` times ``python -m derive generate --check`` cold (a new interpreter each time, so
 no SymPy or engine cache survives, and ``--no-cache``); with the derivation cache
 (:func:`time_cache`, in a copy of the engine with a cache folder of its own): nothing
-changed (warm), and after adding one block to the copy's ``derive/blocks.py`` (each run
-from the warm cache); and it runs this module as ``python -m bench.regen N``
-for each ``N``, which prints one JSON object with the seconds it took to
+changed (warm), and after adding one block to the copy's
+``derive/coursework/blocks.py`` (each run from the warm cache); and it runs this module
+as ``python -m bench.regen N`` for each ``N``, which prints one JSON object with the
+seconds it took to
 
 - ``import``: import sympy and the engine;
 - ``build``: derive 1.1, 1.2 and 1.3 for the question's block in index notation (every
@@ -156,8 +157,8 @@ def time_cache(runs: int, timeout: float,
     the engine (``derive/``, ``codegen/``, ``kernel_runtime/``, ``generated/``) with a
     cache folder of its own: ``fill`` from an empty cache (once), ``warm`` with nothing
     changed, and ``one_block`` after appending :data:`NEW_BLOCK` to the copy's
-    ``derive/blocks.py``, each of those runs starting from the warm cache (exit 1: the new
-    block's module is missing from generated/)."""
+    ``derive/coursework/blocks.py``, each of those runs starting from the warm cache (exit
+    1: the new block's module is missing from generated/)."""
     out: dict[str, object] = {"runs": runs}
     with tempfile.TemporaryDirectory(prefix="derive-bench-") as tmp:
         tree, cache, warm = Path(tmp) / "tree", Path(tmp) / "cache", Path(tmp) / "warm"
@@ -170,10 +171,11 @@ def time_cache(runs: int, timeout: float,
             out["fill"] = {"wall": wall, "cpu": cpu, "code": code, "summary": summary}
             out["warm"] = _repeat(runs, lambda: _generate(tree, cache, timeout))
             shutil.copytree(cache, warm)
-            blocks = tree / "derive" / "blocks.py"
+            blocks = tree / "derive" / "coursework" / "blocks.py"
             text = blocks.read_text()
             if "    ),\n]\n" not in text:
-                raise RuntimeError("derive/blocks.py has no `_BLOCKS = [...]` list to extend")
+                raise RuntimeError("derive/coursework/blocks.py has no `_BLOCKS = [...]` list "
+                                   "to extend")
             blocks.write_text(text.replace("    ),\n]\n", "    ),\n" + NEW_BLOCK, 1))
 
             def from_warm() -> tuple[float, float, int, str]:

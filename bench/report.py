@@ -493,7 +493,7 @@ def _regen_section(regen: dict | None) -> list[str]:
         rows.append(["… with the derivation cache, from an empty cache (fills it)",
                      f"{cache['fill']['wall']:.2f} s (exit {cache['fill']['code']})"])
     for part, what in (("warm", "nothing changed (warm cache)"),
-                       ("one_block", "after adding one block to derive/blocks.py")):
+                       ("one_block", "after adding one block to derive/coursework/blocks.py")):
         if part in cache:
             res = cache[part]
             walls = ", ".join(f"{w:.2f}" for w in res["walls"])

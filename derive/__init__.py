@@ -51,7 +51,10 @@ from typing import TYPE_CHECKING, Any  # noqa: E402
 if TYPE_CHECKING:
     from .coupling import CouplingBlock, derive_determinant, derive_inverse, derive_jacobian
     from .derivation import Derivation, Result, Step, StepCheckError
-    from .questions import QUESTIONS, UnknownQuestionError, build
+    from .loader import build
+    from .material import Question, UnknownQuestionError
+
+    QUESTIONS: dict[str, Question]
 
 __all__ = [
     "Derivation", "Step", "Result", "StepCheckError",
@@ -65,14 +68,16 @@ __version__ = "0.1.0"
 _HOME = {"Derivation": "derivation", "Step": "derivation", "Result": "derivation",
          "StepCheckError": "derivation", "CouplingBlock": "coupling",
          "derive_inverse": "coupling", "derive_jacobian": "coupling",
-         "derive_determinant": "coupling", "QUESTIONS": "questions",
-         "UnknownQuestionError": "questions", "build": "questions"}
+         "derive_determinant": "coupling", "QUESTIONS": "loader",
+         "UnknownQuestionError": "material", "build": "loader"}
 
 
 def __getattr__(name: str) -> Any:
     if name not in _HOME:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
+    home = importlib.import_module(f".{_HOME[name]}", __name__)
+    # the registry: the questions of the material in use (derive.loader; the coursework)
+    value = home.current().questions if name == "QUESTIONS" else getattr(home, name)
     # the views a derivation shows itself with (str, Jupyter's LaTeX): the typesetting
     # layer registers them, and the derivation layer imports no typesetting
     importlib.import_module("derive.text")

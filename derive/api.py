@@ -90,7 +90,7 @@ gives the standard deviation ``sigma``:
     >>> scale.positive, scale.pair_module
     (False, 'gaussian_kl_pair_softplus')
 
-A :class:`Question` (:mod:`derive.questions`) says how to derive each of its variants and
+A :class:`Question` (:mod:`derive.material`) says how to derive each of its variants and
 in which :class:`Section` of the solutions document it sits; a section opens with an
 :class:`Introduction`:
 
@@ -101,6 +101,83 @@ in which :class:`Section` of the solutions document it sits; a section opens wit
     ('', 2*log(a))
     >>> question.section.introduction().text
     'A log of a square:'
+
+A :class:`Material` gathers a package's blocks, parameterizations, questions and sections
+under one name; a material package exposes one as ``MATERIAL``, which ``derive ...
+--material MODULE`` loads. Materials combine, and two that define the same name are
+refused in one line (:class:`MaterialError`):
+
+    >>> mine = Material("mine", blocks={"coupling_shift": block}, questions={"9.1": question})
+    >>> sorted(Material.combine([mine, Material("other")]).questions)
+    ['9.1']
+    >>> try:
+    ...     Material.combine([mine, Material("again", questions={"9.1": question})])
+    ... except MaterialError as error:
+    ...     print(error)
+    material 'mine' and material 'again' both define question '9.1'
+
+A question that ``derive check`` marks says how its answers read: ``answers``, a function
+of the variant and its derivation giving :class:`Answers` (:mod:`derive.answers`): the
+:class:`Quantity` values an answer gives, each with the derived expressions it may equal,
+the left-hand sides that name them, the symbols it may write (``DIAG`` and ``IDENTITY``
+for matrices):
+
+    >>> def demo_answers(variant, d):
+    ...     value = Quantity("value", "the value", (d.result("value"),))
+    ...     return Answers(d.qid, variant, (value,), (), ((r"v", ("value",)),),
+    ...                    index_form=False, symbols={"a": a, "diag": DIAG, "I": IDENTITY})
+    >>> demo_answers("", demo).quantities[0].references
+    (2*log(a),)
+
+The registry's helpers take the questions explicitly: :func:`build` and :func:`resolve`
+(an unknown id or variant raises :class:`UnknownQuestionError`), :func:`marking` (the
+marking scheme, :class:`Mark` lines), :func:`all_derivations` and :func:`kernel_modules`:
+
+    >>> build("9.1", questions=mine.questions).result("value")
+    2*log(a)
+    >>> resolve("9.1", questions=mine.questions)[1], len(all_derivations(mine.questions))
+    ('', 1)
+    >>> question = Question("9.1", "Simplify a log", ("",), lambda variant: demo, section,
+    ...                     points={"value": 2}, step_points=1)
+    >>> marking("9.1", {"9.1": question}) == [Mark("step", "1", 1), Mark("result", "value", 2)]
+    True
+    >>> kernel_modules(mine.questions)
+    []
+    >>> try:
+    ...     build("9.2", questions=mine.questions)
+    ... except UnknownQuestionError as error:
+    ...     print(error)
+    unknown question '9.2'; known questions: 9.1
+
+The engine's derivations of any coupling block (:mod:`derive.coupling`): 1.1 to 1.3 and
+1.3n (:func:`derive_inverse`, :func:`derive_jacobian`, :func:`derive_determinant`,
+:func:`derive_arrangement`), and the Jacobian's block matrix as 1.3n arranges it
+(:func:`arranged_blocks`, what a coupling kernel module returns):
+
+    >>> derive_inverse(block).result("x1"), derive_jacobian(block).result("dy1_dx1")
+    (-F[i] + y1[i], KroneckerDelta(i, j))
+    >>> derive_determinant(block).result("log_abs_det"), len(derive_arrangement(block).steps) > 0
+    (0, True)
+    >>> arranged_blocks(block).blocks[0][0].is_diagonal
+    True
+
+Floating-point arrangement (:mod:`derive.arrangement`): :func:`apply_rewrites` rewrites an
+expression by a sequence of rules (:data:`KERNEL_REWRITES`, the kernels' own) and returns
+the checked steps; :func:`safe_point` (:mod:`derive.pieces`) is a point where every piece
+of a piecewise value is finite. The components of the coupling block's outputs as indexed
+bases are ``Y1`` and ``Y2``; :class:`GaussianModel` (:mod:`derive.probability`) is a
+concrete model in which abstract probability steps are checked:
+
+    >>> arranged, steps = apply_rewrites(sp.log(sp.exp(u) + 1), KERNEL_REWRITES)
+    >>> arranged
+    softplus(u)
+    >>> Y1[i], Y2[i], safe_point(sp.log(u))
+    (y1[i], y2[i], {u: 1})
+    >>> mean = sp.Symbol("mean", real=True)
+    >>> q = sp.Symbol("q")
+    >>> model = GaussianModel("one normal", densities={}, distributions={q: {u: (mean, 1)}})
+    >>> model.evaluate(Expectation(u**2, q))
+    mean**2 + 1
 
 The kernel spec
 ---------------
@@ -134,28 +211,61 @@ it, and gives the :class:`Module` of a kernel ``f``:
 
 from __future__ import annotations
 
-from .coupling import CouplingBlock, SpecificationError
+from .answers import DIAG, IDENTITY, Answers, Quantity
+from .arrangement import KERNEL_REWRITES
+from .arrangement import arrange as apply_rewrites
+from .coupling import (
+    CouplingBlock,
+    SpecificationError,
+    arranged_blocks,
+    derive_arrangement,
+    derive_determinant,
+    derive_inverse,
+    derive_jacobian,
+)
 from .derivation import Derivation, Result, Step, StepCheckError
+from .material import (
+    Introduction,
+    Mark,
+    Material,
+    MaterialError,
+    Question,
+    Section,
+    UnknownQuestionError,
+    all_derivations,
+    build,
+    kernel_modules,
+    marking,
+    resolve,
+)
 from .nodes import ComponentSum, sigmoid, softplus
 from .parameterization import Parameterization
-from .probability import KL, Expectation, Variance, gaussian_log_pdf
-from .questions import Introduction, Question, Section
+from .pieces import safe_point
+from .probability import KL, Expectation, GaussianModel, Variance, gaussian_log_pdf
 from .search import arrange
 from .spec import Arg, Kernel, Module, Output
-from .vocabulary import JF, JG, F, G, i, j, n, s, to_vector, x1, x2, y1, y2
+from .vocabulary import JF, JG, Y1, Y2, F, G, i, j, n, s, to_vector, x1, x2, y1, y2
 
 __all__: list[str] = [
     # the vocabulary: index notation of a coupling block
-    "i", "j", "n", "x1", "x2", "s", "y1", "y2", "F", "G", "JF", "JG", "to_vector",
+    "i", "j", "n", "x1", "x2", "s", "y1", "y2", "F", "G", "JF", "JG", "Y1", "Y2", "to_vector",
     # the math's own functions and nodes
     "softplus", "sigmoid", "ComponentSum",
     # probability
-    "Expectation", "Variance", "KL", "gaussian_log_pdf",
+    "Expectation", "Variance", "KL", "gaussian_log_pdf", "GaussianModel",
     # derivations
     "Step", "Result", "Derivation", "StepCheckError",
+    # floating-point arrangement
+    "apply_rewrites", "KERNEL_REWRITES", "safe_point",
     # the material
     "CouplingBlock", "SpecificationError", "Parameterization", "Question", "Section",
-    "Introduction",
+    "Introduction", "Material", "MaterialError", "Mark", "UnknownQuestionError",
+    # how derive check reads a question's answers
+    "Answers", "Quantity", "DIAG", "IDENTITY",
+    # the registry's helpers, and the derivations of any coupling block
+    "build", "resolve", "marking", "all_derivations", "kernel_modules",
+    "derive_inverse", "derive_jacobian", "derive_determinant", "derive_arrangement",
+    "arranged_blocks",
     # the kernel spec
     "Kernel", "Arg", "Output", "Module",
     # an arrangement for floating point found by measuring (derive arrange)

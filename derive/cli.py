@@ -85,12 +85,13 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    sub.add_parser("list", help="list the questions and their variants",
-                   description="List every question id with its title and variants.")
+    listing = sub.add_parser("list", help="list the questions and their variants",
+                             description="List every question id with its title and variants.")
+    _add_material(listing)
 
-    from .questions import QUESTIONS  # here, not at import: SymPy loads inside main's handlers
+    from .loader import current  # here, not at import: SymPy loads inside main's handlers
 
-    qid_help = f"question id, one of: {', '.join(QUESTIONS)}"
+    qid_help = f"question id, one of: {', '.join(current().questions)}"
     variant_help = "a variant (block or parameterization); default: the question's own"
     show = sub.add_parser("show", help="print a derivation's checked steps",
                           description="Print a derivation in the terminal: the question, each "
@@ -99,6 +100,7 @@ def parser() -> argparse.ArgumentParser:
     show.add_argument("--variant", help=variant_help)
     show.add_argument("--no-cache", action="store_true",
                       help="derive it, neither reading nor writing the derivation cache")
+    _add_material(show)
 
     latex = sub.add_parser("latex", help="typeset a sheet, or one derivation, as LaTeX",
                            description="Without a question id, write a sheet: --sheet "
@@ -124,6 +126,7 @@ def parser() -> argparse.ArgumentParser:
                        help=r"write the element-wise product as \odot instead of \circ")
     latex.add_argument("--pdf", action="store_true",
                        help="compile with pdflatex (or latexmk) and write the PDF to --output")
+    _add_material(latex)
 
     gen = sub.add_parser("generate", help="regenerate every file under generated/",
                          description="Derive every question, check every step, and rewrite the "
@@ -139,16 +142,48 @@ def parser() -> argparse.ArgumentParser:
                           "generated/ differs from what the engine produces")
     gen.add_argument("--root", default=None, metavar="PATH",
                      help="the repository root holding generated/ (default: this checkout)")
+    gen.add_argument("--package", default=None, metavar="NAME",
+                     help="the output package: the folder under --root that is written "
+                          "(a Python identifier; default: generated)")
     gen.add_argument("--no-cache", action="store_true",
                      help="derive everything, neither reading nor writing the derivation "
                           "cache ($DERIVE_CACHE_DIR, else $XDG_CACHE_HOME/derive or "
                           "~/.cache/derive; DERIVE_NO_CACHE=1 also turns it off)")
+    _add_material(gen)
 
     from .check.command import add_parser as add_check_parser
 
-    add_check_parser(sub)
+    _add_material(add_check_parser(sub))
     _add_arrange_parser(sub)
     return p
+
+
+def _add_material(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--material", action="append", default=None, metavar="MODULE",
+                   help="use the material of MODULE (an importable module exposing MATERIAL, "
+                        "a derive.api.Material, or the name of an installed entry point of "
+                        "the group derive.material) instead of the shipped coursework; "
+                        "repeat it to combine several")
+
+
+def _use_material(args: argparse.Namespace) -> None:
+    """Load ``--material`` as the engine's material (without it, the default: an earlier
+    ``main`` in this process may have chosen another); a bad one is one line."""
+    from .loader import DEFAULT, MaterialError, is_default, use
+
+    names = getattr(args, "material", None)
+    if not names and is_default():
+        return
+    try:
+        use(names or DEFAULT)
+    except MaterialError as err:
+        raise _Failure(_shown(str(err)), code=2) from None
+
+
+def _default_material() -> bool:
+    from .loader import is_default
+
+    return is_default()
 
 
 # --- derive arrange: an accuracy-driven arrangement of a user's expression (issue 23) ----
@@ -201,10 +236,10 @@ def _cmd_arrange(args: argparse.Namespace) -> str:
 
 
 def _cmd_list() -> str:
-    from .questions import QUESTIONS
+    from .loader import current
 
     lines = []
-    for q in QUESTIONS.values():
+    for q in current().questions.values():
         lines.append(f"{q.qid:5} {q.title}")
         if any(q.variants):
             lines.append(f"      variants: {', '.join(q.variants)} (default {q.default})")
@@ -212,7 +247,7 @@ def _cmd_list() -> str:
 
 
 def _derivation(args: argparse.Namespace):
-    from .questions import UnknownQuestionError, build
+    from .loader import UnknownQuestionError, build
 
     try:
         return build(args.qid, args.variant)
@@ -284,6 +319,8 @@ def _write_output(target: Target, data: bytes) -> str:
 def _command_line(args: argparse.Namespace) -> str:
     """The ``derive latex`` command that reproduces this output, for the file's header."""
     parts = ["python", "-m", "derive", "latex"]
+    for name in args.material or ():
+        parts += ["--material", name]
     if args.qid is not None:
         parts.append(args.qid)
     if args.sheet:
@@ -302,9 +339,10 @@ def _command_line(args: argparse.Namespace) -> str:
 def _cmd_show(args: argparse.Namespace) -> str:
     """The derivation as text: from the derivation cache when it holds it."""
     from .cache import open_store
-    from .questions import UnknownQuestionError, resolve
+    from .loader import UnknownQuestionError, resolve
 
-    store = open_store(no_cache=args.no_cache)
+    # the cache's keys hold the engine's sources, not another material's: it is bypassed
+    store = open_store(no_cache=args.no_cache or not _default_material())
     if store is None:
         from .text import render_text
 
@@ -401,9 +439,12 @@ def _cmd_generate(args: argparse.Namespace) -> str:
     from .output import OutputError
 
     root = _generate_root(args)
+    package = _package(args)
+    command = _generate_command(args)
     start = time.perf_counter()
-    store = open_store(no_cache=args.no_cache)
-    files, n_derivations, n_steps = generate(store)
+    # the cache's keys hold the engine's sources, not another material's: it is bypassed
+    store = open_store(no_cache=args.no_cache or not _default_material())
+    files, n_derivations, n_steps = generate(store, command, package)
     elapsed = time.perf_counter() - start
     if store is not None and store.misses:
         store.prune()
@@ -418,9 +459,9 @@ def _cmd_generate(args: argparse.Namespace) -> str:
                    f"checked; rendered {len(files)} files in {elapsed:.1f} s{cached}")
     try:
         if args.check:
-            stale = stale_files(root, files, warn=_warn)
+            stale = stale_files(root, files, warn=_warn, command=command, package=package)
         else:
-            written = write_files(root, files, warn=_warn)
+            written = write_files(root, files, warn=_warn, command=command, package=package)
     except OutputError as err:
         raise _Failure(f"cannot write under {_shown(root)}: {_shown(str(err))}") from None
     except OSError as err:
@@ -430,11 +471,41 @@ def _cmd_generate(args: argparse.Namespace) -> str:
         if stale:
             diffs = "".join(stale.values())
             names = ", ".join(stale)
-            raise _Failure(f"{diffs}\ngenerated/ is stale: {names}\n"
-                           f"run `python -m derive generate` and commit the result")
-        return f"{summary}\ngenerated/ is up to date ({len(files)} files)\n"
+            raise _Failure(f"{diffs}\n{package}/ is stale: {names}\n"
+                           f"run `{command}` and commit the result")
+        return f"{summary}\n{package}/ is up to date ({len(files)} files)\n"
     changed = ", ".join(written) if written else "none"
     return f"{summary}\nchanged: {changed}\n"
+
+
+def _package(args: argparse.Namespace) -> str:
+    """``--package NAME`` checked: a Python identifier (default ``generated``)."""
+    from .files import PACKAGE
+
+    if args.package is None:
+        return PACKAGE
+    if not args.package.isidentifier():
+        raise _Failure(f"--package: expected a Python identifier, got {_shown(args.package)!r}",
+                       code=2)
+    return args.package
+
+
+def _generate_command(args: argparse.Namespace) -> str:
+    """The command that regenerates these files, for their headers: the default command
+    for the shipped coursework (its files are the same wherever they are written), and
+    with ``--material``, ``--root`` and ``--package`` when another material is used."""
+    from .files import COMMAND
+
+    if not args.material:
+        return COMMAND
+    parts = ["python", "-m", "derive", "generate"]
+    for name in args.material:
+        parts += ["--material", name]
+    if args.root is not None:
+        parts += ["--root", args.root]
+    if args.package is not None:
+        parts += ["--package", args.package]
+    return " ".join(_shell_quote(p) for p in parts)
 
 
 def _cmd_check(args: argparse.Namespace) -> tuple[str, int]:
@@ -481,6 +552,7 @@ def _csv_target(path: str) -> Target:
 
 def _run(args: argparse.Namespace) -> tuple[str, int]:
     """Dispatch to the subcommand; return what goes to standard output, and the exit code."""
+    _use_material(args)
     if args.command == "list":
         return _cmd_list(), 0
     if args.command == "show":

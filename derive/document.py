@@ -1,7 +1,7 @@
 r"""The four sheets of the coursework, typeset: problems, solutions, notes, marking scheme.
 
 The sections, their introductions, which question goes where and the points of each step
-and result all come from the one registry, :data:`derive.questions.QUESTIONS`; a
+and result all come from the one registry, the material's (:func:`derive.loader.current`); a
 registered question without a place in the documents is an error, not a silent omission.
 
 - ``problems``: the coursework's questions as handed out (sections' introductions and each
@@ -35,8 +35,8 @@ from codegen.latex import (
 )
 
 from .derivation import Derivation, fill
-from .gaussian_kl import PARAMETERIZATIONS
-from .questions import QUESTIONS, Question, Section, is_block, marking
+from .loader import current, marking
+from .material import Question, Section
 
 __all__ = ["SHEETS", "KINDS", "sheet_document", "solutions_document", "question_parts",
            "part_kinds", "render_part", "deriving", "DocumentError"]
@@ -72,7 +72,7 @@ def _sections(questions: Mapping[str, Question]) -> dict[Section, list[Question]
         raise DocumentError(
             f"question{'s' if len(unplaced) > 1 else ''} {', '.join(unplaced)} "
             f"{'have' if len(unplaced) > 1 else 'has'} no place in the solutions document: "
-            "register each with a section (derive.questions.Section)")
+            "register each with a section (derive.api.Section)")
     sections: dict[Section, list[Question]] = {}
     for q in questions.values():
         sections.setdefault(q.section, []).append(q)
@@ -88,10 +88,11 @@ def _section(number: str, title: str, intro: dict[str, object] | None = None) ->
 def _variant_label(q: Question, variant: str, d: Derivation, options: LatexOptions) -> str:
     """What tells a variant's heading apart: the scale it is written in (the blocks' titles
     name their block already)."""
-    if variant in PARAMETERIZATIONS and len(q.variants) > 1:
-        scale = latex(PARAMETERIZATIONS[variant].scale, options=options)
+    material = current()
+    if variant in material.parameterizations and len(q.variants) > 1:
+        scale = latex(material.parameterizations[variant].scale, options=options)
         return f", in terms of ${scale}$"
-    if is_block(variant) or len(q.variants) < 2:
+    if material.is_block(variant) or len(q.variants) < 2:
         return ""
     return f", variant {tex_escape(variant)}"
 
@@ -243,7 +244,7 @@ def question_parts(options: LatexOptions | None = None,
     ``options``, each variant derived once: :func:`deriving`)."""
     if sheet not in SHEETS:
         raise DocumentError(f"unknown sheet {sheet!r}; one of: {', '.join(SHEETS)}")
-    questions = QUESTIONS if questions is None else questions
+    questions = current().questions if questions is None else questions
     _sections(questions)  # every question has a place
     options = options or LatexOptions()
     rendered = rendered or deriving(options, questions)

@@ -32,6 +32,7 @@ import hashlib
 import os
 import re
 import stat
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -41,23 +42,31 @@ from codegen.latex import LatexOptions
 
 from .cache import Store, fingerprint, source_digest
 from .document import SHEETS, deriving, part_kinds, render_part, sheet_document
+from .loader import all_derivations, current, kernel_modules
+from .material import Question
 from .notebook import derivations_notebook
 from .output import OutputError, output_target, write_output
-from .questions import QUESTIONS, Question, all_derivations, kernel_modules
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - no flock (Windows): runs are not serialized
     fcntl = None
 
-__all__ = ["COMMAND", "generated_files", "generate", "rendered_part", "write_files",
-           "stale_files", "default_root",
+__all__ = ["COMMAND", "PACKAGE", "manifest_path", "by_value", "generated_files", "generate",
+           "rendered_part", "write_files", "stale_files", "default_root",
            "is_checkout", "GENERATED_MARK", "MANIFEST"]
 
 #: The command that regenerates every generated file; each file's header names it.
 COMMAND = "python -m derive generate"
+#: The output package's default name: the folder under the root that generate writes.
+PACKAGE = "generated"
 #: The list of files ``derive generate`` wrote, with their SHA-256; see the module doc.
 MANIFEST = "generated/MANIFEST"
+
+
+def manifest_path(package: str = PACKAGE) -> str:
+    """The manifest's path relative to the root, for the output package ``package``."""
+    return f"{package}/MANIFEST"
 
 
 def default_root() -> Path:
@@ -70,21 +79,36 @@ def is_checkout(root: Path) -> bool:
     return (root / "pyproject.toml").is_file() and (root / "derive").is_dir()
 
 
-def generated_files(store: Store | None = None) -> dict[str, str]:
+def generated_files(store: Store | None = None, command: str = COMMAND,
+                    package: str = PACKAGE) -> dict[str, str]:
     """Every generated file, by path relative to the root, rendered in memory (through
     the derivation cache ``store`` when given: see :func:`generate`)."""
-    return generate(store)[0]
+    return generate(store, command, package)[0]
 
 
-#: Source files whose content reaches a cached part only as a value that the part's key
-#: holds: a block of ``derive/blocks.py`` reaches its derivations and its kernel module
-#: only as the :class:`~derive.coupling.CouplingBlock` passed in (nothing else imports
-#: ``derive.blocks``), so adding a block leaves the other blocks' parts valid. A block
-#: built from a class that file defines is keyed by the file too (:func:`_value_key`).
-BY_VALUE = ("derive/blocks.py",)
+def by_value() -> tuple[str, ...]:
+    """Source files whose content reaches a cached part only as a value that the part's key
+    holds: the material's blocks module (:attr:`~derive.material.Material.blocks_module`,
+    the coursework's ``derive/coursework/blocks.py``) reaches its derivations and its kernel
+    modules only as the :class:`~derive.coupling.CouplingBlock` passed in (within its
+    package, only the registry imports it), so adding a block leaves the other blocks'
+    parts valid. A block built from a class that file defines is keyed by the file too
+    (:func:`_value_key`). Empty when the material names no blocks module under the root.
+    """
+    import importlib.util
+
+    name = current().blocks_module
+    spec = importlib.util.find_spec(name) if name else None
+    if spec is None or not spec.origin:
+        return ()
+    try:
+        return (Path(spec.origin).resolve().relative_to(default_root()).as_posix(),)
+    except ValueError:
+        return ()
 
 
-def generate(store: Store | None = None) -> tuple[dict[str, str], int, int]:
+def generate(store: Store | None = None, command: str = COMMAND,
+             package: str = PACKAGE) -> tuple[dict[str, str], int, int]:
     """Every generated file (as :func:`generated_files`), the number of derivations and
     the number of their steps.
 
@@ -93,22 +117,23 @@ def generate(store: Store | None = None) -> tuple[dict[str, str], int, int]:
     question's variant is one part (its LaTeX as each sheet typesets it: the problem, the
     answer, the aside and the marking scheme of a coursework question's own variant, the
     whole derivation of any other; its notebook outputs, text, step count and kernel
-    module), keyed by the digest of the engine sources but :data:`BY_VALUE`
+    module), keyed by the digest of the engine sources but :func:`by_value`
     and the variant's block by value, and each section's introduction one part keyed
     alike, with every block's value when it may read them (:func:`_reads_blocks`); only
     the parts missing are derived.
     """
     if store is None:
         derivations = all_derivations()
-        return (_files(), len(derivations), sum(len(d.steps) for d in derivations))
-    digest = source_digest()
-    whole = store.get("generate", [digest, COMMAND])
+        return (_files(None, command, package), len(derivations),
+                sum(len(d.steps) for d in derivations))
+    key = [source_digest(), command] + ([] if package == PACKAGE else [package])
+    whole = store.get("generate", key)
     if whole is not None:
         return whole["files"], whole["derivations"], whole["steps"]
-    parts = _Parts(store, source_digest(exclude=BY_VALUE))
-    files = _files(parts)
+    parts = _Parts(store, source_digest(exclude=by_value()), command)
+    files = _files(parts, command, package)
     n, steps = len(parts.seen), sum(p["steps"] for p in parts.seen.values())
-    store.put("generate", [digest, COMMAND], {"files": files, "derivations": n, "steps": steps})
+    store.put("generate", key, {"files": files, "derivations": n, "steps": steps})
     return files, n, steps
 
 
@@ -116,7 +141,7 @@ def rendered_part(store: Store, question: Question, variant: str) -> dict:
     """A question's variant as :func:`generate` caches it (``latex``: kind of part ->
     LaTeX, ``notebook``, ``text``, ``steps``, ``module``), from ``store`` or derived and
     stored."""
-    return _Parts(store, source_digest(exclude=BY_VALUE)).part(question, variant)
+    return _Parts(store, source_digest(exclude=by_value())).part(question, variant)
 
 
 class _Module:
@@ -129,20 +154,19 @@ class _Module:
 class _Parts:
     """The cached parts of one run of :func:`generate`, each derived on a miss."""
 
-    def __init__(self, store: Store, digest: str) -> None:
-        self.store, self.digest = store, digest
+    def __init__(self, store: Store, digest: str, command: str = COMMAND) -> None:
+        self.store, self.digest, self.command = store, digest, command
         self.seen: dict[tuple[str, str], dict] = {}
 
     def part(self, q: Question, variant: str) -> dict:
         if (q.qid, variant) not in self.seen:
-            from .blocks import BLOCKS
-
+            blocks = current().blocks
             # which kinds the sheets typeset, and a variant's heading, depend on whether it
             # is the question's own and whether the question has others
-            key = [self.digest, COMMAND, q.qid, variant, _value_key(BLOCKS.get(variant)),
+            key = [self.digest, self.command, q.qid, variant, _value_key(blocks.get(variant)),
                    variant == q.default, len(q.variants) > 1]
             self.seen[q.qid, variant] = self.store.get_or_compute(
-                "part", key, lambda: _part(q, variant))
+                "part", key, lambda: _part(q, variant, self.command))
         return self.seen[q.qid, variant]
 
     def intro(self, section: object) -> dict | None:
@@ -156,8 +180,8 @@ class _Parts:
 
 def _value_key(value: object) -> list[str]:
     """What a part's key holds of a block: its :func:`~derive.cache.fingerprint`; and
-    where the block or any node of its expressions is of a class that ``derive/blocks.py``
-    defines (whose code the fingerprint does not show), that file's bytes too."""
+    where the block or any node of its expressions is of a class that the material's
+    blocks module defines (whose code the fingerprint does not show), that file's bytes too."""
     import dataclasses
     import hashlib
 
@@ -171,41 +195,55 @@ def _value_key(value: object) -> list[str]:
                 for node in sp.preorder_traversal(expr):
                     types_ |= {type(node), getattr(node, "func", type(node))}
     key = [fingerprint(value)]
-    if any(getattr(t, "__module__", None) == "derive.blocks" for t in types_):
-        key.append(hashlib.sha256((default_root() / BY_VALUE[0]).read_bytes()).hexdigest())
+    module, files = current().blocks_module, by_value()
+    if files and any(getattr(t, "__module__", None) == module for t in types_):
+        key.append(hashlib.sha256((default_root() / files[0]).read_bytes()).hexdigest())
     return key
 
 
 def _blocks_fingerprint() -> str:
-    """Every public value of ``derive.blocks``: what an introduction that reads it sees."""
-    from . import blocks
+    """Every public value of the material's blocks module: what an introduction that reads
+    it sees (without a blocks module: every block)."""
+    import importlib
 
+    name = current().blocks_module
+    if not name:
+        return fingerprint({key: fingerprint(b) for key, b in current().blocks.items()})
+    blocks = importlib.import_module(name)
     return fingerprint({name: fingerprint(getattr(blocks, name)) for name in blocks.__all__})
 
 
 def _reads_blocks(function: object) -> bool:
-    """Whether ``function`` may read ``derive.blocks``: True unless it is a function of
-    :mod:`derive.questions` (the one material module that imports the blocks), not a
-    closure, whose code, and that of every function of that module it names, names no
-    value of the blocks.
+    """Whether ``function`` may read the material's blocks module: True unless it is a
+    function of a module beside the blocks module in the material's package (the registry,
+    ``derive.coursework.questions`` for the coursework), not a closure, whose code, and
+    that of every function of that module it names, names no value of the blocks.
 
-    A function of any other module cannot reach the blocks (only the registry and this
-    module import them; tests/test_cache.py checks it) but through the registry's values,
-    which it would name; anything else (a callable object, a function of this module) may.
+    A function of any other module cannot reach the blocks (within the package only the
+    registry imports them; tests/test_cache.py checks it) but through the registry's values,
+    which it would name; anything else (a callable object, a function of the engine) may.
     """
+    import importlib
     import types
-
-    from . import blocks, questions
 
     if function is None:
         return False
-    shared = {name for name, value in vars(questions).items()
+    name = current().blocks_module
+    if not name:
+        return True
+    module = getattr(function, "__module__", None) or ""
+    if module == name or module.rpartition(".")[0] != name.rpartition(".")[0]:
+        return True  # not a module of the material's package beside its blocks
+    blocks, registry = importlib.import_module(name), sys.modules.get(module)
+    if registry is None:
+        return True
+    shared = {name for name, value in vars(registry).items()
               if any(value is v for v in vars(blocks).values()
                      if not isinstance(v, types.ModuleType))}
     seen, todo = set(), [function]
     while todo:
         fn = todo.pop()
-        if (not isinstance(fn, types.FunctionType) or fn.__module__ != questions.__name__
+        if (not isinstance(fn, types.FunctionType) or fn.__module__ != registry.__name__
                 or fn.__closure__):  # a closure's cells may hold anything
             return True
         codes, names = [fn.__code__], set()
@@ -217,15 +255,15 @@ def _reads_blocks(function: object) -> bool:
             return True
         for name in names - seen:
             seen.add(name)
-            value = vars(questions).get(name)
-            if isinstance(value, types.FunctionType) and value.__module__ == questions.__name__:
+            value = vars(registry).get(name)
+            if isinstance(value, types.FunctionType) and value.__module__ == registry.__name__:
                 todo.append(value)
-            elif value is questions or value is blocks:
+            elif value is registry or value is blocks:
                 return True
     return False
 
 
-def _part(q: Question, variant: str) -> dict:
+def _part(q: Question, variant: str, command: str = COMMAND) -> dict:
     """A question's variant rendered: what the generated files need of it (``latex``: each
     kind of part the sheets typeset of it, :func:`~derive.document.part_kinds`)."""
     from codegen.latex import render_notebook
@@ -240,41 +278,43 @@ def _part(q: Question, variant: str) -> dict:
             "module": None}
     if q.kernels is not None:
         m = q.kernels(variant)
-        part["module"] = {"name": m.name, "title": m.title, "text": render_module(m, COMMAND)}
+        part["module"] = {"name": m.name, "title": m.title, "text": render_module(m, command)}
     return part
 
 
-def _files(parts: _Parts | None = None) -> dict[str, str]:
+def _files(parts: _Parts | None = None, command: str = COMMAND,
+           package: str = PACKAGE) -> dict[str, str]:
     if parts is None:
         modules = kernel_modules()  # the registry says which question produces which module
-        texts = {m.name: render_module(m, COMMAND) for m in modules}
+        texts = {m.name: render_module(m, command) for m in modules}
         rendered = deriving()  # each variant derived once for the four sheets
-        documents = {sheet: sheet_document(sheet, command=COMMAND, rendered=rendered)
+        documents = {sheet: sheet_document(sheet, command=command, rendered=rendered)
                      for sheet in SHEETS}
-        notebook = derivations_notebook(COMMAND)
+        notebook = derivations_notebook(command)
     else:
-        found = [parts.part(q, v)["module"] for q in QUESTIONS.values() if q.kernels
+        found = [parts.part(q, v)["module"] for q in current().questions.values() if q.kernels
                  for v in q.variants]
         modules = [_Module(m["name"], m["title"]) for m in found]
         texts = {m["name"]: m["text"] for m in found}
         documents = {sheet: sheet_document(
-            sheet, command=COMMAND, rendered=lambda q, v, kind: parts.part(q, v)["latex"][kind],
+            sheet, command=command, rendered=lambda q, v, kind: parts.part(q, v)["latex"][kind],
             intro=parts.intro) for sheet in SHEETS}
         notebook = derivations_notebook(
-            COMMAND, outputs=lambda q, v: (parts.part(q, v)["notebook"],
+            command, outputs=lambda q, v: (parts.part(q, v)["notebook"],
                                            parts.part(q, v)["text"]))
-    files = {f"generated/{name}.py": text for name, text in texts.items()}
-    files["generated/__init__.py"] = environment().get_template("package.py.jinja").render(
-        modules=modules, command=COMMAND)
+    files = {f"{package}/{name}.py": text for name, text in texts.items()}
+    files[f"{package}/__init__.py"] = environment().get_template("package.py.jinja").render(
+        modules=modules, command=command)
     for sheet, document in documents.items():  # problems, solutions, notes, marking
-        files[f"generated/{sheet}.tex"] = document
-    files["generated/derivations.ipynb"] = notebook
+        files[f"{package}/{sheet}.tex"] = document
+    files[f"{package}/derivations.ipynb"] = notebook
     return dict(sorted(files.items()))
 
 
 
 Warn = Callable[[str], None]
-_MANIFEST_LINE = re.compile(r"([0-9a-f]{64})  (generated/[A-Za-z0-9_][A-Za-z0-9_.-]*)")
+_MANIFEST_LINE = re.compile(
+    r"([0-9a-f]{64})  ([A-Za-z_][A-Za-z0-9_]*/[A-Za-z0-9_][A-Za-z0-9_.-]*)")
 _HEAD = 300  # the generated mark is within a file's first this many bytes
 _MAX_SIZE = 4 << 20  # no generated file comes near this (the largest is ~200 KB)
 
@@ -283,20 +323,22 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _manifest(files: dict[str, bytes]) -> bytes:
+def _manifest(files: dict[str, bytes], command: str = COMMAND, package: str = PACKAGE) -> bytes:
     lines = [f"# This file is {GENERATED_MARK}",
-             f"# Regenerate with: {COMMAND}",
+             f"# Regenerate with: {command}",
              "# The files `derive generate` wrote, with their SHA-256 (as `sha256sum` prints",
              "# them). It deletes a file only when the file is listed here, no longer produced",
-             "# and unchanged since; every other file under generated/ is left alone."]
+             f"# and unchanged since; every other file under {package}/ is left alone."]
     lines += [f"{_digest(data)}  {rel}" for rel, data in files.items()]
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
-def _encoded(files: dict[str, str]) -> dict[str, bytes]:
+def _encoded(files: dict[str, str], command: str = COMMAND,
+             package: str = PACKAGE) -> dict[str, bytes]:
     """The files as UTF-8 bytes, with the manifest that lists them."""
-    data = {rel: text.encode("utf-8") for rel, text in sorted(files.items()) if rel != MANIFEST}
-    data[MANIFEST] = _manifest(data)
+    manifest = manifest_path(package)
+    data = {rel: text.encode("utf-8") for rel, text in sorted(files.items()) if rel != manifest}
+    data[manifest] = _manifest(data, command, package)
     return data
 
 
@@ -343,28 +385,31 @@ def _header(data: bytes) -> bytes:
     return b"" if at < 0 or end < 0 else head[:end + 1]
 
 
-def _recorded(root: Path) -> dict[str, str]:
-    """What the manifest on disk lists: path -> SHA-256 (only plain names in generated/)."""
-    data = _read(root / MANIFEST)
+def _recorded(root: Path, package: str = PACKAGE) -> dict[str, str]:
+    """What the manifest on disk lists: path -> SHA-256 (only plain names in the package)."""
+    manifest = manifest_path(package)
+    data = _read(root / manifest)
     if not isinstance(data, bytes):
         return {}
     recorded = {}
     for line in data.decode("utf-8", errors="replace").splitlines():
         match = _MANIFEST_LINE.fullmatch(line)
-        if match and match.group(2) != MANIFEST:
+        if (match and match.group(2) != manifest
+                and match.group(2).partition("/")[0] == package):
             recorded[match.group(2)] = match.group(1)
     return recorded
 
 
-def _others(root: Path, files: dict[str, bytes]) -> tuple[list[str], dict[str, str]]:
-    """Files under generated/ the engine does not produce: (to delete, left alone -> why)."""
-    gen = root / "generated"
+def _others(root: Path, files: dict[str, bytes],
+            package: str = PACKAGE) -> tuple[list[str], dict[str, str]]:
+    """Files under the package the engine does not produce: (to delete, left alone -> why)."""
+    gen = root / package
     if not gen.is_dir():
         return [], {}
-    recorded = _recorded(root)
+    recorded = _recorded(root, package)
     delete, kept = [], {}
     for path in sorted(gen.iterdir()):
-        rel = f"generated/{path.name}"
+        rel = f"{package}/{path.name}"
         if rel in files or path.name.startswith("."):  # temporary files of other runs
             continue
         data = _read(path)
@@ -378,21 +423,22 @@ def _others(root: Path, files: dict[str, bytes]) -> tuple[list[str], dict[str, s
                              "it; left alone (delete it yourself if it is not needed)")
         elif _has_mark(data):
             kept[rel] = (f"carries the generated mark, but `derive generate` did not write it "
-                         f"(not in {MANIFEST}); left alone")
+                         f"(not in {manifest_path(package)}); left alone")
     return delete, kept
 
 
 @contextlib.contextmanager
-def _locked(root: Path, exclusive: bool, warn: Warn | None) -> Iterator[None]:
-    """Hold ``flock`` on ``root/generated`` (created when ``exclusive``) for the block."""
-    gen = root / "generated"
+def _locked(root: Path, exclusive: bool, warn: Warn | None,
+            package: str = PACKAGE) -> Iterator[None]:
+    """Hold ``flock`` on ``root/<package>`` (created when ``exclusive``) for the block."""
+    gen = root / package
     if exclusive:
         try:
             gen.mkdir(exist_ok=True)
         except FileExistsError:
             why = ("a symlink to a folder that does not exist" if gen.is_symlink() else
                    "Not a directory")
-            raise OutputError("generated", why, 20) from None
+            raise OutputError(package, why, 20) from None
     if fcntl is None or not gen.is_dir():
         yield
         return
@@ -403,7 +449,7 @@ def _locked(root: Path, exclusive: bool, warn: Warn | None) -> Iterator[None]:
             fcntl.flock(fd, mode | fcntl.LOCK_NB)
         except BlockingIOError:
             if warn:
-                warn("waiting for another `derive generate` (it holds a lock on generated/)")
+                warn(f"waiting for another `derive generate` (it holds a lock on {package}/)")
             fcntl.flock(fd, mode)
         yield
     finally:
@@ -420,7 +466,8 @@ def _check_targets(root: Path, rels: list[str]) -> None:
             raise OutputError(rel, err.reason, err.errno or errno.EINVAL) from None
 
 
-def write_files(root: Path, files: dict[str, str], warn: Warn | None = None) -> list[str]:
+def write_files(root: Path, files: dict[str, str], warn: Warn | None = None,
+                command: str = COMMAND, package: str = PACKAGE) -> list[str]:
     """Write the files whose bytes differ under ``root``; return the paths written or removed.
 
     A file the engine no longer produces is removed only if the manifest lists it and it is
@@ -431,9 +478,10 @@ def write_files(root: Path, files: dict[str, str], warn: Warn | None = None) -> 
     writable): every target is checked before any is written, so either every changed file
     is written or none is.
     """
-    data = _encoded(files)
-    with _locked(root, exclusive=True, warn=warn):
-        recorded = _recorded(root)
+    data = _encoded(files, command, package)
+    manifest = manifest_path(package)
+    with _locked(root, exclusive=True, warn=warn, package=package):
+        recorded = _recorded(root, package)
         changed = []
         for rel, content in data.items():
             old = _read(root / rel)
@@ -447,20 +495,20 @@ def write_files(root: Path, files: dict[str, str], warn: Warn | None = None) -> 
                                        "(not in its manifest, and its header is not the one "
                                        "generate writes there); move it away first")
             changed.append(rel)
-        delete, kept = _others(root, data)
+        delete, kept = _others(root, data, package)
         _check_targets(root, changed)  # every one before any is written: all or nothing
         for rel in changed:
-            if rel != MANIFEST:  # a hard link elsewhere (a snapshot) keeps the old content
+            if rel != manifest:  # a hard link elsewhere (a snapshot) keeps the old content
                 write_output(str(root / rel), data[rel], in_place=False)
         for rel in delete:
             (root / rel).unlink()
-        if MANIFEST in changed:  # last: an interrupted run leaves the old list
-            write_output(str(root / MANIFEST), data[MANIFEST], in_place=False)
+        if manifest in changed:  # last: an interrupted run leaves the old list
+            write_output(str(root / manifest), data[manifest], in_place=False)
     for rel, why in kept.items():
         if warn:
             warn(f"{rel}: {why}")
-    return [rel for rel in changed if rel != MANIFEST] + delete + (
-        [MANIFEST] if MANIFEST in changed else [])
+    return [rel for rel in changed if rel != manifest] + delete + (
+        [manifest] if manifest in changed else [])
 
 
 def _diff(rel: str, old: bytes, new: bytes) -> str:
@@ -478,16 +526,17 @@ def _diff(rel: str, old: bytes, new: bytes) -> str:
     return note + ("".join(diff) or f"{rel}: differs\n")
 
 
-def stale_files(root: Path, files: dict[str, str], warn: Warn | None = None) -> dict[str, str]:
+def stale_files(root: Path, files: dict[str, str], warn: Warn | None = None,
+                command: str = COMMAND, package: str = PACKAGE) -> dict[str, str]:
     """Paths whose bytes on disk differ from ``files``, each with a diff or one line.
 
     A missing file is one line (``missing``), as is a folder where a file should be. A file
     that ``write_files`` would delete counts as stale; files it would leave alone do not
     (``warn``, if given, is told about those that carry the generated mark).
     """
-    data = _encoded(files)
+    data = _encoded(files, command, package)
     stale = {}
-    with _locked(root, exclusive=False, warn=warn):
+    with _locked(root, exclusive=False, warn=warn, package=package):
         for rel, content in data.items():
             old = _read(root / rel)
             if old is None:
@@ -496,7 +545,7 @@ def stale_files(root: Path, files: dict[str, str], warn: Warn | None = None) -> 
                 stale[rel] = f"{rel}: {old}\n"
             elif old != content:
                 stale[rel] = _diff(rel, old, content)
-        delete, kept = _others(root, data)
+        delete, kept = _others(root, data, package)
     for rel in delete:
         stale[rel] = f"{rel}: written earlier by `derive generate`, no longer produced\n"
     for rel, why in kept.items():

@@ -19,7 +19,8 @@ from collections.abc import Callable, Mapping
 from codegen.environment import GENERATED_MARK
 from codegen.latex import render_notebook
 
-from .questions import QUESTIONS, Question
+from .loader import current
+from .material import Question
 from .text import render_text
 
 __all__ = ["derivations_notebook"]
@@ -45,7 +46,7 @@ def derivations_notebook(command: str, questions: Mapping[str, Question] | None 
     """The notebook's JSON: a markdown header, then one cell per question and variant of
     ``questions`` (by default the registry), with ``outputs`` (default: derive and
     typeset)."""
-    questions = QUESTIONS if questions is None else questions
+    questions = current().questions if questions is None else questions
     outputs = outputs or _outputs
     cells = [{
         "cell_type": "markdown", "metadata": {},

@@ -2,8 +2,9 @@ r"""A scale parameterization: how the scale parameter a user passes gives ``sigm
 
 The class is generic (any expression of one scale symbol, ``sigma`` itself, ``exp(logvar /
 2)``, ``softplus(rho)``...); the coursework's registry of them is
-:data:`derive.gaussian_kl.PARAMETERIZATIONS`. It lives in the derivation layer, under the
-material that registers parameterizations, so that :mod:`derive.api` can export it.
+:data:`derive.coursework.gaussian_kl.PARAMETERIZATIONS`. It lives in the derivation layer,
+under the material that registers parameterizations, so that :mod:`derive.api` can export
+it.
 
 Example:
     >>> import sympy as sp

@@ -1,7 +1,7 @@
 r"""Derivations as readable terminal text (``derive show``).
 
 Example:
-    >>> from derive.questions import build
+    >>> from derive.loader import build
     >>> print(render_text(build("1.1")).splitlines()[0])
     1.1  Inverting the question's affine coupling block  [coupling]
 """

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from derive.blocks import BLOCKS, QUESTION_BLOCK
+from derive.coursework.blocks import BLOCKS, QUESTION_BLOCK
 from examples import harness
 from examples.handwritten_coupling import HANDWRITTEN
 
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = harness.command_line("python -m examples.flow_moons", DESCRIPTION, steps=2000,
                                   out="docs")
     parser.add_argument("--block", choices=sorted(BLOCKS), default=QUESTION_BLOCK,
-                        help=f"the coupling block, from derive.blocks.BLOCKS (default "
+                        help=f"the coupling block, from derive.coursework.blocks.BLOCKS (default "
                              f"{QUESTION_BLOCK})")
     parser.add_argument("--blocks", type=harness.positive_int, default=8,
                         help="number K of coupling blocks (default 8)")

@@ -59,7 +59,8 @@ def test_all_is_explicit_and_complete():
 
 def test_the_names_the_issue_asks_for_are_exported():
     wanted = {"sigmoid", "softplus", "Step", "Result", "Derivation", "CouplingBlock",
-              "Parameterization", "Question", "Section", "Kernel", "Arg", "Output", "Module"}
+              "Parameterization", "Question", "Section", "Kernel", "Arg", "Output", "Module",
+              "Material"}
     assert wanted <= set(api.__all__)
 
 
@@ -99,9 +100,10 @@ def test_a_name_without_an_example_is_reported():
 
 
 def test_the_api_reexports_the_engine_s_own_objects():
-    from derive import coupling, derivation, gaussian_kl, nodes, questions, spec
+    from derive import coupling, derivation, material, nodes, parameterization, spec
 
-    assert api.Parameterization is gaussian_kl.Parameterization
-    assert api.Question is questions.Question and api.Section is questions.Section
+    assert api.Parameterization is parameterization.Parameterization
+    assert api.Question is material.Question and api.Section is material.Section
+    assert api.Material is material.Material
     assert api.Step is derivation.Step and api.CouplingBlock is coupling.CouplingBlock
     assert api.Kernel is spec.Kernel and api.softplus is nodes.softplus

@@ -13,9 +13,9 @@ import sympy as sp
 
 from codegen.plan import plan_kernel
 from codegen.xp_backend import XpPrinter
-from derive.blocks import BLOCKS
-from derive.gaussian_kl import PARAMETERIZATIONS
-from derive.kernels import gaussian_kl_module
+from derive.coursework.blocks import BLOCKS
+from derive.coursework.gaussian_kl import PARAMETERIZATIONS
+from derive.coursework.kernels import gaussian_kl_module
 
 from . import reference as ref
 

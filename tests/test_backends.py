@@ -11,8 +11,8 @@ import importlib
 import numpy as np
 import pytest
 
-from derive.blocks import BLOCKS
-from derive.gaussian_kl import PARAMETERIZATIONS
+from derive.coursework.blocks import BLOCKS
+from derive.coursework.gaussian_kl import PARAMETERIZATIONS
 
 from . import reference as ref
 from .backends import LIBS, make

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+import derive.coursework.questions
 import derive.document
 import derive.files
-import derive.questions
 from derive import cache
 from derive.cache import Store, cache_folder, open_store, source_digest
 from derive.cli import main
@@ -174,16 +174,16 @@ def _engine_copy(tmp_path: Path) -> Path:
 def test_any_source_change_changes_the_digest_but_an_excluded_file(tmp_path):
     root = _engine_copy(tmp_path)
     before = source_digest(root=root)
-    by_value = source_digest(exclude=derive.files.BY_VALUE, root=root)
+    by_value = source_digest(exclude=derive.files.by_value(), root=root)
     assert before == source_digest(root=ROOT)  # the paths count, not where the copy is
     for rel in ("codegen/templates/package.py.jinja", "kernel_runtime/__init__.py",
-                "derive/blocks.py", "derive/gaussian_kl/stable.py"):
+                "derive/coursework/blocks.py", "derive/coursework/gaussian_kl/stable.py"):
         path = root / rel
         original = path.read_bytes()
         path.write_bytes(original + b"\n")
         assert source_digest(root=root) != before, rel
-        changed = source_digest(exclude=derive.files.BY_VALUE, root=root) != by_value
-        assert changed == (rel not in derive.files.BY_VALUE), rel
+        changed = source_digest(exclude=derive.files.by_value(), root=root) != by_value
+        assert changed == (rel not in derive.files.by_value()), rel
         path.write_bytes(original)
     (root / "derive" / "new_module.py").write_text("")
     assert source_digest(root=root) != before
@@ -209,7 +209,7 @@ def test_the_versions_count(monkeypatch, package):
 
 
 def test_which_introductions_may_read_the_blocks(monkeypatch):
-    from derive import questions
+    from derive.coursework import questions
     from derive.files import _reads_blocks
 
     sections = questions.SECTIONS
@@ -219,7 +219,7 @@ def test_which_introductions_may_read_the_blocks(monkeypatch):
     assert not _reads_blocks(None)
 
     for fn in (_helper, _through_a_helper, _plain):
-        monkeypatch.setattr(fn, "__module__", "derive.questions")
+        monkeypatch.setattr(fn, "__module__", "derive.coursework.questions")
     assert not _reads_blocks(_plain)
     assert _reads_blocks(_helper)  # names the blocks
     assert not _reads_blocks(_through_a_helper)  # the registry has no _named_helper
@@ -231,7 +231,7 @@ def test_which_introductions_may_read_the_blocks(monkeypatch):
 
 
 def _helper():
-    return derive.questions.BLOCKS
+    return derive.coursework.questions.BLOCKS
 
 
 def _named_helper():
@@ -249,27 +249,29 @@ def _plain():
 def test_a_block_of_a_class_the_blocks_file_defines_is_keyed_by_that_file_too():
     import sympy as sp
 
-    from derive.blocks import BLOCKS
+    from derive.coursework.blocks import BLOCKS
     from derive.files import _value_key
     from derive.vocabulary import G, x1, x2
 
     plain = BLOCKS["coupling_glow"]
     assert len(_value_key(plain)) == 1 and _value_key(None) == ["None"]
 
-    class clamp(sp.Function):  # as if derive/blocks.py defined it
+    class clamp(sp.Function):  # as if derive/coursework/blocks.py defined it
         pass
 
-    clamp.__module__ = "derive.blocks"
+    clamp.__module__ = "derive.coursework.blocks"
     own = type(plain)("own", "own", sp.exp(clamp(G)) * x1, x2)
     assert len(_value_key(own)) == 2  # its code is not in the fingerprint: the file is
 
 
 def test_only_the_registry_and_generate_import_the_blocks():
-    """What :data:`derive.files.BY_VALUE` relies on: a block reaches a derivation only as
-    the value the registry passes, which the parts' keys hold."""
+    """What :func:`derive.files.by_value` relies on: a block reaches a derivation only as
+    the value the registry passes, which the parts' keys hold (the engine imports no
+    material: it reads the blocks module by the name the material gives)."""
     importers = {src for src, edges in import_graph(ROOT, PACKAGES).items()
-                 for e in edges if e.dst == "derive.blocks"}
-    assert importers <= {"derive.questions", "derive.files"}
+                 for e in edges if e.dst == "derive.coursework.blocks"}
+    assert importers <= {"derive.coursework.questions"}
+    assert derive.files.by_value() == ("derive/coursework/blocks.py",)
 
 
 # --- generate through the cache, with parts that cost nothing ----------------------
@@ -280,7 +282,7 @@ def fake_parts(monkeypatch):
     """Parts and introductions made up instead of derived; the calls, by (qid, variant)."""
     calls: list[tuple[str, str]] = []
 
-    def part(q, variant):
+    def part(q, variant, command=None):
         calls.append((q.qid, variant))
         name = f"m_{q.qid}_{variant}".replace(".", "_")
         text = f"{q.qid} {variant}"
@@ -298,8 +300,8 @@ def fake_parts(monkeypatch):
 
 
 def test_generate_derives_only_what_is_missing(tmp_path, fake_parts, monkeypatch):
-    from derive.blocks import BLOCKS
-    from derive.questions import QUESTIONS
+    from derive.coursework.blocks import BLOCKS
+    from derive.coursework.questions import QUESTIONS
 
     n_parts = sum(len(q.variants) for q in QUESTIONS.values())
     store = Store(tmp_path)
@@ -318,7 +320,7 @@ def test_generate_derives_only_what_is_missing(tmp_path, fake_parts, monkeypatch
     derive.files.generate(store)
     assert fake_parts == []
 
-    # one block's value changes (so does derive/blocks.py): that block's parts alone are
+    # one block's value changes (so does derive/coursework/blocks.py): that block's parts alone are
     # derived again
     fake_parts.clear()
     monkeypatch.setattr(derive.files, "source_digest",
@@ -373,7 +375,7 @@ def test_generate_uses_the_cache_unless_told_not_to(tmp_path, monkeypatch, capsy
         monkeypatch.setenv(name, value)
     seen = []
     monkeypatch.setattr(derive.files, "generate",
-                        lambda store: seen.append(store) or (_on_disk(), 3, 4))
+                        lambda store, *_: seen.append(store) or (_on_disk(), 3, 4))
     assert main(["generate", "--check", *argv]) == 0
     assert len(seen) == 1 and (seen[0] is not None) == cached
     if cached:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import kernel_runtime
-from derive.blocks import BLOCKS
+from derive.coursework.blocks import BLOCKS
 
 from . import reference as ref
 from .backends import make

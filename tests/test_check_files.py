@@ -226,7 +226,7 @@ def validate_results(results: dict) -> None:
 def test_gradescope_results_validate_and_score_by_the_scheme(tmp_path: Path):
     from derive.check import SUPPORTED
     from derive.check.batch import points
-    from derive.questions import QUESTIONS
+    from derive.coursework.questions import QUESTIONS
 
     sub = tmp_path / "submission"
     sub.mkdir()
@@ -298,7 +298,7 @@ _SHORT = {"1.1": r"$x_1 = y_1$ \\ $x_2 = y_2 e^{-s}$",
 
 
 def _every_question_and_variant():
-    from derive.questions import QUESTIONS
+    from derive.coursework.questions import QUESTIONS
 
     return [(q.qid, v) for q in QUESTIONS.values() for v in q.variants]
 
@@ -384,7 +384,7 @@ _WHY_21 = "the identity in line 1 is wrong: "
 def test_2_1_and_2_2_mark_the_identity(qid, answer, verdict, why, tmp_path, capsys):
     from derive.check.batch import points
     from derive.cli import main
-    from derive.questions import QUESTIONS
+    from derive.coursework.questions import QUESTIONS
 
     (tmp_path / "a.tex").write_text(answer + "\n")
     code = main(["check", qid, str(tmp_path / "a.tex"), "--json"])

@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from derive.blocks import BLOCKS
 from derive.coupling import CouplingBlock
+from derive.coursework.blocks import BLOCKS
 from derive.vocabulary import F, G, s, x1, x2
 
 from . import reference as ref
@@ -110,7 +110,7 @@ def kernels(name: str) -> SimpleNamespace:
     if name in BLOCKS:
         return SimpleNamespace(**vars(importlib.import_module(f"generated.{name}")))
     from codegen.backends import render_numpy
-    from derive.kernels import coupling_module
+    from derive.coursework.kernels import coupling_module
 
     namespace: dict = {}
     exec(render_numpy(coupling_module(block(name)), "test"), namespace)  # noqa: S102

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from codegen import lambdify_kernel
-from derive.blocks import BLOCKS
-from derive.kernels import coupling_module
+from derive.coursework.blocks import BLOCKS
+from derive.coursework.kernels import coupling_module
 
 from . import reference as ref
 

@@ -7,8 +7,8 @@ import re
 import pytest
 
 from codegen.latex import render_derivation
-from derive.blocks import BLOCKS
-from derive.questions import build
+from derive.coursework.blocks import BLOCKS
+from derive.loader import build
 from derive.text import render_text
 
 #: Code identifiers that must appear only inside math in the typeset prose.

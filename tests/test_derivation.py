@@ -7,8 +7,8 @@ import sympy as sp
 
 import derive.derivation as derivation_module
 from derive import CouplingBlock, Derivation, Result, Step, StepCheckError, build
-from derive.blocks import BLOCKS
 from derive.coupling import SpecificationError, derive_determinant, derive_jacobian
+from derive.coursework.blocks import BLOCKS
 from derive.derivation import check_step
 from derive.vocabulary import (
     FB,
@@ -83,7 +83,7 @@ def test_each_questions_checker_rejects_its_last_step_made_wrong():
     """The checks of a shipped derivation decide: its last step, off by a positive symbol,
     is rejected in the derivation's own models (one variant per question; the variants of
     a question share its models)."""
-    from derive.questions import QUESTIONS
+    from derive.coursework.questions import QUESTIONS
 
     wrong = sp.Symbol("wrong_by", positive=True)
     for question in QUESTIONS.values():

@@ -25,7 +25,7 @@ from array_api_compat import array_namespace
 
 import kernel_runtime as rt
 from codegen.plan import plan_kernel
-from derive.questions import kernel_modules
+from derive.loader import kernel_modules
 from kernel_runtime import pieces
 
 from .backends import make

@@ -108,8 +108,8 @@ def test_a_softplus_parameterization_has_a_finite_kl_grad_far_left():
     import sympy as sp
 
     from codegen.backends import render_numpy
-    from derive.gaussian_kl import Parameterization
-    from derive.kernels import gaussian_kl_module
+    from derive.coursework.gaussian_kl import Parameterization
+    from derive.coursework.kernels import gaussian_kl_module
 
     rho = sp.Symbol("rho", real=True)
     p = Parameterization("rho", "gaussian_kl_softplus", rho, sp.log(1 + sp.exp(rho)),

@@ -37,11 +37,11 @@ needs_examples = pytest.mark.skipif(
 if not _MISSING:
     import torch
 
-    from derive.blocks import BLOCKS
+    from derive.coursework.blocks import BLOCKS
     from examples import flow_moons, vae_digits
     from examples.handwritten_coupling import HANDWRITTEN
 else:  # the parametrization below still needs the names
-    from derive.blocks import BLOCKS
+    from derive.coursework.blocks import BLOCKS
 
     HANDWRITTEN = {}
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from derive.gaussian_kl import (
+from derive.coursework.gaussian_kl import (
     DIRECT_RADIUS,
     OVERFLOW_RADIUS,
     PARAMETERIZATIONS,
@@ -321,8 +321,8 @@ def test_finiteness_check_is_exact_where_a_sum_of_squares_overflows(dtype):
 
 def test_a_new_parameterization_costs_two_lines(rng):
     from codegen.backends import render_numpy
-    from derive.gaussian_kl import Parameterization
-    from derive.kernels import gaussian_kl_module
+    from derive.coursework.gaussian_kl import Parameterization
+    from derive.coursework.kernels import gaussian_kl_module
 
     rho = sp.Symbol("log_sigma", real=True)
     p = Parameterization("log_sigma", "gaussian_kl_logsigma", rho, sp.exp(rho), "log sigma")

@@ -11,7 +11,11 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from derive.gaussian_kl import PARAMETERIZATIONS, derive_gradient_estimators, learned_prior
+from derive.coursework.gaussian_kl import (
+    PARAMETERIZATIONS,
+    derive_gradient_estimators,
+    learned_prior,
+)
 from generated import gaussian_kl as ks
 from generated import gaussian_kl_logvar as kl_lv
 from generated import gaussian_kl_pair as kp
@@ -227,8 +231,8 @@ def test_the_standard_normal_is_the_special_case_of_todays_kernels():
 
 def test_a_new_parameterization_gives_the_pair_module_too():
     from codegen.backends import render_numpy
-    from derive.gaussian_kl import Parameterization
-    from derive.kernels import gaussian_kl_pair_module
+    from derive.coursework.gaussian_kl import Parameterization
+    from derive.coursework.kernels import gaussian_kl_pair_module
 
     rho = sp.Symbol("log_sigma", real=True)
     p = Parameterization("log_sigma", "gaussian_kl_logsigma", rho, sp.exp(rho), "log sigma")
@@ -255,8 +259,15 @@ def test_float32_stays_float32(module, scale):
 
 
 def test_the_rewrites_are_checked_and_a_wrong_one_is_caught():
+    from derive.coursework.gaussian_kl import (
+        m_nat,
+        mu_p,
+        natural_variables,
+        r_nat,
+        scaled_squares,
+        x,
+    )
     from derive.derivation import Step, StepCheckError, check_step
-    from derive.gaussian_kl import m_nat, mu_p, natural_variables, r_nat, scaled_squares, x
 
     a = sp.Symbol("a", real=True)
     check_step(Step(a**2 / 2, scaled_squares(a**2 / 2), "halve, then square"))

@@ -50,7 +50,7 @@ BOUND, PAIR_BOUND = 16, 64
 
 
 def _parameterization(name: str):
-    from derive.gaussian_kl import Parameterization
+    from derive.coursework.gaussian_kl import Parameterization
 
     scale, sigma = USER[name]
     return Parameterization("rho", f"gaussian_kl_{name}", scale, sigma, name)
@@ -59,7 +59,7 @@ def _parameterization(name: str):
 @cache
 def _module(name: str, pair: bool = False) -> dict:
     from codegen.backends import render_numpy
-    from derive.kernels import gaussian_kl_module, gaussian_kl_pair_module
+    from derive.coursework.kernels import gaussian_kl_module, gaussian_kl_pair_module
 
     p = _parameterization(name)
     namespace: dict = {}
@@ -101,7 +101,7 @@ def _reference(name: str, rho: float, mu: float = 0.0, eps: float = 0.0):
 def _boundaries(name: str) -> list[float]:
     """Every threshold the kernels test, in the scale: the numbers in 2.3c's piece
     conditions, and where sigma crosses 1 and 2.3n's x thresholds (|x| = 1/2, x = 2)."""
-    from derive.gaussian_kl import derive_chain_factors, is_log_linear
+    from derive.coursework.gaussian_kl import derive_chain_factors, is_log_linear
 
     p = _parameterization(name)
     points: set[float] = set()
@@ -352,8 +352,7 @@ def test_the_pair_kl_grad_is_zero_at_q_equal_p_for_a_subnormal_scale(scale):
 
 def _wrong_steps():
     """Each new kind of step of 2.3c, 2.3n and 2.3np, made wrong in one place."""
-    from derive.derivation import Step
-    from derive.gaussian_kl import (
+    from derive.coursework.gaussian_kl import (
         _chain_given,
         _in_each_piece,
         _pair_given,
@@ -371,6 +370,7 @@ def _wrong_steps():
         sigma,
         x,
     )
+    from derive.derivation import Step
 
     p = _parameterization("softplus")
     rho = p.scale
@@ -415,8 +415,12 @@ def test_each_new_check_fails_on_a_wrong_step(which):
 
 
 def test_the_same_steps_pass_when_right():
+    from derive.coursework.gaussian_kl import (
+        derive_chain_factors,
+        derive_stable_kl,
+        derive_stable_kl_pair,
+    )
     from derive.derivation import Derivation
-    from derive.gaussian_kl import derive_chain_factors, derive_stable_kl, derive_stable_kl_pair
 
     p = _parameterization("softplus")
     for d in (derive_chain_factors(p), derive_stable_kl(p), derive_stable_kl_pair(p)):

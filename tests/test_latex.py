@@ -11,9 +11,9 @@ import sympy as sp
 
 from codegen.latex import LatexOptions, latex, render_derivation
 from derive import build
+from derive.coursework.questions import QUESTIONS
 from derive.document import solutions_document
 from derive.pdf import INSTALL_HINT
-from derive.questions import QUESTIONS
 
 from .conftest import ROOT
 
@@ -64,7 +64,7 @@ def test_coursework_notation():
     for raw in ("epsilon_i", "mu0", "sigma_0", "log_p", "KL_i", "x1_", "_bar", "_stl"):
         assert raw not in tex.replace(r"\epsilon_i", "").replace(r"\log p", ""), raw
     # no code identifier in the prose: an escaped underscore appears only in variant names
-    from derive.blocks import BLOCKS
+    from derive.coursework.blocks import BLOCKS
 
     for name in BLOCKS:
         tex = tex.replace(r"\texttt{" + name.replace("_", r"\_") + "}", "")
@@ -215,7 +215,7 @@ def test_the_notes_hold_the_rest_under_distinct_headings():
 
 
 def test_the_marking_scheme_gives_the_registry_points():
-    from derive.questions import marking
+    from derive.loader import marking
 
     tex = _sheet("marking")
     for qid in ("1.1", "1.2", "1.3", "2.1", "2.2", "2.3", "2.4"):

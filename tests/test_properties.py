@@ -2,7 +2,7 @@
 
 Kernels are discovered from ``generated.__all__``, each module's ``__all__`` and each
 kernel's signature and docstring (a new module or kernel is covered without new code;
-``derive.questions.kernel_modules()`` would derive everything first, 30 s). Hypothesis
+``derive.loader.kernel_modules()`` would derive everything first, 30 s). Hypothesis
 draws shapes (batch dimensions, 0-d, empty batches), dtypes (float32, float64), layouts
 (contiguous, strided views, broadcast inputs, transposed non-contiguous views, Fortran
 order) and values (moderate, huge, tiny, subnormal, +-0, +-inf, NaN; ``check_finite=False``).

@@ -9,7 +9,12 @@ from scipy import integrate
 from scipy import stats as sst
 
 from derive import Derivation, Step, StepCheckError, build
-from derive.gaussian_kl import PARAMETERIZATIONS, _eps_label, _q_model, computation_graph
+from derive.coursework.gaussian_kl import (
+    PARAMETERIZATIONS,
+    _eps_label,
+    _q_model,
+    computation_graph,
+)
 from derive.probability import Expectation
 
 mu = sp.Symbol("mu", real=True)
@@ -22,7 +27,7 @@ def test_2_1_identity_and_the_linear_gaussian_model():
     """The identity as PROBLEM.md states it, and the model's evidence and posterior against
     the textbook formulas: x ~ N(b, w^2 + tau^2), z|x ~ N(w (x - b) / (w^2 + tau^2),
     tau^2 / (w^2 + tau^2))."""
-    from derive.free_energy import LOG_DENSITIES
+    from derive.coursework.free_energy import LOG_DENSITIES
     from derive.probability import KL
 
     d = build("2.1")
@@ -72,7 +77,7 @@ def test_2_2_decomposition_with_sympy_stats_for_D_3():
     joint KL that sympy.stats computes over 3 independent normals."""
     from sympy import stats
 
-    from derive.free_energy import factorized_model
+    from derive.coursework.free_energy import factorized_model
 
     mus = sp.symbols("mu_0:3", real=True)
     sigmas = sp.symbols("sigma_0:3", positive=True)
@@ -140,7 +145,7 @@ def test_a_wrong_expectation_step_is_caught():
 
 
 def test_a_wrong_series_step_is_caught():
-    from derive.gaussian_kl import expm1mx
+    from derive.coursework.gaussian_kl import expm1mx
 
     x = sp.Symbol("x", real=True)
     with pytest.raises(StepCheckError, match="as a series"):

@@ -8,10 +8,12 @@ import json
 import pytest
 import sympy as sp
 
+from derive.api import Introduction, Question, Section
+from derive.coursework.questions import QUESTIONS
 from derive.derivation import Derivation, Result, Step
 from derive.document import DocumentError, sheet_document, solutions_document
+from derive.loader import build, kernel_modules
 from derive.notebook import derivations_notebook
-from derive.questions import QUESTIONS, Introduction, Question, Section, build, kernel_modules
 from derive.spec import Arg, Kernel, Module, Output
 
 a = sp.Symbol("a", positive=True)

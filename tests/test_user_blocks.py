@@ -22,8 +22,8 @@ from derive.coupling import (
     derive_inverse,
     derive_jacobian,
 )
+from derive.coursework.kernels import coupling_module
 from derive.derivation import StepCheckError, check_step
-from derive.kernels import coupling_module
 from derive.nodes import sigmoid, softplus
 from derive.text import render_text
 from derive.vocabulary import G, x1, x2

@@ -29,7 +29,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..questions import QUESTIONS
+from ..loader import current
 from .quantities import SUPPORTED
 
 __all__ = ["AnswerFileError", "answer_files", "read_answer_file", "decode", "mark_files",
@@ -145,14 +145,14 @@ def read_answer_file(path: str, stdin: object | None = None) -> str:
 def points(qid: str, variant: str | None = None) -> dict[str, int]:
     """The points of question ``qid`` (in ``variant``) per part that ``derive check`` marks
     (a result it reads, or 1.3's ``volume_condition``, the verdict): the registry's
-    (:attr:`~derive.questions.Question.points`, what the marking sheet shows,
-    :func:`~derive.questions.marking`). Steps, and results it does not read, are marked by
+    (:attr:`~derive.material.Question.points`, what the marking sheet shows,
+    :func:`~derive.material.marking`). Steps, and results it does not read, are marked by
     hand. The registry names the results of the question's own variant; another variant's
     results are matched to them in order (2.4's ``grad_logvar`` is ``grad_sigma``)."""
-    from ..questions import build
+    from ..loader import build
     from .quantities import question_spec
 
-    question = QUESTIONS[qid]
+    question = current().questions[qid]
     spec = question_spec(qid, variant)
     marked = [q.part or q.name for q in spec.quantities + spec.alternates]
     if spec.condition is not None:
@@ -229,7 +229,8 @@ def _number(x: float) -> int | float:
 
 #: The questions a Gradescope submission answers, one file each (``1.1.tex``, ...): those
 #: with points that ``derive check`` marks (2.1 and 2.2 by their final identity).
-GRADED = tuple(q for q in SUPPORTED if QUESTIONS[q].points)
+GRADED = tuple(q for q in SUPPORTED
+               if q in current().questions and current().questions[q].points)
 
 
 def gradescope_results(folder: str, variant: str | None = None,
@@ -248,7 +249,7 @@ def gradescope_results(folder: str, variant: str | None = None,
     tests = []
     for q in questions:
         available = sum(points(q, variant).values())
-        title = f"Question {q}: {QUESTIONS[q].title}"
+        title = f"Question {q}: {current().questions[q].title}"
         if q not in rows:
             earned, output = 0, (f"{q}.tex is missing from the submission: no answer to "
                                  f"question {q}, 0 of {available} points.")

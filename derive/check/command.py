@@ -18,7 +18,7 @@ import sys
 from .batch import MAX_FILE_BYTES
 from .latex_reader import NOTATION
 from .marking import EXIT_CODES
-from .quantities import SUPPORTED
+from .quantities import SUPPORTED, supported
 
 __all__ = ["add_parser", "validate", "outputs", "output", "run", "render", "line",
            "MAX_FILE_BYTES"]
@@ -31,8 +31,8 @@ report, several print one line each (file: verdict (score/max): feedback). A fil
 bare answer, math with prose around it, or a whole LaTeX document (its math is read,
 nothing is executed), in UTF-8, UTF-16/UTF-32 with a byte-order mark, Windows-1252 or
 Latin-1; a FIFO or a device is refused at once. Scores are the marking scheme's points
-(each question's points in derive/questions.py, as the marking sheet shows them) for the
-results it reads. All files are marked in one process.
+(each question's points in its registry, derive/coursework/questions.py, as the marking
+sheet shows them) for the results it reads. All files are marked in one process.
 
 The answer is read against a whitelist (see
 below), parsed with SymPy's strict LaTeX parser, and decided by two methods that must
@@ -137,9 +137,9 @@ def validate(args: argparse.Namespace) -> None:
         raise ValueError("-o/--output is for --gradescope; --csv FILE writes a table")
     if args.question is None:
         raise ValueError("expected QUESTION PATH..., or --gradescope SUBMISSION_DIR -o FILE")
-    if args.question not in SUPPORTED:
+    if args.question not in supported():  # the material in use (--material)
         raise ValueError(f"question {args.question!r} is not marked by derive check; it "
-                         f"marks {', '.join(SUPPORTED)}")
+                         f"marks {', '.join(supported())}")
     if not args.paths:
         raise ValueError("expected at least one answer file or folder after the question")
     if args.paths.count("-") > 1:
@@ -154,7 +154,7 @@ def outputs(args: argparse.Namespace, stdin: object | None = None
     Raises ValueError (one line, exit code 2) for bad usage, a question it does not mark,
     or -- one file given, without ``--json`` -- a file it cannot read.
     """
-    from ..questions import UnknownQuestionError
+    from ..loader import UnknownQuestionError
     from .batch import (
         AnswerFileError,
         answer_files,

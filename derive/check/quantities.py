@@ -2,8 +2,10 @@ r"""What each supported question asks for, its references from the derivations, 
 parsed answer's symbols map onto the engine's.
 
 A :class:`QuestionSpec` lists the quantities an answer must give (``x1`` and ``x2`` for
-1.1), each with the derived expressions it may equal (:class:`Quantity`), taken from
-``build(qid, variant)`` and never typed in. ``resolve`` turns a parsed tree into the
+1.1), each with the derived expressions it may equal (:class:`Quantity`): the question's
+registry entry gives them (:attr:`~derive.material.Question.answers`, an
+:class:`~derive.answers.Answers` built from its derivation, never typed in); this module
+keeps no table of questions of its own. ``resolve`` turns a parsed tree into the
 engine's vocabulary: for question 1 the index notation of :mod:`derive.vocabulary`
 (``x_1`` and ``x_{1,i}`` both read as ``x1[i]``, ``\mathcal{G}_i(x_2)`` as ``G[i]``;
 sums run over ``i = 1..n``), for question 2 the symbols of the 2.3/2.4 results.
@@ -20,68 +22,36 @@ Example:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 
 import sympy as sp
 from sympy.core.function import AppliedUndef
 
-from ..questions import build
-from ..vocabulary import FB, GB, JFB, JGB, X1, X2, Y1, Y2, S, i, n
+from ..answers import DIAG, IDENTITY, Answers, Quantity
+from ..loader import current, resolve
+from ..vocabulary import FB, GB, X1, X2, Y1, Y2, S, i, n
 from .latex_reader import Unreadable, label_tokens
 
 __all__ = ["Quantity", "QuestionSpec", "UnknownSymbols", "applied_at", "is_applied_at",
-           "question_spec", "SUPPORTED", "DIAG", "JACOBIAN_NAMES", "OUTSIDE"]
+           "question_spec", "supported", "SUPPORTED", "DIAG", "IDENTITY", "JACOBIAN_NAMES",
+           "OUTSIDE"]
 
-#: The questions ``derive check`` marks.
-SUPPORTED = ("1.1", "1.2", "1.3", "2.1", "2.2", "2.3", "2.4")
+#: The questions ``derive check`` marks in the default material (the coursework): see
+#: :func:`supported` for the material in use.
+SUPPORTED: tuple[str, ...] = tuple(qid for qid, q in current().questions.items()
+                                   if q.answers is not None)
 
 #: Feedback on a sum over indices that do not exist (the answer is then incorrect).
 OUTSIDE = "outside the components 1..n"
-#: ``diag(v)``, kept in the order written (matrix products do not commute).
-DIAG = sp.Function("diag", commutative=False)
 #: The Jacobians of F and G as opaque matrices, in the order written.
 JACOBIAN_NAMES = {"F": sp.Symbol("J_F", commutative=False),
                   "G": sp.Symbol("J_G", commutative=False)}
-IDENTITY = sp.Symbol("I", commutative=False)
 
 
 @dataclass(frozen=True)
-class Quantity:
-    """One thing an answer gives: its name, how it is shown, what it may equal.
-
-    ``references`` are the derived expressions an answer may equal (an estimator and its
-    expectation, say); ``kinds`` names each ("the estimate", ...), for feedback.
-    """
-
-    name: str
-    display: str
-    references: tuple[sp.Expr, ...]
-    kinds: tuple[str, ...] = ()
-    matrix: bool = False
-    #: The part of the marking scheme it scores for (default: its name).
-    part: str = ""
-
-
-@dataclass(frozen=True)
-class QuestionSpec:
-    """What question ``qid`` asks for and how its answers are read."""
-
-    qid: str
-    variant: str
-    quantities: tuple[Quantity, ...]
-    alternates: tuple[Quantity, ...]
-    labels: tuple[tuple[str, tuple[str, ...]], ...]
-    index_form: bool
-    symbols: dict[str, sp.Basic] = field(default_factory=dict)
-    substitutions: dict[sp.Symbol, sp.Expr] = field(default_factory=dict)
-    #: x2 in terms of the outputs, where the answer may write F(x2) as F of it (1.1).
-    x2: sp.Expr | None = None
-    #: 1.3: where the block preserves volume (``expr = 0``), True (everywhere) or False
-    #: (nowhere: the glow block's scale sigmoid(G + 2) is in (0, 1), so det J < 1).
-    condition: sp.Expr | bool | None = None
-    #: 2.1, 2.2: the result is an identity between KL divergences (:mod:`.identities`).
-    identity: bool = False
+class QuestionSpec(Answers):
+    """What question ``qid`` asks for and how its answers are read: the registry's
+    :class:`~derive.answers.Answers`, with the reading of a parsed answer."""
 
     def quantity(self, name: str) -> Quantity:
         for q in self.quantities + self.alternates:
@@ -322,172 +292,20 @@ def _display_name(base: str, sub: str) -> str:
     return f"{base}_{sub}" if sub else base
 
 
-# --------------------------------------------------------------------------- questions
-
-_X = r"(?:\\mathbf|\\boldsymbol|\\bm)?\{?x\}?_\{?"
-_Y = r"\{?y\}?_\{?"
-
-
-def _spec_11(variant: str) -> QuestionSpec:
-    d = build("1.1", variant)
-    quantities = (Quantity("x1", "x1", (d.result("x1"),)),
-                  Quantity("x2", "x2", (d.result("x2"),)))
-    labels = (
-        (_X + r"1(?:,?[ik])?\}?(?:\(y\))?", ("x1",)),
-        (_X + r"2(?:,?[ik])?\}?(?:\(y\))?", ("x2",)),
-        (r"\(" + _X + r"1\}?," + _X + r"2\}?\)", ("x1", "x2")),
-        (r"\(" + _X + r"2\}?," + _X + r"1\}?\)", ("x2", "x1")),
-        (r"\\begin" + _X + r"1\}?\\\\" + _X + r"2\}?\\end", ("x1", "x2")),
-        (r"\\begin" + _X + r"2\}?\\\\" + _X + r"1\}?\\end", ("x2", "x1")),
-    )
-    return QuestionSpec("1.1", variant, quantities, (), labels, index_form=True,
-                        symbols={"x_1": X1, "x_2": X2, "y_1": Y1, "y_2": Y2, "s": S,
-                                 "F(x_2)": FB, "G(x_2)": GB}, x2=d.result("x2"))
-
-
-def _spec_12(variant: str) -> QuestionSpec:
-    d = build("1.2", variant)
-    names = [("y1", "x1"), ("y1", "x2"), ("y2", "x1"), ("y2", "x2")]
-    quantities = tuple(
-        Quantity(f"d{a}_d{b}", f"d{a}/d{b}", (d.result(f"d{a}_d{b}"),), matrix=True)
-        for a, b in names)
-    alternates = (Quantity("dy1_dx2_elementwise", "dy1/dx2 (F, G element-wise)",
-                           (d.result("dy1_dx2_elementwise"),), matrix=True,
-                           part="dy1_dx2"),)
-    def part(v: str) -> str:
-        return r"\\partial\{?" + v + r"\}?"
-
-    labels = tuple(
-        ((r"\\frac\{?" + part(_Y + a[1] + r"\}?") + r"\}?\{?"
-          + part(_X + b[1] + r"\}?") + r"\}?"), (f"d{a}_d{b}",))
-        for a, b in names)
-    labels += tuple((rf"J_\{{?{a[1]}{b[1]}\}}?", (f"d{a}_d{b}",)) for a, b in names)
-    labels += ((r"J|\\frac\{?\\partialy\}?\{?\\partialx\}?",
-                tuple(f"d{a}_d{b}" for a, b in names)),)
-    return QuestionSpec("1.2", variant, quantities, alternates, labels, index_form=True,
-                        symbols={"x_1": X1, "x_2": X2, "s": S, "F(x_2)": FB, "G(x_2)": GB,
-                                 "J_F(x_2)": JFB, "J_G(x_2)": JGB, "diag": DIAG, "I": IDENTITY})
-
-
-def _spec_13(variant: str) -> QuestionSpec:
-    d = build("1.3", variant)
-    det = Quantity("det", "det J", (d.result("det"),))
-    log_det = Quantity("log_abs_det", "log|det J|", (d.result("log_abs_det"),), part="det")
-    jac = r"(?:J|\\frac\{?\\partialy\}?\{?\\partialx\}?|\(J\)|\(\\frac.*\))"
-    labels = (
-        (r"(?:\\log|\\ln)\(?(?:\||\\left\||\\vert|\\lvert)?(?:\\det" + jac + r"|\|" + jac
-         + r"\|)(?:\||\\vert|\\rvert)?\)?", ("log_abs_det",)),
-        (r"\\det" + jac + r"|\|" + jac + r"\||\\det|\|\\det" + jac + r"\|", ("det",)),
-    )
-    volume = d.result("volume_condition")
-    if volume in (sp.true, sp.false) or isinstance(volume, bool):
-        condition: sp.Expr | bool = bool(volume)
-    else:
-        condition = volume.lhs - volume.rhs
-    return QuestionSpec("1.3", variant, (det,), (log_det,), labels, index_form=True,
-                        symbols={"s_i": S, "G_i(x_2)": GB, "n": n, "d": 2 * n},
-                        condition=condition)
-
-
-def _spec_identity(qid: str) -> Callable[[str], QuestionSpec]:
-    """2.1 and 2.2: one result, the identity, marked by :mod:`.identities`."""
-    def spec(variant: str) -> QuestionSpec:
-        d = build(qid, variant)
-        name = d.results[0].name  # "identity" (2.1), "decomposition" (2.2)
-        display = "the identity"
-        return QuestionSpec(qid, variant, (Quantity(name, display, (d.result(name),)),), (),
-                            (), index_form=False, identity=True)
-    return spec
-
-
-def _kl_symbols(expr: sp.Basic) -> dict[str, sp.Basic]:
-    by_name = {str(s): s for s in expr.free_symbols}
-    names = {"mu": "mu", "sigma": "sigma", "lambda": "logvar", "epsilon": "eps"}
-    return {written: by_name[engine] for written, engine in names.items()
-            if engine in by_name}
-
-
-def _sigma_substitution(variant: str, symbols: dict[str, sp.Basic]) -> dict:
-    """Under the logvar variant an answer may still use sigma = exp(logvar / 2)."""
-    from ..gaussian_kl import PARAMETERIZATIONS
-
-    param = PARAMETERIZATIONS[variant]
-    if param.scale.name == "sigma":
-        return {}
-    sigma = sp.Symbol("sigma", positive=True)
-    symbols["sigma"] = sigma
-    return {sigma: param.sigma}
-
-
-def _sample(variant: str, symbols: dict[str, sp.Basic], subs: dict) -> None:
-    """The question's sample ``z_i = mu_i + sigma_i eps_i`` may be written by its name."""
-    from ..gaussian_kl import PARAMETERIZATIONS
-
-    if not {"mu", "epsilon"} <= set(symbols):
-        return
-    param = PARAMETERIZATIONS[variant]
-    z = sp.Symbol("z", real=True)
-    symbols["z"] = z
-    subs[z] = symbols["mu"] + param.sigma * symbols["epsilon"]
-
-
-def _spec_23(variant: str) -> QuestionSpec:
-    d = build("2.3", variant)
-    kl = d.result("kl")
-    symbols = _kl_symbols(kl)
-    subs = _sigma_substitution(d.variant, symbols)
-    labels = ((r"(?:D_\{?KL\}?|KL|D|\\mathrm\{?KL\}?|KL_\{?i\}?).*", ("kl",)),)
-    return QuestionSpec("2.3", d.variant, (Quantity("kl", "KL_i", (kl,)),), (), labels,
-                        index_form=False, symbols=symbols, substitutions=subs)
-
-
-def _spec_24(variant: str) -> QuestionSpec:
-    d = build("2.4", variant)
-    names = [r.name for r in d.results if r.name.startswith("grad_")]
-    quantities = []
-    every: dict[str, sp.Basic] = {}
-    for name in names:
-        estimate = d.result(name)
-        # the step "its expectation is the exact gradient": the expectation of the
-        # estimate, written as is or as its adjoint symbol given the estimate
-        expected = [st.rhs for st in d.steps
-                    if getattr(st.lhs, "args", ()) and type(st.lhs).__name__ == "Expectation"
-                    and (st.lhs.args[0] == estimate
-                         or dict(st.given).get(st.lhs.args[0]) == estimate)]
-        refs = (estimate, *expected[:1])
-        kinds = ("the one-sample estimate", "its expectation, the exact gradient")[:len(refs)]
-        par = name.removeprefix("grad_")
-        quantities.append(Quantity(name, f"d KL / d {par}", refs, kinds))
-        for r in refs:
-            every.update(_kl_symbols(r))
-    subs = _sigma_substitution(d.variant, every)
-    _sample(d.variant, every, subs)
-    pars = [name.removeprefix("grad_") for name in names]
-    written = {"mu": r"\\mu", "sigma": r"\\sigma", "logvar": r"\\lambda"}
-    labels = []
-    for name, par in zip(names, pars, strict=True):
-        p = written.get(par, par)
-        labels.append((r"(?:\\bar|\\overline)\{?" + p + r"(?:_\{?i\}?)?\}?(?:_\{?i\}?)?",
-                       (name,)))
-        labels.append((r"(?:\\nabla_\{?" + p + r"(?:_\{?i\}?)?\}?|\\frac\{?\\partial.*\}?\{?"
-                       r"\\partial" + p + r"(?:_\{?i\}?)?\}?).*", (name,)))
-    labels.append((r"(?:\\nabla|\\hat|\\bar|g|\\overline).*", tuple(names)))
-    return QuestionSpec("2.4", d.variant, tuple(quantities), (), tuple(labels),
-                        index_form=False, symbols=every, substitutions=subs)
-
-
-_SPECS: dict[str, Callable[[str], QuestionSpec]] = {
-    "1.1": _spec_11, "1.2": _spec_12, "1.3": _spec_13, "2.1": _spec_identity("2.1"),
-    "2.2": _spec_identity("2.2"), "2.3": _spec_23, "2.4": _spec_24}
+def supported() -> tuple[str, ...]:
+    """The questions of the material in use that ``derive check`` marks: those whose
+    registry entry says how their answers read (:attr:`~derive.material.Question.answers`)."""
+    return tuple(qid for qid, q in current().questions.items() if q.answers is not None)
 
 
 def question_spec(qid: str, variant: str | None = None) -> QuestionSpec:
-    """The spec of question ``qid``; raises ``KeyError`` for a question not marked."""
-    if qid not in _SPECS:
+    """The spec of question ``qid``, from the registry's
+    :attr:`~derive.material.Question.answers`; raises ``KeyError`` for a question not
+    marked."""
+    question = current().questions.get(qid)
+    if question is None or question.answers is None:
         raise KeyError(f"question {qid!r} is not marked by derive check; it marks "
-                       f"{', '.join(SUPPORTED)}")
-    if variant is None:
-        from ..questions import QUESTIONS
-
-        variant = QUESTIONS[qid].default
-    return _SPECS[qid](variant)
+                       f"{', '.join(supported())}")
+    question, variant = resolve(qid, variant)  # an unknown variant: UnknownQuestionError
+    answers = question.answers(variant, question.derive(variant))
+    return QuestionSpec(**{f.name: getattr(answers, f.name) for f in fields(answers)})

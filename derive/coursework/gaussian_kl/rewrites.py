@@ -7,7 +7,7 @@ rules: :func:`_stabilize` and :func:`_sinh_form` depend on the parameterization 
 prior, and the derivations word their steps themselves.
 
 Example:
-    >>> from derive.gaussian_kl.parameterizations import PARAMETERIZATIONS, sigma
+    >>> from derive.coursework.gaussian_kl.parameterizations import PARAMETERIZATIONS, sigma
     >>> _stabilize(sigma**2 - 1, PARAMETERIZATIONS["sigma"])
     (sigma - 1)*(sigma + 1)
 """

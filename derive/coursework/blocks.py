@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from sympy import Integer, atan, exp, pi
 
-from .coupling import CouplingBlock
-from .vocabulary import F, G, s, x1, x2
+from derive.api import CouplingBlock, F, G, s, x1, x2
 
 __all__ = ["BLOCKS", "QUESTION_BLOCK", "SOFT_CLAMP"]
 

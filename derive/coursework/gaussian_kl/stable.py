@@ -16,7 +16,8 @@ import sympy as sp
 from sympy.codegen.cfunctions import expm1
 from sympy.codegen.rewriting import expm1_opt, optimize
 
-from ..derivation import Derivation, Result, Step
+from derive.api import Derivation, Result, Step
+
 from .chain import (
     _chain_given,
     _through_sigma,

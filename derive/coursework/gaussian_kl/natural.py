@@ -17,7 +17,8 @@ import sympy as sp
 from sympy.codegen.cfunctions import expm1, log1p
 from sympy.codegen.rewriting import expm1_opt, optimize
 
-from ..derivation import Derivation, Result, Step
+from derive.api import Derivation, Result, Step
+
 from .chain import _in_each_piece, _refine_pieces, derive_chain_factors, dlogsigma, is_log_linear
 from .closed_form import derive_kl
 from .parameterizations import (

@@ -21,8 +21,7 @@ from functools import cache
 
 import sympy as sp
 
-from .derivation import Derivation, Result, Step
-from .probability import KL, Expectation, GaussianModel, gaussian_log_pdf
+from derive.api import KL, Derivation, Expectation, GaussianModel, Result, Step, gaussian_log_pdf
 
 __all__ = ["derive_free_energy", "derive_kl_factorization", "linear_gaussian_model",
            "LOG_DENSITIES"]

@@ -16,8 +16,8 @@ from functools import cache
 import sympy as sp
 from sympy import stats
 
-from ..derivation import Derivation, Result, Step
-from ..probability import Expectation, Variance, gaussian_log_pdf
+from derive.api import Derivation, Expectation, Result, Step, Variance, gaussian_log_pdf
+
 from .chain import _chain_given, _through_sigma, is_log_linear
 from .closed_form import _q_model, derive_kl
 from .natural import _arrange_natural, _pair_given, _pair_through_sigma, natural_variables

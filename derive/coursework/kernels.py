@@ -4,7 +4,7 @@ Each function here turns derived results into a :class:`derive.spec.Module`; no 
 is written here, only which derived result becomes which output.
 
 Example:
-    >>> from derive.blocks import BLOCKS
+    >>> from derive.coursework.blocks import BLOCKS
     >>> [k.name for k in coupling_module(BLOCKS["coupling"]).kernels]
     ['forward', 'inverse', 'jacobian', 'log_det_jacobian', 'forward_and_log_det']
 """
@@ -13,7 +13,17 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .coupling import CouplingBlock, arranged_blocks, derive_arrangement
+from derive.api import (
+    Arg,
+    CouplingBlock,
+    Kernel,
+    Module,
+    Output,
+    arranged_blocks,
+    derive_arrangement,
+    to_vector,
+)
+
 from .gaussian_kl import (
     PARAMETERIZATIONS,
     Parameterization,
@@ -31,8 +41,6 @@ from .gaussian_kl import (
     sigma,
     sigma_p,
 )
-from .spec import Arg, Kernel, Module, Output
-from .vocabulary import to_vector
 
 __all__ = ["coupling_module", "gaussian_kl_module", "gaussian_kl_pair_module"]
 

@@ -15,9 +15,8 @@ from functools import cache
 
 import sympy as sp
 
-from ..arrangement import KERNEL_REWRITES, arrange
-from ..derivation import Derivation, Result, Step
-from ..pieces import safe_point
+from derive.api import KERNEL_REWRITES, Derivation, Result, Step, apply_rewrites, safe_point
+
 from .parameterizations import PARAMETERIZATIONS, Parameterization, eps, sigma
 from .rewrites import _stabilize
 
@@ -105,19 +104,19 @@ def derive_chain_factors(p: Parameterization) -> Derivation:
     s = p.scale
     log_var = sp.simplify(sp.expand_log(sp.log(p.sigma**2), force=True))
     steps = [Step(sp.log(p.sigma**2), log_var, "the log of the variance, expanded")]
-    x_arranged, more = arrange(log_var, KERNEL_REWRITES)
+    x_arranged, more = apply_rewrites(log_var, KERNEL_REWRITES)
     steps += more
-    sigma_arranged, more = arrange(p.sigma, KERNEL_REWRITES)
+    sigma_arranged, more = apply_rewrites(p.sigma, KERNEL_REWRITES)
     steps += more
     derivative = sp.diff(p.sigma, s)
-    dsigma_arranged, more = arrange(derivative, KERNEL_REWRITES)
+    dsigma_arranged, more = apply_rewrites(derivative, KERNEL_REWRITES)
     x_arranged, sigma_arranged, dsigma_arranged = (
         _refine_pieces(e) for e in (x_arranged, sigma_arranged, dsigma_arranged))
     steps = [Step(sp.Derivative(p.sigma, s), derivative, "differentiate")] + steps + more
     log_derivative = sp.simplify(sp.diff(log_var / 2, s))
     steps.append(Step(sp.Derivative(sp.log(p.sigma), s), log_derivative,
                       "differentiate the log of the standard deviation"))
-    from_log, more = arrange(_refine_pieces(sp.diff(x_arranged / 2, s)), KERNEL_REWRITES)
+    from_log, more = apply_rewrites(_refine_pieces(sp.diff(x_arranged / 2, s)), KERNEL_REWRITES)
     from_log = _refine_pieces(from_log)
     steps.append(Step(log_derivative, from_log,
                       "the derivative of the arranged {0}, piece by piece: where {1} "

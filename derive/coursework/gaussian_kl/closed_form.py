@@ -12,8 +12,8 @@ from functools import cache
 
 import sympy as sp
 
-from ..derivation import Derivation, Result, Step
-from ..probability import KL, Expectation, GaussianModel, gaussian_log_pdf
+from derive.api import KL, Derivation, Expectation, GaussianModel, Result, Step, gaussian_log_pdf
+
 from .parameterizations import (
     _PER_DIMENSION,
     _PER_DIMENSION_PAIR,

@@ -18,7 +18,7 @@ from functools import cache
 
 import sympy as sp
 
-from ..parameterization import Parameterization
+from derive.api import Parameterization
 
 __all__ = ["Parameterization", "PARAMETERIZATIONS", "Prior", "STANDARD_NORMAL", "learned_prior"]
 
