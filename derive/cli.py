@@ -527,7 +527,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def _refusal(err: ValueError) -> str | None:
-    """The one line that says why the engine refuses its material (a block that is not
+    r"""The one line that says why the engine refuses its material (a block that is not
     invertible, a step that fails its check), or None for any other error.
 
     Example:

@@ -115,8 +115,7 @@ class CouplingBlock:
             raise SpecificationError(f"{self.name}: y1 does not depend on x1; not invertible")
         _check_monotone(self.name, "y1", sp.sympify(self.y1), X1[i])
         _check_monotone(self.name, "y2", sp.sympify(self.y2), X2[i])
-        for label, expr, unknown, out in (("y1", self.y1, X1[i], Y1[i]),
-                                          ("y2", self.y2, X2[i], Y2[i])):
+        for expr, unknown, out in ((self.y1, X1[i], Y1[i]), (self.y2, X2[i], Y2[i])):
             if sp.diff(expr, unknown, 2) != 0:
                 # not affine: whether a closed-form real inverse exists is decided now,
                 # in a second or so, not when the derivations reach it
@@ -163,7 +162,7 @@ def _check_monotone(name: str, label: str, expr: sp.Expr, unknown: sp.Indexed) -
         if sign == 0 or len(signs) > 1:
             where = signs[0] if sign == 0 else point
             at = ", ".join(f"{k} = {v}" for k, v in where.items())
-            why = ("is 0 where " + at if sign == 0
+            why = (("is 0 where " + at if at else "is 0") if sign == 0
                    else "changes sign (it is " + ("positive" if sign < 0 else "negative")
                    + " at one point and " + ("negative" if sign < 0 else "positive")
                    + " where " + at + ")")
