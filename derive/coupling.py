@@ -111,6 +111,11 @@ class CouplingBlock:
                 f"{self.name}: y2 must not depend on {names}; the engine derives triangular "
                 "coupling blocks, where y2 is a function of x2 and s alone"
             )
+        for label, expr in (("y1", self.y1), ("y2", self.y2)):
+            if sp.sympify(expr).has(sp.Piecewise):
+                raise SpecificationError(
+                    f"{self.name}: {label} = {expr} is piecewise; the engine derives blocks "
+                    "given by one expression on the whole real line")
         if not sp.sympify(self.y1).has(X1[i]):
             raise SpecificationError(f"{self.name}: y1 does not depend on x1; not invertible")
         _check_monotone(self.name, "y1", sp.sympify(self.y1), X1[i])
@@ -160,12 +165,13 @@ def _check_monotone(name: str, label: str, expr: sp.Expr, unknown: sp.Indexed) -
         sign = 0 if abs(value) < 1e-25 else (1 if value > 0 else -1)
         signs.setdefault(sign, point)
         if sign == 0 or len(signs) > 1:
-            where = signs[0] if sign == 0 else point
-            at = ", ".join(f"{k} = {v}" for k, v in where.items())
-            why = (("is 0 where " + at if at else "is 0") if sign == 0
-                   else "changes sign (it is " + ("positive" if sign < 0 else "negative")
-                   + " at one point and " + ("negative" if sign < 0 else "positive")
-                   + " where " + at + ")")
+            def at(where: dict[sp.Basic, sp.Rational]) -> str:
+                return ", ".join(f"{k} = {v}" for k, v in where.items())
+
+            why = (("is 0 where " + at(point) if point else "is 0") if sign == 0
+                   else f"changes sign (it is {'negative' if sign > 0 else 'positive'} where "
+                        f"{at(signs[-sign])} and {'positive' if sign > 0 else 'negative'} "
+                        f"where {at(point)})")
             raise SpecificationError(
                 f"{name}: {label} = {expr} is not invertible for {unknown}: its slope "
                 f"d{label}/d{unknown.base} = {slope} {why}; a coupling block needs a slope "

@@ -196,6 +196,10 @@ def test_a_fourth_block_costs_a_few_lines():
     (G * x1 + F, x2, r"is 0 where G\[i\] = 0"),
     (sp.exp(G) * x1 + F, x2 * s, r"y2 = s\[i\]\*x2\[i\] is not invertible for x2\[i\]"),
     (x1 + sp.tanh(x1) / 2 + F, x2, "SymPy finds no closed-form inverse"),
+    (sp.Piecewise((x1, x1 < 0), (2 * x1, True)) + F, x2, "is piecewise"),
+    # one rational-quadratic spline bin is monotone on its bin only, not on the reals
+    ((x1**2 + sp.exp(G) * x1 * (1 - x1)) / (1 + (sp.exp(G) - sp.Rational(3, 2)) * x1
+                                             * (1 - x1)) + F, x2, "changes sign"),
 ])
 def test_bad_specifications_are_explained(y1, y2, message):
     with pytest.raises(SpecificationError, match=message):
