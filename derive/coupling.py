@@ -4,7 +4,9 @@ A :class:`CouplingBlock` is the ``i``-th component of its two output equations, 
 with the symbols of :mod:`derive.vocabulary`. From it the engine derives, by solving and
 differentiating (never by looking an answer up):
 
-* :func:`derive_inverse` (1.1): ``x2`` from the second equation, then ``x1`` from the first;
+* :func:`derive_inverse` (1.1): ``x2`` from the second equation, then ``x1`` from the first
+  (for a block that is not affine in ``x1``, such as ``x1 + x1**3/3 + F``, the solution
+  that is real for real inputs, see :func:`_solve_unique`);
 * :func:`derive_jacobian` (1.2): the four ``n x n`` blocks of ``dy/dx`` by the chain rule,
   for ``F, G`` that are *not* element-wise;
 * :func:`derive_determinant` (1.3): the determinant from the block-triangular structure,
@@ -16,6 +18,11 @@ differentiating (never by looking an answer up):
 Every step is checked in index notation and, where SymPy cannot decide it there, with
 explicit ``2n x 2n`` matrices at ``n = 1, 2, 3``.
 
+A block that is not invertible is refused when it is written, in one line
+(:class:`SpecificationError`): a slope ``dy1/dx1`` that can be 0 or change sign
+(``sinh(G)*x1 + F``), a piecewise equation, or one SymPy finds no closed-form inverse for
+(``x1 + tanh(x1)/2 + F``).
+
 Example:
     >>> import sympy as sp
     >>> from derive.vocabulary import x1, x2, s, F, G
@@ -25,6 +32,14 @@ Example:
     >>> glow = CouplingBlock("glow", "A sigmoid block", y1=x1 / (1 + sp.exp(-G)) + F, y2=x2)
     >>> derive_arrangement(glow).result("log_abs_det")
     Sum(-softplus(-G[i]), (i, 0, n - 1))
+    >>> derive_inverse(CouplingBlock("sinh", "A block not affine", y1=sp.sinh(x1) * sp.exp(G) + F,
+    ...                              y2=x2)).result("x1")
+    -asinh((F[i] - y1[i])*exp(-G[i]))
+    >>> try:
+    ...     CouplingBlock("bad", "A scale that can be 0", y1=sp.sinh(G) * x1 + F, y2=x2)
+    ... except SpecificationError as error:
+    ...     print(str(error).split(": its slope ")[1].split(";")[0])
+    dy1/dx1 = sinh(G[i]) is 0 where G[i] = 0
 """
 
 from __future__ import annotations
