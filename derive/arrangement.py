@@ -504,6 +504,87 @@ _LOG_SOFTPLUS = Rewrite(
     _log_softplus_pieces,
 )
 
+#: Below this ``|u|``, ``log(cosh(u))`` is ``log1p(2 sinh(u/2)**2)``; above, ``|u|`` plus a
+#: small correction (no ``cosh`` is formed: it overflows past 710).
+LOG_COSH_SPLIT = 20
+
+
+def _log_cosh_pieces(e: sp.Basic) -> sp.Basic:
+    u = e.args[0].args[0]
+    return sp.Piecewise(
+        (log1p(2 * sp.sinh(u / 2) ** 2), sp.Abs(u) < LOG_COSH_SPLIT),
+        (sp.Abs(u) + log1p(sp.exp(-2 * sp.Abs(u))) - sp.log(2), True))
+
+
+_LOG_COSH = Rewrite(
+    "log cosh",
+    "no one expression of {0} is accurate for every real {1}: {2} rounds {0} away where {1} "
+    "is near 0 and overflows where {3}; {4} and {5} are each accurate where they are used, "
+    "so it is evaluated in two pieces",
+    (sp.log(sp.cosh(_u)), _u, sp.cosh(_u), sp.Abs(_u) > 710,
+     sp.Eq(sp.log(sp.cosh(_u)), log1p(2 * sp.sinh(_u / 2) ** 2)),
+     sp.Eq(sp.log(sp.cosh(_u)), sp.Abs(_u) + log1p(sp.exp(-2 * sp.Abs(_u))) - sp.log(2))),
+    lambda e: isinstance(e, sp.log) and isinstance(e.args[0], sp.cosh),
+    _log_cosh_pieces,
+)
+
+
+def _log1p_square_pieces(e: sp.Basic) -> sp.Basic:
+    u = e.args[0].base
+    # the last piece may be evaluated everywhere (NumPy): it forms no square, no log(0)
+    # and no 1/0 for any u
+    w = 1 / (1 + sp.Abs(u))
+    return sp.Piecewise((log1p(u**2), sp.Abs(u) < 1),
+                        (2 * log1p(sp.Abs(u)) + log1p(-2 * w * (1 - w)), True))
+
+
+_LOG1P_SQUARE = Rewrite(
+    "log1p of a square",
+    "{0} overflows where {1}, though {2} is finite; there {3}: no square is formed, and the "
+    "argument of the second log1p is in [-1/2, 0); where {4} the first form keeps every "
+    "digit, so it is evaluated in two pieces",
+    (_u**2, sp.Abs(_u) > sp.Float("1.3e154", 2), log1p(_u**2),
+     sp.Eq(log1p(_u**2), 2 * log1p(sp.Abs(_u))
+           + log1p(-2 * (1 - 1 / (1 + sp.Abs(_u))) / (1 + sp.Abs(_u)))),
+     sp.Abs(_u) < 1),
+    lambda e: isinstance(e, log1p) and e.args[0].is_Pow and e.args[0].exp == 2,
+    _log1p_square_pieces,
+)
+
+
+def _conjugate(e: sp.Basic) -> tuple[sp.Basic, sp.Basic, sp.Basic] | None:
+    """``(k sqrt(P), R, c)`` where ``e`` is ``k sqrt(P) + R`` with ``k**2 P - R**2 = c`` a
+    positive number (so ``k sqrt(P) > |R|``), else None."""
+    if not e.is_Add:
+        return None
+    for term in e.args:
+        k, root = term.as_coeff_Mul()
+        if not (root.is_Pow and root.exp == sp.S.Half and k.is_positive):
+            continue
+        rest = e - term
+        if not rest.free_symbols:
+            continue
+        c = sp.expand(k**2 * root.base - rest**2)
+        if c.is_number and c.is_positive:
+            return term, rest, c
+    return None
+
+
+def _conjugate_pieces(e: sp.Basic) -> sp.Basic:
+    root, rest, c = _conjugate(e)
+    return sp.Piecewise((c / (root - rest), rest < 0), (root + rest, True))
+
+
+_CONJUGATE = Rewrite(
+    "conjugate",
+    "{0} cancels where {1} is large and negative; there it is {2}, a sum of two positive "
+    "numbers: it is evaluated in two pieces",
+    (sp.sqrt(_u**2 + _b) + _u, _u,
+     sp.Eq(sp.sqrt(_u**2 + _b) + _u, _b / (sp.sqrt(_u**2 + _b) - _u))),
+    lambda e: _conjugate(e) is not None,
+    _conjugate_pieces,
+)
+
 #: The rewrites that take ``log|det|`` to a sum that never forms an exponential (sigmoids
 #: are recognized first, however written, so that their logs become softplus terms).
 LOG_REWRITES = (_TANH_SIGMOID, _SIGMOID, _EXP_SIGMOID, _LOG_OF_PRODUCT, _LOG_OF_POWER,
@@ -513,4 +594,4 @@ LOG_REWRITES = (_TANH_SIGMOID, _SIGMOID, _EXP_SIGMOID, _LOG_OF_PRODUCT, _LOG_OF_
 KERNEL_REWRITES: tuple[Rewrite, ...] = (
     _CANCEL, _TANH_DERIVATIVE, _TANH_SIGMOID, _SINH, _SIGMOID, _EXP_SIGMOID, _SIGMOID_COMPLEMENT,
     _LOG_SIGMOID, _SOFTPLUS, _SOFTPLUS_REFLECTION, _LOGADDEXP, _EXPM1, _LOG1P, _LOG_SOFTPLUS,
-    _EXP_RATIO, _SIGMOID_PIECES)
+    _EXP_RATIO, _SIGMOID_PIECES, _LOG_COSH, _LOG1P_SQUARE, _CONJUGATE)

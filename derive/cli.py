@@ -651,11 +651,32 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
             sys.stdout = None
 
 
+def _refusal(err: ValueError) -> str | None:
+    r"""The one line that says why the engine refuses its material (a block that is not
+    invertible, a step that fails its check), or None for any other error.
+
+    Example:
+        >>> from derive.coupling import SpecificationError
+        >>> _refusal(SpecificationError("demo: y1 = G*x1 is not\ninvertible"))
+        'refused: demo: y1 = G*x1 is not invertible'
+        >>> _refusal(ValueError("something else")) is None
+        True
+    """
+    from .coupling import SpecificationError
+    from .derivation import StepCheckError
+
+    if not isinstance(err, (SpecificationError, StepCheckError)):
+        return None
+    kind = "refused" if isinstance(err, SpecificationError) else "a step fails its check"
+    return f"{kind}: " + _shown(" ".join(str(err).split()))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code (see ``derive --help``).
 
     Every subcommand runs inside the same handlers: a :class:`_Failure` is one line on
-    standard error; Ctrl-C exits 130 and SIGTERM 143, quietly, after cleaning up; a closed
+    standard error, and so is a refused block or a step that fails its check (exit 2);
+    Ctrl-C exits 130 and SIGTERM 143, quietly, after cleaning up; a closed
     or full standard output is one line, a reader that went away (``| head``) is quiet.
     """
     try:
@@ -672,6 +693,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _Failure as err:
         _to_stderr(f"derive: error: {err}")
         return err.code
+    except ValueError as err:
+        refusal = _refusal(err)
+        if refusal is None:
+            raise
+        _to_stderr(f"derive: error: {refusal}")
+        return 2
     except KeyboardInterrupt:
         return 130
     except _Terminated as sig:

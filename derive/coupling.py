@@ -4,7 +4,9 @@ A :class:`CouplingBlock` is the ``i``-th component of its two output equations, 
 with the symbols of :mod:`derive.vocabulary`. From it the engine derives, by solving and
 differentiating (never by looking an answer up):
 
-* :func:`derive_inverse` (1.1): ``x2`` from the second equation, then ``x1`` from the first;
+* :func:`derive_inverse` (1.1): ``x2`` from the second equation, then ``x1`` from the first
+  (for a block that is not affine in ``x1``, such as ``x1 + x1**3/3 + F``, the solution
+  that is real for real inputs, see :func:`_solve_unique`);
 * :func:`derive_jacobian` (1.2): the four ``n x n`` blocks of ``dy/dx`` by the chain rule,
   for ``F, G`` that are *not* element-wise;
 * :func:`derive_determinant` (1.3): the determinant from the block-triangular structure,
@@ -16,6 +18,11 @@ differentiating (never by looking an answer up):
 Every step is checked in index notation and, where SymPy cannot decide it there, with
 explicit ``2n x 2n`` matrices at ``n = 1, 2, 3``.
 
+A block that is not invertible is refused when it is written, in one line
+(:class:`SpecificationError`): a slope ``dy1/dx1`` that can be 0 or change sign
+(``sinh(G)*x1 + F``), a piecewise equation, or one SymPy finds no closed-form inverse for
+(``x1 + tanh(x1)/2 + F``).
+
 Example:
     >>> import sympy as sp
     >>> from derive.vocabulary import x1, x2, s, F, G
@@ -25,6 +32,14 @@ Example:
     >>> glow = CouplingBlock("glow", "A sigmoid block", y1=x1 / (1 + sp.exp(-G)) + F, y2=x2)
     >>> derive_arrangement(glow).result("log_abs_det")
     Sum(-softplus(-G[i]), (i, 0, n - 1))
+    >>> derive_inverse(CouplingBlock("sinh", "A block not affine", y1=sp.sinh(x1) * sp.exp(G) + F,
+    ...                              y2=x2)).result("x1")
+    -asinh((F[i] - y1[i])*exp(-G[i]))
+    >>> try:
+    ...     CouplingBlock("bad", "A scale that can be 0", y1=sp.sinh(G) * x1 + F, y2=x2)
+    ... except SpecificationError as error:
+    ...     print(str(error).split(": its slope ")[1].split(";")[0])
+    dy1/dx1 = sinh(G[i]) is 0 where G[i] = 0
 """
 
 from __future__ import annotations
@@ -111,8 +126,20 @@ class CouplingBlock:
                 f"{self.name}: y2 must not depend on {names}; the engine derives triangular "
                 "coupling blocks, where y2 is a function of x2 and s alone"
             )
+        for label, expr in (("y1", self.y1), ("y2", self.y2)):
+            if sp.sympify(expr).has(sp.Piecewise):
+                raise SpecificationError(
+                    f"{self.name}: {label} = {expr} is piecewise; the engine derives blocks "
+                    "given by one expression on the whole real line")
         if not sp.sympify(self.y1).has(X1[i]):
             raise SpecificationError(f"{self.name}: y1 does not depend on x1; not invertible")
+        _check_monotone(self.name, "y1", sp.sympify(self.y1), X1[i])
+        _check_monotone(self.name, "y2", sp.sympify(self.y2), X2[i])
+        for expr, unknown, out in ((self.y1, X1[i], Y1[i]), (self.y2, X2[i], Y2[i])):
+            if sp.diff(expr, unknown, 2) != 0:
+                # not affine: whether a closed-form real inverse exists is decided now,
+                # in a second or so, not when the derivations reach it
+                _solve_unique(self.name, sp.Eq(out, sp.sympify(expr)), unknown)
 
     @property
     def given(self) -> dict[sp.Indexed, sp.Expr]:
@@ -124,21 +151,121 @@ class CouplingBlock:
         return {"y1": self.y1, "y2": self.y2}
 
 
-def _solve_unique(block: CouplingBlock, eq: sp.Eq, unknown: sp.Indexed) -> sp.Expr:
-    solutions = sp.solve(eq, unknown, dict=False)
-    if len(solutions) != 1:
+#: Deterministic sample values for the numeric parts of the specification checks.
+_SAMPLES = tuple(sp.Rational(v) for v in ("-11/4", "-1", "-3/8", "0", "1/2", "5/4", "7/2"))
+
+
+def _sample_points(symbols: list[sp.Basic], count: int = 24) -> list[dict[sp.Basic, sp.Rational]]:
+    """``count`` assignments of :data:`_SAMPLES` to ``symbols``, the same on every run."""
+    points = []
+    for k in range(count):
+        points.append({sym: _SAMPLES[(k * (3 + 2 * m) + m) % len(_SAMPLES)]
+                       for m, sym in enumerate(symbols)})
+    return points
+
+
+def _check_monotone(name: str, label: str, expr: sp.Expr, unknown: sp.Indexed) -> None:
+    """Refuse ``label = expr`` unless its slope in ``unknown`` keeps one sign and is never 0:
+    proved from SymPy's assumptions, or else not contradicted at any sample point (where a
+    sample shows a zero or a change of sign, the block is not invertible there)."""
+    slope = sp.diff(expr, unknown)
+    if slope.is_positive or slope.is_negative:
+        return
+    symbols = sorted(slope.atoms(sp.Indexed), key=sp.default_sort_key)
+    signs: dict[int, dict[sp.Basic, sp.Rational]] = {}
+    for point in _sample_points(symbols):
+        value = sp.N(slope.xreplace(point), 30)
+        if not (value.is_number and value.is_real) or value.has(sp.nan, sp.zoo):
+            continue
+        sign = 0 if abs(value) < 1e-25 else (1 if value > 0 else -1)
+        signs.setdefault(sign, point)
+        if sign == 0 or len(signs) > 1:
+            def at(where: dict[sp.Basic, sp.Rational]) -> str:
+                return ", ".join(f"{k} = {v}" for k, v in where.items())
+
+            why = (("is 0 where " + at(point) if point else "is 0") if sign == 0
+                   else f"changes sign (it is {'negative' if sign > 0 else 'positive'} where "
+                        f"{at(signs[-sign])} and {'positive' if sign > 0 else 'negative'} "
+                        f"where {at(point)})")
+            raise SpecificationError(
+                f"{name}: {label} = {expr} is not invertible for {unknown}: its slope "
+                f"d{label}/d{unknown.base} = {slope} {why}; a coupling block needs a slope "
+                "that is never 0")
+
+
+def _is_real_at(expr: sp.Expr, point: dict[sp.Basic, sp.Rational]) -> bool:
+    value = sp.N(expr.xreplace(point), 30)
+    if not value.is_number or value.has(sp.nan, sp.zoo, sp.oo, -sp.oo):
+        return False
+    re_, im_ = value.as_real_imag()
+    return abs(im_) <= 1e-20 * (1 + abs(re_))
+
+
+def _real_roots(eq: sp.Eq, unknown: sp.Indexed,
+                roots: list[sp.Expr]) -> list[sp.Expr]:
+    """The roots of ``eq`` that are real, and solve it, at every sample point: the one
+    that inverts the block on the reals (the others are complex or spurious)."""
+    symbols = sorted((eq.lhs - eq.rhs).atoms(sp.Indexed) - {unknown}, key=sp.default_sort_key)
+    kept = []
+    for root in roots:
+        ok = True
+        for point in _sample_points(symbols):
+            if not _is_real_at(root, point):
+                ok = False
+                break
+            residual = sp.N((eq.lhs - eq.rhs).xreplace({unknown: root}).xreplace(point), 30)
+            scale = 1 + abs(sp.N(eq.lhs.xreplace(point), 30))
+            if abs(residual) > 1e-20 * scale:
+                ok = False
+                break
+        if ok:
+            kept.append(root)
+    return kept
+
+
+@cache
+def _solve_unique(name: str, eq: sp.Eq, unknown: sp.Indexed) -> sp.Expr:
+    """The solution of ``eq`` for ``unknown`` that inverts the block on the reals.
+
+    ``solve`` first (one solution: the affine blocks); where it gives several, the real
+    solution ``solveset`` finds over the reals, or else the one of ``solve``'s roots that
+    is real and solves the equation at every sample point. Refused in one line where no
+    closed form is found or the real solution is not unique.
+    """
+    where = f"{name}: solving {eq} for {unknown}"
+    try:
+        solutions = sp.solve(eq, unknown, dict=False)
+    except NotImplementedError:
+        solutions = None
+    if solutions is not None and len(solutions) == 1:
+        return solutions[0]
+    real = sp.solveset(eq, unknown, sp.S.Reals)
+    candidates = None
+    if isinstance(real, sp.FiniteSet):
+        candidates = list(real)
+    elif (isinstance(real, sp.Intersection) and len(real.args) == 2
+          and sp.S.Reals in real.args):
+        finite = [a for a in real.args if isinstance(a, sp.FiniteSet)]
+        candidates = list(finite[0]) if finite else None
+    if candidates is None and solutions:
+        candidates = solutions
+    if not candidates:
         raise SpecificationError(
-            f"{block.name}: solving {eq} for {unknown} gave {len(solutions)} solutions; "
-            "a coupling block needs exactly one"
-        )
-    return solutions[0]
+            f"{where}: SymPy finds no closed-form inverse; the engine derives blocks whose "
+            "inverse it can write down")
+    kept = _real_roots(eq, unknown, sorted(candidates, key=sp.default_sort_key))
+    if len(kept) != 1:
+        raise SpecificationError(
+            f"{where}: {len(kept)} of its {len(candidates)} solutions are real; a coupling "
+            "block needs exactly one")
+    return kept[0]
 
 
 @cache
 def derive_inverse(block: CouplingBlock) -> Derivation:
     """1.1: invert the block, ``x2`` from the second equation, then ``x1`` from the first."""
-    x2_sol = _solve_unique(block, sp.Eq(Y2[i], block.y2), X2[i])
-    x1_sol = _solve_unique(block, sp.Eq(Y1[i], block.y1), X1[i])
+    x2_sol = _solve_unique(block.name, sp.Eq(Y2[i], block.y2), X2[i])
+    x1_sol = _solve_unique(block.name, sp.Eq(Y1[i], block.y1), X1[i])
     steps = [
         Step(X2[i], x2_sol, "solve the second equation, {0}, for {1}",
              given={Y2[i]: block.y2}, notes=(sp.Eq(Y2[i], block.y2), X2[i])),

@@ -106,3 +106,27 @@ def test_generate_unwritable_root(tmp_path, capsys):
     assert main(["generate", "--root", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "cannot write under" in err and "Traceback" not in err
+
+
+def test_a_refused_block_is_one_line(monkeypatch, capsys):
+    """A block that is not invertible, met by any command (as material imported by the
+    command would be), is one line on standard error, exit 2: no traceback."""
+    import sympy as sp
+
+    import derive.cli as cli
+    from derive.coupling import CouplingBlock
+    from derive.vocabulary import F, G, x1, x2
+
+    for y1, why in ((sp.sinh(G) * x1 + F, "is 0 where G[i] = 0"),
+                    (x1 + sp.tanh(x1) / 2 + F, "finds no closed-form inverse")):
+        def run(args, y1=y1):
+            CouplingBlock("user_block", "a user's block", y1=y1, y2=x2)
+            return "", 0
+
+        monkeypatch.setattr(cli, "_run", run)
+        assert main(["list"]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err.startswith("derive: error: refused: user_block: y1 = " if "G" in why
+                                       else "derive: error: refused: user_block: solving ")
+        assert why in captured.err and captured.err.count("\n") == 1, captured.err

@@ -242,7 +242,8 @@ def test_lambdified_and_generated_kernels_agree(block):
 
 @pytest.mark.parametrize("y1, y2, hand", [
     ("2*x1 + F", "x2", lambda a, b, s, F: (2 * a + F(b), b)),
-    ("s**2*x1 + F", "exp(s)*x2", lambda a, b, s, F: (s**2 * a + F(b), np.exp(s) * b)),
+    ("-(s**2 + 1)*x1 + F", "exp(s)*x2",
+     lambda a, b, s, F: (-(s**2 + 1) * a + F(b), np.exp(s) * b)),
 ])
 def test_new_blocks_generate_working_kernels(y1, y2, hand):
     """A user's block, including constant and signed scales, derived and rendered in memory."""
@@ -258,7 +259,8 @@ def test_new_blocks_generate_working_kernels(y1, y2, hand):
     namespace: dict = {}
     exec(render_numpy(coupling_module(block), "test"), namespace)  # noqa: S102
     a, b, sv, L = inputs((5,))
-    sv = sv - 0.5  # some negative entries: log|s^2| must not become 2 log s
+    sv = sv - 0.5  # some negative entries; a negative scale: log|-(s^2 + 1)| is no log of
+    # a negative number (s**2*x1 is refused: its scale is 0 where s = 0)
     fd = ref.finite_difference_jacobian(lambda u, v: hand(u, v, sv, L.F), a, b)
     ld = namespace["log_det_jacobian"](a, b, sv, L.F, None)
     np.testing.assert_allclose(ld, np.linalg.slogdet(fd)[1], rtol=1e-7, atol=1e-7)

@@ -191,7 +191,15 @@ def test_a_fourth_block_costs_a_few_lines():
     (x1 + F, x2 + x1, "y2 must not depend on x1"),
     (x1 + F, x2 * sp.exp(G), "y2 must not depend on G"),
     (F + x2, x2, "does not depend on x1"),
-    (x1**2 + F, x2, "2 solutions"),
+    (x1**2 + F, x2, r"its slope dy1/dx1 = 2\*x1\[i\] is 0 where x1\[i\] = 0"),
+    (sp.sinh(G) * x1 + F, x2, r"slope dy1/dx1 = sinh\(G\[i\]\) is 0 where G\[i\] = 0"),
+    (G * x1 + F, x2, r"is 0 where G\[i\] = 0"),
+    (sp.exp(G) * x1 + F, x2 * s, r"y2 = s\[i\]\*x2\[i\] is not invertible for x2\[i\]"),
+    (x1 + sp.tanh(x1) / 2 + F, x2, "SymPy finds no closed-form inverse"),
+    (sp.Piecewise((x1, x1 < 0), (2 * x1, True)) + F, x2, "is piecewise"),
+    # one rational-quadratic spline bin is monotone on its bin only, not on the reals
+    ((x1**2 + sp.exp(G) * x1 * (1 - x1)) / (1 + (sp.exp(G) - sp.Rational(3, 2)) * x1
+                                             * (1 - x1)) + F, x2, "changes sign"),
 ])
 def test_bad_specifications_are_explained(y1, y2, message):
     with pytest.raises(SpecificationError, match=message):
@@ -202,6 +210,35 @@ def test_bad_specifications_are_explained(y1, y2, message):
         derive_inverse(block)
         for f in build_all:
             f(block)
+
+
+def test_a_refusal_comes_at_construction_in_one_line():
+    """Not invertible, or no closed-form inverse: said when the block is written, in one
+    line, before any derivation starts."""
+    for y1 in (sp.sinh(G) * x1 + F, x1 + sp.tanh(x1) / 2 + F):
+        with pytest.raises(SpecificationError) as err:
+            CouplingBlock("bad", "bad", y1=y1, y2=x2)
+        assert "\n" not in str(err.value) and str(err.value).startswith("bad: ")
+
+
+@pytest.mark.parametrize("y1, inverse", [
+    (x1 + x1**3 / 3 + F, None),
+    (sp.asinh(x1) * sp.exp(G) + F, sp.sinh((Y1[i] - F) * sp.exp(-G))),
+    (sp.sinh(x1) * sp.exp(G) + F, sp.asinh((Y1[i] - F) * sp.exp(-G))),
+])
+def test_a_monotone_block_is_inverted_on_the_reals(y1, inverse):
+    """Of the solutions of y1 = ... for x1, the one real for real inputs is chosen."""
+    block = CouplingBlock("monotone", "a monotone block", y1=y1, y2=x2)
+    from derive.coupling import derive_inverse
+
+    got = derive_inverse(block).result("x1")
+    if inverse is not None:
+        assert sp.simplify(got - inverse) == 0
+    for y, f in ((-3.5, 0.25), (0.0, 0.0), (2.0, -1.0), (40.0, 3.0)):
+        point = {Y1[i]: sp.Rational(y), F: sp.Rational(f), G: sp.Rational(1, 3)}
+        value = sp.N(got.xreplace(point), 40)
+        assert value.is_real
+        assert abs(sp.N(y1.xreplace({X1[i]: value}).xreplace(point), 40) - y) < 1e-30
 
 
 def test_unknown_result_names_the_known_ones():
