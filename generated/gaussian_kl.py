@@ -125,7 +125,7 @@ def _kl_numpy(mu, sigma, _batch, _dtype):
         (lambda: numpy.inf, (), ()),
         (lambda x: x**2*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*((1/2615348736000)*x + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4), (x,), ()),
         (lambda sigma, x: 2*((1/2)*sigma)**2 - (1/2)*x - 1/2, (sigma, x,), ()),
-        (lambda x: (1/2)*numpy.expm1(x) - (1/2)*x, (x,), ()),
+        (lambda sigma, x: (1/2)*(sigma - 1)**2 + ((sigma - 1) - (1/2)*x), (sigma, x,), ()),
     ), True)
     # Output terms
     kl = _pw0 + 2*((1/2)*mu)**2
@@ -151,7 +151,7 @@ def _kl_xp(xp, mu, sigma, _batch, _dtype):
         (lambda: _zero + xp.inf, (), ()),
         (lambda x: x**2*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*((1/2615348736000)*x + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4), (x,), (_zero + 0,)),
         (lambda sigma, x: 2*((1/2)*sigma)**2 - (1/2)*x - 1/2, (sigma, x,), (_zero + 0, _zero + 0,)),
-        (lambda x: (1/2)*xp.expm1(x) - (1/2)*x, (x,), (_zero + 0,)),
+        (lambda sigma, x: (1/2)*(sigma - 1)**2 + ((sigma - 1) - (1/2)*x), (sigma, x,), (_zero + 0, _zero + 0,)),
     ), True)
     # Output terms
     kl = _pw0 + 2*((1/2)*mu)**2
