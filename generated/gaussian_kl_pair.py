@@ -142,7 +142,7 @@ def _kl_numpy(mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     ), (
         (lambda: numpy.inf, (), ()),
         (lambda x: x**2*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*((1/2615348736000)*x + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4), (x,), ()),
-        (lambda x: (1/2)*numpy.expm1(x) - (1/2)*x, (x,), ()),
+        (lambda sigma_p, sigma_q, x: (1/2)*((sigma_q - sigma_p)/sigma_p)**2 + ((sigma_q - sigma_p)/sigma_p - (1/2)*x), (sigma_p, sigma_q, x,), ()),
         (lambda sigma_p, sigma_q, x: 2*((1/2)*sigma_q/sigma_p)**2 - (1/2)*x - 1/2, (sigma_p, sigma_q, x,), ()),
     ), False)
     # Output terms
@@ -181,7 +181,7 @@ def _kl_xp(xp, mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     ), (
         (lambda: _zero + xp.inf, (), ()),
         (lambda x: x**2*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*((1/2615348736000)*x + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4), (x,), (_zero + 0,)),
-        (lambda x: (1/2)*xp.expm1(x) - (1/2)*x, (x,), (_zero + 0,)),
+        (lambda sigma_p, sigma_q, x: (1/2)*((sigma_q - sigma_p)/sigma_p)**2 + ((sigma_q - sigma_p)/sigma_p - (1/2)*x), (sigma_p, sigma_q, x,), (_zero + 1, _zero + 1, _zero + 1,)),
         (lambda sigma_p, sigma_q, x: 2*((1/2)*sigma_q/sigma_p)**2 - (1/2)*x - 1/2, (sigma_p, sigma_q, x,), (_zero + 1, _zero + 1, _zero + 1,)),
     ), False)
     # Output terms
