@@ -32,10 +32,19 @@ bench = importlib.import_module("bench")  # first: it pins the thread counts bef
 
 import numpy as np  # noqa: E402
 
-from bench import autodiff, handwritten_xp, kernels, libraries, pair, regen, report  # noqa: E402
+from bench import (  # noqa: E402
+    autodiff,
+    handwritten_xp,
+    kernels,
+    libraries,
+    pair,
+    regen,
+    report,
+    targets,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = ("autodiff", "kernels", "regen", "libraries", "pair")
+PARTS = ("autodiff", "kernels", "regen", "libraries", "pair", "targets")
 
 #: Sizes, repeats and timeouts of the two modes.
 MODES = {
@@ -47,6 +56,7 @@ MODES = {
                   "explicit_timeout": 60.0},
         "libraries": {"sizes": [10**3, 10**5], "repeats": 5, "min_sample": 0.005},
         "pair": {"sizes": [10**4, 10**6], "repeats": 5, "min_sample": 0.005},
+        "targets": {"sizes": [4096, 10**5], "repeats": 5, "min_sample": 0.005},
     },
     "full": {
         "autodiff": {"dims": [8, 32, 128, 512], "batch": 64, "repeats": 7, "min_sample": 0.05},
@@ -57,6 +67,7 @@ MODES = {
         "libraries": {"sizes": [10**3, 10**5, 10**7], "repeats": 9, "large_repeats": 5,
                       "min_sample": 0.02},
         "pair": {"sizes": [10**3, 10**5, 10**7], "repeats": 15, "min_sample": 0.02},
+        "targets": {"sizes": [4096, 10**5, 10**6, 10**7], "repeats": 11, "min_sample": 0.02},
     },
 }
 
@@ -85,6 +96,9 @@ def _expected_rows(mode: dict[str, dict], parts: list[str], modules: list[str]) 
         # two torch.distributions rows; fewer where a library is missing.
         rows += (5 * len(libraries.OVERHEAD_SHAPES)
                  + 2 * len(handwritten_xp.CASES) * len(mode["libraries"]["sizes"]) + 2)
+    if "targets" in parts:  # NumPy (2 + 2 per size), torch (20), jax (sizes from 1e5)
+        sizes = mode["targets"]["sizes"]
+        rows += 2 + 3 * len(sizes) + 20
     return rows
 
 
@@ -181,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         part("6. the KL from a learned prior vs torch.distributions and the NumPy one-liner",
              "pair")
         results["pair"] = pair.run(**mode["pair"], log=note)
+    if "targets" in parts:
+        part("7. the targets of issue 24: eager PyTorch, NumPy and jax.jit at users' sizes",
+             "targets")
+        results["targets"] = targets.run(**mode["targets"], log=note)
     if bar is not None:
         bar.close()
 
@@ -188,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     meta["elapsed"] = time.perf_counter() - start
     results["meta"] = meta
     text = report.markdown(results) + "\n".join(pair.markdown(results.get("pair"))) + "\n"
+    issue24 = targets.markdown(results.get("targets"))
+    if issue24:  # at the top, before the first section of the report
+        head, sep, rest = text.partition("\n## ")
+        text = head + "\n" + "\n".join(issue24) + "\n" + sep + rest
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "benchmarks.md").write_text(text, encoding="utf-8")
     (args.out / "benchmarks.json").write_text(
