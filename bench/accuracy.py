@@ -286,7 +286,7 @@ def markdown(result: dict[str, object] | None) -> list[str]:
 def document(result: dict[str, object]) -> str:
     """``arrange.md``: the table and the summary, under a title."""
     return ("# `derive arrange`: accuracy benchmark\n\nRegenerate with "
-            "`python -m bench.accuracy` (or as part 7 of `python -m bench`).\n\n"
+            "`python -m bench.accuracy` (or as part 8 of `python -m bench`).\n\n"
             + "\n".join(markdown(result)[2:]) + "\n")
 
 

@@ -41,10 +41,11 @@ from bench import (  # noqa: E402
     pair,
     regen,
     report,
+    targets,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = ("autodiff", "kernels", "regen", "libraries", "pair", "accuracy")
+PARTS = ("autodiff", "kernels", "regen", "libraries", "pair", "targets", "accuracy")
 
 #: Sizes, repeats and timeouts of the two modes.
 MODES = {
@@ -59,6 +60,7 @@ MODES = {
         # a few cases (the whole table: python -m bench.accuracy --quick, 4 min)
         "accuracy": {"samples": 100, "timeout": 60.0,
                      "names": ["3.1", "3.3.6", "3.7", "softplus", "log1mexp", "logsumexp2"]},
+        "targets": {"sizes": [4096, 10**5], "repeats": 5, "min_sample": 0.005},
     },
     "full": {
         "autodiff": {"dims": [8, 32, 128, 512], "batch": 64, "repeats": 7, "min_sample": 0.05},
@@ -70,6 +72,7 @@ MODES = {
                       "min_sample": 0.02},
         "pair": {"sizes": [10**3, 10**5, 10**7], "repeats": 15, "min_sample": 0.02},
         "accuracy": {"samples": 400, "timeout": 180.0},
+        "targets": {"sizes": [4096, 10**5, 10**6, 10**7], "repeats": 11, "min_sample": 0.02},
     },
 }
 
@@ -100,6 +103,9 @@ def _expected_rows(mode: dict[str, dict], parts: list[str], modules: list[str]) 
                  + 2 * len(handwritten_xp.CASES) * len(mode["libraries"]["sizes"]) + 2)
     if "accuracy" in parts:
         rows += len(mode["accuracy"].get("names") or accuracy.CASES)
+    if "targets" in parts:  # NumPy (2 + 2 per size), torch (20), jax (sizes from 1e5)
+        sizes = mode["targets"]["sizes"]
+        rows += 2 + 3 * len(sizes) + 20
     return rows
 
 
@@ -196,8 +202,12 @@ def main(argv: list[str] | None = None) -> int:
         part("6. the KL from a learned prior vs torch.distributions and the NumPy one-liner",
              "pair")
         results["pair"] = pair.run(**mode["pair"], log=note)
+    if "targets" in parts:
+        part("7. the targets of issue 24: eager PyTorch, NumPy and jax.jit at users' sizes",
+             "targets")
+        results["targets"] = targets.run(**mode["targets"], log=note)
     if "accuracy" in parts:
-        part("7. accuracy of derive arrange: Hamming ch. 3 (FPBench) and ML expressions, in ulp",
+        part("8. accuracy of derive arrange: Hamming ch. 3 (FPBench) and ML expressions, in ulp",
              "accuracy")
         results["accuracy"] = accuracy.run(**mode["accuracy"], log=note)
     if bar is not None:
@@ -207,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     meta["elapsed"] = time.perf_counter() - start
     results["meta"] = meta
     text = report.markdown(results) + "\n".join(pair.markdown(results.get("pair"))) + "\n"
+    issue24 = targets.markdown(results.get("targets"))
+    if issue24:  # at the top, before the first section of the report
+        head, sep, rest = text.partition("\n## ")
+        text = head + "\n" + "\n".join(issue24) + "\n" + sep + rest
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "benchmarks.md").write_text(text, encoding="utf-8")
     (args.out / "benchmarks.json").write_text(

@@ -73,13 +73,20 @@ class Output:
 
 @dataclass(frozen=True)
 class Kernel:
-    """A function of a generated module: arguments, outputs (in return order), docstring."""
+    """A function of a generated module: arguments, outputs (in return order), docstring.
+
+    ``gradient`` names another kernel of the module, with the same arguments, whose outputs
+    are this kernel's exact gradient with respect to each array argument, in order (``kl``
+    and ``kl_grad``): eager PyTorch then differentiates through it, not through the pieces
+    (``kernel_runtime.differentiable``). Empty: autograd goes through the body.
+    """
 
     name: str
     args: tuple[Arg, ...]
     outputs: tuple[Output, ...]
     summary: str
     details: str = ""
+    gradient: str = ""
 
     def __post_init__(self) -> None:
         names = [a.name for a in self.args]
@@ -145,3 +152,17 @@ class Module:
     source: str
     contract: Literal["coupling", "elementwise"]
     example: str = ""
+
+    def __post_init__(self) -> None:
+        by_name = {k.name: k for k in self.kernels}
+        for k in self.kernels:
+            if not k.gradient:
+                continue
+            g = by_name.get(k.gradient)
+            arrays = [a for a in k.args if a.is_array]
+            if g is None or g.args != k.args or len(g.returns) != len(arrays) \
+                    or len(k.returns) != 1:
+                raise ValueError(
+                    f"module {self.name}: kernel {k.name}'s gradient {k.gradient!r} must be "
+                    f"a kernel of the module with the same arguments and one output per "
+                    f"array argument ({len(arrays)}), of a kernel with one output")

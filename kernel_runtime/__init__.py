@@ -39,6 +39,7 @@ The modules, by concern:
 - :mod:`kernel_runtime.prepare` -- the general entry points (shapes);
 - :mod:`kernel_runtime.callees` -- callable arguments and their copies;
 - :mod:`kernel_runtime.pieces` -- piecewise values;
+- :mod:`kernel_runtime.gradients` -- eager PyTorch autograd through a derived gradient;
 - :mod:`kernel_runtime.outputs` -- outputs and block matrices.
 
 The contract: this package's ``__all__``, what generated modules may use, versioned by
@@ -61,20 +62,21 @@ Example:
     ...
     ValueError: sigma: expected every entry > 0, got a minimum of -1.0
     >>> CONTRACT_VERSION
-    '2.0'
+    '2.1'
 """
 
 from __future__ import annotations
 
 from .callees import CalleeArg, call, call_xp, callee_arg
 from .fast_numpy import numpy_coupling, numpy_elementwise
+from .gradients import differentiable
 from .outputs import blocks_xp, eye_xp, finish, finish_xp, full, scale_rows, scale_rows_xp
 from .pieces import select, zero
 from .prepare import broadcast, prepare_coupling, prepare_elementwise
 
 #: The version of the contract below, ``"major.minor"``: generated modules check it on
 #: import (same major version, at least their minor version).
-CONTRACT_VERSION = "2.0"
+CONTRACT_VERSION = "2.1"
 
 #: The contract: the names generated modules use (``kernel_runtime.<name>``), then the class
 #: of :func:`callee_arg`'s values and the version.
@@ -88,6 +90,8 @@ __all__ = [
     "blocks_xp",
     # piecewise values
     "select", "zero",
+    # eager PyTorch autograd through a derived gradient kernel (contract 2.1)
+    "differentiable",
     # what the names above take or return, and the version of them all
     "CalleeArg", "CONTRACT_VERSION",
 ]

@@ -181,10 +181,10 @@ def test_logvar_gradients_are_finite_and_exact_where_the_true_gradient_is_finite
     np.testing.assert_allclose(grad.numpy(), np.expm1(lv) / 2, rtol=1e-14, atol=0)
 
 
-def _single_where(xp, **arrays):
+def _single_where(xp, module="sigma", **arrays):
     """kl's piecewise value selected by one nested where, without safe arguments: printed
     from the same plan as the kernel, to show what the double where prevents."""
-    kernel = next(k for k in gaussian_kl_module(PARAMETERIZATIONS["sigma"]).kernels
+    kernel = next(k for k in gaussian_kl_module(PARAMETERIZATIONS[module]).kernels
                   if k.name == "kl")
     plan = plan_kernel(kernel)
     printer = XpPrinter()
@@ -201,11 +201,17 @@ def _single_where(xp, **arrays):
     return env["kl"]
 
 
-def test_a_single_where_would_give_nan_at_sigma_1e160():
-    sigma = torch.tensor([1e160, 2.0], dtype=torch.float64, requires_grad=True)
+def test_a_single_where_would_give_nan_where_expm1_overflows():
+    # the logvar module's last piece is expm1(x) - x (the sigma module's, since issue 24,
+    # is formed from sigma and is finite with its derivative wherever sigma is)
+    logvar = torch.tensor([800.0, 2.0], dtype=torch.float64, requires_grad=True)
     mu = torch.zeros(2)
-    (naive,) = torch.autograd.grad(_single_where(torch, mu=mu, sigma=sigma).sum(), sigma)
+    (naive,) = torch.autograd.grad(
+        _single_where(torch, "logvar", mu=mu, logvar=logvar).sum(), logvar)
     assert torch.isnan(naive[0])  # d(expm1(x) - x) = inf, times a zero cotangent
+    (ours,) = torch.autograd.grad(kernels("gaussian_kl_logvar").kl(mu, logvar).sum(), logvar)
+    assert not torch.isnan(ours).any()  # expm1(800)/2 = inf: the true derivative overflows
+    sigma = torch.tensor([1e160, 2.0], dtype=torch.float64, requires_grad=True)
     (ours,) = torch.autograd.grad(kernels("gaussian_kl").kl(mu, sigma).sum(), sigma)
     assert ours[0] == 1e160 and torch.isfinite(ours).all()
     for piece in plan_kernel(next(k for k in gaussian_kl_module(PARAMETERIZATIONS["sigma"])
@@ -306,8 +312,8 @@ def test_jax_sigma_gradients_are_finite_from_1e_minus_200_to_1e160(jax):
     grad = jax.jit(jax.grad(lambda s: kernels("gaussian_kl").kl(0.0, s).sum()))(
         jax.numpy.asarray(SIGMAS))
     np.testing.assert_allclose(np.asarray(grad), SIGMAS - 1 / SIGMAS, rtol=1e-14, atol=0)
-    naive = jax.grad(lambda s: _single_where(jax.numpy, mu=0.0, sigma=s).sum())(
-        jax.numpy.asarray([1e160, 2.0]))
+    naive = jax.grad(lambda x: _single_where(jax.numpy, "logvar", mu=0.0, logvar=x).sum())(
+        jax.numpy.asarray([800.0, 2.0]))
     assert np.isnan(np.asarray(naive)[0])
 
 

@@ -54,17 +54,19 @@ def test_kl_float64_relative_error_against_mpmath(mu, sigma):
 # every boundary between pieces +-64 ulp. The largest relative error allowed, in eps of the
 # dtype, holds on every NumPy SIMD path this suite can reach (tests/test_simd_paths.py reruns
 # it with NumPy's dispatched SIMD code switched off). Measured maxima:
-# - float64, sigma module: 3.35 (AVX2 and the x86-64 baseline alike; 3.48 on 2.4e6 random
-#   points; 2.6 on an AVX-512 machine). Just above x = 1/2, log sigma's rounding is amplified
-#   2.2x by the KL's condition number and expm1's rounding 4.4x by the cancellation in
-#   expm1(x) - x, so the libm's last bit shows.
+# - float64, sigma module: 2.67 (AVX2 and the x86-64 baseline alike), at x = -1/2. Outside
+#   the series the piece is (t - log sigma) + t**2/2 with t = sigma - 1 (issue 24: no expm1
+#   call); where it cancels, t and t - log sigma are exact, so only log sigma's rounding is
+#   amplified, by |log sigma| / KL <= 4.7 at the series' ends. (With expm1(x) - x it was
+#   3.35, 3.48 on 2.4e6 random points.)
 # - float64, logvar module: 2.5.
-# - float32, sigma module: 5.8 with AVX2 (NumPy's SIMD float32 log), 3.4 on the baseline, 5.4
-#   on an AVX-512 machine: the rounding of log sigma, amplified twice near the optimum.
+# - float32, sigma module: 8.8 with AVX2, 2.7 on the baseline: NumPy's SIMD float32 log is
+#   up to 2.3 eps off (measured on [0.6, 0.8]), amplified by up to 4.7 as above. (With
+#   expm1(x) - x: 5.8 with AVX2, 3.4 on the baseline.)
 # - float32, logvar module: 3.4 (from x = 88 up; 2.5 below).
 # docs/numerics.md states the bounds.
 BOUNDS = {(np.float64, "sigma"): 4, (np.float64, "logvar"): 3,
-          (np.float32, "sigma"): 7, (np.float32, "logvar"): 4}
+          (np.float32, "sigma"): 10, (np.float32, "logvar"): 4}
 RANGES = [(-1400, -2), (-2, -0.5), (-0.5, 0.5), (0.5, 2), (2, 88), (88, 700)]
 BOUNDARIES = [-float(SERIES_RADIUS), float(SERIES_RADIUS), DIRECT_RADIUS, OVERFLOW_RADIUS]
 

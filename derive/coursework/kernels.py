@@ -175,7 +175,7 @@ def gaussian_kl_module(p: Parameterization) -> Module:
                "The KL divergence of q_i from the standard normal prior, per dimension "
                "(sum it yourself).",
                "Arranged as in derivation 2.3n: finite and accurate for sigma from 1e-200 to "
-               "1e100, and near sigma = 1 without cancellation."),
+               "1e100, and near sigma = 1 without cancellation.", gradient="kl_grad"),
         Kernel("kl_grad", (mu_arg, scale_arg),
                shared + pair("grad", stable, ("dKL/dmu, exactly.", f"dKL/d{s}, exactly.")),
                f"The exact gradient of the KL divergence with respect to (mu, {s})."),
@@ -295,7 +295,8 @@ def gaussian_kl_pair_module(p: Parameterization) -> Module:
         Kernel("kl", args, natural_kl + (out("kl", kl_value, "KL(q_i || p_i), element-wise."),),
                "The KL divergence of q_i from the prior p_i, per dimension (sum it yourself).",
                "Arranged as in derivation 2.3np, in the standardized mean difference and the "
-               "log variance ratio: accurate where q_i is near p_i at any scale."),
+               "log variance ratio: accurate where q_i is near p_i at any scale.",
+               gradient="kl_grad"),
         Kernel("kl_grad", args, natural + (r_out,) + four("grad", stable, "exactly"),
                "The exact gradient of the KL divergence with respect to all four arguments."),
         Kernel("kl_grad_reparam", args + (eps_arg,),

@@ -249,6 +249,18 @@ def derive_stable_kl_pair(p: Parameterization) -> Derivation:
                           "their rounded difference {1}", given=given,
                           notes=(in_range, x)))
         pieces.append((exact_half, in_range))
+    if ratio_exact:
+        # as in 2.3n, from the scales: exp(x) - 1 = d (d + 2) with d = sigma/sigma_p - 1 from
+        # the exact difference, so the piece is (d - x/2) + d**2/2: no transcendental call
+        # beyond x's log, and where it cancels d - x/2 is exact (Sterbenz)
+        d = sp.UnevaluatedExpr((sigma - sigma_p) / sigma_p)
+        middle = 2 * (sp.UnevaluatedExpr(d - x / 2) + d**2 / 2)
+        steps.append(Step(expm1mx(x) / 2, middle / 2,
+                          "where {0}, from {1}, the exact difference over the prior's scale, "
+                          "as 2.3n does from the standard deviation: no transcendental call "
+                          "beyond the logarithm", given=given,
+                          notes=(sp.And(SERIES_RADIUS <= sp.Abs(x), x < direct_from),
+                                 (sigma - sigma_p) / sigma_p)))
     pieces.append((middle / 2, x < direct_from))  # the direct piece last, as in 2.3n
     evaluable = quadratic_half + sp.Piecewise(*pieces, (outer_half, True))
     steps.append(Step(expm1mx(x) / 2, outer_half,

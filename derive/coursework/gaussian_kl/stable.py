@@ -105,6 +105,14 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
     # The pieces the kernel evaluates, each by x, each halved before it is formed.
     series = _taylor(x)
     middle = optimize(sp.exp(x) - 1 - x, [expm1_opt])
+    # Where sigma is at hand (not the logvar module, where x is the input itself), exp(x) - 1
+    # is (sigma - 1)(sigma + 1), so the piece is (t - x/2) + t**2/2 halved, t = sigma - 1: no
+    # transcendental call beyond x's log. Where it cancels (1/2 <= sigma <= 2) t is exact and
+    # so is t - x/2 (Sterbenz); the sum adds two nonnegative terms.
+    from_sigma = log_var != s
+    if from_sigma:
+        t = sp.UnevaluatedExpr(sigma_value - 1)
+        middle = 2 * (sp.UnevaluatedExpr(t - x / 2) + t**2 / 2)
     outer = sigma_value**2 - 1 - x  # exp(x) taken from sigma itself, squared after halving
     outer_half = scaled_squares(outer / 2)
     direct_from = OVERFLOW_RADIUS if log_var == s else DIRECT_RADIUS
@@ -120,9 +128,16 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
              "where {0}, its Taylor series: no subtraction at all", notes=(
                  sp.Abs(x) < SERIES_RADIUS,)),
         Step(expm1mx(x), middle,
-             "where {0}, the subtraction loses a few bits at most (none where {1})",
+             "where {0}, the subtraction loses a few bits at most (none where {1})"
+             + ("; from the standard deviation, {2}: no transcendental call beyond the "
+                "logarithm, and where it cancels ({3}) {4} and its difference from {5} are "
+                "exact" if from_sigma else ""),
+             given={x: log_var, sigma: p.sigma} if from_sigma else (),
              notes=(sp.And(SERIES_RADIUS <= sp.Abs(x), x < direct_from),
-                    x <= -NO_CANCELLATION)),
+                    x <= -NO_CANCELLATION)
+             + ((sp.Eq(sp.exp(x) - 1, sp.Mul(sigma - 1, sigma + 1, evaluate=False)),
+                 sp.And(sp.Rational(1, 2) <= sigma, sigma <= 2), sigma - 1, x / 2)
+                if from_sigma else ())),
         Step(expm1mx(x) / 2, outer_half,
              "where {0}, take the exponential from the standard deviation, halved before it "
              "is squared: computed from {1}, its relative error would grow with {1}, and "

@@ -1,0 +1,186 @@
+"""Part 7: the targets of issue 24, each row measured as a ratio within one interleaved loop.
+
+Where ML users call the KL kernels: eager PyTorch at a VAE's batch (``128 x 32``,
+``1000 x 100``) against ``torch.distributions.kl_divergence`` (td: ``Normal(mu, sigma)``
+against ``Normal(0, 1)``, or against ``Normal(mu_p, sigma_p)`` for the pair kernel), forward
+and forward plus backward, float32 and float64; the device syncs of one eager call; NumPy
+against the naive one-liner at every size (``16 x 8`` and ``128 x 32`` are the per-call
+overhead rows); and ``jax.jit``. The data: ``mu ~ N(0, 1)``, ``log sigma ~ N(-0.5, 1)``
+(for the pair, half the pairs with q within 1e-3 of p, as in part 6).
+
+Example:
+    >>> rows = [{"target": "x", "case": "a", "ratio": 0.9, "limit": 1.0}]
+    >>> markdown(rows)[-1]
+    '| x | a | 0.90 | ≤ 1.0 | met |'
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable
+
+import numpy as np
+
+from . import handwritten, pair
+from .timing import compare
+
+__all__ = ["run", "markdown"]
+
+#: Eager PyTorch batches of issue 24 (a VAE's latent batch).
+TORCH_SHAPES = ((128, 32), (1000, 100))
+
+
+def _data(shape: tuple[int, ...], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal(shape), np.exp(rng.normal(-0.5, 1.0, shape))
+
+
+def _row(target: str, case: str, t: dict, ours: str, theirs: str, limit: float,
+         rows: list[dict], log: Callable[[str], None]) -> None:
+    ratio = t[ours].median / t[theirs].median
+    rows.append({"target": target, "case": case, "ratio": ratio, "limit": limit,
+                 "ours": t[ours].median, "theirs": t[theirs].median})
+    log(f"  {target} [{case}]: {ratio:.2f} (target ≤ {limit})")
+
+
+def _torch_rows(repeats: int, min_sample: float, log: Callable[[str], None]) -> list[dict]:
+    from .autodiff import import_torch
+    from .libraries import _syncs
+
+    torch = import_torch()
+    from torch.distributions import Normal, kl_divergence
+
+    gk = importlib.import_module("generated.gaussian_kl")
+    gp = importlib.import_module("generated.gaussian_kl_pair")
+    rows: list[dict] = []
+    for shape in TORCH_SHAPES:
+        mu_np, sigma_np = _data(shape)
+        for dtype in (torch.float32, torch.float64):
+            name = f"{shape[0]}x{shape[1]} {str(dtype).removeprefix('torch.')}"
+            mu, sigma = (torch.asarray(a, dtype=dtype) for a in (mu_np, sigma_np))
+            zero, one = torch.zeros((), dtype=dtype), torch.ones((), dtype=dtype)
+            t = compare({"ours": lambda m=mu, s=sigma: gk.kl(m, s),
+                         "td": lambda m=mu, s=sigma, z=zero, o=one: kl_divergence(
+                             Normal(m, s), Normal(z, o))},
+                        repeats=repeats, min_sample=min_sample)
+            _row("eager torch `kl` ÷ td", name, t, "ours", "td", 1.0, rows, log)
+            mg, sg = (a.clone().requires_grad_(True) for a in (mu, sigma))
+
+            def ours_backward(m=mg, s=sg):
+                gk.kl(m, s).sum().backward()
+
+            def td_backward(m=mg, s=sg, z=zero, o=one):
+                kl_divergence(Normal(m, s), Normal(z, o)).sum().backward()
+
+            t = compare({"ours": ours_backward, "td": td_backward},
+                        repeats=repeats, min_sample=min_sample)
+            _row("eager torch `kl` + backward ÷ td", name, t, "ours", "td", 1.0, rows, log)
+            mq, sq, mp, sp = (torch.asarray(a, dtype=dtype)
+                              for a in pair._data(int(np.prod(shape))))
+            t = compare({"ours": lambda a=mq, b=sq, c=mp, d=sp: gp.kl(a, b, c, d),
+                         "td": lambda a=mq, b=sq, c=mp, d=sp: kl_divergence(Normal(a, b),
+                                                                            Normal(c, d))},
+                        repeats=repeats, min_sample=min_sample)
+            _row("eager torch `gaussian_kl_pair.kl` ÷ td", name, t, "ours", "td", 1.0,
+                 rows, log)
+        mu, sigma = (torch.asarray(a) for a in (mu_np, sigma_np))
+        mq, sq, mp, sp = (torch.asarray(a) for a in pair._data(int(np.prod(shape))))
+        for label, call in (
+                ("`kl`", lambda m=mu, s=sigma: gk.kl(m, s)),
+                ("`kl`, check_finite=False",
+                 lambda m=mu, s=sigma: gk.kl(m, s, check_finite=False)),
+                ("`gaussian_kl_pair.kl`", lambda a=(mq, sq, mp, sp): gp.kl(*a)),
+                ("`gaussian_kl_pair.kl`, check_finite=False",
+                 lambda a=(mq, sq, mp, sp): gp.kl(*a, check_finite=False))):
+            syncs = _syncs(torch, call)
+            rows.append({"target": "device syncs per eager torch call",
+                         "case": f"{label}, {shape[0]}x{shape[1]}", "count": syncs,
+                         "limit": 0 if "False" in label else 1})
+            log(f"  syncs [{label}, {shape}]: {syncs}")
+    return rows
+
+
+def _numpy_rows(sizes: list[int], repeats: int, min_sample: float,
+                log: Callable[[str], None]) -> list[dict]:
+    gk = importlib.import_module("generated.gaussian_kl")
+    gp = importlib.import_module("generated.gaussian_kl_pair")
+    rows: list[dict] = []
+    for shape in ((16, 8), (128, 32)):
+        mu, sigma = _data(shape)
+        t = compare({"ours": lambda m=mu, s=sigma: gk.kl(m, s),
+                     "naive": lambda m=mu, s=sigma: handwritten.kl(m, s)},
+                    repeats=repeats, min_sample=min_sample)
+        _row("NumPy per-call: `kl` ÷ the one-liner", f"{shape[0]}x{shape[1]}", t, "ours",
+             "naive", 1.6, rows, log)
+    for n in sizes:
+        mu, sigma = _data((n,))
+        t = compare({"ours": lambda m=mu, s=sigma: gk.kl(m, s),
+                     "naive": lambda m=mu, s=sigma: handwritten.kl(m, s)},
+                    repeats=repeats, min_sample=min_sample)
+        _row("NumPy `kl` ÷ naive one-liner", f"{n:.0e}", t, "ours", "naive",
+             2.0 if n < 10**5 else 1.5, rows, log)
+        args = pair._data(n)
+        t = compare({"ours": lambda a=args: gp.kl(*a), "naive": lambda a=args: pair.naive(*a)},
+                    repeats=repeats, min_sample=min_sample)
+        _row("NumPy pair `kl` ÷ its one-liner", f"{n:.0e}", t, "ours", "naive", 2.0,
+             rows, log)
+    return rows
+
+
+def _jax_rows(sizes: list[int], repeats: int, min_sample: float,
+              log: Callable[[str], None]) -> list[dict]:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    jnp = jax.numpy
+    gk = importlib.import_module("generated.gaussian_kl")
+    rows: list[dict] = []
+    ours = jax.jit(gk.kl)
+    naive = jax.jit(lambda m, s: 0.5 * (m**2 + s**2 - jnp.log(s**2) - 1))
+    for n in sizes:
+        mu, sigma = (jnp.asarray(a) for a in _data((n,)))
+        for f in (ours, naive):
+            jax.block_until_ready(f(mu, sigma))  # compiled before timing
+        t = compare({"ours": lambda m=mu, s=sigma: jax.block_until_ready(ours(m, s)),
+                     "naive": lambda m=mu, s=sigma: jax.block_until_ready(naive(m, s))},
+                    repeats=repeats, min_sample=min_sample)
+        _row("`jax.jit` `kl` ÷ naive", f"{n:.0e} float64", t, "ours", "naive", 1.2, rows, log)
+    return rows
+
+
+def run(sizes: list[int], repeats: int, min_sample: float,
+        log: Callable[[str], None] = print) -> list[dict]:
+    """Every row of issue 24's targets whose library is importable."""
+    rows = _numpy_rows(sizes, repeats, min_sample, log)
+    if importlib.util.find_spec("torch") is not None:
+        rows += _torch_rows(repeats, min_sample, log)
+    else:
+        log("note: torch is not installed; the eager PyTorch targets are skipped")
+    if importlib.util.find_spec("jax") is not None:
+        rows += _jax_rows([n for n in sizes if n >= 10**5], repeats, min_sample, log)
+    else:
+        log("note: jax is not installed; the jax.jit target is skipped")
+    return rows
+
+
+def markdown(rows: list[dict] | None) -> list[str]:
+    """The section "Targets (issue 24)" of ``benchmarks.md``: one line per measured row."""
+    if not rows:
+        return []
+    lines = ["## Targets (issue 24)", "",
+             "From part 7 of this run: each ratio divides two medians timed in the same "
+             "interleaved loop (default `check_finite`; td is "
+             "`torch.distributions.kl_divergence` with its default argument validation).",
+             "", "| target | case | measured | target | verdict |",
+             "| --- | --- | --: | --: | --- |"]
+    for row in rows:
+        if "count" in row:
+            met = row["count"] <= row["limit"]
+            lines.append(f"| {row['target']} | {row['case']} | {row['count']} | "
+                         f"≤ {row['limit']} | {'met' if met else '**not met**'} |")
+        else:
+            met = row["ratio"] <= row["limit"]
+            lines.append(f"| {row['target']} | {row['case']} | {row['ratio']:.2f} | "
+                         f"≤ {row['limit']} | {'met' if met else '**not met**'} |")
+    return lines
