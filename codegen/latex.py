@@ -590,13 +590,15 @@ def render_fragment(derivation: Derivation, options: LatexOptions | None = None,
 
 
 def render_document(parts: list[str], title: str, options: LatexOptions | None = None,
-                    command: str = "") -> str:
+                    command: str = "", source: str = "the derivations it typesets") -> str:
     """A complete LaTeX document around rendered fragments.
 
-    ``command`` (optional) is the command that regenerates it, for the header.
+    ``command`` (optional) is the command that regenerates it, and ``source`` what it is
+    derived from, for the header.
     """
     return environment().get_template("document.tex.jinja").render(
-        parts=parts, title=title, options=options or LatexOptions(), command=command)
+        parts=parts, title=title, options=options or LatexOptions(), command=command,
+        source=source)
 
 
 def render_notebook(d: Derivation, options: LatexOptions | None = None) -> str:

@@ -258,7 +258,8 @@ def sheet_document(sheet: str, options: LatexOptions | None = None, command: str
     """One sheet (:data:`SHEETS`) as a complete LaTeX document; ``rendered`` and ``intro``
     as for :func:`question_parts`."""
     parts = question_parts(options, questions, sheet, rendered, intro)
-    return render_document(parts, title=SHEETS[sheet], options=options, command=command)
+    return render_document(parts, title=SHEETS[sheet], options=options, command=command,
+                           source=f"the questions of the material {current().name}")
 
 
 def solutions_document(options: LatexOptions | None = None, command: str = "",

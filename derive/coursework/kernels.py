@@ -108,7 +108,7 @@ def coupling_module(block: CouplingBlock) -> Module:
                      "interchangeable: x1, x2, y1, y2 have shape (..., n) with any leading batch "
                      "dimensions, s has shape (n,), and F, G map (..., n) to (..., n)."),
         kernels=kernels,
-        source=f"derive.blocks.BLOCKS[{block.name!r}], derivations 1.1-1.3n",
+        source=f"derive.coursework.blocks.BLOCKS[{block.name!r}], derivations 1.1-1.3n",
         contract="coupling",
         example=_EXAMPLE.format(name=block.name),
     )
@@ -198,7 +198,8 @@ def gaussian_kl_module(p: Parameterization) -> Module:
                      "gradient, and two stochastic gradient estimators, element-wise over "
                      "arrays of any broadcastable shapes."),
         kernels=kernels,
-        source=f"derive.gaussian_kl.PARAMETERIZATIONS[{p.name!r}], derivations 2.3, 2.3n, 2.4",
+        source=f"derive.coursework.gaussian_kl.PARAMETERIZATIONS[{p.name!r}], "
+               "derivations 2.3, 2.3n, 2.4",
         contract="elementwise",
         example=_KL_EXAMPLE.format(name=p.module, one=one, other=other),
     )
@@ -319,8 +320,8 @@ def gaussian_kl_pair_module(p: Parameterization) -> Module:
                      "arguments, and two stochastic gradient estimators with the noise on "
                      "the q side, element-wise over arrays of any broadcastable shapes."),
         kernels=kernels,
-        source=f"derive.gaussian_kl.PARAMETERIZATIONS[{p.name!r}], derivations 2.3p, 2.3np, "
-               "2.4p",
+        source=f"derive.coursework.gaussian_kl.PARAMETERIZATIONS[{p.name!r}], "
+               "derivations 2.3p, 2.3np, 2.4p",
         contract="elementwise",
         example=_PAIR_EXAMPLE.format(name=p.pair_module, one=one, other=other),
     )
