@@ -484,6 +484,8 @@ def _conclusion(d: Derivation, printer: CourseworkLatexPrinter) -> str:
                                     inline=True)
 
     def math(name: str) -> str:
+        if name.isdigit():
+            return f"${inline.doprint(d.notes[int(name)])}$"
         r = next(r for r in d.results if r.name == name)
         expr = r.display if r.display is not None else r.expr
         if r.lhs is not None:
@@ -493,6 +495,13 @@ def _conclusion(d: Derivation, printer: CourseworkLatexPrinter) -> str:
         return rf"\[{printed}\]" if len(printed) > INLINE_WIDTH else f"${printed}$"
 
     return fill(d.conclusion, math, tex_escape)
+
+
+def _statement(d: Derivation, printer: CourseworkLatexPrinter) -> str:
+    """The question's statement, its ``{0}``-style notes typeset inline."""
+    inline = CourseworkLatexPrinter(options=printer._options, names=printer._names,
+                                    inline=True)
+    return fill(d.statement, lambda key: f"${inline.doprint(d.notes[int(key)])}$", tex_escape)
 
 
 def render_graph(graph: Any, printer: CourseworkLatexPrinter) -> str:
@@ -564,7 +573,7 @@ def render_derivation(derivation: Derivation, standalone: bool = False,
         d=derivation,
         heading=heading or f"Question {derivation.qid}: {tex_escape(derivation.title)}",
         show_variant=show_variant and bool(derivation.variant),
-        statement=part != "aside",
+        statement=_statement(derivation, printer) if part != "aside" else "",
         chain=_chain(derivation, printer, part) if answer else [],
         results=_results(derivation, printer, vec, part) if answer else [],
         conclusion=_conclusion(derivation, printer) if answer and part != "aside" else "",

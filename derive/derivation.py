@@ -333,6 +333,8 @@ class Derivation:
         models: concrete models in which steps SymPy cannot decide abstractly are checked.
         variant: which block or parameterization the derivation is for.
         data: named values that are not expressions (a block matrix, a graph).
+        notes: expressions the statement and the conclusion refer to as ``{0}``, ``{1}``,
+            ... (typeset as math: a symbol in prose is never a bare identifier).
     """
 
     qid: str
@@ -345,6 +347,7 @@ class Derivation:
     variant: str = ""
     data: Mapping[str, object] = field(default_factory=dict, compare=False)
     checks: tuple[Check, ...] = field(default=(), compare=False)
+    notes: tuple[sp.Basic, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(self.steps))
@@ -353,10 +356,16 @@ class Derivation:
         names = [r.name for r in self.results]
         if len(set(names)) != len(names):
             raise ValueError(f"derivation {self.qid}: result names repeat: {names}")
-        unknown = set(PLACEHOLDER.findall(self.conclusion)) - set(names)
+        object.__setattr__(self, "notes", tuple(self.notes))
+        numbered = {str(k) for k in range(len(self.notes))}
+        unknown = set(PLACEHOLDER.findall(self.conclusion)) - set(names) - numbered
         if unknown:
             raise ValueError(f"derivation {self.qid}: the conclusion refers to unknown results "
                              f"{sorted(unknown)}")
+        unknown = set(PLACEHOLDER.findall(self.statement)) - numbered
+        if unknown:
+            raise ValueError(f"derivation {self.qid}: the statement refers to notes "
+                             f"{sorted(unknown)}, but it has {len(self.notes)}")
         for r in self.results:
             if r.display is not None and equal(r.display, r.expr) is None:
                 raise StepCheckError(f"{self.qid}: the displayed form of {r.name} is not "

@@ -89,7 +89,7 @@ def render_text(d: Derivation, width: int = 100) -> str:
     """A derivation as plain text: the question, the checked chain, the results."""
     wrap = textwrap.TextWrapper(width=width, initial_indent="    ", subsequent_indent="    ")
     lines = [f"{d.qid}  {d.title}" + (f"  [{d.variant}]" if d.variant else ""), ""]
-    lines += wrap.wrap(d.statement) + [""]
+    lines += wrap.wrap(fill(d.statement, lambda key: text(d.notes[int(key)]))) + [""]
     for (k, step, continues), check in zip(d.chain(), d.checks, strict=True):
         lhs = "" if continues else text(step.lhs)
         how = check.method + (f", {check.detail}" if check.detail else "")
@@ -105,7 +105,8 @@ def render_text(d: Derivation, width: int = 100) -> str:
         if r.description:
             lines.append(f"        ({r.description})")
     if d.conclusion:
-        answer = fill(d.conclusion, lambda key: _result_text(d, key))
+        answer = fill(d.conclusion, lambda key: text(d.notes[int(key)]) if key.isdigit()
+                      else _result_text(d, key))
         lines += [""] + wrap.wrap("Answer: " + answer)
     return "\n".join(lines) + "\n"
 

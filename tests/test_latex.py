@@ -278,3 +278,51 @@ def test_human_term_order():
 def test_a_short_right_hand_side_stays_with_its_relation_in_a_sentence():
     q13 = render_derivation(build("1.3"))
     assert r"=\nobreak 0$" in q13
+
+
+def _prose(tex: str) -> list[str]:
+    """The lines of a sheet's prose: displayed and inline math, TikZ pictures, comments,
+    commands and possessives removed."""
+    tex = re.sub(r"\\begin\{(align\*?|equation\*?|gather\*?|tikzpicture)\}.*?\\end\{\1\}", "",
+                 tex, flags=re.S)
+    tex = re.sub(r"\\\[.*?\\\]", "", tex, flags=re.S)
+    tex = re.sub(r"\$[^$]*\$", "", tex)
+    lines = []
+    for line in tex.splitlines():
+        if line.lstrip().startswith("%"):
+            continue
+        line = re.sub(r"\\[a-zA-Z]+(\[[^]]*\])?(\{[^}]*\})?", "", line)
+        lines.append(re.sub(r"'s\b", "", line.replace("\u2019s", "")))
+    return lines
+
+
+@pytest.mark.parametrize("sheet", ["problems", "solutions", "notes", "marking"])
+def test_no_bare_identifier_in_a_sheets_prose(sheet):
+    """A symbol in prose is typeset as math: "from $q$ to the posterior", never "from q to"
+    (a one-letter word other than "a", "A" or "I", or a Greek letter's name, outside math)."""
+    from .conftest import ROOT
+
+    bare = re.compile(r"(?<![\w\\.])([b-zB-HJ-Z]|sigma|mu|logvar|rho|lambda)(?![\w])")
+    lines = _prose((ROOT / "generated" / f"{sheet}.tex").read_text())
+    found = [line.strip() for line in lines if bare.search(line)]
+    assert not found, f"{sheet}.tex: bare identifiers in prose: {found[:5]}"
+
+
+def test_bare_identifiers_are_found_where_they_are():
+    """The check above can fail: an identifier outside math is found, one inside is not."""
+    assert _prose("over q, the KL")[0] == "over q, the KL"
+    bare = re.compile(r"(?<![\w\\.])([b-zB-HJ-Z])(?![\w])")
+    assert bare.search(_prose("over q, the KL")[0])
+    assert not bare.search(_prose("over $q$, the KL's value")[0])
+
+
+def test_a_statement_types_its_notes_as_math_and_refuses_a_missing_note():
+    from derive.api import Derivation, Result
+
+    q = sp.Symbol("q")
+    d = Derivation("9.9", "Notes", "Minimize over {0}.", [], [Result("v", q)],
+                   conclusion="{v} is the value at {0}.", notes=(q,))
+    assert "Minimize over $q$." in render_derivation(d)
+    assert "Minimize over q." in str(d)
+    with pytest.raises(ValueError, match="statement refers to notes"):
+        Derivation("9.9", "Notes", "Minimize over {1}.", [], [Result("v", q)], notes=(q,))

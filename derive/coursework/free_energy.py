@@ -165,11 +165,12 @@ def derive_free_energy() -> Derivation:
     ]
     return Derivation(
         "2.1", "The free energy and the posterior",
-        "Show that the free energy equals the log evidence minus the KL divergence from q "
+        "Show that the free energy equals the log evidence minus the KL divergence from {0} "
         "to the posterior.", steps, results,
-        conclusion="{identity}: maximizing the free energy over q maximizes a lower bound on "
-                   "the log evidence, and the gap is the KL divergence from q to the posterior.",
-        models=(model,), variant="",
+        conclusion="{identity}: maximizing the free energy over {0} maximizes a lower bound on "
+                   "the log evidence, and the gap is the KL divergence from {0} to the "
+                   "posterior.",
+        models=(model,), variant="", notes=(_q,),
     )
 
 
@@ -247,9 +248,9 @@ def derive_kl_factorization() -> Derivation:
         "the KL term decomposes over the dimensions")]
     return Derivation(
         "2.2", "The KL term decomposes over dimensions",
-        "Show that the KL divergence between factorized q and p is the sum of the KL "
+        "Show that the KL divergence between factorized {0} and {1} is the sum of the KL "
         "divergences of their factors.",
         steps, results,
-        conclusion="{decomposition} for fully factorized q and p.",
-        models=(factorized_model(),),
+        conclusion="{decomposition} for fully factorized {0} and {1}.",
+        models=(factorized_model(),), notes=(_q, sp.Symbol("p")),
     )

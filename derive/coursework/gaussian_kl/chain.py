@@ -133,8 +133,9 @@ def derive_chain_factors(p: Parameterization) -> Derivation:
     ]
     return Derivation(
         "2.3c", "The standard deviation and its derivatives in floating point",
-        "Arrange sigma, log sigma^2, sigma' and (log sigma)' of the parameterization so that "
-        "each is finite wherever its true value is.", steps, results, variant=p.name)
+        "Arrange {0}, {1} and the derivatives of {0} and {2} with respect to {3} so that "
+        "each is finite wherever its true value is.", steps, results, variant=p.name,
+        notes=(sigma, sp.log(sigma**2), sp.log(sigma), s))
 
 
 def times_scale_derivative(c: sp.Expr) -> sp.Expr:

@@ -115,13 +115,13 @@ def derive_kl(p: Parameterization, prior: Prior = STANDARD_NORMAL) -> Derivation
     results = [Result("kl", kl, "the KL divergence", KL_i, display=display)]
     title = ("The KL divergence of a Gaussian from the standard normal" if standard
              else "The KL divergence between two Gaussians")
-    statement = ("Give the KL divergence of one factor of q from the matching factor of p "
+    statement = ("Give the KL divergence of one factor of {0} from the matching factor of {1} "
                  "explicitly in that factor's mean and scale." if standard else
-                 "Give the KL divergence of one factor of q from the matching factor of a "
+                 "Give the KL divergence of one factor of {0} from the matching factor of a "
                  "learned Gaussian prior explicitly in the means and scales of both.")
     return Derivation(
         "2.3" if standard else "2.3p", title, statement, steps, results,
         conclusion="{kl}: zero exactly at the prior's mean and scale, positive elsewhere.",
-        models=(model,), variant=p.name,
+        models=(model,), variant=p.name, notes=(sp.Symbol("q"), sp.Symbol("p")),
         data={"latex_names": _PER_DIMENSION if standard else _PER_DIMENSION_PAIR},
     )

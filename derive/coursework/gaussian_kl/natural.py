@@ -313,10 +313,11 @@ def derive_stable_kl_pair(p: Parameterization) -> Derivation:
     return Derivation(
         "2.3np", "The KL between two Gaussians in floating point",
         "Arrange the KL divergence from a learned prior and its gradient so that they keep "
-        "their relative accuracy where q is near p, for scales far from 1.",
+        "their relative accuracy where {0} is near {1}, for scales far from 1.",
         steps, results,
         conclusion="The KL of 2.3 in the natural variables: the same pieces serve, now near "
                    "any prior.",
         variant=p.name, data={"latex_names": _PER_DIMENSION_PAIR},
+        notes=(sp.Symbol("q"), sp.Symbol("p")),
     )
 
