@@ -32,10 +32,19 @@ bench = importlib.import_module("bench")  # first: it pins the thread counts bef
 
 import numpy as np  # noqa: E402
 
-from bench import autodiff, handwritten_xp, kernels, libraries, pair, regen, report  # noqa: E402
+from bench import (  # noqa: E402
+    autodiff,
+    handwritten_xp,
+    kernels,
+    libraries,
+    marking,
+    pair,
+    regen,
+    report,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = ("autodiff", "kernels", "regen", "libraries", "pair")
+PARTS = ("autodiff", "kernels", "regen", "libraries", "pair", "marking")
 
 #: Sizes, repeats and timeouts of the two modes.
 MODES = {
@@ -47,6 +56,7 @@ MODES = {
                   "explicit_timeout": 60.0},
         "libraries": {"sizes": [10**3, 10**5], "repeats": 5, "min_sample": 0.005},
         "pair": {"sizes": [10**4, 10**6], "repeats": 5, "min_sample": 0.005},
+        "marking": {"stride": 16},
     },
     "full": {
         "autodiff": {"dims": [8, 32, 128, 512], "batch": 64, "repeats": 7, "min_sample": 0.05},
@@ -57,6 +67,7 @@ MODES = {
         "libraries": {"sizes": [10**3, 10**5, 10**7], "repeats": 9, "large_repeats": 5,
                       "min_sample": 0.02},
         "pair": {"sizes": [10**3, 10**5, 10**7], "repeats": 15, "min_sample": 0.02},
+        "marking": {"stride": 1},
     },
 }
 
@@ -85,6 +96,8 @@ def _expected_rows(mode: dict[str, dict], parts: list[str], modules: list[str]) 
         # two torch.distributions rows; fewer where a library is missing.
         rows += (5 * len(libraries.OVERHEAD_SHAPES)
                  + 2 * len(handwritten_xp.CASES) * len(mode["libraries"]["sizes"]) + 2)
+    if "marking" in parts:
+        rows += 1
     return rows
 
 
@@ -181,13 +194,18 @@ def main(argv: list[str] | None = None) -> int:
         part("6. the KL from a learned prior vs torch.distributions and the NumPy one-liner",
              "pair")
         results["pair"] = pair.run(**mode["pair"], log=note)
+    if "marking" in parts:
+        part("7. marking: derive check's time per answer in a batch", "marking")
+        results["marking"] = marking.run(**mode["marking"], log=note)
     if bar is not None:
         bar.close()
 
     meta = _meta(args.quick)
     meta["elapsed"] = time.perf_counter() - start
     results["meta"] = meta
-    text = report.markdown(results) + "\n".join(pair.markdown(results.get("pair"))) + "\n"
+    text = (report.markdown(results) + "\n".join(pair.markdown(results.get("pair"))
+                                                  + marking.markdown(results.get("marking")))
+            + "\n")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "benchmarks.md").write_text(text, encoding="utf-8")
     (args.out / "benchmarks.json").write_text(
