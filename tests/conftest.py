@@ -1,8 +1,19 @@
-"""Shared fixtures: the repository root and seeded generators."""
+"""Shared fixtures: the repository root and seeded generators; one derivation cache per run.
+
+The derivation cache (:mod:`derive.cache`). Unless ``DERIVE_CACHE_DIR`` or
+``DERIVE_NO_CACHE`` is set, a run uses a private cache folder of its own, made empty when
+the run starts and removed when it ends: every test that generates or shows a derivation
+(in this process, in a child ``derive`` or in an xdist worker) reads what the first one
+derived, and no run reads what an earlier one left. Set ``DERIVE_CACHE_DIR`` to keep the
+cache between runs (each entry is keyed by the engine's sources, so a stale entry is never
+read).
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +45,21 @@ def pytest_report_header() -> str:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # the controller (or a run without xdist) makes the run's cache folder; the workers
+    # it starts inherit the variable, and so does every child process a test starts
+    if (not hasattr(config, "workerinput") and not os.environ.get("DERIVE_CACHE_DIR")
+            and os.environ.get("DERIVE_NO_CACHE", "") in ("", "0")):
+        folder = tempfile.mkdtemp(prefix="derive-test-cache-")  # private: mode 0700
+        os.environ["DERIVE_CACHE_DIR"] = folder
+        config._derive_test_cache = folder  # type: ignore[attr-defined]
     config.addinivalue_line(
         "markers", "user_block: a coupling block nobody shipped, derived in memory (slow); "
                    "tests/test_simd_paths.py leaves these out of its rerun")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    folder = getattr(config, "_derive_test_cache", None)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+        if os.environ.get("DERIVE_CACHE_DIR") == folder:
+            del os.environ["DERIVE_CACHE_DIR"]
