@@ -11,15 +11,64 @@ read).
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def fingerprint(value: object) -> str:
+    """:func:`derive.cache.fingerprint`: a text that determines ``value``."""
+    from derive.cache import fingerprint
+
+    return fingerprint(value)
+
+
+@cache
+def _engine_digest() -> str:
+    from derive.cache import source_digest
+
+    return source_digest()
+
+
+def rendered_once(kind: str, key: list, render: Callable[[], str]) -> str:
+    """The text ``render()`` returns (a module the engine renders for a block or a
+    parameterization that only a test defines), computed once per run across processes.
+
+    Through the run's derivation cache: keyed by ``kind``, ``key`` (which must determine
+    the text: the test's SymPy values by ``derive.cache.fingerprint``) and the digest of the
+    engine's sources; a file lock per entry makes a second process (an xdist worker, the
+    SIMD rerun's child) wait for the first and read its text instead of deriving it again.
+    Without a cache (``DERIVE_NO_CACHE=1``) every call renders.
+    """
+    from derive.cache import open_store
+
+    store = open_store()
+    if store is None:
+        return render()
+    full_key = [_engine_digest(), *key]
+    value = store.get(f"test-{kind}", full_key)
+    if value is None:
+        locks = store.folder / "test-locks"
+        locks.mkdir(mode=0o700, exist_ok=True)
+        name = hashlib.sha256(json.dumps([kind, full_key]).encode()).hexdigest()
+        with open(locks / name, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+            value = store.get(f"test-{kind}", full_key)
+            if value is None:
+                value = {"text": render()}
+                store.put(f"test-{kind}", full_key, value)
+    return value["text"]
 
 
 @pytest.fixture
