@@ -38,6 +38,7 @@ from bench import (  # noqa: E402
     handwritten_xp,
     kernels,
     libraries,
+    marking,
     pair,
     regen,
     report,
@@ -45,7 +46,7 @@ from bench import (  # noqa: E402
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = ("autodiff", "kernels", "regen", "libraries", "pair", "targets", "accuracy")
+PARTS = ("autodiff", "kernels", "regen", "libraries", "pair", "targets", "accuracy", "marking")
 
 #: Sizes, repeats and timeouts of the two modes.
 MODES = {
@@ -61,6 +62,7 @@ MODES = {
         "accuracy": {"samples": 100, "timeout": 60.0,
                      "names": ["3.1", "3.3.6", "3.7", "softplus", "log1mexp", "logsumexp2"]},
         "targets": {"sizes": [4096, 10**5], "repeats": 5, "min_sample": 0.005},
+        "marking": {"stride": 16},
     },
     "full": {
         "autodiff": {"dims": [8, 32, 128, 512], "batch": 64, "repeats": 7, "min_sample": 0.05},
@@ -73,6 +75,7 @@ MODES = {
         "pair": {"sizes": [10**3, 10**5, 10**7], "repeats": 15, "min_sample": 0.02},
         "accuracy": {"samples": 400, "timeout": 180.0},
         "targets": {"sizes": [4096, 10**5, 10**6, 10**7], "repeats": 11, "min_sample": 0.02},
+        "marking": {"stride": 1},
     },
 }
 
@@ -106,6 +109,8 @@ def _expected_rows(mode: dict[str, dict], parts: list[str], modules: list[str]) 
     if "targets" in parts:  # NumPy (2 + 2 per size), torch (20), jax (sizes from 1e5)
         sizes = mode["targets"]["sizes"]
         rows += 2 + 3 * len(sizes) + 20
+    if "marking" in parts:
+        rows += 1
     return rows
 
 
@@ -210,13 +215,18 @@ def main(argv: list[str] | None = None) -> int:
         part("8. accuracy of derive arrange: Hamming ch. 3 (FPBench) and ML expressions, in ulp",
              "accuracy")
         results["accuracy"] = accuracy.run(**mode["accuracy"], log=note)
+    if "marking" in parts:
+        part("9. marking: derive check's time per answer in a batch", "marking")
+        results["marking"] = marking.run(**mode["marking"], log=note)
     if bar is not None:
         bar.close()
 
     meta = _meta(args.quick)
     meta["elapsed"] = time.perf_counter() - start
     results["meta"] = meta
-    text = report.markdown(results) + "\n".join(pair.markdown(results.get("pair"))) + "\n"
+    text = (report.markdown(results) + "\n".join(pair.markdown(results.get("pair"))
+                                                  + marking.markdown(results.get("marking")))
+            + "\n")
     issue24 = targets.markdown(results.get("targets"))
     if issue24:  # at the top, before the first section of the report
         head, sep, rest = text.partition("\n## ")

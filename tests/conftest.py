@@ -1,14 +1,74 @@
-"""Shared fixtures: the repository root and seeded generators."""
+"""Shared fixtures: the repository root and seeded generators; one derivation cache per run.
+
+The derivation cache (:mod:`derive.cache`). Unless ``DERIVE_CACHE_DIR`` or
+``DERIVE_NO_CACHE`` is set, a run uses a private cache folder of its own, made empty when
+the run starts and removed when it ends: every test that generates or shows a derivation
+(in this process, in a child ``derive`` or in an xdist worker) reads what the first one
+derived, and no run reads what an earlier one left. Set ``DERIVE_CACHE_DIR`` to keep the
+cache between runs (each entry is keyed by the engine's sources, so a stale entry is never
+read).
+"""
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
 import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def fingerprint(value: object) -> str:
+    """:func:`derive.cache.fingerprint`: a text that determines ``value``."""
+    from derive.cache import fingerprint
+
+    return fingerprint(value)
+
+
+@cache
+def _engine_digest() -> str:
+    from derive.cache import source_digest
+
+    return source_digest()
+
+
+def rendered_once(kind: str, key: list, render: Callable[[], str]) -> str:
+    """The text ``render()`` returns (a module the engine renders for a block or a
+    parameterization that only a test defines), computed once per run across processes.
+
+    Through the run's derivation cache: keyed by ``kind``, ``key`` (which must determine
+    the text: the test's SymPy values by ``derive.cache.fingerprint``) and the digest of the
+    engine's sources; a file lock per entry makes a second process (an xdist worker, the
+    SIMD rerun's child) wait for the first and read its text instead of deriving it again.
+    Without a cache (``DERIVE_NO_CACHE=1``) every call renders.
+    """
+    from derive.cache import open_store
+
+    store = open_store()
+    if store is None:
+        return render()
+    full_key = [_engine_digest(), *key]
+    value = store.get(f"test-{kind}", full_key)
+    if value is None:
+        locks = store.folder / "test-locks"
+        locks.mkdir(mode=0o700, exist_ok=True)
+        name = hashlib.sha256(json.dumps([kind, full_key]).encode()).hexdigest()
+        with open(locks / name, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+            value = store.get(f"test-{kind}", full_key)
+            if value is None:
+                value = {"text": render()}
+                store.put(f"test-{kind}", full_key, value)
+    return value["text"]
 
 
 @pytest.fixture
@@ -34,6 +94,21 @@ def pytest_report_header() -> str:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # the controller (or a run without xdist) makes the run's cache folder; the workers
+    # it starts inherit the variable, and so does every child process a test starts
+    if (not hasattr(config, "workerinput") and not os.environ.get("DERIVE_CACHE_DIR")
+            and os.environ.get("DERIVE_NO_CACHE", "") in ("", "0")):
+        folder = tempfile.mkdtemp(prefix="derive-test-cache-")  # private: mode 0700
+        os.environ["DERIVE_CACHE_DIR"] = folder
+        config._derive_test_cache = folder  # type: ignore[attr-defined]
     config.addinivalue_line(
         "markers", "user_block: a coupling block nobody shipped, derived in memory (slow); "
                    "tests/test_simd_paths.py leaves these out of its rerun")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    folder = getattr(config, "_derive_test_cache", None)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+        if os.environ.get("DERIVE_CACHE_DIR") == folder:
+            del os.environ["DERIVE_CACHE_DIR"]

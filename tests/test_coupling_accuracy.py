@@ -30,6 +30,7 @@ from derive.coursework.blocks import BLOCKS
 from derive.vocabulary import F, G, s, x1, x2
 
 from . import reference as ref
+from .conftest import fingerprint, rendered_once
 
 exp, log = sp.exp, sp.log
 #: Blocks written as text, as the README adds one: a softplus scale (bare, and kept away
@@ -116,8 +117,10 @@ def kernels(name: str) -> SimpleNamespace:
     from codegen.backends import render_numpy
     from derive.coursework.kernels import coupling_module
 
+    source = rendered_once("coupling-numpy", [name, *map(fingerprint, USER_BLOCKS[name])],
+                           lambda: render_numpy(coupling_module(block(name)), "test"))
     namespace: dict = {}
-    exec(render_numpy(coupling_module(block(name)), "test"), namespace)  # noqa: S102
+    exec(source, namespace)  # noqa: S102
     return SimpleNamespace(**namespace)
 
 

@@ -148,7 +148,7 @@ _BAD_OPTIONS = [
 @needs_examples
 @pytest.mark.parametrize("example", ["flow_moons", "vae_digits"])
 @pytest.mark.parametrize("argv, option", _BAD_OPTIONS)
-def test_issue25_nonsensical_options_fail_before_training_in_one_line(example, argv, option,
+def test_nonsensical_options_fail_before_training_in_one_line(example, argv, option,
                                                                       tmp_path, capsys,
                                                                       no_training):
     # Before: --seed -1 / 1e23 and --lr 1e10 ended in tracebacks (the last mid-training).
@@ -164,7 +164,7 @@ def test_issue25_nonsensical_options_fail_before_training_in_one_line(example, a
 
 @needs_examples
 @pytest.mark.parametrize("example", ["flow_moons", "vae_digits"])
-def test_issue25_an_output_file_that_is_a_folder_fails_before_training(example, tmp_path,
+def test_an_output_file_that_is_a_folder_fails_before_training(example, tmp_path,
                                                                        capsys, no_training):
     # Before: the folder was found only after the whole training.
     (tmp_path / f"{example}.png").mkdir()
@@ -184,7 +184,7 @@ def _read_only(path):
 @needs_examples
 @pytest.mark.parametrize("setup, why", [(_read_only, "read-only"), (os.mkfifo, "FIFO")],
                          ids=["read-only", "fifo"])
-def test_issue25_an_unwritable_output_file_fails_before_training(tmp_path, capsys,
+def test_an_unwritable_output_file_fails_before_training(tmp_path, capsys,
                                                                 no_training, setup, why):
     setup(tmp_path / "flow_moons.json")
     with pytest.raises(SystemExit) as exit_:
@@ -195,7 +195,7 @@ def test_issue25_an_unwritable_output_file_fails_before_training(tmp_path, capsy
 
 
 @needs_examples
-def test_issue25_a_missing_output_folder_is_fine_and_created(tmp_path, monkeypatch):
+def test_a_missing_output_folder_is_fine_and_created(tmp_path, monkeypatch):
     # Checking the paths must not refuse a folder that does not exist yet.
     from examples import harness
 
@@ -207,7 +207,7 @@ def test_issue25_a_missing_output_folder_is_fine_and_created(tmp_path, monkeypat
 
 
 @needs_examples
-def test_issue25_write_bytes_keeps_symlinks_hard_links_and_read_only_files(tmp_path):
+def test_write_bytes_keeps_symlinks_hard_links_and_read_only_files(tmp_path):
     # Before: a symlink was replaced by a file, a hard link broken, a 0444 file overwritten.
     from derive.output import OutputError
     from examples import harness
@@ -234,7 +234,7 @@ def test_issue25_write_bytes_keeps_symlinks_hard_links_and_read_only_files(tmp_p
 
 
 @needs_examples
-def test_issue25_a_write_that_fails_after_training_is_one_line(tmp_path, capsys):
+def test_a_write_that_fails_after_training_is_one_line(tmp_path, capsys):
     # The paths are checked before training; one changed since is still one line, exit 1.
     from examples import harness
 

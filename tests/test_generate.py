@@ -1,11 +1,14 @@
-"""generated/ is what the engine produces, byte for byte, under any hash seed."""
+"""generated/ is what the engine produces, byte for byte, under any hash seed.
+
+Derived under two hash seeds, each in a fresh process: tests/test_cache.py's
+``test_output_is_byte_identical_with_and_without_the_cache`` (seed 0 and 12345, with and
+without the cache, against generated/ on disk).
+"""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
+from functools import cache
 
 import pytest
 
@@ -13,38 +16,28 @@ from derive.files import COMMAND, GENERATED_MARK, generated_files, stale_files, 
 
 from .conftest import ROOT
 
-_DUMP = (
-    "import hashlib, json; from derive.files import generated_files; "
-    "print(json.dumps({k: hashlib.sha256(v.encode()).hexdigest() "
-    "for k, v in generated_files().items()}))"
-)
+
+@cache
+def _files() -> dict[str, str]:
+    """Every generated file, derived and rendered in this process without the cache (once:
+    the tests below only read it)."""
+    return generated_files()
 
 
 def test_generated_is_up_to_date():
-    assert stale_files(ROOT, generated_files()) == {}
+    assert stale_files(ROOT, _files()) == {}
 
 
 def test_every_generated_file_says_so_and_how_to_regenerate():
-    for rel, content in generated_files().items():
+    for rel, content in _files().items():
         head = content[:600]
         assert GENERATED_MARK in head, rel
         assert COMMAND in head, rel
 
 
-@pytest.mark.parametrize("seeds", [("0", "12345")])
-def test_generation_is_byte_identical_across_hash_seeds(seeds):
-    outputs = []
-    for seed in seeds:
-        env = {**os.environ, "PYTHONHASHSEED": seed}
-        run = subprocess.run([sys.executable, "-c", _DUMP], cwd=ROOT, env=env,
-                             capture_output=True, text=True, check=True)
-        outputs.append(run.stdout)
-    assert outputs[0] == outputs[1]
-
-
 def test_check_reports_stale_files_with_a_diff(tmp_path):
     shutil.copytree(ROOT / "generated", tmp_path / "generated")
-    files = generated_files()
+    files = _files()
     assert stale_files(tmp_path, files) == {}
     target = tmp_path / "generated" / "coupling.py"
     target.write_text(target.read_text().replace("numpy.exp(s)", "numpy.exp(2*s)"))
@@ -64,7 +57,7 @@ def test_check_reports_stale_files_with_a_diff(tmp_path):
 
 
 def test_writes_leave_no_temporary_files(tmp_path):
-    write_files(tmp_path, generated_files())
+    write_files(tmp_path, _files())
     leftovers = [p.name for p in (tmp_path / "generated").iterdir() if p.name.startswith(".")]
     assert leftovers == []
 

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
+from .conftest import fingerprint, rendered_once
 from .kl_reference import ulp_neighbours
 
 _REAL = sp.Symbol("rho", real=True)
@@ -62,9 +63,12 @@ def _module(name: str, pair: bool = False) -> dict:
     from derive.coursework.kernels import gaussian_kl_module, gaussian_kl_pair_module
 
     p = _parameterization(name)
+    source = rendered_once(
+        "kl-pair" if pair else "kl", [name, *map(fingerprint, USER[name])],
+        lambda: render_numpy((gaussian_kl_pair_module if pair else gaussian_kl_module)(p),
+                             "test"))
     namespace: dict = {}
-    exec(render_numpy((gaussian_kl_pair_module if pair else gaussian_kl_module)(p), "test"),  # noqa: S102
-         namespace)
+    exec(source, namespace)  # noqa: S102
     return namespace
 
 

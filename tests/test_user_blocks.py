@@ -29,6 +29,7 @@ from derive.nodes import sigmoid, softplus
 from derive.text import render_text
 from derive.vocabulary import G, x1, x2
 
+from .conftest import fingerprint, rendered_once
 from .test_coupling_accuracy import USER_BLOCKS, X1, X2, S, block, kernels
 from .test_coupling_text import _IDENTIFIER, _prose
 
@@ -113,8 +114,10 @@ def test_a_wrong_rewrite_fails_its_check(rewrite):
 def array_api_kernels(name: str) -> SimpleNamespace:
     from codegen.backends import render_module
 
+    source = rendered_once("coupling-xp", [name, *map(fingerprint, USER_BLOCKS[name])],
+                           lambda: render_module(coupling_module(block(name)), "test"))
     namespace: dict = {}
-    exec(render_module(coupling_module(block(name)), "test"), namespace)  # noqa: S102
+    exec(source, namespace)  # noqa: S102
     return SimpleNamespace(**namespace)
 
 
