@@ -1,4 +1,4 @@
-"""Comparison 7: how long ``derive check`` takes to mark one answer, in a batch.
+"""Comparison 9: how long ``derive check`` takes to mark one answer, in a batch.
 
 The answer corpus of the tests (``tests/answers/*.answers``, every ``stride``-th answer)
 is marked in one batch, as ``derive check`` marks a folder: one sandboxed child marks the
@@ -34,10 +34,10 @@ def run(stride: int, log: Callable[[str], None] = print) -> dict[str, object]:
 
 
 def markdown(row: dict[str, object] | None) -> list[str]:
-    """The section of ``benchmarks.md`` for comparison 7."""
+    """The section of ``benchmarks.md`` for comparison 9."""
     if not row:
         return []
-    return ["", "## 7. Marking: time per answer in a batch", "",
+    return ["", "## 9. Marking: time per answer in a batch", "",
             f"The tests' answer corpus (every answer of a stride; {row['answers']} answers) "
             "marked in one batch by one sandboxed child, as `derive check` marks a folder. "
             "Target: a median of at most 1 s per answer on a quiet 2-core machine.", "",

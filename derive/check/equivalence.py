@@ -55,7 +55,8 @@ _DEADLINES: list[float] = []
 
 @contextmanager
 def budget(seconds: float) -> Iterator[None]:
-    """Raise :class:`Timeout` inside the block after ``seconds`` (main thread only).
+    """Raise :class:`Timeout` inside the block after ``seconds`` of this process's CPU time
+    (main thread only): a busy machine slows a decision down, but does not change it.
 
     Budgets nest: an inner one never outlasts the one around it.
     """
@@ -63,25 +64,25 @@ def budget(seconds: float) -> Iterator[None]:
     def expire(signum: int, frame: object) -> None:
         raise Timeout(f"more than {seconds:g} s")
 
-    now = time.monotonic()
+    now = time.process_time()
     deadline = min([now + seconds, *_DEADLINES])
     if deadline <= now:
         raise Timeout("no time left")
     try:
-        previous = signal.signal(signal.SIGALRM, expire)
+        previous = signal.signal(signal.SIGPROF, expire)
     except ValueError:  # not the main thread: no budget can be set here
         yield
         return
     _DEADLINES.append(deadline)
-    signal.setitimer(signal.ITIMER_REAL, deadline - now)
+    signal.setitimer(signal.ITIMER_PROF, deadline - now)
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.setitimer(signal.ITIMER_PROF, 0)
         _DEADLINES.pop()
-        signal.signal(signal.SIGALRM, previous)
+        signal.signal(signal.SIGPROF, previous)
         if _DEADLINES:
-            signal.setitimer(signal.ITIMER_REAL, max(_DEADLINES[-1] - time.monotonic(), 1e-3))
+            signal.setitimer(signal.ITIMER_PROF, max(_DEADLINES[-1] - time.process_time(), 1e-3))
 
 
 @dataclass(frozen=True)
