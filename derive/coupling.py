@@ -637,15 +637,16 @@ _EXAMPLE_OWN = """>>> import numpy as np
 True"""
 
 
-def coupling_kernels(block: CouplingBlock, source: str = "", package: str = "generated"
-                     ) -> Module:
+def coupling_kernels(block: CouplingBlock, source: str = "",
+                     package: str | None = "generated") -> Module:
     """The kernel module of any coupling block: forward, inverse, Jacobian, log-det.
 
     Every expression is the one derivation 1.3n arranges for floating point. The block's
     own parameter vectors (:func:`~derive.vocabulary.param_vector`) are arguments after
     ``s``, of shape ``(n,)``, checked like it. ``source`` is what the header says the
     module is derived from (default: the block's name); ``package`` the package the
-    docstring's example imports it from.
+    docstring's example imports it from (None: no example, for material whose output
+    package the user names).
 
     Example:
         >>> from derive.vocabulary import F, param_vector, s, x1, x2
@@ -708,7 +709,6 @@ def coupling_kernels(block: CouplingBlock, source: str = "", package: str = "gen
         kernels=kernels,
         source=source or f"block {block.name!r}, derivations 1.1-1.3n",
         contract="coupling",
-        example=(_EXAMPLE if not own else _EXAMPLE_OWN).format(
-            name=block.name, package=package,
-            own=", np.zeros(2)" * len(own)),
+        example="" if package is None else (_EXAMPLE if not own else _EXAMPLE_OWN).format(
+            name=block.name, package=package, own=", np.zeros(2)" * len(own)),
     )
