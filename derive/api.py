@@ -25,8 +25,7 @@ and ``G`` the ``i``-th components of two vector-valued functions of ``x2``, ``JF
 
 A block may bring parameters of its own: :func:`param_vector` is the ``i``-th component of
 a new parameter vector of shape ``(n,)``, a kernel argument of that name checked like
-``s``; :func:`param_scalar` a real scalar (its derivations work; its kernels wait for a
-scalar argument kind, and say so):
+``s``; :func:`param_scalar` a real scalar parameter, a kernel argument of shape ``()``:
 
     >>> t, c = param_vector("t"), param_scalar("c")
     >>> to_vector(sp.exp(s) * x2 + t), c.is_real

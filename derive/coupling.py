@@ -643,10 +643,11 @@ def coupling_kernels(block: CouplingBlock, source: str = "",
 
     Every expression is the one derivation 1.3n arranges for floating point. The block's
     own parameter vectors (:func:`~derive.vocabulary.param_vector`) are arguments after
-    ``s``, of shape ``(n,)``, checked like it. ``source`` is what the header says the
-    module is derived from (default: the block's name); ``package`` the package the
-    docstring's example imports it from (None: no example, for material whose output
-    package the user names).
+    ``s``, of shape ``(n,)``, checked like it, and its scalars
+    (:func:`~derive.vocabulary.param_scalar`) after them, of shape ``()``. ``source`` is
+    what the header says the module is derived from (default: the block's name);
+    ``package`` the package the docstring's example imports it from (None: no example,
+    for material whose output package the user names).
 
     Example:
         >>> from derive.vocabulary import F, param_vector, s, x1, x2
@@ -656,15 +657,10 @@ def coupling_kernels(block: CouplingBlock, source: str = "",
         >>> module.kernels[0].arg_names, module.source
         (('x1', 'x2', 's', 't', 'F', 'G'), "block 'shifted', derivations 1.1-1.3n")
     """
-    scalars = [name for name, kind in block.parameters if kind == "scalar"]
-    if scalars:
-        raise SpecificationError(
-            f"{block.name}: the scalar parameter {', '.join(scalars)} has no kernel argument "
-            "kind yet; write it as a parameter vector, param_vector("
-            f"{scalars[0]!r}), whose entries may all be equal")
     arranged = derive_arrangement(block)
-    own = tuple(Arg(name, "param", f"the parameter vector {name}, shape (n,).")
-                for name, _ in block.parameters)
+    own = tuple(Arg(name, kind, f"the parameter vector {name}, shape (n,)." if kind == "param"
+                    else f"the scalar parameter {name}, shape ().")
+                for name, kind in block.parameters)
     _S = (_S1,) + own  # noqa: N806 - the parameters, s first
 
     def out(name: str, doc: str, reduced: bool = False) -> Output:
@@ -704,11 +700,16 @@ def coupling_kernels(block: CouplingBlock, source: str = "",
             "y1, y2 have shape (..., n) with any leading batch dimensions, s has shape (n,), "
             "and F, G map (..., n) to (..., n)." if not own else
             " The kernels share one signature: x1, x2, y1, y2 have shape (..., n) with any "
-            f"leading batch dimensions, s and {', '.join(a.name for a in own)} have shape "
-            "(n,), and F, G map (..., n) to (..., n).")),
+            "leading batch dimensions, "
+            + " and ".join(a.name for a in (_S1,) + own if a.kind == "param")
+            + " have shape (n,)"
+            + "".join(f", {a.name} has shape ()" for a in own if a.kind == "scalar")
+            + ", and F, G map (..., n) to (..., n).")),
         kernels=kernels,
         source=source or f"block {block.name!r}, derivations 1.1-1.3n",
         contract="coupling",
         example="" if package is None else (_EXAMPLE if not own else _EXAMPLE_OWN).format(
-            name=block.name, package=package, own=", np.zeros(2)" * len(own)),
+            name=block.name, package=package,
+            own="".join(", np.zeros(2)" if a.kind == "param" else ", np.float64(0.5)"
+                        for a in own)),
     )

@@ -119,3 +119,15 @@ def test_solutions_sheet_typesets_and_compiles(tmp_path):
                 "-o", str(tmp_path / "solutions.pdf")], tmp_path)
     assert pdf.returncode == 0, pdf.stderr
     assert (tmp_path / "solutions.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_check_marks_an_answer_in_the_block_s_own_vector(tmp_path):
+    """derive check reads t, the example's own parameter vector, as the question says."""
+    right, wrong = tmp_path / "right.tex", tmp_path / "wrong.tex"
+    right.write_text("x_2 = (y_2 - t) e^{-s}, \\quad x_1 = (y_1 - F(x_2)) e^{-G(x_2)}\n")
+    wrong.write_text("x_2 = (y_2 + t) e^{-s}, \\quad x_1 = (y_1 - F(x_2)) e^{-G(x_2)}\n")
+    good = _run(["check", "E.1", str(right), "--material", "examples.material"], tmp_path)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "score:    5 of 5 points" in good.stdout
+    bad = _run(["check", "E.1", str(wrong), "--material", "examples.material"], tmp_path)
+    assert bad.returncode == 1 and "the sign of the term t is wrong" in bad.stdout
