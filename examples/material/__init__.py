@@ -9,10 +9,12 @@ reads an answer. ``docs/adding-material.md`` walks through it. Generate it with:
 
 Example:
     >>> MATERIAL.name, sorted(MATERIAL.blocks), sorted(MATERIAL.questions)
-    ('examples.material', ['coupling_asinh', 'coupling_shifted'], ['E.1', 'E.2'])
+    ('examples.material', ['coupling_asinh', 'coupling_shifted'], ['E.1', 'E.2', 'P.1'])
 """
 
 from __future__ import annotations
+
+import sympy as sp
 
 from derive.api import (
     Y1,
@@ -37,6 +39,7 @@ from derive.api import (
 )
 
 from .blocks import BLOCKS, t
+from .planar import OUTPUT, derive_planar, planar_module
 
 __all__ = ["MATERIAL", "QUESTIONS", "SECTIONS"]
 
@@ -79,6 +82,11 @@ def _inverse_answers(variant: str, d: object) -> Answers:
 #: The document's section for the example.
 SECTIONS: dict[str, Section] = {
     "blocks": Section("E", "Two coupling blocks of an outside package", _introduction),
+    "planar": Section("P", "The log-determinant of a planar flow", lambda: Introduction(
+        "A planar flow maps each input to the vector whose i-th component is", (
+            (sp.Indexed(sp.IndexedBase("f", real=True), i), OUTPUT, False),
+            (to_vector(sp.Indexed(sp.IndexedBase("f", real=True), i)), to_vector(OUTPUT),
+             True)))),
 }
 
 QUESTIONS: dict[str, Question] = {
@@ -89,6 +97,10 @@ QUESTIONS: dict[str, Question] = {
                     lambda v: derive_determinant(BLOCKS[v]).numbered("E.2"),
                     SECTIONS["blocks"], kernels=_kernels,
                     points={"det": 2, "log_abs_det": 2, "volume_condition": 3}, step_points=1),
+    "P.1": Question("P.1", "The log-determinant of a planar flow", ("",),
+                    lambda v: derive_planar(), SECTIONS["planar"],
+                    kernels=lambda v: planar_module(),
+                    points={"jacobian": 2, "det": 3}, step_points=1),
 }
 
 #: What ``derive ... --material examples.material`` loads.
