@@ -30,7 +30,7 @@ import sympy as sp
 from sympy.core.function import AppliedUndef
 from sympy.printing.numpy import NumPyPrinter
 
-from derive.nodes import IDENTITY, BlockMatrixSpec, ComponentSum
+from derive.nodes import IDENTITY, BlockMatrixSpec, BroadcastSum, ComponentSum
 from derive.spec import Kernel
 
 from .plan import KernelPlan, Statement, _sorted, plan_kernel
@@ -65,6 +65,10 @@ class KernelPrinter(NumPyPrinter):
         # a sum over the component axis; of a constant, n times it (n is the kernel's _n)
         ComponentSum: lambda p, e: (f"{p._module}.sum({p._print(e.args[0])}, axis=-1)"
                                     if e.args[0].free_symbols else
+                                    f"_n*{p.parenthesize(e.args[0], 50)}"),
+        # the same inside a vector expression: the summed axis kept, to broadcast
+        BroadcastSum: lambda p, e: (f"{p._module}.sum({p._print(e.args[0])}, axis=-1, "
+                                    "keepdims=True)" if e.args[0].free_symbols else
                                     f"_n*{p.parenthesize(e.args[0], 50)}"),
     }
 
@@ -267,6 +271,7 @@ def _lambdify_expr(expr: sp.Basic, env: dict[str, Any], fns: dict[str, Callable[
     syms = _sorted(expr.free_symbols)
     funcs = sorted({a.func for a in expr.atoms(AppliedUndef)}, key=lambda f: f.__name__)
     modules = [{"ComponentSum": lambda v: np.sum(v, axis=-1),
+                "BroadcastSum": lambda v: np.sum(v, axis=-1, keepdims=True),
                 "softplus": lambda v: np.logaddexp(0, v),
                 "sigmoid": lambda v: np.exp(-np.logaddexp(0, -v))}, "numpy"]
     fn = sp.lambdify(syms + funcs, expr, modules=modules)

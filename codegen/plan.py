@@ -27,7 +27,7 @@ from typing import Any
 import sympy as sp
 from sympy.core.function import AppliedUndef
 
-from derive.nodes import IDENTITY, BlockMatrixSpec
+from derive.nodes import IDENTITY, BlockMatrixSpec, BroadcastSum, ComponentSum
 from derive.pieces import safe_point
 from derive.spec import Kernel
 
@@ -166,6 +166,31 @@ def _cse_keeping_quotients(exprs: list[sp.Basic], symbols: Iterator[sp.Symbol],
             [e.xreplace(inline).xreplace(names) for e in reduced])
 
 
+def broadcast_sums(expr: sp.Basic, reduced: bool) -> sp.Basic:
+    """``expr`` with every :class:`~derive.nodes.ComponentSum` whose value is combined with
+    vectors written as a :class:`~derive.nodes.BroadcastSum` (its summed axis kept): all of
+    them in a vector output, those nested in another sum in a reduced one (``reduced``).
+
+    Example:
+        >>> w, z, b = sp.symbols("w z b", real=True)
+        >>> broadcast_sums(w * sp.tanh(ComponentSum(w * z) + b), reduced=False)
+        w*tanh(b + BroadcastSum(w*z))
+        >>> broadcast_sums(sp.log(1 + ComponentSum(w * z)), reduced=True)
+        log(ComponentSum(w*z) + 1)
+    """
+    def walk(e: sp.Basic, inside: bool) -> sp.Basic:
+        if isinstance(e, ComponentSum):
+            inner = walk(e.args[0], True)
+            return BroadcastSum(inner) if inside else ComponentSum(inner)
+        if not e.args or isinstance(e, sp.Symbol):
+            return e
+        return e.func(*[walk(a, inside) for a in e.args])
+
+    if not expr.has(ComponentSum):
+        return expr
+    return walk(expr, not reduced)
+
+
 def plan_kernel(kernel: Kernel) -> KernelPlan:
     """Order the kernel's calls and assignments, CSE each stage; no printing.
 
@@ -194,7 +219,7 @@ def plan_kernel(kernel: Kernel) -> KernelPlan:
                 rows.append(terms)
             block_terms[out.name] = rows
         else:
-            pending.append((out.name, out.value))
+            pending.append((out.name, broadcast_sums(out.value, out.reduced)))
 
     used = {s.name for _, e in pending for s in e.free_symbols}
     used |= {str(a) for m in matrix_calls for a in m.args}

@@ -23,6 +23,19 @@ and ``G`` the ``i``-th components of two vector-valued functions of ``x2``, ``JF
     >>> to_vector(x1 * sp.exp(s) + F)
     x1*exp(s) + F(x2)
 
+A block may bring parameters of its own: :func:`param_vector` is the ``i``-th component of
+a new parameter vector of shape ``(n,)``, a kernel argument of that name checked like
+``s``; :func:`param_scalar` a real scalar parameter, a kernel argument of shape ``()``:
+
+    >>> t, c = param_vector("t"), param_scalar("c")
+    >>> to_vector(sp.exp(s) * x2 + t), c.is_real
+    (t + x2*exp(s), True)
+    >>> try:
+    ...     param_vector("s")
+    ... except ValueError as error:
+    ...     print(str(error).split(";")[0])
+    name: 's' is a name of the vocabulary
+
 The math's own functions (:mod:`derive.nodes`), which every printer and backend knows,
 and a sum over the component axis:
 
@@ -161,6 +174,15 @@ The engine's derivations of any coupling block (:mod:`derive.coupling`): 1.1 to 
     >>> arranged_blocks(block).blocks[0][0].is_diagonal
     True
 
+:func:`coupling_kernels` is the kernel module of any block (forward, inverse, jacobian,
+log_det_jacobian, forward_and_log_det), with the block's own parameter vectors as
+arguments after ``s``; a question returns it as its ``kernels``:
+
+    >>> shifted = CouplingBlock("coupling_shifted", "a shifted block", sp.exp(G) * x1 + F,
+    ...                         sp.exp(s) * x2 + t)
+    >>> coupling_kernels(shifted).kernels[0].arg_names
+    ('x1', 'x2', 's', 't', 'F', 'G')
+
 Floating-point arrangement (:mod:`derive.arrangement`): :func:`apply_rewrites` rewrites an
 expression by a sequence of rules (:data:`KERNEL_REWRITES`, the kernels' own) and returns
 the checked steps; :func:`safe_point` (:mod:`derive.pieces`) is a point where every piece
@@ -218,6 +240,7 @@ from .coupling import (
     CouplingBlock,
     SpecificationError,
     arranged_blocks,
+    coupling_kernels,
     derive_arrangement,
     derive_determinant,
     derive_inverse,
@@ -244,11 +267,30 @@ from .pieces import safe_point
 from .probability import KL, Expectation, GaussianModel, Variance, gaussian_log_pdf
 from .search import arrange
 from .spec import Arg, Kernel, Module, Output
-from .vocabulary import JF, JG, Y1, Y2, F, G, i, j, n, s, to_vector, x1, x2, y1, y2
+from .vocabulary import (
+    JF,
+    JG,
+    Y1,
+    Y2,
+    F,
+    G,
+    i,
+    j,
+    n,
+    param_scalar,
+    param_vector,
+    s,
+    to_vector,
+    x1,
+    x2,
+    y1,
+    y2,
+)
 
 __all__: list[str] = [
     # the vocabulary: index notation of a coupling block
     "i", "j", "n", "x1", "x2", "s", "y1", "y2", "F", "G", "JF", "JG", "Y1", "Y2", "to_vector",
+    "param_vector", "param_scalar",
     # the math's own functions and nodes
     "softplus", "sigmoid", "ComponentSum",
     # probability
@@ -265,7 +307,7 @@ __all__: list[str] = [
     # the registry's helpers, and the derivations of any coupling block
     "build", "resolve", "marking", "all_derivations", "kernel_modules",
     "derive_inverse", "derive_jacobian", "derive_determinant", "derive_arrangement",
-    "arranged_blocks",
+    "arranged_blocks", "coupling_kernels",
     # the kernel spec
     "Kernel", "Arg", "Output", "Module",
     # an arrangement for floating point found by measuring (derive arrange)

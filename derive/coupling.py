@@ -52,12 +52,14 @@ import sympy as sp
 from .arrangement import KERNEL_REWRITES, LOG_REWRITES, arrange, is_exponential
 from .derivation import Derivation, Result, Step
 from .nodes import IDENTITY, BlockMatrixSpec, BlockSpec, Term
+from .spec import Arg, Kernel, Module, Output
 from .vocabulary import (
     DERIVATIVES,
     FB,
     FUNCTIONS,
     GB,
     JACOBIANS,
+    RESERVED,
     X1,
     X2,
     Y1,
@@ -81,6 +83,7 @@ __all__ = [
     "derive_arrangement",
     "jacobian_blocks",
     "arranged_blocks",
+    "coupling_kernels",
 ]
 
 _INPUT_BASES = (X1, X2, S, FB, GB)
@@ -114,11 +117,27 @@ class CouplingBlock:
             raise SpecificationError(f"name: expected a Python identifier, got {self.name!r}")
         for label, expr in (("y1", self.y1), ("y2", self.y2)):
             for atom in sp.sympify(expr).atoms(sp.Indexed):
-                if atom.base not in _INPUT_BASES or atom.indices != (i,):
+                own = str(atom.base.label) not in RESERVED
+                if not (atom.base in _INPUT_BASES or own) or atom.indices != (i,):
                     raise SpecificationError(
                         f"{self.name}: {label} may use only the i-th components of "
-                        f"x1, x2, s, F, G; it uses {atom}"
+                        f"x1, x2, s, F, G and of its own parameter vectors; it uses {atom}"
                     )
+                if own and not atom.is_real:
+                    raise SpecificationError(
+                        f"{self.name}: {label} uses the parameter vector {atom.base}, which is "
+                        f"not declared real; expected param_vector({str(atom.base)!r})")
+            for sym in _scalars(sp.sympify(expr)):
+                if str(sym) in RESERVED or not sym.is_real:
+                    raise SpecificationError(
+                        f"{self.name}: {label} uses the symbol {sym}; expected the vocabulary's "
+                        f"components or a real scalar parameter with a new name, "
+                        f"param_scalar({str(sym)!r})")
+        names = [name for name, _ in self.parameters]
+        if len(set(names)) != len(names):
+            raise SpecificationError(
+                f"{self.name}: a parameter vector and a scalar share a name "
+                f"({', '.join(sorted(n_ for n_ in names if names.count(n_) > 1))})")
         bad = {a.base for a in sp.sympify(self.y2).atoms(sp.Indexed)} & {X1, FB, GB}
         if bad:
             names = ", ".join(sorted(str(b) for b in bad))
@@ -150,6 +169,35 @@ class CouplingBlock:
     def outputs(self) -> dict[str, sp.Expr]:
         return {"y1": self.y1, "y2": self.y2}
 
+    @property
+    def parameters(self) -> tuple[tuple[str, str], ...]:
+        """The block's own parameters beyond ``s``, each ``(name, kind)``: its parameter
+        vectors (kind ``"param"``, shape ``(n,)``) by name, then its scalars (``"scalar"``).
+
+        Example:
+            >>> from derive.vocabulary import F, param_scalar, param_vector, x1, x2
+            >>> t, c = param_vector("t"), param_scalar("c")
+            >>> CouplingBlock("shifted", "A shift", x1 + c * F, x2 + t).parameters
+            (('t', 'param'), ('c', 'scalar'))
+        """
+        exprs = [sp.sympify(self.y1), sp.sympify(self.y2)]
+        vectors = {str(a.base.label) for e in exprs for a in e.atoms(sp.Indexed)
+                   if a.base not in _INPUT_BASES}
+        scalars = {str(sym) for e in exprs for sym in _scalars(e)}
+        return (tuple((name, "param") for name in sorted(vectors))
+                + tuple((name, "scalar") for name in sorted(scalars)))
+
+
+def _scalars(expr: sp.Expr) -> set[sp.Symbol]:
+    """The plain symbols of ``expr``: neither an index, ``n``, nor an indexed base's label."""
+    labels = {a.base.label for a in expr.atoms(sp.Indexed)}
+    return {sym for sym in expr.atoms(sp.Symbol) if sym not in labels and sym not in (i, j, n)}
+
+
+def _unknowns(expr: sp.Expr) -> list[sp.Basic]:
+    """What a sample point assigns in ``expr``: its components and its scalars, sorted."""
+    return sorted(expr.atoms(sp.Indexed) | _scalars(expr), key=sp.default_sort_key)
+
 
 #: Deterministic sample values for the numeric parts of the specification checks.
 _SAMPLES = tuple(sp.Rational(v) for v in ("-11/4", "-1", "-3/8", "0", "1/2", "5/4", "7/2"))
@@ -171,7 +219,7 @@ def _check_monotone(name: str, label: str, expr: sp.Expr, unknown: sp.Indexed) -
     slope = sp.diff(expr, unknown)
     if slope.is_positive or slope.is_negative:
         return
-    symbols = sorted(slope.atoms(sp.Indexed), key=sp.default_sort_key)
+    symbols = _unknowns(slope)
     signs: dict[int, dict[sp.Basic, sp.Rational]] = {}
     for point in _sample_points(symbols):
         value = sp.N(slope.xreplace(point), 30)
@@ -205,7 +253,7 @@ def _real_roots(eq: sp.Eq, unknown: sp.Indexed,
                 roots: list[sp.Expr]) -> list[sp.Expr]:
     """The roots of ``eq`` that are real, and solve it, at every sample point: the one
     that inverts the block on the reals (the others are complex or spurious)."""
-    symbols = sorted((eq.lhs - eq.rhs).atoms(sp.Indexed) - {unknown}, key=sp.default_sort_key)
+    symbols = [u for u in _unknowns(eq.lhs - eq.rhs) if u != unknown]
     kept = []
     for root in roots:
         ok = True
@@ -558,3 +606,110 @@ def arranged_blocks(block: CouplingBlock) -> BlockMatrixSpec:
             cells.append(BlockSpec(spec.row, spec.col, tuple(terms), spec.description))
         rows.append(tuple(cells))
     return BlockMatrixSpec(tuple(rows))
+
+
+_X = (Arg("x1", "batch", "first half of the input, shape (..., n)."),
+      Arg("x2", "batch", "second half of the input, shape (..., n)."))
+_Y = (Arg("y1", "batch", "first half of the output, shape (..., n)."),
+      Arg("y2", "batch", "second half of the output, shape (..., n)."))
+_S1 = Arg("s", "param", "the parameter vector s, shape (n,).")
+_FG = (Arg("F", "function", "callable (..., n) -> (..., n); ignored where unused."),
+       Arg("G", "function", "callable (..., n) -> (..., n); ignored where unused."))
+_J = (Arg("JF", "jacobian", "callable (..., n) -> (..., n, n), JF(x)[..., i, j] = dF_i/dx_j."),
+      Arg("JG", "jacobian", "callable (..., n) -> (..., n, n), JG(x)[..., i, j] = dG_i/dx_j."))
+
+_EXAMPLE = """>>> import numpy as np
+>>> from {package} import {name}
+>>> x1, x2, s = np.array([0.5, -1.0]), np.array([0.2, 0.3]), np.array([0.1, -0.2])
+>>> y1, y2 = {name}.forward(x1, x2, s, np.tanh, np.sin)
+>>> back = {name}.inverse(y1, y2, s, np.tanh, np.sin)
+>>> bool(np.allclose(back[0], x1) and np.allclose(back[1], x2))
+True
+>>> {name}.log_det_jacobian(x1, x2, s, np.tanh, np.sin).shape
+()"""
+
+_EXAMPLE_OWN = """>>> import numpy as np
+>>> from {package} import {name}
+>>> x1, x2, s = np.array([0.5, -1.0]), np.array([0.2, 0.3]), np.array([0.1, -0.2])
+>>> y1, y2 = {name}.forward(x1, x2, s{own}, np.tanh, np.sin)
+>>> back = {name}.inverse(y1, y2, s{own}, np.tanh, np.sin)
+>>> bool(np.allclose(back[0], x1) and np.allclose(back[1], x2))
+True"""
+
+
+def coupling_kernels(block: CouplingBlock, source: str = "",
+                     package: str | None = "generated") -> Module:
+    """The kernel module of any coupling block: forward, inverse, Jacobian, log-det.
+
+    Every expression is the one derivation 1.3n arranges for floating point. The block's
+    own parameter vectors (:func:`~derive.vocabulary.param_vector`) are arguments after
+    ``s``, of shape ``(n,)``, checked like it, and its scalars
+    (:func:`~derive.vocabulary.param_scalar`) after them, of shape ``()``. ``source`` is
+    what the header says the module is derived from (default: the block's name);
+    ``package`` the package the docstring's example imports it from (None: no example,
+    for material whose output package the user names).
+
+    Example:
+        >>> from derive.vocabulary import F, param_vector, s, x1, x2
+        >>> t = param_vector("t")
+        >>> shifted = CouplingBlock("shifted", "a shifted block", x1 + F, sp.exp(s) * x2 + t)
+        >>> module = coupling_kernels(shifted)
+        >>> module.kernels[0].arg_names, module.source
+        (('x1', 'x2', 's', 't', 'F', 'G'), "block 'shifted', derivations 1.1-1.3n")
+    """
+    arranged = derive_arrangement(block)
+    own = tuple(Arg(name, kind, f"the parameter vector {name}, shape (n,)." if kind == "param"
+                    else f"the scalar parameter {name}, shape ().")
+                for name, kind in block.parameters)
+    _S = (_S1,) + own  # noqa: N806 - the parameters, s first
+
+    def out(name: str, doc: str, reduced: bool = False) -> Output:
+        return Output(name if name != "log_abs_det" else "log_det",
+                      to_vector(arranged.result(name)), doc, reduced=reduced)
+
+    y = (out("y1", "first half of the output, shape (..., n)."),
+         out("y2", "second half of the output, shape (..., n)."))
+    log_det = out("log_abs_det", "log|det(dy/dx)|, shape (...,).", reduced=True)
+    kernels = (
+        Kernel("forward", _X + _S + _FG, y,
+               f"Apply {block.title}: y = (y1, y2) from x = (x1, x2)."),
+        Kernel("inverse", _Y + _S + _FG,
+               (out("x1", "first half of the input, shape (..., n)."),
+                out("x2", "second half of the input, shape (..., n).")),
+               f"Invert {block.title}: x = (x1, x2) from y = (y1, y2).",
+               "x2 is recovered first; F and G are then evaluated at it (derivation 1.1)."),
+        Kernel("jacobian", _X + _S + _FG + _J,
+               (Output("J", arranged_blocks(block),
+                       "dy/dx, shape (..., 2n, 2n), rows (y1, y2) and columns (x1, x2)."),),
+               f"The Jacobian dy/dx of {block.title} as a dense (..., 2n, 2n) array.",
+               "Assembled block by block from derivation 1.2; F and G need not act "
+               "element-wise."),
+        Kernel("log_det_jacobian", _X + _S + _FG, (log_det,),
+               f"log|det(dy/dx)| of {block.title}, computed without forming exp.",
+               "The closed form of derivation 1.3; it stays finite where exp(G) overflows."),
+        Kernel("forward_and_log_det", _X + _S + _FG, y + (log_det,),
+               f"Apply {block.title} and return log|det(dy/dx)| with it.",
+               "What a flow's training step needs: F and G are evaluated once for both, "
+               "and the results equal those of forward and log_det_jacobian."),
+    )
+    return Module(
+        name=block.name,
+        title=f"Generated kernels for {block.title}.",
+        description=(block.summary + (
+            " The four kernels share one signature, so blocks are interchangeable: x1, x2, "
+            "y1, y2 have shape (..., n) with any leading batch dimensions, s has shape (n,), "
+            "and F, G map (..., n) to (..., n)." if not own else
+            " The kernels share one signature: x1, x2, y1, y2 have shape (..., n) with any "
+            "leading batch dimensions, "
+            + " and ".join(a.name for a in (_S1,) + own if a.kind == "param")
+            + " have shape (n,)"
+            + "".join(f", {a.name} has shape ()" for a in own if a.kind == "scalar")
+            + ", and F, G map (..., n) to (..., n).")),
+        kernels=kernels,
+        source=source or f"block {block.name!r}, derivations 1.1-1.3n",
+        contract="coupling",
+        example="" if package is None else (_EXAMPLE if not own else _EXAMPLE_OWN).format(
+            name=block.name, package=package,
+            own="".join(", np.zeros(2)" if a.kind == "param" else ", np.float64(0.5)"
+                        for a in own)),
+    )

@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import random
 import re
 import zlib
@@ -385,6 +386,21 @@ class Derivation:
                 return r.expr
         known = ", ".join(r.name for r in self.results)
         raise KeyError(f"derivation {self.qid} has no result {name!r}; it has: {known}")
+
+    def numbered(self, qid: str) -> Derivation:
+        """The same derivation under another question id, its checks kept (not re-run):
+        material that asks the engine's questions about its own blocks numbers them.
+
+        Example:
+            >>> a = sp.Symbol("a", positive=True)
+            >>> d = Derivation("9.1", "Logs", "Simplify.", [Step(sp.log(a**2), 2 * sp.log(a),
+            ...                "power")], [Result("value", 2 * sp.log(a), "the log")])
+            >>> d.numbered("E.1").qid, d.numbered("E.1").checks == d.checks
+            ('E.1', True)
+        """
+        other = copy.copy(self)
+        object.__setattr__(other, "qid", qid)
+        return other
 
     def chain(self) -> Iterator[tuple[int, Step, bool]]:
         """``(number, step, continues)``: ``continues`` where the step's left-hand side is

@@ -54,6 +54,15 @@ class ComponentSum(sp.Function):
     is_real = True
 
 
+class BroadcastSum(sp.Function):
+    """``sum_i v_i`` kept as an axis of length 1 (``keepdims``), so that it broadcasts
+    against the vectors it is combined with: ``u * tanh(sum_i w_i z_i + b)``. Code generation
+    writes it for a :class:`ComponentSum` inside a vector expression."""
+
+    nargs = 1
+    is_real = True
+
+
 class softplus(sp.Function):  # noqa: N801 - SymPy function names are lower case
     """``softplus(u) = log(1 + exp(u))``, positive for real ``u``; never forms ``exp(u)``
     when printed (NumPy: ``logaddexp(0, u)``)."""

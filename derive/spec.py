@@ -29,9 +29,11 @@ __all__ = ["Arg", "Output", "Kernel", "Module", "ArgKind"]
 #: ``batch``: an array ``(..., n)``; ``param``: a vector ``(n,)``; ``function``: a callable
 #: ``(..., n) -> (..., n)``; ``jacobian``: a callable ``(..., n) -> (..., n, n)``;
 #: ``elementwise``: an array of any shape, broadcast against the others; ``positive``: the
-#: same, but every entry must be > 0.
-ArgKind = Literal["batch", "param", "function", "jacobian", "elementwise", "positive"]
-_ARRAY_KINDS = ("batch", "param", "elementwise", "positive")
+#: same, but every entry must be > 0; ``scalar``: a real scalar parameter, shape ``()`` (in a
+#: coupling module, after the parameter vectors).
+ArgKind = Literal["batch", "param", "function", "jacobian", "elementwise", "positive",
+                  "scalar"]
+_ARRAY_KINDS = ("batch", "param", "elementwise", "positive", "scalar")
 _CALLABLE_KINDS = ("function", "jacobian")
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "FUNCTIONS", "JACOBIANS", "DERIVATIVES", "DFB", "DGB", "VECTORS",
     "DetJacobian", "DetBlock", "VECTOR_SYMBOLS", "VECTOR_FUNCTIONS", "vector_call", "to_vector",
     "instantiate", "index_values", "index_model", "uses_index_notation", "explicit_vector",
+    "RESERVED", "param_vector", "param_scalar",
 ]
 
 i = sp.Symbol("i", integer=True, nonnegative=True)
@@ -63,6 +64,49 @@ JACOBIANS: dict[sp.IndexedBase, sp.IndexedBase] = {FB: JFB, GB: JGB}
 DERIVATIVES: dict[sp.IndexedBase, sp.IndexedBase] = {FB: DFB, GB: DGB}
 
 _MODEL_CACHE: dict[tuple[int, bool], dict[str, object]] = {}
+
+#: Names a material's own parameters may not take: the vocabulary's symbols and bases.
+RESERVED = frozenset({"i", "j", "n", "x1", "x2", "s", "y1", "y2", "F", "G", "JF", "JG",
+                      "dF", "dG"})
+
+
+def _check_name(name: str) -> None:
+    if not (isinstance(name, str) and name.isidentifier()):
+        raise ValueError(f"name: expected a Python identifier, got {name!r}")
+    if name in RESERVED:
+        raise ValueError(f"name: {name!r} is a name of the vocabulary; expected a new name "
+                         f"(not one of {', '.join(sorted(RESERVED))})")
+
+
+def param_vector(name: str) -> sp.Indexed:
+    """The ``i``-th component of a new parameter vector of shape ``(n,)``, like ``s``.
+
+    A block that uses it takes it as a kernel argument of that name, checked like ``s``.
+
+    Example:
+        >>> t = param_vector("t")
+        >>> t, t.base.is_real, to_vector(sp.exp(s) * x2 + t)
+        (t[i], True, t + x2*exp(s))
+    """
+    _check_name(name)
+    return sp.IndexedBase(name, real=True)[i]
+
+
+def param_scalar(name: str) -> sp.Symbol:
+    """A new real scalar parameter (shape ``()``), a kernel argument of that name.
+
+    Example:
+        >>> c = param_scalar("c")
+        >>> c.is_real, to_vector(c * x1 + F)
+        (True, c*x1 + F(x2))
+    """
+    _check_name(name)
+    return sp.Symbol(name, real=True)
+
+
+def _extra_vector(label: str, size: int) -> tuple[sp.Symbol, ...]:
+    """The explicit components of a material's own parameter vector ``label``."""
+    return sp.symbols(f"{label}_0:{size}", real=True)
 
 
 class DetJacobian(Opaque, sp.Expr):
@@ -148,7 +192,10 @@ def instantiate(expr: sp.Basic, n: int, values: Mapping[sp.Symbol, int],
                 if base == jbase:
                     row = functions[fbase][idx[0]]
                     return sp.diff(row, vectors[str(FUNCTIONS[fbase].label)][idx[1]])
-            return vectors[str(base.label)][idx[0]]
+            label = str(base.label)
+            if label in vectors:
+                return vectors[label][idx[0]]
+            return _extra_vector(label, n)[idx[0]]
         if isinstance(e, sp.KroneckerDelta):
             a, b = (int(sp.sympify(k).subs(env)) for k in e.args)
             return sp.Integer(int(a == b))
@@ -243,7 +290,9 @@ def to_vector(expr: sp.Basic) -> sp.Basic:
                 raise ValueError(f"{e} is not an i-th component; cannot vectorize it")
             if e.base in VECTOR_SYMBOLS:
                 return VECTOR_SYMBOLS[e.base]
-            return vector_call(e.base)
+            if e.base in VECTOR_FUNCTIONS:
+                return vector_call(e.base)
+            return sp.Symbol(str(e.base.label), real=True)  # a material's parameter vector
         if isinstance(e, sp.Sum):
             (var, lo, hi), = e.limits
             if var != i or lo != 0 or hi != n - 1:

@@ -72,13 +72,14 @@ def numpy_elementwise(names: tuple[str, ...], positive: tuple[str, ...],
 
 
 def numpy_coupling(vectors: tuple[str, ...], params: tuple[str, ...],
-                   read: tuple[str, ...]) -> Callable[..., Any]:
+                   read: tuple[str, ...], scalars: tuple[str, ...] = ()) -> Callable[..., Any]:
     """A coupling kernel's NumPy fast path, built once per kernel at import.
 
     The function returned takes the array arguments (vectors, then parameters) and
     ``check_finite`` and returns ``(batch, n, dtype)`` where they are NumPy arrays of one
     float dtype, the vectors of one shape ``(..., n)`` with ``n >= 1`` and the parameters
-    of shape ``(n,)``, after the value checks :func:`~kernel_runtime.prepare_coupling` makes
+    of shape ``(n,)`` and the scalars (``scalars``, after them) of shape ``()``, after the
+    value checks :func:`~kernel_runtime.prepare_coupling` makes
     (same errors); for any other input it returns None, and the kernel calls
     :func:`~kernel_runtime.prepare_coupling`.
 
@@ -89,10 +90,12 @@ def numpy_coupling(vectors: tuple[str, ...], params: tuple[str, ...],
         >>> fast((numpy.zeros((4, 2)), numpy.zeros((3, 2)), numpy.ones(2)), None) is None
         True
     """
-    names = vectors + params
+    names = vectors + params + scalars
     positive_at, read_at = value_checks(names, (), read)
     k = len(vectors)
-    pairs = pair_up(tuple(i for i in read_at if i < k), tuple(i for i in read_at if i >= k))
+    m = len(vectors + params)
+    pairs = pair_up(tuple(i for i in read_at if i < k), tuple(i for i in read_at if k <= i < m),
+                    tuple(i for i in read_at if i >= m))
 
     def fast(values: tuple[Any, ...], check_finite: bool | None
              ) -> tuple[tuple[int, ...], int, numpy.dtype] | None:
@@ -110,8 +113,11 @@ def numpy_coupling(vectors: tuple[str, ...], params: tuple[str, ...],
             if type(a) is not _ndarray or a.dtype is not dtype or a.shape != shape:
                 return None
         param = (n,)
-        for a in values[k:]:
+        for a in values[k:m]:
             if type(a) is not _ndarray or a.dtype is not dtype or a.shape != param:
+                return None
+        for a in values[m:]:
+            if type(a) is not _ndarray or a.dtype is not dtype or a.shape != ():
                 return None
         if check_finite is not False and not values_pass(values, positive_at, pairs):
             check_values(names, values, positive_at, read_at)

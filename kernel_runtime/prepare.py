@@ -99,17 +99,35 @@ def _coupling_shapes(vectors: tuple[str, ...], params: tuple[str, ...],
 def prepare_coupling(
     vectors: tuple[str, ...], vector_values: tuple[Any, ...], params: tuple[str, ...],
     param_values: tuple[Any, ...], read: tuple[str, ...], check_finite: bool | None,
+    scalars: tuple[str, ...] = (), scalar_values: tuple[Any, ...] = (),
 ) -> tuple[Any, list[Any], tuple[int, ...], int, Any]:
-    """Check the arguments of a coupling kernel: vectors ``(..., n)``, parameters ``(n,)``.
+    """Check the arguments of a coupling kernel: vectors ``(..., n)``, parameters ``(n,)``,
+    and scalars ``()`` (a block's own scalar parameters, where it has any).
 
     Returns ``(xp, arrays, batch, n, dtype)``: the namespace (``numpy`` for NumPy input),
-    the arrays (vectors, then parameters) in the working dtype, the broadcast batch shape,
-    ``n`` and the dtype.
+    the arrays (vectors, then parameters, then scalars) in the working dtype, the broadcast
+    batch shape, ``n`` and the dtype.
+
+    Example:
+        >>> import numpy as np
+        >>> prepare_coupling(("z",), (np.zeros((2, 3)),), ("u",), (np.ones(3),), (), None,
+        ...                  ("b",), (np.float64(0.5),))[2:4]
+        ((2,), 3)
+        >>> try:
+        ...     prepare_coupling(("z",), (np.zeros(3),), (), (), (), None, ("b",), (np.ones(3),))
+        ... except ValueError as error:
+        ...     print(error)
+        b: expected a scalar (shape ()), got shape (3,)
     """
-    names = vectors + params
-    values = vector_values + param_values
+    names = vectors + params + scalars
+    values = vector_values + param_values + scalar_values
     xp, arrays, dtype = resolve(names, values)
     shapes = [a.shape for a in arrays] if xp is numpy else [tuple(a.shape) for a in arrays]
+    if scalars:
+        for name, shape in zip(scalars, shapes[len(shapes) - len(scalars):], strict=True):
+            if shape != ():
+                raise ValueError(f"{name}: expected a scalar (shape ()), got shape {shape}")
+        shapes = shapes[:len(shapes) - len(scalars)]
     k = len(vectors)
     first = shapes[0]
     n = first[-1] if first else 0

@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 import sympy as sp
@@ -156,7 +157,7 @@ class _Resolver:
         m = _NAME.match(raw)
         base, sub = (m.group(1), _clean(m.group(2))) if m else (raw, "")
         if self.spec.index_form:
-            found = _component(base, sub, bound)
+            found = _component(base, sub, bound, self.spec.symbols)
             if found is not None:
                 return found
             if raw == "n":
@@ -203,8 +204,11 @@ _BASES = {("x", "1"): X1, ("x", "2"): X2, ("y", "1"): Y1, ("y", "2"): Y2, ("s", 
           ("F", ""): FB, ("G", ""): GB}
 
 
-def _component(base: str, sub: str, bound: dict[str, sp.Symbol]) -> sp.Expr | None:
-    """``x_{1}``, ``x_{1i}``, ``s``, ``s_k``, ``G_i`` as the engine's i-th component."""
+def _component(base: str, sub: str, bound: dict[str, sp.Symbol],
+               symbols: Mapping[str, sp.Basic] | None = None) -> sp.Expr | None:
+    """``x_{1}``, ``x_{1i}``, ``s``, ``s_k``, ``G_i`` as the engine's i-th component; also
+    a material's own parameter vector, an indexed base among the question's ``symbols``
+    under its own name (``t``, ``t_i``)."""
     if base == "J" and sub in ("F", "G"):
         return JACOBIAN_NAMES[sub]
     number, letter = re.fullmatch(r"([12]?)([A-Za-z]?)", sub).groups() if re.fullmatch(
@@ -212,6 +216,10 @@ def _component(base: str, sub: str, bound: dict[str, sp.Symbol]) -> sp.Expr | No
     if number is None:
         return None
     vector = _BASES.get((base, number))
+    own = (symbols or {}).get(base)
+    if vector is None and not number and isinstance(own, sp.IndexedBase) \
+            and own not in _BASES.values() and str(own.label) == base:
+        vector = own
     if vector is None:
         return None
     if letter and letter in bound:

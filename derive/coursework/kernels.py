@@ -19,9 +19,7 @@ from derive.api import (
     Kernel,
     Module,
     Output,
-    arranged_blocks,
-    derive_arrangement,
-    to_vector,
+    coupling_kernels,
 )
 
 from .gaussian_kl import (
@@ -44,75 +42,11 @@ from .gaussian_kl import (
 
 __all__ = ["coupling_module", "gaussian_kl_module", "gaussian_kl_pair_module"]
 
-_X = (Arg("x1", "batch", "first half of the input, shape (..., n)."),
-      Arg("x2", "batch", "second half of the input, shape (..., n)."))
-_Y = (Arg("y1", "batch", "first half of the output, shape (..., n)."),
-      Arg("y2", "batch", "second half of the output, shape (..., n)."))
-_S = Arg("s", "param", "the parameter vector s, shape (n,).")
-_FG = (Arg("F", "function", "callable (..., n) -> (..., n); ignored where unused."),
-       Arg("G", "function", "callable (..., n) -> (..., n); ignored where unused."))
-_J = (Arg("JF", "jacobian", "callable (..., n) -> (..., n, n), JF(x)[..., i, j] = dF_i/dx_j."),
-      Arg("JG", "jacobian", "callable (..., n) -> (..., n, n), JG(x)[..., i, j] = dG_i/dx_j."))
-
-_EXAMPLE = """>>> import numpy as np
->>> from generated import {name}
->>> x1, x2, s = np.array([0.5, -1.0]), np.array([0.2, 0.3]), np.array([0.1, -0.2])
->>> y1, y2 = {name}.forward(x1, x2, s, np.tanh, np.sin)
->>> back = {name}.inverse(y1, y2, s, np.tanh, np.sin)
->>> bool(np.allclose(back[0], x1) and np.allclose(back[1], x2))
-True
->>> {name}.log_det_jacobian(x1, x2, s, np.tanh, np.sin).shape
-()"""
-
 
 def coupling_module(block: CouplingBlock) -> Module:
-    """The generated module of a coupling block: forward, inverse, Jacobian, log-det.
-
-    Every expression is the one derivation 1.3n arranges for floating point.
-    """
-    arranged = derive_arrangement(block)
-
-    def out(name: str, doc: str, reduced: bool = False) -> Output:
-        return Output(name if name != "log_abs_det" else "log_det",
-                      to_vector(arranged.result(name)), doc, reduced=reduced)
-
-    y = (out("y1", "first half of the output, shape (..., n)."),
-         out("y2", "second half of the output, shape (..., n)."))
-    log_det = out("log_abs_det", "log|det(dy/dx)|, shape (...,).", reduced=True)
-    kernels = (
-        Kernel("forward", _X + (_S,) + _FG, y,
-               f"Apply {block.title}: y = (y1, y2) from x = (x1, x2)."),
-        Kernel("inverse", _Y + (_S,) + _FG,
-               (out("x1", "first half of the input, shape (..., n)."),
-                out("x2", "second half of the input, shape (..., n).")),
-               f"Invert {block.title}: x = (x1, x2) from y = (y1, y2).",
-               "x2 is recovered first; F and G are then evaluated at it (derivation 1.1)."),
-        Kernel("jacobian", _X + (_S,) + _FG + _J,
-               (Output("J", arranged_blocks(block),
-                       "dy/dx, shape (..., 2n, 2n), rows (y1, y2) and columns (x1, x2)."),),
-               f"The Jacobian dy/dx of {block.title} as a dense (..., 2n, 2n) array.",
-               "Assembled block by block from derivation 1.2; F and G need not act "
-               "element-wise."),
-        Kernel("log_det_jacobian", _X + (_S,) + _FG, (log_det,),
-               f"log|det(dy/dx)| of {block.title}, computed without forming exp.",
-               "The closed form of derivation 1.3; it stays finite where exp(G) overflows."),
-        Kernel("forward_and_log_det", _X + (_S,) + _FG, y + (log_det,),
-               f"Apply {block.title} and return log|det(dy/dx)| with it.",
-               "What a flow's training step needs: F and G are evaluated once for both, "
-               "and the results equal those of forward and log_det_jacobian."),
-    )
-    return Module(
-        name=block.name,
-        title=f"Generated kernels for {block.title}.",
-        description=(block.summary + " The four kernels share one signature, so blocks are "
-                     "interchangeable: x1, x2, y1, y2 have shape (..., n) with any leading batch "
-                     "dimensions, s has shape (n,), and F, G map (..., n) to (..., n)."),
-        kernels=kernels,
-        source=f"derive.coursework.blocks.BLOCKS[{block.name!r}], derivations 1.1-1.3n",
-        contract="coupling",
-        example=_EXAMPLE.format(name=block.name),
-    )
-
+    """The generated module of a shipped coupling block (:func:`derive.api.coupling_kernels`)."""
+    return coupling_kernels(block, f"derive.coursework.blocks.BLOCKS[{block.name!r}], "
+                                   "derivations 1.1-1.3n", package="generated")
 
 _KL_EXAMPLE = """>>> import numpy as np
 >>> from generated import {name}
