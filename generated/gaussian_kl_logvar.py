@@ -408,7 +408,7 @@ def _kl_grad_stl_numpy(mu, logvar, eps, _batch, _dtype):
     # equal to the value it stands for where it holds (the first condition that holds wins,
     # the last piece where none does). kernel_runtime.select decides how to select them.
     _pw0 = _rt.select(numpy, (eps, logvar, mu, sigma,), _dtype, None, (
-        numpy.less(logvar, 0),
+        numpy.less(logvar, 88),
     ), (
         (lambda eps, logvar, mu, sigma: eps*((1/2)*eps*numpy.expm1(logvar) + (1/2)*mu*sigma), (eps, logvar, mu, sigma,), ()),
         (lambda eps, logvar, mu, sigma: eps*sigma*(eps*numpy.sinh((1/2)*logvar) + (1/2)*mu), (eps, logvar, mu, sigma,), ()),
@@ -434,10 +434,10 @@ def _kl_grad_stl_xp(xp, mu, logvar, eps, _batch, _dtype):
     # equal to the value it stands for where it holds (the first condition that holds wins,
     # the last piece where none does). kernel_runtime.select decides how to select them.
     _pw0 = _rt.select(xp, (eps, logvar, mu, sigma,), _dtype, _like, (
-        (logvar < 0),
+        (logvar < 88),
     ), (
-        (lambda eps, logvar, mu, sigma: eps*((1/2)*eps*xp.expm1(logvar) + (1/2)*mu*sigma), (eps, logvar, mu, sigma,), (_zero + -1, _zero + -1, _zero + -1, _zero + -1,)),
-        (lambda eps, logvar, mu, sigma: eps*sigma*(eps*xp.sinh((1/2)*logvar) + (1/2)*mu), (eps, logvar, mu, sigma,), (_zero + 0, _zero + 0, _zero + 0, _zero + 0,)),
+        (lambda eps, logvar, mu, sigma: eps*((1/2)*eps*xp.expm1(logvar) + (1/2)*mu*sigma), (eps, logvar, mu, sigma,), (_zero + 0, _zero + 0, _zero + 0, _zero + 0,)),
+        (lambda eps, logvar, mu, sigma: eps*sigma*(eps*xp.sinh((1/2)*logvar) + (1/2)*mu), (eps, logvar, mu, sigma,), (_zero + 89, _zero + 89, _zero + 89, _zero + 89,)),
     ), False)
     # Output terms
     d_logvar = _pw0

@@ -65,7 +65,8 @@ def _arrange_estimator(expr: sp.Expr, p: Parameterization,
     arranged = constant + _noise_times(common * inner) if coeffs else constant
     # With sigma taken out, sinh(a/2) is formed apart, and the noise times it overflows
     # where a is large and negative although the product with sigma is small (issue 23):
-    # below a = 0 each coefficient is used as it is (expm1(a) is then in (-1, 0]).
+    # below a = 88 each coefficient is used as it is (expm1(a) never overflows there, in
+    # float32 either); sigma taken out serves only beyond, where expm1(a) would overflow.
     plain = {k: _stabilize(v.subs(sigma, p.sigma), p, prior).subs(p.sigma, sigma)
              for k, v in by_power.items()}
     plain.pop(sp.Integer(1), None)
@@ -74,9 +75,13 @@ def _arrange_estimator(expr: sp.Expr, p: Parameterization,
         below = sp.Integer(0)
         for k in sorted(plain, key=lambda k: -degree[k]):
             below = _noise_times(below) + plain[k] if below != 0 else plain[k]
-        arranged = sp.Piecewise((constant + _noise_times(below), folded[0] < 0),
+        arranged = sp.Piecewise((constant + _noise_times(below), folded[0] < _EXPM1_SAFE),
                                 (arranged, True))
     return arranged.subs(sigma, p.sigma)
+
+
+#: Below this argument expm1 overflows in neither float32 (88.72) nor float64.
+_EXPM1_SAFE = 88
 
 
 def _noise_times(product: sp.Expr) -> sp.Expr:
