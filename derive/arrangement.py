@@ -605,30 +605,22 @@ def _scaled_exponential(m: sp.Basic) -> tuple[sp.Basic, sp.Basic, sp.Basic] | No
     return sp.Mul(*scale), powers[0], sp.Mul(*rest)
 
 
-#: Below this exponent the product is formed as derived (correctly rounded where ``a`` is
-#: exact); from it up, halved. float32's exp overflows from 88.72.
-EXP_PRODUCT_SPLIT = 88
-
-
 def _halved_exponential(m: sp.Basic) -> sp.Basic:
     a, power, rest = _scaled_exponential(m)
-    u = power.args[0]
-    half = sp.exp(u / 2)
-    return rest * sp.Piecewise((a * power, u < EXP_PRODUCT_SPLIT),
-                               (sp.UnevaluatedExpr(a * half) * half, True))
+    half = sp.exp(power.args[0] / 2)
+    return rest * sp.UnevaluatedExpr(a * half) * half
 
 
 _EXP_PRODUCT = Rewrite(
     "product with an exponential",
     "{0} overflows where {1} (float32: {2}), though {3} is finite where {4} is small, and "
-    "0 times infinity is not a number; where {8}, {5}: the first product is formed first, "
-    "so no infinity is formed where the value is finite, for {6} (float32: {7}); below, "
-    "the product is formed as derived, so it is evaluated in two pieces",
+    "0 times infinity is not a number; {5}: the first product is formed first, so no "
+    "infinity is formed where the value is finite, for {6} (float32: {7})",
     (sp.exp(_u), _u > sp.Float("709.78", 5), _u > sp.Float("88.72", 4), _v * sp.exp(_u),
      sp.Abs(_v),
      sp.Eq(_v * sp.exp(_u), sp.UnevaluatedExpr(_v * sp.exp(_u / 2)) * sp.exp(_u / 2),
            evaluate=False),
-     _u < sp.Float("1419.5", 5), _u < sp.Float("177.4", 4), _u >= EXP_PRODUCT_SPLIT),
+     _u < sp.Float("1419.5", 5), _u < sp.Float("177.4", 4)),
     lambda e: _scaled_exponential(e) is not None,
     _halved_exponential,
 )

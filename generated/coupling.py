@@ -121,27 +121,11 @@ def _forward_numpy(x1, x2, s, F, G, _batch, _n, _dtype):
     F_x2 = _call("F", F, x2, "vector", _dtype)
     G_x2 = _call("G", G, x2, "vector", _dtype)
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
-    # equal to the value it stands for where it holds (the first condition that holds wins,
-    # the last piece where none does). kernel_runtime.select decides how to select them.
-    _pw0 = _rt.select(numpy, (G_x2, x1,), _dtype, None, (
-        numpy.less(G_x2, 88),
-    ), (
-        (lambda G_x2, x1: x1*numpy.exp(G_x2), (G_x2, x1,), ()),
-        (lambda G_x2, x1: numpy.exp((1/2)*G_x2)*(x1*numpy.exp((1/2)*G_x2)), (G_x2, x1,), ()),
-    ), False)
-    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
-    # equal to the value it stands for where it holds (the first condition that holds wins,
-    # the last piece where none does). kernel_runtime.select decides how to select them.
-    _pw1 = _rt.select(numpy, (s, x2,), _dtype, None, (
-        numpy.less(s, 88),
-    ), (
-        (lambda s, x2: x2*numpy.exp(s), (s, x2,), ()),
-        (lambda s, x2: numpy.exp((1/2)*s)*(x2*numpy.exp((1/2)*s)), (s, x2,), ()),
-    ), False)
+    _tmp0 = numpy.exp((1/2)*G_x2)
+    _tmp1 = numpy.exp((1/2)*s)
     # Output terms
-    y1 = F_x2 + _pw0
-    y2 = _pw1
+    y1 = F_x2 + _tmp0*(_tmp0*x1)
+    y2 = _tmp1*(_tmp1*x2)
     y1 = _finish(y1, _batch + (_n,), _dtype, (x1, x2, s,))
     y2 = _finish(y2, _batch + (_n,), _dtype, (x1, x2, s,))
     return y1, y2
@@ -150,33 +134,16 @@ def _forward_numpy(x1, x2, s, F, G, _batch, _n, _dtype):
 def _forward_xp(xp, x1, x2, s, F, G, _batch, _n, _dtype):
     """forward for any array-API namespace xp, checked and converted by forward."""
     _like = x1
-    _zero = _rt.zero(xp, _dtype, _like)
     # Calls (each callable evaluated once)
     _arg_x2 = _rt.callee_arg(xp, x2, _dtype)
     F_x2 = _rt.call_xp(xp, "F", F, _arg_x2, "vector", _dtype)
     G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
-    # equal to the value it stands for where it holds (the first condition that holds wins,
-    # the last piece where none does). kernel_runtime.select decides how to select them.
-    _pw0 = _rt.select(xp, (G_x2, x1,), _dtype, _like, (
-        (G_x2 < 88),
-    ), (
-        (lambda G_x2, x1: x1*xp.exp(G_x2), (G_x2, x1,), (_zero + 0, _zero + 0,)),
-        (lambda G_x2, x1: xp.exp((1/2)*G_x2)*(x1*xp.exp((1/2)*G_x2)), (G_x2, x1,), (_zero + 89, _zero + 89,)),
-    ), False)
-    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
-    # equal to the value it stands for where it holds (the first condition that holds wins,
-    # the last piece where none does). kernel_runtime.select decides how to select them.
-    _pw1 = _rt.select(xp, (s, x2,), _dtype, _like, (
-        (s < 88),
-    ), (
-        (lambda s, x2: x2*xp.exp(s), (s, x2,), (_zero + 0, _zero + 0,)),
-        (lambda s, x2: xp.exp((1/2)*s)*(x2*xp.exp((1/2)*s)), (s, x2,), (_zero + 89, _zero + 89,)),
-    ), False)
+    _tmp0 = xp.exp((1/2)*G_x2)
+    _tmp1 = xp.exp((1/2)*s)
     # Output terms
-    y1 = F_x2 + _pw0
-    y2 = _pw1
+    y1 = F_x2 + _tmp0*(_tmp0*x1)
+    y2 = _tmp1*(_tmp1*x2)
     y1 = _rt.finish_xp(xp, y1, _batch + (_n,), _dtype, (x1, x2, s,))
     y2 = _rt.finish_xp(xp, y2, _batch + (_n,), _dtype, (x1, x2, s,))
     return y1, y2
@@ -245,32 +212,16 @@ def inverse(
 def _inverse_numpy(y1, y2, s, F, G, _batch, _n, _dtype):
     """inverse for NumPy arrays, checked and converted by inverse."""
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
-    # equal to the value it stands for where it holds (the first condition that holds wins,
-    # the last piece where none does). kernel_runtime.select decides how to select them.
-    _pw1 = _rt.select(numpy, (s, y2,), _dtype, None, (
-        numpy.greater(s, -88),
-    ), (
-        (lambda s, y2: y2*numpy.exp(-s), (s, y2,), ()),
-        (lambda s, y2: numpy.exp(-1/2*s)*(y2*numpy.exp(-1/2*s)), (s, y2,), ()),
-    ), False)
+    _tmp0 = numpy.exp(-1/2*s)
     # Output terms
-    x2 = _pw1
+    x2 = _tmp0*(_tmp0*y2)
     # Calls (each callable evaluated once)
     F_x2 = _call("F", F, x2, "vector", _dtype)
     G_x2 = _call("G", G, x2, "vector", _dtype)
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
-    # equal to the value it stands for where it holds (the first condition that holds wins,
-    # the last piece where none does). kernel_runtime.select decides how to select them.
-    _pw0 = _rt.select(numpy, (F_x2, G_x2, y1,), _dtype, None, (
-        numpy.greater(G_x2, -88),
-    ), (
-        (lambda F_x2, G_x2, y1: (y1 - F_x2)*numpy.exp(-G_x2), (F_x2, G_x2, y1,), ()),
-        (lambda F_x2, G_x2, y1: numpy.exp(-1/2*G_x2)*((y1 - F_x2)*numpy.exp(-1/2*G_x2)), (F_x2, G_x2, y1,), ()),
-    ), False)
+    _tmp1 = numpy.exp(-1/2*G_x2)
     # Output terms
-    x1 = _pw0
+    x1 = _tmp1*(_tmp1*(y1 - F_x2))
     x1 = _finish(x1, _batch + (_n,), _dtype, (y1, y2, s,))
     x2 = _finish(x2, _batch + (_n,), _dtype, (y1, y2, s,))
     return x1, x2
@@ -279,35 +230,18 @@ def _inverse_numpy(y1, y2, s, F, G, _batch, _n, _dtype):
 def _inverse_xp(xp, y1, y2, s, F, G, _batch, _n, _dtype):
     """inverse for any array-API namespace xp, checked and converted by inverse."""
     _like = y1
-    _zero = _rt.zero(xp, _dtype, _like)
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
-    # equal to the value it stands for where it holds (the first condition that holds wins,
-    # the last piece where none does). kernel_runtime.select decides how to select them.
-    _pw1 = _rt.select(xp, (s, y2,), _dtype, _like, (
-        (s > -88),
-    ), (
-        (lambda s, y2: y2*xp.exp(-s), (s, y2,), (_zero + 0, _zero + 0,)),
-        (lambda s, y2: xp.exp(-1/2*s)*(y2*xp.exp(-1/2*s)), (s, y2,), (_zero + -89, _zero + -89,)),
-    ), False)
+    _tmp0 = xp.exp(-1/2*s)
     # Output terms
-    x2 = _pw1
+    x2 = _tmp0*(_tmp0*y2)
     # Calls (each callable evaluated once)
     _arg_x2 = _rt.callee_arg(xp, x2, _dtype)
     F_x2 = _rt.call_xp(xp, "F", F, _arg_x2, "vector", _dtype)
     G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
-    # equal to the value it stands for where it holds (the first condition that holds wins,
-    # the last piece where none does). kernel_runtime.select decides how to select them.
-    _pw0 = _rt.select(xp, (F_x2, G_x2, y1,), _dtype, _like, (
-        (G_x2 > -88),
-    ), (
-        (lambda F_x2, G_x2, y1: (y1 - F_x2)*xp.exp(-G_x2), (F_x2, G_x2, y1,), (_zero + 0, _zero + 0, _zero + 0,)),
-        (lambda F_x2, G_x2, y1: xp.exp(-1/2*G_x2)*((y1 - F_x2)*xp.exp(-1/2*G_x2)), (F_x2, G_x2, y1,), (_zero + -89, _zero + -89, _zero + -89,)),
-    ), False)
+    _tmp1 = xp.exp(-1/2*G_x2)
     # Output terms
-    x1 = _pw0
+    x1 = _tmp1*(_tmp1*(y1 - F_x2))
     x1 = _rt.finish_xp(xp, x1, _batch + (_n,), _dtype, (y1, y2, s,))
     x2 = _rt.finish_xp(xp, x2, _batch + (_n,), _dtype, (y1, y2, s,))
     return x1, x2
@@ -383,18 +317,10 @@ def _jacobian_numpy(x1, x2, s, F, G, JF, JG, _batch, _n, _dtype):
     JF_x2 = _call("JF", JF, x2, "matrix", _dtype)
     JG_x2 = _call("JG", JG, x2, "matrix", _dtype)
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
-    # equal to the value it stands for where it holds (the first condition that holds wins,
-    # the last piece where none does). kernel_runtime.select decides how to select them.
-    _pw0 = _rt.select(numpy, (G_x2, x1,), _dtype, None, (
-        numpy.less(G_x2, 88),
-    ), (
-        (lambda G_x2, x1: x1*numpy.exp(G_x2), (G_x2, x1,), ()),
-        (lambda G_x2, x1: numpy.exp((1/2)*G_x2)*(x1*numpy.exp((1/2)*G_x2)), (G_x2, x1,), ()),
-    ), False)
+    _tmp0 = numpy.exp((1/2)*G_x2)
     _J00 = numpy.exp(G_x2)
+    _J11 = _tmp0*(_tmp0*x1)
     _J30 = numpy.exp(s)
-    _J11 = _pw0
     # Block matrix J = [[dy1/dx1, dy1/dx2], [dy2/dx1, dy2/dx2]]
     J = numpy.zeros(_batch + (2 * _n, 2 * _n), dtype=_dtype)
     # dy1/dx1: diagonal
@@ -409,25 +335,16 @@ def _jacobian_numpy(x1, x2, s, F, G, JF, JG, _batch, _n, _dtype):
 def _jacobian_xp(xp, x1, x2, s, F, G, JF, JG, _batch, _n, _dtype):
     """jacobian for any array-API namespace xp, checked and converted by jacobian."""
     _like = x1
-    _zero = _rt.zero(xp, _dtype, _like)
     # Calls (each callable evaluated once)
     _arg_x2 = _rt.callee_arg(xp, x2, _dtype)
     G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
     JF_x2 = _rt.call_xp(xp, "JF", JF, _arg_x2, "matrix", _dtype)
     JG_x2 = _rt.call_xp(xp, "JG", JG, _arg_x2, "matrix", _dtype)
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
-    # equal to the value it stands for where it holds (the first condition that holds wins,
-    # the last piece where none does). kernel_runtime.select decides how to select them.
-    _pw0 = _rt.select(xp, (G_x2, x1,), _dtype, _like, (
-        (G_x2 < 88),
-    ), (
-        (lambda G_x2, x1: x1*xp.exp(G_x2), (G_x2, x1,), (_zero + 0, _zero + 0,)),
-        (lambda G_x2, x1: xp.exp((1/2)*G_x2)*(x1*xp.exp((1/2)*G_x2)), (G_x2, x1,), (_zero + 89, _zero + 89,)),
-    ), False)
+    _tmp0 = xp.exp((1/2)*G_x2)
     _J00 = xp.exp(G_x2)
+    _J11 = _tmp0*(_tmp0*x1)
     _J30 = xp.exp(s)
-    _J11 = _pw0
     # Block matrix J = [[dy1/dx1, dy1/dx2], [dy2/dx1, dy2/dx2]]
     J = _rt.blocks_xp(xp, (
         _rt.scale_rows_xp(xp, _J00, _rt.eye_xp(xp, _n, _dtype, _like)),  # dy1/dx1: diagonal
@@ -587,28 +504,12 @@ def _forward_and_log_det_numpy(x1, x2, s, F, G, _batch, _n, _dtype):
     F_x2 = _call("F", F, x2, "vector", _dtype)
     G_x2 = _call("G", G, x2, "vector", _dtype)
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
-    # equal to the value it stands for where it holds (the first condition that holds wins,
-    # the last piece where none does). kernel_runtime.select decides how to select them.
-    _pw0 = _rt.select(numpy, (G_x2, x1,), _dtype, None, (
-        numpy.less(G_x2, 88),
-    ), (
-        (lambda G_x2, x1: x1*numpy.exp(G_x2), (G_x2, x1,), ()),
-        (lambda G_x2, x1: numpy.exp((1/2)*G_x2)*(x1*numpy.exp((1/2)*G_x2)), (G_x2, x1,), ()),
-    ), False)
-    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
-    # equal to the value it stands for where it holds (the first condition that holds wins,
-    # the last piece where none does). kernel_runtime.select decides how to select them.
-    _pw1 = _rt.select(numpy, (s, x2,), _dtype, None, (
-        numpy.less(s, 88),
-    ), (
-        (lambda s, x2: x2*numpy.exp(s), (s, x2,), ()),
-        (lambda s, x2: numpy.exp((1/2)*s)*(x2*numpy.exp((1/2)*s)), (s, x2,), ()),
-    ), False)
+    _tmp0 = numpy.exp((1/2)*G_x2)
+    _tmp1 = numpy.exp((1/2)*s)
     # Output terms
+    y1 = F_x2 + _tmp0*(_tmp0*x1)
+    y2 = _tmp1*(_tmp1*x2)
     log_det = numpy.sum(G_x2, axis=-1) + numpy.sum(s, axis=-1)
-    y1 = F_x2 + _pw0
-    y2 = _pw1
     y1 = _finish(y1, _batch + (_n,), _dtype, (x1, x2, s,))
     y2 = _finish(y2, _batch + (_n,), _dtype, (x1, x2, s,))
     log_det = _finish(log_det, _batch, _dtype, (x1, x2, s,))
@@ -618,34 +519,17 @@ def _forward_and_log_det_numpy(x1, x2, s, F, G, _batch, _n, _dtype):
 def _forward_and_log_det_xp(xp, x1, x2, s, F, G, _batch, _n, _dtype):
     """forward_and_log_det for any array-API namespace xp, checked and converted by forward_and_log_det."""
     _like = x1
-    _zero = _rt.zero(xp, _dtype, _like)
     # Calls (each callable evaluated once)
     _arg_x2 = _rt.callee_arg(xp, x2, _dtype)
     F_x2 = _rt.call_xp(xp, "F", F, _arg_x2, "vector", _dtype)
     G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
     # Intermediate terms
-    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
-    # equal to the value it stands for where it holds (the first condition that holds wins,
-    # the last piece where none does). kernel_runtime.select decides how to select them.
-    _pw0 = _rt.select(xp, (G_x2, x1,), _dtype, _like, (
-        (G_x2 < 88),
-    ), (
-        (lambda G_x2, x1: x1*xp.exp(G_x2), (G_x2, x1,), (_zero + 0, _zero + 0,)),
-        (lambda G_x2, x1: xp.exp((1/2)*G_x2)*(x1*xp.exp((1/2)*G_x2)), (G_x2, x1,), (_zero + 89, _zero + 89,)),
-    ), False)
-    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
-    # equal to the value it stands for where it holds (the first condition that holds wins,
-    # the last piece where none does). kernel_runtime.select decides how to select them.
-    _pw1 = _rt.select(xp, (s, x2,), _dtype, _like, (
-        (s < 88),
-    ), (
-        (lambda s, x2: x2*xp.exp(s), (s, x2,), (_zero + 0, _zero + 0,)),
-        (lambda s, x2: xp.exp((1/2)*s)*(x2*xp.exp((1/2)*s)), (s, x2,), (_zero + 89, _zero + 89,)),
-    ), False)
+    _tmp0 = xp.exp((1/2)*G_x2)
+    _tmp1 = xp.exp((1/2)*s)
     # Output terms
+    y1 = F_x2 + _tmp0*(_tmp0*x1)
+    y2 = _tmp1*(_tmp1*x2)
     log_det = xp.sum(G_x2, axis=-1) + xp.sum(s, axis=-1)
-    y1 = F_x2 + _pw0
-    y2 = _pw1
     y1 = _rt.finish_xp(xp, y1, _batch + (_n,), _dtype, (x1, x2, s,))
     y2 = _rt.finish_xp(xp, y2, _batch + (_n,), _dtype, (x1, x2, s,))
     log_det = _rt.finish_xp(xp, log_det, _batch, _dtype, (x1, x2, s,))
