@@ -585,6 +585,46 @@ _CONJUGATE = Rewrite(
     _conjugate_pieces,
 )
 
+
+def _scaled_exponential(m: sp.Basic) -> tuple[sp.Basic, sp.Basic, sp.Basic] | None:
+    """``(a, exp(u), rest)`` where ``m`` is ``rest * a * exp(u)``, ``u`` one array entry (or
+    its negative), ``a`` the product of the factors that are array entries or sums of them
+    (not a Jacobian's entry or a Kronecker delta, kept in ``rest``), else None."""
+    if not m.is_Mul:
+        return None
+    powers = [f for f in m.args if isinstance(f, sp.exp)
+              and (isinstance(f.args[0], sp.Indexed) or isinstance(-f.args[0], sp.Indexed))]
+    if len(powers) != 1:
+        return None
+    scale = [f for f in m.args if f is not powers[0] and f.free_symbols
+             and not f.has(sp.KroneckerDelta, sp.UnevaluatedExpr)
+             and all(len(x.indices) == 1 for x in f.atoms(sp.Indexed))]
+    if not scale:
+        return None
+    rest = [f for f in m.args if f is not powers[0] and f not in scale]
+    return sp.Mul(*scale), powers[0], sp.Mul(*rest)
+
+
+def _halved_exponential(m: sp.Basic) -> sp.Basic:
+    a, power, rest = _scaled_exponential(m)
+    half = sp.exp(power.args[0] / 2)
+    return rest * sp.UnevaluatedExpr(a * half) * half
+
+
+_EXP_PRODUCT = Rewrite(
+    "product with an exponential",
+    "{0} overflows where {1} (float32: {2}), though {3} is finite where {4} is small, and "
+    "0 times infinity is not a number; {5}: the first product is formed first, so no "
+    "infinity is formed where the value is finite, for {6} (float32: {7})",
+    (sp.exp(_u), _u > sp.Float("709.78", 5), _u > sp.Float("88.72", 4), _v * sp.exp(_u),
+     sp.Abs(_v),
+     sp.Eq(_v * sp.exp(_u), sp.UnevaluatedExpr(_v * sp.exp(_u / 2)) * sp.exp(_u / 2),
+           evaluate=False),
+     _u < sp.Float("1419.5", 5), _u < sp.Float("177.4", 4)),
+    lambda e: _scaled_exponential(e) is not None,
+    _halved_exponential,
+)
+
 #: The rewrites that take ``log|det|`` to a sum that never forms an exponential (sigmoids
 #: are recognized first, however written, so that their logs become softplus terms).
 LOG_REWRITES = (_TANH_SIGMOID, _SIGMOID, _EXP_SIGMOID, _LOG_OF_PRODUCT, _LOG_OF_POWER,
@@ -594,4 +634,4 @@ LOG_REWRITES = (_TANH_SIGMOID, _SIGMOID, _EXP_SIGMOID, _LOG_OF_PRODUCT, _LOG_OF_
 KERNEL_REWRITES: tuple[Rewrite, ...] = (
     _CANCEL, _TANH_DERIVATIVE, _TANH_SIGMOID, _SINH, _SIGMOID, _EXP_SIGMOID, _SIGMOID_COMPLEMENT,
     _LOG_SIGMOID, _SOFTPLUS, _SOFTPLUS_REFLECTION, _LOGADDEXP, _EXPM1, _LOG1P, _LOG_SOFTPLUS,
-    _EXP_RATIO, _SIGMOID_PIECES, _LOG_COSH, _LOG1P_SQUARE, _CONJUGATE)
+    _EXP_RATIO, _SIGMOID_PIECES, _LOG_COSH, _LOG1P_SQUARE, _CONJUGATE, _EXP_PRODUCT)

@@ -120,9 +120,12 @@ def _forward_numpy(x1, x2, s, F, G, _batch, _n, _dtype):
     # Calls (each callable evaluated once)
     F_x2 = _call("F", F, x2, "vector", _dtype)
     G_x2 = _call("G", G, x2, "vector", _dtype)
+    # Intermediate terms
+    _tmp0 = numpy.exp((1/2)*G_x2)
+    _tmp1 = numpy.exp((1/2)*s)
     # Output terms
-    y1 = F_x2 + x1*numpy.exp(G_x2)
-    y2 = x2*numpy.exp(s)
+    y1 = F_x2 + _tmp0*(_tmp0*x1)
+    y2 = _tmp1*(_tmp1*x2)
     y1 = _finish(y1, _batch + (_n,), _dtype, (x1, x2, s,))
     y2 = _finish(y2, _batch + (_n,), _dtype, (x1, x2, s,))
     return y1, y2
@@ -135,9 +138,12 @@ def _forward_xp(xp, x1, x2, s, F, G, _batch, _n, _dtype):
     _arg_x2 = _rt.callee_arg(xp, x2, _dtype)
     F_x2 = _rt.call_xp(xp, "F", F, _arg_x2, "vector", _dtype)
     G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
+    # Intermediate terms
+    _tmp0 = xp.exp((1/2)*G_x2)
+    _tmp1 = xp.exp((1/2)*s)
     # Output terms
-    y1 = F_x2 + x1*xp.exp(G_x2)
-    y2 = x2*xp.exp(s)
+    y1 = F_x2 + _tmp0*(_tmp0*x1)
+    y2 = _tmp1*(_tmp1*x2)
     y1 = _rt.finish_xp(xp, y1, _batch + (_n,), _dtype, (x1, x2, s,))
     y2 = _rt.finish_xp(xp, y2, _batch + (_n,), _dtype, (x1, x2, s,))
     return y1, y2
@@ -205,13 +211,17 @@ def inverse(
 
 def _inverse_numpy(y1, y2, s, F, G, _batch, _n, _dtype):
     """inverse for NumPy arrays, checked and converted by inverse."""
+    # Intermediate terms
+    _tmp0 = numpy.exp(-1/2*s)
     # Output terms
-    x2 = y2*numpy.exp(-s)
+    x2 = _tmp0*(_tmp0*y2)
     # Calls (each callable evaluated once)
     F_x2 = _call("F", F, x2, "vector", _dtype)
     G_x2 = _call("G", G, x2, "vector", _dtype)
+    # Intermediate terms
+    _tmp1 = numpy.exp(-1/2*G_x2)
     # Output terms
-    x1 = (y1 - F_x2)*numpy.exp(-G_x2)
+    x1 = _tmp1*(_tmp1*(y1 - F_x2))
     x1 = _finish(x1, _batch + (_n,), _dtype, (y1, y2, s,))
     x2 = _finish(x2, _batch + (_n,), _dtype, (y1, y2, s,))
     return x1, x2
@@ -220,14 +230,18 @@ def _inverse_numpy(y1, y2, s, F, G, _batch, _n, _dtype):
 def _inverse_xp(xp, y1, y2, s, F, G, _batch, _n, _dtype):
     """inverse for any array-API namespace xp, checked and converted by inverse."""
     _like = y1
+    # Intermediate terms
+    _tmp0 = xp.exp(-1/2*s)
     # Output terms
-    x2 = y2*xp.exp(-s)
+    x2 = _tmp0*(_tmp0*y2)
     # Calls (each callable evaluated once)
     _arg_x2 = _rt.callee_arg(xp, x2, _dtype)
     F_x2 = _rt.call_xp(xp, "F", F, _arg_x2, "vector", _dtype)
     G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
+    # Intermediate terms
+    _tmp1 = xp.exp(-1/2*G_x2)
     # Output terms
-    x1 = (y1 - F_x2)*xp.exp(-G_x2)
+    x1 = _tmp1*(_tmp1*(y1 - F_x2))
     x1 = _rt.finish_xp(xp, x1, _batch + (_n,), _dtype, (y1, y2, s,))
     x2 = _rt.finish_xp(xp, x2, _batch + (_n,), _dtype, (y1, y2, s,))
     return x1, x2
@@ -303,9 +317,9 @@ def _jacobian_numpy(x1, x2, s, F, G, JF, JG, _batch, _n, _dtype):
     JF_x2 = _call("JF", JF, x2, "matrix", _dtype)
     JG_x2 = _call("JG", JG, x2, "matrix", _dtype)
     # Intermediate terms
-    _tmp0 = numpy.exp(G_x2)
-    _J00 = _tmp0
-    _J11 = _tmp0*x1
+    _tmp0 = numpy.exp((1/2)*G_x2)
+    _J00 = numpy.exp(G_x2)
+    _J11 = _tmp0*(_tmp0*x1)
     _J30 = numpy.exp(s)
     # Block matrix J = [[dy1/dx1, dy1/dx2], [dy2/dx1, dy2/dx2]]
     J = numpy.zeros(_batch + (2 * _n, 2 * _n), dtype=_dtype)
@@ -327,9 +341,9 @@ def _jacobian_xp(xp, x1, x2, s, F, G, JF, JG, _batch, _n, _dtype):
     JF_x2 = _rt.call_xp(xp, "JF", JF, _arg_x2, "matrix", _dtype)
     JG_x2 = _rt.call_xp(xp, "JG", JG, _arg_x2, "matrix", _dtype)
     # Intermediate terms
-    _tmp0 = xp.exp(G_x2)
-    _J00 = _tmp0
-    _J11 = _tmp0*x1
+    _tmp0 = xp.exp((1/2)*G_x2)
+    _J00 = xp.exp(G_x2)
+    _J11 = _tmp0*(_tmp0*x1)
     _J30 = xp.exp(s)
     # Block matrix J = [[dy1/dx1, dy1/dx2], [dy2/dx1, dy2/dx2]]
     J = _rt.blocks_xp(xp, (
@@ -489,9 +503,12 @@ def _forward_and_log_det_numpy(x1, x2, s, F, G, _batch, _n, _dtype):
     # Calls (each callable evaluated once)
     F_x2 = _call("F", F, x2, "vector", _dtype)
     G_x2 = _call("G", G, x2, "vector", _dtype)
+    # Intermediate terms
+    _tmp0 = numpy.exp((1/2)*G_x2)
+    _tmp1 = numpy.exp((1/2)*s)
     # Output terms
-    y1 = F_x2 + x1*numpy.exp(G_x2)
-    y2 = x2*numpy.exp(s)
+    y1 = F_x2 + _tmp0*(_tmp0*x1)
+    y2 = _tmp1*(_tmp1*x2)
     log_det = numpy.sum(G_x2, axis=-1) + numpy.sum(s, axis=-1)
     y1 = _finish(y1, _batch + (_n,), _dtype, (x1, x2, s,))
     y2 = _finish(y2, _batch + (_n,), _dtype, (x1, x2, s,))
@@ -506,9 +523,12 @@ def _forward_and_log_det_xp(xp, x1, x2, s, F, G, _batch, _n, _dtype):
     _arg_x2 = _rt.callee_arg(xp, x2, _dtype)
     F_x2 = _rt.call_xp(xp, "F", F, _arg_x2, "vector", _dtype)
     G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
+    # Intermediate terms
+    _tmp0 = xp.exp((1/2)*G_x2)
+    _tmp1 = xp.exp((1/2)*s)
     # Output terms
-    y1 = F_x2 + x1*xp.exp(G_x2)
-    y2 = x2*xp.exp(s)
+    y1 = F_x2 + _tmp0*(_tmp0*x1)
+    y2 = _tmp1*(_tmp1*x2)
     log_det = xp.sum(G_x2, axis=-1) + xp.sum(s, axis=-1)
     y1 = _rt.finish_xp(xp, y1, _batch + (_n,), _dtype, (x1, x2, s,))
     y2 = _rt.finish_xp(xp, y2, _batch + (_n,), _dtype, (x1, x2, s,))

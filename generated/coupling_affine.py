@@ -120,8 +120,10 @@ def _forward_numpy(x1, x2, F, G, _batch, _n, _dtype):
     # Calls (each callable evaluated once)
     F_x2 = _call("F", F, x2, "vector", _dtype)
     G_x2 = _call("G", G, x2, "vector", _dtype)
+    # Intermediate terms
+    _tmp0 = numpy.exp((1/2)*G_x2)
     # Output terms
-    y1 = F_x2 + x1*numpy.exp(G_x2)
+    y1 = F_x2 + _tmp0*(_tmp0*x1)
     y2 = x2
     y1 = _finish(y1, _batch + (_n,), _dtype, (x1, x2,))
     y2 = _finish(y2, _batch + (_n,), _dtype, (x1, x2,))
@@ -135,8 +137,10 @@ def _forward_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     _arg_x2 = _rt.callee_arg(xp, x2, _dtype)
     F_x2 = _rt.call_xp(xp, "F", F, _arg_x2, "vector", _dtype)
     G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
+    # Intermediate terms
+    _tmp0 = xp.exp((1/2)*G_x2)
     # Output terms
-    y1 = F_x2 + x1*xp.exp(G_x2)
+    y1 = F_x2 + _tmp0*(_tmp0*x1)
     y2 = x2
     y1 = _rt.finish_xp(xp, y1, _batch + (_n,), _dtype, (x1, x2,))
     y2 = _rt.finish_xp(xp, y2, _batch + (_n,), _dtype, (x1, x2,))
@@ -210,8 +214,10 @@ def _inverse_numpy(y1, y2, F, G, _batch, _n, _dtype):
     # Calls (each callable evaluated once)
     F_x2 = _call("F", F, x2, "vector", _dtype)
     G_x2 = _call("G", G, x2, "vector", _dtype)
+    # Intermediate terms
+    _tmp0 = numpy.exp(-1/2*G_x2)
     # Output terms
-    x1 = (y1 - F_x2)*numpy.exp(-G_x2)
+    x1 = _tmp0*(_tmp0*(y1 - F_x2))
     x1 = _finish(x1, _batch + (_n,), _dtype, (y1, y2,))
     x2 = _finish(x2, _batch + (_n,), _dtype, (y1, y2,))
     return x1, x2
@@ -226,8 +232,10 @@ def _inverse_xp(xp, y1, y2, F, G, _batch, _n, _dtype):
     _arg_x2 = _rt.callee_arg(xp, x2, _dtype)
     F_x2 = _rt.call_xp(xp, "F", F, _arg_x2, "vector", _dtype)
     G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
+    # Intermediate terms
+    _tmp0 = xp.exp(-1/2*G_x2)
     # Output terms
-    x1 = (y1 - F_x2)*xp.exp(-G_x2)
+    x1 = _tmp0*(_tmp0*(y1 - F_x2))
     x1 = _rt.finish_xp(xp, x1, _batch + (_n,), _dtype, (y1, y2,))
     x2 = _rt.finish_xp(xp, x2, _batch + (_n,), _dtype, (y1, y2,))
     return x1, x2
@@ -303,9 +311,9 @@ def _jacobian_numpy(x1, x2, F, G, JF, JG, _batch, _n, _dtype):
     JF_x2 = _call("JF", JF, x2, "matrix", _dtype)
     JG_x2 = _call("JG", JG, x2, "matrix", _dtype)
     # Intermediate terms
-    _tmp0 = numpy.exp(G_x2)
-    _J00 = _tmp0
-    _J11 = _tmp0*x1
+    _tmp0 = numpy.exp((1/2)*G_x2)
+    _J00 = numpy.exp(G_x2)
+    _J11 = _tmp0*(_tmp0*x1)
     # Block matrix J = [[dy1/dx1, dy1/dx2], [dy2/dx1, dy2/dx2]]
     J = numpy.zeros(_batch + (2 * _n, 2 * _n), dtype=_dtype)
     # dy1/dx1: diagonal
@@ -326,9 +334,9 @@ def _jacobian_xp(xp, x1, x2, F, G, JF, JG, _batch, _n, _dtype):
     JF_x2 = _rt.call_xp(xp, "JF", JF, _arg_x2, "matrix", _dtype)
     JG_x2 = _rt.call_xp(xp, "JG", JG, _arg_x2, "matrix", _dtype)
     # Intermediate terms
-    _tmp0 = xp.exp(G_x2)
-    _J00 = _tmp0
-    _J11 = _tmp0*x1
+    _tmp0 = xp.exp((1/2)*G_x2)
+    _J00 = xp.exp(G_x2)
+    _J11 = _tmp0*(_tmp0*x1)
     # Block matrix J = [[dy1/dx1, dy1/dx2], [dy2/dx1, dy2/dx2]]
     J = _rt.blocks_xp(xp, (
         _rt.scale_rows_xp(xp, _J00, _rt.eye_xp(xp, _n, _dtype, _like)),  # dy1/dx1: diagonal
@@ -487,8 +495,10 @@ def _forward_and_log_det_numpy(x1, x2, F, G, _batch, _n, _dtype):
     # Calls (each callable evaluated once)
     F_x2 = _call("F", F, x2, "vector", _dtype)
     G_x2 = _call("G", G, x2, "vector", _dtype)
+    # Intermediate terms
+    _tmp0 = numpy.exp((1/2)*G_x2)
     # Output terms
-    y1 = F_x2 + x1*numpy.exp(G_x2)
+    y1 = F_x2 + _tmp0*(_tmp0*x1)
     y2 = x2
     log_det = numpy.sum(G_x2, axis=-1)
     y1 = _finish(y1, _batch + (_n,), _dtype, (x1, x2,))
@@ -504,8 +514,10 @@ def _forward_and_log_det_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     _arg_x2 = _rt.callee_arg(xp, x2, _dtype)
     F_x2 = _rt.call_xp(xp, "F", F, _arg_x2, "vector", _dtype)
     G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
+    # Intermediate terms
+    _tmp0 = xp.exp((1/2)*G_x2)
     # Output terms
-    y1 = F_x2 + x1*xp.exp(G_x2)
+    y1 = F_x2 + _tmp0*(_tmp0*x1)
     y2 = x2
     log_det = xp.sum(G_x2, axis=-1)
     y1 = _rt.finish_xp(xp, y1, _batch + (_n,), _dtype, (x1, x2,))

@@ -373,7 +373,7 @@ def kl_grad_stl(
 def _kl_grad_stl_numpy(mu, sigma, eps, _batch, _dtype):
     """kl_grad_stl for NumPy arrays, checked and converted by kl_grad_stl."""
     # Intermediate terms
-    _tmp0 = eps*(1 + 1/sigma)*(sigma - 1) + mu
+    _tmp0 = mu + (eps + eps/sigma)*(sigma - 1)
     # Output terms
     d_mu = _tmp0
     d_sigma = _tmp0*eps
@@ -386,7 +386,7 @@ def _kl_grad_stl_xp(xp, mu, sigma, eps, _batch, _dtype):
     """kl_grad_stl for any array-API namespace xp, checked and converted by kl_grad_stl."""
     _like = mu
     # Intermediate terms
-    _tmp0 = eps*(1 + 1/sigma)*(sigma - 1) + mu
+    _tmp0 = mu + (eps + eps/sigma)*(sigma - 1)
     # Output terms
     d_mu = _tmp0
     d_sigma = _tmp0*eps

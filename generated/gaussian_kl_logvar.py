@@ -214,9 +214,19 @@ def kl_grad(
 
 def _kl_grad_numpy(mu, logvar, _batch, _dtype):
     """kl_grad for NumPy arrays, checked and converted by kl_grad."""
+    # Intermediate terms
+    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
+    # equal to the value it stands for where it holds (the first condition that holds wins,
+    # the last piece where none does). kernel_runtime.select decides how to select them.
+    _pw0 = _rt.select(numpy, (logvar,), _dtype, None, (
+        numpy.less(logvar, 88),
+    ), (
+        (lambda logvar: (1/2)*numpy.expm1(logvar), (logvar,), ()),
+        (lambda logvar: numpy.exp(88)*((1/2)*numpy.expm1(logvar - 88) + 1/2) - 1/2, (logvar,), ()),
+    ), False)
     # Output terms
     d_mu = mu
-    d_logvar = (1/2)*numpy.expm1(logvar)
+    d_logvar = _pw0
     d_mu = _finish(d_mu, _batch, _dtype, (mu, logvar,))
     d_logvar = _finish(d_logvar, _batch, _dtype, (mu, logvar,))
     return d_mu, d_logvar
@@ -225,9 +235,20 @@ def _kl_grad_numpy(mu, logvar, _batch, _dtype):
 def _kl_grad_xp(xp, mu, logvar, _batch, _dtype):
     """kl_grad for any array-API namespace xp, checked and converted by kl_grad."""
     _like = mu
+    _zero = _rt.zero(xp, _dtype, _like)
+    # Intermediate terms
+    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
+    # equal to the value it stands for where it holds (the first condition that holds wins,
+    # the last piece where none does). kernel_runtime.select decides how to select them.
+    _pw0 = _rt.select(xp, (logvar,), _dtype, _like, (
+        (logvar < 88),
+    ), (
+        (lambda logvar: (1/2)*xp.expm1(logvar), (logvar,), (_zero + 0,)),
+        (lambda logvar: 1.6516362549940018e+38*((1/2)*xp.expm1(logvar - 88) + 1/2) - 1/2, (logvar,), (_zero + 89,)),
+    ), False)
     # Output terms
     d_mu = mu
-    d_logvar = (1/2)*xp.expm1(logvar)
+    d_logvar = _pw0
     d_mu = _rt.finish_xp(xp, d_mu, _batch, _dtype, (mu, logvar,))
     d_logvar = _rt.finish_xp(xp, d_logvar, _batch, _dtype, (mu, logvar,))
     return d_mu, d_logvar
@@ -382,7 +403,18 @@ def _kl_grad_stl_numpy(mu, logvar, eps, _batch, _dtype):
     # Output terms
     sigma = numpy.exp(_tmp0)
     d_mu = 2*eps*numpy.sinh(_tmp0) + mu
-    d_logvar = eps*sigma*(eps*numpy.sinh((1/2)*logvar) + (1/2)*mu)
+    # Intermediate terms
+    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
+    # equal to the value it stands for where it holds (the first condition that holds wins,
+    # the last piece where none does). kernel_runtime.select decides how to select them.
+    _pw0 = _rt.select(numpy, (eps, logvar, mu, sigma,), _dtype, None, (
+        numpy.less(logvar, 88),
+    ), (
+        (lambda eps, logvar, mu, sigma: eps*((1/2)*eps*numpy.expm1(logvar) + (1/2)*mu*sigma), (eps, logvar, mu, sigma,), ()),
+        (lambda eps, logvar, mu, sigma: eps*sigma*(eps*numpy.sinh((1/2)*logvar) + (1/2)*mu), (eps, logvar, mu, sigma,), ()),
+    ), False)
+    # Output terms
+    d_logvar = _pw0
     d_mu = _finish(d_mu, _batch, _dtype, (mu, logvar, eps,))
     d_logvar = _finish(d_logvar, _batch, _dtype, (mu, logvar, eps,))
     return d_mu, d_logvar
@@ -391,12 +423,24 @@ def _kl_grad_stl_numpy(mu, logvar, eps, _batch, _dtype):
 def _kl_grad_stl_xp(xp, mu, logvar, eps, _batch, _dtype):
     """kl_grad_stl for any array-API namespace xp, checked and converted by kl_grad_stl."""
     _like = mu
+    _zero = _rt.zero(xp, _dtype, _like)
     # Intermediate terms
     _tmp0 = (1/2)*logvar
     # Output terms
     sigma = xp.exp(_tmp0)
     d_mu = 2*eps*xp.sinh(_tmp0) + mu
-    d_logvar = eps*sigma*(eps*xp.sinh((1/2)*logvar) + (1/2)*mu)
+    # Intermediate terms
+    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
+    # equal to the value it stands for where it holds (the first condition that holds wins,
+    # the last piece where none does). kernel_runtime.select decides how to select them.
+    _pw0 = _rt.select(xp, (eps, logvar, mu, sigma,), _dtype, _like, (
+        (logvar < 88),
+    ), (
+        (lambda eps, logvar, mu, sigma: eps*((1/2)*eps*xp.expm1(logvar) + (1/2)*mu*sigma), (eps, logvar, mu, sigma,), (_zero + 0, _zero + 0, _zero + 0, _zero + 0,)),
+        (lambda eps, logvar, mu, sigma: eps*sigma*(eps*xp.sinh((1/2)*logvar) + (1/2)*mu), (eps, logvar, mu, sigma,), (_zero + 89, _zero + 89, _zero + 89, _zero + 89,)),
+    ), False)
+    # Output terms
+    d_logvar = _pw0
     d_mu = _rt.finish_xp(xp, d_mu, _batch, _dtype, (mu, logvar, eps,))
     d_logvar = _rt.finish_xp(xp, d_logvar, _batch, _dtype, (mu, logvar, eps,))
     return d_mu, d_logvar

@@ -137,14 +137,10 @@ def test_the_pair_kl_grad_is_finite_at_a_subnormal_prior_scale():
         np.testing.assert_array_equal(g, [0.0])
 
 
-@pytest.mark.xfail(strict=True, reason="logvar kl_grad_stl far left: d_logvar = eps*sigma*"
-                   "(eps*sinh(logvar/2) + mu/2); sinh overflows from logvar = -1419.6 while "
-                   "sigma is subnormal or 0, so -inf or NaN where the true value is "
-                   "-eps**2*(1 - sigma**2)/2 + eps*mu*sigma/2 (finite); a derive rewrite "
-                   "(sigma*sinh(logvar/2) = expm1(logvar)/2 below 0) is not done")
 def test_the_logvar_stl_estimator_is_finite_far_left_for_nonzero_noise():
     """Found at the end of this round (not the eager lowering): the README had the edge as
-    eps = 0 only. True value by hand: with z = mu + sigma*eps, the STL gradient is
+    eps = 0 only; fixed in derivation 2.4 (expm1(logvar)/2 for sigma*sinh(logvar/2) below
+    logvar = 0, issue 23). True value by hand: with z = mu + sigma*eps, the STL gradient is
     (z - eps/sigma) * sigma*eps/2 = eps*mu*sigma/2 + eps**2*(sigma**2 - 1)/2."""
     import numpy as np
 

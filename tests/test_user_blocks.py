@@ -78,6 +78,11 @@ def test_the_tanh_derivative_is_arranged_without_cancellation():
 def test_a_wrong_rewrite_fails_its_check(rewrite):
     """Each rewrite of 1.3 and 1.3n, made wrong (its result off by a factor 2), is caught."""
     u = sp.Symbol("u", real=True)
+    k = sp.Symbol("k", integer=True)
+
+    def entry(name: str) -> sp.Indexed:
+        return sp.IndexedBase(name, real=True)[k]
+
     wrong = Rewrite(rewrite.name, rewrite.reason, rewrite.notes, rewrite.query,
                     lambda e: 2 * rewrite(e) if rewrite.whole else 2 * rewrite.value(e))
     samples = [sp.log(1 + sp.exp(u)) + 1, sp.exp(u) - 1 + u, sp.log(1 + u**2) + u,
@@ -91,7 +96,8 @@ def test_a_wrong_rewrite_fails_its_check(rewrite):
                sp.log(sp.Abs(u**3, evaluate=False), evaluate=False),
                sp.log(sp.exp(u), evaluate=False) + 1,
                sp.log(sp.Abs(1 + u**2, evaluate=False), evaluate=False),
-               sp.log(sp.cosh(u)) + u, log1p(u**2) + u, sp.sqrt(u**2 + 4) / 2 + u / 2]
+               sp.log(sp.cosh(u)) + u, log1p(u**2) + u, sp.sqrt(u**2 + 4) / 2 + u / 2,
+               sp.exp(entry("g")) * entry("a") + u]
     hit = False
     for expr in samples:
         _, steps = arrange(expr, [rewrite])

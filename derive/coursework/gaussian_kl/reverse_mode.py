@@ -15,6 +15,7 @@ from functools import cache
 
 import sympy as sp
 from sympy import stats
+from sympy.codegen.cfunctions import expm1
 
 from derive.api import Derivation, Expectation, Result, Step, Variance, gaussian_log_pdf
 
@@ -60,9 +61,46 @@ def _arrange_estimator(expr: sp.Expr, p: Parameterization,
     common = _common_factor(list(coeffs.values()))
     inner = sp.Integer(0)
     for k in sorted(coeffs, key=lambda k: -degree[k]):  # Horner in eps
-        inner = inner * eps + coeffs[k] / common if inner != 0 else coeffs[k] / common
-    arranged = constant + eps * common * inner if coeffs else constant
+        inner = _noise_times(inner) + coeffs[k] / common if inner != 0 else coeffs[k] / common
+    arranged = constant + _noise_times(common * inner) if coeffs else constant
+    # With sigma taken out, sinh(a/2) is formed apart, and the noise times it overflows
+    # where a is large and negative although the product with sigma is small (issue 23):
+    # below a = 88 each coefficient is used as it is (expm1(a) never overflows there, in
+    # float32 either); sigma taken out serves only beyond, where expm1(a) would overflow.
+    plain = {k: _stabilize(v.subs(sigma, p.sigma), p, prior).subs(p.sigma, sigma)
+             for k, v in by_power.items()}
+    plain.pop(sp.Integer(1), None)
+    folded = [e.args[0] for v in plain.values() for e in v.atoms(expm1)]
+    if coeffs and common.has(sigma) and plain != coeffs and len(set(folded)) == 1:
+        below = sp.Integer(0)
+        for k in sorted(plain, key=lambda k: -degree[k]):
+            below = _noise_times(below) + plain[k] if below != 0 else plain[k]
+        arranged = sp.Piecewise((constant + _noise_times(below), folded[0] < _EXPM1_SAFE),
+                                (arranged, True))
     return arranged.subs(sigma, p.sigma)
+
+
+#: Below this argument expm1 overflows in neither float32 (88.72) nor float64.
+_EXPM1_SAFE = 88
+
+
+def _noise_times(product: sp.Expr) -> sp.Expr:
+    """``eps * product``, with ``eps`` multiplied into the factor that divides by sigma.
+
+    ``eps (1 + 1/sigma)`` is ``0 * inf``, not a number, where ``eps = 0`` and sigma is
+    subnormal (``1/sigma`` overflows), and overflows where ``eps/sigma`` is still finite;
+    ``eps + eps/sigma`` is 0 there, and finite wherever the value is.
+
+    Example:
+        >>> _noise_times((1 + 1 / sigma) * (sigma - 1))
+        (eps + eps/sigma)*(sigma - 1)
+    """
+    factors = list(sp.Mul.make_args(product))
+    for k, f in enumerate(factors):
+        if f.is_Add and any(sp.Mul.make_args(t).count(1 / sigma) for t in f.args):
+            factors[k] = sp.Add(*(eps * t for t in f.args))
+            return sp.Mul(*factors)
+    return eps * product
 
 
 @dataclass(frozen=True)

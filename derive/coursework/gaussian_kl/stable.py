@@ -170,6 +170,20 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
                 + (", with {0}" if uses_expm1 else ""),
                 notes=(sp.Eq(sp.exp(_a) - 1, optimize(sp.exp(_a) - 1, [expm1_opt])),)
                 if uses_expm1 else ()))
+    for name, g in stable_grad.items():
+        shifted = _shifted_expm1(g, s)
+        if shifted != g:
+            steps.append(Step(
+                g, shifted,
+                "where {0}, {1} is formed from {2} shifted, {3}: {4} overflows from {5} "
+                "(float32: {6}) where the gradient is finite up to {7} (float32: {8}); below "
+                "{9}, {4} keeps every digit near the optimum, so it is evaluated in two pieces",
+                notes=(s >= OVERFLOW_RADIUS, sp.exp(s), s,
+                       sp.Eq(sp.exp(s), sp.UnevaluatedExpr(expm1(s - OVERFLOW_RADIUS) + 1)
+                             * sp.exp(OVERFLOW_RADIUS), evaluate=False),
+                       expm1(s), s > sp.Float("709.78", 5), s > sp.Float("88.72", 4),
+                       sp.Float("710.47", 5), sp.Float("89.41", 4), OVERFLOW_RADIUS)))
+            stable_grad[name] = shifted
     # The expm1 piece comes last: the NumPy kernel evaluates the last piece everywhere and
     # each other piece only where it holds, and the expm1 piece holds for most scales. Where
     # the direct or the infinite piece holds, expm1 may overflow (or form inf - inf); those
@@ -200,6 +214,26 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
                    "approximation, with relative error at most {series_relative_error}.",
         variant=p.name, data={"latex_names": _PER_DIMENSION},
     )
+
+
+def _shifted_expm1(expr: sp.Expr, s: sp.Symbol) -> sp.Expr:
+    """``c expm1(s)`` (``s`` the parameter itself) in two pieces: as it is below
+    :data:`OVERFLOW_RADIUS` (88), as ``(c exp(s - 88)) exp(88) - c`` from there up, where
+    ``expm1(s)`` overflows before ``c expm1(s)`` does (``exp(s - 88)`` written
+    ``expm1(s - 88) + 1``: the kernels take every ``exp(s/2)`` from sigma, computed once,
+    which ``kl_grad`` does not otherwise need); any other ``expr`` as it is.
+
+    Example:
+        >>> logvar = sp.Symbol("logvar", real=True)
+        >>> [piece for piece, _ in _shifted_expm1(expm1(logvar) / 2, logvar).args]
+        [expm1(logvar)/2, -1/2 + exp(88)*(expm1(logvar - 88)/2 + 1/2)]
+    """
+    c = sp.simplify(expr / expm1(s))
+    if not expr.has(expm1(s)) or c.free_symbols or not c.is_number:
+        return expr
+    shift = OVERFLOW_RADIUS  # s - shift is exact for s >= shift (Sterbenz, then integers)
+    large = sp.UnevaluatedExpr(c * (expm1(s - shift) + 1)) * sp.exp(shift) - c
+    return sp.Piecewise((expr, s < OVERFLOW_RADIUS), (large, True))
 
 
 def _series_error() -> sp.Float:
