@@ -64,7 +64,9 @@ def test_the_search_keeps_no_wrong_rewrite(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(search, "RULES", (wrong,))
     found = arrange("sqrt(x + 1) - sqrt(x)", ["x in [1e17, 1e300]"], samples=100)
     assert [reason for reason, _ in found.refused] == ["the leading term alone"]
-    assert found.expr == found.original and not found.derivation.steps
+    # what is kept instead (the arrangement's own conjugate rule, if any) is an identity
+    assert found.expr != 1 / (2 * sp.sqrt(x))
+    assert sp.simplify(found.expr - found.original) == 0
 
 
 def test_cli_writes_an_importable_kernel(tmp_path, capsys) -> None:
