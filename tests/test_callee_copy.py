@@ -216,7 +216,8 @@ def test_the_guard_names_a_write_that_the_copy_already_keeps_from_everyone(monke
     y1, _ = m.forward(x1, x2, s, F, G)
     np.testing.assert_array_equal(seen["G"].numpy(), x2.numpy())
     torch.testing.assert_close(y1, torch.tanh(2 * x2) + x1 * torch.exp(torch.sin(x2)),
-                               rtol=1e-15, atol=0)  # typed in: F(x) = tanh(2x), G = sin
+                               rtol=1e-14, atol=0)  # typed in: F(x) = tanh(2x), G = sin
+    # (to a few ulp: 1.3n computes x1 exp(G) as (x1 exp(G/2)) exp(G/2), finite to G = 1419)
     monkeypatch.undo()
     with pytest.raises(ValueError, match="^F: expected F to leave its argument unchanged"):
         m.forward(x1, x2, s, F, G)
@@ -469,5 +470,5 @@ def test_the_issues_reproducers():
                                                                                   dtype=torch.float64)
     for f in (F, F_data):
         y1, y2 = m.forward(x1, t2, s, f, lambda x: x)  # G = identity: y1 = exp(x2)
-        torch.testing.assert_close(y1, torch.exp(torch.asarray(x2)), rtol=1e-15, atol=0)
+        torch.testing.assert_close(y1, torch.exp(torch.asarray(x2)), rtol=1e-14, atol=0)
         np.testing.assert_array_equal(t2.numpy(), [-1.0, 0.5, -2.0])

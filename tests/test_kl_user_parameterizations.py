@@ -428,4 +428,5 @@ def test_the_same_steps_pass_when_right():
 
     p = _parameterization("softplus")
     for d in (derive_chain_factors(p), derive_stable_kl(p), derive_stable_kl_pair(p)):
-        Derivation(d.qid, d.title, d.statement, d.steps, d.results)  # rechecks every step
+        Derivation(d.qid, d.title, d.statement, d.steps, d.results,
+                   notes=d.notes)  # rechecks every step
