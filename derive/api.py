@@ -246,7 +246,16 @@ from .coupling import (
     derive_inverse,
     derive_jacobian,
 )
-from .derivation import Derivation, Result, Step, StepCheckError
+from .derivation import (
+    BackwardTable,
+    ComputationGraph,
+    Derivation,
+    GraphNode,
+    MatrixDisplay,
+    Result,
+    Step,
+    StepCheckError,
+)
 from .material import (
     Introduction,
     Mark,
@@ -297,6 +306,8 @@ __all__: list[str] = [
     "Expectation", "Variance", "KL", "gaussian_log_pdf", "GaussianModel",
     # derivations
     "Step", "Result", "Derivation", "StepCheckError",
+    # what a derivation shows besides its steps, for the typesetting
+    "MatrixDisplay", "ComputationGraph", "GraphNode", "BackwardTable",
     # floating-point arrangement
     "apply_rewrites", "KERNEL_REWRITES", "safe_point",
     # the material

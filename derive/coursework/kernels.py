@@ -94,7 +94,8 @@ def gaussian_kl_module(p: Parameterization) -> Module:
                 Output(f"d_{s}", in_sigma(d.result(f"{prefix}_{s}")), doc[1],
                        overwritten_overflow=not is_log_linear(p)))
 
-    graph = est.data["graph"]
+    graph = est.graph
+    assert graph is not None
     graph_text = "; ".join(
         f"{n.name} from {', '.join(parent.name for parent in graph.parents(n))}"
         for n in graph.nodes if n.expr is not None)
