@@ -212,3 +212,26 @@ def test_check_marks_an_answer_in_the_block_s_own_vector(tmp_path):
     assert "score:    5 of 5 points" in good.stdout
     bad = _run(["check", "E.1", str(wrong), "--material", "examples.material"], tmp_path)
     assert bad.returncode == 1 and "the sign of the term t is wrong" in bad.stdout
+
+
+def test_check_marks_a_planar_flow_answer_in_the_question_s_own_symbols(tmp_path):
+    """derive check reads P.1's z, u, w, b (taken from its results, not listed by the
+    material), tanh, the Kronecker delta and a second free index j: a right answer scores
+    5 of 5, a wrong sign in the determinant and swapped indices in the Jacobian lose their
+    parts."""
+    jac = (r"\frac{\partial f_i}{\partial z_j} = \delta_{ij} "
+           r"+ u_i (1 - \tanh^2(\sum_k w_k z_k + b)) w_j")
+    swapped = jac.replace("u_i (", "u_j (").replace(") w_j", ") w_i")
+    det = (r"\det \frac{\partial f}{\partial z} "
+           r"= 1 + (1 - \tanh^2(\sum_i w_i z_i + b)) \sum_i w_i u_i")
+    files = {"right": (jac, det), "wrong": (jac, det.replace("(1 - ", "(1 + ")),
+             "swapped": (swapped, det)}
+    for name, lines in files.items():
+        (tmp_path / f"{name}.tex").write_text(" \\\\\n".join(lines) + "\n")
+    done = _run(["check", "P.1", *(f"{name}.tex" for name in files), "--material",
+                 "examples.material"], tmp_path)
+    rows = dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)
+    assert rows["right.tex"].startswith("correct (5/5)"), done.stdout + done.stderr
+    assert rows["wrong.tex"].startswith("incorrect (2/5)"), done.stdout
+    assert "sign" in rows["wrong.tex"], done.stdout
+    assert rows["swapped.tex"].startswith("incorrect (3/5)"), done.stdout
