@@ -131,6 +131,10 @@ class KernelPrinter(NumPyPrinter):
         exp = self._module_format(self._module + ".exp")
         return f"{exp}(-{logaddexp}(0, {self._print(-expr.args[0])}))"
 
+    def _print_cbrt(self, expr: sp.Basic) -> str:
+        # the real cube root: no power with a rounded exponent 1/3
+        return f"{self._module_format(self._module + '.cbrt')}({self._print(expr.args[0])})"
+
     def _print(self, expr: Any, **kwargs: Any) -> str:
         for cls in type(expr).__mro__:
             rule = self.RULES.get(cls)
