@@ -177,6 +177,10 @@ class CourseworkLatexPrinter(LatexPrinter):
     def _print_sigmoid(self, expr: sp.Function, exp: str | None = None) -> str:
         return self._operator("sigmoid", expr, exp)
 
+    def _print_cbrt(self, expr: sp.Function, exp: str | None = None) -> str:
+        out = rf"\sqrt[3]{{{self._print(expr.args[0])}}}"
+        return rf"{out}^{{{exp}}}" if exp else out
+
     # -- operators -----------------------------------------------------------------
     def _print_exp(self, expr: sp.exp, exp: str | None = None) -> str:
         out = rf"\exp\left({self._print(expr.args[0])}\right)"

@@ -411,6 +411,34 @@ _LOG1P = _sympy_rewrite(
     "{0} (from SymPy's code generation): {1} is not rounded where {2} is tiny")
 
 
+def _one_plus(e: sp.Basic) -> sp.Basic | None:
+    """``x`` where ``e`` is ``log|1 + x|`` (``1 + x`` not known to be positive), else None."""
+    if not (isinstance(e, sp.log) and isinstance(e.args[0], sp.Abs)):
+        return None
+    inner = e.args[0].args[0]
+    if not inner.is_Add or inner.is_positive:
+        return None
+    one, x = inner.as_coeff_Add()
+    return x if one == 1 and x.free_symbols else None
+
+
+def _log_abs_one_plus(e: sp.Basic) -> sp.Basic:
+    x = _one_plus(e)
+    return log1p(sp.Max(x, -2 - x))
+
+
+_LOG1P_ABS = Rewrite(
+    "log1p of an absolute value",
+    "{0} rounds {1} away where {1} is tiny ({2} is rounded before its log); {3}, because "
+    "{4} is {1} where {5} and {6} where {7}: one expression, accurate for every real {1}",
+    (sp.log(sp.Abs(1 + _u)), _u, 1 + _u,
+     sp.Eq(sp.log(sp.Abs(1 + _u)), log1p(sp.Max(_u, -2 - _u))),
+     sp.Abs(1 + _u) - 1, _u >= -1, -2 - _u, _u < -1),
+    lambda e: _one_plus(e) is not None,
+    _log_abs_one_plus,
+)
+
+
 def _sigmoid_pieces(e: sp.Basic) -> sp.Basic:
     u = e.args[0]
     small = sp.exp(-sp.Abs(u))
@@ -634,8 +662,8 @@ LOG_REWRITES = (_TANH_SIGMOID, _SIGMOID, _EXP_SIGMOID, _LOG_OF_PRODUCT, _LOG_OF_
 #: The rewrites a coupling kernel's expressions go through before printing, in order.
 KERNEL_REWRITES: tuple[Rewrite, ...] = (
     _CANCEL, _TANH_DERIVATIVE, _TANH_SIGMOID, _SINH, _SIGMOID, _EXP_SIGMOID, _SIGMOID_COMPLEMENT,
-    _LOG_SIGMOID, _SOFTPLUS, _SOFTPLUS_REFLECTION, _LOGADDEXP, _EXPM1, _LOG1P, _LOG_SOFTPLUS,
-    _EXP_RATIO, _SIGMOID_PIECES, _LOG_COSH, _LOG1P_SQUARE, _CONJUGATE, _EXP_PRODUCT)
+    _LOG_SIGMOID, _SOFTPLUS, _SOFTPLUS_REFLECTION, _LOGADDEXP, _EXPM1, _LOG1P, _LOG1P_ABS,
+    _LOG_SOFTPLUS, _EXP_RATIO, _SIGMOID_PIECES, _LOG_COSH, _LOG1P_SQUARE, _CONJUGATE, _EXP_PRODUCT)
 
 
 # --- rules that take data: the arrangements near an optimum (derivations 2.3n, 2.4) -----

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import pytest
 import sympy as sp
+from sympy.codegen.cfunctions import log1p
 
 from derive.arrangement import (
     KERNEL_REWRITES,
+    LOG_REWRITES,
     SCALED_SQUARES,
     Rewrite,
     arrange,
     expm1_as_sinh,
     vanishing_factors_apart,
 )
-from derive.derivation import Derivation, StepCheckError
-from derive.nodes import softplus
+from derive.derivation import Derivation, StepCheckError, check_step
+from derive.nodes import sigmoid, softplus
 from derive.vocabulary import G, x1
 
 u = sp.Symbol("u", real=True)
@@ -143,3 +145,47 @@ def test_the_arranged_expression_is_finite_and_accurate_out_to_float64s_range(ex
     with mpmath.workdps(700):  # sqrt(x**2 + 4) + x at x = -1e150 cancels 300 digits
         want = [float(exact(mpmath.mpf(x))) for x in values]
     np.testing.assert_allclose(got, want, rtol=4e-16, atol=0)
+
+
+@pytest.mark.parametrize("rewrite", list(dict.fromkeys(LOG_REWRITES + KERNEL_REWRITES)),
+                         ids=lambda r: r.name)
+def test_each_rewrite_made_wrong_fails_its_check(rewrite):
+    """Each rewrite of 1.3 and 1.3n, made wrong (its result off by a factor 2), is caught."""
+    u = sp.Symbol("u", real=True)
+    k = sp.Symbol("k", integer=True)
+
+    def entry(name: str) -> sp.Indexed:
+        return sp.IndexedBase(name, real=True)[k]
+
+    wrong = Rewrite(rewrite.name, rewrite.reason, rewrite.notes, rewrite.query,
+                    lambda e: 2 * rewrite(e) if rewrite.whole else 2 * rewrite.value(e))
+    samples = [sp.log(1 + sp.exp(u)) + 1, sp.exp(u) - 1 + u, sp.log(1 + u**2) + u,
+               1 / (1 + sp.exp(-u)) + u, sp.exp(u) * (1 + sp.exp(-u)) + u,
+               sp.log(sp.exp(u) + sp.exp(-u)) + u, (1 - sp.tanh(u)**2) * u,
+               sp.log(softplus(u)), sigmoid(u) - sigmoid(u)**2 + u, sp.exp(-u) * sigmoid(u),
+               sp.log(sigmoid(u)), sigmoid(u) + u, (sp.exp(u) - sp.exp(-u)) * u,
+               (1 + sp.tanh(u)) * u, softplus(u) - u + 1,
+               (1 + sp.exp(u)) / (2 + 3 * sp.exp(u)) * u,
+               sp.log(sp.Abs(sp.exp(u) * u, evaluate=False), evaluate=False),
+               sp.log(sp.Abs(u**3, evaluate=False), evaluate=False),
+               sp.log(sp.exp(u), evaluate=False) + 1,
+               sp.log(sp.Abs(1 + u**2, evaluate=False), evaluate=False),
+               sp.log(sp.cosh(u)) + u, log1p(u**2) + u, sp.sqrt(u**2 + 4) / 2 + u / 2,
+               sp.exp(entry("g")) * entry("a") + u,
+               sp.log(sp.Abs(1 + u * sp.tanh(u), evaluate=False), evaluate=False)]
+    hit = False
+    for expr in samples:
+        _, steps = arrange(expr, [rewrite])
+        if not steps:
+            continue
+        hit = True
+        if rewrite.whole:
+            _, bad = arrange(expr, [Rewrite(rewrite.name, rewrite.reason, rewrite.notes,
+                                            whole=lambda e: 2 * rewrite(e))])
+        else:
+            _, bad = arrange(expr, [wrong])
+        check_step(steps[0])
+        with pytest.raises(StepCheckError):
+            check_step(bad[0])
+    if not hit:
+        pytest.skip(f"no sample expression has what {rewrite.name!r} rewrites")
