@@ -21,9 +21,10 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+import numpy as np
 import sympy as sp
 from sympy.core.function import AppliedUndef
 
@@ -59,7 +60,9 @@ class Statement:
     arg: str = ""
     shape: str = ""  # for calls: "vector" or "matrix"
     pieces: tuple[Piece, ...] = ()
-    overwritten_overflow: bool = False  # see derive.spec.Output
+    #: the last piece may overflow only where an earlier one holds (a NumPy body that
+    #: evaluates it everywhere need not warn): :func:`overflow_is_overwritten` decides it
+    overwritten_overflow: bool = False
 
     @property
     def arrays(self) -> tuple[str, ...]:
@@ -192,6 +195,111 @@ def broadcast_sums(expr: sp.Basic, reduced: bool) -> sp.Basic:
     return walk(expr, not reduced)
 
 
+#: The values each input takes when :func:`overflow_is_overwritten` samples a piece: zero,
+#: subnormal, tiny, moderate and huge magnitudes of both signs, up to the largest double.
+_SAMPLES = (0.0, 1e-310, 1e-200, 1e-30, 0.5, 1.0, 1.5, 3.0, 100.0, 800.0, 1e30, 1e200,
+            1e308)
+#: The project's own functions, as NumPy evaluates them without overflow.
+_NUMPY_NODES = {"softplus": lambda u: np.logaddexp(0, u),
+                "sigmoid": lambda u: np.exp(-np.logaddexp(0, -u))}
+
+
+def _numeric(names: list[sp.Symbol], expr: sp.Basic) -> Any:
+    return sp.lambdify(names, expr, modules=[_NUMPY_NODES, "numpy"])
+
+
+def overflow_is_overwritten(statements: list[Statement], target: Statement,
+                            positive: set[str] = frozenset()) -> bool:
+    """Whether the last piece of the piecewise value ``target`` overflows (or forms inf - inf,
+    NaN) only where an earlier piece holds: then a body that evaluates it everywhere and
+    overwrites those entries may ignore the floating-point warnings it raises there.
+
+    The check the plan runs for every piecewise value: it samples every input the value
+    depends on over :data:`_SAMPLES` (both signs; the ``positive`` inputs positive only),
+    computes the earlier statements from them, and evaluates the last piece in float64 where
+    it is taken and where it is not, with overflow and invalid operations raised. True when
+    it warns only where it is not taken; False when it warns where it is taken (an overflow
+    of its own, which is not silenced) or nowhere, or when it cannot be evaluated.
+
+    Example:
+        >>> x = sp.Symbol("x", real=True)
+        >>> def piecewise(pw):
+        ...     return Statement("piecewise", "_pw0", pieces=_pieces("_pw0", pw))
+        >>> expm1 = sp.Piecewise((x, x > 700), (sp.exp(x) - 1, True))
+        >>> overflow_is_overwritten([], piecewise(expm1))
+        True
+        >>> overflow_is_overwritten([], piecewise(sp.Piecewise((x, x > 1e5), (sp.exp(x), True))))
+        False
+    """
+    by_name = {st.target: st for st in statements}
+    leaves: list[str] = []
+    needed: list[Statement] = []
+
+    def visit(names: set[str]) -> None:
+        for name in sorted(names):
+            st = by_name.get(name)
+            if st is None or st.kind == "call":
+                if name not in leaves:
+                    leaves.append(name)
+            elif st not in needed:
+                visit({sym.name for sym in st.expr.free_symbols} | set(st.arrays))
+                needed.append(st)
+
+    visit(set(target.arrays))
+    samples = np.array(_SAMPLES)
+    grid = [samples[1:] if name in positive else np.concatenate([-samples[:0:-1], samples])
+            for name in leaves]
+    env: dict[str, Any] = dict(zip(leaves, (a.ravel() for a in np.meshgrid(*grid)),
+                                   strict=True)) if leaves else {}
+
+    def evaluate(expr: sp.Basic) -> Any:
+        syms = sorted(expr.free_symbols, key=lambda sym: sym.name)
+        return _numeric(syms, expr)(*(env[sym.name] for sym in syms))
+
+    def masks(st: Statement) -> list[Any]:
+        taken = np.zeros(_size(env), bool)
+        out = []
+        for piece in st.pieces[:-1]:
+            cond = np.broadcast_to(evaluate(piece.cond), taken.shape)
+            out.append(cond & ~taken)
+            taken = taken | cond
+        return out + [~taken]
+
+    try:
+        with np.errstate(all="ignore"):
+            for st in statements:
+                if st not in needed:
+                    continue
+                if st.kind == "piecewise":
+                    value = np.zeros(_size(env))
+                    for piece, mask in zip(st.pieces, masks(st), strict=True):
+                        value = np.where(mask, evaluate(piece.expr), value)
+                    env[st.target] = value
+                else:
+                    env[st.target] = np.broadcast_to(evaluate(st.expr), (_size(env),))
+            own = masks(target)[-1]
+        last = target.pieces[-1].expr
+        warns = []
+        for where in (own, ~own):
+            part = {k: v[where] for k, v in env.items()}
+            syms = sorted(last.free_symbols, key=lambda sym: sym.name)
+            try:
+                with np.errstate(over="raise", invalid="raise", divide="ignore",
+                                 under="ignore"):
+                    _numeric(syms, last)(*(part[sym.name] for sym in syms))
+                warns.append(False)
+            except FloatingPointError:
+                warns.append(True)
+    except (KeyError, NameError, TypeError, ValueError):
+        return False
+    inside, outside = warns
+    return outside and not inside
+
+
+def _size(env: dict[str, Any]) -> int:
+    return next((len(v) for v in env.values()), 1)
+
+
 def plan_kernel(kernel: Kernel) -> KernelPlan:
     """Order the kernel's calls and assignments, CSE each stage; no printing.
 
@@ -199,6 +307,7 @@ def plan_kernel(kernel: Kernel) -> KernelPlan:
     argument is available, once each.
     """
     kinds = {a.name: a.kind for a in kernel.args}
+    positive = {a.name for a in kernel.args if a.kind == "positive"}
     available = {a.name for a in kernel.args if a.is_array}
     pending: list[tuple[str, sp.Expr]] = []
     block_terms: dict[str, list[list[tuple[str, sp.Basic]]]] = {}
@@ -230,15 +339,11 @@ def plan_kernel(kernel: Kernel) -> KernelPlan:
     # Each piecewise subexpression becomes a named value (a backend decides how to select
     # between its pieces).
     piecewise: dict[str, sp.Piecewise] = {}
-    overflow_names = {o.name for o in kernel.outputs if o.overwritten_overflow}
-    overwritten: set[str] = set()
     for k, (name, expr) in enumerate(pending):
         for pw in _sorted(expr.atoms(sp.Piecewise)):
             # the same piecewise value in several outputs is computed once
             pw_name = next((k for k, v in piecewise.items() if v == pw), f"_pw{len(piecewise)}")
             piecewise[pw_name] = pw
-            if name in overflow_names:
-                overwritten.add(pw_name)
             expr = expr.xreplace({pw: sp.Symbol(pw_name, real=True)})
         pending[k] = (name, expr)
     pending = list(piecewise.items()) + pending
@@ -270,8 +375,10 @@ def plan_kernel(kernel: Kernel) -> KernelPlan:
             raise ValueError(f"kernel {kernel.name}: cannot order the computation of {missing}")
         done = {name for name, _ in ready}
         for name, expr in [(n, e) for n, e in ready if n in piecewise]:
-            plan.statements.append(Statement("piecewise", name, pieces=_pieces(name, expr),
-                                             overwritten_overflow=name in overwritten))
+            st = Statement("piecewise", name, pieces=_pieces(name, expr))
+            # the NumPy lowering's flag, decided by a check, not by the material
+            quiet = overflow_is_overwritten(plan.statements, st, positive)
+            plan.statements.append(replace(st, overwritten_overflow=quiet))
             available.add(name)
         ready = [(n, e) for n, e in ready if n not in piecewise]
         replacements, reduced = _cse_keeping_quotients([e for _, e in ready], tmp)

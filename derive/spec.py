@@ -60,9 +60,9 @@ class Output:
 
     ``reduced=True`` marks an output that sums over the component axis (shape ``(...,)``);
     ``internal=True`` a named intermediate that later outputs use and that is not returned.
-    ``overwritten_overflow=True`` says that the last piece of its piecewise value may overflow
-    (or form inf - inf) only where another piece holds: a body that evaluates it everywhere
-    and overwrites those entries may ignore that overflow.
+    (Whether the last piece of a piecewise value may overflow only where another piece holds,
+    which the NumPy body need not warn about, is decided by code generation, by a check:
+    ``codegen.plan.overflow_is_overwritten``.)
     """
 
     name: str
@@ -70,7 +70,6 @@ class Output:
     doc: str
     reduced: bool = False
     internal: bool = False
-    overwritten_overflow: bool = False
 
 
 @dataclass(frozen=True)

@@ -116,9 +116,7 @@ def gaussian_kl_module(p: Parameterization) -> Module:
         if derived_sigma else ()
     if not is_log_linear(p):  # sigma and its derivatives as derivation 2.3c arranges them
         chain = derive_chain_factors(p)
-        # an arranged piece (a series far left) may overflow only where another holds
-        shared = tuple(Output(name, chain.result(f"{name}_evaluable"), doc, internal=True,
-                              overwritten_overflow=True)
+        shared = tuple(Output(name, chain.result(f"{name}_evaluable"), doc, internal=True)
                        for name, doc in (("sigma", "the standard deviation"),
                                          ("dsigma", "d sigma / d scale"),
                                          ("dlogsigma", "d log(sigma) / d scale")))
@@ -138,9 +136,7 @@ def gaussian_kl_module(p: Parameterization) -> Module:
 
     def pair(prefix: str, doc: tuple[str, str]) -> tuple[Output, ...]:
         return (Output("d_mu", form(f"{prefix}_mu"), doc[0]),
-                # through 2.3c, the last piece overflows only where sigma < 1 does not hold
-                Output(f"d_{s}", form(f"{prefix}_{s}"), doc[1],
-                       overwritten_overflow=not is_log_linear(p)))
+                Output(f"d_{s}", form(f"{prefix}_{s}"), doc[1]))
 
     graph = est.graph
     assert graph is not None
@@ -150,11 +146,8 @@ def gaussian_kl_module(p: Parameterization) -> Module:
     kernels = (
         Kernel("kl", (mu_arg, scale_arg),
                shared[:1] * (not is_log_linear(p))  # sigma, where 2.3c arranges it
-               + (Output("x", stable.result("x"), "log sigma^2", internal=True,
-                       overwritten_overflow=not is_log_linear(p)),
-                # 2.3n's last piece, expm1, overflows only where its other pieces hold
-                Output("kl", stable.result("kl_evaluable"), "KL(q_i || p_i), element-wise.",
-                       overwritten_overflow=True)),
+               + (Output("x", stable.result("x"), "log sigma^2", internal=True),
+                Output("kl", stable.result("kl_evaluable"), "KL(q_i || p_i), element-wise.")),
                "The KL divergence of q_i from the standard normal prior, per dimension "
                "(sum it yourself).",
                "Arranged as in derivation 2.3n: finite and accurate for sigma from 1e-200 to "
@@ -211,10 +204,8 @@ def gaussian_kl_pair_module(p: Parameterization) -> Module:
     s_q, s_p = f"{p.name}_q", prior.scale.name
     rename = {mu: sp.Symbol("mu_q", real=True), p.scale: sp.Symbol(s_q, real=True)}
 
-    def out(name: str, expr: sp.Expr, doc: str, internal: bool = False,
-            overflow: bool = False) -> Output:
-        return Output(name, expr.xreplace(rename), doc, internal=internal,
-                      overwritten_overflow=overflow)
+    def out(name: str, expr: sp.Expr, doc: str, internal: bool = False) -> Output:
+        return Output(name, expr.xreplace(rename), doc, internal=internal)
 
     derived_sigma_p = prior.sigma != sigma_p
     internal = ((out("sigma_p", prior.sigma, "the prior's standard deviation", True),)
@@ -267,13 +258,14 @@ def gaussian_kl_pair_module(p: Parameterization) -> Module:
         to_p = {p.scale: prior.scale}
         sides = tuple(
             out(f"{name}{side}", chain.result(f"{name}_evaluable").xreplace(
-                to_p if side == "_p" else {}), doc, True, True)
+                to_p if side == "_p" else {}), doc, True)
             for side in ("_q", "_p")
             for name, doc in (("sigma", "a standard deviation"),
                               ("dlogsigma", "d log(sigma) / d scale")))
-        m_out = out("m", m_eval, "the standardized mean difference", True, True)
-        x_out = out("x", stable.result("x_evaluable"), "the log variance ratio", True, True)
-        r_out = out("r", ratio, "the ratio of standard deviations", True, True)
+        # again, in sigma_q and dlogsigma_q
+        m_out = out("m", m_eval, "the standardized mean difference", True)
+        x_out = out("x", stable.result("x_evaluable"), "the log variance ratio", True)
+        r_out = out("r", ratio, "the ratio of standard deviations", True)
         natural = sides + (m_out, x_out)
         natural_kl = natural + (r_out,)
     args = (Arg("mu_q", "elementwise", "the mean of q_i."),

@@ -187,7 +187,7 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
     # The expm1 piece comes last: the NumPy kernel evaluates the last piece everywhere and
     # each other piece only where it holds, and the expm1 piece holds for most scales. Where
     # the direct or the infinite piece holds, expm1 may overflow (or form inf - inf); those
-    # entries are overwritten (the kl kernel's output says so: ``overwritten_overflow``).
+    # entries are overwritten (code generation finds so, by a check, and does not warn).
     pieces = [(sp.oo, sp.Eq(x_extended, sp.oo)),
               (sp.horner(series / 2), sp.Abs(x) < SERIES_RADIUS),
               (outer_half, x >= direct_from)]
