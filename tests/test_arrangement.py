@@ -6,7 +6,15 @@ import pytest
 import sympy as sp
 from sympy.codegen.cfunctions import log1p
 
-from derive.arrangement import KERNEL_REWRITES, LOG_REWRITES, Rewrite, arrange
+from derive.arrangement import (
+    KERNEL_REWRITES,
+    LOG_REWRITES,
+    SCALED_SQUARES,
+    Rewrite,
+    arrange,
+    expm1_as_sinh,
+    vanishing_factors_apart,
+)
 from derive.derivation import Derivation, StepCheckError, check_step
 from derive.nodes import sigmoid, softplus
 from derive.vocabulary import G, x1
@@ -33,6 +41,42 @@ def test_a_wrong_piece_fails_its_check():
     wrong = Rewrite("wrong pieces", "pieces", (), lambda e: isinstance(e, softplus),
                     lambda e: sp.Piecewise((e.args[0], e.args[0] > 0), (e, True)))
     _, steps = arrange(softplus(G), [wrong])
+    with pytest.raises(StepCheckError):
+        Derivation("t", "t", "t", steps, [])
+
+
+_SIGMA = sp.Symbol("sigma", positive=True)
+_LOGVAR = sp.Symbol("logvar", real=True)
+
+
+@pytest.mark.parametrize("rule, expr", [
+    (SCALED_SQUARES, _SIGMA**2 / 2 - _LOGVAR / 2 + sp.exp(_LOGVAR) / 2),
+    (vanishing_factors_apart(_SIGMA, [1]), _SIGMA - 1 / _SIGMA),
+    (vanishing_factors_apart(_LOGVAR, [0]), (sp.exp(_LOGVAR) - 1) * (sp.exp(_LOGVAR) + 2)),
+    (expm1_as_sinh(sp.exp(_LOGVAR / 2)), sp.codegen.cfunctions.expm1(_LOGVAR) * _LOGVAR),
+], ids=["scaled squares", "vanishing factors (sigma)", "vanishing factors (logvar)",
+        "expm1 as sinh"])
+def test_the_rules_that_take_data_are_checked_steps(rule, expr):
+    """The Gaussian KL's former hand-written rewrites, as rules any material applies: each
+    changes its example, and the step it gives (with its identity) checks."""
+    arranged, steps = arrange(expr, [rule])
+    assert arranged != expr and len(steps) == 1
+    Derivation("t", "t", "t", steps, [])
+
+
+@pytest.mark.parametrize("wrong", [
+    # halve, then square, but forget the factor 4
+    Rewrite("wrong squares", "{0}", SCALED_SQUARES.notes,
+            whole=lambda e: SCALED_SQUARES(e) / 4),
+    # the sinh form without its factor 2 (the identity it shows is right; the step is not)
+    Rewrite("wrong sinh", "{0} {1}", expm1_as_sinh(sp.exp(_LOGVAR / 2)).notes,
+            lambda e: isinstance(e, sp.codegen.cfunctions.expm1),
+            lambda e: sp.exp(e.args[0] / 2) * sp.sinh(e.args[0] / 2)),
+], ids=["squares", "sinh"])
+def test_a_wrong_rule_that_takes_data_fails_its_check(wrong):
+    expr = sp.codegen.cfunctions.expm1(_LOGVAR) + _SIGMA**2
+    _, steps = arrange(expr, [wrong])
+    assert steps
     with pytest.raises(StepCheckError):
         Derivation("t", "t", "t", steps, [])
 
@@ -127,7 +171,8 @@ def test_each_rewrite_made_wrong_fails_its_check(rewrite):
                sp.log(sp.exp(u), evaluate=False) + 1,
                sp.log(sp.Abs(1 + u**2, evaluate=False), evaluate=False),
                sp.log(sp.cosh(u)) + u, log1p(u**2) + u, sp.sqrt(u**2 + 4) / 2 + u / 2,
-               sp.exp(entry("g")) * entry("a") + u]
+               sp.exp(entry("g")) * entry("a") + u,
+               sp.log(sp.Abs(1 + u * sp.tanh(u), evaluate=False), evaluate=False)]
     hit = False
     for expr in samples:
         _, steps = arrange(expr, [rewrite])
