@@ -14,6 +14,7 @@ PyTorch value check's fast path.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 import warnings
@@ -33,13 +34,29 @@ from .backends import make
 torch = pytest.importorskip("torch", reason="torch is not installed (test extra)")
 
 
+def _thresholds(plan) -> tuple[float, ...]:
+    """Every finite number in the planned kernel's piece conditions."""
+    values = set()
+    for st in plan.statements:
+        for piece in st.pieces:
+            values |= {float(t) for t in piece.cond.atoms(sp.Number) if t.is_finite}
+    return tuple(sorted(values))
+
+
+#: Each kernel's thresholds, found when its plan is made (planning takes about 0.4 s a
+#: kernel: once per kernel, not once per argument of every test)
+THRESHOLDS: dict[int, tuple[float, ...]] = {}
+
+
 def _piecewise_kernels() -> list[tuple[str, object]]:
     """``(module name, kernel)`` for every kernel of the registry with a piecewise value."""
     found = []
     for module in kernel_modules():
         for kernel in module.kernels:
-            if any(st.kind == "piecewise" for st in plan_kernel(kernel).statements):
+            plan = plan_kernel(kernel)
+            if any(st.kind == "piecewise" for st in plan.statements):
                 found.append((module.name, kernel))
+                THRESHOLDS[id(kernel)] = _thresholds(plan)
     return found
 
 
@@ -47,28 +64,26 @@ PIECEWISE = _piecewise_kernels()
 IDS = [f"{m}.{k.name}" for m, k in PIECEWISE]
 
 
-def _thresholds(kernel) -> list[float]:
-    """Every finite number in the kernel's piece conditions."""
-    values = set()
-    for st in plan_kernel(kernel).statements:
-        for piece in st.pieces:
-            values |= {float(t) for t in piece.cond.atoms(sp.Number) if t.is_finite}
-    return sorted(values)
-
-
-def _pool(kernel, positive: bool) -> np.ndarray:
-    """Dense values for one argument: a wide grid, each threshold t as the argument, as
-    exp(t), exp(t/2) (the conditions are on intermediates such as 2 log sigma) and their
-    negatives and reciprocals, each with its floating-point neighbours."""
+@functools.cache
+def _pool_of(thresholds: tuple[float, ...], positive: bool) -> np.ndarray:
     centres = [0.0, 1.0]
-    for t in _thresholds(kernel):
+    for t in thresholds:
         centres += [t, -t, 2 * t, t / 2]
         centres += [math.exp(v) for v in (t, t / 2, -t, -t / 2) if abs(v) < 700]
     near = [np.nextafter(c, d) for c in centres for d in (-np.inf, np.inf)]
     wide = np.concatenate([np.logspace(-300, 300, 241), np.logspace(-3, 3, 301)])
     values = np.unique(np.concatenate([centres, near, wide, -wide]))
     values = values[values > 0] if positive else values
-    return values[np.isfinite(values)]
+    values = values[np.isfinite(values)]
+    values.flags.writeable = False
+    return values
+
+
+def _pool(kernel, positive: bool) -> np.ndarray:
+    """Dense values for one argument: a wide grid, each threshold t as the argument, as
+    exp(t), exp(t/2) (the conditions are on intermediates such as 2 log sigma) and their
+    negatives and reciprocals, each with its floating-point neighbours."""
+    return _pool_of(THRESHOLDS[id(kernel)], positive)
 
 
 LAYOUTS = ("flat", "broadcast", "strided")

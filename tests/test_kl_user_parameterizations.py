@@ -17,6 +17,7 @@ of rounding ``sigma`` near it.
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from functools import cache
 
@@ -306,20 +307,34 @@ def test_torch_autograd_through_the_user_pair_kl_equals_kl_grad(name):
         np.testing.assert_allclose(g[both], a[both], rtol=1e-12, atol=1e-300)
 
 
-@pytest.mark.xfail(strict=True, reason="pair modules of two user parameterizations: "
-                   "exp(rho) + c arranges log(sigma) as log1p(1000 exp(rho)), which overflows "
-                   "for rho > 709 (the arrangement has no logaddexp with a constant), so kl "
-                   "is inf - inf; a sigmoid scale's d rho_q is (r + 1) expm1(x/2) (log "
-                   "sigma_q)' = inf * 0 where r overflows and (log sigma_q)' underflows")
-@pytest.mark.parametrize(("name", "args", "kernel", "index"), [
-    ("exp_plus_c", (0.0, -800.0, 0.0, 800.0), "kl", None),
-    ("sigmoid", (0.0, 1e5, 0.0, -800.0), "kl_grad", 1),
-])
-def test_user_pair_gaps_left(name, args, kernel, index):
-    m = _module(name, pair=True)
+#: Set to run the witnesses that derive a pair module no other test uses (the sigmoid's
+#: takes 80 s of CPU; the suite's budget is 5 minutes on two cores).
+SLOW = os.environ.get("DERIVE_SLOW_TESTS", "") not in ("", "0")
+
+
+@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
+    "the pair module of exp(rho) + c cannot be built: derive/coursework/kernels.py unpacks "
+    "2.3np's m_evaluable as a Piecewise, and for this scale it is a plain power (TypeError). "
+    "Behind it, the gap this witness was written for: the arrangement takes log(sigma) as "
+    "log1p(1000 exp(rho)), which overflows for rho > 709 (no logaddexp with a constant), so "
+    "kl at (0, -800, 0, 800) would be inf - inf"))
+def test_the_pair_module_of_exp_plus_c_is_not_built():
+    m = _module("exp_plus_c", pair=True)
     with np.errstate(all="ignore"):
-        out = m[kernel](*(np.array([v]) for v in args))
-    assert np.isfinite(out if index is None else out[index]).all()
+        out = m["kl"](*(np.array([v]) for v in (0.0, -800.0, 0.0, 800.0)))
+    assert np.isfinite(out).all()
+
+
+@pytest.mark.skipif(not SLOW, reason="derives the sigmoid's pair module (80 s of CPU) for this "
+                    "witness alone: run with DERIVE_SLOW_TESTS=1")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "a sigmoid scale's d rho_q is (r + 1) expm1(x/2) (log sigma_q)' = inf * 0 (NaN) where r "
+    "overflows and (log sigma_q)' underflows, at (0, 1e5, 0, -800)"))
+def test_the_sigmoid_pair_kl_grad_is_nan_where_r_overflows():
+    m = _module("sigmoid", pair=True)
+    with np.errstate(all="ignore"):
+        out = m["kl_grad"](*(np.array([v]) for v in (0.0, 1e5, 0.0, -800.0)))
+    assert np.isfinite(out[1]).all()
 
 
 # --- the shipped pair: autograd at the extremes (review defects 1 and 3) ------------------
