@@ -103,6 +103,14 @@ class KernelPrinter(NumPyPrinter):
     def _print_Or(self, expr: sp.Basic) -> str:
         return self._binary_fold("logical_or", expr)
 
+    def _print_Max(self, expr: sp.Basic) -> str:
+        # nested binary calls, element-wise (SymPy's ``functools.reduce`` needs an import
+        # the kernels do not have)
+        return self._binary_fold("maximum", expr)
+
+    def _print_Min(self, expr: sp.Basic) -> str:
+        return self._binary_fold("minimum", expr)
+
     def _binary_fold(self, name: str, expr: sp.Basic) -> str:
         func = self._module_format(f"{self._module}.{name}")
         printed = [self._print(a) for a in expr.args]

@@ -256,6 +256,17 @@ def _derive_group(index: int) -> tuple[str | None, list[str]]:
 _GROUPS_COMMAND: list[str] = [COMMAND]
 
 
+def _default_signals() -> None:
+    """In a forked process: the default handling of the signals the CLI catches (its
+    handlers report to the user; a worker ended by its pool ends quietly)."""
+    import signal
+
+    for name in ("SIGTERM", "SIGHUP", "SIGINT", "SIGPIPE"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name),
+                          signal.SIG_IGN if name == "SIGINT" else signal.SIG_DFL)
+
+
 def _derive_missing(parts: _Parts, jobs: int) -> None:
     """Derive the parts that ``parts.store`` does not hold in ``jobs`` forked processes and
     store them (the parent then reads every part from the store).
@@ -281,8 +292,14 @@ def _derive_missing(parts: _Parts, jobs: int) -> None:
     _GROUPS[:] = sorted(groups.values(), key=lambda g: (-len(g), g[0][1]))
     _GROUPS_COMMAND[:] = [parts.command]
     try:
-        with multiprocessing.get_context("fork").Pool(min(jobs, len(_GROUPS))) as pool:
+        pool = multiprocessing.get_context("fork").Pool(min(jobs, len(_GROUPS)),
+                                                         initializer=_default_signals)
+        try:
             results = pool.map(_derive_group, range(len(_GROUPS)), chunksize=1)
+            pool.close()
+        finally:
+            pool.terminate()  # after close: the processes have ended; on an error: end them
+            pool.join()
         for group, (error, texts) in zip(_GROUPS, results, strict=True):
             if error is not None:  # derived (and raised) here when the files ask for it,
                 parts.store.misses -= len(group)  # a miss counted again then

@@ -134,11 +134,76 @@ def select(xp: Any, arrays: tuple[Any, ...], dtype: Any, like: Any,
         ...        ((lambda x: -x, (x,), ()), (lambda: 7.0, (), ()), (lambda x: x, (x,), ())))
         array([2. , 0.5, 7. ])
     """
-    shape = broadcast(*(tuple(getattr(a, "shape", ())) for a in arrays))
+    if xp is numpy:
+        shape = broadcast(*(a.shape if type(a) is _ndarray else numpy.shape(a)
+                            for a in arrays))
+        if strategy(xp, shape, arrays) == "gather":
+            return _gather_numpy(shape, dtype, arrays, conds, pieces, quiet)
+    else:
+        shape = broadcast(*(tuple(getattr(a, "shape", ())) for a in arrays))
     how = strategy(xp, shape, arrays)
     if how == "gather":
         return _gather(xp, shape, dtype, like, arrays, conds, pieces, quiet)
     return _where(xp, conds, pieces, traced=how == "traced")
+
+
+_ndarray = numpy.ndarray
+_count = numpy.count_nonzero
+_greater = numpy.greater  # on booleans: a and not b, in one pass
+
+
+def _gather_numpy(shape: tuple[int, ...], dtype: Any, arrays: tuple[Any, ...],
+                  conds: tuple[Any, ...], pieces: tuple[Piece, ...], quiet: bool) -> Any:
+    """:func:`_gather` for NumPy, with as few passes and calls as the counts allow.
+
+    Each condition is counted as it comes; one that holds nowhere builds no mask and joins
+    no union, and where no condition holds anywhere the base piece is simply evaluated
+    everywhere (no mask at all). A condition's exclusive mask (it holds, no earlier one
+    does) is one ``greater`` of two booleans; the last piece's mask is built only where
+    that piece is gathered. Where no piece holds on most entries, the output starts empty:
+    every entry is then written by the one piece that holds there.
+    """
+    size = math.prod(shape)
+    masks: list[Any] = []
+    counts: list[int] = []
+    union = None  # where an earlier condition holds (None: nowhere)
+    for cond in conds:
+        if type(cond) is not _ndarray or cond.shape != shape:
+            cond = numpy.broadcast_to(cond, shape)
+        n = int(_count(cond))
+        if n and union is not None:
+            cond = _greater(cond, union)
+            n = int(_count(cond))
+            if n:
+                union = union | cond
+        elif n:
+            union = cond
+        masks.append(cond if n else None)
+        counts.append(n)
+    counts.append(size - sum(counts))
+    base = base_piece(counts, size)
+    last = len(pieces) - 1
+    if base is None:
+        out = numpy.empty(shape, dtype)
+    else:
+        fn, args, _ = pieces[base]
+        if base != last:  # a piece outside its region: ignored there
+            with numpy.errstate(all="ignore"):
+                value = fn(*args)
+        elif quiet:
+            with numpy.errstate(over="ignore", invalid="ignore"):
+                value = fn(*args)
+        else:
+            value = fn(*args)
+        out = finish(value, shape, dtype, arrays)
+    for k, (fn, args, _) in enumerate(pieces):
+        if k == base or not counts[k]:
+            continue
+        # the last piece is gathered only where a condition holds (else it would be base)
+        mask = masks[k] if k < last else numpy.logical_not(union)
+        index = mask.ravel().nonzero()[0]
+        out.put(index, fn(*(_full(a, shape).take(index) for a in args)))
+    return out
 
 
 def _masks(xp: Any, conds: tuple[Any, ...], shape: tuple[int, ...]) -> list[Any]:
@@ -212,6 +277,8 @@ def _gather(xp: Any, shape: tuple[int, ...], dtype: Any, like: Any, arrays: tupl
 
 def _full(a: Any, shape: tuple[int, ...]) -> Any:
     """A NumPy array (or scalar) broadcast to ``shape``."""
+    if type(a) is _ndarray and a.shape == shape:
+        return a
     return a if numpy.shape(a) == shape else numpy.broadcast_to(a, shape)
 
 
