@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 from bench import (  # noqa: E402
     accuracy,
     autodiff,
+    dense,
     handwritten_xp,
     kernels,
     libraries,
@@ -47,7 +48,8 @@ from bench import (  # noqa: E402
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = ("autodiff", "kernels", "regen", "libraries", "pair", "targets", "accuracy", "marking")
+PARTS = ("autodiff", "kernels", "regen", "libraries", "pair", "targets", "accuracy", "marking",
+         "dense")
 
 #: Sizes, repeats and timeouts of the two modes.
 MODES = {
@@ -64,6 +66,7 @@ MODES = {
                      "names": ["3.1", "3.3.6", "3.7", "softplus", "log1mexp", "logsumexp2"]},
         "targets": {"sizes": [4096, 10**5], "repeats": 5, "min_sample": 0.005},
         "marking": {"stride": 16},
+        "dense": {"points": 10_000, "check": 5},
     },
     "full": {
         "autodiff": {"dims": [8, 32, 128, 512], "batch": 64, "repeats": 7, "min_sample": 0.05},
@@ -74,9 +77,10 @@ MODES = {
         "libraries": {"sizes": [10**3, 10**5, 10**7], "repeats": 9, "large_repeats": 5,
                       "min_sample": 0.02},
         "pair": {"sizes": [10**3, 10**5, 10**7], "repeats": 15, "min_sample": 0.02},
-        "accuracy": {"samples": 400, "timeout": 180.0},
+        "accuracy": {"samples": 400, "timeout": 600.0},
         "targets": {"sizes": [4096, 10**5, 10**6, 10**7], "repeats": 11, "min_sample": 0.02},
         "marking": {"stride": 1},
+        "dense": {"points": 100_000, "check": 40},
     },
 }
 
@@ -110,6 +114,8 @@ def _expected_rows(mode: dict[str, dict], parts: list[str], modules: list[str]) 
     if "targets" in parts:  # NumPy (2 + 2 per size), torch (20), jax (sizes from 1e5)
         sizes = mode["targets"]["sizes"]
         rows += 2 + 3 * len(sizes) + 20
+    if "dense" in parts:
+        rows += 9
     if "marking" in parts:
         rows += 1
     return rows
@@ -266,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     if "marking" in parts:
         part("9. marking: derive check's time per answer in a batch", "marking")
         results["marking"] = marking.run(**mode["marking"], log=note)
+    if "dense" in parts:
+        part("10. dense measured bounds of the KL kernels: every piece and boundary, in eps",
+             "dense")
+        results["dense"] = dense.run(**mode["dense"], log=note)
     if bar is not None:
         bar.close()
 
@@ -278,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     results["notes"] = [n for notes in results["notes_by_part"].values() for n in notes]
     text = (report.markdown(results) + "\n".join(pair.markdown(results.get("pair"))
                                                   + marking.markdown(results.get("marking")))
-            + "\n")
+            + "\n" + "\n".join(dense.section(results.get("dense"))) + "\n")
     issue24 = targets.markdown(results.get("targets"))
     if issue24:  # at the top, before the first section of the report
         head, sep, rest = text.partition("\n## ")

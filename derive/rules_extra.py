@@ -7,6 +7,7 @@ identity, checked as a step (piecewise ones inside each piece) when the search k
   by ``|b|`` or by ``sqrt|k a c|``, so that neither ``b**2`` nor ``a c`` is formed;
 - ``U log U - V log V`` as ``(U - V) log U + V log1p((U - V)/V)``;
 - ``log(n/d)`` as ``log1p((n - d)/d)`` where ``n - d`` is shorter than ``n``;
+- ``u**p - v**p`` as ``v**p expm1(p log1p((u - v)/v))``;
 - ``sqrt(exp(u) + c)`` as ``exp(u/2) sqrt(1 + c exp(-u))`` where ``u > 0`` (no overflow
   of ``exp(u)`` where the root is finite).
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import sympy as sp
-from sympy.codegen.cfunctions import log1p
+from sympy.codegen.cfunctions import expm1, log1p
 
 from .nodes import cbrt
 
@@ -168,6 +169,42 @@ def _root_of_exp(e: sp.Basic) -> sp.Basic:
     return e.replace(lambda t: arg(t) is not None, value)
 
 
+def _power_difference(e: sp.Basic) -> sp.Basic:
+    """``u**p - v**p`` (``p`` a rational, not an integer) as ``v**p expm1(p log1p((u - v)/v))``
+    where ``u - v`` is shorter than ``u``: the small relative difference is formed first."""
+
+    def parts(t: sp.Basic) -> tuple[sp.Basic, sp.Basic, sp.Basic] | None:
+        two = _two_terms(t)
+        if two is None:
+            return None
+        a, b = two
+        if not (a.is_Pow and b.is_Pow and a.exp == b.exp and a.exp.is_Rational
+                and not a.exp.is_Integer and b.base.is_nonnegative):
+            return None
+        d = sp.expand(a.base - b.base)
+        if d == a.base or len(sp.Add.make_args(d)) >= len(sp.Add.make_args(sp.expand(a.base))):
+            return None
+        return b.base, d, a.exp
+
+    def value(t: sp.Basic) -> sp.Basic:
+        v, d, p = parts(t)
+        return v ** p * expm1(p * log1p(d / v))
+
+    return e.replace(lambda t: parts(t) is not None, value)
+
+
+def _two_terms(e: sp.Basic) -> tuple[sp.Basic, sp.Basic] | None:
+    """``(A, B)`` where ``e = A - B`` is a sum of two terms."""
+    if not (e.is_Add and len(e.args) == 2):
+        return None
+    p, q = e.args
+    if q.could_extract_minus_sign():
+        return p, -q
+    if p.could_extract_minus_sign():
+        return q, -p
+    return None
+
+
 def _rule(name: str, fn: Callable[[sp.Basic], sp.Basic], reason: str,
           notes: tuple[sp.Basic, ...] = ()) -> tuple[str, Callable[[sp.Basic], sp.Basic], str,
                                                      tuple[sp.Basic, ...]]:
@@ -194,6 +231,10 @@ EXTRA_RULES = (
     _rule("log of a ratio", _log_of_ratio,
           "{0}: the log of a ratio near 1 through the small difference of its terms",
           (sp.Eq(sp.log((1 - _u) / (1 + _u)), log1p(-2 * _u / (1 + _u))),)),
+    _rule("power difference", _power_difference,
+          "{0}: the small relative difference of the bases formed first, no cancellation",
+          (sp.Eq((_p + 1) ** sp.Rational(1, 3) - _p ** sp.Rational(1, 3),
+                 _p ** sp.Rational(1, 3) * expm1(log1p(1 / _p) / 3)),)),
     _rule("root of exp", _root_of_exp,
           "{0} where {1}: the exponential of half the argument, so that no exponential "
           "overflows where the root does not",

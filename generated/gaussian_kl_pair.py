@@ -111,7 +111,9 @@ def kl(
     )
     if _xp is numpy:
         return _kl_numpy(mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype)
-    return _kl_xp(_xp, mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype)
+    # eager PyTorch differentiates through kl_grad, the derived exact gradient
+    return _rt.differentiable(_xp, _kl_xp, _kl_grad_xp,
+                              (mu_q, sigma_q, mu_p, sigma_p,), (_batch, _dtype,))
 
 
 def _kl_numpy(mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
@@ -263,14 +265,16 @@ def _kl_grad_numpy(mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     ), False)
     # Output terms
     m = (mu_q - mu_p)/sigma_p
-    r = sigma_q/sigma_p
     # Intermediate terms
     _tmp0 = m/sigma_p
     # Output terms
     x = _pw0
     d_mu_q = _tmp0
     d_mu_p = -_tmp0
-    d_sigma_q = (1 + 1/r)*numpy.expm1((1/2)*x)/sigma_p
+    # Intermediate terms
+    _tmp1 = numpy.expm1((1/2)*x)
+    # Output terms
+    d_sigma_q = _tmp1/sigma_q + _tmp1/sigma_p
     d_sigma_p = -(m**2 + numpy.expm1(x))/sigma_p
     d_mu_q = _finish(d_mu_q, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p,))
     d_sigma_q = _finish(d_sigma_q, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p,))
@@ -297,14 +301,16 @@ def _kl_grad_xp(xp, mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     ), False)
     # Output terms
     m = (mu_q - mu_p)/sigma_p
-    r = sigma_q/sigma_p
     # Intermediate terms
     _tmp0 = m/sigma_p
     # Output terms
     x = _pw0
     d_mu_q = _tmp0
     d_mu_p = -_tmp0
-    d_sigma_q = (1 + 1/r)*xp.expm1((1/2)*x)/sigma_p
+    # Intermediate terms
+    _tmp1 = xp.expm1((1/2)*x)
+    # Output terms
+    d_sigma_q = _tmp1/sigma_q + _tmp1/sigma_p
     d_sigma_p = -(m**2 + xp.expm1(x))/sigma_p
     d_mu_q = _rt.finish_xp(xp, d_mu_q, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p,))
     d_sigma_q = _rt.finish_xp(xp, d_sigma_q, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p,))
@@ -506,10 +512,11 @@ def _kl_grad_stl_numpy(mu_q, sigma_q, mu_p, sigma_p, eps, _batch, _dtype):
     d_mu_p = -_tmp0 - _tmp2
     d_sigma_p = _tmp1*(-2*_tmp0 - _tmp2) - (m - 1)*(m + 1)/sigma_p
     # Intermediate terms
-    _tmp3 = eps*(1 + 1/r)*numpy.expm1((1/2)*x)/sigma_p + m/sigma_p
+    _tmp3 = numpy.expm1((1/2)*x)
+    _tmp4 = eps*(_tmp3/sigma_q + _tmp3/sigma_p) + m/sigma_p
     # Output terms
-    d_mu_q = _tmp3
-    d_sigma_q = _tmp3*eps
+    d_mu_q = _tmp4
+    d_sigma_q = _tmp4*eps
     d_mu_q = _finish(d_mu_q, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p, eps,))
     d_sigma_q = _finish(d_sigma_q, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p, eps,))
     d_mu_p = _finish(d_mu_p, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p, eps,))
@@ -545,10 +552,11 @@ def _kl_grad_stl_xp(xp, mu_q, sigma_q, mu_p, sigma_p, eps, _batch, _dtype):
     d_mu_p = -_tmp0 - _tmp2
     d_sigma_p = _tmp1*(-2*_tmp0 - _tmp2) - (m - 1)*(m + 1)/sigma_p
     # Intermediate terms
-    _tmp3 = eps*(1 + 1/r)*xp.expm1((1/2)*x)/sigma_p + m/sigma_p
+    _tmp3 = xp.expm1((1/2)*x)
+    _tmp4 = eps*(_tmp3/sigma_q + _tmp3/sigma_p) + m/sigma_p
     # Output terms
-    d_mu_q = _tmp3
-    d_sigma_q = _tmp3*eps
+    d_mu_q = _tmp4
+    d_sigma_q = _tmp4*eps
     d_mu_q = _rt.finish_xp(xp, d_mu_q, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p, eps,))
     d_sigma_q = _rt.finish_xp(xp, d_sigma_q, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p, eps,))
     d_mu_p = _rt.finish_xp(xp, d_mu_p, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p, eps,))

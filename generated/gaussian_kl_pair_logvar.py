@@ -111,7 +111,9 @@ def kl(
     )
     if _xp is numpy:
         return _kl_numpy(mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype)
-    return _kl_xp(_xp, mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype)
+    # eager PyTorch differentiates through kl_grad, the derived exact gradient
+    return _rt.differentiable(_xp, _kl_xp, _kl_grad_xp,
+                              (mu_q, logvar_q, mu_p, logvar_p,), (_batch, _dtype,))
 
 
 def _kl_numpy(mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):

@@ -210,3 +210,31 @@ def test_torch_autograd_through_logvar_kl_below_its_overflow(logvar, dtype):
     gaussian_kl_logvar.kl(torch.zeros(1, dtype=dt), x).sum().backward()
     true = mpmath.expm1(mpmath.mpf(float(np.array(logvar, dtype)))) / 2
     assert _ulps(float(x.grad[0]), true, getattr(np, dtype)) <= 4
+
+
+# --- the pair kl_grad: (1 + 1/r)/sigma_p as 1/sigma_p + 1/sigma_q (derivation 2.3np) ------
+
+@pytest.mark.parametrize("sq, sp_", [(1e-200, 1e200), (1e-300, 1e10), (1e-150, 1e160),
+                                     (2.0, 3.0), (1e-5, 1e300)])
+def test_pair_kl_grad_d_sigma_q_finite_where_r_underflows(sq, sp_):
+    """Was -inf at (0, 1e-200, 0, 1e200), true -1e200: 1/r with r = sigma_q/sigma_p = 0."""
+    from generated import gaussian_kl_pair as m
+
+    _, d_sq, _, _ = m.kl_grad(_one(0.0), _one(sq), _one(0.0), _one(sp_))
+    s, p = mpmath.mpf(sq), mpmath.mpf(sp_)
+    assert _ulps(d_sq[0], s / p**2 - 1 / s) <= 4
+
+
+def test_torch_autograd_through_the_pair_kl_uses_the_finite_kl_grad():
+    """The pair kl's eager backward is its derived kl_grad (kernel_runtime/gradients.py):
+    finite at (0, 1e-200, 0, 1e200), equal to kl_grad."""
+    torch = pytest.importorskip("torch")
+    from generated import gaussian_kl_pair as m
+
+    args = [torch.tensor([v], dtype=torch.float64, requires_grad=True)
+            for v in (0.0, 1e-200, 0.0, 1e200)]
+    got = torch.autograd.grad(m.kl(*args).sum(), args)
+    want = m.kl_grad(*[a.detach() for a in args])
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=0, atol=0)
+    assert float(got[1]) == pytest.approx(-1e200, rel=1e-15)

@@ -287,10 +287,8 @@ def gaussian_kl_pair_module(p: Parameterization) -> Module:
         Kernel("kl", args, natural_kl + (out("kl", kl_value, "KL(q_i || p_i), element-wise."),),
                "The KL divergence of q_i from the prior p_i, per dimension (sum it yourself).",
                "Arranged as in derivation 2.3np, in the standardized mean difference and the "
-               "log variance ratio: accurate where q_i is near p_i at any scale."),
-        # no gradient="kl_grad" here: the pair's kl_grad forms 1/r, which overflows where
-        # sigma_q/sigma_p underflows (d sigma_q at (0, 1e-200, 0, 1e200) is -inf, true
-        # -1e200); autograd through kl's pieces stays finite there.
+               "log variance ratio: accurate where q_i is near p_i at any scale.",
+               gradient="kl_grad"),
         Kernel("kl_grad", args, natural + (r_out,) + four("grad", stable, "exactly"),
                "The exact gradient of the KL divergence with respect to all four arguments."),
         Kernel("kl_grad_reparam", args + (eps_arg,),

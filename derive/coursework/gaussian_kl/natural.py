@@ -77,9 +77,13 @@ def _natural(expr: sp.Expr, p: Parameterization, prior: Prior) -> sp.Expr:
     return sp.simplify(e)
 
 
-def _in_x(coeff: sp.Expr) -> sp.Expr:
+def _in_x(coeff: sp.Expr, scale: sp.Expr | None = None) -> sp.Expr:
     """A coefficient in ``m, r`` with ``r**2 - 1`` as ``expm1(x)`` and ``r - 1/r`` as
-    ``2 sinh(x/2)``: both exact where ``r = 1``, the second finite as long as ``r`` is."""
+    ``2 sinh(x/2)``: both exact where ``r = 1``, the second finite as long as ``r`` is.
+
+    Where ``scale`` (q's standard deviation, an input) is given, ``c (1 + 1/r)/sigma_p`` is
+    ``c/sigma_p + c/scale``: ``r = scale/sigma_p`` underflows (1e-200/1e200) where neither
+    quotient overflows, and ``1/r`` would be infinite there."""
     e = optimize(sp.factor(coeff).subs(r_nat, sp.exp(x / 2)), [expm1_opt])
     e = e.replace(lambda a: isinstance(a, sp.Mul) and a.has(expm1(x))
                   and sp.exp(-x / 2) in a.args,
@@ -88,9 +92,20 @@ def _in_x(coeff: sp.Expr) -> sp.Expr:
     # (r + 1)/r as 1 + 1/r: the product (r + 1)(r - 1) overflows for r > 1.3e154 before
     # the division by r brings it back into range (d sigma_q at sigma_q = 1e150,
     # sigma_p = 1e-5 is 1e160, finite).
-    return e.replace(lambda a: isinstance(a, sp.Mul) and r_nat + 1 in a.args
-                     and 1 / r_nat in a.args,
-                     lambda a: a / ((r_nat + 1) / r_nat) * sp.Add(1, 1 / r_nat))
+    e = e.replace(lambda a: isinstance(a, sp.Mul) and r_nat + 1 in a.args
+                  and 1 / r_nat in a.args,
+                  lambda a: a / ((r_nat + 1) / r_nat) * sp.Add(1, 1 / r_nat))
+    if scale is None:
+        return e
+    return e.replace(lambda a: isinstance(a, sp.Mul) and 1 + 1 / r_nat in a.args
+                     and 1 / sigma_p in a.args,
+                     lambda a: _over_each(a / ((1 + 1 / r_nat) / sigma_p), scale))
+
+
+def _over_each(rest: sp.Expr, scale: sp.Expr) -> sp.Expr:
+    """``rest/sigma_p + rest/scale``: each quotient is finite where the value is (a product
+    with ``1/sigma_p + 1/scale`` is 0 * inf where both scales are subnormal and r = 1)."""
+    return rest / sigma_p + rest / scale
 
 
 def _arrange_natural(expr: sp.Expr, p: Parameterization, prior: Prior) -> sp.Expr:
@@ -98,7 +113,9 @@ def _arrange_natural(expr: sp.Expr, p: Parameterization, prior: Prior) -> sp.Exp
     point: in natural variables, by powers of the noise, each coefficient with the
     factors that vanish at ``q = p`` in the exact forms of :func:`_in_x`."""
     by_power = sp.collect(sp.expand(_natural(expr, p, prior)), eps, evaluate=False)
-    coeffs = {k: _in_x(v) for k, v in by_power.items()}
+    # q's standard deviation where it is an input (the sigma parameterization)
+    scale = p.sigma if p.sigma == p.scale else None
+    coeffs = {k: _in_x(v, scale) for k, v in by_power.items()}
     constant = coeffs.pop(sp.Integer(1), sp.Integer(0))
     if not coeffs:
         return constant
