@@ -89,25 +89,72 @@ def _run_json(args: list[str], timeout: float) -> dict[str, object]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+#: The commit issue 20 measured "today's" cold ``generate --check`` on (16-19 s, before the
+#: derivation cache and the material split); the cold timing is compared with it, in the same run.
+BASELINE_COMMIT = "9dcb73494805768d6bb620b0db3b2e1accef9515"
+
+
+def _baseline_tree(tmp: Path, log: Callable[[str], None]) -> Path | None:
+    """The engine as of :data:`BASELINE_COMMIT`, extracted with ``git archive`` into ``tmp``
+    (None, with a note, where the history is not there, as in a shallow clone)."""
+    try:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", BASELINE_COMMIT, "derive", "codegen",
+             "kernel_runtime", "generated", "pyproject.toml"],
+            capture_output=True, timeout=120, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True, timeout=120)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log(f"note: no baseline for the cold timing (git archive {BASELINE_COMMIT[:7]}: {exc})")
+        return None
+    return tmp
+
+
+def _cold(tree: Path, timeout: float, no_cache: bool) -> tuple[float, float, int, str]:
+    """Wall and CPU seconds, exit code and summary line of ``generate --check`` in ``tree``."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    cmd = [sys.executable, "-m", "derive", "generate", "--check"] + (["--no-cache"] if no_cache
+                                                                        else [])
+    start, cpu = time.perf_counter(), _cpu()
+    proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    return (time.perf_counter() - start, _cpu() - cpu, proc.returncode,
+            (proc.stdout.strip().splitlines() or [""])[0])
+
+
 def time_generate_check(runs: int, timeout: float,
-                        log: Callable[[str], None] = print) -> dict[str, object]:
-    """Wall seconds of ``python -m derive generate --check`` in a new process, ``runs`` times."""
+                        log: Callable[[str], None] = print,
+                        baseline: bool = True) -> dict[str, object]:
+    """Wall and CPU seconds of ``python -m derive generate --check --no-cache`` in a new
+    process, ``runs`` times; with ``baseline``, each run is followed by one of the engine as
+    of :data:`BASELINE_COMMIT` (no cache existed then), so "no slower than before the cache"
+    is a ratio of two medians from the same run (``baseline`` in the result)."""
     walls, cpus, codes, summary = [], [], [], ""
-    for _ in range(runs):
-        start, cpu = time.perf_counter(), _cpu()
-        try:
-            proc = subprocess.run([sys.executable, "-m", "derive", "generate", "--check",
-                                   "--no-cache"],
-                                  cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            log(f"note: derive generate --check took over {timeout:.0f} s; stopped it")
-            return {"walls": walls, "codes": codes, "timed_out": timeout, "summary": summary}
-        walls.append(time.perf_counter() - start)
-        cpus.append(_cpu() - cpu)
-        codes.append(proc.returncode)
-        summary = (proc.stdout.strip().splitlines() or [""])[0]
-    return {"walls": walls, "cpus": cpus, "codes": codes, "median": float(np.median(walls)),
-            "cpu_median": float(np.median(cpus)), "summary": summary, "timed_out": None}
+    base: dict[str, list] = {"walls": [], "cpus": [], "codes": []}
+    with tempfile.TemporaryDirectory(prefix="derive-baseline-") as tmp:
+        tree = _baseline_tree(Path(tmp), log) if baseline else None
+        for _ in range(runs):
+            try:
+                wall, cpu, code, summary = _cold(ROOT, timeout, no_cache=True)
+                walls.append(wall)
+                cpus.append(cpu)
+                codes.append(code)
+                if tree is not None:
+                    wall, cpu, code, _ = _cold(tree, timeout, no_cache=False)
+                    base["walls"].append(wall)
+                    base["cpus"].append(cpu)
+                    base["codes"].append(code)
+            except subprocess.TimeoutExpired:
+                log(f"note: derive generate --check took over {timeout:.0f} s; stopped it")
+                return {"walls": walls, "codes": codes, "timed_out": timeout,
+                        "summary": summary}
+    out: dict[str, object] = {
+        "walls": walls, "cpus": cpus, "codes": codes, "median": float(np.median(walls)),
+        "cpu_median": float(np.median(cpus)), "summary": summary, "timed_out": None}
+    if base["walls"]:
+        out["baseline"] = {**base, "commit": BASELINE_COMMIT,
+                           "median": float(np.median(base["walls"])),
+                           "cpu_median": float(np.median(base["cpus"]))}
+    return out
 
 
 #: The block the "after adding one block" timing appends to ``_BLOCKS`` of the copy.

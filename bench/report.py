@@ -104,6 +104,18 @@ def summary_targets(results: dict) -> list[tuple[str, str, str]]:
     elif regen:
         out.append(("`derive generate` (cold, new process) under 10 s",
                     f"over {regen['generate']['timed_out']:.0f} s", "**not met**"))
+    base = (regen or {}).get("generate", {}).get("baseline")
+    if base:
+        gen = regen["generate"]
+        ratio, cpu_ratio = gen["median"] / base["median"], gen["cpu_median"] / base["cpu_median"]
+        # wall time: the engine derives in as many processes as there are CPUs (--jobs), the
+        # baseline in one; each ratio is of two medians taken in turn in the same run
+        out.append((f"`derive generate --check --no-cache` (cold) no slower than at "
+                    f"{base['commit'][:7]} (before the cache)",
+                    f"{gen['median']:.1f} s ÷ {base['median']:.1f} s = {ratio:.2f} "
+                    f"(CPU of all processes: {gen['cpu_median']:.1f} ÷ "
+                    f"{base['cpu_median']:.1f} s = {cpu_ratio:.2f})",
+                    "met" if ratio <= 1.0 else "**not met**"))
     cache = (regen or {}).get("cache") or {}
     for part, what, limit in (("warm", "nothing changed", 3.0),
                               ("one_block", "after adding one block", 15.0)):
@@ -485,6 +497,14 @@ def _regen_section(regen: dict | None) -> list[str]:
                      f"{', '.join(map(str, gen['codes']))})"])
         if gen["summary"]:
             rows.append(["… the engine's own summary", gen["summary"].replace("|", "\\|")])
+        base = gen.get("baseline")
+        if base:
+            walls = ", ".join(f"{w:.2f}" for w in base["walls"])
+            rows.append([f"… the engine as of {base['commit'][:7]} (issue 20's \"today\", no "
+                         "cache), cold, each run right after one of the above",
+                         f"**{base['median']:.2f} s** (median of {walls} s; CPU "
+                         f"{base['cpu_median']:.2f} s; exit "
+                         f"{', '.join(map(str, base['codes']))})"])
     else:
         rows.append(["`python -m derive generate --check`, cold",
                      f"over {gen['timed_out']:.0f} s (stopped)"])

@@ -27,7 +27,7 @@ from derive.spec import Module
 
 from .environment import environment
 from .numpy_backend import KernelPrinter, lower_numpy
-from .plan import KernelPlan, plan_kernel
+from .plan import KernelPlan, plan_entry, plan_kernel
 from .xp_backend import XpPrinter, lower_xp
 
 __all__ = ["Backend", "NUMPY", "ARRAY_API", "BACKENDS", "RuntimeContract", "runtime_contract",
@@ -100,11 +100,12 @@ def render_module(module: Module, command: str,
         backends: the targets whose bodies each kernel gets.
     """
     plans = {k.name: plan_kernel(k) for k in module.kernels}
+    entries = {k.name: plan_entry(module, k, plans[k.name]) for k in module.kernels}
     lowered = {b.name: {name: b.lower(plan, b.printer()) for name, plan in plans.items()}
                for b in backends}
     template = environment().get_template("module.py.jinja")
-    return template.render(module=module, plans=plans, lowered=lowered, backends=backends,
-                           command=command, contract=runtime_contract())
+    return template.render(module=module, plans=plans, entries=entries, lowered=lowered,
+                           backends=backends, command=command, contract=runtime_contract())
 
 
 def render_numpy(module: Module, command: str) -> str:

@@ -5,8 +5,9 @@ r"""LaTeX for derivations: a SymPy printer with coursework notation, and the ren
 probability nodes of question 2 (``\mathbb{E}_{q}``, ``D_{\mathrm{KL}}``), and, in vector
 mode, element-wise products with ``\circ`` (or ``\odot``). Every project-specific rule is a
 ``_print_<Node>`` method or an entry of :data:`LATEX_NAMES`; a derivation may override
-names through ``data["latex_names"]``. The renderers lay derivations out through jinja2
-templates that hold no formulas.
+names through its typed attribute ``latex_names``. The renderers lay derivations out
+through jinja2 templates that hold no formulas; what a derivation shows besides its steps
+(a block matrix, a computation graph, backward tables) are its typed attributes too.
 
 Example:
     >>> import sympy as sp
@@ -176,6 +177,10 @@ class CourseworkLatexPrinter(LatexPrinter):
     def _print_sigmoid(self, expr: sp.Function, exp: str | None = None) -> str:
         return self._operator("sigmoid", expr, exp)
 
+    def _print_cbrt(self, expr: sp.Function, exp: str | None = None) -> str:
+        out = rf"\sqrt[3]{{{self._print(expr.args[0])}}}"
+        return rf"{out}^{{{exp}}}" if exp else out
+
     # -- operators -----------------------------------------------------------------
     def _print_exp(self, expr: sp.exp, exp: str | None = None) -> str:
         out = rf"\exp\left({self._print(expr.args[0])}\right)"
@@ -340,7 +345,7 @@ def block_matrix_latex(matrix: BlockMatrixSpec, printer: CourseworkLatexPrinter)
 
 def _printers(d: Derivation, options: LatexOptions) -> tuple[CourseworkLatexPrinter,
                                                              CourseworkLatexPrinter]:
-    names = d.data.get("latex_names", {})
+    names = d.latex_names
     return (CourseworkLatexPrinter(options=options, names=names),
             CourseworkLatexPrinter(vector=True, options=options, names=names))
 
@@ -531,15 +536,13 @@ def render_graph(graph: Any, printer: CourseworkLatexPrinter) -> str:
 
 def _backward(d: Derivation, printer: CourseworkLatexPrinter) -> list[dict[str, Any]]:
     tables = []
-    for key, title in (("backward", "Backward pass (reparameterization)"),
-                       ("backward_stl", "Backward pass (sticking the landing)")):
-        rows = d.data.get(key)
-        if not rows:
+    for table in d.backward:
+        if not table.rows:
             continue
         printed = [(printer.doprint(a), printer.doprint(acc), printer.doprint(v))
-                   for a, acc, v in rows]
+                   for a, acc, v in table.rows]
         # a row on one line where it is short, else its value on a line of its own
-        tables.append({"title": title, "rows": [
+        tables.append({"title": table.title, "rows": [
             {"adjoint": a, "accumulation": acc, "value": v,
              "short": len(a) + len(acc) + len(v) <= BREAK_WIDTH} for a, acc, v in printed]})
     return tables
@@ -559,15 +562,14 @@ def render_derivation(derivation: Derivation, standalone: bool = False,
         raise ValueError(f"part {part!r}: one of {', '.join(PARTS)}")
     options = options or LatexOptions()
     printer, vec = _printers(derivation, options)
-    block_matrix = derivation.data.get("block_matrix")
+    shown = derivation.block_matrix
     matrix = None
-    if block_matrix is not None and part != "aside" and not problem:
-        y, x_ = sp.Symbol("y"), sp.Symbol("x")
-        matrix = {"lhs": printer.doprint(sp.Derivative(y, x_)),
-                  "body": block_matrix_latex(block_matrix, printer),
-                  "rows": printer.doprint(sp.Tuple(*block_matrix.rows)),
-                  "cols": printer.doprint(sp.Tuple(*block_matrix.cols))}
-    graph = derivation.data.get("graph")
+    if shown is not None and part != "aside" and not problem:
+        matrix = {"caption": shown.caption, "lhs": printer.doprint(shown.lhs),
+                  "body": block_matrix_latex(shown.matrix, printer),
+                  "rows": printer.doprint(sp.Tuple(*shown.matrix.rows)),
+                  "cols": printer.doprint(sp.Tuple(*shown.matrix.cols))}
+    graph = derivation.graph
     answer = not problem
     body = environment().get_template("derivation.tex.jinja").render(
         d=derivation,

@@ -113,6 +113,14 @@ class KernelPrinter(NumPyPrinter):
     def _print_Or(self, expr: sp.Basic) -> str:
         return self._binary_fold("logical_or", expr)
 
+    def _print_Max(self, expr: sp.Basic) -> str:
+        # nested binary calls, element-wise (SymPy's ``functools.reduce`` needs an import
+        # the kernels do not have)
+        return self._binary_fold("maximum", expr)
+
+    def _print_Min(self, expr: sp.Basic) -> str:
+        return self._binary_fold("minimum", expr)
+
     def _binary_fold(self, name: str, expr: sp.Basic) -> str:
         func = self._module_format(f"{self._module}.{name}")
         printed = [self._print(a) for a in expr.args]
@@ -132,6 +140,10 @@ class KernelPrinter(NumPyPrinter):
         logaddexp = self._module_format(self._module + ".logaddexp")
         exp = self._module_format(self._module + ".exp")
         return f"{exp}(-{logaddexp}(0, {self._print(-expr.args[0])}))"
+
+    def _print_cbrt(self, expr: sp.Basic) -> str:
+        # the real cube root: no power with a rounded exponent 1/3
+        return f"{self._module_format(self._module + '.cbrt')}({self._print(expr.args[0])})"
 
     def _print(self, expr: Any, **kwargs: Any) -> str:
         for cls in type(expr).__mro__:

@@ -22,16 +22,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import sympy as sp
 from sympy.core.function import AppliedUndef
 
 from derive.nodes import IDENTITY, BlockMatrixSpec, BroadcastSum, ComponentSum
 from derive.pieces import safe_point
-from derive.spec import Kernel
+from derive.spec import Kernel, Module
 
-__all__ = ["Piece", "Statement", "BlockPlan", "KernelPlan", "plan_kernel"]
+__all__ = ["Piece", "Statement", "BlockPlan", "KernelPlan", "plan_kernel",
+           "CallArg", "RuntimeCall", "OutputEntry", "EntryPlan", "plan_entry"]
 
 
 @dataclass(frozen=True)
@@ -291,3 +292,146 @@ def plan_kernel(kernel: Kernel) -> KernelPlan:
             blocks.append(BlockPlan(block.row, block.col, named, block.description))
         plan.blocks[out_name] = tuple(blocks)
     return plan
+
+
+# --- the public function's entry: argument checks and output shapes ------------------
+
+
+@dataclass(frozen=True)
+class CallArg:
+    """One argument of a call into ``kernel_runtime``.
+
+    ``kind``: ``"names"`` (a tuple of the arguments' names, as strings), ``"values"`` (a
+    tuple of the arguments themselves) or ``"name"`` (one variable, ``items[0]``).
+    """
+
+    kind: Literal["names", "values", "name"]
+    items: tuple[str, ...]
+
+    @property
+    def source(self) -> str:
+        """The argument as Python source.
+
+        Example:
+            >>> CallArg("names", ("a", "b")).source, CallArg("values", ("a",)).source
+            ('("a", "b",)', '(a,)')
+        """
+        if self.kind == "name":
+            return self.items[0]
+        quote = '"' if self.kind == "names" else ""
+        return "(" + " ".join(f"{quote}{item}{quote}," for item in self.items) + ")"
+
+
+@dataclass(frozen=True)
+class RuntimeCall:
+    """A call into ``kernel_runtime``: the function's name, its arguments, and what it
+    returns (``doc``, for a comment)."""
+
+    function: str
+    args: tuple[CallArg, ...]
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class OutputEntry:
+    """How one returned output is shaped: ``shape`` is the expression of its full shape
+    (from the names :attr:`EntryPlan.shape` binds). A block matrix also has ``layout`` (its
+    blocks' names, row by row) and ``slices`` (each block's rows and columns, in the
+    order of its blocks)."""
+
+    name: str
+    shape: str
+    layout: str = ""
+    slices: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class EntryPlan:
+    """How a kernel's public function checks its arguments, from the module's contract.
+
+    ``fast_path`` builds the NumPy fast path's checker (called with the checked arrays and
+    ``check_finite``); ``prepare`` checks and converts the arrays for any library and
+    returns the namespace, the arrays, then the names in ``shape``, which every body takes
+    after its arrays; ``outputs`` gives each output's shape.
+    """
+
+    fast_path: RuntimeCall
+    prepare: RuntimeCall
+    shape: tuple[str, ...]
+    outputs: dict[str, OutputEntry]
+
+
+def _names(kind: str, items: Any) -> CallArg:
+    return CallArg(kind, tuple(items))  # type: ignore[arg-type]
+
+
+def _coupling_entry(kernel: Kernel, plan: KernelPlan) -> EntryPlan:
+    """Arrays ``(..., n)``, parameter vectors ``(n,)`` and scalars ``()``."""
+    checked = set(plan.checked)
+    batch = [a.name for a in kernel.args if a.kind == "batch"]
+    params = [a.name for a in kernel.args if a.kind == "param" and a.name in checked]
+    scalars = [a.name for a in kernel.args if a.kind == "scalar" and a.name in checked]
+    # a kernel with a scalar argument passes its scalars (one without passes none)
+    has_scalars = any(a.kind == "scalar" for a in kernel.args)
+    fast = (_names("names", batch), _names("names", params), _names("names", plan.used))
+    fast += (_names("names", scalars),) if has_scalars else ()
+    prepare = (_names("names", batch), _names("values", batch), _names("names", params),
+               _names("values", params), _names("names", plan.used),
+               CallArg("name", ("check_finite",)))
+    prepare += ((_names("names", scalars), _names("values", scalars))
+                if has_scalars else ())
+    outputs = {}
+    for out in kernel.outputs:
+        if isinstance(out.value, BlockMatrixSpec):
+            rows = out.value.blocks
+            layout = "[" + ", ".join(
+                "[" + ", ".join(f"d{b.row}/d{b.col}" for b in row) + "]" for row in rows) + "]"
+            halves = (":_n", "_n:")
+            slices = tuple((halves[i], halves[j]) for i, row in enumerate(rows)
+                           for j, _ in enumerate(row))
+            outputs[out.name] = OutputEntry(out.name, "_batch + (2 * _n, 2 * _n)",
+                                            layout, slices)
+        else:
+            outputs[out.name] = OutputEntry(
+                out.name, "_batch" if out.reduced else "_batch + (_n,)")
+    return EntryPlan(
+        RuntimeCall("numpy_coupling", fast,
+                    "checks and shapes of NumPy float arrays, or None"),
+        RuntimeCall("prepare_coupling", prepare), ("_batch", "_n", "_dtype"), outputs)
+
+
+def _elementwise_entry(kernel: Kernel, plan: KernelPlan) -> EntryPlan:
+    """Arrays of any broadcastable shape, some of them positive."""
+    positive = [a.name for a in kernel.args if a.kind == "positive" and a.name in plan.checked]
+    return EntryPlan(
+        RuntimeCall("numpy_elementwise",
+                    (_names("names", plan.checked), _names("names", positive),
+                     _names("names", plan.used)),
+                    "checks and shape of NumPy float arrays, or None"),
+        RuntimeCall("prepare_elementwise",
+                    (_names("names", plan.checked), _names("values", plan.checked),
+                     _names("names", positive), _names("names", plan.used),
+                     CallArg("name", ("check_finite",)))),
+        ("_batch", "_dtype"),
+        {o.name: OutputEntry(o.name, "_batch") for o in kernel.outputs})
+
+
+#: The entry of each shape contract (:attr:`derive.spec.Module.contract`).
+_ENTRIES = {"coupling": _coupling_entry, "elementwise": _elementwise_entry}
+
+
+def plan_entry(module: Module, kernel: Kernel, plan: KernelPlan) -> EntryPlan:
+    """How ``kernel``'s public function checks its arguments and shapes its outputs, under
+    ``module``'s shape contract: the one place that contract is decided for a template.
+
+    Example:
+        >>> import sympy as sp
+        >>> from derive.spec import Arg, Kernel, Module, Output
+        >>> x = sp.Symbol("x", real=True)
+        >>> k = Kernel("f", (Arg("x", "positive", "x"),), (Output("y", sp.log(x), "y"),), "")
+        >>> m = Module("m", "", "", (k,), "", "elementwise")
+        >>> entry = plan_entry(m, k, plan_kernel(k))
+        >>> entry.prepare.function, entry.shape, entry.outputs["y"].shape
+        ('prepare_elementwise', ('_batch', '_dtype'), '_batch')
+    """
+    return _ENTRIES[module.contract](kernel, plan)

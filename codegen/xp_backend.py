@@ -97,6 +97,16 @@ class XpPrinter(KernelPrinter):
         return f"xp.exp(-xp.logaddexp(_zero, {self._print(-expr.args[0])}))"
 
 
+    def _print_cbrt(self, expr: sp.Basic) -> str:
+        # The 2023.12 standard has no cbrt (JAX has one; PyTorch does not): where the
+        # namespace lacks it, |u|**(1/3) (its exponent rounded: an error near |log u| 2**-54)
+        # and one Newton step, which brings it to about an ulp; the sign put back.
+        u = self._print(expr.args[0])
+        r = f"xp.abs({u})**(1/3)"
+        newton = f"xp.where({r} > 0, {r} - ({r} - xp.abs({u})/({r}*{r}))/3, {r})"
+        return f"(xp.cbrt({u}) if hasattr(xp, 'cbrt') else xp.sign({u})*{newton})"
+
+
 def _array_code(code: str, expr: sp.Basic) -> str:
     """``code`` as an array: a constant piece or safe value is added to the 0-d ``_zero``."""
     return code if expr.free_symbols else f"_zero + {code}"

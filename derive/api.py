@@ -193,6 +193,19 @@ concrete model in which abstract probability steps are checked:
     >>> arranged, steps = apply_rewrites(sp.log(sp.exp(u) + 1), KERNEL_REWRITES)
     >>> arranged
     softplus(u)
+
+Some rules take data: :func:`vanishing_factors_apart` (a scale and where it reaches its
+optimum) keeps the factors that vanish there apart, :func:`expm1_as_sinh` (a standard
+deviation ``exp(a/2)``) writes ``expm1(a)`` as ``2 exp(a/2) sinh(a/2)``, and
+:data:`SCALED_SQUARES` halves before it squares; each gives checked steps like the others:
+
+    >>> sigma = sp.Symbol("sigma", positive=True)
+    >>> apply_rewrites(sigma**2 / 2 - 1, [SCALED_SQUARES])[0]
+    -1 + 2*(sigma/2)**2
+    >>> apply_rewrites(sigma**2 - 1, [vanishing_factors_apart(sigma, [1])])[0]
+    (sigma - 1)*(sigma + 1)
+    >>> apply_rewrites(sp.codegen.cfunctions.expm1(u), [expm1_as_sinh(sp.exp(u / 2))])[0]
+    2*exp(u/2)*sinh(u/2)
     >>> Y1[i], Y2[i], safe_point(sp.log(u))
     (y1[i], y2[i], {u: 1})
     >>> mean = sp.Symbol("mean", real=True)
@@ -234,7 +247,7 @@ it, and gives the :class:`Module` of a kernel ``f``:
 from __future__ import annotations
 
 from .answers import DIAG, IDENTITY, Answers, Quantity
-from .arrangement import KERNEL_REWRITES
+from .arrangement import KERNEL_REWRITES, SCALED_SQUARES, expm1_as_sinh, vanishing_factors_apart
 from .arrangement import arrange as apply_rewrites
 from .coupling import (
     CouplingBlock,
@@ -246,7 +259,16 @@ from .coupling import (
     derive_inverse,
     derive_jacobian,
 )
-from .derivation import Derivation, Result, Step, StepCheckError
+from .derivation import (
+    BackwardTable,
+    ComputationGraph,
+    Derivation,
+    GraphNode,
+    MatrixDisplay,
+    Result,
+    Step,
+    StepCheckError,
+)
 from .material import (
     Introduction,
     Mark,
@@ -297,8 +319,12 @@ __all__: list[str] = [
     "Expectation", "Variance", "KL", "gaussian_log_pdf", "GaussianModel",
     # derivations
     "Step", "Result", "Derivation", "StepCheckError",
+    # what a derivation shows besides its steps, for the typesetting
+    "MatrixDisplay", "ComputationGraph", "GraphNode", "BackwardTable",
     # floating-point arrangement
     "apply_rewrites", "KERNEL_REWRITES", "safe_point",
+    # arrangement rules that take data (a scale and its optimum, a standard deviation)
+    "SCALED_SQUARES", "vanishing_factors_apart", "expm1_as_sinh",
     # the material
     "CouplingBlock", "SpecificationError", "Parameterization", "Question", "Section",
     "Introduction", "Material", "MaterialError", "Mark", "UnknownQuestionError",

@@ -33,7 +33,8 @@ from sympy.codegen.rewriting import expm1_opt, log1p_opt, logaddexp_opt, optimiz
 from .derivation import Step
 from .nodes import sigmoid, softplus
 
-__all__ = ["Rewrite", "arrange", "LOG_REWRITES", "KERNEL_REWRITES", "is_exponential"]
+__all__ = ["Rewrite", "arrange", "LOG_REWRITES", "KERNEL_REWRITES", "is_exponential",
+           "SCALED_SQUARES", "vanishing_factors_apart", "expm1_as_sinh"]
 
 _u = sp.Symbol("u", real=True)
 _v = sp.Symbol("v", real=True)
@@ -410,6 +411,34 @@ _LOG1P = _sympy_rewrite(
     "{0} (from SymPy's code generation): {1} is not rounded where {2} is tiny")
 
 
+def _one_plus(e: sp.Basic) -> sp.Basic | None:
+    """``x`` where ``e`` is ``log|1 + x|`` (``1 + x`` not known to be positive), else None."""
+    if not (isinstance(e, sp.log) and isinstance(e.args[0], sp.Abs)):
+        return None
+    inner = e.args[0].args[0]
+    if not inner.is_Add or inner.is_positive:
+        return None
+    one, x = inner.as_coeff_Add()
+    return x if one == 1 and x.free_symbols else None
+
+
+def _log_abs_one_plus(e: sp.Basic) -> sp.Basic:
+    x = _one_plus(e)
+    return log1p(sp.Max(x, -2 - x))
+
+
+_LOG1P_ABS = Rewrite(
+    "log1p of an absolute value",
+    "{0} rounds {1} away where {1} is tiny ({2} is rounded before its log); {3}, because "
+    "{4} is {1} where {5} and {6} where {7}: one expression, accurate for every real {1}",
+    (sp.log(sp.Abs(1 + _u)), _u, 1 + _u,
+     sp.Eq(sp.log(sp.Abs(1 + _u)), log1p(sp.Max(_u, -2 - _u))),
+     sp.Abs(1 + _u) - 1, _u >= -1, -2 - _u, _u < -1),
+    lambda e: _one_plus(e) is not None,
+    _log_abs_one_plus,
+)
+
+
 def _sigmoid_pieces(e: sp.Basic) -> sp.Basic:
     u = e.args[0]
     small = sp.exp(-sp.Abs(u))
@@ -633,5 +662,89 @@ LOG_REWRITES = (_TANH_SIGMOID, _SIGMOID, _EXP_SIGMOID, _LOG_OF_PRODUCT, _LOG_OF_
 #: The rewrites a coupling kernel's expressions go through before printing, in order.
 KERNEL_REWRITES: tuple[Rewrite, ...] = (
     _CANCEL, _TANH_DERIVATIVE, _TANH_SIGMOID, _SINH, _SIGMOID, _EXP_SIGMOID, _SIGMOID_COMPLEMENT,
-    _LOG_SIGMOID, _SOFTPLUS, _SOFTPLUS_REFLECTION, _LOGADDEXP, _EXPM1, _LOG1P, _LOG_SOFTPLUS,
-    _EXP_RATIO, _SIGMOID_PIECES, _LOG_COSH, _LOG1P_SQUARE, _CONJUGATE, _EXP_PRODUCT)
+    _LOG_SIGMOID, _SOFTPLUS, _SOFTPLUS_REFLECTION, _LOGADDEXP, _EXPM1, _LOG1P, _LOG1P_ABS,
+    _LOG_SOFTPLUS, _EXP_RATIO, _SIGMOID_PIECES, _LOG_COSH, _LOG1P_SQUARE, _CONJUGATE, _EXP_PRODUCT)
+
+
+# --- rules that take data: the arrangements near an optimum (derivations 2.3n, 2.4) -----
+
+
+def _vanishing_apart(expr: sp.Basic, scale: sp.Symbol,
+                     optimum: Sequence[sp.Basic]) -> sp.Basic:
+    """``expr`` factored, the factors that vanish where ``scale`` is ``optimum[0]`` kept
+    apart, the rest expanded over its denominator; then ``expm1`` and ``log1p``."""
+    if not expr.has(scale):
+        return optimize(sp.factor(expr), [expm1_opt, log1p_opt])
+    numer, denom = sp.fraction(sp.factor(expr))
+    factors = sp.Mul.make_args(numer)
+    vanishing = [f for f in factors
+                 if optimum and f.free_symbols and f.xreplace({scale: optimum[0]}) == 0]
+    rest = sp.Mul(*[f for f in factors if f not in vanishing]) / denom
+    arranged = sp.Mul(*vanishing) * sp.expand(rest) if vanishing else sp.factor(expr)
+    return optimize(arranged, [expm1_opt, log1p_opt])
+
+
+def vanishing_factors_apart(scale: sp.Symbol, optimum: Sequence[sp.Basic]) -> Rewrite:
+    """The rule that arranges an expression in ``scale`` so that nothing cancels near the
+    optimum (``scale`` in ``optimum``; empty where it is never reached) and nothing
+    overflows early: factor it; keep the factors that vanish at the optimum apart, where
+    they are computed exactly (``sigma - 1``, ``expm1(logvar)``); expand what is left over
+    the denominator (``(sigma + 1) / sigma -> 1 + 1/sigma``), so that it cannot overflow.
+
+    Example:
+        >>> sigma = sp.Symbol("sigma", positive=True)
+        >>> rule = vanishing_factors_apart(sigma, [1])
+        >>> rule(sigma**2 - 1), rule(sigma - 1 / sigma)
+        ((sigma - 1)*(sigma + 1), (1 + 1/sigma)*(sigma - 1))
+    """
+    reason = ("factor; the factors that vanish where {0} is {1} are computed apart, "
+              "exactly, and the rest expanded over its denominator" if optimum else
+              "factor, and expand over the denominator")
+    return Rewrite("vanishing factors apart", reason,
+                   (scale, optimum[0]) if optimum else (),
+                   whole=lambda e: _vanishing_apart(e, scale, tuple(optimum)))
+
+
+def expm1_as_sinh(half: sp.Basic) -> Rewrite:
+    """The rule ``expm1(a) = 2 exp(a/2) sinh(a/2)`` where ``exp(a/2)`` is ``half`` (a
+    standard deviation, computed anyway).
+
+    Both are exact at ``a = 0`` (``sinh(0) = 0``), but ``expm1(a)`` overflows before a
+    division by ``half`` brings it back into range, and ``0 * expm1(a)`` is NaN where it
+    overflows; ``exp(a/2)`` and ``sinh(a/2)`` stay finite twice as far.
+
+    Example:
+        >>> lv = sp.Symbol("logvar", real=True)
+        >>> expm1_as_sinh(sp.exp(lv / 2))(expm1(lv) / 2)
+        exp(logvar/2)*sinh(logvar/2)
+    """
+    def rewrite(e: sp.Basic) -> sp.Basic:
+        exp_half = sp.exp(e.args[0] / 2)
+        return 2 * exp_half * sp.sinh(e.args[0] / 2) if sp.simplify(exp_half - half) == 0 \
+            else e
+
+    return Rewrite("expm1 as sinh", "{0}, with {1} computed once: it overflows later",
+                   (sp.Eq(expm1(2 * _u), 2 * sp.exp(_u) * sp.sinh(_u), evaluate=False), half),
+                   lambda e: isinstance(e, expm1), rewrite)
+
+
+def _halved_square(term: sp.Basic) -> sp.Basic:
+    coeff, rest = term.as_coeff_Mul()
+    if isinstance(rest, sp.Pow) and rest.exp == 2:
+        base = rest.base
+    elif isinstance(rest, sp.exp):
+        base = sp.exp(rest.args[0] / 2)
+    else:
+        return term
+    return 4 * coeff * sp.UnevaluatedExpr(base / 2) ** 2
+
+
+#: Every term ``c a**2`` written ``4c (a/2)**2``: halve, then square. Halving and doubling
+#: are exact in binary floating point, so the value is the same to the last bit, but
+#: ``a**2`` overflows from ``|a| ~ 1.3e154`` (float64) where ``a**2/2`` is still finite.
+#: ``exp(2b)`` counts as the square of ``exp(b)``. The halved base is an unevaluated
+#: expression, so that SymPy keeps the arrangement.
+SCALED_SQUARES = Rewrite(
+    "scaled squares", "{0}: halve, then square, so that the square overflows later",
+    (sp.Eq(_u**2, 4 * sp.UnevaluatedExpr(_u / 2) ** 2, evaluate=False),),
+    whole=lambda e: sp.Add(*(_halved_square(t) for t in sp.Add.make_args(sp.expand(e)))))

@@ -149,6 +149,11 @@ def parser() -> argparse.ArgumentParser:
                      help="derive everything, neither reading nor writing the derivation "
                           "cache ($DERIVE_CACHE_DIR, else $XDG_CACHE_HOME/derive or "
                           "~/.cache/derive; DERIVE_NO_CACHE=1 also turns it off)")
+    gen.add_argument("--jobs", "-j", type=_jobs, default=None, metavar="N",
+                     help="derive what the cache does not hold in N processes, a block or "
+                          "parameterization each (default: the CPUs this process may use, "
+                          "at most 4; 1 derives everything in this process); the files are "
+                          "the same bytes for every N")
     _add_material(gen)
 
     from .check.command import add_parser as add_check_parser
@@ -433,6 +438,22 @@ def _warn(message: str) -> None:
     _to_stderr(f"derive: warning: {_shown(message)}")  # it may name a user's file
 
 
+def _jobs(text: str) -> int:
+    """``--jobs``: a whole number from 1 to 64."""
+    if not text.isdigit() or not 1 <= int(text) <= 64:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 64, got {text!r}")
+    return int(text)
+
+
+def _default_jobs() -> int:
+    """The CPUs this process may use, at most 4."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(n, 4))
+
+
 def _cmd_generate(args: argparse.Namespace) -> str:
     from .cache import open_store
     from .files import generate, stale_files, write_files
@@ -444,7 +465,8 @@ def _cmd_generate(args: argparse.Namespace) -> str:
     start = time.perf_counter()
     # the cache's keys hold the engine's sources, not another material's: it is bypassed
     store = open_store(no_cache=args.no_cache or not _default_material())
-    files, n_derivations, n_steps = generate(store, command, package)
+    files, n_derivations, n_steps = generate(store, command, package,
+                                             jobs=args.jobs or _default_jobs())
     elapsed = time.perf_counter() - start
     if store is not None and store.misses:
         store.prune()

@@ -50,7 +50,7 @@ from functools import cache
 import sympy as sp
 
 from .arrangement import KERNEL_REWRITES, LOG_REWRITES, arrange, is_exponential
-from .derivation import Derivation, Result, Step
+from .derivation import Derivation, MatrixDisplay, Result, Step
 from .nodes import IDENTITY, BlockMatrixSpec, BlockSpec, Term
 from .spec import Arg, Kernel, Module, Output
 from .vocabulary import (
@@ -416,15 +416,17 @@ def derive_jacobian(block: CouplingBlock) -> Derivation:
         conclusion=("The lower-left block vanishes, {dy2_dx1}, so the Jacobian is block "
                     "upper-triangular." if triangular else
                     "The Jacobian is not block-triangular."),
-        models=_MODELS, variant=block.name, data={"block_matrix": matrix},
+        models=_MODELS, variant=block.name,
+        block_matrix=MatrixDisplay(matrix, sp.Derivative(sp.Symbol("y"), sp.Symbol("x")),
+                                   "The Jacobian as a block matrix"),
     )
 
 
 def jacobian_blocks(block: CouplingBlock) -> BlockMatrixSpec:
     """The block matrix of :func:`derive_jacobian`, blocks as ``diag(c) @ M`` terms."""
-    matrix = derive_jacobian(block).data["block_matrix"]
-    assert isinstance(matrix, BlockMatrixSpec)
-    return matrix
+    shown = derive_jacobian(block).block_matrix
+    assert shown is not None
+    return shown.matrix
 
 
 def _log_abs_unevaluated(expr: sp.Expr) -> sp.Expr:

@@ -34,13 +34,17 @@ from dataclasses import dataclass, field, replace
 import sympy as sp
 from sympy.core.function import AppliedUndef
 
-from .nodes import is_opaque
+from .nodes import BlockMatrixSpec, is_opaque
 from .vocabulary import to_vector, uses_index_notation
 
 __all__ = [
     "Step",
     "Result",
     "Derivation",
+    "MatrixDisplay",
+    "GraphNode",
+    "ComputationGraph",
+    "BackwardTable",
     "StepCheckError",
     "Model",
     "check_step",
@@ -320,9 +324,122 @@ def _with_vector_form(r: Result) -> Result:
     return replace(r, vector=vector)
 
 
+# --- what a derivation shows besides its steps (typed, read by the typesetting) --------
+
+
+@dataclass(frozen=True)
+class MatrixDisplay:
+    """A block matrix a derivation shows: ``lhs = matrix``, introduced by ``caption`` (the
+    typesetting adds which vectors its rows and columns belong to).
+
+    Example:
+        >>> from derive.nodes import BlockMatrixSpec, BlockSpec
+        >>> zero = BlockSpec("y1", "x1", ())
+        >>> shown = MatrixDisplay(BlockMatrixSpec(((zero, zero), (zero, zero))),
+        ...                       sp.Symbol("J"), "The zero matrix")
+        >>> shown.matrix.rows, shown.caption
+        ((y1, y1), 'The zero matrix')
+    """
+
+    matrix: BlockMatrixSpec
+    lhs: sp.Basic
+    caption: str
+
+
+@dataclass(frozen=True)
+class GraphNode:
+    """A node of a computation graph: its symbol, its expression in its parents, its role.
+
+    ``role`` is ``"noise"``, ``"parameter"``, ``"intermediate"`` or ``"output"``;
+    ``score_of`` lists the parameters whose direct edges into this node carry the score
+    term (the edges sticking-the-landing cuts).
+
+    Example:
+        >>> GraphNode(sp.Symbol("u"), None, "parameter", "the input").name
+        'u'
+    """
+
+    symbol: sp.Symbol
+    expr: sp.Expr | None
+    role: str
+    description: str
+    score_of: tuple[sp.Symbol, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.symbol.name
+
+
+@dataclass(frozen=True)
+class ComputationGraph:
+    """A computation graph, nodes in topological order; the last node is the output.
+
+    Example:
+        >>> u, v = sp.symbols("u v", real=True)
+        >>> g = ComputationGraph((GraphNode(u, None, "parameter", "the input"),
+        ...                       GraphNode(v, sp.exp(u), "output", "its exponential")))
+        >>> g.edges, g.in_leaves(v)
+        ([('u', 'v')], exp(u))
+    """
+
+    nodes: tuple[GraphNode, ...]
+
+    @property
+    def output(self) -> GraphNode:
+        return self.nodes[-1]
+
+    def parents(self, node: GraphNode) -> list[GraphNode]:
+        if node.expr is None:
+            return []
+        return [n for n in self.nodes if node.expr.has(n.symbol)]
+
+    def children(self, node: GraphNode) -> list[GraphNode]:
+        return [n for n in self.nodes if n.expr is not None and n.expr.has(node.symbol)]
+
+    @property
+    def edges(self) -> list[tuple[str, str]]:
+        """``(parent, child)`` name pairs, in a fixed order (for drawing)."""
+        return [(p.name, n.name) for n in self.nodes for p in self.parents(n)]
+
+    def in_leaves(self, expr: sp.Expr) -> sp.Expr:
+        """``expr`` with every non-leaf node replaced by its expression in the leaves."""
+        for n in reversed(self.nodes):
+            if n.expr is not None:
+                expr = expr.xreplace({n.symbol: n.expr})
+        return expr
+
+    def descendants(self, node: GraphNode) -> list[GraphNode]:
+        out: list[GraphNode] = []
+        frontier = [node]
+        while frontier:
+            for child in self.children(frontier.pop()):
+                if child not in out:
+                    out.append(child)
+                    frontier.append(child)
+        return out
+
+
+@dataclass(frozen=True)
+class BackwardTable:
+    """A backward pass shown as a table: a title, then one row per adjoint, in the order
+    they are computed: ``(adjoint, its accumulation over the children, its value)``.
+
+    Example:
+        >>> t_bar = sp.Symbol("t_bar")
+        >>> BackwardTable("Backward pass", ((t_bar, sp.S.One, sp.S.One),)).rows[0][0]
+        t_bar
+    """
+
+    title: str
+    rows: tuple[tuple[sp.Basic, sp.Basic, sp.Basic], ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rows", tuple(tuple(row) for row in self.rows))
+
+
 @dataclass(frozen=True)
 class Derivation:
-    """An ordered chain of checked steps and its named results.
+    r"""An ordered chain of checked steps and its named results.
 
     Arguments:
         qid: the question id, e.g. ``"1.2"``.
@@ -333,9 +450,13 @@ class Derivation:
         conclusion: a sentence stating the answer in words (optional).
         models: concrete models in which steps SymPy cannot decide abstractly are checked.
         variant: which block or parameterization the derivation is for.
-        data: named values that are not expressions (a block matrix, a graph).
         notes: expressions the statement and the conclusion refer to as ``{0}``, ``{1}``,
             ... (typeset as math: a symbol in prose is never a bare identifier).
+        latex_names: how the typesetting names symbols in this derivation, by symbol name
+            (``{"mu": r"\mu_i"}``), over the printer's own names.
+        block_matrix: a block matrix the derivation shows after its steps.
+        graph: a computation graph the derivation draws after its statement.
+        backward: backward passes through that graph, each shown as a table.
     """
 
     qid: str
@@ -346,9 +467,12 @@ class Derivation:
     conclusion: str = ""
     models: Sequence[Model] = ()
     variant: str = ""
-    data: Mapping[str, object] = field(default_factory=dict, compare=False)
     checks: tuple[Check, ...] = field(default=(), compare=False)
     notes: tuple[sp.Basic, ...] = ()
+    latex_names: Mapping[str, str] = field(default_factory=dict, compare=False)
+    block_matrix: MatrixDisplay | None = field(default=None, compare=False)
+    graph: ComputationGraph | None = field(default=None, compare=False)
+    backward: tuple[BackwardTable, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(self.steps))
@@ -358,6 +482,7 @@ class Derivation:
         if len(set(names)) != len(names):
             raise ValueError(f"derivation {self.qid}: result names repeat: {names}")
         object.__setattr__(self, "notes", tuple(self.notes))
+        object.__setattr__(self, "backward", tuple(self.backward))
         numbered = {str(k) for k in range(len(self.notes))}
         unknown = set(PLACEHOLDER.findall(self.conclusion)) - set(names) - numbered
         if unknown:

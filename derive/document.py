@@ -154,7 +154,7 @@ def render_part(q: Question, variant: str, kind: str, d: Derivation,
 
 def _marking_part(q: Question, d: Derivation, options: LatexOptions,
                   questions: Mapping[str, Question] | None) -> str:
-    printer = CourseworkLatexPrinter(options=options, names=d.data.get("latex_names", {}))
+    printer = CourseworkLatexPrinter(options=options, names=d.latex_names)
     marks = {(m.kind, m.key): m.points for m in marking(q.qid, questions, derivation=d)}
     steps = [{"number": str(k), "points": marks[("step", str(k))],
               "reason": fill(step.reason,

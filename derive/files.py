@@ -108,9 +108,13 @@ def by_value() -> tuple[str, ...]:
 
 
 def generate(store: Store | None = None, command: str = COMMAND,
-             package: str = PACKAGE) -> tuple[dict[str, str], int, int]:
+             package: str = PACKAGE, jobs: int = 1) -> tuple[dict[str, str], int, int]:
     """Every generated file (as :func:`generated_files`), the number of derivations and
     the number of their steps.
+
+    ``jobs`` > 1 derives the parts a run is missing in that many processes (forked, where
+    the platform forks; see :func:`_derive_missing`), with or without ``store``; the
+    files are the same bytes either way.
 
     Without ``store``, everything is derived. With one (:mod:`derive.cache`), the whole
     output is one entry keyed by the digest of every engine source; on a miss, each
@@ -122,15 +126,20 @@ def generate(store: Store | None = None, command: str = COMMAND,
     alike, with every block's value when it may read them (:func:`_reads_blocks`); only
     the parts missing are derived.
     """
-    if store is None:
+    jobs = jobs if _can_fork() else 1
+    if store is None and jobs <= 1:
         derivations = all_derivations()
         return (_files(None, command, package), len(derivations),
                 sum(len(d.steps) for d in derivations))
+    memory = store is None
+    store = _MemoryStore() if store is None else store
     key = [source_digest(), command] + ([] if package == PACKAGE else [package])
-    whole = store.get("generate", key)
+    whole = None if memory else store.get("generate", key)
     if whole is not None:
         return whole["files"], whole["derivations"], whole["steps"]
     parts = _Parts(store, source_digest(exclude=by_value()), command)
+    if jobs > 1:
+        _derive_missing(parts, jobs)
     files = _files(parts, command, package)
     n, steps = len(parts.seen), sum(p["steps"] for p in parts.seen.values())
     store.put("generate", key, {"files": files, "derivations": n, "steps": steps})
@@ -151,6 +160,46 @@ class _Module:
         self.name, self.title = name, title
 
 
+class _MemoryStore:
+    """A :class:`~derive.cache.Store` without a folder, for ``--no-cache`` with ``jobs`` > 1:
+    each value goes through JSON as it would through the cache, so the files do not depend
+    on which store held the parts."""
+
+    def __init__(self) -> None:
+        self.hits = 0
+        self.misses = 0
+        self._values: dict[str, str] = {}
+
+    @staticmethod
+    def _key(kind: str, key: object) -> str:
+        import json
+
+        return json.dumps([kind, key], sort_keys=True, ensure_ascii=True)
+
+    def get(self, kind: str, key: object) -> object:
+        import json
+
+        text = self._values.get(self._key(kind, key))
+        if text is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return json.loads(text)
+
+    def put(self, kind: str, key: object, value: object) -> None:
+        import json
+
+        self._values[self._key(kind, key)] = json.dumps(value, sort_keys=True,
+                                                        ensure_ascii=False)
+
+    def get_or_compute(self, kind: str, key: object, compute: Callable[[], object]) -> object:
+        value = self.get(kind, key)
+        if value is None:
+            value = compute()
+            self.put(kind, key, value)
+        return value
+
+
 class _Parts:
     """The cached parts of one run of :func:`generate`, each derived on a miss."""
 
@@ -158,15 +207,18 @@ class _Parts:
         self.store, self.digest, self.command = store, digest, command
         self.seen: dict[tuple[str, str], dict] = {}
 
+    def key(self, q: Question, variant: str) -> list:
+        """The cache key of a question's variant."""
+        blocks = current().blocks
+        # which kinds the sheets typeset, and a variant's heading, depend on whether it
+        # is the question's own and whether the question has others
+        return [self.digest, self.command, q.qid, variant, _value_key(blocks.get(variant)),
+                variant == q.default, len(q.variants) > 1]
+
     def part(self, q: Question, variant: str) -> dict:
         if (q.qid, variant) not in self.seen:
-            blocks = current().blocks
-            # which kinds the sheets typeset, and a variant's heading, depend on whether it
-            # is the question's own and whether the question has others
-            key = [self.digest, self.command, q.qid, variant, _value_key(blocks.get(variant)),
-                   variant == q.default, len(q.variants) > 1]
             self.seen[q.qid, variant] = self.store.get_or_compute(
-                "part", key, lambda: _part(q, variant, self.command))
+                "part", self.key(q, variant), lambda: _part(q, variant, self.command))
         return self.seen[q.qid, variant]
 
     def intro(self, section: object) -> dict | None:
@@ -176,6 +228,88 @@ class _Parts:
                _blocks_fingerprint() if _reads_blocks(section.introduction) else None]
         return self.store.get_or_compute(
             "intro", key, lambda: {"intro": _intro(section, LatexOptions())})["intro"]
+
+
+def _can_fork() -> bool:
+    import multiprocessing
+
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+#: What a forked process of :func:`_derive_missing` derives: the parts of one variant.
+_GROUPS: list[list[tuple[Question, str]]] = []
+
+
+def _derive_group(index: int) -> tuple[str | None, list[str]]:
+    """In a forked process: the parts of ``_GROUPS[index]``, each as JSON text; or the
+    error's text (the parent then derives the group itself, so that the error is raised
+    there as in one process)."""
+    import json
+
+    try:
+        return None, [json.dumps(_part(q, variant, _GROUPS_COMMAND[0]), sort_keys=True,
+                                 ensure_ascii=False) for q, variant in _GROUPS[index]]
+    except BaseException as exc:  # noqa: BLE001 - reported, then raised again in the parent
+        return f"{type(exc).__name__}: {exc}", []
+
+
+_GROUPS_COMMAND: list[str] = [COMMAND]
+
+
+def _default_signals() -> None:
+    """In a forked process: the default handling of the signals the CLI catches (its
+    handlers report to the user; a worker ended by its pool ends quietly)."""
+    import signal
+
+    for name in ("SIGTERM", "SIGHUP", "SIGINT", "SIGPIPE"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name),
+                          signal.SIG_IGN if name == "SIGINT" else signal.SIG_DFL)
+
+
+def _derive_missing(parts: _Parts, jobs: int) -> None:
+    """Derive the parts that ``parts.store`` does not hold in ``jobs`` forked processes and
+    store them (the parent then reads every part from the store).
+
+    The parts are grouped by variant (a block, a parameterization): a variant's questions
+    build on one another (1.3 on 1.2, 2.4 on 2.3), and each process keeps what it derived
+    in memory, as one process would. The largest groups go first. A group whose process
+    fails is derived again in the parent, so an error is raised as without ``jobs``.
+    """
+    import json
+    import multiprocessing
+
+    groups: dict[str, list[tuple[Question, str]]] = {}
+    for q in current().questions.values():
+        for variant in q.variants:
+            value = parts.store.get("part", parts.key(q, variant))  # a miss counts here
+            if value is None:
+                groups.setdefault(variant, []).append((q, variant))
+            else:
+                parts.seen[q.qid, variant] = value
+    if len(groups) < 2:
+        return
+    _GROUPS[:] = sorted(groups.values(), key=lambda g: (-len(g), g[0][1]))
+    _GROUPS_COMMAND[:] = [parts.command]
+    try:
+        pool = multiprocessing.get_context("fork").Pool(min(jobs, len(_GROUPS)),
+                                                         initializer=_default_signals)
+        try:
+            results = pool.map(_derive_group, range(len(_GROUPS)), chunksize=1)
+            pool.close()
+        finally:
+            pool.terminate()  # after close: the processes have ended; on an error: end them
+            pool.join()
+        for group, (error, texts) in zip(_GROUPS, results, strict=True):
+            if error is not None:  # derived (and raised) here when the files ask for it,
+                parts.store.misses -= len(group)  # a miss counted again then
+                continue
+            for (q, variant), text in zip(group, texts, strict=True):
+                value = json.loads(text)
+                parts.store.put("part", parts.key(q, variant), value)
+                parts.seen[q.qid, variant] = value
+    finally:
+        _GROUPS.clear()
 
 
 def _value_key(value: object) -> list[str]:

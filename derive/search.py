@@ -42,8 +42,9 @@ from sympy.codegen.cfunctions import expm1, log1p
 from .arrangement import KERNEL_REWRITES, LOG_REWRITES, Rewrite
 from .arrangement import arrange as _arrange_all
 from .derivation import Derivation, Result, Step, StepCheckError, check_step
-from .nodes import sigmoid, softplus
+from .nodes import cbrt, sigmoid, softplus
 from .pieces import safe_point
+from .rules_extra import EXTRA_RULES
 from .spec import Arg, Kernel, Module, Output
 
 __all__ = ["Measure", "Found", "arrange", "arrange_search", "report", "parse_expression",
@@ -51,7 +52,7 @@ __all__ = ["Measure", "Found", "arrange", "arrange_search", "report", "parse_exp
 
 #: The functions an expression given to ``derive arrange`` may call, by name.
 FUNCTIONS: dict[str, Callable[..., sp.Basic]] = {
-    "exp": sp.exp, "log": sp.log, "sqrt": sp.sqrt, "cbrt": sp.cbrt, "sin": sp.sin,
+    "exp": sp.exp, "log": sp.log, "sqrt": sp.sqrt, "cbrt": cbrt, "sin": sp.sin,
     "cos": sp.cos, "tan": sp.tan, "atan": sp.atan, "asin": sp.asin, "acos": sp.acos,
     "sinh": sp.sinh, "cosh": sp.cosh, "tanh": sp.tanh, "asinh": sp.asinh, "acosh": sp.acosh,
     "atanh": sp.atanh, "abs": sp.Abs, "Abs": sp.Abs, "expm1": expm1, "log1p": log1p,
@@ -220,7 +221,8 @@ def _mp_sigmoid(u: mpmath.mpf) -> mpmath.mpf:
 
 
 _MP = {"softplus": _mp_softplus, "sigmoid": _mp_sigmoid, "expm1": mpmath.expm1,
-       "log1p": mpmath.log1p, "logaddexp": lambda a, b: mpmath.log(mpmath.exp(a) + mpmath.exp(b)),
+       "log1p": mpmath.log1p, "cbrt": lambda u: mpmath.sign(u) * mpmath.cbrt(abs(u)),
+       "logaddexp": lambda a, b: mpmath.log(mpmath.exp(a) + mpmath.exp(b)),
        "Abs": abs}
 
 
@@ -289,7 +291,7 @@ def _np_sigmoid(u: np.ndarray) -> np.ndarray:
 
 
 _NP = {"softplus": _np_softplus, "sigmoid": _np_sigmoid, "expm1": np.expm1,
-       "log1p": np.log1p, "logaddexp": np.logaddexp}
+       "log1p": np.log1p, "logaddexp": np.logaddexp, "cbrt": np.cbrt}
 
 
 def float_function(expr: sp.Expr, variables: Sequence[sp.Symbol]) -> Callable[..., np.ndarray]:
@@ -716,7 +718,7 @@ def _candidates(expr: sp.Expr) -> Iterator[Candidate]:
             yield Candidate(new, f"the {name} rewrites in turn: " + "; ".join(
                 _renumber(st.reason, sum(len(t.notes) for t in steps[:k]))
                 for k, st in enumerate(steps)), notes)
-    for _name, fn, reason, notes in RULES:
+    for _name, fn, reason, notes in (*RULES, *EXTRA_RULES):
         try:
             new = fn(expr)
         except (TypeError, ValueError, AttributeError, IndexError, RecursionError,
@@ -1020,7 +1022,10 @@ def arrange_search(expr: sp.Expr, box: dict[sp.Symbol, tuple[float, float]], *,
         for m, err, cand in sorted(scored, key=lambda t: (t[0].max_ulp, t[0].mean_ulp))[:6]:
             if not _better(m, best):
                 extra_c.extend(_split_candidates(current, current_err, cand, err, scorer))
-        extra_c.extend(_series_candidates(current, current_err, scorer))
+        # a series piece only where no identity already brings the error within 4 ulp: a
+        # truncated series is an approximation, an identity is not
+        if not any(m.max_ulp <= 4 and _better(m, best) for m, _, _ in scored):
+            extra_c.extend(_series_candidates(current, current_err, scorer))
         for cand in extra_c:
             got = scorer.measure(cand.expr)
             if got is not None:

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import pytest
 import sympy as sp
+from sympy.codegen.cfunctions import log1p
 
-from derive.arrangement import KERNEL_REWRITES, Rewrite, arrange
-from derive.derivation import Derivation, StepCheckError
-from derive.nodes import softplus
+from derive.arrangement import (
+    KERNEL_REWRITES,
+    LOG_REWRITES,
+    SCALED_SQUARES,
+    Rewrite,
+    arrange,
+    expm1_as_sinh,
+    vanishing_factors_apart,
+)
+from derive.derivation import Derivation, StepCheckError, check_step
+from derive.nodes import sigmoid, softplus
 from derive.vocabulary import G, x1
 
 u = sp.Symbol("u", real=True)
@@ -32,6 +41,42 @@ def test_a_wrong_piece_fails_its_check():
     wrong = Rewrite("wrong pieces", "pieces", (), lambda e: isinstance(e, softplus),
                     lambda e: sp.Piecewise((e.args[0], e.args[0] > 0), (e, True)))
     _, steps = arrange(softplus(G), [wrong])
+    with pytest.raises(StepCheckError):
+        Derivation("t", "t", "t", steps, [])
+
+
+_SIGMA = sp.Symbol("sigma", positive=True)
+_LOGVAR = sp.Symbol("logvar", real=True)
+
+
+@pytest.mark.parametrize("rule, expr", [
+    (SCALED_SQUARES, _SIGMA**2 / 2 - _LOGVAR / 2 + sp.exp(_LOGVAR) / 2),
+    (vanishing_factors_apart(_SIGMA, [1]), _SIGMA - 1 / _SIGMA),
+    (vanishing_factors_apart(_LOGVAR, [0]), (sp.exp(_LOGVAR) - 1) * (sp.exp(_LOGVAR) + 2)),
+    (expm1_as_sinh(sp.exp(_LOGVAR / 2)), sp.codegen.cfunctions.expm1(_LOGVAR) * _LOGVAR),
+], ids=["scaled squares", "vanishing factors (sigma)", "vanishing factors (logvar)",
+        "expm1 as sinh"])
+def test_the_rules_that_take_data_are_checked_steps(rule, expr):
+    """The Gaussian KL's former hand-written rewrites, as rules any material applies: each
+    changes its example, and the step it gives (with its identity) checks."""
+    arranged, steps = arrange(expr, [rule])
+    assert arranged != expr and len(steps) == 1
+    Derivation("t", "t", "t", steps, [])
+
+
+@pytest.mark.parametrize("wrong", [
+    # halve, then square, but forget the factor 4
+    Rewrite("wrong squares", "{0}", SCALED_SQUARES.notes,
+            whole=lambda e: SCALED_SQUARES(e) / 4),
+    # the sinh form without its factor 2 (the identity it shows is right; the step is not)
+    Rewrite("wrong sinh", "{0} {1}", expm1_as_sinh(sp.exp(_LOGVAR / 2)).notes,
+            lambda e: isinstance(e, sp.codegen.cfunctions.expm1),
+            lambda e: sp.exp(e.args[0] / 2) * sp.sinh(e.args[0] / 2)),
+], ids=["squares", "sinh"])
+def test_a_wrong_rule_that_takes_data_fails_its_check(wrong):
+    expr = sp.codegen.cfunctions.expm1(_LOGVAR) + _SIGMA**2
+    _, steps = arrange(expr, [wrong])
+    assert steps
     with pytest.raises(StepCheckError):
         Derivation("t", "t", "t", steps, [])
 
@@ -100,3 +145,47 @@ def test_the_arranged_expression_is_finite_and_accurate_out_to_float64s_range(ex
     with mpmath.workdps(700):  # sqrt(x**2 + 4) + x at x = -1e150 cancels 300 digits
         want = [float(exact(mpmath.mpf(x))) for x in values]
     np.testing.assert_allclose(got, want, rtol=4e-16, atol=0)
+
+
+@pytest.mark.parametrize("rewrite", list(dict.fromkeys(LOG_REWRITES + KERNEL_REWRITES)),
+                         ids=lambda r: r.name)
+def test_each_rewrite_made_wrong_fails_its_check(rewrite):
+    """Each rewrite of 1.3 and 1.3n, made wrong (its result off by a factor 2), is caught."""
+    u = sp.Symbol("u", real=True)
+    k = sp.Symbol("k", integer=True)
+
+    def entry(name: str) -> sp.Indexed:
+        return sp.IndexedBase(name, real=True)[k]
+
+    wrong = Rewrite(rewrite.name, rewrite.reason, rewrite.notes, rewrite.query,
+                    lambda e: 2 * rewrite(e) if rewrite.whole else 2 * rewrite.value(e))
+    samples = [sp.log(1 + sp.exp(u)) + 1, sp.exp(u) - 1 + u, sp.log(1 + u**2) + u,
+               1 / (1 + sp.exp(-u)) + u, sp.exp(u) * (1 + sp.exp(-u)) + u,
+               sp.log(sp.exp(u) + sp.exp(-u)) + u, (1 - sp.tanh(u)**2) * u,
+               sp.log(softplus(u)), sigmoid(u) - sigmoid(u)**2 + u, sp.exp(-u) * sigmoid(u),
+               sp.log(sigmoid(u)), sigmoid(u) + u, (sp.exp(u) - sp.exp(-u)) * u,
+               (1 + sp.tanh(u)) * u, softplus(u) - u + 1,
+               (1 + sp.exp(u)) / (2 + 3 * sp.exp(u)) * u,
+               sp.log(sp.Abs(sp.exp(u) * u, evaluate=False), evaluate=False),
+               sp.log(sp.Abs(u**3, evaluate=False), evaluate=False),
+               sp.log(sp.exp(u), evaluate=False) + 1,
+               sp.log(sp.Abs(1 + u**2, evaluate=False), evaluate=False),
+               sp.log(sp.cosh(u)) + u, log1p(u**2) + u, sp.sqrt(u**2 + 4) / 2 + u / 2,
+               sp.exp(entry("g")) * entry("a") + u,
+               sp.log(sp.Abs(1 + u * sp.tanh(u), evaluate=False), evaluate=False)]
+    hit = False
+    for expr in samples:
+        _, steps = arrange(expr, [rewrite])
+        if not steps:
+            continue
+        hit = True
+        if rewrite.whole:
+            _, bad = arrange(expr, [Rewrite(rewrite.name, rewrite.reason, rewrite.notes,
+                                            whole=lambda e: 2 * rewrite(e))])
+        else:
+            _, bad = arrange(expr, [wrong])
+        check_step(steps[0])
+        with pytest.raises(StepCheckError):
+            check_step(bad[0])
+    if not hit:
+        pytest.skip(f"no sample expression has what {rewrite.name!r} rewrites")

@@ -375,7 +375,7 @@ def test_generate_uses_the_cache_unless_told_not_to(tmp_path, monkeypatch, capsy
         monkeypatch.setenv(name, value)
     seen = []
     monkeypatch.setattr(derive.files, "generate",
-                        lambda store, *_: seen.append(store) or (_on_disk(), 3, 4))
+                        lambda store, *_, **__: seen.append(store) or (_on_disk(), 3, 4))
     assert main(["generate", "--check", *argv]) == 0
     assert len(seen) == 1 and (seen[0] is not None) == cached
     if cached:
@@ -397,7 +397,8 @@ _DUMP = textwrap.dedent("""
         store.get = (lambda get: lambda kind, key: None if kind == "generate" else
                      get(kind, key))(store.get)
         out["parts"] = f.generate(store)[0]
-    out["uncached"] = f.generate(None)[0]
+    # without the cache: in this process (seed 0), in two forked ones (seed 12345)
+    out["uncached"] = f.generate(None, jobs=1 if sys.argv[1] == "uncached" else 2)[0]
     print(json.dumps({k: {p: hashlib.sha256(t.encode()).hexdigest() for p, t in v.items()}
                       for k, v in out.items()}))
 """)
@@ -406,8 +407,9 @@ _DUMP = textwrap.dedent("""
 def test_output_is_byte_identical_with_and_without_the_cache(tmp_path):
     """From an empty cache (hash seed 0), warm (seed 12345) and from its parts alone, the
     files equal those derived without the cache, in each process (the derivations of seed
-    0 are those the empty cache took; seed 12345 derives everything again): byte-identical
-    under either hash seed, and equal to generated/ on disk."""
+    0 are those the empty cache took; seed 12345 derives everything again, in two forked
+    processes, ``jobs=2``): byte-identical under either hash seed, and equal to generated/
+    on disk."""
     on_disk = {p: hashlib.sha256(t.encode()).hexdigest()
                for p, t in _on_disk().items()}
     runs = []
@@ -423,3 +425,27 @@ def test_output_is_byte_identical_with_and_without_the_cache(tmp_path):
     assert first["cached"] == first["uncached"] == second["cached"] == second["parts"]
     assert second["uncached"] == first["cached"]
     assert first["cached"] == on_disk
+
+
+def test_jobs_is_a_whole_number(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["generate", "--check", "--jobs", "0"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--jobs" in err and "expected a whole number from 1 to 64, got '0'" in err
+    assert "Traceback" not in err
+
+
+def test_a_failing_group_is_derived_again_in_the_parent(monkeypatch):
+    """A forked process that fails hands its group back: the parent derives it and raises
+    the error as one process would (here: a part that cannot be derived)."""
+    calls = []
+
+    def broken(q, variant, command=None):
+        calls.append(variant)
+        raise ValueError(f"cannot derive {variant}")
+
+    monkeypatch.setattr(derive.files, "_part", broken)
+    with pytest.raises(ValueError, match="cannot derive"):
+        derive.files.generate(None, jobs=2)
+    assert calls  # the parent tried again after the forked processes failed

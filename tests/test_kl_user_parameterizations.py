@@ -50,6 +50,16 @@ EPS = float(np.finfo(np.float64).eps)
 BOUND, PAIR_BOUND = 16, 64
 
 
+def _grouped(names, group: str) -> list:
+    """``names`` as parameters, each in an xdist group of its own: every test of one
+    parameterization runs in one worker, which renders its module and computes its mpmath
+    references once (``--dist loadgroup``, pyproject.toml)."""
+    return [pytest.param(n, marks=pytest.mark.xdist_group(f"{group}-{n}")) for n in names]
+
+
+NAMES, PAIR_NAMES = _grouped(USER, "kl-user"), _grouped(PAIR, "kl-user-pair")
+
+
 def _parameterization(name: str):
     from derive.coursework.gaussian_kl import Parameterization
 
@@ -163,7 +173,7 @@ def _check(got: np.ndarray, want: np.ndarray, scale: np.ndarray, bound: float | 
                                          want[finite][worst], ratio[worst])
 
 
-@pytest.mark.parametrize("name", USER)
+@pytest.mark.parametrize("name", NAMES)
 def test_user_kl_and_kl_grad_against_mpmath_across_every_boundary(name):
     m = _module(name)
     rho, mu, want = _grid(name), _means(name), _references(name)
@@ -180,7 +190,7 @@ def test_user_kl_and_kl_grad_against_mpmath_across_every_boundary(name):
 
 
 @pytest.mark.parametrize("eps", [-1.5, 0.0, 0.7])
-@pytest.mark.parametrize("name", USER)
+@pytest.mark.parametrize("name", NAMES)
 def test_user_estimators_against_mpmath(name, eps):
     m = _module(name)
     rho, mu, want = _grid(name), _means(name), _references(name, eps)
@@ -195,7 +205,7 @@ def test_user_estimators_against_mpmath(name, eps):
     _check(stl[kept], want[kept, 3], want[kept, 6], BOUND, rho[kept], "stl")
 
 
-@pytest.mark.parametrize("name", USER)
+@pytest.mark.parametrize("name", NAMES)
 def test_torch_autograd_through_the_user_kl_is_finite_and_exact(name):
     torch = pytest.importorskip("torch", reason="torch is not installed (test extra)")
     m = _module(name)
@@ -208,7 +218,7 @@ def test_torch_autograd_through_the_user_kl_is_finite_and_exact(name):
     np.testing.assert_array_equal(d_mu.numpy(), _means(name))
 
 
-@pytest.mark.parametrize("name", USER)
+@pytest.mark.parametrize("name", NAMES)
 def test_user_kernels_keep_float32(name):
     m = _module(name)
     rho = np.array([0.5, 2.0, 3.0], np.float32)
@@ -251,7 +261,7 @@ def _pair_grid(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
     return rq, rp, mu, want
 
 
-@pytest.mark.parametrize("name", PAIR)
+@pytest.mark.parametrize("name", PAIR_NAMES)
 def test_user_pair_kl_and_kl_grad_against_mpmath(name):
     m = _module(name, pair=True)
     rq, rp, mu, want = _pair_grid(name)
@@ -275,7 +285,7 @@ def test_user_pair_kl_and_kl_grad_against_mpmath(name):
     _check(d_mu[kept], want[kept, 3], np.zeros(kept.sum()), PAIR_BOUND, where[kept], "d_mu")
 
 
-@pytest.mark.parametrize("name", PAIR)
+@pytest.mark.parametrize("name", PAIR_NAMES)
 def test_torch_autograd_through_the_user_pair_kl_equals_kl_grad(name):
     torch = pytest.importorskip("torch", reason="torch is not installed (test extra)")
     m = _module(name, pair=True)

@@ -147,7 +147,7 @@ def test_scalar_results_parse_back(qid, variant, name):
     d = build(qid, variant)
     expr = d.result(name)
     # The boxed result exactly as the document prints it, right-hand side only.
-    lhs = latex(next(r.lhs for r in d.results if r.name == name), names=d.data.get("latex_names"))
+    lhs = latex(next(r.lhs for r in d.results if r.name == name), names=d.latex_names)
     boxed = [_one_line(b) for b in re.findall(r"\\boxed\{(.*)\}", render_derivation(d))]
     tex = next(b for b in boxed if b.startswith(lhs + " = "))[len(lhs) + 3:]
     try:
@@ -201,7 +201,7 @@ def test_the_problems_hold_no_answers():
     for qid in ("1.1", "1.3", "2.3"):  # none of the result formulas
         d = build(qid)
         for r in d.results:
-            assert latex(r.expr, names=d.data.get("latex_names")) not in tex, (qid, r.name)
+            assert latex(r.expr, names=d.latex_names) not in tex, (qid, r.name)
 
 
 def test_the_notes_hold_the_rest_under_distinct_headings():

@@ -19,7 +19,7 @@ from .conftest import ROOT
 
 #: The tests whose bounds are stated in ulp or eps of NumPy's float arithmetic.
 ACCURACY_TESTS = ("tests/test_gaussian_kl.py", "tests/test_gaussian_kl_pair.py",
-                  "tests/test_coupling_accuracy.py", "tests/test_kl_adversarial.py")
+                  "tests/test_coupling_blocks.py", "tests/test_kl_adversarial.py")
 #: Left out of the rerun: the coupling grid's user blocks, each derived in memory (minutes
 #: in all); the shipped blocks and the README's text blocks keep it under a minute.
 RERUN_SELECTION = ("-m", "not user_block")

@@ -51,6 +51,7 @@ NOTATION = r"""notation read:
   arithmetic + - * / ^, \frac{a}{b}, \sqrt{a}, parentheses and brackets, |a|;
   products written \cdot, \circ, \odot, \times, * or by juxtaposition (element-wise);
   \exp(a), e^{a}, \mathrm{e}^{a} (e is Euler's number); \log, \ln (natural logarithms);
+  \tanh, \sinh, \cosh (\tanh^2(a) is tanh(a) squared);
   decimals (0.5), read exactly;
   \sum and \prod as \sum_{i=1}^{n}, \sum_i or bare \sum (read as i = 1..n); n, d/2, D/2;
   in \sum_i a_i + b_i the term b_i, which uses the index, belongs to the sum;
@@ -82,7 +83,7 @@ _SPACES = {",", ";", ":", "!", " ", "enspace", "thinspace", "medspace", "thicksp
 _SIZES = {"left", "right", "big", "Big", "bigg", "Bigg", "bigl", "bigr", "Bigl", "Bigr",
           "biggl", "biggr", "Biggl", "Biggr", "middle", "displaystyle", "nonumber",
           "notag"}
-_FUNCTIONS = {"exp", "log", "ln", "sqrt"}
+_FUNCTIONS = {"exp", "log", "ln", "sqrt", "tanh", "sinh", "cosh"}
 _FONTS = {"mathcal", "mathrm", "mathbf", "boldsymbol", "bm", "mathit", "mathsf",
           "operatorname", "mathnormal", "pmb"}
 _ENV_VECTOR = {"pmatrix", "bmatrix", "matrix", "Bmatrix"}
@@ -457,6 +458,7 @@ def _lines(toks: list[str]) -> Iterator[list[str]]:
 
 _ALLOWED_NODES: tuple[type, ...] = (
     sp.Add, sp.Mul, sp.Pow, sp.Symbol, sp.Integer, sp.Rational, sp.exp, sp.log, sp.Abs,
+    sp.tanh, sp.sinh, sp.cosh,
     sp.Sum, sp.Product, sp.Tuple, sp.Eq, sp.core.function.AppliedUndef,
     sp.core.numbers.Exp1, sp.core.numbers.Pi, sp.core.numbers.NegativeOne,
     sp.core.numbers.One, sp.core.numbers.Zero, sp.core.numbers.Half,
@@ -511,7 +513,7 @@ def _inspect(tree: sp.Basic, text: str) -> None:
                 height = heights[1] + 1
             if isinstance(expo, sp.Pow) and expo.args[0].is_Number and base.is_Number:
                 raise Unreadable(f"the power tower {text[:40]} is not read")
-        elif isinstance(e, sp.exp):
+        elif isinstance(e, (sp.exp, sp.sinh, sp.cosh)):  # each grows like an exponential
             height += 1
         if height > LIMITS["tower"]:
             raise Unreadable(f"exponentials nest more than {LIMITS['tower']} levels deep")

@@ -30,7 +30,7 @@ from sympy.core.function import AppliedUndef
 
 from ..answers import DIAG, IDENTITY, Answers, Quantity
 from ..loader import current, resolve
-from ..vocabulary import FB, GB, X1, X2, Y1, Y2, S, i, n
+from ..vocabulary import FB, GB, RESERVED, X1, X2, Y1, Y2, S, i, j, n
 from .latex_reader import Unreadable, label_tokens
 
 __all__ = ["Quantity", "QuestionSpec", "UnknownSymbols", "applied_at", "is_applied_at",
@@ -74,6 +74,13 @@ class QuestionSpec(Answers):
     def is_label(self, text: str) -> bool | None:
         """For the reader: a left-hand side naming a quantity is kept as text."""
         return True if self.classify(text) is not None else None
+
+    @property
+    def two_indices(self) -> bool:
+        """Whether a result is an entry with two free indices (``df_i/dz_j``): then an
+        answer's ``_j`` is the engine's ``j`` and ``\\delta_{ij}`` the Kronecker delta."""
+        return any(not q.matrix and any(r.has(j) for r in q.references)
+                   for q in self.quantities + self.alternates)
 
     def resolve(self, tree: sp.Basic) -> sp.Expr:
         """A parsed tree in the engine's symbols; unknown symbols raise ``Unreadable``."""
@@ -157,9 +164,15 @@ class _Resolver:
         m = _NAME.match(raw)
         base, sub = (m.group(1), _clean(m.group(2))) if m else (raw, "")
         if self.spec.index_form:
-            found = _component(base, sub, bound, self.spec.symbols)
+            two = self.spec.two_indices
+            found = _component(base, sub, bound, self.spec.symbols, two)
             if found is not None:
                 return found
+            own = self.spec.symbols.get(base)
+            if not sub and type(own) is sp.Symbol and str(own) == base:
+                return own  # a material's own scalar (the planar flow's b)
+            if base == "delta" and two and re.fullmatch(r"[ij]{2}", sub) and sub[0] != sub[1]:
+                return sp.KroneckerDelta(i, j)
             if raw == "n":
                 return n
             if raw in ("d", "D"):
@@ -205,10 +218,11 @@ _BASES = {("x", "1"): X1, ("x", "2"): X2, ("y", "1"): Y1, ("y", "2"): Y2, ("s", 
 
 
 def _component(base: str, sub: str, bound: dict[str, sp.Symbol],
-               symbols: Mapping[str, sp.Basic] | None = None) -> sp.Expr | None:
+               symbols: Mapping[str, sp.Basic] | None = None,
+               two_indices: bool = False) -> sp.Expr | None:
     """``x_{1}``, ``x_{1i}``, ``s``, ``s_k``, ``G_i`` as the engine's i-th component; also
     a material's own parameter vector, an indexed base among the question's ``symbols``
-    under its own name (``t``, ``t_i``)."""
+    under its own name (``t``, ``t_i``); with ``two_indices``, ``w_j`` is the ``j``-th."""
     if base == "J" and sub in ("F", "G"):
         return JACOBIAN_NAMES[sub]
     number, letter = re.fullmatch(r"([12]?)([A-Za-z]?)", sub).groups() if re.fullmatch(
@@ -226,6 +240,8 @@ def _component(base: str, sub: str, bound: dict[str, sp.Symbol],
         return vector[bound[letter]]
     if letter and letter not in ("i", "j", "k"):
         return None
+    if letter == "j" and two_indices:
+        return vector[j]
     # Outside any sum, the component is the engine's free index i; inside a sum over a
     # letter, an unsubscripted vector is that sum's component.
     if not letter and bound:
@@ -316,4 +332,28 @@ def question_spec(qid: str, variant: str | None = None) -> QuestionSpec:
                        f"{', '.join(supported())}")
     question, variant = resolve(qid, variant)  # an unknown variant: UnknownQuestionError
     answers = question.answers(variant, question.derive(variant))
-    return QuestionSpec(**{f.name: getattr(answers, f.name) for f in fields(answers)})
+    values = {f.name: getattr(answers, f.name) for f in fields(answers)}
+    if answers.index_form:
+        values["symbols"] = _own_symbols(answers)
+    return QuestionSpec(**values)
+
+
+def _own_symbols(answers: Answers) -> dict[str, sp.Basic]:
+    """The symbols an answer may write: those the question lists, then the material's own
+    vectors and scalars its results use, under their own names (the planar flow's ``z``,
+    ``u``, ``w``, ``b``), so a material need not list them."""
+    symbols = dict(answers.symbols)
+    listed = set(symbols.values())
+    found: list[sp.Basic] = []
+    for q in answers.quantities + answers.alternates:
+        for ref in q.references:
+            bases = {a.base for a in ref.atoms(sp.Indexed)}
+            labels = {b.label for b in bases}
+            found += [b for b in bases if b not in _BASES.values()]
+            found += [x for x in ref.atoms(sp.Symbol) if type(x) is sp.Symbol
+                      and x not in labels and x not in (i, j, n)]
+    for x in sorted(set(found) - listed, key=sp.default_sort_key):
+        name = str(x.label) if isinstance(x, sp.IndexedBase) else str(x)
+        if name not in RESERVED:  # the engine's own (the Jacobians' entries dF, dG)
+            symbols.setdefault(name, x)
+    return symbols

@@ -1,7 +1,10 @@
 r"""Kernel specifications from derivations: what ``codegen`` renders into ``generated/``.
 
 Each function here turns derived results into a :class:`derive.spec.Module`; no formula
-is written here, only which derived result becomes which output.
+is written here, only which derived result becomes which output. Where a kernel computes a
+derived value in another form (a name it computes once in place of its definition), that
+form is a result of a derivation of the kernels' forms (:func:`kernel_forms`): each edit is
+a checked step, which fails if the form is not equal to the value as derived.
 
 Example:
     >>> from derive.coursework.blocks import BLOCKS
@@ -16,9 +19,12 @@ import sympy as sp
 from derive.api import (
     Arg,
     CouplingBlock,
+    Derivation,
     Kernel,
     Module,
     Output,
+    Result,
+    Step,
     coupling_kernels,
 )
 
@@ -40,7 +46,39 @@ from .gaussian_kl import (
     sigma_p,
 )
 
-__all__ = ["coupling_module", "gaussian_kl_module", "gaussian_kl_pair_module"]
+__all__ = ["coupling_module", "gaussian_kl_module", "gaussian_kl_pair_module", "kernel_forms"]
+
+#: One edit of a derived value for a kernel: its name, the value as derived, the form the
+#: kernel computes, why that form (a reason) and the definitions it relies on (given).
+Edit = tuple[str, sp.Expr, sp.Expr, str, dict[sp.Symbol, sp.Expr]]
+
+
+def kernel_forms(qid: str, title: str, edits: list[Edit]) -> Derivation:
+    """The derivation of the kernels' forms of derived values: for each edit, the checked
+    step ``value as derived = form the kernel computes`` given the definitions of the names
+    the kernel computes once, and the form as a result of that name. A form that is not
+    equal to the value is refused (:class:`derive.api.StepCheckError`). It is an aside of
+    code generation: no document shows it.
+
+    Example:
+        >>> lv, sg = sp.Symbol("logvar", real=True), sp.Symbol("sigma", positive=True)
+        >>> forms = kernel_forms("9.9k", "demo", [(
+        ...     "grad", sp.exp(lv) / 2, sg**2 / 2, "sigma computed once", {sg: sp.exp(lv / 2)})])
+        >>> forms.result("grad")
+        sigma**2/2
+        >>> kernel_forms("9.9k", "demo", [(
+        ...     "grad", sp.exp(lv) / 2, sg / 2, "wrong", {sg: sp.exp(lv / 2)})])
+        Traceback (most recent call last):
+        ...
+        derive.derivation.StepCheckError: 9.9k, step 1 ('wrong'): exp(logvar)/2 = sigma/2 is false
+    """
+    return Derivation(
+        qid, f"{title}: the kernels' forms",
+        "Write each derived value in the form the kernels compute it.",
+        [Step(value, form, reason, given=given, aside=True)
+         for _, value, form, reason, given in edits],
+        [Result(name, form, f"{name} as the kernels compute it", typeset=False)
+         for name, _, form, _, _ in edits])
 
 
 def coupling_module(block: CouplingBlock) -> Module:
@@ -85,16 +123,27 @@ def gaussian_kl_module(p: Parameterization) -> Module:
                                          ("dsigma", "d sigma / d scale"),
                                          ("dlogsigma", "d log(sigma) / d scale")))
 
-    def in_sigma(expr: sp.Expr) -> sp.Expr:
-        return expr.subs(p.sigma, sigma) if derived_sigma else expr
+    # the gradients with sigma computed once: each rewrite a checked step
+    derived = {f"{prefix}_{v}": d.result(f"{prefix}_{v}")
+               for prefix, d in (("grad", stable), ("kernel_grad", est), ("kernel_stl", est))
+               for v in ("mu", s)}
+    in_sigma = {name: value.subs(p.sigma, sigma) if derived_sigma else value
+                for name, value in derived.items()}
+    forms = kernel_forms(f"2.3n:{s}", "The Gaussian KL's gradients", [
+        (name, derived[name], form, "sigma computed once, in place of its definition",
+         {sigma: p.sigma}) for name, form in in_sigma.items() if form != derived[name]])
 
-    def pair(prefix: str, d: object, doc: tuple[str, str]) -> tuple[Output, ...]:
-        return (Output("d_mu", in_sigma(d.result(f"{prefix}_mu")), doc[0]),
+    def form(name: str) -> sp.Expr:
+        return forms.result(name) if in_sigma[name] != derived[name] else derived[name]
+
+    def pair(prefix: str, doc: tuple[str, str]) -> tuple[Output, ...]:
+        return (Output("d_mu", form(f"{prefix}_mu"), doc[0]),
                 # through 2.3c, the last piece overflows only where sigma < 1 does not hold
-                Output(f"d_{s}", in_sigma(d.result(f"{prefix}_{s}")), doc[1],
+                Output(f"d_{s}", form(f"{prefix}_{s}"), doc[1],
                        overwritten_overflow=not is_log_linear(p)))
 
-    graph = est.data["graph"]
+    graph = est.graph
+    assert graph is not None
     graph_text = "; ".join(
         f"{n.name} from {', '.join(parent.name for parent in graph.parents(n))}"
         for n in graph.nodes if n.expr is not None)
@@ -111,15 +160,15 @@ def gaussian_kl_module(p: Parameterization) -> Module:
                "Arranged as in derivation 2.3n: finite and accurate for sigma from 1e-200 to "
                "1e100, and near sigma = 1 without cancellation.", gradient="kl_grad"),
         Kernel("kl_grad", (mu_arg, scale_arg),
-               shared + pair("grad", stable, ("dKL/dmu, exactly.", f"dKL/d{s}, exactly.")),
+               shared + pair("grad", ("dKL/dmu, exactly.", f"dKL/d{s}, exactly.")),
                f"The exact gradient of the KL divergence with respect to (mu, {s})."),
         Kernel("kl_grad_reparam", (mu_arg, scale_arg, eps_arg),
-               shared + pair("kernel_grad", est, grads),
+               shared + pair("kernel_grad", grads),
                "One reparameterized estimate of the gradient per eps sample (derivation 2.4).",
                f"Backpropagation through the graph of derivation 2.4 ({graph_text}); its "
                "mean over eps is kl_grad."),
         Kernel("kl_grad_stl", (mu_arg, scale_arg, eps_arg),
-               shared + pair("kernel_stl", est, grads),
+               shared + pair("kernel_stl", grads),
                "One sticking-the-landing estimate of the gradient per eps sample.",
                "The estimator of kl_grad_reparam without the score term of log q; unbiased, "
                "and exactly zero at mu = 0, sigma = 1."),
@@ -171,22 +220,46 @@ def gaussian_kl_pair_module(p: Parameterization) -> Module:
     internal = ((out("sigma_p", prior.sigma, "the prior's standard deviation", True),)
                 if derived_sigma_p else ())
     in_sigma_p = {prior.sigma: sigma_p} if derived_sigma_p else {}
-    m_eval = stable.result("m_evaluable")
-    if isinstance(m_eval, sp.Piecewise):  # sigma_p shared where it is used, not elsewhere
-        (near, where), *rest = m_eval.args
-        m_eval = sp.Piecewise((near.subs(in_sigma_p), where), *rest)
-    else:
-        m_eval = m_eval.subs(in_sigma_p)
+    defined = natural_variables(p, prior)
+    m_derived = stable.result("m_evaluable")
+    ratio = stable.result("r_evaluable")
+    kl_derived = stable.result("kl_evaluable")
+    # the kernels' forms of m and kl: each edit a checked step
+    edits: list[Edit] = []
+    if not is_log_linear(p):  # m from the shared sigma_p where that piece holds
+        near = natural_variables(PARAMETERIZATIONS["sigma"],
+                                 learned_prior(PARAMETERIZATIONS["sigma"]))[m_nat]
+        (_, where), *rest = m_derived.args
+        edits.append(("m", m_derived,
+                      sp.Piecewise((near, where.xreplace({prior.sigma: sigma_p})), *rest),
+                      "m from the shared sigma_p where that piece holds",
+                      {sigma_p: prior.sigma}))
+    elif isinstance(m_derived, sp.Piecewise) and derived_sigma_p:
+        # sigma_p shared where it is used, not elsewhere
+        (near, where), *rest = m_derived.args
+        edits.append(("m", m_derived, sp.Piecewise((near.subs(in_sigma_p), where), *rest),
+                      "sigma_p computed once, where that piece holds",
+                      {sigma_p: prior.sigma}))
+    elif m_derived.subs(in_sigma_p) != m_derived:
+        edits.append(("m", m_derived, m_derived.subs(in_sigma_p), "sigma_p computed once",
+                      {sigma_p: prior.sigma}))
+    if is_log_linear(p):  # r in place; else a piecewise value of its own, computed once
+        edits.append(("kl", kl_derived, kl_derived.xreplace({r_nat: ratio}),
+                      "the ratio of standard deviations in place, as 2.3np evaluates it",
+                      {r_nat: defined[r_nat]}))
+    forms = kernel_forms(f"2.3np:{p.name}", "The Gaussian pair KL", edits)
+    edited = {name for name, *_ in edits}
+    m_eval = forms.result("m") if "m" in edited else m_derived
+    kl_value = forms.result("kl") if "kl" in edited else kl_derived
+
     m_out = out("m", m_eval, "the standardized mean difference", True)
     x_out = out("x", stable.result("x_evaluable"), "the log variance ratio", True)
     # r from x where x is the parameters' difference (one exp), else the ratio itself
-    ratio = stable.result("r_evaluable")
     r_out = out("r", ratio, "the ratio of standard deviations", True)
     natural = internal + (m_out, x_out)
     # kl forms no sigma_p: where exp(logvar_p/2) overflows, its autograd would carry
     # 0 * inf = NaN into d logvar_p although m (exp(-logvar_p/2) underflowing) is finite
-    natural_kl = (out("m", stable.result("m_evaluable"), "the standardized mean difference",
-                      True), x_out)
+    natural_kl = (out("m", m_derived, "the standardized mean difference", True), x_out)
     if not is_log_linear(p):  # both sides' sigma and (log sigma)' as 2.3c arranges them
         chain = derive_chain_factors(p)
         rename.update({sigma: sp.Symbol("sigma_q", real=True),
@@ -198,12 +271,7 @@ def gaussian_kl_pair_module(p: Parameterization) -> Module:
             for side in ("_q", "_p")
             for name, doc in (("sigma", "a standard deviation"),
                               ("dlogsigma", "d log(sigma) / d scale")))
-        # m from the shared sigma_p where that piece holds (as for the sigma scale)
-        near = natural_variables(PARAMETERIZATIONS["sigma"],
-                                 learned_prior(PARAMETERIZATIONS["sigma"]))[m_nat]
-        (_, where), *rest = stable.result("m_evaluable").args
-        m_out = out("m", sp.Piecewise((near, where.xreplace({prior.sigma: sigma_p})), *rest),
-                    "the standardized mean difference", True, True)
+        m_out = out("m", m_eval, "the standardized mean difference", True, True)
         x_out = out("x", stable.result("x_evaluable"), "the log variance ratio", True, True)
         r_out = out("r", ratio, "the ratio of standard deviations", True, True)
         natural = sides + (m_out, x_out)
@@ -223,9 +291,6 @@ def gaussian_kl_pair_module(p: Parameterization) -> Module:
         return tuple(out(o, d.result(f"{prefix}_{n}"), f"{what} dKL/d{o[2:]}.")
                      for n, o in zip(names, outs, strict=True))
 
-    kl_value = stable.result("kl_evaluable")
-    if is_log_linear(p):  # r in place; else a piecewise value of its own, computed once
-        kl_value = kl_value.xreplace({r_nat: ratio})
     kernels = (
         Kernel("kl", args, natural_kl + (out("kl", kl_value, "KL(q_i || p_i), element-wise."),),
                "The KL divergence of q_i from the prior p_i, per dimension (sum it yourself).",

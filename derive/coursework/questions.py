@@ -85,7 +85,7 @@ def _prior_introduction() -> Introduction:
     return Introduction(
         "Conditional and hierarchical VAEs learn the prior too: each of its factors is a "
         "Gaussian with a mean and a scale of its own. Questions 2.3 and 2.4 again, for the "
-        "prior factor", ((log_prior.lhs, log_prior.rhs, False),), kl.data["latex_names"])
+        "prior factor", ((log_prior.lhs, log_prior.rhs, False),), kl.latex_names)
 
 
 #: The document's sections, in order (the appendix of other variants follows them).

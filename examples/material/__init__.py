@@ -2,7 +2,7 @@ r"""A worked example of material outside the engine, written against ``derive.ap
 
 It adds two coupling blocks (:mod:`.blocks`): one with a shift vector of its own, and one
 that is monotone but not affine; and questions about them, each with its derivation, its
-place in the solutions document, its kernels and (for the inverse) how ``derive check``
+place in the solutions document, its kernels and (for E.1 and P.1) how ``derive check``
 reads an answer. ``docs/adding-material.md`` walks through it. Generate it with::
 
     python -m derive generate --material examples.material --root OUT --package mykernels
@@ -38,7 +38,7 @@ from derive.api import (
     x2,
 )
 
-from .blocks import BLOCKS, t
+from .blocks import BLOCKS
 from .planar import OUTPUT, derive_planar, planar_module
 
 __all__ = ["MATERIAL", "QUESTIONS", "SECTIONS"]
@@ -76,7 +76,19 @@ def _inverse_answers(variant: str, d: object) -> Answers:
                    ((_X + r"1(?:,?[ik])?\}?", ("x1",)), (_X + r"2(?:,?[ik])?\}?", ("x2",))),
                    index_form=True, x2=d.result("x2"),
                    symbols={"x_1": x1.base, "x_2": x2.base, "y_1": Y1, "y_2": Y2,
-                            "s": s.base, "t": t.base, "F(x_2)": F.base, "G(x_2)": G.base})
+                            "s": s.base, "F(x_2)": F.base, "G(x_2)": G.base})
+
+
+def _planar_answers(variant: str, d: object) -> Answers:
+    """How ``derive check`` reads an answer to P.1: the Jacobian's entry (i, j) and the
+    determinant. The symbols z, u, w, b need not be listed: the checker takes them from
+    the results."""
+    return Answers("P.1", variant, (
+        Quantity("jacobian", "df_i/dz_j", (d.result("jacobian"),)),
+        Quantity("det", "det(df/dz)", (d.result("det"),))), (),
+        ((r"\\frac\{\\partialf_\{?i\}?\}\{\\partialz_\{?j\}?\}|J_\{?ij\}?", ("jacobian",)),
+         (r"\\det.*", ("det",))),
+        index_form=True)
 
 
 #: The document's section for the example.
@@ -100,7 +112,7 @@ QUESTIONS: dict[str, Question] = {
     "P.1": Question("P.1", "The log-determinant of a planar flow", ("",),
                     lambda v: derive_planar(), SECTIONS["planar"],
                     kernels=lambda v: planar_module(),
-                    points={"jacobian": 2, "det": 3}, step_points=1),
+                    points={"jacobian": 2, "det": 3}, step_points=1, answers=_planar_answers),
 }
 
 #: What ``derive ... --material examples.material`` loads.

@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import cache
 
 import sympy as sp
 
@@ -87,6 +88,7 @@ def _explicit_model(lhs: sp.Basic, rhs: sp.Basic) -> Iterator[tuple[sp.Basic, sp
                 yield _explicit(lhs, size, a, c), _explicit(rhs, size, a, c)
 
 
+@cache
 def derive_planar() -> Derivation:
     """P.1: the Jacobian of the planar flow, its determinant and log-determinant, and the
     log-determinant arranged for floating point (each rewrite a checked step)."""

@@ -123,5 +123,5 @@ def derive_kl(p: Parameterization, prior: Prior = STANDARD_NORMAL) -> Derivation
         "2.3" if standard else "2.3p", title, statement, steps, results,
         conclusion="{kl}: zero exactly at the prior's mean and scale, positive elsewhere.",
         models=(model,), variant=p.name, notes=(sp.Symbol("q"), sp.Symbol("p")),
-        data={"latex_names": _PER_DIMENSION if standard else _PER_DIMENSION_PAIR},
+        latex_names=_PER_DIMENSION if standard else _PER_DIMENSION_PAIR,
     )

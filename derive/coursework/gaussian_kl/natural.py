@@ -317,7 +317,7 @@ def derive_stable_kl_pair(p: Parameterization) -> Derivation:
         steps, results,
         conclusion="The KL of 2.3 in the natural variables: the same pieces serve, now near "
                    "any prior.",
-        variant=p.name, data={"latex_names": _PER_DIMENSION_PAIR},
+        variant=p.name, latex_names=_PER_DIMENSION_PAIR,
         notes=(sp.Symbol("q"), sp.Symbol("p")),
     )
 

@@ -10,14 +10,23 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cache
 
 import sympy as sp
 from sympy import stats
 from sympy.codegen.cfunctions import expm1
 
-from derive.api import Derivation, Expectation, Result, Step, Variance, gaussian_log_pdf
+from derive.api import (
+    BackwardTable,
+    ComputationGraph,
+    Derivation,
+    Expectation,
+    GraphNode,
+    Result,
+    Step,
+    Variance,
+    gaussian_log_pdf,
+)
 
 from .chain import _chain_given, _through_sigma, is_log_linear
 from .closed_form import _q_model, derive_kl
@@ -103,65 +112,9 @@ def _noise_times(product: sp.Expr) -> sp.Expr:
     return eps * product
 
 
-@dataclass(frozen=True)
-class Node:
-    """A node of a computation graph: its symbol, its expression in its parents, its role.
-
-    ``role`` is ``"noise"``, ``"parameter"``, ``"intermediate"`` or ``"output"``;
-    ``score_of`` lists the parameters whose direct edges into this node carry the score
-    term (the edges sticking-the-landing cuts).
-    """
-
-    symbol: sp.Symbol
-    expr: sp.Expr | None
-    role: str
-    description: str
-    score_of: tuple[sp.Symbol, ...] = ()
-
-    @property
-    def name(self) -> str:
-        return self.symbol.name
-
-
-@dataclass(frozen=True)
-class Graph:
-    """A computation graph, nodes in topological order; the last node is the output."""
-
-    nodes: tuple[Node, ...]
-
-    @property
-    def output(self) -> Node:
-        return self.nodes[-1]
-
-    def parents(self, node: Node) -> list[Node]:
-        if node.expr is None:
-            return []
-        return [n for n in self.nodes if node.expr.has(n.symbol)]
-
-    def children(self, node: Node) -> list[Node]:
-        return [n for n in self.nodes if n.expr is not None and n.expr.has(node.symbol)]
-
-    @property
-    def edges(self) -> list[tuple[str, str]]:
-        """``(parent, child)`` name pairs, in a fixed order (for drawing)."""
-        return [(p.name, n.name) for n in self.nodes for p in self.parents(n)]
-
-    def in_leaves(self, expr: sp.Expr) -> sp.Expr:
-        """``expr`` with every non-leaf node replaced by its expression in the leaves."""
-        for n in reversed(self.nodes):
-            if n.expr is not None:
-                expr = expr.xreplace({n.symbol: n.expr})
-        return expr
-
-    def descendants(self, node: Node) -> list[Node]:
-        out: list[Node] = []
-        frontier = [node]
-        while frontier:
-            for child in self.children(frontier.pop()):
-                if child not in out:
-                    out.append(child)
-                    frontier.append(child)
-        return out
+#: The computation graph's types are the engine's (a derivation shows its graph).
+Node = GraphNode
+Graph = ComputationGraph
 
 
 def _bar(symbol: sp.Symbol, suffix: str = "bar") -> sp.Symbol:
@@ -361,6 +314,8 @@ def derive_gradient_estimators(p: Parameterization,
                    "sticking the landing drops the score term, stays unbiased, and has "
                    "{var_stl_mu}, zero at the optimum.",
         models=(model,), variant=p.name,
-        data={"graph": graph, "backward": rows, "backward_stl": stl_rows,
-              "latex_names": _PER_DIMENSION if standard else _PER_DIMENSION_PAIR},
+        graph=graph,
+        backward=(BackwardTable("Backward pass (reparameterization)", rows),
+                  BackwardTable("Backward pass (sticking the landing)", stl_rows)),
+        latex_names=_PER_DIMENSION if standard else _PER_DIMENSION_PAIR,
     )

@@ -212,7 +212,7 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
         steps, results,
         conclusion="Each rewrite is an identity SymPy proves; only the series is an "
                    "approximation, with relative error at most {series_relative_error}.",
-        variant=p.name, data={"latex_names": _PER_DIMENSION},
+        variant=p.name, latex_names=_PER_DIMENSION,
     )
 
 

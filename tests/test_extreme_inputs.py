@@ -1,6 +1,7 @@
-"""Regression tests for the shipped-kernel defects of issue 23 (item 4), each against the
-true value from mpmath: every one of these failed (NaN or infinity where the true value is
-finite) before its fix.
+"""The shipped kernels at extreme inputs (huge or tiny G, sigma, logvar; subnormals; float32
+near its overflow), each against the true value from mpmath: finite wherever the true value
+is. Every one of these failed (NaN or infinity where the true value is finite) before its
+fix.
 
 Example:
     >>> from generated import coupling

@@ -1,4 +1,5 @@
-"""Every coupling block's kernels at extreme G against mpmath: accurate, finite, no warnings.
+"""Every coupling block, shipped or a user's, on one grid against mpmath; and a user's block,
+derived in memory, through the engine: derivations, text and array-API bodies.
 
 One grid, parametrized over the shipped blocks (``BLOCKS``, their generated modules) and
 over blocks nobody shipped, derived in memory as a user would add them (``USER_BLOCKS``).
@@ -9,9 +10,10 @@ to write. Blocks with scales typed in by hand (``tests.reference.BLOCK_REFERENCE
 also checked against them with dense F and G.
 
 User blocks are marked ``user_block`` except the three written as text, as
-docs/adding-material.md adds one; ``tests/test_simd_paths.py`` reruns this module on
+docs/adding-material.md adds one; ``tests/test_simd_paths.py`` reruns this module's grid on
 NumPy's baseline code with ``-m "not user_block"`` (deriving every user block takes
-minutes).
+minutes). Every test of one block is in the block's xdist group, so one worker derives it
+(``--dist loadgroup``, pyproject.toml).
 """
 
 from __future__ import annotations
@@ -25,12 +27,21 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from derive.coupling import CouplingBlock
+from codegen.latex import render_derivation
+from derive.coupling import (
+    CouplingBlock,
+    derive_arrangement,
+    derive_determinant,
+    derive_inverse,
+    derive_jacobian,
+)
 from derive.coursework.blocks import BLOCKS
+from derive.text import render_text
 from derive.vocabulary import F, G, s, x1, x2
 
 from . import reference as ref
 from .conftest import fingerprint, rendered_once
+from .test_coupling_text import _IDENTIFIER, _prose
 
 exp, log = sp.exp, sp.log
 #: Blocks written as text, as the README adds one: a softplus scale (bare, and kept away
@@ -84,10 +95,22 @@ for _name, _ref in {
 }.items():
     ref.BLOCK_REFERENCES.setdefault(_name, _ref)
 
-ALL_BLOCKS = [*BLOCKS, *(pytest.param(name, marks=() if name in TEXT_BLOCKS
-                                      else pytest.mark.user_block) for name in USER_BLOCKS)]
+
+
+def _block_params(names) -> list:
+    """``names`` as parameters in their block's xdist group; user blocks not written as
+    text are marked ``user_block``."""
+    return [pytest.param(name, marks=(pytest.mark.xdist_group(f"block-{name}"),) + (
+        (pytest.mark.user_block,) if name in USER_BLOCKS and name not in TEXT_BLOCKS else ()))
+        for name in names]
+
+
+ALL_BLOCKS = _block_params([*BLOCKS, *USER_BLOCKS])
 #: The blocks with a hand-written reference: the shipped ones and the text blocks.
-HAND_BLOCKS = [*BLOCKS, *TEXT_BLOCKS]
+HAND_BLOCKS = _block_params([*BLOCKS, *TEXT_BLOCKS])
+#: The blocks nobody shipped, for the tests of what the engine derives for them.
+USER_BLOCK_PARAMS = [pytest.param(*p.values, marks=(*p.marks, pytest.mark.user_block))
+                     for p in _block_params(USER_BLOCKS)]
 
 G_VALUES = [-800.0, -40.0, -1.0, 0.0, 1e-9, 1.0, 40.0, 800.0]
 F_VALUES = [0.0, 0.75]
@@ -353,3 +376,92 @@ def test_jacobian_and_log_det_against_the_hand_written_reference(name):
 def test_an_unknown_block_has_no_reference():
     with pytest.raises(KeyError, match="no hand-written reference for block 'nobody'"):
         ref.forward("nobody", X1, X2, S, np.tanh, np.sin)
+
+
+# --- a user's block through the engine: derivations, text, array-API bodies -------------
+
+
+@pytest.mark.parametrize("name", USER_BLOCK_PARAMS)
+def test_the_engine_derives_and_checks_every_step(name):
+    b = block(name)
+    for d in (derive_inverse(b), derive_jacobian(b), derive_determinant(b),
+              derive_arrangement(b)):
+        assert len(d.checks) == len(d.steps) > 0
+        assert {c.method for c in d.checks} <= {"symbolic", "numeric", "explicit"}
+
+
+@pytest.mark.parametrize("name", USER_BLOCK_PARAMS)
+def test_the_text_fits_the_block(name):
+    b = block(name)
+    det = derive_determinant(b)
+    text = render_text(det)
+    # the diagonal entries dy1/dx1, dy2/dx2 (the scales of an affine block)
+    scales = [sp.diff(e, v) for e, v in zip(USER_BLOCKS[name], (x1, x2), strict=True)]
+    assert ("product of exponentials" in text) == all(
+        isinstance(a, sp.exp) for a in scales if a != 1)
+    assert "prod_i(1)" not in text and "log|1|" not in text
+    if "same sign" in det.conclusion:  # only where every term of the sum has one sign
+        terms = [t.function for t in sp.Add.make_args(det.result("log_abs_det"))]
+        assert all(t.is_positive for t in terms) or all(t.is_negative for t in terms)
+    for d in (derive_inverse(b), derive_jacobian(b), det, derive_arrangement(b)):
+        for line in _prose(render_derivation(d)):
+            assert not _IDENTIFIER.search(line.replace(r"\intertext{", "")), line
+
+
+@pytest.mark.user_block
+@pytest.mark.xdist_group("block-user_constants")
+def test_a_constant_log_det_of_mixed_signs_is_not_said_to_have_one_sign():
+    verdict = derive_determinant(block("user_constants")).conclusion
+    assert verdict.startswith("Never volume preserving") and "same sign" not in verdict
+
+
+@pytest.mark.user_block
+@pytest.mark.xdist_group("block-user_tanh")
+def test_the_tanh_derivative_is_arranged_without_cancellation():
+    """1 - tanh(G)**2 rounds to 0 for |G| > 19; the kernel keeps its digits."""
+    text = render_text(derive_arrangement(block("user_tanh")))
+    assert "tanh(G_i(x2))**2" in text  # the derived entry is shown, then rewritten
+    assert "1 - tanh" not in str(derive_arrangement(block("user_tanh")).result("dy1_dx2"))
+
+
+@cache
+def array_api_kernels(name: str) -> SimpleNamespace:
+    from codegen.backends import render_module
+    from derive.coursework.kernels import coupling_module
+
+    source = rendered_once("coupling-xp", [name, *map(fingerprint, USER_BLOCKS[name])],
+                           lambda: render_module(coupling_module(block(name)), "test"))
+    namespace: dict = {}
+    exec(source, namespace)  # noqa: S102
+    return SimpleNamespace(**namespace)
+
+
+@pytest.mark.parametrize("name", USER_BLOCK_PARAMS)
+def test_the_array_api_bodies_agree_with_numpy(name):
+    """Through the array API (array_api_strict, which takes arrays only: a constant such as
+    log(2) must not be printed as xp.log(2)), each kernel gives NumPy's values."""
+    xp = pytest.importorskip("array_api_strict")
+    m, a = kernels(name), array_api_kernels(name)
+    for g in (-40.0, 0.0, 1.0, 40.0):
+        def fg(x, v=g):
+            return x * 0 + v
+
+        def f(x):
+            return x * 0 + 0.75
+
+        args = [xp.asarray(v) for v in (X1, X2, S)]
+        for kernel in ("forward", "log_det_jacobian"):
+            want = getattr(m, kernel)(X1, X2, S, f, fg)
+            got = getattr(a, kernel)(*args, f, fg)
+            for w, v in zip(want if isinstance(want, tuple) else (want,),
+                            got if isinstance(got, tuple) else (got,), strict=True):
+                np.testing.assert_allclose(np.asarray(v), w, rtol=1e-13, atol=1e-300)
+
+
+@pytest.mark.user_block
+@pytest.mark.xdist_group("block-user_one_plus_square")
+def test_terms_of_one_sign_vanish_each():
+    """log(1 + G_i**2) >= 0: the sum is 0 exactly where every G_i is, and the text says so."""
+    det = derive_determinant(block("user_one_plus_square"))
+    assert det.result("volume_condition") == sp.Eq(G, 0)
+    assert "every component" in det.conclusion

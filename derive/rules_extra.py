@@ -1,0 +1,201 @@
+r"""More rewrites for the search of :mod:`derive.search` (issue 23): each is a general
+identity, checked as a step (piecewise ones inside each piece) when the search keeps it.
+
+- cube roots as :class:`~derive.nodes.cbrt` (no power with the exponent 1/3 rounded);
+- a root of a quadratic, ``p + sqrt(b**2 - k a c)``, in the form that does not cancel
+  (the conjugate where ``p`` and the root have opposite signs), its discriminant scaled
+  by ``|b|`` or by ``sqrt|k a c|``, so that neither ``b**2`` nor ``a c`` is formed;
+- ``U log U - V log V`` as ``(U - V) log U + V log1p((U - V)/V)``;
+- ``log(n/d)`` as ``log1p((n - d)/d)`` where ``n - d`` is shorter than ``n``;
+- ``sqrt(exp(u) + c)`` as ``exp(u/2) sqrt(1 + c exp(-u))`` where ``u > 0`` (no overflow
+  of ``exp(u)`` where the root is finite).
+
+Every rule is ``(name, function, reason, notes)`` as :data:`derive.search.RULES`.
+
+Example:
+    >>> x = sp.Symbol("x", nonnegative=True)
+    >>> _cube_roots(1/(x**sp.Rational(2, 3) + 1))
+    1/(cbrt(x)**2 + 1)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sympy as sp
+from sympy.codegen.cfunctions import log1p
+
+from .nodes import cbrt
+
+__all__ = ["EXTRA_RULES"]
+
+_a = sp.Symbol("a", real=True)
+_b = sp.Symbol("b", real=True)
+_c = sp.Symbol("c", real=True)
+_u = sp.Symbol("u", real=True)
+_p = sp.Symbol("u", positive=True)
+
+
+def _cube_roots(e: sp.Basic) -> sp.Basic:
+    """Powers ``v**(k/3)`` of a nonnegative ``v`` as ``cbrt(v)**k``."""
+
+    def query(t: sp.Basic) -> bool:
+        return (t.is_Pow and t.exp.is_Rational and t.exp.q == 3
+                and bool(t.base.is_nonnegative))
+
+    return e.replace(query, lambda t: cbrt(t.base) ** t.exp.p)
+
+
+def _discriminant(d: sp.Basic) -> tuple[sp.Basic, sp.Basic, sp.Basic, sp.Basic] | None:
+    """``(b, k, a, c)`` where ``d = b**2 - k a c`` (``k`` a number, ``a, c`` factors)."""
+    d = sp.expand(d)
+    if not (d.is_Add and len(d.args) == 2):
+        return None
+    for sq, prod in (d.args, d.args[::-1]):
+        if sq.is_Pow and sq.exp == 2 and not sq.base.is_number:
+            coeff, rest = (-prod).as_coeff_Mul()
+            factors = rest.as_ordered_factors()
+            if len(factors) == 2 and all(f.free_symbols for f in factors) \
+                    and sq.base not in factors:
+                return sq.base, coeff, factors[0], factors[1]
+    return None
+
+
+def _scaled_root(b: sp.Basic, k: sp.Basic, a: sp.Basic, c: sp.Basic) -> sp.Basic:
+    """``sqrt(b**2 - k a c)`` without forming ``b**2`` or ``a c``: with
+    ``s = sqrt|k| sqrt|a| sqrt|c|`` and ``g = sign(k a c)``, ``|b| sqrt(1 - g (s/b)**2)``
+    where ``|b| >= s``, ``s sqrt((b/s)**2 - g)`` elsewhere."""
+    s = sp.sqrt(sp.Abs(k)) * sp.sqrt(sp.Abs(a)) * sp.sqrt(sp.Abs(c))
+    g = sp.sign(k) * sp.sign(a) * sp.sign(c)
+    # the ratios kept as ratios: SymPy would otherwise expand (s/b)**2 into 4|a||c|/b**2
+    return sp.Piecewise((sp.Abs(b) * sp.sqrt(1 - g * sp.UnevaluatedExpr(s / b) ** 2),
+                         sp.Abs(b) >= s),
+                        (s * sp.sqrt(sp.UnevaluatedExpr(b / s) ** 2 - g), True))
+
+
+def _quadratic_root(e: sp.Basic) -> sp.Basic:
+    """``p + t sqrt(D)`` (``t = 1`` or ``-1``, ``D`` a discriminant) as the conjugate
+    ``(p**2 - D)/(p - t sqrt(D))`` where ``t p < 0`` (there the sum cancels), and the
+    root scaled (:func:`_scaled_root`) everywhere."""
+    roots = [t for t in sp.preorder_traversal(e)
+             if t.is_Pow and t.exp == sp.S.Half and _discriminant(t.base) is not None]
+    if not roots:
+        return e
+    root = roots[0]
+    d = root.base
+    scaled = _scaled_root(*_discriminant(d))
+
+    def query(t: sp.Basic) -> bool:
+        return t.is_Add and any(arg in (root, -root) for arg in t.args)
+
+    def value(t: sp.Basic) -> sp.Basic:
+        sign = 1 if root in t.args else -1
+        p = t - sign * root
+        conj = sp.expand(p ** 2 - d) / (p - sign * scaled)
+        return sp.Piecewise((conj, sign * p < 0), (p + sign * scaled, True))
+
+    out = e.replace(query, value).xreplace({root: scaled})
+    return sp.piecewise_fold(out)
+
+
+def _x_log_x_difference(e: sp.Basic) -> sp.Basic:
+    """``U log U - V log V`` (in a sum) as ``(U - V) log U + V log1p((U - V)/V)``."""
+    if not e.is_Add:
+        return e
+    terms = list(e.args)
+
+    def xlogx(t: sp.Basic) -> tuple[int, sp.Basic] | None:
+        sign = -1 if t.could_extract_minus_sign() else 1
+        m = sign * t
+        if m.is_Mul and len(m.args) == 2:
+            for f, g in (m.args, m.args[::-1]):
+                if isinstance(g, sp.log) and g.args[0] == f:
+                    return sign, f
+        return None
+
+    found = [(t, xlogx(t)) for t in terms]
+    plus = [(t, u) for t, m in found if m is not None and m[0] == 1 for u in (m[1],)]
+    minus = [(t, v) for t, m in found if m is not None and m[0] == -1 for v in (m[1],)]
+    for tu, u in plus:
+        for tv, v in minus:
+            diff = sp.expand(u - v)
+            if diff.free_symbols and len(diff.free_symbols) >= len(u.free_symbols):
+                continue
+            rest = [t for t in terms if t is not tu and t is not tv]
+            return sp.Add(*rest, diff * sp.log(u) + v * log1p(diff / v))
+    return e
+
+
+def _log_of_ratio(e: sp.Basic) -> sp.Basic:
+    """``log(n/d)`` as ``log1p((n - d)/d)`` where ``n - d`` is shorter than ``n``: the log of
+    a ratio near 1 through the small difference (``log((1 - u)/(1 + u))`` as
+    ``log1p(-2u/(1 + u))``)."""
+
+    def parts(t: sp.Basic) -> tuple[sp.Basic, sp.Basic] | None:
+        if not isinstance(t, sp.log):
+            return None
+        n, d = sp.fraction(sp.together(t.args[0]))
+        if d == 1 or not n.free_symbols:
+            return None
+        diff = sp.expand(n - d)
+        if diff != n and (len(sp.Add.make_args(diff)) < len(sp.Add.make_args(n))
+                          or sp.count_ops(diff) <= sp.count_ops(n)):
+            return diff, d
+        return None
+
+    def value(t: sp.Basic) -> sp.Basic:
+        diff, d = parts(t)
+        return log1p(diff / d)
+
+    return e.replace(lambda t: parts(t) is not None, value)
+
+
+def _root_of_exp(e: sp.Basic) -> sp.Basic:
+    """``sqrt(exp(u) + c)`` (``c`` a number) as ``exp(u/2) sqrt(1 + c exp(-u))`` where
+    ``u > 0``."""
+
+    def arg(t: sp.Basic) -> tuple[sp.Basic, sp.Basic] | None:
+        if t.is_Pow and t.exp == sp.S.Half and t.base.is_Add and len(t.base.args) == 2:
+            c, x = t.base.as_coeff_Add()
+            if c != 0 and isinstance(x, sp.exp):
+                return x.args[0], c
+        return None
+
+    def value(t: sp.Basic) -> sp.Basic:
+        u, c = arg(t)
+        return sp.Piecewise((sp.exp(u / 2) * sp.sqrt(1 + c * sp.exp(-u)), u > 0), (t, True))
+
+    return e.replace(lambda t: arg(t) is not None, value)
+
+
+def _rule(name: str, fn: Callable[[sp.Basic], sp.Basic], reason: str,
+          notes: tuple[sp.Basic, ...] = ()) -> tuple[str, Callable[[sp.Basic], sp.Basic], str,
+                                                     tuple[sp.Basic, ...]]:
+    return name, fn, reason, notes
+
+
+#: The rules of this module, in the form of :data:`derive.search.RULES`.
+EXTRA_RULES = (
+    _rule("cube root", _cube_roots,
+          "{0}: the real cube root, not a power whose exponent 1/3 is rounded",
+          (sp.Eq(_p ** sp.Rational(1, 3), cbrt(_p)),)),
+    _rule("quadratic root", _quadratic_root,
+          "{0} where the sum would cancel, and the root of the discriminant scaled: {1} "
+          "where {2} (neither b**2 nor a c is formed, so neither overflows)",
+          (sp.Eq(-_b + sp.sqrt(_b ** 2 - 4 * _a * _c),
+                 -4 * _a * _c / (_b + sp.sqrt(_b ** 2 - 4 * _a * _c))),
+           sp.Eq(sp.sqrt(_b ** 2 - 4 * _a * _c),
+                 sp.Abs(_b) * sp.sqrt(1 - 4 * _a * _c / _b ** 2)),
+           sp.Abs(_b) >= 2 * sp.sqrt(sp.Abs(_a * _c)))),
+    _rule("x log x difference", _x_log_x_difference,
+          "{0}: the difference of the logs formed as a log1p of a small ratio",
+          (sp.Eq((_p + 1) * sp.log(_p + 1) - _p * sp.log(_p),
+                 sp.log(_p + 1) + _p * log1p(1 / _p)),)),
+    _rule("log of a ratio", _log_of_ratio,
+          "{0}: the log of a ratio near 1 through the small difference of its terms",
+          (sp.Eq(sp.log((1 - _u) / (1 + _u)), log1p(-2 * _u / (1 + _u))),)),
+    _rule("root of exp", _root_of_exp,
+          "{0} where {1}: the exponential of half the argument, so that no exponential "
+          "overflows where the root does not",
+          (sp.Eq(sp.sqrt(sp.exp(_u) + 1), sp.exp(_u / 2) * sp.sqrt(1 + sp.exp(-_u))), _u > 0)),
+)
