@@ -35,7 +35,8 @@ from derive.spec import Kernel
 
 from .plan import KernelPlan, Statement, _sorted, plan_kernel
 
-__all__ = ["KernelPrinter", "plan_kernel", "lower_numpy", "lower_piecewise", "lambdify_kernel"]
+__all__ = ["KernelPrinter", "plan_kernel", "lower_numpy", "lower_piecewise", "lambdify_kernel",
+           "horner_chain"]
 
 
 class KernelPrinter(NumPyPrinter):
@@ -75,7 +76,16 @@ class KernelPrinter(NumPyPrinter):
     def __init__(self) -> None:
         super().__init__({"strict": True, "fully_qualified_modules": True})
 
+    #: A nested product ``x*(x*(c*x + c) + c) + c`` of at least this many coefficients
+    #: prints as one ``kernel_runtime.horner`` call (:func:`horner_chain`).
+    HORNER_FROM = 5
+
     def _print_Add(self, expr: sp.Add, order: str | None = None) -> str:
+        chain = horner_chain(expr)
+        if chain is not None and len(chain[1]) >= self.HORNER_FROM:
+            x, coefficients = chain
+            listed = ", ".join(self._print(c) for c in coefficients)
+            return f"_rt.horner({self._print(x)}, ({listed}))"
         # Positive terms first: ``y1 - F`` rather than ``-F + y1``, one pass fewer.
         terms = self._as_ordered_terms(expr, order=order)
         # An integer factor > 1 all terms share (up to sign), once: ``2*(a + b - 1)``, passes
@@ -149,6 +159,44 @@ class KernelPrinter(NumPyPrinter):
                 "substituted before printing"
             )
         return super()._print(expr, **kwargs)
+
+
+def horner_chain(expr: sp.Basic) -> tuple[sp.Symbol, tuple[sp.Number, ...]] | None:
+    """``(x, (c_n, ..., c_0))`` where ``expr`` is Horner's rule written out,
+    ``x*(...(x*(c_n*x + c_{n-1}) + ...) + c_1) + c_0`` with number coefficients, else None.
+
+    Printed as ``kernel_runtime.horner(x, (c_n, ..., c_0))``: the same multiplications and
+    additions in the same order (so the same rounding), with one temporary instead of one per
+    operation. Only the evaluation is changed, not the expression the derivation checked.
+
+    Example:
+        >>> x = sp.Symbol("x", real=True)
+        >>> e = sp.Add(sp.Mul(x, sp.Add(sp.Mul(sp.Rational(1, 3), x), 2, evaluate=False),
+        ...                   evaluate=False), 5, evaluate=False)
+        >>> horner_chain(e)
+        (x, (1/3, 2, 5))
+        >>> horner_chain(x + 1) is None
+        True
+    """
+    constants: list[sp.Basic] = []
+    x = None
+    while isinstance(expr, sp.Add) and len(expr.args) == 2:
+        numbers = [a for a in expr.args if a.is_Number]
+        if len(numbers) != 1:
+            return None
+        rest = expr.args[1] if expr.args[0] is numbers[0] else expr.args[0]
+        if not (isinstance(rest, sp.Mul) and len(rest.args) == 2):
+            return None
+        symbols = [a for a in rest.args if a.is_Symbol]
+        if len(symbols) != 1 or (x is not None and symbols[0] != x):
+            return None
+        x = symbols[0]
+        inner = rest.args[1] if rest.args[0] is x else rest.args[0]
+        constants.append(numbers[0])
+        if inner.is_Number:
+            return x, (inner, *reversed(constants))
+        expr = inner
+    return None
 
 
 def _term_code(coef: str, matrix: str) -> str:

@@ -37,13 +37,13 @@ import numpy
 import kernel_runtime as _rt
 
 # The kernel_runtime contract this module was generated against: a runtime of major
-# version 2 and minor version 1 or later.
+# version 2 and minor version 2 or later.
 _found = str(getattr(_rt, "CONTRACT_VERSION", "none"))
 _major, _, _minor = _found.partition(".")
-if _major != "2" or not _minor.isdigit() or int(_minor) < 1:
+if _major != "2" or not _minor.isdigit() or int(_minor) < 2:
     raise ImportError(
-        f"{__name__} needs kernel_runtime contract 2.1 (major 2, "
-        f"minor >= 1), found {_found} in {getattr(_rt, '__file__', '?')}; "
+        f"{__name__} needs kernel_runtime contract 2.2 (major 2, "
+        f"minor >= 2), found {_found} in {getattr(_rt, '__file__', '?')}; "
         "regenerate with: python -m derive generate (or upgrade derive-engine)")
 del _found, _major, _, _minor
 
@@ -125,7 +125,7 @@ def _kl_numpy(mu, logvar, _batch, _dtype):
         numpy.greater_equal(x, 88),
     ), (
         (lambda: numpy.inf, (), ()),
-        (lambda x: x**2*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*((1/2615348736000)*x + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4), (x,), ()),
+        (lambda x: x**2*(_rt.horner(x, (1/2615348736000, 1/174356582400, 1/12454041600, 1/958003200, 1/79833600, 1/7257600, 1/725760, 1/80640, 1/10080, 1/1440, 1/240, 1/48, 1/12, 1/4))), (x,), ()),
         (lambda logvar, x: 2*((1/2)*numpy.exp((1/2)*logvar))**2 - (1/2)*x - 1/2, (logvar, x,), ()),
         (lambda x: (1/2)*numpy.expm1(x) - (1/2)*x, (x,), ()),
     ), True)
@@ -151,7 +151,7 @@ def _kl_xp(xp, mu, logvar, _batch, _dtype):
         (x >= 88),
     ), (
         (lambda: _zero + xp.inf, (), ()),
-        (lambda x: x**2*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*((1/2615348736000)*x + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4), (x,), (_zero + 0,)),
+        (lambda x: x**2*(_rt.horner(x, (1/2615348736000, 1/174356582400, 1/12454041600, 1/958003200, 1/79833600, 1/7257600, 1/725760, 1/80640, 1/10080, 1/1440, 1/240, 1/48, 1/12, 1/4))), (x,), (_zero + 0,)),
         (lambda logvar, x: 2*((1/2)*xp.exp((1/2)*logvar))**2 - (1/2)*x - 1/2, (logvar, x,), (_zero + 0, _zero + 0,)),
         (lambda x: (1/2)*xp.expm1(x) - (1/2)*x, (x,), (_zero + 0,)),
     ), True)

@@ -38,13 +38,13 @@ import numpy
 import kernel_runtime as _rt
 
 # The kernel_runtime contract this module was generated against: a runtime of major
-# version 2 and minor version 1 or later.
+# version 2 and minor version 2 or later.
 _found = str(getattr(_rt, "CONTRACT_VERSION", "none"))
 _major, _, _minor = _found.partition(".")
-if _major != "2" or not _minor.isdigit() or int(_minor) < 1:
+if _major != "2" or not _minor.isdigit() or int(_minor) < 2:
     raise ImportError(
-        f"{__name__} needs kernel_runtime contract 2.1 (major 2, "
-        f"minor >= 1), found {_found} in {getattr(_rt, '__file__', '?')}; "
+        f"{__name__} needs kernel_runtime contract 2.2 (major 2, "
+        f"minor >= 2), found {_found} in {getattr(_rt, '__file__', '?')}; "
         "regenerate with: python -m derive generate (or upgrade derive-engine)")
 del _found, _major, _, _minor
 
@@ -143,7 +143,7 @@ def _kl_numpy(mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
         numpy.less(x, 2),
     ), (
         (lambda: numpy.inf, (), ()),
-        (lambda x: x**2*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*((1/2615348736000)*x + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4), (x,), ()),
+        (lambda x: x**2*(_rt.horner(x, (1/2615348736000, 1/174356582400, 1/12454041600, 1/958003200, 1/79833600, 1/7257600, 1/725760, 1/80640, 1/10080, 1/1440, 1/240, 1/48, 1/12, 1/4))), (x,), ()),
         (lambda sigma_p, sigma_q, x: (1/2)*((sigma_q - sigma_p)/sigma_p)**2 + ((sigma_q - sigma_p)/sigma_p - (1/2)*x), (sigma_p, sigma_q, x,), ()),
         (lambda sigma_p, sigma_q, x: 2*((1/2)*sigma_q/sigma_p)**2 - (1/2)*x - 1/2, (sigma_p, sigma_q, x,), ()),
     ), False)
@@ -182,7 +182,7 @@ def _kl_xp(xp, mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
         (x < 2),
     ), (
         (lambda: _zero + xp.inf, (), ()),
-        (lambda x: x**2*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*(x*((1/2615348736000)*x + 1/174356582400) + 1/12454041600) + 1/958003200) + 1/79833600) + 1/7257600) + 1/725760) + 1/80640) + 1/10080) + 1/1440) + 1/240) + 1/48) + 1/12) + 1/4), (x,), (_zero + 0,)),
+        (lambda x: x**2*(_rt.horner(x, (1/2615348736000, 1/174356582400, 1/12454041600, 1/958003200, 1/79833600, 1/7257600, 1/725760, 1/80640, 1/10080, 1/1440, 1/240, 1/48, 1/12, 1/4))), (x,), (_zero + 0,)),
         (lambda sigma_p, sigma_q, x: (1/2)*((sigma_q - sigma_p)/sigma_p)**2 + ((sigma_q - sigma_p)/sigma_p - (1/2)*x), (sigma_p, sigma_q, x,), (_zero + 1, _zero + 1, _zero + 1,)),
         (lambda sigma_p, sigma_q, x: 2*((1/2)*sigma_q/sigma_p)**2 - (1/2)*x - 1/2, (sigma_p, sigma_q, x,), (_zero + 1, _zero + 1, _zero + 1,)),
     ), False)

@@ -38,7 +38,9 @@ The modules, by concern:
 - :mod:`kernel_runtime.checks` -- value checks;
 - :mod:`kernel_runtime.prepare` -- the general entry points (shapes);
 - :mod:`kernel_runtime.callees` -- callable arguments and their copies;
-- :mod:`kernel_runtime.pieces` -- piecewise values;
+- :mod:`kernel_runtime.pieces` -- piecewise values (:mod:`kernel_runtime.numpy_pieces`:
+  their NumPy path);
+- :mod:`kernel_runtime.polynomials` -- derived polynomials by Horner's rule;
 - :mod:`kernel_runtime.gradients` -- eager PyTorch autograd through a derived gradient;
 - :mod:`kernel_runtime.outputs` -- outputs and block matrices.
 
@@ -62,7 +64,7 @@ Example:
     ...
     ValueError: sigma: expected every entry > 0, got a minimum of -1.0
     >>> CONTRACT_VERSION
-    '2.1'
+    '2.2'
 """
 
 from __future__ import annotations
@@ -72,11 +74,12 @@ from .fast_numpy import numpy_coupling, numpy_elementwise
 from .gradients import differentiable
 from .outputs import blocks_xp, eye_xp, finish, finish_xp, full, scale_rows, scale_rows_xp
 from .pieces import select, zero
+from .polynomials import horner
 from .prepare import broadcast, prepare_coupling, prepare_elementwise
 
 #: The version of the contract below, ``"major.minor"``: generated modules check it on
 #: import (same major version, at least their minor version).
-CONTRACT_VERSION = "2.1"
+CONTRACT_VERSION = "2.2"
 
 #: The contract: the names generated modules use (``kernel_runtime.<name>``), then the class
 #: of :func:`callee_arg`'s values and the version.
@@ -92,6 +95,8 @@ __all__ = [
     "select", "zero",
     # eager PyTorch autograd through a derived gradient kernel (contract 2.1)
     "differentiable",
+    # a derived polynomial by Horner's rule, in place where the library allows (contract 2.2)
+    "horner",
     # what the names above take or return, and the version of them all
     "CalleeArg", "CONTRACT_VERSION",
 ]

@@ -205,29 +205,37 @@ def _passes_torch(names: Sequence[str], arrays: Sequence[Any], positive: Sequenc
                   read: Sequence[str]) -> bool:
     """Whether every read torch tensor is finite and every positive one > 0: one sync.
 
-    As :func:`_check_numpy`: the sum of the squares of a contiguous float tensor
-    (``torch.dot`` of its flat view, one BLAS pass, ~10x cheaper than ``isfinite``) is
-    finite only when every entry is; a positive tensor's minimum (NaN propagates) must be
-    > 0. False (then :func:`_check_xp` tests entry by entry and names the argument) where
-    a sum is not finite -- a NaN, an infinity, or entries beyond ~1e154 (~1e19 in float32)
-    -- and for non-contiguous tensors. Computed on detached tensors: nothing joins the
-    autograd graph.
+    As :func:`values_pass` for NumPy: the read tensors two at a time, by the dot product
+    of one's flat view with the other's where they have as many entries (``torch.dot``, one
+    BLAS pass, ~10x cheaper than ``isfinite``), else of one with itself: finite only when
+    every entry of both is (an infinity times zero is NaN); a positive tensor's minimum
+    (NaN propagates) must be > 0. False (then :func:`_check_xp` tests entry by entry and
+    names the argument) where a product is not finite -- a NaN, an infinity, or products
+    beyond ~1e308 (~1e38 in float32) -- and for non-contiguous tensors. Computed on
+    detached tensors: nothing joins the autograd graph.
     """
     import torch
 
-    total = None
+    flats = []
     lows = []
     for name, a in zip(names, arrays, strict=True):
         if name not in read and name not in positive:
             continue
         if not a.dtype.is_floating_point or not a.is_contiguous():
             return False
-        flat = a.detach().reshape(-1)
+        flat = a.detach() if a.requires_grad else a
+        if flat.dim() != 1:
+            flat = flat.reshape(-1)
         if name in positive and flat.numel():
             lows.append(torch.amin(flat))
         if name in read:
-            square = torch.dot(flat, flat)
-            total = square if total is None else total + square
+            flats.append(flat)
+    total = None
+    while flats:
+        a = flats.pop(0)
+        b = flats.pop(0) if flats and flats[0].numel() == a.numel() else a
+        product = torch.dot(a, b)
+        total = product if total is None else total + product
     if not lows:
         return total is None or math.isfinite(total.item())  # the one sync
     checks = ([] if total is None else [total]) + lows
