@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
+import kernel_runtime
 from codegen.plan import plan_kernel
 from codegen.xp_backend import XpPrinter
 from derive.coursework.blocks import BLOCKS
@@ -188,7 +189,7 @@ def _single_where(xp, module="sigma", **arrays):
                   if k.name == "kl")
     plan = plan_kernel(kernel)
     printer = XpPrinter()
-    env = {"xp": xp, **arrays}
+    env = {"xp": xp, "_rt": kernel_runtime, **arrays}  # the printer calls the runtime
     for st in plan.statements:
         if st.kind == "piecewise":
             code = printer.doprint(st.pieces[-1].expr)
