@@ -33,7 +33,7 @@ from derive.pieces import safe_point
 from derive.spec import Kernel, Module
 
 __all__ = ["Piece", "Statement", "BlockPlan", "KernelPlan", "plan_kernel",
-           "CallArg", "RuntimeCall", "OutputEntry", "EntryPlan", "plan_entry"]
+           "CallArg", "RuntimeCall", "OutputEntry", "ArgEntry", "EntryPlan", "plan_entry"]
 
 
 @dataclass(frozen=True)
@@ -453,6 +453,43 @@ class OutputEntry:
 
 
 @dataclass(frozen=True)
+class ArgEntry:
+    """One argument of a kernel's public function: its annotation, and its documentation
+    with what the function does with it (unused, shape only, a callable's own copy)."""
+
+    name: str
+    annotation: str
+    doc: str
+
+
+#: What a callable argument receives, for its documentation.
+_CALLABLE_NOTE = (" Where arrays are mutable it receives its own copy (read-only in NumPy and "
+                  "array_api_strict), never the caller's array, and must not modify it: "
+                  "NumPy, eager PyTorch and array_api_strict raise ValueError.")
+
+
+def _arg_entries(kernel: Kernel, plan: KernelPlan) -> tuple[ArgEntry, ...]:
+    entries = []
+    for a in kernel.args:
+        if not a.is_array:
+            note = _CALLABLE_NOTE
+        elif a.name not in plan.checked:
+            note = " Unused here: accepted and ignored."
+        elif a.name not in plan.used:
+            note = " Its values are not read here (only its shape and dtype)."
+        else:
+            note = ""
+        entries.append(ArgEntry(a.name, "Any" if a.is_array else "Callable[..., Any] | None",
+                                a.doc + note))
+    return tuple(entries)
+
+
+def _returns(kernel: Kernel) -> str:
+    n = len(kernel.returns)
+    return "Any" if n == 1 else "tuple[" + ", ".join(["Any"] * n) + "]"
+
+
+@dataclass(frozen=True)
 class EntryPlan:
     """How a kernel's public function checks its arguments, from the module's contract.
 
@@ -466,6 +503,13 @@ class EntryPlan:
     prepare: RuntimeCall
     shape: tuple[str, ...]
     outputs: dict[str, OutputEntry]
+    #: the public function's arguments, its return annotation, and what its value checks
+    #: cover beyond NaN and infinity
+    args: tuple[ArgEntry, ...] = ()
+    returns: str = "Any"
+    checks: str = ""
+    #: what every body takes before the shape names: the checked arrays, then the callables
+    params: tuple[str, ...] = ()
 
 
 def _names(kind: str, items: Any) -> CallArg:
@@ -541,4 +585,9 @@ def plan_entry(module: Module, kernel: Kernel, plan: KernelPlan) -> EntryPlan:
         >>> entry.prepare.function, entry.shape, entry.outputs["y"].shape
         ('prepare_elementwise', ('_batch', '_dtype'), '_batch')
     """
-    return _ENTRIES[module.contract](kernel, plan)
+    positive = any(a.kind == "positive" for a in kernel.args)
+    return replace(_ENTRIES[module.contract](kernel, plan), args=_arg_entries(kernel, plan),
+                   returns=_returns(kernel),
+                   params=tuple(plan.checked) + tuple(a.name for a in kernel.args
+                                                      if not a.is_array),
+                   checks=", and entries <= 0 where they must be > 0" if positive else "")

@@ -79,6 +79,15 @@ not hold raises :class:`StepCheckError`:
     ...     print(error)
     9.1, step 1 ('wrong'): log(a**2) = log(a) is false
 
+A kernel may compute a derived value in another form (a name it computes once in place of
+its definition): :func:`kernel_forms` makes each such :data:`Edit` a checked step of a
+derivation no document shows, and the kernel takes the form from its results:
+
+    >>> b = sp.Symbol("b", positive=True)
+    >>> edit: Edit = ("twice", 2 * sp.log(a), sp.log(b), "b is a squared", {b: a**2})
+    >>> kernel_forms("9.1k", "Logs", [edit]).result("twice")
+    log(b)
+
 The material
 ------------
 
@@ -263,11 +272,13 @@ from .derivation import (
     BackwardTable,
     ComputationGraph,
     Derivation,
+    Edit,
     GraphNode,
     MatrixDisplay,
     Result,
     Step,
     StepCheckError,
+    kernel_forms,
 )
 from .material import (
     Introduction,
@@ -321,6 +332,8 @@ __all__: list[str] = [
     "Step", "Result", "Derivation", "StepCheckError",
     # what a derivation shows besides its steps, for the typesetting
     "MatrixDisplay", "ComputationGraph", "GraphNode", "BackwardTable",
+    # a derived value in the form a kernel computes it, as a checked step
+    "kernel_forms", "Edit",
     # floating-point arrangement
     "apply_rewrites", "KERNEL_REWRITES", "safe_point",
     # arrangement rules that take data (a scale and its optimum, a standard deviation)

@@ -45,6 +45,8 @@ __all__ = [
     "GraphNode",
     "ComputationGraph",
     "BackwardTable",
+    "Edit",
+    "kernel_forms",
     "StepCheckError",
     "Model",
     "check_step",
@@ -551,6 +553,39 @@ class Derivation:
         registered ``"text/latex"`` view (:mod:`codegen.latex`); without one, ``None``."""
         view = VIEWS.get("text/latex")
         return view(self) if view is not None else None
+
+
+#: One edit of a derived value for a kernel: its name, the value as derived, the form the
+#: kernel computes, why that form (a reason) and the definitions it relies on (given).
+Edit = tuple[str, sp.Basic, sp.Basic, str, dict[sp.Basic, sp.Basic]]
+
+
+def kernel_forms(qid: str, title: str, edits: list[Edit]) -> Derivation:
+    """The derivation of the kernels' forms of derived values: for each edit, the checked
+    step ``value as derived = form the kernel computes`` given the definitions of the names
+    the kernel computes once, and the form as a result of that name. A form that is not
+    equal to the value is refused (:class:`StepCheckError`). It is an aside of
+    code generation: no document shows it.
+
+    Example:
+        >>> lv, sg = sp.Symbol("logvar", real=True), sp.Symbol("sigma", positive=True)
+        >>> forms = kernel_forms("9.9k", "demo", [(
+        ...     "grad", sp.exp(lv) / 2, sg**2 / 2, "sigma computed once", {sg: sp.exp(lv / 2)})])
+        >>> forms.result("grad")
+        sigma**2/2
+        >>> kernel_forms("9.9k", "demo", [(
+        ...     "grad", sp.exp(lv) / 2, sg / 2, "wrong", {sg: sp.exp(lv / 2)})])
+        Traceback (most recent call last):
+        ...
+        derive.derivation.StepCheckError: 9.9k, step 1 ('wrong'): exp(logvar)/2 = sigma/2 is false
+    """
+    return Derivation(
+        qid, f"{title}: the kernels' forms",
+        "Write each derived value in the form the kernels compute it.",
+        [Step(value, form, reason, given=given, aside=True)
+         for _, value, form, reason, given in edits],
+        [Result(name, form, f"{name} as the kernels compute it", typeset=False)
+         for name, _, form, _, _ in edits])
 
 
 #: How a derivation shows itself, by MIME type: ``"text/plain"`` for ``str`` and

@@ -3,8 +3,8 @@ r"""Kernel specifications from derivations: what ``codegen`` renders into ``gene
 Each function here turns derived results into a :class:`derive.spec.Module`; no formula
 is written here, only which derived result becomes which output. Where a kernel computes a
 derived value in another form (a name it computes once in place of its definition), that
-form is a result of a derivation of the kernels' forms (:func:`kernel_forms`): each edit is
-a checked step, which fails if the form is not equal to the value as derived.
+form is a result of a derivation of the kernels' forms (:func:`derive.api.kernel_forms`):
+each edit is a checked step, which fails if the form is not equal to the value as derived.
 
 Example:
     >>> from derive.coursework.blocks import BLOCKS
@@ -19,13 +19,12 @@ import sympy as sp
 from derive.api import (
     Arg,
     CouplingBlock,
-    Derivation,
+    Edit,
     Kernel,
     Module,
     Output,
-    Result,
-    Step,
     coupling_kernels,
+    kernel_forms,
 )
 
 from .gaussian_kl import (
@@ -46,40 +45,7 @@ from .gaussian_kl import (
     sigma_p,
 )
 
-__all__ = ["coupling_module", "gaussian_kl_module", "gaussian_kl_pair_module", "kernel_forms"]
-
-#: One edit of a derived value for a kernel: its name, the value as derived, the form the
-#: kernel computes, why that form (a reason) and the definitions it relies on (given).
-Edit = tuple[str, sp.Expr, sp.Expr, str, dict[sp.Symbol, sp.Expr]]
-
-
-def kernel_forms(qid: str, title: str, edits: list[Edit]) -> Derivation:
-    """The derivation of the kernels' forms of derived values: for each edit, the checked
-    step ``value as derived = form the kernel computes`` given the definitions of the names
-    the kernel computes once, and the form as a result of that name. A form that is not
-    equal to the value is refused (:class:`derive.api.StepCheckError`). It is an aside of
-    code generation: no document shows it.
-
-    Example:
-        >>> lv, sg = sp.Symbol("logvar", real=True), sp.Symbol("sigma", positive=True)
-        >>> forms = kernel_forms("9.9k", "demo", [(
-        ...     "grad", sp.exp(lv) / 2, sg**2 / 2, "sigma computed once", {sg: sp.exp(lv / 2)})])
-        >>> forms.result("grad")
-        sigma**2/2
-        >>> kernel_forms("9.9k", "demo", [(
-        ...     "grad", sp.exp(lv) / 2, sg / 2, "wrong", {sg: sp.exp(lv / 2)})])
-        Traceback (most recent call last):
-        ...
-        derive.derivation.StepCheckError: 9.9k, step 1 ('wrong'): exp(logvar)/2 = sigma/2 is false
-    """
-    return Derivation(
-        qid, f"{title}: the kernels' forms",
-        "Write each derived value in the form the kernels compute it.",
-        [Step(value, form, reason, given=given, aside=True)
-         for _, value, form, reason, given in edits],
-        [Result(name, form, f"{name} as the kernels compute it", typeset=False)
-         for name, _, form, _, _ in edits])
-
+__all__ = ["coupling_module", "gaussian_kl_module", "gaussian_kl_pair_module"]
 
 def coupling_module(block: CouplingBlock) -> Module:
     """The generated module of a shipped coupling block (:func:`derive.api.coupling_kernels`)."""
