@@ -141,6 +141,15 @@ def group_of(nodeid: str) -> str:
     return f"{module}::{found.group(1)}" if found else nodeid
 
 
+#: Tests that run a long child process: collected first, so that under ``pytest -n`` they
+#: start early (xdist hands out units in collection order, the largest groups first).
+STARTED_FIRST = ("tests/test_simd_paths.py::",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not item.nodeid.startswith(STARTED_FIRST))  # stable
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
     """``--dist load`` (what ``-n`` implies), with :func:`group_of`'s units.
