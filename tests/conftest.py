@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -112,3 +113,56 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(folder, ignore_errors=True)
         if os.environ.get("DERIVE_CACHE_DIR") == folder:
             del os.environ["DERIVE_CACHE_DIR"]
+
+
+# --- xdist: the tests that share a costly per-process value run in one worker -------------
+
+#: Modules whose tests are grouped by the first name in their parameter id: a user block
+#: (its derivation, and the mpmath reference of its equations) or a user parameterization
+#: (its module and mpmath references) is computed once, by the one worker that runs its
+#: tests. Elsewhere each test is its own unit, as in ``--dist load``.
+GROUPED_MODULES = ("tests/test_coupling_blocks.py", "tests/test_kl_user_parameterizations.py")
+_FIRST_NAME = re.compile(r"[\[-]([A-Za-z_][A-Za-z0-9_]*)(?=[-\]])")
+
+
+def group_of(nodeid: str) -> str:
+    """The scheduling unit of ``nodeid`` under ``pytest -n``.
+
+    >>> group_of("tests/test_coupling_blocks.py::test_round_trip[0.0--800.0-user_cubic]")
+    'tests/test_coupling_blocks.py::user_cubic'
+    >>> group_of("tests/test_kl_user_parameterizations.py::test_user_estimators_against_mpmath"
+    ...          "[sigmoid--1.5]")
+    'tests/test_kl_user_parameterizations.py::sigmoid'
+    >>> group_of("tests/test_cli.py::test_list")
+    'tests/test_cli.py::test_list'
+    """
+    module, _, rest = nodeid.partition("::")
+    found = _FIRST_NAME.search(rest) if module in GROUPED_MODULES else None
+    return f"{module}::{found.group(1)}" if found else nodeid
+
+
+#: Tests that run a long child process: collected first, so that under ``pytest -n`` they
+#: start early (xdist hands out units in collection order, the largest groups first).
+STARTED_FIRST = ("tests/test_simd_paths.py::",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not item.nodeid.startswith(STARTED_FIRST))  # stable
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """``--dist load`` (what ``-n`` implies), with :func:`group_of`'s units.
+
+    (xdist's own ``--dist loadgroup`` marks a test by rewriting its node id, which pytest 9.2
+    no longer takes: the groups are silently ignored, pytest-xdist issue 1386.)
+    """
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Grouped(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid)
+
+    return Grouped(config, log)

@@ -6,6 +6,7 @@ Each test failed on the code before its fix.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -241,9 +242,11 @@ def test_a_missing_root_is_a_usage_error(tmp_path, capsys):
     assert "Not a directory" in one_line(capsys.readouterr().err)
 
 
-def test_version():
-    out = run("--version")
-    assert out.returncode == 0 and out.stdout == f"derive {derive.__version__}\n"
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code in (0, None)
+    assert capsys.readouterr().out == f"derive {derive.__version__}\n"
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert 'version = {attr = "derive.__version__"}' in pyproject
 
@@ -331,8 +334,17 @@ def _no_traceback(tmp_path: Path, lines: list[str]) -> None:
         assert out.returncode in (0, 1, 2, 141), (line, out.returncode)
 
 
-def test_no_traceback_from_any_subcommand_with_a_bad_path(tmp_path):
-    _no_traceback(tmp_path, _BAD_PATHS)
+def test_no_traceback_from_any_subcommand_with_a_bad_path(tmp_path, monkeypatch, capsys):
+    # in this process (a bad path is not about the process boundary): no exception leaves
+    # main, at most one line on standard error, a documented exit code
+    (tmp_path / "f").write_text("a file where a folder is expected\n")
+    monkeypatch.chdir(tmp_path)
+    for line in _BAD_PATHS:
+        argv = shlex.split(line.format(tmp=tmp_path))
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) <= 1 and "Traceback" not in err, (argv, err)
+        assert code in (0, 1, 2), (argv, code)
 
 
 @pytest.mark.parametrize("redirect", [">&-", "> /dev/full", "| true"])

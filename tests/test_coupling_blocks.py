@@ -12,8 +12,8 @@ also checked against them with dense F and G.
 User blocks are marked ``user_block`` except the three written as text, as
 docs/adding-material.md adds one; ``tests/test_simd_paths.py`` reruns this module's grid on
 NumPy's baseline code with ``-m "not user_block"`` (deriving every user block takes
-minutes). Every test of one block is in the block's xdist group, so one worker derives it
-(``--dist loadgroup``, pyproject.toml).
+minutes). Under ``pytest -n`` the tests of one block run in one worker, which derives it
+once (tests/conftest.py groups them by the block's name in their id).
 """
 
 from __future__ import annotations
@@ -98,19 +98,16 @@ for _name, _ref in {
 
 
 def _block_params(names) -> list:
-    """``names`` as parameters in their block's xdist group; user blocks not written as
-    text are marked ``user_block``."""
-    return [pytest.param(name, marks=(pytest.mark.xdist_group(f"block-{name}"),) + (
-        (pytest.mark.user_block,) if name in USER_BLOCKS and name not in TEXT_BLOCKS else ()))
-        for name in names]
+    """``names`` as parameters; user blocks not written as text are marked ``user_block``."""
+    return [pytest.param(name, marks=pytest.mark.user_block)
+            if name in USER_BLOCKS and name not in TEXT_BLOCKS else name for name in names]
 
 
 ALL_BLOCKS = _block_params([*BLOCKS, *USER_BLOCKS])
 #: The blocks with a hand-written reference: the shipped ones and the text blocks.
 HAND_BLOCKS = _block_params([*BLOCKS, *TEXT_BLOCKS])
 #: The blocks nobody shipped, for the tests of what the engine derives for them.
-USER_BLOCK_PARAMS = [pytest.param(*p.values, marks=(*p.marks, pytest.mark.user_block))
-                     for p in _block_params(USER_BLOCKS)]
+USER_BLOCK_PARAMS = [pytest.param(name, marks=pytest.mark.user_block) for name in USER_BLOCKS]
 
 G_VALUES = [-800.0, -40.0, -1.0, 0.0, 1e-9, 1.0, 40.0, 800.0]
 F_VALUES = [0.0, 0.75]
@@ -409,14 +406,12 @@ def test_the_text_fits_the_block(name):
 
 
 @pytest.mark.user_block
-@pytest.mark.xdist_group("block-user_constants")
 def test_a_constant_log_det_of_mixed_signs_is_not_said_to_have_one_sign():
     verdict = derive_determinant(block("user_constants")).conclusion
     assert verdict.startswith("Never volume preserving") and "same sign" not in verdict
 
 
 @pytest.mark.user_block
-@pytest.mark.xdist_group("block-user_tanh")
 def test_the_tanh_derivative_is_arranged_without_cancellation():
     """1 - tanh(G)**2 rounds to 0 for |G| > 19; the kernel keeps its digits."""
     text = render_text(derive_arrangement(block("user_tanh")))
@@ -459,7 +454,6 @@ def test_the_array_api_bodies_agree_with_numpy(name):
 
 
 @pytest.mark.user_block
-@pytest.mark.xdist_group("block-user_one_plus_square")
 def test_terms_of_one_sign_vanish_each():
     """log(1 + G_i**2) >= 0: the sum is 0 exactly where every G_i is, and the text says so."""
     det = derive_determinant(block("user_one_plus_square"))

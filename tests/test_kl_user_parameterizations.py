@@ -2,8 +2,9 @@
 
 Each entry of :data:`USER` is what a user would add to ``PARAMETERIZATIONS``
 (docs/adding-material.md, "Adding a parameterization"); every test is parametrized over it,
-so a new entry is tested without new code. The references are mpmath (at the precision each
-point needs) on the hand-written KL
+so a new entry is tested without new code. Under ``pytest -n`` the tests of one entry run in
+one worker, which renders its module and computes its references once (tests/conftest.py).
+The references are mpmath (at the precision each point needs) on the hand-written KL
 ``log(sigma_p/sigma) + (sigma^2 + (mu - mu_p)^2)/(2 sigma_p^2) - 1/2`` and its chain rule
 through ``sigma(scale)``, never another generated module.
 
@@ -50,15 +51,6 @@ EPS = float(np.finfo(np.float64).eps)
 #: whose KL has more terms); the bounds leave room for other platforms' libm.
 BOUND, PAIR_BOUND = 16, 64
 
-
-def _grouped(names, group: str) -> list:
-    """``names`` as parameters, each in an xdist group of its own: every test of one
-    parameterization runs in one worker, which renders its module and computes its mpmath
-    references once (``--dist loadgroup``, pyproject.toml)."""
-    return [pytest.param(n, marks=pytest.mark.xdist_group(f"{group}-{n}")) for n in names]
-
-
-NAMES, PAIR_NAMES = _grouped(USER, "kl-user"), _grouped(PAIR, "kl-user-pair")
 
 
 def _parameterization(name: str):
@@ -174,7 +166,7 @@ def _check(got: np.ndarray, want: np.ndarray, scale: np.ndarray, bound: float | 
                                          want[finite][worst], ratio[worst])
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", USER)
 def test_user_kl_and_kl_grad_against_mpmath_across_every_boundary(name):
     m = _module(name)
     rho, mu, want = _grid(name), _means(name), _references(name)
@@ -191,7 +183,7 @@ def test_user_kl_and_kl_grad_against_mpmath_across_every_boundary(name):
 
 
 @pytest.mark.parametrize("eps", [-1.5, 0.0, 0.7])
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", USER)
 def test_user_estimators_against_mpmath(name, eps):
     m = _module(name)
     rho, mu, want = _grid(name), _means(name), _references(name, eps)
@@ -206,7 +198,7 @@ def test_user_estimators_against_mpmath(name, eps):
     _check(stl[kept], want[kept, 3], want[kept, 6], BOUND, rho[kept], "stl")
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", USER)
 def test_torch_autograd_through_the_user_kl_is_finite_and_exact(name):
     torch = pytest.importorskip("torch", reason="torch is not installed (test extra)")
     m = _module(name)
@@ -219,7 +211,7 @@ def test_torch_autograd_through_the_user_kl_is_finite_and_exact(name):
     np.testing.assert_array_equal(d_mu.numpy(), _means(name))
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", USER)
 def test_user_kernels_keep_float32(name):
     m = _module(name)
     rho = np.array([0.5, 2.0, 3.0], np.float32)
@@ -262,7 +254,7 @@ def _pair_grid(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
     return rq, rp, mu, want
 
 
-@pytest.mark.parametrize("name", PAIR_NAMES)
+@pytest.mark.parametrize("name", PAIR)
 def test_user_pair_kl_and_kl_grad_against_mpmath(name):
     m = _module(name, pair=True)
     rq, rp, mu, want = _pair_grid(name)
@@ -286,7 +278,7 @@ def test_user_pair_kl_and_kl_grad_against_mpmath(name):
     _check(d_mu[kept], want[kept, 3], np.zeros(kept.sum()), PAIR_BOUND, where[kept], "d_mu")
 
 
-@pytest.mark.parametrize("name", PAIR_NAMES)
+@pytest.mark.parametrize("name", PAIR)
 def test_torch_autograd_through_the_user_pair_kl_equals_kl_grad(name):
     torch = pytest.importorskip("torch", reason="torch is not installed (test extra)")
     m = _module(name, pair=True)

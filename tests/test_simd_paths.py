@@ -38,7 +38,10 @@ def simd_dispatch() -> tuple[list[str], list[str]]:
     return list(umath.__cpu_baseline__), [t for t in umath.__cpu_dispatch__ if features.get(t)]
 
 
-def test_the_accuracy_tests_pass_on_numpys_baseline_code():
+@pytest.mark.parametrize("path", ACCURACY_TESTS)
+def test_the_accuracy_tests_pass_on_numpys_baseline_code(path):
+    """One child per file: under ``pytest -n`` the four reruns spread over the workers
+    (tests/conftest.py starts them first), not one long child at the end of the run."""
     baseline, enabled = simd_dispatch()
     if not enabled:
         pytest.skip(f"this CPU takes NumPy's baseline code ({' '.join(baseline)}) already: the "
@@ -52,7 +55,7 @@ def test_the_accuracy_tests_pass_on_numpys_baseline_code():
     assert probe.stdout.strip() == "", f"still enabled: {probe.stdout}"
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--no-header",
-         "-o", "addopts=", *RERUN_SELECTION, *ACCURACY_TESTS],
+         "-o", "addopts=", *RERUN_SELECTION, path],
         cwd=ROOT, env=env, capture_output=True, text=True)
     tail = "\n".join(run.stdout.splitlines()[-30:])
     assert run.returncode == 0, f"with {' '.join(enabled)} off:\n{tail}\n{run.stderr[-2000:]}"
