@@ -188,7 +188,9 @@ def _single_where(xp, module="sigma", **arrays):
                   if k.name == "kl")
     plan = plan_kernel(kernel)
     printer = XpPrinter()
-    env = {"xp": xp, **arrays}
+    import kernel_runtime
+
+    env = {"xp": xp, "_rt": kernel_runtime, **arrays}  # as a generated module has them
     for st in plan.statements:
         if st.kind == "piecewise":
             code = printer.doprint(st.pieces[-1].expr)
