@@ -203,6 +203,18 @@ def library_targets(results: dict) -> list[tuple[str, str, str]]:
     return out
 
 
+def _provenance(meta: dict) -> list[str]:
+    """Which run each part comes from, when ``--update`` kept some from an earlier one."""
+    runs = meta.get("parts") or {}
+    if not any(v.get("kept") for v in runs.values()):
+        return []
+    said = "; ".join(
+        f"{p}: {'quick' if v.get('quick') else 'full'} run of {v.get('date')}"
+        + (" (kept)" if v.get("kept") else " (this run)") for p, v in runs.items())
+    return ["", f"Only some parts were run this time (`python -m bench --parts ... "
+                f"--update`); the others are kept from an earlier run: {said}."]
+
+
 def markdown(results: dict) -> str:
     meta = results["meta"]
     lines = [
@@ -213,6 +225,7 @@ def markdown(results: dict) -> str:
         f"Machine: {meta['machine']}, {meta['cpus']} CPUs; Python {meta['python']}, "
         f"NumPy {meta['numpy']}, SymPy {meta['sympy']}"
         + (f", PyTorch {meta['torch']}" if meta.get("torch") else "") + ".",
+        *_provenance(meta),
         "",
         "Times are medians of repeated samples taken round-robin across the contenders of a "
         "row (±: the interquartile range relative to the median); each ratio divides two "

@@ -23,6 +23,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: python bench/run.py
@@ -141,6 +142,46 @@ def _meta(quick: bool) -> dict[str, object]:
     return meta
 
 
+def _timings(value: object) -> object:
+    """``value`` read back from JSON with each timing a :class:`~bench.timing.Timing` again
+    (its samples are not stored: the median stands for each, so their count is kept)."""
+    from bench.timing import Timing
+
+    if isinstance(value, dict):
+        if set(value) == {"median", "q1", "q3", "loops", "repeats"}:
+            return Timing(value["median"], value["q1"], value["q3"],
+                          (value["median"],) * int(value["repeats"]), value["loops"])
+        return {k: _timings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_timings(v) for v in value]
+    return value
+
+
+def _keep_other_parts(results: dict, path: Path, parts: list[str],
+                      log: Callable[[str], None]) -> None:
+    """Take the results of the parts not run now from an earlier run's ``path``, with
+    their notes and when and how they were measured (``meta["parts"]``)."""
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        log(f"--update: nothing kept from {path} ({err})")
+        return
+    old = _timings(old)
+    old_meta = old.get("meta", {})
+    before = old_meta.get("parts") or {
+        p: {"quick": old_meta.get("quick"), "date": old_meta.get("date")} for p in PARTS}
+    by_part = old.get("notes_by_part", {})
+    for p in PARTS:
+        if p in parts or p not in old or p not in before:
+            continue
+        results[p] = old[p]
+        results["meta"]["parts"][p] = {**before[p], "kept": True}
+        if by_part.get(p):
+            results["notes_by_part"][p] = by_part[p]
+    results["meta"]["parts"] = {p: results["meta"]["parts"][p] for p in PARTS
+                                if p in results["meta"]["parts"]}
+
+
 def _json_default(obj):
     if hasattr(obj, "as_dict"):
         return obj.as_dict()
@@ -157,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="directory for benchmarks.md/.png/.json (default: docs/)")
     parser.add_argument("--parts", default=",".join(PARTS),
                         help=f"comma-separated subset of {', '.join(PARTS)}")
+    parser.add_argument("--update", action="store_true",
+                        help="keep the other parts' results from OUT/benchmarks.json and "
+                             "rewrite the report with the parts run now (the report says "
+                             "which run each part comes from)")
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = set(parts) - set(PARTS)
@@ -168,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(ROOT))
 
     start = time.perf_counter()
-    results: dict[str, object] = {"notes": []}
+    results: dict[str, object] = {"notes": [], "notes_by_part": {}}
+    current = ["setup"]
     early: list[str] = []
     modules = kernels.available_modules(log=early.append) if "kernels" in parts else []
     bar = _progress_bar(_expected_rows(mode, parts, modules))
@@ -182,9 +228,11 @@ def main(argv: list[str] | None = None) -> int:
                 bar.total = max(bar.total, bar.n + 1)
                 bar.update(1)
         if message.startswith(("note:", "WARNING:")):
-            results["notes"].append(message.split(":", 1)[1].strip())
+            results["notes_by_part"].setdefault(current[0], []).append(
+                message.split(":", 1)[1].strip())
 
     def part(title: str, name: str) -> None:
+        current[0] = name
         note(title)
         if bar is not None:
             bar.set_description(f"bench: {name}")
@@ -223,7 +271,11 @@ def main(argv: list[str] | None = None) -> int:
 
     meta = _meta(args.quick)
     meta["elapsed"] = time.perf_counter() - start
+    meta["parts"] = {p: {"quick": args.quick, "date": meta["date"]} for p in parts}
     results["meta"] = meta
+    if args.update:
+        _keep_other_parts(results, args.out / "benchmarks.json", parts, log)
+    results["notes"] = [n for notes in results["notes_by_part"].values() for n in notes]
     text = (report.markdown(results) + "\n".join(pair.markdown(results.get("pair"))
                                                   + marking.markdown(results.get("marking")))
             + "\n")
