@@ -271,16 +271,41 @@ def _real_roots(eq: sp.Eq, unknown: sp.Indexed,
     return kept
 
 
+def _monotone_cubic_root(eq: sp.Eq, unknown: sp.Indexed) -> sp.Expr | None:
+    """The real root of ``eq`` where it is a cubic in ``unknown`` that is monotone (its
+    depressed form ``t**3 + p t + q = 0`` has ``p > 0``), in hyperbolic form:
+    ``t = -2 sqrt(p/3) sinh(asinh(3q/(2p) sqrt(3/p))/3)``. Unlike Cardano's form, it never
+    squares ``q`` (which overflows where ``|q| > 1e154``) and does not cancel where
+    ``q`` is small; else None."""
+    try:
+        poly = sp.Poly(eq.rhs - eq.lhs, unknown)
+    except sp.PolynomialError:
+        return None
+    if poly.degree() != 3:
+        return None
+    a, b, c, d = poly.all_coeffs()
+    p = sp.simplify((3 * a * c - b**2) / (3 * a**2))
+    if not p.is_positive:
+        return None
+    q = sp.simplify((2 * b**3 - 9 * a * b * c + 27 * a**2 * d) / (27 * a**3))
+    t = -2 * sp.sqrt(p / 3) * sp.sinh(sp.asinh(3 * q / (2 * p) * sp.sqrt(3 / p)) / 3)
+    return t - b / (3 * a)
+
+
 @cache
 def _solve_unique(name: str, eq: sp.Eq, unknown: sp.Indexed) -> sp.Expr:
     """The solution of ``eq`` for ``unknown`` that inverts the block on the reals.
 
-    ``solve`` first (one solution: the affine blocks); where it gives several, the real
+    A monotone cubic's real root in hyperbolic form first (:func:`_monotone_cubic_root`);
+    then ``solve`` (one solution: the affine blocks); where it gives several, the real
     solution ``solveset`` finds over the reals, or else the one of ``solve``'s roots that
     is real and solves the equation at every sample point. Refused in one line where no
     closed form is found or the real solution is not unique.
     """
     where = f"{name}: solving {eq} for {unknown}"
+    cubic = _monotone_cubic_root(eq, unknown)
+    if cubic is not None and _real_roots(eq, unknown, [cubic]) == [cubic]:
+        return cubic
     try:
         solutions = sp.solve(eq, unknown, dict=False)
     except NotImplementedError:
