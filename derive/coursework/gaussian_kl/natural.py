@@ -108,13 +108,14 @@ def _over_each(rest: sp.Expr, scale: sp.Expr) -> sp.Expr:
     return rest / sigma_p + rest / scale
 
 
-def _arrange_natural(expr: sp.Expr, p: Parameterization, prior: Prior) -> sp.Expr:
+def _arrange_natural(expr: sp.Expr, p: Parameterization, prior: Prior,
+                     split_scale: bool = True) -> sp.Expr:
     """An exact gradient or an estimator of the learned-prior KL, arranged for floating
     point: in natural variables, by powers of the noise, each coefficient with the
     factors that vanish at ``q = p`` in the exact forms of :func:`_in_x`."""
     by_power = sp.collect(sp.expand(_natural(expr, p, prior)), eps, evaluate=False)
     # q's standard deviation where it is an input (the sigma parameterization)
-    scale = p.sigma if p.sigma == p.scale else None
+    scale = p.sigma if split_scale and p.sigma == p.scale else None
     coeffs = {k: _in_x(v, scale) for k, v in by_power.items()}
     constant = coeffs.pop(sp.Integer(1), sp.Integer(0))
     if not coeffs:
@@ -154,7 +155,10 @@ def _pair_through_sigma(expr_sigma: sp.Expr, side: sp.Symbol) -> sp.Expr:
     the first factor in the natural variables (finite where the scale underflows), the
     second from 2.3c (``dlogsigma``, or ``dlogsigma_p`` on the prior's side)."""
     sigma_param = PARAMETERIZATIONS["sigma"]
-    scaled = _arrange_natural(expr_sigma * side, sigma_param, learned_prior(sigma_param))
+    # sigma here stands for p.sigma in the user's scale, which the step's givens do not
+    # hold: no quotient by sigma itself (_in_x's split) may appear in the result
+    scaled = _arrange_natural(expr_sigma * side, sigma_param, learned_prior(sigma_param),
+                              split_scale=False)
     return scaled * (dlogsigma if side == sigma else dlogsigma_p)
 
 

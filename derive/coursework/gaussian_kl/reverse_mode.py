@@ -267,8 +267,11 @@ def derive_gradient_estimators(p: Parameterization,
                 sigma_param = PARAMETERIZATIONS["sigma"]
                 of_sigma = derive_gradient_estimators(sigma_param, learned_prior(sigma_param))
                 given = _pair_given(p)
-                if par in (mu, mu_p):
-                    arranged = of_sigma.result(f"kernel_{label}_{par.name}")
+                if par in (mu, mu_p):  # arranged as for sigma, but with no quotient by
+                    # sigma itself (in the user's scale, not among this step's givens)
+                    arranged = _arrange_natural(of_sigma.result(f"{label}_{par.name}"),
+                                                sigma_param, learned_prior(sigma_param),
+                                                split_scale=False)
                 else:
                     side = sigma if par == p.scale else sigma_p
                     arranged = _pair_through_sigma(
