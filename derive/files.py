@@ -131,10 +131,13 @@ def generate(store: Store | None = None, command: str = COMMAND,
         derivations = all_derivations()
         return (_files(None, command, package), len(derivations),
                 sum(len(d.steps) for d in derivations))
-    memory = store is None
-    store = _MemoryStore() if store is None else store
+    if store is None:  # the processes' parts go through a cache of this run's own
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="derive-no-cache-") as folder:
+            return generate(Store(Path(folder)), command, package, jobs)
     key = [source_digest(), command] + ([] if package == PACKAGE else [package])
-    whole = None if memory else store.get("generate", key)
+    whole = store.get("generate", key)
     if whole is not None:
         return whole["files"], whole["derivations"], whole["steps"]
     parts = _Parts(store, source_digest(exclude=by_value()), command)
@@ -158,46 +161,6 @@ class _Module:
 
     def __init__(self, name: str, title: str) -> None:
         self.name, self.title = name, title
-
-
-class _MemoryStore:
-    """A :class:`~derive.cache.Store` without a folder, for ``--no-cache`` with ``jobs`` > 1:
-    each value goes through JSON as it would through the cache, so the files do not depend
-    on which store held the parts."""
-
-    def __init__(self) -> None:
-        self.hits = 0
-        self.misses = 0
-        self._values: dict[str, str] = {}
-
-    @staticmethod
-    def _key(kind: str, key: object) -> str:
-        import json
-
-        return json.dumps([kind, key], sort_keys=True, ensure_ascii=True)
-
-    def get(self, kind: str, key: object) -> object:
-        import json
-
-        text = self._values.get(self._key(kind, key))
-        if text is None:
-            self.misses += 1
-            return None
-        self.hits += 1
-        return json.loads(text)
-
-    def put(self, kind: str, key: object, value: object) -> None:
-        import json
-
-        self._values[self._key(kind, key)] = json.dumps(value, sort_keys=True,
-                                                        ensure_ascii=False)
-
-    def get_or_compute(self, kind: str, key: object, compute: Callable[[], object]) -> object:
-        value = self.get(kind, key)
-        if value is None:
-            value = compute()
-            self.put(kind, key, value)
-        return value
 
 
 class _Parts:

@@ -28,7 +28,7 @@ from sympy.codegen.cfunctions import expm1, log1p
 
 from .nodes import cbrt
 
-__all__ = ["EXTRA_RULES"]
+__all__ = ["EXTRA_RULES", "two_terms"]
 
 _a = sp.Symbol("a", real=True)
 _b = sp.Symbol("b", real=True)
@@ -174,7 +174,7 @@ def _power_difference(e: sp.Basic) -> sp.Basic:
     where ``u - v`` is shorter than ``u``: the small relative difference is formed first."""
 
     def parts(t: sp.Basic) -> tuple[sp.Basic, sp.Basic, sp.Basic] | None:
-        two = _two_terms(t)
+        two = two_terms(t)
         if two is None:
             return None
         a, b = two
@@ -193,8 +193,15 @@ def _power_difference(e: sp.Basic) -> sp.Basic:
     return e.replace(lambda t: parts(t) is not None, value)
 
 
-def _two_terms(e: sp.Basic) -> tuple[sp.Basic, sp.Basic] | None:
-    """``(A, B)`` where ``e = A - B`` is a sum of two terms."""
+def two_terms(e: sp.Basic) -> tuple[sp.Basic, sp.Basic] | None:
+    """``(A, B)`` where ``e = A - B`` is a sum of two terms, B's sign extracted (the
+    search's differences use it too).
+
+    Example:
+        >>> u, v = sp.symbols("u v")
+        >>> two_terms(u - v), two_terms(u + v)
+        ((u, v), None)
+    """
     if not (e.is_Add and len(e.args) == 2):
         return None
     p, q = e.args

@@ -45,6 +45,7 @@ from .derivation import Derivation, Result, Step, StepCheckError, check_step
 from .nodes import cbrt, sigmoid, softplus
 from .pieces import safe_point
 from .rules_extra import EXTRA_RULES
+from .rules_extra import two_terms as _two_terms
 from .spec import Arg, Kernel, Module, Output
 
 __all__ = ["Measure", "Found", "arrange", "arrange_search", "report", "parse_expression",
@@ -372,18 +373,6 @@ class Candidate:
     reason: str
     notes: tuple[sp.Basic, ...] = ()
     series: sp.Expr | None = None  # the checked series (with its O term), for a series piece
-
-
-def _two_terms(e: sp.Basic) -> tuple[sp.Basic, sp.Basic] | None:
-    """``(A, B)`` where ``e = A - B`` is a sum of two terms, B's sign extracted."""
-    if not (e.is_Add and len(e.args) == 2):
-        return None
-    p, q = e.args
-    if q.could_extract_minus_sign():
-        return p, -q
-    if p.could_extract_minus_sign():
-        return q, -p
-    return None
 
 
 def _replace_difference(expr: sp.Basic, match: Callable[[sp.Basic, sp.Basic], sp.Basic | None]

@@ -21,12 +21,27 @@ import numpy
 
 from .outputs import finish, full
 
-__all__ = ["gather_numpy"]
+__all__ = ["base_value", "gather_numpy"]
 
 _ndarray = numpy.ndarray
 
 _count = numpy.count_nonzero
 _greater = numpy.greater  # on booleans: a and not b, in one pass
+
+
+def base_value(piece: tuple[Any, ...], outside: bool, quiet: bool) -> Any:
+    """A piece evaluated everywhere in NumPy: where it is not the last piece (``outside``
+    its region on some entries) every floating-point warning is ignored; the last piece
+    ignores overflow and invalid operations only where ``quiet`` says that it may overflow
+    where another piece holds."""
+    fn, args, _ = piece
+    if outside:
+        with numpy.errstate(all="ignore"):
+            return fn(*args)
+    if quiet:
+        with numpy.errstate(over="ignore", invalid="ignore"):
+            return fn(*args)
+    return fn(*args)
 
 
 def gather_numpy(shape: tuple[int, ...], dtype: Any, arrays: tuple[Any, ...],
@@ -65,16 +80,7 @@ def gather_numpy(shape: tuple[int, ...], dtype: Any, arrays: tuple[Any, ...],
     if base is None:
         out = numpy.empty(shape, dtype)
     else:
-        fn, args, _ = pieces[base]
-        if base != last:  # a piece outside its region: ignored there
-            with numpy.errstate(all="ignore"):
-                value = fn(*args)
-        elif quiet:
-            with numpy.errstate(over="ignore", invalid="ignore"):
-                value = fn(*args)
-        else:
-            value = fn(*args)
-        out = finish(value, shape, dtype, arrays)
+        out = finish(base_value(pieces[base], base != last, quiet), shape, dtype, arrays)
     for k, (fn, args, _) in enumerate(pieces):
         if k == base or not counts[k]:
             continue

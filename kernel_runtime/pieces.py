@@ -36,7 +36,7 @@ from typing import Any
 import numpy
 
 from .namespaces import device, is_torch, kind, torch_tracing
-from .numpy_pieces import gather_numpy
+from .numpy_pieces import base_value, gather_numpy
 from .outputs import finish, finish_xp
 from .prepare import broadcast
 
@@ -197,15 +197,8 @@ def _gather(xp: Any, shape: tuple[int, ...], dtype: Any, like: Any, arrays: tupl
     else:
         fn, args, safe = pieces[base]
         if xp is numpy:
-            if base != len(pieces) - 1:  # a piece outside its region: ignored there
-                with numpy.errstate(all="ignore"):
-                    value = fn(*args)
-            elif quiet:
-                with numpy.errstate(over="ignore", invalid="ignore"):
-                    value = fn(*args)
-            else:
-                value = fn(*args)
-            out = finish(value, shape, dtype, arrays)
+            out = finish(base_value(pieces[base], base != len(pieces) - 1, quiet), shape,
+                         dtype, arrays)
         else:
             args = tuple(safe_where(xp, masks[base], a, s)
                          for a, s in zip(args, safe, strict=True))
