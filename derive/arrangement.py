@@ -406,9 +406,17 @@ _LOGADDEXP = _sympy_rewrite(
 _EXPM1 = _sympy_rewrite(
     "expm1", expm1_opt, (sp.Eq(sp.exp(_u) - 1, expm1(_u)), _u),
     "{0} (from SymPy's code generation): no cancellation where {1} is near 0")
-_LOG1P = _sympy_rewrite(
-    "log1p", log1p_opt, (sp.Eq(sp.log(1 + _u), log1p(_u)), 1 + _u, _u),
-    "{0} (from SymPy's code generation): {1} is not rounded where {2} is tiny")
+def _log1p_where_it_applies(expr: sp.Basic) -> sp.Basic:
+    """SymPy's ``log1p`` optimization, kept where it gives a ``log1p`` (it factors and
+    expands the log's argument first: a log it does not rewrite keeps its arranged form,
+    a spline bin's sum of positive terms)."""
+    optimized = optimize(expr, [log1p_opt])
+    return optimized if optimized.has(log1p) else expr
+
+
+_LOG1P = Rewrite("log1p", "{0} (from SymPy's code generation): {1} is not rounded where {2} "
+                 "is tiny", (sp.Eq(sp.log(1 + _u), log1p(_u)), 1 + _u, _u),
+                 whole=_log1p_where_it_applies)
 
 
 def _one_plus(e: sp.Basic) -> sp.Basic | None:

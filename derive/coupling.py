@@ -48,10 +48,11 @@ from dataclasses import dataclass
 from functools import cache
 
 import sympy as sp
+from sympy.matrices.utilities import dotprodsimp
 
 from .arrangement import KERNEL_REWRITES, LOG_REWRITES, arrange, is_exponential
 from .derivation import Derivation, MatrixDisplay, Result, Step
-from .nodes import IDENTITY, BlockMatrixSpec, BlockSpec, Term
+from .nodes import IDENTITY, BlockMatrixSpec, BlockSpec, Opaque, Term
 from .spec import Arg, Kernel, Module, Output
 from .vocabulary import (
     DERIVATIVES,
@@ -69,6 +70,8 @@ from .vocabulary import (
     S,
     i,
     index_model,
+    index_values,
+    instantiate,
     j,
     n,
     to_vector,
@@ -90,6 +93,92 @@ _INPUT_BASES = (X1, X2, S, FB, GB)
 _MODELS = (index_model((1, 2, 3)),)
 
 
+class InDomain(Opaque, sp.Expr):
+    """``x``, known to lie in ``[lower, upper]``: a statement that holds only there (the
+    root of a spline bin's quadratic) is checked by a model that puts ``x`` inside, never
+    on the whole real line. Typeset as ``x``."""
+
+    is_commutative = True
+    is_real = True
+
+    def __new__(cls, x: sp.Expr, lower: sp.Expr, upper: sp.Expr) -> InDomain:
+        return sp.Expr.__new__(cls, sp.sympify(x), sp.sympify(lower), sp.sympify(upper))
+
+    def _latex(self, printer: object) -> str:
+        return printer._print(self.args[0])  # type: ignore[attr-defined]
+
+    def _sympystr(self, printer: object) -> str:
+        return printer._print(self.args[0])  # type: ignore[attr-defined]
+
+
+def exact_domain_model(domain: tuple[sp.Expr, sp.Expr], sizes: tuple[int, ...] = (1, 2, 3),
+                       points: int = 3):
+    """A model for a statement about ``x1`` in ``domain`` that SymPy cannot decide in
+    symbols (a root written with a square root of a perfect square): at each size,
+    ``points`` exact rational assignments of the parameters with ``x1_k`` at a fraction of
+    its interval (edges included), ``x2``, ``s``, ``F``, ``G`` left symbolic, so each
+    instance is decided exactly.
+
+    Example:
+        >>> from derive.vocabulary import param_vector, x1
+        >>> xk, xk1 = param_vector("xk"), param_vector("xk1")
+        >>> [pair for pair in exact_domain_model((xk, xk1), (1,), 2)(
+        ...     InDomain(x1, xk, xk1), xk + (xk1 - xk) / 2)]
+        [(-11/4, -11/8), (1/3, 1/2)]
+    """
+    lower, upper = domain
+    own = _own_upper(domain)
+
+    def model(lhs: sp.Basic, rhs: sp.Basic):
+        lhs, rhs = (e.replace(lambda x: isinstance(x, InDomain), lambda x: x.args[0])
+                    for e in (lhs, rhs))
+        uses_i, uses_j = lhs.has(i) or rhs.has(i), lhs.has(j) or rhs.has(j)
+        for size in sizes:
+            for a in range(size) if uses_i else [0]:
+                for b in range(size) if uses_j else [0]:
+                    with dotprodsimp(False):  # determinants of ratios: not expanded
+                        pair = [instantiate(e, size, index_values(a, b))
+                                for e in (lhs, rhs)]
+                    params = sorted(set().union(*(e.free_symbols for e in pair)),
+                                    key=sp.default_sort_key)
+                    for m in range(points):
+                        inside: dict[sp.Basic, sp.Basic] = {}
+                        for k in range(size):
+                            at = index_values(k)
+                            x1_k = instantiate(X1[i], size, at)
+                            low = instantiate(lower, size, at)
+                            high = instantiate(upper, size, at)
+                            syms = [v for v in (low.free_symbols | high.free_symbols)
+                                    if own is None or v != high]
+                            point = _sample_points(sorted(syms, key=sp.default_sort_key),
+                                                   m + k + 1)[-1]
+                            inside.update(point)
+                            low_v = low.xreplace(point)
+                            if own is not None:
+                                inside[high] = low_v + _POSITIVE_SAMPLES[(m + k) % 7]
+                            high_v = high.xreplace(inside)
+                            inside[x1_k] = low_v + (high_v - low_v) * _DOMAIN_FRACTIONS[
+                                (2 * m + k) % len(_DOMAIN_FRACTIONS)]
+                        rest = [v for v in params if v not in inside and v.is_Symbol
+                                and str(v).split("_")[0] not in ("x2", "s")]
+                        for v, value in _sample_points(rest, m + 1)[-1].items():
+                            inside[v] = value
+                        yield tuple(e.xreplace(inside) for e in pair)
+
+    return model
+
+
+def _models(block: CouplingBlock, sizes: tuple[int, ...] = (1, 2, 3)) -> tuple:
+    """How a block's steps are checked: explicit instances at ``sizes``, inside the
+    block's domain where it has one."""
+    if block.domain is None:
+        return _MODELS if sizes == (1, 2, 3) else (index_model(sizes),)
+    # a bin's equations are ratios of polynomials: the 6 x 6 determinants at n = 3 take
+    # minutes, so n = 1, 2 (two components already make every block of the Jacobian a
+    # matrix, off-diagonal entries included)
+    return (exact_domain_model(block.domain, tuple(size for size in sizes if size < 3)),)
+
+
 class SpecificationError(ValueError):
     """A coupling specification the engine cannot derive from, and why."""
 
@@ -104,6 +193,11 @@ class CouplingBlock:
         y1: ``y1_i`` in ``x1, x2, s, F, G`` (component ``i`` of each).
         y2: ``y2_i`` in ``x2`` and ``s`` only, so that the block is triangular.
         summary: a sentence on where the block comes from.
+        domain: ``(lower, upper)``, the interval of ``x1_i`` on which the block is defined
+            (one bin of a spline), in the block's parameters, ``x2``, ``s``, ``F``, ``G``;
+            None (the default) for the whole real line. ``upper`` is a parameter of its
+            own (then the derivations take it above ``lower``) or provably above it. The
+            block need only be monotone there, and its inverse is the root in the interval.
     """
 
     name: str
@@ -111,11 +205,15 @@ class CouplingBlock:
     y1: sp.Expr
     y2: sp.Expr
     summary: str = ""
+    domain: tuple[sp.Expr, sp.Expr] | None = None
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
             raise SpecificationError(f"name: expected a Python identifier, got {self.name!r}")
-        for label, expr in (("y1", self.y1), ("y2", self.y2)):
+        if self.domain is not None:
+            object.__setattr__(self, "domain", _check_domain(self.name, self.domain))
+        for label, expr in (("y1", self.y1), ("y2", self.y2)) + (
+                (("the domain of x1", sp.Tuple(*self.domain)),) if self.domain else ()):
             for atom in sp.sympify(expr).atoms(sp.Indexed):
                 own = str(atom.base.label) not in RESERVED
                 if not (atom.base in _INPUT_BASES or own) or atom.indices != (i,):
@@ -152,13 +250,14 @@ class CouplingBlock:
                     "given by one expression on the whole real line")
         if not sp.sympify(self.y1).has(X1[i]):
             raise SpecificationError(f"{self.name}: y1 does not depend on x1; not invertible")
-        _check_monotone(self.name, "y1", sp.sympify(self.y1), X1[i])
+        _check_monotone(self.name, "y1", sp.sympify(self.y1), X1[i], self.domain)
         _check_monotone(self.name, "y2", sp.sympify(self.y2), X2[i])
-        for expr, unknown, out in ((self.y1, X1[i], Y1[i]), (self.y2, X2[i], Y2[i])):
+        for expr, unknown, out, domain in ((self.y1, X1[i], Y1[i], self.domain),
+                                           (self.y2, X2[i], Y2[i], None)):
             if sp.diff(expr, unknown, 2) != 0:
                 # not affine: whether a closed-form real inverse exists is decided now,
                 # in a second or so, not when the derivations reach it
-                _solve_unique(self.name, sp.Eq(out, sp.sympify(expr)), unknown)
+                _solve_unique(self.name, sp.Eq(out, sp.sympify(expr)), unknown, domain)
 
     @property
     def given(self) -> dict[sp.Indexed, sp.Expr]:
@@ -180,7 +279,8 @@ class CouplingBlock:
             >>> CouplingBlock("shifted", "A shift", x1 + c * F, x2 + t).parameters
             (('t', 'param'), ('c', 'scalar'))
         """
-        exprs = [sp.sympify(self.y1), sp.sympify(self.y2)]
+        exprs = [sp.sympify(self.y1), sp.sympify(self.y2)] + (
+            [sp.sympify(bound) for bound in self.domain] if self.domain else [])
         vectors = {str(a.base.label) for e in exprs for a in e.atoms(sp.Indexed)
                    if a.base not in _INPUT_BASES}
         scalars = {str(sym) for e in exprs for sym in _scalars(e)}
@@ -203,25 +303,95 @@ def _unknowns(expr: sp.Expr) -> list[sp.Basic]:
 _SAMPLES = tuple(sp.Rational(v) for v in ("-11/4", "-1", "-3/8", "0", "1/2", "5/4", "7/2"))
 
 
+#: The same for a symbol assumed positive (a width, a height, a slope).
+_POSITIVE_SAMPLES = tuple(sp.Rational(v) for v in ("11/4", "1", "3/8", "2", "1/2", "5/4",
+                                                    "7/2"))
+#: Where in its domain ``x1`` is sampled: both edges, and inside.
+_DOMAIN_FRACTIONS = tuple(sp.Rational(v) for v in ("0", "1/16", "1/3", "1/2", "7/8", "1"))
+
+
 def _sample_points(symbols: list[sp.Basic], count: int = 24) -> list[dict[sp.Basic, sp.Rational]]:
-    """``count`` assignments of :data:`_SAMPLES` to ``symbols``, the same on every run."""
+    """``count`` assignments of :data:`_SAMPLES` to ``symbols`` (of
+    :data:`_POSITIVE_SAMPLES` to a positive one), the same on every run."""
     points = []
     for k in range(count):
-        points.append({sym: _SAMPLES[(k * (3 + 2 * m) + m) % len(_SAMPLES)]
-                       for m, sym in enumerate(symbols)})
+        points.append({sym: (_POSITIVE_SAMPLES if sym.is_positive else _SAMPLES)[
+            (k * (3 + 2 * m) + m) % len(_SAMPLES)] for m, sym in enumerate(symbols)})
     return points
 
 
-def _check_monotone(name: str, label: str, expr: sp.Expr, unknown: sp.Indexed) -> None:
-    """Refuse ``label = expr`` unless its slope in ``unknown`` keeps one sign and is never 0:
-    proved from SymPy's assumptions, or else not contradicted at any sample point (where a
-    sample shows a zero or a change of sign, the block is not invertible there)."""
+def _own_upper(domain: tuple[sp.Expr, sp.Expr]) -> sp.Basic | None:
+    """The domain's upper end where it is a parameter of its own (a knot ``xk1[i]``, not
+    in the lower end): the derivations then take it above the lower end."""
+    lower, upper = domain
+    if (isinstance(upper, (sp.Indexed, sp.Symbol)) and not lower.has(upper)
+            and (not isinstance(upper, sp.Indexed) or upper.base not in _INPUT_BASES)):
+        return upper
+    return None
+
+
+def _check_domain(name: str, domain: object) -> tuple[sp.Expr, sp.Expr]:
+    """``domain`` as a pair of SymPy expressions, or a one-line refusal saying why not."""
+    where = f"{name}: the domain of x1, {domain!r},"
+    try:
+        lower, upper = (sp.sympify(bound) for bound in domain)  # type: ignore[union-attr]
+    except (TypeError, ValueError, sp.SympifyError):
+        raise SpecificationError(f"{where} is not a pair (lower, upper) of expressions; "
+                                 "expected e.g. domain=(xk, xk1)") from None
+    for bound in (lower, upper):
+        if bound.has(sp.oo, -sp.oo, sp.zoo, sp.nan) or bound.has(X1, Y1, Y2):
+            raise SpecificationError(
+                f"{where} has the end {bound}; each end must be finite and not depend on "
+                "x1, y1 or y2 (a bin of a spline: its knots)")
+        if bound.is_real is False or bound.is_extended_real is False:
+            raise SpecificationError(f"{where} has the end {bound}, which is not real")
+    width = sp.simplify(upper - lower)
+    if width.is_nonpositive:
+        raise SpecificationError(f"{where} is empty: its upper end is not above its lower "
+                                 f"end ({upper} - ({lower}) = {width})")
+    if not width.is_positive and _own_upper((lower, upper)) is None:
+        raise SpecificationError(
+            f"{where} may be empty: {upper} - ({lower}) is not positive for every value of "
+            "its symbols; make the upper end a parameter of its own (the derivations take "
+            "it above the lower end) or the lower end plus a positive width "
+            "(param_vector(..., positive=True))")
+    return (lower, upper)
+
+
+def _domain_points(symbols: list[sp.Basic], domain: tuple[sp.Expr, sp.Expr] | None,
+                   unknown: sp.Indexed) -> list[dict[sp.Basic, sp.Rational]]:
+    """Sample points of ``symbols``; with a domain, ``unknown`` runs over it (edges
+    included) and an upper end of its own is put above the lower end."""
+    if domain is None:
+        return _sample_points(symbols)
+    lower, upper = domain
+    own = _own_upper(domain)
+    rest = [sym for sym in symbols if sym not in (unknown, own)]
+    rest += [sym for sym in _unknowns(lower) + _unknowns(upper)
+             if sym not in rest and sym not in (unknown, own)]
+    points = []
+    for k, point in enumerate(_sample_points(rest, 8)):
+        low = sp.sympify(lower).xreplace(point)
+        if own is not None:
+            point = {**point, own: low + _POSITIVE_SAMPLES[k % len(_POSITIVE_SAMPLES)]}
+        high = sp.sympify(upper).xreplace(point)
+        for fraction in _DOMAIN_FRACTIONS:
+            points.append({**point, unknown: low + (high - low) * fraction})
+    return points
+
+
+def _check_monotone(name: str, label: str, expr: sp.Expr, unknown: sp.Indexed,
+                    domain: tuple[sp.Expr, sp.Expr] | None = None) -> None:
+    """Refuse ``label = expr`` unless its slope in ``unknown`` keeps one sign and is never 0
+    (on ``domain``, where given): proved from SymPy's assumptions, or else not contradicted
+    at any sample point (where a sample shows a zero or a change of sign, the block is not
+    invertible there)."""
     slope = sp.diff(expr, unknown)
     if slope.is_positive or slope.is_negative:
         return
     symbols = _unknowns(slope)
     signs: dict[int, dict[sp.Basic, sp.Rational]] = {}
-    for point in _sample_points(symbols):
+    for point in _domain_points(symbols, domain, unknown):
         value = sp.N(slope.xreplace(point), 30)
         if not (value.is_number and value.is_real) or value.has(sp.nan, sp.zoo):
             continue
@@ -236,9 +406,10 @@ def _check_monotone(name: str, label: str, expr: sp.Expr, unknown: sp.Indexed) -
                         f"{at(signs[-sign])} and {'positive' if sign > 0 else 'negative'} "
                         f"where {at(point)})")
             raise SpecificationError(
-                f"{name}: {label} = {expr} is not invertible for {unknown}: its slope "
-                f"d{label}/d{unknown.base} = {slope} {why}; a coupling block needs a slope "
-                "that is never 0")
+                f"{name}: {label} = {expr} is not invertible for {unknown}"
+                + (f" on its domain ({domain[0]}, {domain[1]})" if domain else "")
+                + f": its slope d{label}/d{unknown.base} = {slope} {why}; a coupling block "
+                "needs a slope that is never 0")
 
 
 def _is_real_at(expr: sp.Expr, point: dict[sp.Basic, sp.Rational]) -> bool:
@@ -249,10 +420,14 @@ def _is_real_at(expr: sp.Expr, point: dict[sp.Basic, sp.Rational]) -> bool:
     return abs(im_) <= 1e-20 * (1 + abs(re_))
 
 
-def _real_roots(eq: sp.Eq, unknown: sp.Indexed,
-                roots: list[sp.Expr]) -> list[sp.Expr]:
+def _real_roots(eq: sp.Eq, unknown: sp.Indexed, roots: list[sp.Expr],
+                domain: tuple[sp.Expr, sp.Expr] | None = None) -> list[sp.Expr]:
     """The roots of ``eq`` that are real, and solve it, at every sample point: the one
-    that inverts the block on the reals (the others are complex or spurious)."""
+    that inverts the block on the reals (the others are complex or spurious). With a
+    domain, the root that gives back each ``unknown`` of the domain (edges included)
+    from the output there: the root in the interval."""
+    if domain is not None:
+        return [root for root in roots if _inverts_on(eq, unknown, root, domain)]
     symbols = [u for u in _unknowns(eq.lhs - eq.rhs) if u != unknown]
     kept = []
     for root in roots:
@@ -269,6 +444,63 @@ def _real_roots(eq: sp.Eq, unknown: sp.Indexed,
         if ok:
             kept.append(root)
     return kept
+
+
+def _inverts_on(eq: sp.Eq, unknown: sp.Indexed, root: sp.Expr,
+                domain: tuple[sp.Expr, sp.Expr]) -> bool:
+    """Whether ``root`` (in ``eq.lhs``, the output) gives back ``unknown`` at every sample
+    point of the domain, edges included."""
+    symbols = [u for u in _unknowns(eq.rhs) if u != unknown]
+    for point in _domain_points(symbols + [unknown], domain, unknown):
+        output = eq.rhs.xreplace(point)
+        value = root.xreplace({eq.lhs: output}).xreplace(point)
+        if not _is_real_at(value, {}):
+            return False
+        want = point[unknown]
+        if abs(sp.N(value, 30) - want) > 1e-20 * (1 + abs(want)):
+            return False
+    return True
+
+
+def _quadratic_in_domain(eq: sp.Eq, unknown: sp.Indexed,
+                         domain: tuple[sp.Expr, sp.Expr]) -> dict[str, sp.Expr] | None:
+    """Where ``eq`` (output = a ratio of polynomials in ``unknown``) is, once its
+    denominator is cleared, a quadratic in the fraction ``u = (unknown - lower)/(upper -
+    lower)`` of the domain: the offset ``r`` of the output from its value at the lower
+    end, and the coefficients ``a, b, c`` of ``a u**2 + b u + c = 0`` collected in ``r``
+    (as a spline bin's are written: no cancelling sum of products); else None."""
+    lower, upper = domain
+    frac, width, offset = (sp.Dummy(name, real=True) for name in ("u", "w", "r"))
+    at_lower = sp.simplify(eq.rhs.xreplace({unknown: lower}))
+    if at_lower.has(sp.nan, sp.zoo, sp.oo, -sp.oo):
+        return None
+    inside = eq.rhs.xreplace({unknown: lower + width * frac})
+    if _own_upper(domain) is not None:
+        inside = inside.xreplace({upper: lower + width})
+    else:
+        inside = inside.xreplace({upper - lower: width})
+    numerator, _ = sp.fraction(sp.together(inside - (at_lower + offset)))
+    try:
+        poly = sp.Poly(sp.expand(numerator), frac)
+    except sp.PolynomialError:
+        return None
+    if poly.degree() != 2 or not all(c.free_symbols.isdisjoint({unknown})
+                                     for c in poly.all_coeffs()):
+        return None
+    coeffs = [sp.collect(sp.expand(c), offset, sp.factor) for c in poly.all_coeffs()]
+    values = {offset: eq.lhs - at_lower, width: upper - lower}
+    return {"a": coeffs[0].xreplace(values), "b": coeffs[1].xreplace(values),
+            "c": coeffs[2].xreplace(values), "lower": lower, "width": upper - lower}
+
+
+def _quadratic_roots(quad: dict[str, sp.Expr]) -> list[sp.Expr]:
+    """Both roots of the quadratic of :func:`_quadratic_in_domain`, as ``unknown``, in the
+    form that does not cancel where ``c`` is small (``2c/(-b -+ sqrt(b**2 - 4ac))``, Durkan
+    et al. 2019), ``-`` first."""
+    a, b, c = quad["a"], quad["b"], quad["c"]
+    root = sp.sqrt(b**2 - 4 * a * c)
+    return [quad["lower"] + quad["width"] * 2 * c / (-b - root),
+            quad["lower"] + quad["width"] * 2 * c / (-b + root)]
 
 
 def _monotone_cubic_root(eq: sp.Eq, unknown: sp.Indexed) -> sp.Expr | None:
@@ -293,16 +525,34 @@ def _monotone_cubic_root(eq: sp.Eq, unknown: sp.Indexed) -> sp.Expr | None:
 
 
 @cache
-def _solve_unique(name: str, eq: sp.Eq, unknown: sp.Indexed) -> sp.Expr:
+def _solve_unique(name: str, eq: sp.Eq, unknown: sp.Indexed,
+                  domain: tuple[sp.Expr, sp.Expr] | None = None) -> sp.Expr:
     """The solution of ``eq`` for ``unknown`` that inverts the block on the reals.
 
     A monotone cubic's real root in hyperbolic form first (:func:`_monotone_cubic_root`);
     then ``solve`` (one solution: the affine blocks); where it gives several, the real
     solution ``solveset`` finds over the reals, or else the one of ``solve``'s roots that
-    is real and solves the equation at every sample point. Refused in one line where no
+    is real and solves the equation at every sample point. On a domain, the root of a
+    quadratic that lies in it (:func:`_quadratic_in_domain`), else the one of ``solve``'s
+    roots that gives back every sample of the domain. Refused in one line where no
     closed form is found or the real solution is not unique.
     """
-    where = f"{name}: solving {eq} for {unknown}"
+    where = f"{name}: solving {eq} for {unknown}" + (
+        f" on ({domain[0]}, {domain[1]})" if domain else "")
+    if domain is not None:
+        quad = _quadratic_in_domain(eq, unknown, domain)
+        roots = _quadratic_roots(quad) if quad is not None else None
+        if roots is None:
+            try:
+                roots = sp.solve(eq, unknown, dict=False)
+            except NotImplementedError:
+                roots = []
+        kept = _real_roots(eq, unknown, roots, domain)
+        if len(kept) != 1:
+            raise SpecificationError(
+                f"{where}: {len(kept)} of its {len(roots)} solutions lie in the domain for "
+                "every sample; a coupling block needs exactly one")
+        return kept[0]
     cubic = _monotone_cubic_root(eq, unknown)
     if cubic is not None and _real_roots(eq, unknown, [cubic]) == [cubic]:
         return cubic
@@ -338,15 +588,36 @@ def _solve_unique(name: str, eq: sp.Eq, unknown: sp.Indexed) -> sp.Expr:
 def derive_inverse(block: CouplingBlock) -> Derivation:
     """1.1: invert the block, ``x2`` from the second equation, then ``x1`` from the first."""
     x2_sol = _solve_unique(block.name, sp.Eq(Y2[i], block.y2), X2[i])
-    x1_sol = _solve_unique(block.name, sp.Eq(Y1[i], block.y1), X1[i])
+    x1_eq = sp.Eq(Y1[i], block.y1)
+    x1_sol = _solve_unique(block.name, x1_eq, X1[i], block.domain)
     steps = [
         Step(X2[i], x2_sol, "solve the second equation, {0}, for {1}",
              given={Y2[i]: block.y2}, notes=(sp.Eq(Y2[i], block.y2), X2[i])),
-        Step(X1[i], x1_sol,
-             "with {2} known, {3} and {4} can be evaluated; solve the first equation, "
-             "{0}, for {1}", given={Y1[i]: block.y1},
-             notes=(sp.Eq(Y1[i], block.y1), X1[i], X2[i], FB[i], GB[i])),
     ]
+    quad = (_quadratic_in_domain(x1_eq, X1[i], block.domain)
+            if block.domain is not None else None)
+    if quad is not None:
+        frac = sp.Symbol("u", real=True)
+        lower, width = quad["lower"], quad["width"]
+        quadratic = quad["a"] * frac**2 + quad["b"] * frac + quad["c"]
+        steps.append(Step(
+            InDomain(X1[i], *block.domain), x1_sol,
+            "with {2} known, {3} and {4} can be evaluated. On the domain {5}, the first "
+            "equation, {0}, with its denominator cleared, is a quadratic, {6}; its root in "
+            "the interval, in the form that does not cancel near the interval's lower end, "
+            "is {1}",
+            given={Y1[i]: block.y1},
+            notes=(x1_eq, X1[i], X2[i], FB[i], GB[i], sp.Interval(lower, block.domain[1]),
+                   sp.Eq(quadratic.xreplace({frac: (X1[i] - lower) / width}), 0)),
+            models=(exact_domain_model(block.domain),)))
+    else:
+        steps.append(Step(
+            X1[i], x1_sol,
+            "with {2} known, {3} and {4} can be evaluated; solve the first equation, "
+            "{0}, for {1}" + (" in its domain {5}" if block.domain is not None else ""),
+            given={Y1[i]: block.y1},
+            notes=(x1_eq, X1[i], X2[i], FB[i], GB[i]) + (
+                (sp.Interval(*block.domain),) if block.domain is not None else ())))
     results = [
         Result("x2", x2_sol, "the second input, from the second output alone", X2[i]),
         Result("x1", x1_sol, "the first input, with the two functions evaluated at the "
@@ -358,14 +629,74 @@ def derive_inverse(block: CouplingBlock) -> Derivation:
         steps, results,
         conclusion="Invert the second equation first, {x2}; with the second input known, "
                    "the first equation gives {x1}, component by component.",
-        models=_MODELS, variant=block.name,
+        models=_models(block), variant=block.name,
     )
 
 
-def _chain_rule(expr: sp.Expr, wrt: sp.IndexedBase) -> tuple[sp.Expr, tuple[Term, ...]]:
-    """``d expr_i / d wrt_j`` by the chain rule, as an entry and as matrix terms."""
+def _bernstein(poly: sp.Poly, frac: sp.Symbol, rest: sp.Symbol) -> sp.Expr:
+    """A polynomial in ``frac`` in the Bernstein basis ``C(d, k) frac**k rest**(d - k)``
+    (``rest = 1 - frac``): on the interval, where both are in [0, 1], positive
+    coefficients give a sum of positive terms, which does not cancel."""
+    d = poly.degree()
+    a = poly.all_coeffs()[::-1]
+    terms = []
+    for k in range(d + 1):
+        b = sp.factor(sum(sp.binomial(k, m) / sp.binomial(d, m) * a[m] for m in range(k + 1)))
+        terms.append(sp.binomial(d, k) * b * frac**k * rest**(d - k))
+    return sp.Add(*terms)
+
+
+def in_interval(expr: sp.Expr, domain: tuple[sp.Expr, sp.Expr]) -> sp.Expr:
+    """``expr``, a ratio of polynomials in ``x1``, written in the fraction of the domain
+    where ``x1`` lies, ``u = (x1 - lower)/(upper - lower)``, and ``1 - u = (upper -
+    x1)/(upper - lower)``: factored, each factor a polynomial in the Bernstein basis (a
+    spline bin's slope becomes Durkan et al.'s sum of positive terms); unchanged where it
+    is not a ratio of polynomials in ``x1``.
+
+    Example:
+        >>> from derive.vocabulary import param_vector, x1
+        >>> xk, xk1 = param_vector("xk"), param_vector("xk1")
+        >>> in_interval(2 * x1 - xk - xk1, (xk, xk1))
+        (-(-x1[i] + xk1[i])/(xk1[i] - xk[i]) + (x1[i] - xk[i])/(xk1[i] - xk[i]))*(xk1[i] - xk[i])
+    """
+    lower, upper = domain
+    frac, rest, width = (sp.Dummy(name, positive=True) for name in ("u", "v", "w"))
+    inside = sp.sympify(expr).xreplace({X1[i]: lower + width * frac})
+    inside = (inside.xreplace({upper: lower + width}) if _own_upper(domain) is not None
+              else inside.xreplace({width: upper - lower}))
+    try:
+        factored = sp.factor(sp.together(inside), frac)
+    except sp.PolynomialError:
+        return expr
+    if factored.has(X1[i]):
+        return expr
+
+    def basis(e: sp.Expr) -> sp.Expr:
+        if e.is_Mul:
+            return sp.Mul(*(basis(f) for f in e.args))
+        if e.is_Pow and e.exp.is_Integer:
+            return basis(e.base) ** e.exp
+        if e.has(frac) and e.is_polynomial(frac):
+            return _bernstein(sp.Poly(e, frac), frac, rest)
+        return e
+
+    if not factored.is_rational_function(frac):
+        return expr
+    arranged = basis(factored)
+    return arranged.xreplace({frac: (X1[i] - lower) / width, rest: (upper - X1[i]) / width}
+                             ).xreplace({width: upper - lower})
+
+
+def _chain_rule(expr: sp.Expr, wrt: sp.IndexedBase,
+                domain: tuple[sp.Expr, sp.Expr] | None = None
+                ) -> tuple[sp.Expr, tuple[Term, ...]]:
+    """``d expr_i / d wrt_j`` by the chain rule, as an entry and as matrix terms; on a
+    domain, the slope in ``x1`` is written in the interval's fraction
+    (:func:`in_interval`)."""
     delta = sp.KroneckerDelta(i, j)
     direct = sp.diff(expr, wrt[i])
+    if domain is not None and wrt == X1:
+        direct = in_interval(direct, domain)
     entry = direct * delta
     terms = [Term(to_vector(direct), IDENTITY)] if direct != 0 else []
     for fbase, arg in FUNCTIONS.items():
@@ -389,7 +720,7 @@ def derive_jacobian(block: CouplingBlock) -> Derivation:
     for out_name, out_base in (("y1", Y1), ("y2", Y2)):
         for in_name, in_base in (("x1", X1), ("x2", X2)):
             expr = block.outputs[out_name]
-            entry, terms = _chain_rule(expr, in_base)
+            entry, terms = _chain_rule(expr, in_base, block.domain)
             through = [f[i] for f, a in FUNCTIONS.items()
                        if a == in_base and sp.diff(expr, f[i]) != 0]
             direct = sp.diff(expr, in_base[i]) != 0
@@ -441,7 +772,7 @@ def derive_jacobian(block: CouplingBlock) -> Derivation:
         conclusion=("The lower-left block vanishes, {dy2_dx1}, so the Jacobian is block "
                     "upper-triangular." if triangular else
                     "The Jacobian is not block-triangular."),
-        models=_MODELS, variant=block.name,
+        models=_models(block), variant=block.name,
         block_matrix=MatrixDisplay(matrix, sp.Derivative(sp.Symbol("y"), sp.Symbol("x")),
                                    "The Jacobian as a block matrix"),
     )
@@ -556,7 +887,7 @@ def derive_determinant(block: CouplingBlock) -> Derivation:
     return Derivation(
         "1.3", f"The determinant of {block.title}",
         "Give the determinant of the Jacobian. Is the block volume preserving? Justify.",
-        steps, results, conclusion=verdict, models=_MODELS, variant=block.name,
+        steps, results, conclusion=verdict, models=_models(block), variant=block.name,
     )
 
 
@@ -609,7 +940,7 @@ def derive_arrangement(block: CouplingBlock) -> Derivation:
                     "as derived." if series else
                     "Each rewrite is an identity SymPy proves; every other expression is "
                     "evaluated as derived."),
-        models=(index_model((1,)),), variant=block.name,
+        models=_models(block, (1,)), variant=block.name,
     )
 
 

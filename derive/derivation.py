@@ -172,6 +172,25 @@ def _numeric_value(expr: sp.Basic, rng: random.Random) -> sp.Basic:
     return e.subs(values).evalf(_NUMERIC_DIGITS)
 
 
+def _log_of_factors(log: sp.log) -> sp.Expr:
+    """``log|prod b_k**e_k|`` as ``sum e_k log|b_k|`` (``|ab| = |a||b|`` and
+    ``|b**e| = |b|**e`` for integer ``e``), and ``log(prod b_k**e_k)`` as ``sum e_k log b_k``
+    where every ``b_k > 0``; anything else unchanged."""
+    arg = log.args[0]
+    absolute = isinstance(arg, sp.Abs)
+    inner = arg.args[0] if absolute else arg
+    out = []
+    for factor in sp.Mul.make_args(inner):
+        base, exp = factor.as_base_exp()
+        if base.is_positive and exp.is_real:
+            out.append(exp * sp.log(base))
+        elif absolute and exp.is_integer:
+            out.append(exp * sp.log(sp.Abs(base)))
+        else:
+            return log
+    return sp.Add(*out)
+
+
 def _is_zero_symbolic(diff: sp.Basic) -> bool:
     if isinstance(diff, sp.MatrixBase):
         return all(_is_zero_symbolic(e) for e in diff)
@@ -184,6 +203,20 @@ def _is_zero_symbolic(diff: sp.Basic) -> bool:
     written_out = diff.rewrite(sp.exp)
     if written_out != diff and sp.expand(written_out) == 0:
         return True
+    # Logs of absolute values (a log-determinant taken factor by factor): the log of a
+    # product of positive numbers is the sum of their logs, so expanding them is sound
+    # where every log's argument is nonnegative; far cheaper than simplify.
+    # A difference of sums over the same range vanishes where the summands' does.
+    terms = [t.as_coeff_Mul() for t in sp.Add.make_args(diff)]
+    if all(isinstance(t, sp.Sum) for _, t in terms) and len({t.limits for _, t in terms}) == 1:
+        body = sp.Add(*(c * t.function for c, t in terms))
+    else:
+        body = diff
+    logs = body.atoms(sp.log)
+    if logs and all(isinstance(log.args[0], sp.Abs) or log.args[0].is_positive
+                    for log in logs):
+        if sp.expand(body.replace(lambda e: isinstance(e, sp.log), _log_of_factors)) == 0:
+            return True
     try:
         if sp.simplify(diff) == 0:
             return True

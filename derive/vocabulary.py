@@ -78,22 +78,29 @@ def _check_name(name: str) -> None:
                          f"(not one of {', '.join(sorted(RESERVED))})")
 
 
-def param_vector(name: str) -> sp.Indexed:
+def param_vector(name: str, positive: bool = False) -> sp.Indexed:
     """The ``i``-th component of a new parameter vector of shape ``(n,)``, like ``s``.
 
     A block that uses it takes it as a kernel argument of that name, checked like ``s``.
+    With ``positive``, the derivations assume every component is positive (a width, a
+    height or a slope); the kernels do not check it.
 
     Example:
         >>> t = param_vector("t")
         >>> t, t.base.is_real, to_vector(sp.exp(s) * x2 + t)
         (t[i], True, t + x2*exp(s))
+        >>> param_vector("h", positive=True).is_positive
+        True
     """
     _check_name(name)
+    if positive:
+        return sp.IndexedBase(name, positive=True)[i]
     return sp.IndexedBase(name, real=True)[i]
 
 
-def param_scalar(name: str) -> sp.Symbol:
-    """A new real scalar parameter (shape ``()``), a kernel argument of that name.
+def param_scalar(name: str, positive: bool = False) -> sp.Symbol:
+    """A new real scalar parameter (shape ``()``), a kernel argument of that name; with
+    ``positive``, assumed positive by the derivations.
 
     Example:
         >>> c = param_scalar("c")
@@ -101,11 +108,13 @@ def param_scalar(name: str) -> sp.Symbol:
         (True, c*x1 + F(x2))
     """
     _check_name(name)
-    return sp.Symbol(name, real=True)
+    return sp.Symbol(name, positive=True) if positive else sp.Symbol(name, real=True)
 
 
-def _extra_vector(label: str, size: int) -> tuple[sp.Symbol, ...]:
+def _extra_vector(label: str, size: int, positive: bool = False) -> tuple[sp.Symbol, ...]:
     """The explicit components of a material's own parameter vector ``label``."""
+    if positive:
+        return sp.symbols(f"{label}_0:{size}", positive=True)
     return sp.symbols(f"{label}_0:{size}", real=True)
 
 
@@ -195,7 +204,7 @@ def instantiate(expr: sp.Basic, n: int, values: Mapping[sp.Symbol, int],
             label = str(base.label)
             if label in vectors:
                 return vectors[label][idx[0]]
-            return _extra_vector(label, n)[idx[0]]
+            return _extra_vector(label, n, bool(base.is_positive))[idx[0]]
         if isinstance(e, sp.KroneckerDelta):
             a, b = (int(sp.sympify(k).subs(env)) for k in e.args)
             return sp.Integer(int(a == b))
