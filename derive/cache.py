@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["FORMAT", "LIMIT", "LIBRARIES", "Store", "cache_folder", "open_store",
-           "source_digest", "fingerprint",
+           "source_digest", "fingerprint", "material_files", "use_material",
            "ENGINE_PACKAGES"]
 
 #: The entry format; a new one is a new subfolder, so old entries are never read.
@@ -133,7 +133,8 @@ def source_digest(exclude: Iterable[str] = (), root: Path | None = None,
     """SHA-256 of every file of the engine's ``packages`` under ``root`` (path and bytes)
     but those in ``exclude`` (paths relative to ``root``), and of the versions that
     determine what the engine writes: the engine's, Python's (major.minor) and those of
-    :data:`LIBRARIES`."""
+    :data:`LIBRARIES`; and the files of the material in use where it is not the default
+    (:func:`use_material`)."""
     root = _ROOT if root is None else root
     skip = set(exclude)
     h = hashlib.sha256()
@@ -149,7 +150,37 @@ def source_digest(exclude: Iterable[str] = (), root: Path | None = None,
                 continue
             data = path.read_bytes()
             h.update(f"{rel}\0{len(data)}\0".encode("utf-8", "surrogateescape") + data)
+    for name, path in _material_files:
+        data = path.read_bytes()
+        h.update(f"material {name}\0{len(data)}\0".encode("utf-8", "surrogateescape") + data)
     return h.hexdigest()
+
+
+#: The files of the material in use beyond the engine's (:func:`use_material`): a key
+#: of another material holds their bytes as well as the engine's.
+_material_files: tuple[tuple[str, Path], ...] = ()
+
+
+def material_files(module_file: str | os.PathLike | None) -> tuple[tuple[str, Path], ...]:
+    """The files of a material module's package, each ``(name, path)``: every file of the
+    folder of a package's ``__init__.py`` (or of the package holding a plain module),
+    named from that folder; a module outside any package is its own file."""
+    if module_file is None:
+        return ()
+    path = Path(module_file).resolve()
+    folder = path.parent
+    if path.name != "__init__.py" and not (folder / "__init__.py").exists():
+        return ((path.name, path),)
+    return tuple((f"{folder.name}/{p.relative_to(folder).as_posix()}", p)
+                 for p in _files(folder))
+
+
+def use_material(files: Iterable[tuple[str, Path]]) -> None:
+    """Make ``files`` (:func:`material_files` of each module of the material in use) part
+    of every :func:`source_digest`; empty for the default material, which is the
+    engine's own."""
+    global _material_files
+    _material_files = tuple(files)
 
 
 def fingerprint(value: object) -> str:

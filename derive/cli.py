@@ -346,8 +346,8 @@ def _cmd_show(args: argparse.Namespace) -> str:
     from .cache import open_store
     from .loader import UnknownQuestionError, resolve
 
-    # the cache's keys hold the engine's sources, not another material's: it is bypassed
-    store = open_store(no_cache=args.no_cache or not _default_material())
+    # the cache's keys hold the engine's sources and those of the material in use
+    store = open_store(no_cache=args.no_cache)
     if store is None:
         from .text import render_text
 
@@ -463,8 +463,8 @@ def _cmd_generate(args: argparse.Namespace) -> str:
     package = _package(args)
     command = _generate_command(args)
     start = time.perf_counter()
-    # the cache's keys hold the engine's sources, not another material's: it is bypassed
-    store = open_store(no_cache=args.no_cache or not _default_material())
+    # the cache's keys hold the engine's sources and those of the material in use
+    store = open_store(no_cache=args.no_cache)
     files, n_derivations, n_steps = generate(store, command, package,
                                              jobs=args.jobs or _default_jobs())
     elapsed = time.perf_counter() - start

@@ -28,8 +28,10 @@ Example:
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Iterable, Mapping
 
+from .cache import material_files, use_material
 from .derivation import Derivation
 from .material import Mark, Material, MaterialError, Question, UnknownQuestionError
 from .material import all_derivations as _all_derivations
@@ -50,6 +52,8 @@ ENTRY_POINTS = "derive.material"
 
 _current: Material | None = None
 _names: tuple[str, ...] = DEFAULT
+#: The file of each material module loaded, by the name it was given as.
+_files: dict[str, str | None] = {}
 
 
 def _entry_point(name: str) -> object | None:
@@ -72,6 +76,8 @@ def load_one(name: str) -> Material:
     except Exception as err:  # any failure to import it is the material's, said in one line
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise MaterialError(f"{label}: cannot import it ({reason})") from None
+    module = entry.module if entry is not None else name
+    _files[name] = getattr(sys.modules.get(module), "__file__", None)
     material = value if isinstance(value, Material) else getattr(value, "MATERIAL", None)
     if material is None:
         raise MaterialError(f"{label}: the module has no MATERIAL (expected a "
@@ -97,6 +103,9 @@ def use(names: Iterable[str]) -> Material:
     global _current, _names
     material = load(names)
     _current, _names = material, tuple(names) or DEFAULT
+    # another material's derivations depend on its own files: the cache's keys hold them
+    use_material(() if _names == DEFAULT else
+                 tuple(f for name in _names for f in material_files(_files.get(name))))
     return material
 
 

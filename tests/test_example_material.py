@@ -354,3 +354,38 @@ def test_spline_bin_matches_its_own_equation_over_the_bin(kernels):
     np.testing.assert_allclose(dense, fd, rtol=1e-6, atol=1e-6)
     assert np.isclose(m.log_det_jacobian(xin, np.zeros(N), s, *_bin_args(), _F, _G),
                       np.linalg.slogdet(fd)[1], rtol=1e-7, atol=1e-8)
+
+
+def test_another_material_is_cached_by_its_own_sources(tmp_path):
+    """The derivation cache serves a material outside the engine, keyed by its package's
+    files as well as the engine's: a second run reads every derivation from the cache
+    (counted, not timed), and an edit of the material's source is a miss."""
+    package = tmp_path / "cachemat"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "from derive.api import CouplingBlock, Material, Question, Section, F, "
+        "derive_inverse, x1, x2\n"
+        "SHIFT = CouplingBlock('my_shift', 'a shift block', x1 + F, x2)\n"
+        "SECTION = Section('', 'A shift block', beyond=True)\n"
+        "QUESTION = Question('9.1', 'Invert the shift block', ('my_shift',),\n"
+        "                    lambda variant: derive_inverse(SHIFT), SECTION)\n"
+        "MATERIAL = Material('cachemat', blocks={'my_shift': SHIFT},\n"
+        "                    questions={'9.1': QUESTION}, sections={'shift': SECTION})\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {"DERIVE_CACHE_DIR": str(tmp_path / "cache")}
+
+    def generate():
+        done = subprocess.run(
+            [sys.executable, "-m", "derive", "generate", "--material", "cachemat", "--root",
+             str(out), "--package", "k"], cwd=tmp_path, capture_output=True, text=True,
+            timeout=600, env=dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}",
+                                  **env))
+        assert done.returncode == 0, done.stderr
+        return done.stdout + done.stderr
+
+    assert "derived 1 derivations" in generate()
+    assert "read 1 derivations" in generate()  # every part from the cache
+    with open(package / "__init__.py", "a") as fh:
+        fh.write("# an edit\n")
+    assert "derived 1 derivations" in generate()  # the material's source is in the key

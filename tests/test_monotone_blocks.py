@@ -60,3 +60,70 @@ def test_cubic_round_trip_where_cardano_overflowed(x):
         back, _ = m.inverse(y1, y2, np.zeros(3), constant(F_), constant(0.0))
     assert np.isfinite(y1).all()
     np.testing.assert_allclose(back, x1, rtol=1e-13, atol=0)
+
+
+# --- a block on an interval: one bin of a rational-quadratic spline ---------------------
+
+
+def _bin(height):
+    """One rational-quadratic bin on [xk, xk1] with the given height (Durkan et al.)."""
+    from derive.api import F, param_vector, x1
+
+    xk, xk1, yk = param_vector("xk"), param_vector("xk1"), param_vector("yk")
+    dk, dk1 = param_vector("dk", positive=True), param_vector("dk1", positive=True)
+    xi, slope = (x1 - xk) / (xk1 - xk), height / (xk1 - xk)
+    return yk + F + height * (slope * xi**2 + dk * xi * (1 - xi)) / (
+        slope + (dk + dk1 - 2 * slope) * xi * (1 - xi)), (xk, xk1)
+
+
+def test_a_malformed_or_non_monotone_domain_is_refused_in_one_line():
+    """Each refusal of a block on an interval is one line saying why: a domain that is
+    not a pair, has an infinite end or one in x1, is empty, may be empty, or on which the
+    block is not monotone (a knot slope that may be negative)."""
+    import sympy as sp
+
+    from derive.api import CouplingBlock, SpecificationError, param_vector, x1, x2
+
+    h = param_vector("h", positive=True)
+    y1, (xk, xk1) = _bin(h)
+    cases = {
+        "not a pair": (xk,),
+        "must be finite": (xk, sp.oo),
+        "not depend on x1": (xk, x1),
+        "is empty": (xk1, xk1 - 1),
+        "may be empty": (xk, xk + param_vector("g")),
+    }
+    for why, domain in cases.items():
+        with pytest.raises(SpecificationError, match=why) as error:
+            CouplingBlock("bad_bin", "a bin", y1=y1, y2=x2, domain=domain)
+        assert "\n" not in str(error.value)
+    # a slope at the lower knot of either sign: the bin decreases there for some values
+    signed = y1.xreplace({param_vector("dk", positive=True): param_vector("dk")})
+    with pytest.raises(SpecificationError, match="not invertible .* on its domain") as error:
+        CouplingBlock("bad_bin", "a bin", y1=signed, y2=x2, domain=(xk, xk1))
+    assert "\n" not in str(error.value)
+
+
+def test_the_bin_s_root_is_the_one_in_the_bin_and_the_other_fails_its_check():
+    """The inverse of a bin is the root of its quadratic that lies in the bin, written
+    2c/(-b - sqrt(b^2 - 4ac)); the step x1 = root is checked at points inside the bin, and
+    the same step with the other root, 2c/(-b + sqrt(...)), is refused."""
+    import sympy as sp
+
+    from derive.api import CouplingBlock, Step, StepCheckError, param_vector, x2
+    from derive.coupling import InDomain, derive_inverse, exact_domain_model
+    from derive.derivation import check_step
+
+    y1, domain = _bin(param_vector("h", positive=True))
+    block = CouplingBlock("rq_bin", "a bin", y1=y1, y2=x2, domain=domain)
+    d = derive_inverse(block)
+    step = d.steps[-1]
+    root = d.result("x1")
+    assert root.has(sp.sqrt(sp.Wild("d")).func) and isinstance(step.lhs, InDomain)
+    other = root.replace(lambda e: isinstance(e, sp.Pow) and e.exp == sp.S.Half,
+                         lambda e: -e)
+    assert other != root
+    # (at the lower knot the other root is 0/0: the check cannot even evaluate it)
+    with pytest.raises(StepCheckError, match="is false|cannot decide"):
+        check_step(Step(step.lhs, other, "the other root", given=step.given,
+                        models=(exact_domain_model(domain),)))
