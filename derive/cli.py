@@ -660,6 +660,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     if closed:
         sys.stdout = io.StringIO()
     try:
+        # --help lists the questions of the material in use: load it before the parser
+        given = list(sys.argv[1:] if argv is None else argv)
+        if "-h" in given or "--help" in given:
+            names = [given[k + 1] for k, a in enumerate(given[:-1]) if a == "--material"]
+            names += [a.split("=", 1)[1] for a in given if a.startswith("--material=")]
+            _use_material(argparse.Namespace(material=names or None))
         return parser().parse_args(argv)
     except SystemExit as exit_:
         if exit_.code not in (0, None):  # a usage error, said on standard error: exit 2

@@ -389,3 +389,13 @@ def test_another_material_is_cached_by_its_own_sources(tmp_path):
     with open(package / "__init__.py", "a") as fh:
         fh.write("# an edit\n")
     assert "derived 1 derivations" in generate()  # the material's source is in the key
+
+
+def test_check_help_lists_the_questions_of_the_material_in_use(tmp_path):
+    """derive check --help names the questions it marks in the material given by
+    --material (the example's E.1 and P.1), not the shipped coursework's."""
+    done = _run(["check", "--material", "examples.material", "--help"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    intro = " ".join(done.stdout.split())
+    assert "answers to question E.1, P.1 against" in intro, intro[:400]
+    assert "one of: E.1, P.1" in intro and "2.3" not in intro.split("against")[0]

@@ -18,13 +18,13 @@ import sys
 from .batch import MAX_FILE_BYTES
 from .latex_reader import NOTATION
 from .marking import EXIT_CODES
-from .quantities import SUPPORTED, supported
+from .quantities import supported
 
 __all__ = ["add_parser", "validate", "outputs", "output", "run", "render", "line",
            "MAX_FILE_BYTES"]
 
-_DESCRIPTION = f"""\
-Mark students' LaTeX answers to question {", ".join(SUPPORTED)} against the engine's
+_DESCRIPTION = """\
+Mark students' LaTeX answers to question {questions} against the engine's
 derived results, and explain each mistake in the course's notation. PATH is a file, a
 folder (every .tex file inside, sorted) or - (standard input); one file prints its full
 report, several print one line each (file: verdict (score/max): feedback). A file may be a
@@ -94,12 +94,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     sub._parser_class = _IntermixedParser
     try:
         p = sub.add_parser("check", help="mark students' LaTeX answers against the derivation",
-                           description=_DESCRIPTION, epilog=_EPILOG,
+                           description=_DESCRIPTION.format(questions=", ".join(supported())),
+                           epilog=_EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     finally:
         sub._parser_class = default_class
     p.add_argument("question", nargs="?",
-                   help=f"the question id, one of: {', '.join(SUPPORTED)}")
+                   help=f"the question id, one of: {', '.join(supported())} (those of the "
+                        "material in use: --material comes before --help)")
     p.add_argument("paths", nargs="*", metavar="PATH",
                    help="answer files (.tex), folders (every .tex file inside, sorted), or - "
                         "for standard input")
