@@ -399,3 +399,21 @@ def test_check_help_lists_the_questions_of_the_material_in_use(tmp_path):
     intro = " ".join(done.stdout.split())
     assert "answers to question E.1, P.1 against" in intro, intro[:400]
     assert "one of: E.1, P.1" in intro and "2.3" not in intro.split("against")[0]
+
+
+def test_gradescope_grades_the_questions_of_the_material_in_use(tmp_path):
+    """derive check --gradescope with --material grades that material's questions (E.1,
+    P.1), not the coursework's: one test each, a missing answer scoring 0."""
+    import json
+
+    sub = tmp_path / "submission"
+    sub.mkdir()
+    (sub / "E.1.tex").write_text(
+        "x_2 = (y_2 - t) e^{-s}, \\quad x_1 = (y_1 - F(x_2)) e^{-G(x_2)}\n")
+    done = _run(["check", "--gradescope", str(sub), "-o", str(tmp_path / "results.json"),
+                 "--material", "examples.material"],
+                tmp_path)
+    assert done.returncode in (0, 1), done.stderr
+    tests = json.loads((tmp_path / "results.json").read_text())["tests"]
+    assert [t["number"] for t in tests] == ["E.1", "P.1"]
+    assert tests[0]["score"] == tests[0]["max_score"] == 5 and tests[1]["score"] == 0

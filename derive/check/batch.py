@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..loader import current
-from .quantities import SUPPORTED
+from .quantities import SUPPORTED, supported
 
 __all__ = ["AnswerFileError", "answer_files", "read_answer_file", "decode", "mark_files",
            "score", "csv_text", "gradescope_results", "MAX_FILE_BYTES", "MAX_FILES"]
@@ -233,14 +233,21 @@ GRADED = tuple(q for q in SUPPORTED
                if q in current().questions and current().questions[q].points)
 
 
+def graded() -> tuple[str, ...]:
+    """:data:`GRADED` for the material in use (``--material``), not the default's."""
+    return tuple(q for q in supported() if current().questions[q].points)
+
+
 def gradescope_results(folder: str, variant: str | None = None,
-                       questions: Sequence[str] = GRADED) -> dict:
+                       questions: Sequence[str] | None = None) -> dict:
     """Gradescope's autograder ``results.json`` for a submission folder.
 
-    One test per question, named by its id and title, with the marking scheme's points as
-    ``max_score``; the file ``<id>.tex`` (at the top of the folder) is its answer. A
-    missing file scores 0 and says so.
+    One test per question (default: :func:`graded`, those of the material in use), named
+    by its id and title, with the marking scheme's points as ``max_score``; the file
+    ``<id>.tex`` (at the top of the folder) is its answer. A missing file scores 0 and
+    says so.
     """
+    questions = graded() if questions is None else questions
     start = time.monotonic()
     present = {q: os.path.join(folder, f"{q}.tex") for q in questions
                if os.path.lexists(os.path.join(folder, f"{q}.tex"))}
