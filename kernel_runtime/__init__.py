@@ -41,7 +41,8 @@ The modules, by concern:
 - :mod:`kernel_runtime.pieces` -- piecewise values (:mod:`kernel_runtime.numpy_pieces`:
   their NumPy path);
 - :mod:`kernel_runtime.polynomials` -- derived polynomials by Horner's rule;
-- :mod:`kernel_runtime.gradients` -- eager PyTorch autograd through a derived gradient;
+- :mod:`kernel_runtime.gradients` -- eager PyTorch autograd through a derived gradient
+  (:mod:`kernel_runtime.numpy_views`: CPU tensors through the NumPy body);
 - :mod:`kernel_runtime.outputs` -- outputs and block matrices.
 
 The contract: this package's ``__all__``, what generated modules may use, versioned by

@@ -25,8 +25,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from . import pieces
 from .namespaces import is_torch
+from .numpy_views import numpy_views
 from .pieces import eager
+from .prepare import broadcast
 
 __all__ = ["differentiable"]
 
@@ -46,7 +49,7 @@ def _function() -> Any:
                         *arrays: Any) -> Any:
                 ctx.save_for_backward(*arrays)
                 ctx.xp, ctx.grad_body, ctx.rest = xp, grad_body, rest
-                return body(xp, *arrays, *rest)
+                return _evaluate(xp, body, arrays, rest)
 
             @staticmethod
             def backward(ctx: Any, grad_out: Any) -> tuple[Any, ...]:
@@ -74,5 +77,26 @@ def differentiable(xp: Any, body: Callable[..., Any], grad_body: Callable[..., A
 
     if not (torch.is_grad_enabled() and any(getattr(a, "requires_grad", False) for a in arrays)
             and eager(xp, arrays)):
-        return body(xp, *arrays, *rest)
+        return _evaluate(xp, body, arrays, rest)
     return _function().apply(xp, body, grad_body, rest, *arrays)
+
+
+def _evaluate(xp: Any, body: Callable[..., Any], arrays: Sequence[Any],
+              rest: tuple[Any, ...]) -> Any:
+    """``body(xp, *arrays, *rest)``; for CPU tensors (:func:`kernel_runtime.pieces.strategy`
+    says ``"numpy"``; looked up at call time, so a test that forces a path forces this one
+    too) the body runs on NumPy views of their memory and its NumPy result is
+    handed back as a tensor (``torch.from_numpy``, no copy): the same expressions, each a
+    NumPy call of about 1 us where a torch operation dispatches in about 3 us, and pieces
+    gathered where they hold with no device to sync."""
+    if pieces.strategy(xp, broadcast(*(tuple(getattr(a, "shape", ())) for a in arrays)),
+                arrays) == "numpy":
+        views = numpy_views(arrays, rest)
+        if views is not None:
+            import numpy
+            import torch
+
+            with numpy.errstate(all="ignore"):  # torch arithmetic warns of nothing
+                out = body(numpy, *views[0], *views[1])
+            return torch.from_numpy(numpy.asarray(out))
+    return body(xp, *arrays, *rest)

@@ -23,8 +23,12 @@ or a template decides how; :func:`strategy` and :func:`base_piece` do:
   "double where", shape-static: every argument on the piece's safe point where the piece
   is not taken.
 
+- ``"numpy"`` -- plain CPU tensors: :func:`kernel_runtime.differentiable` runs the body
+  on NumPy views of their memory (:mod:`kernel_runtime.numpy_views`), gathering as NumPy.
+
 Every strategy evaluates each piece as the same expression on the same values where it
-is taken, so they agree bit for bit.
+is taken, so they agree bit for bit within one library (NumPy's log and exp may round
+otherwise than torch's).
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ import numpy
 
 from .namespaces import device, is_torch, kind, torch_tracing
 from .numpy_pieces import base_value, gather_numpy
-from .outputs import finish, finish_xp
+from .numpy_views import numpy_viewable
+from .outputs import finish, finish_xp, full
 from .prepare import broadcast
 
 __all__ = ["GATHER_FROM", "Piece", "select", "strategy", "base_piece", "eager", "zero",
@@ -80,24 +85,30 @@ def eager(xp: Any, arrays: Sequence[Any]) -> bool:
 
 
 def strategy(xp: Any, shape: tuple[int, ...], arrays: Sequence[Any]) -> str:
-    """How this call selects pieces: ``"gather"``, ``"where"`` or ``"traced"`` (see the
-    module's summary).
+    """How this call selects pieces: ``"gather"``, ``"where"``, ``"traced"`` or
+    ``"numpy"`` (see the module's summary; :func:`select`, handed CPU tensors itself,
+    selects as eager PyTorch does elsewhere).
 
     Example:
         >>> strategy(numpy, (3,), ())
         'gather'
         >>> import torch
-        >>> a = torch.ones(4)
-        >>> strategy(torch, (4,), (a,)), strategy(torch, (GATHER_FROM,), (a,))
-        ('where', 'gather')
+        >>> strategy(torch, (4,), (torch.ones(4),))
+        'numpy'
+        >>> strategy(torch, (4,), (torch.ones(4, device="meta"),))
+        'traced'
     """
     if xp is numpy:
         return "gather"
     if not eager(xp, arrays):
         return "traced"
-    if kind(xp) == "torch" and math.prod(shape) < GATHER_FROM:
-        return "where"
+    if kind(xp) == "torch":
+        return "numpy" if numpy_viewable(arrays) else _torch_size_rule(shape)
     return "gather"
+
+
+def _torch_size_rule(shape: tuple[int, ...]) -> str:
+    return "where" if math.prod(shape) < GATHER_FROM else "gather"
 
 
 def base_piece(counts: Sequence[int], size: int) -> int | None:
@@ -147,6 +158,8 @@ def select(xp: Any, arrays: tuple[Any, ...], dtype: Any, like: Any,
     else:
         shape = broadcast(*(tuple(getattr(a, "shape", ())) for a in arrays))
     how = strategy(xp, shape, arrays)
+    if how == "numpy":
+        how = _torch_size_rule(shape)
     if how == "gather":
         return _gather(xp, shape, dtype, like, arrays, conds, pieces, quiet)
     return _where(xp, conds, pieces, traced=how == "traced")
@@ -210,18 +223,11 @@ def _gather(xp: Any, shape: tuple[int, ...], dtype: Any, like: Any, arrays: tupl
             continue
         if xp is numpy:
             index = masks[k].ravel().nonzero()[0]
-            out.put(index, fn(*(_full(a, shape).take(index) for a in args)))
+            out.put(index, fn(*(full(a, shape).take(index) for a in args)))
         else:
             where = taken(xp, masks[k], shape, counts[k])
             out = put_xp(xp, out, where, fn(*(take_xp(xp, a, where, shape) for a in args)))
     return out
-
-
-def _full(a: Any, shape: tuple[int, ...]) -> Any:
-    """A NumPy array (or scalar) broadcast to ``shape``."""
-    if type(a) is _ndarray and a.shape == shape:
-        return a
-    return a if numpy.shape(a) == shape else numpy.broadcast_to(a, shape)
 
 
 def _where(xp: Any, conds: tuple[Any, ...], pieces: tuple[Piece, ...], traced: bool) -> Any:
