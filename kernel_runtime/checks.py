@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -56,6 +57,13 @@ def value_checks(names: Sequence[str], positive: Sequence[str],
     """
     return (tuple(i for i, name in enumerate(names) if name in positive),
             tuple(i for i, name in enumerate(names) if name in read))
+
+
+@functools.lru_cache(maxsize=256)
+def _indices(names: tuple[str, ...], positive: tuple[str, ...], read: tuple[str, ...]
+             ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """:func:`value_checks`, once per kernel (its argument names are fixed)."""
+    return value_checks(names, positive, read)
 
 
 def pair_up(*groups: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
@@ -238,8 +246,11 @@ def _passes_torch(names: Sequence[str], arrays: Sequence[Any], positive: Sequenc
     if numpy_viewable(arrays):  # CPU tensors: NumPy's checks on views of their memory
         views = numpy_views(arrays, ())
         if views is not None:
-            positive_at, read_at = value_checks(names, positive, read)
-            return values_pass(views[0], positive_at, tuple((i, i) for i in read_at))
+            positive_at, read_at = _indices(names, positive, read)
+            sizes = [views[0][i].size for i in read_at]  # pairs of one size
+            return values_pass(views[0], positive_at, pair_up(*(
+                tuple(i for i, n in zip(read_at, sizes, strict=True) if n == size)
+                for size in dict.fromkeys(sizes))))
     import torch
 
     flats = []

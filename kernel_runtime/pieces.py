@@ -48,14 +48,11 @@ from .prepare import broadcast
 __all__ = ["GATHER_FROM", "Piece", "select", "strategy", "base_piece", "eager", "zero",
            "safe_where", "zeros_xp", "taken", "take_xp", "put_xp"]
 
-#: Eager PyTorch gathers the pieces from this many entries up, and selects with
-#: ``torch.where`` below (no device sync). Measured (CPU, one thread, ``kl`` of
-#: ``gaussian_kl`` and ``gaussian_kl_pair``, float32 and float64, interleaved against
-#: ``torch.distributions``): with the Taylor pieces evaluated in place
-#: (:func:`kernel_runtime.horner`), where costs the same as gather at 1000 x 100 entries
-#: (kl ÷ td 3.1 / 1.7 against 3.2 / 2.5; pair 5.3 / 4.3 against 5.0 / 4.4), and saves
-#: the count's sync and the gathers' ``nonzero_static``; so a VAE's batch up to 2**17
-#: entries makes no sync beyond the value check.
+#: Eager PyTorch (where it does not run the NumPy body: GPUs, dispatch modes) gathers the
+#: pieces from this many entries up, and selects with ``torch.where`` below (no device
+#: sync). Measured (CPU, one thread, ``kl`` and the pair ``kl``, float32 and float64,
+#: against ``torch.distributions``): at 1000 x 100 entries where costs what gather does
+#: (kl ÷ td 3.1 / 1.7 against 3.2 / 2.5) and saves the count's sync.
 GATHER_FROM = 1 << 17
 
 #: One piece as a kernel passes it: its value as a function of its arrays, those arrays,
@@ -103,12 +100,10 @@ def strategy(xp: Any, shape: tuple[int, ...], arrays: Sequence[Any]) -> str:
     if not eager(xp, arrays):
         return "traced"
     if kind(xp) == "torch":
-        return "numpy" if numpy_viewable(arrays) else _torch_size_rule(shape)
+        if numpy_viewable(arrays):
+            return "numpy"
+        return "where" if math.prod(shape) < GATHER_FROM else "gather"
     return "gather"
-
-
-def _torch_size_rule(shape: tuple[int, ...]) -> str:
-    return "where" if math.prod(shape) < GATHER_FROM else "gather"
 
 
 def base_piece(counts: Sequence[int], size: int) -> int | None:
@@ -159,7 +154,7 @@ def select(xp: Any, arrays: tuple[Any, ...], dtype: Any, like: Any,
         shape = broadcast(*(tuple(getattr(a, "shape", ())) for a in arrays))
     how = strategy(xp, shape, arrays)
     if how == "numpy":
-        how = _torch_size_rule(shape)
+        how = "where" if math.prod(shape) < GATHER_FROM else "gather"
     if how == "gather":
         return _gather(xp, shape, dtype, like, arrays, conds, pieces, quiet)
     return _where(xp, conds, pieces, traced=how == "traced")
@@ -248,7 +243,7 @@ def _where(xp: Any, conds: tuple[Any, ...], pieces: tuple[Piece, ...], traced: b
 
     values = []
     for k, (fn, args, safe) in enumerate(pieces):
-        args = tuple(where(mask(k), a, s) if traced or _records_gradient(a) else a
+        args = tuple(where(mask(k), a, _safe(xp, s, a)) if traced or _records_gradient(a) else a
                      for a, s in zip(args, safe, strict=True))
         values.append(fn(*args))
     out = values[-1]
@@ -295,7 +290,14 @@ def safe_where(xp: Any, mask: Any, source: Any, safe: Any) -> Any:
         if not _records_gradient(source):
             return source
         return _where_function(xp)(mask, source, safe)
-    return xp.where(mask, source, safe)
+    return xp.where(mask, source, _safe(xp, safe, source))
+
+
+def _safe(xp: Any, safe: Any, source: Any) -> Any:
+    """A safe point (a number) as ``where`` takes it: a weak scalar, or a 0-d array."""
+    if hasattr(safe, "dtype") or kind(xp) in ("torch", "jax", "dask", "numpy"):
+        return safe
+    return xp.asarray(safe, dtype=source.dtype, device=device(source))
 
 
 def zeros_xp(xp: Any, shape: tuple[int, ...], dtype: Any, like: Any,
