@@ -61,9 +61,10 @@ def value_checks(names: Sequence[str], positive: Sequence[str],
 
 @functools.lru_cache(maxsize=256)
 def _indices(names: tuple[str, ...], positive: tuple[str, ...], read: tuple[str, ...]
-             ) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """:func:`value_checks`, once per kernel (its argument names are fixed)."""
-    return value_checks(names, positive, read)
+             ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[tuple[int, int], ...]]:
+    """:func:`value_checks` and the read arrays' :func:`pair_up`, once per kernel."""
+    positive_at, read_at = value_checks(names, positive, read)
+    return positive_at, read_at, pair_up(read_at)
 
 
 def pair_up(*groups: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
@@ -246,11 +247,11 @@ def _passes_torch(names: Sequence[str], arrays: Sequence[Any], positive: Sequenc
     if numpy_viewable(arrays):  # CPU tensors: NumPy's checks on views of their memory
         views = numpy_views(arrays, ())
         if views is not None:
-            positive_at, read_at = _indices(names, positive, read)
-            sizes = [views[0][i].size for i in read_at]  # pairs of one size
-            return values_pass(views[0], positive_at, pair_up(*(
-                tuple(i for i, n in zip(read_at, sizes, strict=True) if n == size)
-                for size in dict.fromkeys(sizes))))
+            positive_at, read_at, pairs = _indices(names, positive, read)
+            size = arrays[read_at[0]].numel() if read_at else 0
+            if any(arrays[i].numel() != size for i in read_at):  # pair those of one size
+                pairs = tuple((i, i) for i in read_at)
+            return values_pass(views[0], positive_at, pairs)
     import torch
 
     flats = []

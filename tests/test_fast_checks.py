@@ -301,3 +301,15 @@ def test_bulk_checks_on_either_side_of_the_blas_threshold(size, bad):
             with pytest.raises(ValueError, match=("mu", "sigma")[which]):
                 rt.prepare_elementwise(("mu", "sigma"), tuple(map(torch.from_numpy, arrays)),
                                        ("sigma",), ("mu", "sigma"), None)
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_the_torch_check_of_cpu_tensors_of_other_sizes(which):
+    """CPU tensors that broadcast (of other sizes) are each tested by itself."""
+    torch = pytest.importorskip("torch")
+    arrays = [torch.zeros(3, 1, dtype=torch.float64), torch.ones(4, dtype=torch.float64)]
+    rt.prepare_elementwise(("mu", "sigma"), tuple(arrays), ("sigma",), ("mu", "sigma"), None)
+    arrays[which][-1] = np.inf
+    with pytest.raises(ValueError, match=("mu", "sigma")[which]):
+        rt.prepare_elementwise(("mu", "sigma"), tuple(arrays), ("sigma",), ("mu", "sigma"),
+                               None)
