@@ -43,7 +43,8 @@ def numpy_viewable(arrays: Sequence[Any]) -> bool:
         if a.device.type != "cpu" or a.dtype not in _NUMPY_DTYPES:
             return False
         seen = True
-    return seen and not torch._C._len_torch_dispatch_stack()
+    modes = getattr(torch._C, "_len_torch_dispatch_stack", None)  # private: may go away
+    return seen and modes is not None and not modes()
 
 
 def numpy_views(arrays: Sequence[Any], rest: tuple[Any, ...]
