@@ -105,6 +105,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "user_block: a coupling block nobody shipped, derived in memory (slow); "
                    "tests/test_simd_paths.py leaves these out of its rerun")
+    config.addinivalue_line(
+        "markers", "simd_independent: in an accuracy module, a test whose outcome does not "
+                   "depend on the last bits of NumPy's SIMD loops (a Monte Carlo mean, "
+                   "quadrature, PyTorch); tests/test_simd_paths.py leaves these out of its "
+                   "rerun")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
