@@ -128,6 +128,15 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 #: tests. Elsewhere each test is its own unit, as in ``--dist load``.
 GROUPED_MODULES = ("tests/test_coupling_blocks.py", "tests/test_kl_user_parameterizations.py")
 _FIRST_NAME = re.compile(r"[\[-]([A-Za-z_][A-Za-z0-9_]*)(?=[-\]])")
+#: Tests whose ids do not name the group whose costly values they use: the wrong and the
+#: right steps of 2.3c, 2.3n and 2.3np are those of the softplus parameterization (its
+#: derivations, cached in the process, are most of the softplus group's time).
+GROUP_OF_TEST = {
+    "tests/test_kl_user_parameterizations.py::test_each_new_check_fails_on_a_wrong_step":
+        "tests/test_kl_user_parameterizations.py::softplus",
+    "tests/test_kl_user_parameterizations.py::test_the_same_steps_pass_when_right":
+        "tests/test_kl_user_parameterizations.py::softplus",
+}
 
 
 def group_of(nodeid: str) -> str:
@@ -138,33 +147,85 @@ def group_of(nodeid: str) -> str:
     >>> group_of("tests/test_kl_user_parameterizations.py::test_user_estimators_against_mpmath"
     ...          "[sigmoid--1.5]")
     'tests/test_kl_user_parameterizations.py::sigmoid'
+    >>> group_of("tests/test_kl_user_parameterizations.py::"
+    ...          "test_each_new_check_fails_on_a_wrong_step[2.3np r]")
+    'tests/test_kl_user_parameterizations.py::softplus'
     >>> group_of("tests/test_cli.py::test_list")
     'tests/test_cli.py::test_list'
     """
+    function = nodeid.partition("[")[0]
+    if function in GROUP_OF_TEST:
+        return GROUP_OF_TEST[function]
     module, _, rest = nodeid.partition("::")
     found = _FIRST_NAME.search(rest) if module in GROUPED_MODULES else None
     return f"{module}::{found.group(1)}" if found else nodeid
 
 
-#: Tests that run a long child process: collected first, so that under ``pytest -n`` they
-#: start early (xdist hands out units in collection order, the largest groups first).
-STARTED_FIRST = ("tests/test_simd_paths.py::",)
+#: The units that take longest: about the CPU seconds each takes on a quiet machine with a
+#: cold derivation cache (measured with --junitxml on a loaded one and scaled; a key ending
+#: in "::" weighs each unit it begins). Under ``pytest -n`` they are handed out first,
+#: longest first (longest processing time first), and every other unit after them in
+#: collection order: no long unit starts while the other worker is about to run out of
+#: work, and the run ends on short tests.
+LONG_UNITS: dict[str, float] = {
+    "tests/test_kl_user_parameterizations.py::softplus": 60,
+    "tests/test_simd_paths.py::": 25,
+    "tests/test_kl_user_parameterizations.py::test_the_pair_module_of_exp_plus_c_is_not_built":
+        25,
+    "tests/test_kl_user_parameterizations.py::softplus_plus_c": 23,
+    "tests/test_coupling_blocks.py::user_tanh_sigmoid": 20,
+    "tests/test_kl_user_parameterizations.py::log_sigma": 18,
+    "tests/test_kl_user_parameterizations.py::square": 15,
+    "tests/test_kl_user_parameterizations.py::reciprocal": 15,
+    "tests/test_kl_user_parameterizations.py::sigmoid": 14,
+    "tests/test_kl_user_parameterizations.py::exp_plus_c": 14,
+    "tests/test_coupling_blocks.py::user_cubic": 9,
+    "tests/test_coupling_blocks.py::user_sinh": 8,
+    "tests/test_coupling_blocks.py::user_asinh": 7,
+    "tests/test_eager_gradients.py::test_a_softplus_parameterization_has_a_finite_kl_grad_far_"
+    "left": 7,
+    "tests/test_coupling_blocks.py::user_sigmoid_floor": 5,
+    "tests/test_coupling_blocks.py::user_exp_sigmoid": 5,
+    "tests/test_coupling_blocks.py::user_softplus_floor": 4,
+    "tests/test_coupling_blocks.py::user_": 2,
+}
+
+
+def weight(unit: str) -> float:
+    """The seconds :data:`LONG_UNITS` gives ``unit`` (0 for a short one).
+
+    >>> weight("tests/test_coupling_blocks.py::user_cubic"), weight("tests/test_cli.py::t")
+    (9, 0)
+    >>> weight("tests/test_coupling_blocks.py::user_sqrt_exp")
+    2
+    """
+    if unit in LONG_UNITS:
+        return LONG_UNITS[unit]
+    return max((w for key, w in LONG_UNITS.items() if key.endswith(("::", "_"))
+                and unit.startswith(key)), default=0)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: not item.nodeid.startswith(STARTED_FIRST))  # stable
+    """The long units first, longest first; the rest in collection order (a stable sort).
+    Every xdist worker sorts its collection alike, and the scheduler keeps this order."""
+    items.sort(key=lambda item: -weight(group_of(item.nodeid)))
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
-    """``--dist load`` (what ``-n`` implies), with :func:`group_of`'s units.
+    """``--dist load`` (what ``-n`` implies), with :func:`group_of`'s units, handed out in
+    the order of the collection (:func:`pytest_collection_modifyitems`).
 
     (xdist's own ``--dist loadgroup`` marks a test by rewriting its node id, which pytest 9.2
-    no longer takes: the groups are silently ignored, pytest-xdist issue 1386.)
+    no longer takes: the groups are silently ignored, pytest-xdist issue 1386. Its
+    ``loadscope`` reorders units by their number of tests, largest first, which put the
+    coupling grid's 86-test groups of fast tests before every long single test.)
     """
     if config.getvalue("dist") != "load":
         return None
     from xdist.scheduler import LoadScopeScheduling
+
+    config.option.loadscopereorder = False
 
     class Grouped(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
