@@ -177,7 +177,14 @@ def group_of(nodeid: str) -> str:
 #: collection order: no long unit starts while the other worker is about to run out of
 #: work, and the run ends on short tests.
 LONG_UNITS: dict[str, float] = {
+    # derives the shipped material into the run's cache, which every later generate, show,
+    # latex and check reads: first, so that no two tests derive it at once from cold
+    "tests/test_cli.py::test_generate_check_passes_on_this_checkout": 100,
     "tests/test_kl_user_parameterizations.py::softplus": 60,
+    # three whole derivations without the cache, in children
+    "tests/test_cache.py::test_output_is_byte_identical_with_and_without_the_cache": 60,
+    # a child derive generate of the worked example, then check and LaTeX children
+    "tests/test_example_material.py": 50,
     "tests/test_simd_paths.py::": 25,
     "tests/test_kl_user_parameterizations.py::test_the_pair_module_of_exp_plus_c_is_not_built":
         25,
