@@ -141,7 +141,16 @@ GROUP_OF_TEST = {
         "tests/test_kl_user_parameterizations.py::softplus",
     "tests/test_kl_user_parameterizations.py::test_the_same_steps_pass_when_right":
         "tests/test_kl_user_parameterizations.py::softplus",
+    # every student file marked (test_check_files._marked: a sandboxed child per question)
+    "tests/test_check_files.py::test_a_student_file_is_judged_as_expected":
+        "tests/test_check_files.py::_marked",
+    "tests/test_check_files.py::test_at_least_95_percent_as_expected_and_no_wrong_answer_correct":
+        "tests/test_check_files.py::_marked",
 }
+#: Modules grouped by the answer file their ids begin with (each file's answers are marked
+#: in one sandboxed child, test_check_corpus._reports)
+_ANSWER_FILE = re.compile(r"\[([^\]:]+\.answers):")
+GROUPED_BY_FILE = ("tests/test_check_corpus.py",)
 
 
 def group_of(nodeid: str) -> str:
@@ -159,6 +168,8 @@ def group_of(nodeid: str) -> str:
     'tests/test_cli.py::test_list'
     >>> group_of("tests/test_dask.py::test_chunks[4]")
     'tests/test_dask.py'
+    >>> group_of("tests/test_check_corpus.py::test_corpus_answer[1.2.answers:3]")
+    'tests/test_check_corpus.py::1.2.answers'
     """
     function = nodeid.partition("[")[0]
     if function in GROUP_OF_TEST:
@@ -166,6 +177,8 @@ def group_of(nodeid: str) -> str:
     module, _, rest = nodeid.partition("::")
     if module in ONE_UNIT_MODULES:
         return module
+    if module in GROUPED_BY_FILE and (found := _ANSWER_FILE.search(rest)):
+        return f"{module}::{found.group(1)}"
     found = _FIRST_NAME.search(rest) if module in GROUPED_MODULES else None
     return f"{module}::{found.group(1)}" if found else nodeid
 
@@ -185,6 +198,8 @@ LONG_UNITS: dict[str, float] = {
     "tests/test_cache.py::test_output_is_byte_identical_with_and_without_the_cache": 60,
     # a child derive generate of the worked example, then check and LaTeX children
     "tests/test_example_material.py": 50,
+    "tests/test_check_files.py::_marked": 20,
+    "tests/test_check_corpus.py::": 10,
     "tests/test_simd_paths.py::": 25,
     "tests/test_kl_user_parameterizations.py::test_the_pair_module_of_exp_plus_c_is_not_built":
         25,
