@@ -57,6 +57,7 @@ class PiecewiseKernel:
     name: str
     args: tuple[SimpleNamespace, ...]
     thresholds: tuple[float, ...]
+    gradient: str = ""
 
 
 def _describe() -> str:
@@ -69,7 +70,8 @@ def _describe() -> str:
             plan = plan_kernel(kernel)
             if any(st.kind == "piecewise" for st in plan.statements):
                 found.append([module.name, kernel.name,
-                              [[a.name, a.kind] for a in kernel.args], _thresholds(plan)])
+                              [[a.name, a.kind] for a in kernel.args], _thresholds(plan),
+                              kernel.gradient])
     return json.dumps(found)
 
 
@@ -83,8 +85,8 @@ def _piecewise_kernels() -> list[tuple[str, PiecewiseKernel]]:
     through the run's derivation cache (:func:`tests.conftest.rendered_once`, keyed by the
     engine's sources, which hold the material), so the xdist workers derive it once."""
     return [(module, PiecewiseKernel(
-        name, tuple(SimpleNamespace(name=a, kind=k) for a, k in args), tuple(thresholds)))
-        for module, name, args, thresholds in json.loads(
+        name, tuple(SimpleNamespace(name=a, kind=k) for a, k in args), tuple(thresholds),
+        gradient)) for module, name, args, thresholds, gradient in json.loads(
             rendered_once("eager-piecewise-kernels", [_CODE], _describe))]
 
 
