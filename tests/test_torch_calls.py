@@ -152,3 +152,29 @@ def test_torch_compile_warns_of_nothing_and_agrees(monkeypatch, module, arity):
                         if real(xp, shape, arrays) == "numpy" else real(xp, shape, arrays))
     torch.testing.assert_close(value, kl(*args), rtol=0, atol=0)
     assert all(torch.isfinite(a.grad).all() for a in grad_args)
+
+
+@pytest.mark.parametrize(("module", "arity"), KL)
+def test_cpu_tensors_run_the_numpy_body_and_a_dispatch_mode_sees_torch(monkeypatch, module,
+                                                                       arity):
+    """Plain CPU tensors go through the NumPy body on views of their memory (with and
+    without a gradient recorded; the gradient is still kl_grad's); under a dispatch mode
+    (an op counter, FakeTensorMode) torch's own path runs, and the values agree."""
+    import kernel_runtime.gradients as gradients
+
+    kl = importlib.import_module(f"generated.{module}").kl
+    views = []
+    real = gradients.numpy_views
+    monkeypatch.setattr(gradients, "numpy_views", lambda *a: views.append(1) or real(*a))
+    args = _arguments(arity, (16, 8), torch.float64)
+    routed = kl(*args)
+    assert views and type(routed) is torch.Tensor and routed.dtype == torch.float64
+    grad_args = _arguments(arity, (16, 8), torch.float64, grad=True)
+    views.clear()
+    kl(*grad_args).sum().backward()
+    assert views and all(torch.isfinite(a.grad).all() for a in grad_args)
+    views.clear()
+    with _Syncs([], []):
+        own = kl(*args)
+    assert not views
+    torch.testing.assert_close(routed, own, rtol=4 * torch.finfo(torch.float64).eps, atol=0)
