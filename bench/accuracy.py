@@ -305,10 +305,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="100 points a case (default 400)")
     p.add_argument("--out", type=Path, default=ROOT / "docs")
     p.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
+    p.add_argument("--update", action="store_true",
+                   help="keep the other cases' rows of the existing arrange.json (rerun only "
+                        "--cases)")
     args = p.parse_args(argv)
     names = args.cases.split(",") if args.cases else None
     result = run(samples=100 if args.quick else 400, timeout=60.0 if args.quick else 600.0,
                  names=names)
+    old = args.out / "arrange.json"
+    if args.update and old.exists():
+        kept = {r["name"]: r for r in json.loads(old.read_text(encoding="utf-8"))["rows"]}
+        kept.update({r["name"]: r for r in result["rows"]})
+        result = summarize([kept[c.name] for c in CASES if c.name in kept], result["samples"])
     args.out.mkdir(parents=True, exist_ok=True)
     text = document(result)
     (args.out / "arrange.md").write_text(text, encoding="utf-8")
