@@ -333,6 +333,71 @@ def _exp_of_exact_product(e: sp.Basic) -> sp.Basic:
     return e.replace(lambda t: arg(t) is not None, value)
 
 
+def _expm1_ratio(e: sp.Basic) -> sp.Basic:
+    """``c expm1(V + W)/(expm1(V) expm1(W))`` as ``c/expm1(V) + c/expm1(W) + c`` (as
+    ``expm1(V + W) = expm1(V) + expm1(W) + expm1(V) expm1(W)``), with ``1/expm1(u) + 1``
+    written ``-1/expm1(-u)``, so that where V and W share a sign no term cancels another
+    and no exponential overflows; where their signs differ and they nearly cancel
+    (``|V + W| < |V|/2``) the quotient as it was (its numerator formed from the small sum),
+    unless an exponential overflows there."""
+
+    def parts(t: sp.Basic) -> tuple[sp.Basic, sp.Basic, sp.Basic] | None:
+        if not t.is_Mul:
+            return None
+        num = [f for f in t.args if isinstance(f, expm1)]
+        den = [f.base for f in t.args if f.is_Pow and f.exp == -1 and isinstance(f.base, expm1)]
+        if len(num) != 1 or len(den) != 2:
+            return None
+        v, w = den[0].args[0], den[1].args[0]
+        if sp.expand(num[0].args[0] - v - w) != 0:
+            return None
+        c = t / num[0] * den[0] * den[1]
+        return c, v, w
+
+    def value(t: sp.Basic) -> sp.Basic:
+        c, v, w = parts(t)
+        both_pos = sp.expand(c / expm1(v) + c / expm1(w) + c)
+        both_neg = sp.expand(-c / expm1(-v) + c / expm1(w))
+        v_pos = sp.expand(c / expm1(v) - c / expm1(-w))
+        w_pos = sp.expand(c / expm1(w) - c / expm1(-v))
+        big = sp.Integer(709)
+        return sp.Piecewise((both_pos, sp.And(v > 0, w > 0)), (both_neg, sp.And(v < 0, w < 0)),
+                            (t, sp.And(sp.Abs(v + w) < sp.Abs(v) / 2, sp.Abs(v) < big,
+                                       sp.Abs(w) < big)),
+                            (v_pos, v > 0), (w_pos, True))
+
+    # the grouping kept for floating point dropped, exp(x) - 1 read as expm1(x)
+    e = e.replace(lambda a: isinstance(a, sp.UnevaluatedExpr), lambda a: a.args[0])
+    e = e.replace(lambda a: a.is_Add and len(a.args) == 2 and sp.S.NegativeOne in a.args
+                  and any(isinstance(x, sp.exp) for x in a.args),
+                  lambda a: expm1(next(x for x in a.args if isinstance(x, sp.exp)).args[0]))
+    return e.replace(lambda t: parts(t) is not None, value)
+
+
+def _over_expm1_of_product(e: sp.Basic) -> sp.Basic:
+    """``c/expm1(c y)`` (``c`` a factor of the product) as ``g(c y)/y`` with
+    ``g(u) = u/expm1(u)`` (1 at ``u = 0``): where ``c y`` underflows the quotient of two
+    tiny numbers is not formed; ``g`` is near 1 there."""
+
+    def parts(t: sp.Basic) -> tuple[sp.Basic, sp.Basic] | None:
+        if not t.is_Mul:
+            return None
+        for f in t.args:
+            if f.is_Pow and f.exp == -1 and isinstance(f.base, expm1):
+                u = f.base.args[0]
+                rest = t / f
+                for c in rest.as_ordered_factors():
+                    if c.is_Symbol and u.is_Mul and c in u.args:
+                        return u, (t / f / c) / (u / c)
+        return None
+
+    def value(t: sp.Basic) -> sp.Basic:
+        u, k = parts(t)
+        return k * sp.Piecewise((u / expm1(u), sp.Ne(u, 0)), (1, True))
+
+    return e.replace(lambda t: parts(t) is not None, value)
+
+
 def two_terms(e: sp.Basic) -> tuple[sp.Basic, sp.Basic] | None:
     """``(A, B)`` where ``e = A - B`` is a sum of two terms, B's sign extracted (the
     search's differences use it too).
@@ -394,6 +459,15 @@ EXTRA_RULES = (
           "TwoProduct, Knuth's TwoSum for a factor that is a sum): the product's rounding, "
           "which the exponential magnifies by the product's size, is carried in b",
           (sp.Eq(expm1(_a + _b), expm1(_a) + sp.exp(_a) * expm1(_b)), _a + _b)),
+    _rule("expm1 ratio", _expm1_ratio,
+          "{0}: where V and W share a sign, a sum whose terms share theirs (with {1}), and "
+          "no exponential that overflows",
+          (sp.Eq(expm1(_a + _b) / (expm1(_a) * expm1(_b)), 1 / expm1(_a) + 1 / expm1(_b) + 1),
+           sp.Eq(1 / expm1(_u) + 1, -1 / expm1(-_u)))),
+    _rule("over expm1 of a product", _over_expm1_of_product,
+          "{0}: no quotient of two numbers that underflow together",
+          (sp.Eq(_a / expm1(_a * _b), sp.Mul(_a * _b / expm1(_a * _b), 1 / _b,
+                                             evaluate=False), evaluate=False),)),
     _rule("root of exp", _root_of_exp,
           "{0} where {1}: the exponential of half the argument, so that no exponential "
           "overflows where the root does not",

@@ -27,6 +27,8 @@ SAMPLES = {
     "difference of squares": x**2 / 2 - sp.log(x) - sp.Rational(1, 2),
     "pair first": x**2 / 2 - sp.log(x) + x,
     "exp of an exact product": expm1(u * x) + sp.exp(N * (u + x)),
+    "expm1 ratio": u * expm1((x + N) * u) / (expm1(x * u) * expm1(N * u)),
+    "over expm1 of a product": u / expm1(x * u),
 }
 
 
