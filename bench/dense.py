@@ -377,7 +377,8 @@ def _coupling_cases() -> list[Case]:
              X1S, *glow, None),
         Case("coupling_glow", "log_det",
              _coupling_call(coupling_glow, "log_det_jacobian", 0, False), _g_inputs,
-             ld(lambda g, x1: -_log1p_exp_ld(-(g + 2))), lambda g, x1: mpmath.log(mp_sig(g)),
+             ld(lambda g, x1: -_log1p_exp_ld(-(g + 2))),
+             lambda g, x1: -mpmath.log1p(mpmath.exp(-(_mp(g) + 2))),
              (1.0,), *glow, 2),
         Case("coupling_soft_clamp", "forward y1",
              _coupling_call(coupling_soft_clamp, "forward", 0, False), _g_inputs,
@@ -390,7 +391,7 @@ def _coupling_cases() -> list[Case]:
         Case("coupling_soft_clamp", "log_det",
              _coupling_call(coupling_soft_clamp, "log_det_jacobian", 0, False), _g_inputs,
              ld(lambda g, x1: 4 * np.arctan(g / 2) / PI_LD),
-             lambda g, x1: 4 * mpmath.atan(_mp(g) / 2) / mpmath.pi, (1.0,), *one, 1),
+             lambda g, x1: 4 * mpmath.atan(_mp(g) / 2) / mpmath.pi, (1.0,), *one, 2),
     ]
     return cases
 
@@ -503,7 +504,7 @@ def markdown(result: dict[str, object]) -> list[str]:
         at = r["at"]
         out.append(f"| `{r['module']}` | `{r['output']}` | {r.get('dtype', 'float64')} | "
                    f"{r['points']:,} | "
-                   f"{r['max_eps']:.2f} | {at[0]:.6g}, {at[1]:g} | "
+                   f"{r['max_eps']:.3g} | {f'{at[0]:.6g}, {at[1]:g}' if at else '—'} | "
                    f"{r['bound'] if r['bound'] is not None else '—'} | "
                    f"{r['ld_vs_mp_eps']:.1e} ({r['mp_checked']} points) |")
     return out
