@@ -916,12 +916,12 @@ def _split_candidates(current: sp.Expr, current_err: np.ndarray, other: Candidat
 
 def _centre(values: np.ndarray) -> float | None:
     """The short number the ``values`` (a variable at the worst points) crowd around, or
-    None where they do not: within 1e-2 of it (relative to it beyond 1)."""
+    None where they do not: within 1e-1 of it (relative to it beyond 1)."""
     if not values.size:
         return None
     mid = float(np.median(values))
     for c in (0.0, float(f"{mid:.1g}")):
-        if np.median(np.abs(values - c)) <= 1e-2 * max(1.0, abs(c)):
+        if np.median(np.abs(values - c)) <= 1e-1 * max(1.0, abs(c)):
             return c
     return None
 

@@ -80,3 +80,27 @@ def test_two_product_and_two_sum_are_exact_in_float64():
         rx._SPLITTER = old
     assert any(Fraction(p[k]) + Fraction(q[k]) != Fraction(av[k]) * Fraction(bv[k])
                for k in range(200))
+
+
+def test_a_series_around_the_point_the_worst_errors_crowd_at():
+    """x**2/2 - log(x) - 1/2 cancels near x = 1: the search's series candidate is in powers
+    of x - 1 (not of x), brings the points near 1 within 2 ulp, and is checked as a series; the
+    same series with one coefficient wrong is refused."""
+    xs = sp.Symbol("x", positive=True)
+    expr = xs**2 / 2 - sp.log(xs) - sp.Rational(1, 2)
+    rng = np.random.default_rng(0)
+    pts = np.concatenate([rng.uniform(0.5, 2, 60), 1 + rng.uniform(-1e-3, 1e-3, 60)])[:, None]
+    scorer = search._Scorer([xs], pts, search.reference(expr, [xs], pts))
+    m, err = scorer.measure(expr)
+    assert m.max_ulp > 100
+    cands = list(search._series_candidates(expr, err, scorer))
+    assert cands and all(c.notes[1] == xs - 1 for c in cands)
+    best = min(cands, key=lambda c: scorer.measure(c.expr)[0].max_ulp)
+    got, best_err = scorer.measure(best.expr)
+    # within 2 ulp where it cancels (the piece beyond, as typed, is for later rounds)
+    assert best_err[np.abs(scorer.columns[0] - 1) < 1e-3].max() <= 2 < m.max_ulp / 50
+    search._check(expr, best)
+    wrong = search.Candidate(best.expr, best.reason, best.notes,
+                             series=best.series + (xs - 1) ** 5 / 1000)
+    with pytest.raises(StepCheckError):
+        search._check(expr, wrong)
