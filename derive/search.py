@@ -10,7 +10,8 @@ module (conjugates, differences of sines, cosines, tangents, arctangents and log
 ``log|sinh u|``, ``log1p(u**2)`` through ``log|u|``, ``log(exp a - exp b)``, differences
 of softplus, ``log(1 - exp(-u))``), regimes split at thresholds found from the samples,
 and Taylor series where the error concentrates near a point -- and keeps each one that
-lowers the maximum error (or, at the same maximum, the mean). Every kept rewrite is a
+lowers the maximum error (or, at the same maximum, the mean) and does not raise it on a
+held-out sample (another seed). Every kept rewrite is a
 :class:`~derive.derivation.Step`, checked (:func:`~derive.derivation.check_step`)
 before it is kept: a rewrite that is not an identity is refused. A series piece is
 checked as a series (``f = P + O(u**n)``) and its remainder measured in its piece.
@@ -1061,6 +1062,11 @@ def arrange_search(expr: sp.Expr, box: dict[sp.Symbol, tuple[float, float]], *,
     current, best = expr, before
     steps: list[Step] = []
     refused: list[tuple[str, str]] = []
+    # a held-out sample (another seed, half the size): a rewrite that gains on the search's
+    # sample must not lose on it (a gain of noise on one sample is a loss on another)
+    held_points = sample_box(box, max(samples // 2, 8), np.random.default_rng(seed + 7919))
+    held = _Scorer(variables, held_points, reference(expr, variables, held_points))
+    held_best = held.measure(expr)[0] if len(held.true) else None
     for _ in range(rounds):
         if best.max_ulp <= 2:  # within 2 ulp already: a rewrite would gain less than the
             break              # spread between two samples of the domain
@@ -1093,8 +1099,13 @@ def arrange_search(expr: sp.Expr, box: dict[sp.Symbol, tuple[float, float]], *,
             except (StepCheckError, ValueError) as error:
                 refused.append((cand.reason, str(error)))
                 continue
+            held_m = held.measure(cand.expr) if held_best is not None else None
+            if held_m is not None and held_m[0].max_ulp > held_best.max_ulp:
+                continue  # not an error: measured worse on the held-out sample
             steps.append(step)
             current, best, current_err = cand.expr, m, err
+            if held_m is not None:
+                held_best = held_m[0]
             kept = True
             break
         if not kept:
