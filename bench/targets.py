@@ -171,32 +171,38 @@ WHY = {
         "the one-liner is 7 ufunc calls; `kl` is about 25 plus the Python of four pieces "
         "(checks 2, `2 log σ` 2, conditions 4, masks and counts 4, the last piece 7, the "
         "mean term 4, a gather and a put), and the degree-14 Taylor piece of derivation 2.3n "
-        "(|2 log σ| < 1/2: 17% of this data) is 26 ufunc calls on its gathered entries, "
+        "(|2 log σ| < 1/2: 17% of this data) is 28 ufunc calls on its gathered entries, "
         "about 3x the whole one-liner at 16x8 by itself. Met only by fewer pieces in the "
-        "derivation or a fused (compiled) path."),
+        "derivation (a Taylor piece of lower degree on a narrower interval) or a fused path."),
     "NumPy `kl` ÷ naive one-liner": (
-        "the log is common to both; beyond it `kl` makes more passes (conditions, masks, the "
-        "gathered Taylor piece, the put) and more fresh full-size temporaries, and on this "
-        "machine each fresh 800 KB temporary page-faults (the last piece alone: 1.2 ms at "
-        "1e5 with glibc's default mmap threshold, 0.23 ms with it raised)."),
+        "beyond the common log, `kl` makes more passes (conditions, masks, the gathered "
+        "Taylor piece, the put) and about 12 fresh arrays of 128 KB or more, each of which "
+        "page-faults on this machine: CPU time per call at 1e5, load 7, 2675 us against "
+        "1606 us with glibc's mmap threshold raised (the one-liner: 674 us either way; "
+        "NumPy elides its temporaries in place). Printing each piece with `out=` does not "
+        "remove them (NumPy's elision already reuses a temporary within an expression); "
+        "buffers reused across calls would, and are not done."),
     "NumPy pair `kl` ÷ its one-liner": (
-        "two piecewise values (log σq/σp, then the KL term); half of this data has q within "
-        "1e-3 of p, so the Taylor piece holds on most entries and is evaluated everywhere "
-        "(its 26 steps against the one-liner's 8 operations), and the log1p piece too."),
+        "two piecewise values (log σq/σp, then the KL term); the log1p piece, which NumPy "
+        "does not vectorize (about 10x its log), holds on 65% of this data and is the "
+        "base, and the Taylor piece (28 ufunc calls) holds on 57% of the second value. "
+        "Choosing the base piece by cost (the middle piece everywhere, the Taylor piece "
+        "gathered) was measured at 1e5: 7.8 -> 7.1 ms CPU time per call (9%), not done."),
     "eager torch `kl` ÷ td": (
-        "without a device sync (none is allowed with check_finite=False) no piece can be "
-        "skipped: a call dispatches about 60 aten ops (every piece on every entry, the Taylor "
-        "piece as 26 in-place steps, 3 where) against td's 22, so at a VAE's batch the cost "
-        "is dispatch, and at 1e5 the Taylor piece's arithmetic."),
+        "CPU tensors now run the kernel's NumPy body on views of their memory (a NumPy "
+        "call about 1 us against about 3 us per torch op), so this row is the NumPy `kl` "
+        "(rows above: the Taylor piece and fresh temporaries) against td's 24 ops and its "
+        "Python; torch's own path (GPUs, dispatch modes) dispatches about 60 ops."),
     "eager torch `kl` + backward ÷ td": (
-        "the backward is the derived `kl_grad` (3 ops), cheaper than td's; the forward is "
-        "the row above."),
+        "the backward is the derived `kl_grad` (3 torch ops), cheaper than td's; the "
+        "forward is the row above."),
     "eager torch `gaussian_kl_pair.kl` ÷ td": (
-        "two piecewise values, 7 pieces, about 100 aten ops against td's 22."),
+        "the NumPy pair body (rows above: the log1p and Taylor pieces on most of this "
+        "data) against td's 24 ops."),
     "`jax.jit` `kl` ÷ naive": (
         "under tracing every piece is evaluated on every entry (shape-static), fused by XLA "
-        "into one loop: the log plus about 40 flops and selects per entry against the log "
-        "plus 5."),
+        "into one loop: the log plus about 40 flops and selects per entry (the Taylor "
+        "piece 28 of them) against the log plus 5."),
 }
 
 
@@ -206,7 +212,10 @@ def markdown(rows: list[dict] | None) -> list[str]:
         return []
     lines = ["## Targets (issue 24)", "",
              "From part 7 of this run: each ratio divides two medians timed in the same "
-             "interleaved loop (default `check_finite`; td is "
+             "interleaved loop (default `check_finite`; eager CPU tensors run the kernels' "
+             "NumPy bodies on views of their memory, `kernel_runtime.numpy_views`; the "
+             "syncs are counted under a dispatch mode, where, as on a GPU, torch's own "
+             "path runs; td is "
              "`torch.distributions.kl_divergence` with its default argument validation).",
              "", "| target | case | measured | target | verdict |",
              "| --- | --- | --: | --: | --- |"]

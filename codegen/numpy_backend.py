@@ -219,7 +219,8 @@ def lower_piecewise(st: Statement, printer: KernelPrinter,
     ``conds`` are the pieces' conditions but the last's (the first that holds wins);
     ``pieces`` are ``(function, arguments, safe points)`` as source, each piece a ``lambda``
     of the arrays it reads, with a safe point per array (where ``safe_points``);
-    ``array_code`` prints a constant as the target needs it (None: as it is); ``quiet`` is
+    ``array_code`` prints a constant piece as the target needs it (None: as it is; safe
+    points are numbers, made arrays by ``kernel_runtime`` only where used); ``quiet`` is
     the output's ``overwritten_overflow`` (see :class:`derive.spec.Output`); ``namespace``
     and ``like`` name the body's array namespace and an array on the working device.
 
@@ -245,7 +246,7 @@ def lower_piecewise(st: Statement, printer: KernelPrinter,
         pieces.append((f"lambda {params}: {code(piece.expr)}" if params else
                        f"lambda: {code(piece.expr)}",
                        "".join(f"{s.name}, " for s in used).rstrip(" "),
-                       "".join(f"{code(safe[s])}, " for s in used).rstrip(" ")
+                       "".join(f"{printer.doprint(safe[s])}, " for s in used).rstrip(" ")
                        if safe_points else ""))
     return {"kind": "piecewise", "target": st.target, "namespace": namespace, "like": like,
             "arrays": ", ".join(st.arrays),

@@ -108,12 +108,13 @@ class XpPrinter(KernelPrinter):
 
 
 def _array_code(code: str, expr: sp.Basic) -> str:
-    """``code`` as an array: a constant piece or safe value is added to the 0-d ``_zero``."""
+    """``code`` as an array: a constant piece is added to the 0-d ``_zero``."""
     return code if expr.free_symbols else f"_zero + {code}"
 
 
 def _piecewise_xp(st: Statement, printer: XpPrinter) -> dict[str, Any]:
-    """Pieces as data, with their safe points; constants as 0-d arrays (``_zero + c``)."""
+    """Pieces as data, with their safe points (numbers: ``kernel_runtime`` makes one an
+    array only where it is used); constant pieces as 0-d arrays (``_zero + c``)."""
     return lower_piecewise(st, printer, _array_code, namespace="xp", like="_like")
 
 
@@ -156,7 +157,7 @@ def lower_xp(plan: KernelPlan, printer: XpPrinter) -> dict[str, Any]:
         >>> st["conds"]
         ('(x > 1)',)
         >>> st["pieces"]
-        (('lambda x: xp.log(x)', 'x,', '_zero + 2,'), ('lambda: _zero + 0', '', ''))
+        (('lambda x: xp.log(x)', 'x,', '2,'), ('lambda: _zero + 0', '', ''))
     """
     printer.uses_zero = False
     statements = _held_arguments(lower_statements(plan, printer, _piecewise_xp))

@@ -38,13 +38,13 @@ import numpy
 import kernel_runtime as _rt
 
 # The kernel_runtime contract this module was generated against: a runtime of major
-# version 2 and minor version 2 or later.
+# version 2 and minor version 3 or later.
 _found = str(getattr(_rt, "CONTRACT_VERSION", "none"))
 _major, _, _minor = _found.partition(".")
-if _major != "2" or not _minor.isdigit() or int(_minor) < 2:
+if _major != "2" or not _minor.isdigit() or int(_minor) < 3:
     raise ImportError(
-        f"{__name__} needs kernel_runtime contract 2.2 (major 2, "
-        f"minor >= 2), found {_found} in {getattr(_rt, '__file__', '?')}; "
+        f"{__name__} needs kernel_runtime contract 2.3 (major 2, "
+        f"minor >= 3), found {_found} in {getattr(_rt, '__file__', '?')}; "
         "regenerate with: python -m derive generate (or upgrade derive-engine)")
 del _found, _major, _, _minor
 
@@ -153,8 +153,8 @@ def _forward_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     _pw0 = _rt.select(xp, (G_x2,), _dtype, _like, (
         (G_x2 < -2),
     ), (
-        (lambda G_x2: xp.exp(-abs(G_x2 + 2))/(1 + xp.exp(-abs(G_x2 + 2))), (G_x2,), (_zero + -10,)),
-        (lambda G_x2: 1/(1 + xp.exp(-abs(G_x2 + 2))), (G_x2,), (_zero + 0,)),
+        (lambda G_x2: xp.exp(-abs(G_x2 + 2))/(1 + xp.exp(-abs(G_x2 + 2))), (G_x2,), (-10,)),
+        (lambda G_x2: 1/(1 + xp.exp(-abs(G_x2 + 2))), (G_x2,), (0,)),
     ), False)
     # Output terms
     y2 = x2
@@ -371,8 +371,8 @@ def _jacobian_xp(xp, x1, x2, F, G, JF, JG, _batch, _n, _dtype):
     _pw0 = _rt.select(xp, (G_x2,), _dtype, _like, (
         (G_x2 < -2),
     ), (
-        (lambda G_x2: xp.exp(-abs(G_x2 + 2))/(1 + xp.exp(-abs(G_x2 + 2))), (G_x2,), (_zero + -10,)),
-        (lambda G_x2: 1/(1 + xp.exp(-abs(G_x2 + 2))), (G_x2,), (_zero + 0,)),
+        (lambda G_x2: xp.exp(-abs(G_x2 + 2))/(1 + xp.exp(-abs(G_x2 + 2))), (G_x2,), (-10,)),
+        (lambda G_x2: 1/(1 + xp.exp(-abs(G_x2 + 2))), (G_x2,), (0,)),
     ), False)
     # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
     # equal to the value it stands for where it holds (the first condition that holds wins,
@@ -380,8 +380,8 @@ def _jacobian_xp(xp, x1, x2, F, G, JF, JG, _batch, _n, _dtype):
     _pw1 = _rt.select(xp, (G_x2,), _dtype, _like, (
         (G_x2 > -2),
     ), (
-        (lambda G_x2: xp.exp(-abs(G_x2 + 2))/(1 + xp.exp(-abs(G_x2 + 2))), (G_x2,), (_zero + 0,)),
-        (lambda G_x2: 1/(1 + xp.exp(-abs(G_x2 + 2))), (G_x2,), (_zero + -2,)),
+        (lambda G_x2: xp.exp(-abs(G_x2 + 2))/(1 + xp.exp(-abs(G_x2 + 2))), (G_x2,), (0,)),
+        (lambda G_x2: 1/(1 + xp.exp(-abs(G_x2 + 2))), (G_x2,), (-2,)),
     ), False)
     _J00 = _pw0
     _J11 = _pw0*_pw1*x1
@@ -579,8 +579,8 @@ def _forward_and_log_det_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     _pw0 = _rt.select(xp, (G_x2,), _dtype, _like, (
         (G_x2 < -2),
     ), (
-        (lambda G_x2: xp.exp(-abs(G_x2 + 2))/(1 + xp.exp(-abs(G_x2 + 2))), (G_x2,), (_zero + -10,)),
-        (lambda G_x2: 1/(1 + xp.exp(-abs(G_x2 + 2))), (G_x2,), (_zero + 0,)),
+        (lambda G_x2: xp.exp(-abs(G_x2 + 2))/(1 + xp.exp(-abs(G_x2 + 2))), (G_x2,), (-10,)),
+        (lambda G_x2: 1/(1 + xp.exp(-abs(G_x2 + 2))), (G_x2,), (0,)),
     ), False)
     # Output terms
     y2 = x2

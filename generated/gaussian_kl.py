@@ -37,13 +37,13 @@ import numpy
 import kernel_runtime as _rt
 
 # The kernel_runtime contract this module was generated against: a runtime of major
-# version 2 and minor version 2 or later.
+# version 2 and minor version 3 or later.
 _found = str(getattr(_rt, "CONTRACT_VERSION", "none"))
 _major, _, _minor = _found.partition(".")
-if _major != "2" or not _minor.isdigit() or int(_minor) < 2:
+if _major != "2" or not _minor.isdigit() or int(_minor) < 3:
     raise ImportError(
-        f"{__name__} needs kernel_runtime contract 2.2 (major 2, "
-        f"minor >= 2), found {_found} in {getattr(_rt, '__file__', '?')}; "
+        f"{__name__} needs kernel_runtime contract 2.3 (major 2, "
+        f"minor >= 3), found {_found} in {getattr(_rt, '__file__', '?')}; "
         "regenerate with: python -m derive generate (or upgrade derive-engine)")
 del _found, _major, _, _minor
 
@@ -108,7 +108,7 @@ def kl(
         return _kl_numpy(mu, sigma, _batch, _dtype)
     # eager PyTorch differentiates through kl_grad, the derived exact gradient
     return _rt.differentiable(_xp, _kl_xp, _kl_grad_xp,
-                              (mu, sigma,), (_batch, _dtype,))
+                              (mu, sigma,), (_batch, _dtype,), _kl_numpy)
 
 
 def _kl_numpy(mu, sigma, _batch, _dtype):
@@ -151,9 +151,9 @@ def _kl_xp(xp, mu, sigma, _batch, _dtype):
         (x >= 2),
     ), (
         (lambda: _zero + xp.inf, (), ()),
-        (lambda x: x**2*(_rt.horner(x, (1/2615348736000, 1/174356582400, 1/12454041600, 1/958003200, 1/79833600, 1/7257600, 1/725760, 1/80640, 1/10080, 1/1440, 1/240, 1/48, 1/12, 1/4))), (x,), (_zero + 0,)),
-        (lambda sigma, x: 2*((1/2)*sigma)**2 - (1/2)*x - 1/2, (sigma, x,), (_zero + 0, _zero + 0,)),
-        (lambda sigma, x: (1/2)*(sigma - 1)**2 + ((sigma - 1) - (1/2)*x), (sigma, x,), (_zero + 0, _zero + 0,)),
+        (lambda x: x**2*(_rt.horner(x, (1/2615348736000, 1/174356582400, 1/12454041600, 1/958003200, 1/79833600, 1/7257600, 1/725760, 1/80640, 1/10080, 1/1440, 1/240, 1/48, 1/12, 1/4))), (x,), (0,)),
+        (lambda sigma, x: 2*((1/2)*sigma)**2 - (1/2)*x - 1/2, (sigma, x,), (0, 0,)),
+        (lambda sigma, x: (1/2)*(sigma - 1)**2 + ((sigma - 1) - (1/2)*x), (sigma, x,), (0, 0,)),
     ), True)
     # Output terms
     kl = _pw0 + 2*((1/2)*mu)**2

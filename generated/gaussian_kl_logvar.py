@@ -37,13 +37,13 @@ import numpy
 import kernel_runtime as _rt
 
 # The kernel_runtime contract this module was generated against: a runtime of major
-# version 2 and minor version 2 or later.
+# version 2 and minor version 3 or later.
 _found = str(getattr(_rt, "CONTRACT_VERSION", "none"))
 _major, _, _minor = _found.partition(".")
-if _major != "2" or not _minor.isdigit() or int(_minor) < 2:
+if _major != "2" or not _minor.isdigit() or int(_minor) < 3:
     raise ImportError(
-        f"{__name__} needs kernel_runtime contract 2.2 (major 2, "
-        f"minor >= 2), found {_found} in {getattr(_rt, '__file__', '?')}; "
+        f"{__name__} needs kernel_runtime contract 2.3 (major 2, "
+        f"minor >= 3), found {_found} in {getattr(_rt, '__file__', '?')}; "
         "regenerate with: python -m derive generate (or upgrade derive-engine)")
 del _found, _major, _, _minor
 
@@ -108,7 +108,7 @@ def kl(
         return _kl_numpy(mu, logvar, _batch, _dtype)
     # eager PyTorch differentiates through kl_grad, the derived exact gradient
     return _rt.differentiable(_xp, _kl_xp, _kl_grad_xp,
-                              (mu, logvar,), (_batch, _dtype,))
+                              (mu, logvar,), (_batch, _dtype,), _kl_numpy)
 
 
 def _kl_numpy(mu, logvar, _batch, _dtype):
@@ -151,9 +151,9 @@ def _kl_xp(xp, mu, logvar, _batch, _dtype):
         (x >= 88),
     ), (
         (lambda: _zero + xp.inf, (), ()),
-        (lambda x: x**2*(_rt.horner(x, (1/2615348736000, 1/174356582400, 1/12454041600, 1/958003200, 1/79833600, 1/7257600, 1/725760, 1/80640, 1/10080, 1/1440, 1/240, 1/48, 1/12, 1/4))), (x,), (_zero + 0,)),
-        (lambda logvar, x: 2*((1/2)*xp.exp((1/2)*logvar))**2 - (1/2)*x - 1/2, (logvar, x,), (_zero + 0, _zero + 0,)),
-        (lambda x: (1/2)*xp.expm1(x) - (1/2)*x, (x,), (_zero + 0,)),
+        (lambda x: x**2*(_rt.horner(x, (1/2615348736000, 1/174356582400, 1/12454041600, 1/958003200, 1/79833600, 1/7257600, 1/725760, 1/80640, 1/10080, 1/1440, 1/240, 1/48, 1/12, 1/4))), (x,), (0,)),
+        (lambda logvar, x: 2*((1/2)*xp.exp((1/2)*logvar))**2 - (1/2)*x - 1/2, (logvar, x,), (0, 0,)),
+        (lambda x: (1/2)*xp.expm1(x) - (1/2)*x, (x,), (0,)),
     ), True)
     # Output terms
     kl = _pw0 + 2*((1/2)*mu)**2
@@ -243,8 +243,8 @@ def _kl_grad_xp(xp, mu, logvar, _batch, _dtype):
     _pw0 = _rt.select(xp, (logvar,), _dtype, _like, (
         (logvar < 88),
     ), (
-        (lambda logvar: (1/2)*xp.expm1(logvar), (logvar,), (_zero + 0,)),
-        (lambda logvar: 1.6516362549940018e+38*((1/2)*xp.expm1(logvar - 88) + 1/2) - 1/2, (logvar,), (_zero + 89,)),
+        (lambda logvar: (1/2)*xp.expm1(logvar), (logvar,), (0,)),
+        (lambda logvar: 1.6516362549940018e+38*((1/2)*xp.expm1(logvar - 88) + 1/2) - 1/2, (logvar,), (89,)),
     ), False)
     # Output terms
     d_mu = mu
@@ -436,8 +436,8 @@ def _kl_grad_stl_xp(xp, mu, logvar, eps, _batch, _dtype):
     _pw0 = _rt.select(xp, (eps, logvar, mu, sigma,), _dtype, _like, (
         (logvar < 88),
     ), (
-        (lambda eps, logvar, mu, sigma: eps*((1/2)*eps*xp.expm1(logvar) + (1/2)*mu*sigma), (eps, logvar, mu, sigma,), (_zero + 0, _zero + 0, _zero + 0, _zero + 0,)),
-        (lambda eps, logvar, mu, sigma: eps*sigma*(eps*xp.sinh((1/2)*logvar) + (1/2)*mu), (eps, logvar, mu, sigma,), (_zero + 89, _zero + 89, _zero + 89, _zero + 89,)),
+        (lambda eps, logvar, mu, sigma: eps*((1/2)*eps*xp.expm1(logvar) + (1/2)*mu*sigma), (eps, logvar, mu, sigma,), (0, 0, 0, 0,)),
+        (lambda eps, logvar, mu, sigma: eps*sigma*(eps*xp.sinh((1/2)*logvar) + (1/2)*mu), (eps, logvar, mu, sigma,), (89, 89, 89, 89,)),
     ), False)
     # Output terms
     d_logvar = _pw0

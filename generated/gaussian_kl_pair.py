@@ -38,13 +38,13 @@ import numpy
 import kernel_runtime as _rt
 
 # The kernel_runtime contract this module was generated against: a runtime of major
-# version 2 and minor version 2 or later.
+# version 2 and minor version 3 or later.
 _found = str(getattr(_rt, "CONTRACT_VERSION", "none"))
 _major, _, _minor = _found.partition(".")
-if _major != "2" or not _minor.isdigit() or int(_minor) < 2:
+if _major != "2" or not _minor.isdigit() or int(_minor) < 3:
     raise ImportError(
-        f"{__name__} needs kernel_runtime contract 2.2 (major 2, "
-        f"minor >= 2), found {_found} in {getattr(_rt, '__file__', '?')}; "
+        f"{__name__} needs kernel_runtime contract 2.3 (major 2, "
+        f"minor >= 3), found {_found} in {getattr(_rt, '__file__', '?')}; "
         "regenerate with: python -m derive generate (or upgrade derive-engine)")
 del _found, _major, _, _minor
 
@@ -113,7 +113,7 @@ def kl(
         return _kl_numpy(mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype)
     # eager PyTorch differentiates through kl_grad, the derived exact gradient
     return _rt.differentiable(_xp, _kl_xp, _kl_grad_xp,
-                              (mu_q, sigma_q, mu_p, sigma_p,), (_batch, _dtype,))
+                              (mu_q, sigma_q, mu_p, sigma_p,), (_batch, _dtype,), _kl_numpy)
 
 
 def _kl_numpy(mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
@@ -165,9 +165,9 @@ def _kl_xp(xp, mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
         (sigma_p > 2*abs(sigma_p - sigma_q)),
         (sigma_q/sigma_p >= 1/1000000000000000000000000000000),
     ), (
-        (lambda sigma_p, sigma_q: 2*xp.log1p((sigma_q - sigma_p)/sigma_p), (sigma_p, sigma_q,), (_zero + 1, _zero + 1,)),
-        (lambda sigma_p, sigma_q: 2*xp.log(sigma_q/sigma_p), (sigma_p, sigma_q,), (_zero + -1, _zero + -1,)),
-        (lambda sigma_p, sigma_q: 2*(xp.log(sigma_q) - xp.log(sigma_p)), (sigma_p, sigma_q,), (_zero + 1, _zero + 1/2000000000000000000000000000000,)),
+        (lambda sigma_p, sigma_q: 2*xp.log1p((sigma_q - sigma_p)/sigma_p), (sigma_p, sigma_q,), (1, 1,)),
+        (lambda sigma_p, sigma_q: 2*xp.log(sigma_q/sigma_p), (sigma_p, sigma_q,), (-1, -1,)),
+        (lambda sigma_p, sigma_q: 2*(xp.log(sigma_q) - xp.log(sigma_p)), (sigma_p, sigma_q,), (1, 1/2000000000000000000000000000000,)),
     ), False)
     # Output terms
     m = (mu_q - mu_p)/sigma_p
@@ -182,9 +182,9 @@ def _kl_xp(xp, mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
         (x < 2),
     ), (
         (lambda: _zero + xp.inf, (), ()),
-        (lambda x: x**2*(_rt.horner(x, (1/2615348736000, 1/174356582400, 1/12454041600, 1/958003200, 1/79833600, 1/7257600, 1/725760, 1/80640, 1/10080, 1/1440, 1/240, 1/48, 1/12, 1/4))), (x,), (_zero + 0,)),
-        (lambda sigma_p, sigma_q, x: (1/2)*((sigma_q - sigma_p)/sigma_p)**2 + ((sigma_q - sigma_p)/sigma_p - (1/2)*x), (sigma_p, sigma_q, x,), (_zero + 1, _zero + 1, _zero + 1,)),
-        (lambda sigma_p, sigma_q, x: 2*((1/2)*sigma_q/sigma_p)**2 - (1/2)*x - 1/2, (sigma_p, sigma_q, x,), (_zero + 1, _zero + 1, _zero + 1,)),
+        (lambda x: x**2*(_rt.horner(x, (1/2615348736000, 1/174356582400, 1/12454041600, 1/958003200, 1/79833600, 1/7257600, 1/725760, 1/80640, 1/10080, 1/1440, 1/240, 1/48, 1/12, 1/4))), (x,), (0,)),
+        (lambda sigma_p, sigma_q, x: (1/2)*((sigma_q - sigma_p)/sigma_p)**2 + ((sigma_q - sigma_p)/sigma_p - (1/2)*x), (sigma_p, sigma_q, x,), (1, 1, 1,)),
+        (lambda sigma_p, sigma_q, x: 2*((1/2)*sigma_q/sigma_p)**2 - (1/2)*x - 1/2, (sigma_p, sigma_q, x,), (1, 1, 1,)),
     ), False)
     # Output terms
     kl = _pw1 + 2*((1/2)*m)**2
@@ -295,9 +295,9 @@ def _kl_grad_xp(xp, mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
         (sigma_p > 2*abs(sigma_p - sigma_q)),
         (sigma_q/sigma_p >= 1/1000000000000000000000000000000),
     ), (
-        (lambda sigma_p, sigma_q: 2*xp.log1p((sigma_q - sigma_p)/sigma_p), (sigma_p, sigma_q,), (_zero + 1, _zero + 1,)),
-        (lambda sigma_p, sigma_q: 2*xp.log(sigma_q/sigma_p), (sigma_p, sigma_q,), (_zero + -1, _zero + -1,)),
-        (lambda sigma_p, sigma_q: 2*(xp.log(sigma_q) - xp.log(sigma_p)), (sigma_p, sigma_q,), (_zero + 1, _zero + 1/2000000000000000000000000000000,)),
+        (lambda sigma_p, sigma_q: 2*xp.log1p((sigma_q - sigma_p)/sigma_p), (sigma_p, sigma_q,), (1, 1,)),
+        (lambda sigma_p, sigma_q: 2*xp.log(sigma_q/sigma_p), (sigma_p, sigma_q,), (-1, -1,)),
+        (lambda sigma_p, sigma_q: 2*(xp.log(sigma_q) - xp.log(sigma_p)), (sigma_p, sigma_q,), (1, 1/2000000000000000000000000000000,)),
     ), False)
     # Output terms
     m = (mu_q - mu_p)/sigma_p
@@ -536,9 +536,9 @@ def _kl_grad_stl_xp(xp, mu_q, sigma_q, mu_p, sigma_p, eps, _batch, _dtype):
         (sigma_p > 2*abs(sigma_p - sigma_q)),
         (sigma_q/sigma_p >= 1/1000000000000000000000000000000),
     ), (
-        (lambda sigma_p, sigma_q: 2*xp.log1p((sigma_q - sigma_p)/sigma_p), (sigma_p, sigma_q,), (_zero + 1, _zero + 1,)),
-        (lambda sigma_p, sigma_q: 2*xp.log(sigma_q/sigma_p), (sigma_p, sigma_q,), (_zero + -1, _zero + -1,)),
-        (lambda sigma_p, sigma_q: 2*(xp.log(sigma_q) - xp.log(sigma_p)), (sigma_p, sigma_q,), (_zero + 1, _zero + 1/2000000000000000000000000000000,)),
+        (lambda sigma_p, sigma_q: 2*xp.log1p((sigma_q - sigma_p)/sigma_p), (sigma_p, sigma_q,), (1, 1,)),
+        (lambda sigma_p, sigma_q: 2*xp.log(sigma_q/sigma_p), (sigma_p, sigma_q,), (-1, -1,)),
+        (lambda sigma_p, sigma_q: 2*(xp.log(sigma_q) - xp.log(sigma_p)), (sigma_p, sigma_q,), (1, 1/2000000000000000000000000000000,)),
     ), False)
     # Output terms
     m = (mu_q - mu_p)/sigma_p

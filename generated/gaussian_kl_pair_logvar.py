@@ -38,13 +38,13 @@ import numpy
 import kernel_runtime as _rt
 
 # The kernel_runtime contract this module was generated against: a runtime of major
-# version 2 and minor version 2 or later.
+# version 2 and minor version 3 or later.
 _found = str(getattr(_rt, "CONTRACT_VERSION", "none"))
 _major, _, _minor = _found.partition(".")
-if _major != "2" or not _minor.isdigit() or int(_minor) < 2:
+if _major != "2" or not _minor.isdigit() or int(_minor) < 3:
     raise ImportError(
-        f"{__name__} needs kernel_runtime contract 2.2 (major 2, "
-        f"minor >= 2), found {_found} in {getattr(_rt, '__file__', '?')}; "
+        f"{__name__} needs kernel_runtime contract 2.3 (major 2, "
+        f"minor >= 3), found {_found} in {getattr(_rt, '__file__', '?')}; "
         "regenerate with: python -m derive generate (or upgrade derive-engine)")
 del _found, _major, _, _minor
 
@@ -113,7 +113,7 @@ def kl(
         return _kl_numpy(mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype)
     # eager PyTorch differentiates through kl_grad, the derived exact gradient
     return _rt.differentiable(_xp, _kl_xp, _kl_grad_xp,
-                              (mu_q, logvar_q, mu_p, logvar_p,), (_batch, _dtype,))
+                              (mu_q, logvar_q, mu_p, logvar_p,), (_batch, _dtype,), _kl_numpy)
 
 
 def _kl_numpy(mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
@@ -164,8 +164,8 @@ def _kl_xp(xp, mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
     _pw0 = _rt.select(xp, (logvar_p, mu_p, mu_q,), _dtype, _like, (
         (logvar_p >= -170),
     ), (
-        (lambda logvar_p, mu_p, mu_q: (mu_q - mu_p)*xp.exp(-1/2*logvar_p), (logvar_p, mu_p, mu_q,), (_zero + 0, _zero + 0, _zero + 0,)),
-        (lambda logvar_p, mu_p, mu_q: xp.exp(-1/4*logvar_p)*((mu_q - mu_p)*xp.exp(-1/4*logvar_p)), (logvar_p, mu_p, mu_q,), (_zero + -171, _zero + -171, _zero + -171,)),
+        (lambda logvar_p, mu_p, mu_q: (mu_q - mu_p)*xp.exp(-1/2*logvar_p), (logvar_p, mu_p, mu_q,), (0, 0, 0,)),
+        (lambda logvar_p, mu_p, mu_q: xp.exp(-1/4*logvar_p)*((mu_q - mu_p)*xp.exp(-1/4*logvar_p)), (logvar_p, mu_p, mu_q,), (-171, -171, -171,)),
     ), False)
     # Output terms
     x = logvar_q - logvar_p
@@ -180,10 +180,10 @@ def _kl_xp(xp, mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
         (x < 88),
     ), (
         (lambda: _zero + xp.inf, (), ()),
-        (lambda x: x**2*(_rt.horner(x, (1/2615348736000, 1/174356582400, 1/12454041600, 1/958003200, 1/79833600, 1/7257600, 1/725760, 1/80640, 1/10080, 1/1440, 1/240, 1/48, 1/12, 1/4))), (x,), (_zero + 0,)),
-        (lambda logvar_p, logvar_q, x: 2*((1/2)*xp.exp(-1/2*logvar_p)*xp.exp((1/2)*logvar_q))**2 - (1/2)*x - 1/2, (logvar_p, logvar_q, x,), (_zero + 0, _zero + 0, _zero + 0,)),
-        (lambda x: (1/2)*xp.expm1(x) - (1/2)*x, (x,), (_zero + 0,)),
-        (lambda x: 2*((1/2)*xp.exp((1/2)*x))**2 - (1/2)*x - 1/2, (x,), (_zero + 0,)),
+        (lambda x: x**2*(_rt.horner(x, (1/2615348736000, 1/174356582400, 1/12454041600, 1/958003200, 1/79833600, 1/7257600, 1/725760, 1/80640, 1/10080, 1/1440, 1/240, 1/48, 1/12, 1/4))), (x,), (0,)),
+        (lambda logvar_p, logvar_q, x: 2*((1/2)*xp.exp(-1/2*logvar_p)*xp.exp((1/2)*logvar_q))**2 - (1/2)*x - 1/2, (logvar_p, logvar_q, x,), (0, 0, 0,)),
+        (lambda x: (1/2)*xp.expm1(x) - (1/2)*x, (x,), (0,)),
+        (lambda x: 2*((1/2)*xp.exp((1/2)*x))**2 - (1/2)*x - 1/2, (x,), (0,)),
     ), False)
     # Output terms
     m = _pw0
@@ -295,8 +295,8 @@ def _kl_grad_xp(xp, mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
     _pw0 = _rt.select(xp, (logvar_p, mu_p, mu_q, sigma_p,), _dtype, _like, (
         (logvar_p >= -170),
     ), (
-        (lambda mu_p, mu_q, sigma_p: (mu_q - mu_p)/sigma_p, (mu_p, mu_q, sigma_p,), (_zero + 1, _zero + 1, _zero + 1,)),
-        (lambda logvar_p, mu_p, mu_q: xp.exp(-1/4*logvar_p)*((mu_q - mu_p)*xp.exp(-1/4*logvar_p)), (logvar_p, mu_p, mu_q,), (_zero + -171, _zero + -171, _zero + -171,)),
+        (lambda mu_p, mu_q, sigma_p: (mu_q - mu_p)/sigma_p, (mu_p, mu_q, sigma_p,), (1, 1, 1,)),
+        (lambda logvar_p, mu_p, mu_q: xp.exp(-1/4*logvar_p)*((mu_q - mu_p)*xp.exp(-1/4*logvar_p)), (logvar_p, mu_p, mu_q,), (-171, -171, -171,)),
     ), False)
     # Output terms
     r = xp.exp((1/2)*x)
@@ -424,8 +424,8 @@ def _kl_grad_reparam_xp(xp, mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype)
     _pw0 = _rt.select(xp, (logvar_p, mu_p, mu_q, sigma_p,), _dtype, _like, (
         (logvar_p >= -170),
     ), (
-        (lambda mu_p, mu_q, sigma_p: (mu_q - mu_p)/sigma_p, (mu_p, mu_q, sigma_p,), (_zero + 1, _zero + 1, _zero + 1,)),
-        (lambda logvar_p, mu_p, mu_q: xp.exp(-1/4*logvar_p)*((mu_q - mu_p)*xp.exp(-1/4*logvar_p)), (logvar_p, mu_p, mu_q,), (_zero + -171, _zero + -171, _zero + -171,)),
+        (lambda mu_p, mu_q, sigma_p: (mu_q - mu_p)/sigma_p, (mu_p, mu_q, sigma_p,), (1, 1, 1,)),
+        (lambda logvar_p, mu_p, mu_q: xp.exp(-1/4*logvar_p)*((mu_q - mu_p)*xp.exp(-1/4*logvar_p)), (logvar_p, mu_p, mu_q,), (-171, -171, -171,)),
     ), False)
     # Output terms
     r = xp.exp((1/2)*x)
@@ -556,8 +556,8 @@ def _kl_grad_stl_xp(xp, mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype):
     _pw0 = _rt.select(xp, (logvar_p, mu_p, mu_q, sigma_p,), _dtype, _like, (
         (logvar_p >= -170),
     ), (
-        (lambda mu_p, mu_q, sigma_p: (mu_q - mu_p)/sigma_p, (mu_p, mu_q, sigma_p,), (_zero + 1, _zero + 1, _zero + 1,)),
-        (lambda logvar_p, mu_p, mu_q: xp.exp(-1/4*logvar_p)*((mu_q - mu_p)*xp.exp(-1/4*logvar_p)), (logvar_p, mu_p, mu_q,), (_zero + -171, _zero + -171, _zero + -171,)),
+        (lambda mu_p, mu_q, sigma_p: (mu_q - mu_p)/sigma_p, (mu_p, mu_q, sigma_p,), (1, 1, 1,)),
+        (lambda logvar_p, mu_p, mu_q: xp.exp(-1/4*logvar_p)*((mu_q - mu_p)*xp.exp(-1/4*logvar_p)), (logvar_p, mu_p, mu_q,), (-171, -171, -171,)),
     ), False)
     # Output terms
     r = xp.exp((1/2)*x)

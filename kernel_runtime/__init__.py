@@ -41,7 +41,8 @@ The modules, by concern:
 - :mod:`kernel_runtime.pieces` -- piecewise values (:mod:`kernel_runtime.numpy_pieces`:
   their NumPy path);
 - :mod:`kernel_runtime.polynomials` -- derived polynomials by Horner's rule;
-- :mod:`kernel_runtime.gradients` -- eager PyTorch autograd through a derived gradient;
+- :mod:`kernel_runtime.gradients` -- eager PyTorch autograd through a derived gradient
+  (:mod:`kernel_runtime.numpy_views`: CPU tensors through the NumPy body);
 - :mod:`kernel_runtime.outputs` -- outputs and block matrices.
 
 The contract: this package's ``__all__``, what generated modules may use, versioned by
@@ -64,7 +65,7 @@ Example:
     ...
     ValueError: sigma: expected every entry > 0, got a minimum of -1.0
     >>> CONTRACT_VERSION
-    '2.2'
+    '2.3'
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ from .prepare import broadcast, prepare_coupling, prepare_elementwise
 
 #: The version of the contract below, ``"major.minor"``: generated modules check it on
 #: import (same major version, at least their minor version).
-CONTRACT_VERSION = "2.2"
+CONTRACT_VERSION = "2.3"
 
 #: The contract: the names generated modules use (``kernel_runtime.<name>``), then the class
 #: of :func:`callee_arg`'s values and the version.
@@ -93,7 +94,8 @@ __all__ = [
     "blocks_xp",
     # piecewise values
     "select", "zero",
-    # eager PyTorch autograd through a derived gradient kernel (contract 2.1)
+    # eager PyTorch autograd through a derived gradient kernel (contract 2.1; its optional
+    # NumPy body, which CPU tensors run: contract 2.3)
     "differentiable",
     # a derived polynomial by Horner's rule, in place where the library allows (contract 2.2)
     "horner",

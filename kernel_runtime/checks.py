@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import numpy
 
 from .namespaces import kind, torch_tracing
+from .numpy_views import numpy_viewable, numpy_views
 
 __all__ = ["value_checks", "pair_up", "values_pass", "check_values", "checked"]
 
@@ -32,6 +34,17 @@ _isfinite = math.isfinite
 #: ``numpy.vdot`` without the ``__array_function__`` dispatch (a third of its cost on 1e2
 #: elements): it is only given NumPy arrays
 _vdot = getattr(numpy.vdot, "__wrapped__", numpy.vdot)
+#: Above this many entries OpenBLAS runs a dot product on several threads (its ``ddot``
+#: splits from 10,000 entries): on a loaded machine each call then waits for threads to be
+#: scheduled (a median of 15 ms for one ``vdot`` of 1e5 entries at load 7, against 50 us
+#: on one thread), so larger arrays are tested by their minimum and maximum instead
+#: (single-threaded SIMD reductions; NaN propagates, neither warns).
+BLAS_THREADS_FROM = 8192
+
+
+def _finite_extremes(a: numpy.ndarray) -> bool:
+    """Whether an array's minimum and maximum are finite (so every entry is; no NaN)."""
+    return _isfinite(a.min()) and _isfinite(a.max())
 
 
 def value_checks(names: Sequence[str], positive: Sequence[str],
@@ -44,6 +57,14 @@ def value_checks(names: Sequence[str], positive: Sequence[str],
     """
     return (tuple(i for i, name in enumerate(names) if name in positive),
             tuple(i for i, name in enumerate(names) if name in read))
+
+
+@functools.lru_cache(maxsize=256)
+def _indices(names: tuple[str, ...], positive: tuple[str, ...], read: tuple[str, ...]
+             ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[tuple[int, int], ...]]:
+    """:func:`value_checks` and the read arrays' :func:`pair_up`, once per kernel."""
+    positive_at, read_at = value_checks(names, positive, read)
+    return positive_at, read_at, pair_up(read_at)
 
 
 def pair_up(*groups: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
@@ -83,7 +104,11 @@ def values_pass(values: Sequence[numpy.ndarray], positive: tuple[int, ...],
     except ValueError:  # an empty array has no argmin
         return False
     for i, j in pairs:
-        if not _isfinite(_vdot(values[i], values[j])):  # vdot, unlike dot, never warns
+        a = values[i]
+        if a.size >= BLAS_THREADS_FROM:
+            if not (_finite_extremes(a) and (j == i or _finite_extremes(values[j]))):
+                return False
+        elif not _isfinite(_vdot(a, values[j])):  # vdot, unlike dot, never warns
             return False
     return True
 
@@ -137,6 +162,11 @@ def _check_read(names: Sequence[str], arrays: Sequence[numpy.ndarray],
                 finite = False  # strided: tested entry by entry below
                 break
             a = a.ravel(order="K")  # a view: no copy
+        if a.size >= BLAS_THREADS_FROM:
+            finite = _finite_extremes(a)
+            if not finite:
+                break
+            continue
         if pending is None:
             pending = a
             continue
@@ -214,6 +244,14 @@ def _passes_torch(names: Sequence[str], arrays: Sequence[Any], positive: Sequenc
     beyond ~1e308 (~1e38 in float32) -- and for non-contiguous tensors. Computed on
     detached tensors: nothing joins the autograd graph.
     """
+    if numpy_viewable(arrays):  # CPU tensors: NumPy's checks on views of their memory
+        views = numpy_views(arrays, ())
+        if views is not None:
+            positive_at, read_at, pairs = _indices(names, positive, read)
+            size = arrays[read_at[0]].numel() if read_at else 0
+            if any(arrays[i].numel() != size for i in read_at):  # pair those of one size
+                pairs = tuple((i, i) for i in read_at)
+            return values_pass(views[0], positive_at, pairs)
     import torch
 
     flats = []

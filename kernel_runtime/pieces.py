@@ -23,8 +23,12 @@ or a template decides how; :func:`strategy` and :func:`base_piece` do:
   "double where", shape-static: every argument on the piece's safe point where the piece
   is not taken.
 
+- ``"numpy"`` -- plain CPU tensors: :func:`kernel_runtime.differentiable` runs the body
+  on NumPy views of their memory (:mod:`kernel_runtime.numpy_views`), gathering as NumPy.
+
 Every strategy evaluates each piece as the same expression on the same values where it
-is taken, so they agree bit for bit.
+is taken, so they agree bit for bit within one library (NumPy's log and exp may round
+otherwise than torch's).
 """
 
 from __future__ import annotations
@@ -37,20 +41,18 @@ import numpy
 
 from .namespaces import device, is_torch, kind, torch_tracing
 from .numpy_pieces import base_value, gather_numpy
-from .outputs import finish, finish_xp
+from .numpy_views import numpy_viewable
+from .outputs import finish, finish_xp, full
 from .prepare import broadcast
 
 __all__ = ["GATHER_FROM", "Piece", "select", "strategy", "base_piece", "eager", "zero",
            "safe_where", "zeros_xp", "taken", "take_xp", "put_xp"]
 
-#: Eager PyTorch gathers the pieces from this many entries up, and selects with
-#: ``torch.where`` below (no device sync). Measured (CPU, one thread, ``kl`` of
-#: ``gaussian_kl`` and ``gaussian_kl_pair``, float32 and float64, interleaved against
-#: ``torch.distributions``): with the Taylor pieces evaluated in place
-#: (:func:`kernel_runtime.horner`), where costs the same as gather at 1000 x 100 entries
-#: (kl ÷ td 3.1 / 1.7 against 3.2 / 2.5; pair 5.3 / 4.3 against 5.0 / 4.4), and saves
-#: the count's sync and the gathers' ``nonzero_static``; so a VAE's batch up to 2**17
-#: entries makes no sync beyond the value check.
+#: Eager PyTorch (where it does not run the NumPy body: GPUs, dispatch modes) gathers the
+#: pieces from this many entries up, and selects with ``torch.where`` below (no device
+#: sync). Measured (CPU, one thread, ``kl`` and the pair ``kl``, float32 and float64,
+#: against ``torch.distributions``): at 1000 x 100 entries where costs what gather does
+#: (kl ÷ td 3.1 / 1.7 against 3.2 / 2.5) and saves the count's sync.
 GATHER_FROM = 1 << 17
 
 #: One piece as a kernel passes it: its value as a function of its arrays, those arrays,
@@ -80,23 +82,27 @@ def eager(xp: Any, arrays: Sequence[Any]) -> bool:
 
 
 def strategy(xp: Any, shape: tuple[int, ...], arrays: Sequence[Any]) -> str:
-    """How this call selects pieces: ``"gather"``, ``"where"`` or ``"traced"`` (see the
-    module's summary).
+    """How this call selects pieces: ``"gather"``, ``"where"``, ``"traced"`` or
+    ``"numpy"`` (see the module's summary; :func:`select`, handed CPU tensors itself,
+    selects as eager PyTorch does elsewhere).
 
     Example:
         >>> strategy(numpy, (3,), ())
         'gather'
         >>> import torch
-        >>> a = torch.ones(4)
-        >>> strategy(torch, (4,), (a,)), strategy(torch, (GATHER_FROM,), (a,))
-        ('where', 'gather')
+        >>> strategy(torch, (4,), (torch.ones(4),))
+        'numpy'
+        >>> strategy(torch, (4,), (torch.ones(4, device="meta"),))
+        'traced'
     """
     if xp is numpy:
         return "gather"
     if not eager(xp, arrays):
         return "traced"
-    if kind(xp) == "torch" and math.prod(shape) < GATHER_FROM:
-        return "where"
+    if kind(xp) == "torch":
+        if numpy_viewable(arrays):
+            return "numpy"
+        return "where" if math.prod(shape) < GATHER_FROM else "gather"
     return "gather"
 
 
@@ -147,6 +153,8 @@ def select(xp: Any, arrays: tuple[Any, ...], dtype: Any, like: Any,
     else:
         shape = broadcast(*(tuple(getattr(a, "shape", ())) for a in arrays))
     how = strategy(xp, shape, arrays)
+    if how == "numpy":
+        how = "where" if math.prod(shape) < GATHER_FROM else "gather"
     if how == "gather":
         return _gather(xp, shape, dtype, like, arrays, conds, pieces, quiet)
     return _where(xp, conds, pieces, traced=how == "traced")
@@ -210,18 +218,11 @@ def _gather(xp: Any, shape: tuple[int, ...], dtype: Any, like: Any, arrays: tupl
             continue
         if xp is numpy:
             index = masks[k].ravel().nonzero()[0]
-            out.put(index, fn(*(_full(a, shape).take(index) for a in args)))
+            out.put(index, fn(*(full(a, shape).take(index) for a in args)))
         else:
             where = taken(xp, masks[k], shape, counts[k])
             out = put_xp(xp, out, where, fn(*(take_xp(xp, a, where, shape) for a in args)))
     return out
-
-
-def _full(a: Any, shape: tuple[int, ...]) -> Any:
-    """A NumPy array (or scalar) broadcast to ``shape``."""
-    if type(a) is _ndarray and a.shape == shape:
-        return a
-    return a if numpy.shape(a) == shape else numpy.broadcast_to(a, shape)
 
 
 def _where(xp: Any, conds: tuple[Any, ...], pieces: tuple[Piece, ...], traced: bool) -> Any:
@@ -242,7 +243,7 @@ def _where(xp: Any, conds: tuple[Any, ...], pieces: tuple[Piece, ...], traced: b
 
     values = []
     for k, (fn, args, safe) in enumerate(pieces):
-        args = tuple(where(mask(k), a, s) if traced or _records_gradient(a) else a
+        args = tuple(where(mask(k), a, _safe(xp, s, a)) if traced or _records_gradient(a) else a
                      for a, s in zip(args, safe, strict=True))
         values.append(fn(*args))
     out = values[-1]
@@ -289,7 +290,14 @@ def safe_where(xp: Any, mask: Any, source: Any, safe: Any) -> Any:
         if not _records_gradient(source):
             return source
         return _where_function(xp)(mask, source, safe)
-    return xp.where(mask, source, safe)
+    return xp.where(mask, source, _safe(xp, safe, source))
+
+
+def _safe(xp: Any, safe: Any, source: Any) -> Any:
+    """A safe point (a number) as ``where`` takes it: a weak scalar, or a 0-d array."""
+    if hasattr(safe, "dtype") or kind(xp) in ("torch", "jax", "dask", "numpy"):
+        return safe
+    return xp.asarray(safe, dtype=source.dtype, device=device(source))
 
 
 def zeros_xp(xp: Any, shape: tuple[int, ...], dtype: Any, like: Any,

@@ -107,17 +107,12 @@ def test_a_softplus_parameterization_has_a_finite_kl_grad_far_left():
     """Was 0/0 = NaN for rho < -745 (true value -1): exp(rho)*(...)/(log1p(exp(rho))*...);
     now through (log sigma)' from the arranged log sigma (derivation 2.3c)."""
     import numpy as np
-    import sympy as sp
 
-    from codegen.backends import render_numpy
-    from derive.coursework.gaussian_kl import Parameterization
-    from derive.coursework.kernels import gaussian_kl_module
+    from .test_kl_user_parameterizations import _module
 
-    rho = sp.Symbol("rho", real=True)
-    p = Parameterization("rho", "gaussian_kl_softplus", rho, sp.log(1 + sp.exp(rho)),
-                         "softplus rho")
-    namespace: dict = {}
-    exec(render_numpy(gaussian_kl_module(p), "test"), namespace)  # noqa: S102
+    # the softplus parameterization's module, rendered once per run (the run's cache) for
+    # this test and test_kl_user_parameterizations' softplus tests
+    namespace = _module("softplus")
     with np.errstate(all="ignore"):
         _, d_rho = namespace["kl_grad"](np.zeros(2), np.array([-720.0, -800.0]))
     np.testing.assert_allclose(d_rho, [-1.0, -1.0], rtol=1e-13)

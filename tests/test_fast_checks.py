@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 import kernel_runtime as rt
-from kernel_runtime import fast_numpy
+from kernel_runtime import checks, fast_numpy
 
 GENERATED = Path(__file__).resolve().parents[1] / "generated"
 
@@ -282,3 +282,34 @@ def test_same_outcomes_as_an_older_runtime(spec):
             except ValueError as error:
                 outcomes.append(str(error))
         assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.parametrize("size", [16, checks.BLAS_THREADS_FROM])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_bulk_checks_on_either_side_of_the_blas_threshold(size, bad):
+    """Below the threshold a dot product per pair, from it minimum and maximum per array:
+    each catches a NaN or an infinity anywhere in either array of a pair (and the torch
+    check of CPU tensors, on NumPy views, catches them too)."""
+    torch = pytest.importorskip("torch")
+    ok = np.linspace(0.5, 2.0, size)
+    assert checks.values_pass((ok, ok.copy()), (1,), ((0, 1),))
+    for at in (0, size // 2, size - 1):
+        for which in (0, 1):
+            arrays = [ok.copy(), ok.copy()]
+            arrays[which][at] = bad
+            assert not checks.values_pass(arrays, (), ((0, 1),))
+            with pytest.raises(ValueError, match=("mu", "sigma")[which]):
+                rt.prepare_elementwise(("mu", "sigma"), tuple(map(torch.from_numpy, arrays)),
+                                       ("sigma",), ("mu", "sigma"), None)
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_the_torch_check_of_cpu_tensors_of_other_sizes(which):
+    """CPU tensors that broadcast (of other sizes) are each tested by itself."""
+    torch = pytest.importorskip("torch")
+    arrays = [torch.zeros(3, 1, dtype=torch.float64), torch.ones(4, dtype=torch.float64)]
+    rt.prepare_elementwise(("mu", "sigma"), tuple(arrays), ("sigma",), ("mu", "sigma"), None)
+    arrays[which][-1] = np.inf
+    with pytest.raises(ValueError, match=("mu", "sigma")[which]):
+        rt.prepare_elementwise(("mu", "sigma"), tuple(arrays), ("sigma",), ("mu", "sigma"),
+                               None)
