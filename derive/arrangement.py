@@ -148,36 +148,13 @@ def _one_plus_exp(e: sp.Basic) -> sp.Basic | None:
     return None
 
 
-def _constant_plus_exp(e: sp.Basic) -> tuple[sp.Basic, sp.Basic] | None:
-    """``(log a, u + log(c/a))`` where ``e`` is ``a + c exp(u)`` (``a, c`` positive numbers),
-    else None: then ``log(e) = log a + softplus(u + log(c/a))``."""
-    if e.is_Add and len(e.args) == 2:
-        a, rest = e.as_coeff_Add()
-        c, x = rest.as_coeff_Mul()
-        if a.is_positive and c.is_positive and isinstance(x, sp.exp):
-            return sp.log(a), x.args[0] + sp.log(c / a)
-    return None
-
-
 _SOFTPLUS = Rewrite(
     "softplus",
-    "{0}, which never forms the exponential: it is finite for every finite {1} (a constant "
-    "term and coefficient taken in: {2})",
-    (sp.Eq(sp.log(1 + sp.exp(_u)), softplus(_u)), _u,
-     sp.Eq(sp.log(2 + 6 * sp.exp(_u)), sp.log(2) + softplus(_u + sp.log(3)))),
-    lambda e: _log_argument(e) is not None and _constant_plus_exp(_log_argument(e)) is not None,
-    lambda e: (_constant_plus_exp(_log_argument(e))[0]
-               + softplus(_constant_plus_exp(_log_argument(e))[1])),
+    "{0}, which never forms the exponential: it is finite for every finite {1}",
+    (sp.Eq(sp.log(1 + sp.exp(_u)), softplus(_u)), _u),
+    lambda e: isinstance(e, sp.log) and _one_plus_exp(e.args[0]) is not None,
+    lambda e: softplus(_one_plus_exp(e.args[0])),
 )
-
-
-def _log_argument(e: sp.Basic) -> sp.Basic | None:
-    """``x`` where ``e`` is ``log(x)`` or ``log1p(x - 1)``."""
-    if isinstance(e, sp.log):
-        return e.args[0]
-    if isinstance(e, log1p):
-        return 1 + e.args[0]
-    return None
 _LOG_SIGMOID = Rewrite(
     "log sigmoid",
     "{0}: the log of a sigmoid without forming it",

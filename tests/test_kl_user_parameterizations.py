@@ -316,34 +316,17 @@ def test_torch_autograd_through_the_user_pair_kl_equals_kl_grad(name):
 SLOW = os.environ.get("DERIVE_SLOW_TESTS", "") not in ("", "0")
 
 
-def test_log_of_exp_plus_c_is_arranged_without_overflow():
-    """The gap behind exp(rho) + c's pair module: log(sigma) was arranged as
-    log1p(1000 exp(rho)), inf for rho > 709; the softplus rule now takes in a constant term
-    and coefficient, log(a + c exp(u)) = log a + softplus(u + log(c/a)) (a checked step)."""
-    from codegen.numpy_backend import KernelPrinter
-    from derive.arrangement import KERNEL_REWRITES, LOG_REWRITES, arrange
-
-    rho = _REAL
-    for rules in (KERNEL_REWRITES, LOG_REWRITES):
-        arranged, steps = arrange(sp.log(sp.exp(rho) + sp.Rational(1, 1000)), rules)
-        assert steps
-        fn = sp.lambdify(rho, arranged, modules=[{"softplus": lambda u: np.logaddexp(0, u)},
-                                                 "numpy"])
-        for v in (-800.0, 0.0, 800.0, 1e300):
-            with mpmath.workdps(60):
-                true = float(mpmath.log(mpmath.exp(v) + mpmath.mpf(1) / 1000))
-            # relative to the terms (log 1000 taken out and put back: the KL's difference of
-            # two logs cancels it exactly)
-            assert abs(fn(v) - true) <= 4 * EPS * (abs(true) + math.log(1000)), (v, fn(v))
-    assert "softplus" in KernelPrinter().doprint(arranged) or "logaddexp" in \
-        KernelPrinter().doprint(arranged)
-
-
 @pytest.mark.skipif(not SLOW, reason="derives exp(rho) + c's pair module (about 30 s of CPU) "
                     "for this witness alone: run with DERIVE_SLOW_TESTS=1")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "the module is built now (kernels.py no longer unpacks a power as a Piecewise); left: "
+    "log(sigma) is arranged as log1p(1000 exp(rho)), inf for rho > 709. Taking the constant "
+    "into softplus(rho + log 1000) fixes it but rounds rho + log 1000, and the single "
+    "module's autograd d_rho at rho = -564 was then 65 eps off (bound 16): it needs the "
+    "softplus form only above rho = 0"))
 def test_the_pair_module_of_exp_plus_c_is_built_and_finite_where_sigma_p_overflows():
-    """Was a strict xfail: the module could not be built (kernels.py unpacked a power as a
-    Piecewise, TypeError), and behind it kl(0, -800, 0, 800) was inf - inf. True value:
+    """Was a strict xfail on a TypeError: the module could not be built (kernels.py unpacked
+    a power as a Piecewise). kl(0, -800, 0, 800) is inf - inf; true value:
     log(sigma_p/sigma_q) - 1/2 = 800 + log(1000) - 1/2 (sigma_q**2/sigma_p**2 underflows)."""
     m = _module("exp_plus_c", pair=True)
     with np.errstate(all="ignore"):
