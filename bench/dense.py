@@ -1,7 +1,10 @@
 """Dense measured bounds of the shipped KL kernels (issue 23, item 3).
 
 For each kernel output of ``gaussian_kl``, ``gaussian_kl_logvar``, ``gaussian_kl_pair``
-and ``gaussian_kl_pair_logvar`` (float64): its largest relative error, in units of
+and ``gaussian_kl_pair_logvar`` (float64; ``kl`` also in float32; the sticking-the-landing
+estimators at two noise values), and forward's ``y1``, inverse's ``x1`` and the
+log-determinant of every shipped coupling block (over G from -800 to 800, at x1 from
+1e-300 to 1e300): its largest relative error, in units of
 float64's eps, over every piece of derivation 2.3n / 2.3np -- at least 1e5 points per
 piece (``--points``), spread evenly in the log variance ratio ``x`` the pieces are cut
 by -- and over every boundary between pieces, +-64 ulp. The pair modules are measured at
@@ -82,6 +85,15 @@ PRIOR_SIGMAS = (1e-150, 1e-5, 1.0, 1e5, 1e150)
 PRIOR_LOGVARS = (-300.0, -10.0, 0.0, 10.0, 300.0)
 
 
+def _neighbours_of(points: np.ndarray, k: int) -> np.ndarray:
+    """Every point and its ``k`` neighbours in its own type on each side."""
+    out, lo, hi = [points], points.copy(), points.copy()
+    for _ in range(k):
+        lo, hi = np.nextafter(lo, -np.inf), np.nextafter(hi, np.inf)
+        out += [lo, hi]
+    return np.concatenate(out)
+
+
 def neighbours(points: np.ndarray, k: int = 64) -> np.ndarray:
     """Every point and its ``k`` float64 neighbours on each side."""
     points = np.asarray(points, np.float64)
@@ -107,6 +119,7 @@ class Case:
     ranges: tuple[tuple[float, float], ...]
     edges: tuple[float, ...]
     bound: float | None
+    dtype: type = np.float64  # the inputs' and outputs' type; errors in its eps
 
 
 def _sigma_inputs(x: np.ndarray, prior: float) -> tuple[np.ndarray, ...]:
@@ -205,11 +218,195 @@ def _cases() -> list[Case]:
     ]
 
 
-def _rel_eps(got: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """``|got - ref|/|ref|`` in eps; 0 where both are 0, inf where only ``ref`` is."""
+#: float32: x within the type's range (sigma from about 1e-28 to 1e19, the KL to its overflow)
+F32_X = (-130.0, 89.0)
+PRIOR_SIGMAS_32 = (1e-15, 1e-5, 1.0, 1e5, 1e15)
+PRIOR_LOGVARS_32 = (-30.0, -10.0, 0.0, 10.0, 30.0)
+#: The noise values the estimators are measured at (mu = 0: no cancellation with the mean).
+NOISE = (0.7, -1.3)
+
+
+def _clip(ranges: tuple[tuple[float, float], ...], lo: float, hi: float
+          ) -> tuple[tuple[float, float], ...]:
+    return tuple((max(a, lo), min(b, hi)) for a, b in ranges if min(b, hi) > max(a, lo))
+
+
+def _float32_cases() -> list[Case]:
+    """The KL kernels' ``kl`` in float32 (inputs float32, outputs float32, error in
+    float32's eps against the long-double reference of the float32 inputs)."""
+    f = np.float32
+    zero = np.zeros(1, f)
+    ranges = _clip(SINGLE_RANGES, *F32_X)
+    edges = tuple(e for e in SINGLE_EDGES if F32_X[0] < e < F32_X[1])
+    pair_edges = tuple(e for e in PAIR_EDGES if F32_X[0] < e < F32_X[1])
+    return [
+        Case("gaussian_kl", "kl", lambda s, p: gaussian_kl.kl(zero, s), _sigma_inputs,
+             lambda s, p: _kl_ld(s, 1.0), lambda s, p: (mpmath.expm1(2 * mpmath.log(_mp(s)))
+                                                        - 2 * mpmath.log(_mp(s))) / 2,
+             (1.0,), ranges, edges, 10, f),
+        Case("gaussian_kl_logvar", "kl", lambda v, p: gaussian_kl_logvar.kl(zero, v),
+             _logvar_inputs, lambda v, p: expm1mx_ld(np.asarray(v, LD)) / 2,
+             lambda v, p: (mpmath.expm1(_mp(v)) - _mp(v)) / 2, (0.0,), ranges, edges, 4, f),
+        Case("gaussian_kl_pair", "kl",
+             lambda s, p: gaussian_kl_pair.kl(zero, s, zero, np.full(1, p, f)),
+             lambda x, p: (np.asarray(_sigma_inputs(x, p)[0], f),),
+             lambda s, p: _kl_ld(s, LD(float(f(p)))),
+             lambda s, p: (lambda x: (mpmath.expm1(x) - x) / 2)(
+                 2 * mpmath.log(_mp(s) / _mp(float(f(p))))),
+             PRIOR_SIGMAS_32, ranges, pair_edges, 5, f),
+        Case("gaussian_kl_pair_logvar", "kl",
+             lambda v, p: gaussian_kl_pair_logvar.kl(zero, v, zero, np.full(1, p, f)),
+             _logvar_inputs,
+             lambda v, p: expm1mx_ld(np.asarray(v, LD) - LD(p)) / 2,
+             lambda v, p: (lambda x: (mpmath.expm1(x) - x) / 2)(_mp(v) - _mp(p)),
+             PRIOR_LOGVARS_32, ranges, pair_edges, 7, f),
+    ]
+
+
+def _estimator_cases() -> list[Case]:
+    """The sticking-the-landing estimators at ``mu = 0`` and a fixed noise (the ``priors``
+    field holds the noise value), float64."""
+    zero = np.zeros(1)
+
+    def stl(module, k):
+        return lambda a, e: module.kl_grad_stl(zero, a, np.full(1, e))[k]
+
+    def s_ld(s):
+        s = np.asarray(s, LD)
+        return (s - 1) * (s + 1) / s
+
+    return [
+        Case("gaussian_kl", "stl d_mu", stl(gaussian_kl, 0), _sigma_inputs,
+             lambda s, e: LD(e) * s_ld(s), lambda s, e: _mp(e) * (_mp(s) - 1 / _mp(s)),
+             NOISE, SINGLE_RANGES, SINGLE_EDGES, 3),
+        Case("gaussian_kl", "stl d_sigma", stl(gaussian_kl, 1), _sigma_inputs,
+             lambda s, e: LD(e) * LD(e) * s_ld(s),
+             lambda s, e: _mp(e) ** 2 * (_mp(s) - 1 / _mp(s)),
+             NOISE, SINGLE_RANGES, SINGLE_EDGES, 3),
+        Case("gaussian_kl_logvar", "stl d_mu", stl(gaussian_kl_logvar, 0), _logvar_inputs,
+             lambda v, e: 2 * LD(e) * np.sinh(np.asarray(v, LD) / 2),
+             lambda v, e: 2 * _mp(e) * mpmath.sinh(_mp(v) / 2),
+             NOISE, SINGLE_RANGES, SINGLE_EDGES, 3),
+        Case("gaussian_kl_logvar", "stl d_logvar", stl(gaussian_kl_logvar, 1), _logvar_inputs,
+             lambda v, e: LD(e) * LD(e) * np.expm1(np.asarray(v, LD)) / 2,
+             lambda v, e: _mp(e) ** 2 * mpmath.expm1(_mp(v)) / 2,
+             NOISE, tuple((lo, min(hi, X_GRAD_TOP)) for lo, hi in SINGLE_RANGES),
+             SINGLE_EDGES, 3),
+    ]
+
+
+def _g_inputs(x: np.ndarray, x1: float) -> tuple[np.ndarray, ...]:
+    """The coupling kernels: the grid is G itself (``x1`` is the ``priors`` field)."""
+    return (np.asarray(x, np.float64),)
+
+
+#: x1 (or y1) values the coupling kernels are measured at, for every G of the grid.
+X1S = (1e-300, 1e-100, 1e-8, 1.0, 1e8, 1e100, 1e300)
+#: G's grid: where exp(G) over- and underflows in float64, +-64 ulp around each.
+G_RANGE = (-800.0, 800.0)
+G_EDGES = (float(np.log(np.finfo(np.float64).max)), float(np.log(np.finfo(np.float64).tiny)),
+           -float(np.log(np.finfo(np.float64).max)), 0.0)
+
+
+def _coupling_call(module, kernel: str, k: int, with_s: bool = True):
+    """``module.kernel`` on a column of G values (batch N, one component), x1 (or y1) the
+    same everywhere, F = 0, x2 = 0, s = 0; output ``k`` raveled."""
+    def call(g: np.ndarray, x1: float) -> np.ndarray:
+        g = np.asarray(g, np.float64)[:, None]
+        a, x2 = np.full(g.shape, x1), np.zeros(g.shape)
+        args = (a, x2, np.zeros(1), lambda v: np.zeros_like(v), lambda v: g)
+        out = getattr(module, kernel)(*args)
+        out = out[k] if isinstance(out, tuple) else out
+        return np.asarray(out).reshape(-1)
+    return call
+
+
+#: pi in long double (float64's pi is 1.2e-16 off: 0.35 eps in the reference)
+PI_LD = 4 * np.arctan(LD(1))
+
+
+def _log1p_exp_ld(u: np.ndarray) -> np.ndarray:
+    """``log(1 + exp(u))`` in long double without overflow or cancellation."""
+    with np.errstate(over="ignore"):
+        return np.where(u > 0, u + np.log1p(np.exp(-u)), np.log1p(np.exp(u)))
+
+
+def _coupling_cases() -> list[Case]:
+    """forward's y1, inverse's x1 and the log-determinant of each shipped block, F = 0 (no
+    cancellation with the shift), over G in [-800, 800] (1e5 points a piece) and +-64 ulp
+    around where exp(G) over- and underflows and around each piece's boundary."""
+    from generated import coupling, coupling_affine, coupling_glow, coupling_soft_clamp
+
+    def ld(f):
+        return lambda g, x1: f(np.asarray(g, LD), LD(x1))
+
+    def sig(g):  # sigmoid(G + 2) in long double, without overflow
+        with np.errstate(over="ignore"):
+            return 1 / (1 + np.exp(-(g + 2)))
+
+    def mp_sig(g):
+        return 1 / (1 + mpmath.exp(-(_mp(g) + 2)))
+
+    def clamp(g):
+        return np.exp(4 * np.arctan(g / 2) / PI_LD)
+
+    def mp_clamp(g):
+        return mpmath.exp(4 * mpmath.atan(_mp(g) / 2) / mpmath.pi)
+
+    one = ((G_RANGE,), G_EDGES)
+    glow = (((G_RANGE[0], -2.0), (-2.0, G_RANGE[1])), G_EDGES + (-2.0,))
+    cases = []
+    for module, with_s in ((coupling, True), (coupling_affine, False)):
+        name = module.__name__.split(".")[-1]
+        cases += [
+            Case(name, "forward y1", _coupling_call(module, "forward", 0, with_s), _g_inputs,
+                 ld(lambda g, x1: x1 * np.exp(g)), lambda g, x1: _mp(x1) * mpmath.exp(_mp(g)),
+                 X1S, *one, 2),
+            Case(name, "inverse x1", _coupling_call(module, "inverse", 0, with_s), _g_inputs,
+                 ld(lambda g, x1: x1 * np.exp(-g)), lambda g, x1: _mp(x1) * mpmath.exp(-_mp(g)),
+                 X1S, *one, 2),
+            Case(name, "log_det", _coupling_call(module, "log_det_jacobian", 0, with_s),
+                 _g_inputs, ld(lambda g, x1: g), lambda g, x1: _mp(g), (1.0,), *one, 1),
+        ]
+    cases += [
+        Case("coupling_glow", "forward y1", _coupling_call(coupling_glow, "forward", 0, False),
+             _g_inputs, ld(lambda g, x1: x1 * sig(g)), lambda g, x1: _mp(x1) * mp_sig(g),
+             X1S, *glow, None),
+        Case("coupling_glow", "inverse x1", _coupling_call(coupling_glow, "inverse", 0, False),
+             _g_inputs, ld(lambda g, x1: x1 / sig(g)), lambda g, x1: _mp(x1) / mp_sig(g),
+             X1S, *glow, None),
+        Case("coupling_glow", "log_det",
+             _coupling_call(coupling_glow, "log_det_jacobian", 0, False), _g_inputs,
+             ld(lambda g, x1: -_log1p_exp_ld(-(g + 2))),
+             lambda g, x1: -mpmath.log1p(mpmath.exp(-(_mp(g) + 2))),
+             (1.0,), *glow, 2),
+        Case("coupling_soft_clamp", "forward y1",
+             _coupling_call(coupling_soft_clamp, "forward", 0, False), _g_inputs,
+             ld(lambda g, x1: x1 * clamp(g)), lambda g, x1: _mp(x1) * mp_clamp(g),
+             X1S, *one, 3),
+        Case("coupling_soft_clamp", "inverse x1",
+             _coupling_call(coupling_soft_clamp, "inverse", 0, False), _g_inputs,
+             ld(lambda g, x1: x1 / clamp(g)), lambda g, x1: _mp(x1) / mp_clamp(g),
+             X1S, *one, 3),
+        Case("coupling_soft_clamp", "log_det",
+             _coupling_call(coupling_soft_clamp, "log_det_jacobian", 0, False), _g_inputs,
+             ld(lambda g, x1: 4 * np.arctan(g / 2) / PI_LD),
+             lambda g, x1: 4 * mpmath.atan(_mp(g) / 2) / mpmath.pi, (1.0,), *one, 2),
+    ]
+    return cases
+
+
+def all_cases() -> list[Case]:
+    """Every measured output: the KL kernels in float64, in float32, the estimators, and
+    the coupling kernels."""
+    return _cases() + _float32_cases() + _estimator_cases() + _coupling_cases()
+
+
+def _rel_eps(got: np.ndarray, ref: np.ndarray, eps: float = EPS) -> np.ndarray:
+    """``|got - ref|/|ref|`` in ``eps``; 0 where both are 0, inf where only ``ref`` is."""
     got = np.asarray(got, LD)
     with np.errstate(all="ignore"):
-        err = np.asarray(np.abs(got - ref) / np.abs(ref), np.float64) / EPS
+        err = np.asarray(np.abs(got - ref) / np.abs(ref), np.float64) / eps
     err = np.where(ref == 0, np.where(got == 0, 0.0, np.inf), err)
     return np.where(np.isnan(got) & ~np.isnan(ref), np.inf, err)
 
@@ -219,27 +416,40 @@ def measure_case(case: Case, points: int, check: int, rng: np.random.Generator
     """The case's largest error per prior scale, piece by piece and at the boundaries."""
     worst, worst_at, checked, n_points, mp_gap, mp_at = 0.0, None, 0, 0, 0.0, None
     per_piece: list[float] = []
+    info = np.finfo(case.dtype)
+    eps = float(info.eps)
+    # the reference where it is finite and normal, 1e8 inside float64's range (float32's:
+    # 16 below its largest, to its overflow edge at x = 89): beyond, the kernel's range
+    # ends (stated separately in docs/numerics.md)
+    top = float(info.max) / (1e8 if case.dtype is np.float64 else 16)
+    bottom = float(info.tiny) * 1e8
     for prior in case.priors:
         xs = [np.linspace(lo, hi, points) for lo, hi in case.ranges]
         xs.append(neighbours(np.array(case.edges), 64))
         for k, x in enumerate(xs):
             (arg,) = case.inputs(x, prior)
-            true_x = arg if case.inputs is _logvar_inputs else None
+            true_x = arg if case.inputs in (_logvar_inputs, _g_inputs) else None
             with np.errstate(all="ignore"):
+                if case.dtype is not np.float64:  # the inputs rounded to the type, then
+                    # +-64 of its own ulp around each boundary
+                    arg = arg.astype(case.dtype)
+                    if k == len(case.ranges):
+                        arg = _neighbours_of(arg[:len(case.edges)], 64)
+                    arg = arg[np.isfinite(arg)]
                 ref = case.ld(arg, prior)
                 ref64 = np.asarray(ref, np.float64)
-            # the reference where it is finite and normal in float64: beyond, the kernel's
-            # range ends (stated separately in docs/numerics.md)
-            keep = (np.isfinite(ref64) & (np.abs(ref64) < 1e300) & (np.abs(ref64) > 1e-300)
+            keep = (np.isfinite(ref64) & (np.abs(ref64) < top) & (np.abs(ref64) > bottom)
                     & np.isfinite(arg))
             if true_x is None:
-                keep &= (arg > 1e-300) & (arg < 1e300)
+                keep &= (arg > bottom) & (arg < top)
             arg, ref = arg[keep], ref[keep]
             if not arg.size:
                 continue
             with np.errstate(all="ignore"):
-                got = np.asarray(case.call(arg, prior), np.float64)
-            err = _rel_eps(got, ref)
+                out = case.call(arg, prior)
+                assert np.asarray(out).dtype == case.dtype, (case, np.asarray(out).dtype)
+                got = np.asarray(out, np.float64)
+            err = _rel_eps(got, ref, eps)
             n_points += arg.size
             i = int(np.argmax(err))
             if k < len(case.ranges):
@@ -256,11 +466,12 @@ def measure_case(case: Case, points: int, check: int, rng: np.random.Generator
                     if mp_value == 0:
                         continue
                     ld_value = mpmath.mpf(np.format_float_scientific(ref[j], unique=True))
-                    gap = abs((ld_value - mp_value) / mp_value) / EPS
+                    gap = abs((ld_value - mp_value) / mp_value) / eps
                     if gap > mp_gap:
                         mp_gap, mp_at = float(gap), (float(arg[j]), prior)
                     checked += 1
-    return {"module": case.module, "output": case.output, "points": n_points,
+    return {"module": case.module, "output": case.output, "dtype": np.dtype(case.dtype).name,
+            "points": n_points,
             "pieces": len(case.ranges), "priors": list(case.priors), "max_eps": worst,
             "at": worst_at, "bound": case.bound, "mp_checked": checked,
             "ld_vs_mp_eps": mp_gap, "ld_vs_mp_at": mp_at}
@@ -271,7 +482,7 @@ def run(points: int = 100_000, check: int = 40, log: Callable[[str], None] = pri
     """Every case's row."""
     rng = np.random.default_rng(0)
     rows = []
-    for case in _cases():
+    for case in all_cases():
         if modules is not None and case.module not in modules:
             continue
         start = time.perf_counter()
@@ -287,12 +498,13 @@ def run(points: int = 100_000, check: int = 40, log: Callable[[str], None] = pri
 
 def markdown(result: dict[str, object]) -> list[str]:
     """The table, as Markdown lines."""
-    out = ["| module | output | points | max error (eps) | at (input, prior) | stated bound "
-           "| long double vs mpmath (eps) |", "|---|---|---|---|---|---|---|"]
+    out = ["| module | output | type | points | max error (eps) | at (input, prior or noise) "
+           "| stated bound | long double vs mpmath (eps) |", "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         at = r["at"]
-        out.append(f"| `{r['module']}` | `{r['output']}` | {r['points']:,} | "
-                   f"{r['max_eps']:.2f} | {at[0]:.6g}, {at[1]:g} | "
+        out.append(f"| `{r['module']}` | `{r['output']}` | {r.get('dtype', 'float64')} | "
+                   f"{r['points']:,} | "
+                   f"{r['max_eps']:.3g} | {f'{at[0]:.6g}, {at[1]:g}' if at else '—'} | "
                    f"{r['bound'] if r['bound'] is not None else '—'} | "
                    f"{r['ld_vs_mp_eps']:.1e} ({r['mp_checked']} points) |")
     return out

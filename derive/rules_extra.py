@@ -8,6 +8,9 @@ identity, checked as a step (piecewise ones inside each piece) when the search k
 - ``U log U - V log V`` as ``(U - V) log U + V log1p((U - V)/V)``;
 - ``log(n/d)`` as ``log1p((n - d)/d)`` where ``n - d`` is shorter than ``n``;
 - ``u**p - v**p`` as ``v**p expm1(p log1p((u - v)/v))``;
+- ``k u**2 - k c**2`` as ``k (u - c)(u + c)`` or ``k (2 c d + d**2)``, ``d = u - c``;
+- two terms of a sum added first (one alternative per pair);
+- ``expm1(f g)`` as ``expm1(p) + exp(p) expm1(q)``, ``p + q = f g`` exactly (Dekker);
 - ``sqrt(exp(u) + c)`` as ``exp(u/2) sqrt(1 + c exp(-u))`` where ``u > 0`` (no overflow
   of ``exp(u)`` where the root is finite).
 
@@ -28,7 +31,7 @@ from sympy.codegen.cfunctions import expm1, log1p
 
 from .nodes import cbrt
 
-__all__ = ["EXTRA_RULES", "two_terms"]
+__all__ = ["EXTRA_RULES", "Grouped", "two_terms"]
 
 _a = sp.Symbol("a", real=True)
 _b = sp.Symbol("b", real=True)
@@ -193,6 +196,208 @@ def _power_difference(e: sp.Basic) -> sp.Basic:
     return e.replace(lambda t: parts(t) is not None, value)
 
 
+def _difference_of_squares(e: sp.Basic) -> tuple[sp.Basic, ...]:
+    """``k u**2 - k c**2`` (terms of a sum, ``c`` a rational) as ``k (u - c)(u + c)``:
+    where ``u`` is near ``c`` the small factor is formed first (exactly, by Sterbenz's
+    lemma, for ``c/2 <= u <= 2c``), not as the difference of two close squares. One
+    alternative for each square the sum holds (the search measures which helps)."""
+    sums = [t for t in sp.preorder_traversal(e) if t.is_Add and t.as_coeff_Add()[0] != 0]
+    out = []
+    for t in sums:
+        const = t.as_coeff_Add()[0]
+        for term in t.args:
+            k, rest = term.as_coeff_Mul()
+            if rest.is_Pow and rest.exp == 2 and not rest.base.is_number:
+                c = sp.sqrt(-const / k)
+                if c.is_Rational and c > 0:
+                    u = rest.base
+                    others = t - term - const
+                    d = sp.UnevaluatedExpr(u - c)
+                    out.append(e.xreplace({t: others + k * sp.UnevaluatedExpr((u - c) * (u + c))}))
+                    # the same around c: k (2 c d + d**2), d = u - c
+                    out.append(e.xreplace({t: others + 2 * c * k * d + k * d**2}))
+    return tuple(out)
+
+
+def _pair_first(e: sp.Basic) -> tuple[sp.Basic, ...]:
+    """A sum of three to six terms with two of them added first (one alternative per pair):
+    the two that cancel, added before the others are, lose nothing (Sterbenz's lemma)."""
+    out = []
+    for t in sp.preorder_traversal(e):
+        if t.is_Add and 3 <= len(t.args) <= 6:
+            args = list(t.args)
+            for i in range(len(args)):
+                for j in range(i + 1, len(args)):
+                    rest = [a for k, a in enumerate(args) if k not in (i, j)]
+                    grouped = sp.UnevaluatedExpr(sp.Add(args[i], args[j]))
+                    out.append(e.xreplace({t: sp.Add(grouped, *rest)}))
+    return tuple(out)
+
+
+class Grouped(sp.UnevaluatedExpr):
+    """An operation kept in its place and printed in parentheses by every printer (an
+    :class:`~sympy.UnevaluatedExpr` whose sum starts with a minus sign loses it when printed
+    as a term of another sum: SymPy's printers take the leading ``-`` for the term's)."""
+
+    def _grouped(self, printer: object) -> str:
+        return "(" + printer._print(self.args[0]) + ")"
+
+    _numpycode = _kernelcode = _pythoncode = _sympystr = _grouped
+
+    def _latex(self, printer: object) -> str:
+        return r"\left(" + printer._print(self.args[0]) + r"\right)"
+
+
+_U = Grouped
+#: Veltkamp's splitting constant for float64, 2**27 + 1.
+_SPLITTER = sp.Integer(2**27 + 1)
+#: Beyond this magnitude a factor's split overflows (the splitter times it).
+_SPLIT_LIMIT = sp.Float("1e290", 3)
+
+
+def _two_sum(a: sp.Basic, b: sp.Basic) -> tuple[sp.Basic, sp.Basic]:
+    """Knuth's TwoSum: ``(s, r)`` with ``s = fl(a + b)`` and ``s + r = a + b`` exactly in
+    float64 (each operation kept in its order by :class:`~sympy.UnevaluatedExpr`; in the
+    reals ``r`` is 0)."""
+    s = _U(a + b)
+    bb = _U(s - a)
+    return s, _U(_U(a - _U(s - bb)) + _U(b - bb))
+
+
+def _split(a: sp.Basic) -> tuple[sp.Basic, sp.Basic]:
+    """Veltkamp's split: ``a = hi + lo`` exactly, each half 26 bits."""
+    c = _U(_SPLITTER * a)
+    hi = _U(c - _U(c - a))
+    return hi, _U(a - hi)
+
+
+def _two_product(a: sp.Basic, b: sp.Basic) -> tuple[sp.Basic, sp.Basic]:
+    """Dekker's TwoProduct: ``(p, q)`` with ``p = fl(a b)`` and ``p + q = a b`` exactly in
+    float64 (no overflow or underflow in between)."""
+    p = _U(a * b)
+    ah, al = _split(a)
+    bh, bl = _split(b)
+    q = _U(_U(_U(_U(_U(ah * bh) - p) + _U(ah * bl)) + _U(al * bh)) + _U(al * bl))
+    return p, q
+
+
+def _exact_parts(f: sp.Basic) -> tuple[sp.Basic, sp.Basic] | None:
+    """``f`` as ``hi + lo`` exactly: a variable as itself, a sum of two as TwoSum."""
+    if f.is_Symbol:
+        return f, sp.S.Zero
+    if f.is_Add and len(f.args) == 2 and all(a.is_Symbol for a in f.args):
+        return _two_sum(*f.args)
+    return None
+
+
+def _exact_product_parts(u: sp.Basic) -> tuple[sp.Basic, sp.Basic, sp.Basic] | None:
+    """``u = f g`` (two factors, each a variable or a sum of two) as ``(hi, lo, cond)``:
+    ``hi + lo`` equals ``f g`` to twice float64's precision where ``cond`` (no factor so
+    large that its split overflows)."""
+    if not u.is_Mul:
+        return None
+    coeff, rest = u.as_coeff_Mul()
+    factors = rest.as_ordered_factors()
+    if coeff not in (1, -1) or len(factors) != 2:
+        return None
+    parts = [_exact_parts(f) for f in factors]
+    if any(p is None for p in parts):
+        return None
+    (h1, l1), (h2, l2) = parts
+    p, q = _two_product(h1, h2)
+    lo = q + h1 * l2 + l1 * h2
+    cond = sp.And(*[sp.Abs(h) < _SPLIT_LIMIT for h in (h1, h2)])
+    return coeff * p, coeff * lo, cond
+
+
+def _exp_of_exact_product(e: sp.Basic) -> sp.Basic:
+    """``expm1(f g)`` as ``expm1(p) + exp(p) expm1(q)`` and ``exp(f g)`` as
+    ``exp(p) exp(q)``, with ``p + q = f g`` to twice float64's precision (Dekker's
+    TwoProduct, TwoSum for a factor that is a sum): the rounding of the product, which
+    the exponential magnifies by ``|f g|``, is carried in ``q``."""
+
+    def arg(t: sp.Basic) -> sp.Basic | None:
+        if isinstance(t, (expm1, sp.exp)) and _exact_product_parts(t.args[0]) is not None:
+            return t.args[0]
+        return None
+
+    def value(t: sp.Basic) -> sp.Basic:
+        u = arg(t)
+        hi, lo, cond = _exact_product_parts(u)
+        if isinstance(t, expm1):
+            # beyond 709 exp(p) overflows (and expm1 too): expm1(u) as it was there
+            return sp.Piecewise((expm1(hi) + sp.exp(hi) * expm1(lo), sp.And(cond, u < 709)),
+                                (t, True))
+        return sp.Piecewise((sp.exp(hi) * sp.exp(lo), cond), (t, True))
+
+    return e.replace(lambda t: arg(t) is not None, value)
+
+
+def _expm1_ratio(e: sp.Basic) -> sp.Basic:
+    """``c expm1(V + W)/(expm1(V) expm1(W))`` as ``c/expm1(V) + c/expm1(W) + c`` (as
+    ``expm1(V + W) = expm1(V) + expm1(W) + expm1(V) expm1(W)``), with ``1/expm1(u) + 1``
+    written ``-1/expm1(-u)``, so that where V and W share a sign no term cancels another
+    and no exponential overflows; where their signs differ and they nearly cancel
+    (``|V + W| < |V|/2``) the quotient as it was (its numerator formed from the small sum),
+    unless an exponential overflows there."""
+
+    def parts(t: sp.Basic) -> tuple[sp.Basic, sp.Basic, sp.Basic] | None:
+        if not t.is_Mul:
+            return None
+        num = [f for f in t.args if isinstance(f, expm1)]
+        den = [f.base for f in t.args if f.is_Pow and f.exp == -1 and isinstance(f.base, expm1)]
+        if len(num) != 1 or len(den) != 2:
+            return None
+        v, w = den[0].args[0], den[1].args[0]
+        if sp.expand(num[0].args[0] - v - w) != 0:
+            return None
+        c = t / num[0] * den[0] * den[1]
+        return c, v, w
+
+    def value(t: sp.Basic) -> sp.Basic:
+        c, v, w = parts(t)
+        both_pos = sp.expand(c / expm1(v) + c / expm1(w) + c)
+        both_neg = sp.expand(-c / expm1(-v) + c / expm1(w))
+        v_pos = sp.expand(c / expm1(v) - c / expm1(-w))
+        w_pos = sp.expand(c / expm1(w) - c / expm1(-v))
+        big = sp.Integer(709)
+        return sp.Piecewise((both_pos, sp.And(v > 0, w > 0)), (both_neg, sp.And(v < 0, w < 0)),
+                            (t, sp.And(sp.Abs(v + w) < sp.Abs(v) / 2, sp.Abs(v) < big,
+                                       sp.Abs(w) < big)),
+                            (v_pos, v > 0), (w_pos, True))
+
+    # the grouping kept for floating point dropped, exp(x) - 1 read as expm1(x)
+    e = e.replace(lambda a: isinstance(a, sp.UnevaluatedExpr), lambda a: a.args[0])
+    e = e.replace(lambda a: a.is_Add and len(a.args) == 2 and sp.S.NegativeOne in a.args
+                  and any(isinstance(x, sp.exp) for x in a.args),
+                  lambda a: expm1(next(x for x in a.args if isinstance(x, sp.exp)).args[0]))
+    return e.replace(lambda t: parts(t) is not None, value)
+
+
+def _over_expm1_of_product(e: sp.Basic) -> sp.Basic:
+    """``c/expm1(c y)`` (``c`` a factor of the product) as ``g(c y)/y`` with
+    ``g(u) = u/expm1(u)`` (1 at ``u = 0``): where ``c y`` underflows the quotient of two
+    tiny numbers is not formed; ``g`` is near 1 there."""
+
+    def parts(t: sp.Basic) -> tuple[sp.Basic, sp.Basic] | None:
+        if not t.is_Mul:
+            return None
+        for f in t.args:
+            if f.is_Pow and f.exp == -1 and isinstance(f.base, expm1):
+                u = f.base.args[0]
+                rest = t / f
+                for c in rest.as_ordered_factors():
+                    if c.is_Symbol and u.is_Mul and c in u.args:
+                        return u, (t / f / c) / (u / c)
+        return None
+
+    def value(t: sp.Basic) -> sp.Basic:
+        u, k = parts(t)
+        return k * sp.Piecewise((u / expm1(u), sp.Ne(u, 0)), (1, True))
+
+    return e.replace(lambda t: parts(t) is not None, value)
+
+
 def two_terms(e: sp.Basic) -> tuple[sp.Basic, sp.Basic] | None:
     """``(A, B)`` where ``e = A - B`` is a sum of two terms, B's sign extracted (the
     search's differences use it too).
@@ -242,6 +447,27 @@ EXTRA_RULES = (
           "{0}: the small relative difference of the bases formed first, no cancellation",
           (sp.Eq((_p + 1) ** sp.Rational(1, 3) - _p ** sp.Rational(1, 3),
                  _p ** sp.Rational(1, 3) * expm1(log1p(1 / _p) / 3)),)),
+    _rule("difference of squares", _difference_of_squares,
+          "{0}: the small factor formed first where the square is near the constant",
+          (sp.Eq(_u ** 2 / 2 - sp.Rational(1, 2), (_u - 1) * (_u + 1) / 2),)),
+    _rule("pair first", _pair_first,
+          "{0}: two terms of a sum added before the others (measured: the pair that "
+          "cancels, added first, loses nothing)",
+          (sp.Eq(_a + _b + _c, sp.UnevaluatedExpr(_a + _c) + _b, evaluate=False),)),
+    _rule("exp of an exact product", _exp_of_exact_product,
+          "{0}, with {1} equal to the product to twice float64's precision (Dekker's "
+          "TwoProduct, Knuth's TwoSum for a factor that is a sum): the product's rounding, "
+          "which the exponential magnifies by the product's size, is carried in b",
+          (sp.Eq(expm1(_a + _b), expm1(_a) + sp.exp(_a) * expm1(_b)), _a + _b)),
+    _rule("expm1 ratio", _expm1_ratio,
+          "{0}: where V and W share a sign, a sum whose terms share theirs (with {1}), and "
+          "no exponential that overflows",
+          (sp.Eq(expm1(_a + _b) / (expm1(_a) * expm1(_b)), 1 / expm1(_a) + 1 / expm1(_b) + 1),
+           sp.Eq(1 / expm1(_u) + 1, -1 / expm1(-_u)))),
+    _rule("over expm1 of a product", _over_expm1_of_product,
+          "{0}: no quotient of two numbers that underflow together",
+          (sp.Eq(_a / expm1(_a * _b), sp.Mul(_a * _b / expm1(_a * _b), 1 / _b,
+                                             evaluate=False), evaluate=False),)),
     _rule("root of exp", _root_of_exp,
           "{0} where {1}: the exponential of half the argument, so that no exponential "
           "overflows where the root does not",

@@ -10,7 +10,8 @@ module (conjugates, differences of sines, cosines, tangents, arctangents and log
 ``log|sinh u|``, ``log1p(u**2)`` through ``log|u|``, ``log(exp a - exp b)``, differences
 of softplus, ``log(1 - exp(-u))``), regimes split at thresholds found from the samples,
 and Taylor series where the error concentrates near a point -- and keeps each one that
-lowers the maximum error (or, at the same maximum, the mean). Every kept rewrite is a
+lowers the maximum error (or, at the same maximum, the mean) and does not raise it on a
+held-out sample (another seed). Every kept rewrite is a
 :class:`~derive.derivation.Step`, checked (:func:`~derive.derivation.check_step`)
 before it is kept: a rewrite that is not an identity is refused. A series piece is
 checked as a series (``f = P + O(u**n)``) and its remainder measured in its piece.
@@ -687,20 +688,25 @@ RULES = (
 )
 
 
+#: What a rule that does not apply raises (SymPy's own operations on a form it cannot take).
+_RULE_ERRORS = (TypeError, ValueError, AttributeError, IndexError, RecursionError,
+                NotImplementedError, sp.PolynomialError)
+
+
 def _candidates(expr: sp.Expr) -> Iterator[Candidate]:
     """Every rewrite of ``expr`` this search knows, one at a time (unchanged ones skipped)."""
     rules: list[Rewrite] = list(dict.fromkeys((*KERNEL_REWRITES, *LOG_REWRITES)))
     for rule in rules:
         try:
             new = rule(expr)
-        except (TypeError, ValueError, AttributeError, IndexError):
+        except _RULE_ERRORS:
             continue
         if new != expr:
             yield Candidate(new, rule.reason, rule.notes)
     for name, rewrites in (("kernel", KERNEL_REWRITES), ("log", LOG_REWRITES)):
         try:
             new, steps = _arrange_all(expr, rewrites)
-        except (TypeError, ValueError, AttributeError, IndexError):
+        except _RULE_ERRORS:
             continue
         if new != expr and len(steps) > 1:
             notes = tuple(n for st in steps for n in st.notes)
@@ -709,17 +715,28 @@ def _candidates(expr: sp.Expr) -> Iterator[Candidate]:
                 for k, st in enumerate(steps)), notes)
     for _name, fn, reason, notes in (*RULES, *EXTRA_RULES):
         try:
-            new = fn(expr)
-        except (TypeError, ValueError, AttributeError, IndexError, RecursionError,
-                NotImplementedError, sp.PolynomialError):
+            got = fn(expr)
+        except _RULE_ERRORS:
             continue
-        if new != expr and isinstance(new, sp.Expr) and not new.has(sp.I):
-            yield Candidate(new, reason, notes)
-            # the rule's result, then the sympy optimizations for expm1 / log1p on it
-            for rule in (r for r in KERNEL_REWRITES if r.whole is not None):
-                more = rule(new)
-                if more != new and not more.has(sp.I):
-                    yield Candidate(more, reason + f"; then the {rule.name} rewrite", notes)
+        # a rule gives one rewrite, or a tuple of alternatives (one per place it applies)
+        for new in (got if isinstance(got, tuple) else (got,)):
+            yield from _with_optimizations(expr, new, reason, notes)
+
+
+def _with_optimizations(expr: sp.Expr, new: sp.Basic, reason: str,
+                        notes: tuple[sp.Basic, ...]) -> Iterator[Candidate]:
+    """``new`` as a candidate, and each of the expm1/log1p optimizations applied to it."""
+    if new == expr or not isinstance(new, sp.Expr) or new.has(sp.I):
+        return
+    yield Candidate(new, reason, notes)
+    # the rule's result, then the sympy optimizations for expm1 / log1p on it
+    for rule in (r for r in KERNEL_REWRITES if r.whole is not None):
+        try:
+            more = rule(new)
+        except _RULE_ERRORS:
+            continue
+        if more != new and not more.has(sp.I):
+            yield Candidate(more, reason + f"; then the {rule.name} rewrite", notes)
 
 
 def _renumber(reason: str, offset: int) -> str:
@@ -806,7 +823,11 @@ class _Scorer:
 
 
 def _better(a: Measure, b: Measure) -> bool:
-    """Whether ``a`` is better than ``b``: a lower maximum, or the same and a lower mean."""
+    """Whether ``a`` is better than ``b``: a lower maximum, or the same and a lower mean.
+    Within 4 ulp, a maximum lower by 2 ulp at least: one ulp is within the spread between
+    two samples of the domain (a rewrite kept for it was worse than typed on another)."""
+    if b.max_ulp <= 4:
+        return a.max_ulp <= b.max_ulp - 2
     if a.max_ulp < b.max_ulp * 0.999:
         return True
     return a.max_ulp <= b.max_ulp and a.mean_ulp < b.mean_ulp * 0.9
@@ -814,7 +835,10 @@ def _better(a: Measure, b: Measure) -> bool:
 
 def _renderable(expr: sp.Expr) -> bool:
     """Whether every piece of every Piecewise in ``expr`` has a safe point (the planner
-    needs one)."""
+    needs one). Asked with the variables plain reals, as the written kernel's arguments are
+    (a positive symbol makes SymPy's sign queries on a Horner form take minutes)."""
+    expr = expr.xreplace({v: sp.Symbol(v.name, real=True) for v in expr.free_symbols
+                          if isinstance(v, sp.Symbol)})
     for pw in expr.atoms(sp.Piecewise):
         earlier: list[sp.Basic] = []
         for piece, cond in pw.args:
@@ -891,50 +915,89 @@ def _split_candidates(current: sp.Expr, current_err: np.ndarray, other: Candidat
                                 (*other.notes, cond))
 
 
+def _centre(values: np.ndarray) -> float | None:
+    """The short number the ``values`` (a variable at the worst points) crowd around, or
+    None where they do not: within 1e-1 of it (relative to it beyond 1)."""
+    if not values.size:
+        return None
+    mid = float(np.median(values))
+    for c in (0.0, float(f"{mid:.1g}")):
+        if np.median(np.abs(values - c)) <= 1e-1 * max(1.0, abs(c)):
+            return c
+    return None
+
+
+def _two_digits_up(x: float) -> float:
+    """``x > 0`` rounded up to two significant digits."""
+    t = float(f"{x:.2g}")
+    if t < x:
+        t = float(f"{t + 10.0 ** (math.floor(math.log10(x)) - 1):.2g}")
+    return t
+
+
+#: The orders tried for a series piece (terms kept: the order minus one).
+SERIES_ORDERS = (12, 24, 32)
+
+
 def _series_candidates(current: sp.Expr, err: np.ndarray, scorer: _Scorer,
                        ) -> Iterator[Candidate]:
-    """A Taylor polynomial around 0 of the one variable where the worst errors are near 0,
-    used where it is accurate (found from the samples)."""
-    if len(scorer.variables) != 1 or current.has(sp.Piecewise):
+    """A Taylor polynomial of ``current`` in one variable around the point ``c`` its worst
+    errors crowd around (the other variables kept as they are, in its coefficients), in
+    powers of ``t = v - c`` (formed first: exact near ``c`` by Sterbenz's lemma for ``c``
+    a power of two), used where it is more accurate than ``current``: the threshold on
+    ``|t|`` found from the samples."""
+    if current.has(sp.Piecewise):
         return
-    v = scorer.variables[0]
-    col = scorer.columns[0]
     worst = np.argsort(err)[-max(len(err) // 50, 3):]
-    if np.median(np.abs(col[worst])) > 1e-2:
-        return
-    true = scorer.true
-    # a pole or a branch point at 0 (a log of something vanishing there): no Taylor series
-    probe = current.subs(v, sp.Rational(1, 10**30))
-    if not probe.is_finite or (current.subs(v, 0) is sp.zoo):
-        return
-    for order in (12,):
+    for k, v in enumerate(scorer.variables):
+        col = scorer.columns[k]
+        c = _centre(col[worst])
+        if c is None:
+            continue
+        centre = sp.Rational(repr(c)) if c != int(c) else sp.Integer(int(c))
+        # a pole or a branch point at c (a log of something vanishing there): no series
         try:
-            series = sp.series(current, v, 0, order)
-        except Exception:  # noqa: BLE001 - no series there: nothing to try
-            return
-        poly = series.removeO()
-        if poly.has(sp.log) or poly.has(sp.Abs) or not poly.is_polynomial(v) and not (
-                poly * v ** order).is_polynomial(v):
+            probe = current.subs(v, centre + sp.Rational(1, 10**30))
+            if not probe.is_finite or current.subs(v, centre) is sp.zoo:
+                continue
+        except (TypeError, ValueError, ZeroDivisionError):
             continue
-        got = scorer.errors(poly)
-        if got is None:
-            continue
-        perr = got[0]
-        good = np.abs(col)[perr <= 1]
-        bad = np.abs(col)[perr > 1]
-        limit = bad.min() if bad.size else np.inf
-        good = good[good < limit]
-        if not good.size or not np.isfinite(true).any():
-            continue
-        t = float(f"{float(good.max()):.2g}")
-        if t <= 0:
-            continue
-        cond = sp.Abs(v) < _threshold(t)
-        expr = sp.Piecewise((sp.horner(poly) if poly.is_polynomial(v) else poly, cond),
-                            (current, True))
-        yield Candidate(expr, "its Taylor series around 0, used truncated where {0}: the "
-                        "remainder is below the rounding error there (measured on the samples)",
-                        (cond,), series=series)
+        t = sp.Dummy("t", real=True)
+        shift = v if c == 0 else sp.UnevaluatedExpr(v - centre)
+        key = np.abs(col - c)
+        for order in SERIES_ORDERS:
+            try:
+                series = sp.series(current, v, centre, order)
+            except Exception:  # noqa: BLE001 - no series there: nothing to try
+                break
+            poly = series.removeO()
+            if poly.has(sp.log, sp.Abs) or not poly.is_polynomial(v):
+                continue
+            in_t = sp.expand(poly.xreplace({v: centre + t}))
+            if not in_t.is_polynomial(t):
+                continue
+            printed = sp.horner(in_t, t).xreplace({t: shift})
+            got = scorer.errors(printed)
+            if got is None:
+                continue
+            split = _best_split(key, got[0], err)
+            if split is None:
+                continue
+            # the threshold just above the farthest point measured in the piece (rounded
+            # up to two digits), not the shortest number before the next point: a series
+            # goes wrong fast beyond where it was measured
+            used = key[key < split[0]]
+            if not used.size:
+                continue
+            thr = _two_digits_up(float(used.max()))
+            if thr <= 0:
+                continue
+            lhs = sp.Abs(v - centre)
+            cond = lhs < _threshold(thr)
+            yield Candidate(sp.Piecewise((printed, cond), (current, True)),
+                            f"its Taylor series in {{1}} (to order {order}), used truncated "
+                            "where {0}: the remainder is below the rounding error there "
+                            "(measured on the samples)", (cond, v - centre), series=series)
 
 
 def _check(current: sp.Expr, cand: Candidate, seed: int = 1) -> Step:
@@ -999,6 +1062,11 @@ def arrange_search(expr: sp.Expr, box: dict[sp.Symbol, tuple[float, float]], *,
     current, best = expr, before
     steps: list[Step] = []
     refused: list[tuple[str, str]] = []
+    # a held-out sample (another seed, half the size): a rewrite that gains on the search's
+    # sample must not lose on it (a gain of noise on one sample is a loss on another)
+    held_points = sample_box(box, max(samples // 2, 8), np.random.default_rng(seed + 7919))
+    held = _Scorer(variables, held_points, reference(expr, variables, held_points))
+    held_best = held.measure(expr)[0] if len(held.true) else None
     for _ in range(rounds):
         if best.max_ulp <= 2:  # within 2 ulp already: a rewrite would gain less than the
             break              # spread between two samples of the domain
@@ -1031,8 +1099,13 @@ def arrange_search(expr: sp.Expr, box: dict[sp.Symbol, tuple[float, float]], *,
             except (StepCheckError, ValueError) as error:
                 refused.append((cand.reason, str(error)))
                 continue
+            held_m = held.measure(cand.expr) if held_best is not None else None
+            if held_m is not None and held_m[0].max_ulp > held_best.max_ulp:
+                continue  # not an error: measured worse on the held-out sample
             steps.append(step)
             current, best, current_err = cand.expr, m, err
+            if held_m is not None:
+                held_best = held_m[0]
             kept = True
             break
         if not kept:

@@ -1,4 +1,5 @@
-"""The bounds docs/numerics.md states for the KL kernels, checked over every piece and
+"""The bounds docs/numerics.md states for the KL kernels (float64 and float32), their
+sticking-the-landing estimators and the coupling kernels, checked over every piece and
 every boundary between pieces (+-64 ulp), at a tenth of the density of the benchmark
 (``python -m bench.dense``: 1e5 points per piece), against a long-double reference that
 is itself checked against mpmath on a subsample."""
@@ -15,10 +16,13 @@ pytestmark = pytest.mark.skipif(
     reason="long double is float64 on this platform")
 
 
-@pytest.mark.parametrize("case", dense._cases(), ids=lambda c: f"{c.module}.{c.output}")
+@pytest.mark.parametrize("case", dense.all_cases(),
+                         ids=lambda c: f"{c.module}.{c.output}.{np.dtype(c.dtype).name}")
 def test_kernel_within_its_stated_bound_over_every_piece_and_boundary(case):
     row = dense.measure_case(case, 10_000, 3, np.random.default_rng(0))
     assert row["ld_vs_mp_eps"] < 0.01, row  # the reference stands for the true value
+    if case.bound is None:  # measured, no bound stated (Glow's over- and underflow edges)
+        pytest.xfail(f"no bound stated: measured {row['max_eps']:.3g} eps at {row['at']}")
     assert row["max_eps"] <= case.bound, row
 
 

@@ -183,7 +183,8 @@ def gaussian_kl_pair_module(p: Parameterization) -> Module:
     kl_derived = stable.result("kl_evaluable")
     # the kernels' forms of m and kl: each edit a checked step
     edits: list[Edit] = []
-    if not is_log_linear(p):  # m from the shared sigma_p where that piece holds
+    if not is_log_linear(p) and isinstance(m_derived, sp.Piecewise):
+        # m from the shared sigma_p where that piece holds
         near = natural_variables(PARAMETERIZATIONS["sigma"],
                                  learned_prior(PARAMETERIZATIONS["sigma"]))[m_nat]
         (_, where), *rest = m_derived.args
