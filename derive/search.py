@@ -31,6 +31,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import time
 import tokenize
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -937,6 +938,12 @@ def _two_digits_up(x: float) -> float:
 
 #: The orders tried for a series piece (terms kept: the order minus one).
 SERIES_ORDERS = (12, 24, 32)
+#: No series about a centre farther from 0 than this: its coefficients hold exponentials of
+#: the centre (``sinh(800)``), which SymPy evaluates slowly and a float cannot hold.
+SERIES_CENTRE_MAX = 64
+#: A higher order is not tried after one that took more CPU seconds than this (each order
+#: costs several times the one before it).
+SERIES_SECONDS = 2.0
 
 
 def _series_candidates(current: sp.Expr, err: np.ndarray, scorer: _Scorer,
@@ -952,7 +959,7 @@ def _series_candidates(current: sp.Expr, err: np.ndarray, scorer: _Scorer,
     for k, v in enumerate(scorer.variables):
         col = scorer.columns[k]
         c = _centre(col[worst])
-        if c is None:
+        if c is None or abs(c) > SERIES_CENTRE_MAX:
             continue
         centre = sp.Rational(repr(c)) if c != int(c) else sp.Integer(int(c))
         # a pole or a branch point at c (a log of something vanishing there): no series
@@ -965,7 +972,11 @@ def _series_candidates(current: sp.Expr, err: np.ndarray, scorer: _Scorer,
         t = sp.Dummy("t", real=True)
         shift = v if c == 0 else sp.UnevaluatedExpr(v - centre)
         key = np.abs(col - c)
+        spent = 0.0  # CPU seconds of the order before (its series and its errors)
         for order in SERIES_ORDERS:
+            if spent > SERIES_SECONDS:
+                break  # the order before took long: the next costs several times more
+            started = time.process_time()
             try:
                 series = sp.series(current, v, centre, order)
             except Exception:  # noqa: BLE001 - no series there: nothing to try
@@ -978,6 +989,7 @@ def _series_candidates(current: sp.Expr, err: np.ndarray, scorer: _Scorer,
                 continue
             printed = sp.horner(in_t, t).xreplace({t: shift})
             got = scorer.errors(printed)
+            spent = time.process_time() - started
             if got is None:
                 continue
             split = _best_split(key, got[0], err)
