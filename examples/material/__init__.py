@@ -1,15 +1,18 @@
 r"""A worked example of material outside the engine, written against ``derive.api`` alone.
 
-It adds two coupling blocks (:mod:`.blocks`): one with a shift vector of its own, and one
-that is monotone but not affine; and questions about them, each with its derivation, its
+It adds three coupling blocks (:mod:`.blocks`): one with a shift vector of its own, one
+that is monotone but not affine, and one bin of a rational-quadratic spline (monotone on
+its bin only); and questions about them, each with its derivation, its
 place in the solutions document, its kernels and (for E.1 and P.1) how ``derive check``
 reads an answer. ``docs/adding-material.md`` walks through it. Generate it with::
 
     python -m derive generate --material examples.material --root OUT --package mykernels
 
 Example:
-    >>> MATERIAL.name, sorted(MATERIAL.blocks), sorted(MATERIAL.questions)
-    ('examples.material', ['coupling_asinh', 'coupling_shifted'], ['E.1', 'E.2', 'P.1'])
+    >>> sorted(MATERIAL.blocks)
+    ['coupling_asinh', 'coupling_rq_bin', 'coupling_shifted']
+    >>> MATERIAL.name, sorted(MATERIAL.questions)
+    ('examples.material', ['E.1', 'E.2', 'P.1'])
 """
 
 from __future__ import annotations
