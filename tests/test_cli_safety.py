@@ -21,6 +21,12 @@ from derive.cli import main
 
 from .conftest import ROOT
 
+#: Ctrl-C cannot be tested where the tests were started with SIGINT ignored (a shell starts
+#: a background job, ``nohup ... &``, so): its children ignore it too.
+SIGINT_IGNORED = pytest.mark.skipif(signal.getsignal(signal.SIGINT) is signal.SIG_IGN,
+                                    reason="the tests were started with SIGINT ignored "
+                                           "(nohup ... &)")
+
 PY = sys.executable
 
 
@@ -83,7 +89,8 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143),
+                                       pytest.param(signal.SIGINT, 130, marks=SIGINT_IGNORED)])
 def test_a_signal_during_generate_leaves_no_temporary_file(tmp_path, sig, code):
     # the run's derivation cache (warm after the first generate) is read and written as
     # usual: only the writes under the root are slowed
@@ -100,7 +107,8 @@ def test_a_signal_during_generate_leaves_no_temporary_file(tmp_path, sig, code):
     assert list((tmp_path / "generated").iterdir()) == []
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143),
+                                       pytest.param(signal.SIGINT, 130, marks=SIGINT_IGNORED)])
 def test_a_signal_during_pdf_leaves_no_scratch_folder(tmp_path, sig, code):
     marker, path = fake_tex(tmp_path, "exec sleep 30")
     scratch = tmp_path / "tmp"
@@ -442,6 +450,7 @@ def test_check_with_a_closed_or_write_only_standard_input_is_one_line(tmp_path,
 
 _SLOW_SYMPY = """
 import runpy, sys, time
+
 class Slow:
     def find_spec(self, name, path=None, target=None):
         if name == "sympy":
@@ -452,6 +461,7 @@ runpy.run_module("derive", run_name="__main__", alter_sys=True)
 """
 
 
+@SIGINT_IGNORED
 def test_ctrl_c_while_sympy_loads_exits_130_quietly():
     # Before: `import derive` loaded SymPy (most of a second) before main's handlers, so
     # Ctrl-C in that time printed a KeyboardInterrupt traceback.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -23,6 +24,13 @@ from derive.files import GENERATED_MARK, MANIFEST, generated_files, stale_files,
 from derive.output import OutputError, write_output
 
 from .conftest import ROOT
+
+#: Ctrl-C cannot be tested where the tests were started with SIGINT ignored (a shell starts
+#: a background job, ``nohup ... &``, so): its children ignore it too.
+SIGINT_IGNORED = pytest.mark.skipif(signal.getsignal(signal.SIGINT) is signal.SIG_IGN,
+                                    reason="the tests were started with SIGINT ignored "
+                                           "(nohup ... &)")
+
 
 
 @pytest.fixture(scope="module")
@@ -314,6 +322,7 @@ def test_a_huge_file_in_generated_is_not_read_whole(root, files, capsys):
     assert (gen / "data.bin").stat().st_size == 64 << 20
 
 
+@SIGINT_IGNORED
 def test_ctrl_c_during_an_in_place_rewrite_leaves_old_or_new_content(tmp_path,
                                                                              monkeypatch):
     # Before: Ctrl-C right after the write of a hard-linked file, before its truncation,
