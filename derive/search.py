@@ -31,7 +31,6 @@ from __future__ import annotations
 import io
 import math
 import re
-import time
 import tokenize
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -941,9 +940,6 @@ SERIES_ORDERS = (12, 24, 32)
 #: No series about a centre farther from 0 than this: its coefficients hold exponentials of
 #: the centre (``sinh(800)``), which SymPy evaluates slowly and a float cannot hold.
 SERIES_CENTRE_MAX = 64
-#: A higher order is not tried after one that took more CPU seconds than this (each order
-#: costs several times the one before it).
-SERIES_SECONDS = 2.0
 
 
 def _series_candidates(current: sp.Expr, err: np.ndarray, scorer: _Scorer,
@@ -972,11 +968,7 @@ def _series_candidates(current: sp.Expr, err: np.ndarray, scorer: _Scorer,
         t = sp.Dummy("t", real=True)
         shift = v if c == 0 else sp.UnevaluatedExpr(v - centre)
         key = np.abs(col - c)
-        spent = 0.0  # CPU seconds of the order before (its series and its errors)
         for order in SERIES_ORDERS:
-            if spent > SERIES_SECONDS:
-                break  # the order before took long: the next costs several times more
-            started = time.process_time()
             try:
                 series = sp.series(current, v, centre, order)
             except Exception:  # noqa: BLE001 - no series there: nothing to try
@@ -989,7 +981,6 @@ def _series_candidates(current: sp.Expr, err: np.ndarray, scorer: _Scorer,
                 continue
             printed = sp.horner(in_t, t).xreplace({t: shift})
             got = scorer.errors(printed)
-            spent = time.process_time() - started
             if got is None:
                 continue
             split = _best_split(key, got[0], err)
