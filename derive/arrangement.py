@@ -31,7 +31,7 @@ from sympy.codegen.numpy_nodes import logaddexp
 from sympy.codegen.rewriting import expm1_opt, log1p_opt, logaddexp_opt, optimize
 
 from .derivation import Step
-from .nodes import sigmoid, softplus
+from .nodes import cbrt, sigmoid, softplus
 
 __all__ = ["Rewrite", "arrange", "LOG_REWRITES", "KERNEL_REWRITES", "is_exponential",
            "SCALED_SQUARES", "vanishing_factors_apart", "expm1_as_sinh"]
@@ -775,6 +775,49 @@ _EXP_PRODUCT = Rewrite(
     _halved_exponential,
 )
 
+#: Where ``|z|`` reaches this, ``sinh(asinh(z)/3)`` is evaluated through cube roots.
+SINH_THIRD_SPLIT = 2
+
+
+def _sinh_third_of(e: sp.Basic) -> sp.Basic | None:
+    """``z`` where ``e`` is ``sinh(asinh(z)/3)`` (a monotone cubic's real root), else None."""
+    if not isinstance(e, sp.sinh):
+        return None
+    third, inner = e.args[0].as_coeff_Mul()
+    if third != sp.Rational(1, 3) or not isinstance(inner, sp.asinh):
+        return None
+    return inner.args[0]
+
+
+def _sinh_third_scaled(z: sp.Basic) -> sp.Basic:
+    """``sinh(asinh(z)/3)`` for ``z > 0`` as ``(c - 1/c)/2``, ``c = cbrt(z + sqrt(z**2 +
+    1))`` scaled by ``z`` so that no square is formed."""
+    c = cbrt(z) * cbrt(1 + sp.sqrt(1 + z**-2))
+    return (c - 1 / c) / 2
+
+
+def _sinh_third_pieces(e: sp.Basic) -> sp.Basic:
+    z = _sinh_third_of(e)
+    return sp.Piecewise((e, sp.Abs(z) < SINH_THIRD_SPLIT), (_sinh_third_scaled(z), z > 0),
+                        (-_sinh_third_scaled(-z), True))
+
+
+_SINH_THIRD = Rewrite(
+    "sinh of a third of asinh",
+    "{0} takes the log of {1} and then its exponential, whose relative error grows with "
+    "{2} (about 200 ulp where {1} is 1e300); {3} for {4}, since {5}: cube roots of a "
+    "number near {1} and of one in (2, 2.12], with no square formed; its odd part, {6}, "
+    "gives the negative {1}; where {7} the first form keeps every digit, so it is "
+    "evaluated in three pieces",
+    (sp.sinh(sp.asinh(_u) / 3), _u, sp.asinh(_u) / 3,
+     sp.Eq(sp.sinh(sp.asinh(_b) / 3), _sinh_third_scaled(_b)), _b > 0,
+     sp.Eq(sp.exp(sp.asinh(_b)), _b * (1 + sp.sqrt(1 + _b**-2))),
+     sp.Eq(sp.sinh(sp.asinh(-_b) / 3), -sp.sinh(sp.asinh(_b) / 3)),
+     sp.Abs(_u) < SINH_THIRD_SPLIT),
+    lambda e: _sinh_third_of(e) is not None,
+    _sinh_third_pieces,
+)
+
 #: The rewrites that take ``log|det|`` to a sum that never forms an exponential (sigmoids
 #: are recognized first, however written, so that their logs become softplus terms).
 LOG_REWRITES = (_TANH_SIGMOID, _SIGMOID, _EXP_SIGMOID, _LOG_OF_PRODUCT, _LOG_OF_POWER,
@@ -785,7 +828,7 @@ KERNEL_REWRITES: tuple[Rewrite, ...] = (
     _CANCEL, _TANH_DERIVATIVE, _TANH_SIGMOID, _SINH, _SIGMOID, _EXP_SIGMOID, _SIGMOID_COMPLEMENT,
     _LOG_SIGMOID, _SOFTPLUS, _SOFTPLUS_REFLECTION, _LOGADDEXP, _EXPM1, _LOG1P, _LOG1P_ABS,
     _LOG_SOFTPLUS, _EXP_RATIO, _SIGMOID_PIECES, _LOG_COSH, _LOG1P_SQUARE, _CONJUGATE,
-    _PRODUCT_INTO_PIECES, _EXP_SUM_PRODUCT, _EXP_PRODUCT)
+    _PRODUCT_INTO_PIECES, _EXP_SUM_PRODUCT, _EXP_PRODUCT, _SINH_THIRD)
 
 
 # --- rules that take data: the arrangements near an optimum (derivations 2.3n, 2.4) -----
