@@ -361,6 +361,26 @@ def test_the_sigmoid_pair_d_rho_q_is_formed_in_logs_where_r_overflows(point):
     assert abs(out[1][0] - true) <= tol * abs(true), (out[1][0], true)
 
 
+@pytest.mark.skipif(not SLOW, reason="derives the sigmoid's pair module (80 s of CPU) for this "
+                    "witness alone: run with DERIVE_SLOW_TESTS=1")
+@pytest.mark.parametrize("point", [(0.0, 1e5, 0.0, -800.0), (1e-300, 690.0, 0.0, -400.0),
+                                   (1.0, 2.0, 0.5, -80.0), (0.3, 2.0, 0.1, -1.0)])
+def test_the_sigmoid_pair_d_mu_is_not_0_over_0_where_sigma_p_underflows(point):
+    """d_mu_q = m/sigma_p was 0/0 = NaN at (0, 1e5, 0, -800) (mu_q = mu_p, sigma_p =
+    sigmoid(-800) underflows; true 0); where sigma_p < 1e-30 it is (m sigma_p**-1/2)
+    sigma_p**-1/2 from 2.3c's arranged log: within 1e-11 relative of mpmath (the log's
+    rounding, amplified by |log sigma_p|), d_mu_p = -d_mu_q."""
+    m = _module("sigmoid", pair=True)
+    with np.errstate(all="ignore"):
+        out = m["kl_grad"](*(np.array([v]) for v in point))
+    mu_q, _, mu_p, rho_p = (mpmath.mpf(v) for v in point)
+    with mpmath.workdps(80):
+        s_p = 1 / (1 + mpmath.exp(-rho_p))
+        true = float((mu_q - mu_p) / s_p**2)
+    assert abs(out[0][0] - true) <= 1e-11 * abs(true), (out[0][0], true)
+    assert out[2][0] == -out[0][0]
+
+
 # --- the shipped pair: autograd at the extremes (review defects 1 and 3) ------------------
 
 

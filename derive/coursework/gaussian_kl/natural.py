@@ -155,6 +155,26 @@ def _pair_given(p: Parameterization) -> dict[sp.Symbol, sp.Expr]:
             dlogsigma_p: d_q.xreplace({p.scale: prior.scale}), log_dlogsigma: sp.log(sp.Abs(d_q))}
 
 
+def _over_sigma_p_far(g: sp.Expr, p: Parameterization, prior: Prior) -> sp.Expr | None:
+    """``g = k m/sigma_p`` (``k`` a number; a mean's gradient) in two pieces, as it is where
+    ``sigma_p >= TINY_RATIO`` and as ``k (m sigma_p**-1/2) sigma_p**-1/2`` below, each
+    ``sigma_p**-1/2`` from 2.3c's arranged log (``m/sigma_p`` is 0/0 where ``mu = mu_p``
+    and ``sigma_p`` underflows, though the gradient is 0); None for any other ``g``, and
+    where that log is itself piecewise."""
+    k = sp.simplify(g / (m_nat / sigma_p))
+    if not (k.is_number and k != 0):
+        return None
+    quarter = _refine_pieces(
+        derive_chain_factors(p).result("x").xreplace({p.scale: prior.scale}) / 4)
+    if isinstance(quarter, sp.Piecewise):
+        # folded with the condition on sigma_p, its pieces include some that are never
+        # taken (softplus: rho_p >= -20 where sigma_p < 1e-30), for which no check point
+        # exists: left as it is until never-taken pieces are pruned
+        return None
+    far = k * sp.UnevaluatedExpr(m_nat * sp.exp(-quarter)) * sp.exp(-quarter)
+    return sp.Piecewise((g, sigma_p >= TINY_RATIO), (far, True))
+
+
 #: Above this log variance ratio, ``r**2 - 1`` overflows (from 709.78) before its product
 #: with q's ``(log sigma)'`` is formed: that product is formed in logs there.
 LARGE_X = 709
@@ -348,6 +368,16 @@ def derive_stable_kl_pair(p: Parameterization) -> Derivation:
                 grads[name] = derive_stable_kl_pair(sigma_param).result(f"grad_{var.name}")
                 steps.append(Step(g, grads[name], "as for the standard deviation: in the "
                                   "natural variables", given=_pair_given(p)))
+                far = _over_sigma_p_far(grads[name], p, prior)
+                if far is not None:
+                    steps.append(Step(
+                        grads[name], far,
+                        "where {0}, {1} is subnormal or zero: {2} is {3} times {4} twice, "
+                        "from the arranged log of 2.3c, so that it is not 0/0 where {5} is 0",
+                        given=_pair_given(p), models=(_in_each_piece,),
+                        notes=(sigma_p < TINY_RATIO, sigma_p, m_nat / sigma_p, m_nat,
+                               sp.exp(-sp.log(sigma_p) / 2), mu - mu_p)))
+                    grads[name] = far
                 continue
             side = sigma if var == p.scale else sigma_p
             kl_sigma = derive_kl(sigma_param, learned_prior(sigma_param)).result("kl")
