@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import random
 import re
+import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field, replace
 import sympy as sp
 from sympy.core.function import AppliedUndef
 
+from . import verdicts
 from .nodes import BlockMatrixSpec, is_opaque
 from .vocabulary import to_vector, uses_index_notation
 
@@ -192,9 +194,29 @@ def _log_of_factors(log: sp.log) -> sp.Expr:
 
 
 def _is_zero_symbolic(diff: sp.Basic) -> bool:
+    """``diff == 0`` decided symbolically: remembered (:mod:`derive.verdicts`) or
+    decided by :func:`_decide_zero_symbolic`."""
     if isinstance(diff, sp.MatrixBase):
         return all(_is_zero_symbolic(e) for e in diff)
-    if diff == 0 or sp.expand(diff) == 0:
+    if diff == 0:
+        return True
+    key, verdict = verdicts.recall(diff)
+    if verdict is not None:
+        return verdict
+    start = time.perf_counter()
+    verdict = _decide_zero_symbolic(diff)
+    seconds = time.perf_counter() - start
+    if seconds >= _REMEMBER_AFTER:
+        verdicts.remember(key, verdict, seconds)
+    return verdict
+
+
+#: The seconds a symbolic check must take for its verdict to be remembered.
+_REMEMBER_AFTER = 0.02
+
+
+def _decide_zero_symbolic(diff: sp.Basic) -> bool:
+    if sp.expand(diff) == 0:
         return True
     if diff.has(sp.Piecewise):
         return _is_zero_by_pieces(diff)
