@@ -48,7 +48,7 @@ from sympy.core.function import AppliedUndef
 
 from .cache import ENGINE_PACKAGES, Store, open_store, source_digest
 
-__all__ = ["use", "recall", "remember", "save"]
+__all__ = ["use", "reset", "recall", "remember", "save"]
 
 #: Seconds of checking whose new verdicts are saved at once (besides at exit).
 SAVE_EVERY = 2.0
@@ -94,6 +94,14 @@ def use(store: Store | None) -> None:
     if _memo is not None:
         _memo.save()
     _memo = _Memo(store)
+
+
+def reset() -> None:
+    """Save the new verdicts and forget the choice of :func:`use`: the next check uses
+    the user's cache again (as at start)."""
+    global _memo
+    save()
+    _memo = None
 
 
 def _current() -> _Memo:
