@@ -311,11 +311,27 @@ def _is_zero_by_pieces(diff: sp.Basic) -> bool:
             continue
         try:
             piece = sp.refine(expr.rewrite(sp.exp), where)
-            if piece.has(sp.Piecewise) or sp.simplify(piece) != 0:
+            if piece.has(sp.Piecewise) or _surely_nonzero(piece) or sp.simplify(piece) != 0:
                 return False
         except (TypeError, NotImplementedError, ValueError, RecursionError):  # pragma: no cover
             return False
     return True
+
+
+def _surely_nonzero(expr: sp.Basic) -> bool:
+    """Whether ``expr`` is nonzero at a random point its symbols' assumptions allow: then
+    no simplification makes it 0, and the search for one is skipped (a series piece that
+    approximates, ``1/softplus(r) ~ exp(-r + exp(r)/2)`` below r = -20, took simplify 10
+    s to give up on). Only symbols whose assumptions the random points respect (real,
+    positive, nonnegative) are sampled; with any other, it is not decided here."""
+    for sym in expr.free_symbols:
+        if any(getattr(sym, f"is_{a}") for a in ("negative", "nonpositive", "integer",
+                                                   "zero", "imaginary")):
+            return False
+    try:
+        return _is_zero_numeric(expr, seed=0) is False
+    except (TypeError, ValueError, ZeroDivisionError, RecursionError):  # pragma: no cover
+        return False
 
 
 def _explicit_derivatives(expr: sp.Basic) -> sp.Basic:
