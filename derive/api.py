@@ -256,7 +256,13 @@ it, and gives the :class:`Module` of a kernel ``f``:
 from __future__ import annotations
 
 from .answers import DIAG, IDENTITY, Answers, Quantity
-from .arrangement import KERNEL_REWRITES, SCALED_SQUARES, expm1_as_sinh, vanishing_factors_apart
+from .arrangement import (
+    KERNEL_REWRITES,
+    LOG_REWRITES,
+    SCALED_SQUARES,
+    expm1_as_sinh,
+    vanishing_factors_apart,
+)
 from .arrangement import arrange as apply_rewrites
 from .coupling import (
     CouplingBlock,
@@ -335,7 +341,7 @@ __all__: list[str] = [
     # a derived value in the form a kernel computes it, as a checked step
     "kernel_forms", "Edit",
     # floating-point arrangement
-    "apply_rewrites", "KERNEL_REWRITES", "safe_point",
+    "apply_rewrites", "KERNEL_REWRITES", "LOG_REWRITES", "safe_point",
     # arrangement rules that take data (a scale and its optimum, a standard deviation)
     "SCALED_SQUARES", "vanishing_factors_apart", "expm1_as_sinh",
     # the material
