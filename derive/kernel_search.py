@@ -52,7 +52,7 @@ from .search import Measure, arrange_search
 from .spec import Kernel, Module, Output
 
 __all__ = ["BUDGET", "GAIN", "MAX_OPS", "Verdict", "Searched", "search_module",
-           "search_digest", "read_srepr", "searchable", "use_store", "LARGEST"]
+           "search_digest", "read_srepr", "write_srepr", "searchable", "use_store", "LARGEST"]
 
 #: The search's budget at generate time: points sampled (and neighbours refined around
 #: the worst), rewrites kept one after the other at most. Deterministic: no time limit.
@@ -154,6 +154,15 @@ def _constructor(name: str) -> Any:
     raise ValueError(f"not a SymPy node: {name!r}")
 
 
+def write_srepr(e: sp.Basic) -> str:
+    """``e`` as ``srepr`` prints it, but with every node's arguments in their own order
+    (``srepr`` sorts an unevaluated product's factors, whose order the printed code keeps):
+    what :func:`read_srepr` reads back as ``e``."""
+    if not e.args or isinstance(e, (sp.Symbol, sp.Number, sp.NumberSymbol)):
+        return sp.srepr(e)
+    return f"{type(e).__name__}({', '.join(write_srepr(a) for a in e.args)})"
+
+
 def read_srepr(text: str) -> sp.Basic:
     """The SymPy value ``srepr`` printed as ``text``, built without evaluating code: only
     SymPy's (and :mod:`derive.nodes`') classes are called, on numbers, strings and the
@@ -163,7 +172,7 @@ def read_srepr(text: str) -> sp.Basic:
         >>> x = sp.Symbol("x", positive=True)
         >>> with sp.evaluate(False):
         ...     e = sp.exp(x / 2) * (x * sp.exp(x / 2))
-        >>> read_srepr(sp.srepr(e)) == e
+        >>> read_srepr(write_srepr(e)) == e
         True
         >>> read_srepr("__import__('os')")
         Traceback (most recent call last):
@@ -238,9 +247,9 @@ def _search(expr: sp.Expr, box: dict[sp.Symbol, tuple[float, float]],
     """The search of ``expr`` over ``box`` (restricted to ``where``): the error before and
     after, the expression kept and the steps; from the memo, the store, or searched."""
     rounds = BUDGET["rounds"] if searchable(expr) else 0
-    key = ["kernel-search", search_digest(), sp.srepr(expr), GAIN, rounds,
+    key = ["kernel-search", search_digest(), write_srepr(expr), GAIN, rounds,
            [[v.name, lo, hi] for v, (lo, hi) in box.items()],
-           sp.srepr(where) if where is not None else None,
+           write_srepr(where) if where is not None else None,
            [[k, list(v) if isinstance(v, tuple) else v] for k, v in sorted(BUDGET.items())]]
     text = repr(key)
     if text in _memo:
@@ -261,9 +270,9 @@ def _search(expr: sp.Expr, box: dict[sp.Symbol, tuple[float, float]],
             none = Measure(0.0, 0.0, 0, 0)
             got = (none, none, expr, ())
         value = {"before": _measure_list(got[0]), "after": _measure_list(got[1]),
-                 "expr": sp.srepr(got[2]),
-                 "steps": [[sp.srepr(s.lhs), sp.srepr(s.rhs), s.reason,
-                            [sp.srepr(n) for n in s.notes]] for s in got[3]]}
+                 "expr": write_srepr(got[2]),
+                 "steps": [[write_srepr(s.lhs), write_srepr(s.rhs), s.reason,
+                            [write_srepr(n) for n in s.notes]] for s in got[3]]}
         if store is not None and _read(value) == got:  # cached only where it reads back
             store.put("kernel-search", key, value)
     _memo[text] = got
