@@ -142,10 +142,11 @@ _TOKEN = re.compile(r"\s*(?:(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<str>'[^'\\]*')"
 
 def _constructor(name: str) -> Any:
     from sympy.codegen import cfunctions
+    from sympy.functions.elementary import piecewise
 
     from . import nodes
 
-    for where in (nodes, cfunctions, sp):
+    for where in (nodes, cfunctions, sp, piecewise):
         value = getattr(where, name, None)
         if isinstance(value, type) and issubclass(value, sp.Basic):
             return value
