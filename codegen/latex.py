@@ -657,6 +657,14 @@ def _bound(x: float) -> str:
         "}" if "e" in f"{x:.3g}" else "")
 
 
+def _variable(name: str) -> sp.Basic:
+    """A verdict's variable as SymPy prints it: ``x1``, or a callable's value ``F(x2)``."""
+    func, _, arg = name.partition("(")
+    if not arg:
+        return sp.Symbol(name)
+    return sp.Function(func)(*[sp.Symbol(a.strip()) for a in arg.rstrip(")").split(",")])
+
+
 def render_search(verdicts: Any, heading: str, options: LatexOptions | None = None,
                   names: Mapping[str, str] | None = None) -> str:
     """The accuracy search's verdicts on one module's kernel outputs
@@ -669,7 +677,7 @@ def render_search(verdicts: Any, heading: str, options: LatexOptions | None = No
         where = tex_escape(f"{v.kernel}.{v.output}") + (f", term {v.term}" if v.term else "") + (
             f", piece {v.piece}" if v.piece else "")
         domain = ", ".join(
-            f"${printer.doprint(sp.Symbol(name)) if '(' not in name else tex_escape(name)}"
+            f"${printer.doprint(_variable(name))}"
             + (r" \in (0, \max]$" if lo > 0 and hi >= 1.7e308 else
                r" \in [-\max, \max]$" if lo <= -1.7e308 and hi >= 1.7e308 else
                f" \\in [{_bound(lo)}, {_bound(hi)}]$") for name, lo, hi in v.domain)

@@ -157,9 +157,9 @@ def render_part(q: Question, variant: str, kind: str, d: Derivation,
         from .kernel_search import search_module
 
         module = q.kernels(variant)
+        what = f", its kernels ({tex_escape(module.name)})"
         return render_search(search_module(module).verdicts,
-                             _heading(q, variant, d, options, f", its kernels ({module.name})"),
-                             options, d.latex_names)
+                             _heading(q, variant, d, options, what), options, d.latex_names)
     raise DocumentError(f"unknown kind of part {kind!r}; one of: {', '.join(KINDS)}")
 
 

@@ -321,7 +321,10 @@ def _variables(kernel: Kernel, expr: sp.Expr
     names = {a.name for a in kernel.args}
     to: dict[sp.Basic, sp.Basic] = {}
     box: dict[sp.Symbol, tuple[float, float]] = {}
-    by_name = {s.name: s for s in expr.free_symbols if isinstance(s, sp.Symbol)}
+    applied = sorted(expr.atoms(AppliedUndef), key=sp.default_sort_key)
+    with sp.evaluate(False):  # the symbols left once each callable's value is a variable
+        rest = expr.xreplace({app: sp.Integer(0) for app in applied})
+    by_name = {s.name: s for s in rest.free_symbols if isinstance(s, sp.Symbol)}
     for a in kernel.args:
         s = by_name.get(a.name)
         if s is not None and a.is_array:
@@ -329,7 +332,6 @@ def _variables(kernel: Kernel, expr: sp.Expr
                 sp.Symbol(a.name, real=True))
             to[s] = v
             box[v] = (_TINY, LARGEST) if kinds[a.name] == "positive" else (-LARGEST, LARGEST)
-    applied = sorted(expr.atoms(AppliedUndef), key=sp.default_sort_key)
     for app in applied:
         name = app.func.__name__
         while name in names:
