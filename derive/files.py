@@ -42,6 +42,7 @@ from codegen.latex import LatexOptions
 
 from .cache import Store, fingerprint, source_digest
 from .document import SHEETS, deriving, part_kinds, render_part, sheet_document
+from .kernel_search import search_module, use_store
 from .loader import all_derivations, current, kernel_modules
 from .material import Question
 from .notebook import derivations_notebook
@@ -127,6 +128,7 @@ def generate(store: Store | None = None, command: str = COMMAND,
     the parts missing are derived.
     """
     jobs = jobs if _can_fork() else 1
+    use_store(store)  # each kernel output's accuracy search is cached there too
     if store is None and jobs <= 1:
         derivations = all_derivations()
         return (_files(None, command, package), len(derivations),
@@ -378,7 +380,7 @@ def _part(q: Question, variant: str, command: str = COMMAND) -> dict:
             "notebook": render_notebook(d), "text": render_text(d), "steps": len(d.steps),
             "module": None}
     if q.kernels is not None:
-        m = q.kernels(variant)
+        m = search_module(q.kernels(variant)).module  # as the accuracy search leaves it
         part["module"] = {"name": m.name, "title": m.title, "text": render_module(m, command)}
     return part
 
@@ -386,7 +388,9 @@ def _part(q: Question, variant: str, command: str = COMMAND) -> dict:
 def _files(parts: _Parts | None = None, command: str = COMMAND,
            package: str = PACKAGE) -> dict[str, str]:
     if parts is None:
-        modules = kernel_modules()  # the registry says which question produces which module
+        # the registry says which question produces which module; each as the accuracy
+        # search leaves it
+        modules = [search_module(m).module for m in kernel_modules()]
         texts = {m.name: render_module(m, command) for m in modules}
         rendered = deriving()  # each variant derived once for the four sheets
         documents = {sheet: sheet_document(sheet, command=command, rendered=rendered)

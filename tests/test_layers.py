@@ -52,6 +52,7 @@ LAYER_OF: dict[str, str] = {
     "derive.derivation": "derivation",
     "derive.arrangement": "derivation",
     "derive.search": "derivation",
+    "derive.kernel_search": "derivation",
     "derive.rules_extra": "derivation",
     "derive.spec": "derivation",
     "derive.parameterization": "derivation",
