@@ -203,6 +203,11 @@ concrete model in which abstract probability steps are checked:
     >>> arranged
     softplus(u)
 
+:data:`LOG_REWRITES` take a log-determinant to a sum that never forms an exponential:
+
+    >>> apply_rewrites(sp.log(1 / (1 + sp.exp(-u))), LOG_REWRITES)[0]
+    -softplus(-u)
+
 Some rules take data: :func:`vanishing_factors_apart` (a scale and where it reaches its
 optimum) keeps the factors that vanish there apart, :func:`expm1_as_sinh` (a standard
 deviation ``exp(a/2)``) writes ``expm1(a)`` as ``2 exp(a/2) sinh(a/2)``, and
