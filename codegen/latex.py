@@ -34,7 +34,8 @@ from .environment import environment, tex_escape
 
 __all__ = ["CourseworkLatexPrinter", "latex", "render_derivation", "render_fragment",
            "PARTS", "shown_steps", "shown_results", "result_latex",
-           "render_document", "render_graph", "render_notebook", "LATEX_NAMES", "LatexOptions"]
+           "render_document", "render_graph", "render_notebook", "LATEX_NAMES", "LatexOptions",
+           "render_search"]
 
 #: How each name prints: vectors, opaque functions, Jacobians, densities, Greek letters.
 LATEX_NAMES: dict[str, str] = {
@@ -640,3 +641,69 @@ def render_notebook(d: Derivation, options: LatexOptions | None = None) -> str:
 
 
 register_view("text/latex", render_notebook)
+
+
+def _ulp(x: float) -> str:
+    """An error in ulp as the verdicts print it (NaN counts 2**64 ulp)."""
+    if x >= 2.0 ** 64:
+        return r"NaN (counted as $2^{64}$)"
+    return f"{x:.3g}"
+
+
+def _bound(x: float) -> str:
+    if abs(x) >= 1.7e308:
+        return r"-\max" if x < 0 else r"\max"
+    return f"{x:.3g}".replace("e-", r"\cdot 10^{-").replace("e+", r"\cdot 10^{") + (
+        "}" if "e" in f"{x:.3g}" else "")
+
+
+def _variable(name: str) -> sp.Basic:
+    """A verdict's variable as SymPy prints it: ``x1``, or a callable's value ``F(x2)``."""
+    func, _, arg = name.partition("(")
+    if not arg:
+        return sp.Symbol(name)
+    return sp.Function(func)(*[sp.Symbol(a.strip()) for a in arg.rstrip(")").split(",")])
+
+
+def render_search(verdicts: Any, heading: str, options: LatexOptions | None = None,
+                  names: Mapping[str, str] | None = None) -> str:
+    """The accuracy search's verdicts on one module's kernel outputs
+    (:class:`derive.kernel_search.Verdict`, read as typed values), as a LaTeX fragment:
+    per output, the domain, the maximum error in ulp before and after, and the steps kept."""
+    options = options or LatexOptions()
+    printer = CourseworkLatexPrinter(options=options, names=names)
+    rows = []
+    for v in verdicts:
+        where = tex_escape(f"{v.kernel}.{v.output}") + (f", term {v.term}" if v.term else "") + (
+            f", piece {v.piece}" if v.piece else "")
+        domain = ", ".join(
+            f"${printer.doprint(_variable(name))}"
+            + (r" \in (0, \max]$" if lo > 0 and hi >= 1.7e308 else
+               r" \in [-\max, \max]$" if lo <= -1.7e308 and hi >= 1.7e308 else
+               f" \\in [{_bound(lo)}, {_bound(hi)}]$") for name, lo, hi in v.domain)
+        m0, m1 = v.before, v.after
+        if not m0.points:
+            verdict = "no sample falls in this piece"
+        elif v.steps:
+            verdict = (f"max {_ulp(m0.max_ulp)} ulp as derived, {_ulp(m1.max_ulp)} ulp after "
+                       f"the steps kept ({m0.points} points)")
+        else:
+            verdict = (f"max {_ulp(m0.max_ulp)} ulp over {m0.points} points, "
+                       + ("no rewrite lowers it" if v.searched else
+                          "measured only (a piecewise value inside it, or a long expression)"))
+        if m0.nonfinite and not v.steps:
+            verdict += f"; {m0.nonfinite} not finite where the true value is"
+        def note(key: str, step: Any) -> str:
+            return f"${printer.doprint(step.notes[int(key)])}$"
+
+        steps = [{"lhs": printer.doprint(s.lhs), "rhs": printer.doprint(s.rhs),
+                  "reason": fill(s.reason, lambda key, st=s: note(key, st), tex_escape)}
+                 for s in v.steps]
+        rows.append({"where": where, "domain": "over " + domain, "verdict": verdict,
+                     "steps": steps})
+    intro = ("Each output of each kernel measured against mpmath over its arguments' domain "
+             "(positive arguments over $(0, \\max]$, the others over both signs), and "
+             "searched for rewrites that lower the maximum error in ulp "
+             "(\\texttt{derive.kernel\\_search}).")
+    return environment().get_template("search.tex.jinja").render(
+        heading=heading, intro=intro, verdicts=rows)

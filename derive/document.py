@@ -29,6 +29,7 @@ from codegen.latex import (
     latex,
     render_derivation,
     render_document,
+    render_search,
     result_latex,
     shown_results,
     shown_steps,
@@ -112,8 +113,10 @@ def _coursework(questions: Mapping[str, Question]) -> dict[Section, list[Questio
 #: ``answer`` (the solutions' steps and results), ``aside`` (the notes' model checks and
 #: the kernels' form: empty when it has none) and ``marking`` (its marking scheme), for a
 #: coursework question's own variant; ``variant`` (the whole derivation, under a heading
-#: that names the variant) for every other variant and every other question.
-KINDS = ("problem", "answer", "aside", "marking", "variant")
+#: that names the variant) for every other variant and every other question; ``search``
+#: (the accuracy search's verdicts on its kernels, :mod:`derive.kernel_search`) for every
+#: variant of a question that has kernels.
+KINDS = ("problem", "answer", "aside", "marking", "variant", "search")
 
 #: How a part is typeset: ``(question, variant, kind) -> LaTeX`` (:data:`KINDS`) and
 #: ``section -> intro``; the derivation cache (:mod:`derive.files`) passes its own, which
@@ -124,9 +127,10 @@ Intro = Callable[[Section], "dict[str, object] | None"]
 
 def part_kinds(q: Question, variant: str) -> tuple[str, ...]:
     """The kinds (:data:`KINDS`) the sheets typeset of ``q``'s ``variant``."""
+    search = ("search",) if q.kernels is not None else ()
     if q.coursework and variant == q.default:
-        return KINDS[:4]
-    return ("variant",)
+        return KINDS[:4] + search
+    return ("variant",) + search
 
 
 def render_part(q: Question, variant: str, kind: str, d: Derivation,
@@ -149,6 +153,13 @@ def render_part(q: Question, variant: str, kind: str, d: Derivation,
                                  heading=_heading(q, variant, d, options))
     if kind == "marking":
         return _marking_part(q, d, options, questions)
+    if kind == "search":
+        from .kernel_search import search_module
+
+        module = q.kernels(variant)
+        what = f", its kernels ({tex_escape(module.name)})"
+        return render_search(search_module(module).verdicts,
+                             _heading(q, variant, d, options, what), options, d.latex_names)
     raise DocumentError(f"unknown kind of part {kind!r}; one of: {', '.join(KINDS)}")
 
 
@@ -217,6 +228,11 @@ def _notes(questions: Mapping[str, Question], rendered: Rendered, intro: Intro) 
                               intro(section)))
         for q in members:
             parts += [rendered(q, v, "variant") for v in q.variants]
+    searched = [q for q in questions.values() if q.kernels is not None]
+    if searched:
+        parts.append(_section("", "The accuracy search at generate time"))
+        for q in searched:
+            parts += [rendered(q, v, "search") for v in q.variants]
     return parts
 
 

@@ -42,6 +42,7 @@ from codegen.latex import LatexOptions
 
 from .cache import Store, fingerprint, source_digest
 from .document import SHEETS, deriving, part_kinds, render_part, sheet_document
+from .kernel_search import search_module, use_store
 from .loader import all_derivations, current, kernel_modules
 from .material import Question
 from .notebook import derivations_notebook
@@ -127,6 +128,7 @@ def generate(store: Store | None = None, command: str = COMMAND,
     the parts missing are derived.
     """
     jobs = jobs if _can_fork() else 1
+    use_store(store)  # each kernel output's accuracy search is cached there too
     if store is None and jobs <= 1:
         derivations = all_derivations()
         return (_files(None, command, package), len(derivations),
@@ -209,9 +211,13 @@ def _derive_group(index: int) -> tuple[str | None, list[str]]:
     there as in one process)."""
     import json
 
+    from .verdicts import save
+
     try:
-        return None, [json.dumps(_part(q, variant, _GROUPS_COMMAND[0]), sort_keys=True,
-                                 ensure_ascii=False) for q, variant in _GROUPS[index]]
+        texts = [json.dumps(_part(q, variant, _GROUPS_COMMAND[0]), sort_keys=True,
+                            ensure_ascii=False) for q, variant in _GROUPS[index]]
+        save()  # the step checks' verdicts (a pool's process ends without its exit hooks)
+        return None, texts
     except BaseException as exc:  # noqa: BLE001 - reported, then raised again in the parent
         return f"{type(exc).__name__}: {exc}", []
 
@@ -374,7 +380,7 @@ def _part(q: Question, variant: str, command: str = COMMAND) -> dict:
             "notebook": render_notebook(d), "text": render_text(d), "steps": len(d.steps),
             "module": None}
     if q.kernels is not None:
-        m = q.kernels(variant)
+        m = search_module(q.kernels(variant)).module  # as the accuracy search leaves it
         part["module"] = {"name": m.name, "title": m.title, "text": render_module(m, command)}
     return part
 
@@ -382,7 +388,9 @@ def _part(q: Question, variant: str, command: str = COMMAND) -> dict:
 def _files(parts: _Parts | None = None, command: str = COMMAND,
            package: str = PACKAGE) -> dict[str, str]:
     if parts is None:
-        modules = kernel_modules()  # the registry says which question produces which module
+        # the registry says which question produces which module; each as the accuracy
+        # search leaves it
+        modules = [search_module(m).module for m in kernel_modules()]
         texts = {m.name: render_module(m, command) for m in modules}
         rendered = deriving()  # each variant derived once for the four sheets
         documents = {sheet: sheet_document(sheet, command=command, rendered=rendered)

@@ -195,7 +195,11 @@ def sample_axis(lo: float, hi: float, n: int, rng: np.random.Generator) -> np.nd
         parts.append(_log_uniform(max(lo, 0.0), hi, n, rng))
     if lo < 0:
         parts.append(-_log_uniform(max(-hi, 0.0), -lo, n, rng))
-    pool = np.concatenate(parts + [rng.uniform(lo, hi, max(n // 8, 1))])
+    # uniform in [lo, hi] (halved where hi - lo overflows: a box spanning every float)
+    wide = not math.isfinite(hi - lo)
+    flat = rng.uniform(lo / 2, hi / 2, max(n // 8, 1)) * 2 if wide else rng.uniform(
+        lo, hi, max(n // 8, 1))
+    pool = np.concatenate(parts + [flat])
     v = rng.choice(pool, n)
     special = [lo, hi] + [x for x in (0.0, 1.0, -1.0, _TINY, -_TINY, 1e-300, -1e-300)
                           if lo <= x <= hi]
@@ -215,14 +219,27 @@ def sample_box(box: dict[sp.Symbol, tuple[float, float]], n: int,
 
 
 def _mp_softplus(u: mpmath.mpf) -> mpmath.mpf:
-    return mpmath.log1p(mpmath.exp(u))
+    return mpmath.log1p(_mp_exp(u))
 
 
 def _mp_sigmoid(u: mpmath.mpf) -> mpmath.mpf:
-    return 1 / (1 + mpmath.exp(-u))
+    return 1 / (1 + _mp_exp(-u))
 
 
-_MP = {"softplus": _mp_softplus, "sigmoid": _mp_sigmoid, "expm1": mpmath.expm1,
+def _mp_exp(u: mpmath.mpf) -> mpmath.mpf:
+    """``exp(u)`` at the working precision, fast for a large integer ``u`` too: mpmath takes
+    ``e**u`` by repeated squaring there (every float beyond 2**53 is an integer: 5 ms an
+    evaluation at 1e300), so ``exp(u - 1/2) * exp(1/2)`` is taken instead, ``u - 1/2``
+    exact at the precision raised by ``u``'s binary exponent."""
+    if not (isinstance(u, mpmath.mpf) and mpmath.isfinite(u) and abs(u) >= 2
+            and mpmath.isint(u)):
+        return mpmath.exp(u)
+    with mpmath.extraprec(int(mpmath.mag(u)) + 20):
+        value = mpmath.exp(u - mpmath.mpf(0.5)) * mpmath.exp(mpmath.mpf(0.5))
+    return +value
+
+
+_MP = {"exp": _mp_exp, "softplus": _mp_softplus, "sigmoid": _mp_sigmoid, "expm1": mpmath.expm1,
        "log1p": mpmath.log1p, "cbrt": lambda u: mpmath.sign(u) * mpmath.cbrt(abs(u)),
        "logaddexp": lambda a, b: mpmath.log(mpmath.exp(a) + mpmath.exp(b)),
        "Abs": abs}
@@ -943,7 +960,7 @@ SERIES_CENTRE_MAX = 64
 
 
 def _series_candidates(current: sp.Expr, err: np.ndarray, scorer: _Scorer,
-                       ) -> Iterator[Candidate]:
+                       orders: Sequence[int] = SERIES_ORDERS) -> Iterator[Candidate]:
     """A Taylor polynomial of ``current`` in one variable around the point ``c`` its worst
     errors crowd around (the other variables kept as they are, in its coefficients), in
     powers of ``t = v - c`` (formed first: exact near ``c`` by Sterbenz's lemma for ``c``
@@ -968,7 +985,7 @@ def _series_candidates(current: sp.Expr, err: np.ndarray, scorer: _Scorer,
         t = sp.Dummy("t", real=True)
         shift = v if c == 0 else sp.UnevaluatedExpr(v - centre)
         key = np.abs(col - c)
-        for order in SERIES_ORDERS:
+        for order in orders:
             try:
                 series = sp.series(current, v, centre, order)
             except Exception:  # noqa: BLE001 - no series there: nothing to try
@@ -1020,7 +1037,8 @@ def _check(current: sp.Expr, cand: Candidate, seed: int = 1) -> Step:
 
 def arrange_search(expr: sp.Expr, box: dict[sp.Symbol, tuple[float, float]], *,
                    samples: int = 1200, rounds: int = 4, seed: int = 0,
-                   refine: int = 8) -> Found:
+                   refine: int = 8, where: sp.Basic | None = None,
+                   series_orders: Sequence[int] = SERIES_ORDERS) -> Found:
     """Search rewrites of ``expr`` that lower its error in ulp over ``box``.
 
     Arguments:
@@ -1031,6 +1049,9 @@ def arrange_search(expr: sp.Expr, box: dict[sp.Symbol, tuple[float, float]], *,
         rounds: how many rewrites are kept, at most, one after the other.
         seed: the sampling seed (the result is deterministic for a seed).
         refine: the ulp neighbours added around each of the worst points.
+        where: a condition on the variables (a piece's): only the points where it holds
+            are measured (a piece of a piecewise value searched within its piece).
+        series_orders: the orders a Taylor piece is tried at (none: no series).
     """
     variables = tuple(box)
     missing = expr.free_symbols - set(variables)
@@ -1038,7 +1059,8 @@ def arrange_search(expr: sp.Expr, box: dict[sp.Symbol, tuple[float, float]], *,
         raise ValueError(f"EXPR: uses {', '.join(sorted(map(str, missing)))}, which no --over "
                          f"gives (expected only {', '.join(map(str, variables)) or 'numbers'})")
     rng = np.random.default_rng(seed)
-    points = sample_box(box, samples, rng)
+    inside = _inside(where, variables)
+    points = inside(sample_box(box, samples, rng))
     true = reference(expr, variables, points)
     scorer = _Scorer(variables, points, true)
     if not len(scorer.true):
@@ -1057,7 +1079,7 @@ def arrange_search(expr: sp.Expr, box: dict[sp.Symbol, tuple[float, float]], *,
                 q[k] = min(max(_nudge(q[k], int(steps[k])), lo), hi)
             extra.append(q)
     if extra:
-        more = np.array(extra)
+        more = inside(np.array(extra))
         points = np.concatenate([points, more])
         true = np.concatenate([true, reference(expr, variables, more)])
         scorer = _Scorer(variables, points, true)
@@ -1067,7 +1089,8 @@ def arrange_search(expr: sp.Expr, box: dict[sp.Symbol, tuple[float, float]], *,
     refused: list[tuple[str, str]] = []
     # a held-out sample (another seed, half the size): a rewrite that gains on the search's
     # sample must not lose on it (a gain of noise on one sample is a loss on another)
-    held_points = sample_box(box, max(samples // 2, 8), np.random.default_rng(seed + 7919))
+    held_points = inside(sample_box(box, max(samples // 2, 8) if rounds else 0,
+                                    np.random.default_rng(seed + 7919)))
     held = _Scorer(variables, held_points, reference(expr, variables, held_points))
     held_best = held.measure(expr)[0] if len(held.true) else None
     for _ in range(rounds):
@@ -1085,7 +1108,7 @@ def arrange_search(expr: sp.Expr, box: dict[sp.Symbol, tuple[float, float]], *,
         # a series piece only where no identity already brings the error within 4 ulp: a
         # truncated series is an approximation, an identity is not
         if not any(m.max_ulp <= 4 and _better(m, best) for m, _, _ in scored):
-            extra_c.extend(_series_candidates(current, current_err, scorer))
+            extra_c.extend(_series_candidates(current, current_err, scorer, series_orders))
         for cand in extra_c:
             got = scorer.measure(cand.expr)
             if got is not None:
@@ -1122,10 +1145,29 @@ def arrange_search(expr: sp.Expr, box: dict[sp.Symbol, tuple[float, float]], *,
                  scorer.points, scorer.true)
 
 
+def _inside(where: sp.Basic | None, variables: Sequence[sp.Symbol]
+            ) -> Callable[[np.ndarray], np.ndarray]:
+    """The points (rows) where ``where`` holds, evaluated in float64 (all without one)."""
+    if where is None or where is sp.true:
+        return lambda points: points
+    fn = sp.lambdify(variables, where, modules=[_NP, "numpy"])
+
+    def keep(points: np.ndarray) -> np.ndarray:
+        if not len(points):
+            return points
+        with np.errstate(all="ignore"):
+            mask = np.broadcast_to(np.asarray(fn(*[points[:, k] for k in range(
+                points.shape[1])]), dtype=bool), (len(points),))
+        return points[mask]
+
+    return keep
+
+
 def _nudge(x: float, k: int) -> float:
     """``x`` moved ``k`` floats up (``k > 0``) or down."""
-    for _ in range(abs(k)):
-        x = float(np.nextafter(x, math.inf if k > 0 else -math.inf))
+    with np.errstate(over="ignore"):  # the largest float's neighbour: inf, clipped after
+        for _ in range(abs(k)):
+            x = float(np.nextafter(x, math.inf if k > 0 else -math.inf))
     return x
 
 

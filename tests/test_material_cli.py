@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import mpmath
+import numpy as np
 import pytest
 
 from derive import loader
@@ -20,6 +22,7 @@ from .conftest import ROOT
 #: kernels built from the arranged results.
 _MATERIAL = r'''
 """A shift block, as material outside the engine."""
+import sympy as sp
 from derive.api import (Answers, Arg, CouplingBlock, Kernel, Material, Module, Output,
                         Quantity, Question, Section, F, Y1, Y2, derive_arrangement,
                         derive_inverse, to_vector, x1, x2)
@@ -42,7 +45,12 @@ def _kernels(variant):
                 "Apply the shift."),
          Kernel("log_det_jacobian", _ARGS,
                 (Output("log_det", to_vector(arranged.result("log_abs_det")),
-                        "log|det|, shape (...,).", reduced=True),), "Its log-determinant.")),
+                        "log|det|, shape (...,).", reduced=True),), "Its log-determinant."),
+         # typed as a user would: it overflows past |x1| = 1.3e154 unless the accuracy
+         # search at generate time rewrites it (derive.kernel_search)
+         Kernel("log1p_square", _ARGS,
+                (Output("v", sp.log(1 + sp.Symbol("x1", real=True) ** 2),
+                        "log(1 + x1**2), shape (..., n)."),), "log(1 + x1**2).")),
         "mymat.SHIFT", "coupling")
 
 
@@ -112,11 +120,24 @@ def test_outside_material_is_generated_into_its_own_package_and_runs(outside, tm
             "x1, x2, s = np.array([0.5, -1.0]), np.array([0.2, 0.3]), np.zeros(2); "
             "y1, y2 = m.forward(x1, x2, s, np.tanh, np.sin); "
             "assert np.allclose(y1, x1 + np.tanh(x2)) and np.allclose(y2, x2), (y1, y2); "
-            "assert m.log_det_jacobian(x1, x2, s, np.tanh, np.sin) == 0; print('ok')")
+            "assert m.log_det_jacobian(x1, x2, s, np.tanh, np.sin) == 0; "
+            "v = m.log1p_square(np.array([[1e200], [-3e300], [0.5]]), np.zeros((3, 1)), "
+            "np.zeros(1), np.tanh, np.sin); print(repr(v.ravel().tolist()))")
     run = subprocess.run([sys.executable, "-c", code], cwd=out, capture_output=True,
                          text=True, timeout=300,
                          env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(out), str(ROOT)])))
-    assert run.stdout == "ok\n", run.stderr
+    # the search's rewrite at generate time: finite and accurate where log(1 + x1**2) as
+    # typed overflows (inf at 1e200); the truth from mpmath
+    assert run.returncode == 0 and run.stdout.startswith("["), run.stderr
+    got = [float(t) for t in run.stdout.strip()[1:-1].split(",")]
+    with mpmath.workprec(300):
+        true = [float(mpmath.log(1 + mpmath.mpf(x) ** 2)) for x in (1e200, -3e300, 0.5)]
+    assert all(abs(g - t) <= 4 * np.spacing(abs(t))
+               for g, t in zip(got, true, strict=True)), (got, true)
+    notes = (out / "mykernels" / "notes.tex").read_text()
+    assert "The accuracy search at generate time" in notes
+    line = next(x for x in notes.splitlines() if r"log1p\_square.v" in x)
+    assert "after the steps kept" in line and "NaN" not in line.split("ulp as derived")[1], line
     # and --check with the same options finds it up to date
     again = subprocess.run([sys.executable, "-m", "derive", "generate", "--check", "--material",
                             "mymat", "--root", str(out), "--package", "mykernels"],

@@ -341,20 +341,26 @@ def derive_stable_kl_pair(p: Parameterization) -> Derivation:
     if ratio_exact:
         # as in 2.3n, from the scales: exp(x) - 1 = d (d + 2) with d = sigma/sigma_p - 1 from
         # the exact difference, so the piece is (d - x/2) + d**2/2: no transcendental call
-        # beyond x's log, and where it cancels d - x/2 is exact (Sterbenz)
+        # beyond x's log, and where it cancels d - x/2 is exact (Sterbenz). Its square is
+        # halved before it is formed, so it overflows only where the KL does, and it serves
+        # every x from the series up: no piece of its own for large ratios (issue 24)
         d = sp.UnevaluatedExpr((sigma - sigma_p) / sigma_p)
-        middle = 2 * (sp.UnevaluatedExpr(d - x / 2) + d**2 / 2)
+        # (halved by hand: scaled_squares expands, which would round the ratio first)
+        middle = 2 * (sp.UnevaluatedExpr(d - x / 2) + 2 * sp.UnevaluatedExpr(d / 2) ** 2)
         steps.append(Step(expm1mx(x) / 2, middle / 2,
                           "where {0}, from {1}, the exact difference over the prior's scale, "
                           "as 2.3n does from the standard deviation: no transcendental call "
-                          "beyond the logarithm", given=given,
-                          notes=(sp.And(SERIES_RADIUS <= sp.Abs(x), x < direct_from),
-                                 (sigma - sigma_p) / sigma_p)))
-    pieces.append((middle / 2, x < direct_from))  # the direct piece last, as in 2.3n
-    evaluable = quadratic_half + sp.Piecewise(*pieces, (outer_half, True))
-    steps.append(Step(expm1mx(x) / 2, outer_half,
-                      "where {0}, from the ratio {1} halved, then squared (2.3n's pieces "
-                      "otherwise)", given=given, notes=(x >= direct_from, r_nat)))
+                          "beyond the logarithm; the square halved before it is formed, so "
+                          "that it overflows only where the KL does (no piece of its own "
+                          "for large ratios)", given=given,
+                          notes=(SERIES_RADIUS <= sp.Abs(x), (sigma - sigma_p) / sigma_p)))
+        evaluable = quadratic_half + sp.Piecewise(*pieces, (middle / 2, True))
+    else:
+        pieces.append((middle / 2, x < direct_from))  # the direct piece last, as in 2.3n
+        evaluable = quadratic_half + sp.Piecewise(*pieces, (outer_half, True))
+        steps.append(Step(expm1mx(x) / 2, outer_half,
+                          "where {0}, from the ratio {1} halved, then squared (2.3n's pieces "
+                          "otherwise)", given=given, notes=(x >= direct_from, r_nat)))
     params = (mu, p.scale, mu_p, prior.scale)
     names = ("mu", p.name, "mu_p", f"{p.name}_p")
     grads = {}
