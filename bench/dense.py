@@ -371,10 +371,10 @@ def _coupling_cases() -> list[Case]:
     cases += [
         Case("coupling_glow", "forward y1", _coupling_call(coupling_glow, "forward", 0, False),
              _g_inputs, ld(lambda g, x1: x1 * sig(g)), lambda g, x1: _mp(x1) * mp_sig(g),
-             X1S, *glow, None),
+             X1S, *glow, 3),
         Case("coupling_glow", "inverse x1", _coupling_call(coupling_glow, "inverse", 0, False),
              _g_inputs, ld(lambda g, x1: x1 / sig(g)), lambda g, x1: _mp(x1) / mp_sig(g),
-             X1S, *glow, None),
+             X1S, *glow, 3),
         Case("coupling_glow", "log_det",
              _coupling_call(coupling_glow, "log_det_jacobian", 0, False), _g_inputs,
              ld(lambda g, x1: -_log1p_exp_ld(-(g + 2))),

@@ -168,28 +168,36 @@ def run(sizes: list[int], repeats: int, min_sample: float,
 #: work (profiles and op counts); printed under the table for the targets this run missed.
 WHY = {
     "NumPy per-call: `kl` ÷ the one-liner": (
-        "the one-liner is 7 ufunc calls; `kl` is about 25 plus the Python of four pieces "
-        "(checks 2, `2 log σ` 2, conditions 4, masks and counts 4, the last piece 7, the "
-        "mean term 4, a gather and a put), and the degree-14 Taylor piece of derivation 2.3n "
-        "(|2 log σ| < 1/2: 17% of this data) is 28 ufunc calls on its gathered entries, "
-        "about 3x the whole one-liner at 16x8 by itself. Met only by fewer pieces in the "
-        "derivation (a Taylor piece of lower degree on a narrower interval) or a fused path."),
+        "the one-liner is 7 ufunc calls; `kl` is about 20 plus the Python of three pieces "
+        "(checks 2, `2 log σ` 2, conditions 3, counts 2, the last piece 8, the mean term 4, "
+        "a gather and a put; the piece for large scales is gone, issue 24), and the "
+        "degree-14 Taylor piece of derivation 2.3n (|2 log σ| < 1/2: 17% of this data) is "
+        "30 ufunc calls on its gathered entries: 16 of the 47 us of one call at 16x8 "
+        "(thread CPU time), 3x the whole one-liner. A lower degree needs a narrower "
+        "interval, and outside it the middle piece amplifies log σ's rounding by about "
+        "2/|x|: measured at |x| = 1/4, 4.7 eps in float64 and 13 in float32, at 1/8, 8.7 "
+        "and 25, against the stated 4 and 10 (3/8 saves one term only). Met only by a "
+        "fused path: the rest is NumPy's ~0.5 us per call and the select's Python."),
     "NumPy `kl` ÷ naive one-liner": (
-        "beyond the common log, `kl` makes more passes (conditions, masks, the gathered "
-        "Taylor piece, the put) and about 12 fresh arrays of 128 KB or more, each of which "
-        "page-faults on this machine: CPU time per call at 1e5, load 7, 2675 us against "
-        "1606 us with glibc's mmap threshold raised (the one-liner: 674 us either way; "
-        "NumPy elides its temporaries in place). Printing each piece with `out=` does not "
-        "remove them (NumPy's elision already reuses a temporary within an expression); "
-        "buffers reused across calls would, and are not done."),
+        "beyond the common log, `kl` makes more passes (conditions, counts, the gathered "
+        "Taylor piece, the put) and more fresh arrays of 128 KB or more; on this machine "
+        "memory given back to the system page-faults again on every call: the middle "
+        "piece alone at 1e5 takes 1094 us with two temporaries alive at once against 31 us "
+        "for one (thread CPU time); with glibc keeping freed memory (`MALLOC_TOP_PAD_`) "
+        "both sides ran up to 2x faster at 1e5 and 1e6 but the ratio stayed 1.6-2.1 "
+        "(load 6.5), so the rest of the gap is passes: about 18 over memory against 8 (the "
+        "halved squares, `σ - 1` twice, the conditions and their counts). Printing each "
+        "piece with `out=` would not remove them (NumPy's elision already reuses a "
+        "temporary within an expression)."),
     "NumPy pair `kl` ÷ its one-liner": (
         "two piecewise values (log σq/σp, then the KL term); the log1p piece, which NumPy "
-        "does not vectorize (about 10x its log), holds on 65% of this data and is the "
-        "base, and the Taylor piece (28 ufunc calls) holds on 57% of the second value. "
-        "Choosing the base piece by cost (the middle piece everywhere, the Taylor piece "
-        "gathered) was measured at 1e5: 7.8 -> 7.1 ms CPU time per call (9%), not done."),
+        "does not vectorize (57 us at 4096 against 40 for the log of the ratio), holds on "
+        "65% of this data and is the base, and the Taylor piece (30 ufunc calls, 36 us at "
+        "4096 everywhere) holds on 57% of the second value and is its base (the middle "
+        "piece everywhere and the Taylor piece gathered costs the same). The piece for "
+        "large ratios is gone (issue 24: 0.85-0.90 of the time below 1e5)."),
     "eager torch `kl` ÷ td": (
-        "CPU tensors now run the kernel's NumPy body on views of their memory (a NumPy "
+        "CPU tensors run the kernel's NumPy body on views of their memory (a NumPy "
         "call about 1 us against about 3 us per torch op), so this row is the NumPy `kl` "
         "(rows above: the Taylor piece and fresh temporaries) against td's 24 ops and its "
         "Python; torch's own path (GPUs, dispatch modes) dispatches about 60 ops."),
@@ -202,7 +210,7 @@ WHY = {
     "`jax.jit` `kl` ÷ naive": (
         "under tracing every piece is evaluated on every entry (shape-static), fused by XLA "
         "into one loop: the log plus about 40 flops and selects per entry (the Taylor "
-        "piece 28 of them) against the log plus 5."),
+        "piece 30 of them) against the log plus 5."),
 }
 
 

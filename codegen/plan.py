@@ -307,7 +307,7 @@ def plan_kernel(kernel: Kernel) -> KernelPlan:
     argument is available, once each.
     """
     kinds = {a.name: a.kind for a in kernel.args}
-    positive = {a.name for a in kernel.args if a.kind == "positive"}
+    positive = {a.name for a in kernel.args if a.is_positive}
     available = {a.name for a in kernel.args if a.is_array}
     pending: list[tuple[str, sp.Expr]] = []
     block_terms: dict[str, list[list[tuple[str, sp.Basic]]]] = {}
@@ -520,17 +520,22 @@ def _coupling_entry(kernel: Kernel, plan: KernelPlan) -> EntryPlan:
     """Arrays ``(..., n)``, parameter vectors ``(n,)`` and scalars ``()``."""
     checked = set(plan.checked)
     batch = [a.name for a in kernel.args if a.kind == "batch"]
-    params = [a.name for a in kernel.args if a.kind == "param" and a.name in checked]
-    scalars = [a.name for a in kernel.args if a.kind == "scalar" and a.name in checked]
-    # a kernel with a scalar argument passes its scalars (one without passes none)
-    has_scalars = any(a.kind == "scalar" for a in kernel.args)
+    params = [a.name for a in kernel.args if a.is_param and a.name in checked]
+    scalars = [a.name for a in kernel.args if a.is_scalar and a.name in checked]
+    positive = [a.name for a in kernel.args if a.is_positive and a.name in checked]
+    # a kernel with a scalar argument passes its scalars (one without passes none), and one
+    # with a parameter that must be positive passes those too
+    has_positive = any(a.is_positive for a in kernel.args)
+    has_scalars = has_positive or any(a.is_scalar for a in kernel.args)
     fast = (_names("names", batch), _names("names", params), _names("names", plan.used))
     fast += (_names("names", scalars),) if has_scalars else ()
+    fast += (_names("names", positive),) if has_positive else ()
     prepare = (_names("names", batch), _names("values", batch), _names("names", params),
                _names("values", params), _names("names", plan.used),
                CallArg("name", ("check_finite",)))
     prepare += ((_names("names", scalars), _names("values", scalars))
                 if has_scalars else ())
+    prepare += (_names("names", positive),) if has_positive else ()
     outputs = {}
     for out in kernel.outputs:
         if isinstance(out.value, BlockMatrixSpec):
@@ -585,7 +590,7 @@ def plan_entry(module: Module, kernel: Kernel, plan: KernelPlan) -> EntryPlan:
         >>> entry.prepare.function, entry.shape, entry.outputs["y"].shape
         ('prepare_elementwise', ('_batch', '_dtype'), '_batch')
     """
-    positive = any(a.kind == "positive" for a in kernel.args)
+    positive = any(a.is_positive for a in kernel.args)
     return replace(_ENTRIES[module.contract](kernel, plan), args=_arg_entries(kernel, plan),
                    returns=_returns(kernel),
                    params=tuple(plan.checked) + tuple(a.name for a in kernel.args

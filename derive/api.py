@@ -203,6 +203,11 @@ concrete model in which abstract probability steps are checked:
     >>> arranged
     softplus(u)
 
+:data:`LOG_REWRITES` take a log-determinant to a sum that never forms an exponential:
+
+    >>> apply_rewrites(sp.log(1 / (1 + sp.exp(-u))), LOG_REWRITES)[0]
+    -softplus(-u)
+
 Some rules take data: :func:`vanishing_factors_apart` (a scale and where it reaches its
 optimum) keeps the factors that vanish there apart, :func:`expm1_as_sinh` (a standard
 deviation ``exp(a/2)``) writes ``expm1(a)`` as ``2 exp(a/2) sinh(a/2)``, and
@@ -256,7 +261,13 @@ it, and gives the :class:`Module` of a kernel ``f``:
 from __future__ import annotations
 
 from .answers import DIAG, IDENTITY, Answers, Quantity
-from .arrangement import KERNEL_REWRITES, SCALED_SQUARES, expm1_as_sinh, vanishing_factors_apart
+from .arrangement import (
+    KERNEL_REWRITES,
+    LOG_REWRITES,
+    SCALED_SQUARES,
+    expm1_as_sinh,
+    vanishing_factors_apart,
+)
 from .arrangement import arrange as apply_rewrites
 from .coupling import (
     CouplingBlock,
@@ -294,7 +305,7 @@ from .material import (
     marking,
     resolve,
 )
-from .nodes import ComponentSum, sigmoid, softplus
+from .nodes import ComponentSum, Opaque, sigmoid, softplus
 from .parameterization import Parameterization
 from .pieces import safe_point
 from .probability import KL, Expectation, GaussianModel, Variance, gaussian_log_pdf
@@ -325,7 +336,7 @@ __all__: list[str] = [
     "i", "j", "n", "x1", "x2", "s", "y1", "y2", "F", "G", "JF", "JG", "Y1", "Y2", "to_vector",
     "param_vector", "param_scalar",
     # the math's own functions and nodes
-    "softplus", "sigmoid", "ComponentSum",
+    "softplus", "sigmoid", "ComponentSum", "Opaque",
     # probability
     "Expectation", "Variance", "KL", "gaussian_log_pdf", "GaussianModel",
     # derivations
@@ -335,7 +346,7 @@ __all__: list[str] = [
     # a derived value in the form a kernel computes it, as a checked step
     "kernel_forms", "Edit",
     # floating-point arrangement
-    "apply_rewrites", "KERNEL_REWRITES", "safe_point",
+    "apply_rewrites", "KERNEL_REWRITES", "LOG_REWRITES", "safe_point",
     # arrangement rules that take data (a scale and its optimum, a standard deviation)
     "SCALED_SQUARES", "vanishing_factors_apart", "expm1_as_sinh",
     # the material

@@ -31,7 +31,7 @@ from sympy.codegen.numpy_nodes import logaddexp
 from sympy.codegen.rewriting import expm1_opt, log1p_opt, logaddexp_opt, optimize
 
 from .derivation import Step
-from .nodes import sigmoid, softplus
+from .nodes import cbrt, sigmoid, softplus
 
 __all__ = ["Rewrite", "arrange", "LOG_REWRITES", "KERNEL_REWRITES", "is_exponential",
            "SCALED_SQUARES", "vanishing_factors_apart", "expm1_as_sinh"]
@@ -623,23 +623,134 @@ _CONJUGATE = Rewrite(
 )
 
 
+def _unbounded_exponent(u: sp.Basic) -> bool:
+    """Whether ``exp(u)`` over- or underflows for some finite array entry: ``u`` is linear
+    in one array entry ``g`` (``-g - 2``), or plus or minus the absolute value of such a
+    function (``-|g + 2|``).
+
+    Example:
+        >>> g = sp.IndexedBase("G", real=True)[sp.Symbol("i", integer=True)]
+        >>> [_unbounded_exponent(u) for u in (g, -g - 2, -sp.Abs(g + 2), sp.tanh(g), g**2)]
+        [True, True, True, False, False]
+    """
+    entries = u.atoms(sp.Indexed)
+    if len(entries) != 1:
+        return False
+    (g,) = entries
+    if len(g.indices) != 1:
+        return False
+    t = sp.Dummy("t", real=True)
+    w = u.xreplace({g: t})
+    if w.free_symbols != {t}:
+        return False
+    if isinstance(-w, sp.Abs):
+        w = (-w).args[0]
+    elif isinstance(w, sp.Abs):
+        w = w.args[0]
+    return w.is_polynomial(t) and sp.degree(w, t) == 1
+
+
+def _scale_factors(m: sp.Basic, *skip: sp.Basic) -> list[sp.Basic]:
+    """The factors of the product ``m`` (other than ``skip``) that are array entries or
+    sums of them (not a Jacobian's entry, a Kronecker delta or a piecewise value)."""
+    return [f for f in m.args if not any(f is k for k in skip) and f.free_symbols
+            and not f.has(sp.KroneckerDelta, sp.UnevaluatedExpr, sp.Piecewise)
+            and all(len(x.indices) == 1 for x in f.atoms(sp.Indexed))]
+
+
 def _scaled_exponential(m: sp.Basic) -> tuple[sp.Basic, sp.Basic, sp.Basic] | None:
-    """``(a, exp(u), rest)`` where ``m`` is ``rest * a * exp(u)``, ``u`` one array entry (or
-    its negative), ``a`` the product of the factors that are array entries or sums of them
-    (not a Jacobian's entry or a Kronecker delta, kept in ``rest``), else None."""
+    """``(a, exp(u), rest)`` where ``m`` is ``rest * a * exp(u)``, ``exp(u)`` one that over-
+    or underflows (:func:`_unbounded_exponent`), ``a`` the product of the factors that are
+    array entries or sums of them (not a Jacobian's entry or a Kronecker delta, kept in
+    ``rest``), else None."""
     if not m.is_Mul:
         return None
-    powers = [f for f in m.args if isinstance(f, sp.exp)
-              and (isinstance(f.args[0], sp.Indexed) or isinstance(-f.args[0], sp.Indexed))]
+    powers = [f for f in m.args if isinstance(f, sp.exp) and _unbounded_exponent(f.args[0])]
     if len(powers) != 1:
         return None
-    scale = [f for f in m.args if f is not powers[0] and f.free_symbols
-             and not f.has(sp.KroneckerDelta, sp.UnevaluatedExpr)
-             and all(len(x.indices) == 1 for x in f.atoms(sp.Indexed))]
-    if not scale:
+    scale = _scale_factors(m, powers[0])
+    if all(f.has(sp.exp) for f in scale):  # no unbounded factor: nothing to keep finite
         return None
     rest = [f for f in m.args if f is not powers[0] and f not in scale]
     return sp.Mul(*scale), powers[0], sp.Mul(*rest)
+
+
+def _exponential_plus(f: sp.Basic) -> tuple[sp.Basic, sp.Basic] | None:
+    """``(exp(u), c)`` where ``f`` is ``exp(u) + c``, ``c`` a positive number and
+    ``exp(u)`` one that over- or underflows, else None."""
+    if not f.is_Add or len(f.args) != 2:
+        return None
+    c, power = f.as_coeff_Add()
+    if not (c.is_positive and isinstance(power, sp.exp) and _unbounded_exponent(power.args[0])):
+        return None
+    return power, c
+
+
+def _scaled_exponential_sum(m: sp.Basic) -> tuple[sp.Basic, sp.Basic, sp.Basic] | None:
+    """``(a, exp(u) + c, rest)`` where ``m`` is ``rest * a * (exp(u) + c)`` (as
+    :func:`_exponential_plus`), ``a`` as in :func:`_scaled_exponential`, else None."""
+    if not m.is_Mul:
+        return None
+    sums = [f for f in m.args if _exponential_plus(f) is not None]
+    if len(sums) != 1:
+        return None
+    scale = _scale_factors(m, sums[0])
+    if not scale:
+        return None
+    rest = [f for f in m.args if f is not sums[0] and f not in scale]
+    return sp.Mul(*scale), sums[0], sp.Mul(*rest)
+
+
+def _distributed_exponential_sum(m: sp.Basic) -> sp.Basic:
+    a, total, rest = _scaled_exponential_sum(m)
+    power, c = _exponential_plus(total)
+    return rest * (a * power + c * a)
+
+
+_EXP_SUM_PRODUCT = Rewrite(
+    "product with an exponential plus a constant",
+    "{0} overflows where {1} is large, though {2} is finite where {3} is small: {4}, so "
+    "that the product with the exponential can be formed without overflow (next step)",
+    (sp.exp(_u) + _b, _u, _v * (sp.exp(_u) + _b), sp.Abs(_v),
+     sp.Eq(_v * (sp.exp(_u) + _b), _v * sp.exp(_u) + _b * _v, evaluate=False)),
+    lambda e: _scaled_exponential_sum(e) is not None,
+    _distributed_exponential_sum,
+)
+
+
+def _piecewise_scaled(m: sp.Basic) -> tuple[sp.Basic, sp.Piecewise, sp.Basic] | None:
+    """``(a, P, rest)`` where ``m`` is ``rest * a * P``, ``P`` its one piecewise factor, a
+    piece of which holds an exponential that over- or underflows, ``a`` as in
+    :func:`_scaled_exponential`, else None."""
+    if not m.is_Mul:
+        return None
+    pieces = [f for f in m.args if isinstance(f, sp.Piecewise)]
+    if len(pieces) != 1 or not any(_unbounded_exponent(p.args[0])
+                                   for p in pieces[0].atoms(sp.exp)):
+        return None
+    scale = _scale_factors(m, pieces[0])
+    if not scale:
+        return None
+    rest = [f for f in m.args if f is not pieces[0] and f not in scale]
+    return sp.Mul(*scale), pieces[0], sp.Mul(*rest)
+
+
+def _product_into_pieces(m: sp.Basic) -> sp.Basic:
+    a, pw, rest = _piecewise_scaled(m)
+    return rest * sp.Piecewise(*((a * value, cond) for value, cond in pw.args))
+
+
+_c = sp.Symbol("c")
+_PRODUCT_INTO_PIECES = Rewrite(
+    "product into pieces",
+    "a piece holds {0}, which over- or underflows where {1} is large, though its product "
+    "with {2} is finite: {3}, so that each piece forms its own product (next step)",
+    (sp.exp(_u), sp.Abs(_u), _v,
+     sp.Eq(_v * sp.Piecewise((sp.exp(_u), _c > 0), (1, True)),
+           sp.Piecewise((_v * sp.exp(_u), _c > 0), (_v, True)), evaluate=False)),
+    lambda e: _piecewise_scaled(e) is not None,
+    _product_into_pieces,
+)
 
 
 def _halved_exponential(m: sp.Basic) -> sp.Basic:
@@ -651,15 +762,60 @@ def _halved_exponential(m: sp.Basic) -> sp.Basic:
 _EXP_PRODUCT = Rewrite(
     "product with an exponential",
     "{0} overflows where {1} (float32: {2}), though {3} is finite where {4} is small, and "
-    "0 times infinity is not a number; {5}: the first product is formed first, so no "
-    "infinity is formed where the value is finite, for {6} (float32: {7})",
+    "0 times infinity is not a number; it underflows to 0 where {8}, though {3} is not 0 "
+    "where {4} is large; {5}: the first product is formed first, so no infinity is formed "
+    "where the value is finite, for {6} (float32: {7}), and no 0 where the value is a "
+    "normal number",
     (sp.exp(_u), _u > sp.Float("709.78", 5), _u > sp.Float("88.72", 4), _v * sp.exp(_u),
      sp.Abs(_v),
      sp.Eq(_v * sp.exp(_u), sp.UnevaluatedExpr(_v * sp.exp(_u / 2)) * sp.exp(_u / 2),
            evaluate=False),
-     _u < sp.Float("1419.5", 5), _u < sp.Float("177.4", 4)),
+     _u < sp.Float("1419.5", 5), _u < sp.Float("177.4", 4), _u < sp.Float("-745.13", 5)),
     lambda e: _scaled_exponential(e) is not None,
     _halved_exponential,
+)
+
+#: Where ``|z|`` reaches this, ``sinh(asinh(z)/3)`` is evaluated through cube roots.
+SINH_THIRD_SPLIT = 2
+
+
+def _sinh_third_of(e: sp.Basic) -> sp.Basic | None:
+    """``z`` where ``e`` is ``sinh(asinh(z)/3)`` (a monotone cubic's real root), else None."""
+    if not isinstance(e, sp.sinh):
+        return None
+    third, inner = e.args[0].as_coeff_Mul()
+    if third != sp.Rational(1, 3) or not isinstance(inner, sp.asinh):
+        return None
+    return inner.args[0]
+
+
+def _sinh_third_scaled(z: sp.Basic) -> sp.Basic:
+    """``sinh(asinh(z)/3)`` for ``z > 0`` as ``(c - 1/c)/2``, ``c = cbrt(z + sqrt(z**2 +
+    1))`` scaled by ``z`` so that no square is formed."""
+    c = cbrt(z) * cbrt(1 + sp.sqrt(1 + z**-2))
+    return (c - 1 / c) / 2
+
+
+def _sinh_third_pieces(e: sp.Basic) -> sp.Basic:
+    z = _sinh_third_of(e)
+    return sp.Piecewise((e, sp.Abs(z) < SINH_THIRD_SPLIT), (_sinh_third_scaled(z), z > 0),
+                        (-_sinh_third_scaled(-z), True))
+
+
+_SINH_THIRD = Rewrite(
+    "sinh of a third of asinh",
+    "{0} takes the log of {1} and then its exponential, whose relative error grows with "
+    "{2} (about 200 ulp where {1} is 1e300); {3} for {4}, since {5}: cube roots of a "
+    "number near {1} and of one in (2, 2.12], with no square formed; its odd part, {6}, "
+    "gives the negative {1}; where {7} the first form keeps every digit, so it is "
+    "evaluated in three pieces",
+    (sp.sinh(sp.asinh(_u) / 3), _u, sp.asinh(_u) / 3,
+     sp.Eq(sp.sinh(sp.asinh(_b) / 3), _sinh_third_scaled(_b)), _b > 0,
+     sp.Eq(sp.exp(sp.asinh(_b)), _b * (1 + sp.sqrt(1 + _b**-2))),
+     sp.Eq(sp.sinh(sp.asinh(-_b) / 3), -sp.sinh(sp.asinh(_b) / 3)),
+     sp.Abs(_u) < SINH_THIRD_SPLIT),
+    lambda e: _sinh_third_of(e) is not None,
+    _sinh_third_pieces,
 )
 
 #: The rewrites that take ``log|det|`` to a sum that never forms an exponential (sigmoids
@@ -671,7 +827,8 @@ LOG_REWRITES = (_TANH_SIGMOID, _SIGMOID, _EXP_SIGMOID, _LOG_OF_PRODUCT, _LOG_OF_
 KERNEL_REWRITES: tuple[Rewrite, ...] = (
     _CANCEL, _TANH_DERIVATIVE, _TANH_SIGMOID, _SINH, _SIGMOID, _EXP_SIGMOID, _SIGMOID_COMPLEMENT,
     _LOG_SIGMOID, _SOFTPLUS, _SOFTPLUS_REFLECTION, _LOGADDEXP, _EXPM1, _LOG1P, _LOG1P_ABS,
-    _LOG_SOFTPLUS, _EXP_RATIO, _SIGMOID_PIECES, _LOG_COSH, _LOG1P_SQUARE, _CONJUGATE, _EXP_PRODUCT)
+    _LOG_SOFTPLUS, _EXP_RATIO, _SIGMOID_PIECES, _LOG_COSH, _LOG1P_SQUARE, _CONJUGATE,
+    _PRODUCT_INTO_PIECES, _EXP_SUM_PRODUCT, _EXP_PRODUCT, _SINH_THIRD)
 
 
 # --- rules that take data: the arrangements near an optimum (derivations 2.3n, 2.4) -----

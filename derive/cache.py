@@ -129,12 +129,12 @@ def _version(name: str) -> str:
 
 
 def source_digest(exclude: Iterable[str] = (), root: Path | None = None,
-                  packages: Iterable[str] = ENGINE_PACKAGES) -> str:
+                  packages: Iterable[str] = ENGINE_PACKAGES, material: bool = True) -> str:
     """SHA-256 of every file of the engine's ``packages`` under ``root`` (path and bytes)
     but those in ``exclude`` (paths relative to ``root``), and of the versions that
     determine what the engine writes: the engine's, Python's (major.minor) and those of
-    :data:`LIBRARIES`; and the files of the material in use where it is not the default
-    (:func:`use_material`)."""
+    :data:`LIBRARIES`; and, unless ``material`` is false, the files of the material in use
+    where it is not the default (:func:`use_material`)."""
     root = _ROOT if root is None else root
     skip = set(exclude)
     h = hashlib.sha256()
@@ -150,7 +150,7 @@ def source_digest(exclude: Iterable[str] = (), root: Path | None = None,
                 continue
             data = path.read_bytes()
             h.update(f"{rel}\0{len(data)}\0".encode("utf-8", "surrogateescape") + data)
-    for name, path in _material_files:
+    for name, path in _material_files if material else ():
         data = path.read_bytes()
         h.update(f"material {name}\0{len(data)}\0".encode("utf-8", "surrogateescape") + data)
     return h.hexdigest()

@@ -575,6 +575,10 @@ def _csv_target(path: str) -> Target:
 def _run(args: argparse.Namespace) -> tuple[str, int]:
     """Dispatch to the subcommand; return what goes to standard output, and the exit code."""
     _use_material(args)
+    if getattr(args, "no_cache", False):
+        from . import verdicts
+
+        verdicts.use(None)  # every step checked anew, none remembered
     if args.command == "list":
         return _cmd_list(), 0
     if args.command == "show":

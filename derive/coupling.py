@@ -271,21 +271,26 @@ class CouplingBlock:
     @property
     def parameters(self) -> tuple[tuple[str, str], ...]:
         """The block's own parameters beyond ``s``, each ``(name, kind)``: its parameter
-        vectors (kind ``"param"``, shape ``(n,)``) by name, then its scalars (``"scalar"``).
+        vectors (kind ``"param"``, shape ``(n,)``) by name, then its scalars (``"scalar"``);
+        those assumed positive are of kind ``"positive_param"`` and ``"positive_scalar"``.
 
         Example:
             >>> from derive.vocabulary import F, param_scalar, param_vector, x1, x2
             >>> t, c = param_vector("t"), param_scalar("c")
             >>> CouplingBlock("shifted", "A shift", x1 + c * F, x2 + t).parameters
             (('t', 'param'), ('c', 'scalar'))
+            >>> h = param_vector("h", positive=True)
+            >>> CouplingBlock("scaled", "A scale", h * x1 + F, x2).parameters
+            (('h', 'positive_param'),)
         """
         exprs = [sp.sympify(self.y1), sp.sympify(self.y2)] + (
             [sp.sympify(bound) for bound in self.domain] if self.domain else [])
-        vectors = {str(a.base.label) for e in exprs for a in e.atoms(sp.Indexed)
-                   if a.base not in _INPUT_BASES}
-        scalars = {str(sym) for e in exprs for sym in _scalars(e)}
-        return (tuple((name, "param") for name in sorted(vectors))
-                + tuple((name, "scalar") for name in sorted(scalars)))
+        vectors = {str(a.base.label): "positive_param" if a.is_positive else "param"
+                   for e in exprs for a in e.atoms(sp.Indexed) if a.base not in _INPUT_BASES}
+        scalars = {str(sym): "positive_scalar" if sym.is_positive else "scalar"
+                   for e in exprs for sym in _scalars(e)}
+        return (tuple((name, vectors[name]) for name in sorted(vectors))
+                + tuple((name, scalars[name]) for name in sorted(scalars)))
 
 
 def _scalars(expr: sp.Expr) -> set[sp.Symbol]:
@@ -1016,8 +1021,10 @@ def coupling_kernels(block: CouplingBlock, source: str = "",
         (('x1', 'x2', 's', 't', 'F', 'G'), "block 'shifted', derivations 1.1-1.3n")
     """
     arranged = derive_arrangement(block)
-    own = tuple(Arg(name, kind, f"the parameter vector {name}, shape (n,)." if kind == "param"
-                    else f"the scalar parameter {name}, shape ().")
+    own = tuple(Arg(name, kind, (f"the parameter vector {name}, shape (n,)"
+                                 if kind.endswith("param") else
+                                 f"the scalar parameter {name}, shape ()")
+                    + (", every entry > 0." if kind.startswith("positive") else "."))
                 for name, kind in block.parameters)
     _S = (_S1,) + own  # noqa: N806 - the parameters, s first
 
@@ -1059,15 +1066,15 @@ def coupling_kernels(block: CouplingBlock, source: str = "",
             "and F, G map (..., n) to (..., n)." if not own else
             " The kernels share one signature: x1, x2, y1, y2 have shape (..., n) with any "
             "leading batch dimensions, "
-            + " and ".join(a.name for a in (_S1,) + own if a.kind == "param")
+            + " and ".join(a.name for a in (_S1,) + own if a.is_param)
             + " have shape (n,)"
-            + "".join(f", {a.name} has shape ()" for a in own if a.kind == "scalar")
+            + "".join(f", {a.name} has shape ()" for a in own if a.is_scalar)
             + ", and F, G map (..., n) to (..., n).")),
         kernels=kernels,
         source=source or f"block {block.name!r}, derivations 1.1-1.3n",
         contract="coupling",
         example="" if package is None else (_EXAMPLE if not own else _EXAMPLE_OWN).format(
             name=block.name, package=package,
-            own="".join(", np.zeros(2)" if a.kind == "param" else ", np.float64(0.5)"
-                        for a in own)),
+            own="".join((", np.ones(2)" if a.is_positive else ", np.zeros(2)") if a.is_param
+                        else ", np.float64(0.5)" for a in own)),
     )

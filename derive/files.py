@@ -212,9 +212,13 @@ def _derive_group(index: int) -> tuple[str | None, list[str]]:
     there as in one process)."""
     import json
 
+    from .verdicts import save
+
     try:
-        return None, [json.dumps(_part(q, variant, _GROUPS_COMMAND[0]), sort_keys=True,
-                                 ensure_ascii=False) for q, variant in _GROUPS[index]]
+        texts = [json.dumps(_part(q, variant, _GROUPS_COMMAND[0]), sort_keys=True,
+                            ensure_ascii=False) for q, variant in _GROUPS[index]]
+        save()  # the step checks' verdicts (a pool's process ends without its exit hooks)
+        return None, texts
     except BaseException as exc:  # noqa: BLE001 - reported, then raised again in the parent
         return f"{type(exc).__name__}: {exc}", []
 

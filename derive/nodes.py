@@ -32,7 +32,17 @@ __all__ = ["ComponentSum", "Term", "BlockSpec", "BlockMatrixSpec", "IDENTITY", "
 
 
 class Opaque:
-    """Marker for nodes whose meaning only a concrete model can decide (``E_q[...]``)."""
+    """Marker for nodes whose meaning only a concrete model can decide (``E_q[...]``, a
+    determinant left unevaluated): a step holding one is checked in the derivation's
+    models only, never by simplifying it as it stands (which cannot succeed, and took
+    simplify seconds to give up on).
+
+    Example:
+        >>> class Det(Opaque, sp.Function):
+        ...     nargs = 1
+        >>> is_opaque(Det(sp.Symbol("z")) - 1), isinstance(Det(sp.Symbol("z")), Opaque)
+        (True, True)
+    """
 
 
 def is_opaque(expr: sp.Basic) -> bool:

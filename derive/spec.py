@@ -30,10 +30,14 @@ __all__ = ["Arg", "Output", "Kernel", "Module", "ArgKind"]
 #: ``(..., n) -> (..., n)``; ``jacobian``: a callable ``(..., n) -> (..., n, n)``;
 #: ``elementwise``: an array of any shape, broadcast against the others; ``positive``: the
 #: same, but every entry must be > 0; ``scalar``: a real scalar parameter, shape ``()`` (in a
-#: coupling module, after the parameter vectors).
+#: coupling module, after the parameter vectors); ``positive_param`` and ``positive_scalar``:
+#: a parameter vector and a scalar that the derivation assumes positive
+#: (``param_vector``/``param_scalar`` with ``positive=True``), checked > 0 by the kernels.
 ArgKind = Literal["batch", "param", "function", "jacobian", "elementwise", "positive",
-                  "scalar"]
-_ARRAY_KINDS = ("batch", "param", "elementwise", "positive", "scalar")
+                  "scalar", "positive_param", "positive_scalar"]
+_ARRAY_KINDS = ("batch", "param", "elementwise", "positive", "scalar", "positive_param",
+                "positive_scalar")
+_POSITIVE_KINDS = ("positive", "positive_param", "positive_scalar")
 _CALLABLE_KINDS = ("function", "jacobian")
 
 
@@ -48,6 +52,26 @@ class Arg:
     @property
     def is_array(self) -> bool:
         return self.kind in _ARRAY_KINDS
+
+    @property
+    def is_positive(self) -> bool:
+        """Whether every entry must be > 0 (the kernels check it).
+
+        Example:
+            >>> Arg("h", "positive_param", "").is_positive, Arg("s", "param", "").is_positive
+            (True, False)
+        """
+        return self.kind in _POSITIVE_KINDS
+
+    @property
+    def is_param(self) -> bool:
+        """Whether it is a coupling block's parameter vector, shape ``(n,)``."""
+        return self.kind in ("param", "positive_param")
+
+    @property
+    def is_scalar(self) -> bool:
+        """Whether it is a scalar parameter, shape ``()``."""
+        return self.kind in ("scalar", "positive_scalar")
 
     @property
     def symbol(self) -> sp.Symbol:

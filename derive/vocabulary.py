@@ -83,7 +83,8 @@ def param_vector(name: str, positive: bool = False) -> sp.Indexed:
 
     A block that uses it takes it as a kernel argument of that name, checked like ``s``.
     With ``positive``, the derivations assume every component is positive (a width, a
-    height or a slope); the kernels do not check it.
+    height or a slope), and the kernels check it (kind ``positive_param``: a value <= 0 is
+    a ValueError naming the argument).
 
     Example:
         >>> t = param_vector("t")
@@ -100,7 +101,7 @@ def param_vector(name: str, positive: bool = False) -> sp.Indexed:
 
 def param_scalar(name: str, positive: bool = False) -> sp.Symbol:
     """A new real scalar parameter (shape ``()``), a kernel argument of that name; with
-    ``positive``, assumed positive by the derivations.
+    ``positive``, assumed positive by the derivations and checked > 0 by the kernels.
 
     Example:
         >>> c = param_scalar("c")

@@ -124,15 +124,15 @@ def _forward_numpy(x1, x2, F, G, _batch, _n, _dtype):
     # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
     # equal to the value it stands for where it holds (the first condition that holds wins,
     # the last piece where none does). kernel_runtime.select decides how to select them.
-    _pw0 = _rt.select(numpy, (G_x2,), _dtype, None, (
+    _pw0 = _rt.select(numpy, (G_x2, x1,), _dtype, None, (
         numpy.less(G_x2, -2),
     ), (
-        (lambda G_x2: numpy.exp(-abs(G_x2 + 2))/(1 + numpy.exp(-abs(G_x2 + 2))), (G_x2,), ()),
-        (lambda G_x2: 1/(1 + numpy.exp(-abs(G_x2 + 2))), (G_x2,), ()),
+        (lambda G_x2, x1: numpy.exp(-1/2*abs(G_x2 + 2))*(x1*numpy.exp(-1/2*abs(G_x2 + 2))/(1 + numpy.exp(-abs(G_x2 + 2)))), (G_x2, x1,), ()),
+        (lambda G_x2, x1: x1/(1 + numpy.exp(-abs(G_x2 + 2))), (G_x2, x1,), ()),
     ), False)
     # Output terms
     y2 = x2
-    y1 = F_x2 + _pw0*x1
+    y1 = F_x2 + _pw0
     y1 = _finish(y1, _batch + (_n,), _dtype, (x1, x2,))
     y2 = _finish(y2, _batch + (_n,), _dtype, (x1, x2,))
     return y1, y2
@@ -150,15 +150,15 @@ def _forward_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
     # equal to the value it stands for where it holds (the first condition that holds wins,
     # the last piece where none does). kernel_runtime.select decides how to select them.
-    _pw0 = _rt.select(xp, (G_x2,), _dtype, _like, (
+    _pw0 = _rt.select(xp, (G_x2, x1,), _dtype, _like, (
         (G_x2 < -2),
     ), (
-        (lambda G_x2: xp.exp(-abs(G_x2 + 2))/(1 + xp.exp(-abs(G_x2 + 2))), (G_x2,), (-10,)),
-        (lambda G_x2: 1/(1 + xp.exp(-abs(G_x2 + 2))), (G_x2,), (0,)),
+        (lambda G_x2, x1: xp.exp(-1/2*abs(G_x2 + 2))*(x1*xp.exp(-1/2*abs(G_x2 + 2))/(1 + xp.exp(-abs(G_x2 + 2)))), (G_x2, x1,), (-10, -10,)),
+        (lambda G_x2, x1: x1/(1 + xp.exp(-abs(G_x2 + 2))), (G_x2, x1,), (0, 0,)),
     ), False)
     # Output terms
     y2 = x2
-    y1 = F_x2 + _pw0*x1
+    y1 = F_x2 + _pw0
     y1 = _rt.finish_xp(xp, y1, _batch + (_n,), _dtype, (x1, x2,))
     y2 = _rt.finish_xp(xp, y2, _batch + (_n,), _dtype, (x1, x2,))
     return y1, y2
@@ -231,8 +231,10 @@ def _inverse_numpy(y1, y2, F, G, _batch, _n, _dtype):
     # Calls (each callable evaluated once)
     F_x2 = _call("F", F, x2, "vector", _dtype)
     G_x2 = _call("G", G, x2, "vector", _dtype)
+    # Intermediate terms
+    _tmp0 = numpy.exp(-1/2*G_x2 - 1)
     # Output terms
-    x1 = (y1 - F_x2)*(numpy.exp(-G_x2 - 2) + 1)
+    x1 = _tmp0*(_tmp0*(y1 - F_x2)) + y1 - F_x2
     x1 = _finish(x1, _batch + (_n,), _dtype, (y1, y2,))
     x2 = _finish(x2, _batch + (_n,), _dtype, (y1, y2,))
     return x1, x2
@@ -247,8 +249,10 @@ def _inverse_xp(xp, y1, y2, F, G, _batch, _n, _dtype):
     _arg_x2 = _rt.callee_arg(xp, x2, _dtype)
     F_x2 = _rt.call_xp(xp, "F", F, _arg_x2, "vector", _dtype)
     G_x2 = _rt.call_xp(xp, "G", G, _arg_x2, "vector", _dtype)
+    # Intermediate terms
+    _tmp0 = xp.exp(-1/2*G_x2 - 1)
     # Output terms
-    x1 = (y1 - F_x2)*(xp.exp(-G_x2 - 2) + 1)
+    x1 = _tmp0*(_tmp0*(y1 - F_x2)) + y1 - F_x2
     x1 = _rt.finish_xp(xp, x1, _batch + (_n,), _dtype, (y1, y2,))
     x2 = _rt.finish_xp(xp, x2, _batch + (_n,), _dtype, (y1, y2,))
     return x1, x2
@@ -548,16 +552,16 @@ def _forward_and_log_det_numpy(x1, x2, F, G, _batch, _n, _dtype):
     # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
     # equal to the value it stands for where it holds (the first condition that holds wins,
     # the last piece where none does). kernel_runtime.select decides how to select them.
-    _pw0 = _rt.select(numpy, (G_x2,), _dtype, None, (
+    _pw0 = _rt.select(numpy, (G_x2, x1,), _dtype, None, (
         numpy.less(G_x2, -2),
     ), (
-        (lambda G_x2: numpy.exp(-abs(G_x2 + 2))/(1 + numpy.exp(-abs(G_x2 + 2))), (G_x2,), ()),
-        (lambda G_x2: 1/(1 + numpy.exp(-abs(G_x2 + 2))), (G_x2,), ()),
+        (lambda G_x2, x1: numpy.exp(-1/2*abs(G_x2 + 2))*(x1*numpy.exp(-1/2*abs(G_x2 + 2))/(1 + numpy.exp(-abs(G_x2 + 2)))), (G_x2, x1,), ()),
+        (lambda G_x2, x1: x1/(1 + numpy.exp(-abs(G_x2 + 2))), (G_x2, x1,), ()),
     ), False)
     # Output terms
     y2 = x2
     log_det = numpy.sum(-numpy.logaddexp(0, -G_x2 - 2), axis=-1)
-    y1 = F_x2 + _pw0*x1
+    y1 = F_x2 + _pw0
     y1 = _finish(y1, _batch + (_n,), _dtype, (x1, x2,))
     y2 = _finish(y2, _batch + (_n,), _dtype, (x1, x2,))
     log_det = _finish(log_det, _batch, _dtype, (x1, x2,))
@@ -576,16 +580,16 @@ def _forward_and_log_det_xp(xp, x1, x2, F, G, _batch, _n, _dtype):
     # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
     # equal to the value it stands for where it holds (the first condition that holds wins,
     # the last piece where none does). kernel_runtime.select decides how to select them.
-    _pw0 = _rt.select(xp, (G_x2,), _dtype, _like, (
+    _pw0 = _rt.select(xp, (G_x2, x1,), _dtype, _like, (
         (G_x2 < -2),
     ), (
-        (lambda G_x2: xp.exp(-abs(G_x2 + 2))/(1 + xp.exp(-abs(G_x2 + 2))), (G_x2,), (-10,)),
-        (lambda G_x2: 1/(1 + xp.exp(-abs(G_x2 + 2))), (G_x2,), (0,)),
+        (lambda G_x2, x1: xp.exp(-1/2*abs(G_x2 + 2))*(x1*xp.exp(-1/2*abs(G_x2 + 2))/(1 + xp.exp(-abs(G_x2 + 2)))), (G_x2, x1,), (-10, -10,)),
+        (lambda G_x2, x1: x1/(1 + xp.exp(-abs(G_x2 + 2))), (G_x2, x1,), (0, 0,)),
     ), False)
     # Output terms
     y2 = x2
     log_det = xp.sum(-xp.logaddexp(_zero, -G_x2 - 2), axis=-1)
-    y1 = F_x2 + _pw0*x1
+    y1 = F_x2 + _pw0
     y1 = _rt.finish_xp(xp, y1, _batch + (_n,), _dtype, (x1, x2,))
     y2 = _rt.finish_xp(xp, y2, _batch + (_n,), _dtype, (x1, x2,))
     log_det = _rt.finish_xp(xp, log_det, _batch, _dtype, (x1, x2,))

@@ -122,13 +122,11 @@ def _kl_numpy(mu, sigma, _batch, _dtype):
     _pw0 = _rt.select(numpy, (sigma, x,), _dtype, None, (
         numpy.equal(x, numpy.inf),
         numpy.less(abs(x), 1/2),
-        numpy.greater_equal(x, 2),
     ), (
         (lambda: numpy.inf, (), ()),
         (lambda x: x**2*(_rt.horner(x, (1/2615348736000, 1/174356582400, 1/12454041600, 1/958003200, 1/79833600, 1/7257600, 1/725760, 1/80640, 1/10080, 1/1440, 1/240, 1/48, 1/12, 1/4))), (x,), ()),
-        (lambda sigma, x: 2*((1/2)*sigma)**2 - (1/2)*x - 1/2, (sigma, x,), ()),
-        (lambda sigma, x: (1/2)*(sigma - 1)**2 + ((sigma - 1) - (1/2)*x), (sigma, x,), ()),
-    ), True)
+        (lambda sigma, x: ((sigma - 1) - (1/2)*x) + 2*((1/2)*(sigma - 1))**2, (sigma, x,), ()),
+    ), False)
     # Output terms
     kl = _pw0 + 2*((1/2)*mu)**2
     kl = _finish(kl, _batch, _dtype, (mu, sigma,))
@@ -148,13 +146,11 @@ def _kl_xp(xp, mu, sigma, _batch, _dtype):
     _pw0 = _rt.select(xp, (sigma, x,), _dtype, _like, (
         (x == xp.inf),
         (abs(x) < 1/2),
-        (x >= 2),
     ), (
         (lambda: _zero + xp.inf, (), ()),
         (lambda x: x**2*(_rt.horner(x, (1/2615348736000, 1/174356582400, 1/12454041600, 1/958003200, 1/79833600, 1/7257600, 1/725760, 1/80640, 1/10080, 1/1440, 1/240, 1/48, 1/12, 1/4))), (x,), (0,)),
-        (lambda sigma, x: 2*((1/2)*sigma)**2 - (1/2)*x - 1/2, (sigma, x,), (0, 0,)),
-        (lambda sigma, x: (1/2)*(sigma - 1)**2 + ((sigma - 1) - (1/2)*x), (sigma, x,), (0, 0,)),
-    ), True)
+        (lambda sigma, x: ((sigma - 1) - (1/2)*x) + 2*((1/2)*(sigma - 1))**2, (sigma, x,), (0, 0,)),
+    ), False)
     # Output terms
     kl = _pw0 + 2*((1/2)*mu)**2
     kl = _rt.finish_xp(xp, kl, _batch, _dtype, (mu, sigma,))

@@ -140,12 +140,10 @@ def _kl_numpy(mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     _pw1 = _rt.select(numpy, (sigma_p, sigma_q, x,), _dtype, None, (
         numpy.equal(x, numpy.inf),
         numpy.less(abs(x), 1/2),
-        numpy.less(x, 2),
     ), (
         (lambda: numpy.inf, (), ()),
         (lambda x: x**2*(_rt.horner(x, (1/2615348736000, 1/174356582400, 1/12454041600, 1/958003200, 1/79833600, 1/7257600, 1/725760, 1/80640, 1/10080, 1/1440, 1/240, 1/48, 1/12, 1/4))), (x,), ()),
-        (lambda sigma_p, sigma_q, x: (1/2)*((sigma_q - sigma_p)/sigma_p)**2 + ((sigma_q - sigma_p)/sigma_p - (1/2)*x), (sigma_p, sigma_q, x,), ()),
-        (lambda sigma_p, sigma_q, x: 2*((1/2)*sigma_q/sigma_p)**2 - (1/2)*x - 1/2, (sigma_p, sigma_q, x,), ()),
+        (lambda sigma_p, sigma_q, x: ((sigma_q - sigma_p)/sigma_p - (1/2)*x) + 2*((1/2)*((sigma_q - sigma_p)/sigma_p))**2, (sigma_p, sigma_q, x,), ()),
     ), False)
     # Output terms
     kl = _pw1 + 2*((1/2)*m)**2
@@ -179,12 +177,10 @@ def _kl_xp(xp, mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     _pw1 = _rt.select(xp, (sigma_p, sigma_q, x,), _dtype, _like, (
         (x == xp.inf),
         (abs(x) < 1/2),
-        (x < 2),
     ), (
         (lambda: _zero + xp.inf, (), ()),
         (lambda x: x**2*(_rt.horner(x, (1/2615348736000, 1/174356582400, 1/12454041600, 1/958003200, 1/79833600, 1/7257600, 1/725760, 1/80640, 1/10080, 1/1440, 1/240, 1/48, 1/12, 1/4))), (x,), (0,)),
-        (lambda sigma_p, sigma_q, x: (1/2)*((sigma_q - sigma_p)/sigma_p)**2 + ((sigma_q - sigma_p)/sigma_p - (1/2)*x), (sigma_p, sigma_q, x,), (1, 1, 1,)),
-        (lambda sigma_p, sigma_q, x: 2*((1/2)*sigma_q/sigma_p)**2 - (1/2)*x - 1/2, (sigma_p, sigma_q, x,), (1, 1, 1,)),
+        (lambda sigma_p, sigma_q, x: ((sigma_q - sigma_p)/sigma_p - (1/2)*x) + 2*((1/2)*((sigma_q - sigma_p)/sigma_p))**2, (sigma_p, sigma_q, x,), (1, 1, 1,)),
     ), False)
     # Output terms
     kl = _pw1 + 2*((1/2)*m)**2

@@ -72,16 +72,17 @@ def numpy_elementwise(names: tuple[str, ...], positive: tuple[str, ...],
 
 
 def numpy_coupling(vectors: tuple[str, ...], params: tuple[str, ...],
-                   read: tuple[str, ...], scalars: tuple[str, ...] = ()) -> Callable[..., Any]:
+                   read: tuple[str, ...], scalars: tuple[str, ...] = (),
+                   positive: tuple[str, ...] = ()) -> Callable[..., Any]:
     """A coupling kernel's NumPy fast path, built once per kernel at import.
 
     The function returned takes the array arguments (vectors, then parameters) and
     ``check_finite`` and returns ``(batch, n, dtype)`` where they are NumPy arrays of one
     float dtype, the vectors of one shape ``(..., n)`` with ``n >= 1`` and the parameters
     of shape ``(n,)`` and the scalars (``scalars``, after them) of shape ``()``, after the
-    value checks :func:`~kernel_runtime.prepare_coupling` makes
-    (same errors); for any other input it returns None, and the kernel calls
-    :func:`~kernel_runtime.prepare_coupling`.
+    value checks :func:`~kernel_runtime.prepare_coupling` makes (same errors; the parameters
+    and scalars named in ``positive`` must be > 0, tested in the same pass); for any other
+    input it returns None, and the kernel calls :func:`~kernel_runtime.prepare_coupling`.
 
     Example:
         >>> fast = numpy_coupling(("x1", "x2"), ("s",), ("x1", "x2", "s"))
@@ -89,9 +90,14 @@ def numpy_coupling(vectors: tuple[str, ...], params: tuple[str, ...],
         ((4,), 2, dtype('float64'))
         >>> fast((numpy.zeros((4, 2)), numpy.zeros((3, 2)), numpy.ones(2)), None) is None
         True
+        >>> fast = numpy_coupling(("x1",), ("h",), ("x1", "h"), (), ("h",))
+        >>> fast((numpy.zeros((4, 2)), numpy.array([1.0, -2.0])), None)
+        Traceback (most recent call last):
+        ...
+        ValueError: h: expected every entry > 0, got a minimum of -2.0
     """
     names = vectors + params + scalars
-    positive_at, read_at = value_checks(names, (), read)
+    positive_at, read_at = value_checks(names, positive, read)
     k = len(vectors)
     m = len(vectors + params)
     pairs = pair_up(tuple(i for i in read_at if i < k), tuple(i for i in read_at if k <= i < m),

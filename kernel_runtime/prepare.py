@@ -100,9 +100,11 @@ def prepare_coupling(
     vectors: tuple[str, ...], vector_values: tuple[Any, ...], params: tuple[str, ...],
     param_values: tuple[Any, ...], read: tuple[str, ...], check_finite: bool | None,
     scalars: tuple[str, ...] = (), scalar_values: tuple[Any, ...] = (),
+    positive: tuple[str, ...] = (),
 ) -> tuple[Any, list[Any], tuple[int, ...], int, Any]:
     """Check the arguments of a coupling kernel: vectors ``(..., n)``, parameters ``(n,)``,
-    and scalars ``()`` (a block's own scalar parameters, where it has any).
+    and scalars ``()`` (a block's own scalar parameters, where it has any); the parameters
+    and scalars named in ``positive`` must be > 0 (checked with the others, in one pass).
 
     Returns ``(xp, arrays, batch, n, dtype)``: the namespace (``numpy`` for NumPy input),
     the arrays (vectors, then parameters, then scalars) in the working dtype, the broadcast
@@ -134,5 +136,5 @@ def prepare_coupling(
     same = n > 0 and all(shape == first for shape in shapes[1:k]) and all(
         shape == (n,) for shape in shapes[k:])
     batch = first[:-1] if same else _coupling_shapes(vectors, params, shapes)
-    return xp, checked(xp, names, values, arrays, dtype, (), read, check_finite), batch, n, \
-        dtype
+    return xp, checked(xp, names, values, arrays, dtype, positive, read, check_finite), \
+        batch, n, dtype

@@ -172,6 +172,10 @@ def test_each_rewrite_made_wrong_fails_its_check(rewrite):
                sp.log(sp.Abs(1 + u**2, evaluate=False), evaluate=False),
                sp.log(sp.cosh(u)) + u, log1p(u**2) + u, sp.sqrt(u**2 + 4) / 2 + u / 2,
                sp.exp(entry("g")) * entry("a") + u,
+               (sp.exp(-entry("g") - 2) + 1) * entry("a") + u,
+               sp.sinh(sp.asinh(u) / 3) + u,
+               sp.Piecewise((sp.exp(-sp.Abs(entry("g") + 2)), entry("g") < -2), (1, True))
+               * entry("a") + u,
                sp.log(sp.Abs(1 + u * sp.tanh(u), evaluate=False), evaluate=False)]
     hit = False
     for expr in samples:

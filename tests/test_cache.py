@@ -389,42 +389,45 @@ _DUMP = textwrap.dedent("""
     import hashlib, json, sys
     from pathlib import Path
     import derive.files as f
+    from derive import verdicts
     from derive.cache import open_store
     store = open_store()
     out = {}
     out["cached"] = f.generate(store)[0]
-    if sys.argv[1] == "parts":  # the parts alone: the whole output's entry left out
-        store.get = (lambda get: lambda kind, key: None if kind == "generate" else
-                     get(kind, key))(store.get)
-        out["parts"] = f.generate(store)[0]
-    # without the cache: in this process (seed 0), in two forked ones (seed 12345)
-    out["uncached"] = f.generate(None, jobs=1 if sys.argv[1] == "uncached" else 2)[0]
+    # the parts alone: the whole output's entry left out
+    store.get = (lambda get: lambda kind, key: None if kind == "generate" else
+                 get(kind, key))(store.get)
+    out["parts"] = f.generate(store)[0]
+    # without the cache, and with no verdict remembered: in two forked processes
+    verdicts.use(None)
+    out["uncached"] = f.generate(None, jobs=2)[0]
     print(json.dumps({k: {p: hashlib.sha256(t.encode()).hexdigest() for p, t in v.items()}
                       for k, v in out.items()}))
 """)
 
 
 def test_output_is_byte_identical_with_and_without_the_cache(tmp_path):
-    """From an empty cache (hash seed 0), warm (seed 12345) and from its parts alone, the
-    files equal those derived without the cache, in each process (the derivations of seed
-    0 are those the empty cache took; seed 12345 derives everything again, in two forked
-    processes, ``jobs=2``): byte-identical under either hash seed, and equal to generated/
-    on disk."""
+    """Under another hash seed (12345) in a fresh process: the files read whole from the
+    run's cache, rebuilt from its parts alone, and derived without any cache (no step
+    verdict remembered either; in two forked processes, ``jobs=2``) are the same bytes,
+    and those of generated/ on disk.
+
+    The cold cache's own path (derive, store, write) is the run's first ``derive generate
+    --check`` (tests/test_cli.py, scheduled first), compared with generated/ too; and
+    tests/test_generate.py derives every file in one process (``jobs=1``) under the run's
+    own hash seed. (This test derived all three itself: three whole derivations.)"""
     on_disk = {p: hashlib.sha256(t.encode()).hexdigest()
                for p, t in _on_disk().items()}
-    runs = []
-    for seed, mode in (("0", "uncached"), ("12345", "parts")):
-        env = {**os.environ, "PYTHONHASHSEED": seed, "DERIVE_CACHE_DIR": str(tmp_path),
-               "PYTHONPATH": str(ROOT)}
-        env.pop("DERIVE_NO_CACHE", None)
-        done = subprocess.run([sys.executable, "-c", _DUMP, mode], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=1800)
-        assert done.returncode == 0, done.stderr
-        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    first, second = runs
-    assert first["cached"] == first["uncached"] == second["cached"] == second["parts"]
-    assert second["uncached"] == first["cached"]
-    assert first["cached"] == on_disk
+    env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(ROOT),
+           "DERIVE_CACHE_DIR": os.environ.get("DERIVE_CACHE_DIR") or str(tmp_path)}
+    env.pop("DERIVE_NO_CACHE", None)
+    done = subprocess.run([sys.executable, "-c", _DUMP], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr
+    run = json.loads(done.stdout.strip().splitlines()[-1])
+    assert run["cached"] == on_disk
+    assert run["parts"] == on_disk
+    assert run["uncached"] == on_disk
 
 
 def test_jobs_is_a_whole_number(capsys):

@@ -459,3 +459,51 @@ def test_terms_of_one_sign_vanish_each():
     det = derive_determinant(block("user_one_plus_square"))
     assert det.result("volume_condition") == sp.Eq(G, 0)
     assert "every component" in det.conclusion
+
+
+@cache
+def _positive_parameter_kernels() -> SimpleNamespace:
+    """A block with a positive parameter vector ``h`` and a positive scalar ``c``."""
+    from codegen.backends import render_numpy
+    from derive.coursework.kernels import coupling_module
+    from derive.vocabulary import param_scalar, param_vector
+
+    h, c = param_vector("h", positive=True), param_scalar("c", positive=True)
+    y1, y2 = c * h * x1 + F, x2
+    b = CouplingBlock("user_positive_parameters", "a block of the tests", y1=y1, y2=y2)
+    source = rendered_once("coupling-numpy", ["user_positive_parameters",
+                                              *map(fingerprint, (y1, y2))],
+                           lambda: render_numpy(coupling_module(b), "test"))
+    namespace: dict = {}
+    exec(source, namespace)  # noqa: S102
+    return SimpleNamespace(**namespace)
+
+
+@pytest.mark.user_block
+@pytest.mark.parametrize("library", ["numpy", "torch", "array_api_strict"])
+@pytest.mark.parametrize(("h", "c", "wrong", "given"), [
+    ([1.0, -2.0, 0.5], 1.5, "h", "-2.0"),
+    ([1.0, 0.0, 0.5], 1.5, "h", "0.0"),
+    ([1.0, 2.0, 0.5], -1.5, "c", "-1.5"),
+])
+def test_positive_parameters_are_checked(library, h, c, wrong, given):
+    """A parameter the derivation assumes positive (``param_vector``/``param_scalar`` with
+    ``positive=True``) is checked by every kernel: a value <= 0 is a ValueError naming the
+    argument, what was expected and what was given, not a silent NaN; with
+    ``check_finite=False`` nothing is checked."""
+    xp = np if library == "numpy" else pytest.importorskip(library)
+    m = _positive_parameter_kernels()
+    f = g = (lambda x: x * 0 + 0.25)
+    ok = dict(h=np.array([1.0, 2.0, 0.5]), c=np.float64(1.5))
+    bad = dict(h=np.array(h), c=np.float64(c))
+    for kernel, first in (("forward", (X1, X2)), ("inverse", (X1, X2)),
+                          ("log_det_jacobian", (X1, X2))):
+        fn = getattr(m, kernel)
+        args = [xp.asarray(v) for v in (*first, S, ok["h"], ok["c"])]
+        fn(*args, f, g)  # accepted
+        args = [xp.asarray(v) for v in (*first, S, bad["h"], bad["c"])]
+        with pytest.raises(ValueError, match=f"^{wrong}: expected every entry > 0, got a "
+                                             f"minimum of {given}"):
+            fn(*args, f, g)
+        with np.errstate(all="ignore"):
+            fn(*args, f, g, check_finite=False)  # not checked

@@ -115,9 +115,11 @@ def test_kl_just_above_the_series_piece_is_within_the_stated_bound(sigma):
 
 
 @pytest.mark.skipif(not kr.HAS_EXTENDED, reason="long double is float64 on this platform")
-def test_direct_piece_is_correctly_rounded_on_average():
-    # sigma**2 halved and squared is correctly rounded on average (mean 0.26 eps measured);
-    # exp(2 log sigma) there would average 0.35-0.37 eps.
+def test_large_scales_are_correctly_rounded_on_average():
+    # From x = 2 up, (t - log sigma) + t**2/2 (t = sigma - 1, the square halved first; issue
+    # 24: it serves there since the piece for large scales went) is correctly rounded on
+    # average: mean 0.24 eps measured (the piece it replaced, sigma**2 halved and squared,
+    # 0.26); exp(2 log sigma) there would average 0.35-0.37 eps.
     xs = np.linspace(2, 12, 100_000)
     assert _errors("sigma", np.float64, xs).mean() < 0.31
 
@@ -443,3 +445,33 @@ def test_check_finite_off_nan_gives_nan_in_both_modules(module, good):
             assert np.isnan(module.kl(0.0, np.array([np.nan, -1.0]), check_finite=False)).all()
         with pytest.raises(ValueError, match=r"sigma: expected every entry > 0"):
             module.kl(0.0, np.array([1.0, -1.0]))
+
+
+def test_middle_piece_serves_large_scales_and_a_wrong_one_is_refused():
+    # Issue 24: 2.3n's piece outside the series, (t - x/2) + t**2/2 with t = sigma - 1, has
+    # its square halved before it is formed, so it overflows only where the KL does and
+    # serves every x from the series up: no piece of its own for large scales (fewer
+    # conditions, counts and gathers per call). The step is checked; wrong ones are refused.
+    from derive.coursework.gaussian_kl import PARAMETERIZATIONS, derive_stable_kl, expm1mx
+    from derive.derivation import Step, StepCheckError, check_step
+
+    d = derive_stable_kl(PARAMETERIZATIONS["sigma"])
+    pieces = d.result("kl_evaluable").atoms(sp.Piecewise).pop().args
+    assert len(pieces) == 3  # infinity, the series, the middle piece (everywhere else)
+    x = next(s for s in pieces[1].cond.free_symbols)
+    step = next(s for s in d.steps if s.lhs == expm1mx(x) and not s.rhs.has(sp.O(x)) and
+                any(v.name == "sigma" for v in s.rhs.free_symbols))
+    sigma = next(v for v in step.rhs.free_symbols if v.name == "sigma")
+    check_step(step)
+    t = sp.UnevaluatedExpr(sigma - 1)
+    for wrong in (2 * (sp.UnevaluatedExpr(t - x / 2) + 4 * sp.UnevaluatedExpr(t / 2) ** 2),
+                  2 * (sp.UnevaluatedExpr(t + x / 2) + 2 * sp.UnevaluatedExpr(t / 2) ** 2)):
+        with pytest.raises(StepCheckError):
+            check_step(Step(step.lhs, wrong, "wrong", given=step.given))
+    # finite, without a warning, up to where the true value overflows
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        big = ks.kl(np.zeros(2), np.array([1.3e154, 1.8e154]))
+        big32 = ks.kl(np.zeros(2, np.float32), np.array([1e19, 1.8e19], np.float32))
+    assert np.all(np.isfinite(big)) and np.all(np.isfinite(big32))
+    assert rel_err(big[1], ref.kl_mpmath(0.0, 1.8e154)) < 4e-15

@@ -307,3 +307,32 @@ def test_the_rewrites_are_checked_and_a_wrong_one_is_caught():
         check_step(Step(exact, m_nat / sigma_p**2, "natural", given=nat))
     with pytest.raises(StepCheckError):  # a slip in x: the ratio not squared
         check_step(Step(sp.log(r_nat), x, "wrong", given=nat))
+
+
+def test_pair_middle_piece_serves_large_ratios_and_a_wrong_one_is_refused():
+    # Issue 24: 2.3np's piece outside the series, (d - x/2) + d**2/2 with d the exact
+    # difference over the prior's scale, has its square halved before it is formed, so it
+    # serves every ratio from the series up (no piece of its own for large ratios). Its step
+    # is checked, and a wrong one is refused.
+    from derive.coursework.gaussian_kl import PARAMETERIZATIONS, derive_stable_kl_pair, expm1mx
+    from derive.derivation import Step, StepCheckError, check_step
+
+    d = derive_stable_kl_pair(PARAMETERIZATIONS["sigma"])
+    pieces = d.result("kl_evaluable").atoms(sp.Piecewise).pop().args
+    assert len(pieces) == 3  # infinity, the series, the middle piece (everywhere else)
+    x = next(iter(pieces[1].cond.free_symbols))
+    step = next(s for s in d.steps if s.lhs == expm1mx(x) / 2
+                and any(v.name == "sigma_p" for v in s.rhs.free_symbols))
+    check_step(step)
+    sq, sp_ = (next(v for v in step.rhs.free_symbols if v.name == n) for n in ("sigma", "sigma_p"))
+    diff = sp.UnevaluatedExpr((sq - sp_) / sp_)
+    for wrong in (sp.UnevaluatedExpr(diff - x / 2) + 4 * sp.UnevaluatedExpr(diff / 2) ** 2,
+                  sp.UnevaluatedExpr(diff + x / 2) + 2 * sp.UnevaluatedExpr(diff / 2) ** 2):
+        with pytest.raises(StepCheckError):
+            check_step(Step(step.lhs, wrong, "wrong", given=step.given))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # finite, no warning, up to where the KL overflows
+        z = np.zeros(3)
+        big = kp.kl(z, np.array([1.3e154, 1.8e154, 1e200]), z, np.array([1.0, 1.0, 1e100]))
+    assert np.all(np.isfinite(big))
+    np.testing.assert_allclose(big, [8.45e307, 1.62e308, 5e199], rtol=1e-15)

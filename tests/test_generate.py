@@ -1,8 +1,9 @@
 """generated/ is what the engine produces, byte for byte, under any hash seed.
 
-Derived under two hash seeds, each in a fresh process: tests/test_cache.py's
-``test_output_is_byte_identical_with_and_without_the_cache`` (seed 0 and 12345, with and
-without the cache, against generated/ on disk).
+Derived here in one process under the run's own hash seed, and under seed 12345 in a
+fresh process by tests/test_cache.py's
+``test_output_is_byte_identical_with_and_without_the_cache`` (with and without the cache,
+against generated/ on disk).
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ LAYER_OF: dict[str, str] = {
     "derive.pieces": "nodes",
     # a stdlib-only store of rendered results (no project import), usable from any layer
     "derive.cache": "nodes",
+    "derive.verdicts": "nodes",
     # derivations as checked chains of steps, their floating-point arrangement, the kernel
     # spec they hand on, a scale parameterization (the class; the registry is material),
     # and the coupling block's derivations (for any block)

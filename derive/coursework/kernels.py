@@ -37,6 +37,7 @@ from .gaussian_kl import (
     dlogsigma,
     is_log_linear,
     learned_prior,
+    log_dlogsigma,
     m_nat,
     mu,
     natural_variables,
@@ -221,14 +222,16 @@ def gaussian_kl_pair_module(p: Parameterization) -> Module:
     if not is_log_linear(p):  # both sides' sigma and (log sigma)' as 2.3c arranges them
         chain = derive_chain_factors(p)
         rename.update({sigma: sp.Symbol("sigma_q", real=True),
-                       dlogsigma: sp.Symbol("dlogsigma_q", real=True)})
+                       dlogsigma: sp.Symbol("dlogsigma_q", real=True),
+                       log_dlogsigma: sp.Symbol("log_dlogsigma_q", real=True)})
         to_p = {p.scale: prior.scale}
         sides = tuple(
             out(f"{name}{side}", chain.result(f"{name}_evaluable").xreplace(
                 to_p if side == "_p" else {}), doc, True)
             for side in ("_q", "_p")
             for name, doc in (("sigma", "a standard deviation"),
-                              ("dlogsigma", "d log(sigma) / d scale")))
+                              ("dlogsigma", "d log(sigma) / d scale"),
+                              ("log_dlogsigma", "log|d log(sigma) / d scale|")))
         # again, in sigma_q and dlogsigma_q
         m_out = out("m", m_eval, "the standardized mean difference", True)
         x_out = out("x", stable.result("x_evaluable"), "the log variance ratio", True)

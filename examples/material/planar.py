@@ -29,6 +29,7 @@ from derive.api import (
     Derivation,
     Kernel,
     Module,
+    Opaque,
     Output,
     Result,
     Step,
@@ -56,8 +57,9 @@ OUTPUT = Z[i] + U[i] * sp.tanh(A)
 _A, _Q = sp.Symbol("a", real=True), sp.Symbol("q", real=True)
 
 
-class PlanarDet(sp.Function):
-    r"""``det(df/dz)`` of the map whose ``i``-th component is the argument (unevaluated)."""
+class PlanarDet(Opaque, sp.Function):
+    r"""``det(df/dz)`` of the map whose ``i``-th component is the argument (unevaluated:
+    :class:`~derive.api.Opaque`, so a step holding it is checked in the model only)."""
 
     nargs = 1
     is_real = True

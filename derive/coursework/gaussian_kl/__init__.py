@@ -34,6 +34,7 @@ from .chain import (
     dlogsigma,
     dsigma,
     is_log_linear,
+    log_dlogsigma,
     times_scale_derivative,
 )
 from .closed_form import _q_model as _q_model
@@ -75,7 +76,7 @@ from .stable import (
 
 __all__ = ["Parameterization", "PARAMETERIZATIONS", "Prior", "STANDARD_NORMAL", "learned_prior",
            "Node", "Graph", "expm1mx", "is_log_linear", "derive_chain_factors",
-           "times_scale_derivative", "dsigma", "dlogsigma", "dlogsigma_p",
+           "times_scale_derivative", "dsigma", "dlogsigma", "dlogsigma_p", "log_dlogsigma",
            "derive_kl", "derive_stable_kl", "derive_stable_kl_pair", "natural_variables",
            "scaled_squares", "derive_gradient_estimators", "computation_graph",
            # the shared symbols and the arrangements' constants

@@ -15,17 +15,27 @@ from functools import cache
 
 import sympy as sp
 
-from derive.api import KERNEL_REWRITES, Derivation, Result, Step, apply_rewrites, safe_point
+from derive.api import (
+    KERNEL_REWRITES,
+    LOG_REWRITES,
+    Derivation,
+    Result,
+    Step,
+    apply_rewrites,
+    safe_point,
+)
 
 from .parameterizations import PARAMETERIZATIONS, Parameterization, eps, sigma
 from .rewrites import _stabilize
 
-__all__ = ["dsigma", "dlogsigma", "is_log_linear", "derive_chain_factors",
+__all__ = ["dsigma", "dlogsigma", "log_dlogsigma", "is_log_linear", "derive_chain_factors",
            "times_scale_derivative"]
 
 #: sigma'(scale) and (log sigma)'(scale) = sigma'/sigma, each computed once by the kernels.
 dsigma = sp.Symbol("dsigma", real=True)
 dlogsigma = sp.Symbol("dlogsigma", real=True)
+#: log|(log sigma)'(scale)|: finite where (log sigma)' underflows (a sigmoid's far right).
+log_dlogsigma = sp.Symbol("log_dlogsigma", real=True)
 
 
 def is_log_linear(p: Parameterization) -> bool:
@@ -123,12 +133,23 @@ def derive_chain_factors(p: Parameterization) -> Derivation:
                       "underflows its log does not, so {2} is never {3}",
                       notes=(sp.log(sigma), sigma, dsigma / sigma, sp.nan),
                       models=(_in_each_piece,)))
+    log_abs = sp.log(sp.Abs(log_derivative))
+    log_from, more = apply_rewrites(log_abs, LOG_REWRITES)
+    log_from, even_more = apply_rewrites(log_from, KERNEL_REWRITES)
+    log_from = _refine_pieces(log_from)
+    if (more or even_more) and not is_log_linear(p):  # used by the pair's d scale_q
+        steps.append(Step(log_abs, log_from,
+                          "the log of its absolute value, arranged: finite where {0} "
+                          "underflows", notes=(dsigma / sigma,)))
     results = [
         Result("x", x_arranged, "the log-variance, arranged", typeset=False),
         Result("sigma_evaluable", sigma_arranged, "the standard deviation, arranged",
                typeset=False),
         Result("dsigma_evaluable", dsigma_arranged, "its derivative, arranged", typeset=False),
         Result("dlogsigma_evaluable", from_log, "the derivative of its log, arranged",
+               typeset=False),
+        Result("log_dlogsigma_evaluable", log_from,
+               "the log of the absolute value of the derivative of its log, arranged",
                typeset=False),
     ]
     return Derivation(

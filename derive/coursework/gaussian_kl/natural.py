@@ -19,7 +19,14 @@ from sympy.codegen.rewriting import expm1_opt, optimize
 
 from derive.api import Derivation, Result, Step
 
-from .chain import _in_each_piece, _refine_pieces, derive_chain_factors, dlogsigma, is_log_linear
+from .chain import (
+    _in_each_piece,
+    _refine_pieces,
+    derive_chain_factors,
+    dlogsigma,
+    is_log_linear,
+    log_dlogsigma,
+)
 from .closed_form import derive_kl
 from .parameterizations import (
     _PER_DIMENSION_PAIR,
@@ -141,25 +148,66 @@ dlogsigma_p = sp.Symbol("dlogsigma_p", real=True)
 
 
 def _pair_given(p: Parameterization) -> dict[sp.Symbol, sp.Expr]:
-    """The natural variables and both log-derivatives in the parameters."""
+    """The natural variables, both log-derivatives and the log of q's, in the parameters."""
     prior = learned_prior(p)
     d_q = sp.diff(sp.log(p.sigma), p.scale)
     return {**natural_variables(p, prior), dlogsigma: d_q,
-            dlogsigma_p: d_q.xreplace({p.scale: prior.scale})}
+            dlogsigma_p: d_q.xreplace({p.scale: prior.scale}), log_dlogsigma: sp.log(sp.Abs(d_q))}
 
 
-def _pair_through_sigma(expr_sigma: sp.Expr, side: sp.Symbol) -> sp.Expr:
+#: Above this log variance ratio, ``r**2 - 1`` overflows (from 709.78) before its product
+#: with q's ``(log sigma)'`` is formed: that product is formed in logs there.
+LARGE_X = 709
+
+
+def _log_derivative_sign(p: Parameterization) -> int | None:
+    """The sign of ``(log sigma)'`` for every scale, or None where SymPy cannot tell."""
+    d_q = sp.simplify(sp.diff(sp.log(p.sigma), p.scale))
+    return 1 if d_q.is_positive else -1 if d_q.is_negative else None
+
+
+def _in_logs_where_x_is_large(product: sp.Expr, scaled: sp.Expr, sign: int | None
+                              ) -> tuple[sp.Expr, sp.Basic] | None:
+    """``scaled * dlogsigma`` (q's side) where ``scaled`` is a function of ``x`` alone, as
+    ``Piecewise((product, x < LARGE_X), (sign exp(x + log|dlogsigma|) (scaled e^-x), True))``
+    and the identity that proves the second piece; None where that does not apply."""
+    if sign is None:
+        return None
+    exact = scaled.xreplace({r_nat: sp.exp(x / 2)}).replace(
+        lambda e: isinstance(e, expm1), lambda e: sp.exp(e.args[0]) - 1)
+    if exact.free_symbols != {x}:
+        return None
+    rest = sp.simplify(sp.expand(exact * sp.exp(-x)))
+    if rest.has(sp.exp(x)) or rest.has(sp.exp(x / 2)):  # not bounded as x grows
+        return None
+    rest = optimize(rest, [expm1_opt])
+    large = sign * sp.exp(x + log_dlogsigma) * rest
+    identity = sp.Eq(exact * dlogsigma, large.xreplace(
+        {log_dlogsigma: sp.log(sign * dlogsigma)}), evaluate=False)
+    return sp.Piecewise((product, x < LARGE_X), (large, True)), identity
+
+
+def _pair_through_sigma(expr_sigma: sp.Expr, side: sp.Symbol,
+                        sign: int | None = None) -> sp.Expr:
     """A derivative (or an estimator) of the learned-prior KL with respect to one scale
     parameter, from ``expr_sigma``, the same with respect to ``side`` (``sigma`` or
     ``sigma_p``) in the ``sigma`` parameterization: ``(side * expr_sigma) (log side)'``,
     the first factor in the natural variables (finite where the scale underflows), the
-    second from 2.3c (``dlogsigma``, or ``dlogsigma_p`` on the prior's side)."""
+    second from 2.3c (``dlogsigma``, or ``dlogsigma_p`` on the prior's side). On q's side,
+    with ``sign`` (that of ``(log sigma)'``), where the first factor is a function of ``x``
+    alone it is formed in logs where ``x`` is large (:func:`_in_logs_where_x_is_large`):
+    there the first factor overflows where ``(log sigma)'`` underflows (a sigmoid at
+    ``(0, 1e5, 0, -800)``: inf * 0), though their product is finite or 0."""
     sigma_param = PARAMETERIZATIONS["sigma"]
     # sigma here stands for p.sigma in the user's scale, which the step's givens do not
     # hold: no quotient by sigma itself (_in_x's split) may appear in the result
     scaled = _arrange_natural(expr_sigma * side, sigma_param, learned_prior(sigma_param),
                               split_scale=False)
-    return scaled * (dlogsigma if side == sigma else dlogsigma_p)
+    product = scaled * (dlogsigma if side == sigma else dlogsigma_p)
+    if side != sigma:
+        return product
+    found = _in_logs_where_x_is_large(product, scaled, sign)
+    return product if found is None else found[0]
 
 
 @cache
@@ -273,20 +321,26 @@ def derive_stable_kl_pair(p: Parameterization) -> Derivation:
     if ratio_exact:
         # as in 2.3n, from the scales: exp(x) - 1 = d (d + 2) with d = sigma/sigma_p - 1 from
         # the exact difference, so the piece is (d - x/2) + d**2/2: no transcendental call
-        # beyond x's log, and where it cancels d - x/2 is exact (Sterbenz)
+        # beyond x's log, and where it cancels d - x/2 is exact (Sterbenz). Its square is
+        # halved before it is formed, so it overflows only where the KL does, and it serves
+        # every x from the series up: no piece of its own for large ratios (issue 24)
         d = sp.UnevaluatedExpr((sigma - sigma_p) / sigma_p)
-        middle = 2 * (sp.UnevaluatedExpr(d - x / 2) + d**2 / 2)
+        # (halved by hand: scaled_squares expands, which would round the ratio first)
+        middle = 2 * (sp.UnevaluatedExpr(d - x / 2) + 2 * sp.UnevaluatedExpr(d / 2) ** 2)
         steps.append(Step(expm1mx(x) / 2, middle / 2,
                           "where {0}, from {1}, the exact difference over the prior's scale, "
                           "as 2.3n does from the standard deviation: no transcendental call "
-                          "beyond the logarithm", given=given,
-                          notes=(sp.And(SERIES_RADIUS <= sp.Abs(x), x < direct_from),
-                                 (sigma - sigma_p) / sigma_p)))
-    pieces.append((middle / 2, x < direct_from))  # the direct piece last, as in 2.3n
-    evaluable = quadratic_half + sp.Piecewise(*pieces, (outer_half, True))
-    steps.append(Step(expm1mx(x) / 2, outer_half,
-                      "where {0}, from the ratio {1} halved, then squared (2.3n's pieces "
-                      "otherwise)", given=given, notes=(x >= direct_from, r_nat)))
+                          "beyond the logarithm; the square halved before it is formed, so "
+                          "that it overflows only where the KL does (no piece of its own "
+                          "for large ratios)", given=given,
+                          notes=(SERIES_RADIUS <= sp.Abs(x), (sigma - sigma_p) / sigma_p)))
+        evaluable = quadratic_half + sp.Piecewise(*pieces, (middle / 2, True))
+    else:
+        pieces.append((middle / 2, x < direct_from))  # the direct piece last, as in 2.3n
+        evaluable = quadratic_half + sp.Piecewise(*pieces, (outer_half, True))
+        steps.append(Step(expm1mx(x) / 2, outer_half,
+                          "where {0}, from the ratio {1} halved, then squared (2.3n's pieces "
+                          "otherwise)", given=given, notes=(x >= direct_from, r_nat)))
     params = (mu, p.scale, mu_p, prior.scale)
     names = ("mu", p.name, "mu_p", f"{p.name}_p")
     grads = {}
@@ -303,7 +357,8 @@ def derive_stable_kl_pair(p: Parameterization) -> Derivation:
                 continue
             side = sigma if var == p.scale else sigma_p
             kl_sigma = derive_kl(sigma_param, learned_prior(sigma_param)).result("kl")
-            grads[name] = _pair_through_sigma(sp.diff(kl_sigma, side), side)
+            sign = _log_derivative_sign(p)
+            grads[name] = _pair_through_sigma(sp.diff(kl_sigma, side), side, sign)
             steps.append(Step(g, grads[name],
                               "the chain rule through {0}: {0} times the derivative with "
                               "respect to {0} (in the natural variables, finite where {0} "
@@ -311,6 +366,18 @@ def derive_stable_kl_pair(p: Parameterization) -> Derivation:
                               given=_pair_given(p), notes=(
                                   sigma if var == p.scale else sigma_p,
                                   dlogsigma if var == p.scale else dlogsigma_p)))
+            if isinstance(grads[name], sp.Piecewise):
+                product, large = (piece for piece, _ in grads[name].args)
+                scaled = product / dlogsigma
+                identity = _in_logs_where_x_is_large(product, scaled, sign)[1]
+                steps.append(Step(
+                    product, large,
+                    "where {0}, the first factor overflows (from {1}) where {2} may "
+                    "underflow, though the product is finite or 0: it is formed in logs, "
+                    "{3}, with {4} as 2.3c arranges it",
+                    given=_pair_given(p),
+                    notes=(x >= LARGE_X, x > sp.Float("709.78", 5), dlogsigma, identity,
+                           log_dlogsigma)))
             continue
         grads[name] = _arrange_natural(g, p, prior)
         steps.append(Step(g, grads[name],

@@ -13,6 +13,7 @@ from __future__ import annotations
 from functools import cache
 
 import sympy as sp
+from mpmath.libmp import prec_to_dps
 from sympy.codegen.cfunctions import expm1
 from sympy.codegen.rewriting import expm1_opt, optimize
 
@@ -69,6 +70,13 @@ class expm1mx(sp.Function):  # noqa: N801 - SymPy function names are lower case
     def _eval_rewrite_as_exp(self, arg: sp.Expr, **kwargs: object) -> sp.Expr:
         return sp.exp(arg) - 1 - arg
 
+    def _eval_evalf(self, prec: int) -> sp.Expr:
+        """A number at a number (so that a step check can refuse a wrong step numerically)."""
+        arg = self.args[0]
+        if not arg.is_number:
+            return None
+        return (sp.exp(arg) - 1 - arg).evalf(prec_to_dps(prec) + 10)
+
     def _eval_rewrite_as_Piecewise(self, arg: sp.Expr, **kwargs: object) -> sp.Expr:
         """The evaluable form: a Taylor polynomial near 0, ``expm1(x) - x`` elsewhere."""
         return sp.Piecewise((sp.horner(_taylor(arg)), sp.Abs(arg) < SERIES_RADIUS),
@@ -109,13 +117,18 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
     # is (sigma - 1)(sigma + 1), so the piece is (t - x/2) + t**2/2 halved, t = sigma - 1: no
     # transcendental call beyond x's log. Where it cancels (1/2 <= sigma <= 2) t is exact and
     # so is t - x/2 (Sterbenz); the sum adds two nonnegative terms.
+    # The square is halved before it is formed (scaled squares), so the piece overflows only
+    # where the KL does: it serves every x from the series' interval up, and the kernel
+    # has no direct piece to select (fewer conditions, counts and gathers per call).
     from_sigma = log_var != s
     if from_sigma:
         t = sp.UnevaluatedExpr(sigma_value - 1)
-        middle = 2 * (sp.UnevaluatedExpr(t - x / 2) + t**2 / 2)
+        middle = 2 * (sp.UnevaluatedExpr(t - x / 2) + scaled_squares(t**2 / 2))
     outer = sigma_value**2 - 1 - x  # exp(x) taken from sigma itself, squared after halving
     outer_half = scaled_squares(outer / 2)
     direct_from = OVERFLOW_RADIUS if log_var == s else DIRECT_RADIUS
+    middle_region = (sp.Abs(x) >= SERIES_RADIUS if from_sigma
+                     else sp.And(SERIES_RADIUS <= sp.Abs(x), x < direct_from))
     quadratic_half = scaled_squares(quadratic)
     steps = [
         Step(KL_i, kl, "the closed form of 2.3", given={KL_i: kl}),
@@ -131,18 +144,21 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
              "where {0}, the subtraction loses a few bits at most (none where {1})"
              + ("; from the standard deviation, {2}: no transcendental call beyond the "
                 "logarithm, and where it cancels ({3}) {4} and its difference from {5} are "
-                "exact" if from_sigma else ""),
+                "exact; the square halved before it is formed, so that it overflows only "
+                "where the KL does, and the piece serves every larger {6} (no piece of its "
+                "own for large scales)" if from_sigma else ""),
              given={x: log_var, sigma: p.sigma} if from_sigma else (),
-             notes=(sp.And(SERIES_RADIUS <= sp.Abs(x), x < direct_from),
-                    x <= -NO_CANCELLATION)
+             notes=(middle_region, x <= -NO_CANCELLATION)
              + ((sp.Eq(sp.exp(x) - 1, sp.Mul(sigma - 1, sigma + 1, evaluate=False)),
-                 sp.And(sp.Rational(1, 2) <= sigma, sigma <= 2), sigma - 1, x / 2)
+                 sp.And(sp.Rational(1, 2) <= sigma, sigma <= 2), sigma - 1, x / 2, x)
                 if from_sigma else ())),
+    ] + ([] if from_sigma else [
         Step(expm1mx(x) / 2, outer_half,
              "where {0}, take the exponential from the standard deviation, halved before it "
              "is squared: computed from {1}, its relative error would grow with {1}, and "
              "squared first it would overflow where the KL is still finite",
              given={x: log_var, sigma: p.sigma}, notes=(x >= direct_from, x)),
+    ]) + [
         Step(quadratic, quadratic_half,
              "halve before squaring: exact in binary floating point, and no overflow where "
              "the KL is finite"),
@@ -189,8 +205,9 @@ def derive_stable_kl(p: Parameterization) -> Derivation:
     # the direct or the infinite piece holds, expm1 may overflow (or form inf - inf); those
     # entries are overwritten (code generation finds so, by a check, and does not warn).
     pieces = [(sp.oo, sp.Eq(x_extended, sp.oo)),
-              (sp.horner(series / 2), sp.Abs(x) < SERIES_RADIUS),
-              (outer_half, x >= direct_from)]
+              (sp.horner(series / 2), sp.Abs(x) < SERIES_RADIUS)]
+    if not from_sigma:
+        pieces.append((outer_half, x >= direct_from))
     evaluable = quadratic_half + sp.Piecewise(*pieces, (middle / 2, True))
     bound = _series_error()
     results = [
