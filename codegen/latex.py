@@ -682,7 +682,9 @@ def render_search(verdicts: Any, heading: str, options: LatexOptions | None = No
                r" \in [-\max, \max]$" if lo <= -1.7e308 and hi >= 1.7e308 else
                f" \\in [{_bound(lo)}, {_bound(hi)}]$") for name, lo, hi in v.domain)
         m0, m1 = v.before, v.after
-        if not m0.points:
+        if v.note:
+            verdict = tex_escape(v.note)
+        elif not m0.points:
             verdict = "no sample falls in this piece"
         elif v.steps:
             verdict = (f"max {_ulp(m0.max_ulp)} ulp as derived, {_ulp(m1.max_ulp)} ulp after "
@@ -699,8 +701,8 @@ def render_search(verdicts: Any, heading: str, options: LatexOptions | None = No
         steps = [{"lhs": printer.doprint(s.lhs), "rhs": printer.doprint(s.rhs),
                   "reason": fill(s.reason, lambda key, st=s: note(key, st), tex_escape)}
                  for s in v.steps]
-        rows.append({"where": where, "domain": "over " + domain, "verdict": verdict,
-                     "steps": steps})
+        rows.append({"where": where, "domain": "over " + domain if domain else "not measured",
+                     "verdict": verdict, "steps": steps})
     intro = ("Each output of each kernel measured against mpmath over its arguments' domain "
              "(positive arguments over $(0, \\max]$, the others over both signs), and "
              "searched for rewrites that lower the maximum error in ulp "

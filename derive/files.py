@@ -42,7 +42,6 @@ from codegen.latex import LatexOptions
 
 from .cache import Store, fingerprint, source_digest
 from .document import SHEETS, deriving, part_kinds, render_part, sheet_document
-from .kernel_search import search_module, use_store
 from .loader import all_derivations, current, kernel_modules
 from .material import Question
 from .notebook import derivations_notebook
@@ -128,6 +127,12 @@ def generate(store: Store | None = None, command: str = COMMAND,
     the parts missing are derived.
     """
     jobs = jobs if _can_fork() else 1
+    key = [source_digest(), command] + ([] if package == PACKAGE else [package])
+    whole = store.get("generate", key) if store is not None else None
+    if whole is not None:  # the whole output, cached: nothing derived or searched
+        return whole["files"], whole["derivations"], whole["steps"]
+    from .kernel_search import use_store
+
     use_store(store)  # each kernel output's accuracy search is cached there too
     if store is None and jobs <= 1:
         derivations = all_derivations()
@@ -138,10 +143,6 @@ def generate(store: Store | None = None, command: str = COMMAND,
 
         with tempfile.TemporaryDirectory(prefix="derive-no-cache-") as folder:
             return generate(Store(Path(folder)), command, package, jobs)
-    key = [source_digest(), command] + ([] if package == PACKAGE else [package])
-    whole = store.get("generate", key)
-    if whole is not None:
-        return whole["files"], whole["derivations"], whole["steps"]
     parts = _Parts(store, source_digest(exclude=by_value()), command)
     if jobs > 1:
         _derive_missing(parts, jobs)
@@ -380,6 +381,8 @@ def _part(q: Question, variant: str, command: str = COMMAND) -> dict:
             "notebook": render_notebook(d), "text": render_text(d), "steps": len(d.steps),
             "module": None}
     if q.kernels is not None:
+        from .kernel_search import search_module
+
         m = search_module(q.kernels(variant)).module  # as the accuracy search leaves it
         part["module"] = {"name": m.name, "title": m.title, "text": render_module(m, command)}
     return part
@@ -390,6 +393,8 @@ def _files(parts: _Parts | None = None, command: str = COMMAND,
     if parts is None:
         # the registry says which question produces which module; each as the accuracy
         # search leaves it
+        from .kernel_search import search_module
+
         modules = [search_module(m).module for m in kernel_modules()]
         texts = {m.name: render_module(m, command) for m in modules}
         rendered = deriving()  # each variant derived once for the four sheets

@@ -64,8 +64,9 @@ BUDGET = {"samples": 64, "rounds": 2, "refine": 4, "seed": 0, "series_orders": (
 GAIN = 2.0
 #: An expression with a piecewise value inside it (a named intermediate put in), or more
 #: operations than this, is measured only: the rules' SymPy rewrites (``simplify``,
-#: ``factor``) of a large or nested piecewise take minutes and gigabytes.
-MAX_OPS = 40
+#: ``factor``) of a large or nested piecewise take minutes and gigabytes (one bin of a
+#: rational-quadratic spline, 37 operations in 8 variables: 59 s).
+MAX_OPS = 30
 #: The largest float: each argument's domain reaches it.
 LARGEST = sys.float_info.max
 _TINY = 5e-324
@@ -106,6 +107,7 @@ class Verdict:
     expr: sp.Expr
     piece: int = 0
     searched: bool = True  # False: measured only (see :func:`searchable`)
+    note: str = ""  # why the output was neither searched nor measured, where it was not
 
     @property
     def changed(self) -> bool:
@@ -322,9 +324,15 @@ def _variables(kernel: Kernel, expr: sp.Expr
     to: dict[sp.Basic, sp.Basic] = {}
     box: dict[sp.Symbol, tuple[float, float]] = {}
     applied = sorted(expr.atoms(AppliedUndef), key=sp.default_sort_key)
-    with sp.evaluate(False):  # the symbols left once each callable's value is a variable
-        rest = expr.xreplace({app: sp.Integer(0) for app in applied})
-    by_name = {s.name: s for s in rest.free_symbols if isinstance(s, sp.Symbol)}
+    # the symbols outside the callables' arguments: each callable's value is a variable
+    outside, todo = set(), [expr]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, sp.Symbol):
+            outside.add(node)
+        elif not isinstance(node, AppliedUndef):
+            todo.extend(node.args)
+    by_name = {s.name: s for s in outside}
     for a in kernel.args:
         s = by_name.get(a.name)
         if s is not None and a.is_array:
@@ -412,6 +420,12 @@ def _verdicts_of(kernel: Kernel, out: Output, store: Store | None,
     return replace(out, value=new_value), verdicts
 
 
+#: What SymPy raises where it cannot rebuild an expression (an unevaluated node whose
+#: assumptions recurse without end): the output is then left as derived, and said so.
+_SYMPY_ERRORS = (RecursionError, TypeError, ValueError, AttributeError, KeyError,
+                 NotImplementedError)
+
+
 def search_module(module: Module, store: Store | None = None) -> Searched:
     """``module`` with every kernel output searched (see the module doc), and the verdicts.
 
@@ -423,8 +437,15 @@ def search_module(module: Module, store: Store | None = None) -> Searched:
     for kernel in module.kernels:
         outputs = []
         for out in kernel.outputs:
-            new, found = (_verdicts_of(kernel, out, store, counter) if not out.internal
-                          else (out, []))
+            try:
+                new, found = (_verdicts_of(kernel, out, store, counter) if not out.internal
+                              else (out, []))
+            except _SYMPY_ERRORS as error:  # SymPy cannot rebuild it: left as derived
+                none = Measure(0.0, 0.0, 0, 0)
+                new, found = out, [Verdict(
+                    kernel.name, out.name, 0, (), none, none, (), sp.Integer(0), 0, False,
+                    f"not searched: SymPy could not rebuild it in the search's variables "
+                    f"({type(error).__name__})")]
             outputs.append(new)
             verdicts += found
         kernels.append(kernel if all(a is b for a, b in zip(outputs, kernel.outputs,

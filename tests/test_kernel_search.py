@@ -62,3 +62,15 @@ def test_a_forged_cache_entry_is_a_miss_and_runs_no_code():
 def test_the_budget_is_counted_never_timed():
     assert all(isinstance(v, (int, tuple)) for v in ks.BUDGET.values())
     assert not np.isinf(ks.GAIN) and ks.GAIN > 1
+
+
+def test_an_output_sympy_cannot_rebuild_is_left_as_derived_and_said_so(monkeypatch):
+    def fails(*_):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(ks, "_variables", fails)  # as an asinh block's output did
+    module = _module(sp.log(1 + x ** 2))
+    got = ks.search_module(module)
+    assert got.module is module
+    (verdict,) = got.verdicts
+    assert not verdict.changed and "RecursionError" in verdict.note
