@@ -647,7 +647,7 @@ def _unbounded_exponent(u: sp.Basic) -> bool:
         w = (-w).args[0]
     elif isinstance(w, sp.Abs):
         w = w.args[0]
-    return w.is_polynomial(t) and sp.degree(w, t) == 1
+    return bool(w.is_polynomial(t)) and sp.degree(w, t) == 1
 
 
 def _scale_factors(m: sp.Basic, *skip: sp.Basic) -> list[sp.Basic]:

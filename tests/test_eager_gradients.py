@@ -44,7 +44,11 @@ def test_eager_gradient_on_one_argument_only(monkeypatch, module, kernel, layout
         finite = torch.isfinite(traced)
         bad = ~torch.isfinite(eager[finite])
         assert not bad.any(), (kernel.args[k].name, int(bad.sum()))
-        torch.testing.assert_close(eager[finite], traced[finite], rtol=0, atol=0)
+        # within 4 ulp, not bit for bit: eager CPU tensors run the NumPy body, traced ones
+        # torch's, and Glow's exponent-safe product exp(log|x1| + ...) takes the two
+        # libraries' exp and log, whose last bits differ (1 ulp measured)
+        rtol = 4 * torch.finfo(eager.dtype).eps if eager.is_floating_point() else 0
+        torch.testing.assert_close(eager[finite], traced[finite], rtol=rtol, atol=0)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
