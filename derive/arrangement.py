@@ -658,21 +658,33 @@ def _scale_factors(m: sp.Basic, *skip: sp.Basic) -> list[sp.Basic]:
             and all(len(x.indices) == 1 for x in f.atoms(sp.Indexed))]
 
 
+def _split_scaled(m: sp.Basic, special: Callable[[sp.Basic], bool],
+                  keeps: Callable[[list[sp.Basic]], bool] = bool,
+                  ) -> tuple[sp.Basic, sp.Basic, sp.Basic] | None:
+    """``(a, f, rest)`` where ``m`` is ``rest * a * f``, ``f`` its one factor that is
+    ``special``, ``a`` the product of its factors that are array entries or sums of them
+    (:func:`_scale_factors`) where ``keeps`` takes them, else None."""
+    if not m.is_Mul:
+        return None
+    found = [f for f in m.args if special(f)]
+    if len(found) != 1:
+        return None
+    scale = _scale_factors(m, found[0])
+    if not keeps(scale):
+        return None
+    rest = [f for f in m.args if f is not found[0] and f not in scale]
+    return sp.Mul(*scale), found[0], sp.Mul(*rest)
+
+
 def _scaled_exponential(m: sp.Basic) -> tuple[sp.Basic, sp.Basic, sp.Basic] | None:
     """``(a, exp(u), rest)`` where ``m`` is ``rest * a * exp(u)``, ``exp(u)`` one that over-
     or underflows (:func:`_unbounded_exponent`), ``a`` the product of the factors that are
     array entries or sums of them (not a Jacobian's entry or a Kronecker delta, kept in
     ``rest``), else None."""
-    if not m.is_Mul:
-        return None
-    powers = [f for f in m.args if isinstance(f, sp.exp) and _unbounded_exponent(f.args[0])]
-    if len(powers) != 1:
-        return None
-    scale = _scale_factors(m, powers[0])
-    if all(f.has(sp.exp) for f in scale):  # no unbounded factor: nothing to keep finite
-        return None
-    rest = [f for f in m.args if f is not powers[0] and f not in scale]
-    return sp.Mul(*scale), powers[0], sp.Mul(*rest)
+    # with no unbounded factor in the scale there is nothing to keep finite
+    return _split_scaled(
+        m, lambda f: isinstance(f, sp.exp) and _unbounded_exponent(f.args[0]),
+        lambda scale: not all(f.has(sp.exp) for f in scale))
 
 
 def _exponential_plus(f: sp.Basic) -> tuple[sp.Basic, sp.Basic] | None:
@@ -689,16 +701,7 @@ def _exponential_plus(f: sp.Basic) -> tuple[sp.Basic, sp.Basic] | None:
 def _scaled_exponential_sum(m: sp.Basic) -> tuple[sp.Basic, sp.Basic, sp.Basic] | None:
     """``(a, exp(u) + c, rest)`` where ``m`` is ``rest * a * (exp(u) + c)`` (as
     :func:`_exponential_plus`), ``a`` as in :func:`_scaled_exponential`, else None."""
-    if not m.is_Mul:
-        return None
-    sums = [f for f in m.args if _exponential_plus(f) is not None]
-    if len(sums) != 1:
-        return None
-    scale = _scale_factors(m, sums[0])
-    if not scale:
-        return None
-    rest = [f for f in m.args if f is not sums[0] and f not in scale]
-    return sp.Mul(*scale), sums[0], sp.Mul(*rest)
+    return _split_scaled(m, lambda f: _exponential_plus(f) is not None)
 
 
 def _distributed_exponential_sum(m: sp.Basic) -> sp.Basic:
@@ -722,17 +725,10 @@ def _piecewise_scaled(m: sp.Basic) -> tuple[sp.Basic, sp.Piecewise, sp.Basic] | 
     """``(a, P, rest)`` where ``m`` is ``rest * a * P``, ``P`` its one piecewise factor, a
     piece of which holds an exponential that over- or underflows, ``a`` as in
     :func:`_scaled_exponential`, else None."""
-    if not m.is_Mul:
+    if not m.is_Mul or sum(isinstance(f, sp.Piecewise) for f in m.args) != 1:
         return None
-    pieces = [f for f in m.args if isinstance(f, sp.Piecewise)]
-    if len(pieces) != 1 or not any(_unbounded_exponent(p.args[0])
-                                   for p in pieces[0].atoms(sp.exp)):
-        return None
-    scale = _scale_factors(m, pieces[0])
-    if not scale:
-        return None
-    rest = [f for f in m.args if f is not pieces[0] and f not in scale]
-    return sp.Mul(*scale), pieces[0], sp.Mul(*rest)
+    return _split_scaled(m, lambda f: isinstance(f, sp.Piecewise) and any(
+        _unbounded_exponent(p.args[0]) for p in f.atoms(sp.exp)))
 
 
 def _product_into_pieces(m: sp.Basic) -> sp.Basic:
