@@ -129,12 +129,15 @@ def _version(name: str) -> str:
 
 
 def source_digest(exclude: Iterable[str] = (), root: Path | None = None,
-                  packages: Iterable[str] = ENGINE_PACKAGES, material: bool = True) -> str:
+                  packages: Iterable[str] = ENGINE_PACKAGES, material: bool = True,
+                  only: Iterable[str] | None = None) -> str:
     """SHA-256 of every file of the engine's ``packages`` under ``root`` (path and bytes)
     but those in ``exclude`` (paths relative to ``root``), and of the versions that
     determine what the engine writes: the engine's, Python's (major.minor) and those of
     :data:`LIBRARIES`; and, unless ``material`` is false, the files of the material in use
-    where it is not the default (:func:`use_material`)."""
+    where it is not the default (:func:`use_material`). ``only`` (paths relative to
+    ``root``): hash those files alone of the packages' (a result that depends on a few
+    modules, such as the accuracy search's)."""
     root = _ROOT if root is None else root
     skip = set(exclude)
     h = hashlib.sha256()
@@ -143,10 +146,11 @@ def source_digest(exclude: Iterable[str] = (), root: Path | None = None,
                  f"python {sys.version_info[0]}.{sys.version_info[1]}",
                  *(f"{name} {_version(name)}" for name in LIBRARIES)):
         h.update(part.encode() + b"\0")
+    keep = None if only is None else set(only)
     for package in packages:
         for path in _files(root / package):
             rel = path.relative_to(root).as_posix()
-            if rel in skip:
+            if rel in skip or (keep is not None and rel not in keep):
                 continue
             data = path.read_bytes()
             h.update(f"{rel}\0{len(data)}\0".encode("utf-8", "surrogateescape") + data)

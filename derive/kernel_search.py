@@ -35,17 +35,15 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import re
 import sys
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import sympy as sp
 from sympy.core.function import AppliedUndef
 
-from .cache import LIBRARIES, Store, _version
+from .cache import Store, source_digest
 from .derivation import Step
 from .nodes import ComponentSum
 from .search import Measure, arrange_search
@@ -124,16 +122,9 @@ class Searched:
 
 
 def search_digest() -> str:
-    """SHA-256 of the sources the search runs and of the libraries' versions."""
-    h = hashlib.sha256()
-    h.update(f"python {sys.version_info[0]}.{sys.version_info[1]}\0".encode())
-    for name in LIBRARIES:
-        h.update(f"{name} {_version(name)}\0".encode())
-    here = Path(__file__).resolve().parent
-    for name in _SOURCES:
-        data = (here / name).read_bytes()
-        h.update(f"{name}\0{len(data)}\0".encode() + data)
-    return h.hexdigest()
+    """SHA-256 of the sources the search runs and of the libraries' versions
+    (:func:`~derive.cache.source_digest` of :data:`_SOURCES` alone)."""
+    return source_digest(only=[f"derive/{name}" for name in _SOURCES], material=False)
 
 
 # --- reading srepr back, without eval ------------------------------------------------------
