@@ -27,6 +27,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -36,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["run", "explicit_times", "time_cache", "NEW_BLOCK"]
+__all__ = ["run", "explicit_times", "time_cache", "run_group", "NEW_BLOCK"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,11 +80,51 @@ def explicit_times(n: int) -> dict[str, object]:
     return out
 
 
+def run_group(cmd: list[str], timeout: float, **kwargs: object
+              ) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)``,
+    except that the child runs in a session of its own and, on a timeout, the whole
+    process group is killed and reaped before :class:`subprocess.TimeoutExpired` is raised.
+
+    ``generate`` forks workers; killing only the parent left them writing into the
+    benchmark's temporary cache folder while it was being removed (``OSError: Directory
+    not empty``, a red CI run).
+
+    >>> run_group([sys.executable, "-c", "print(1)"], 30).stdout
+    '1\\n'
+    """
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, **kwargs)  # type: ignore[call-overload]
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.communicate()
+        _reap_group(proc.pid)
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _reap_group(pgid: int, seconds: float = 10.0) -> None:
+    """Wait (up to ``seconds``) until no process of group ``pgid`` is left, killing any
+    that is (a forked worker that outlived its parent has been re-parented and is not ours
+    to wait for)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
 def _run_json(args: list[str], timeout: float) -> dict[str, object]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
-    proc = subprocess.run([sys.executable, "-m", "bench.regen", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = run_group([sys.executable, "-m", "bench.regen", *args], timeout, cwd=ROOT, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"bench.regen {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -115,8 +156,7 @@ def _cold(tree: Path, timeout: float, no_cache: bool) -> tuple[float, float, int
     cmd = [sys.executable, "-m", "derive", "generate", "--check"] + (["--no-cache"] if no_cache
                                                                         else [])
     start, cpu = time.perf_counter(), _cpu()
-    proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = run_group(cmd, timeout, cwd=tree, env=env)
     return (time.perf_counter() - start, _cpu() - cpu, proc.returncode,
             (proc.stdout.strip().splitlines() or [""])[0])
 
@@ -130,7 +170,8 @@ def time_generate_check(runs: int, timeout: float,
     is a ratio of two medians from the same run (``baseline`` in the result)."""
     walls, cpus, codes, summary = [], [], [], ""
     base: dict[str, list] = {"walls": [], "cpus": [], "codes": []}
-    with tempfile.TemporaryDirectory(prefix="derive-baseline-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="derive-baseline-",
+                                     ignore_cleanup_errors=True) as tmp:
         tree = _baseline_tree(Path(tmp), log) if baseline else None
         for _ in range(runs):
             try:
@@ -179,8 +220,8 @@ def _generate(tree: Path, cache: Path, timeout: float) -> tuple[float, float, in
     env = {**os.environ, "PYTHONPATH": str(tree), "DERIVE_CACHE_DIR": str(cache)}
     env.pop("DERIVE_NO_CACHE", None)
     start, cpu = time.perf_counter(), _cpu()
-    proc = subprocess.run([sys.executable, "-m", "derive", "generate", "--check"], cwd=tree,
-                          env=env, capture_output=True, text=True, timeout=timeout)
+    proc = run_group([sys.executable, "-m", "derive", "generate", "--check"], timeout,
+                     cwd=tree, env=env)
     wall, cpu = time.perf_counter() - start, _cpu() - cpu
     out = (proc.stdout + proc.stderr).splitlines()
     summary = next((line for line in out if " derivations, " in line), "")
@@ -207,7 +248,8 @@ def time_cache(runs: int, timeout: float,
     ``derive/coursework/blocks.py``, each of those runs starting from the warm cache (exit
     1: the new block's module is missing from generated/)."""
     out: dict[str, object] = {"runs": runs}
-    with tempfile.TemporaryDirectory(prefix="derive-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="derive-bench-",
+                                     ignore_cleanup_errors=True) as tmp:
         tree, cache, warm = Path(tmp) / "tree", Path(tmp) / "cache", Path(tmp) / "warm"
         ignore = shutil.ignore_patterns("__pycache__", ".*")
         for name in ("derive", "codegen", "kernel_runtime", "generated"):
