@@ -39,6 +39,7 @@ import mpmath
 import numpy as np
 import sympy as sp
 from sympy.codegen.cfunctions import expm1, log1p
+from sympy.printing.numpy import NumPyPrinter
 
 from .arrangement import KERNEL_REWRITES, LOG_REWRITES, Rewrite
 from .arrangement import arrange as _arrange_all
@@ -301,22 +302,102 @@ def reference(expr: sp.Expr, variables: Sequence[sp.Symbol], points: np.ndarray)
     return out
 
 
-def _np_softplus(u: np.ndarray) -> np.ndarray:
-    return np.logaddexp(0, u)
+def _portable(scalar: Callable[..., float], ieee: Callable[..., object]
+              ) -> Callable[..., np.ndarray]:
+    """``scalar`` (a function of Python's :mod:`math`: the C library's, one number at a
+    time) element-wise over arrays, as float64; where it raises (an overflow, a pole, a
+    domain error) the element is NumPy's ``ieee`` of it, whose special values (inf, 0,
+    NaN) IEEE 754 fixes on every machine."""
+
+    def one(*xs: float) -> float:
+        try:
+            return scalar(*xs)
+        except (OverflowError, ValueError, ZeroDivisionError):
+            with np.errstate(all="ignore"):
+                return float(ieee(*map(np.float64, xs)))
+
+    element_wise = np.frompyfunc(one, len(_arity(scalar)), 1)
+
+    def run(*arrays: object) -> np.ndarray:
+        return np.asarray(element_wise(*arrays), dtype=np.float64)
+
+    return run
 
 
-def _np_sigmoid(u: np.ndarray) -> np.ndarray:
-    return np.exp(-np.logaddexp(0, -u))
+def _arity(f: Callable[..., float]) -> tuple[int, ...]:
+    return (0, 1) if f in (math.pow, math.atan2, math.hypot) else (0,)
 
 
-_NP = {"softplus": _np_softplus, "sigmoid": _np_sigmoid, "expm1": np.expm1,
-       "log1p": np.log1p, "logaddexp": np.logaddexp, "cbrt": np.cbrt}
+#: The transcendental functions of the float model the search measures in: the C library's
+#: scalar functions (Python's :mod:`math`), not NumPy's vector loops. NumPy picks its loops
+#: by the CPU (AVX-512 ones differ from AVX2 ones in the last bits), so errors measured with
+#: them, and the generate-time notes that print them, would differ from machine to machine.
+#: Arithmetic, ``sqrt``, comparisons and special values are IEEE 754's, the same everywhere.
+_PORTABLE: dict[str, Callable[..., np.ndarray]] = {
+    name: _portable(getattr(math, m), getattr(np, name)) for name, m in (
+        ("exp", "exp"), ("log", "log"), ("expm1", "expm1"), ("log1p", "log1p"),
+        ("sin", "sin"), ("cos", "cos"), ("tan", "tan"), ("sinh", "sinh"), ("cosh", "cosh"),
+        ("tanh", "tanh"), ("arcsin", "asin"), ("arccos", "acos"), ("arctan", "atan"),
+        ("arcsinh", "asinh"), ("arccosh", "acosh"), ("arctanh", "atanh"),
+        ("arctan2", "atan2"), ("hypot", "hypot"), ("cbrt", "cbrt"), ("power", "pow"))}
+
+
+def _portable_logaddexp(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``log(exp(a) + exp(b))`` as NumPy's ``logaddexp`` computes it (the larger plus
+    ``log1p(exp(-|a - b|))``), with the portable ``exp`` and ``log1p``."""
+    with np.errstate(all="ignore"):
+        a, b = np.broadcast_arrays(np.asarray(a, dtype=np.float64),
+                                   np.asarray(b, dtype=np.float64))
+        big = np.maximum(a, b)
+        tail = _PORTABLE["log1p"](_PORTABLE["exp"](-np.abs(a - b)))
+        out = big + tail
+        return np.where(a == b, a + math.log(2.0), np.where(np.isnan(a - b), a + b, out))
+
+
+def _portable_softplus(u: np.ndarray) -> np.ndarray:
+    return _portable_logaddexp(np.zeros_like(np.asarray(u, dtype=np.float64)), u)
+
+
+def _portable_sigmoid(u: np.ndarray) -> np.ndarray:
+    return _PORTABLE["exp"](-_portable_logaddexp(
+        np.zeros_like(np.asarray(u, dtype=np.float64)), -np.asarray(u, dtype=np.float64)))
+
+
+_NP = {"softplus": _portable_softplus, "sigmoid": _portable_sigmoid,
+       "logaddexp": _portable_logaddexp, **_PORTABLE}
+
+
+class _PortablePrinter(NumPyPrinter):
+    """NumPy's printer, with every power that NumPy does not compute exactly (a square, a
+    reciprocal, a square root) through the portable ``power``."""
+
+    def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
+        if expr.exp in (2, -1, sp.S.Half):
+            return super()._print_Pow(expr, rational=rational)
+        return f"power({self._print(expr.base)}, {self._print(expr.exp)})"
+
+
+def _lambdify(variables: Sequence[sp.Symbol], expr: sp.Basic) -> Callable[..., object]:
+    # the settings lambdify gives its own printer: the names of _NP printed as they are
+    printer = _PortablePrinter({"fully_qualified_modules": False, "inline": True,
+                                "allow_unknown_functions": True,
+                                "user_functions": {k: k for k in _NP}})
+    return sp.lambdify(variables, expr, modules=[_NP, "numpy"], printer=printer)
 
 
 def float_function(expr: sp.Expr, variables: Sequence[sp.Symbol]) -> Callable[..., np.ndarray]:
     """``expr`` evaluated in float64 as the kernels print it (``softplus`` through
-    ``logaddexp``), element-wise over NumPy arrays."""
-    fn = sp.lambdify(variables, expr, modules=[_NP, "numpy"])
+    ``logaddexp``), element-wise over NumPy arrays, in a float model that is the same on
+    every machine: IEEE 754 arithmetic and the C library's scalar functions
+    (:data:`_PORTABLE`), so that what the search measures, and the notes it writes, do not
+    depend on which of NumPy's vector loops the CPU selects.
+
+    Example:
+        >>> x = sp.Symbol("x", real=True)
+        >>> float_function(sp.exp(x) - 1, [x])(np.array([1e-20, 800.0]))
+        array([ 0., inf])
+    """
+    fn = _lambdify(variables, expr)
 
     def run(*arrays: np.ndarray) -> np.ndarray:
         with np.errstate(all="ignore"):
@@ -1150,7 +1231,7 @@ def _inside(where: sp.Basic | None, variables: Sequence[sp.Symbol]
     """The points (rows) where ``where`` holds, evaluated in float64 (all without one)."""
     if where is None or where is sp.true:
         return lambda points: points
-    fn = sp.lambdify(variables, where, modules=[_NP, "numpy"])
+    fn = _lambdify(variables, where)
 
     def keep(points: np.ndarray) -> np.ndarray:
         if not len(points):
