@@ -305,7 +305,7 @@ from .material import (
     marking,
     resolve,
 )
-from .nodes import ComponentSum, Opaque, sigmoid, softplus
+from .nodes import ComponentSum, Opaque, sigmoid, simplify, softplus
 from .parameterization import Parameterization
 from .pieces import safe_point
 from .probability import KL, Expectation, GaussianModel, Variance, gaussian_log_pdf
@@ -336,7 +336,7 @@ __all__: list[str] = [
     "i", "j", "n", "x1", "x2", "s", "y1", "y2", "F", "G", "JF", "JG", "Y1", "Y2", "to_vector",
     "param_vector", "param_scalar",
     # the math's own functions and nodes
-    "softplus", "sigmoid", "ComponentSum", "Opaque",
+    "softplus", "sigmoid", "ComponentSum", "Opaque", "simplify",
     # probability
     "Expectation", "Variance", "KL", "gaussian_log_pdf", "GaussianModel",
     # derivations

@@ -36,7 +36,7 @@ import sympy as sp
 from sympy.core.function import AppliedUndef
 
 from . import verdicts
-from .nodes import BlockMatrixSpec, is_opaque
+from .nodes import BlockMatrixSpec, is_opaque, simplify
 from .vocabulary import to_vector, uses_index_notation
 
 __all__ = [
@@ -251,11 +251,11 @@ def _decide_zero_symbolic(diff: sp.Basic) -> bool:
             written_out):
         return True
     try:
-        if sp.simplify(diff) == 0:
+        if simplify(diff) == 0:
             return True
         # Functions SymPy does not simplify (expm1, expm1mx) are identities in exp.
         rewritten = diff.rewrite(sp.exp)
-        return rewritten != diff and sp.simplify(rewritten) == 0
+        return rewritten != diff and simplify(rewritten) == 0
     except (TypeError, NotImplementedError, ValueError, RecursionError):  # pragma: no cover
         return False
 
@@ -311,7 +311,7 @@ def _is_zero_by_pieces(diff: sp.Basic) -> bool:
             continue
         try:
             piece = sp.refine(expr.rewrite(sp.exp), where)
-            if piece.has(sp.Piecewise) or _surely_nonzero(piece) or sp.simplify(piece) != 0:
+            if piece.has(sp.Piecewise) or _surely_nonzero(piece) or simplify(piece) != 0:
                 return False
         except (TypeError, NotImplementedError, ValueError, RecursionError):  # pragma: no cover
             return False

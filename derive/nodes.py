@@ -24,11 +24,39 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import sympy as sp
 
 __all__ = ["ComponentSum", "Term", "BlockSpec", "BlockMatrixSpec", "IDENTITY", "softplus",
-           "sigmoid", "cbrt", "Opaque", "is_opaque"]
+           "sigmoid", "cbrt", "Opaque", "is_opaque", "simplify"]
+
+
+def simplify(expr: sp.Basic) -> sp.Basic:
+    """``sympy.simplify(expr)``, remembered for the process: the same expression (SymPy's
+    structural equality, which tells ``1.0`` from ``1`` and a positive symbol from a real
+    one) is simplified once.
+
+    A parameterization's derivations ask for the same simplifications many times (the log
+    of ``sigma``'s derivative by 2.3c, 2.3np and 2.4; 203 calls on 85 expressions in the
+    softplus pair module, 2 of its 5.4 s of simplify). The result is the one the first
+    call returned, so what is derived is unchanged.
+
+    Example:
+        >>> x = sp.Symbol("x", positive=True)
+        >>> simplify(sp.log(x**2) - 2 * sp.log(x))
+        0
+        >>> simplify(sp.sin(x)**2 + sp.cos(x)**2) is simplify(sp.sin(x)**2 + sp.cos(x)**2)
+        True
+    """
+    if not isinstance(expr, sp.Basic):
+        return sp.simplify(expr)
+    return _simplify(expr)
+
+
+@lru_cache(maxsize=4096)
+def _simplify(expr: sp.Basic) -> sp.Basic:
+    return sp.simplify(expr)
 
 
 class Opaque:

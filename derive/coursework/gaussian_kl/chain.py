@@ -23,6 +23,7 @@ from derive.api import (
     Step,
     apply_rewrites,
     safe_point,
+    simplify,
 )
 
 from .parameterizations import PARAMETERIZATIONS, Parameterization, eps, sigma
@@ -52,7 +53,7 @@ def is_log_linear(p: Parameterization) -> bool:
     """
     if p.sigma == p.scale:
         return True
-    log_derivative = sp.simplify(sp.diff(sp.log(p.sigma), p.scale))
+    log_derivative = simplify(sp.diff(sp.log(p.sigma), p.scale))
     return bool(log_derivative.is_number and log_derivative != 0)
 
 
@@ -112,7 +113,7 @@ def derive_chain_factors(p: Parameterization) -> Derivation:
         (1, exp(rho))
     """
     s = p.scale
-    log_var = sp.simplify(sp.expand_log(sp.log(p.sigma**2), force=True))
+    log_var = simplify(sp.expand_log(sp.log(p.sigma**2), force=True))
     steps = [Step(sp.log(p.sigma**2), log_var, "the log of the variance, expanded")]
     x_arranged, more = apply_rewrites(log_var, KERNEL_REWRITES)
     steps += more
@@ -123,7 +124,7 @@ def derive_chain_factors(p: Parameterization) -> Derivation:
     x_arranged, sigma_arranged, dsigma_arranged = (
         _refine_pieces(e) for e in (x_arranged, sigma_arranged, dsigma_arranged))
     steps = [Step(sp.Derivative(p.sigma, s), derivative, "differentiate")] + steps + more
-    log_derivative = sp.simplify(sp.diff(log_var / 2, s))
+    log_derivative = simplify(sp.diff(log_var / 2, s))
     steps.append(Step(sp.Derivative(sp.log(p.sigma), s), log_derivative,
                       "differentiate the log of the standard deviation"))
     from_log, more = apply_rewrites(_refine_pieces(sp.diff(x_arranged / 2, s)), KERNEL_REWRITES)

@@ -12,7 +12,16 @@ from functools import cache
 
 import sympy as sp
 
-from derive.api import KL, Derivation, Expectation, GaussianModel, Result, Step, gaussian_log_pdf
+from derive.api import (
+    KL,
+    Derivation,
+    Expectation,
+    GaussianModel,
+    Result,
+    Step,
+    gaussian_log_pdf,
+    simplify,
+)
 
 from .parameterizations import (
     _PER_DIMENSION,
@@ -58,6 +67,25 @@ def _linear(f: sp.Expr, var: sp.Symbol, label: sp.Symbol) -> sp.Expr:
 
 
 @cache
+def _in_sigma(prior: Prior) -> tuple[sp.Expr, sp.Expr, sp.Expr, tuple[sp.Eq, ...], sp.Expr,
+                                     sp.Expr]:
+    """What 2.3 derives in ``sigma`` before any parameterization is substituted, once per
+    prior: ``log p``, the integrand, its expectation by linearity, the normal moments it
+    takes (as notes), the expectation with them, and its closed form. Every
+    parameterization shares it (``sympy.stats`` takes seconds over these moments)."""
+    p_sigma = prior.sigma if prior.is_standard else sigma_p  # a symbol until the end
+    model = _q_model(PARAMETERIZATIONS["sigma"], prior)
+    log_prior = gaussian_log_pdf(z, prior.mean, p_sigma)
+    integrand = gaussian_log_pdf(z, mu, sigma) - log_prior
+    by_linearity = _linear(integrand, z, _q_i)
+    expectations = sorted(by_linearity.atoms(Expectation), key=sp.default_sort_key)
+    values = {e: model.evaluate(e) for e in expectations}
+    moments = by_linearity.xreplace(values)
+    notes = tuple(sp.Eq(e, values[e]) for e in expectations)
+    return log_prior, integrand, by_linearity, notes, moments, simplify(moments)
+
+
+@cache
 def derive_kl(p: Parameterization, prior: Prior = STANDARD_NORMAL) -> Derivation:
     """2.3: the closed form of ``KL(q_i || p_i)``, by taking the expectation.
 
@@ -65,15 +93,8 @@ def derive_kl(p: Parameterization, prior: Prior = STANDARD_NORMAL) -> Derivation
     case: 2.3's answer.
     """
     standard = prior.is_standard
-    p_sigma = prior.sigma if standard else sigma_p  # sigma_p stays a symbol until the end
+    log_prior, integrand, by_linearity, moment_notes, moments, closed = _in_sigma(prior)
     model = _q_model(PARAMETERIZATIONS["sigma"], prior)
-    log_prior = gaussian_log_pdf(z, prior.mean, p_sigma)
-    integrand = gaussian_log_pdf(z, mu, sigma) - log_prior
-    by_linearity = _linear(integrand, z, _q_i)
-    expectations = sorted(by_linearity.atoms(Expectation), key=sp.default_sort_key)
-    moments = by_linearity.replace(lambda e: isinstance(e, Expectation),
-                                   lambda e: model.evaluate(e))
-    closed = sp.simplify(moments)
     half_form = sp.Mul(sp.Rational(1, 2), sp.expand(2 * closed), evaluate=False)
     kl_def = KL(_log_q, _log_p, _q_i)
     steps = [
@@ -85,14 +106,14 @@ def derive_kl(p: Parameterization, prior: Prior = STANDARD_NORMAL) -> Derivation
         Step(Expectation(integrand, _q_i), by_linearity, "linearity of expectation"),
         Step(by_linearity, moments,
              "the moments of the normal distribution: "
-             + ", ".join(f"{{{k}}}" for k in range(len(expectations))),
-             notes=tuple(sp.Eq(e, model.evaluate(e)) for e in expectations)),
+             + ", ".join(f"{{{k}}}" for k in range(len(moment_notes))),
+             notes=moment_notes),
         Step(moments, half_form, "collect terms"),
     ]
     kl = closed
     substitution = {sigma: p.sigma} | ({} if standard else {sigma_p: prior.sigma})
     if p.sigma != sigma or (not standard and prior.sigma != sigma_p):
-        kl = sp.simplify(sp.expand_log(closed.xreplace(substitution), force=True))
+        kl = simplify(sp.expand_log(closed.xreplace(substitution), force=True))
         notes = tuple(sp.Eq(k, v) for k, v in substitution.items() if k != v)
         steps.append(Step(half_form, kl,
                           "substitute " + " and ".join(f"{{{k}}}" for k in range(len(notes))),
@@ -106,7 +127,7 @@ def derive_kl(p: Parameterization, prior: Prior = STANDARD_NORMAL) -> Derivation
                           "one: the answer of 2.3", notes=(mu_p, sigma_p)))
     display = None
     if standard:  # the course's form: 1/2 (mu^2 + sigma^2 - 1 - log sigma^2)
-        variance = sp.simplify(p.sigma**2)
+        variance = simplify(p.sigma**2)
         log_variance = (sp.log(sigma**2) if p.sigma == sigma
                         else sp.expand_log(sp.log(variance), force=True))
         display = sp.Mul(sp.Rational(1, 2),

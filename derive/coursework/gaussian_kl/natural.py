@@ -17,7 +17,7 @@ import sympy as sp
 from sympy.codegen.cfunctions import expm1, log1p
 from sympy.codegen.rewriting import expm1_opt, optimize
 
-from derive.api import Derivation, Result, Step
+from derive.api import Derivation, Result, Step, simplify
 
 from .chain import (
     _in_each_piece,
@@ -81,7 +81,7 @@ def _natural(expr: sp.Expr, p: Parameterization, prior: Prior) -> sp.Expr:
     """``expr`` in the natural variables ``m``, ``r`` (and ``sigma_p``, ``eps``)."""
     e = sp.expand(expr).subs(p.sigma, sigma).subs(prior.sigma, sigma_p)
     e = e.xreplace({mu: mu_p + sigma_p * m_nat, sigma: sigma_p * r_nat})
-    return sp.simplify(e)
+    return simplify(e)
 
 
 def _in_x(coeff: sp.Expr, scale: sp.Expr | None = None) -> sp.Expr:
@@ -137,8 +137,8 @@ def _arrange_natural(expr: sp.Expr, p: Parameterization, prior: Prior,
 def natural_variables(p: Parameterization, prior: Prior) -> dict[sp.Symbol, sp.Expr]:
     """``m``, ``x``, ``r`` and ``sigma_p`` in the parameters (``m`` first: it is
     evaluated as written)."""
-    ratio = sp.simplify(p.sigma / prior.sigma)
-    log_ratio = sp.simplify(sp.expand_log(sp.log(ratio**2), force=True))
+    ratio = simplify(p.sigma / prior.sigma)
+    log_ratio = simplify(sp.expand_log(sp.log(ratio**2), force=True))
     return {m_nat: (mu - mu_p) / prior.sigma, x: log_ratio, r_nat: ratio,
             sigma_p: prior.sigma}
 
@@ -161,7 +161,7 @@ def _over_sigma_p_far(g: sp.Expr, p: Parameterization, prior: Prior) -> sp.Expr 
     ``sigma_p**-1/2`` from 2.3c's arranged log (``m/sigma_p`` is 0/0 where ``mu = mu_p``
     and ``sigma_p`` underflows, though the gradient is 0); None for any other ``g``, and
     where that log is itself piecewise."""
-    k = sp.simplify(g / (m_nat / sigma_p))
+    k = simplify(g / (m_nat / sigma_p))
     if not (k.is_number and k != 0):
         return None
     quarter = _refine_pieces(
@@ -182,7 +182,7 @@ LARGE_X = 709
 
 def _log_derivative_sign(p: Parameterization) -> int | None:
     """The sign of ``(log sigma)'`` for every scale, or None where SymPy cannot tell."""
-    d_q = sp.simplify(sp.diff(sp.log(p.sigma), p.scale))
+    d_q = simplify(sp.diff(sp.log(p.sigma), p.scale))
     return 1 if d_q.is_positive else -1 if d_q.is_negative else None
 
 
@@ -197,7 +197,7 @@ def _in_logs_where_x_is_large(product: sp.Expr, scaled: sp.Expr, sign: int | Non
         lambda e: isinstance(e, expm1), lambda e: sp.exp(e.args[0]) - 1)
     if exact.free_symbols != {x}:
         return None
-    rest = sp.simplify(sp.expand(exact * sp.exp(-x)))
+    rest = simplify(sp.expand(exact * sp.exp(-x)))
     if rest.has(sp.exp(x)) or rest.has(sp.exp(x / 2)):  # not bounded as x grows
         return None
     rest = optimize(rest, [expm1_opt])

@@ -26,6 +26,7 @@ from derive.api import (
     Step,
     Variance,
     gaussian_log_pdf,
+    simplify,
 )
 
 from .chain import _chain_given, _through_sigma, is_log_linear
@@ -208,7 +209,7 @@ def _adjoints(graph: Graph, cut: bool) -> tuple[list[Step], dict[sp.Symbol, sp.E
         value = sp.Add(*(values[c.symbol] * local(c, node) for c in graph.children(node)))
         if node.role == "parameter":
             value = graph.in_leaves(value)
-        value = sp.simplify(value.xreplace({v: k for (_, k), v in frozen.items()}))
+        value = simplify(value.xreplace({v: k for (_, k), v in frozen.items()}))
         values[node.symbol] = value
         children = graph.children(node)
         reason = ("sum over the children of {0}: "
@@ -291,7 +292,7 @@ def derive_gradient_estimators(p: Parameterization,
         for par in params:
             # The estimators are polynomials in the noise: its moments give the variance
             # directly (the learned prior has four of them; sympy.stats takes seconds each).
-            var = sp.factor(sp.simplify(
+            var = sp.factor(simplify(
                 stats.variance(values[par].xreplace({eps: noise})) if standard
                 else model.evaluate(Variance(values[par], _eps_label))))
             adjoint = _bar(par, "stl" if label else "bar")
