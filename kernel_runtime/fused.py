@@ -1,0 +1,159 @@
+"""The fused path: each kernel's element function compiled by numba, an optional extra.
+
+A generated module whose kernels have element functions (``codegen.fused_backend``)
+holds, besides its kernels, a namespace ``fused`` (:func:`fused_kernels`) with the same
+kernels, arguments and errors: NumPy arrays of one float dtype (float32 or float64) are
+checked by the kernel's NumPy fast path (the same checks, the same messages) and then run
+through the kernel's loop, compiled by numba (:func:`fused_loop`): one pass over the
+entries, each piece evaluated only where it is taken; every other input (other
+libraries, integers, lists, keyword arguments) goes to the kernel itself.
+
+numba is imported on the first call of a fused kernel, never on import: without it that
+call raises ImportError naming the extra (``pip install 'derive-engine[fast]'``). Each
+loop is compiled on its first call with each dtype (see ``docs/performance.md`` for the
+cost) and cached by numba (``cache=True``: in the ``__pycache__`` folder beside the
+generated module, or under ``NUMBA_CACHE_DIR`` where that folder is not writable; numba's
+own files only), so a later process loads it in a few milliseconds.
+
+Example:
+    >>> def twice(a, out):
+    ...     for i in range(out.size):
+    ...         out[i] = 2 * a[i]
+    >>> f = fused_loop(twice, 1, 1)
+    >>> f.inputs, f.outputs
+    (1, 1)
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+import numpy
+
+__all__ = ["FusedLoop", "fused_loop", "fused_kernels", "fused_available", "EXTRA"]
+
+#: How a user installs numba for the fused path.
+EXTRA = "pip install 'derive-engine[fast]' (or pip install numba)"
+
+
+@functools.cache
+def fused_available() -> bool:
+    """Whether numba can be imported (the fused kernels run), tried once.
+
+    Example:
+        >>> isinstance(fused_available(), bool)
+        True
+    """
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class FusedLoop:
+    """A generated loop over flat arrays -- ``inputs`` arrays read, then ``outputs`` arrays
+    written, entry by entry -- compiled by numba on its first call for each dtype
+    (``error_model="numpy"``: IEEE arithmetic, no Python exception on a division by zero;
+    no fast-math, so every operation rounds as printed).
+
+    Called with the broadcast shape, the dtype and ``inputs`` NumPy arrays of that dtype
+    whose shapes broadcast to it, it returns the ``outputs`` new arrays of that shape and
+    dtype (one array, or a tuple of them). Inputs of the full shape are read in place (a
+    view, or one copy where they are not C-contiguous); the others are broadcast and
+    copied first.
+    """
+
+    def __init__(self, loop: Callable[..., None], inputs: int, outputs: int) -> None:
+        self.loop = loop
+        self.inputs = inputs
+        self.outputs = outputs
+        self._compiled: Any = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        state = "compiled" if self._compiled is not None else "not compiled yet"
+        return f"<fused loop {self.loop.__qualname__}, {state}>"
+
+    def compile(self) -> Any:
+        """The numba dispatcher of the loop (ImportError without numba)."""
+        with self._lock:
+            if self._compiled is None:
+                if not fused_available():
+                    raise ImportError(f"{self.loop.__module__}.fused needs numba: {EXTRA}")
+                import numba
+
+                self._compiled = numba.njit(cache=True, error_model="numpy")(self.loop)
+        return self._compiled
+
+    def __call__(self, shape: tuple[int, ...], dtype: numpy.dtype, *arrays: Any) -> Any:
+        compiled = self._compiled if self._compiled is not None else self.compile()
+        flat = [a.ravel() if a.shape == shape else numpy.broadcast_to(a, shape).ravel()
+                for a in arrays]
+        outs = [numpy.empty(shape, dtype) for _ in range(self.outputs)]
+        compiled(*flat, *[o.reshape(-1) for o in outs])
+        return outs[0] if self.outputs == 1 else tuple(outs)
+
+
+def fused_loop(loop: Callable[..., None], inputs: int, outputs: int) -> FusedLoop:
+    """``loop`` (a generated module's ``_<kernel>_loop``), to be compiled on first use:
+    :class:`FusedLoop`.
+
+    Example:
+        >>> def half(a, out):
+        ...     for i in range(out.size):
+        ...         out[i] = a[i] / 2
+        >>> fused_loop(half, 1, 1)
+        <fused loop half, not compiled yet>
+    """
+    return FusedLoop(loop, inputs, outputs)
+
+
+def fused_kernels(module: str, kernels: tuple[tuple[str, Callable[..., Any],
+                                                     Callable[..., Any], Callable[..., Any]],
+                                               ...]) -> SimpleNamespace:
+    """A module's ``fused`` namespace: for each ``(name, kernel, numpy_args, body)``, a
+    function ``name`` with ``kernel``'s arguments that sends NumPy float arrays through
+    ``numpy_args`` (the kernel's NumPy fast path: its checks) to ``body`` (the fused
+    body), and anything else to ``kernel``. It raises ImportError without numba.
+
+    Example:
+        >>> def kl(mu, *, check_finite=None):
+        ...     '''The kernel.'''
+        ...     return mu
+        >>> ns = fused_kernels("m", (("kl", kl, lambda a, c: None, None),))
+        >>> ns.kl.__name__, ns.kl.__doc__.splitlines()[-1]
+        ('kl', 'The kernel.')
+    """
+    functions = {}
+    for name, kernel, numpy_args, body in kernels:
+        # the positional arguments the fast path checks (a kernel's own, before the ``*``)
+        functions[name] = _fused_kernel(module, name, kernel, numpy_args, body)
+    return SimpleNamespace(**functions)
+
+
+def _fused_kernel(module: str, name: str, kernel: Callable[..., Any],
+                  numpy_args: Callable[..., Any], body: Callable[..., Any]) -> Callable[..., Any]:
+    arity = sum(p.kind is p.POSITIONAL_OR_KEYWORD
+                for p in inspect.signature(kernel).parameters.values())
+
+    @functools.wraps(kernel)
+    def run(*args: Any, check_finite: bool | None = None, **kwargs: Any) -> Any:
+        if not fused_available():
+            raise ImportError(f"{module}.fused.{name} needs numba: {EXTRA}")
+        fast = None if kwargs or len(args) != arity else numpy_args(args, check_finite)
+        if fast is None:
+            return kernel(*args, check_finite=check_finite, **kwargs)
+        return body(*args, *fast)
+
+    run.__qualname__ = f"fused.{name}"
+    run.__doc__ = (f"{module}.{name} through its numba-compiled element function for NumPy "
+                   f"float32 and float64 arrays (kernel_runtime.fused); the same arguments, "
+                   f"checks and errors, and {name} itself for any other input.\n\n"
+                   + (kernel.__doc__ or ""))
+    return run
