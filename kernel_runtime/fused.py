@@ -37,6 +37,9 @@ import numpy
 
 __all__ = ["FusedLoop", "fused_loop", "fused_kernels", "fused_available", "EXTRA"]
 
+_empty = numpy.empty
+_broadcast_to = numpy.broadcast_to
+
 #: How a user installs numba for the fused path.
 EXTRA = "pip install 'derive-engine[fast]' (or pip install numba)"
 
@@ -92,12 +95,18 @@ class FusedLoop:
         return self._compiled
 
     def __call__(self, shape: tuple[int, ...], dtype: numpy.dtype, *arrays: Any) -> Any:
-        compiled = self._compiled if self._compiled is not None else self.compile()
-        flat = [a.ravel() if a.shape == shape else numpy.broadcast_to(a, shape).ravel()
+        compiled = self._compiled
+        if compiled is None:
+            compiled = self.compile()
+        flat = [a.ravel() if a.shape == shape else _broadcast_to(a, shape).ravel()
                 for a in arrays]
-        outs = [numpy.empty(shape, dtype) for _ in range(self.outputs)]
+        if self.outputs == 1:  # the common case, without the lists
+            out = _empty(shape, dtype)
+            compiled(*flat, out.reshape(-1))
+            return out
+        outs = tuple(_empty(shape, dtype) for _ in range(self.outputs))
         compiled(*flat, *[o.reshape(-1) for o in outs])
-        return outs[0] if self.outputs == 1 else tuple(outs)
+        return outs
 
 
 def fused_loop(loop: Callable[..., None], inputs: int, outputs: int) -> FusedLoop:
