@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import threading
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -146,23 +147,68 @@ def fused_kernels(module: str, kernels: tuple[tuple[str, Callable[..., Any],
     return SimpleNamespace(**functions)
 
 
+def _values_ok(positive: int, *arrays: Any) -> bool:
+    """Whether every entry of the flat ``arrays`` is finite, and > 0 in the first
+    ``positive`` of them (compiled by numba: one call for every array of a kernel)."""
+    ok = True
+    k = 0
+    for a in literal_unroll(arrays):  # noqa: F821 (numba's, bound when compiled)
+        if k < positive:
+            for i in range(a.size):
+                x = a[i]
+                ok &= (x > 0) & (x < math.inf)
+        else:
+            for i in range(a.size):
+                ok &= abs(a[i]) < math.inf
+        k += 1
+    return ok
+
+
+_checks: list[Any] = []
+
+
+def _compiled_checks() -> Any:
+    """:func:`_values_ok` compiled, once."""
+    if not _checks:
+        import numba
+
+        _values_ok.__globals__["literal_unroll"] = numba.literal_unroll
+        _checks.append(numba.njit(cache=True, error_model="numpy")(_values_ok))
+    return _checks[0]
+
+
 def _fused_kernel(module: str, name: str, kernel: Callable[..., Any],
                   numpy_args: Callable[..., Any], body: Callable[..., Any]) -> Callable[..., Any]:
     arity = sum(p.kind is p.POSITIONAL_OR_KEYWORD
                 for p in inspect.signature(kernel).parameters.values())
+    # the fast path's value checks, as one compiled pass per array (where every entry
+    # passes; else the fast path's own checks raise its errors)
+    positive_at = tuple(getattr(numpy_args, "positive_at", ()))
+    finite_at = tuple(i for i in getattr(numpy_args, "read_at", ()) if i not in positive_at)
+    own_checks = hasattr(numpy_args, "read_at")
+    order, npos = positive_at + finite_at, len(positive_at)
 
     @functools.wraps(kernel)
     def run(*args: Any, check_finite: bool | None = None, **kwargs: Any) -> Any:
         if not fused_available():
             raise ImportError(f"{module}.fused.{name} needs numba: {EXTRA}")
-        fast = None if kwargs or len(args) != arity else numpy_args(args, check_finite)
-        if fast is None:
+        if kwargs or len(args) != arity:
             return kernel(*args, check_finite=check_finite, **kwargs)
+        if not own_checks:
+            fast = numpy_args(args, check_finite)
+        else:
+            fast = numpy_args(args, False)  # shapes and dtypes
+            if fast is not None and check_finite is not False:
+                values_ok = _checks[0] if _checks else _compiled_checks()
+                if not values_ok(npos, *[args[i].ravel() for i in order]):
+                    numpy_args(args, True)  # raises the kernel's error
+        if fast is None:
+            return kernel(*args, check_finite=check_finite)
         return body(*args, *fast)
 
     run.__qualname__ = f"fused.{name}"
-    run.__doc__ = (f"{module}.{name} through its numba-compiled element function for NumPy "
-                   f"float32 and float64 arrays (kernel_runtime.fused); the same arguments, "
-                   f"checks and errors, and {name} itself for any other input.\n\n"
+    run.__doc__ = (f"{module}.{name} through its numba-compiled loops for NumPy float32 and "
+                   f"float64 arrays (kernel_runtime.fused); the same arguments, checks and "
+                   f"errors, and {name} itself for any other input.\n\n"
                    + (kernel.__doc__ or ""))
     return run
