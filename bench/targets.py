@@ -224,6 +224,24 @@ WHY = {
         "4096 everywhere) holds on 57% of the second value and is its base (the middle "
         "piece everywhere and the Taylor piece gathered costs the same). The piece for "
         "large ratios is gone (issue 24: 0.85-0.90 of the time below 1e5)."),
+    "NumPy per-call: `fused.kl` ÷ the one-liner": (
+        "a fused call is the fast path's shape check (0.4 us), one compiled pass of value "
+        "checks (0.55), NumPy's log (0.55) and the loop (1.8: flat views, the output and "
+        "numba's dispatch, about 1 us): 4.2 us of thread CPU time against 3.45 for the "
+        "one-liner at 16x8 (1.22, min of 21 on the loaded machine); wall-clock medians of "
+        "calls this short are inflated by preemption at a load of 6-7 on 2 cores."),
+    "NumPy `fused.kl` ÷ naive one-liner": (
+        "the loop (branches turned into selects, vectorized) and NumPy's log make 3 passes "
+        "over memory against the one-liner's 8; measured 0.96-1.01 (min of 15) from 4096 "
+        "to 1e5 on the loaded machine."),
+    "NumPy pair `fused.kl` ÷ its one-liner": (
+        "its first piecewise value (log1p of the relative difference, or the log of the "
+        "ratio, or the difference of logs) calls the C library's log1p or log once per "
+        "entry in a loop numba cannot vectorize (about 4-7 ns a call here, against about "
+        "1 ns for NumPy's SIMD log in the one-liner), and this data's far pairs (half) "
+        "choose between its pieces at random; evaluating a piece's calls everywhere with "
+        "NumPy would evaluate untaken pieces. The second value (the Taylor piece on 57%) "
+        "is a vectorized loop of its own."),
     "eager torch `kl` ÷ td": (
         "CPU tensors run the kernel's NumPy body on views of their memory (a NumPy "
         "call about 1 us against about 3 us per torch op), so this row is the NumPy `kl` "
