@@ -71,6 +71,14 @@ class FusedLoop:
     dtype (one array, or a tuple of them). Inputs of the full shape are read in place (a
     view, or one copy where they are not C-contiguous); the others are broadcast and
     copied first.
+
+    Example:
+        >>> def add(a, b, out):
+        ...     for i in range(out.size):
+        ...         out[i] = a[i] + b[i]
+        >>> loop = FusedLoop(add, 2, 1)
+        >>> loop.inputs, loop.outputs, loop
+        (2, 1, <fused loop add, not compiled yet>)
     """
 
     def __init__(self, loop: Callable[..., None], inputs: int, outputs: int) -> None:

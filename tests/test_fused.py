@@ -25,6 +25,28 @@ def test_every_element_wise_kernel_has_a_fused_kernel():
         assert sorted(vars(module.fused)) == sorted(KERNELS), module.__name__
 
 
+def test_kernels_the_fused_backend_cannot_print_have_none():
+    """Callables and block matrices (the coupling kernels), sums over an axis, and functions
+    with no element form: no fused body, no ``fused`` namespace."""
+    import sympy as sp
+
+    from codegen.fused_backend import FusedPrinter, lower_fused
+    from codegen.plan import plan_kernel
+    from derive.nodes import ComponentSum, softplus
+    from derive.spec import Arg, Kernel, Output
+    from generated import coupling
+
+    assert not hasattr(coupling, "fused")
+    x = sp.Symbol("x", real=True)
+    for value in (ComponentSum(x), softplus(x)):
+        k = Kernel("f", (Arg("x", "elementwise", "x"),), (Output("y", value, "y"),), "")
+        assert lower_fused(plan_kernel(k), FusedPrinter()) is None, value
+    k = Kernel("f", (Arg("x", "elementwise", "x"),), (Output("y", sp.exp(x) + 1, "y"),), "")
+    low = lower_fused(plan_kernel(k), FusedPrinter())
+    assert low["hoisted"] == (("_v0", "numpy.exp(x)"),)
+    assert [lp["statements"][0]["code"] for lp in low["loops"]] == ["_v0 + 1"]
+
+
 @pytest.fixture
 def fused_modules(monkeypatch):
     """Every KL kernel replaced by its fused kernel, where the dense cases look them up."""
