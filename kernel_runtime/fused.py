@@ -98,9 +98,7 @@ class FusedLoop:
             if self._compiled is None:
                 if not fused_available():
                     raise ImportError(f"{self.loop.__module__}.fused needs numba: {EXTRA}")
-                import numba
-
-                self._compiled = numba.njit(cache=True, error_model="numpy")(self.loop)
+                self._compiled = _njit(self.loop)
         return self._compiled
 
     def __call__(self, shape: tuple[int, ...], dtype: numpy.dtype, *arrays: Any) -> Any:
@@ -181,8 +179,21 @@ def _compiled_checks() -> Any:
         import numba
 
         _values_ok.__globals__["literal_unroll"] = numba.literal_unroll
-        _checks.append(numba.njit(cache=True, error_model="numpy")(_values_ok))
+        _checks.append(_njit(_values_ok))
     return _checks[0]
+
+
+def _njit(function: Callable[..., Any]) -> Any:
+    """``function`` for numba to compile on first call: IEEE arithmetic
+    (``error_model="numpy"``), no fast-math, cached where numba finds a writable folder
+    (beside the module, or its user-wide or ``NUMBA_CACHE_DIR`` folder); not cached where
+    it finds none."""
+    import numba
+
+    try:
+        return numba.njit(cache=True, error_model="numpy")(function)
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        return numba.njit(error_model="numpy")(function)
 
 
 def _fused_kernel(module: str, name: str, kernel: Callable[..., Any],
