@@ -13,7 +13,7 @@ call raises ImportError naming the extra (``pip install 'derive-engine[fast]'``)
 loop is compiled on its first call with each dtype (see ``docs/performance.md`` for the
 cost) and cached by numba (``cache=True``: in the ``__pycache__`` folder beside the
 generated module, or under ``NUMBA_CACHE_DIR`` where that folder is not writable; numba's
-own files only), so a later process loads it in a few milliseconds.
+own files only), so a later process loads it in about 10 ms (after importing numba).
 
 Example:
     >>> def twice(a, out):
