@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib
+import importlib.util
 import json
 import os
 import platform
@@ -111,9 +112,11 @@ def _expected_rows(mode: dict[str, dict], parts: list[str], modules: list[str]) 
                  + 2 * len(handwritten_xp.CASES) * len(mode["libraries"]["sizes"]) + 2)
     if "accuracy" in parts:
         rows += len(mode["accuracy"].get("names") or accuracy.CASES)
-    if "targets" in parts:  # NumPy (2 + 2 per size), torch (20), jax (sizes from 1e5)
+    if "targets" in parts:  # NumPy (2 + 2 per size, twice with numba), torch (20), jax
         sizes = mode["targets"]["sizes"]
         rows += 2 + 3 * len(sizes) + 20
+        if importlib.util.find_spec("numba") is not None:
+            rows += 2 + 2 * len(sizes)
     if "dense" in parts:
         rows += 9
     if "marking" in parts:

@@ -5,7 +5,9 @@ Where ML users call the KL kernels: eager PyTorch at a VAE's batch (``128 x 32``
 against ``Normal(0, 1)``, or against ``Normal(mu_p, sigma_p)`` for the pair kernel), forward
 and forward plus backward, float32 and float64; the device syncs of one eager call; NumPy
 against the naive one-liner at every size (``16 x 8`` and ``128 x 32`` are the per-call
-overhead rows); and ``jax.jit``. The data: ``mu ~ N(0, 1)``, ``log sigma ~ N(-0.5, 1)``
+overhead rows), and the same rows for the fused kernels (``generated.<module>.fused``,
+compiled by numba, where it is installed) in the same interleaved loops; and
+``jax.jit``. The data: ``mu ~ N(0, 1)``, ``log sigma ~ N(-0.5, 1)``
 (for the pair, half the pairs with q within 1e-3 of p, as in part 6).
 
 Example:
@@ -101,30 +103,56 @@ def _torch_rows(repeats: int, min_sample: float, log: Callable[[str], None]) -> 
     return rows
 
 
+def _fused(module: object) -> object | None:
+    """``module.fused`` where numba is importable, else None."""
+    return module.fused if importlib.util.find_spec("numba") is not None else None
+
+
 def _numpy_rows(sizes: list[int], repeats: int, min_sample: float,
                 log: Callable[[str], None]) -> list[dict]:
     gk = importlib.import_module("generated.gaussian_kl")
     gp = importlib.import_module("generated.gaussian_kl_pair")
+    fk, fp = _fused(gk), _fused(gp)
+    if fk is None:
+        log("note: numba is not installed; the fused rows (`fused.kl`) are skipped")
+    else:  # the first calls compile (or load numba's cache): never timed
+        fk.kl(*_data((4,)))
+        fp.kl(*pair._data(4))
     rows: list[dict] = []
     for shape in ((16, 8), (128, 32)):
         mu, sigma = _data(shape)
-        t = compare({"ours": lambda m=mu, s=sigma: gk.kl(m, s),
-                     "naive": lambda m=mu, s=sigma: handwritten.kl(m, s)},
-                    repeats=repeats, min_sample=min_sample)
+        calls = {"ours": lambda m=mu, s=sigma: gk.kl(m, s),
+                 "naive": lambda m=mu, s=sigma: handwritten.kl(m, s)}
+        if fk is not None:
+            calls["fused"] = lambda m=mu, s=sigma: fk.kl(m, s)
+        t = compare(calls, repeats=repeats, min_sample=min_sample)
         _row("NumPy per-call: `kl` ÷ the one-liner", f"{shape[0]}x{shape[1]}", t, "ours",
              "naive", 1.6, rows, log)
+        if fk is not None:
+            _row("NumPy per-call: `fused.kl` ÷ the one-liner", f"{shape[0]}x{shape[1]}", t,
+                 "fused", "naive", 1.6, rows, log)
     for n in sizes:
         mu, sigma = _data((n,))
-        t = compare({"ours": lambda m=mu, s=sigma: gk.kl(m, s),
-                     "naive": lambda m=mu, s=sigma: handwritten.kl(m, s)},
-                    repeats=repeats, min_sample=min_sample)
-        _row("NumPy `kl` ÷ naive one-liner", f"{n:.0e}", t, "ours", "naive",
-             2.0 if n < 10**5 else 1.5, rows, log)
+        calls = {"ours": lambda m=mu, s=sigma: gk.kl(m, s),
+                 "naive": lambda m=mu, s=sigma: handwritten.kl(m, s)}
+        if fk is not None:
+            calls["fused"] = lambda m=mu, s=sigma: fk.kl(m, s)
+        t = compare(calls, repeats=repeats, min_sample=min_sample)
+        limit = 2.0 if n < 10**5 else 1.5
+        _row("NumPy `kl` ÷ naive one-liner", f"{n:.0e}", t, "ours", "naive", limit, rows, log)
+        if fk is not None:
+            _row("NumPy `fused.kl` ÷ naive one-liner", f"{n:.0e}", t, "fused", "naive",
+                 limit, rows, log)
         args = pair._data(n)
-        t = compare({"ours": lambda a=args: gp.kl(*a), "naive": lambda a=args: pair.naive(*a)},
-                    repeats=repeats, min_sample=min_sample)
+        calls = {"ours": lambda a=args: gp.kl(*a), "naive": lambda a=args: pair.naive(*a)}
+        if fp is not None:
+            calls["fused"] = lambda a=args: fp.kl(*a)
+        t = compare(calls, repeats=repeats, min_sample=min_sample)
         _row("NumPy pair `kl` ÷ its one-liner", f"{n:.0e}", t, "ours", "naive", 2.0,
              rows, log)
+        if fp is not None:
+            _row("NumPy pair `fused.kl` ÷ its one-liner", f"{n:.0e}", t, "fused", "naive",
+                 2.0, rows, log)
     return rows
 
 
@@ -196,6 +224,25 @@ WHY = {
         "4096 everywhere) holds on 57% of the second value and is its base (the middle "
         "piece everywhere and the Taylor piece gathered costs the same). The piece for "
         "large ratios is gone (issue 24: 0.85-0.90 of the time below 1e5)."),
+    "NumPy per-call: `fused.kl` ÷ the one-liner": (
+        "a fused call is the fast path's shape check (0.4 us), one compiled pass of value "
+        "checks (0.55), NumPy's log (0.55) and the loop (1.8: flat views, the output and "
+        "numba's dispatch, about 1 us): 4.2 us of thread CPU time against 3.45 for the "
+        "one-liner at 16x8 (1.22, min of 21 on the loaded machine); wall-clock medians of "
+        "calls this short are inflated by preemption at a load of 6-7 on 2 cores."),
+    "NumPy `fused.kl` ÷ naive one-liner": (
+        "the loop (branches turned into selects, vectorized) and NumPy's log make 3 passes "
+        "over memory against the one-liner's 8; measured 0.96-1.01 (min of 15) from 4096 "
+        "to 1e5 on the loaded machine."),
+    "NumPy pair `fused.kl` ÷ its one-liner": (
+        "its first piecewise value (log1p of the relative difference where σq is within "
+        "σp/2 of σp, 65% of this data; else the log of the ratio) calls the C library's "
+        "log1p or log once per entry, in a loop that cannot be vectorized: at 1e5, thread "
+        "CPU time, log1p alone over every entry takes 1152 us and log 434 us, against 117 "
+        "us for NumPy's SIMD log, and the loop 720 us (500 us with the entries sorted: this "
+        "data's far pairs pick a piece at random); evaluating a piece's calls everywhere "
+        "with NumPy would evaluate untaken pieces. The second value (the Taylor piece on "
+        "57%) is a vectorized loop of its own."),
     "eager torch `kl` ÷ td": (
         "CPU tensors run the kernel's NumPy body on views of their memory (a NumPy "
         "call about 1 us against about 3 us per torch op), so this row is the NumPy `kl` "

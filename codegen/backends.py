@@ -10,10 +10,10 @@ value to that tuple, not an ``if`` in the renderer.
 
 Example:
     >>> [b.name for b in BACKENDS]
-    ['numpy', 'xp']
+    ['numpy', 'xp', 'fused']
     >>> import sympy as sp
     >>> [b.printer().doprint(sp.exp(sp.Symbol("a"))) for b in BACKENDS]
-    ['numpy.exp(a)', 'xp.exp(a)']
+    ['numpy.exp(a)', 'xp.exp(a)', 'math.exp(a)']
 """
 
 from __future__ import annotations
@@ -26,12 +26,13 @@ import kernel_runtime
 from derive.spec import Module
 
 from .environment import environment
+from .fused_backend import FusedPrinter, lower_fused
 from .numpy_backend import KernelPrinter, lower_numpy
 from .plan import KernelPlan, plan_entry, plan_kernel
 from .xp_backend import XpPrinter, lower_xp
 
-__all__ = ["Backend", "NUMPY", "ARRAY_API", "BACKENDS", "RuntimeContract", "runtime_contract",
-           "render_module", "render_numpy"]
+__all__ = ["Backend", "NUMPY", "ARRAY_API", "FUSED", "BACKENDS", "RuntimeContract",
+           "runtime_contract", "render_module", "render_numpy"]
 
 
 @dataclass(frozen=True)
@@ -41,24 +42,41 @@ class Backend:
     Arguments:
         name: the suffix of each kernel's body function (``_<kernel>_<name>``).
         printer: the class printing right-hand sides.
-        lower: prints a plan for this target (a dict the template lays out).
+        lower: prints a plan for this target (a dict the template lays out), or None where
+            the target has no body for that kernel.
         template: the jinja2 template of one kernel body.
         namespace: the body's first parameter, the array namespace ("" for none).
+        dispatch: whether the kernel's public function calls this body (False: the
+            module reaches it through a namespace named ``name``, built by
+            ``kernel_runtime.<name>_kernels``).
+        imports: the modules a module with such a body imports.
+        note: a paragraph for the module's docstring where it has such a body.
     """
 
     name: str
     printer: type[KernelPrinter]
-    lower: Callable[[KernelPlan, Any], dict[str, Any]]
+    lower: Callable[[KernelPlan, Any], dict[str, Any] | None]
     template: str
     namespace: str = ""
+    dispatch: bool = True
+    imports: tuple[str, ...] = ()
+    note: str = ""
 
 
 #: NumPy, specialized: in-place block assembly, pieces patched with ``take``/``put``.
 NUMPY = Backend("numpy", KernelPrinter, lower_numpy, "body_numpy.py.jinja")
 #: Any array-API library (PyTorch, JAX, Dask, CuPy, array_api_strict), through ``xp``.
 ARRAY_API = Backend("xp", XpPrinter, lower_xp, "body_xp.py.jinja", namespace="xp")
-#: The bodies every generated kernel has, in the order they are written.
-BACKENDS: tuple[Backend, ...] = (NUMPY, ARRAY_API)
+#: One loop per element-wise kernel, compiled by numba where it is installed,
+#: behind the module's ``fused`` namespace (:mod:`codegen.fused_backend`).
+FUSED = Backend(
+    "fused", FusedPrinter, lower_fused, "body_fused.py.jinja", dispatch=False,
+    imports=("math",),
+    note="For NumPy float32 and float64 arrays, ``fused.<kernel>`` runs the same kernel as one "
+         "loop compiled by numba, each piece evaluated only where it is taken "
+         "(an optional extra: pip install 'derive-engine[fast]'; kernel_runtime.fused).")
+#: The bodies a generated kernel has (where the target lowers it), in the order written.
+BACKENDS: tuple[Backend, ...] = (NUMPY, ARRAY_API, FUSED)
 
 
 @dataclass(frozen=True)
@@ -103,9 +121,23 @@ def render_module(module: Module, command: str,
     entries = {k.name: plan_entry(module, k, plans[k.name]) for k in module.kernels}
     lowered = {b.name: {name: b.lower(plan, b.printer()) for name, plan in plans.items()}
                for b in backends}
+    # a body the public function does not call is reached with the fast path's checks,
+    # which take the kernel's parameters in order: only where they are its checked arrays
+    for b in backends:
+        if not b.dispatch:
+            for name, plan in plans.items():
+                if entries[name].params != tuple(plan.checked):
+                    lowered[b.name][name] = None
+    # the kernels reached through the module's namespace of each such backend
+    extra = {b.name: [k for k in module.kernels if lowered[b.name][k.name] is not None]
+             for b in backends if not b.dispatch}
+    present = [b for b in backends if any(v is not None for v in lowered[b.name].values())]
+    imports = sorted({name for b in present for name in b.imports})
+    notes = [b.note for b in present if b.note]
     template = environment().get_template("module.py.jinja")
     return template.render(module=module, plans=plans, entries=entries, lowered=lowered,
-                           backends=backends, command=command, contract=runtime_contract())
+                           backends=backends, extra=extra, imports=imports, notes=notes,
+                           command=command, contract=runtime_contract())
 
 
 def render_numpy(module: Module, command: str) -> str:

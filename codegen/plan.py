@@ -102,6 +102,8 @@ class KernelPlan:
     #: the checked arrays whose values an output reads (the others lend only their shape,
     #: so their values are not checked either)
     used: list[str] = field(default_factory=list)
+    #: the outputs the kernel returns, in order
+    returns: list[str] = field(default_factory=list)
 
 
 def _needed_outputs(kernel: Kernel) -> list[Any]:
@@ -348,7 +350,8 @@ def plan_kernel(kernel: Kernel) -> KernelPlan:
         pending[k] = (name, expr)
     pending = list(piecewise.items()) + pending
 
-    plan = KernelPlan(checked=plan_checked, used=[a for a in plan_checked if a in used])
+    plan = KernelPlan(checked=plan_checked, used=[a for a in plan_checked if a in used],
+                      returns=[o.name for o in kernel.returns])
     calls: dict[AppliedUndef, sp.Symbol] = {}
     tmp = sp.numbered_symbols("_tmp")
 

@@ -16,6 +16,10 @@ SymPy and printed by the engine's printers, once per target from the same plan: 
 NumPy-specialized body and an array-API body (``xp``); the derivation and its checked
 steps are shown by ``derive show``. Argument checks live in ``kernel_runtime``.
 
+For NumPy float32 and float64 arrays, ``fused.<kernel>`` runs the same kernel as one
+loop compiled by numba, each piece evaluated only where it is taken (an optional extra:
+pip install 'derive-engine[fast]'; kernel_runtime.fused).
+
 Example:
     >>> import numpy as np
     >>> from generated import gaussian_kl_pair
@@ -30,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -38,13 +43,13 @@ import numpy
 import kernel_runtime as _rt
 
 # The kernel_runtime contract this module was generated against: a runtime of major
-# version 2 and minor version 3 or later.
+# version 2 and minor version 4 or later.
 _found = str(getattr(_rt, "CONTRACT_VERSION", "none"))
 _major, _, _minor = _found.partition(".")
-if _major != "2" or not _minor.isdigit() or int(_minor) < 3:
+if _major != "2" or not _minor.isdigit() or int(_minor) < 4:
     raise ImportError(
-        f"{__name__} needs kernel_runtime contract 2.3 (major 2, "
-        f"minor >= 3), found {_found} in {getattr(_rt, '__file__', '?')}; "
+        f"{__name__} needs kernel_runtime contract 2.4 (major 2, "
+        f"minor >= 4), found {_found} in {getattr(_rt, '__file__', '?')}; "
         "regenerate with: python -m derive generate (or upgrade derive-engine)")
 del _found, _major, _, _minor
 
@@ -188,6 +193,57 @@ def _kl_xp(xp, mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     return kl
 
 
+def _kl_loop0(_asigma_q, _asigma_p, _out_pw0):
+    """kl entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
+    for _i in range(_out_pw0.size):
+        sigma_q = _asigma_q[_i]
+        sigma_p = _asigma_p[_i]
+        # Piecewise: the first condition that holds wins, the last piece where none does
+        if (sigma_p > 2*abs(sigma_p - sigma_q)):
+            _pw0 = 2*math.log1p((sigma_q - sigma_p)/sigma_p)
+        elif (sigma_q/sigma_p >= 1/1000000000000000000000000000000):
+            _pw0 = 2*math.log(sigma_q/sigma_p)
+        else:
+            _pw0 = 2*(math.log(sigma_q) - math.log(sigma_p))
+        _out_pw0[_i] = _pw0
+
+
+#: compiled by numba on first use
+_kl_compiled0 = _rt.fused_loop(_kl_loop0, 2, 1)
+
+
+def _kl_loop1(_amu_q, _asigma_q, _amu_p, _asigma_p, _a_pw0, _outkl):
+    """kl entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
+    for _i in range(_outkl.size):
+        mu_q = _amu_q[_i]
+        sigma_q = _asigma_q[_i]
+        mu_p = _amu_p[_i]
+        sigma_p = _asigma_p[_i]
+        _pw0 = _a_pw0[_i]
+        m = (mu_q - mu_p)/sigma_p
+        x = _pw0
+        # Piecewise: the first condition that holds wins, the last piece where none does
+        if (x == math.inf):
+            _pw1 = math.inf
+        elif (abs(x) < 1/2):
+            _pw1 = x**2*((((((((((((((1/2615348736000*x + 1/174356582400)*x + 1/12454041600)*x + 1/958003200)*x + 1/79833600)*x + 1/7257600)*x + 1/725760)*x + 1/80640)*x + 1/10080)*x + 1/1440)*x + 1/240)*x + 1/48)*x + 1/12)*x + 1/4))
+        else:
+            _pw1 = ((sigma_q - sigma_p)/sigma_p - (1/2)*x) + 2*((1/2)*((sigma_q - sigma_p)/sigma_p))**2
+        kl = _pw1 + 2*((1/2)*m)**2
+        _outkl[_i] = kl
+
+
+#: compiled by numba on first use
+_kl_compiled1 = _rt.fused_loop(_kl_loop1, 5, 1)
+
+
+def _kl_fused(mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
+    """kl for NumPy float arrays through its compiled loops, checked by kl's NumPy fast path."""
+    _pw0 = _kl_compiled0(_batch, _dtype, sigma_q, sigma_p)
+    kl = _kl_compiled1(_batch, _dtype, mu_q, sigma_q, mu_p, sigma_p, _pw0)
+    return kl
+
+
 #: kl_grad's NumPy fast path: checks and shape of NumPy float arrays, or None
 _kl_grad_numpy_args = _rt.numpy_elementwise(
     ("mu_q", "sigma_q", "mu_p", "sigma_p",),
@@ -315,6 +371,72 @@ def _kl_grad_xp(xp, mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     return d_mu_q, d_sigma_q, d_mu_p, d_sigma_p
 
 
+def _kl_grad_loop0(_amu_q, _asigma_q, _amu_p, _asigma_p, _outm, _outx, _outd_mu_q, _outd_mu_p):
+    """kl_grad entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
+    for _i in range(_outm.size):
+        mu_q = _amu_q[_i]
+        sigma_q = _asigma_q[_i]
+        mu_p = _amu_p[_i]
+        sigma_p = _asigma_p[_i]
+        # Piecewise: the first condition that holds wins, the last piece where none does
+        if (sigma_p > 2*abs(sigma_p - sigma_q)):
+            _pw0 = 2*math.log1p((sigma_q - sigma_p)/sigma_p)
+        elif (sigma_q/sigma_p >= 1/1000000000000000000000000000000):
+            _pw0 = 2*math.log(sigma_q/sigma_p)
+        else:
+            _pw0 = 2*(math.log(sigma_q) - math.log(sigma_p))
+        m = (mu_q - mu_p)/sigma_p
+        _tmp0 = m/sigma_p
+        x = _pw0
+        d_mu_q = _tmp0
+        d_mu_p = -_tmp0
+        _outm[_i] = m
+        _outx[_i] = x
+        _outd_mu_q[_i] = d_mu_q
+        _outd_mu_p[_i] = d_mu_p
+
+
+#: compiled by numba on first use
+_kl_grad_compiled0 = _rt.fused_loop(_kl_grad_loop0, 4, 4)
+
+
+def _kl_grad_loop1(_asigma_q, _asigma_p, _ax, _outd_sigma_q):
+    """kl_grad entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
+    for _i in range(_outd_sigma_q.size):
+        sigma_q = _asigma_q[_i]
+        sigma_p = _asigma_p[_i]
+        x = _ax[_i]
+        _tmp1 = math.expm1((1/2)*x)
+        d_sigma_q = _tmp1/sigma_q + _tmp1/sigma_p
+        _outd_sigma_q[_i] = d_sigma_q
+
+
+#: compiled by numba on first use
+_kl_grad_compiled1 = _rt.fused_loop(_kl_grad_loop1, 3, 1)
+
+
+def _kl_grad_loop2(_asigma_p, _am, _ax, _outd_sigma_p):
+    """kl_grad entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
+    for _i in range(_outd_sigma_p.size):
+        sigma_p = _asigma_p[_i]
+        m = _am[_i]
+        x = _ax[_i]
+        d_sigma_p = -(m**2 + math.expm1(x))/sigma_p
+        _outd_sigma_p[_i] = d_sigma_p
+
+
+#: compiled by numba on first use
+_kl_grad_compiled2 = _rt.fused_loop(_kl_grad_loop2, 3, 1)
+
+
+def _kl_grad_fused(mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
+    """kl_grad for NumPy float arrays through its compiled loops, checked by kl_grad's NumPy fast path."""
+    m, x, d_mu_q, d_mu_p = _kl_grad_compiled0(_batch, _dtype, mu_q, sigma_q, mu_p, sigma_p)
+    d_sigma_q = _kl_grad_compiled1(_batch, _dtype, sigma_q, sigma_p, x)
+    d_sigma_p = _kl_grad_compiled2(_batch, _dtype, sigma_p, m, x)
+    return d_mu_q, d_sigma_q, d_mu_p, d_sigma_p
+
+
 #: kl_grad_reparam's NumPy fast path: checks and shape of NumPy float arrays, or None
 _kl_grad_reparam_numpy_args = _rt.numpy_elementwise(
     ("mu_q", "sigma_q", "mu_p", "sigma_p", "eps",),
@@ -418,6 +540,40 @@ def _kl_grad_reparam_xp(xp, mu_q, sigma_q, mu_p, sigma_p, eps, _batch, _dtype):
     d_sigma_q = _rt.finish_xp(xp, d_sigma_q, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p, eps,))
     d_mu_p = _rt.finish_xp(xp, d_mu_p, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p, eps,))
     d_sigma_p = _rt.finish_xp(xp, d_sigma_p, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p, eps,))
+    return d_mu_q, d_sigma_q, d_mu_p, d_sigma_p
+
+
+def _kl_grad_reparam_loop(_amu_q, _asigma_q, _amu_p, _asigma_p, _aeps, _outd_mu_q, _outd_sigma_q, _outd_mu_p, _outd_sigma_p):
+    """kl_grad_reparam entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
+    for _i in range(_outd_mu_q.size):
+        mu_q = _amu_q[_i]
+        sigma_q = _asigma_q[_i]
+        mu_p = _amu_p[_i]
+        sigma_p = _asigma_p[_i]
+        eps = _aeps[_i]
+        m = (mu_q - mu_p)/sigma_p
+        r = sigma_q/sigma_p
+        _tmp0 = m/sigma_p
+        _tmp1 = eps*r
+        _tmp2 = _tmp1/sigma_p
+        _tmp3 = _tmp0 + _tmp2
+        d_mu_q = _tmp3
+        d_sigma_q = _tmp3*eps - 1/(r*sigma_p)
+        d_mu_p = -_tmp3
+        d_sigma_p = _tmp1*(-2*_tmp0 - _tmp2) - (m - 1)*(m + 1)/sigma_p
+        _outd_mu_q[_i] = d_mu_q
+        _outd_sigma_q[_i] = d_sigma_q
+        _outd_mu_p[_i] = d_mu_p
+        _outd_sigma_p[_i] = d_sigma_p
+
+
+#: compiled by numba on first use
+_kl_grad_reparam_compiled = _rt.fused_loop(_kl_grad_reparam_loop, 5, 4)
+
+
+def _kl_grad_reparam_fused(mu_q, sigma_q, mu_p, sigma_p, eps, _batch, _dtype):
+    """kl_grad_reparam for NumPy float arrays through its compiled loops, checked by kl_grad_reparam's NumPy fast path."""
+    d_mu_q, d_sigma_q, d_mu_p, d_sigma_p = _kl_grad_reparam_compiled(_batch, _dtype, mu_q, sigma_q, mu_p, sigma_p, eps)
     return d_mu_q, d_sigma_q, d_mu_p, d_sigma_p
 
 
@@ -558,3 +714,72 @@ def _kl_grad_stl_xp(xp, mu_q, sigma_q, mu_p, sigma_p, eps, _batch, _dtype):
     d_mu_p = _rt.finish_xp(xp, d_mu_p, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p, eps,))
     d_sigma_p = _rt.finish_xp(xp, d_sigma_p, _batch, _dtype, (mu_q, sigma_q, mu_p, sigma_p, eps,))
     return d_mu_q, d_sigma_q, d_mu_p, d_sigma_p
+
+
+def _kl_grad_stl_loop0(_amu_q, _asigma_q, _amu_p, _asigma_p, _aeps, _outm, _outx, _outd_mu_p, _outd_sigma_p):
+    """kl_grad_stl entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
+    for _i in range(_outm.size):
+        mu_q = _amu_q[_i]
+        sigma_q = _asigma_q[_i]
+        mu_p = _amu_p[_i]
+        sigma_p = _asigma_p[_i]
+        eps = _aeps[_i]
+        # Piecewise: the first condition that holds wins, the last piece where none does
+        if (sigma_p > 2*abs(sigma_p - sigma_q)):
+            _pw0 = 2*math.log1p((sigma_q - sigma_p)/sigma_p)
+        elif (sigma_q/sigma_p >= 1/1000000000000000000000000000000):
+            _pw0 = 2*math.log(sigma_q/sigma_p)
+        else:
+            _pw0 = 2*(math.log(sigma_q) - math.log(sigma_p))
+        m = (mu_q - mu_p)/sigma_p
+        r = sigma_q/sigma_p
+        _tmp0 = m/sigma_p
+        _tmp1 = eps*r
+        _tmp2 = _tmp1/sigma_p
+        x = _pw0
+        d_mu_p = -_tmp0 - _tmp2
+        d_sigma_p = _tmp1*(-2*_tmp0 - _tmp2) - (m - 1)*(m + 1)/sigma_p
+        _outm[_i] = m
+        _outx[_i] = x
+        _outd_mu_p[_i] = d_mu_p
+        _outd_sigma_p[_i] = d_sigma_p
+
+
+#: compiled by numba on first use
+_kl_grad_stl_compiled0 = _rt.fused_loop(_kl_grad_stl_loop0, 5, 4)
+
+
+def _kl_grad_stl_loop1(_asigma_q, _asigma_p, _aeps, _am, _ax, _outd_mu_q, _outd_sigma_q):
+    """kl_grad_stl entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
+    for _i in range(_outd_mu_q.size):
+        sigma_q = _asigma_q[_i]
+        sigma_p = _asigma_p[_i]
+        eps = _aeps[_i]
+        m = _am[_i]
+        x = _ax[_i]
+        _tmp3 = math.expm1((1/2)*x)
+        _tmp4 = eps*(_tmp3/sigma_q + _tmp3/sigma_p) + m/sigma_p
+        d_mu_q = _tmp4
+        d_sigma_q = _tmp4*eps
+        _outd_mu_q[_i] = d_mu_q
+        _outd_sigma_q[_i] = d_sigma_q
+
+
+#: compiled by numba on first use
+_kl_grad_stl_compiled1 = _rt.fused_loop(_kl_grad_stl_loop1, 5, 2)
+
+
+def _kl_grad_stl_fused(mu_q, sigma_q, mu_p, sigma_p, eps, _batch, _dtype):
+    """kl_grad_stl for NumPy float arrays through its compiled loops, checked by kl_grad_stl's NumPy fast path."""
+    m, x, d_mu_p, d_sigma_p = _kl_grad_stl_compiled0(_batch, _dtype, mu_q, sigma_q, mu_p, sigma_p, eps)
+    d_mu_q, d_sigma_q = _kl_grad_stl_compiled1(_batch, _dtype, sigma_q, sigma_p, eps, m, x)
+    return d_mu_q, d_sigma_q, d_mu_p, d_sigma_p
+
+
+#: kl, kl_grad, kl_grad_reparam, kl_grad_stl through their fused bodies
+fused = _rt.fused_kernels(__name__, (
+    ("kl", kl, _kl_numpy_args, _kl_fused),
+    ("kl_grad", kl_grad, _kl_grad_numpy_args, _kl_grad_fused),
+    ("kl_grad_reparam", kl_grad_reparam, _kl_grad_reparam_numpy_args, _kl_grad_reparam_fused),
+    ("kl_grad_stl", kl_grad_stl, _kl_grad_stl_numpy_args, _kl_grad_stl_fused),
+))

@@ -16,6 +16,10 @@ SymPy and printed by the engine's printers, once per target from the same plan: 
 NumPy-specialized body and an array-API body (``xp``); the derivation and its checked
 steps are shown by ``derive show``. Argument checks live in ``kernel_runtime``.
 
+For NumPy float32 and float64 arrays, ``fused.<kernel>`` runs the same kernel as one
+loop compiled by numba, each piece evaluated only where it is taken (an optional extra:
+pip install 'derive-engine[fast]'; kernel_runtime.fused).
+
 Example:
     >>> import numpy as np
     >>> from generated import gaussian_kl_pair_logvar
@@ -30,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -38,13 +43,13 @@ import numpy
 import kernel_runtime as _rt
 
 # The kernel_runtime contract this module was generated against: a runtime of major
-# version 2 and minor version 3 or later.
+# version 2 and minor version 4 or later.
 _found = str(getattr(_rt, "CONTRACT_VERSION", "none"))
 _major, _, _minor = _found.partition(".")
-if _major != "2" or not _minor.isdigit() or int(_minor) < 3:
+if _major != "2" or not _minor.isdigit() or int(_minor) < 4:
     raise ImportError(
-        f"{__name__} needs kernel_runtime contract 2.3 (major 2, "
-        f"minor >= 3), found {_found} in {getattr(_rt, '__file__', '?')}; "
+        f"{__name__} needs kernel_runtime contract 2.4 (major 2, "
+        f"minor >= 4), found {_found} in {getattr(_rt, '__file__', '?')}; "
         "regenerate with: python -m derive generate (or upgrade derive-engine)")
 del _found, _major, _, _minor
 
@@ -192,6 +197,61 @@ def _kl_xp(xp, mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
     return kl
 
 
+def _kl_loop0(_amu_q, _alogvar_q, _amu_p, _alogvar_p, _out_pw0, _outx):
+    """kl entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
+    for _i in range(_out_pw0.size):
+        mu_q = _amu_q[_i]
+        logvar_q = _alogvar_q[_i]
+        mu_p = _amu_p[_i]
+        logvar_p = _alogvar_p[_i]
+        # Piecewise: the first condition that holds wins, the last piece where none does
+        if (logvar_p >= -170):
+            _pw0 = (mu_q - mu_p)*math.exp(-1/2*logvar_p)
+        else:
+            _pw0 = math.exp(-1/4*logvar_p)*((mu_q - mu_p)*math.exp(-1/4*logvar_p))
+        x = logvar_q - logvar_p
+        _out_pw0[_i] = _pw0
+        _outx[_i] = x
+
+
+#: compiled by numba on first use
+_kl_compiled0 = _rt.fused_loop(_kl_loop0, 4, 2)
+
+
+def _kl_loop1(_alogvar_q, _alogvar_p, _a_pw0, _ax, _outkl):
+    """kl entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
+    for _i in range(_outkl.size):
+        logvar_q = _alogvar_q[_i]
+        logvar_p = _alogvar_p[_i]
+        _pw0 = _a_pw0[_i]
+        x = _ax[_i]
+        # Piecewise: the first condition that holds wins, the last piece where none does
+        if (x == math.inf):
+            _pw1 = math.inf
+        elif (abs(x) < 1/2):
+            _pw1 = x**2*((((((((((((((1/2615348736000*x + 1/174356582400)*x + 1/12454041600)*x + 1/958003200)*x + 1/79833600)*x + 1/7257600)*x + 1/725760)*x + 1/80640)*x + 1/10080)*x + 1/1440)*x + 1/240)*x + 1/48)*x + 1/12)*x + 1/4))
+        elif (x >= 4) and (abs(logvar_p) < 170) and (abs(logvar_q) < 170):
+            _pw1 = 2*((1/2)*math.exp(-1/2*logvar_p)*math.exp((1/2)*logvar_q))**2 - (1/2)*x - 1/2
+        elif (x < 88):
+            _pw1 = (1/2)*math.expm1(x) - (1/2)*x
+        else:
+            _pw1 = 2*((1/2)*math.exp((1/2)*x))**2 - (1/2)*x - 1/2
+        m = _pw0
+        kl = _pw1 + 2*((1/2)*m)**2
+        _outkl[_i] = kl
+
+
+#: compiled by numba on first use
+_kl_compiled1 = _rt.fused_loop(_kl_loop1, 4, 1)
+
+
+def _kl_fused(mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
+    """kl for NumPy float arrays through its compiled loops, checked by kl's NumPy fast path."""
+    _pw0, x = _kl_compiled0(_batch, _dtype, mu_q, logvar_q, mu_p, logvar_p)
+    kl = _kl_compiled1(_batch, _dtype, logvar_q, logvar_p, _pw0, x)
+    return kl
+
+
 #: kl_grad's NumPy fast path: checks and shape of NumPy float arrays, or None
 _kl_grad_numpy_args = _rt.numpy_elementwise(
     ("mu_q", "logvar_q", "mu_p", "logvar_p",),
@@ -312,6 +372,88 @@ def _kl_grad_xp(xp, mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
     d_logvar_q = _rt.finish_xp(xp, d_logvar_q, _batch, _dtype, (mu_q, logvar_q, mu_p, logvar_p,))
     d_mu_p = _rt.finish_xp(xp, d_mu_p, _batch, _dtype, (mu_q, logvar_q, mu_p, logvar_p,))
     d_logvar_p = _rt.finish_xp(xp, d_logvar_p, _batch, _dtype, (mu_q, logvar_q, mu_p, logvar_p,))
+    return d_mu_q, d_logvar_q, d_mu_p, d_logvar_p
+
+
+def _kl_grad_loop0(_alogvar_q, _alogvar_p, _a_v0, _outsigma_p, _outx):
+    """kl_grad entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
+    for _i in range(_outsigma_p.size):
+        logvar_q = _alogvar_q[_i]
+        logvar_p = _alogvar_p[_i]
+        _v0 = _a_v0[_i]
+        sigma_p = _v0
+        x = logvar_q - logvar_p
+        _outsigma_p[_i] = sigma_p
+        _outx[_i] = x
+
+
+#: compiled by numba on first use
+_kl_grad_compiled0 = _rt.fused_loop(_kl_grad_loop0, 3, 2)
+
+
+def _kl_grad_loop1(_amu_q, _amu_p, _alogvar_p, _asigma_p, _ax, _outr, _outm):
+    """kl_grad entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
+    for _i in range(_outr.size):
+        mu_q = _amu_q[_i]
+        mu_p = _amu_p[_i]
+        logvar_p = _alogvar_p[_i]
+        sigma_p = _asigma_p[_i]
+        x = _ax[_i]
+        # Piecewise: the first condition that holds wins, the last piece where none does
+        if (logvar_p >= -170):
+            _pw0 = (mu_q - mu_p)/sigma_p
+        else:
+            _pw0 = math.exp(-1/4*logvar_p)*((mu_q - mu_p)*math.exp(-1/4*logvar_p))
+        r = math.exp((1/2)*x)
+        m = _pw0
+        _outr[_i] = r
+        _outm[_i] = m
+
+
+#: compiled by numba on first use
+_kl_grad_compiled1 = _rt.fused_loop(_kl_grad_loop1, 5, 2)
+
+
+def _kl_grad_loop2(_asigma_p, _ax, _ar, _am, _outd_logvar_q, _outd_mu_q, _outd_mu_p):
+    """kl_grad entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
+    for _i in range(_outd_logvar_q.size):
+        sigma_p = _asigma_p[_i]
+        x = _ax[_i]
+        r = _ar[_i]
+        m = _am[_i]
+        d_logvar_q = (1/2)*(r + 1)*math.expm1((1/2)*x)
+        _tmp0 = m/sigma_p
+        d_mu_q = _tmp0
+        d_mu_p = -_tmp0
+        _outd_logvar_q[_i] = d_logvar_q
+        _outd_mu_q[_i] = d_mu_q
+        _outd_mu_p[_i] = d_mu_p
+
+
+#: compiled by numba on first use
+_kl_grad_compiled2 = _rt.fused_loop(_kl_grad_loop2, 4, 3)
+
+
+def _kl_grad_loop3(_ax, _am, _outd_logvar_p):
+    """kl_grad entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
+    for _i in range(_outd_logvar_p.size):
+        x = _ax[_i]
+        m = _am[_i]
+        d_logvar_p = -1/2*m**2 - 1/2*math.expm1(x)
+        _outd_logvar_p[_i] = d_logvar_p
+
+
+#: compiled by numba on first use
+_kl_grad_compiled3 = _rt.fused_loop(_kl_grad_loop3, 2, 1)
+
+
+def _kl_grad_fused(mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
+    """kl_grad for NumPy float arrays through its compiled loops, checked by kl_grad's NumPy fast path."""
+    _v0 = numpy.exp((1/2)*logvar_p)
+    sigma_p, x = _kl_grad_compiled0(_batch, _dtype, logvar_q, logvar_p, _v0)
+    r, m = _kl_grad_compiled1(_batch, _dtype, mu_q, mu_p, logvar_p, sigma_p, x)
+    d_logvar_q, d_mu_q, d_mu_p = _kl_grad_compiled2(_batch, _dtype, sigma_p, x, r, m)
+    d_logvar_p = _kl_grad_compiled3(_batch, _dtype, x, m)
     return d_mu_q, d_logvar_q, d_mu_p, d_logvar_p
 
 
@@ -446,6 +588,63 @@ def _kl_grad_reparam_xp(xp, mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype)
     return d_mu_q, d_logvar_q, d_mu_p, d_logvar_p
 
 
+def _kl_grad_reparam_loop0(_alogvar_q, _alogvar_p, _a_v0, _outsigma_p, _outx):
+    """kl_grad_reparam entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
+    for _i in range(_outsigma_p.size):
+        logvar_q = _alogvar_q[_i]
+        logvar_p = _alogvar_p[_i]
+        _v0 = _a_v0[_i]
+        sigma_p = _v0
+        x = logvar_q - logvar_p
+        _outsigma_p[_i] = sigma_p
+        _outx[_i] = x
+
+
+#: compiled by numba on first use
+_kl_grad_reparam_compiled0 = _rt.fused_loop(_kl_grad_reparam_loop0, 3, 2)
+
+
+def _kl_grad_reparam_loop1(_amu_q, _amu_p, _alogvar_p, _aeps, _asigma_p, _ax, _outd_mu_q, _outd_logvar_q, _outd_mu_p, _outd_logvar_p):
+    """kl_grad_reparam entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
+    for _i in range(_outd_mu_q.size):
+        mu_q = _amu_q[_i]
+        mu_p = _amu_p[_i]
+        logvar_p = _alogvar_p[_i]
+        eps = _aeps[_i]
+        sigma_p = _asigma_p[_i]
+        x = _ax[_i]
+        # Piecewise: the first condition that holds wins, the last piece where none does
+        if (logvar_p >= -170):
+            _pw0 = (mu_q - mu_p)/sigma_p
+        else:
+            _pw0 = math.exp(-1/4*logvar_p)*((mu_q - mu_p)*math.exp(-1/4*logvar_p))
+        r = math.exp((1/2)*x)
+        m = _pw0
+        _tmp0 = eps*r
+        _tmp1 = _tmp0/sigma_p + m/sigma_p
+        _tmp2 = (1/2)*_tmp0
+        d_mu_q = _tmp1
+        d_logvar_q = _tmp0*(_tmp2 + (1/2)*m) - 1/2
+        d_mu_p = -_tmp1
+        d_logvar_p = _tmp0*(-_tmp2 - m) - (1/2)*(m - 1)*(m + 1)
+        _outd_mu_q[_i] = d_mu_q
+        _outd_logvar_q[_i] = d_logvar_q
+        _outd_mu_p[_i] = d_mu_p
+        _outd_logvar_p[_i] = d_logvar_p
+
+
+#: compiled by numba on first use
+_kl_grad_reparam_compiled1 = _rt.fused_loop(_kl_grad_reparam_loop1, 6, 4)
+
+
+def _kl_grad_reparam_fused(mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype):
+    """kl_grad_reparam for NumPy float arrays through its compiled loops, checked by kl_grad_reparam's NumPy fast path."""
+    _v0 = numpy.exp((1/2)*logvar_p)
+    sigma_p, x = _kl_grad_reparam_compiled0(_batch, _dtype, logvar_q, logvar_p, _v0)
+    d_mu_q, d_logvar_q, d_mu_p, d_logvar_p = _kl_grad_reparam_compiled1(_batch, _dtype, mu_q, mu_p, logvar_p, eps, sigma_p, x)
+    return d_mu_q, d_logvar_q, d_mu_p, d_logvar_p
+
+
 #: kl_grad_stl's NumPy fast path: checks and shape of NumPy float arrays, or None
 _kl_grad_stl_numpy_args = _rt.numpy_elementwise(
     ("mu_q", "logvar_q", "mu_p", "logvar_p", "eps",),
@@ -577,3 +776,88 @@ def _kl_grad_stl_xp(xp, mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype):
     d_mu_p = _rt.finish_xp(xp, d_mu_p, _batch, _dtype, (mu_q, logvar_q, mu_p, logvar_p, eps,))
     d_logvar_p = _rt.finish_xp(xp, d_logvar_p, _batch, _dtype, (mu_q, logvar_q, mu_p, logvar_p, eps,))
     return d_mu_q, d_logvar_q, d_mu_p, d_logvar_p
+
+
+def _kl_grad_stl_loop0(_alogvar_q, _alogvar_p, _a_v0, _outsigma_p, _outx):
+    """kl_grad_stl entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
+    for _i in range(_outsigma_p.size):
+        logvar_q = _alogvar_q[_i]
+        logvar_p = _alogvar_p[_i]
+        _v0 = _a_v0[_i]
+        sigma_p = _v0
+        x = logvar_q - logvar_p
+        _outsigma_p[_i] = sigma_p
+        _outx[_i] = x
+
+
+#: compiled by numba on first use
+_kl_grad_stl_compiled0 = _rt.fused_loop(_kl_grad_stl_loop0, 3, 2)
+
+
+def _kl_grad_stl_loop1(_amu_q, _amu_p, _alogvar_p, _asigma_p, _ax, _outr, _outm, _out_tmp0):
+    """kl_grad_stl entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
+    for _i in range(_outr.size):
+        mu_q = _amu_q[_i]
+        mu_p = _amu_p[_i]
+        logvar_p = _alogvar_p[_i]
+        sigma_p = _asigma_p[_i]
+        x = _ax[_i]
+        # Piecewise: the first condition that holds wins, the last piece where none does
+        if (logvar_p >= -170):
+            _pw0 = (mu_q - mu_p)/sigma_p
+        else:
+            _pw0 = math.exp(-1/4*logvar_p)*((mu_q - mu_p)*math.exp(-1/4*logvar_p))
+        r = math.exp((1/2)*x)
+        m = _pw0
+        _tmp0 = m/sigma_p
+        _outr[_i] = r
+        _outm[_i] = m
+        _out_tmp0[_i] = _tmp0
+
+
+#: compiled by numba on first use
+_kl_grad_stl_compiled1 = _rt.fused_loop(_kl_grad_stl_loop1, 5, 3)
+
+
+def _kl_grad_stl_loop2(_aeps, _asigma_p, _ax, _ar, _am, _a_tmp0, _outd_mu_q, _outd_logvar_q, _outd_mu_p, _outd_logvar_p):
+    """kl_grad_stl entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
+    for _i in range(_outd_mu_q.size):
+        eps = _aeps[_i]
+        sigma_p = _asigma_p[_i]
+        x = _ax[_i]
+        r = _ar[_i]
+        m = _am[_i]
+        _tmp0 = _a_tmp0[_i]
+        _tmp1 = eps*math.expm1((1/2)*x)
+        _tmp2 = (1/2)*r
+        _tmp3 = eps*r
+        d_mu_q = _tmp0 + _tmp1*(1 + 1/r)/sigma_p
+        d_logvar_q = eps*((1/2)*_tmp1*(r + 1) + _tmp2*m)
+        d_mu_p = -_tmp0 - _tmp3/sigma_p
+        d_logvar_p = _tmp3*(-_tmp2*eps - m) - (1/2)*(m - 1)*(m + 1)
+        _outd_mu_q[_i] = d_mu_q
+        _outd_logvar_q[_i] = d_logvar_q
+        _outd_mu_p[_i] = d_mu_p
+        _outd_logvar_p[_i] = d_logvar_p
+
+
+#: compiled by numba on first use
+_kl_grad_stl_compiled2 = _rt.fused_loop(_kl_grad_stl_loop2, 6, 4)
+
+
+def _kl_grad_stl_fused(mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype):
+    """kl_grad_stl for NumPy float arrays through its compiled loops, checked by kl_grad_stl's NumPy fast path."""
+    _v0 = numpy.exp((1/2)*logvar_p)
+    sigma_p, x = _kl_grad_stl_compiled0(_batch, _dtype, logvar_q, logvar_p, _v0)
+    r, m, _tmp0 = _kl_grad_stl_compiled1(_batch, _dtype, mu_q, mu_p, logvar_p, sigma_p, x)
+    d_mu_q, d_logvar_q, d_mu_p, d_logvar_p = _kl_grad_stl_compiled2(_batch, _dtype, eps, sigma_p, x, r, m, _tmp0)
+    return d_mu_q, d_logvar_q, d_mu_p, d_logvar_p
+
+
+#: kl, kl_grad, kl_grad_reparam, kl_grad_stl through their fused bodies
+fused = _rt.fused_kernels(__name__, (
+    ("kl", kl, _kl_numpy_args, _kl_fused),
+    ("kl_grad", kl_grad, _kl_grad_numpy_args, _kl_grad_fused),
+    ("kl_grad_reparam", kl_grad_reparam, _kl_grad_reparam_numpy_args, _kl_grad_reparam_fused),
+    ("kl_grad_stl", kl_grad_stl, _kl_grad_stl_numpy_args, _kl_grad_stl_fused),
+))

@@ -41,6 +41,7 @@ The modules, by concern:
 - :mod:`kernel_runtime.pieces` -- piecewise values (:mod:`kernel_runtime.numpy_pieces`:
   their NumPy path);
 - :mod:`kernel_runtime.polynomials` -- derived polynomials by Horner's rule;
+- :mod:`kernel_runtime.fused` -- kernel loops compiled by numba (optional);
 - :mod:`kernel_runtime.gradients` -- eager PyTorch autograd through a derived gradient
   (:mod:`kernel_runtime.numpy_views`: CPU tensors through the NumPy body);
 - :mod:`kernel_runtime.outputs` -- outputs and block matrices.
@@ -65,13 +66,14 @@ Example:
     ...
     ValueError: sigma: expected every entry > 0, got a minimum of -1.0
     >>> CONTRACT_VERSION
-    '2.3'
+    '2.4'
 """
 
 from __future__ import annotations
 
 from .callees import CalleeArg, call, call_xp, callee_arg
 from .fast_numpy import numpy_coupling, numpy_elementwise
+from .fused import fused_kernels, fused_loop
 from .gradients import differentiable
 from .outputs import blocks_xp, eye_xp, finish, finish_xp, full, scale_rows, scale_rows_xp
 from .pieces import select, zero
@@ -80,7 +82,7 @@ from .prepare import broadcast, prepare_coupling, prepare_elementwise
 
 #: The version of the contract below, ``"major.minor"``: generated modules check it on
 #: import (same major version, at least their minor version).
-CONTRACT_VERSION = "2.3"
+CONTRACT_VERSION = "2.4"
 
 #: The contract: the names generated modules use (``kernel_runtime.<name>``), then the class
 #: of :func:`callee_arg`'s values and the version.
@@ -99,6 +101,8 @@ __all__ = [
     "differentiable",
     # a derived polynomial by Horner's rule, in place where the library allows (contract 2.2)
     "horner",
+    # loops compiled by numba, and a module's ``fused`` namespace (contract 2.4)
+    "fused_loop", "fused_kernels",
     # what the names above take or return, and the version of them all
     "CalleeArg", "CONTRACT_VERSION",
 ]

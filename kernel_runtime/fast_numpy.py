@@ -68,6 +68,9 @@ def numpy_elementwise(names: tuple[str, ...], positive: tuple[str, ...],
             check_values(names, values, positive_at, read_at)
         return shape, dtype
 
+    # which arrays it checks, for a path that tests their values another way first
+    # (kernel_runtime.fused)
+    fast.positive_at, fast.read_at = positive_at, read_at  # type: ignore[attr-defined]
     return fast
 
 

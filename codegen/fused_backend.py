@@ -1,0 +1,224 @@
+r"""The fused target: one loop per kernel, compiled by numba (optional).
+
+The NumPy body evaluates a piecewise value piece by piece over whole arrays: each
+condition is a pass over memory, each piece is gathered where it holds, and every
+operation allocates a temporary. The fused target prints the same plan
+(:mod:`codegen.plan`) as ONE loop over the entries whose body handles one entry: its
+piecewise values become ``if``/``elif``/``else`` on the pieces' conditions (the first that
+holds wins, so an untaken piece is never evaluated: no NaN from it, no work), and every
+other statement an assignment of scalars. ``kernel_runtime.fused_loop`` compiles it with
+numba on first use (float32 or float64 arrays, flat); without numba the generated module
+imports and runs as before. Where no piece calls a function, LLVM turns the branches into
+selects and runs several entries per instruction.
+
+One choice is made here, not by the template: the calls of ``exp`` and ``log`` that
+are evaluated on every entry (in a statement outside every piece, on the kernel's own
+arrays) are *hoisted*: evaluated before the loop by NumPy, whose ``exp`` and ``log`` run
+several entries per instruction (SIMD), where numba's call the C library's once per entry
+(measured on the machine of ``docs/benchmarks.md``: 0.8 ns against 4.2 ns per float64
+``log``), and a call in the loop keeps it from being vectorized. The loop reads the
+hoisted values as arrays (a piece that uses one reads it too). Only where the value is
+computed changes, not the expression the derivation checked.
+
+A kernel with callable arguments, block matrices or sums over an axis has no loop
+(:func:`lower_fused` returns None).
+
+Example:
+    >>> import sympy as sp
+    >>> from derive.spec import Arg, Kernel, Output
+    >>> from codegen.plan import plan_kernel
+    >>> x = sp.Symbol("x", positive=True)
+    >>> k = Kernel("f", (Arg("x", "positive", "x"),),
+    ...            (Output("y", sp.Piecewise((sp.log(x), x > 1), (x - 1, True)), "y"),), "")
+    >>> low = lower_fused(plan_kernel(k), FusedPrinter())
+    >>> [(lp["inputs"], lp["outputs"]) for lp in low["loops"]]
+    [(('x',), ('y',))]
+    >>> [(b["cond"], b["code"]) for b in low["loops"][0]["statements"][0]["branches"]]
+    [('(x > 1)', 'math.log(x)'), ('', 'x - 1')]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sympy as sp
+from sympy.core.function import AppliedUndef
+from sympy.printing.pycode import _known_constants_math, _known_functions_math
+
+from derive.nodes import BroadcastSum, ComponentSum
+
+from .numpy_backend import KernelPrinter, horner_chain
+from .plan import KernelPlan
+from .xp_backend import XpPrinter
+
+__all__ = ["FusedPrinter", "lower_fused", "HOISTED"]
+
+#: The functions evaluated by NumPy before the loop where a statement outside
+#: every piece applies them to the kernel's own arrays (see the module's docstring).
+HOISTED: tuple[type[sp.Function], ...] = (sp.exp, sp.log)
+
+
+class FusedPrinter(XpPrinter):
+    """The project's printer for one entry: Python's ``math`` functions on scalars,
+    comparisons as operators and logic as ``and``/``or``/``not``, a derived polynomial as
+    the nested products it is (``kernel_runtime.horner`` rounds as they do).
+
+    Example:
+        >>> import sympy as sp
+        >>> a = sp.Symbol("a", real=True)
+        >>> p = FusedPrinter()
+        >>> p.doprint(sp.And(a > 0, sp.Or(a < -1, sp.Abs(a) > 3)))
+        '(a > 0) and ((a < -1) or (abs(a) > 3))'
+        >>> p.doprint(sp.exp(a) + sp.pi), p.doprint(sp.oo)
+        ('math.exp(a) + math.pi', 'math.inf')
+    """
+
+    _module = "math"
+    _kf = {k: "math." + v for k, v in _known_functions_math.items()}
+    _kc = {k: "math." + v for k, v in _known_constants_math.items()}
+
+    def _print_Add(self, expr: sp.Add, order: str | None = None) -> str:
+        chain = horner_chain(expr)
+        if chain is not None and len(chain[1]) >= KernelPrinter.HORNER_FROM:
+            x, coefficients = chain
+            name = self._print(x)
+            code = f"{self._print(coefficients[0])}*{name}"
+            for c in coefficients[1:-1]:
+                code = f"({code} + {self._print(c)})*{name}"
+            return f"({code} + {self._print(coefficients[-1])})"
+        return super()._print_Add(expr, order=order)
+
+    def _print_Abs(self, expr: sp.Basic) -> str:
+        return f"abs({self._print(expr.args[0])})"
+
+    def _print_And(self, expr: sp.Basic) -> str:
+        return " and ".join(self._operand(a) for a in expr.args)
+
+    def _print_Or(self, expr: sp.Basic) -> str:
+        return " or ".join(self._operand(a) for a in expr.args)
+
+    def _operand(self, arg: sp.Basic) -> str:
+        printed = self._print(arg)
+        return f"({printed})" if isinstance(arg, sp.And | sp.Or) else printed
+
+    def _print_Not(self, expr: sp.Basic) -> str:
+        return f"not ({self._print(expr.args[0])})"
+
+    def _print_softplus(self, expr: sp.Basic) -> str:
+        raise NotImplementedError("softplus has no element form here")
+
+    def _print_sigmoid(self, expr: sp.Basic) -> str:
+        raise NotImplementedError("sigmoid has no element form here")
+
+    def _print_cbrt(self, expr: sp.Basic) -> str:
+        raise NotImplementedError("cbrt has no element form here")
+
+
+def _hoist(plan: KernelPlan, printer: KernelPrinter,
+           ) -> tuple[tuple[tuple[str, str], ...], dict[sp.Basic, sp.Symbol]]:
+    """The :data:`HOISTED` calls on the kernel's arrays in statements outside every piece:
+    ``((name, NumPy code), ...)`` and the substitution of each by its name."""
+    inputs = set(plan.checked)
+    found: list[sp.Basic] = []
+    for st in plan.statements:
+        if st.kind != "assign":
+            continue
+        for app in sorted(st.expr.atoms(*HOISTED), key=sp.default_sort_key):
+            if app not in found and {s.name for s in app.free_symbols} <= inputs:
+                found.append(app)
+    names = {app: sp.Symbol(f"_v{i}", real=True) for i, app in enumerate(found)}
+    return tuple((names[app].name, printer.doprint(app)) for app in found), names
+
+
+def _calls(expr: sp.Basic) -> bool:
+    """Whether printing ``expr`` calls a function (which keeps a loop from being vectorized)."""
+    return any(not isinstance(f, sp.Abs | sp.Piecewise) for f in expr.atoms(sp.Function))
+
+
+def lower_fused(plan: KernelPlan, printer: FusedPrinter) -> dict[str, Any] | None:
+    """The plan printed as loops over the entries, or None where it has none (callables,
+    block matrices, sums over an axis, or a function with no element form).
+
+    The statements are split into loops at each change between statements that call a
+    function and statements that do not, where the latter hold a piecewise value: LLVM
+    vectorizes a loop without calls (several entries per instruction, its branches turned
+    into selects), and a call in it would keep it from that; a value one loop computes
+    and a later one reads is an array between them.
+
+    Returns ``hoisted`` (``(name, NumPy code)`` computed before the loops) and ``loops``,
+    each with ``inputs`` (the arrays it reads: the kernel's, hoisted or an earlier loop's),
+    ``outputs`` (the arrays it writes: read by a later loop, or returned) and
+    ``statements`` (``assign``: ``target``, ``code``; ``piecewise``: ``target`` and
+    ``branches``, each a ``cond`` ("" for the last) and a ``code``).
+
+    Example:
+        >>> import sympy as sp
+        >>> from derive.spec import Arg, Kernel, Output
+        >>> from codegen.plan import plan_kernel
+        >>> s = sp.Symbol("s", positive=True)
+        >>> k = Kernel("f", (Arg("s", "positive", "s"),), (Output("y", 2*sp.log(s) + s, "y"),), "")
+        >>> low = lower_fused(plan_kernel(k), FusedPrinter())
+        >>> low["hoisted"], low["loops"][0]["inputs"], low["loops"][0]["statements"][0]["code"]
+        ((('_v0', 'numpy.log(s)'),), ('s', '_v0'), '2*_v0 + s')
+    """
+    if plan.blocks:
+        return None
+    for st in plan.statements:
+        if st.kind != "assign" and st.kind != "piecewise":
+            return None
+        exprs = [st.expr] + [e for p in st.pieces for e in (p.expr, p.cond)]
+        if any(e.atoms(AppliedUndef) or e.has(ComponentSum, BroadcastSum) for e in exprs):
+            return None
+    hoisted, names = _hoist(plan, KernelPrinter())
+    # each statement: its printed form, the names it reads, whether it calls a function
+    printed: list[tuple[dict[str, Any], set[str], bool]] = []
+    try:
+        for st in plan.statements:
+            # a hoisted value is read wherever it appears, inside a piece too
+            if st.kind == "assign" or len(st.pieces) == 1:
+                expr = (st.expr if st.kind == "assign" else st.pieces[0].expr).xreplace(names)
+                printed.append(({"kind": "assign", "target": st.target,
+                                 "code": printer.doprint(expr)},
+                                {s.name for s in expr.free_symbols}, _calls(expr)))
+                continue
+            last = len(st.pieces) - 1
+            pieces = [(p.cond.xreplace(names), p.expr.xreplace(names)) for p in st.pieces]
+            printed.append(({"kind": "piecewise", "target": st.target, "branches": tuple(
+                {"cond": "" if i == last else printer.doprint(cond), "code": printer.doprint(e)}
+                for i, (cond, e) in enumerate(pieces))},
+                {s.name for c, e in pieces for s in (c.free_symbols | e.free_symbols)},
+                any(_calls(c) or _calls(e) for c, e in pieces)))
+    except NotImplementedError:
+        return None
+    groups: list[list[tuple[dict[str, Any], set[str], bool]]] = []
+    for item in printed:
+        if groups and groups[-1][-1][2] == item[2]:
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    # a run without calls and without pieces gains nothing from a loop of its own (it
+    # would cost a pass over memory): it joins the loop before it
+    merged: list[list[tuple[dict[str, Any], set[str], bool]]] = []
+    for group in groups:
+        plain = not any(call or st["kind"] == "piecewise" for st, _, call in group)
+        if merged and plain:
+            merged[-1].extend(group)
+        else:
+            merged.append(group)
+    groups = merged
+    loops = []
+    for k, group in enumerate(groups):
+        if not any(st["target"] in plan.returns or st["target"] in
+                   {n for g in groups[k + 1:] for _, reads, _ in g for n in reads}
+                   for st, _, _ in group):
+            continue  # nothing returned or read later (no kernel has such a group)
+        defined = [st["target"] for st, _, _ in group]
+        read_later = {n for g in groups[k + 1:] for _, reads, _ in g for n in reads}
+        reads = set().union(*(r for _, r, _ in group)) - set(defined)
+        loops.append({
+            "inputs": tuple(n for n in list(plan.checked) + [h for h, _ in hoisted]
+                            + [st["target"] for g in groups[:k] for st, _, _ in g]
+                            if n in reads),
+            "outputs": tuple(n for n in defined if n in read_later or n in plan.returns),
+            "statements": [st for st, _, _ in group]})
+    return {"hoisted": hoisted, "loops": loops}

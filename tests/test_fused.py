@@ -1,0 +1,176 @@
+"""The fused kernels (``generated.<module>.fused.<kernel>``, compiled by numba): the bounds
+docs/numerics.md states, measured densely over every piece and every boundary (+-64 ulp)
+against the long-double reference checked against mpmath (the machinery of
+``tests/test_dense_bounds.py``, each KL kernel replaced by its fused one); float32 stays
+float32; broadcasting and memory layouts; the same errors as the kernels; other input
+goes to the kernel; without numba, an ImportError naming the extra."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import kernel_runtime.fused as runtime_fused
+from generated import gaussian_kl, gaussian_kl_logvar, gaussian_kl_pair, gaussian_kl_pair_logvar
+from tests.kl_reference import HAS_EXTENDED, kl_logvar_ld, kl_sigma_ld, relative_error_in_eps
+
+numba = pytest.importorskip("numba")
+
+MODULES = (gaussian_kl, gaussian_kl_logvar, gaussian_kl_pair, gaussian_kl_pair_logvar)
+KERNELS = ("kl", "kl_grad", "kl_grad_reparam", "kl_grad_stl")
+
+
+def test_every_element_wise_kernel_has_a_fused_kernel():
+    for module in MODULES:
+        assert sorted(vars(module.fused)) == sorted(KERNELS), module.__name__
+
+
+def test_kernels_the_fused_backend_cannot_print_have_none():
+    """Callables and block matrices (the coupling kernels), sums over an axis, and functions
+    with no element form: no fused body, no ``fused`` namespace."""
+    import sympy as sp
+
+    from codegen.fused_backend import FusedPrinter, lower_fused
+    from codegen.plan import plan_kernel
+    from derive.nodes import ComponentSum, softplus
+    from derive.spec import Arg, Kernel, Output
+    from generated import coupling
+
+    assert not hasattr(coupling, "fused")
+    x = sp.Symbol("x", real=True)
+    for value in (ComponentSum(x), softplus(x)):
+        k = Kernel("f", (Arg("x", "elementwise", "x"),), (Output("y", value, "y"),), "")
+        assert lower_fused(plan_kernel(k), FusedPrinter()) is None, value
+    k = Kernel("f", (Arg("x", "elementwise", "x"),), (Output("y", sp.exp(x) + 1, "y"),), "")
+    low = lower_fused(plan_kernel(k), FusedPrinter())
+    assert low["hoisted"] == (("_v0", "numpy.exp(x)"),)
+    assert [lp["statements"][0]["code"] for lp in low["loops"]] == ["_v0 + 1"]
+
+
+@pytest.fixture
+def fused_modules(monkeypatch):
+    """Every KL kernel replaced by its fused kernel, where the dense cases look them up."""
+    for module in MODULES:
+        for name in KERNELS:
+            monkeypatch.setattr(module, name, getattr(module.fused, name))
+
+
+def _kl_cases():
+    from bench import dense
+    return [c for c in dense._cases() + dense._float32_cases() + dense._estimator_cases()
+            if c.module.startswith("gaussian_kl")]
+
+
+@pytest.mark.skipif(not HAS_EXTENDED, reason="long double is float64 on this platform")
+@pytest.mark.parametrize("case", _kl_cases(),
+                         ids=lambda c: f"{c.module}.{c.output}.{np.dtype(c.dtype).name}")
+def test_fused_kernel_within_the_stated_bound_over_every_piece_and_boundary(case,
+                                                                            fused_modules):
+    from bench import dense
+    row = dense.measure_case(case, 10_000, 3, np.random.default_rng(0))
+    assert row["ld_vs_mp_eps"] < 0.01, row
+    assert row["max_eps"] <= case.bound, row
+
+
+@pytest.mark.skipif(not HAS_EXTENDED, reason="long double is float64 on this platform")
+def test_the_dense_measure_fails_on_a_wrong_fused_kernel(monkeypatch):
+    """The same measure on a fused kl whose series piece is one ulp off exceeds 0.5 eps."""
+    from bench import dense
+    case = _kl_cases()[0]
+    fused = gaussian_kl.fused.kl
+    monkeypatch.setattr(gaussian_kl, "kl", lambda mu, s: np.nextafter(fused(mu, s), np.inf)
+                        * (1 + 2e-16))
+    off = dense.Case(case.module, case.output, case.call, case.inputs, case.ld, case.mp,
+                     case.priors, case.ranges[2:3], (), 0.5)
+    assert dense.measure_case(off, 1000, 1, np.random.default_rng(0))["max_eps"] > 0.5
+
+
+@pytest.mark.skipif(not HAS_EXTENDED, reason="long double is float64 on this platform")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_broadcasting_and_layouts_within_the_bound(dtype):
+    """Broadcast shapes, 0-d arrays, transposed, strided and read-only inputs: the shape
+    and dtype of the broadcast, each entry within the stated bound (4 eps in float64, 10
+    in float32) of the long-double reference."""
+    rng = np.random.default_rng(1)
+    bound = 4 if dtype is np.float64 else 10
+    mu = rng.standard_normal((5, 1)).astype(dtype)
+    sigma = np.exp(rng.standard_normal((3, 1, 4)) * 3).astype(dtype)
+    square = np.exp(rng.standard_normal((6, 6))).astype(dtype)
+    readonly = square.copy()
+    readonly.flags.writeable = False
+    for m, s in ((mu, sigma), (mu[0, 0][()], sigma), (np.asarray(mu[0, 0]), sigma[0, 0, 0]),
+                 (square.T, square), (square[::2, ::3], square[1::2, ::3]),
+                 (readonly, readonly.T)):
+        got = gaussian_kl.fused.kl(m, s)
+        shape = np.broadcast_shapes(np.shape(m), np.shape(s))
+        assert type(got) is np.ndarray and got.shape == shape and got.dtype == dtype
+        ref = kl_sigma_ld(np.broadcast_to(m, shape).reshape(-1),
+                          np.broadcast_to(s, shape).reshape(-1))
+        assert np.max(relative_error_in_eps(got.reshape(-1), ref, dtype)) <= bound
+    v = np.asarray(rng.standard_normal((4, 3)) * 20, dtype)
+    got = gaussian_kl_logvar.fused.kl(mu[:4], v)
+    assert got.dtype == dtype
+    assert np.max(relative_error_in_eps(got, kl_logvar_ld(mu[:4], v), dtype)) <= bound
+
+
+def test_outputs_are_new_arrays_of_the_working_dtype():
+    mu, sigma = np.zeros(3, np.float32), np.ones(3, np.float32)
+    d_mu, d_sigma = gaussian_kl.fused.kl_grad(mu, sigma)
+    assert d_mu is not mu and not np.shares_memory(d_mu, mu)
+    assert d_mu.dtype == d_sigma.dtype == np.float32
+    assert d_sigma.flags.writeable
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ((np.zeros(3), -np.ones(3)), "sigma: expected every entry > 0"),
+    ((np.array([0.0, np.nan]), np.ones(2)), "mu:"),
+    ((np.zeros(3), np.ones(4)), "broadcast"),
+])
+def test_bad_input_raises_the_kernels_error(args, message):
+    with pytest.raises(ValueError, match=message) as fused_error:
+        gaussian_kl.fused.kl(*args)
+    with pytest.raises(ValueError) as kernel_error:
+        gaussian_kl.kl(*args)
+    assert str(fused_error.value) == str(kernel_error.value)
+
+
+def test_check_finite_false_skips_the_value_checks():
+    with np.errstate(invalid="ignore"):  # log of -1, as the kernel's NumPy body
+        out = gaussian_kl.fused.kl(np.zeros(2), np.array([1.0, -1.0]), check_finite=False)
+    assert out.shape == (2,) and out[0] == 0
+
+
+def test_other_input_goes_to_the_kernel():
+    """Lists, integers, keyword arguments and other libraries: the kernel's own result."""
+    assert gaussian_kl.fused.kl([0.0, 1.0], [1, 2]).dtype == np.float64
+    assert gaussian_kl.fused.kl(mu=np.zeros(2), sigma=np.ones(2)).tolist() == [0.0, 0.0]
+    torch = pytest.importorskip("torch")
+    out = gaussian_kl.fused.kl(torch.zeros(2), torch.ones(2))
+    assert isinstance(out, torch.Tensor) and out.tolist() == [0.0, 0.0]
+
+
+def test_without_numba_a_one_line_import_error_naming_the_extra(monkeypatch):
+    monkeypatch.setattr(runtime_fused, "fused_available", lambda: False)
+    with pytest.raises(ImportError, match=r"derive-engine\[fast\]") as error:
+        gaussian_kl.fused.kl(np.zeros(2), np.ones(2))
+    assert "\n" not in str(error.value) and "gaussian_kl.fused.kl" in str(error.value)
+    # the module's own kernels do not need numba
+    assert gaussian_kl.kl(np.zeros(2), np.ones(2)).tolist() == [0.0, 0.0]
+
+
+def test_the_generated_modules_import_without_numba():
+    """A generated module imports no numba (a fresh interpreter where it cannot be found)."""
+    import subprocess
+    import sys
+    code = ("import sys; sys.modules['numba'] = None\n"
+            "import numpy as np\n"
+            "from generated import gaussian_kl\n"
+            "print(gaussian_kl.kl(np.zeros(1), np.ones(1))[0])\n"
+            "try:\n    gaussian_kl.fused.kl(np.zeros(1), np.ones(1))\n"
+            "except ImportError as e:\n    print('ImportError', e)\n")
+    from pathlib import Path
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[0] == "0.0"
+    assert "ImportError" in run.stdout and "derive-engine[fast]" in run.stdout
