@@ -17,8 +17,9 @@ is an error), nor is a file larger than 4 MiB read. While it writes, ``generate`
 an exclusive ``flock`` on the ``generated/`` folder (``--check`` a shared one), so
 concurrent runs take turns.
 
-Example:
-    >>> files = generated_files()
+Example (through the derivation cache: without one, every question is derived again):
+    >>> from derive.cache import open_store
+    >>> files = generated_files(open_store())
     >>> "generated/coupling.py" in files
     True
 """
