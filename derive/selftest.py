@@ -333,8 +333,10 @@ def _block_rows(block: Any, points: int) -> list[tuple[float, float, float]]:
     if block.domain is not None:
         xs = FRACTIONS
     else:
-        xs = X1_EXTREMES if points >= len(X1_EXTREMES) else X1_EXTREMES[::max(
-            1, len(X1_EXTREMES) // max(points, 1))]
+        # fewer points: spread over the list, both ends (0 and 1e300) kept
+        xs = X1_EXTREMES if points >= len(X1_EXTREMES) else tuple(
+            X1_EXTREMES[int(k)] for k in np.unique(np.round(
+                np.linspace(0, len(X1_EXTREMES) - 1, points))))
         if points > len(X1_EXTREMES):  # more points: log-spaced between the extremes
             xs = tuple(sorted(set(xs) | set(np.geomspace(1e-300, 1e300,
                                                          points - len(X1_EXTREMES)))))
