@@ -54,8 +54,8 @@ import numpy as np
 import sympy as sp
 
 __all__ = ["EquationReference", "equation_reference", "digits_for", "ulps", "Row", "Report",
-           "check_block", "check_parameterization", "kl_reference", "check_kernels", "run", "BOUND",
-           "FLOAT32_BOUND"]
+           "check_block", "check_parameterization", "kl_reference", "check_kernels", "run",
+           "BOUND", "FLOAT32_BOUND", "KL_BOUND"]
 
 #: The bound of every value the battery compares with mpmath, in ulp of its scale (see the
 #: module doc): the coursework's and the worked example's blocks are within 8 (measured).
