@@ -54,8 +54,9 @@ import numpy as np
 import sympy as sp
 
 __all__ = ["EquationReference", "equation_reference", "digits_for", "ulps", "Row", "Report",
-           "check_block", "check_parameterization", "kl_reference", "check_kernels", "run",
-           "BOUND", "FLOAT32_BOUND", "KL_BOUND"]
+           "check_block", "check_parameterization", "check_pair", "kl_reference",
+           "pair_reference", "check_kernels", "run", "BOUND", "FLOAT32_BOUND", "KL_BOUND",
+           "PAIR_BOUND"]
 
 #: The bound of every value the battery compares with mpmath, in ulp of its scale (see the
 #: module doc): the coursework's and the worked example's blocks are within 8 (measured).
@@ -581,10 +582,22 @@ def _sigma_mp(scale: sp.Symbol, sigma: sp.Expr) -> tuple[Callable[..., Any], ...
             sp.lambdify(scale, sp.diff(sigma, scale), "mpmath"))
 
 
-def kl_reference(scale: sp.Symbol, sigma: sp.Expr, rho: float, mu: float = 0.0) -> tuple:
-    """``KL(N(mu, sigma(rho)**2) || N(0, 1))``, its derivative in ``rho``, and the size of
-    the first-order effect of rounding ``sigma`` (``|sigma**2 - 1|``, for the bound), in
-    mpmath from the closed form ``mu**2/2 + (sigma**2 - 1 - log sigma**2)/2``.
+def _kl_digits(sigma: sp.Expr, *values: float) -> int:
+    """mpmath digits: 80, and where sigma holds an exponential, enough for exp(+-|v|) next
+    to 1 (mpmath's exponent is unbounded: squares of 1e300 need no digits)."""
+    if not sigma.has(sp.exp):
+        return 80
+    return 80 + int(max(min(abs(v), 5000.0) for v in values) / 2.2)
+
+
+def kl_reference(scale: sp.Symbol, sigma: sp.Expr, rho: float, mu: float = 0.0,
+                 eps: float = 0.0) -> tuple:
+    """The Gaussian KL at the scale ``rho`` of a parameterization ``sigma(scale)``, in
+    mpmath from the closed form ``mu**2/2 + (sigma**2 - 1 - log sigma**2)/2`` and its chain
+    rule through ``sigma`` (no derivation): ``(kl, d kl/d rho, the reparameterization and
+    sticking-the-landing estimates of d/d rho at noise eps, the bound terms of the three
+    (the first-order effect of rounding sigma: |sigma**2 - 1| for the KL), sigma,
+    |sigma'|)``.
 
     Example:
         >>> rho = sp.Symbol("rho", real=True)
@@ -592,13 +605,45 @@ def kl_reference(scale: sp.Symbol, sigma: sp.Expr, rho: float, mu: float = 0.0) 
         [0.5, 0.0]
     """
     sig, dsig = _sigma_mp(scale, sigma)
-    digits = 80 + (int(min(abs(rho), 5000.0) / 2.2) if sigma.has(sp.exp) else 0)
-    with mpmath.workdps(digits):
-        r, m = mpmath.mpf(rho), mpmath.mpf(mu)
+    with mpmath.workdps(_kl_digits(sigma, rho)):
+        r, m, e = mpmath.mpf(rho), mpmath.mpf(mu), mpmath.mpf(eps)
         s, ds = sig(r), dsig(r)
+        d = ds / s
         kl = m**2 / 2 + (s**2 - 1 - mpmath.log(s**2)) / 2
         grad = (s - 1 / s) * ds
-        return kl, grad, abs(s**2 - 1) + 4 * _EPS * s**2, abs(s * ds) + abs(ds / s)
+        reparam = (m * e + s * e**2) * ds - d
+        stl = (m * e) * ds + e**2 * (s - 1 / s) * ds
+        scale_kl = abs(s**2 - 1) + 4 * _EPS * s**2  # sigma's rounding, to second order
+        scale_grad = abs(s * ds) + abs(d)
+        scale_est = (abs(m * e) + e**2 * s) * abs(ds) + (e**2 + 1) * abs(d)
+        return kl, grad, reparam, stl, scale_kl, scale_grad, scale_est, s, abs(ds)
+
+
+def pair_reference(scale: sp.Symbol, sigma: sp.Expr, rq: float, rp: float,
+                   mu: float) -> tuple:
+    """The KL of ``N(mu_q, sigma(rq)**2)`` from a learned prior ``N(mu_p, sigma(rp)**2)``
+    with ``mu = mu_q - mu_p``, as ``(r**2 - 1 - log r**2 + m**2)/2`` (``r = sigma_q/sigma_p``,
+    ``m = mu/sigma_p``: r**2 - 1 is exactly 0 at r = 1), in mpmath: ``(kl, d/d rq, d/d rp,
+    d/d mu_q, the bound terms of kl, d/d rq, d/d rp, r, sigma_p, the largest chain factor)``.
+
+    Example:
+        >>> rho = sp.Symbol("rho", real=True)
+        >>> float(pair_reference(rho, sp.exp(rho), 0.0, 0.0, 2.0)[0])
+        2.0
+    """
+    sig, dsig = _sigma_mp(scale, sigma)
+    with mpmath.workdps(_kl_digits(sigma, rq, rp)):
+        a, b, d = mpmath.mpf(rq), mpmath.mpf(rp), mpmath.mpf(mu)
+        sq, sp_, dq, dp = sig(a), sig(b), dsig(a), dsig(b)
+        r = sq / sp_
+        m = d / sp_
+        r2 = r**2 - 1
+        kl = (r2 - mpmath.log(r**2) + m**2) / 2
+        gq = r2 * dq / sq
+        gp = -(m**2 + r2) * dp / sp_
+        return (kl, gq, gp, m / sp_, abs(r2) + 4 * _EPS * r**2, (r**2 + 1) * abs(dq / sq),
+                (m**2 + r**2 + 1) * abs(dp / sp_), r, sp_,
+                max(abs(dq), abs(dp), abs(gq / dq) if dq else 0, abs(gp / dp) if dp else 0))
 
 
 def _scale_grid(positive: bool, points: int) -> np.ndarray:
@@ -610,21 +655,27 @@ def _scale_grid(positive: bool, points: int) -> np.ndarray:
 
 
 #: The KL's bound, as tests/test_kl_user_parameterizations.py states it: ulp of
-#: ``|value| + |sigma**2 - 1|`` (relative away from the optimum, sigma's rounding near it).
-KL_BOUND = 16.0
+#: ``|value| + |sigma**2 - 1|`` (relative away from the optimum, sigma's rounding near it);
+#: the learned prior's, whose KL has more terms, and its gradients' ``(64 + |log r|)``.
+KL_BOUND, PAIR_BOUND = 16.0, 64.0
+#: The noise at which the two gradient estimators are compared (eps = 0 exactly, where
+#: sigma or sigma' overflows, is 0 * inf: a documented edge).
+NOISE = (-1.5, 0.7)
 
 
 def check_parameterization(p: Any, module: Any, points: int = 15) -> list[Row]:
-    """``kl`` and ``kl_grad`` of parameterization ``p``'s generated ``module`` against
-    mpmath over a dense grid of the scale (both signs unless it is positive)."""
+    """``kl``, ``kl_grad`` and the estimators ``kl_grad_reparam``, ``kl_grad_stl`` (those the
+    module has) of parameterization ``p``'s generated ``module`` against mpmath over a dense
+    grid of the scale (both signs unless it is positive)."""
     kl_row, grad_row = Row(p.name, "kl"), Row(p.name, "kl_grad")
-    rows = [kl_row, grad_row, Row(p.name, "float32")]
+    rows = [kl_row, grad_row]
     rho = _scale_grid(p.positive, points)
     mu = np.where(np.arange(rho.size) % 3 == 0, 0.75, 0.0)
     (kl,) = _call(module.kl, mu, rho)
     grads = _call(module.kl_grad, mu, rho) if hasattr(module, "kl_grad") else None
     for k, (r, m) in enumerate(zip(rho, mu, strict=True)):
-        true, grad, a_kl, a_grad = kl_reference(p.scale, p.sigma, float(r), float(m))
+        true, grad, _, _, a_kl, a_grad, *_ = kl_reference(p.scale, p.sigma, float(r),
+                                                            float(m))
         if abs(true) < _HUGE:
             err = ulps(float(kl[k]), true, abs(true) + a_kl)
             kl_row.measure(err, lambda e=err, r_=r, m_=m, g=kl[k], t=true: (
@@ -641,13 +692,78 @@ def check_parameterization(p: Any, module: Any, points: int = 15) -> list[Row]:
                               f"true {m!r}")
     if grads is None:
         grad_row.note = "(no kl_grad kernel)"
-    rho32 = np.array([0.5, 2.0, 3.0], np.float32)
-    rows[2].points = 1
-    outs = _call(module.kl, np.zeros(3, np.float32), rho32) + (
-        _call(module.kl_grad, np.zeros(3, np.float32), rho32) if grads is not None else ())
-    if any(o.dtype != np.float32 for o in outs):
-        rows[2].fail(f"kl or kl_grad returned {[str(o.dtype) for o in outs]} for float32 input")
+    for name, slot in (("kl_grad_reparam", 2), ("kl_grad_stl", 3)):
+        if not hasattr(module, name):
+            continue
+        row = Row(p.name, f"{name} at eps {', '.join(map(str, NOISE))}")
+        rows.append(row)
+        for noise in NOISE:
+            (_, got) = _call(getattr(module, name), mu, rho, np.full_like(rho, noise))
+            for k, (r, m) in enumerate(zip(rho, mu, strict=True)):
+                ref = kl_reference(p.scale, p.sigma, float(r), float(m), noise)
+                true, scale = ref[slot], ref[6]
+                if abs(true) < _HUGE and scale < _HUGE:
+                    err = ulps(float(got[k]), true, abs(true) + scale)
+                    row.measure(err, lambda e=err, r_=r, m_=m, g=got[k], t=true, n_=noise,
+                                name=name: (
+                        f"{name} d_{p.name} at mu={m_!r}, {p.name}={r_!r}, eps={n_!r}: {g!r}, "
+                        f"true {mpmath.nstr(t, 17)} ({e:.3g} ulp)"), KL_BOUND)
+    rows.append(_float32_kl(p, module, ("kl", "kl_grad"), 1))
     return rows
+
+
+def _float32_kl(p: Any, module: Any, kernels: tuple[str, ...], pairs: int) -> Row:
+    """float32 in, float32 out: ``pairs`` (mean, scale) arguments of float32."""
+    row = Row(p.name, "float32" if pairs == 1 else "pair float32", points=1)
+    args = [np.zeros(3, np.float32), np.array([0.5, 2.0, 3.0], np.float32)] * pairs
+    outs = sum((_call(getattr(module, k), *args) for k in kernels if hasattr(module, k)), ())
+    if any(o.dtype != np.float32 for o in outs):
+        row.fail(f"{', '.join(kernels)} returned {[str(o.dtype) for o in outs]} for float32 "
+                 "input")
+    return row
+
+
+def _pair_values(positive: bool) -> list[float]:
+    if positive:
+        return [1e-300, 1e-150, 1e-30, 1e-5, 0.3, 0.999, 1.0, 1.001, 3.0, 1e5, 1e30, 1e150,
+                1e300]
+    return [-800.0, -745.5, -700.0, -40.0, -20.0 - 1e-12, -20.0, -19.9, -5.0, -1.0, 0.0, 0.3,
+            0.5413248546129181, 0.55, 1.0, 3.0, 30.0, 700.0, 800.0, 1e5, 1e200]
+
+
+def check_pair(p: Any, module: Any) -> list[Row]:
+    """The learned prior's module (:attr:`Parameterization.pair_module`): ``kl`` and
+    ``kl_grad`` against :func:`pair_reference` on a grid of both scales (``mu_p = 0``,
+    ``mu_q`` 0.75 or 0), with the bounds and edges of
+    ``tests/test_kl_user_parameterizations.py``: the gradients where ``r`` is within
+    1e150 of 1 and ``sigma_p`` above 1e-300."""
+    kl_row, grad_row = Row(p.name, "pair kl"), Row(p.name, "pair kl_grad")
+    values = _pair_values(p.positive)
+    rq, rp = (a.ravel() for a in np.meshgrid(values, values))
+    mu = np.where(np.arange(rq.size) % 2 == 0, 0.75, 0.0)
+    zeros = np.zeros_like(mu)
+    (kl,) = _call(module.kl, mu, rq, zeros, rp)
+    d_mu, d_rq, _, d_rp = _call(module.kl_grad, mu, rq, zeros, rp)
+    for k in range(rq.size):
+        ref = pair_reference(p.scale, p.sigma, float(rq[k]), float(rp[k]), float(mu[k]))
+        where = f"mu_q={mu[k]!r}, {p.name}_q={rq[k]!r}, mu_p=0.0, {p.name}_p={rp[k]!r}"
+        if abs(ref[0]) < _HUGE and ref[4] < _HUGE:
+            err = ulps(float(kl[k]), ref[0], abs(ref[0]) + ref[4])
+            kl_row.measure(err, lambda e=err, g=kl[k], t=ref[0], w=where: (
+                f"pair kl at {w}: {g!r}, true {mpmath.nstr(t, 17)} ({e:.3g} ulp)"), PAIR_BOUND)
+        ratio, prior = ref[7], ref[8]
+        if not (1e-150 < ratio < 1e150 and prior > 1e-300):
+            continue
+        bound = PAIR_BOUND + abs(float(mpmath.log(ratio)))
+        for label, got, true, scale in (("d_mu_q", d_mu, ref[3], 0), ("d_q", d_rq, ref[1],
+                                                                      ref[5]),
+                                        ("d_p", d_rp, ref[2], ref[6])):
+            if abs(true) < _HUGE and scale < _HUGE:
+                err = ulps(float(got[k]), true, abs(true) + scale)
+                grad_row.measure(err, lambda e=err, g=got[k], t=true, w=where, lab=label: (
+                    f"pair kl_grad {lab} at {w}: {g!r}, true {mpmath.nstr(t, 17)} "
+                    f"({e:.3g} ulp)"), bound)
+    return [kl_row, grad_row, _float32_kl(p, module, ("kl",), 2)]
 
 
 # --- any other kernel -------------------------------------------------------------------------
@@ -801,9 +917,10 @@ def run(points: int = 15, jobs: int = 1, progress: Callable[[str], None] | None 
                     report.rows.append(Row(p.name, "kl", note=(
                         f"(not tested: no question generates its module {p.module})")))
                 if p.pair_module in specs:
+                    say(f"parameterization {p.name}: the learned prior's kl, kl_grad")
                     tested.add(p.pair_module)
-                    report.rows.append(Row(p.name, "pair kl", note=(
-                        f"(not tested: derive test has no reference for {p.pair_module})")))
+                    report.rows += _guarded(p.name, lambda p_=p: check_pair(
+                        p_, _import(root, p_.pair_module)))
             for name, spec in specs.items():
                 if name in tested:
                     continue

@@ -151,6 +151,22 @@ def test_parameterization_battery_passes_a_shipped_module_and_fails_a_wrong_one(
     assert rows[1].ok
 
 
+def test_pair_battery_passes_the_shipped_learned_prior_and_fails_a_wrong_gradient():
+    from derive.coursework import MATERIAL
+    from generated import gaussian_kl_pair as module
+
+    p = MATERIAL.parameterizations["sigma"]
+    rows = selftest.check_pair(p, module)
+    assert all(r.ok for r in rows) and rows[0].points > 100 and rows[1].points > 200
+
+    def kl_grad(*args, **kwargs):
+        d_mu_q, d_q, d_mu_p, d_p = module.kl_grad(*args, **kwargs)
+        return d_mu_q, d_q, d_mu_p, -d_p  # the prior's side with the wrong sign
+
+    rows = selftest.check_pair(p, SimpleNamespace(kl=module.kl, kl_grad=kl_grad))
+    assert rows[0].ok and rows[1].failures[0].startswith("pair kl_grad d_p at mu_q=")
+
+
 # --- the generic battery: a kernel with a declared gradient ------------------------------------
 
 
