@@ -100,16 +100,29 @@ def _plain(expr: Any) -> tuple[sp.Expr, dict[str, sp.Symbol]]:
 class EquationReference:
     """A block's reference from its own two equations, in mpmath: no derivation, no
     generated code. ``value(what, point)`` evaluates ``y1``, ``y2``, a partial derivative
-    (``y1_x1``, ``y1_G``, ...) or the sum of the absolute values of the terms of ``y1`` or
-    ``y2`` (``y1_terms``) at ``point``, a dict from the names of the vocabulary and of the
-    block's own parameters to floats, in the current mpmath precision."""
+    (``y1_x1``, ``y1_G``, ...), the sum of the absolute values of the terms of ``y1`` or
+    ``y2`` (``y1_terms``) or of ``log|dy1/dx1|`` (``ld1_terms``) at ``point``, a dict from
+    the names of the vocabulary and of the block's own parameters to floats, in the current
+    mpmath precision. ``uses``: the names the two equations depend on."""
 
     names: tuple[str, ...]
-    functions: dict[str, Callable[..., Any]]
+    expressions: dict[str, Callable[[], sp.Expr]]
+    args: tuple[sp.Symbol, ...]
+    uses: frozenset[str]
+    _functions: dict[str, Callable[..., Any]] = field(default_factory=dict, repr=False)
+
+    def function(self, what: str) -> Callable[..., Any]:
+        """``what`` as an mpmath function of :attr:`names` (made on first use)."""
+        if what not in self._functions:
+            expr = self.expressions[what]()
+            plain = expr.xreplace({s: self.args[self.names.index(str(s))]
+                                   for s in expr.free_symbols})
+            self._functions[what] = sp.lambdify(self.args, plain, "mpmath")
+        return self._functions[what]
 
     def value(self, what: str, point: dict[str, float]) -> Any:
         args = [mpmath.mpf(float(point.get(name, 0.0))) for name in self.names]
-        return self.functions[what](*args)
+        return self.function(what)(*args)
 
     def log_det(self, point: dict[str, float]) -> Any:
         """``log|dy1/dx1| + log|dy2/dx2|`` of one component (the Jacobian is triangular)."""
@@ -128,28 +141,45 @@ def equation_reference(y1: Any, y2: Any, extra: Iterable[str] = ()) -> EquationR
     for name in extra:
         symbols.setdefault(name, sp.Symbol(name, real=True))
     names = tuple(sorted(symbols))
-    args = [symbols[name] for name in names]
+    args = tuple(sp.Symbol(name, real=True) for name in names)
     # the plain symbols may carry assumptions (positive): differentiate by the very symbol
     by_name = {str(s): s for s in (*e1.free_symbols, *e2.free_symbols)}
 
-    def d(e: sp.Expr, wrt: str) -> sp.Expr:
-        return sp.diff(e, by_name[wrt]) if wrt in by_name else sp.S.Zero
+    def d(e: sp.Expr, wrt: str) -> Callable[[], sp.Expr]:
+        return lambda: sp.diff(e, by_name[wrt]) if wrt in by_name else sp.S.Zero
 
-    def plain_args(e: sp.Expr) -> sp.Expr:  # every symbol by name, assumptions aside
-        return e.xreplace({s: symbols[str(s)] for s in e.free_symbols})
+    def terms(e: sp.Expr) -> Callable[[], sp.Expr]:
+        return lambda: sp.Add(*[sp.Abs(t) for t in sp.Add.make_args(e)])
 
-    exprs = {"y1": e1, "y2": e2, "y1_terms": sp.Add(*[sp.Abs(t) for t in sp.Add.make_args(e1)]),
-             "y2_terms": sp.Add(*[sp.Abs(t) for t in sp.Add.make_args(e2)])}
+    def log_terms(slope: Callable[[], sp.Expr]) -> Callable[[], sp.Expr]:
+        # the terms of log|dy/dx| as its logs of products expand: the scale of the
+        # log-determinant's error (exp(G)/sqrt(1 + x1**2) has G and log(1 + x1**2)/2)
+        return lambda: terms(sp.expand_log(sp.log(sp.Abs(slope())), force=True))()
+
+    exprs: dict[str, Callable[[], sp.Expr]] = {
+        "y1": lambda: e1, "y2": lambda: e2, "y1_terms": terms(e1), "y2_terms": terms(e2)}
     for out, e in (("y1", e1), ("y2", e2)):
         for wrt in _VOCABULARY:
             exprs[f"{out}_{wrt}"] = d(e, wrt)
-    # the terms of log|dy1/dx1| and log|dy2/dx2| as their logs of products expand: the
-    # scale of the log-determinant's error (exp(G)/sqrt(1 + x1**2) has G and log(1 + x1**2)/2)
-    for out, slope in (("ld1", exprs["y1_x1"]), ("ld2", exprs["y2_x2"])):
-        logged = sp.expand_log(sp.log(sp.Abs(slope)), force=True)
-        exprs[f"{out}_terms"] = sp.Add(*[sp.Abs(t) for t in sp.Add.make_args(logged)])
-    functions = {k: sp.lambdify(args, plain_args(v), "mpmath") for k, v in exprs.items()}
-    return EquationReference(names, functions)
+    exprs["ld1_terms"] = log_terms(exprs["y1_x1"])
+    exprs["ld2_terms"] = log_terms(exprs["y2_x2"])
+    return EquationReference(names, exprs, args, frozenset(by_name))
+
+
+def _digits(ref: EquationReference, at: dict[str, float]) -> int:
+    """:func:`digits_for` the values of F and G, where the equations use them, and more for
+    a small input: a formula as written may add its square to 1 (``log(1 + x1**2)`` at
+    ``x1 = 1e-149`` is 1e-298, 0 in 60 digits), so ``2 |log10 |v||`` more for ``|v| < 1``.
+
+    Example:
+        >>> import sympy as sp
+        >>> from derive.api import F, G, x1, x2
+        >>> _digits(equation_reference(sp.asinh(x1) + F, x2), {"x1": 1e-149, "F": 0.0})
+        358
+    """
+    small = max((-2 * math.log10(abs(v)) for name, v in at.items()
+                 if name in ref.uses and 0 < abs(v) < 1), default=0.0)
+    return digits_for(*(at[name] for name in ("F", "G") if name in ref.uses)) + int(small)
 
 
 def ulps(got: float, true: Any, scale: Any, eps: float = _EPS) -> float:
@@ -286,6 +316,7 @@ class _Grid:
     def __init__(self, block: Any, ref: EquationReference, params: dict[str, Any],
                  rows: list[tuple[float, float, float]], dtype: type = np.float64) -> None:
         self.block, self.ref, self.params, self.dtype = block, ref, params, dtype
+        self.param_names = tuple(name for name, _ in block.parameters)
         p = len(rows)
         self.s = np.array([0.1, -0.2, 0.3], dtype)
         self.x2 = np.tile(np.array([0.3, -0.7, 1.1], dtype), (p, 1))
@@ -294,7 +325,7 @@ class _Grid:
         self.x1 = np.array([[r[0] * (-1) ** k for k in range(_N)] for r in rows], dtype)
         if block.domain is not None:
             self._into_domain(rows)
-        self.own = tuple(np.asarray(params[name], dtype) for name, _ in block.parameters)
+        self.own = tuple(np.asarray(params[name], dtype) for name in self.param_names)
 
     def _into_domain(self, rows: list[tuple[float, float, float]]) -> None:
         lower, upper = (_plain(e)[0] for e in self.block.domain)
@@ -315,7 +346,7 @@ class _Grid:
     def point(self, r: int, k: int) -> dict[str, float]:
         at = {"x1": float(self.x1[r, k]), "x2": float(self.x2[r, k]), "s": float(self.s[k]),
               "F": float(self.F[r, k]), "G": float(self.G[r, k])}
-        for name, _ in self.block.parameters:
+        for name in self.param_names:
             at[name] = _component(self.params, name, k)
         return at
 
@@ -341,8 +372,11 @@ def _block_rows(block: Any, points: int) -> list[tuple[float, float, float]]:
         if points > len(X1_EXTREMES):  # more points: log-spaced between the extremes
             xs = tuple(sorted(set(xs) | set(np.geomspace(1e-300, 1e300,
                                                          points - len(X1_EXTREMES)))))
-    # (the components alternate x1's sign: x1, -x1, x1)
-    return [(x, f, g) for x in xs for g in G_VALUES for f in F_VALUES]
+    # (the components alternate x1's sign: x1, -x1, x1); G and F where the block uses them
+    used = {str(a.base.label) for e in (block.y1, block.y2)
+            for a in sp.sympify(e).atoms(sp.Indexed)}
+    return [(x, f, g) for x in xs for g in (G_VALUES if "G" in used else (0.0,))
+            for f in (F_VALUES if "F" in used else (0.0,))]
 
 
 def check_block(name: str, block: Any, module: Any, points: int = 15,
@@ -383,7 +417,7 @@ def _accuracy(name: str, grid: _Grid, module: Any, fwd: Row, inv: Row, ld: Row,
         total, total_scale, finite = mpmath.mpf(0), mpmath.mpf(0), True
         for k in range(_N):
             at = grid.point(r, k)
-            with mpmath.workdps(digits_for(at["F"], at["G"])):
+            with mpmath.workdps(_digits(grid.ref, at)):
                 t1, t2 = grid.ref.value("y1", at), grid.ref.value("y2", at)
                 s1, s2 = grid.ref.value("y1_terms", at), grid.ref.value("y2_terms", at)
                 d1, d2 = grid.ref.value("y1_x1", at), grid.ref.value("y2_x2", at)
@@ -460,7 +494,7 @@ def _float32(name: str, block: Any, ref: EquationReference, params: dict[str, An
     for r in range(grid.x1.shape[0]):
         for k in range(_N):
             at = grid.point(r, k)
-            with mpmath.workdps(digits_for(at["F"], at["G"])):
+            with mpmath.workdps(_digits(ref, at)):
                 t1, s1 = ref.value("y1", at), ref.value("y1_terms", at)
             if not 1e-30 < abs(s1) < 1e30:
                 continue
@@ -848,6 +882,26 @@ def _gradient(kernel: Any, fn: Any, grad: Any, rng: np.random.Generator, row: Ro
                      f"{fd.tolist()}")
 
 
+def _specs(material: Any, written: set[str]) -> dict[str, Any]:
+    """The kernel specs (:class:`derive.api.Module`) of the written modules that are
+    neither a block's nor a parameterization's, from the questions that make them: first
+    the variants that are neither a block nor a parameterization, then the others while a
+    module is still unaccounted for (each ``kernels(variant)`` derives its question)."""
+    known = set(material.blocks) | {m for p in material.parameterizations.values()
+                                    for m in (p.module, p.pair_module)}
+    needed = written - known
+    pairs = [(q, v) for q in material.questions.values() if q.kernels for v in q.variants]
+    pairs.sort(key=lambda qv: qv[1] in material.blocks or qv[1] in material.parameterizations)
+    specs: dict[str, Any] = {}
+    for q, v in pairs:
+        if needed <= specs.keys():
+            break
+        m = q.kernels(v)
+        if m.name in needed:
+            specs[m.name] = m
+    return specs
+
+
 def _guarded(subject: str, battery: Callable[[], list[Row]]) -> list[Row]:
     """The rows of ``battery()``; an exception it raises (a kernel that refuses valid
     input, a module that does not import) is one failed row saying what was raised."""
@@ -879,7 +933,7 @@ def run(points: int = 15, jobs: int = 1, progress: Callable[[str], None] | None 
     from .cache import open_store
     from .files import generate, write_files
     from .kernel_search import search_module
-    from .loader import current, kernel_modules
+    from .loader import current
 
     say = progress or (lambda line: None)
     start = time.perf_counter()
@@ -891,9 +945,10 @@ def run(points: int = 15, jobs: int = 1, progress: Callable[[str], None] | None 
         say(f"generating {material.name} into a temporary package")
         files = generate(store, command, PACKAGE, jobs=jobs)[0]
         write_files(root, files, command=command, package=PACKAGE)
-        specs = {m.name: m for m in kernel_modules()}
+        written = {Path(f).stem for f in files if f.endswith(".py")} - {"__init__"}
+        specs = _specs(material, written)
         for name, block in material.blocks.items():
-            if name not in specs:  # no question writes its kernels: the engine's, rendered
+            if name not in written:  # no question writes its kernels: the engine's, rendered
                 say(f"rendering the coupling kernels of block {name}")
                 from .coupling import coupling_kernels
 
@@ -906,29 +961,30 @@ def run(points: int = 15, jobs: int = 1, progress: Callable[[str], None] | None 
                     "batches; jacobian")
                 report.rows += _guarded(name, lambda b=block, n_=name: check_block(
                     n_, b, _import(root, n_), points))
-            tested = set(material.blocks)
             for p in material.parameterizations.values():
-                if p.module in specs:
+                if p.module in written:
                     say(f"parameterization {p.name}: kl, kl_grad against mpmath")
                     report.rows += _guarded(p.name, lambda p_=p: check_parameterization(
                         p_, _import(root, p_.module), points))
-                    tested.add(p.module)
                 else:
                     report.rows.append(Row(p.name, "kl", note=(
                         f"(not tested: no question generates its module {p.module})")))
-                if p.pair_module in specs:
+                if p.pair_module in written:
                     say(f"parameterization {p.name}: the learned prior's kl, kl_grad")
-                    tested.add(p.pair_module)
                     report.rows += _guarded(p.name, lambda p_=p: check_pair(
                         p_, _import(root, p_.pair_module)))
             for name, spec in specs.items():
-                if name in tested:
-                    continue
                 say(f"module {name}: finite, float32, batches"
                     + (", declared gradients" if any(k.gradient for k in spec.kernels)
                        else ""))
                 report.rows += _guarded(name, lambda s_=spec, n_=name: check_kernels(
                     s_, _import(root, n_), points))
+            known = set(material.blocks) | set(specs) | {
+                m for p in material.parameterizations.values()
+                for m in (p.module, p.pair_module)}
+            for name in sorted(written - known):
+                report.rows.append(Row(name, "module", note="(not tested: no question's "
+                                                            "kernels give its spec)"))
         finally:
             sys.path.remove(str(root))
             for mod in [m for m in sys.modules if m.split(".")[0] == PACKAGE]:

@@ -154,11 +154,11 @@ def equation_reference(y1: Any, y2: Any) -> EquationReference:
     ref = from_equations(y1, y2)
 
     def positional(what: str) -> Callable[..., Any]:
-        fn, names = ref.functions[what], ref.names
+        names = ref.names
 
         def call(*args: Any) -> Any:  # (x1, x2, s, F, G); a block's own parameters 0
             given = dict(zip(_VOCABULARY, args, strict=True))
-            return fn(*(given.get(name, mpmath.mpf(0)) for name in names))
+            return ref.function(what)(*(given.get(name, mpmath.mpf(0)) for name in names))
         return call
 
     partials = {f"{out}_{wrt}": positional(f"{out}_{wrt}")
