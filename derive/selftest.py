@@ -362,8 +362,9 @@ class _Grid:
 
 def _block_rows(block: Any, points: int) -> list[tuple[float, float, float]]:
     """(x1 or the fraction of the interval, F, G) of each row of the grid."""
-    if block.domain is not None:
-        xs = FRACTIONS
+    if block.domain is not None:  # more points: evenly through the interval as well
+        xs = FRACTIONS if points <= len(FRACTIONS) else tuple(sorted(
+            set(FRACTIONS) | set(np.linspace(0.0, 1.0, points - len(FRACTIONS) + 2))))
     else:
         # fewer points: spread over the list, both ends (0 and 1e300) kept
         xs = X1_EXTREMES if points >= len(X1_EXTREMES) else tuple(
@@ -902,6 +903,26 @@ def _specs(material: Any, written: set[str]) -> dict[str, Any]:
     return specs
 
 
+def _block_module(block: Any, store: Any, command: str) -> str:
+    """The source of the engine's coupling kernels of ``block`` (derivations 1.1-1.3n, as
+    the accuracy search leaves them), through the derivation cache when there is one: keyed
+    by the engine's and the material's sources and by the block's value."""
+    from codegen.backends import render_module
+
+    from .cache import fingerprint, source_digest
+    from .coupling import coupling_kernels
+    from .kernel_search import search_module
+
+    def render() -> dict[str, str]:
+        m = search_module(coupling_kernels(block, package=None), store).module
+        return {"text": render_module(m, command)}
+
+    if store is None:
+        return render()["text"]
+    key = [source_digest(), command, fingerprint(block)]
+    return store.get_or_compute("test-block", key, render)["text"]
+
+
 def _guarded(subject: str, battery: Callable[[], list[Row]]) -> list[Row]:
     """The rows of ``battery()``; an exception it raises (a kernel that refuses valid
     input, a module that does not import) is one failed row saying what was raised."""
@@ -928,11 +949,8 @@ def run(points: int = 15, jobs: int = 1, progress: Callable[[str], None] | None 
         command: str = "python -m derive test") -> Report:
     """Generate the material in use (:func:`derive.loader.current`) into a temporary
     package and run the battery over every block, parameterization and kernel module."""
-    from codegen.backends import render_module
-
     from .cache import open_store
     from .files import generate, write_files
-    from .kernel_search import search_module
     from .loader import current
 
     say = progress or (lambda line: None)
@@ -950,10 +968,8 @@ def run(points: int = 15, jobs: int = 1, progress: Callable[[str], None] | None 
         for name, block in material.blocks.items():
             if name not in written:  # no question writes its kernels: the engine's, rendered
                 say(f"rendering the coupling kernels of block {name}")
-                from .coupling import coupling_kernels
-
-                m = search_module(coupling_kernels(block, package=None), store).module
-                (root / PACKAGE / f"{name}.py").write_text(render_module(m, command))
+                (root / PACKAGE / f"{name}.py").write_text(_block_module(block, store,
+                                                                         command))
         sys.path.insert(0, str(root))
         try:
             for name, block in material.blocks.items():

@@ -114,6 +114,27 @@ def test_a_kernel_a_few_hundred_ulp_off_fails_naming_block_kernel_point_and_erro
     assert out.splitlines()[-1].endswith("; 3 failed")
 
 
+def test_a_material_of_blocks_alone_is_tested_through_the_engine_s_kernels(tmp_path, capsys,
+                                                                        monkeypatch):
+    """No question generates the block's kernels: derive test renders the engine's coupling
+    kernels for it. (generate wrote an __init__.py that did not parse, `from . import `,
+    for a material without kernel modules.)"""
+    (tmp_path / "blocksonly.py").write_text(
+        "from derive.api import CouplingBlock, Material, F, x1, x2\n"
+        "MATERIAL = Material('blocksonly', blocks={'only_shift': CouplingBlock(\n"
+        "    'only_shift', 'a shift', x1 + F, x2)})\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    saved = loader._current, loader._names
+    try:
+        assert main(["test", "--material", "blocksonly", "--points", "3", "--jobs", "1"]) == 0
+    finally:
+        loader._current, loader._names = saved
+        sys.modules.pop("blocksonly", None)
+    out, err = capsys.readouterr()
+    assert "rendering the coupling kernels of block only_shift" in err
+    assert out.splitlines()[-1].startswith("7 of 7 checks passed")
+
+
 def test_bad_arguments_are_one_line_and_exit_2(capsys):
     with pytest.raises(SystemExit) as done:  # argparse's usage error, as for every command
         main(["test", "--points", "2"])
