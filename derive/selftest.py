@@ -380,8 +380,7 @@ def _block_rows(block: Any, points: int) -> list[tuple[float, float, float]]:
             for f in (F_VALUES if "F" in used else (0.0,))]
 
 
-def check_block(name: str, block: Any, module: Any, points: int = 15,
-                progress: Callable[[str], None] | None = None) -> list[Row]:
+def check_block(name: str, block: Any, module: Any, points: int = 15) -> list[Row]:
     """The battery of one block (see the module doc) on its generated ``module``."""
     ref = equation_reference(block.y1, block.y2, [p for p, _ in block.parameters])
     params = _parameters(block, np.random.default_rng(2026))
