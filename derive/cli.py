@@ -196,6 +196,18 @@ def _default_material() -> bool:
 
 # --- derive test: the tests that come free with material (issue 21) ----------------------
 
+_TEST_DESCRIPTION = """\
+Generate the material's kernels into a temporary package (as generate --material does)
+and test them against references taken from the material's own equations in mpmath:
+for every block, forward, inverse and log-det on grids over x1 (0 and 1e-300 to 1e300,
+both signs) and G (-800 to 800), finite wherever the truth is, float32 kept, batches
+broadcast, the dense Jacobian against central differences; for every parameterization
+with a generated module, kl, kl_grad and the estimators (and the learned prior's
+module); for any other kernel, finite on random inputs, float32 kept, batches, a
+declared gradient against central differences. Errors are in ulp (bounds: docs/cli.md).
+Progress goes to standard error, a summary table to standard output.
+"""
+
 _TEST_EPILOG = """\
 examples:
   derive test --material mymat               every block, parameterization and kernel of mymat
@@ -210,16 +222,7 @@ or module, the kernel, the point, the error), 2 bad arguments or a refused mater
 def _add_test_parser(sub: argparse._SubParsersAction) -> None:
     test = sub.add_parser(
         "test", help="test a material's generated kernels against its own equations",
-        description="Generate the material's kernels into a temporary package (as generate "
-                    "--material does) and test them against references taken from the "
-                    "material's own equations in mpmath: for every block, forward, inverse "
-                    "and log-det on grids over x1 (1e-300 to 1e300, both signs) and G "
-                    "(-800 to 800), finite wherever the truth is, float32 kept, batches "
-                    "broadcast, the dense Jacobian against central differences; for every "
-                    "parameterization with a generated module, kl and kl_grad; for any other "
-                    "kernel, finite on random inputs, float32 kept, batches, a declared "
-                    "gradient against central differences. Progress goes to standard error, "
-                    "a summary table to standard output.",
+        description=_TEST_DESCRIPTION,
         epilog=_TEST_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     test.add_argument("--points", type=_points, default=15, metavar="N",
                       help="grid points over x1 (and 8N over a parameterization's scale); "
