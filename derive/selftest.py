@@ -542,8 +542,9 @@ def _inside(block: Any, params: dict[str, Any], x1: Any, fraction: float = 0.4) 
 
 def _broadcast(block: Any, params: dict[str, Any], module: Any, row: Row) -> None:
     """x1 of shape (2, 4, n) with x2 of (4, n): outputs of shape (2, 4, n) and (2, 4), equal
-    to the calls one batch entry at a time."""
-    f, g, _, _ = _dense(_N)
+    to the calls one batch entry at a time (F and G element-wise here: a dense layer's
+    matrix product may round a batch and a row differently, which is not the kernel's)."""
+    f, g = _elementwise()
     own = tuple(np.asarray(params[name]) for name, _ in block.parameters)
     rng = np.random.default_rng(11)
     x1 = _inside(block, params, rng.normal(size=(2, 4, _N)))
@@ -830,9 +831,20 @@ def check_pair(p: Any, module: Any) -> list[Row]:
 # --- any other kernel -------------------------------------------------------------------------
 
 
+def _elementwise() -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    """Element-wise F and G, for comparing a batch with its entries: tanh and sin / 2."""
+    return np.tanh, (lambda v: 0.5 * np.sin(v))
+
+
 def _inputs(kernel: Any, rng: np.random.Generator, batch: tuple[int, ...], dtype: type,
             n: int = _N) -> list[Any]:
-    f, _, jf, _ = _dense(n)
+    """Random arguments of ``kernel``'s kinds (positive where it says so); a callable of
+    kind ``function`` is element-wise (tanh), one of kind ``jacobian`` its Jacobian."""
+    f = _elementwise()[0]
+
+    def jf(v: Any) -> Any:
+        return (1 - np.tanh(v) ** 2)[..., :, None] * np.eye(n, dtype=v.dtype)
+
     out: list[Any] = []
     for a in kernel.args:
         kind = a.kind
@@ -909,12 +921,30 @@ def _gradient(kernel: Any, fn: Any, grad: Any, rng: np.random.Generator, row: Ro
                      f"{fd.tolist()}")
 
 
-def _specs(material: Any, written: set[str]) -> dict[str, Any]:
+#: The kernels a block's module needs for the block battery (the engine's coupling kernels).
+_COUPLING = ("forward", "inverse", "log_det_jacobian")
+
+
+def _coupling_modules(material: Any, files: dict[str, str], package: str) -> dict[str, str]:
+    """Each block's module: the written module of its name where it defines the coupling
+    kernels, else the engine's, rendered as ``<name>_coupling`` (or ``<name>`` where no
+    module of that name is written)."""
+    out = {}
+    for name in material.blocks:
+        text = files.get(f"{package}/{name}.py")
+        if text is not None and not all(f"\ndef {k}(" in text for k in _COUPLING):
+            out[name] = f"{name}_coupling"  # a question's own module of the block's name
+        else:
+            out[name] = name
+    return out
+
+
+def _specs(material: Any, written: set[str], blocks: dict[str, str]) -> dict[str, Any]:
     """The kernel specs (:class:`derive.api.Module`) of the written modules that are
     neither a block's nor a parameterization's, from the questions that make them: first
     the variants that are neither a block nor a parameterization, then the others while a
     module is still unaccounted for (each ``kernels(variant)`` derives its question)."""
-    known = set(material.blocks) | {m for p in material.parameterizations.values()
+    known = set(blocks.values()) | {m for p in material.parameterizations.values()
                                     for m in (p.module, p.pair_module)}
     needed = written - known
     pairs = [(q, v) for q in material.questions.values() if q.kernels for v in q.variants]
@@ -993,19 +1023,20 @@ def run(points: int = 15, jobs: int = 1, progress: Callable[[str], None] | None 
         files = generate(store, command, PACKAGE, jobs=jobs)[0]
         write_files(root, files, command=command, package=PACKAGE)
         written = {Path(f).stem for f in files if f.endswith(".py")} - {"__init__"}
-        specs = _specs(material, written)
+        modules = _coupling_modules(material, files, PACKAGE)
+        specs = _specs(material, written, modules)
         for name, block in material.blocks.items():
-            if name not in written:  # no question writes its kernels: the engine's, rendered
+            if modules[name] not in written:  # no question writes them: the engine's
                 say(f"rendering the coupling kernels of block {name}")
-                (root / PACKAGE / f"{name}.py").write_text(_block_module(block, store,
-                                                                         command))
+                (root / PACKAGE / f"{modules[name]}.py").write_text(
+                    _block_module(block, store, command))
         sys.path.insert(0, str(root))
         try:
             for name, block in material.blocks.items():
                 say(f"block {name}: forward, inverse, log-det over x1, G and F; float32; "
                     "batches; jacobian")
                 report.rows += _guarded(name, lambda b=block, n_=name: check_block(
-                    n_, b, _import(root, n_), points))
+                    n_, b, _import(root, modules[n_]), points))
             for p in material.parameterizations.values():
                 if p.module in written:
                     say(f"parameterization {p.name}: kl, kl_grad against mpmath")
@@ -1024,7 +1055,7 @@ def run(points: int = 15, jobs: int = 1, progress: Callable[[str], None] | None 
                        else ""))
                 report.rows += _guarded(name, lambda s_=spec, n_=name: check_kernels(
                     s_, _import(root, n_), points))
-            known = set(material.blocks) | set(specs) | {
+            known = set(modules.values()) | set(specs) | {
                 m for p in material.parameterizations.values()
                 for m in (p.module, p.pair_module)}
             for name in sorted(written - known):

@@ -136,6 +136,33 @@ def test_a_material_of_blocks_alone_is_tested_through_the_engine_s_kernels(tmp_p
     assert out.splitlines()[-1].startswith("7 of 7 checks passed")
 
 
+def test_a_question_s_own_module_named_like_its_block_is_tested_beside_the_engine_s(
+        tmp_path, capsys, monkeypatch):
+    """tests/test_material_cli.py's material: its question writes a module my_shift (forward,
+    log_det_jacobian and log1p_square, no inverse) named like its block. The block battery
+    runs on the engine's coupling kernels, rendered as my_shift_coupling, and the question's
+    module gets the generic checks (its kernels on random inputs, float32, a batch equal to
+    its entries alone, with element-wise F and G: a dense layer rounds a batch and a row
+    differently, which failed the check once)."""
+    from .test_material_cli import _MATERIAL as SHIFT_MATERIAL
+
+    (tmp_path / "mymat").mkdir()
+    (tmp_path / "mymat" / "__init__.py").write_text(SHIFT_MATERIAL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    saved = loader._current, loader._names
+    try:
+        assert main(["test", "--material", "mymat", "--points", "3", "--jobs", "1"]) == 0
+    finally:
+        loader._current, loader._names = saved
+        sys.modules.pop("mymat", None)
+    out, err = capsys.readouterr()
+    assert "rendering the coupling kernels of block my_shift" in err
+    assert "derive test: module my_shift: finite, float32, batches" in err
+    checks = {tuple(re.split(r"\s{2,}", line)[:2]) for line in out.splitlines()}
+    assert {("my_shift", "inverse (round trip)"), ("my_shift", "log1p_square")} <= checks
+    assert out.splitlines()[-1].startswith("10 of 10 checks passed"), out
+
+
 def test_bad_arguments_are_one_line_and_exit_2(capsys):
     with pytest.raises(SystemExit) as done:  # argparse's usage error, as for every command
         main(["test", "--points", "2"])
