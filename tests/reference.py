@@ -1,7 +1,11 @@
 """Hand-written NumPy references, written from PROBLEM.md, independent of generated code.
 
-Nothing here imports ``derive``, ``codegen`` or ``generated``: these are the formulas a
-careful person would type, plus finite differences, to test the generated kernels against.
+Nothing here imports ``codegen`` or ``generated``: these are the formulas a careful person
+would type, plus finite differences, to test the generated kernels against. The one import
+of ``derive`` is :mod:`derive.selftest`'s reference from a block's own equations (SymPy
+differentiates the two equations themselves, mpmath evaluates them: no derivation, no
+generated code), which ``derive test`` runs on any material; :func:`equation_reference`
+adapts it to the tests' positional ``(x1, x2, s, F, G)``.
 """
 
 from __future__ import annotations
@@ -101,7 +105,8 @@ class EquationReference:
     For a block nobody typed a reference for: ``y1_i`` and ``y2_i`` (SymPy expressions in
     the ``i``-th components of ``x1, x2, s, F, G``) and their partial derivatives, taken by
     SymPy from the equations themselves (not from any derivation) and evaluated in mpmath
-    with :func:`digits_for` digits. Each function takes one component's ``(x1, x2, s, F, G)``.
+    with :func:`digits_for` digits (:func:`derive.selftest.equation_reference`). Each
+    function takes one component's ``(x1, x2, s, F, G)``.
     """
 
     y1: Callable[..., Any]
@@ -124,8 +129,14 @@ class EquationReference:
 def digits_for(*values: float) -> int:
     """mpmath digits enough for a formula as written at these arguments: an expression in
     ``exp(u)`` may cancel about ``|u| / ln 10`` digits (``exp(u)/(exp(u) + 1)`` differentiated
-    is a difference of two numbers near 1), so ``60 + max |u|`` keeps 40 or more."""
-    return 60 + int(max((abs(float(v)) for v in values if np.isfinite(v)), default=0))
+    is a difference of two numbers near 1), so ``60 + max |u|`` keeps 40 or more
+    (:func:`derive.selftest.digits_for`)."""
+    from derive.selftest import digits_for as digits
+
+    return digits(*values)
+
+
+_VOCABULARY = ("x1", "x2", "s", "F", "G")
 
 
 def equation_reference(y1: Any, y2: Any) -> EquationReference:
@@ -138,21 +149,21 @@ def equation_reference(y1: Any, y2: Any) -> EquationReference:
         >>> float(ref.log_det([1.0], [0.0], [0.0], 0.0, 2.0))
         2.0
     """
-    import sympy as sp
+    from derive.selftest import equation_reference as from_equations
 
-    names = ("x1", "x2", "s", "F", "G")
-    plain = {name: sp.Symbol(name, real=True) for name in names}
+    ref = from_equations(y1, y2)
 
-    def to_plain(expr: Any) -> Any:
-        expr = sp.sympify(expr)
-        return expr.xreplace({a: plain[str(a.base)] for a in expr.atoms(sp.Indexed)})
+    def positional(what: str) -> Callable[..., Any]:
+        names = ref.names
 
-    args = tuple(plain[name] for name in names)
-    e1, e2 = to_plain(y1), to_plain(y2)
-    partials = {f"{out}_{wrt}": sp.lambdify(args, sp.diff(e, plain[wrt]), "mpmath")
-                for out, e in (("y1", e1), ("y2", e2)) for wrt in names}
-    return EquationReference(sp.lambdify(args, e1, "mpmath"), sp.lambdify(args, e2, "mpmath"),
-                             partials)
+        def call(*args: Any) -> Any:  # (x1, x2, s, F, G); a block's own parameters 0
+            given = dict(zip(_VOCABULARY, args, strict=True))
+            return ref.function(what)(*(given.get(name, mpmath.mpf(0)) for name in names))
+        return call
+
+    partials = {f"{out}_{wrt}": positional(f"{out}_{wrt}")
+                for out in ("y1", "y2") for wrt in _VOCABULARY}
+    return EquationReference(positional("y1"), positional("y2"), partials)
 
 
 def forward(block: str, x1, x2, s, F, G):

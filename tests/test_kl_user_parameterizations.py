@@ -82,32 +82,16 @@ def _sigma_mp(name: str):
             sp.lambdify(scale, sp.diff(sigma, scale), "mpmath"))
 
 
-def _digits(name: str, *values: float) -> int:
-    """mpmath digits: 80, and where sigma holds an exponential, enough for exp(+-|v|) next
-    to 1. (mpmath's exponent is unbounded: squares of 1e300 need no digits. Without the
-    exponential's digits the references of square and reciprocal are the same floats,
-    compared at every point of both grids: 2,400 points in 80 digits, was up to 2,352.)"""
-    if not USER[name][1].has(sp.exp):
-        return 80
-    return 80 + int(max(min(abs(v), 5000.0) for v in values) / 2.2)
-
-
 def _reference(name: str, rho: float, mu: float = 0.0, eps: float = 0.0):
-    """KL, d/drho, d/dmu, the two estimators of d/drho at eps, and the bound terms."""
-    sig, dsig = _sigma_mp(name)
-    with mpmath.workdps(_digits(name, rho)):
-        r, m, e = mpmath.mpf(rho), mpmath.mpf(mu), mpmath.mpf(eps)
-        s, ds = sig(r), dsig(r)
-        d = ds / s
-        kl = m**2 / 2 + (s**2 - 1 - mpmath.log(s**2)) / 2
-        grad = (s - 1 / s) * ds
-        reparam = (m * e + s * e**2) * ds - d
-        stl = (m * e) * ds + e**2 * (s - 1 / s) * ds
-        scale_kl = abs(s**2 - 1) + 4 * EPS * s**2  # sigma's rounding, to second order
-        scale_grad = abs(s * ds) + abs(d)
-        scale_est = (abs(m * e) + e**2 * s) * abs(ds) + (e**2 + 1) * abs(d)
-        return tuple(float(v) for v in (kl, grad, reparam, stl, scale_kl, scale_grad,
-                                        scale_est, s, abs(ds)))
+    """KL, d/drho, the two estimators of d/drho at eps, the bound terms, sigma and |sigma'|:
+    :func:`derive.selftest.kl_reference` (mpmath on the closed form and its chain rule
+    through sigma, no derivation), which ``derive test`` runs on any material's
+    parameterization. Its precision: 80 digits, and where sigma holds an exponential,
+    enough for exp(+-|v|) next to 1 (without them the references of square and reciprocal
+    were the same floats at every point of both grids: 2,400 points in 80 digits)."""
+    from derive.selftest import kl_reference
+
+    return tuple(float(v) for v in kl_reference(*USER[name], rho, mu, eps))
 
 
 def _boundaries(name: str) -> list[float]:
@@ -228,26 +212,16 @@ def test_user_kernels_keep_float32(name):
 
 
 def _pair_reference(name: str, rq: float, rp: float, mu: float):
-    """The KL ``log(1/r) + (r**2 + m**2)/2 - 1/2`` as ``(r**2 - 1 - log r**2 + m**2)/2``:
-    r**2 - 1 is exactly 0 at r = 1, so no 1 + m**2 rounds m**2 (down to 1e-600) away, and
-    the precision is what sigma needs (:func:`_digits`; it was that plus 700 digits for
-    1 + m**2). Against the former, on the four pair grids: the same floats at all but one
-    point, where the former was 1 ulp off (reciprocal at (1e300, 1e300, 0.75), d rho_p:
-    5.625000000000001e+299 in 200 and in 3,000 digits)."""
-    sig, dsig = _sigma_mp(name)
-    with mpmath.workdps(_digits(name, rq, rp)):
-        a, b, d = mpmath.mpf(rq), mpmath.mpf(rp), mpmath.mpf(mu)
-        sq, sp_, dq, dp = sig(a), sig(b), dsig(a), dsig(b)
-        r = sq / sp_
-        m = d / sp_
-        r2 = r**2 - 1
-        kl = (r2 - mpmath.log(r**2) + m**2) / 2
-        gq = r2 * dq / sq
-        gp = -(m**2 + r2) * dp / sp_
-        return tuple(float(v) for v in (
-            kl, gq, gp, m / sp_, abs(r2) + 4 * EPS * r**2, (r**2 + 1) * abs(dq / sq),
-            (m**2 + r**2 + 1) * abs(dp / sp_), r, sp_,
-            max(abs(dq), abs(dp), abs(gq / dq), abs(gp / dp))))
+    """The KL ``log(1/r) + (r**2 + m**2)/2 - 1/2`` as ``(r**2 - 1 - log r**2 + m**2)/2``
+    (:func:`derive.selftest.pair_reference`, shared with ``derive test``): r**2 - 1 is
+    exactly 0 at r = 1, so no 1 + m**2 rounds m**2 (down to 1e-600) away, and the precision
+    is what sigma needs (it was that plus 700 digits for 1 + m**2). Against the former, on
+    the four pair grids: the same floats at all but one point, where the former was 1 ulp
+    off (reciprocal at (1e300, 1e300, 0.75), d rho_p: 5.625000000000001e+299 in 200 and in
+    3,000 digits)."""
+    from derive.selftest import pair_reference
+
+    return tuple(float(v) for v in pair_reference(*USER[name], rq, rp, mu))
 
 
 @cache

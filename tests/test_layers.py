@@ -83,6 +83,8 @@ LAYER_OF: dict[str, str] = {
     "derive.files": "cli",
     "derive.output": "cli",
     "derive.pdf": "cli",
+    # derive test: a material's kernels against references from its own equations
+    "derive.selftest": "cli",
     # the generated code and its runtime
     "kernel_runtime.*": "runtime",
     "generated.*": "generated",
