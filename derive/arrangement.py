@@ -40,6 +40,7 @@ _u = sp.Symbol("u", real=True)
 _v = sp.Symbol("v", real=True)
 _k = sp.Symbol("k", integer=True)
 _b = sp.Symbol("b", positive=True)
+_k2 = sp.Symbol("a", positive=True)
 
 
 @dataclass(frozen=True)
@@ -406,6 +407,41 @@ _LOGADDEXP = _sympy_rewrite(
 _EXPM1 = _sympy_rewrite(
     "expm1", expm1_opt, (sp.Eq(sp.exp(_u) - 1, expm1(_u)), _u),
     "{0} (from SymPy's code generation): no cancellation where {1} is near 0")
+def _scaled_exp_plus(e: sp.Basic) -> tuple[sp.Basic, sp.Basic, sp.Basic] | None:
+    """``(a, u, b)`` where ``e`` is ``log(a exp(u) + b)``, ``a`` and ``b`` positive numbers
+    (not both 1: that is a softplus), ``u`` not a number; else None."""
+    if not (isinstance(e, sp.log) and e.args[0].is_Add and len(e.args[0].args) == 2):
+        return None
+    b, term = e.args[0].as_coeff_Add()
+    a, power = term.as_coeff_Mul()
+    if not (b.is_positive and a.is_positive and isinstance(power, sp.exp)
+            and power.args[0].free_symbols) or a == b == 1:
+        return None
+    return a, power.args[0], b
+
+
+def _log_exp_plus_pieces(e: sp.Basic) -> sp.Basic:
+    a, u, b = _scaled_exp_plus(e)
+    # the first piece as it was (the log1p rewrite arranges it next); the second forms
+    # exp(-u), at most b/a where it is used
+    return sp.Piecewise((e, u < 0), (u + sp.log(a) + log1p(b / a * sp.exp(-u)), True))
+
+
+#: ``log(a exp(u) + b)`` for ``u >= 0``: the exponential ``exp(u)`` overflows from 709.78
+#: where the log is finite.
+_LOG_EXP_PLUS = Rewrite(
+    "log of an exponential plus a constant",
+    "{0} overflows where {1} though {2} is finite; where {3}, {4}: it forms {5}, at most "
+    "{6} there; the first form serves below (it is evaluated in two pieces)",
+    (sp.exp(_u), _u > sp.Float("709.78", 5), sp.log(_k2 * sp.exp(_u) + _b), _u >= 0,
+     sp.Eq(sp.log(_k2 * sp.exp(_u) + _b),
+           _u + sp.log(_k2) + log1p(_b / _k2 * sp.exp(-_u))),
+     sp.exp(-_u), _b / _k2),
+    lambda e: _scaled_exp_plus(e) is not None,
+    _log_exp_plus_pieces,
+)
+
+
 def _log1p_where_it_applies(expr: sp.Basic) -> sp.Basic:
     """SymPy's ``log1p`` optimization, kept where it gives a ``log1p`` (it factors and
     expands the log's argument first: a log it does not rewrite keeps its arranged form,
@@ -822,8 +858,8 @@ LOG_REWRITES = (_TANH_SIGMOID, _SIGMOID, _EXP_SIGMOID, _LOG_OF_PRODUCT, _LOG_OF_
 #: The rewrites a coupling kernel's expressions go through before printing, in order.
 KERNEL_REWRITES: tuple[Rewrite, ...] = (
     _CANCEL, _TANH_DERIVATIVE, _TANH_SIGMOID, _SINH, _SIGMOID, _EXP_SIGMOID, _SIGMOID_COMPLEMENT,
-    _LOG_SIGMOID, _SOFTPLUS, _SOFTPLUS_REFLECTION, _LOGADDEXP, _EXPM1, _LOG1P, _LOG1P_ABS,
-    _LOG_SOFTPLUS, _EXP_RATIO, _SIGMOID_PIECES, _LOG_COSH, _LOG1P_SQUARE, _CONJUGATE,
+    _LOG_SIGMOID, _SOFTPLUS, _SOFTPLUS_REFLECTION, _LOGADDEXP, _LOG_EXP_PLUS, _EXPM1, _LOG1P,
+    _LOG1P_ABS, _LOG_SOFTPLUS, _EXP_RATIO, _SIGMOID_PIECES, _LOG_COSH, _LOG1P_SQUARE, _CONJUGATE,
     _PRODUCT_INTO_PIECES, _EXP_SUM_PRODUCT, _EXP_PRODUCT, _SINH_THIRD)
 
 
