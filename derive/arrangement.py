@@ -483,6 +483,41 @@ _LOG1P_ABS = Rewrite(
 )
 
 
+def _sigmoid_pair(m: sp.Basic) -> sp.Basic | None:
+    """``u`` where the product ``m`` has the factors ``sigmoid(u)`` and ``sigmoid(-u)``
+    (each to the first power), else None."""
+    if not m.is_Mul:
+        return None
+    factors = [f for f in m.args if isinstance(f, sigmoid)]
+    for f in factors:
+        if sigmoid(-f.args[0]) in factors:
+            return f.args[0]
+    return None
+
+
+def _sigmoid_pair_merged(m: sp.Basic) -> sp.Basic:
+    u = _sigmoid_pair(m)
+    rest = [f for f in m.args if f not in (sigmoid(u), sigmoid(-u))]
+    small = sp.exp(-sp.Abs(u))
+    return sp.Mul(*rest) * small / (1 + small) ** 2
+
+
+#: sigmoid(u) sigmoid(-u), the sigmoid's derivative (Glow's Jacobian entry): one
+#: expression in exp(-|u|) for every u, which the product with an exponential halves
+#: (the two sigmoids in pieces each, one of them underflowing, gave 0 at G = -800 where
+#: x1 sigmoid'(G + 2) is 1e-247 for x1 = 1e100).
+_SIGMOID_PRODUCT = Rewrite(
+    "product of sigmoids",
+    "{0}: one expression for every real {1}, in {2}, which never overflows; the smaller "
+    "sigmoid's exponential is a factor of its own, so that its product with the rest is "
+    "formed without underflow (a later step)",
+    (sp.Eq(sigmoid(_u) * sigmoid(-_u), sp.exp(-sp.Abs(_u)) / (1 + sp.exp(-sp.Abs(_u))) ** 2),
+     _u, sp.exp(-sp.Abs(_u))),
+    lambda e: _sigmoid_pair(e) is not None,
+    _sigmoid_pair_merged,
+)
+
+
 def _sigmoid_pieces(e: sp.Basic) -> sp.Basic:
     u = e.args[0]
     small = sp.exp(-sp.Abs(u))
@@ -859,8 +894,8 @@ LOG_REWRITES = (_TANH_SIGMOID, _SIGMOID, _EXP_SIGMOID, _LOG_OF_PRODUCT, _LOG_OF_
 KERNEL_REWRITES: tuple[Rewrite, ...] = (
     _CANCEL, _TANH_DERIVATIVE, _TANH_SIGMOID, _SINH, _SIGMOID, _EXP_SIGMOID, _SIGMOID_COMPLEMENT,
     _LOG_SIGMOID, _SOFTPLUS, _SOFTPLUS_REFLECTION, _LOGADDEXP, _LOG_EXP_PLUS, _EXPM1, _LOG1P,
-    _LOG1P_ABS, _LOG_SOFTPLUS, _EXP_RATIO, _SIGMOID_PIECES, _LOG_COSH, _LOG1P_SQUARE, _CONJUGATE,
-    _PRODUCT_INTO_PIECES, _EXP_SUM_PRODUCT, _EXP_PRODUCT, _SINH_THIRD)
+    _LOG1P_ABS, _LOG_SOFTPLUS, _EXP_RATIO, _SIGMOID_PRODUCT, _SIGMOID_PIECES, _LOG_COSH,
+    _LOG1P_SQUARE, _CONJUGATE, _PRODUCT_INTO_PIECES, _EXP_SUM_PRODUCT, _EXP_PRODUCT, _SINH_THIRD)
 
 
 # --- rules that take data: the arrangements near an optimum (derivations 2.3n, 2.4) -----

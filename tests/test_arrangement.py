@@ -182,7 +182,8 @@ def test_each_rewrite_made_wrong_fails_its_check(rewrite):
                sp.Piecewise((sp.exp(-sp.Abs(entry("g") + 2)), entry("g") < -2), (1, True))
                * entry("a") + u,
                sp.log(sp.Abs(1 + u * sp.tanh(u), evaluate=False), evaluate=False),
-               sp.log(sp.exp(u) + sp.Rational(1, 1000)) + u]
+               sp.log(sp.exp(u) + sp.Rational(1, 1000)) + u,
+               sigmoid(u) * sigmoid(-u) * (u + 2)]
     hit = False
     for expr in samples:
         _, steps = arrange(expr, [rewrite])
