@@ -407,6 +407,33 @@ _LOGADDEXP = _sympy_rewrite(
 _EXPM1 = _sympy_rewrite(
     "expm1", expm1_opt, (sp.Eq(sp.exp(_u) - 1, expm1(_u)), _u),
     "{0} (from SymPy's code generation): no cancellation where {1} is near 0")
+def _one_minus_part(e: sp.Basic) -> sp.Basic | None:
+    """``(Q - P)/Q`` where ``e`` is ``1 - P/Q`` and ``P`` is a term of the sum ``Q`` (so
+    that ``Q - P`` is the sum of the other terms: no subtraction), else None."""
+    if not (e.is_Add and len(e.args) == 2 and sp.S.One in e.args):
+        return None
+    part = -(e.args[0] if e.args[1] == 1 else e.args[1])
+    inverses = [f for f in sp.Mul.make_args(part) if f.is_Pow and f.exp == -1 and f.base.is_Add]
+    if len(inverses) != 1:
+        return None
+    denom = inverses[0].base
+    numer = part * denom  # the factors but the inverse, as written (no exp(-u) moved)
+    if numer not in denom.args:
+        return None
+    return (denom - numer) / denom
+
+
+#: ``1 - P/(P + R) = R/(P + R)``: the difference of two numbers near 1 is never formed
+#: (``(log sigma)'`` of ``exp(rho) + 1000`` from ``rho = 0`` up: it cancelled, 222 eps).
+_ONE_MINUS_PART = Rewrite(
+    "one minus a part",
+    "{0}: where {1} is near 1 the difference is never formed",
+    (sp.Eq(1 - _u / (_u + _b), _b / (_u + _b)), _u / (_u + _b)),
+    lambda e: _one_minus_part(e) is not None,
+    _one_minus_part,
+)
+
+
 def _scaled_exp_plus(e: sp.Basic) -> tuple[sp.Basic, sp.Basic, sp.Basic] | None:
     """``(a, u, b)`` where ``e`` is ``log(a exp(u) + b)``, ``a`` and ``b`` positive numbers
     (not both 1: that is a softplus), ``u`` not a number; else None."""
@@ -892,10 +919,11 @@ LOG_REWRITES = (_TANH_SIGMOID, _SIGMOID, _EXP_SIGMOID, _LOG_OF_PRODUCT, _LOG_OF_
 
 #: The rewrites a coupling kernel's expressions go through before printing, in order.
 KERNEL_REWRITES: tuple[Rewrite, ...] = (
-    _CANCEL, _TANH_DERIVATIVE, _TANH_SIGMOID, _SINH, _SIGMOID, _EXP_SIGMOID, _SIGMOID_COMPLEMENT,
-    _LOG_SIGMOID, _SOFTPLUS, _SOFTPLUS_REFLECTION, _LOGADDEXP, _LOG_EXP_PLUS, _EXPM1, _LOG1P,
-    _LOG1P_ABS, _LOG_SOFTPLUS, _EXP_RATIO, _SIGMOID_PRODUCT, _SIGMOID_PIECES, _LOG_COSH,
-    _LOG1P_SQUARE, _CONJUGATE, _PRODUCT_INTO_PIECES, _EXP_SUM_PRODUCT, _EXP_PRODUCT, _SINH_THIRD)
+    _CANCEL, _ONE_MINUS_PART, _TANH_DERIVATIVE, _TANH_SIGMOID, _SINH, _SIGMOID, _EXP_SIGMOID,
+    _SIGMOID_COMPLEMENT, _LOG_SIGMOID, _SOFTPLUS, _SOFTPLUS_REFLECTION, _LOGADDEXP,
+    _LOG_EXP_PLUS, _EXPM1, _LOG1P, _LOG1P_ABS, _LOG_SOFTPLUS, _EXP_RATIO, _SIGMOID_PRODUCT,
+    _SIGMOID_PIECES, _LOG_COSH, _LOG1P_SQUARE, _CONJUGATE, _PRODUCT_INTO_PIECES,
+    _EXP_SUM_PRODUCT, _EXP_PRODUCT, _SINH_THIRD)
 
 
 # --- rules that take data: the arrangements near an optimum (derivations 2.3n, 2.4) -----
