@@ -18,7 +18,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,7 @@ from .environment import environment, tex_escape
 __all__ = ["CourseworkLatexPrinter", "latex", "render_derivation", "render_fragment",
            "PARTS", "shown_steps", "shown_results", "result_latex",
            "render_document", "render_graph", "render_notebook", "LATEX_NAMES", "LatexOptions",
-           "render_search"]
+           "render_search", "render_search_markdown", "markdown_escape"]
 
 #: How each name prints: vectors, opaque functions, Jacobians, densities, Greek letters.
 LATEX_NAMES: dict[str, str] = {
@@ -665,16 +666,14 @@ def _variable(name: str) -> sp.Basic:
     return sp.Function(func)(*[sp.Symbol(a.strip()) for a in arg.rstrip(")").split(",")])
 
 
-def render_search(verdicts: Any, heading: str, options: LatexOptions | None = None,
-                  names: Mapping[str, str] | None = None) -> str:
-    """The accuracy search's verdicts on one module's kernel outputs
-    (:class:`derive.kernel_search.Verdict`, read as typed values), as a LaTeX fragment:
-    per output, the domain, the maximum error in ulp before and after, and the steps kept."""
-    options = options or LatexOptions()
-    printer = CourseworkLatexPrinter(options=options, names=names)
+def _search_rows(verdicts: Any, printer: Any, escape: Callable[[str], str]) -> list[dict]:
+    """Per verdict (read as a typed value): where (the kernel's and output's names, raw),
+    the domain and the verdict as text with inline math, and the steps kept (``lhs``,
+    ``rhs`` as LaTeX, the reason as text with inline math); ``escape`` escapes plain text
+    for the format (LaTeX or Markdown)."""
     rows = []
     for v in verdicts:
-        where = tex_escape(f"{v.kernel}.{v.output}") + (f", term {v.term}" if v.term else "") + (
+        where = f"{v.kernel}.{v.output}" + (f", term {v.term}" if v.term else "") + (
             f", piece {v.piece}" if v.piece else "")
         domain = ", ".join(
             f"${printer.doprint(_variable(name))}"
@@ -683,7 +682,7 @@ def render_search(verdicts: Any, heading: str, options: LatexOptions | None = No
                f" \\in [{_bound(lo)}, {_bound(hi)}]$") for name, lo, hi in v.domain)
         m0, m1 = v.before, v.after
         if v.note:
-            verdict = tex_escape(v.note)
+            verdict = escape(v.note)
         elif not m0.points:
             verdict = "no sample falls in this piece"
         elif v.steps:
@@ -695,17 +694,58 @@ def render_search(verdicts: Any, heading: str, options: LatexOptions | None = No
                           "measured only (a piecewise value inside it, or a long expression)"))
         if m0.nonfinite and not v.steps:
             verdict += f"; {m0.nonfinite} not finite where the true value is"
+
         def note(key: str, step: Any) -> str:
             return f"${printer.doprint(step.notes[int(key)])}$"
 
         steps = [{"lhs": printer.doprint(s.lhs), "rhs": printer.doprint(s.rhs),
-                  "reason": fill(s.reason, lambda key, st=s: note(key, st), tex_escape)}
+                  "reason": fill(s.reason, lambda key, st=s: note(key, st), escape)}
                  for s in v.steps]
         rows.append({"where": where, "domain": "over " + domain if domain else "not measured",
                      "verdict": verdict, "steps": steps})
+    return rows
+
+
+def render_search(verdicts: Any, heading: str, options: LatexOptions | None = None,
+                  names: Mapping[str, str] | None = None) -> str:
+    """The accuracy search's verdicts on one module's kernel outputs
+    (:class:`derive.kernel_search.Verdict`, read as typed values), as a LaTeX fragment:
+    per output, the domain, the maximum error in ulp before and after, and the steps kept."""
+    options = options or LatexOptions()
+    printer = CourseworkLatexPrinter(options=options, names=names)
+    rows = _search_rows(verdicts, printer, tex_escape)
+    for row in rows:
+        row["where"] = tex_escape(row["where"])
     intro = ("Each output of each kernel measured against mpmath over its arguments' domain "
              "(positive arguments over $(0, \\max]$, the others over both signs), and "
              "searched for rewrites that lower the maximum error in ulp "
              "(\\texttt{derive.kernel\\_search}).")
     return environment().get_template("search.tex.jinja").render(
         heading=heading, intro=intro, verdicts=rows)
+
+
+def markdown_escape(text: str) -> str:
+    """Plain text for a Markdown cell: the characters Markdown or its math would read
+    escaped (a backslash, emphasis, code, math).
+
+    Example:
+        >>> print(markdown_escape("a_b * $c$"))
+        a\\_b \\* \\$c\\$
+    """
+    return re.sub(r"([\\`*_$])", r"\\\1", text)
+
+
+def render_search_markdown(verdicts: Any, heading: str, options: LatexOptions | None = None,
+                           names: Mapping[str, str] | None = None) -> str:
+    """The accuracy search's verdicts (as :func:`render_search`) as a Markdown cell of a
+    Jupyter notebook, its math for MathJax: the notebook shows the steps the search kept
+    on every kernel, user material's as the coursework's."""
+    options = options or LatexOptions()
+    printer = CourseworkLatexPrinter(options=options, names=names)
+    rows = _search_rows(verdicts, printer, markdown_escape)
+    intro = ("Each output of each kernel measured against mpmath over its arguments' domain "
+             "(positive arguments over $(0, \\max]$, the others over both signs), and "
+             "searched for rewrites that lower the maximum error in ulp "
+             "(`derive.kernel_search`).")
+    return environment().get_template("search.md.jinja").render(
+        heading=markdown_escape(heading), intro=intro, verdicts=rows)

@@ -40,6 +40,7 @@ _u = sp.Symbol("u", real=True)
 _v = sp.Symbol("v", real=True)
 _k = sp.Symbol("k", integer=True)
 _b = sp.Symbol("b", positive=True)
+_k2 = sp.Symbol("a", positive=True)
 
 
 @dataclass(frozen=True)
@@ -406,6 +407,68 @@ _LOGADDEXP = _sympy_rewrite(
 _EXPM1 = _sympy_rewrite(
     "expm1", expm1_opt, (sp.Eq(sp.exp(_u) - 1, expm1(_u)), _u),
     "{0} (from SymPy's code generation): no cancellation where {1} is near 0")
+def _one_minus_part(e: sp.Basic) -> sp.Basic | None:
+    """``(Q - P)/Q`` where ``e`` is ``1 - P/Q`` and ``P`` is a term of the sum ``Q`` (so
+    that ``Q - P`` is the sum of the other terms: no subtraction), else None."""
+    if not (e.is_Add and len(e.args) == 2 and sp.S.One in e.args):
+        return None
+    part = -(e.args[0] if e.args[1] == 1 else e.args[1])
+    inverses = [f for f in sp.Mul.make_args(part) if f.is_Pow and f.exp == -1 and f.base.is_Add]
+    if len(inverses) != 1:
+        return None
+    denom = inverses[0].base
+    numer = part * denom  # the factors but the inverse, as written (no exp(-u) moved)
+    if numer not in denom.args:
+        return None
+    return (denom - numer) / denom
+
+
+#: ``1 - P/(P + R) = R/(P + R)``: the difference of two numbers near 1 is never formed
+#: (``(log sigma)'`` of ``exp(rho) + 1000`` from ``rho = 0`` up: it cancelled, 222 eps).
+_ONE_MINUS_PART = Rewrite(
+    "one minus a part",
+    "{0}: where {1} is near 1 the difference is never formed",
+    (sp.Eq(1 - _u / (_u + _b), _b / (_u + _b)), _u / (_u + _b)),
+    lambda e: _one_minus_part(e) is not None,
+    _one_minus_part,
+)
+
+
+def _scaled_exp_plus(e: sp.Basic) -> tuple[sp.Basic, sp.Basic, sp.Basic] | None:
+    """``(a, u, b)`` where ``e`` is ``log(a exp(u) + b)``, ``a`` and ``b`` positive numbers
+    (not both 1: that is a softplus), ``u`` not a number; else None."""
+    if not (isinstance(e, sp.log) and e.args[0].is_Add and len(e.args[0].args) == 2):
+        return None
+    b, term = e.args[0].as_coeff_Add()
+    a, power = term.as_coeff_Mul()
+    if not (b.is_positive and a.is_positive and isinstance(power, sp.exp)
+            and power.args[0].free_symbols) or a == b == 1:
+        return None
+    return a, power.args[0], b
+
+
+def _log_exp_plus_pieces(e: sp.Basic) -> sp.Basic:
+    a, u, b = _scaled_exp_plus(e)
+    # the first piece as it was (the log1p rewrite arranges it next); the second forms
+    # exp(-u), at most b/a where it is used
+    return sp.Piecewise((e, u < 0), (u + sp.log(a) + log1p(b / a * sp.exp(-u)), True))
+
+
+#: ``log(a exp(u) + b)`` for ``u >= 0``: the exponential ``exp(u)`` overflows from 709.78
+#: where the log is finite.
+_LOG_EXP_PLUS = Rewrite(
+    "log of an exponential plus a constant",
+    "{0} overflows where {1} though {2} is finite; where {3}, {4}: it forms {5}, at most "
+    "{6} there; the first form serves below (it is evaluated in two pieces)",
+    (sp.exp(_u), _u > sp.Float("709.78", 5), sp.log(_k2 * sp.exp(_u) + _b), _u >= 0,
+     sp.Eq(sp.log(_k2 * sp.exp(_u) + _b),
+           _u + sp.log(_k2) + log1p(_b / _k2 * sp.exp(-_u))),
+     sp.exp(-_u), _b / _k2),
+    lambda e: _scaled_exp_plus(e) is not None,
+    _log_exp_plus_pieces,
+)
+
+
 def _log1p_where_it_applies(expr: sp.Basic) -> sp.Basic:
     """SymPy's ``log1p`` optimization, kept where it gives a ``log1p`` (it factors and
     expands the log's argument first: a log it does not rewrite keeps its arranged form,
@@ -444,6 +507,41 @@ _LOG1P_ABS = Rewrite(
      sp.Abs(1 + _u) - 1, _u >= -1, -2 - _u, _u < -1),
     lambda e: _one_plus(e) is not None,
     _log_abs_one_plus,
+)
+
+
+def _sigmoid_pair(m: sp.Basic) -> sp.Basic | None:
+    """``u`` where the product ``m`` has the factors ``sigmoid(u)`` and ``sigmoid(-u)``
+    (each to the first power), else None."""
+    if not m.is_Mul:
+        return None
+    factors = [f for f in m.args if isinstance(f, sigmoid)]
+    for f in factors:
+        if sigmoid(-f.args[0]) in factors:
+            return f.args[0]
+    return None
+
+
+def _sigmoid_pair_merged(m: sp.Basic) -> sp.Basic:
+    u = _sigmoid_pair(m)
+    rest = [f for f in m.args if f not in (sigmoid(u), sigmoid(-u))]
+    small = sp.exp(-sp.Abs(u))
+    return sp.Mul(*rest) * small / (1 + small) ** 2
+
+
+#: sigmoid(u) sigmoid(-u), the sigmoid's derivative (Glow's Jacobian entry): one
+#: expression in exp(-|u|) for every u, which the product with an exponential halves
+#: (the two sigmoids in pieces each, one of them underflowing, gave 0 at G = -800 where
+#: x1 sigmoid'(G + 2) is 1e-247 for x1 = 1e100).
+_SIGMOID_PRODUCT = Rewrite(
+    "product of sigmoids",
+    "{0}: one expression for every real {1}, in {2}, which never overflows; the smaller "
+    "sigmoid's exponential is a factor of its own, so that its product with the rest is "
+    "formed without underflow (a later step)",
+    (sp.Eq(sigmoid(_u) * sigmoid(-_u), sp.exp(-sp.Abs(_u)) / (1 + sp.exp(-sp.Abs(_u))) ** 2),
+     _u, sp.exp(-sp.Abs(_u))),
+    lambda e: _sigmoid_pair(e) is not None,
+    _sigmoid_pair_merged,
 )
 
 
@@ -821,10 +919,11 @@ LOG_REWRITES = (_TANH_SIGMOID, _SIGMOID, _EXP_SIGMOID, _LOG_OF_PRODUCT, _LOG_OF_
 
 #: The rewrites a coupling kernel's expressions go through before printing, in order.
 KERNEL_REWRITES: tuple[Rewrite, ...] = (
-    _CANCEL, _TANH_DERIVATIVE, _TANH_SIGMOID, _SINH, _SIGMOID, _EXP_SIGMOID, _SIGMOID_COMPLEMENT,
-    _LOG_SIGMOID, _SOFTPLUS, _SOFTPLUS_REFLECTION, _LOGADDEXP, _EXPM1, _LOG1P, _LOG1P_ABS,
-    _LOG_SOFTPLUS, _EXP_RATIO, _SIGMOID_PIECES, _LOG_COSH, _LOG1P_SQUARE, _CONJUGATE,
-    _PRODUCT_INTO_PIECES, _EXP_SUM_PRODUCT, _EXP_PRODUCT, _SINH_THIRD)
+    _CANCEL, _ONE_MINUS_PART, _TANH_DERIVATIVE, _TANH_SIGMOID, _SINH, _SIGMOID, _EXP_SIGMOID,
+    _SIGMOID_COMPLEMENT, _LOG_SIGMOID, _SOFTPLUS, _SOFTPLUS_REFLECTION, _LOGADDEXP,
+    _LOG_EXP_PLUS, _EXPM1, _LOG1P, _LOG1P_ABS, _LOG_SOFTPLUS, _EXP_RATIO, _SIGMOID_PRODUCT,
+    _SIGMOID_PIECES, _LOG_COSH, _LOG1P_SQUARE, _CONJUGATE, _PRODUCT_INTO_PIECES,
+    _EXP_SUM_PRODUCT, _EXP_PRODUCT, _SINH_THIRD)
 
 
 # --- rules that take data: the arrangements near an optimum (derivations 2.3n, 2.4) -----

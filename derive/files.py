@@ -45,7 +45,7 @@ from .cache import Store, fingerprint, source_digest
 from .document import SHEETS, deriving, part_kinds, render_part, sheet_document
 from .loader import all_derivations, current, kernel_modules
 from .material import Question
-from .notebook import derivations_notebook
+from .notebook import derivations_notebook, search_cell
 from .output import OutputError, output_target, write_output
 
 try:
@@ -386,6 +386,7 @@ def _part(q: Question, variant: str, command: str = COMMAND) -> dict:
 
         m = search_module(q.kernels(variant)).module  # as the accuracy search leaves it
         part["module"] = {"name": m.name, "title": m.title, "text": render_module(m, command)}
+    part["search_notebook"] = search_cell(q, variant)  # (the search is cached: no rerun)
     return part
 
 
@@ -412,7 +413,8 @@ def _files(parts: _Parts | None = None, command: str = COMMAND,
             intro=parts.intro) for sheet in SHEETS}
         notebook = derivations_notebook(
             command, outputs=lambda q, v: (parts.part(q, v)["notebook"],
-                                           parts.part(q, v)["text"]))
+                                           parts.part(q, v)["text"]),
+            searches=lambda q, v: parts.part(q, v)["search_notebook"])
     files = {f"{package}/{name}.py": text for name, text in texts.items()}
     files[f"{package}/__init__.py"] = environment().get_template("package.py.jinja").render(
         modules=modules, command=command)

@@ -337,17 +337,10 @@ def _jacobian_numpy(x1, x2, F, G, JF, JG, _batch, _n, _dtype):
         (lambda G_x2: numpy.exp(-abs(G_x2 + 2))/(1 + numpy.exp(-abs(G_x2 + 2))), (G_x2,), ()),
         (lambda G_x2: 1/(1 + numpy.exp(-abs(G_x2 + 2))), (G_x2,), ()),
     ), False)
-    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
-    # equal to the value it stands for where it holds (the first condition that holds wins,
-    # the last piece where none does). kernel_runtime.select decides how to select them.
-    _pw1 = _rt.select(numpy, (G_x2,), _dtype, None, (
-        numpy.greater(G_x2, -2),
-    ), (
-        (lambda G_x2: numpy.exp(-abs(G_x2 + 2))/(1 + numpy.exp(-abs(G_x2 + 2))), (G_x2,), ()),
-        (lambda G_x2: 1/(1 + numpy.exp(-abs(G_x2 + 2))), (G_x2,), ()),
-    ), False)
+    _tmp0 = abs(G_x2 + 2)
+    _tmp1 = numpy.exp(-1/2*_tmp0)
+    _J11 = _tmp1*(_tmp1*x1/(1 + numpy.exp(-_tmp0))**2)
     _J00 = _pw0
-    _J11 = _pw0*_pw1*x1
     # Block matrix J = [[dy1/dx1, dy1/dx2], [dy2/dx1, dy2/dx2]]
     J = numpy.zeros(_batch + (2 * _n, 2 * _n), dtype=_dtype)
     # dy1/dx1: diagonal
@@ -378,17 +371,10 @@ def _jacobian_xp(xp, x1, x2, F, G, JF, JG, _batch, _n, _dtype):
         (lambda G_x2: xp.exp(-abs(G_x2 + 2))/(1 + xp.exp(-abs(G_x2 + 2))), (G_x2,), (-10,)),
         (lambda G_x2: 1/(1 + xp.exp(-abs(G_x2 + 2))), (G_x2,), (0,)),
     ), False)
-    # Piecewise: no one expression is accurate everywhere; the derivation proves each piece
-    # equal to the value it stands for where it holds (the first condition that holds wins,
-    # the last piece where none does). kernel_runtime.select decides how to select them.
-    _pw1 = _rt.select(xp, (G_x2,), _dtype, _like, (
-        (G_x2 > -2),
-    ), (
-        (lambda G_x2: xp.exp(-abs(G_x2 + 2))/(1 + xp.exp(-abs(G_x2 + 2))), (G_x2,), (0,)),
-        (lambda G_x2: 1/(1 + xp.exp(-abs(G_x2 + 2))), (G_x2,), (-2,)),
-    ), False)
+    _tmp0 = abs(G_x2 + 2)
+    _tmp1 = xp.exp(-1/2*_tmp0)
+    _J11 = _tmp1*(_tmp1*x1/(1 + xp.exp(-_tmp0))**2)
     _J00 = _pw0
-    _J11 = _pw0*_pw1*x1
     # Block matrix J = [[dy1/dx1, dy1/dx2], [dy2/dx1, dy2/dx2]]
     J = _rt.blocks_xp(xp, (
         _rt.scale_rows_xp(xp, _J00, _rt.eye_xp(xp, _n, _dtype, _like)),  # dy1/dx1: diagonal

@@ -120,6 +120,15 @@ def test_sigmoid_printed_alone_does_not_overflow():
     (sp.log(sp.cosh(x1)), [0.0, 1e-200, -1e-8, 0.5, -19.9, 20.0, -710.0, 800.0, 1e300]),
     # sqrt(x**2 + 4) + x cancelled where x is large and negative (Cardano's real root)
     (sp.sqrt(x1**2 + 4) + x1, [0.0, 1e-8, -3.0, 5.0, -1e5, -1e10, -1e150]),
+    # log(exp(x) + 1/1000) was log1p(1000 exp(x)) - log(1000): inf from x = 702.9 (the
+    # log of the variance of sigma = exp(rho) + 1/1000; issue 23)
+    # 1 - P/(P + R) cancelled where P/(P + R) is near 1: ((log sigma)' of exp(rho) + 1000
+    # from rho = 0 up, 222 eps)
+    (1 - 1000 * sp.exp(-x1) / (1 + 1000 * sp.exp(-x1)),
+     [0.0, 1e-8, 0.5, 3.0, 6.9, 20.0, 700.0, 1e300]),
+    (sp.log(sp.exp(x1) + sp.Rational(1, 1000)),
+     [-800.0, -564.0, -20.0, -7.0, 0.0, 1e-8, 0.5, 5.0, 702.0, 703.0, 709.5, 710.0, 800.0,
+      1e300]),
 ])
 def test_the_arranged_expression_is_finite_and_accurate_out_to_float64s_range(expr, values):
     """Each rewrite is a checked step, and the kernel it gives is finite where the true value
@@ -176,7 +185,10 @@ def test_each_rewrite_made_wrong_fails_its_check(rewrite):
                sp.sinh(sp.asinh(u) / 3) + u,
                sp.Piecewise((sp.exp(-sp.Abs(entry("g") + 2)), entry("g") < -2), (1, True))
                * entry("a") + u,
-               sp.log(sp.Abs(1 + u * sp.tanh(u), evaluate=False), evaluate=False)]
+               sp.log(sp.Abs(1 + u * sp.tanh(u), evaluate=False), evaluate=False),
+               sp.log(sp.exp(u) + sp.Rational(1, 1000)) + u,
+               sigmoid(u) * sigmoid(-u) * (u + 2),
+               (1 - 1000 * sp.exp(-u) / (1 + 1000 * sp.exp(-u))) * u]
     hit = False
     for expr in samples:
         _, steps = arrange(expr, [rewrite])

@@ -288,7 +288,8 @@ def fake_parts(monkeypatch):
         text = f"{q.qid} {variant}"
         latex = {kind: f"{text} {kind}" for kind in derive.document.part_kinds(q, variant)}
         return {"latex": latex, "notebook": text, "text": text, "steps": 2,
-                "module": {"name": name, "title": text, "text": text} if q.kernels else None}
+                "module": {"name": name, "title": text, "text": text} if q.kernels else None,
+                "search_notebook": f"{text} search" if q.kernels else None}
 
     def intro(section, options):
         calls.append(("intro", section.title))

@@ -87,6 +87,33 @@ def test_jacobian_finite_at_x1_zero_large_g(module):
     assert jac[0, 1] == 1.0 and jac[0, 0] == np.inf
 
 
+@pytest.mark.parametrize("x1, g, dtype", [
+    (1e100, -800.0, np.float64), (-1e300, -1400.0, np.float64), (1e-300, 700.0, np.float64),
+    (1.0, -700.0, np.float64), (0.0, -800.0, np.float64), (2.5, -2.0, np.float64),
+    (1e200, 30.0, np.float64), (3.0, 0.5, np.float64),
+    (1e30, -100.0, np.float32), (-1e35, -150.0, np.float32), (1.0, -80.0, np.float32),
+    (2.5, -2.0, np.float32), (1e20, 30.0, np.float32)])
+def test_glow_jacobian_entry_where_the_sigmoid_underflows(x1, g, dtype):
+    """Glow's d y1 / d x2 = JF + x1 sigmoid'(G + 2) JG: sigmoid(G + 2) and sigmoid(-G - 2)
+    were two pieces each, and their product with x1 was 0 at (1e100, -800) (true 1e-247:
+    the sigmoid underflowed before the product was formed; float32 at (1e30, -100)). Now
+    sigmoid(u) sigmoid(-u) is exp(-|u|)/(1 + exp(-|u|))**2, whose exponential the product
+    halves (1.3n). Within 4 eps of mpmath where the true value is a normal number."""
+    from generated import coupling_glow
+
+    x1 = float(dtype(x1))
+    jac = coupling_glow.jacobian(_one(x1, dtype), _one(0.5, dtype), _one(0.0, dtype),
+                                 _const(1.0), _const(g),
+                                 lambda x: np.zeros(x.shape + x.shape[-1:], x.dtype),
+                                 lambda x: np.ones(x.shape + x.shape[-1:], x.dtype))
+    assert jac.dtype == dtype
+    u = mpmath.mpf(float(dtype(g))) + 2
+    true = mpmath.mpf(x1) * mpmath.exp(-abs(u)) / (1 + mpmath.exp(-abs(u))) ** 2
+    tiny = float(np.finfo(dtype).tiny)
+    if true == 0 or abs(true) >= tiny:
+        assert _ulps(jac[0, 1], true, dtype) <= 4, (jac[0, 1], true)
+
+
 @pytest.mark.parametrize("x1, g", [(0.0, 89.0), (0.0, 177.0), (1e-20, 100.0)])
 def test_forward_float32(x1, g):
     y1, _ = coupling.forward(_one(x1, np.float32), _one(0.0, np.float32),

@@ -292,24 +292,26 @@ SLOW = os.environ.get("DERIVE_SLOW_TESTS", "") not in ("", "0")
 
 @pytest.mark.skipif(not SLOW, reason="derives exp(rho) + c's pair module (about 30 s of CPU) "
                     "for this witness alone: run with DERIVE_SLOW_TESTS=1")
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "the module is built now (kernels.py no longer unpacks a power as a Piecewise); left: "
-    "log(sigma) is arranged as log1p(1000 exp(rho)), inf for rho > 709. Taking the constant "
-    "into softplus(rho + log 1000) fixes it but rounds rho + log 1000, and the single "
-    "module's autograd d_rho at rho = -564 was then 65 eps off (bound 16): it needs the "
-    "softplus form only above rho = 0"))
-def test_the_pair_module_of_exp_plus_c_is_built_and_finite_where_sigma_p_overflows():
-    """Was a strict xfail on a TypeError: the module could not be built (kernels.py unpacked
-    a power as a Piecewise). kl(0, -800, 0, 800) is inf - inf; true value:
-    log(sigma_p/sigma_q) - 1/2 = 800 + log(1000) - 1/2 (sigma_q**2/sigma_p**2 underflows)."""
+@pytest.mark.parametrize("point", [(0.0, -800.0, 0.0, 800.0), (0.0, -800.0, 0.0, 709.5),
+                                   (0.75, 0.0, 0.0, 1000.0), (0.0, 3.0, 0.5, 1e5),
+                                   (0.0, 709.5, 0.0, 709.9), (0.75, -5.0, 0.0, 3.0)])
+def test_the_pair_module_of_exp_plus_c_is_built_and_finite_where_sigma_p_overflows(point):
+    """Was a strict xfail, first on a TypeError (kernels.py unpacked a power as a
+    Piecewise), then on inf: kl(0, -800, 0, 800) was inf - inf, and from rho_p = 709 (where
+    1000 exp(rho_p) overflows) 2.3c's log sigma, log1p(1000 exp(rho)) - log(1000), was inf.
+    Now log(exp(rho) + c) is rho + log1p(c exp(-rho)) where rho >= 0 (a checked step; the
+    piece below is as it was). True value at the first point: log(sigma_p/sigma_q) - 1/2 =
+    800 + log(1000) - 1/2 (sigma_q**2/sigma_p**2 underflows)."""
     m = _module("exp_plus_c", pair=True)
     with np.errstate(all="ignore"):
-        out = m["kl"](*(np.array([v]) for v in (0.0, -800.0, 0.0, 800.0)))
-    with mpmath.workdps(80):
-        s_q = mpmath.exp(-800) + mpmath.mpf(1) / 1000
-        s_p = mpmath.exp(800) + mpmath.mpf(1) / 1000
-        true = float(mpmath.log(s_p / s_q) + s_q**2 / (2 * s_p**2) - mpmath.mpf(1) / 2)
-    assert abs(out[0] - true) <= 4 * EPS * true
+        out = m["kl"](*(np.array([v]) for v in point))
+    mu_q, rho_q, mu_p, rho_p = (mpmath.mpf(v) for v in point)
+    with mpmath.workdps(_digits("exp_plus_c", *point)):
+        s_q = mpmath.exp(rho_q) + mpmath.mpf(1) / 1000
+        s_p = mpmath.exp(rho_p) + mpmath.mpf(1) / 1000
+        r, m_ = s_q / s_p, (mu_q - mu_p) / s_p
+        true = float((r**2 - 1 - mpmath.log(r**2) + m_**2) / 2)
+    assert abs(out[0] - true) <= 4 * EPS * true, (out[0], true)
 
 
 @pytest.mark.skipif(not SLOW, reason="derives the sigmoid's pair module (80 s of CPU) for this "
@@ -352,6 +354,28 @@ def test_the_sigmoid_pair_d_mu_is_not_0_over_0_where_sigma_p_underflows(point):
         s_p = 1 / (1 + mpmath.exp(-rho_p))
         true = float((mu_q - mu_p) / s_p**2)
     assert abs(out[0][0] - true) <= 1e-11 * abs(true), (out[0][0], true)
+    assert out[2][0] == -out[0][0]
+
+
+@pytest.mark.parametrize("point", [(0.0, 0.0, 0.0, -800.0), (0.3, 5.0, 0.3, -1000.0),
+                                   (1e-300, 0.0, 0.0, -400.0), (-1e-200, 2.0, 0.0, -230.0),
+                                   (0.5, 1.0, 0.0, -68.5), (0.5, 1.0, 0.0, -69.5),
+                                   (0.3, 2.0, 0.1, -1.0)])
+def test_the_softplus_pair_d_mu_is_not_0_over_0_where_sigma_p_underflows(point):
+    """As for the sigmoid, where 2.3c's log of a softplus is piecewise (a series below
+    rho = -20): d_mu_q = m/sigma_p was 0/0 = NaN at (0, 0, 0, -800) (true 0). Where
+    rho_p < -69 (sigma_p < 1e-30) it is (m sigma_p**-1/2) sigma_p**-1/2, each factor from the
+    log's series piece; the piece for rho_p >= -20 is never taken there and is dropped, a
+    checked step. Within 8 eps of mpmath (measured below: the exponent e^rho/4 - rho/2 is
+    rounded, amplified by |rho_p|/2 <= 500 at most, here within a few eps)."""
+    m = _module("softplus", pair=True)
+    with np.errstate(all="ignore"):  # (d_rho_q and d_rho_p overflow at some of the points)
+        out = m["kl_grad"](*(np.array([v]) for v in point))
+    mu_q, _, mu_p, rho_p = (mpmath.mpf(v) for v in point)
+    with mpmath.workdps(80):
+        s_p = mpmath.log1p(mpmath.exp(rho_p))
+        true = float((mu_q - mu_p) / s_p**2)
+    assert abs(out[0][0] - true) <= 8 * EPS * abs(true), (out[0][0], true)
     assert out[2][0] == -out[0][0]
 
 
@@ -413,6 +437,7 @@ def _wrong_steps():
         dsigma,
         learned_prior,
         m_nat,
+        mu,
         natural_variables,
         r_nat,
         sigma,
@@ -446,6 +471,11 @@ def _wrong_steps():
                                                      (nat[m_nat], True)), "wrong",
                             models=(_in_each_piece,)),
         "2.3np x apart": Step(nat[x], x_wrong, "wrong", models=(_in_each_piece,)),
+        "2.3np d_mu far": Step(
+            sp.diff(kl_pair, mu), pair.result("grad_mu").func(
+                *((e**2 if k == 1 else e, c) for k, (e, c) in enumerate(
+                    pair.result("grad_mu").args))), "wrong", given=_pair_given(p),
+            models=(_in_each_piece,)),
         "2.3np r": Step(nat[r_nat], pair.result("r_evaluable").xreplace(
             {sigma: 1 / sigma}).xreplace({x: nat[x], sigma: p.sigma}), "wrong",
             given={sp.Symbol("sigma_p", positive=True): prior.sigma}),
@@ -453,7 +483,8 @@ def _wrong_steps():
 
 
 @pytest.mark.parametrize("which", ["2.3c series piece", "2.3n chain rule", "2.3np prior side",
-                                   "2.3np m far", "2.3np x apart", "2.3np r"])
+                                   "2.3np m far", "2.3np x apart", "2.3np d_mu far",
+                                   "2.3np r"])
 def test_each_new_check_fails_on_a_wrong_step(which):
     from derive.derivation import Derivation, StepCheckError
 

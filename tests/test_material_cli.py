@@ -4,6 +4,7 @@ of its own (``--root``, ``--package``), and the one-line refusals of a bad one."
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -138,6 +139,14 @@ def test_outside_material_is_generated_into_its_own_package_and_runs(outside, tm
     assert "The accuracy search at generate time" in notes
     line = next(x for x in notes.splitlines() if r"log1p\_square.v" in x)
     assert "after the steps kept" in line and "NaN" not in line.split("ulp as derived")[1], line
+    # the notebook shows the same verdicts and the steps kept (it showed no search before)
+    cells = json.loads((out / "mykernels" / "derivations.ipynb").read_text())["cells"]
+    search = ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"
+              and "- `log1p_square.v`" in "".join(c["source"])]
+    assert len(search) == 1, search
+    item = search[0].split("- `log1p_square.v`")[1].split("\n- ")[0]
+    assert "after the steps kept" in item and "$$" in item and "(1) " in item, item
+    assert r"\operatorname{log1p}" in item or "log1p" in item, item
     # and --check with the same options finds it up to date
     again = subprocess.run([sys.executable, "-m", "derive", "generate", "--check", "--material",
                             "mymat", "--root", str(out), "--package", "mykernels"],

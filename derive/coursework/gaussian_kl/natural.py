@@ -155,24 +155,95 @@ def _pair_given(p: Parameterization) -> dict[sp.Symbol, sp.Expr]:
             dlogsigma_p: d_q.xreplace({p.scale: prior.scale}), log_dlogsigma: sp.log(sp.Abs(d_q))}
 
 
-def _over_sigma_p_far(g: sp.Expr, p: Parameterization, prior: Prior) -> sp.Expr | None:
+def _below_level(prior: Prior, level: sp.Expr, sign: int | None) -> sp.Basic | None:
+    """A condition on the prior's scale alone under which ``sigma_p`` is below ``level``
+    (about: the bound is the integer nearest where it crosses), from the sign of
+    ``(log sigma)'`` and a bisection of ``sigma_p`` on the integers; None where the scale is
+    not a real number of either sign, the sign is unknown, or ``level`` is not reached
+    below ``2**16`` in magnitude. A condition on the scale, not on ``sigma_p``: folded with
+    the pieces of 2.3c's arranged log (conditions on the scale), the pieces that are never
+    taken are then empty intervals, which :func:`_taken_pieces` finds.
+
+    Example:
+        >>> rho = sp.Symbol("rho", real=True)
+        >>> p = Parameterization("rho", "m", rho, sp.log(1 + sp.exp(rho)), "softplus")
+        >>> _below_level(learned_prior(p), TINY_RATIO, 1)
+        rho_p < -69
+    """
+    s = prior.scale
+    if sign is None or s.is_positive or s.is_negative:
+        return None
+
+    def below(k: int) -> bool:  # sigma_p(sign * k) < level
+        return bool(sp.N(prior.sigma.xreplace({s: sign * k}) - level, 30) < 0)
+
+    if below(0):
+        return None
+    far = next((-(2**j) for j in range(17) if below(-(2**j))), None)
+    if far is None:
+        return None
+    near = 0  # below(far), not below(near): bisect to neighbours
+    while near - far > 1:
+        mid = (near + far) // 2
+        far, near = (mid, near) if below(mid) else (far, mid)
+    return s < sign * near if sign > 0 else s > sign * near
+
+
+def _taken_pieces(pw: sp.Basic) -> sp.Basic:
+    """``pw`` without the pieces that are never taken: a piece whose condition, and no
+    earlier one's, holds nowhere (an empty set of SymPy's, for conditions on one symbol).
+    The first piece that holds is taken, so dropping one that never holds changes no
+    value; the step that does so is checked in each remaining piece.
+
+    Example:
+        >>> u = sp.Symbol("u", real=True)
+        >>> _taken_pieces(sp.Piecewise((1, u >= -69), (2, u >= -20), (3, True)))
+        Piecewise((1, u >= -69), (3, True))
+    """
+    if not isinstance(pw, sp.Piecewise):
+        return pw
+    kept, earlier = [], []
+    for e, c in pw.args:
+        region = sp.And(c, *(sp.Not(k) for k in earlier))
+        earlier.append(c)
+        if region is sp.false:
+            continue
+        if len(region.free_symbols) == 1:
+            try:
+                if region.as_set() is sp.S.EmptySet:
+                    continue
+            except (NotImplementedError, TypeError, ValueError):
+                pass
+        kept.append((e, c))
+    if kept[-1][1] is not sp.true:  # the last piece serves wherever none holds
+        kept[-1] = (kept[-1][0], sp.true)
+    return sp.Piecewise(*kept)
+
+
+def _over_sigma_p_far(g: sp.Expr, p: Parameterization, prior: Prior
+                      ) -> tuple[sp.Expr, sp.Basic] | None:
     """``g = k m/sigma_p`` (``k`` a number; a mean's gradient) in two pieces, as it is where
     ``sigma_p >= TINY_RATIO`` and as ``k (m sigma_p**-1/2) sigma_p**-1/2`` below, each
     ``sigma_p**-1/2`` from 2.3c's arranged log (``m/sigma_p`` is 0/0 where ``mu = mu_p``
-    and ``sigma_p`` underflows, though the gradient is 0); None for any other ``g``, and
-    where that log is itself piecewise."""
+    and ``sigma_p`` underflows, though the gradient is 0), and the condition of the second;
+    None for any other ``g``. Where that log is itself piecewise (softplus: a series below
+    ``rho = -20``), the condition is one on the prior's scale (:func:`_below_level`) and the
+    pieces never taken are dropped (:func:`_taken_pieces`): a piece for ``rho_p >= -20``
+    where ``rho_p < -69`` has no point to check it at."""
     k = simplify(g / (m_nat / sigma_p))
     if not (k.is_number and k != 0):
         return None
     quarter = _refine_pieces(
         derive_chain_factors(p).result("x").xreplace({p.scale: prior.scale}) / 4)
-    if isinstance(quarter, sp.Piecewise):
-        # folded with the condition on sigma_p, its pieces include some that are never
-        # taken (softplus: rho_p >= -20 where sigma_p < 1e-30), for which no check point
-        # exists: left as it is until never-taken pieces are pruned
+    if not isinstance(quarter, sp.Piecewise):
+        far = k * sp.UnevaluatedExpr(m_nat * sp.exp(-quarter)) * sp.exp(-quarter)
+        return sp.Piecewise((g, sigma_p >= TINY_RATIO), (far, True)), sigma_p < TINY_RATIO
+    cond = _below_level(prior, TINY_RATIO, _log_derivative_sign(p))
+    if cond is None:
         return None
-    far = k * sp.UnevaluatedExpr(m_nat * sp.exp(-quarter)) * sp.exp(-quarter)
-    return sp.Piecewise((g, sigma_p >= TINY_RATIO), (far, True))
+    far = sp.Piecewise(*((k * sp.UnevaluatedExpr(m_nat * sp.exp(-h)) * sp.exp(-h), c)
+                         for h, c in quarter.args))
+    return _taken_pieces(sp.piecewise_fold(sp.Piecewise((g, ~cond), (far, True)))), cond
 
 
 #: Above this log variance ratio, ``r**2 - 1`` overflows (from 709.78) before its product
@@ -374,15 +445,17 @@ def derive_stable_kl_pair(p: Parameterization) -> Derivation:
                 grads[name] = derive_stable_kl_pair(sigma_param).result(f"grad_{var.name}")
                 steps.append(Step(g, grads[name], "as for the standard deviation: in the "
                                   "natural variables", given=_pair_given(p)))
-                far = _over_sigma_p_far(grads[name], p, prior)
-                if far is not None:
+                found = _over_sigma_p_far(grads[name], p, prior)
+                if found is not None:
+                    far, where = found
                     steps.append(Step(
                         grads[name], far,
-                        "where {0}, {1} is subnormal or zero: {2} is {3} times {4} twice, "
-                        "from the arranged log of 2.3c, so that it is not 0/0 where {5} is 0",
+                        "where {0}, {1} is below {6}, subnormal or zero: {2} is {3} times {4} "
+                        "twice, from the arranged log of 2.3c (in its pieces that are taken "
+                        "there), so that it is not 0/0 where {5} is 0",
                         given=_pair_given(p), models=(_in_each_piece,),
-                        notes=(sigma_p < TINY_RATIO, sigma_p, m_nat / sigma_p, m_nat,
-                               sp.exp(-sp.log(sigma_p) / 2), mu - mu_p)))
+                        notes=(where, sigma_p, m_nat / sigma_p, m_nat,
+                               sp.exp(-sp.log(sigma_p) / 2), mu - mu_p, TINY_RATIO)))
                     grads[name] = far
                 continue
             side = sigma if var == p.scale else sigma_p
