@@ -197,13 +197,13 @@ LONG_UNITS: dict[str, float] = {
     # latex and check reads: first, so that no two tests derive it at once from cold
     "tests/test_cli.py::test_generate_check_passes_on_this_checkout": 100,
     "tests/test_kl_user_parameterizations.py::softplus": 60,
-    # one whole derivation without the cache, in two forked children (after the first
+    # one whole derivation without the cache, in one child process (after the first
     # generate has filled the run's cache, which it reads too)
-    "tests/test_cache.py::test_output_is_byte_identical_with_and_without_the_cache": 30,
+    "tests/test_cache.py::test_output_is_byte_identical_with_and_without_the_cache": 50,
     # a child derive generate of the worked example, then check and LaTeX children
     "tests/test_example_material.py": 50,
     "tests/test_check_files.py::_marked": 20,
-    "tests/test_generate.py": 20,
+    "tests/test_generate.py": 3,
     "tests/test_check_corpus.py::": 10,
     "tests/test_simd_paths.py::": 25,
     "tests/test_kl_user_parameterizations.py::test_the_pair_module_of_exp_plus_c_is_not_built":
@@ -215,7 +215,7 @@ LONG_UNITS: dict[str, float] = {
     "tests/test_kl_user_parameterizations.py::reciprocal": 15,
     "tests/test_kl_user_parameterizations.py::sigmoid": 14,
     "tests/test_kl_user_parameterizations.py::exp_plus_c": 14,
-    "tests/test_coupling_blocks.py::user_cubic": 9,
+    "tests/test_coupling_blocks.py::user_cubic": 4,
     "tests/test_coupling_blocks.py::user_sinh": 8,
     "tests/test_coupling_blocks.py::user_asinh": 7,
     "tests/test_coupling_blocks.py::user_sigmoid_floor": 5,
@@ -229,7 +229,7 @@ def weight(unit: str) -> float:
     """The seconds :data:`LONG_UNITS` gives ``unit`` (0 for a short one).
 
     >>> weight("tests/test_coupling_blocks.py::user_cubic"), weight("tests/test_cli.py::t")
-    (9, 0)
+    (4, 0)
     >>> weight("tests/test_coupling_blocks.py::user_sqrt_exp")
     2
     """

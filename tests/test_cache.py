@@ -399,9 +399,9 @@ _DUMP = textwrap.dedent("""
     store.get = (lambda get: lambda kind, key: None if kind == "generate" else
                  get(kind, key))(store.get)
     out["parts"] = f.generate(store)[0]
-    # without the cache, and with no verdict remembered: in two forked processes
+    # without the cache, and with no verdict remembered: in this one process
     verdicts.use(None)
-    out["uncached"] = f.generate(None, jobs=2)[0]
+    out["uncached"] = f.generate(None, jobs=1)[0]
     print(json.dumps({k: {p: hashlib.sha256(t.encode()).hexdigest() for p, t in v.items()}
                       for k, v in out.items()}))
 """)
@@ -410,13 +410,13 @@ _DUMP = textwrap.dedent("""
 def test_output_is_byte_identical_with_and_without_the_cache(tmp_path):
     """Under another hash seed (12345) in a fresh process: the files read whole from the
     run's cache, rebuilt from its parts alone, and derived without any cache (no step
-    verdict remembered either; in two forked processes, ``jobs=2``) are the same bytes,
-    and those of generated/ on disk.
+    verdict remembered either; in one process, ``jobs=1``) are the same bytes, and those
+    of generated/ on disk.
 
-    The cold cache's own path (derive, store, write) is the run's first ``derive generate
-    --check`` (tests/test_cli.py, scheduled first), compared with generated/ too; and
-    tests/test_generate.py derives every file in one process (``jobs=1``) under the run's
-    own hash seed. (This test derived all three itself: three whole derivations.)"""
+    The cold cache's own path (derive, store, write; forked processes, under the run's own
+    hash seed) is the run's first ``derive generate --check`` (tests/test_cli.py, scheduled
+    first), compared with generated/ too. (This test derived all three itself: three whole
+    derivations.)"""
     on_disk = {p: hashlib.sha256(t.encode()).hexdigest()
                for p, t in _on_disk().items()}
     env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(ROOT),

@@ -1,9 +1,11 @@
 """generated/ is what the engine produces, byte for byte, under any hash seed.
 
-Derived here in one process under the run's own hash seed, and under seed 12345 in a
-fresh process by tests/test_cache.py's
+Rendered here through the run's derivation cache (which the run's first ``derive generate
+--check``, tests/test_cli.py, fills from cold under the run's own hash seed, in forked
+processes), and derived under seed 12345 in a fresh process by tests/test_cache.py's
 ``test_output_is_byte_identical_with_and_without_the_cache`` (with and without the cache,
-against generated/ on disk).
+in one process, against generated/ on disk). (This module derived everything once more
+without the cache: a third whole derivation in every run.)
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from .conftest import ROOT
 
 @cache
 def _files() -> dict[str, str]:
-    """Every generated file, derived and rendered in this process without the cache (once:
-    the tests below only read it)."""
-    return generated_files()
+    """Every generated file, rendered in this process through the run's cache (once: the
+    tests below only read it)."""
+    from derive.cache import open_store
+
+    return generated_files(open_store())
 
 
 def test_generated_is_up_to_date():
