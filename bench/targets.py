@@ -253,10 +253,15 @@ WHY = {
         "torch's autograd engine and a `torch.autograd.Function` (about 20 us more than "
         "the forward alone at 128x32); the forward is the row above."),
     "eager torch `gaussian_kl_pair.kl` ÷ td": (
-        "the fused pair body calls the C library's log1p or log once per entry in a loop "
-        "that cannot be vectorized (the NumPy pair rows above), and its checks read four "
-        "arrays (about 26 us of thread CPU time at 128x32): about 80 us against td's 84 "
-        "at 128x32 float64."),
+        "CPU tensors run the fused pair body (numba installed), whose first piecewise value "
+        "calls the C library's log1p or log once per entry in a loop that cannot be "
+        "vectorized (the NumPy pair `fused.kl` rows above), against td's vectorized torch "
+        "log of the ratio; and the kernel's checks read four arrays. Thread CPU time, "
+        "128x32 float64, one torch thread: the call 78 us (checks 17, the fused body 31, "
+        "the loop with log1p about 25 of it, the dispatch around them about 20) against td's "
+        "84; at 1000x100 the body's per-entry log1p dominates (about 8 ns an entry). A "
+        "faster row needs other arithmetic for log(σq/σp) (fewer transcendental calls per "
+        "entry), not the runtime's route."),
     "`jax.jit` `kl` ÷ naive": (
         "under tracing every piece is evaluated on every entry (shape-static), fused by XLA "
         "into one loop: the log plus about 40 flops and selects per entry (the Taylor "
