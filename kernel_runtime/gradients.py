@@ -120,23 +120,36 @@ def _backward_on_views(xp: Any, arrays: Sequence[Any], rest: tuple[Any, ...],
                        needs: Sequence[bool]) -> tuple[Any, ...] | None:
     """The backward pass through the gradient kernel's fused body on views of the saved
     CPU tensors (:func:`_on_views`), each gradient times ``grad_out`` by NumPy where it is
-    a CPU tensor too (else by torch), summed to its argument's shape; None where the fused
-    body does not run (the caller runs the gradient's array-API body)."""
+    a CPU tensor too (else by torch), summed to its argument's shape; where the incoming
+    gradient is a broadcast 1 (``.sum().backward()``), a gradient that shares memory with
+    no input and no other gradient is handed back as it is (no pass, no new array). None
+    where the fused body does not run (the caller runs the gradient's array-API body)."""
     grads = _on_views(xp, arrays, rest, fused_grad, None)
     if grads is None:
         return None
     import torch
 
-    incoming = numpy_views([grad_out], ()) if numpy_viewable([grad_out]) else None
-    out = []
+    views = numpy_views([grad_out], ()) if numpy_viewable([grad_out]) else None
+    incoming = None if views is None else views[0][0]
+    # the incoming gradient of ``.sum().backward()``: one 1 broadcast (every stride 0)
+    ones = incoming is not None and incoming.size > 0 and not any(incoming.strides) \
+        and incoming.flat[0] == 1
+    out: list[Any] = []
+    # a gradient handed back as it is must share memory with no input and no other one
+    kept: list[Any] = [a.detach().numpy() for a in arrays] if ones else []
     for a, g, need in zip(arrays, grads, needs, strict=True):
         if not need:
             out.append(None)
             continue
-        if incoming is not None:  # a new array: the body's outputs are never scaled in place
-            t = torch.from_numpy(numpy.asarray(numpy.multiply(g, incoming[0][0])))
+        g = numpy.asarray(g)
+        if ones and g.shape == incoming.shape and g.dtype == incoming.dtype and not any(
+                numpy.may_share_memory(g, b) for b in kept):
+            t = torch.from_numpy(g)  # the body's new array, times 1: as it is
+            kept.append(g)
+        elif incoming is not None:  # a new array: the body's outputs are never scaled in place
+            t = torch.from_numpy(numpy.asarray(numpy.multiply(g, incoming)))
         else:
-            t = grad_out * torch.from_numpy(numpy.asarray(g))
+            t = grad_out * torch.from_numpy(g)
         out.append(t if tuple(t.shape) == tuple(a.shape) else t.sum_to_size(a.shape))
     return tuple(out)
 

@@ -239,3 +239,23 @@ def test_a_dispatch_mode_takes_torch_s_own_path(spies):
         out = gaussian_kl.kl(torch.zeros(3), torch.ones(3))
     assert out.tolist() == [0.0, 0.0, 0.0]
     assert spies["gaussian_kl", "_kl_fused"].calls == 0
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
+def test_gradients_are_new_memory_and_scale_with_the_incoming_gradient(module, spies):
+    """``.sum().backward()`` (a broadcast 1 comes in) hands the fused gradient back as it
+    is: never an input's memory nor another gradient's; any other incoming gradient
+    multiplies it."""
+    args = _args(module, torch.float64)
+    leaves = [a.clone().requires_grad_() for a in args]
+    module.kl(*leaves).sum().backward()
+    grads = [leaf.grad for leaf in leaves]
+    for k, g in enumerate(grads):
+        others = [leaf.detach() for leaf in leaves] + grads[:k] + grads[k + 1:]
+        assert not any(np.shares_memory(g.numpy(), o.numpy()) for o in others)
+    twice = [a.clone().requires_grad_() for a in args]
+    out = module.kl(*twice)
+    out.backward(torch.full_like(out, 2.0))
+    for g, g2 in zip(grads, (t.grad for t in twice), strict=True):
+        torch.testing.assert_close(g2, 2 * g, rtol=0, atol=0)
+    assert spies[module.__name__.rsplit(".", 1)[-1], "_kl_grad_fused"].calls == 2
