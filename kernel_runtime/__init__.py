@@ -43,7 +43,8 @@ The modules, by concern:
 - :mod:`kernel_runtime.polynomials` -- derived polynomials by Horner's rule;
 - :mod:`kernel_runtime.fused` -- kernel loops compiled by numba (optional);
 - :mod:`kernel_runtime.gradients` -- eager PyTorch autograd through a derived gradient
-  (:mod:`kernel_runtime.numpy_views`: CPU tensors through the NumPy body);
+  (:mod:`kernel_runtime.numpy_views`: CPU tensors through the NumPy body, or the fused
+  body where numba is importable);
 - :mod:`kernel_runtime.outputs` -- outputs and block matrices.
 
 The contract: this package's ``__all__``, what generated modules may use, versioned by

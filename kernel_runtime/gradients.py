@@ -7,6 +7,8 @@ once without a graph, and the backward pass is the derived gradient kernel evalu
 saved inputs, times the incoming gradient -- a few operations, where autograd through the
 pieces replays every piece and every ``where``. Everywhere else (no gradient needed,
 ``torch.compile`` and ``torch.func`` tracing, other libraries) the body runs as it is.
+Plain CPU tensors run the NumPy body (or, where numba is importable, the fused body) on
+views of their memory, forward and backward alike: decided in :func:`_on_views` only.
 
 Example:
     >>> import torch
