@@ -244,16 +244,24 @@ WHY = {
         "with NumPy would evaluate untaken pieces. The second value (the Taylor piece on "
         "57%) is a vectorized loop of its own."),
     "eager torch `kl` ÷ td": (
-        "CPU tensors run the kernel's NumPy body on views of their memory (a NumPy "
-        "call about 1 us against about 3 us per torch op), so this row is the NumPy `kl` "
-        "(rows above: the Taylor piece and fresh temporaries) against td's 24 ops and its "
-        "Python; torch's own path (GPUs, dispatch modes) dispatches about 60 ops."),
+        "CPU tensors run the kernel's fused body on views of their memory where numba is "
+        "installed (else the NumPy body: the NumPy rows above against td's 24 ops); the "
+        "rest of a call is the kernel's checks (about 17 us of thread CPU time at 128x32, "
+        "the one sync) and the dispatch around the body (about 15 us)."),
     "eager torch `kl` + backward ÷ td": (
-        "the backward is the derived `kl_grad` (3 torch ops), cheaper than td's; the "
-        "forward is the row above."),
+        "the backward is the fused `kl_grad` times the incoming gradient (NumPy), under "
+        "torch's autograd engine and a `torch.autograd.Function` (about 20 us more than "
+        "the forward alone at 128x32); the forward is the row above."),
     "eager torch `gaussian_kl_pair.kl` ÷ td": (
-        "the NumPy pair body (rows above: the log1p and Taylor pieces on most of this "
-        "data) against td's 24 ops."),
+        "CPU tensors run the fused pair body (numba installed), whose first piecewise value "
+        "calls the C library's log1p or log once per entry in a loop that cannot be "
+        "vectorized (the NumPy pair `fused.kl` rows above), against td's vectorized torch "
+        "log of the ratio; and the kernel's checks read four arrays. Thread CPU time, "
+        "128x32 float64, one torch thread: the call 78 us (checks 17, the fused body 31, "
+        "the loop with log1p about 25 of it, the dispatch around them about 20) against td's "
+        "84; at 1000x100 the body's per-entry log1p dominates (about 8 ns an entry). A "
+        "faster row needs other arithmetic for log(σq/σp) (fewer transcendental calls per "
+        "entry), not the runtime's route."),
     "`jax.jit` `kl` ÷ naive": (
         "under tracing every piece is evaluated on every entry (shape-static), fused by XLA "
         "into one loop: the log plus about 40 flops and selects per entry (the Taylor "
@@ -268,8 +276,9 @@ def markdown(rows: list[dict] | None) -> list[str]:
     lines = ["## Targets (issue 24)", "",
              "From part 7 of this run: each ratio divides two medians timed in the same "
              "interleaved loop (default `check_finite`; eager CPU tensors run the kernels' "
-             "NumPy bodies on views of their memory, `kernel_runtime.numpy_views`; the "
-             "syncs are counted under a dispatch mode, where, as on a GPU, torch's own "
+             "fused bodies where numba is installed, else their NumPy bodies, on views of "
+             "their memory, `kernel_runtime.gradients`, the backward the fused `kl_grad`; "
+             "the syncs are counted under a dispatch mode, where, as on a GPU, torch's own "
              "path runs; td is "
              "`torch.distributions.kl_divergence` with its default argument validation).",
              "", "| target | case | measured | target | verdict |",

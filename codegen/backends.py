@@ -131,12 +131,19 @@ def render_module(module: Module, command: str,
     # the kernels reached through the module's namespace of each such backend
     extra = {b.name: [k for k in module.kernels if lowered[b.name][k.name] is not None]
              for b in backends if not b.dispatch}
+    # the fused bodies of a kernel with a derived gradient and of that gradient, which
+    # kernel_runtime.differentiable may run for eager CPU tensors (the runtime decides)
+    fused = {k.name for k in extra.get(FUSED.name, ())}
+    fused_bodies = {k.name: tuple(f"_{name}_fused" if name in fused else "None"
+                                  for name in (k.name, k.gradient))
+                    for k in module.kernels if k.gradient and k.name in fused}
     present = [b for b in backends if any(v is not None for v in lowered[b.name].values())]
     imports = sorted({name for b in present for name in b.imports})
     notes = [b.note for b in present if b.note]
     template = environment().get_template("module.py.jinja")
     return template.render(module=module, plans=plans, entries=entries, lowered=lowered,
                            backends=backends, extra=extra, imports=imports, notes=notes,
+                           fused_bodies=fused_bodies,
                            command=command, contract=runtime_contract())
 
 

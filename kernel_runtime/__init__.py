@@ -43,7 +43,8 @@ The modules, by concern:
 - :mod:`kernel_runtime.polynomials` -- derived polynomials by Horner's rule;
 - :mod:`kernel_runtime.fused` -- kernel loops compiled by numba (optional);
 - :mod:`kernel_runtime.gradients` -- eager PyTorch autograd through a derived gradient
-  (:mod:`kernel_runtime.numpy_views`: CPU tensors through the NumPy body);
+  (:mod:`kernel_runtime.numpy_views`: CPU tensors through the NumPy body, or the fused
+  body where numba is importable);
 - :mod:`kernel_runtime.outputs` -- outputs and block matrices.
 
 The contract: this package's ``__all__``, what generated modules may use, versioned by
@@ -66,7 +67,7 @@ Example:
     ...
     ValueError: sigma: expected every entry > 0, got a minimum of -1.0
     >>> CONTRACT_VERSION
-    '2.4'
+    '2.5'
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ from .prepare import broadcast, prepare_coupling, prepare_elementwise
 
 #: The version of the contract below, ``"major.minor"``: generated modules check it on
 #: import (same major version, at least their minor version).
-CONTRACT_VERSION = "2.4"
+CONTRACT_VERSION = "2.5"
 
 #: The contract: the names generated modules use (``kernel_runtime.<name>``), then the class
 #: of :func:`callee_arg`'s values and the version.
@@ -97,7 +98,8 @@ __all__ = [
     # piecewise values
     "select", "zero",
     # eager PyTorch autograd through a derived gradient kernel (contract 2.1; its optional
-    # NumPy body, which CPU tensors run: contract 2.3)
+    # NumPy body, which CPU tensors run: contract 2.3; its optional fused bodies, which CPU
+    # tensors run where numba is importable: contract 2.5)
     "differentiable",
     # a derived polynomial by Horner's rule, in place where the library allows (contract 2.2)
     "horner",

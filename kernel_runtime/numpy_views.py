@@ -2,9 +2,10 @@
 
 Eager PyTorch at a VAE's batch spends its time dispatching operations (about 3 us each,
 against about 1 us for a NumPy call): where every tensor is a plain CPU tensor of float32
-or float64, :func:`kernel_runtime.differentiable` runs the kernel's body on NumPy views of
-their memory (no copy) and hands its result back as a tensor (``torch.from_numpy``, no
-copy); :func:`kernel_runtime.pieces.strategy` says where (``"numpy"``).
+or float64, :func:`kernel_runtime.differentiable` runs the kernel's body (its fused body
+where numba is importable) on NumPy views of their memory (no copy) and hands its result
+back as a tensor (``torch.from_numpy``, no copy); :func:`kernel_runtime.pieces.strategy`
+says where (``"numpy"``).
 
 Example:
     >>> import torch

@@ -33,6 +33,7 @@ import kernel_runtime as rt
 from codegen.plan import plan_kernel
 from derive.loader import kernel_modules
 from kernel_runtime import pieces
+from kernel_runtime.fused import fused_available
 
 from .backends import make
 from .conftest import rendered_once
@@ -183,8 +184,17 @@ def _traced(monkeypatch) -> None:
     monkeypatch.setattr(pieces, "strategy", lambda xp, shape, arrays: "traced")
 
 
-def _run(kernel, module: str, args, kwargs):
-    fn = getattr(importlib.import_module(f"generated.{module}"), kernel.name)
+def _fused_route(kernel, module: str) -> bool:
+    """Whether eager CPU tensors run this kernel's fused body (numba importable, and the
+    module has one: kernel_runtime.gradients._on_views decides)."""
+    mod = importlib.import_module(f"generated.{module}")
+    return bool(kernel.gradient) and fused_available() and hasattr(
+        getattr(mod, "fused", None), kernel.name)
+
+
+def _run(kernel, module: str, args, kwargs, fused: bool = False):
+    mod = importlib.import_module(f"generated.{module}")
+    fn = getattr(mod.fused if fused else mod, kernel.name)
     with np.errstate(all="ignore"):
         out = fn(*args, **kwargs)
     return out if isinstance(out, tuple) else (out,)
@@ -208,13 +218,16 @@ def test_eager_and_traced_pieces_agree_on_dense_grids(monkeypatch, name, module,
         with monkeypatch.context() as m:
             if kernel.gradient and pieces.strategy(array_namespace(*args), (), args) == "numpy":
                 # CPU tensors run the NumPy body on views of their memory (through
-                # rt.differentiable): its values are NumPy's, whose log and exp may round
-                # otherwise than torch's, so they are compared with the NumPy kernel's
+                # rt.differentiable), or its fused body where numba is importable: its
+                # values are NumPy's (or the C library's), whose log and exp may round
+                # otherwise than torch's, so they are compared with that kernel's
                 args = [lib.numpy(a) for a in args]
+                fused = _fused_route(kernel, module)
             else:
                 _traced(m)
+                fused = False
             traced = [lib.numpy(v) if not isinstance(v, np.ndarray) else v
-                      for v in _run(kernel, module, args, kwargs)]
+                      for v in _run(kernel, module, args, kwargs, fused)]
         for e, t in zip(eager, traced, strict=True):
             np.testing.assert_array_equal(e, t)
     assert calls or variant not in GATHERING, "the pieces were not gathered"
@@ -249,10 +262,25 @@ def test_eager_gradients_are_finite_and_equal_the_double_where(monkeypatch, modu
         # broadcast: a leaf's gradient is a sum over the broadcast rows, which the two
         # lowerings may add in a different order (a few ulp apart)
         rtol = 8 * torch.finfo(leaves[0].dtype).eps if layout == "broadcast" else 0
+        fused = variant == "measured" and _fused_route(kernel, module)
+        if fused and layout != "broadcast":
+            # the backward is kl_grad's fused body (kernel_runtime.gradients), whose exp
+            # and expm1 are the C library's, not torch's: the gradient is that body's,
+            # times the incoming gradient (the mask below), bit for bit
+            (out,) = _run(kernel, module, args, kwargs)
+            mask = (out.detach().abs() < 1e300).numpy()
+            grad = getattr(importlib.import_module(f"generated.{module}").fused,
+                           kernel.gradient)
+            with np.errstate(all="ignore"):  # 0 * inf where the mask drops an entry
+                expected = [x * mask for x in grad(*(a.detach().numpy() for a in leaves),
+                                                    **kwargs)]
+            for e, x in zip(eager, expected, strict=True):
+                np.testing.assert_array_equal(e.numpy(), x)
         for e, t in zip(eager, traced, strict=True):
             finite = torch.isfinite(t)
             assert torch.isfinite(e[finite]).all()
-            torch.testing.assert_close(e[finite], t[finite], rtol=rtol, atol=0)
+            if not fused:
+                torch.testing.assert_close(e[finite], t[finite], rtol=rtol, atol=0)
 
 
 @pytest.mark.parametrize("parameterization", ["gaussian_kl", "gaussian_kl_logvar"])
