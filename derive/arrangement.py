@@ -32,6 +32,7 @@ from sympy.codegen.rewriting import expm1_opt, log1p_opt, logaddexp_opt, optimiz
 
 from .derivation import Step
 from .nodes import cbrt, sigmoid, softplus
+from .nodes import identity as _identity
 
 __all__ = ["Rewrite", "arrange", "LOG_REWRITES", "KERNEL_REWRITES", "is_exponential",
            "SCALED_SQUARES", "vanishing_factors_apart", "expm1_as_sinh"]
@@ -119,21 +120,22 @@ _LOG_OF_PRODUCT = Rewrite(
 _LOG_OF_POWER = Rewrite(
     "log of a power",
     "the log of a power: {0}",
-    (sp.Eq(sp.log(sp.Abs(_u ** _k, evaluate=False), evaluate=False), _k * sp.log(sp.Abs(_u))),),
+    (_identity(sp.log(sp.Abs(_u ** _k, evaluate=False), evaluate=False),
+               _k * sp.log(sp.Abs(_u))),),
     lambda e: (a := _abs_arg(e)) is not None and a.is_Pow and a.exp.is_integer,
     lambda e: _abs_arg(e).exp * _log_abs(_abs_arg(e).base),
 )
 _LOG_OF_EXP = Rewrite(
     "log of exp",
     "{0} for real {1}: no exponential is ever formed",
-    (sp.Eq(sp.log(sp.Abs(sp.exp(_u), evaluate=False), evaluate=False), _u), _u),
+    (_identity(sp.log(sp.Abs(sp.exp(_u), evaluate=False), evaluate=False), _u), _u),
     lambda e: isinstance(_abs_arg(e), sp.exp),
     lambda e: _abs_arg(e).args[0],
 )
 _POSITIVE = Rewrite(
     "positive",
     "the argument is positive: {0}",
-    (sp.Eq(sp.log(sp.Abs(_b, evaluate=False), evaluate=False), sp.log(_b)),),
+    (_identity(sp.log(sp.Abs(_b, evaluate=False), evaluate=False), sp.log(_b)),),
     lambda e: isinstance(e, sp.log) and isinstance(e.args[0], sp.Abs)
     and bool(e.args[0].args[0].is_positive),
     lambda e: sp.log(e.args[0].args[0]),
@@ -152,14 +154,14 @@ def _one_plus_exp(e: sp.Basic) -> sp.Basic | None:
 _SOFTPLUS = Rewrite(
     "softplus",
     "{0}, which never forms the exponential: it is finite for every finite {1}",
-    (sp.Eq(sp.log(1 + sp.exp(_u)), softplus(_u)), _u),
+    (_identity(sp.log(1 + sp.exp(_u)), softplus(_u)), _u),
     lambda e: isinstance(e, sp.log) and _one_plus_exp(e.args[0]) is not None,
     lambda e: softplus(_one_plus_exp(e.args[0])),
 )
 _LOG_SIGMOID = Rewrite(
     "log sigmoid",
     "{0}: the log of a sigmoid without forming it",
-    (sp.Eq(sp.log(sigmoid(_u)), -softplus(-_u)),),
+    (_identity(sp.log(sigmoid(_u)), -softplus(-_u)),),
     lambda e: isinstance(e, sp.log) and isinstance(e.args[0], sigmoid),
     lambda e: -softplus(-e.args[0].args[0]),
 )
@@ -211,7 +213,7 @@ _CANCEL = Rewrite(
     "cancel exponentials",
     "multiply the exponential into the sum: {0} cancels before either factor is formed, "
     "so no overflow makes it an infinity times 0",
-    (sp.Eq(sp.Mul(sp.exp(_u), sp.exp(-_u), evaluate=False), 1, evaluate=False),),
+    (_identity(sp.Mul(sp.exp(_u), sp.exp(-_u), evaluate=False), 1, evaluate=False),),
     _cancels,
     _distribute,
 )
@@ -225,7 +227,7 @@ def _sigmoid_power(e: sp.Basic) -> bool:
 _SIGMOID = Rewrite(
     "sigmoid",
     "{0}, named so that its log and its value can be taken without overflow",
-    (sp.Eq(1 / (1 + sp.exp(-_u)), sigmoid(_u)),),
+    (_identity(1 / (1 + sp.exp(-_u)), sigmoid(_u)),),
     _sigmoid_power,
     lambda e: sigmoid(-_one_plus_exp(e.base)) ** (-e.exp),
 )
@@ -258,7 +260,7 @@ _TANH_DERIVATIVE = Rewrite(
     "tanh derivative",
     "{0}: the difference of two numbers near 1 is never formed (it rounds to 0 where "
     "{1}, and the product of sigmoids keeps every digit)",
-    (sp.Eq(1 - sp.tanh(_u) ** 2, 4 * sigmoid(2 * _u) * sigmoid(-2 * _u)),
+    (_identity(1 - sp.tanh(_u) ** 2, 4 * sigmoid(2 * _u) * sigmoid(-2 * _u)),
      sp.Gt(sp.Abs(_u), 19)),
     lambda e: _tanh_square(e) is not None,
     lambda e: 4 * _tanh_square(e)[0] * sigmoid(2 * _tanh_square(e)[1])
@@ -280,7 +282,8 @@ _TANH_SIGMOID = Rewrite(
     "tanh sigmoid",
     "{0} and {1}: a sum that cancels where {2} is large becomes a sigmoid, whose value and "
     "log are taken without cancellation",
-    (sp.Eq(1 + sp.tanh(_u), 2 * sigmoid(2 * _u)), sp.Eq(1 - sp.tanh(_u), 2 * sigmoid(-2 * _u)),
+    (_identity(1 + sp.tanh(_u), 2 * sigmoid(2 * _u)),
+     _identity(1 - sp.tanh(_u), 2 * sigmoid(-2 * _u)),
      _u),
     lambda e: _one_plus_tanh(e) is not None,
     lambda e: 2 * _one_plus_tanh(e)[0] * sigmoid(2 * _one_plus_tanh(e)[2]
@@ -307,7 +310,7 @@ def _softplus_minus_argument(e: sp.Basic) -> sp.Basic | None:
 _SOFTPLUS_REFLECTION = Rewrite(
     "softplus reflection",
     "{0}: the difference of two large numbers is never formed where {1} is large",
-    (sp.Eq(softplus(_u) - _u, softplus(-_u)), _u),
+    (_identity(softplus(_u) - _u, softplus(-_u)), _u),
     lambda e: _softplus_minus_argument(e) is not None,
     lambda e: _softplus_minus_argument(e),
 )
@@ -328,7 +331,7 @@ def _exp_difference(e: sp.Basic) -> sp.Basic | None:
 _SINH = Rewrite(
     "sinh",
     "{0}: the difference of two numbers near 1 is never formed where {1} is near 0",
-    (sp.Eq(sp.exp(_u) - sp.exp(-_u), 2 * sp.sinh(_u)), _u),
+    (_identity(sp.exp(_u) - sp.exp(-_u), 2 * sp.sinh(_u)), _u),
     lambda e: _exp_difference(e) is not None,
     lambda e: 2 * sp.sinh(_exp_difference(e)),
 )
@@ -360,7 +363,7 @@ def _merge_exp_sigmoid(m: sp.Basic) -> sp.Basic:
 _EXP_SIGMOID = Rewrite(
     "exp times sigmoid",
     "{0}, factor by factor: neither factor overflows",
-    (sp.Eq(sp.exp(-_u) * sigmoid(_u), sigmoid(-_u)),),
+    (_identity(sp.exp(-_u) * sigmoid(_u), sigmoid(-_u)),),
     lambda e: _exp_sigmoid_pair(e) is not None,
     _merge_exp_sigmoid,
 )
@@ -389,7 +392,7 @@ def _sigmoid_polynomial(e: sp.Basic) -> tuple[sp.Basic, sp.Basic] | None:
 _SIGMOID_COMPLEMENT = Rewrite(
     "sigmoid complement",
     "factor, and {0}: the difference of two numbers near 1 is never formed",
-    (sp.Eq(1 - sigmoid(_u), sigmoid(-_u)),),
+    (_identity(1 - sigmoid(_u), sigmoid(-_u)),),
     lambda e: _sigmoid_polynomial(e) is not None,
     lambda e: _sigmoid_polynomial(e)[1],
 )
@@ -402,10 +405,10 @@ def _sympy_rewrite(name: str, optim: Callable[[sp.Basic], sp.Basic],
 
 
 _LOGADDEXP = _sympy_rewrite(
-    "logaddexp", logaddexp_opt, (sp.Eq(sp.log(sp.exp(_u) + sp.exp(_v)), logaddexp(_u, _v)),),
+    "logaddexp", logaddexp_opt, (_identity(sp.log(sp.exp(_u) + sp.exp(_v)), logaddexp(_u, _v)),),
     "{0} (the logaddexp of SymPy's code generation): no exponential overflows")
 _EXPM1 = _sympy_rewrite(
-    "expm1", expm1_opt, (sp.Eq(sp.exp(_u) - 1, expm1(_u)), _u),
+    "expm1", expm1_opt, (_identity(sp.exp(_u) - 1, expm1(_u)), _u),
     "{0} (from SymPy's code generation): no cancellation where {1} is near 0")
 def _one_minus_part(e: sp.Basic) -> sp.Basic | None:
     """``(Q - P)/Q`` where ``e`` is ``1 - P/Q`` and ``P`` is a term of the sum ``Q`` (so
@@ -428,7 +431,7 @@ def _one_minus_part(e: sp.Basic) -> sp.Basic | None:
 _ONE_MINUS_PART = Rewrite(
     "one minus a part",
     "{0}: where {1} is near 1 the difference is never formed",
-    (sp.Eq(1 - _u / (_u + _b), _b / (_u + _b)), _u / (_u + _b)),
+    (_identity(1 - _u / (_u + _b), _b / (_u + _b)), _u / (_u + _b)),
     lambda e: _one_minus_part(e) is not None,
     _one_minus_part,
 )
@@ -461,7 +464,7 @@ _LOG_EXP_PLUS = Rewrite(
     "{0} overflows where {1} though {2} is finite; where {3}, {4}: it forms {5}, at most "
     "{6} there; the first form serves below (it is evaluated in two pieces)",
     (sp.exp(_u), _u > sp.Float("709.78", 5), sp.log(_k2 * sp.exp(_u) + _b), _u >= 0,
-     sp.Eq(sp.log(_k2 * sp.exp(_u) + _b),
+     _identity(sp.log(_k2 * sp.exp(_u) + _b),
            _u + sp.log(_k2) + log1p(_b / _k2 * sp.exp(-_u))),
      sp.exp(-_u), _b / _k2),
     lambda e: _scaled_exp_plus(e) is not None,
@@ -478,7 +481,7 @@ def _log1p_where_it_applies(expr: sp.Basic) -> sp.Basic:
 
 
 _LOG1P = Rewrite("log1p", "{0} (from SymPy's code generation): {1} is not rounded where {2} "
-                 "is tiny", (sp.Eq(sp.log(1 + _u), log1p(_u)), 1 + _u, _u),
+                 "is tiny", (_identity(sp.log(1 + _u), log1p(_u)), 1 + _u, _u),
                  whole=_log1p_where_it_applies)
 
 
@@ -503,7 +506,7 @@ _LOG1P_ABS = Rewrite(
     "{0} rounds {1} away where {1} is tiny ({2} is rounded before its log); {3}, because "
     "{4} is {1} where {5} and {6} where {7}: one expression, accurate for every real {1}",
     (sp.log(sp.Abs(1 + _u)), _u, 1 + _u,
-     sp.Eq(sp.log(sp.Abs(1 + _u)), log1p(sp.Max(_u, -2 - _u))),
+     _identity(sp.log(sp.Abs(1 + _u)), log1p(sp.Max(_u, -2 - _u))),
      sp.Abs(1 + _u) - 1, _u >= -1, -2 - _u, _u < -1),
     lambda e: _one_plus(e) is not None,
     _log_abs_one_plus,
@@ -538,7 +541,7 @@ _SIGMOID_PRODUCT = Rewrite(
     "{0}: one expression for every real {1}, in {2}, which never overflows; the smaller "
     "sigmoid's exponential is a factor of its own, so that its product with the rest is "
     "formed without underflow (a later step)",
-    (sp.Eq(sigmoid(_u) * sigmoid(-_u), sp.exp(-sp.Abs(_u)) / (1 + sp.exp(-sp.Abs(_u))) ** 2),
+    (_identity(sigmoid(_u) * sigmoid(-_u), sp.exp(-sp.Abs(_u)) / (1 + sp.exp(-sp.Abs(_u))) ** 2),
      _u, sp.exp(-sp.Abs(_u))),
     lambda e: _sigmoid_pair(e) is not None,
     _sigmoid_pair_merged,
@@ -632,8 +635,8 @@ _LOG_SOFTPLUS = Rewrite(
     "expression of the log is accurate for every real number, so it is evaluated in two "
     "pieces",
     (sp.Lt(_u, LOG_SOFTPLUS_SERIES_BELOW),
-     sp.Eq(sp.log(softplus(_u)), _u + sp.log(log1p(sp.exp(_u)) * sp.exp(-_u))),
-     sp.Eq(sp.log(sp.log(1 + _t) / _t), -_t / 2 + sp.O(_t**2), evaluate=False),
+     _identity(sp.log(softplus(_u)), _u + sp.log(log1p(sp.exp(_u)) * sp.exp(-_u))),
+     _identity(sp.log(sp.log(1 + _t) / _t), -_t / 2 + sp.O(_t**2), evaluate=False),
      _t, sp.exp(_u)),
     lambda e: isinstance(e, sp.log) and isinstance(e.args[0], softplus),
     _log_softplus_pieces,
@@ -657,8 +660,8 @@ _LOG_COSH = Rewrite(
     "is near 0 and overflows where {3}; {4} and {5} are each accurate where they are used, "
     "so it is evaluated in two pieces",
     (sp.log(sp.cosh(_u)), _u, sp.cosh(_u), sp.Abs(_u) > 710,
-     sp.Eq(sp.log(sp.cosh(_u)), log1p(2 * sp.sinh(_u / 2) ** 2)),
-     sp.Eq(sp.log(sp.cosh(_u)), sp.Abs(_u) + log1p(sp.exp(-2 * sp.Abs(_u))) - sp.log(2))),
+     _identity(sp.log(sp.cosh(_u)), log1p(2 * sp.sinh(_u / 2) ** 2)),
+     _identity(sp.log(sp.cosh(_u)), sp.Abs(_u) + log1p(sp.exp(-2 * sp.Abs(_u))) - sp.log(2))),
     lambda e: isinstance(e, sp.log) and isinstance(e.args[0], sp.cosh),
     _log_cosh_pieces,
 )
@@ -679,7 +682,7 @@ _LOG1P_SQUARE = Rewrite(
     "argument of the second log1p is in [-1/2, 0); where {4} the first form keeps every "
     "digit, so it is evaluated in two pieces",
     (_u**2, sp.Abs(_u) > sp.Float("1.3e154", 2), log1p(_u**2),
-     sp.Eq(log1p(_u**2), 2 * log1p(sp.Abs(_u))
+     _identity(log1p(_u**2), 2 * log1p(sp.Abs(_u))
            + log1p(-2 * (1 - 1 / (1 + sp.Abs(_u))) / (1 + sp.Abs(_u)))),
      sp.Abs(_u) < 1),
     lambda e: isinstance(e, log1p) and e.args[0].is_Pow and e.args[0].exp == 2,
@@ -715,7 +718,7 @@ _CONJUGATE = Rewrite(
     "{0} cancels where {1} is large and negative; there it is {2}, a sum of two positive "
     "numbers: it is evaluated in two pieces",
     (sp.sqrt(_u**2 + _b) + _u, _u,
-     sp.Eq(sp.sqrt(_u**2 + _b) + _u, _b / (sp.sqrt(_u**2 + _b) - _u))),
+     _identity(sp.sqrt(_u**2 + _b) + _u, _b / (sp.sqrt(_u**2 + _b) - _u))),
     lambda e: _conjugate(e) is not None,
     _conjugate_pieces,
 )
@@ -813,7 +816,7 @@ _EXP_SUM_PRODUCT = Rewrite(
     "{0} overflows where {1} is large, though {2} is finite where {3} is small: {4}, so "
     "that the product with the exponential can be formed without overflow (next step)",
     (sp.exp(_u) + _b, _u, _v * (sp.exp(_u) + _b), sp.Abs(_v),
-     sp.Eq(_v * (sp.exp(_u) + _b), _v * sp.exp(_u) + _b * _v, evaluate=False)),
+     _identity(_v * (sp.exp(_u) + _b), _v * sp.exp(_u) + _b * _v, evaluate=False)),
     lambda e: _scaled_exponential_sum(e) is not None,
     _distributed_exponential_sum,
 )
@@ -840,7 +843,7 @@ _PRODUCT_INTO_PIECES = Rewrite(
     "a piece holds {0}, which over- or underflows where {1} is large, though its product "
     "with {2} is finite: {3}, so that each piece forms its own product (next step)",
     (sp.exp(_u), sp.Abs(_u), _v,
-     sp.Eq(_v * sp.Piecewise((sp.exp(_u), _c > 0), (1, True)),
+     _identity(_v * sp.Piecewise((sp.exp(_u), _c > 0), (1, True)),
            sp.Piecewise((_v * sp.exp(_u), _c > 0), (_v, True)), evaluate=False)),
     lambda e: _piecewise_scaled(e) is not None,
     _product_into_pieces,
@@ -862,7 +865,7 @@ _EXP_PRODUCT = Rewrite(
     "normal number",
     (sp.exp(_u), _u > sp.Float("709.78", 5), _u > sp.Float("88.72", 4), _v * sp.exp(_u),
      sp.Abs(_v),
-     sp.Eq(_v * sp.exp(_u), sp.UnevaluatedExpr(_v * sp.exp(_u / 2)) * sp.exp(_u / 2),
+     _identity(_v * sp.exp(_u), sp.UnevaluatedExpr(_v * sp.exp(_u / 2)) * sp.exp(_u / 2),
            evaluate=False),
      _u < sp.Float("1419.5", 5), _u < sp.Float("177.4", 4), _u < sp.Float("-745.13", 5)),
     lambda e: _scaled_exponential(e) is not None,
@@ -904,9 +907,9 @@ _SINH_THIRD = Rewrite(
     "gives the negative {1}; where {7} the first form keeps every digit, so it is "
     "evaluated in three pieces",
     (sp.sinh(sp.asinh(_u) / 3), _u, sp.asinh(_u) / 3,
-     sp.Eq(sp.sinh(sp.asinh(_b) / 3), _sinh_third_scaled(_b)), _b > 0,
-     sp.Eq(sp.exp(sp.asinh(_b)), _b * (1 + sp.sqrt(1 + _b**-2))),
-     sp.Eq(sp.sinh(sp.asinh(-_b) / 3), -sp.sinh(sp.asinh(_b) / 3)),
+     _identity(sp.sinh(sp.asinh(_b) / 3), _sinh_third_scaled(_b)), _b > 0,
+     _identity(sp.exp(sp.asinh(_b)), _b * (1 + sp.sqrt(1 + _b**-2))),
+     _identity(sp.sinh(sp.asinh(-_b) / 3), -sp.sinh(sp.asinh(_b) / 3)),
      sp.Abs(_u) < SINH_THIRD_SPLIT),
     lambda e: _sinh_third_of(e) is not None,
     _sinh_third_pieces,
@@ -984,7 +987,7 @@ def expm1_as_sinh(half: sp.Basic) -> Rewrite:
             else e
 
     return Rewrite("expm1 as sinh", "{0}, with {1} computed once: it overflows later",
-                   (sp.Eq(expm1(2 * _u), 2 * sp.exp(_u) * sp.sinh(_u), evaluate=False), half),
+                   (_identity(expm1(2 * _u), 2 * sp.exp(_u) * sp.sinh(_u), evaluate=False), half),
                    lambda e: isinstance(e, expm1), rewrite)
 
 
@@ -1006,5 +1009,5 @@ def _halved_square(term: sp.Basic) -> sp.Basic:
 #: expression, so that SymPy keeps the arrangement.
 SCALED_SQUARES = Rewrite(
     "scaled squares", "{0}: halve, then square, so that the square overflows later",
-    (sp.Eq(_u**2, 4 * sp.UnevaluatedExpr(_u / 2) ** 2, evaluate=False),),
+    (_identity(_u**2, 4 * sp.UnevaluatedExpr(_u / 2) ** 2, evaluate=False),),
     whole=lambda e: sp.Add(*(_halved_square(t) for t in sp.Add.make_args(sp.expand(e)))))

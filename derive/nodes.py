@@ -29,7 +29,7 @@ from functools import lru_cache
 import sympy as sp
 
 __all__ = ["ComponentSum", "Term", "BlockSpec", "BlockMatrixSpec", "IDENTITY", "softplus",
-           "sigmoid", "cbrt", "Opaque", "is_opaque", "simplify"]
+           "sigmoid", "cbrt", "Opaque", "is_opaque", "simplify", "identity"]
 
 
 def simplify(expr: sp.Basic) -> sp.Basic:
@@ -52,6 +52,19 @@ def simplify(expr: sp.Basic) -> sp.Basic:
     if not isinstance(expr, sp.Basic):
         return sp.simplify(expr)
     return _simplify(expr)
+
+
+def identity(lhs: sp.Basic, rhs: sp.Basic, evaluate: bool = False) -> sp.Basic:
+    """``lhs = rhs`` as a rewrite rule's note, left unevaluated: an evaluated ``Eq`` asks
+    SymPy to decide it, which took about 1 s of every process's import for the rules'
+    identities (each is checked with the step that shows it, not here).
+
+    Example:
+        >>> u = sp.Symbol("u", real=True)
+        >>> identity(sp.exp(u) - 1, sp.exp(u) - 1)
+        Eq(exp(u) - 1, exp(u) - 1)
+    """
+    return sp.Eq(lhs, rhs, evaluate=evaluate)
 
 
 @lru_cache(maxsize=4096)

@@ -30,6 +30,7 @@ import sympy as sp
 from sympy.codegen.cfunctions import expm1, log1p
 
 from .nodes import cbrt
+from .nodes import identity as _identity
 
 __all__ = ["EXTRA_RULES", "Grouped", "two_terms"]
 
@@ -427,49 +428,49 @@ def _rule(name: str, fn: Callable[[sp.Basic], sp.Basic], reason: str,
 EXTRA_RULES = (
     _rule("cube root", _cube_roots,
           "{0}: the real cube root, not a power whose exponent 1/3 is rounded",
-          (sp.Eq(_p ** sp.Rational(1, 3), cbrt(_p)),)),
+          (_identity(_p ** sp.Rational(1, 3), cbrt(_p)),)),
     _rule("quadratic root", _quadratic_root,
           "{0} where the sum would cancel, and the root of the discriminant scaled: {1} "
           "where {2} (neither b**2 nor a c is formed, so neither overflows)",
-          (sp.Eq(-_b + sp.sqrt(_b ** 2 - 4 * _a * _c),
+          (_identity(-_b + sp.sqrt(_b ** 2 - 4 * _a * _c),
                  -4 * _a * _c / (_b + sp.sqrt(_b ** 2 - 4 * _a * _c))),
-           sp.Eq(sp.sqrt(_b ** 2 - 4 * _a * _c),
+           _identity(sp.sqrt(_b ** 2 - 4 * _a * _c),
                  sp.Abs(_b) * sp.sqrt(1 - 4 * _a * _c / _b ** 2)),
            sp.Abs(_b) >= 2 * sp.sqrt(sp.Abs(_a * _c)))),
     _rule("x log x difference", _x_log_x_difference,
           "{0}: the difference of the logs formed as a log1p of a small ratio",
-          (sp.Eq((_p + 1) * sp.log(_p + 1) - _p * sp.log(_p),
+          (_identity((_p + 1) * sp.log(_p + 1) - _p * sp.log(_p),
                  sp.log(_p + 1) + _p * log1p(1 / _p)),)),
     _rule("log of a ratio", _log_of_ratio,
           "{0}: the log of a ratio near 1 through the small difference of its terms",
-          (sp.Eq(sp.log((1 - _u) / (1 + _u)), log1p(-2 * _u / (1 + _u))),)),
+          (_identity(sp.log((1 - _u) / (1 + _u)), log1p(-2 * _u / (1 + _u))),)),
     _rule("power difference", _power_difference,
           "{0}: the small relative difference of the bases formed first, no cancellation",
-          (sp.Eq((_p + 1) ** sp.Rational(1, 3) - _p ** sp.Rational(1, 3),
+          (_identity((_p + 1) ** sp.Rational(1, 3) - _p ** sp.Rational(1, 3),
                  _p ** sp.Rational(1, 3) * expm1(log1p(1 / _p) / 3)),)),
     _rule("difference of squares", _difference_of_squares,
           "{0}: the small factor formed first where the square is near the constant",
-          (sp.Eq(_u ** 2 / 2 - sp.Rational(1, 2), (_u - 1) * (_u + 1) / 2),)),
+          (_identity(_u ** 2 / 2 - sp.Rational(1, 2), (_u - 1) * (_u + 1) / 2),)),
     _rule("pair first", _pair_first,
           "{0}: two terms of a sum added before the others (measured: the pair that "
           "cancels, added first, loses nothing)",
-          (sp.Eq(_a + _b + _c, sp.UnevaluatedExpr(_a + _c) + _b, evaluate=False),)),
+          (_identity(_a + _b + _c, sp.UnevaluatedExpr(_a + _c) + _b, evaluate=False),)),
     _rule("exp of an exact product", _exp_of_exact_product,
           "{0}, with {1} equal to the product to twice float64's precision (Dekker's "
           "TwoProduct, Knuth's TwoSum for a factor that is a sum): the product's rounding, "
           "which the exponential magnifies by the product's size, is carried in b",
-          (sp.Eq(expm1(_a + _b), expm1(_a) + sp.exp(_a) * expm1(_b)), _a + _b)),
+          (_identity(expm1(_a + _b), expm1(_a) + sp.exp(_a) * expm1(_b)), _a + _b)),
     _rule("expm1 ratio", _expm1_ratio,
           "{0}: where V and W share a sign, a sum whose terms share theirs (with {1}), and "
           "no exponential that overflows",
-          (sp.Eq(expm1(_a + _b) / (expm1(_a) * expm1(_b)), 1 / expm1(_a) + 1 / expm1(_b) + 1),
-           sp.Eq(1 / expm1(_u) + 1, -1 / expm1(-_u)))),
+          (_identity(expm1(_a + _b) / (expm1(_a) * expm1(_b)), 1 / expm1(_a) + 1 / expm1(_b) + 1),
+           _identity(1 / expm1(_u) + 1, -1 / expm1(-_u)))),
     _rule("over expm1 of a product", _over_expm1_of_product,
           "{0}: no quotient of two numbers that underflow together",
-          (sp.Eq(_a / expm1(_a * _b), sp.Mul(_a * _b / expm1(_a * _b), 1 / _b,
+          (_identity(_a / expm1(_a * _b), sp.Mul(_a * _b / expm1(_a * _b), 1 / _b,
                                              evaluate=False), evaluate=False),)),
     _rule("root of exp", _root_of_exp,
           "{0} where {1}: the exponential of half the argument, so that no exponential "
           "overflows where the root does not",
-          (sp.Eq(sp.sqrt(sp.exp(_u) + 1), sp.exp(_u / 2) * sp.sqrt(1 + sp.exp(-_u))), _u > 0)),
+          (_identity(sp.sqrt(sp.exp(_u) + 1), sp.exp(_u / 2) * sp.sqrt(1 + sp.exp(-_u))), _u > 0)),
 )

@@ -45,6 +45,7 @@ from .arrangement import KERNEL_REWRITES, LOG_REWRITES, Rewrite
 from .arrangement import arrange as _arrange_all
 from .derivation import Derivation, Result, Step, StepCheckError, check_step
 from .nodes import cbrt, sigmoid, softplus
+from .nodes import identity as _identity
 from .pieces import safe_point
 from .rules_extra import EXTRA_RULES
 from .rules_extra import two_terms as _two_terms
@@ -731,47 +732,48 @@ RULES = (
     _whole("conjugate", lambda e: _replace_difference(e, _conjugate),
            "a difference of roots as the difference of their powers over a sum "
            "(no cancellation): {0}",
-           (sp.Eq(sp.sqrt(_a) - sp.sqrt(_b), (_a - _b) / (sp.sqrt(_a) + sp.sqrt(_b))),)),
+           (_identity(sp.sqrt(_a) - sp.sqrt(_b), (_a - _b) / (sp.sqrt(_a) + sp.sqrt(_b))),)),
     _whole("trig difference", lambda e: _replace_difference(e, _trig_difference),
            "sum-to-product: {0}, whose small factor is formed from the difference of the "
            "arguments, not of the values",
-           (sp.Eq(sp.sin(_a) - sp.sin(_b), 2 * sp.cos((_a + _b) / 2) * sp.sin((_a - _b) / 2)),)),
+           (_identity(sp.sin(_a) - sp.sin(_b),
+                      2 * sp.cos((_a + _b) / 2) * sp.sin((_a - _b) / 2)),)),
     _whole("log difference", lambda e: _replace_difference(e, _log_difference),
            "{0}: the difference of two close logs as the log1p of a small ratio",
-           (sp.Eq(sp.log(2 + _u**2) - sp.log(1 + _u**2), log1p(1 / (1 + _u**2))),)),
+           (_identity(sp.log(2 + _u**2) - sp.log(1 + _u**2), log1p(1 / (1 + _u**2))),)),
     _whole("atan difference", lambda e: _replace_difference(e, _atan_difference),
-           "{0} where {1}", (sp.Eq(sp.atan(2) - sp.atan(1), sp.atan(sp.Rational(1, 3))),
+           "{0} where {1}", (_identity(sp.atan(2) - sp.atan(1), sp.atan(sp.Rational(1, 3))),
                              _a * _b > -1)),
     _whole("one minus cos", _one_minus_cos, "{0}: no cancellation near 0",
-           (sp.Eq(1 - sp.cos(_u), 2 * sp.sin(_u / 2) ** 2),)),
+           (_identity(1 - sp.cos(_u), 2 * sp.sin(_u / 2) ** 2),)),
     _whole("log abs sinh", _log_abs_sinh, "{0}: sinh is never formed, so it never overflows",
-           (sp.Eq(sp.log(sp.sinh(2)), 2 + log1p(-sp.exp(-4)) - sp.log(2)),)),
+           (_identity(sp.log(sp.sinh(2)), 2 + log1p(-sp.exp(-4)) - sp.log(2)),)),
     _whole("log1p square", _log1p_square,
            "{0} where {1}: the square is never formed where it would overflow",
-           (sp.Eq(log1p(4), 2 * sp.log(2) + log1p(sp.Rational(1, 4))), sp.Abs(_u) >= 1)),
+           (_identity(log1p(4), 2 * sp.log(2) + log1p(sp.Rational(1, 4))), sp.Abs(_u) >= 1)),
     _whole("log one minus exp", _log_one_minus_exp,
            "{0}, evaluated as log(-expm1(-u)) below log 2 and log1p(-exp(-u)) above "
-           "(Maechler's choice)", (sp.Eq(sp.log(1 - sp.exp(-_u)), sp.log(-expm1(-_u))),)),
+           "(Maechler's choice)", (_identity(sp.log(1 - sp.exp(-_u)), sp.log(-expm1(-_u))),)),
     _whole("log exp difference", _log_exp_difference,
-           "{0}: neither exponential is formed", (sp.Eq(sp.log(sp.exp(_a) - sp.exp(_b)),
+           "{0}: neither exponential is formed", (_identity(sp.log(sp.exp(_a) - sp.exp(_b)),
                                                         _a + sp.log(-expm1(_b - _a))),)),
     _whole("softplus difference", lambda e: _replace_difference(e, _softplus_difference),
            "{0}: the difference of two close softplus values without cancellation",
-           (sp.Eq(softplus(_a) - softplus(_b), log1p(expm1(_a - _b) * sigmoid(_b))),)),
+           (_identity(softplus(_a) - softplus(_b), log1p(expm1(_a - _b) * sigmoid(_b))),)),
     _whole("logsumexp", _logsumexp, "{0}, the larger argument taken out",
-           (sp.Eq(sp.log(sp.exp(_a) + sp.exp(_b)), _a + softplus(_b - _a)),)),
+           (_identity(sp.log(sp.exp(_a) + sp.exp(_b)), _a + softplus(_b - _a)),)),
     _whole("reciprocal by factor", _reciprocal_by_factor,
            "divide by one factor at a time, {0}: the product overflows where the quotient "
-           "does not", (sp.Eq(1 / (_a * _b), sp.UnevaluatedExpr(1 / _a) / _b, evaluate=False),)),
+           "does not", (_identity(1 / (_a * _b), sp.UnevaluatedExpr(1 / _a) / _b),)),
     _whole("log1p exp", _log1p_exp, "{0}, which never forms the exponential",
-           (sp.Eq(log1p(sp.exp(_u)), softplus(_u)),)),
+           (_identity(log1p(sp.exp(_u)), softplus(_u)),)),
     _whole("exp over expm1", _exp_over_expm1,
            "{0}: numerator and denominator multiplied by exp(-u), so that no infinity is "
            "divided by an infinity where u is large",
-           (sp.Eq(sp.exp(_u) / expm1(_u), -1 / expm1(-_u)),)),
+           (_identity(sp.exp(_u) / expm1(_u), -1 / expm1(-_u)),)),
     _whole("log of a sigmoid", _log_of_sigmoid,
            "{0}: the log of a sigmoid, however written, without forming it",
-           (sp.Eq(sp.log(1 - 1 / (1 + sp.exp(-_u))), -softplus(_u)),)),
+           (_identity(sp.log(1 - 1 / (1 + sp.exp(-_u))), -softplus(_u)),)),
     _whole("together", sp.together, "over a common denominator: the terms that cancel are "
            "cancelled exactly"),
     _whole("cancel", sp.cancel, "cancel common factors"),
@@ -780,7 +782,7 @@ RULES = (
     _whole("simplify", sp.simplify, "simplify"),
     _whole("powers", lambda e: sp.powsimp(e, force=True),
            "powers of a common exponent combined: {0}, which overflows where neither "
-           "power does not", (sp.Eq(_a ** 2 / _b ** 2, (_a / _b) ** 2),)),
+           "power does not", (_identity(_a ** 2 / _b ** 2, (_a / _b) ** 2),)),
     _whole("exp rewrite", lambda e: sp.expand(e.rewrite(sp.exp)),
            "write the hyperbolic functions through exp"),
 )
