@@ -771,6 +771,104 @@ _EXP_PRODUCT = Rewrite(
     _halved_exponential,
 )
 
+#: Where ``|v|`` reaches this, ``exp(u) sinh(v)`` and ``exp(u) cosh(v)`` are formed from
+#: exponentials of halves (``exp(-2|v|)`` is below float64's eps there).
+HYPERBOLIC_PRODUCT_SPLIT = 20
+
+
+def _hyperbolic_scaled(m: sp.Basic) -> tuple[sp.Basic, sp.Basic, sp.Basic] | None:
+    """``(exp(u), h(v), rest)`` where ``m`` is ``rest * exp(u) * h(v)``, ``h`` sinh or
+    cosh, ``exp(u)`` one that over- or underflows and ``v`` linear in one array entry
+    (:func:`_unbounded_exponent`), else None."""
+    if not m.is_Mul:
+        return None
+    powers = [f for f in m.args if isinstance(f, sp.exp) and _unbounded_exponent(f.args[0])]
+    hyperbolic = [f for f in m.args if isinstance(f, (sp.sinh, sp.cosh))
+                  and _unbounded_exponent(f.args[0])]
+    if len(powers) != 1 or len(hyperbolic) != 1:
+        return None
+    rest = [f for f in m.args if f is not powers[0] and f is not hyperbolic[0]]
+    return powers[0], hyperbolic[0], sp.Mul(*rest)
+
+
+def _half_product(w: sp.Basic, u: sp.Basic) -> sp.Basic:
+    """``exp(w/2) exp(u/2)``, kept a product of two exponentials (SymPy would add the
+    exponents, whose rounding the exponential magnifies by their size)."""
+    return sp.UnevaluatedExpr(sp.Mul(sp.exp(w / 2), sp.exp(u / 2), evaluate=False))
+
+
+def _hyperbolic_far(h: type, w: sp.Basic, u: sp.Basic) -> sp.Basic:
+    """``exp(u) h(w)`` for ``w > 0``: ``P (P/2) (1 -+ exp(-2w))``, ``P = exp(w/2) exp(u/2)``."""
+    tail = -expm1(-2 * w) if h is sp.sinh else 1 + sp.exp(-2 * w)
+    half = sp.UnevaluatedExpr(sp.Mul(sp.Rational(1, 2), sp.exp(w / 2), sp.exp(u / 2),
+                                     evaluate=False))
+    return _half_product(w, u) * half * tail
+
+
+def _hyperbolic_pieces(m: sp.Basic) -> sp.Basic:
+    power, hyp, rest = _hyperbolic_scaled(m)
+    u, v, h = power.args[0], hyp.args[0], type(hyp)
+    odd = -1 if h is sp.sinh else 1
+    return rest * sp.Piecewise((power * hyp, sp.Abs(v) < HYPERBOLIC_PRODUCT_SPLIT),
+                               (_hyperbolic_far(h, v, u), v > 0),
+                               (odd * _hyperbolic_far(h, -v, u), True))
+
+
+_HYPERBOLIC_PRODUCT = Rewrite(
+    "product of an exponential and a hyperbolic function",
+    "{0} overflows where {1} passes 710 (float32: 89), though its product with {2} is "
+    "finite where {3} is negative enough; {4} and {5} for {6}, with {7}: no exponential of "
+    "more than half of either argument is formed, and each factor is correctly rounded "
+    "(no sum of the arguments is rounded and then magnified by the exponential); where "
+    "{8} the product is formed as derived, so it is evaluated in three pieces (the odd "
+    "and even parts give the negative {1})",
+    (sp.sinh(_v), sp.Abs(_v), sp.exp(_u), _u,
+     sp.Eq(sp.exp(_u) * sp.sinh(_b), _hyperbolic_far(sp.sinh, _b, _u), evaluate=False),
+     sp.Eq(sp.exp(_u) * sp.cosh(_b), _hyperbolic_far(sp.cosh, _b, _u), evaluate=False),
+     _b > 0, sp.Symbol("P") * sp.Symbol("P") / 2,
+     sp.Abs(_v) < HYPERBOLIC_PRODUCT_SPLIT),
+    lambda e: _hyperbolic_scaled(e) is not None,
+    _hyperbolic_pieces,
+)
+
+#: Below this ``u``, ``softplus(u)`` is subnormal or 0 in float64 (``exp(-708.4)`` is the
+#: smallest normal number); there a product with it is formed through ``exp(u)``.
+SOFTPLUS_PRODUCT_BELOW = -708
+
+
+def _softplus_scaled(m: sp.Basic) -> tuple[sp.Basic, sp.Basic, sp.Basic] | None:
+    """``(a, softplus(u), rest)`` where ``m`` is ``rest * a * softplus(u)``, ``u`` linear in
+    one array entry, ``a`` as in :func:`_scaled_exponential`, else None."""
+    return _split_scaled(
+        m, lambda f: isinstance(f, softplus) and _unbounded_exponent(f.args[0]))
+
+
+def _softplus_far(a: sp.Basic, u: sp.Basic) -> sp.Basic:
+    """``a softplus(u)`` where ``exp(u)`` is below 1e-307: ``a exp(u)`` (its series' first
+    term; the rule's note checks it as a series)."""
+    return a * sp.exp(u)
+
+
+def _softplus_pieces(m: sp.Basic) -> sp.Basic:
+    a, sp_, rest = _softplus_scaled(m)
+    u = sp_.args[0]
+    return rest * sp.Piecewise((a * sp_, u >= SOFTPLUS_PRODUCT_BELOW),
+                               (_softplus_far(a, u), True))
+
+
+_SOFTPLUS_PRODUCT = Rewrite(
+    "product with a softplus that underflows",
+    "where {0}, {1} is subnormal or 0 though its product with {2} is a normal number where "
+    "{3} is large; there {4} in powers of {5}, which is below 1e-307: the next term is "
+    "below 1e-307 of the value, so the product is its first term (formed without "
+    "underflow, next step); elsewhere as derived, so it is evaluated in two pieces",
+    (sp.Lt(_u, SOFTPLUS_PRODUCT_BELOW), softplus(_u), _v, sp.Abs(_v),
+     sp.Eq(_v * softplus(sp.log(_t)), _softplus_far(_v, sp.log(_t)) + sp.O(_t**2),
+           evaluate=False), _t),
+    lambda e: _softplus_scaled(e) is not None,
+    _softplus_pieces,
+)
+
 #: Where ``|z|`` reaches this, ``sinh(asinh(z)/3)`` is evaluated through cube roots.
 SINH_THIRD_SPLIT = 2
 
@@ -824,7 +922,8 @@ KERNEL_REWRITES: tuple[Rewrite, ...] = (
     _CANCEL, _TANH_DERIVATIVE, _TANH_SIGMOID, _SINH, _SIGMOID, _EXP_SIGMOID, _SIGMOID_COMPLEMENT,
     _LOG_SIGMOID, _SOFTPLUS, _SOFTPLUS_REFLECTION, _LOGADDEXP, _EXPM1, _LOG1P, _LOG1P_ABS,
     _LOG_SOFTPLUS, _EXP_RATIO, _SIGMOID_PIECES, _LOG_COSH, _LOG1P_SQUARE, _CONJUGATE,
-    _PRODUCT_INTO_PIECES, _EXP_SUM_PRODUCT, _EXP_PRODUCT, _SINH_THIRD)
+    _HYPERBOLIC_PRODUCT, _SOFTPLUS_PRODUCT, _PRODUCT_INTO_PIECES, _EXP_SUM_PRODUCT,
+    _EXP_PRODUCT, _SINH_THIRD)
 
 
 # --- rules that take data: the arrangements near an optimum (derivations 2.3n, 2.4) -----
