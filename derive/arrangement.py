@@ -831,40 +831,105 @@ _HYPERBOLIC_PRODUCT = Rewrite(
     _hyperbolic_pieces,
 )
 
+#: Where ``log|a| + u`` passes this, ``asinh(a exp(u))`` is formed from ``log|a| + u``.
+ASINH_PRODUCT_ABOVE = 690
+
+
+def _asinh_scaled(e: sp.Basic) -> tuple[sp.Basic, sp.Basic] | None:
+    """``(a, u)`` where ``e`` is ``asinh(a exp(u))``, ``exp(u)`` one that over- or
+    underflows, ``a`` a product of array entries or sums of them and numbers, else None."""
+    if not isinstance(e, sp.asinh):
+        return None
+    found = _scaled_exponential(e.args[0])
+    if found is None or not found[2].is_number:
+        return None
+    a, power, rest = found
+    return rest * a, power.args[0]
+
+
+def _asinh_far(b: sp.Basic, u: sp.Basic) -> sp.Basic:
+    """``asinh(b exp(u))`` for ``b > 0``: ``log b + u + log(1 + sqrt(1 + w**2))``, ``w =
+    (exp(-u/2)/b) exp(-u/2)`` (``1/(b exp(u))`` with no exponential of more than half)."""
+    w = sp.UnevaluatedExpr(sp.exp(-u / 2) / b) * sp.exp(-u / 2)
+    return sp.log(b) + u + sp.log(1 + sp.sqrt(1 + w**2))
+
+
+#: Below this ``|a|``, the condition of :func:`_asinh_pieces` takes this instead (no log
+#: of 0; where ``|a|`` is smaller, ``asinh(a exp(u))`` is finite as derived for ``u`` up to
+#: 1419, so either piece will do).
+_ASINH_TINY = sp.Float("1e-300", 3)
+
+
+def _asinh_near(a: sp.Basic, u: sp.Basic) -> sp.Basic:
+    """Where ``asinh(a exp(u))`` is taken as derived: ``log|a| + u <= 690``, computed with
+    no overflow, and no log of 0."""
+    return sp.log(sp.Max(sp.Abs(a), _ASINH_TINY)) + u <= ASINH_PRODUCT_ABOVE
+
+
+def _asinh_pieces(e: sp.Basic) -> sp.Basic:
+    a, u = _asinh_scaled(e)
+    return sp.Piecewise((e, _asinh_near(a, u)),
+                        (_asinh_far(a, u), a > 0), (-_asinh_far(-a, u), True))
+
+
+_ASINH_PRODUCT = Rewrite(
+    "asinh of a product with an exponential",
+    "{0} overflows where {1} passes 709.78, though {2} is finite (about {1}); {3} for {4}, "
+    "in which {5} is {6} formed with no exponential of more than half of {7}; it is taken "
+    "where {8} (there the sum is large, so its rounding is small beside it), the odd part "
+    "{9} where the product is negative, and as derived elsewhere (three pieces)",
+    (_v * sp.exp(_u), sp.log(sp.Abs(_v)) + _u, sp.asinh(_v * sp.exp(_u)),
+     sp.Eq(sp.asinh(_b * sp.exp(_u)), _asinh_far(_b, _u), evaluate=False), _b > 0,
+     sp.Symbol("w"), 1 / (_b * sp.exp(_u)), _u,
+     sp.Not(_asinh_near(_v, _u)),
+     sp.Eq(sp.asinh(-_b * sp.exp(_u)), -sp.asinh(_b * sp.exp(_u)))),
+    lambda e: _asinh_scaled(e) is not None,
+    _asinh_pieces,
+)
+
 #: Below this ``u``, ``softplus(u)`` is subnormal or 0 in float64 (``exp(-708.4)`` is the
 #: smallest normal number); there a product with it is formed through ``exp(u)``.
 SOFTPLUS_PRODUCT_BELOW = -708
 
 
+def _softplus_power(f: sp.Basic) -> tuple[sp.Basic, int] | None:
+    """``(u, k)`` where ``f`` is ``softplus(u)**k``, ``k`` 1 or -1 and ``u`` linear in one
+    array entry, else None."""
+    base, k = f.as_base_exp()
+    if isinstance(base, softplus) and k in (1, -1) and _unbounded_exponent(base.args[0]):
+        return base.args[0], int(k)
+    return None
+
+
 def _softplus_scaled(m: sp.Basic) -> tuple[sp.Basic, sp.Basic, sp.Basic] | None:
-    """``(a, softplus(u), rest)`` where ``m`` is ``rest * a * softplus(u)``, ``u`` linear in
-    one array entry, ``a`` as in :func:`_scaled_exponential`, else None."""
-    return _split_scaled(
-        m, lambda f: isinstance(f, softplus) and _unbounded_exponent(f.args[0]))
+    """``(a, softplus(u)**k, rest)`` where ``m`` is ``rest * a * softplus(u)**k`` (as
+    :func:`_softplus_power`), ``a`` as in :func:`_scaled_exponential`, else None."""
+    return _split_scaled(m, lambda f: _softplus_power(f) is not None)
 
 
-def _softplus_far(a: sp.Basic, u: sp.Basic) -> sp.Basic:
-    """``a softplus(u)`` where ``exp(u)`` is below 1e-307: ``a exp(u)`` (its series' first
-    term; the rule's note checks it as a series)."""
-    return a * sp.exp(u)
+def _softplus_far(a: sp.Basic, u: sp.Basic, k: int) -> sp.Basic:
+    """``a softplus(u)**k`` where ``exp(u)`` is below 1e-307: ``a exp(k u)`` (the first
+    term of its series; the rule's notes check it as a series)."""
+    return a * sp.exp(k * u)
 
 
 def _softplus_pieces(m: sp.Basic) -> sp.Basic:
-    a, sp_, rest = _softplus_scaled(m)
-    u = sp_.args[0]
-    return rest * sp.Piecewise((a * sp_, u >= SOFTPLUS_PRODUCT_BELOW),
-                               (_softplus_far(a, u), True))
+    a, power, rest = _softplus_scaled(m)
+    u, k = _softplus_power(power)
+    return rest * sp.Piecewise((a * power, u >= SOFTPLUS_PRODUCT_BELOW),
+                               (_softplus_far(a, u, k), True))
 
 
 _SOFTPLUS_PRODUCT = Rewrite(
     "product with a softplus that underflows",
-    "where {0}, {1} is subnormal or 0 though its product with {2} is a normal number where "
-    "{3} is large; there {4} in powers of {5}, which is below 1e-307: the next term is "
-    "below 1e-307 of the value, so the product is its first term (formed without "
-    "underflow, next step); elsewhere as derived, so it is evaluated in two pieces",
+    "where {0}, {1} is subnormal or 0 though its product with {2} (or {2} divided by it) is "
+    "a normal number where {3} is large (small); there {4} and {5} in powers of {6}, which "
+    "is below 1e-307: the next term is below 1e-307 of the value, so the product (the "
+    "quotient) is its first term, formed without underflow (next step); elsewhere as "
+    "derived, so it is evaluated in two pieces",
     (sp.Lt(_u, SOFTPLUS_PRODUCT_BELOW), softplus(_u), _v, sp.Abs(_v),
-     sp.Eq(_v * softplus(sp.log(_t)), _softplus_far(_v, sp.log(_t)) + sp.O(_t**2),
-           evaluate=False), _t),
+     *(sp.Eq(_v * softplus(sp.log(_t))**k / _softplus_far(_v, sp.log(_t), k), 1 + sp.O(_t),
+             evaluate=False) for k in (1, -1)), _t),
     lambda e: _softplus_scaled(e) is not None,
     _softplus_pieces,
 )
@@ -922,7 +987,7 @@ KERNEL_REWRITES: tuple[Rewrite, ...] = (
     _CANCEL, _TANH_DERIVATIVE, _TANH_SIGMOID, _SINH, _SIGMOID, _EXP_SIGMOID, _SIGMOID_COMPLEMENT,
     _LOG_SIGMOID, _SOFTPLUS, _SOFTPLUS_REFLECTION, _LOGADDEXP, _EXPM1, _LOG1P, _LOG1P_ABS,
     _LOG_SOFTPLUS, _EXP_RATIO, _SIGMOID_PIECES, _LOG_COSH, _LOG1P_SQUARE, _CONJUGATE,
-    _HYPERBOLIC_PRODUCT, _SOFTPLUS_PRODUCT, _PRODUCT_INTO_PIECES, _EXP_SUM_PRODUCT,
+    _HYPERBOLIC_PRODUCT, _SOFTPLUS_PRODUCT, _ASINH_PRODUCT, _PRODUCT_INTO_PIECES, _EXP_SUM_PRODUCT,
     _EXP_PRODUCT, _SINH_THIRD)
 
 

@@ -43,6 +43,7 @@ def safe_point(expr: sp.Expr, cond: sp.Basic = sp.true) -> dict[sp.Symbol, sp.Ex
     # SymPy cannot differentiate through
     exact = expr.replace(lambda a: isinstance(a, sp.UnevaluatedExpr), lambda a: a.args[0])
     check_cond = cond is not sp.true and cond.free_symbols <= set(syms)
+    exact_cond = cond.replace(lambda a: isinstance(a, sp.UnevaluatedExpr), lambda a: a.args[0])
     # besides the fixed candidates, values beyond each threshold the condition names
     # (``u < -20`` needs a point below -20)
     thresholds = sorted({t for t in cond.atoms(sp.Number) if t.is_finite} if check_cond
@@ -64,7 +65,7 @@ def safe_point(expr: sp.Expr, cond: sp.Basic = sp.true) -> dict[sp.Symbol, sp.Ex
                    if len(set(combo)) > 1 and set(combo) & set(mirrored)]
     for point in points:
         try:
-            holds = not check_cond or cond.subs(point) is sp.true
+            holds = not check_cond or exact_cond.subs(point) is sp.true
         except TypeError:  # the condition is undefined there (a ratio 0/0)
             holds = False
         if not holds:
