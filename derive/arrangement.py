@@ -798,20 +798,24 @@ def _half_product(w: sp.Basic, u: sp.Basic) -> sp.Basic:
 
 
 def _hyperbolic_far(h: type, w: sp.Basic, u: sp.Basic) -> sp.Basic:
-    """``exp(u) h(w)`` for ``w > 0``: ``P (P/2) (1 -+ exp(-2w))``, ``P = exp(w/2) exp(u/2)``."""
-    tail = -expm1(-2 * w) if h is sp.sinh else 1 + sp.exp(-2 * w)
+    """``exp(u) h(w)`` for ``w > 0``: ``(P (P/2)) (1 -+ exp(-2w))``, ``P = exp(w/2) exp(u/2)``
+    (``exp(-2w)`` is below eps where ``w >= 20``: no cancellation)."""
+    tail = 1 - sp.exp(-2 * w) if h is sp.sinh else 1 + sp.exp(-2 * w)
     half = sp.UnevaluatedExpr(sp.Mul(sp.Rational(1, 2), sp.exp(w / 2), sp.exp(u / 2),
                                      evaluate=False))
-    return _half_product(w, u) * half * tail
+    # grouped as a whole too: the printers would spread a product with a minus sign
+    return sp.UnevaluatedExpr(_half_product(w, u) * half) * tail
 
 
 def _hyperbolic_pieces(m: sp.Basic) -> sp.Basic:
     power, hyp, rest = _hyperbolic_scaled(m)
     u, v, h = power.args[0], hyp.args[0], type(hyp)
     odd = -1 if h is sp.sinh else 1
+    # |v| in the far pieces: the last is finite wherever a kernel evaluates it (where
+    # |v| < 20 too), as the planner's gather needs of the piece it evaluates everywhere
+    far = _hyperbolic_far(h, sp.Abs(v), u)
     return rest * sp.Piecewise((power * hyp, sp.Abs(v) < HYPERBOLIC_PRODUCT_SPLIT),
-                               (_hyperbolic_far(h, v, u), v > 0),
-                               (odd * _hyperbolic_far(h, -v, u), True))
+                               (far, v > 0), (odd * far, True))
 
 
 _HYPERBOLIC_PRODUCT = Rewrite(
@@ -847,41 +851,37 @@ def _asinh_scaled(e: sp.Basic) -> tuple[sp.Basic, sp.Basic] | None:
     return rest * a, power.args[0]
 
 
-def _asinh_far(b: sp.Basic, u: sp.Basic) -> sp.Basic:
-    """``asinh(b exp(u))`` for ``b > 0``: ``log b + u + log(1 + sqrt(1 + w**2))``, ``w =
-    (exp(-u/2)/b) exp(-u/2)`` (``1/(b exp(u))`` with no exponential of more than half)."""
-    w = sp.UnevaluatedExpr(sp.exp(-u / 2) / b) * sp.exp(-u / 2)
-    return sp.log(b) + u + sp.log(1 + sp.sqrt(1 + w**2))
+def _asinh_of_exp(w: sp.Basic) -> sp.Basic:
+    """``asinh(exp(w))`` for ``w > 0``: ``w + log(1 + sqrt(1 + exp(-2|w|)))`` (``|w|``,
+    so that it never overflows, whatever ``w`` a kernel evaluates it at)."""
+    return w + sp.log(1 + sp.sqrt(1 + sp.exp(-2 * sp.Abs(w))))
 
 
-#: Below this ``|a|``, the condition of :func:`_asinh_pieces` takes this instead (no log
-#: of 0; where ``|a|`` is smaller, ``asinh(a exp(u))`` is finite as derived for ``u`` up to
-#: 1419, so either piece will do).
+#: Below this ``|a|``, the pieces of :func:`_asinh_pieces` take this instead (no log of
+#: 0), and ``asinh(a exp(u))`` is taken as derived.
 _ASINH_TINY = sp.Float("1e-300", 3)
-
-
-def _asinh_near(a: sp.Basic, u: sp.Basic) -> sp.Basic:
-    """Where ``asinh(a exp(u))`` is taken as derived: ``log|a| + u <= 690``, computed with
-    no overflow, and no log of 0."""
-    return sp.log(sp.Max(sp.Abs(a), _ASINH_TINY)) + u <= ASINH_PRODUCT_ABOVE
 
 
 def _asinh_pieces(e: sp.Basic) -> sp.Basic:
     a, u = _asinh_scaled(e)
-    return sp.Piecewise((e, _asinh_near(a, u)),
-                        (_asinh_far(a, u), a > 0), (-_asinh_far(-a, u), True))
+    log_z = sp.log(sp.Max(sp.Abs(a), _ASINH_TINY)) + u  # log|a exp(u)| where |a| > tiny
+    far = _asinh_of_exp(log_z)
+    # as derived first; the last piece is finite wherever a kernel evaluates it
+    return sp.Piecewise((e, sp.Or(sp.Abs(a) <= _ASINH_TINY, log_z <= ASINH_PRODUCT_ABOVE)),
+                        (far, a > 0), (-far, True))
 
 
+_l = sp.Symbol("l", positive=True)
 _ASINH_PRODUCT = Rewrite(
     "asinh of a product with an exponential",
-    "{0} overflows where {1} passes 709.78, though {2} is finite (about {1}); {3} for {4}, "
-    "in which {5} is {6} formed with no exponential of more than half of {7}; it is taken "
-    "where {8} (there the sum is large, so its rounding is small beside it), the odd part "
-    "{9} where the product is negative, and as derived elsewhere (three pieces)",
+    "{0} overflows where {1} passes 709.78, though {2} is finite (about {1}); {3}, and "
+    "{4} for {5}: where {6} (and {7}), {2} is evaluated from {1}, and its odd part "
+    "{8} where the product is negative (the sum {1} is large, so its rounding is small "
+    "beside it); elsewhere as derived, so it is evaluated in three pieces",
     (_v * sp.exp(_u), sp.log(sp.Abs(_v)) + _u, sp.asinh(_v * sp.exp(_u)),
-     sp.Eq(sp.asinh(_b * sp.exp(_u)), _asinh_far(_b, _u), evaluate=False), _b > 0,
-     sp.Symbol("w"), 1 / (_b * sp.exp(_u)), _u,
-     sp.Not(_asinh_near(_v, _u)),
+     sp.Eq(sp.log(_b * sp.exp(_u)), sp.log(_b) + _u),
+     sp.Eq(sp.asinh(sp.exp(_l)), _asinh_of_exp(_l), evaluate=False), _l > 0,
+     sp.log(sp.Abs(_v)) + _u > ASINH_PRODUCT_ABOVE, sp.Abs(_v) > _ASINH_TINY,
      sp.Eq(sp.asinh(-_b * sp.exp(_u)), -sp.asinh(_b * sp.exp(_u)))),
     lambda e: _asinh_scaled(e) is not None,
     _asinh_pieces,
@@ -916,8 +916,9 @@ def _softplus_far(a: sp.Basic, u: sp.Basic, k: int) -> sp.Basic:
 def _softplus_pieces(m: sp.Basic) -> sp.Basic:
     a, power, rest = _softplus_scaled(m)
     u, k = _softplus_power(power)
-    return rest * sp.Piecewise((a * power, u >= SOFTPLUS_PRODUCT_BELOW),
-                               (_softplus_far(a, u, k), True))
+    # the piece as derived last: it is finite wherever a kernel evaluates it
+    return rest * sp.Piecewise((_softplus_far(a, u, k), u < SOFTPLUS_PRODUCT_BELOW),
+                               (a * power, True))
 
 
 _SOFTPLUS_PRODUCT = Rewrite(

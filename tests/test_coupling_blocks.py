@@ -243,7 +243,10 @@ def test_round_trip(name, g, f):
 #: overflowing, and softplus(G) x1 with softplus(G) below the smallest subnormal.
 EDGES = {
     "user_sinh": [(-800.0, [[800.0, -800.0, 711.0], [-709.5, 1000.0, -1200.0]]),
-                  (-780.0, [[800.0, -790.0, 1419.0], [-750.0, 760.0, -705.0]])],
+                  (-780.0, [[800.0, -790.0, 1419.0], [-750.0, 760.0, -705.0]]),
+                  # a product of four factors whose running product underflowed when the
+                  # printer spread its grouping (the minus sign of the sinh's tail)
+                  (-1327.0, [[791.8, -791.8, 700.0], [-1000.0, 1300.0, -760.0]])],
     "user_softplus": [(-800.0, [[1e154, -1e154, 1e300], [-3e300, 2e100, 2.5e250]]),
                       (-708.5, [[1e5, -7e10, 1e300], [-1e10, 2e20, -1e154]]),
                       (-707.9, [[1e5, -7e10, 1e300], [-1e10, 2e20, -1e154]])],
