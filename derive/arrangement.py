@@ -807,30 +807,38 @@ def _hyperbolic_far(h: type, w: sp.Basic, u: sp.Basic) -> sp.Basic:
     return sp.UnevaluatedExpr(_half_product(w, u) * half) * tail
 
 
+def _hyperbolic_signed(h: type, v: sp.Basic, u: sp.Basic) -> sp.Basic:
+    """``exp(u) h(v)`` for ``v != 0`` from :func:`_hyperbolic_far` at ``|v|``: times
+    ``sign(v)`` for the odd sinh."""
+    far = _hyperbolic_far(h, sp.Abs(v), u)
+    return sp.sign(v) * far if h is sp.sinh else far
+
+
 def _hyperbolic_pieces(m: sp.Basic) -> sp.Basic:
     power, hyp, rest = _hyperbolic_scaled(m)
     u, v, h = power.args[0], hyp.args[0], type(hyp)
-    odd = -1 if h is sp.sinh else 1
-    # |v| in the far pieces: the last is finite wherever a kernel evaluates it (where
-    # |v| < 20 too), as the planner's gather needs of the piece it evaluates everywhere
-    far = _hyperbolic_far(h, sp.Abs(v), u)
+    # one far piece in |v| (its sign apart for sinh): one condition to evaluate, and a last
+    # piece finite wherever a kernel evaluates it (where |v| < 20 too), as the gather of
+    # kernel_runtime needs of the piece it may evaluate everywhere
     return rest * sp.Piecewise((power * hyp, sp.Abs(v) < HYPERBOLIC_PRODUCT_SPLIT),
-                               (far, v > 0), (odd * far, True))
+                               (_hyperbolic_signed(h, v, u), True))
 
 
 _HYPERBOLIC_PRODUCT = Rewrite(
     "product of an exponential and a hyperbolic function",
     "{0} overflows where {1} passes 710 (float32: 89), though its product with {2} is "
-    "finite where {3} is negative enough; {4} and {5} for {6}, with {7}: no exponential of "
-    "more than half of either argument is formed, and each factor is correctly rounded "
-    "(no sum of the arguments is rounded and then magnified by the exponential); where "
-    "{8} the product is formed as derived, so it is evaluated in three pieces (the odd "
-    "and even parts give the negative {1})",
+    "finite where {3} is negative enough; {4} and {5} for {6}, with {7} where P is "
+    "{8}: no exponential of more than half of either argument is formed, and each factor "
+    "is correctly rounded (no sum of the arguments is rounded and then magnified by the "
+    "exponential); the odd sinh takes the sign of {10} ({11}); where {9} the product is "
+    "formed as derived, so it is evaluated in two pieces",
     (sp.sinh(_v), sp.Abs(_v), sp.exp(_u), _u,
-     sp.Eq(sp.exp(_u) * sp.sinh(_b), _hyperbolic_far(sp.sinh, _b, _u), evaluate=False),
-     sp.Eq(sp.exp(_u) * sp.cosh(_b), _hyperbolic_far(sp.cosh, _b, _u), evaluate=False),
+     sp.Eq(sp.exp(_u) * sp.sinh(_b), _hyperbolic_signed(sp.sinh, _b, _u), evaluate=False),
+     sp.Eq(sp.exp(_u) * sp.cosh(_b), _hyperbolic_signed(sp.cosh, _b, _u), evaluate=False),
      _b > 0, sp.Symbol("P") * sp.Symbol("P") / 2,
-     sp.Abs(_v) < HYPERBOLIC_PRODUCT_SPLIT),
+     _half_product(sp.Abs(_v), _u),
+     sp.Abs(_v) < HYPERBOLIC_PRODUCT_SPLIT, _v,
+     sp.Eq(sp.sinh(_v), sp.sign(_v) * sp.sinh(sp.Abs(_v)), evaluate=False)),
     lambda e: _hyperbolic_scaled(e) is not None,
     _hyperbolic_pieces,
 )
