@@ -872,6 +872,178 @@ _EXP_PRODUCT = Rewrite(
     _halved_exponential,
 )
 
+#: Where ``|v|`` reaches this, ``exp(u) sinh(v)`` and ``exp(u) cosh(v)`` are formed from
+#: exponentials of halves (``exp(-2|v|)`` is below float64's eps there).
+HYPERBOLIC_PRODUCT_SPLIT = 20
+
+
+def _hyperbolic_scaled(m: sp.Basic) -> tuple[sp.Basic, sp.Basic, sp.Basic] | None:
+    """``(exp(u), h(v), rest)`` where ``m`` is ``rest * exp(u) * h(v)``, ``h`` sinh or
+    cosh, ``exp(u)`` one that over- or underflows and ``v`` linear in one array entry
+    (:func:`_unbounded_exponent`), else None."""
+    if not m.is_Mul:
+        return None
+    powers = [f for f in m.args if isinstance(f, sp.exp) and _unbounded_exponent(f.args[0])]
+    hyperbolic = [f for f in m.args if isinstance(f, (sp.sinh, sp.cosh))
+                  and _unbounded_exponent(f.args[0])]
+    if len(powers) != 1 or len(hyperbolic) != 1:
+        return None
+    rest = [f for f in m.args if f is not powers[0] and f is not hyperbolic[0]]
+    return powers[0], hyperbolic[0], sp.Mul(*rest)
+
+
+def _half_product(w: sp.Basic, u: sp.Basic) -> sp.Basic:
+    """``exp(w/2) exp(u/2)``, kept a product of two exponentials (SymPy would add the
+    exponents, whose rounding the exponential magnifies by their size)."""
+    return sp.UnevaluatedExpr(sp.Mul(sp.exp(w / 2), sp.exp(u / 2), evaluate=False))
+
+
+def _hyperbolic_far(h: type, w: sp.Basic, u: sp.Basic) -> sp.Basic:
+    """``exp(u) h(w)`` for ``w > 0``: ``(P (P/2)) (1 -+ exp(-2w))``, ``P = exp(w/2) exp(u/2)``
+    (``exp(-2w)`` is below eps where ``w >= 20``: no cancellation)."""
+    tail = 1 - sp.exp(-2 * w) if h is sp.sinh else 1 + sp.exp(-2 * w)
+    half = sp.UnevaluatedExpr(sp.Mul(sp.Rational(1, 2), sp.exp(w / 2), sp.exp(u / 2),
+                                     evaluate=False))
+    # grouped as a whole too: the printers would spread a product with a minus sign
+    return sp.UnevaluatedExpr(_half_product(w, u) * half) * tail
+
+
+def _hyperbolic_signed(h: type, v: sp.Basic, u: sp.Basic) -> sp.Basic:
+    """``exp(u) h(v)`` for ``v != 0`` from :func:`_hyperbolic_far` at ``|v|``: times
+    ``sign(v)`` for the odd sinh."""
+    far = _hyperbolic_far(h, sp.Abs(v), u)
+    return sp.sign(v) * far if h is sp.sinh else far
+
+
+def _hyperbolic_pieces(m: sp.Basic) -> sp.Basic:
+    power, hyp, rest = _hyperbolic_scaled(m)
+    u, v, h = power.args[0], hyp.args[0], type(hyp)
+    # one far piece in |v| (its sign apart for sinh): one condition to evaluate, and a last
+    # piece finite wherever a kernel evaluates it (where |v| < 20 too), as the gather of
+    # kernel_runtime needs of the piece it may evaluate everywhere
+    return rest * sp.Piecewise((power * hyp, sp.Abs(v) < HYPERBOLIC_PRODUCT_SPLIT),
+                               (_hyperbolic_signed(h, v, u), True))
+
+
+_HYPERBOLIC_PRODUCT = Rewrite(
+    "product of an exponential and a hyperbolic function",
+    "{0} overflows where {1} passes 710 (float32: 89), though its product with {2} is "
+    "finite where {3} is negative enough; {4} and {5} for {6}, with {7} where P is "
+    "{8}: no exponential of more than half of either argument is formed, and each factor "
+    "is correctly rounded (no sum of the arguments is rounded and then magnified by the "
+    "exponential); the odd sinh takes the sign of {10} ({11}); where {9} the product is "
+    "formed as derived, so it is evaluated in two pieces",
+    (sp.sinh(_v), sp.Abs(_v), sp.exp(_u), _u,
+     _identity(sp.exp(_u) * sp.sinh(_b), _hyperbolic_signed(sp.sinh, _b, _u), evaluate=False),
+     _identity(sp.exp(_u) * sp.cosh(_b), _hyperbolic_signed(sp.cosh, _b, _u), evaluate=False),
+     _b > 0, sp.Symbol("P") * sp.Symbol("P") / 2,
+     _half_product(sp.Abs(_v), _u),
+     sp.Abs(_v) < HYPERBOLIC_PRODUCT_SPLIT, _v,
+     _identity(sp.sinh(_v), sp.sign(_v) * sp.sinh(sp.Abs(_v)), evaluate=False)),
+    lambda e: _hyperbolic_scaled(e) is not None,
+    _hyperbolic_pieces,
+)
+
+#: Where ``log|a| + u`` passes this, ``asinh(a exp(u))`` is formed from ``log|a| + u``.
+ASINH_PRODUCT_ABOVE = 690
+
+
+def _asinh_scaled(e: sp.Basic) -> tuple[sp.Basic, sp.Basic] | None:
+    """``(a, u)`` where ``e`` is ``asinh(a exp(u))``, ``exp(u)`` one that over- or
+    underflows, ``a`` a product of array entries or sums of them and numbers, else None."""
+    if not isinstance(e, sp.asinh):
+        return None
+    found = _scaled_exponential(e.args[0])
+    if found is None or not found[2].is_number:
+        return None
+    a, power, rest = found
+    return rest * a, power.args[0]
+
+
+def _asinh_of_exp(w: sp.Basic) -> sp.Basic:
+    """``asinh(exp(w))`` for ``w > 0``: ``w + log(1 + sqrt(1 + exp(-2|w|)))`` (``|w|``,
+    so that it never overflows, whatever ``w`` a kernel evaluates it at)."""
+    return w + sp.log(1 + sp.sqrt(1 + sp.exp(-2 * sp.Abs(w))))
+
+
+#: Below this ``|a|``, the pieces of :func:`_asinh_pieces` take this instead (no log of
+#: 0), and ``asinh(a exp(u))`` is taken as derived.
+_ASINH_TINY = sp.Float("1e-300", 3)
+
+
+def _asinh_pieces(e: sp.Basic) -> sp.Basic:
+    a, u = _asinh_scaled(e)
+    log_z = sp.log(sp.Max(sp.Abs(a), _ASINH_TINY)) + u  # log|a exp(u)| where |a| > tiny
+    far = _asinh_of_exp(log_z)
+    # as derived first; the last piece is finite wherever a kernel evaluates it
+    return sp.Piecewise((e, sp.Or(sp.Abs(a) <= _ASINH_TINY, log_z <= ASINH_PRODUCT_ABOVE)),
+                        (far, a > 0), (-far, True))
+
+
+_l = sp.Symbol("l", positive=True)
+_ASINH_PRODUCT = Rewrite(
+    "asinh of a product with an exponential",
+    "{0} overflows where {1} passes 709.78, though {2} is finite (about {1}); {3}, and "
+    "{4} for {5}: where {6} (and {7}), {2} is evaluated from {1}, and its odd part "
+    "{8} where the product is negative (the sum {1} is large, so its rounding is small "
+    "beside it); elsewhere as derived, so it is evaluated in three pieces",
+    (_v * sp.exp(_u), sp.log(sp.Abs(_v)) + _u, sp.asinh(_v * sp.exp(_u)),
+     _identity(sp.log(_b * sp.exp(_u)), sp.log(_b) + _u),
+     _identity(sp.asinh(sp.exp(_l)), _asinh_of_exp(_l), evaluate=False), _l > 0,
+     sp.log(sp.Abs(_v)) + _u > ASINH_PRODUCT_ABOVE, sp.Abs(_v) > _ASINH_TINY,
+     _identity(sp.asinh(-_b * sp.exp(_u)), -sp.asinh(_b * sp.exp(_u)))),
+    lambda e: _asinh_scaled(e) is not None,
+    _asinh_pieces,
+)
+
+#: Below this ``u``, ``softplus(u)`` is subnormal or 0 in float64 (``exp(-708.4)`` is the
+#: smallest normal number); there a product with it is formed through ``exp(u)``.
+SOFTPLUS_PRODUCT_BELOW = -708
+
+
+def _softplus_power(f: sp.Basic) -> tuple[sp.Basic, int] | None:
+    """``(u, k)`` where ``f`` is ``softplus(u)**k``, ``k`` 1 or -1 and ``u`` linear in one
+    array entry, else None."""
+    base, k = f.as_base_exp()
+    if isinstance(base, softplus) and k in (1, -1) and _unbounded_exponent(base.args[0]):
+        return base.args[0], int(k)
+    return None
+
+
+def _softplus_scaled(m: sp.Basic) -> tuple[sp.Basic, sp.Basic, sp.Basic] | None:
+    """``(a, softplus(u)**k, rest)`` where ``m`` is ``rest * a * softplus(u)**k`` (as
+    :func:`_softplus_power`), ``a`` as in :func:`_scaled_exponential`, else None."""
+    return _split_scaled(m, lambda f: _softplus_power(f) is not None)
+
+
+def _softplus_far(a: sp.Basic, u: sp.Basic, k: int) -> sp.Basic:
+    """``a softplus(u)**k`` where ``exp(u)`` is below 1e-307: ``a exp(k u)`` (the first
+    term of its series; the rule's notes check it as a series)."""
+    return a * sp.exp(k * u)
+
+
+def _softplus_pieces(m: sp.Basic) -> sp.Basic:
+    a, power, rest = _softplus_scaled(m)
+    u, k = _softplus_power(power)
+    # the piece as derived last: it is finite wherever a kernel evaluates it
+    return rest * sp.Piecewise((_softplus_far(a, u, k), u < SOFTPLUS_PRODUCT_BELOW),
+                               (a * power, True))
+
+
+_SOFTPLUS_PRODUCT = Rewrite(
+    "product with a softplus that underflows",
+    "where {0}, {1} is subnormal or 0 though its product with {2} (or {2} divided by it) is "
+    "a normal number where {3} is large (small); there {4} and {5} in powers of {6}, which "
+    "is below 1e-307: the next term is below 1e-307 of the value, so the product (the "
+    "quotient) is its first term, formed without underflow (next step); elsewhere as "
+    "derived, so it is evaluated in two pieces",
+    (sp.Lt(_u, SOFTPLUS_PRODUCT_BELOW), softplus(_u), _v, sp.Abs(_v),
+     *(_identity(_v * softplus(sp.log(_t))**k / _softplus_far(_v, sp.log(_t), k), 1 + sp.O(_t),
+             evaluate=False) for k in (1, -1)), _t),
+    lambda e: _softplus_scaled(e) is not None,
+    _softplus_pieces,
+)
+
 #: Where ``|z|`` reaches this, ``sinh(asinh(z)/3)`` is evaluated through cube roots.
 SINH_THIRD_SPLIT = 2
 
@@ -925,8 +1097,9 @@ KERNEL_REWRITES: tuple[Rewrite, ...] = (
     _CANCEL, _ONE_MINUS_PART, _TANH_DERIVATIVE, _TANH_SIGMOID, _SINH, _SIGMOID, _EXP_SIGMOID,
     _SIGMOID_COMPLEMENT, _LOG_SIGMOID, _SOFTPLUS, _SOFTPLUS_REFLECTION, _LOGADDEXP,
     _LOG_EXP_PLUS, _EXPM1, _LOG1P, _LOG1P_ABS, _LOG_SOFTPLUS, _EXP_RATIO, _SIGMOID_PRODUCT,
-    _SIGMOID_PIECES, _LOG_COSH, _LOG1P_SQUARE, _CONJUGATE, _PRODUCT_INTO_PIECES,
-    _EXP_SUM_PRODUCT, _EXP_PRODUCT, _SINH_THIRD)
+    _SIGMOID_PIECES, _LOG_COSH, _LOG1P_SQUARE, _CONJUGATE, _HYPERBOLIC_PRODUCT,
+    _SOFTPLUS_PRODUCT, _ASINH_PRODUCT, _PRODUCT_INTO_PIECES, _EXP_SUM_PRODUCT, _EXP_PRODUCT,
+    _SINH_THIRD)
 
 
 # --- rules that take data: the arrangements near an optimum (derivations 2.3n, 2.4) -----

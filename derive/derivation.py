@@ -219,6 +219,13 @@ _REMEMBER_AFTER = 0.02
 def _decide_zero_symbolic(diff: sp.Basic) -> bool:
     if sp.expand(diff) == 0:
         return True
+    # a grouping kept for floating point (UnevaluatedExpr) is no part of the value: without
+    # it a product of exponentials (exp(u/2) exp(v/2) exp(u/2) exp(v/2) against
+    # exp(u + v)) cancels when expanded, where simplify took a second
+    if diff.has(sp.UnevaluatedExpr) and not diff.has(sp.Piecewise):
+        plain = diff.replace(lambda e: isinstance(e, sp.UnevaluatedExpr), lambda e: e.args[0])
+        if sp.expand(plain) == 0 or sp.expand(plain.rewrite(sp.exp)) == 0:
+            return True
     if diff.has(sp.Piecewise):
         return _is_zero_by_pieces(diff)
     # Logs of absolute values (a log-determinant taken factor by factor): the log of a
@@ -311,7 +318,13 @@ def _is_zero_by_pieces(diff: sp.Basic) -> bool:
             continue
         try:
             piece = _refine_signs(expr.rewrite(sp.exp), where)
-            if piece.has(sp.Piecewise) or _surely_nonzero(piece) or simplify(piece) != 0:
+            if piece.has(sp.Piecewise):
+                return False
+            plain = piece.replace(lambda e: isinstance(e, sp.UnevaluatedExpr),
+                                  lambda e: e.args[0])
+            if sp.expand(plain) == 0:  # a product of exponentials: far cheaper than simplify
+                continue
+            if _surely_nonzero(piece) or simplify(piece) != 0:
                 return False
         except (TypeError, NotImplementedError, ValueError, RecursionError):  # pragma: no cover
             return False

@@ -43,6 +43,7 @@ def safe_point(expr: sp.Expr, cond: sp.Basic = sp.true) -> dict[sp.Symbol, sp.Ex
     # SymPy cannot differentiate through
     exact = expr.replace(lambda a: isinstance(a, sp.UnevaluatedExpr), lambda a: a.args[0])
     check_cond = cond is not sp.true and cond.free_symbols <= set(syms)
+    exact_cond = cond.replace(lambda a: isinstance(a, sp.UnevaluatedExpr), lambda a: a.args[0])
     # besides the fixed candidates, values beyond each threshold the condition names
     # (``u < -20`` needs a point below -20)
     thresholds = sorted({t for t in cond.atoms(sp.Number) if t.is_finite} if check_cond
@@ -54,9 +55,17 @@ def safe_point(expr: sp.Expr, cond: sp.Basic = sp.true) -> dict[sp.Symbol, sp.Ex
         points += [dict(zip(syms, combo, strict=True))
                    for combo in itertools.product(values_tried, repeat=len(syms))
                    if len(set(combo)) > 1]
+    # then the mirrored values (``|u| >= 20`` with ``u <= 0`` needs a point below -20),
+    # after every point tried before, so that no piece found one finds another
+    mirrored = [v for t in thresholds for v in (-t - 1, -2 * t) if v not in values_tried]
+    points += [{s: value for s in syms} for value in mirrored]
+    if mirrored and len(syms) <= 3:
+        points += [dict(zip(syms, combo, strict=True))
+                   for combo in itertools.product((*values_tried, *mirrored), repeat=len(syms))
+                   if len(set(combo)) > 1 and set(combo) & set(mirrored)]
     for point in points:
         try:
-            holds = not check_cond or cond.subs(point) is sp.true
+            holds = not check_cond or exact_cond.subs(point) is sp.true
         except TypeError:  # the condition is undefined there (a ratio 0/0)
             holds = False
         if not holds:

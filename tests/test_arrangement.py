@@ -25,7 +25,12 @@ u = sp.Symbol("u", real=True)
 def test_each_rewrite_is_a_step_that_checks():
     expr = sp.log(1 + sp.exp(G)) * x1 + sp.exp(G) - 1
     arranged, steps = arrange(expr, KERNEL_REWRITES)
-    assert arranged == softplus(G) * x1 + sp.codegen.cfunctions.expm1(G)
+    # the product with the softplus in two pieces: through exp(G) where the softplus is
+    # subnormal (its product with x1 need not be), as derived elsewhere
+    (pieces,) = arranged.atoms(sp.Piecewise)
+    assert arranged == pieces + sp.codegen.cfunctions.expm1(G)
+    assert pieces.args[-1] == (softplus(G) * x1, True)
+    assert pieces.args[0][1] == (G < -708)
     Derivation("t", "t", "t", steps, [])  # builds: every step checked
 
 
@@ -188,7 +193,11 @@ def test_each_rewrite_made_wrong_fails_its_check(rewrite):
                sp.log(sp.Abs(1 + u * sp.tanh(u), evaluate=False), evaluate=False),
                sp.log(sp.exp(u) + sp.Rational(1, 1000)) + u,
                sigmoid(u) * sigmoid(-u) * (u + 2),
-               (1 - 1000 * sp.exp(-u) / (1 + 1000 * sp.exp(-u))) * u]
+               (1 - 1000 * sp.exp(-u) / (1 + 1000 * sp.exp(-u))) * u,
+               sp.exp(entry("g")) * sp.sinh(entry("a")) + u,
+               sp.exp(-entry("g")) * sp.cosh(entry("a")) + u,
+               softplus(entry("g")) * entry("a") + u, entry("a") / softplus(entry("g")) + u,
+               sp.asinh(entry("a") * sp.exp(-entry("g"))) + u]
     hit = False
     for expr in samples:
         _, steps = arrange(expr, [rewrite])
@@ -205,3 +214,25 @@ def test_each_rewrite_made_wrong_fails_its_check(rewrite):
             check_step(bad[0])
     if not hit:
         pytest.skip(f"no sample expression has what {rewrite.name!r} rewrites")
+
+
+@pytest.mark.parametrize("name", ["product of an exponential and a hyperbolic function",
+                                  "product with a softplus that underflows",
+                                  "asinh of a product with an exponential"])
+def test_a_far_piece_s_identity_made_wrong_fails_its_check(name):
+    """The pieces beyond the sampled range (|v| >= 20, u < -708, log|a| + u > 690) are built
+    by the same function as the rule's notes, which state them as identities for all
+    arguments (or as series): each note checks, and each made wrong (twice its value) fails."""
+    from derive.derivation import Step
+
+    rule = next(r for r in KERNEL_REWRITES if r.name == name)
+    check_step(Step(sp.Integer(1), sp.Integer(1), rule.reason, notes=rule.notes))
+    identities = [k for k, note in enumerate(rule.notes) if isinstance(note, sp.Eq)]
+    assert identities
+    for k in identities:
+        note = rule.notes[k]
+        bad = list(rule.notes)
+        bad[k] = sp.Eq(note.lhs, 2 * note.rhs.removeO() + (note.rhs.getO() or 0),
+                       evaluate=False)
+        with pytest.raises(StepCheckError):
+            check_step(Step(sp.Integer(1), sp.Integer(1), rule.reason, notes=tuple(bad)))

@@ -238,6 +238,40 @@ def test_round_trip(name, g, f):
     np.testing.assert_allclose(b2, X2, rtol=1e-12, atol=0)
 
 
+#: Extreme x1 crossed with extreme G, where the true y1 is a normal number though a factor
+#: of it over- or underflows (found by ``derive test``): exp(G) sinh(x1) with sinh(x1)
+#: overflowing, and softplus(G) x1 with softplus(G) below the smallest subnormal.
+EDGES = {
+    "user_sinh": [(-800.0, [[800.0, -800.0, 711.0], [-709.5, 1000.0, -1200.0]]),
+                  (-780.0, [[800.0, -790.0, 1419.0], [-750.0, 760.0, -705.0]]),
+                  # a product of four factors whose running product underflowed when the
+                  # printer spread its grouping (the minus sign of the sinh's tail)
+                  (-1327.0, [[791.8, -791.8, 700.0], [-1000.0, 1300.0, -760.0]])],
+    "user_softplus": [(-800.0, [[1e154, -1e154, 1e300], [-3e300, 2e100, 2.5e250]]),
+                      (-708.5, [[1e5, -7e10, 1e300], [-1e10, 2e20, -1e154]]),
+                      (-707.9, [[1e5, -7e10, 1e300], [-1e10, 2e20, -1e154]])],
+}
+
+
+@pytest.mark.parametrize("name, g, x1s", [pytest.param(n, g, x, marks=pytest.mark.user_block)
+                                          for n, rows in EDGES.items() for g, x in rows])
+def test_extreme_x1_with_extreme_g(name, g, x1s):
+    """y1 = F + (a value that is a normal number) to 4 ulp where a factor of it over- or
+    underflows, and the inverse gives x1 back to 4 ulp (it was inf: the product with
+    exp(-G) overflowed too); no floating-point warning. Before the arrangement's rules for
+    these products, y1 was inf (sinh) and 0 (softplus)."""
+    x1_ = np.array(x1s)
+    m = kernels(name)
+    with np.errstate(**RAISE):
+        y1, y2 = m.forward(x1_, X2, S, constant(0.0), constant(g))
+    want = exact(name, "y1", 0.0, g, x1_=x1_)
+    assert np.all((np.abs(want) >= np.finfo(float).tiny) & np.isfinite(want)), want
+    np.testing.assert_allclose(y1, want, rtol=4 * np.finfo(float).eps, atol=0)
+    with np.errstate(**RAISE):
+        back, _ = m.inverse(y1, y2, S, constant(0.0), constant(g))
+    np.testing.assert_allclose(back, x1_, rtol=4 * np.finfo(float).eps, atol=0)
+
+
 @pytest.mark.parametrize("name", ALL_BLOCKS)
 @pytest.mark.parametrize("g", G_VALUES)
 @pytest.mark.parametrize("f", F_VALUES)
