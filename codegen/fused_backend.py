@@ -42,6 +42,7 @@ from __future__ import annotations
 from typing import Any
 
 import sympy as sp
+from sympy.codegen.cfunctions import expm1
 from sympy.core.function import AppliedUndef
 from sympy.printing.pycode import _known_constants_math, _known_functions_math
 
@@ -51,11 +52,16 @@ from .numpy_backend import KernelPrinter, horner_chain
 from .plan import KernelPlan
 from .xp_backend import XpPrinter
 
-__all__ = ["FusedPrinter", "lower_fused", "HOISTED"]
+__all__ = ["FusedPrinter", "lower_fused", "HOISTED", "TOTAL"]
 
 #: The functions evaluated by NumPy before the loop where a statement outside
 #: every piece applies them to the kernel's own arrays (see the module's docstring).
-HOISTED: tuple[type[sp.Function], ...] = (sp.exp, sp.log)
+HOISTED: tuple[type[sp.Function], ...] = (sp.exp, expm1, sp.log)
+
+#: The functions defined on every real number, never NaN where their argument is not
+#: (at worst an overflow to inf): evaluated where their piece is not taken, they cost a
+#: pass but change no value that is taken (see the module's docstring).
+TOTAL: tuple[type[sp.Function], ...] = (sp.exp, expm1)
 
 
 class FusedPrinter(XpPrinter):
@@ -115,24 +121,65 @@ class FusedPrinter(XpPrinter):
 
 
 def _hoist(plan: KernelPlan, printer: KernelPrinter,
-           ) -> tuple[tuple[tuple[str, str], ...], dict[sp.Basic, sp.Symbol]]:
-    """The :data:`HOISTED` calls on the kernel's arrays in statements outside every piece:
-    ``((name, NumPy code), ...)`` and the substitution of each by its name."""
+           ) -> tuple[tuple[tuple[str, str], ...], dict[sp.Basic, sp.Symbol], bool]:
+    """The calls evaluated by NumPy before the loops: ``((name, NumPy code), ...)``, the
+    substitution of each call by its name, and whether one of them is in a piece (it is
+    then evaluated where its piece is not taken too, and may overflow there).
+
+    Two rules (the module's docstring): a :data:`HOISTED` call on the kernel's arrays in a
+    statement outside every piece; and every call of a piecewise statement whose calls are
+    all :data:`TOTAL` on arguments computed from the kernel's arrays by call-free
+    statements (then its loop calls nothing and is vectorized)."""
     inputs = set(plan.checked)
     found: list[sp.Basic] = []
+    code: dict[sp.Basic, sp.Basic] = {}
+    defs: dict[str, sp.Basic] = {}  # call-free statements, in the kernel's arrays
+
+    def expand(e: sp.Basic) -> sp.Basic:
+        return e.xreplace({s: defs[s.name] for s in e.free_symbols if s.name in defs})
+
+    in_piece = False
     for st in plan.statements:
-        if st.kind != "assign":
+        if st.kind == "assign":
+            for app in sorted(st.expr.atoms(*HOISTED), key=sp.default_sort_key):
+                if app not in found and _on_arrays(expand(app), inputs):
+                    found.append(app)
+                    code[app] = expand(app)
+            expr = expand(st.expr)
+            if not _calls(expr) and {s.name for s in expr.free_symbols} <= inputs:
+                defs[st.target] = expr
             continue
-        for app in sorted(st.expr.atoms(*HOISTED), key=sp.default_sort_key):
-            if app not in found and {s.name for s in app.free_symbols} <= inputs:
-                found.append(app)
+        if st.kind != "piecewise" or len(st.pieces) == 1:
+            continue
+        exprs = [e for p in st.pieces for e in (p.expr, p.cond)]
+        apps = sorted(set().union(*(e.atoms(sp.Function) for e in exprs)),
+                      key=sp.default_sort_key)
+        apps = [a for a in apps if _calls(a)]
+        expanded = {a: expand(a) for a in apps}
+        if apps and all(isinstance(a, TOTAL) and _on_arrays(expanded[a], inputs)
+                        for a in apps):
+            for a in apps:
+                if a not in found:
+                    found.append(a)
+                    code[a] = expanded[a]
+                    in_piece = True
     names = {app: sp.Symbol(f"_v{i}", real=True) for i, app in enumerate(found)}
-    return tuple((names[app].name, printer.doprint(app)) for app in found), names
+    return (tuple((names[app].name, printer.doprint(code[app])) for app in found), names,
+            in_piece)
 
 
 def _calls(expr: sp.Basic) -> bool:
-    """Whether printing ``expr`` calls a function (which keeps a loop from being vectorized)."""
-    return any(not isinstance(f, sp.Abs | sp.Piecewise) for f in expr.atoms(sp.Function))
+    """Whether printing ``expr`` calls a function (which keeps a loop from being
+    vectorized); a call on constants is printed as its value."""
+    return any(not isinstance(f, sp.Abs | sp.Piecewise) and f.free_symbols
+               for f in expr.atoms(sp.Function))
+
+
+def _on_arrays(app: sp.Basic, inputs: set[str]) -> bool:
+    """Whether ``app`` (a call) is one on the kernel's arrays, its argument computed
+    from them without a call."""
+    names = {s.name for s in app.free_symbols}
+    return bool(names) and names <= inputs and not any(_calls(a) for a in app.args)
 
 
 def lower_fused(plan: KernelPlan, printer: FusedPrinter) -> dict[str, Any] | None:
@@ -169,7 +216,7 @@ def lower_fused(plan: KernelPlan, printer: FusedPrinter) -> dict[str, Any] | Non
         exprs = [st.expr] + [e for p in st.pieces for e in (p.expr, p.cond)]
         if any(e.atoms(AppliedUndef) or e.has(ComponentSum, BroadcastSum) for e in exprs):
             return None
-    hoisted, names = _hoist(plan, KernelPrinter())
+    hoisted, names, quiet = _hoist(plan, KernelPrinter())
     # each statement: its printed form, the names it reads, whether it calls a function
     printed: list[tuple[dict[str, Any], set[str], bool]] = []
     try:
@@ -221,4 +268,4 @@ def lower_fused(plan: KernelPlan, printer: FusedPrinter) -> dict[str, Any] | Non
                             if n in reads),
             "outputs": tuple(n for n in defined if n in read_later or n in plan.returns),
             "statements": [st for st, _, _ in group]})
-    return {"hoisted": hoisted, "loops": loops}
+    return {"hoisted": hoisted, "quiet": quiet, "loops": loops}
