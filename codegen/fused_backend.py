@@ -20,6 +20,16 @@ several entries per instruction (SIMD), where numba's call the C library's once 
 hoisted values as arrays (a piece that uses one reads it too). Only where the value is
 computed changes, not the expression the derivation checked.
 
+The same is done for the calls inside a piecewise value, all or none: where every call
+of its pieces is :data:`TOTAL` (``exp``, ``expm1``: defined on every real, at worst an
+overflow to inf) on the kernel's arrays, or on values computed from them without a call
+(expanded: ``x = logvar_q - logvar_p``), each is evaluated everywhere by NumPy before the
+loop, which then calls nothing and is vectorized (issue 24: the ``logvar`` loops called
+``expm1`` once per entry and were slower than the NumPy body from about 1e5 entries).
+Where its piece is not taken such a value is never read; the overflow it may hit there
+is computed quietly (``errstate(over="ignore")``, where ``quiet`` says so). ``log`` in a
+piece is never hoisted (NaN and a warning where its argument is not positive).
+
 A kernel with callable arguments, block matrices or sums over an axis has no loop
 (:func:`lower_fused` returns None).
 
