@@ -132,7 +132,8 @@ class FusedPrinter(XpPrinter):
 
 def _hoist(plan: KernelPlan, printer: KernelPrinter,
            ) -> tuple[tuple[tuple[str, str], ...], dict[sp.Basic, sp.Symbol], bool]:
-    """The calls evaluated by NumPy before the loops: ``((name, NumPy code), ...)``, the
+    """The calls evaluated by NumPy before the loops: ``((name, NumPy code), ...)`` (with
+    the call-free statements their arguments read, named ``_h_<target>``), the
     substitution of each call by its name, and whether one of them is in a piece (it is
     then evaluated where its piece is not taken too, and may overflow there).
 
@@ -142,22 +143,46 @@ def _hoist(plan: KernelPlan, printer: KernelPrinter,
     statements (then its loop calls nothing and is vectorized)."""
     inputs = set(plan.checked)
     found: list[sp.Basic] = []
-    code: dict[sp.Basic, sp.Basic] = {}
-    defs: dict[str, sp.Basic] = {}  # call-free statements, in the kernel's arrays
+    defs: dict[str, sp.Basic] = {}  # call-free statements, expanded into the kernel's arrays
+    raw: dict[str, sp.Basic] = {}  # the same as planned (each rounds as the loop does)
 
     def expand(e: sp.Basic) -> sp.Basic:
         return e.xreplace({s: defs[s.name] for s in e.free_symbols if s.name in defs})
+
+    def renamed(e: sp.Basic) -> sp.Basic:
+        return e.xreplace({s: sp.Symbol(f"_h_{s.name}", **s.assumptions0)
+                           for s in e.free_symbols if s.name in raw})
+
+    lines: list[tuple[str, str]] = []
+    names: dict[sp.Basic, sp.Symbol] = {}
+
+    def hoist(app: sp.Basic) -> None:
+        # the statements its argument reads first, computed by NumPy as planned (a
+        # value expanded into its inputs could round otherwise: 3*(a - b))
+        needed: list[str] = []
+        todo = [s.name for s in app.free_symbols if s.name in raw]
+        while todo:
+            n = todo.pop()
+            if n not in needed:
+                needed.append(n)
+                todo += [s.name for s in raw[n].free_symbols if s.name in raw]
+        for n in raw:  # in the plan's order
+            if n in needed and (f"_h_{n}", printer.doprint(renamed(raw[n]))) not in lines:
+                lines.append((f"_h_{n}", printer.doprint(renamed(raw[n]))))
+        names[app] = sp.Symbol(f"_v{len(found)}", real=True)
+        found.append(app)
+        lines.append((names[app].name, printer.doprint(renamed(app))))
 
     in_piece = False
     for st in plan.statements:
         if st.kind == "assign":
             for app in sorted(st.expr.atoms(*HOISTED), key=sp.default_sort_key):
                 if app not in found and _on_arrays(expand(app), inputs):
-                    found.append(app)
-                    code[app] = expand(app)
+                    hoist(app)
             expr = expand(st.expr)
             if not _calls(expr) and {s.name for s in expr.free_symbols} <= inputs:
                 defs[st.target] = expr
+                raw[st.target] = st.expr
             continue
         if st.kind != "piecewise" or len(st.pieces) == 1:
             continue
@@ -165,17 +190,13 @@ def _hoist(plan: KernelPlan, printer: KernelPrinter,
         apps = sorted(set().union(*(e.atoms(sp.Function) for e in exprs)),
                       key=sp.default_sort_key)
         apps = [a for a in apps if _calls(a)]
-        expanded = {a: expand(a) for a in apps}
-        if apps and all(isinstance(a, TOTAL) and _on_arrays(expanded[a], inputs)
+        if apps and all(isinstance(a, TOTAL) and _on_arrays(expand(a), inputs)
                         for a in apps):
             for a in apps:
                 if a not in found:
-                    found.append(a)
-                    code[a] = expanded[a]
+                    hoist(a)
                     in_piece = True
-    names = {app: sp.Symbol(f"_v{i}", real=True) for i, app in enumerate(found)}
-    return (tuple((names[app].name, printer.doprint(code[app])) for app in found), names,
-            in_piece)
+    return tuple(lines), names, in_piece
 
 
 def _calls(expr: sp.Basic) -> bool:

@@ -197,7 +197,8 @@ def _kl_fused(mu, logvar, _batch, _dtype):
     # evaluated where their piece is not taken too: an overflow there is never read
     with numpy.errstate(over="ignore"):
         _v0 = numpy.exp((1/2)*logvar)
-        _v1 = numpy.expm1(logvar)
+        _h_x = logvar
+        _v1 = numpy.expm1(_h_x)
     kl = _kl_compiled(_batch, _dtype, mu, logvar, _v0, _v1)
     return kl
 
@@ -584,7 +585,8 @@ _kl_grad_stl_compiled1 = _rt.fused_loop(_kl_grad_stl_loop1, 5, 2)
 
 def _kl_grad_stl_fused(mu, logvar, eps, _batch, _dtype):
     """kl_grad_stl for NumPy float arrays through its compiled loops, checked by kl_grad_stl's NumPy fast path."""
-    _v0 = numpy.exp((1/2)*logvar)
+    _h__tmp0 = (1/2)*logvar
+    _v0 = numpy.exp(_h__tmp0)
     _tmp0, sigma = _kl_grad_stl_compiled0(_batch, _dtype, logvar, _v0)
     d_mu, d_logvar = _kl_grad_stl_compiled1(_batch, _dtype, mu, logvar, eps, _tmp0, sigma)
     return d_mu, d_logvar

@@ -243,8 +243,9 @@ def _kl_fused(mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
         _v0 = numpy.exp(-1/2*logvar_p)
         _v1 = numpy.exp(-1/4*logvar_p)
         _v2 = numpy.exp((1/2)*logvar_q)
-        _v3 = numpy.exp((1/2)*logvar_q - (1/2)*logvar_p)
-        _v4 = numpy.expm1(logvar_q - logvar_p)
+        _h_x = logvar_q - logvar_p
+        _v3 = numpy.exp((1/2)*_h_x)
+        _v4 = numpy.expm1(_h_x)
     kl = _kl_compiled(_batch, _dtype, mu_q, logvar_q, mu_p, logvar_p, _v0, _v1, _v2, _v3, _v4)
     return kl
 
@@ -414,9 +415,10 @@ def _kl_grad_fused(mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
     with numpy.errstate(over="ignore"):
         _v0 = numpy.exp((1/2)*logvar_p)
         _v1 = numpy.exp(-1/4*logvar_p)
-        _v2 = numpy.exp((1/2)*logvar_q - (1/2)*logvar_p)
-        _v3 = numpy.expm1((1/2)*logvar_q - (1/2)*logvar_p)
-        _v4 = numpy.expm1(logvar_q - logvar_p)
+        _h_x = logvar_q - logvar_p
+        _v2 = numpy.exp((1/2)*_h_x)
+        _v3 = numpy.expm1((1/2)*_h_x)
+        _v4 = numpy.expm1(_h_x)
     d_logvar_q, d_mu_q, d_mu_p, d_logvar_p = _kl_grad_compiled(_batch, _dtype, mu_q, logvar_q, mu_p, logvar_p, _v0, _v1, _v2, _v3, _v4)
     return d_mu_q, d_logvar_q, d_mu_p, d_logvar_p
 
@@ -595,7 +597,8 @@ def _kl_grad_reparam_fused(mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype):
     with numpy.errstate(over="ignore"):
         _v0 = numpy.exp((1/2)*logvar_p)
         _v1 = numpy.exp(-1/4*logvar_p)
-        _v2 = numpy.exp((1/2)*logvar_q - (1/2)*logvar_p)
+        _h_x = logvar_q - logvar_p
+        _v2 = numpy.exp((1/2)*_h_x)
     d_mu_q, d_logvar_q, d_mu_p, d_logvar_p = _kl_grad_reparam_compiled(_batch, _dtype, mu_q, logvar_q, mu_p, logvar_p, eps, _v0, _v1, _v2)
     return d_mu_q, d_logvar_q, d_mu_p, d_logvar_p
 
@@ -778,8 +781,9 @@ def _kl_grad_stl_fused(mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype):
     with numpy.errstate(over="ignore"):
         _v0 = numpy.exp((1/2)*logvar_p)
         _v1 = numpy.exp(-1/4*logvar_p)
-        _v2 = numpy.exp((1/2)*logvar_q - (1/2)*logvar_p)
-        _v3 = numpy.expm1((1/2)*logvar_q - (1/2)*logvar_p)
+        _h_x = logvar_q - logvar_p
+        _v2 = numpy.exp((1/2)*_h_x)
+        _v3 = numpy.expm1((1/2)*_h_x)
     d_mu_q, d_logvar_q, d_mu_p, d_logvar_p = _kl_grad_stl_compiled(_batch, _dtype, mu_q, logvar_q, mu_p, logvar_p, eps, _v0, _v1, _v2, _v3)
     return d_mu_q, d_logvar_q, d_mu_p, d_logvar_p
 
