@@ -11,21 +11,22 @@ numba on first use (float32 or float64 arrays, flat); without numba the generate
 imports and runs as before. Where no piece calls a function, LLVM turns the branches into
 selects and runs several entries per instruction.
 
-One choice is made here, not by the template: the calls of ``exp`` and ``log`` that
-are evaluated on every entry (in a statement outside every piece, on the kernel's own
-arrays) are *hoisted*: evaluated before the loop by NumPy, whose ``exp`` and ``log`` run
-several entries per instruction (SIMD), where numba's call the C library's once per entry
-(measured on the machine of ``docs/benchmarks.md``: 0.8 ns against 4.2 ns per float64
-``log``), and a call in the loop keeps it from being vectorized. The loop reads the
+One choice is made here, not by the template: the calls of ``exp``, ``expm1`` and
+``log`` that are evaluated on every entry (in a statement outside every piece, on the
+kernel's own arrays) are *hoisted*: evaluated before the loop by NumPy, whose ``exp``
+and ``log`` run several entries per instruction (SIMD), where numba's call the C
+library's once per entry (measured on the machine of ``docs/benchmarks.md``: 0.8 ns
+against 4.2 ns per float64 ``log``), and a call in the loop keeps it from being vectorized. The loop reads the
 hoisted values as arrays (a piece that uses one reads it too). Only where the value is
 computed changes, not the expression the derivation checked.
 
 The same is done for the calls inside a piecewise value, all or none: where every call
 of its pieces is :data:`TOTAL` (``exp``, ``expm1``: defined on every real, at worst an
 overflow to inf) on the kernel's arrays, or on values computed from them without a call
-(expanded: ``x = logvar_q - logvar_p``), each is evaluated everywhere by NumPy before the
-loop, which then calls nothing and is vectorized (issue 24: the ``logvar`` loops called
-``expm1`` once per entry and were slower than the NumPy body from about 1e5 entries).
+(``x = logvar_q - logvar_p``, computed by NumPy first as planned), each is evaluated
+everywhere by NumPy before the loop, which then calls nothing and is vectorized (issue
+24: the ``logvar`` loops called ``expm1`` once per entry and were slower than the NumPy
+body from about 1e5 entries).
 Where its piece is not taken such a value is never read; the overflow it may hit there
 is computed quietly (``errstate(over="ignore")``, where ``quiet`` says so). ``log`` in a
 piece is never hoisted (NaN and a warning where its argument is not positive).
