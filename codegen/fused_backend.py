@@ -16,9 +16,10 @@ One choice is made here, not by the template: the calls of ``exp``, ``expm1`` an
 kernel's own arrays) are *hoisted*: evaluated before the loop by NumPy, whose ``exp``
 and ``log`` run several entries per instruction (SIMD), where numba's call the C
 library's once per entry (measured on the machine of ``docs/benchmarks.md``: 0.8 ns
-against 4.2 ns per float64 ``log``), and a call in the loop keeps it from being vectorized. The loop reads the
-hoisted values as arrays (a piece that uses one reads it too). Only where the value is
-computed changes, not the expression the derivation checked.
+against 4.2 ns per float64 ``log``), and a call in the loop keeps it from being
+vectorized. The loop reads the hoisted values as arrays (a piece that uses one reads it
+too). Only where the value is computed changes, not the expression the derivation
+checked.
 
 The same is done for the calls inside a piecewise value, all or none: where every call
 of its pieces is :data:`TOTAL` (``exp``, ``expm1``: defined on every real, at worst an
