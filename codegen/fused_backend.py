@@ -11,14 +11,26 @@ numba on first use (float32 or float64 arrays, flat); without numba the generate
 imports and runs as before. Where no piece calls a function, LLVM turns the branches into
 selects and runs several entries per instruction.
 
-One choice is made here, not by the template: the calls of ``exp`` and ``log`` that
-are evaluated on every entry (in a statement outside every piece, on the kernel's own
-arrays) are *hoisted*: evaluated before the loop by NumPy, whose ``exp`` and ``log`` run
-several entries per instruction (SIMD), where numba's call the C library's once per entry
-(measured on the machine of ``docs/benchmarks.md``: 0.8 ns against 4.2 ns per float64
-``log``), and a call in the loop keeps it from being vectorized. The loop reads the
-hoisted values as arrays (a piece that uses one reads it too). Only where the value is
-computed changes, not the expression the derivation checked.
+One choice is made here, not by the template: the calls of ``exp``, ``expm1`` and
+``log`` that are evaluated on every entry (in a statement outside every piece, on the
+kernel's own arrays) are *hoisted*: evaluated before the loop by NumPy, whose ``exp``
+and ``log`` run several entries per instruction (SIMD), where numba's call the C
+library's once per entry (measured on the machine of ``docs/benchmarks.md``: 0.8 ns
+against 4.2 ns per float64 ``log``), and a call in the loop keeps it from being
+vectorized. The loop reads the hoisted values as arrays (a piece that uses one reads it
+too). Only where the value is computed changes, not the expression the derivation
+checked.
+
+The same is done for the calls inside a piecewise value, all or none: where every call
+of its pieces is :data:`TOTAL` (``exp``, ``expm1``: defined on every real, at worst an
+overflow to inf) on the kernel's arrays, or on values computed from them without a call
+(``x = logvar_q - logvar_p``, computed by NumPy first as planned), each is evaluated
+everywhere by NumPy before the loop, which then calls nothing and is vectorized (issue
+24: the ``logvar`` loops called ``expm1`` once per entry and were slower than the NumPy
+body from about 1e5 entries).
+Where its piece is not taken such a value is never read; the overflow it may hit there
+is computed quietly (``errstate(over="ignore")``, where ``quiet`` says so). ``log`` in a
+piece is never hoisted (NaN and a warning where its argument is not positive).
 
 A kernel with callable arguments, block matrices or sums over an axis has no loop
 (:func:`lower_fused` returns None).
@@ -42,6 +54,7 @@ from __future__ import annotations
 from typing import Any
 
 import sympy as sp
+from sympy.codegen.cfunctions import expm1
 from sympy.core.function import AppliedUndef
 from sympy.printing.pycode import _known_constants_math, _known_functions_math
 
@@ -51,11 +64,16 @@ from .numpy_backend import KernelPrinter, horner_chain
 from .plan import KernelPlan
 from .xp_backend import XpPrinter
 
-__all__ = ["FusedPrinter", "lower_fused", "HOISTED"]
+__all__ = ["FusedPrinter", "lower_fused", "HOISTED", "TOTAL"]
 
 #: The functions evaluated by NumPy before the loop where a statement outside
 #: every piece applies them to the kernel's own arrays (see the module's docstring).
-HOISTED: tuple[type[sp.Function], ...] = (sp.exp, sp.log)
+HOISTED: tuple[type[sp.Function], ...] = (sp.exp, expm1, sp.log)
+
+#: The functions defined on every real number, never NaN where their argument is not
+#: (at worst an overflow to inf): evaluated where their piece is not taken, they cost a
+#: pass but change no value that is taken (see the module's docstring).
+TOTAL: tuple[type[sp.Function], ...] = (sp.exp, expm1)
 
 
 class FusedPrinter(XpPrinter):
@@ -115,24 +133,86 @@ class FusedPrinter(XpPrinter):
 
 
 def _hoist(plan: KernelPlan, printer: KernelPrinter,
-           ) -> tuple[tuple[tuple[str, str], ...], dict[sp.Basic, sp.Symbol]]:
-    """The :data:`HOISTED` calls on the kernel's arrays in statements outside every piece:
-    ``((name, NumPy code), ...)`` and the substitution of each by its name."""
+           ) -> tuple[tuple[tuple[str, str], ...], dict[sp.Basic, sp.Symbol], bool]:
+    """The calls evaluated by NumPy before the loops: ``((name, NumPy code), ...)`` (with
+    the call-free statements their arguments read, named ``_h_<target>``), the
+    substitution of each call by its name, and whether one of them is in a piece (it is
+    then evaluated where its piece is not taken too, and may overflow there).
+
+    Two rules (the module's docstring): a :data:`HOISTED` call on the kernel's arrays in a
+    statement outside every piece; and every call of a piecewise statement whose calls are
+    all :data:`TOTAL` on arguments computed from the kernel's arrays by call-free
+    statements (then its loop calls nothing and is vectorized)."""
     inputs = set(plan.checked)
     found: list[sp.Basic] = []
+    defs: dict[str, sp.Basic] = {}  # call-free statements, expanded into the kernel's arrays
+    raw: dict[str, sp.Basic] = {}  # the same as planned (each rounds as the loop does)
+
+    def expand(e: sp.Basic) -> sp.Basic:
+        return e.xreplace({s: defs[s.name] for s in e.free_symbols if s.name in defs})
+
+    def renamed(e: sp.Basic) -> sp.Basic:
+        return e.xreplace({s: sp.Symbol(f"_h_{s.name}", **s.assumptions0)
+                           for s in e.free_symbols if s.name in raw})
+
+    lines: list[tuple[str, str]] = []
+    names: dict[sp.Basic, sp.Symbol] = {}
+
+    def hoist(app: sp.Basic) -> None:
+        # the statements its argument reads first, computed by NumPy as planned (a
+        # value expanded into its inputs could round otherwise: 3*(a - b))
+        needed: list[str] = []
+        todo = [s.name for s in app.free_symbols if s.name in raw]
+        while todo:
+            n = todo.pop()
+            if n not in needed:
+                needed.append(n)
+                todo += [s.name for s in raw[n].free_symbols if s.name in raw]
+        for n in raw:  # in the plan's order
+            if n in needed and (f"_h_{n}", printer.doprint(renamed(raw[n]))) not in lines:
+                lines.append((f"_h_{n}", printer.doprint(renamed(raw[n]))))
+        names[app] = sp.Symbol(f"_v{len(found)}", real=True)
+        found.append(app)
+        lines.append((names[app].name, printer.doprint(renamed(app))))
+
+    in_piece = False
     for st in plan.statements:
-        if st.kind != "assign":
+        if st.kind == "assign":
+            for app in sorted(st.expr.atoms(*HOISTED), key=sp.default_sort_key):
+                if app not in found and _on_arrays(expand(app), inputs):
+                    hoist(app)
+            expr = expand(st.expr)
+            if not _calls(expr) and {s.name for s in expr.free_symbols} <= inputs:
+                defs[st.target] = expr
+                raw[st.target] = st.expr
             continue
-        for app in sorted(st.expr.atoms(*HOISTED), key=sp.default_sort_key):
-            if app not in found and {s.name for s in app.free_symbols} <= inputs:
-                found.append(app)
-    names = {app: sp.Symbol(f"_v{i}", real=True) for i, app in enumerate(found)}
-    return tuple((names[app].name, printer.doprint(app)) for app in found), names
+        if st.kind != "piecewise" or len(st.pieces) == 1:
+            continue
+        exprs = [e for p in st.pieces for e in (p.expr, p.cond)]
+        apps = sorted(set().union(*(e.atoms(sp.Function) for e in exprs)),
+                      key=sp.default_sort_key)
+        apps = [a for a in apps if _calls(a)]
+        if apps and all(isinstance(a, TOTAL) and _on_arrays(expand(a), inputs)
+                        for a in apps):
+            for a in apps:
+                if a not in found:
+                    hoist(a)
+                    in_piece = True
+    return tuple(lines), names, in_piece
 
 
 def _calls(expr: sp.Basic) -> bool:
-    """Whether printing ``expr`` calls a function (which keeps a loop from being vectorized)."""
-    return any(not isinstance(f, sp.Abs | sp.Piecewise) for f in expr.atoms(sp.Function))
+    """Whether printing ``expr`` calls a function (which keeps a loop from being
+    vectorized); a call on constants is printed as its value."""
+    return any(not isinstance(f, sp.Abs | sp.Piecewise) and f.free_symbols
+               for f in expr.atoms(sp.Function))
+
+
+def _on_arrays(app: sp.Basic, inputs: set[str]) -> bool:
+    """Whether ``app`` (a call) is one on the kernel's arrays, its argument computed
+    from them without a call."""
+    names = {s.name for s in app.free_symbols}
+    return bool(names) and names <= inputs and not any(_calls(a) for a in app.args)
 
 
 def lower_fused(plan: KernelPlan, printer: FusedPrinter) -> dict[str, Any] | None:
@@ -169,7 +249,7 @@ def lower_fused(plan: KernelPlan, printer: FusedPrinter) -> dict[str, Any] | Non
         exprs = [st.expr] + [e for p in st.pieces for e in (p.expr, p.cond)]
         if any(e.atoms(AppliedUndef) or e.has(ComponentSum, BroadcastSum) for e in exprs):
             return None
-    hoisted, names = _hoist(plan, KernelPrinter())
+    hoisted, names, quiet = _hoist(plan, KernelPrinter())
     # each statement: its printed form, the names it reads, whether it calls a function
     printed: list[tuple[dict[str, Any], set[str], bool]] = []
     try:
@@ -221,4 +301,4 @@ def lower_fused(plan: KernelPlan, printer: FusedPrinter) -> dict[str, Any] | Non
                             if n in reads),
             "outputs": tuple(n for n in defined if n in read_later or n in plan.returns),
             "statements": [st for st, _, _ in group]})
-    return {"hoisted": hoisted, "loops": loops}
+    return {"hoisted": hoisted, "quiet": quiet, "loops": loops}

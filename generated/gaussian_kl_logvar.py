@@ -167,45 +167,39 @@ def _kl_xp(xp, mu, logvar, _batch, _dtype):
     return kl
 
 
-def _kl_loop0(_alogvar, _outx):
-    """kl entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
-    for _i in range(_outx.size):
-        logvar = _alogvar[_i]
-        x = logvar
-        _outx[_i] = x
-
-
-#: compiled by numba on first use
-_kl_compiled0 = _rt.fused_loop(_kl_loop0, 1, 1)
-
-
-def _kl_loop1(_amu, _alogvar, _ax, _outkl):
+def _kl_loop(_amu, _alogvar, _a_v0, _a_v1, _outkl):
     """kl entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
     for _i in range(_outkl.size):
         mu = _amu[_i]
         logvar = _alogvar[_i]
-        x = _ax[_i]
+        _v0 = _a_v0[_i]
+        _v1 = _a_v1[_i]
+        x = logvar
         # Piecewise: the first condition that holds wins, the last piece where none does
         if (x == math.inf):
             _pw0 = math.inf
         elif (abs(x) < 1/2):
             _pw0 = x**2*((((((((((((((1/2615348736000*x + 1/174356582400)*x + 1/12454041600)*x + 1/958003200)*x + 1/79833600)*x + 1/7257600)*x + 1/725760)*x + 1/80640)*x + 1/10080)*x + 1/1440)*x + 1/240)*x + 1/48)*x + 1/12)*x + 1/4))
         elif (x >= 88):
-            _pw0 = 2*((1/2)*math.exp((1/2)*logvar))**2 - (1/2)*x - 1/2
+            _pw0 = 2*((1/2)*_v0)**2 - (1/2)*x - 1/2
         else:
-            _pw0 = (1/2)*math.expm1(x) - (1/2)*x
+            _pw0 = (1/2)*_v1 - (1/2)*x
         kl = _pw0 + 2*((1/2)*mu)**2
         _outkl[_i] = kl
 
 
 #: compiled by numba on first use
-_kl_compiled1 = _rt.fused_loop(_kl_loop1, 3, 1)
+_kl_compiled = _rt.fused_loop(_kl_loop, 4, 1)
 
 
 def _kl_fused(mu, logvar, _batch, _dtype):
     """kl for NumPy float arrays through its compiled loops, checked by kl's NumPy fast path."""
-    x = _kl_compiled0(_batch, _dtype, logvar)
-    kl = _kl_compiled1(_batch, _dtype, mu, logvar, x)
+    # evaluated where their piece is not taken too: an overflow there is never read
+    with numpy.errstate(over="ignore"):
+        _v0 = numpy.exp((1/2)*logvar)
+        _h_x = logvar
+        _v1 = numpy.expm1(_h_x)
+    kl = _kl_compiled(_batch, _dtype, mu, logvar, _v0, _v1)
     return kl
 
 
@@ -302,16 +296,18 @@ def _kl_grad_xp(xp, mu, logvar, _batch, _dtype):
     return d_mu, d_logvar
 
 
-def _kl_grad_loop(_amu, _alogvar, _outd_mu, _outd_logvar):
+def _kl_grad_loop(_amu, _alogvar, _a_v0, _a_v1, _outd_mu, _outd_logvar):
     """kl_grad entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
     for _i in range(_outd_mu.size):
         mu = _amu[_i]
         logvar = _alogvar[_i]
+        _v0 = _a_v0[_i]
+        _v1 = _a_v1[_i]
         # Piecewise: the first condition that holds wins, the last piece where none does
         if (logvar < 88):
-            _pw0 = (1/2)*math.expm1(logvar)
+            _pw0 = (1/2)*_v0
         else:
-            _pw0 = 1.6516362549940018e+38*((1/2)*math.expm1(logvar - 88) + 1/2) - 1/2
+            _pw0 = 1.6516362549940018e+38*((1/2)*_v1 + 1/2) - 1/2
         d_mu = mu
         d_logvar = _pw0
         _outd_mu[_i] = d_mu
@@ -319,12 +315,16 @@ def _kl_grad_loop(_amu, _alogvar, _outd_mu, _outd_logvar):
 
 
 #: compiled by numba on first use
-_kl_grad_compiled = _rt.fused_loop(_kl_grad_loop, 2, 2)
+_kl_grad_compiled = _rt.fused_loop(_kl_grad_loop, 4, 2)
 
 
 def _kl_grad_fused(mu, logvar, _batch, _dtype):
     """kl_grad for NumPy float arrays through its compiled loops, checked by kl_grad's NumPy fast path."""
-    d_mu, d_logvar = _kl_grad_compiled(_batch, _dtype, mu, logvar)
+    # evaluated where their piece is not taken too: an overflow there is never read
+    with numpy.errstate(over="ignore"):
+        _v0 = numpy.expm1(logvar)
+        _v1 = numpy.expm1(logvar - 88)
+    d_mu, d_logvar = _kl_grad_compiled(_batch, _dtype, mu, logvar, _v0, _v1)
     return d_mu, d_logvar
 
 
@@ -545,26 +545,29 @@ def _kl_grad_stl_xp(xp, mu, logvar, eps, _batch, _dtype):
     return d_mu, d_logvar
 
 
-def _kl_grad_stl_loop0(_alogvar, _out_tmp0):
+def _kl_grad_stl_loop0(_alogvar, _a_v0, _out_tmp0, _outsigma):
     """kl_grad_stl entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
     for _i in range(_out_tmp0.size):
         logvar = _alogvar[_i]
+        _v0 = _a_v0[_i]
         _tmp0 = (1/2)*logvar
+        sigma = _v0
         _out_tmp0[_i] = _tmp0
+        _outsigma[_i] = sigma
 
 
 #: compiled by numba on first use
-_kl_grad_stl_compiled0 = _rt.fused_loop(_kl_grad_stl_loop0, 1, 1)
+_kl_grad_stl_compiled0 = _rt.fused_loop(_kl_grad_stl_loop0, 2, 2)
 
 
-def _kl_grad_stl_loop1(_amu, _alogvar, _aeps, _a_tmp0, _outd_mu, _outd_logvar):
+def _kl_grad_stl_loop1(_amu, _alogvar, _aeps, _a_tmp0, _asigma, _outd_mu, _outd_logvar):
     """kl_grad_stl entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
     for _i in range(_outd_mu.size):
         mu = _amu[_i]
         logvar = _alogvar[_i]
         eps = _aeps[_i]
         _tmp0 = _a_tmp0[_i]
-        sigma = math.exp(_tmp0)
+        sigma = _asigma[_i]
         d_mu = 2*eps*math.sinh(_tmp0) + mu
         # Piecewise: the first condition that holds wins, the last piece where none does
         if (logvar < 88):
@@ -577,13 +580,15 @@ def _kl_grad_stl_loop1(_amu, _alogvar, _aeps, _a_tmp0, _outd_mu, _outd_logvar):
 
 
 #: compiled by numba on first use
-_kl_grad_stl_compiled1 = _rt.fused_loop(_kl_grad_stl_loop1, 4, 2)
+_kl_grad_stl_compiled1 = _rt.fused_loop(_kl_grad_stl_loop1, 5, 2)
 
 
 def _kl_grad_stl_fused(mu, logvar, eps, _batch, _dtype):
     """kl_grad_stl for NumPy float arrays through its compiled loops, checked by kl_grad_stl's NumPy fast path."""
-    _tmp0 = _kl_grad_stl_compiled0(_batch, _dtype, logvar)
-    d_mu, d_logvar = _kl_grad_stl_compiled1(_batch, _dtype, mu, logvar, eps, _tmp0)
+    _h__tmp0 = (1/2)*logvar
+    _v0 = numpy.exp(_h__tmp0)
+    _tmp0, sigma = _kl_grad_stl_compiled0(_batch, _dtype, logvar, _v0)
+    d_mu, d_logvar = _kl_grad_stl_compiled1(_batch, _dtype, mu, logvar, eps, _tmp0, sigma)
     return d_mu, d_logvar
 
 

@@ -198,58 +198,55 @@ def _kl_xp(xp, mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
     return kl
 
 
-def _kl_loop0(_amu_q, _alogvar_q, _amu_p, _alogvar_p, _out_pw0, _outx):
+def _kl_loop(_amu_q, _alogvar_q, _amu_p, _alogvar_p, _a_v0, _a_v1, _a_v2, _a_v3, _a_v4, _outkl):
     """kl entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
-    for _i in range(_out_pw0.size):
+    for _i in range(_outkl.size):
         mu_q = _amu_q[_i]
         logvar_q = _alogvar_q[_i]
         mu_p = _amu_p[_i]
         logvar_p = _alogvar_p[_i]
+        _v0 = _a_v0[_i]
+        _v1 = _a_v1[_i]
+        _v2 = _a_v2[_i]
+        _v3 = _a_v3[_i]
+        _v4 = _a_v4[_i]
         # Piecewise: the first condition that holds wins, the last piece where none does
         if (logvar_p >= -170):
-            _pw0 = (mu_q - mu_p)*math.exp(-1/2*logvar_p)
+            _pw0 = _v0*(mu_q - mu_p)
         else:
-            _pw0 = math.exp(-1/4*logvar_p)*((mu_q - mu_p)*math.exp(-1/4*logvar_p))
+            _pw0 = _v1*(_v1*(mu_q - mu_p))
         x = logvar_q - logvar_p
-        _out_pw0[_i] = _pw0
-        _outx[_i] = x
-
-
-#: compiled by numba on first use
-_kl_compiled0 = _rt.fused_loop(_kl_loop0, 4, 2)
-
-
-def _kl_loop1(_alogvar_q, _alogvar_p, _a_pw0, _ax, _outkl):
-    """kl entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
-    for _i in range(_outkl.size):
-        logvar_q = _alogvar_q[_i]
-        logvar_p = _alogvar_p[_i]
-        _pw0 = _a_pw0[_i]
-        x = _ax[_i]
         # Piecewise: the first condition that holds wins, the last piece where none does
         if (x == math.inf):
             _pw1 = math.inf
         elif (abs(x) < 1/2):
             _pw1 = x**2*((((((((((((((1/2615348736000*x + 1/174356582400)*x + 1/12454041600)*x + 1/958003200)*x + 1/79833600)*x + 1/7257600)*x + 1/725760)*x + 1/80640)*x + 1/10080)*x + 1/1440)*x + 1/240)*x + 1/48)*x + 1/12)*x + 1/4))
         elif (x >= 4) and (abs(logvar_p) < 170) and (abs(logvar_q) < 170):
-            _pw1 = 2*((1/2)*math.exp(-1/2*logvar_p)*math.exp((1/2)*logvar_q))**2 - (1/2)*x - 1/2
+            _pw1 = 2*((1/2)*_v0*_v2)**2 - (1/2)*x - 1/2
         elif (x < 88):
-            _pw1 = (1/2)*math.expm1(x) - (1/2)*x
+            _pw1 = (1/2)*_v4 - (1/2)*x
         else:
-            _pw1 = 2*((1/2)*math.exp((1/2)*x))**2 - (1/2)*x - 1/2
+            _pw1 = 2*((1/2)*_v3)**2 - (1/2)*x - 1/2
         m = _pw0
         kl = _pw1 + 2*((1/2)*m)**2
         _outkl[_i] = kl
 
 
 #: compiled by numba on first use
-_kl_compiled1 = _rt.fused_loop(_kl_loop1, 4, 1)
+_kl_compiled = _rt.fused_loop(_kl_loop, 9, 1)
 
 
 def _kl_fused(mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
     """kl for NumPy float arrays through its compiled loops, checked by kl's NumPy fast path."""
-    _pw0, x = _kl_compiled0(_batch, _dtype, mu_q, logvar_q, mu_p, logvar_p)
-    kl = _kl_compiled1(_batch, _dtype, logvar_q, logvar_p, _pw0, x)
+    # evaluated where their piece is not taken too: an overflow there is never read
+    with numpy.errstate(over="ignore"):
+        _v0 = numpy.exp(-1/2*logvar_p)
+        _v1 = numpy.exp(-1/4*logvar_p)
+        _v2 = numpy.exp((1/2)*logvar_q)
+        _h_x = logvar_q - logvar_p
+        _v3 = numpy.exp((1/2)*_h_x)
+        _v4 = numpy.expm1(_h_x)
+    kl = _kl_compiled(_batch, _dtype, mu_q, logvar_q, mu_p, logvar_p, _v0, _v1, _v2, _v3, _v4)
     return kl
 
 
@@ -376,85 +373,53 @@ def _kl_grad_xp(xp, mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
     return d_mu_q, d_logvar_q, d_mu_p, d_logvar_p
 
 
-def _kl_grad_loop0(_alogvar_q, _alogvar_p, _a_v0, _outsigma_p, _outx):
+def _kl_grad_loop(_amu_q, _alogvar_q, _amu_p, _alogvar_p, _a_v0, _a_v1, _a_v2, _a_v3, _a_v4, _outd_logvar_q, _outd_mu_q, _outd_mu_p, _outd_logvar_p):
     """kl_grad entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
-    for _i in range(_outsigma_p.size):
-        logvar_q = _alogvar_q[_i]
-        logvar_p = _alogvar_p[_i]
-        _v0 = _a_v0[_i]
-        sigma_p = _v0
-        x = logvar_q - logvar_p
-        _outsigma_p[_i] = sigma_p
-        _outx[_i] = x
-
-
-#: compiled by numba on first use
-_kl_grad_compiled0 = _rt.fused_loop(_kl_grad_loop0, 3, 2)
-
-
-def _kl_grad_loop1(_amu_q, _amu_p, _alogvar_p, _asigma_p, _ax, _outr, _outm):
-    """kl_grad entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
-    for _i in range(_outr.size):
+    for _i in range(_outd_logvar_q.size):
         mu_q = _amu_q[_i]
+        logvar_q = _alogvar_q[_i]
         mu_p = _amu_p[_i]
         logvar_p = _alogvar_p[_i]
-        sigma_p = _asigma_p[_i]
-        x = _ax[_i]
+        _v0 = _a_v0[_i]
+        _v1 = _a_v1[_i]
+        _v2 = _a_v2[_i]
+        _v3 = _a_v3[_i]
+        _v4 = _a_v4[_i]
+        sigma_p = _v0
+        x = logvar_q - logvar_p
         # Piecewise: the first condition that holds wins, the last piece where none does
         if (logvar_p >= -170):
             _pw0 = (mu_q - mu_p)/sigma_p
         else:
-            _pw0 = math.exp(-1/4*logvar_p)*((mu_q - mu_p)*math.exp(-1/4*logvar_p))
-        r = math.exp((1/2)*x)
+            _pw0 = _v1*(_v1*(mu_q - mu_p))
+        r = _v2
         m = _pw0
-        _outr[_i] = r
-        _outm[_i] = m
-
-
-#: compiled by numba on first use
-_kl_grad_compiled1 = _rt.fused_loop(_kl_grad_loop1, 5, 2)
-
-
-def _kl_grad_loop2(_asigma_p, _ax, _ar, _am, _outd_logvar_q, _outd_mu_q, _outd_mu_p):
-    """kl_grad entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
-    for _i in range(_outd_logvar_q.size):
-        sigma_p = _asigma_p[_i]
-        x = _ax[_i]
-        r = _ar[_i]
-        m = _am[_i]
-        d_logvar_q = (1/2)*(r + 1)*math.expm1((1/2)*x)
+        d_logvar_q = (1/2)*_v3*(r + 1)
         _tmp0 = m/sigma_p
         d_mu_q = _tmp0
         d_mu_p = -_tmp0
+        d_logvar_p = -1/2*_v4 - 1/2*m**2
         _outd_logvar_q[_i] = d_logvar_q
         _outd_mu_q[_i] = d_mu_q
         _outd_mu_p[_i] = d_mu_p
-
-
-#: compiled by numba on first use
-_kl_grad_compiled2 = _rt.fused_loop(_kl_grad_loop2, 4, 3)
-
-
-def _kl_grad_loop3(_ax, _am, _outd_logvar_p):
-    """kl_grad entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
-    for _i in range(_outd_logvar_p.size):
-        x = _ax[_i]
-        m = _am[_i]
-        d_logvar_p = -1/2*m**2 - 1/2*math.expm1(x)
         _outd_logvar_p[_i] = d_logvar_p
 
 
 #: compiled by numba on first use
-_kl_grad_compiled3 = _rt.fused_loop(_kl_grad_loop3, 2, 1)
+_kl_grad_compiled = _rt.fused_loop(_kl_grad_loop, 9, 4)
 
 
 def _kl_grad_fused(mu_q, logvar_q, mu_p, logvar_p, _batch, _dtype):
     """kl_grad for NumPy float arrays through its compiled loops, checked by kl_grad's NumPy fast path."""
-    _v0 = numpy.exp((1/2)*logvar_p)
-    sigma_p, x = _kl_grad_compiled0(_batch, _dtype, logvar_q, logvar_p, _v0)
-    r, m = _kl_grad_compiled1(_batch, _dtype, mu_q, mu_p, logvar_p, sigma_p, x)
-    d_logvar_q, d_mu_q, d_mu_p = _kl_grad_compiled2(_batch, _dtype, sigma_p, x, r, m)
-    d_logvar_p = _kl_grad_compiled3(_batch, _dtype, x, m)
+    # evaluated where their piece is not taken too: an overflow there is never read
+    with numpy.errstate(over="ignore"):
+        _v0 = numpy.exp((1/2)*logvar_p)
+        _v1 = numpy.exp(-1/4*logvar_p)
+        _h_x = logvar_q - logvar_p
+        _v2 = numpy.exp((1/2)*_h_x)
+        _v3 = numpy.expm1((1/2)*_h_x)
+        _v4 = numpy.expm1(_h_x)
+    d_logvar_q, d_mu_q, d_mu_p, d_logvar_p = _kl_grad_compiled(_batch, _dtype, mu_q, logvar_q, mu_p, logvar_p, _v0, _v1, _v2, _v3, _v4)
     return d_mu_q, d_logvar_q, d_mu_p, d_logvar_p
 
 
@@ -589,37 +554,25 @@ def _kl_grad_reparam_xp(xp, mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype)
     return d_mu_q, d_logvar_q, d_mu_p, d_logvar_p
 
 
-def _kl_grad_reparam_loop0(_alogvar_q, _alogvar_p, _a_v0, _outsigma_p, _outx):
-    """kl_grad_reparam entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
-    for _i in range(_outsigma_p.size):
-        logvar_q = _alogvar_q[_i]
-        logvar_p = _alogvar_p[_i]
-        _v0 = _a_v0[_i]
-        sigma_p = _v0
-        x = logvar_q - logvar_p
-        _outsigma_p[_i] = sigma_p
-        _outx[_i] = x
-
-
-#: compiled by numba on first use
-_kl_grad_reparam_compiled0 = _rt.fused_loop(_kl_grad_reparam_loop0, 3, 2)
-
-
-def _kl_grad_reparam_loop1(_amu_q, _amu_p, _alogvar_p, _aeps, _asigma_p, _ax, _outd_mu_q, _outd_logvar_q, _outd_mu_p, _outd_logvar_p):
+def _kl_grad_reparam_loop(_amu_q, _alogvar_q, _amu_p, _alogvar_p, _aeps, _a_v0, _a_v1, _a_v2, _outd_mu_q, _outd_logvar_q, _outd_mu_p, _outd_logvar_p):
     """kl_grad_reparam entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
     for _i in range(_outd_mu_q.size):
         mu_q = _amu_q[_i]
+        logvar_q = _alogvar_q[_i]
         mu_p = _amu_p[_i]
         logvar_p = _alogvar_p[_i]
         eps = _aeps[_i]
-        sigma_p = _asigma_p[_i]
-        x = _ax[_i]
+        _v0 = _a_v0[_i]
+        _v1 = _a_v1[_i]
+        _v2 = _a_v2[_i]
+        sigma_p = _v0
+        x = logvar_q - logvar_p
         # Piecewise: the first condition that holds wins, the last piece where none does
         if (logvar_p >= -170):
             _pw0 = (mu_q - mu_p)/sigma_p
         else:
-            _pw0 = math.exp(-1/4*logvar_p)*((mu_q - mu_p)*math.exp(-1/4*logvar_p))
-        r = math.exp((1/2)*x)
+            _pw0 = _v1*(_v1*(mu_q - mu_p))
+        r = _v2
         m = _pw0
         _tmp0 = eps*r
         _tmp1 = _tmp0/sigma_p + m/sigma_p
@@ -635,14 +588,18 @@ def _kl_grad_reparam_loop1(_amu_q, _amu_p, _alogvar_p, _aeps, _asigma_p, _ax, _o
 
 
 #: compiled by numba on first use
-_kl_grad_reparam_compiled1 = _rt.fused_loop(_kl_grad_reparam_loop1, 6, 4)
+_kl_grad_reparam_compiled = _rt.fused_loop(_kl_grad_reparam_loop, 8, 4)
 
 
 def _kl_grad_reparam_fused(mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype):
     """kl_grad_reparam for NumPy float arrays through its compiled loops, checked by kl_grad_reparam's NumPy fast path."""
-    _v0 = numpy.exp((1/2)*logvar_p)
-    sigma_p, x = _kl_grad_reparam_compiled0(_batch, _dtype, logvar_q, logvar_p, _v0)
-    d_mu_q, d_logvar_q, d_mu_p, d_logvar_p = _kl_grad_reparam_compiled1(_batch, _dtype, mu_q, mu_p, logvar_p, eps, sigma_p, x)
+    # evaluated where their piece is not taken too: an overflow there is never read
+    with numpy.errstate(over="ignore"):
+        _v0 = numpy.exp((1/2)*logvar_p)
+        _v1 = numpy.exp(-1/4*logvar_p)
+        _h_x = logvar_q - logvar_p
+        _v2 = numpy.exp((1/2)*_h_x)
+    d_mu_q, d_logvar_q, d_mu_p, d_logvar_p = _kl_grad_reparam_compiled(_batch, _dtype, mu_q, logvar_q, mu_p, logvar_p, eps, _v0, _v1, _v2)
     return d_mu_q, d_logvar_q, d_mu_p, d_logvar_p
 
 
@@ -779,57 +736,29 @@ def _kl_grad_stl_xp(xp, mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype):
     return d_mu_q, d_logvar_q, d_mu_p, d_logvar_p
 
 
-def _kl_grad_stl_loop0(_alogvar_q, _alogvar_p, _a_v0, _outsigma_p, _outx):
+def _kl_grad_stl_loop(_amu_q, _alogvar_q, _amu_p, _alogvar_p, _aeps, _a_v0, _a_v1, _a_v2, _a_v3, _outd_mu_q, _outd_logvar_q, _outd_mu_p, _outd_logvar_p):
     """kl_grad_stl entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
-    for _i in range(_outsigma_p.size):
-        logvar_q = _alogvar_q[_i]
-        logvar_p = _alogvar_p[_i]
-        _v0 = _a_v0[_i]
-        sigma_p = _v0
-        x = logvar_q - logvar_p
-        _outsigma_p[_i] = sigma_p
-        _outx[_i] = x
-
-
-#: compiled by numba on first use
-_kl_grad_stl_compiled0 = _rt.fused_loop(_kl_grad_stl_loop0, 3, 2)
-
-
-def _kl_grad_stl_loop1(_amu_q, _amu_p, _alogvar_p, _asigma_p, _ax, _outr, _outm, _out_tmp0):
-    """kl_grad_stl entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
-    for _i in range(_outr.size):
+    for _i in range(_outd_mu_q.size):
         mu_q = _amu_q[_i]
+        logvar_q = _alogvar_q[_i]
         mu_p = _amu_p[_i]
         logvar_p = _alogvar_p[_i]
-        sigma_p = _asigma_p[_i]
-        x = _ax[_i]
+        eps = _aeps[_i]
+        _v0 = _a_v0[_i]
+        _v1 = _a_v1[_i]
+        _v2 = _a_v2[_i]
+        _v3 = _a_v3[_i]
+        sigma_p = _v0
+        x = logvar_q - logvar_p
         # Piecewise: the first condition that holds wins, the last piece where none does
         if (logvar_p >= -170):
             _pw0 = (mu_q - mu_p)/sigma_p
         else:
-            _pw0 = math.exp(-1/4*logvar_p)*((mu_q - mu_p)*math.exp(-1/4*logvar_p))
-        r = math.exp((1/2)*x)
+            _pw0 = _v1*(_v1*(mu_q - mu_p))
+        r = _v2
         m = _pw0
         _tmp0 = m/sigma_p
-        _outr[_i] = r
-        _outm[_i] = m
-        _out_tmp0[_i] = _tmp0
-
-
-#: compiled by numba on first use
-_kl_grad_stl_compiled1 = _rt.fused_loop(_kl_grad_stl_loop1, 5, 3)
-
-
-def _kl_grad_stl_loop2(_aeps, _asigma_p, _ax, _ar, _am, _a_tmp0, _outd_mu_q, _outd_logvar_q, _outd_mu_p, _outd_logvar_p):
-    """kl_grad_stl entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
-    for _i in range(_outd_mu_q.size):
-        eps = _aeps[_i]
-        sigma_p = _asigma_p[_i]
-        x = _ax[_i]
-        r = _ar[_i]
-        m = _am[_i]
-        _tmp0 = _a_tmp0[_i]
-        _tmp1 = eps*math.expm1((1/2)*x)
+        _tmp1 = _v3*eps
         _tmp2 = (1/2)*r
         _tmp3 = eps*r
         d_mu_q = _tmp0 + _tmp1*(1 + 1/r)/sigma_p
@@ -843,15 +772,19 @@ def _kl_grad_stl_loop2(_aeps, _asigma_p, _ax, _ar, _am, _a_tmp0, _outd_mu_q, _ou
 
 
 #: compiled by numba on first use
-_kl_grad_stl_compiled2 = _rt.fused_loop(_kl_grad_stl_loop2, 6, 4)
+_kl_grad_stl_compiled = _rt.fused_loop(_kl_grad_stl_loop, 9, 4)
 
 
 def _kl_grad_stl_fused(mu_q, logvar_q, mu_p, logvar_p, eps, _batch, _dtype):
     """kl_grad_stl for NumPy float arrays through its compiled loops, checked by kl_grad_stl's NumPy fast path."""
-    _v0 = numpy.exp((1/2)*logvar_p)
-    sigma_p, x = _kl_grad_stl_compiled0(_batch, _dtype, logvar_q, logvar_p, _v0)
-    r, m, _tmp0 = _kl_grad_stl_compiled1(_batch, _dtype, mu_q, mu_p, logvar_p, sigma_p, x)
-    d_mu_q, d_logvar_q, d_mu_p, d_logvar_p = _kl_grad_stl_compiled2(_batch, _dtype, eps, sigma_p, x, r, m, _tmp0)
+    # evaluated where their piece is not taken too: an overflow there is never read
+    with numpy.errstate(over="ignore"):
+        _v0 = numpy.exp((1/2)*logvar_p)
+        _v1 = numpy.exp(-1/4*logvar_p)
+        _h_x = logvar_q - logvar_p
+        _v2 = numpy.exp((1/2)*_h_x)
+        _v3 = numpy.expm1((1/2)*_h_x)
+    d_mu_q, d_logvar_q, d_mu_p, d_logvar_p = _kl_grad_stl_compiled(_batch, _dtype, mu_q, logvar_q, mu_p, logvar_p, eps, _v0, _v1, _v2, _v3)
     return d_mu_q, d_logvar_q, d_mu_p, d_logvar_p
 
 

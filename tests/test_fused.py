@@ -174,3 +174,68 @@ def test_the_generated_modules_import_without_numba():
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[0] == "0.0"
     assert "ImportError" in run.stdout and "derive-engine[fast]" in run.stdout
+
+
+def test_exp_and_expm1_in_pieces_are_hoisted_so_the_loop_calls_nothing():
+    """The cost fact the fused route rests on (issue 24), read from the lowering, never
+    from a timing: a piecewise statement whose every call is TOTAL (exp, expm1) on the
+    kernel's arrays has them evaluated by NumPy before its loop, which then calls nothing
+    (LLVM vectorizes it); one whose piece calls log keeps its calls in the loop (log of a
+    non-positive entry, where that piece is not taken, would be NaN and a warning)."""
+    import sympy as sp
+    from sympy.codegen.cfunctions import expm1
+
+    from codegen.fused_backend import FusedPrinter, lower_fused
+    from codegen.plan import plan_kernel
+    from derive.spec import Arg, Kernel, Output
+
+    v = sp.Symbol("v", real=True)
+    def lowered(value):
+        k = Kernel("f", (Arg("v", "elementwise", "v"),),
+                   (Output("x", v, "x"), Output("y", value, "y")), "")
+        return lower_fused(plan_kernel(k), FusedPrinter())
+
+    low = lowered(sp.Piecewise((v**2, sp.Abs(v) < 1), (expm1(v) - sp.exp(v / 2), True)))
+    assert low["quiet"] and [c for _, c in low["hoisted"]] == ["numpy.exp((1/2)*v)",
+                                                               "numpy.expm1(v)"]
+    codes = [b["code"] for lp in low["loops"] for st in lp["statements"]
+             for b in st.get("branches", ())]
+    assert not any("math." in c for c in codes), codes
+    low = lowered(sp.Piecewise((v**2, v < 1), (sp.log(v) + sp.exp(v), True)))
+    assert not low["quiet"] and low["hoisted"] == ()
+    assert any("math.log(v)" in b["code"] for lp in low["loops"] for st in lp["statements"]
+               for b in st.get("branches", ()))
+
+
+@pytest.mark.parametrize("module", [gaussian_kl_logvar, gaussian_kl_pair_logvar])
+def test_the_logvar_loops_call_no_exp(module):
+    """Every loop of the logvar modules' kl and kl_grad (the eager torch route's bodies)
+    calls no exp or expm1 per entry: NumPy evaluates them before the loop (several entries
+    per instruction), so the fused body is not the slower one at 1e5 entries."""
+    import inspect
+    import re
+
+    loops = [f for n, f in vars(module).items()
+             if re.fullmatch(r"_kl(_grad)?_loop\d*", n) and inspect.isfunction(f)]
+    assert loops
+    for f in loops:
+        assert not re.search(r"math\.(exp|expm1)\(", inspect.getsource(f)), f.__name__
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_an_overflow_in_an_untaken_hoisted_piece_warns_nothing(dtype):
+    """exp/expm1 of a piece evaluated everywhere overflows where that piece is not taken
+    (float32 expm1(100)): no warning, and the NumPy body's value bit for bit."""
+    import warnings
+
+    v = np.array([-1e3, -171, 0.3, 87, 88, 89, 100, 171, 710, 1e3], dtype)
+    mu = np.linspace(-3, 3, v.size).astype(dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = gaussian_kl_logvar.fused.kl_grad(mu, v)
+        pair = gaussian_kl_pair_logvar.fused.kl_grad(mu, v, mu, v[::-1].copy())
+    with np.errstate(all="ignore"):
+        want = gaussian_kl_logvar.kl_grad(mu, v)
+        want_pair = gaussian_kl_pair_logvar.kl_grad(mu, v, mu, v[::-1].copy())
+    for a, b in zip(got + pair, want + want_pair, strict=True):
+        assert a.dtype == dtype and np.array_equal(a, b, equal_nan=True)
