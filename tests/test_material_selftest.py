@@ -47,17 +47,25 @@ MATERIAL = Material("freemat", blocks=BLOCKS, questions={"F.1": QUESTION},
 '''
 
 
+@pytest.fixture(autouse=True)
+def _material_restored():
+    """Every test here runs ``derive test --material ...``, which makes that material the
+    engine's: afterwards the material in use before is chosen again through
+    :func:`derive.loader.use`, which also resets the cache's material files (restoring the
+    loader's two variables by hand left those of the test's material in the cache keys)."""
+    names = loader._names
+    yield
+    loader.use(names)
+
+
 @pytest.fixture
 def outside(tmp_path, monkeypatch):
-    """The package ``freemat`` in a folder outside the repository, on sys.path; the
-    loader's choice restored afterwards."""
+    """The package ``freemat`` in a folder outside the repository, on sys.path."""
     folder = tmp_path / "outside"
     (folder / "freemat").mkdir(parents=True)
     (folder / "freemat" / "__init__.py").write_text(_MATERIAL)
     monkeypatch.syspath_prepend(str(folder))
-    saved = loader._current, loader._names
     yield folder
-    loader._current, loader._names = saved
     sys.modules.pop("freemat", None)
     importlib.invalidate_caches()
 
@@ -125,12 +133,8 @@ def test_a_material_of_blocks_alone_is_tested_through_the_engine_s_kernels(tmp_p
         "MATERIAL = Material('blocksonly', blocks={'only_shift': CouplingBlock(\n"
         "    'only_shift', 'a shift', x1 + F, x2)})\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    saved = loader._current, loader._names
-    try:
-        assert main(["test", "--material", "blocksonly", "--points", "3", "--jobs", "1"]) == 0
-    finally:
-        loader._current, loader._names = saved
-        sys.modules.pop("blocksonly", None)
+    assert main(["test", "--material", "blocksonly", "--points", "3", "--jobs", "1"]) == 0
+    sys.modules.pop("blocksonly", None)
     out, err = capsys.readouterr()
     assert "rendering the coupling kernels of block only_shift" in err
     assert out.splitlines()[-1].startswith("7 of 7 checks passed")
@@ -149,12 +153,8 @@ def test_a_question_s_own_module_named_like_its_block_is_tested_beside_the_engin
     (tmp_path / "mymat").mkdir()
     (tmp_path / "mymat" / "__init__.py").write_text(SHIFT_MATERIAL)
     monkeypatch.syspath_prepend(str(tmp_path))
-    saved = loader._current, loader._names
-    try:
-        assert main(["test", "--material", "mymat", "--points", "3", "--jobs", "1"]) == 0
-    finally:
-        loader._current, loader._names = saved
-        sys.modules.pop("mymat", None)
+    assert main(["test", "--material", "mymat", "--points", "3", "--jobs", "1"]) == 0
+    sys.modules.pop("mymat", None)
     out, err = capsys.readouterr()
     assert "rendering the coupling kernels of block my_shift" in err
     assert "derive test: module my_shift: finite, float32, batches" in err
@@ -254,11 +254,7 @@ def test_the_worked_example_passes_its_free_tests(capsys):
     """derive test on examples.material: its three blocks (the spline bin on its interval)
     and the planar flow's kernels, every check passing (measured: 23 checks, 6.9 s of CPU
     with the cache warm)."""
-    saved = loader._current, loader._names
-    try:
-        assert main(["test", "--material", "examples.material", "--jobs", "1"]) == 0
-    finally:
-        loader._current, loader._names = saved
+    assert main(["test", "--material", "examples.material", "--jobs", "1"]) == 0
     out = capsys.readouterr().out
     for subject in ("coupling_shifted", "coupling_asinh", "coupling_rq_bin", "planar_flow"):
         assert any(line.startswith(subject) for line in out.splitlines()), subject
