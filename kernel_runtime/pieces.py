@@ -145,12 +145,14 @@ def select(xp: Any, arrays: tuple[Any, ...], dtype: Any, like: Any,
         ...        ((lambda x: -x, (x,), ()), (lambda: 7.0, (), ()), (lambda x: x, (x,), ())))
         array([2. , 0.5, 7. ])
     """
-    if xp is numpy:  # strategy() is "gather" for NumPy: decided here without the call
+    if xp is numpy:
         shape = broadcast(*(a.shape if type(a) is _ndarray else numpy.shape(a)
                             for a in arrays))
+    else:
+        shape = broadcast(*(tuple(getattr(a, "shape", ())) for a in arrays))
+    how = strategy(xp, shape, arrays)  # the one place the selection is decided
+    if how == "gather" and xp is numpy:
         return gather_numpy(shape, dtype, arrays, conds, pieces, quiet, base_piece)
-    shape = broadcast(*(tuple(getattr(a, "shape", ())) for a in arrays))
-    how = strategy(xp, shape, arrays)
     if how == "numpy":
         how = "where" if math.prod(shape) < GATHER_FROM else "gather"
     if how == "gather":
