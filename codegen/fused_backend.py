@@ -125,6 +125,13 @@ class FusedPrinter(XpPrinter):
     def _print_softplus(self, expr: sp.Basic) -> str:
         raise NotImplementedError("softplus has no element form here")
 
+    def _unprintable(self, expr: sp.Basic) -> str:
+        # NumPy's forms (maximum, select, sign) with a math. prefix name nothing math has:
+        # such a kernel keeps its NumPy body only, rather than failing when numba compiles
+        raise NotImplementedError(f"{type(expr).__name__} has no element form here")
+
+    _print_Max = _print_Min = _print_Piecewise = _print_Heaviside = _print_sign = _unprintable
+
     def _print_sigmoid(self, expr: sp.Basic) -> str:
         raise NotImplementedError("sigmoid has no element form here")
 
