@@ -642,8 +642,45 @@ def _csv_target(path: str) -> Target:
 
 
 def _run(args: argparse.Namespace) -> tuple[str, int]:
-    """Dispatch to the subcommand; return what goes to standard output, and the exit code."""
+    """Dispatch to the subcommand; return what goes to standard output, and the exit code.
+    An error raised in a material's own code (a question whose derivation raises) is one
+    line naming the material's file and line, exit 2; one raised in the engine is not
+    caught here."""
     _use_material(args)
+    try:
+        return _dispatch(args)
+    except Exception as err:  # noqa: BLE001 - re-raised unless the material's code raised it
+        where = _material_frame(err)
+        if where is None or isinstance(err, _Failure) or (
+                isinstance(err, ValueError) and _refusal(err) is not None):
+            raise  # (a refusal the engine words, as main shows it)
+        raise _Failure(_shown(f"--material {' --material '.join(args.material or ())}: "
+                              f"{where}: {type(err).__name__}: {err}"), code=2) from None
+
+
+def _material_frame(err: BaseException) -> str | None:
+    """``file:line in function`` of the innermost frame of ``err``'s traceback that is in
+    neither the engine nor an installed package (a material's own code), or None."""
+    engine = Path(__file__).resolve().parent.parent
+    installed = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix)}
+    found = None
+    tb = err.__traceback__
+    while tb is not None:
+        path = Path(tb.tb_frame.f_code.co_filename)
+        try:
+            path = path.resolve()
+        except OSError:
+            path = None
+        if (path is not None and path.is_file()
+                and not any(path.is_relative_to(engine / d)
+                            for d in ("derive", "codegen", "kernel_runtime"))
+                and not any(path.is_relative_to(p) for p in installed)):
+            found = f"{path.name}:{tb.tb_lineno} in {tb.tb_frame.f_code.co_name}"
+        tb = tb.tb_next
+    return found
+
+
+def _dispatch(args: argparse.Namespace) -> tuple[str, int]:
     if getattr(args, "no_cache", False):
         from . import verdicts
 

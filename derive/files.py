@@ -134,23 +134,28 @@ def generate(store: Store | None = None, command: str = COMMAND,
         return whole["files"], whole["derivations"], whole["steps"]
     from .kernel_search import use_store
 
-    use_store(store)  # each kernel output's accuracy search is cached there too
-    if store is None and jobs <= 1:
-        derivations = all_derivations()
-        return (_files(None, command, package), len(derivations),
-                sum(len(d.steps) for d in derivations))
-    if store is None:  # the processes' parts go through a cache of this run's own
-        import tempfile
+    # each kernel output's accuracy search is cached there too; the cache in use before is
+    # put back (a temporary one below is removed when generate returns)
+    previous = use_store(store)
+    try:
+        if store is None and jobs <= 1:
+            derivations = all_derivations()
+            return (_files(None, command, package), len(derivations),
+                    sum(len(d.steps) for d in derivations))
+        if store is None:  # the processes' parts go through a cache of this run's own
+            import tempfile
 
-        with tempfile.TemporaryDirectory(prefix="derive-no-cache-") as folder:
-            return generate(Store(Path(folder)), command, package, jobs)
-    parts = _Parts(store, source_digest(exclude=by_value()), command)
-    if jobs > 1:
-        _derive_missing(parts, jobs)
-    files = _files(parts, command, package)
-    n, steps = len(parts.seen), sum(p["steps"] for p in parts.seen.values())
-    store.put("generate", key, {"files": files, "derivations": n, "steps": steps})
-    return files, n, steps
+            with tempfile.TemporaryDirectory(prefix="derive-no-cache-") as folder:
+                return generate(Store(Path(folder)), command, package, jobs)
+        parts = _Parts(store, source_digest(exclude=by_value()), command)
+        if jobs > 1:
+            _derive_missing(parts, jobs)
+        files = _files(parts, command, package)
+        n, steps = len(parts.seen), sum(p["steps"] for p in parts.seen.values())
+        store.put("generate", key, {"files": files, "derivations": n, "steps": steps})
+        return files, n, steps
+    finally:
+        use_store(previous)
 
 
 def rendered_part(store: Store, question: Question, variant: str) -> dict:

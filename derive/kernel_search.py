@@ -76,9 +76,11 @@ _memo: dict[str, tuple] = {}
 _STORE: list[Store | None] = [None]
 
 
-def use_store(store: Store | None) -> None:
-    """Make ``store`` the derivation cache every later search without one reads and fills."""
-    _STORE[0] = store
+def use_store(store: Store | None) -> Store | None:
+    """Make ``store`` the derivation cache every later search without one reads and fills;
+    return the one it replaces (to be put back)."""
+    previous, _STORE[0] = _STORE[0], store
+    return previous
 
 
 @dataclass(frozen=True)

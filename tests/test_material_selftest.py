@@ -259,3 +259,22 @@ def test_the_worked_example_passes_its_free_tests(capsys):
     for subject in ("coupling_shifted", "coupling_asinh", "coupling_rq_bin", "planar_flow"):
         assert any(line.startswith(subject) for line in out.splitlines()), subject
     assert out.splitlines()[-1].startswith("23 of 23 checks passed")
+
+
+def test_a_material_whose_question_raises_is_one_line_naming_its_file(tmp_path, capsys,
+                                                                       monkeypatch):
+    """A question's derivation that raises in the material's own code (here 1/0): one line
+    naming the material, its file and line and the error, exit 2; no traceback (it was
+    ZeroDivisionError's whole traceback)."""
+    (tmp_path / "raisemat.py").write_text(
+        "from derive.api import Material, Question, Section\n"
+        "S = Section('', 's', beyond=True)\n"
+        "MATERIAL = Material('raisemat', questions={'Z.1': Question(\n"
+        "    'Z.1', 't', ('',), lambda v: 1 / 0, S)}, sections={'s': S})\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["test", "--material", "raisemat", "--jobs", "1"]) == 2
+    sys.modules.pop("raisemat", None)
+    err = capsys.readouterr().err
+    assert ("derive: error: --material raisemat: raisemat.py:4 in <lambda>: "
+            "ZeroDivisionError: division by zero") in err
+    assert "Traceback" not in err
