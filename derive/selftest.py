@@ -168,8 +168,10 @@ def equation_reference(y1: Any, y2: Any, extra: Iterable[str] = ()) -> EquationR
 
 def _digits(ref: EquationReference, at: dict[str, float]) -> int:
     """:func:`digits_for` the values of F and G, where the equations use them, and more for
-    a small input: a formula as written may add its square to 1 (``log(1 + x1**2)`` at
-    ``x1 = 1e-149`` is 1e-298, 0 in 60 digits), so ``2 |log10 |v||`` more for ``|v| < 1``.
+    a small input or a large one: a formula as written may add a small input's square to 1
+    (``log(1 + x1**2)`` at ``x1 = 1e-149`` is 1e-298, 0 in 60 digits) or cancel a large
+    one's (``sqrt(x1**2 + 1) - x1`` at ``x1 = 1e154`` is 5e-155, and its slope, -5e-309, was
+    0 in 61 digits, which skipped the point as not invertible), so ``2 |log10 |v||`` more.
 
     Example:
         >>> import sympy as sp
@@ -177,9 +179,9 @@ def _digits(ref: EquationReference, at: dict[str, float]) -> int:
         >>> _digits(equation_reference(sp.asinh(x1) + F, x2), {"x1": 1e-149, "F": 0.0})
         358
     """
-    small = max((-2 * math.log10(abs(v)) for name, v in at.items()
-                 if name in ref.uses and 0 < abs(v) < 1), default=0.0)
-    return digits_for(*(at[name] for name in ("F", "G") if name in ref.uses)) + int(small)
+    spread = max((2 * abs(math.log10(abs(v))) for name, v in at.items()
+                  if name in ref.uses and 0 < abs(v) < math.inf), default=0.0)
+    return digits_for(*(at[name] for name in ("F", "G") if name in ref.uses)) + int(spread)
 
 
 def ulps(got: float, true: Any, scale: Any, eps: float = _EPS) -> float:
