@@ -115,10 +115,6 @@ class FusedPrinter(XpPrinter):
     def _print_Or(self, expr: sp.Basic) -> str:
         return " or ".join(self._operand(a) for a in expr.args)
 
-    def _operand(self, arg: sp.Basic) -> str:
-        printed = self._print(arg)
-        return f"({printed})" if isinstance(arg, sp.And | sp.Or) else printed
-
     def _print_Not(self, expr: sp.Basic) -> str:
         return f"not ({self._print(expr.args[0])})"
 
