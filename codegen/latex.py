@@ -706,6 +706,13 @@ def _search_rows(verdicts: Any, printer: Any, escape: Callable[[str], str]) -> l
     return rows
 
 
+#: What opens the search's verdicts, in the document and the notebook alike (``{module}``:
+#: the module's name, as each format sets code).
+_SEARCH_INTRO = ("Each output of each kernel measured against mpmath over its arguments' domain "
+                 "(positive arguments over $(0, \\max]$, the others over both signs), and "
+                 "searched for rewrites that lower the maximum error in ulp ({module}).")
+
+
 def render_search(verdicts: Any, heading: str, options: LatexOptions | None = None,
                   names: Mapping[str, str] | None = None) -> str:
     """The accuracy search's verdicts on one module's kernel outputs
@@ -716,12 +723,9 @@ def render_search(verdicts: Any, heading: str, options: LatexOptions | None = No
     rows = _search_rows(verdicts, printer, tex_escape)
     for row in rows:
         row["where"] = tex_escape(row["where"])
-    intro = ("Each output of each kernel measured against mpmath over its arguments' domain "
-             "(positive arguments over $(0, \\max]$, the others over both signs), and "
-             "searched for rewrites that lower the maximum error in ulp "
-             "(\\texttt{derive.kernel\\_search}).")
     return environment().get_template("search.tex.jinja").render(
-        heading=heading, intro=intro, verdicts=rows)
+        heading=heading, intro=_SEARCH_INTRO.format(module=r"\texttt{derive.kernel\_search}"),
+        verdicts=rows)
 
 
 def markdown_escape(text: str) -> str:
@@ -743,9 +747,6 @@ def render_search_markdown(verdicts: Any, heading: str, options: LatexOptions | 
     options = options or LatexOptions()
     printer = CourseworkLatexPrinter(options=options, names=names)
     rows = _search_rows(verdicts, printer, markdown_escape)
-    intro = ("Each output of each kernel measured against mpmath over its arguments' domain "
-             "(positive arguments over $(0, \\max]$, the others over both signs), and "
-             "searched for rewrites that lower the maximum error in ulp "
-             "(`derive.kernel_search`).")
     return environment().get_template("search.md.jinja").render(
-        heading=markdown_escape(heading), intro=intro, verdicts=rows)
+        heading=markdown_escape(heading), intro=_SEARCH_INTRO.format(
+            module="`derive.kernel_search`"), verdicts=rows)
