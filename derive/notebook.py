@@ -9,9 +9,11 @@ material as for the coursework.
 
 Example:
     >>> import json
-    >>> nb = json.loads(derivations_notebook("python -m derive generate"))
-    >>> nb["nbformat"], len(nb["cells"]) > 10
-    (4, True)
+    >>> from derive.loader import current
+    >>> one = {"2.1": current().questions["2.1"]}  # by default, every question
+    >>> nb = json.loads(derivations_notebook("python -m derive generate", one))
+    >>> nb["nbformat"], [cell["cell_type"] for cell in nb["cells"]]
+    (4, ['markdown', 'code'])
 """
 
 from __future__ import annotations

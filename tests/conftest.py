@@ -197,9 +197,9 @@ LONG_UNITS: dict[str, float] = {
     # latex and check reads: first, so that no two tests derive it at once from cold
     "tests/test_cli.py::test_generate_check_passes_on_this_checkout": 100,
     "tests/test_kl_user_parameterizations.py::softplus": 60,
-    # one whole derivation without the cache, in one child process (after the first
-    # generate has filled the run's cache, which it reads too)
-    "tests/test_cache.py::test_output_is_byte_identical_with_and_without_the_cache": 50,
+    # a child process that reads the run's cache (after the first generate has filled it)
+    # and derives a small material twice
+    "tests/test_cache.py::test_output_is_byte_identical_with_and_without_the_cache": 6,
     # a child derive generate of the worked example, then check and LaTeX children
     "tests/test_example_material.py": 50,
     "tests/test_check_files.py::_marked": 20,

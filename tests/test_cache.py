@@ -390,36 +390,63 @@ _DUMP = textwrap.dedent("""
     import hashlib, json, sys
     from pathlib import Path
     import derive.files as f
-    from derive import verdicts
+    from derive import loader, verdicts
     from derive.cache import open_store
     store = open_store()
     out = {}
     out["cached"] = f.generate(store)[0]
     # the parts alone: the whole output's entry left out
-    store.get = (lambda get: lambda kind, key: None if kind == "generate" else
-                 get(kind, key))(store.get)
+    get = store.get
+    store.get = lambda kind, key: None if kind == "generate" else get(kind, key)
     out["parts"] = f.generate(store)[0]
-    # without the cache, and with no verdict remembered: in this one process
+    # a small material, derived into a cold store (forked), then without any cache and
+    # with no verdict remembered, in this one process
+    store.get = get
+    loader.use(["smallmat"])
+    out["small"] = f.generate(store, jobs=2)[0]
     verdicts.use(None)
     out["uncached"] = f.generate(None, jobs=1)[0]
     print(json.dumps({k: {p: hashlib.sha256(t.encode()).hexdigest() for p, t in v.items()}
                       for k, v in out.items()}))
 """)
 
+#: A material of one block and two questions, one with kernels: small enough to derive
+#: twice in a test, through every path of :func:`derive.files.generate`.
+_SMALL = textwrap.dedent("""
+    from derive.api import (CouplingBlock, Material, Question, Section, F, G,
+                            coupling_kernels, derive_determinant, derive_inverse, x1, x2)
+    import sympy as sp
+    BLOCK = CouplingBlock('my_scaled', 'a scale block', sp.exp(G) * x1 + F, x2)
+    SECTION = Section('', 'A scale block', beyond=True)
+    QUESTIONS = {
+        '9.1': Question('9.1', 'Invert it', ('my_scaled',),
+                        lambda variant: derive_inverse(BLOCK), SECTION),
+        '9.2': Question('9.2', 'Its determinant', ('my_scaled',),
+                        lambda variant: derive_determinant(BLOCK), SECTION,
+                        kernels=lambda variant: coupling_kernels(BLOCK, 'smallmat.BLOCK',
+                                                                 package=None)),
+    }
+    MATERIAL = Material('smallmat', blocks={'my_scaled': BLOCK}, questions=QUESTIONS,
+                        sections={'scale': SECTION})
+""")
+
 
 def test_output_is_byte_identical_with_and_without_the_cache(tmp_path):
     """Under another hash seed (12345) in a fresh process: the files read whole from the
-    run's cache, rebuilt from its parts alone, and derived without any cache (no step
-    verdict remembered either; in one process, ``jobs=1``) are the same bytes, and those
-    of generated/ on disk.
+    run's cache and rebuilt from its parts alone are the bytes of generated/ on disk; and
+    a small material's files derived through a cold cache (forked) and without any cache
+    (no step verdict remembered either; in one process, ``jobs=1``) are the same bytes.
 
-    The cold cache's own path (derive, store, write; forked processes, under the run's own
-    hash seed) is the run's first ``derive generate --check`` (tests/test_cli.py, scheduled
-    first), compared with generated/ too. (This test derived all three itself: three whole
-    derivations.)"""
+    The shipped material derived from cold (derive, store, write; forked processes) under
+    this hash seed too is the run's first ``derive generate --check``
+    (:func:`tests.test_cli.test_generate_check_passes_on_this_checkout`, scheduled first),
+    compared with generated/. (This test derived the whole material a second time without
+    the cache: 40 s of the suite's CPU, for a path the small material takes as well.)"""
     on_disk = {p: hashlib.sha256(t.encode()).hexdigest()
                for p, t in _on_disk().items()}
-    env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(ROOT),
+    (tmp_path / "smallmat.py").write_text(_SMALL)
+    env = {**os.environ, "PYTHONHASHSEED": "12345",
+           "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}",
            "DERIVE_CACHE_DIR": os.environ.get("DERIVE_CACHE_DIR") or str(tmp_path)}
     env.pop("DERIVE_NO_CACHE", None)
     done = subprocess.run([sys.executable, "-c", _DUMP], cwd=ROOT, env=env,
@@ -428,7 +455,8 @@ def test_output_is_byte_identical_with_and_without_the_cache(tmp_path):
     run = json.loads(done.stdout.strip().splitlines()[-1])
     assert run["cached"] == on_disk
     assert run["parts"] == on_disk
-    assert run["uncached"] == on_disk
+    assert run["small"] == run["uncached"]
+    assert "generated/my_scaled.py" in run["small"]  # its kernels, through both paths
 
 
 def test_jobs_is_a_whole_number(capsys):
