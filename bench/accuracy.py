@@ -139,13 +139,6 @@ REASONS = {
            "Payne-Hanek reduction), which no array namespace has",
     "3.3.2": "as 3.3: tan of the exact sum x + eps",
     "3.3.5": "as 3.3: cos of the exact sum x + eps",
-    "3.4.6": "x**(1/n) = exp(log(x)/n): wherever the value is finite and large, the exponent "
-             "(up to 709) must be exact to 2**-62, and log x, 1/n and their product are "
-             "rounded: 1/n can be split exactly (q + r, q = fl(1/n), r by TwoProduct) and "
-             "pow(x, q) is accurate, but (x + 1)**(1/n) needs log1p(x)/n beyond float64 too, "
-             "and for |n| < 1e-4 (most of the domain, log-uniform) the correction terms "
-             "overflow; 246 of 399 true values are infinite, where x**(1/n) * expm1(...) "
-             "gives inf * 0. It needs a double-double log",
     "gaussian log-density": "on the search's own sample the typed form is 185 ulp off (where "
                             "the quadratic term cancels the logs), and 'factor' measured 130 "
                             "there and no worse on a held-out sample, so it was kept; on this "
