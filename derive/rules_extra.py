@@ -36,7 +36,7 @@ from sympy.codegen.cfunctions import expm1, log1p
 from .nodes import cbrt
 from .nodes import identity as _identity
 
-__all__ = ["EXTRA_RULES", "Grouped", "two_terms"]
+__all__ = ["EXTRA_RULES", "Grouped", "trig_of_exact_sum", "two_terms"]
 
 _a = sp.Symbol("a", real=True)
 _b = sp.Symbol("b", real=True)
@@ -497,6 +497,28 @@ def _reciprocal_power_difference(e: sp.Basic) -> sp.Basic:
     return e.replace(lambda t: parts(t) is not None, value)
 
 
+def trig_of_exact_sum(e: sp.Basic) -> sp.Basic:
+    """``sin(a + b)`` and ``cos(a + b)`` (a sum of two terms) with the sum split exactly,
+    ``a + b = s + t`` (Knuth's TwoSum), and the addition formulas: ``sin(s) cos(t) +
+    cos(s) sin(t)`` and ``cos(s) cos(t) - sin(s) sin(t)``: the rounding of the sum, which
+    moves a large argument by many periods' worth of digits, is carried in ``t``."""
+
+    def arg(t: sp.Basic) -> tuple[sp.Basic, sp.Basic] | None:
+        if isinstance(t, (sp.sin, sp.cos)) and t.args[0].is_Add and len(t.args[0].args) == 2:
+            a, b = t.args[0].args
+            if a.free_symbols and b.free_symbols:
+                return a, b
+        return None
+
+    def value(t: sp.Basic) -> sp.Basic:
+        s, r = _two_sum(*arg(t))
+        if isinstance(t, sp.sin):
+            return sp.sin(s) * sp.cos(r) + sp.cos(s) * sp.sin(r)
+        return sp.cos(s) * sp.cos(r) - sp.sin(s) * sp.sin(r)
+
+    return e.replace(lambda t: arg(t) is not None, value)
+
+
 def two_terms(e: sp.Basic) -> tuple[sp.Basic, sp.Basic] | None:
     """``(A, B)`` where ``e = A - B`` is a sum of two terms, B's sign extracted (the
     search's differences use it too).
@@ -575,6 +597,10 @@ EXTRA_RULES = (
           "magnifies it",
           (_identity((_p + 1) ** (1 / _b) - _p ** (1 / _b),
                      -(_p + 1) ** (1 / _b) * expm1(-log1p(1 / _p) / _b)),)),
+    _rule("trig of an exact sum", trig_of_exact_sum,
+          "{0}, with a + b = s + t exactly (Knuth's TwoSum): the rounding of the sum, which "
+          "a large argument's sine or cosine magnifies, carried in t",
+          (_identity(sp.sin(_a + _b), sp.sin(_a) * sp.cos(_b) + sp.cos(_a) * sp.sin(_b)),)),
     _rule("root of exp", _root_of_exp,
           "{0} where {1}: the exponential of half the argument, so that no exponential "
           "overflows where the root does not",

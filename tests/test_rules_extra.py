@@ -31,6 +31,7 @@ SAMPLES = {
     "expm1 ratio": u * expm1((x + N) * u) / (expm1(x * u) * expm1(N * u)),
     "over expm1 of a product": u / expm1(x * u),
     "reciprocal power difference": (x + 1) ** (1 / w) - x ** (1 / w),
+    "trig of an exact sum": sp.cos(u + w) - sp.cos(u),
 }
 
 
