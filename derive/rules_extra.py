@@ -407,11 +407,16 @@ def _over_expm1_of_product(e: sp.Basic) -> sp.Basic:
 #: and 709.8 are the limits), so a correction factor there is dropped: it would multiply
 #: an infinity by a 0.
 _EXP_LIMIT = sp.Integer(750)
-#: Below this magnitude of ``w``, ``1/w`` is so large that its split (Veltkamp's, of
-#: ``fl(1/w)``) overflows.
-_RECIPROCAL_LIMIT = sp.Float("1e-290", 3)
-#: 2**600: a quotient's remainder taken in numbers scaled by it is formed without underflow.
-_SCALE = sp.Float(2.0**600, 17)
+#: Below this magnitude of ``w``, ``q = fl(1/w)`` is not split (its split overflows in
+#: float32 below 1e-30, in float64 below 1e-290), and not needed: ``|q| > 1e20``, so
+#: ``|q log v| > 750`` for every float ``v != 1`` (``|log v| >= 1.1e-16``) and
+#: ``pow(v, q)`` is 0, 1 or infinite.
+_RECIPROCAL_LIMIT = sp.Float("1e-20", 3)
+#: 2**80: a quotient's remainder taken in numbers scaled by it is formed without
+#: underflow (in float64 the split's partial products of subnormal u and w lose nothing
+#: the remainder needs), and without overflow in float32 (the split of 2**80 w, w up to
+#: 1e3, stays below 3.4e38).
+_SCALE = sp.Float(2.0**80, 17)
 
 
 def _reciprocal_power(v: sp.Basic, w: sp.Basic, hi: sp.Basic = sp.S.Zero,
@@ -475,10 +480,13 @@ def _reciprocal_power_difference(e: sp.Basic) -> sp.Basic:
         s, tt = _two_sum(v, d)
         u = Grouped(tt / s)
         pu, eu = _two_product(u, s)
-        ulo = Grouped(Grouped(Grouped(tt - pu) - eu) / s)
+        # the quotient's remainder, needed where s is near 1 (elsewhere u/w is below 1e-13
+        # wherever the power is finite): not formed beyond 2, where the split of s
+        # overflows in float32
+        ulo = sp.Piecewise((Grouped(Grouped(Grouped(tt - pu) - eu) / s), s < 2), (0, True))
         hi = Grouped(u / w)
         # log1p(t/s)/w = (u + ulo)/w - u**2/(2 w) + ..., u below 2**-52; the remainder of
-        # the quotient u/w found exactly by TwoProduct with u and w scaled by 2**600 (no
+        # the quotient u/w found exactly by TwoProduct with u and w scaled by 2**80 (no
         # product of the split underflows, where u and w are subnormal)
         ph, eh = _two_product(hi, Grouped(_SCALE * w))
         lo = (Grouped(Grouped(Grouped(Grouped(Grouped(_SCALE * u) - ph) - eh)
@@ -488,9 +496,11 @@ def _reciprocal_power_difference(e: sp.Basic) -> sp.Basic:
                                  (log1p(d / v), True))
         big_l = log_ratio / w
         g = -expm1(-big_l)
-        # where (v + d)**(1/w) overflows (log(s)/w > 709, w > 0)
+        # where 1/w > 1, (v + d)**(1/w - 1) ((v + d) g): finite where the difference is,
+        # also where (v + d)**(1/w) overflows (in float64 or float32 alike); not below the
+        # limit, where 1/w - 1 is not split (there the power is 1 or infinite)
         upper = sp.Piecewise((_reciprocal_power(s, w, hi, lo, less_one=True) * Grouped(s * g),
-                              w < sp.log(s) / 709),
+                              sp.And(w < 1, w > _RECIPROCAL_LIMIT)),
                              (_reciprocal_power(s, w, hi, lo) * g, True))
         return sp.Piecewise((upper, w > 0), (_reciprocal_power(v, w) * expm1(big_l), True))
 

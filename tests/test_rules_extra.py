@@ -112,7 +112,7 @@ def test_a_series_around_the_point_the_worst_errors_crowd_at():
 def _reciprocal_power_points() -> np.ndarray:
     """NMSE 3.4.6's domain (x in [0, 1e300], n in [-1e3, 1e3]) as floats are spread, n
     also uniform (where most values are finite), and +-64 ulp around each threshold of the
-    arrangement's pieces (x = 1, |n| = 1e-290, n = log(x + 1)/709, |n| = |log x|/750 and
+    arrangement's pieces (x = 1, |n| = 1e-20, n = log(x + 1)/709, |n| = |log x|/750 and
     /1500, n = x/750: where the quotient of the remainder is 750)."""
     rng = np.random.default_rng(23)
     m = 150
@@ -126,7 +126,7 @@ def _reciprocal_power_points() -> np.ndarray:
                          for x0, k in zip(v, steps, strict=True)])
 
     parts = [np.stack([xs(), ns()], 1), np.stack([near(np.ones(m)), ns()], 1),
-             np.stack([xs(), near(rng.choice([-1, 1], m) * 1e-290)], 1),
+             np.stack([xs(), near(rng.choice([-1, 1], m) * 1e-20)], 1),
              # where (x + 1)**(1/n) overflows and the difference need not
              np.stack([np.exp2(rng.uniform(300, 996, m)), rng.uniform(0.2, 1.5, m)], 1)]
     with np.errstate(all="ignore"):
@@ -175,3 +175,20 @@ def test_reciprocal_power_difference_within_4_ulp_over_nmse_3_4_6():
     tensor = space["f"](*map(torch.tensor, cols), check_finite=False).numpy()
     m = search.measure(search.ulp_error(tensor, true), tensor, true)
     assert m.max_ulp <= 4 and m.nonfinite == 0, m
+    # float32 stays float32, finite where the true value is (no constant of the rule
+    # overflows there); within 64 of its ulps (measured: 32 over 3,000 points; the splits
+    # are float64's, so not exact in float32)
+    with np.errstate(all="ignore"):
+        small = (np.abs(points) < 3e38).all(axis=1)
+        x32, w32 = (points[small, k].astype(np.float32) for k in (0, 1))
+        true32 = search.reference(expr, (xn, w), np.stack([x32, w32], 1).astype(np.float64))
+        got32 = np.asarray(space["f"](x32, w32, check_finite=False))
+    assert got32.dtype == np.float32
+    real = ~np.isnan(true32)
+    with np.errstate(over="ignore"):
+        true32 = true32[real].astype(np.float32)
+    got32 = got32[real]
+    assert not (np.isfinite(true32) & ~np.isfinite(got32)).any()
+    ints = [np.where(a.view(np.int32) < 0, -(a.view(np.int32) & 0x7FFFFFFF), a.view(np.int32))
+            .astype(np.int64) for a in (got32, true32)]
+    assert np.abs(ints[0] - ints[1]).max() <= 64
