@@ -129,29 +129,18 @@ CASES = HAMMING + ML
 #: Why a case stays above 4 ulp, as far as it is understood (printed under the table).
 REASONS = {
     "3.3": "x and eps span the floats independently (FPBench gives no :pre), and the true "
-           "value needs sin of x + eps exactly. The sum-to-product rule 2*cos(x + eps/2)*"
-           "sin(eps/2) is among the rules, but x + eps/2 is rounded too. Measured on this "
-           "sample: with the sum split exactly (TwoSum, s + t) and cos(s + t) = cos(s)cos(t) "
-           "- sin(s)sin(t), 5 of 400 points stay above 4 ulp (max 32); the form that never "
-           "forms the sum, cos(x)sin(eps) - 2 sin(x)sin(eps/2)**2, 2 of 400 (max 34): where "
-           "both arguments are large the terms cancel, and sin and cos of each are rounded "
-           "once already. It needs sin and cos of a double-double argument (a 106-bit "
-           "Payne-Hanek reduction), which no array namespace has",
-    "3.3.2": "as 3.3: tan of the exact sum x + eps",
-    "3.3.5": "as 3.3: cos of the exact sum x + eps",
-    "3.4.6": "x**(1/n) = exp(log(x)/n): wherever the value is finite and large, the exponent "
-             "(up to 709) must be exact to 2**-62, and log x, 1/n and their product are "
-             "rounded: 1/n can be split exactly (q + r, q = fl(1/n), r by TwoProduct) and "
-             "pow(x, q) is accurate, but (x + 1)**(1/n) needs log1p(x)/n beyond float64 too, "
-             "and for |n| < 1e-4 (most of the domain, log-uniform) the correction terms "
-             "overflow; 246 of 399 true values are infinite, where x**(1/n) * expm1(...) "
-             "gives inf * 0. It needs a double-double log",
-    "gaussian log-density": "on the search's own sample the typed form is 185 ulp off (where "
-                            "the quadratic term cancels the logs), and 'factor' measured 130 "
-                            "there and no worse on a held-out sample, so it was kept; on this "
-                            "sample it is 2 ulp against 1 as typed (the expansion of (x - mu)**2 "
-                            "is not a better form: a rule of search rather than a measurement "
-                            "would have to say so)",
+           "value needs sin of x + eps exactly. The search keeps 2 cos(x + eps/2) sin(eps/2) "
+           "with x + eps/2 split exactly (TwoSum, s + t) and cos(s + t) = cos(s)cos(t) - "
+           "sin(s)sin(t) (rules 'trig difference' and 'trig of an exact sum'): where eps/2 is "
+           "below x's ulp, t is eps/2 itself, and where cos(s + t) is small against its two "
+           "terms (each a product of values rounded once) they cancel: 6 of 400 points above "
+           "4 ulp on this sample, at most 32 (0.0070 true, terms near 0.5). Within 4 ulp it "
+           "needs sin and cos with their rounding carried (double-double results, or a "
+           "106-bit Payne-Hanek reduction of the exact sum), which no array namespace has",
+    "3.3.2": "as 3.3: cos of the exact sum x + eps (in sin(eps)/(cos(x) cos(x + eps))), "
+             "which cancels where it is small: 1 of 400 points above 4 ulp (5)",
+    "3.3.5": "as 3.3: sin of the exact sum x + eps/2 cancels where it is small: 1 of 400 "
+             "points above 4 ulp (54, a true value of 0.015)",
 }
 
 
@@ -251,7 +240,10 @@ def markdown(result: dict[str, object] | None) -> list[str]:
            f"Error in ulp against mpmath on {result['samples']} points a case, sampled as "
            "floats are spread (where the true value is real); the search ran on another "
            "sample (seed 0, refined around its worst points) than the one measured here "
-           "(seed 12345). `max`/`mean`: the distance in float64 steps (NaN: a NaN where the "
+           "(seed 12345). Each form is evaluated in the search's float model (IEEE 754 "
+           "arithmetic and the C library's scalar functions, the same on every machine; not "
+           "NumPy's CPU-dependent vector loops). "
+           "`max`/`mean`: the distance in float64 steps (NaN: a NaN where the "
            "true value is a number; about 4.6e18: a 0 or an infinity where the true value is "
            "a normal number); `nf`: points not finite where the true value is. "
            "Hamming's examples come from FPBench's "

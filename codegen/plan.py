@@ -340,13 +340,24 @@ def plan_kernel(kernel: Kernel) -> KernelPlan:
 
     # Each piecewise subexpression becomes a named value (a backend decides how to select
     # between its pieces).
+    # A piecewise value inside a piece of another (or inside a function's argument in one)
+    # is named first, innermost first, and the outer one reads its name: the printers have
+    # no element form for a Piecewise inside an expression (NumPy's select is no array-API
+    # function).
     piecewise: dict[str, sp.Piecewise] = {}
     for k, (name, expr) in enumerate(pending):
-        for pw in _sorted(expr.atoms(sp.Piecewise)):
-            # the same piecewise value in several outputs is computed once
-            pw_name = next((k for k, v in piecewise.items() if v == pw), f"_pw{len(piecewise)}")
-            piecewise[pw_name] = pw
-            expr = expr.xreplace({pw: sp.Symbol(pw_name, real=True)})
+        while True:
+            innermost = [pw for pw in expr.atoms(sp.Piecewise)
+                         if not any(isinstance(a, sp.Piecewise) for arg in pw.args
+                                    for a in sp.preorder_traversal(arg))]
+            if not innermost:
+                break
+            for pw in _sorted(innermost):
+                # the same piecewise value in several outputs is computed once
+                pw_name = next((k for k, v in piecewise.items() if v == pw),
+                               f"_pw{len(piecewise)}")
+                piecewise[pw_name] = pw
+                expr = expr.xreplace({pw: sp.Symbol(pw_name, real=True)})
         pending[k] = (name, expr)
     pending = list(piecewise.items()) + pending
 

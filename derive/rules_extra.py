@@ -12,7 +12,11 @@ identity, checked as a step (piecewise ones inside each piece) when the search k
 - two terms of a sum added first (one alternative per pair);
 - ``expm1(f g)`` as ``expm1(p) + exp(p) expm1(q)``, ``p + q = f g`` exactly (Dekker);
 - ``sqrt(exp(u) + c)`` as ``exp(u/2) sqrt(1 + c exp(-u))`` where ``u > 0`` (no overflow
-  of ``exp(u)`` where the root is finite).
+  of ``exp(u)`` where the root is finite);
+- ``(v + d)**(1/w) - v**(1/w)`` as ``v**(1/w) expm1(L)`` (``w < 0``) or
+  ``(v + d)**(1/w) (-expm1(-L))`` (``w > 0``), ``L = log1p(d/v)/w``, each power without
+  the rounding of ``1/w`` (``pow(v, fl(1/w))`` times a factor near 1, Dekker's
+  TwoProduct) and ``v + d`` exact (Knuth's TwoSum).
 
 Every rule is ``(name, function, reason, notes)`` as :data:`derive.search.RULES`.
 
@@ -32,7 +36,7 @@ from sympy.codegen.cfunctions import expm1, log1p
 from .nodes import cbrt
 from .nodes import identity as _identity
 
-__all__ = ["EXTRA_RULES", "Grouped", "two_terms"]
+__all__ = ["EXTRA_RULES", "Grouped", "trig_of_exact_sum", "two_terms"]
 
 _a = sp.Symbol("a", real=True)
 _b = sp.Symbol("b", real=True)
@@ -399,6 +403,132 @@ def _over_expm1_of_product(e: sp.Basic) -> sp.Basic:
     return e.replace(lambda t: parts(t) is not None, value)
 
 
+#: Beyond this magnitude of an exponent, exp and pow are 0 or infinite in float64 (745.1
+#: and 709.8 are the limits), so a correction factor there is dropped: it would multiply
+#: an infinity by a 0.
+_EXP_LIMIT = sp.Integer(750)
+#: Below this magnitude of ``w``, ``q = fl(1/w)`` is not split (its split overflows in
+#: float32 below 1e-30, in float64 below 1e-290), and not needed: ``|q| > 1e20``, so
+#: ``|q log v| > 750`` for every float ``v != 1`` (``|log v| >= 1.1e-16``) and
+#: ``pow(v, q)`` is 0, 1 or infinite.
+_RECIPROCAL_LIMIT = sp.Float("1e-20", 3)
+#: 2**80: a quotient's remainder taken in numbers scaled by it is formed without
+#: underflow (in float64 the split's partial products of subnormal u and w lose nothing
+#: the remainder needs), and without overflow in float32 (the split of 2**80 w, w up to
+#: 1e3, stays below 3.4e38).
+_SCALE = sp.Float(2.0**80, 17)
+
+
+def _reciprocal_power(v: sp.Basic, w: sp.Basic, hi: sp.Basic = sp.S.Zero,
+                      lo: sp.Basic = sp.S.Zero, less_one: bool = False) -> sp.Basic:
+    """``v**(1/w) exp(hi + lo)`` (``v >= 0`` a float, ``hi + lo`` a small exponent split in
+    two), without the rounding of ``1/w``: with ``q = fl(1/w)`` and ``r = 1/w - q`` (exact
+    through Dekker's TwoProduct of ``q w``), ``pow(v, q)``, which the C library rounds
+    once, times ``exp(r log v)``, near 1. Where ``pow(v, q)`` is 0 or infinite (or ``w``
+    so small that ``q`` does not split, where ``r`` is taken as 0) the factors near 1 are
+    dropped. With ``less_one``, the power is ``v**(1/w - 1)`` (``q - 1`` by TwoSum, its
+    remainder in the factor near 1): a power that does not overflow where ``v**(1/w)``
+    does and ``v**(1/w - 1)`` times a number near ``v`` does not."""
+    q = Grouped(1 / w)
+    p, e = _two_product(q, w)
+    # 0 where q does not split (there pow(v, q) is 0, 1 or infinite: v = 1 or far from it)
+    r = sp.Piecewise((Grouped(Grouped(Grouped(1 - p) - e) / w), sp.Abs(w) > _RECIPROCAL_LIMIT),
+                     (0, True))
+    # |q log v| >= 750 written |w| <= |log v|/750 (the same up to the rounding of q, where
+    # either side is safe): a condition whose threshold the planner finds a point beyond
+    beyond = sp.Abs(w) <= sp.Abs(sp.log(v)) / _EXP_LIMIT
+    if less_one:
+        # (q - 1) log v >= 750 where q log v >= 1500 (log v is at most 710)
+        beyond = sp.Abs(w) <= sp.Abs(sp.log(v)) / (2 * _EXP_LIMIT)
+        q, e1 = _two_sum(q, -1)
+        r = r + e1
+    base = v ** q
+    if hi == 0 and lo == 0:
+        return sp.Piecewise((base * sp.exp(r * sp.log(v)), sp.Not(beyond)), (base, True))
+    # where |hi| is large (v = 1: pow and log are exact, and exp(hi) is 0 or infinite), lo
+    # is dropped: it would be an infinity (or a NaN, where hi does not split)
+    lo = sp.Piecewise((lo, sp.Abs(hi) < _EXP_LIMIT), (0, True))
+    return sp.Piecewise((base, beyond),
+                        (base * sp.exp(r * sp.log(v)) * sp.exp(hi) * sp.exp(lo), True))
+
+
+def _reciprocal_power_difference(e: sp.Basic) -> sp.Basic:
+    """``(v + d)**(1/w) - v**(1/w)`` (``d > 0`` a number, ``v >= 0``, ``w`` a variable) with
+    ``L = log((v + d)/v)/w`` formed from the small ratio: ``v**(1/w) expm1(L)`` where
+    ``w < 0``, ``(v + d)**(1/w) (-expm1(-L))`` where ``w > 0`` (each factor well
+    conditioned: no cancellation, whatever the size of L). Each power is taken without
+    the rounding of ``1/w`` (:func:`_reciprocal_power`), ``v + d`` exactly as ``s + t``
+    (TwoSum), its remainder carried as ``exp(log1p(t/s)/w)`` to twice float64's precision;
+    where ``(v + d)**(1/w)`` overflows and the difference need not, as
+    ``(v + d)**(1/w - 1) ((v + d) (-expm1(-L)))``."""
+
+    def parts(t: sp.Basic) -> tuple[sp.Basic, sp.Basic, sp.Basic] | None:
+        two = two_terms(t)
+        if two is None:
+            return None
+        a, b = two
+        if not (a.is_Pow and b.is_Pow and a.exp == b.exp and a.exp.is_Pow
+                and a.exp.exp == -1 and a.exp.base.is_Symbol and b.base.is_nonnegative):
+            return None
+        d = sp.expand(a.base - b.base)
+        if not (d.is_number and d.is_positive):
+            return None
+        return b.base, d, a.exp.base
+
+    def value(t: sp.Basic) -> sp.Basic:
+        v, d, w = parts(t)
+        s, tt = _two_sum(v, d)
+        u = Grouped(tt / s)
+        pu, eu = _two_product(u, s)
+        # the quotient's remainder, needed where s is near 1 (elsewhere u/w is below 1e-13
+        # wherever the power is finite): not formed beyond 2, where the split of s
+        # overflows in float32
+        ulo = sp.Piecewise((Grouped(Grouped(Grouped(tt - pu) - eu) / s), s < 2), (0, True))
+        hi = Grouped(u / w)
+        # log1p(t/s)/w = (u + ulo)/w - u**2/(2 w) + ..., u below 2**-52; the remainder of
+        # the quotient u/w found exactly by TwoProduct with u and w scaled by 2**80 (no
+        # product of the split underflows, where u and w are subnormal)
+        ph, eh = _two_product(hi, Grouped(_SCALE * w))
+        lo = (Grouped(Grouped(Grouped(Grouped(Grouped(_SCALE * u) - ph) - eh)
+                              + Grouped(_SCALE * ulo)) / Grouped(_SCALE * w))
+              - hi * (u / 2))
+        log_ratio = sp.Piecewise((log1p(v / d) - sp.log(v / d), v < d),
+                                 (log1p(d / v), True))
+        big_l = log_ratio / w
+        g = -expm1(-big_l)
+        # where 1/w > 1, (v + d)**(1/w - 1) ((v + d) g): finite where the difference is,
+        # also where (v + d)**(1/w) overflows (in float64 or float32 alike); not below the
+        # limit, where 1/w - 1 is not split (there the power is 1 or infinite)
+        upper = sp.Piecewise((_reciprocal_power(s, w, hi, lo, less_one=True) * Grouped(s * g),
+                              sp.And(w < 1, w > _RECIPROCAL_LIMIT)),
+                             (_reciprocal_power(s, w, hi, lo) * g, True))
+        return sp.Piecewise((upper, w > 0), (_reciprocal_power(v, w) * expm1(big_l), True))
+
+    return e.replace(lambda t: parts(t) is not None, value)
+
+
+def trig_of_exact_sum(e: sp.Basic) -> sp.Basic:
+    """``sin(a + b)`` and ``cos(a + b)`` (a sum of two terms) with the sum split exactly,
+    ``a + b = s + t`` (Knuth's TwoSum), and the addition formulas: ``sin(s) cos(t) +
+    cos(s) sin(t)`` and ``cos(s) cos(t) - sin(s) sin(t)``: the rounding of the sum, which
+    moves a large argument by many periods' worth of digits, is carried in ``t``."""
+
+    def arg(t: sp.Basic) -> tuple[sp.Basic, sp.Basic] | None:
+        if isinstance(t, (sp.sin, sp.cos)) and t.args[0].is_Add and len(t.args[0].args) == 2:
+            a, b = t.args[0].args
+            if a.free_symbols and b.free_symbols:
+                return a, b
+        return None
+
+    def value(t: sp.Basic) -> sp.Basic:
+        s, r = _two_sum(*arg(t))
+        if isinstance(t, sp.sin):
+            return sp.sin(s) * sp.cos(r) + sp.cos(s) * sp.sin(r)
+        return sp.cos(s) * sp.cos(r) - sp.sin(s) * sp.sin(r)
+
+    return e.replace(lambda t: arg(t) is not None, value)
+
+
 def two_terms(e: sp.Basic) -> tuple[sp.Basic, sp.Basic] | None:
     """``(A, B)`` where ``e = A - B`` is a sum of two terms, B's sign extracted (the
     search's differences use it too).
@@ -469,6 +599,18 @@ EXTRA_RULES = (
           "{0}: no quotient of two numbers that underflow together",
           (_identity(_a / expm1(_a * _b), sp.Mul(_a * _b / expm1(_a * _b), 1 / _b,
                                              evaluate=False), evaluate=False),)),
+    _rule("reciprocal power difference", _reciprocal_power_difference,
+          "{0}, the ratio of the powers formed from the small ratio of their bases, and each "
+          "power without the rounding of 1/w (pow(v, fl(1/w)) times a factor near 1 for the "
+          "rest, found exactly by Dekker's TwoProduct; the sum v + d exactly by Knuth's "
+          "TwoSum): no cancellation, and no exponent rounded where the exponential "
+          "magnifies it",
+          (_identity((_p + 1) ** (1 / _b) - _p ** (1 / _b),
+                     -(_p + 1) ** (1 / _b) * expm1(-log1p(1 / _p) / _b)),)),
+    _rule("trig of an exact sum", trig_of_exact_sum,
+          "{0}, with a + b = s + t exactly (Knuth's TwoSum): the rounding of the sum, which "
+          "a large argument's sine or cosine magnifies, carried in t",
+          (_identity(sp.sin(_a + _b), sp.sin(_a) * sp.cos(_b) + sp.cos(_a) * sp.sin(_b)),)),
     _rule("root of exp", _root_of_exp,
           "{0} where {1}: the exponential of half the argument, so that no exponential "
           "overflows where the root does not",

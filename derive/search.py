@@ -10,8 +10,8 @@ module (conjugates, differences of sines, cosines, tangents, arctangents and log
 ``log|sinh u|``, ``log1p(u**2)`` through ``log|u|``, ``log(exp a - exp b)``, differences
 of softplus, ``log(1 - exp(-u))``), regimes split at thresholds found from the samples,
 and Taylor series where the error concentrates near a point -- and keeps each one that
-lowers the maximum error (or, at the same maximum, the mean) and does not raise it on a
-held-out sample (another seed). Every kept rewrite is a
+lowers the maximum error (or, at the same maximum, the mean) and raises neither the
+maximum nor the mean on a held-out sample (another seed). Every kept rewrite is a
 :class:`~derive.derivation.Step`, checked (:func:`~derive.derivation.check_step`)
 before it is kept: a rewrite that is not an identity is refused. A series piece is
 checked as a series (``f = P + O(u**n)``) and its remainder measured in its piece.
@@ -48,6 +48,7 @@ from .nodes import cbrt, sigmoid, softplus
 from .nodes import identity as _identity
 from .pieces import safe_point
 from .rules_extra import EXTRA_RULES
+from .rules_extra import trig_of_exact_sum as _trig_of_exact_sum
 from .rules_extra import two_terms as _two_terms
 from .spec import Arg, Kernel, Module, Output
 
@@ -515,6 +516,14 @@ def _trig_difference(a: sp.Basic, b: sp.Basic) -> sp.Basic | None:
     return None
 
 
+def _sum_to_product(e: sp.Basic) -> tuple[sp.Basic, ...]:
+    """``e`` with its differences of sines, cosines, tangents as products; and the same
+    with each sine or cosine of a sum there written through the exact sum
+    (:func:`~derive.rules_extra.trig_of_exact_sum`)."""
+    product = _replace_difference(e, _trig_difference)
+    return product, _trig_of_exact_sum(product)
+
+
 def _log_difference(a: sp.Basic, b: sp.Basic) -> sp.Basic | None:
     if isinstance(a, sp.log) and isinstance(b, sp.log):
         x, y = a.args[0], b.args[0]
@@ -733,9 +742,10 @@ RULES = (
            "a difference of roots as the difference of their powers over a sum "
            "(no cancellation): {0}",
            (_identity(sp.sqrt(_a) - sp.sqrt(_b), (_a - _b) / (sp.sqrt(_a) + sp.sqrt(_b))),)),
-    _whole("trig difference", lambda e: _replace_difference(e, _trig_difference),
+    _whole("trig difference", _sum_to_product,
            "sum-to-product: {0}, whose small factor is formed from the difference of the "
-           "arguments, not of the values",
+           "arguments, not of the values (one alternative with the other factor's argument, "
+           "a sum, split exactly by TwoSum and the addition formula)",
            (_identity(sp.sin(_a) - sp.sin(_b),
                       2 * sp.cos((_a + _b) / 2) * sp.sin((_a - _b) / 2)),)),
     _whole("log difference", lambda e: _replace_difference(e, _log_difference),
@@ -931,6 +941,22 @@ def _better(a: Measure, b: Measure) -> bool:
     if a.max_ulp < b.max_ulp * 0.999:
         return True
     return a.max_ulp <= b.max_ulp and a.mean_ulp < b.mean_ulp * 0.9
+
+
+def _worse_held_out(a: Measure, b: Measure) -> bool:
+    """Whether a rewrite measuring ``a`` on the held-out sample is worse there than the
+    form it replaces (``b``): a higher maximum, or a higher mean. A rewrite that gains at
+    the search's worst points and loses on the rest (``(x - mu)**2`` expanded, in the
+    Gaussian log-density: 185 -> 130 ulp at the worst points, and a mean of 0.36 ulp
+    against 0.32 elsewhere, 111 ulp at worst on other samples) is not kept.
+
+    Example:
+        >>> _worse_held_out(Measure(1, 0.36, 200, 0), Measure(2, 0.32, 200, 0))
+        True
+        >>> _worse_held_out(Measure(1, 0.2, 200, 0), Measure(2, 0.32, 200, 0))
+        False
+    """
+    return a.max_ulp > b.max_ulp or a.mean_ulp > b.mean_ulp * (1 + 1e-9)
 
 
 def _renderable(expr: sp.Expr) -> bool:
@@ -1209,7 +1235,7 @@ def arrange_search(expr: sp.Expr, box: dict[sp.Symbol, tuple[float, float]], *,
                 refused.append((cand.reason, str(error)))
                 continue
             held_m = held.measure(cand.expr) if held_best is not None else None
-            if held_m is not None and held_m[0].max_ulp > held_best.max_ulp:
+            if held_m is not None and _worse_held_out(held_m[0], held_best):
                 continue  # not an error: measured worse on the held-out sample
             steps.append(step)
             current, best, current_err = cand.expr, m, err
