@@ -107,7 +107,7 @@ A :class:`Parameterization` (:mod:`derive.parameterization`) says how a scale pa
 gives the standard deviation ``sigma``:
 
     >>> rho = sp.Symbol("rho", real=True)
-    >>> scale = Parameterization("softplus", "gaussian_kl_softplus", rho, softplus(rho),
+    >>> scale = Parameterization("rho", "gaussian_kl_softplus", rho, softplus(rho),
     ...                          "sigma = softplus(rho)")
     >>> scale.positive, scale.pair_module
     (False, 'gaussian_kl_pair_softplus')
