@@ -192,8 +192,9 @@ class Material:
 
     Arguments:
         name: the material's name (its module's, as ``--material`` names it).
-        blocks: coupling blocks by name (each also a variant of the questions about blocks).
-        parameterizations: scale parameterizations by name.
+        blocks: coupling blocks by name (each also a variant of the questions over blocks).
+        parameterizations: scale parameterizations by name (each also a variant of the
+            questions over parameterizations, :attr:`Question.over`).
         questions: the questions by id, in the documents' order.
         sections: the document's sections by key, in order.
         blocks_module: the module defining ``blocks``, when the derivation cache may key a
