@@ -2,11 +2,12 @@
 
 The package ``klpkg`` is written into a temporary folder as a user would write it (one
 text file importing SymPy and ``derive.api`` only): the log standard deviation,
-``sigma = exp(log_sigma)``, which the coursework does not ship. Loaded beside the
-coursework (``--material derive.coursework --material klpkg``), it is a variant of every
-question that ranges over parameterizations (2.3 to 2.4p): ``derive generate`` writes
-``gaussian_kl_log_sigma.py`` and ``gaussian_kl_pair_log_sigma.py`` and the document's
-sections for it, and ``derive test ... --only klpkg`` tests those modules. The kernels are
+``sigma = exp(rho)``, which the coursework does not ship. Loaded beside the coursework
+(``--material derive.coursework --material klpkg``), it is a variant of every question
+that ranges over parameterizations (2.3 to 2.4p): ``derive generate`` writes
+``gaussian_kl_rho.py`` and ``gaussian_kl_pair_rho.py`` and the document's sections for
+it, ``derive test ... --only klpkg`` tests those modules, and ``derive check`` marks an
+answer to 2.3 written in ``rho``. The kernels are
 compared here with the hand-written KL evaluated in mpmath, never with another generated
 module. A package that clashes with the coursework, or whose parameterization is
 inconsistent, is refused in one line.
@@ -30,10 +31,10 @@ _PACKAGE = '''
 import sympy as sp
 from derive.api import Material, Parameterization
 
-log_sigma = sp.Symbol("log_sigma", real=True)
-LOG_SIGMA = Parameterization("log_sigma", "gaussian_kl_log_sigma", log_sigma,
-                             sp.exp(log_sigma), "the log standard deviation log_sigma")
-MATERIAL = Material("klpkg", parameterizations={"log_sigma": LOG_SIGMA})
+rho = sp.Symbol("rho", real=True)
+LOG_SIGMA = Parameterization("rho", "gaussian_kl_rho", rho, sp.exp(rho),
+                             "the log standard deviation rho")
+MATERIAL = Material("klpkg", parameterizations={"rho": LOG_SIGMA})
 '''
 
 _BOTH = ["--material", "derive.coursework", "--material", "klpkg"]
@@ -84,13 +85,13 @@ def _ulps(got: float, want: mpmath.mpf) -> float:
 def test_generate_writes_the_kl_modules_of_an_outside_parameterization(generated):
     """Both modules are written, say what they are derived from, and import from the
     user's package; kl and its exact gradient equal the hand-written values to a few ulp,
-    also where the KL cancels (log_sigma near 0) and at extreme scales."""
-    for name in ("gaussian_kl_log_sigma", "gaussian_kl_pair_log_sigma"):
+    also where the KL cancels (rho near 0) and at extreme scales."""
+    for name in ("gaussian_kl_rho", "gaussian_kl_pair_rho"):
         head = (generated / f"{name}.py").read_text().splitlines()[1]
-        assert head.startswith("# Derived from: parameterization 'log_sigma' (sigma = "
-                               "exp(log_sigma)), derivations 2.3"), head
-    from klkernels import gaussian_kl_log_sigma as single
-    from klkernels import gaussian_kl_pair_log_sigma as pair
+        assert head.startswith("# Derived from: parameterization 'rho' (sigma = exp(rho)), "
+                               "derivations 2.3"), head
+    from klkernels import gaussian_kl_pair_rho as pair
+    from klkernels import gaussian_kl_rho as single
 
     points = [(0.0, 0.0), (0.0, 1e-8), (0.0, -1e-8), (0.75, 0.5), (-3.0, -20.0),
               (0.0, -700.0), (1.5, 300.0), (0.0, 3.0)]
@@ -120,9 +121,9 @@ def test_the_document_and_the_listing_have_its_variant(generated, capsys):
     listing = capsys.readouterr().out
     for qid in ("2.3", "2.3c", "2.3n", "2.4", "2.3p", "2.3np", "2.4p"):
         block = listing.split(f"\n{qid} ", 1)[1].split("\n")[1]
-        assert "variants: sigma, logvar, log_sigma (default sigma)" in block, (qid, block)
+        assert "variants: sigma, logvar, rho (default sigma)" in block, (qid, block)
     notes = (generated / "notes.tex").read_text()
-    scale = r"in terms of $log_{\sigma}$"
+    scale = r"in terms of $\rho$"
     assert "Question 2.3: " in notes and notes.count(scale) >= 7
 
 
@@ -133,13 +134,25 @@ def test_derive_test_checks_its_modules(generated, capsys):
     assert main(["test", *_BOTH, "--only", "klpkg", "--points", "5", "--jobs", "1"]) == 0, \
         capsys.readouterr()
     out, err = capsys.readouterr()
-    assert "parameterization log_sigma: kl, kl_grad against mpmath" in err
+    assert "parameterization rho: kl, kl_grad against mpmath" in err
     rows = [re.split(r"\s{2,}", line) for line in out.splitlines()]
     subjects = {r[0] for r in rows[1:-1]}
-    assert subjects == {"log_sigma"}, out
-    checks = {r[1] for r in rows if r[0] == "log_sigma" and r[-1] == "ok"}
+    assert subjects == {"rho"}, out
+    checks = {r[1] for r in rows if r[0] == "rho" and r[-1] == "ok"}
     assert {"kl", "kl_grad", "float32", "pair kl", "pair kl_grad"} <= checks, out
     assert out.splitlines()[-1].startswith("10 of 10 checks passed"), out
+
+
+@pytest.mark.parametrize(("answer", "code"), [
+    (r"KL_i = \frac{\mu_i^2}{2} + \frac{e^{2\rho_i}}{2} - \rho_i - \frac12", 0),
+    (r"KL_i = \frac{\mu_i^2}{2} + \frac{e^{2\rho_i}}{2} - 2\rho_i - \frac12", 1)])
+def test_derive_check_marks_an_answer_in_its_scale(generated, tmp_path, capsys, answer, code):
+    """2.3 in the variant rho: an answer written in rho is read, right or wrong."""
+    (tmp_path / "answer.tex").write_text(answer + "\n")
+    assert main(["check", "2.3", str(tmp_path / "answer.tex"), "--variant", "rho",
+                 *_BOTH]) == code
+    out = capsys.readouterr().out
+    assert ("verdict:  correct" if code == 0 else "verdict:  incorrect") in out, out
 
 
 def test_alone_it_is_not_tested_and_says_what_to_load(generated, capsys):
@@ -147,7 +160,7 @@ def test_alone_it_is_not_tested_and_says_what_to_load(generated, capsys):
     generated for it; the row says what to load."""
     assert main(["test", "--material", "klpkg", "--points", "3", "--jobs", "1"]) == 0
     out = capsys.readouterr().out
-    assert "no question generates its module gaussian_kl_log_sigma; load a material whose " \
+    assert "no question generates its module gaussian_kl_rho; load a material whose " \
            "questions range over parameterizations beside it, e.g. --material " \
            "derive.coursework" in out
 

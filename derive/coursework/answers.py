@@ -122,6 +122,14 @@ def _kl_symbols(expr: sp.Basic) -> dict[str, sp.Basic]:
             if engine in by_name}
 
 
+def _own_scale(param: Parameterization, symbols: dict[str, sp.Basic]) -> None:
+    """A scale that none of the names above reads (another material's parameterization's,
+    ``rho``) may be written by its own name, where that is a name a reader can write (a
+    Greek letter or a word: ``\\rho_i``, ``\\tau``)."""
+    if param.scale not in symbols.values() and param.scale.name.isalpha():
+        symbols.setdefault(param.scale.name, param.scale)
+
+
 def _sigma_substitution(param: Parameterization, symbols: dict[str, sp.Basic]) -> dict:
     """Under the logvar variant an answer may still use sigma = exp(logvar / 2)."""
     if param.scale.name == "sigma":
@@ -144,6 +152,7 @@ def answers_23(p: Parameterization, d: Derivation) -> Answers:
     """Question 2.3's answers, in parameterization ``p`` (``d``: its derivation)."""
     kl = d.result("kl")
     symbols = _kl_symbols(kl)
+    _own_scale(p, symbols)
     subs = _sigma_substitution(p, symbols)
     labels = ((r"(?:D_\{?KL\}?|KL|D|\\mathrm\{?KL\}?|KL_\{?i\}?).*", ("kl",)),)
     return Answers("2.3", d.variant, (Quantity("kl", "KL_i", (kl,)),), (), labels,
@@ -169,6 +178,7 @@ def answers_24(p: Parameterization, d: Derivation) -> Answers:
         quantities.append(Quantity(name, f"d KL / d {par}", refs, kinds))
         for r in refs:
             every.update(_kl_symbols(r))
+    _own_scale(p, every)
     subs = _sigma_substitution(p, every)
     _sample(p, every, subs)
     pars = [name.removeprefix("grad_") for name in names]
