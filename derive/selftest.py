@@ -15,8 +15,10 @@ evaluated in mpmath, never from a derivation or from generated code:
   ``forward`` with non-element-wise ``F``, ``G``, and ``log_det_jacobian`` against
   ``slogdet`` of those differences;
 - a **parameterization** whose module (:attr:`Parameterization.module`) the material
-  generates: ``kl`` and ``kl_grad`` against ``mu**2/2 + (sigma**2 - 1 - log sigma**2)/2``
-  and its chain rule through ``sigma(scale)``, in mpmath, on a dense grid of the scale;
+  generates (a question over parameterizations, :attr:`derive.api.Question.over`, such as
+  the coursework's 2.3 to 2.4p, generates it for every loaded parameterization): ``kl``
+  and ``kl_grad`` against ``mu**2/2 + (sigma**2 - 1 - log sigma**2)/2`` and its chain
+  rule through ``sigma(scale)``, in mpmath, on a dense grid of the scale;
 - **any other kernel**: it imports, is finite on random inputs of its arguments' kinds,
   float32 stays float32, a batch equals its rows one by one, and where a kernel declares
   its gradient (:attr:`derive.api.Kernel.gradient`) the gradient equals central differences.
