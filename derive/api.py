@@ -107,7 +107,7 @@ A :class:`Parameterization` (:mod:`derive.parameterization`) says how a scale pa
 gives the standard deviation ``sigma``:
 
     >>> rho = sp.Symbol("rho", real=True)
-    >>> scale = Parameterization("softplus", "gaussian_kl_softplus", rho, softplus(rho),
+    >>> scale = Parameterization("rho", "gaussian_kl_softplus", rho, softplus(rho),
     ...                          "sigma = softplus(rho)")
     >>> scale.positive, scale.pair_module
     (False, 'gaussian_kl_pair_softplus')
@@ -123,6 +123,17 @@ in which :class:`Section` of the solutions document it sits; a section opens wit
     ('', 2*log(a))
     >>> question.section.introduction().text
     'A log of a square:'
+
+A question may range over a kind of the material, ``over="parameterizations"`` (or
+``"blocks"``): every entry of that kind in the material loaded, another package's too, is
+a variant of it, and its callables receive the entry itself. The coursework's questions
+2.3 to 2.4p do, so a package that brings a :class:`Parameterization` gets their
+derivations, kernels and document sections:
+
+    >>> over = Question("9.3", "A scale", (), lambda p: demo, section, over="parameterizations")
+    >>> Material("m", parameterizations={"rho": scale}, questions={"9.3": over}
+    ...          ).questions["9.3"].variants
+    ('rho',)
 
 A :class:`Material` gathers a package's blocks, parameterizations, questions and sections
 under one name; a material package exposes one as ``MATERIAL``, which ``derive ...

@@ -205,13 +205,19 @@ broadcast, the dense Jacobian against central differences; for every parameteriz
 with a generated module, kl, kl_grad and the estimators (and the learned prior's
 module); for any other kernel, finite on random inputs, float32 kept, batches, a
 declared gradient against central differences. Errors are in ulp (bounds: docs/cli.md).
-Progress goes to standard error, a summary table to standard output.
+A parameterization gets its modules from the questions that range over
+parameterizations (the coursework's 2.3 to 2.4p): load such a material beside it, and
+--only to check what your material brings alone. Progress goes to standard error, a
+summary table to standard output.
 """
 
 _TEST_EPILOG = """\
 examples:
   derive test --material mymat               every block, parameterization and kernel of mymat
   derive test --material mymat --points 30   a denser grid over x1 (and the scale)
+  derive test --material derive.coursework --material mykl --only mykl
+                                             mykl's parameterization, through the
+                                             coursework's KL questions
   derive test                                the shipped coursework
 
 exit codes: 0 every check passed, 1 a check failed (each failure is one line: the block
@@ -231,6 +237,10 @@ def _add_test_parser(sub: argparse._SubParsersAction) -> None:
                       help="derive what the cache does not hold in N processes (as generate; "
                            "default: the CPUs this process may use, at most 4)")
     _add_material(test)
+    test.add_argument("--only", action="append", default=None, metavar="MODULE",
+                      help="check only what the material of MODULE (one of the --material "
+                           "options) brings: its blocks, its parameterizations and its "
+                           "questions' kernels; repeat it for several")
 
 
 def _points(text: str) -> int:
@@ -247,9 +257,14 @@ def _cmd_test(args: argparse.Namespace) -> tuple[str, int]:
     # with derive generate (the coursework's) and with the previous derive test
     command = _generate_command(argparse.Namespace(material=args.material, root=None,
                                                    package=None))
+    given = args.material or []
+    for name in args.only or ():
+        if name not in given:
+            raise _Failure(_shown(f"--only {name}: not a --material of this run (expected "
+                                  f"one of: {', '.join(given) or 'none given'})"), code=2)
     report = run(points=args.points, jobs=args.jobs or _default_jobs(),
                  progress=lambda line: _to_stderr(f"derive test: {_shown(line)}"),
-                 command=command)
+                 command=command, only=args.only or ())
     out = report.table() + report.failures()
     failed = sum(not r.ok for r in report.rows)
     skipped = sum(r.skipped for r in report.rows)

@@ -28,7 +28,8 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import sympy as sp
 
@@ -91,7 +92,37 @@ class Section:
 @dataclass(frozen=True)
 class Question:
     """A question: id, title, variants (the first is the question's own), how to derive
-    each, its place in the document, and the kernel module it produces per variant."""
+    each, its place in the document, and the kernel module it produces per variant.
+
+    A question may range over a kind of the material (``over="parameterizations"`` or
+    ``over="blocks"``): every entry of that kind in the material it is loaded with, its
+    own package's or any other's, is then a variant of it (after its own ``variants``,
+    which must be entries too), and ``derive``, ``kernels`` and ``answers`` receive the
+    entry itself (a :class:`~derive.parameterization.Parameterization`, a
+    :class:`~derive.coupling.CouplingBlock`) in place of its name. The
+    :class:`Material` holding it binds it (:attr:`Material.questions`): the bound
+    question's callables take the variant's name, as every other question's do.
+
+    Example:
+        >>> import sympy as sp
+        >>> from derive.derivation import Derivation, Result
+        >>> rho = sp.Symbol("rho", real=True)
+        >>> mine = Parameterization("rho", "gaussian_kl_rho", rho, sp.exp(rho), "rho")
+        >>> q = Question("9.2", "Sigma", (), lambda p: Derivation(
+        ...     "9.2", "Sigma", "", [], [Result("sigma", p.sigma, "")], variant=p.name),
+        ...     over="parameterizations")
+        >>> bound = Material("m", parameterizations={"rho": mine}, questions={"9.2": q})
+        >>> bound.questions["9.2"].variants
+        ('rho',)
+        >>> build("9.2", "rho", questions=bound.questions).result("sigma")
+        exp(rho)
+        >>> theirs = Parameterization("tau", "gaussian_kl_tau", sp.Symbol("tau", real=True),
+        ...                           sp.Symbol("tau", real=True)**2 + 1, "tau")
+        >>> both = Material.combine([bound, Material("t", parameterizations={"tau": theirs})])
+        >>> both.questions["9.2"].variants, build("9.2", "tau", questions=both.questions
+        ...                                       ).result("sigma")
+        (('rho', 'tau'), tau**2 + 1)
+    """
 
     qid: str
     title: str
@@ -107,6 +138,9 @@ class Question:
     #: How ``derive check`` reads an answer to it: a function of the variant and its
     #: derivation giving the :class:`~derive.answers.Answers` (None: not marked).
     answers: Callable[[str, Derivation], Answers] | None = None
+    #: The kind of the material the question ranges over (``"parameterizations"``,
+    #: ``"blocks"``), or None: its variants are its own.
+    over: str | None = None
 
     @property
     def default(self) -> str:
@@ -158,8 +192,9 @@ class Material:
 
     Arguments:
         name: the material's name (its module's, as ``--material`` names it).
-        blocks: coupling blocks by name (each also a variant of the questions about blocks).
-        parameterizations: scale parameterizations by name.
+        blocks: coupling blocks by name (each also a variant of the questions over blocks).
+        parameterizations: scale parameterizations by name (each also a variant of the
+            questions over parameterizations, :attr:`Question.over`).
         questions: the questions by id, in the documents' order.
         sections: the document's sections by key, in order.
         blocks_module: the module defining ``blocks``, when the derivation cache may key a
@@ -183,6 +218,34 @@ class Material:
     questions: Mapping[str, Question] = field(default_factory=dict)
     sections: Mapping[str, Section] = field(default_factory=dict)
     blocks_module: str | None = None
+
+    def __post_init__(self) -> None:
+        """Check that each parameterization is registered under its own name and writes
+        modules no other does, and bind each question that ranges over a kind of the
+        material (:attr:`Question.over`) to this material's entries of that kind.
+        Raises :class:`MaterialError` in one line."""
+        modules: dict[str, str] = {}
+        for key, p in self.parameterizations.items():
+            if not isinstance(p, Parameterization):
+                raise MaterialError(f"material {self.name!r}: parameterization {key!r} is a "
+                                    f"{type(p).__name__}, expected a derive.api."
+                                    "Parameterization")
+            if p.name != key:
+                raise MaterialError(f"material {self.name!r}: parameterization {key!r} is "
+                                    f"named {p.name!r}; register it under its name")
+            if p.module == p.pair_module:
+                raise MaterialError(
+                    f"material {self.name!r}: parameterization {key!r} writes module "
+                    f"{p.module!r}, which must contain 'gaussian_kl' (its learned prior's "
+                    "module replaces it by 'gaussian_kl_pair')")
+            for module in (p.module, p.pair_module):
+                if module in modules:
+                    raise MaterialError(
+                        f"material {self.name!r}: parameterizations {modules[module]!r} and "
+                        f"{key!r} both write module {module!r}")
+                modules[module] = key
+        object.__setattr__(self, "questions", {
+            qid: _bound(q, self) for qid, q in self.questions.items()})
 
     @staticmethod
     def combine(materials: Iterable[Material]) -> Material:
@@ -214,6 +277,54 @@ class Material:
 
 _KINDS = {"blocks": "block", "parameterizations": "parameterization", "questions": "question",
           "sections": "section"}
+
+#: The kinds of the material a question may range over (:attr:`Question.over`).
+_OVER = ("blocks", "parameterizations")
+
+
+class _OfEntry:
+    """A question's callable, given the entry (block, parameterization) a variant names:
+    called with the variant's name (and the rest of its arguments), it calls ``function``
+    with ``entries[name]`` in place of the name."""
+
+    __slots__ = ("function", "entries")
+
+    def __init__(self, function: Callable[..., Any], entries: Mapping[str, object]) -> None:
+        self.function, self.entries = function, entries
+
+    def __call__(self, variant: str, *rest: object) -> Any:
+        return self.function(self.entries[variant], *rest)
+
+    @classmethod
+    def bind(cls, function: Callable[..., Any] | None,
+             entries: Mapping[str, object]) -> Callable[..., Any] | None:
+        """``function`` given the entries (bound again if it was bound: to ``entries``)."""
+        if function is None:
+            return None
+        return cls(function.function if isinstance(function, cls) else function, entries)
+
+
+def _bound(q: Question, material: Material) -> Question:
+    """``q`` with every entry of ``material`` of the kind it ranges over as a variant (its
+    own first), its callables given the entry (:class:`_OfEntry`); ``q`` itself when it
+    ranges over nothing."""
+    if q.over is None:
+        return q
+    if q.over not in _OVER:
+        raise MaterialError(f"material {material.name!r}: question {q.qid} ranges over "
+                            f"{q.over!r}; expected one of {', '.join(map(repr, _OVER))}")
+    entries = getattr(material, q.over)
+    strange = [v for v in q.variants if v not in entries]
+    if strange:
+        raise MaterialError(f"material {material.name!r}: question {q.qid} ranges over "
+                            f"{q.over}, but its variant {strange[0]!r} is not one of them")
+    variants = tuple(q.variants) + tuple(k for k in entries if k not in q.variants)
+    if not variants:
+        raise MaterialError(f"material {material.name!r}: question {q.qid} ranges over "
+                            f"{q.over}, and the material has none")
+    return replace(q, variants=variants, derive=_OfEntry.bind(q.derive, entries),
+                   kernels=_OfEntry.bind(q.kernels, entries),
+                   answers=_OfEntry.bind(q.answers, entries))
 
 
 def build(qid: str, variant: str | None = None, *,

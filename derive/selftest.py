@@ -15,8 +15,10 @@ evaluated in mpmath, never from a derivation or from generated code:
   ``forward`` with non-element-wise ``F``, ``G``, and ``log_det_jacobian`` against
   ``slogdet`` of those differences;
 - a **parameterization** whose module (:attr:`Parameterization.module`) the material
-  generates: ``kl`` and ``kl_grad`` against ``mu**2/2 + (sigma**2 - 1 - log sigma**2)/2``
-  and its chain rule through ``sigma(scale)``, in mpmath, on a dense grid of the scale;
+  generates (a question over parameterizations, :attr:`derive.api.Question.over`, such as
+  the coursework's 2.3 to 2.4p, generates it for every loaded parameterization): ``kl``
+  and ``kl_grad`` against ``mu**2/2 + (sigma**2 - 1 - log sigma**2)/2`` and its chain
+  rule through ``sigma(scale)``, in mpmath, on a dense grid of the scale;
 - **any other kernel**: it imports, is finite on random inputs of its arguments' kinds,
   float32 stays float32, a batch equals its rows one by one, and where a kernel declares
   its gradient (:attr:`derive.api.Kernel.gradient`) the gradient equals central differences.
@@ -941,19 +943,23 @@ def _coupling_modules(material: Any, files: dict[str, str], package: str) -> dic
     return out
 
 
-def _specs(material: Any, written: set[str], blocks: dict[str, str]) -> dict[str, Any]:
+def _specs(material: Any, written: set[str], blocks: dict[str, str],
+           questions: Iterable[str] | None = None) -> dict[str, Any]:
     """The kernel specs (:class:`derive.api.Module`) of the written modules that are
     neither a block's nor a parameterization's, from the questions that make them: first
     the variants that are neither a block nor a parameterization, then the others while a
-    module is still unaccounted for (each ``kernels(variant)`` derives its question)."""
+    module is still unaccounted for (each ``kernels(variant)`` derives its question).
+    ``questions``: only the modules of these question ids (every variant of each)."""
     known = set(blocks.values()) | {m for p in material.parameterizations.values()
                                     for m in (p.module, p.pair_module)}
     needed = written - known
-    pairs = [(q, v) for q in material.questions.values() if q.kernels for v in q.variants]
+    chosen = None if questions is None else set(questions)
+    pairs = [(q, v) for q in material.questions.values() if q.kernels
+             and (chosen is None or q.qid in chosen) for v in q.variants]
     pairs.sort(key=lambda qv: qv[1] in material.blocks or qv[1] in material.parameterizations)
     specs: dict[str, Any] = {}
     for q, v in pairs:
-        if needed <= specs.keys():
+        if chosen is None and needed <= specs.keys():
             break
         try:
             m = q.kernels(v)
@@ -1006,17 +1012,40 @@ def _import(root: Path, name: str) -> Any:
     return importlib.import_module(f"{PACKAGE}.{name}")
 
 
+def _untested_note(material: Any, p: Any) -> str:
+    """Why parameterization ``p`` has no module to test: no question generates it; where
+    no question of ``material`` ranges over parameterizations, what would."""
+    if any(q.over == "parameterizations" and q.kernels for q in material.questions.values()):
+        return f"(not tested: no question generates its module {p.module})"
+    from .loader import DEFAULT
+
+    return (f"(not tested: no question generates its module {p.module}; load a material "
+            f"whose questions range over parameterizations beside it, e.g. --material "
+            f"{DEFAULT[0]})")
+
+
 def run(points: int = 15, jobs: int = 1, progress: Callable[[str], None] | None = None,
-        command: str = "python -m derive test") -> Report:
+        command: str = "python -m derive test", only: Iterable[str] = ()) -> Report:
     """Generate the material in use (:func:`derive.loader.current`) into a temporary
-    package and run the battery over every block, parameterization and kernel module."""
+    package and run the battery over every block, parameterization and kernel module.
+
+    ``only``: names of materials in use (as ``--material`` gives them); then only what
+    they bring is checked: their blocks, their parameterizations (with the modules any
+    loaded question generates for them) and their questions' kernel modules."""
     from .cache import open_store
     from .files import generate, write_files
-    from .loader import current
+    from .loader import current, load_one
 
     say = progress or (lambda line: None)
     start = time.perf_counter()
     material = current()
+    only = tuple(only)
+    mine = [load_one(name) for name in only]  # (each imported already: what current holds)
+    blocks = {k: b for k, b in material.blocks.items()
+              if not only or any(k in m.blocks for m in mine)}
+    params = [p for k, p in material.parameterizations.items()
+              if not only or any(k in m.parameterizations for m in mine)]
+    qids = None if not only else [q for m in mine for q in m.questions]
     report = Report()
     store = open_store()
     with tempfile.TemporaryDirectory(prefix="derive-test-") as folder:
@@ -1026,27 +1055,26 @@ def run(points: int = 15, jobs: int = 1, progress: Callable[[str], None] | None 
         write_files(root, files, command=command, package=PACKAGE)
         written = {Path(f).stem for f in files if f.endswith(".py")} - {"__init__"}
         modules = _coupling_modules(material, files, PACKAGE)
-        specs = _specs(material, written, modules)
-        for name, block in material.blocks.items():
+        specs = _specs(material, written, modules, qids)
+        for name, block in blocks.items():
             if modules[name] not in written:  # no question writes them: the engine's
                 say(f"rendering the coupling kernels of block {name}")
                 (root / PACKAGE / f"{modules[name]}.py").write_text(
                     _block_module(block, store, command))
         sys.path.insert(0, str(root))
         try:
-            for name, block in material.blocks.items():
+            for name, block in blocks.items():
                 say(f"block {name}: forward, inverse, log-det over x1, G and F; float32; "
                     "batches; jacobian")
                 report.rows += _guarded(name, lambda b=block, n_=name: check_block(
                     n_, b, _import(root, modules[n_]), points))
-            for p in material.parameterizations.values():
+            for p in params:
                 if p.module in written:
                     say(f"parameterization {p.name}: kl, kl_grad against mpmath")
                     report.rows += _guarded(p.name, lambda p_=p: check_parameterization(
                         p_, _import(root, p_.module), points))
                 else:
-                    report.rows.append(Row(p.name, "kl", note=(
-                        f"(not tested: no question generates its module {p.module})")))
+                    report.rows.append(Row(p.name, "kl", note=_untested_note(material, p)))
                 if p.pair_module in written:
                     say(f"parameterization {p.name}: the learned prior's kl, kl_grad")
                     report.rows += _guarded(p.name, lambda p_=p: check_pair(
@@ -1060,7 +1088,7 @@ def run(points: int = 15, jobs: int = 1, progress: Callable[[str], None] | None 
             known = set(modules.values()) | set(specs) | {
                 m for p in material.parameterizations.values()
                 for m in (p.module, p.pair_module)}
-            for name in sorted(written - known):
+            for name in sorted(written - known) if not only else ():  # (others' modules)
                 report.rows.append(Row(name, "module", note="(not tested: no question's "
                                                             "kernels give its spec)"))
         finally:

@@ -69,3 +69,56 @@ def test_a_registered_question_appears_in_the_document_notebook_and_kernels():
 
 def test_every_shipped_question_has_a_place():
     assert all(q.section is not None for q in QUESTIONS.values())
+
+
+# --- a question over a kind of the material (Question.over) ------------------------------
+
+def _over_blocks() -> Question:
+    """A question over blocks: its callables receive the block itself."""
+    def derive(block):
+        return Derivation("9.2", "A block's first output", "", [],
+                          [Result("y1", block.y1, "y1")], variant=block.name)
+    return Question("9.2", "A block's first output", ("mine",), derive, TOY_SECTION,
+                    kernels=lambda block: _toy_module(block.name), over="blocks")
+
+
+def test_a_question_over_blocks_gets_every_loaded_block_as_a_variant():
+    """Its own variants first, then every other material's blocks, each derived with the
+    block itself; combining again binds the question's own callables, not the bound ones."""
+    from derive.api import CouplingBlock, F, Material, x1, x2
+
+    mine = CouplingBlock("mine", "mine", x1 + F, x2)
+    theirs = CouplingBlock("theirs", "theirs", 2 * x1 + F, x2)
+    third = CouplingBlock("third", "third", 3 * x1 + F, x2)
+    one = Material("one", blocks={"mine": mine}, questions={"9.2": _over_blocks()})
+    assert one.questions["9.2"].variants == ("mine",)
+    both = Material.combine([Material("two", blocks={"theirs": theirs}), one])
+    q = both.questions["9.2"]
+    assert q.variants == ("mine", "theirs") and q.default == "mine"
+    assert build("9.2", "theirs", questions=both.questions).result("y1") == theirs.y1
+    assert [m.name for m in kernel_modules(both.questions)] == ["toy_mine", "toy_theirs"]
+    again = Material.combine([both, Material("three", blocks={"third": third})])
+    assert again.questions["9.2"].variants == ("mine", "theirs", "third")
+    assert build("9.2", "third", questions=again.questions).result("y1") == third.y1
+    assert build("9.2", "mine", questions=again.questions).variant == "mine"
+
+
+@pytest.mark.parametrize(("over", "variants", "message"), [
+    ("sections", ("mine",), "material 'one': question 9.2 ranges over 'sections'; expected "
+                            "one of 'blocks', 'parameterizations'"),
+    ("blocks", ("nosuch",), "material 'one': question 9.2 ranges over blocks, but its "
+                            "variant 'nosuch' is not one of them"),
+    ("parameterizations", (), "material 'one': question 9.2 ranges over parameterizations, "
+                              "and the material has none"),
+])
+def test_a_question_over_what_the_material_lacks_is_refused_in_one_line(over, variants,
+                                                                        message):
+    from dataclasses import replace
+
+    from derive.api import CouplingBlock, F, Material, MaterialError, x1, x2
+
+    q = replace(_over_blocks(), over=over, variants=variants)
+    with pytest.raises(MaterialError) as error:
+        Material("one", blocks={"mine": CouplingBlock("mine", "mine", x1 + F, x2)},
+                 questions={"9.2": q})
+    assert str(error.value) == message

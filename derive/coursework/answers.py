@@ -6,7 +6,9 @@ question (:attr:`~derive.api.Question.answers`, ``questions.py``).
 Example:
     >>> from derive.api import build
     >>> from derive.coursework.questions import QUESTIONS
-    >>> spec = answers_23("sigma", build("2.3", "sigma", questions=QUESTIONS))
+    >>> from derive.coursework.gaussian_kl import PARAMETERIZATIONS
+    >>> sigma = PARAMETERIZATIONS["sigma"]
+    >>> spec = answers_23(sigma, build("2.3", "sigma", questions=QUESTIONS))
     >>> [q.name for q in spec.quantities], spec.quantities[0].references
     (['kl'], (mu**2/2 + sigma**2/2 - log(sigma) - 1/2,))
 """
@@ -33,7 +35,7 @@ from derive.api import (
     x2,
 )
 
-from .gaussian_kl import PARAMETERIZATIONS
+from .gaussian_kl import Parameterization
 
 __all__ = ["answers_11", "answers_12", "answers_13", "answers_identity", "answers_23",
            "answers_24"]
@@ -120,9 +122,16 @@ def _kl_symbols(expr: sp.Basic) -> dict[str, sp.Basic]:
             if engine in by_name}
 
 
-def _sigma_substitution(variant: str, symbols: dict[str, sp.Basic]) -> dict:
+def _own_scale(param: Parameterization, symbols: dict[str, sp.Basic]) -> None:
+    """A scale that none of the names above reads (another material's parameterization's,
+    ``rho``) may be written by its own name, where that is a name a reader can write (a
+    Greek letter or a word: ``\\rho_i``, ``\\tau``)."""
+    if param.scale not in symbols.values() and param.scale.name.isalpha():
+        symbols.setdefault(param.scale.name, param.scale)
+
+
+def _sigma_substitution(param: Parameterization, symbols: dict[str, sp.Basic]) -> dict:
     """Under the logvar variant an answer may still use sigma = exp(logvar / 2)."""
-    param = PARAMETERIZATIONS[variant]
     if param.scale.name == "sigma":
         return {}
     sigma = sp.Symbol("sigma", positive=True)
@@ -130,28 +139,28 @@ def _sigma_substitution(variant: str, symbols: dict[str, sp.Basic]) -> dict:
     return {sigma: param.sigma}
 
 
-def _sample(variant: str, symbols: dict[str, sp.Basic], subs: dict) -> None:
+def _sample(param: Parameterization, symbols: dict[str, sp.Basic], subs: dict) -> None:
     """The question's sample ``z_i = mu_i + sigma_i eps_i`` may be written by its name."""
     if not {"mu", "epsilon"} <= set(symbols):
         return
-    param = PARAMETERIZATIONS[variant]
     z = sp.Symbol("z", real=True)
     symbols["z"] = z
     subs[z] = symbols["mu"] + param.sigma * symbols["epsilon"]
 
 
-def answers_23(variant: str, d: Derivation) -> Answers:
-    """Question 2.3's answers, for ``variant`` (``d``: its derivation)."""
+def answers_23(p: Parameterization, d: Derivation) -> Answers:
+    """Question 2.3's answers, in parameterization ``p`` (``d``: its derivation)."""
     kl = d.result("kl")
     symbols = _kl_symbols(kl)
-    subs = _sigma_substitution(d.variant, symbols)
+    _own_scale(p, symbols)
+    subs = _sigma_substitution(p, symbols)
     labels = ((r"(?:D_\{?KL\}?|KL|D|\\mathrm\{?KL\}?|KL_\{?i\}?).*", ("kl",)),)
     return Answers("2.3", d.variant, (Quantity("kl", "KL_i", (kl,)),), (), labels,
                    index_form=False, symbols=symbols, substitutions=subs)
 
 
-def answers_24(variant: str, d: Derivation) -> Answers:
-    """Question 2.4's answers, for ``variant`` (``d``: its derivation)."""
+def answers_24(p: Parameterization, d: Derivation) -> Answers:
+    """Question 2.4's answers, in parameterization ``p`` (``d``: its derivation)."""
     names = [r.name for r in d.results if r.name.startswith("grad_")]
     quantities = []
     every: dict[str, sp.Basic] = {}
@@ -169,8 +178,9 @@ def answers_24(variant: str, d: Derivation) -> Answers:
         quantities.append(Quantity(name, f"d KL / d {par}", refs, kinds))
         for r in refs:
             every.update(_kl_symbols(r))
-    subs = _sigma_substitution(d.variant, every)
-    _sample(d.variant, every, subs)
+    _own_scale(p, every)
+    subs = _sigma_substitution(p, every)
+    _sample(p, every, subs)
     pars = [name.removeprefix("grad_") for name in names]
     written = {"mu": r"\\mu", "sigma": r"\\sigma", "logvar": r"\\lambda"}
     labels = []

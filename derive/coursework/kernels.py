@@ -64,8 +64,27 @@ _KL_EXAMPLE = """>>> import numpy as np
 (1000, 2)"""
 
 
+def _source(p: Parameterization, derivations: str) -> str:
+    """What a KL module's header says it is derived from: the registry entry of a
+    parameterization of the coursework's, else the parameterization itself (another
+    material's, loaded beside the coursework)."""
+    if PARAMETERIZATIONS.get(p.name) == p:
+        return f"derive.coursework.gaussian_kl.PARAMETERIZATIONS[{p.name!r}], {derivations}"
+    return f"parameterization {p.name!r} (sigma = {p.sigma}), {derivations}"
+
+
+def _example(p: Parameterization, text: str, name: str) -> str:
+    """A KL module's docstring example: for the coursework's parameterizations only (the
+    output package of another material's is the one its user names)."""
+    if PARAMETERIZATIONS.get(p.name) != p:
+        return ""
+    one, other = ("1.0", "2.0") if p.positive else ("0.0", "1.5")
+    return text.format(name=name, one=one, other=other)
+
+
 def gaussian_kl_module(p: Parameterization) -> Module:
-    """The generated module of the per-dimension Gaussian KL in parameterization ``p``."""
+    """The generated module of the per-dimension Gaussian KL in parameterization ``p``
+    (the coursework's, or another material's: any :class:`~derive.api.Parameterization`)."""
     stable = derive_stable_kl(p)
     est = derive_gradient_estimators(p)
     s = p.name
@@ -133,7 +152,6 @@ def gaussian_kl_module(p: Parameterization) -> Module:
                "The estimator of kl_grad_reparam without the score term of log q; unbiased, "
                "and exactly zero at mu = 0, sigma = 1."),
     )
-    one, other = ("1.0", "2.0") if p.positive else ("0.0", "1.5")
     return Module(
         name=p.module,
         title=f"Generated kernels for the Gaussian KL term, parameterized by {p.title}.",
@@ -141,10 +159,9 @@ def gaussian_kl_module(p: Parameterization) -> Module:
                      "gradient, and two stochastic gradient estimators, element-wise over "
                      "arrays of any broadcastable shapes."),
         kernels=kernels,
-        source=f"derive.coursework.gaussian_kl.PARAMETERIZATIONS[{p.name!r}], "
-               "derivations 2.3, 2.3n, 2.4",
+        source=_source(p, "derivations 2.3, 2.3n, 2.4"),
         contract="elementwise",
-        example=_KL_EXAMPLE.format(name=p.module, one=one, other=other),
+        example=_example(p, _KL_EXAMPLE, p.module),
     )
 
 
@@ -271,7 +288,6 @@ def gaussian_kl_pair_module(p: Parameterization) -> Module:
                "One sticking-the-landing estimate of the gradient per eps sample.",
                "Without the score term of log q; unbiased, and zero for the q side at q = p."),
     )
-    one, other = ("1.0", "2.0") if p.positive else ("0.0", "1.5")
     return Module(
         name=p.pair_module,
         title=f"Generated kernels for the KL between two Gaussians, parameterized by "
@@ -281,8 +297,7 @@ def gaussian_kl_pair_module(p: Parameterization) -> Module:
                      "arguments, and two stochastic gradient estimators with the noise on "
                      "the q side, element-wise over arrays of any broadcastable shapes."),
         kernels=kernels,
-        source=f"derive.coursework.gaussian_kl.PARAMETERIZATIONS[{p.name!r}], "
-               "derivations 2.3p, 2.3np, 2.4p",
+        source=_source(p, "derivations 2.3p, 2.3np, 2.4p"),
         contract="elementwise",
-        example=_PAIR_EXAMPLE.format(name=p.pair_module, one=one, other=other),
+        example=_example(p, _PAIR_EXAMPLE, p.pair_module),
     )

@@ -106,15 +106,10 @@ def _coupling_kernels(variant: str) -> Module:
     return coupling_module(BLOCKS[variant])
 
 
-def _kl_kernels(variant: str) -> Module:
-    return gaussian_kl_module(PARAMETERIZATIONS[variant])
+#: The coursework's own parameterizations: the variants of 2.3 to 2.4p, in this order.
+_SCALES = tuple(PARAMETERIZATIONS)
 
-
-def _kl_pair_kernels(variant: str) -> Module:
-    return gaussian_kl_pair_module(PARAMETERIZATIONS[variant])
-
-
-QUESTIONS: dict[str, Question] = {
+_QUESTIONS: dict[str, Question] = {
     "1.1": Question("1.1", "Invert the coupling block", _blocks(),
                     lambda v: derive_inverse(BLOCKS[v]), SECTIONS["coupling"],
                     points={"x2": 2, "x1": 3}, step_points=1, answers=answers_11),
@@ -135,38 +130,37 @@ QUESTIONS: dict[str, Question] = {
     "2.2": Question("2.2", "The KL term decomposes over dimensions", ("",),
                     lambda v: derive_kl_factorization(), SECTIONS["vae"],
                     points={"decomposition": 4}, step_points=1, answers=answers_identity),
-    "2.3": Question("2.3", "The Gaussian KL in closed form", tuple(PARAMETERIZATIONS),
-                    lambda v: derive_kl(PARAMETERIZATIONS[v]), SECTIONS["vae"],
-                    points={"kl": 5}, step_points=1, answers=answers_23),
+    # questions 2.3 to 2.4p range over the parameterizations: the coursework's, and any
+    # other material's loaded beside it; each callable receives the Parameterization
+    "2.3": Question("2.3", "The Gaussian KL in closed form", _SCALES, derive_kl,
+                    SECTIONS["vae"], points={"kl": 5}, step_points=1, answers=answers_23,
+                    over="parameterizations"),
     "2.3c": Question("2.3c", "The standard deviation and its derivatives in floating point",
-                     tuple(PARAMETERIZATIONS),
-                     lambda v: derive_chain_factors(PARAMETERIZATIONS[v]), SECTIONS["notes"]),
+                     _SCALES, derive_chain_factors, SECTIONS["notes"],
+                     over="parameterizations"),
     "2.3n": Question("2.3n", "The KL and its gradient arranged for floating point",
-                     tuple(PARAMETERIZATIONS), lambda v: derive_stable_kl(PARAMETERIZATIONS[v]),
-                     SECTIONS["notes"]),
-    "2.4": Question("2.4", "Reparameterized and sticking-the-landing gradients",
-                    tuple(PARAMETERIZATIONS),
-                    lambda v: derive_gradient_estimators(PARAMETERIZATIONS[v]),
-                    SECTIONS["vae"], kernels=_kl_kernels,
+                     _SCALES, derive_stable_kl, SECTIONS["notes"], over="parameterizations"),
+    "2.4": Question("2.4", "Reparameterized and sticking-the-landing gradients", _SCALES,
+                    derive_gradient_estimators, SECTIONS["vae"], kernels=gaussian_kl_module,
                     points={"grad_mu": 3, "grad_sigma": 3, "stl_mu": 2, "stl_sigma": 2,
                             "var_mu": 1, "var_sigma": 1, "var_stl_mu": 1, "var_stl_sigma": 1},
-                    step_points=1, answers=answers_24),
-    "2.3p": Question("2.3p", "The Gaussian KL from a learned prior", tuple(PARAMETERIZATIONS),
-                     lambda v: derive_kl(PARAMETERIZATIONS[v],
-                                         learned_prior(PARAMETERIZATIONS[v])),
-                     SECTIONS["prior"]),
-    "2.3np": Question("2.3np", "The KL from a learned prior in floating point",
-                      tuple(PARAMETERIZATIONS),
-                      lambda v: derive_stable_kl_pair(PARAMETERIZATIONS[v]), SECTIONS["prior"]),
-    "2.4p": Question("2.4p", "Gradients of the KL from a learned prior",
-                     tuple(PARAMETERIZATIONS),
-                     lambda v: derive_gradient_estimators(PARAMETERIZATIONS[v],
-                                                          learned_prior(PARAMETERIZATIONS[v])),
-                     SECTIONS["prior"], kernels=_kl_pair_kernels),
+                    step_points=1, answers=answers_24, over="parameterizations"),
+    "2.3p": Question("2.3p", "The Gaussian KL from a learned prior", _SCALES,
+                     lambda p: derive_kl(p, learned_prior(p)), SECTIONS["prior"],
+                     over="parameterizations"),
+    "2.3np": Question("2.3np", "The KL from a learned prior in floating point", _SCALES,
+                      derive_stable_kl_pair, SECTIONS["prior"], over="parameterizations"),
+    "2.4p": Question("2.4p", "Gradients of the KL from a learned prior", _SCALES,
+                     lambda p: derive_gradient_estimators(p, learned_prior(p)),
+                     SECTIONS["prior"], kernels=gaussian_kl_pair_module,
+                     over="parameterizations"),
 }
 
 
-#: The coursework as material: what ``derive.loader`` loads by default.
+#: The coursework as material: what ``derive.loader`` loads by default. Its questions as
+#: the material binds them (2.3 to 2.4p take a parameterization's name, as the others do)
+#: are :data:`QUESTIONS`.
 MATERIAL = Material("derive.coursework", blocks=BLOCKS, parameterizations=PARAMETERIZATIONS,
-                    questions=QUESTIONS, sections=SECTIONS,
+                    questions=_QUESTIONS, sections=SECTIONS,
                     blocks_module="derive.coursework.blocks")
+QUESTIONS: dict[str, Question] = dict(MATERIAL.questions)
