@@ -156,6 +156,12 @@ def parser() -> argparse.ArgumentParser:
                           "at most 4; 1 derives everything in this process); the files are "
                           "the same bytes for every N")
     _add_material(gen)
+    gen.add_argument("--only", action="append", default=None, metavar="MODULE",
+                     help="write only what the material of MODULE (one of the --material "
+                          "options) brings: its own questions, and the questions of the "
+                          "other materials in the variants that are its blocks or "
+                          "parameterizations (an outside parameterization's KL kernels "
+                          "without the rest of the coursework); repeat it for several")
 
     _add_test_parser(sub)
 
@@ -180,10 +186,15 @@ def _use_material(args: argparse.Namespace) -> None:
     from .loader import DEFAULT, MaterialError, is_default, use
 
     names = getattr(args, "material", None)
-    if not names and is_default():
+    only = getattr(args, "only", None) or ()
+    if not names and not only and is_default():
         return
+    for name in only:
+        if name not in (names or ()):
+            raise _Failure(_shown(f"--only {name}: not a --material of this run (expected "
+                                  f"one of: {', '.join(names or ()) or 'none given'})"), code=2)
     try:
-        use(names or DEFAULT)
+        use(names or DEFAULT, only)
     except MaterialError as err:
         raise _Failure(_shown(str(err)), code=2) from None
 
@@ -256,12 +267,7 @@ def _cmd_test(args: argparse.Namespace) -> tuple[str, int]:
     # the headers generate writes without --root: the derivation cache's parts are shared
     # with derive generate (the coursework's) and with the previous derive test
     command = _generate_command(argparse.Namespace(material=args.material, root=None,
-                                                   package=None))
-    given = args.material or []
-    for name in args.only or ():
-        if name not in given:
-            raise _Failure(_shown(f"--only {name}: not a --material of this run (expected "
-                                  f"one of: {', '.join(given) or 'none given'})"), code=2)
+                                                   package=None, only=args.only))
     report = run(points=args.points, jobs=args.jobs or _default_jobs(),
                  progress=lambda line: _to_stderr(f"derive test: {_shown(line)}"),
                  command=command, only=args.only or ())
@@ -607,6 +613,8 @@ def _generate_command(args: argparse.Namespace) -> str:
     parts = ["python", "-m", "derive", "generate"]
     for name in args.material:
         parts += ["--material", name]
+    for name in getattr(args, "only", None) or ():
+        parts += ["--only", name]
     if args.root is not None:
         parts += ["--root", args.root]
     if args.package is not None:

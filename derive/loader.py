@@ -98,10 +98,14 @@ def load(names: Iterable[str] = DEFAULT) -> Material:
     return Material.combine([load_one(name) for name in names])
 
 
-def use(names: Iterable[str]) -> Material:
-    """Load ``names`` (:func:`load`) and make them the engine's material for this process."""
+def use(names: Iterable[str], only: Iterable[str] = ()) -> Material:
+    """Load ``names`` (:func:`load`) and make them the engine's material for this process;
+    with ``only`` (some of ``names``), cut to what those bring (:meth:`Material.only`)."""
     global _current, _names
     material = load(names)
+    only = tuple(only)
+    if only:
+        material = material.only([load_one(name) for name in only])
     _current, _names = material, tuple(names) or DEFAULT
     # another material's derivations depend on its own files: the cache's keys hold them
     use_material(() if _names == DEFAULT else

@@ -270,6 +270,56 @@ class Material:
         return Material("+".join(m.name for m in materials), **merged,
                         blocks_module=modules[0] if len(modules) == 1 else None)
 
+    def only(self, parts: Iterable[Material]) -> Material:
+        """This material cut to what ``parts`` (materials combined into it) bring: their
+        own questions, in every variant, and each question over a kind
+        (:attr:`Question.over`) in the variants that are their entries, those alone; the
+        sections those questions sit in. What ``derive generate --only`` writes: an outside
+        parameterization's kernels and document without the rest of the coursework.
+
+        Raises :class:`MaterialError`, in one line, when that leaves no question.
+
+        Example:
+            >>> import sympy as sp
+            >>> from derive.derivation import Derivation, Result
+            >>> def sigma(p):
+            ...     return Derivation("9.2", "Sigma", "", [], [Result("s", p.sigma, "")])
+            >>> rho, tau = sp.Symbol("rho", real=True), sp.Symbol("tau", real=True)
+            >>> mine = Material("m", parameterizations={"rho": Parameterization(
+            ...     "rho", "gaussian_kl_rho", rho, sp.exp(rho), "rho")}, questions={
+            ...     "9.2": Question("9.2", "Sigma", ("rho",), sigma, over="parameterizations")})
+            >>> theirs = Material("t", parameterizations={"tau": Parameterization(
+            ...     "tau", "gaussian_kl_tau", tau, tau**2 + 1, "tau")})
+            >>> both = Material.combine([mine, theirs])
+            >>> both.only([theirs]).questions["9.2"].variants
+            ('tau',)
+        """
+        parts = list(parts)
+        own = {qid for m in parts for qid in m.questions}
+        kept: dict[str, Question] = {}
+        # another material's question, cut to these entries, is not its coursework: its
+        # marking scheme is for its own variant, which is not among them
+        beyond: dict[int, Section] = {}
+        for qid, q in self.questions.items():
+            if qid in own:
+                kept[qid] = q
+            elif q.over is not None:
+                theirs = tuple(v for v in q.variants
+                               if any(v in getattr(m, q.over) for m in parts))
+                if theirs:  # bound already: its callables take the names
+                    section = q.section
+                    if section is not None and not section.beyond:
+                        section = beyond.setdefault(id(section), replace(section, beyond=True))
+                    kept[qid] = replace(q, variants=theirs, over=None, section=section)
+        if not kept:
+            names = ", ".join(m.name for m in parts)
+            raise MaterialError(f"--only {names}: it brings no question, and no question of "
+                                "the material in use ranges over what it brings")
+        used = [q.section for q in kept.values()]
+        sections = {k: beyond.get(id(s), s) for k, s in self.sections.items()}
+        return Material(self.name, self.blocks, self.parameterizations, kept,
+                        {k: s for k, s in sections.items() if s in used}, self.blocks_module)
+
     def is_block(self, variant: str) -> bool:
         """Whether ``variant`` names a coupling block of this material."""
         return variant in self.blocks

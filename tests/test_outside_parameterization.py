@@ -53,8 +53,8 @@ def generated(tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     sys.path[:0] = [str(folder), str(out)]
     try:
-        assert main(["generate", *_BOTH, "--root", str(out), "--package", "klkernels",
-                     "--jobs", "1"]) == 0
+        assert main(["generate", *_BOTH, "--only", "klpkg", "--root", str(out),
+                     "--package", "klkernels", "--jobs", "1"]) == 0
         yield out / "klkernels"
     finally:
         for path in (str(folder), str(out)):
@@ -114,17 +114,34 @@ def test_generate_writes_the_kl_modules_of_an_outside_parameterization(generated
             assert _ulps(got[k], _pair_kl(*point)) <= 16, (point, got[k], _pair_kl(*point))
 
 
+def test_only_what_it_brings_is_written_and_the_header_says_how(generated):
+    """``--only klpkg``: its two KL modules and the notes on its variant, none of the
+    coursework's own (no coupling block, no sigma or logvar module: deriving the whole
+    coursework beside it took 42 s of CPU), and no coursework question in the solutions
+    sheet (another material's questions, cut to its variant, are typeset in the notes as
+    variants beyond the coursework); each header records the command that regenerates it,
+    ``--only`` included."""
+    modules = sorted(p.stem for p in generated.glob("*.py"))
+    assert modules == ["__init__", "gaussian_kl_pair_rho", "gaussian_kl_rho"], modules
+    head = (generated / "gaussian_kl_rho.py").read_text().splitlines()[:4]
+    assert any("--material derive.coursework --material klpkg --only klpkg" in line
+               for line in head), head
+    notes = (generated / "notes.tex").read_text()  # (the coursework's sheets: its own)
+    assert "coupling" not in notes.lower() and r"\rho" in notes
+    assert r"\section" not in (generated / "solutions.tex").read_text()
+
+
 def test_the_document_and_the_listing_have_its_variant(generated, capsys):
     """The coursework's questions over parameterizations list it as a variant; the notes
-    typeset 2.3 and 2.4p in terms of its scale."""
+    typeset each of them in its scale."""
     assert main(["list", *_BOTH]) == 0
     listing = capsys.readouterr().out
     for qid in ("2.3", "2.3c", "2.3n", "2.4", "2.3p", "2.3np", "2.4p"):
         block = listing.split(f"\n{qid} ", 1)[1].split("\n")[1]
         assert "variants: sigma, logvar, rho (default sigma)" in block, (qid, block)
-    notes = (generated / "notes.tex").read_text()
-    scale = r"in terms of $\rho$"
-    assert "Question 2.3: " in notes and notes.count(scale) >= 7
+    notes = (generated / "notes.tex").read_text()  # its variant alone (--only): no "in
+    for qid in ("2.3", "2.3c", "2.3n", "2.4", "2.3p", "2.3np", "2.4p"):  # terms of rho"
+        assert f"Question {qid}: " in notes, qid
 
 
 def test_derive_test_checks_its_modules(generated, capsys):
@@ -208,3 +225,21 @@ def test_a_clashing_or_inconsistent_parameterization_is_refused_in_one_line(
         loader.use(names)
     err = capsys.readouterr().err
     assert err == f"derive: error: {message}\n", err
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--material", "klpkg", "--only", "klpkg"],
+     "--only klpkg: it brings no question, and no question of the material in use ranges "
+     "over what it brings"),
+    (["--material", "derive.coursework", "--only", "klpkg"],
+     "--only klpkg: not a --material of this run (expected one of: derive.coursework)")])
+def test_only_what_brings_nothing_or_is_not_loaded_is_refused_in_one_line(
+        generated, capsys, argv, message):
+    """``generate --only``: a material alone whose parameterization no question ranges
+    over, or one not given with --material, is one line, exit 2, nothing derived."""
+    names = loader._names
+    try:
+        assert main(["generate", "--check", *argv]) == 2
+    finally:
+        loader.use(names)
+    assert capsys.readouterr().err == f"derive: error: {message}\n"
