@@ -207,6 +207,8 @@ LONG_UNITS: dict[str, float] = {
     # no cache and no remembered verdicts; about 30 with the verdicts)
     "tests/test_outside_parameterization.py": 40,
     "tests/test_check_files.py::_marked": 20,
+    # generate --only of an outside parameterization beside the coursework, then derive test
+    "tests/test_outside_parameterization.py": 25,
     "tests/test_generate.py": 3,
     "tests/test_check_corpus.py::": 10,
     "tests/test_simd_paths.py::": 25,
