@@ -827,7 +827,10 @@ def _refusal(err: ValueError) -> str | None:
     """
     from .coupling import SpecificationError
     from .derivation import StepCheckError
+    from .material import MaterialError
 
+    if isinstance(err, MaterialError):
+        return _shown(" ".join(str(err).split()))
     if not isinstance(err, (SpecificationError, StepCheckError)):
         return None
     kind = "refused" if isinstance(err, SpecificationError) else "a step fails its check"

@@ -44,7 +44,7 @@ from codegen.latex import LatexOptions
 from .cache import Store, fingerprint, source_digest
 from .document import SHEETS, deriving, part_kinds, render_part, sheet_document
 from .loader import all_derivations, current, kernel_modules
-from .material import Question
+from .material import MaterialError, Question
 from .notebook import derivations_notebook, search_cell
 from .output import OutputError, output_target, write_output
 
@@ -395,6 +395,21 @@ def _part(q: Question, variant: str, command: str = COMMAND) -> dict:
     return part
 
 
+def _one_writer(pairs: list[tuple[Question, str]], names: list[str]) -> None:
+    """Refuse, in one line (:class:`~derive.material.MaterialError`), two of the questions'
+    variants ``pairs`` writing one kernel module (``names``, in the same order): the second
+    file would silently replace the first."""
+    seen: dict[str, tuple[Question, str]] = {}
+    for (q, v), name in zip(pairs, names, strict=True):
+        if name in seen:
+            (q0, v0) = seen[name]
+            raise MaterialError(
+                f"question {q0.qid}" + (f" ({v0})" if v0 else "") + f" and question {q.qid}"
+                + (f" ({v})" if v else "") + f" both write the kernel module {name!r}; "
+                "give one of them another module name")
+        seen[name] = (q, v)
+
+
 def _files(parts: _Parts | None = None, command: str = COMMAND,
            package: str = PACKAGE) -> dict[str, str]:
     if parts is None:
@@ -403,14 +418,18 @@ def _files(parts: _Parts | None = None, command: str = COMMAND,
         from .kernel_search import search_module
 
         modules = [search_module(m).module for m in kernel_modules()]
+        _one_writer([(q, v) for q in current().questions.values() if q.kernels
+                     for v in q.variants], [m.name for m in modules])
         texts = {m.name: render_module(m, command) for m in modules}
         rendered = deriving()  # each variant derived once for the four sheets
         documents = {sheet: sheet_document(sheet, command=command, rendered=rendered)
                      for sheet in SHEETS}
         notebook = derivations_notebook(command)
     else:
-        found = [parts.part(q, v)["module"] for q in current().questions.values() if q.kernels
+        pairs = [(q, v) for q in current().questions.values() if q.kernels
                  for v in q.variants]
+        found = [parts.part(q, v)["module"] for q, v in pairs]
+        _one_writer(pairs, [m["name"] for m in found])
         modules = [_Module(m["name"], m["title"]) for m in found]
         texts = {m["name"]: m["text"] for m in found}
         documents = {sheet: sheet_document(

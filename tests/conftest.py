@@ -203,12 +203,10 @@ LONG_UNITS: dict[str, float] = {
     "tests/test_cache.py::test_output_is_byte_identical_with_and_without_the_cache": 6,
     # a child derive generate of the worked example, then check and LaTeX children
     "tests/test_example_material.py": 50,
-    # the coursework and an outside parameterization generated together (53 s of CPU with
-    # no cache and no remembered verdicts; about 30 with the verdicts)
-    "tests/test_outside_parameterization.py": 40,
-    "tests/test_check_files.py::_marked": 20,
-    # generate --only of an outside parameterization beside the coursework, then derive test
+    # an outside parameterization generated with --only beside the coursework, then
+    # derive test (25 s of CPU with no cache and no remembered verdicts)
     "tests/test_outside_parameterization.py": 25,
+    "tests/test_check_files.py::_marked": 20,
     "tests/test_generate.py": 3,
     "tests/test_check_corpus.py::": 10,
     "tests/test_simd_paths.py::": 25,

@@ -220,3 +220,39 @@ def test_an_installed_entry_point_is_loaded_by_name(outside, monkeypatch):
 def test_the_default_command_s_header_is_unchanged():
     text = (ROOT / "generated" / "coupling.py").read_text()
     assert "# Regenerate with: python -m derive generate\n" in text
+
+
+_TWICE = '''
+from derive.api import (CouplingBlock, Material, Question, Section, F, coupling_kernels,
+                        derive_determinant, derive_inverse, x1, x2)
+SHIFT = CouplingBlock("twice_shift", "a shift block", x1 + F, x2)
+SECTION = Section("", "A shift block", beyond=True)
+def _kernels(variant):
+    return coupling_kernels(SHIFT, "twicemat.SHIFT", package=None)
+MATERIAL = Material("twicemat", blocks={"twice_shift": SHIFT}, questions={
+    "9.1": Question("9.1", "Invert it", ("twice_shift",), lambda v: derive_inverse(SHIFT),
+                    SECTION, kernels=_kernels),
+    "9.2": Question("9.2", "Its determinant", ("twice_shift",),
+                    lambda v: derive_determinant(SHIFT), SECTION, kernels=_kernels)},
+    sections={"shift": SECTION})
+'''
+
+
+def test_two_questions_writing_one_module_are_refused_in_one_line(tmp_path, monkeypatch,
+                                                                   capsys):
+    """Two questions whose kernels are one module name: the second file would replace the
+    first silently; generate says so in one line, exit 2, and writes nothing."""
+    (tmp_path / "twicemat.py").write_text(_TWICE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    names = loader._names
+    try:
+        code = main(["generate", "--material", "twicemat", "--root", str(tmp_path),
+                     "--package", "k", "--no-cache", "--jobs", "1"])
+    finally:
+        sys.modules.pop("twicemat", None)
+        loader.use(names)
+    err = capsys.readouterr().err
+    assert code == 2 and err == ("derive: error: question 9.1 (twice_shift) and question 9.2 "
+                                 "(twice_shift) both write the kernel module 'twice_shift'; "
+                                 "give one of them another module name\n"), err
+    assert not (tmp_path / "k").exists()
