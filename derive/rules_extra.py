@@ -253,6 +253,15 @@ class Grouped(sp.UnevaluatedExpr):
         return r"\left(" + printer._print(self.args[0]) + r"\right)"
 
 
+class Rounded(Grouped):
+    """A rounded operation whose rounding error the rewrite carries in a remainder:
+    TwoSum's sum, TwoProduct's product, Veltkamp's scaled factor, a quotient whose
+    remainder is formed. In the reals its remainder is 0, so an identity check cannot see
+    whether the remainder is used right; :func:`derive.search.check_carried` perturbs each
+    such operation and requires the rewrite to stay equal to first order. Printed as
+    :class:`Grouped`."""
+
+
 _U = Grouped
 #: Veltkamp's splitting constant for float64, 2**27 + 1.
 _SPLITTER = sp.Integer(2**27 + 1)
@@ -264,14 +273,14 @@ def _two_sum(a: sp.Basic, b: sp.Basic) -> tuple[sp.Basic, sp.Basic]:
     """Knuth's TwoSum: ``(s, r)`` with ``s = fl(a + b)`` and ``s + r = a + b`` exactly in
     float64 (each operation kept in its order by :class:`~sympy.UnevaluatedExpr`; in the
     reals ``r`` is 0)."""
-    s = _U(a + b)
+    s = Rounded(a + b)
     bb = _U(s - a)
     return s, _U(_U(a - _U(s - bb)) + _U(b - bb))
 
 
 def _split(a: sp.Basic) -> tuple[sp.Basic, sp.Basic]:
     """Veltkamp's split: ``a = hi + lo`` exactly, each half 26 bits."""
-    c = _U(_SPLITTER * a)
+    c = Rounded(_SPLITTER * a)
     hi = _U(c - _U(c - a))
     return hi, _U(a - hi)
 
@@ -279,7 +288,7 @@ def _split(a: sp.Basic) -> tuple[sp.Basic, sp.Basic]:
 def _two_product(a: sp.Basic, b: sp.Basic) -> tuple[sp.Basic, sp.Basic]:
     """Dekker's TwoProduct: ``(p, q)`` with ``p = fl(a b)`` and ``p + q = a b`` exactly in
     float64 (no overflow or underflow in between)."""
-    p = _U(a * b)
+    p = Rounded(a * b)
     ah, al = _split(a)
     bh, bl = _split(b)
     q = _U(_U(_U(_U(_U(ah * bh) - p) + _U(ah * bl)) + _U(al * bh)) + _U(al * bl))
@@ -429,7 +438,7 @@ def _reciprocal_power(v: sp.Basic, w: sp.Basic, hi: sp.Basic = sp.S.Zero,
     dropped. With ``less_one``, the power is ``v**(1/w - 1)`` (``q - 1`` by TwoSum, its
     remainder in the factor near 1): a power that does not overflow where ``v**(1/w)``
     does and ``v**(1/w - 1)`` times a number near ``v`` does not."""
-    q = Grouped(1 / w)
+    q = Rounded(1 / w)
     p, e = _two_product(q, w)
     # 0 where q does not split (there pow(v, q) is 0, 1 or infinite: v = 1 or far from it)
     r = sp.Piecewise((Grouped(Grouped(Grouped(1 - p) - e) / w), sp.Abs(w) > _RECIPROCAL_LIMIT),
@@ -478,13 +487,13 @@ def _reciprocal_power_difference(e: sp.Basic) -> sp.Basic:
     def value(t: sp.Basic) -> sp.Basic:
         v, d, w = parts(t)
         s, tt = _two_sum(v, d)
-        u = Grouped(tt / s)
+        u = Rounded(tt / s)
         pu, eu = _two_product(u, s)
         # the quotient's remainder, needed where s is near 1 (elsewhere u/w is below 1e-13
         # wherever the power is finite): not formed beyond 2, where the split of s
         # overflows in float32
         ulo = sp.Piecewise((Grouped(Grouped(Grouped(tt - pu) - eu) / s), s < 2), (0, True))
-        hi = Grouped(u / w)
+        hi = Rounded(u / w)
         # log1p(t/s)/w = (u + ulo)/w - u**2/(2 w) + ..., u below 2**-52; the remainder of
         # the quotient u/w found exactly by TwoProduct with u and w scaled by 2**80 (no
         # product of the split underflows, where u and w are subnormal)

@@ -9,9 +9,9 @@ import sympy as sp
 from sympy.codegen.cfunctions import expm1
 
 from derive import search
-from derive.derivation import StepCheckError
+from derive.derivation import Step, StepCheckError, check_step
 from derive.nodes import cbrt
-from derive.rules_extra import EXTRA_RULES, _two_product, _two_sum
+from derive.rules_extra import EXTRA_RULES, Rounded, _two_product, _two_sum
 
 x = sp.Symbol("x", positive=True)
 u = sp.Symbol("u", real=True)
@@ -35,6 +35,14 @@ SAMPLES = {
 }
 
 
+def _carried(name: str) -> bool:
+    """Whether the rule's rewrite of its sample carries a rounding in a remainder."""
+    (fn,), = [(f,) for n_, f, _, _ in EXTRA_RULES if n_ == name]
+    after = fn(SAMPLES[name])
+    after = after[-1] if isinstance(after, tuple) else after
+    return bool(after.atoms(Rounded))
+
+
 @pytest.mark.parametrize("name", sorted(SAMPLES))
 def test_rule_rewrites_into_a_checked_identity_and_a_wrong_one_is_refused(name):
     (fn, reason, notes), = [(f, r, n) for n_, f, r, n in EXTRA_RULES if n_ == name]
@@ -46,6 +54,34 @@ def test_rule_rewrites_into_a_checked_identity_and_a_wrong_one_is_refused(name):
     search._check(before, search.Candidate(after, reason, notes))
     wrong = after * (1 + sp.Rational(1, 1000))
     with pytest.raises(StepCheckError):
+        search._check(before, search.Candidate(wrong, reason, notes))
+
+
+def _remainders_doubled(e: sp.Basic) -> sp.Basic:
+    """``e`` with each function of a remainder (an argument that holds a rounded operation
+    but is not one: ``cos(t)``, ``exp(r log v)``, ``exp(q)``) given twice its argument."""
+    def used(a: sp.Basic) -> bool:
+        return (isinstance(a, (sp.exp, sp.sin, sp.cos, expm1)) and a.args[0].has(Rounded)
+                and not isinstance(a.args[0], Rounded))
+
+    return e.replace(used, lambda a: a.func(2 * a.args[0]))
+
+
+@pytest.mark.parametrize("name", sorted(n for n in SAMPLES if _carried(n)))
+def test_a_remainder_used_wrong_is_refused_though_it_is_0_in_the_reals(name):
+    """The rules that carry a rounding in a remainder (TwoSum, TwoProduct): the identity
+    check cannot see a remainder used wrong (it is 0 in the reals); with each rounded
+    operation perturbed (search.check_carried), the rewrite with every remainder's use
+    doubled is refused, and the right one passes."""
+    (fn, reason, notes), = [(f, r, n) for n_, f, r, n in EXTRA_RULES if n_ == name]
+    before = SAMPLES[name]
+    after = fn(before)
+    after = after[-1] if isinstance(after, tuple) else after
+    search.check_carried(before, after)
+    wrong = _remainders_doubled(after)
+    assert wrong != after
+    check_step(Step(before, search._plain(wrong), reason, notes=notes))  # passes: 0 in R
+    with pytest.raises(StepCheckError, match="remainders of the rounded operations"):
         search._check(before, search.Candidate(wrong, reason, notes))
 
 
