@@ -194,7 +194,8 @@ def _use_material(args: argparse.Namespace) -> None:
             raise _Failure(_shown(f"--only {name}: not a --material of this run (expected "
                                   f"one of: {', '.join(names or ()) or 'none given'})"), code=2)
     try:
-        use(names or DEFAULT, only)
+        # derive test of a material that brings blocks alone tests the engine's kernels
+        use(names or DEFAULT, only, empty=getattr(args, "command", None) == "test")
     except MaterialError as err:
         raise _Failure(_shown(str(err)), code=2) from None
 

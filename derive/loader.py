@@ -95,17 +95,23 @@ def load(names: Iterable[str] = DEFAULT) -> Material:
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise MaterialError(f"--material {twice[0]}: given more than once")
-    return Material.combine([load_one(name) for name in names])
+    material = Material.combine([load_one(name) for name in names])
+    for q in material.questions.values():
+        if not q.variants:  # one over a kind no loaded material brings
+            raise MaterialError(f"question {q.qid} ranges over {q.over}, and no material "
+                                f"given brings any (loaded: {', '.join(names)})")
+    return material
 
 
-def use(names: Iterable[str], only: Iterable[str] = ()) -> Material:
+def use(names: Iterable[str], only: Iterable[str] = (), empty: bool = False) -> Material:
     """Load ``names`` (:func:`load`) and make them the engine's material for this process;
-    with ``only`` (some of ``names``), cut to what those bring (:meth:`Material.only`)."""
+    with ``only`` (some of ``names``), cut to what those bring (:meth:`Material.only`;
+    ``empty``: a cut with no question is no error)."""
     global _current, _names
     material = load(names)
     only = tuple(only)
     if only:
-        material = material.only([load_one(name) for name in only])
+        material = material.only([load_one(name) for name in only], empty=empty)
     _current, _names = material, tuple(names) or DEFAULT
     # another material's derivations depend on its own files: the cache's keys hold them
     use_material(() if _names == DEFAULT else

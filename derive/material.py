@@ -270,14 +270,16 @@ class Material:
         return Material("+".join(m.name for m in materials), **merged,
                         blocks_module=modules[0] if len(modules) == 1 else None)
 
-    def only(self, parts: Iterable[Material]) -> Material:
+    def only(self, parts: Iterable[Material], empty: bool = False) -> Material:
         """This material cut to what ``parts`` (materials combined into it) bring: their
         own questions, in every variant, and each question over a kind
         (:attr:`Question.over`) in the variants that are their entries, those alone; the
         sections those questions sit in. What ``derive generate --only`` writes: an outside
         parameterization's kernels and document without the rest of the coursework.
 
-        Raises :class:`MaterialError`, in one line, when that leaves no question.
+        Raises :class:`MaterialError`, in one line, when that leaves no question (unless
+        ``empty``: ``derive test --only`` of a material that brings blocks alone tests
+        the engine's kernels of each).
 
         Example:
             >>> import sympy as sp
@@ -311,7 +313,7 @@ class Material:
                     if section is not None and not section.beyond:
                         section = beyond.setdefault(id(section), replace(section, beyond=True))
                     kept[qid] = replace(q, variants=theirs, over=None, section=section)
-        if not kept:
+        if not kept and not empty:
             names = ", ".join(m.name for m in parts)
             raise MaterialError(f"--only {names}: it brings no question, and no question of "
                                 "the material in use ranges over what it brings")
@@ -368,10 +370,9 @@ def _bound(q: Question, material: Material) -> Question:
     if strange:
         raise MaterialError(f"material {material.name!r}: question {q.qid} ranges over "
                             f"{q.over}, but its variant {strange[0]!r} is not one of them")
+    # (none yet is no error: the material it is combined with may bring them;
+    # derive.loader.load refuses a question left with none)
     variants = tuple(q.variants) + tuple(k for k in entries if k not in q.variants)
-    if not variants:
-        raise MaterialError(f"material {material.name!r}: question {q.qid} ranges over "
-                            f"{q.over}, and the material has none")
     return replace(q, variants=variants, derive=_OfEntry.bind(q.derive, entries),
                    kernels=_OfEntry.bind(q.kernels, entries),
                    answers=_OfEntry.bind(q.answers, entries))

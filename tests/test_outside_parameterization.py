@@ -243,3 +243,58 @@ def test_only_what_brings_nothing_or_is_not_loaded_is_refused_in_one_line(
     finally:
         loader.use(names)
     assert capsys.readouterr().err == f"derive: error: {message}\n"
+
+
+_QOVER = '''
+from derive.api import Derivation, Material, Question, Result, Section
+SECTION = Section("", "Sigma of every scale", beyond=True)
+def sigma(p):
+    return Derivation("9.7", "Sigma", "", [], [Result("sigma", p.sigma, "")], variant=p.name)
+MATERIAL = Material("qover", questions={"9.7": Question(
+    "9.7", "Sigma", (), sigma, SECTION, over="parameterizations")}, sections={"s": SECTION})
+'''
+
+_BLOCKS_ONLY = '''
+from derive.api import CouplingBlock, F, Material, x1, x2
+MATERIAL = Material("blocksonly", blocks={"only_shift": CouplingBlock(
+    "only_shift", "a shift block", x1 + F, x2)})
+'''
+
+
+def test_a_question_over_a_kind_its_own_package_does_not_bring(tmp_path, monkeypatch, capsys):
+    """A package whose one question ranges over parameterizations it does not bring: beside
+    the coursework it has the coursework's (it was refused when its package was built);
+    alone, it is refused in one line when loaded."""
+    (tmp_path / "qover.py").write_text(_QOVER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    names = loader._names
+    try:
+        assert main(["list", "--material", "derive.coursework", "--material", "qover"]) == 0
+        listing = capsys.readouterr().out
+        assert "9.7   Sigma\n      variants: sigma, logvar (default sigma)" in listing
+        assert main(["list", "--material", "qover"]) == 2
+    finally:
+        sys.modules.pop("qover", None)
+        loader.use(names)
+    assert capsys.readouterr().err == ("derive: error: question 9.7 ranges over "
+                                       "parameterizations, and no material given brings any "
+                                       "(loaded: qover)\n")
+
+
+def test_derive_test_only_of_a_material_that_brings_blocks_alone(tmp_path, monkeypatch,
+                                                                 capsys):
+    """``derive test --only`` of a package of one block: no question is cut for it (the
+    coursework's 1.1-1.3n are its own blocks'), and the engine's kernels of the block are
+    tested (it was refused: "it brings no question")."""
+    (tmp_path / "blocksonly.py").write_text(_BLOCKS_ONLY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    names = loader._names
+    try:
+        code = main(["test", "--material", "derive.coursework", "--material", "blocksonly",
+                     "--only", "blocksonly", "--points", "3", "--jobs", "1"])
+    finally:
+        sys.modules.pop("blocksonly", None)
+        loader.use(names)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.splitlines()[-1].startswith("7 of 7 checks passed"), out

@@ -108,9 +108,8 @@ def test_a_question_over_blocks_gets_every_loaded_block_as_a_variant():
                             "one of 'blocks', 'parameterizations'"),
     ("blocks", ("nosuch",), "material 'one': question 9.2 ranges over blocks, but its "
                             "variant 'nosuch' is not one of them"),
-    ("parameterizations", (), "material 'one': question 9.2 ranges over parameterizations, "
-                              "and the material has none"),
-])
+])  # (a kind it lacks altogether is refused when loaded, where no other material brings
+#    it: tests/test_outside_parameterization.py)
 def test_a_question_over_what_the_material_lacks_is_refused_in_one_line(over, variants,
                                                                         message):
     from dataclasses import replace
