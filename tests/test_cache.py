@@ -401,33 +401,50 @@ _DUMP = textwrap.dedent("""
     out["parts"] = f.generate(store)[0]
     # a small material, derived into a cold store (forked), then without any cache and
     # with no verdict remembered, in this one process
-    store.get = get
+    from derive.cache import Store
+    store = Store(Path(sys.argv[1]))  # its own, cold whatever the run's cache holds
     loader.use(["smallmat"])
+    class Groups(list):  # how many groups the forked processes were handed
+        forked = 0
+        def __setitem__(self, key, value):
+            Groups.forked = max(Groups.forked, len(value))
+            super().__setitem__(key, value)
+    f._GROUPS = Groups()
     out["small"] = f.generate(store, jobs=2)[0]
+    sheets = [out["small"][f"generated/{sheet}.tex"]
+              for sheet in ("problems", "solutions", "marking")]
+    sections = all("Two blocks" in s and s.count("\\subsection") >= 2 for s in sheets)
     verdicts.use(None)
     out["uncached"] = f.generate(None, jobs=1)[0]
-    print(json.dumps({k: {p: hashlib.sha256(t.encode()).hexdigest() for p, t in v.items()}
-                      for k, v in out.items()}))
+    hashed = {k: {p: hashlib.sha256(t.encode()).hexdigest() for p, t in v.items()}
+              for k, v in out.items()}
+    print(json.dumps({**hashed, "forked": Groups.forked, "sections": sections}))
 """)
 
-#: A material of one block and two questions, one with kernels: small enough to derive
-#: twice in a test, through every path of :func:`derive.files.generate`.
+#: A material of two blocks and two questions, one with kernels, in a numbered section (so
+#: a coursework's: problem, answer, aside and marking scheme typeset): small enough to
+#: derive twice in a test, through every path of :func:`derive.files.generate` (two
+#: variants: the cold run forks a process for each).
 _SMALL = textwrap.dedent("""
     from derive.api import (CouplingBlock, Material, Question, Section, F, G,
                             coupling_kernels, derive_determinant, derive_inverse, x1, x2)
     import sympy as sp
-    BLOCK = CouplingBlock('my_scaled', 'a scale block', sp.exp(G) * x1 + F, x2)
-    SECTION = Section('', 'A scale block', beyond=True)
+    BLOCKS = {'my_scaled': CouplingBlock('my_scaled', 'a scale block', sp.exp(G) * x1 + F, x2),
+              'my_shift': CouplingBlock('my_shift', 'a shift block', x1 + F, x2)}
+    SECTION = Section('9', 'Two blocks')
     QUESTIONS = {
-        '9.1': Question('9.1', 'Invert it', ('my_scaled',),
-                        lambda variant: derive_inverse(BLOCK), SECTION),
-        '9.2': Question('9.2', 'Its determinant', ('my_scaled',),
-                        lambda variant: derive_determinant(BLOCK), SECTION,
-                        kernels=lambda variant: coupling_kernels(BLOCK, 'smallmat.BLOCK',
-                                                                 package=None)),
+        '9.1': Question('9.1', 'Invert it', tuple(BLOCKS),
+                        lambda variant: derive_inverse(BLOCKS[variant]), SECTION,
+                        points={'x1': 2, 'x2': 1}, step_points=1),
+        '9.2': Question('9.2', 'Its determinant', tuple(BLOCKS),
+                        lambda variant: derive_determinant(BLOCKS[variant]), SECTION,
+                        kernels=lambda variant: coupling_kernels(
+                            BLOCKS[variant], f'smallmat.BLOCKS[{variant!r}]', package=None),
+                        points={'det': 1, 'log_abs_det': 1, 'volume_condition': 1},
+                        step_points=1),
     }
-    MATERIAL = Material('smallmat', blocks={'my_scaled': BLOCK}, questions=QUESTIONS,
-                        sections={'scale': SECTION})
+    MATERIAL = Material('smallmat', blocks=BLOCKS, questions=QUESTIONS,
+                        sections={'blocks': SECTION})
 """)
 
 
@@ -449,14 +466,18 @@ def test_output_is_byte_identical_with_and_without_the_cache(tmp_path):
            "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}",
            "DERIVE_CACHE_DIR": os.environ.get("DERIVE_CACHE_DIR") or str(tmp_path)}
     env.pop("DERIVE_NO_CACHE", None)
-    done = subprocess.run([sys.executable, "-c", _DUMP], cwd=ROOT, env=env,
+    done = subprocess.run([sys.executable, "-c", _DUMP, str(tmp_path / "small-cache")],
+                          cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr
     run = json.loads(done.stdout.strip().splitlines()[-1])
     assert run["cached"] == on_disk
     assert run["parts"] == on_disk
     assert run["small"] == run["uncached"]
-    assert "generated/my_scaled.py" in run["small"]  # its kernels, through both paths
+    # its kernels and its coursework's sheets, through both paths
+    assert {"generated/my_scaled.py", "generated/my_shift.py"} <= set(run["small"])
+    assert run["forked"] == 2, "the cold run derives each variant in a process of its own"
+    assert run["sections"], "the problems, solutions and marking sheets hold both questions"
 
 
 def test_jobs_is_a_whole_number(capsys):
