@@ -1088,7 +1088,8 @@ def run(points: int = 15, jobs: int = 1, progress: Callable[[str], None] | None 
             known = set(modules.values()) | set(specs) | {
                 m for p in material.parameterizations.values()
                 for m in (p.module, p.pair_module)}
-            for name in sorted(written - known) if not only else ():  # (others' modules)
+            # (with --only, generate wrote what the material brings alone: these are its own)
+            for name in sorted(written - known):
                 report.rows.append(Row(name, "module", note="(not tested: no question's "
                                                             "kernels give its spec)"))
         finally:
