@@ -54,21 +54,27 @@ from __future__ import annotations
 from typing import Any
 
 import sympy as sp
-from sympy.codegen.cfunctions import expm1
+from sympy.codegen.cfunctions import expm1, log1p
 from sympy.core.function import AppliedUndef
 from sympy.printing.pycode import _known_constants_math, _known_functions_math
 
+from derive.arrangement import log1p_as_log
+from derive.derivation import check_step
 from derive.nodes import BroadcastSum, ComponentSum
 
 from .numpy_backend import KernelPrinter, horner_chain
 from .plan import KernelPlan
 from .xp_backend import XpPrinter
 
-__all__ = ["FusedPrinter", "lower_fused", "HOISTED", "TOTAL"]
+__all__ = ["FusedPrinter", "lower_fused", "HOISTED", "TOTAL", "LOG_SLOTS"]
 
 #: The functions evaluated by NumPy before the loop where a statement outside
 #: every piece applies them to the kernel's own arrays (see the module's docstring).
 HOISTED: tuple[type[sp.Function], ...] = (sp.exp, expm1, sp.log)
+
+#: The most logarithms of one piece that are taken for every entry, before the loop that
+#: reads them (:func:`_log_slots`): each costs a pass of NumPy's log over every entry.
+LOG_SLOTS = 2
 
 #: The functions defined on every real number, never NaN where their argument is not
 #: (at worst an overflow to inf): evaluated where their piece is not taken, they cost a
@@ -253,8 +259,14 @@ def lower_fused(plan: KernelPlan, printer: FusedPrinter) -> dict[str, Any] | Non
         if any(e.atoms(AppliedUndef) or e.has(ComponentSum, BroadcastSum) for e in exprs):
             return None
     hoisted, names, quiet = _hoist(plan, KernelPrinter())
+    numpy_printer = KernelPrinter()
     # each statement: its printed form, the names it reads, whether it calls a function
     printed: list[tuple[dict[str, Any], set[str], bool]] = []
+    # the NumPy lines computed before the loop that starts at a statement (by its index
+    # in printed), and the names they read (one_log's arguments)
+    before: dict[int, list[tuple[str, str]]] = {}
+    before_reads: dict[int, set[str]] = {}
+    slot_names: set[str] = set()  # the logarithms' arguments, computed by a loop
     try:
         for st in plan.statements:
             # a hoisted value is read wherever it appears, inside a piece too
@@ -266,6 +278,33 @@ def lower_fused(plan: KernelPlan, printer: FusedPrinter) -> dict[str, Any] | Non
                 continue
             last = len(st.pieces) - 1
             pieces = [(p.cond.xreplace(names), p.expr.xreplace(names)) for p in st.pieces]
+            slots = _log_slots(_log1p_as_log(pieces))
+            if slots is not None:
+                pieces = _log1p_as_log(pieces)
+            if slots is not None:  # the arguments by a loop, the logs by NumPy, the pieces
+                lines, reads, values = [], set(), {}
+                for slot in slots:  # the j-th log of each piece (1 where it has fewer)
+                    k = sum(len(v) for v in before.values()) + len(lines)
+                    arg = f"_w{k}"
+                    printed.append(({"kind": "piecewise", "target": arg, "branches": tuple(
+                        {"cond": "" if i == last else printer.doprint(cond),
+                         "code": printer.doprint(a)} for i, ((cond, _), a) in enumerate(
+                            zip(pieces, slot, strict=True)))},
+                        {s.name for (c, _), a in zip(pieces, slot, strict=True)
+                         for s in (c.free_symbols | a.free_symbols)}, False))
+                    value = sp.Symbol(f"_l{k}", real=True)
+                    # in place: the argument is read by nothing else (one fresh array
+                    # fewer: on the machine of docs/benchmarks.md each large one page-faults)
+                    lines.append((value.name, numpy_printer.doprint(
+                        sp.log(sp.Symbol(arg, positive=True)))[:-1] + f", out={arg})"))
+                    reads.add(arg)
+                    slot_names.add(arg)
+                    for i, a in enumerate(slot):
+                        if a != 1:  # (1: a piece with fewer logs; log(1) is never called)
+                            values.setdefault(i, {})[sp.log(a)] = value
+                before[len(printed)] = lines
+                before_reads[len(printed)] = reads
+                pieces = [(c, e.xreplace(values.get(i, {}))) for i, (c, e) in enumerate(pieces)]
             printed.append(({"kind": "piecewise", "target": st.target, "branches": tuple(
                 {"cond": "" if i == last else printer.doprint(cond), "code": printer.doprint(e)}
                 for i, (cond, e) in enumerate(pieces))},
@@ -274,34 +313,110 @@ def lower_fused(plan: KernelPlan, printer: FusedPrinter) -> dict[str, Any] | Non
     except NotImplementedError:
         return None
     groups: list[list[tuple[dict[str, Any], set[str], bool]]] = []
-    for item in printed:
-        if groups and groups[-1][-1][2] == item[2]:
+    starts: list[int] = []  # the index in printed of each group's first statement
+    for k, item in enumerate(printed):
+        if groups and groups[-1][-1][2] == item[2] and k not in before:
             groups[-1].append(item)
         else:
             groups.append([item])
+            starts.append(k)
     # a run without calls and without pieces gains nothing from a loop of its own (it
     # would cost a pass over memory): it joins the loop before it
     merged: list[list[tuple[dict[str, Any], set[str], bool]]] = []
-    for group in groups:
+    merged_starts: list[int] = []
+    for group, start in zip(groups, starts, strict=True):
         plain = not any(call or st["kind"] == "piecewise" for st, _, call in group)
-        if merged and plain:
+        if merged and plain and start not in before:
             merged[-1].extend(group)
         else:
             merged.append(group)
-    groups = merged
+            merged_starts.append(start)
+    groups, starts = merged, merged_starts
+    # the NumPy lines before each group's loop, and the names they read
+    pre = [before.get(start, []) for start in starts]
+    pre_reads = [before_reads.get(start, set()) for start in starts]
+    between = [name for lines in pre for name, _ in lines]
     loops = []
     for k, group in enumerate(groups):
-        if not any(st["target"] in plan.returns or st["target"] in
-                   {n for g in groups[k + 1:] for _, reads, _ in g for n in reads}
+        read_later = ({n for g in groups[k + 1:] for _, reads, _ in g for n in reads}
+                      | set().union(*pre_reads[k + 1:]))
+        if not any(st["target"] in plan.returns or st["target"] in read_later
                    for st, _, _ in group):
             continue  # nothing returned or read later (no kernel has such a group)
         defined = [st["target"] for st, _, _ in group]
-        read_later = {n for g in groups[k + 1:] for _, reads, _ in g for n in reads}
         reads = set().union(*(r for _, r, _ in group)) - set(defined)
         loops.append({
-            "inputs": tuple(n for n in list(plan.checked) + [h for h, _ in hoisted]
+            "before": tuple(pre[k]),
+            "inputs": tuple(n for n in list(plan.checked) + [h for h, _ in hoisted] + between
                             + [st["target"] for g in groups[:k] for st, _, _ in g]
                             if n in reads),
             "outputs": tuple(n for n in defined if n in read_later or n in plan.returns),
             "statements": [st for st, _, _ in group]})
+        # the logarithms' arguments in float64 whatever the inputs' dtype: the loops
+        # compute float32 entries in float64, and the correction of log1p's form
+        # recomputes the argument, which must be the one the logarithm was taken of
+        loops[-1]["wide"] = tuple(i for i, n in enumerate(loops[-1]["outputs"])
+                                  if n in slot_names)
     return {"hoisted": hoisted, "quiet": quiet, "loops": loops}
+
+
+def _log1p_as_log(pieces: list[tuple[sp.Basic, sp.Basic]]) -> list[tuple[sp.Basic, sp.Basic]]:
+    """The pieces with each ``log1p(u)`` written with ``log(1 + u)``
+    (:func:`derive.arrangement.log1p_as_log`, its step checked here: generation fails where
+    it does not hold), where every call of the pieces is ``log`` or ``log1p``, at most one
+    ``log1p`` a piece; else the pieces as they are. ``w = 1 + u`` is then computed twice,
+    as the same printed expression, so that it rounds the same both times: once as the
+    argument of the logarithm (:func:`_log_slots`), once in the correction.
+
+    Example:
+        >>> a, b = sp.symbols("a b", positive=True)
+        >>> near = _log1p_as_log([(a < b, 2*log1p((a - b)/b)), (sp.true, sp.log(a))])[0][1]
+        >>> FusedPrinter().doprint(near)
+        '2*(math.log(1 + (a - b)/b) - 1/(1 + (a - b)/b)*(((1 + (a - b)/b) - 1) - (a - b)/b))'
+    """
+    calls = [f for _, e in pieces for f in e.atoms(sp.Function) if _calls(f)]
+    if not any(isinstance(f, log1p) for f in calls) or not all(
+            isinstance(f, (sp.log, log1p)) for f in calls):
+        return pieces
+    w = sp.Dummy("w", positive=True)
+    arranged = []
+    for cond, expr in pieces:
+        found = log1p_as_log(expr, w)
+        if found is None:
+            if expr.has(log1p):
+                return pieces
+            arranged.append((cond, expr))
+            continue
+        form, step = found
+        check_step(step)
+        arranged.append((cond, form.xreplace({w: sp.UnevaluatedExpr(step.given[0][1])})))
+    return arranged
+
+
+def _log_slots(pieces: list[tuple[sp.Basic, sp.Basic]]) -> list[list[sp.Basic]] | None:
+    """Where a piecewise value's only calls are ``log`` in its pieces (of arguments computed
+    without a call; none in a condition), at most :data:`LOG_SLOTS` distinct ones a piece:
+    for each ``j``, the argument of each piece's ``j``-th log (``1`` where it has fewer).
+    A loop then chooses the arguments per entry (no call: vectorized), NumPy takes the
+    ``log`` of every entry (several entries per instruction, as the hoisted calls), and a
+    loop without calls evaluates the pieces with them. Only where each value is computed
+    changes: each argument is its piece's own, as printed, and its log is read only where
+    that piece is taken. None where that does not apply.
+
+    Example:
+        >>> a, b = sp.symbols("a b", positive=True)
+        >>> _log_slots([(a > b, 2*sp.log(a/b)), (sp.true, sp.log(a) - sp.log(b))])
+        [[a/b, a], [1, b]]
+        >>> _log_slots([(a > b, sp.log(a)), (sp.true, sp.exp(a))]) is None
+        True
+    """
+    per_piece = []
+    for cond, expr in pieces:
+        calls = sorted((f for f in expr.atoms(sp.Function) if _calls(f)), key=sp.default_sort_key)
+        if _calls(cond) or not calls or len(calls) > LOG_SLOTS or any(
+                not isinstance(f, sp.log) or _calls(f.args[0]) for f in calls):
+            return None
+        per_piece.append([f.args[0] for f in calls])
+    width = max(len(args) for args in per_piece)
+    return [[args[j] if j < len(args) else sp.Integer(1) for args in per_piece]
+            for j in range(width)]

@@ -210,6 +210,79 @@ def test_exp_and_expm1_in_pieces_are_hoisted_so_the_loop_calls_nothing():
                for b in st.get("branches", ()))
 
 
+def _lowered_logs(value):
+    from codegen.fused_backend import FusedPrinter, lower_fused
+    from codegen.plan import plan_kernel
+    from derive.spec import Arg, Kernel, Output
+
+    k = Kernel("f", (Arg("v", "positive", "v"),), (Output("y", value, "y"),), "")
+    return lower_fused(plan_kernel(k), FusedPrinter())
+
+
+def test_a_piecewise_of_logs_takes_them_for_every_entry_before_its_loop():
+    """Issue 24: where every piece of a piecewise value calls log (or log1p, written with a
+    log by a checked rule), a loop chooses each piece's argument, NumPy takes the log of
+    every entry (in place, in float64), and the loop that evaluates the pieces calls
+    nothing: neither loop is kept from being vectorized."""
+    import sympy as sp
+    from sympy.codegen.cfunctions import log1p
+
+    v = sp.Symbol("v", positive=True)
+    low = _lowered_logs(sp.Piecewise((2 * log1p(v - 1), sp.Abs(v - 1) < sp.Rational(1, 2)),
+                                     (sp.log(v) - sp.log(v + 1), True)))
+    first, second = low["loops"]
+    assert first["before"] == () and first["outputs"] == ("_w0", "_w1")
+    assert first["wide"] == (0, 1)
+    assert second["before"] == (("_l0", "numpy.log(_w0, out=_w0)"),
+                                ("_l1", "numpy.log(_w1, out=_w1)"))
+    codes = [b["code"] for lp in low["loops"] for st in lp["statements"]
+             for b in st.get("branches", ())]
+    assert not any("math." in c for c in codes), codes
+    # the first piece's argument is 1 + (v - 1), and so is its correction's
+    assert first["statements"][0]["branches"][0]["code"] == "1 + (v - 1)"
+    assert "(((1 + (v - 1)) - 1) - (v - 1))" in second["statements"][0]["branches"][0]["code"]
+    # a piece without a log, or another call: the logs stay in the loop
+    low = _lowered_logs(sp.Piecewise((v**2, v < 1), (sp.log(v), True)))
+    assert all(lp["before"] == () for lp in low["loops"])
+
+
+def test_the_log1p_rule_is_checked_where_it_is_applied(monkeypatch):
+    """The form the fused backend prints for log1p is a checked step: a wrong one (the
+    correction's sign flipped) fails generation."""
+    import sympy as sp
+    from sympy.codegen.cfunctions import log1p
+
+    import codegen.fused_backend as fb
+    from derive.derivation import Step, StepCheckError
+
+    right = fb.log1p_as_log
+
+    def wrong(expr, w):
+        form, step = right(expr, w)
+        bad = form.xreplace({sp.log(w): sp.log(w) + 2 * (w - 1)})
+        return bad, Step(step.lhs, bad, step.reason, given=step.given, notes=step.notes)
+
+    monkeypatch.setattr(fb, "log1p_as_log", wrong)
+    v = sp.Symbol("v", positive=True)
+    with pytest.raises(StepCheckError):
+        _lowered_logs(sp.Piecewise((log1p(v - 1), v < 2), (sp.log(v), True)))
+
+
+@pytest.mark.parametrize("kernel", ["kl", "kl_grad", "kl_grad_reparam", "kl_grad_stl"])
+def test_the_pair_loops_call_no_log(kernel):
+    """gaussian_kl_pair's x (log1p of the relative difference near 1, the log of the
+    ratio elsewhere, two logs where the ratio underflows) is one NumPy log pass per log of
+    a piece, before loops that call nothing (they called log1p or log once per entry)."""
+    import inspect
+    import re
+
+    loops = [f for n, f in vars(gaussian_kl_pair).items()
+             if re.fullmatch(rf"_{kernel}_loop\d*", n) and inspect.isfunction(f)]
+    assert loops
+    for f in loops:
+        assert not re.search(r"math\.(log|log1p)\(", inspect.getsource(f)), f.__name__
+
+
 @pytest.mark.parametrize("module", [gaussian_kl_logvar, gaussian_kl_pair_logvar])
 def test_the_logvar_loops_call_no_exp(module):
     """Every loop of the logvar modules' kl and kl_grad (the eager torch route's bodies)
