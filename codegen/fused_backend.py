@@ -30,7 +30,18 @@ everywhere by NumPy before the loop, which then calls nothing and is vectorized 
 body from about 1e5 entries).
 Where its piece is not taken such a value is never read; the overflow it may hit there
 is computed quietly (``errstate(over="ignore")``, where ``quiet`` says so). ``log`` in a
-piece is never hoisted (NaN and a warning where its argument is not positive).
+piece is never evaluated on another piece's argument (NaN and a warning where that is
+not positive); instead, where *every* piece of a piecewise value calls ``log`` (at most
+:data:`LOG_SLOTS` of them a piece, on arguments computed without a call), the arguments
+are chosen per entry by a loop without calls (each piece's own; 1 where a piece has
+fewer logs), NumPy takes the log of every entry in place (between the two loops), and
+the pieces are evaluated by a loop without calls that reads them (issue 24: the pair's
+``x`` called the C library's ``log1p`` or ``log`` once per entry). ``log1p`` in such a
+value is first written with ``log`` by the rule :func:`derive.arrangement.log1p_as_log`,
+whose step is checked here (generation fails where it does not hold); its argument
+``1 + u`` is printed alike in both loops, and the arguments are float64 arrays whatever
+the inputs' dtype (``wide``: the loops compute float32 entries in float64), so the
+correction reads the very value the log was taken of.
 
 A kernel with callable arguments, block matrices or sums over an axis has no loop
 (:func:`lower_fused` returns None).
