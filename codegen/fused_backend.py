@@ -41,7 +41,12 @@ value is first written with ``log`` by the rule :func:`derive.arrangement.log1p_
 whose step is checked here (generation fails where it does not hold); its argument
 ``1 + u`` is printed alike in both loops, and the arguments are float64 arrays whatever
 the inputs' dtype (``wide``: the loops compute float32 entries in float64), so the
-correction reads the very value the log was taken of.
+correction reads the very value the log was taken of. Likewise a :data:`HOISTED` call in
+a statement outside every piece whose argument reads values an earlier loop computes
+(not values the kernel returns: those keep the input's dtype) is evaluated by NumPy
+between the loops, from float64 arrays (the pair's ``kl_grad``: ``expm1(x/2)`` and
+``expm1(x)`` of its ``x``); calls whose arguments were computed before the same loop
+share its NumPy lines.
 
 A kernel with callable arguments, block matrices or sums over an axis has no loop
 (:func:`lower_fused` returns None).
@@ -278,11 +283,37 @@ def lower_fused(plan: KernelPlan, printer: FusedPrinter) -> dict[str, Any] | Non
     before: dict[int, list[tuple[str, str]]] = {}
     before_reads: dict[int, set[str]] = {}
     slot_names: set[str] = set()  # the logarithms' arguments, computed by a loop
+    earlier: set[str] = set()  # the targets of the statements printed so far
+    since: set[str] = set()  # ... and of those since the latest split
+    n_between = 0  # the calls evaluated between loops so far (_e0, _e1, ...)
     try:
         for st in plan.statements:
             # a hoisted value is read wherever it appears, inside a piece too
             if st.kind == "assign" or len(st.pieces) == 1:
                 expr = (st.expr if st.kind == "assign" else st.pieces[0].expr).xreplace(names)
+                # a call on every entry of values an earlier loop computes: by NumPy
+                # between the loops (a returned value is read in its own dtype: not so)
+                apps = sorted((a for a in expr.atoms(*HOISTED) if not _calls(a.args[0])
+                               and {n.name for n in a.free_symbols} <= earlier - set(plan.returns)
+                               and a.free_symbols), key=sp.default_sort_key)
+                if apps:
+                    lines = []
+                    for app in apps:
+                        value = sp.Symbol(f"_e{n_between}", real=True)
+                        n_between += 1
+                        lines.append((value.name, numpy_printer.doprint(app)))
+                        expr = expr.xreplace({app: value})
+                    reads = {n.name for a in apps for n in a.free_symbols}
+                    # with the lines of the latest split where what they read was computed
+                    # before it (one loop fewer); else a split here
+                    at = max(before, default=None)
+                    if at is None or reads & since:
+                        at, since = len(printed), set()
+                    before.setdefault(at, []).extend(lines)
+                    before_reads.setdefault(at, set()).update(reads)
+                    slot_names.update(reads)
+                earlier.add(st.target)
+                since.add(st.target)
                 printed.append(({"kind": "assign", "target": st.target,
                                  "code": printer.doprint(expr)},
                                 {s.name for s in expr.free_symbols}, _calls(expr)))
@@ -315,7 +346,10 @@ def lower_fused(plan: KernelPlan, printer: FusedPrinter) -> dict[str, Any] | Non
                             values.setdefault(i, {})[sp.log(a)] = value
                 before[len(printed)] = lines
                 before_reads[len(printed)] = reads
+                since = set()
                 pieces = [(c, e.xreplace(values.get(i, {}))) for i, (c, e) in enumerate(pieces)]
+            earlier.add(st.target)
+            since.add(st.target)
             printed.append(({"kind": "piecewise", "target": st.target, "branches": tuple(
                 {"cond": "" if i == last else printer.doprint(cond), "code": printer.doprint(e)}
                 for i, (cond, e) in enumerate(pieces))},

@@ -257,9 +257,9 @@ _kl_compiled1 = _rt.fused_loop(_kl_loop1, 6, 1)
 def _kl_fused(mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     """kl for NumPy float arrays through its compiled loops, checked by kl's NumPy fast path."""
     _w0, _w1 = _kl_compiled0(_batch, _dtype, sigma_q, sigma_p)
-    # the logarithms of every entry, their arguments chosen per piece by the loop before
-    # (quiet, as the loop's own math.log would be)
-    with numpy.errstate(divide="ignore", invalid="ignore"):
+    # calls on every entry of what the loop before computed, by NumPy (quiet, as the
+    # loop's own math calls would be)
+    with numpy.errstate(over="ignore", divide="ignore", invalid="ignore"):
         _l0 = numpy.log(_w0, out=_w0)
         _l1 = numpy.log(_w1, out=_w1)
     kl = _kl_compiled1(_batch, _dtype, mu_q, sigma_q, mu_p, sigma_p, _l0, _l1)
@@ -448,49 +448,43 @@ def _kl_grad_loop1(_amu_q, _asigma_q, _amu_p, _asigma_p, _a_l0, _a_l1, _outm, _o
 
 
 #: compiled by numba on first use
-_kl_grad_compiled1 = _rt.fused_loop(_kl_grad_loop1, 6, 4)
+_kl_grad_compiled1 = _rt.fused_loop(_kl_grad_loop1, 6, 4, wide=(1,))
 
 
-def _kl_grad_loop2(_asigma_q, _asigma_p, _ax, _outd_sigma_q):
+def _kl_grad_loop2(_asigma_q, _asigma_p, _a_e0, _a_e1, _am, _outd_sigma_q, _outd_sigma_p):
     """kl_grad entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
     for _i in range(_outd_sigma_q.size):
         sigma_q = _asigma_q[_i]
         sigma_p = _asigma_p[_i]
-        x = _ax[_i]
-        _tmp1 = math.expm1((1/2)*x)
-        d_sigma_q = _tmp1/sigma_q + _tmp1/sigma_p
-        _outd_sigma_q[_i] = d_sigma_q
-
-
-#: compiled by numba on first use
-_kl_grad_compiled2 = _rt.fused_loop(_kl_grad_loop2, 3, 1)
-
-
-def _kl_grad_loop3(_asigma_p, _am, _ax, _outd_sigma_p):
-    """kl_grad entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
-    for _i in range(_outd_sigma_p.size):
-        sigma_p = _asigma_p[_i]
+        _e0 = _a_e0[_i]
+        _e1 = _a_e1[_i]
         m = _am[_i]
-        x = _ax[_i]
-        d_sigma_p = -(m**2 + math.expm1(x))/sigma_p
+        _tmp1 = _e0
+        d_sigma_q = _tmp1/sigma_q + _tmp1/sigma_p
+        d_sigma_p = -(_e1 + m**2)/sigma_p
+        _outd_sigma_q[_i] = d_sigma_q
         _outd_sigma_p[_i] = d_sigma_p
 
 
 #: compiled by numba on first use
-_kl_grad_compiled3 = _rt.fused_loop(_kl_grad_loop3, 3, 1)
+_kl_grad_compiled2 = _rt.fused_loop(_kl_grad_loop2, 5, 2)
 
 
 def _kl_grad_fused(mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     """kl_grad for NumPy float arrays through its compiled loops, checked by kl_grad's NumPy fast path."""
     _w0, _w1 = _kl_grad_compiled0(_batch, _dtype, sigma_q, sigma_p)
-    # the logarithms of every entry, their arguments chosen per piece by the loop before
-    # (quiet, as the loop's own math.log would be)
-    with numpy.errstate(divide="ignore", invalid="ignore"):
+    # calls on every entry of what the loop before computed, by NumPy (quiet, as the
+    # loop's own math calls would be)
+    with numpy.errstate(over="ignore", divide="ignore", invalid="ignore"):
         _l0 = numpy.log(_w0, out=_w0)
         _l1 = numpy.log(_w1, out=_w1)
     m, x, d_mu_q, d_mu_p = _kl_grad_compiled1(_batch, _dtype, mu_q, sigma_q, mu_p, sigma_p, _l0, _l1)
-    d_sigma_q = _kl_grad_compiled2(_batch, _dtype, sigma_q, sigma_p, x)
-    d_sigma_p = _kl_grad_compiled3(_batch, _dtype, sigma_p, m, x)
+    # calls on every entry of what the loop before computed, by NumPy (quiet, as the
+    # loop's own math calls would be)
+    with numpy.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        _e0 = numpy.expm1((1/2)*x)
+        _e1 = numpy.expm1(x)
+    d_sigma_q, d_sigma_p = _kl_grad_compiled2(_batch, _dtype, sigma_q, sigma_p, _e0, _e1, m)
     return d_mu_q, d_sigma_q, d_mu_p, d_sigma_p
 
 
@@ -832,18 +826,18 @@ def _kl_grad_stl_loop1(_amu_q, _asigma_q, _amu_p, _asigma_p, _aeps, _a_l0, _a_l1
 
 
 #: compiled by numba on first use
-_kl_grad_stl_compiled1 = _rt.fused_loop(_kl_grad_stl_loop1, 7, 4)
+_kl_grad_stl_compiled1 = _rt.fused_loop(_kl_grad_stl_loop1, 7, 4, wide=(1,))
 
 
-def _kl_grad_stl_loop2(_asigma_q, _asigma_p, _aeps, _am, _ax, _outd_mu_q, _outd_sigma_q):
+def _kl_grad_stl_loop2(_asigma_q, _asigma_p, _aeps, _a_e0, _am, _outd_mu_q, _outd_sigma_q):
     """kl_grad_stl entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
     for _i in range(_outd_mu_q.size):
         sigma_q = _asigma_q[_i]
         sigma_p = _asigma_p[_i]
         eps = _aeps[_i]
+        _e0 = _a_e0[_i]
         m = _am[_i]
-        x = _ax[_i]
-        _tmp3 = math.expm1((1/2)*x)
+        _tmp3 = _e0
         _tmp4 = eps*(_tmp3/sigma_q + _tmp3/sigma_p) + m/sigma_p
         d_mu_q = _tmp4
         d_sigma_q = _tmp4*eps
@@ -858,13 +852,17 @@ _kl_grad_stl_compiled2 = _rt.fused_loop(_kl_grad_stl_loop2, 5, 2)
 def _kl_grad_stl_fused(mu_q, sigma_q, mu_p, sigma_p, eps, _batch, _dtype):
     """kl_grad_stl for NumPy float arrays through its compiled loops, checked by kl_grad_stl's NumPy fast path."""
     _w0, _w1 = _kl_grad_stl_compiled0(_batch, _dtype, sigma_q, sigma_p)
-    # the logarithms of every entry, their arguments chosen per piece by the loop before
-    # (quiet, as the loop's own math.log would be)
-    with numpy.errstate(divide="ignore", invalid="ignore"):
+    # calls on every entry of what the loop before computed, by NumPy (quiet, as the
+    # loop's own math calls would be)
+    with numpy.errstate(over="ignore", divide="ignore", invalid="ignore"):
         _l0 = numpy.log(_w0, out=_w0)
         _l1 = numpy.log(_w1, out=_w1)
     m, x, d_mu_p, d_sigma_p = _kl_grad_stl_compiled1(_batch, _dtype, mu_q, sigma_q, mu_p, sigma_p, eps, _l0, _l1)
-    d_mu_q, d_sigma_q = _kl_grad_stl_compiled2(_batch, _dtype, sigma_q, sigma_p, eps, m, x)
+    # calls on every entry of what the loop before computed, by NumPy (quiet, as the
+    # loop's own math calls would be)
+    with numpy.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        _e0 = numpy.expm1((1/2)*x)
+    d_mu_q, d_sigma_q = _kl_grad_stl_compiled2(_batch, _dtype, sigma_q, sigma_p, eps, _e0, m)
     return d_mu_q, d_sigma_q, d_mu_p, d_sigma_p
 
 
