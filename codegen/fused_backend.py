@@ -21,7 +21,8 @@ vectorized. The loop reads the hoisted values as arrays (a piece that uses one r
 too). Only where the value is computed changes, not the expression the derivation
 checked.
 
-The same is done for the calls inside a piecewise value, all or none: where every call
+The same is done for the calls inside a piecewise value, all or none (where each piece
+makes its own one call of one function, the slots below instead): where every call
 of its pieces is :data:`TOTAL` (``exp``, ``expm1``: defined on every real, at worst an
 overflow to inf) on the kernel's arrays, or on values computed from them without a call
 (``x = logvar_q - logvar_p``, computed by NumPy first as planned), each is evaluated
@@ -31,16 +32,20 @@ body from about 1e5 entries).
 Where its piece is not taken such a value is never read; the overflow it may hit there
 is computed quietly (``errstate(over="ignore")``, where ``quiet`` says so). ``log`` in a
 piece is never evaluated on another piece's argument (NaN and a warning where that is
-not positive); instead, where *every* piece of a piecewise value calls ``log`` (at most
-:data:`LOG_SLOTS` of them a piece, on arguments computed without a call), the arguments
-are chosen per entry by a loop without calls (each piece's own; 1 where a piece has
-fewer logs), NumPy takes the log of every entry in place (between the two loops), and
-the pieces are evaluated by a loop without calls that reads them (issue 24: the pair's
-``x`` called the C library's ``log1p`` or ``log`` once per entry). ``log1p`` in such a
+not positive); instead, where *every* piece of a piecewise value calls one function of
+:data:`HOISTED` (``log``; or ``exp``/``expm1``, whose untaken pieces then cost no pass;
+at most :data:`CALL_SLOTS` calls a piece, on arguments computed without a call), the
+arguments are chosen per entry by a loop without calls (each piece's own; 1 where a
+piece has fewer calls), NumPy evaluates the function on every entry in place (between
+the two loops), and the pieces are evaluated by a loop without calls that reads the
+values (issue 24: the pair's ``x`` called the C library's ``log1p`` or ``log`` once per
+entry; ``gaussian_kl_logvar``'s ``kl_grad`` took ``expm1`` twice over every entry, once
+for its rare piece beyond 88). ``log1p`` in such a
 value is first written with ``log`` by the rule :func:`derive.arrangement.log1p_as_log`,
 whose step is checked here (generation fails where it does not hold); its argument
-``1 + u`` is printed alike in both loops, and the arguments are float64 arrays whatever
-the inputs' dtype (``wide``: the loops compute float32 entries in float64), so the
+``1 + u`` is printed alike in both loops, and the logarithms' arguments are float64
+arrays whatever the inputs' dtype (``wide``: the loops compute float32 entries in
+float64), so the
 correction reads the very value the log was taken of. Likewise a :data:`HOISTED` call in
 a statement outside every piece whose argument reads values an earlier loop computes
 (not values the kernel returns: those keep the input's dtype) is evaluated by NumPy
@@ -82,15 +87,15 @@ from .numpy_backend import KernelPrinter, horner_chain
 from .plan import KernelPlan
 from .xp_backend import XpPrinter
 
-__all__ = ["FusedPrinter", "lower_fused", "HOISTED", "TOTAL", "LOG_SLOTS"]
+__all__ = ["FusedPrinter", "lower_fused", "HOISTED", "TOTAL", "CALL_SLOTS"]
 
 #: The functions evaluated by NumPy before the loop where a statement outside
 #: every piece applies them to the kernel's own arrays (see the module's docstring).
 HOISTED: tuple[type[sp.Function], ...] = (sp.exp, expm1, sp.log)
 
-#: The most logarithms of one piece that are taken for every entry, before the loop that
-#: reads them (:func:`_log_slots`): each costs a pass of NumPy's log over every entry.
-LOG_SLOTS = 2
+#: The most calls of one piece that are evaluated for every entry, before the loop that
+#: reads them (:func:`_call_slots`): each costs a pass of NumPy over every entry.
+CALL_SLOTS = 2
 
 #: The functions defined on every real number, never NaN where their argument is not
 #: (at worst an overflow to inf): evaluated where their piece is not taken, they cost a
@@ -159,6 +164,16 @@ class FusedPrinter(XpPrinter):
 
 def _hoist(plan: KernelPlan, printer: KernelPrinter,
            ) -> tuple[tuple[tuple[str, str], ...], dict[sp.Basic, sp.Symbol], bool]:
+    """:func:`_hoist_pass` twice: the first finds which calls are hoisted, the second
+    hoists them in the plan's order, a piecewise statement left to :func:`lower_fused`'s
+    slots where it still has one call a piece once the others are put in."""
+    _, names, _ = _hoist_pass(plan, printer, None)
+    return _hoist_pass(plan, printer, names)
+
+
+def _hoist_pass(plan: KernelPlan, printer: KernelPrinter,
+                final: dict[sp.Basic, sp.Symbol] | None,
+                ) -> tuple[tuple[tuple[str, str], ...], dict[sp.Basic, sp.Symbol], bool]:
     """The calls evaluated by NumPy before the loops: ``((name, NumPy code), ...)`` (with
     the call-free statements their arguments read, named ``_h_<target>``), the
     substitution of each call by its name, and whether one of them is in a piece (it is
@@ -201,6 +216,21 @@ def _hoist(plan: KernelPlan, printer: KernelPrinter,
         lines.append((names[app].name, printer.doprint(renamed(app))))
 
     in_piece = False
+
+    def total(st: Any) -> None:  # the second rule
+        nonlocal in_piece
+        exprs = [e for p in st.pieces for e in (p.expr, p.cond)]
+        apps = sorted(set().union(*(e.atoms(sp.Function) for e in exprs)),
+                      key=sp.default_sort_key)
+        apps = [a for a in apps if _calls(a)]
+        if apps and all(isinstance(a, TOTAL) and _on_arrays(expand(a), inputs)
+                        for a in apps):
+            for a in apps:
+                if a not in found:
+                    hoist(a)
+                    in_piece = True
+
+    deferred = []
     for st in plan.statements:
         if st.kind == "assign":
             for app in sorted(st.expr.atoms(*HOISTED), key=sp.default_sort_key):
@@ -213,16 +243,19 @@ def _hoist(plan: KernelPlan, printer: KernelPrinter,
             continue
         if st.kind != "piecewise" or len(st.pieces) == 1:
             continue
-        exprs = [e for p in st.pieces for e in (p.expr, p.cond)]
-        apps = sorted(set().union(*(e.atoms(sp.Function) for e in exprs)),
-                      key=sp.default_sort_key)
-        apps = [a for a in apps if _calls(a)]
-        if apps and all(isinstance(a, TOTAL) and _on_arrays(expand(a), inputs)
-                        for a in apps):
-            for a in apps:
-                if a not in found:
-                    hoist(a)
-                    in_piece = True
+        if final is not None:  # the second pass: slots where they still apply
+            if _call_slots([(p.cond.xreplace(final), p.expr.xreplace(final))
+                            for p in st.pieces]) is None:
+                total(st)
+            continue
+        if _call_slots([(p.cond, p.expr) for p in st.pieces]) is not None:
+            deferred.append(st)  # one call a piece: lower_fused's slots, if it still is
+            continue
+        total(st)
+    for st in deferred:  # with another statement's hoisted calls put in: still one a piece?
+        if _call_slots([(p.cond.xreplace(names), p.expr.xreplace(names))
+                        for p in st.pieces]) is None:
+            total(st)
     return tuple(lines), names, in_piece
 
 
@@ -320,12 +353,13 @@ def lower_fused(plan: KernelPlan, printer: FusedPrinter) -> dict[str, Any] | Non
                 continue
             last = len(st.pieces) - 1
             pieces = [(p.cond.xreplace(names), p.expr.xreplace(names)) for p in st.pieces]
-            slots = _log_slots(_log1p_as_log(pieces))
-            if slots is not None:
-                pieces = _log1p_as_log(pieces)
-            if slots is not None:  # the arguments by a loop, the logs by NumPy, the pieces
+            arranged = _log1p_as_log(pieces)
+            found = _call_slots(arranged)
+            if found is not None:  # the arguments by a loop, the calls by NumPy, the pieces
+                func, slots = found
+                pieces = arranged
                 lines, reads, values = [], set(), {}
-                for slot in slots:  # the j-th log of each piece (1 where it has fewer)
+                for slot in slots:  # the j-th call of each piece (1 where it has fewer)
                     k = sum(len(v) for v in before.values()) + len(lines)
                     arg = f"_w{k}"
                     printed.append(({"kind": "piecewise", "target": arg, "branches": tuple(
@@ -338,12 +372,13 @@ def lower_fused(plan: KernelPlan, printer: FusedPrinter) -> dict[str, Any] | Non
                     # in place: the argument is read by nothing else (one fresh array
                     # fewer: on the machine of docs/benchmarks.md each large one page-faults)
                     lines.append((value.name, numpy_printer.doprint(
-                        sp.log(sp.Symbol(arg, positive=True)))[:-1] + f", out={arg})"))
+                        func(sp.Symbol(arg, positive=True)))[:-1] + f", out={arg})"))
                     reads.add(arg)
-                    slot_names.add(arg)
+                    if func is sp.log:  # (log1p's correction reads the argument again)
+                        slot_names.add(arg)
                     for i, a in enumerate(slot):
-                        if a != 1:  # (1: a piece with fewer logs; log(1) is never called)
-                            values.setdefault(i, {})[sp.log(a)] = value
+                        if a != 1:  # (1: a piece with fewer calls; its value is never read)
+                            values.setdefault(i, {})[func(a)] = value
                 before[len(printed)] = lines
                 before_reads[len(printed)] = reads
                 since = set()
@@ -411,7 +446,7 @@ def _log1p_as_log(pieces: list[tuple[sp.Basic, sp.Basic]]) -> list[tuple[sp.Basi
     it does not hold), where every call of the pieces is ``log`` or ``log1p``, at most one
     ``log1p`` a piece; else the pieces as they are. ``w = 1 + u`` is then computed twice,
     as the same printed expression, so that it rounds the same both times: once as the
-    argument of the logarithm (:func:`_log_slots`), once in the correction.
+    argument of the logarithm (:func:`_call_slots`), once in the correction.
 
     Example:
         >>> a, b = sp.symbols("a b", positive=True)
@@ -438,30 +473,36 @@ def _log1p_as_log(pieces: list[tuple[sp.Basic, sp.Basic]]) -> list[tuple[sp.Basi
     return arranged
 
 
-def _log_slots(pieces: list[tuple[sp.Basic, sp.Basic]]) -> list[list[sp.Basic]] | None:
-    """Where a piecewise value's only calls are ``log`` in its pieces (of arguments computed
-    without a call; none in a condition), at most :data:`LOG_SLOTS` distinct ones a piece:
-    for each ``j``, the argument of each piece's ``j``-th log (``1`` where it has fewer).
-    A loop then chooses the arguments per entry (no call: vectorized), NumPy takes the
-    ``log`` of every entry (several entries per instruction, as the hoisted calls), and a
-    loop without calls evaluates the pieces with them. Only where each value is computed
-    changes: each argument is its piece's own, as printed, and its log is read only where
-    that piece is taken. None where that does not apply.
+def _call_slots(pieces: list[tuple[sp.Basic, sp.Basic]]
+                ) -> tuple[type[sp.Function], list[list[sp.Basic]]] | None:
+    """Where a piecewise value's only calls are of one :data:`HOISTED` function in every
+    one of its pieces (of arguments computed without a call; none in a condition), at most
+    :data:`CALL_SLOTS` distinct ones a piece: the function, and for each ``j`` the argument
+    of each piece's ``j``-th call (``1`` where it has fewer). A loop then chooses the
+    arguments per entry (no call: vectorized), NumPy evaluates the function on every entry
+    (several entries per instruction, as the hoisted calls), and a loop without calls
+    evaluates the pieces with them. Only where each value is computed changes: each
+    argument is its piece's own, as printed, and the value is read only where that piece
+    is taken (so a ``log`` is never taken of another piece's argument, and an ``exp`` of a
+    piece not taken never overflows). None where that does not apply.
 
     Example:
         >>> a, b = sp.symbols("a b", positive=True)
-        >>> _log_slots([(a > b, 2*sp.log(a/b)), (sp.true, sp.log(a) - sp.log(b))])
-        [[a/b, a], [1, b]]
-        >>> _log_slots([(a > b, sp.log(a)), (sp.true, sp.exp(a))]) is None
+        >>> _call_slots([(a > b, 2*sp.log(a/b)), (sp.true, sp.log(a) - sp.log(b))])
+        (log, [[a/b, a], [1, b]])
+        >>> _call_slots([(a > b, sp.log(a)), (sp.true, sp.exp(a))]) is None
         True
     """
-    per_piece = []
+    per_piece, funcs = [], set()
     for cond, expr in pieces:
         calls = sorted((f for f in expr.atoms(sp.Function) if _calls(f)), key=sp.default_sort_key)
-        if _calls(cond) or not calls or len(calls) > LOG_SLOTS or any(
-                not isinstance(f, sp.log) or _calls(f.args[0]) for f in calls):
+        if _calls(cond) or not calls or len(calls) > CALL_SLOTS or any(
+                not isinstance(f, HOISTED) or _calls(f.args[0]) for f in calls):
             return None
+        funcs.update(type(f) for f in calls)
         per_piece.append([f.args[0] for f in calls])
+    if len(funcs) != 1:
+        return None
     width = max(len(args) for args in per_piece)
-    return [[args[j] if j < len(args) else sp.Integer(1) for args in per_piece]
-            for j in range(width)]
+    return funcs.pop(), [[args[j] if j < len(args) else sp.Integer(1) for args in per_piece]
+                         for j in range(width)]

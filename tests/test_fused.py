@@ -246,6 +246,26 @@ def test_a_piecewise_of_logs_takes_them_for_every_entry_before_its_loop():
     assert all(lp["before"] == () for lp in low["loops"])
 
 
+def test_one_expm1_a_piece_is_one_pass_of_its_own_arguments():
+    """gaussian_kl_logvar's kl_grad: expm1(logvar)/2 below 88, expm1(logvar - 88) shifted
+    above. Each piece's argument is chosen per entry, and NumPy takes one expm1 pass (the
+    old rule evaluated both calls everywhere: two passes, the second for a rare piece),
+    in the input's dtype (no correction reads the argument again)."""
+    import sympy as sp
+    from sympy.codegen.cfunctions import expm1
+
+    v = sp.Symbol("v", positive=True)
+    low = _lowered_logs(sp.Piecewise((expm1(v) / 2, v < 88),
+                                     (sp.exp(88) * (expm1(v - 88) / 2 + sp.Rational(1, 2)),
+                                      True)))
+    assert low["hoisted"] == () and not low["quiet"]
+    first, second = low["loops"]
+    assert [b["code"] for b in first["statements"][0]["branches"]] == ["v", "v - 88"]
+    assert first["wide"] == ()
+    assert second["before"] == (("_l0", "numpy.expm1(_w0, out=_w0)"),)
+    assert "math." not in str(second["statements"])
+
+
 def test_the_log1p_rule_is_checked_where_it_is_applied(monkeypatch):
     """The form the fused backend prints for log1p is a checked step: a wrong one (the
     correction's sign flipped) fails generation."""
