@@ -458,7 +458,7 @@ def _log1p_as_log(pieces: list[tuple[sp.Basic, sp.Basic]]) -> list[tuple[sp.Basi
     if not any(isinstance(f, log1p) for f in calls) or not all(
             isinstance(f, (sp.log, log1p)) for f in calls):
         return pieces
-    w = sp.Dummy("w", positive=True)
+    w = sp.Symbol("w_log1p", positive=True)  # (a fixed name: the check's verdict is cached by it)
     arranged = []
     for cond, expr in pieces:
         found = log1p_as_log(expr, w)
