@@ -21,7 +21,8 @@ vectorized. The loop reads the hoisted values as arrays (a piece that uses one r
 too). Only where the value is computed changes, not the expression the derivation
 checked.
 
-The same is done for the calls inside a piecewise value, all or none: where every call
+The same is done for the calls inside a piecewise value, all or none (where each piece
+makes its own one call of one function, the slots below instead): where every call
 of its pieces is :data:`TOTAL` (``exp``, ``expm1``: defined on every real, at worst an
 overflow to inf) on the kernel's arrays, or on values computed from them without a call
 (``x = logvar_q - logvar_p``, computed by NumPy first as planned), each is evaluated
@@ -30,7 +31,27 @@ everywhere by NumPy before the loop, which then calls nothing and is vectorized 
 body from about 1e5 entries).
 Where its piece is not taken such a value is never read; the overflow it may hit there
 is computed quietly (``errstate(over="ignore")``, where ``quiet`` says so). ``log`` in a
-piece is never hoisted (NaN and a warning where its argument is not positive).
+piece is never evaluated on another piece's argument (NaN and a warning where that is
+not positive); instead, where *every* piece of a piecewise value calls one function of
+:data:`HOISTED` (``log``; or ``exp``/``expm1``, whose untaken pieces then cost no pass;
+at most :data:`CALL_SLOTS` calls a piece, on arguments computed without a call), the
+arguments are chosen per entry by a loop without calls (each piece's own; 1 where a
+piece has fewer calls), NumPy evaluates the function on every entry in place (between
+the two loops), and the pieces are evaluated by a loop without calls that reads the
+values (issue 24: the pair's ``x`` called the C library's ``log1p`` or ``log`` once per
+entry; ``gaussian_kl_logvar``'s ``kl_grad`` took ``expm1`` twice over every entry, once
+for its rare piece beyond 88). ``log1p`` in such a
+value is first written with ``log`` by the rule :func:`derive.arrangement.log1p_as_log`,
+whose step is checked here (generation fails where it does not hold); its argument
+``1 + u`` is printed alike in both loops, and the logarithms' arguments are float64
+arrays whatever the inputs' dtype (``wide``: the loops compute float32 entries in
+float64), so the
+correction reads the very value the log was taken of. Likewise a :data:`HOISTED` call in
+a statement outside every piece whose argument reads values an earlier loop computes
+(not values the kernel returns: those keep the input's dtype) is evaluated by NumPy
+between the loops, from float64 arrays (the pair's ``kl_grad``: ``expm1(x/2)`` and
+``expm1(x)`` of its ``x``); calls whose arguments were computed before the same loop
+share its NumPy lines.
 
 A kernel with callable arguments, block matrices or sums over an axis has no loop
 (:func:`lower_fused` returns None).
@@ -54,21 +75,27 @@ from __future__ import annotations
 from typing import Any
 
 import sympy as sp
-from sympy.codegen.cfunctions import expm1
+from sympy.codegen.cfunctions import expm1, log1p
 from sympy.core.function import AppliedUndef
 from sympy.printing.pycode import _known_constants_math, _known_functions_math
 
+from derive.arrangement import log1p_as_log
+from derive.derivation import check_step
 from derive.nodes import BroadcastSum, ComponentSum
 
 from .numpy_backend import KernelPrinter, horner_chain
 from .plan import KernelPlan
 from .xp_backend import XpPrinter
 
-__all__ = ["FusedPrinter", "lower_fused", "HOISTED", "TOTAL"]
+__all__ = ["FusedPrinter", "lower_fused", "HOISTED", "TOTAL", "CALL_SLOTS"]
 
 #: The functions evaluated by NumPy before the loop where a statement outside
 #: every piece applies them to the kernel's own arrays (see the module's docstring).
 HOISTED: tuple[type[sp.Function], ...] = (sp.exp, expm1, sp.log)
+
+#: The most calls of one piece that are evaluated for every entry, before the loop that
+#: reads them (:func:`_call_slots`): each costs a pass of NumPy over every entry.
+CALL_SLOTS = 2
 
 #: The functions defined on every real number, never NaN where their argument is not
 #: (at worst an overflow to inf): evaluated where their piece is not taken, they cost a
@@ -137,6 +164,16 @@ class FusedPrinter(XpPrinter):
 
 def _hoist(plan: KernelPlan, printer: KernelPrinter,
            ) -> tuple[tuple[tuple[str, str], ...], dict[sp.Basic, sp.Symbol], bool]:
+    """:func:`_hoist_pass` twice: the first finds which calls are hoisted, the second
+    hoists them in the plan's order, a piecewise statement left to :func:`lower_fused`'s
+    slots where it still has one call a piece once the others are put in."""
+    _, names, _ = _hoist_pass(plan, printer, None)
+    return _hoist_pass(plan, printer, names)
+
+
+def _hoist_pass(plan: KernelPlan, printer: KernelPrinter,
+                final: dict[sp.Basic, sp.Symbol] | None,
+                ) -> tuple[tuple[tuple[str, str], ...], dict[sp.Basic, sp.Symbol], bool]:
     """The calls evaluated by NumPy before the loops: ``((name, NumPy code), ...)`` (with
     the call-free statements their arguments read, named ``_h_<target>``), the
     substitution of each call by its name, and whether one of them is in a piece (it is
@@ -179,6 +216,21 @@ def _hoist(plan: KernelPlan, printer: KernelPrinter,
         lines.append((names[app].name, printer.doprint(renamed(app))))
 
     in_piece = False
+
+    def total(st: Any) -> None:  # the second rule
+        nonlocal in_piece
+        exprs = [e for p in st.pieces for e in (p.expr, p.cond)]
+        apps = sorted(set().union(*(e.atoms(sp.Function) for e in exprs)),
+                      key=sp.default_sort_key)
+        apps = [a for a in apps if _calls(a)]
+        if apps and all(isinstance(a, TOTAL) and _on_arrays(expand(a), inputs)
+                        for a in apps):
+            for a in apps:
+                if a not in found:
+                    hoist(a)
+                    in_piece = True
+
+    deferred = []
     for st in plan.statements:
         if st.kind == "assign":
             for app in sorted(st.expr.atoms(*HOISTED), key=sp.default_sort_key):
@@ -191,16 +243,19 @@ def _hoist(plan: KernelPlan, printer: KernelPrinter,
             continue
         if st.kind != "piecewise" or len(st.pieces) == 1:
             continue
-        exprs = [e for p in st.pieces for e in (p.expr, p.cond)]
-        apps = sorted(set().union(*(e.atoms(sp.Function) for e in exprs)),
-                      key=sp.default_sort_key)
-        apps = [a for a in apps if _calls(a)]
-        if apps and all(isinstance(a, TOTAL) and _on_arrays(expand(a), inputs)
-                        for a in apps):
-            for a in apps:
-                if a not in found:
-                    hoist(a)
-                    in_piece = True
+        if final is not None:  # the second pass: slots where they still apply
+            if _call_slots([(p.cond.xreplace(final), p.expr.xreplace(final))
+                            for p in st.pieces]) is None:
+                total(st)
+            continue
+        if _call_slots([(p.cond, p.expr) for p in st.pieces]) is not None:
+            deferred.append(st)  # one call a piece: lower_fused's slots, if it still is
+            continue
+        total(st)
+    for st in deferred:  # with another statement's hoisted calls put in: still one a piece?
+        if _call_slots([(p.cond.xreplace(names), p.expr.xreplace(names))
+                        for p in st.pieces]) is None:
+            total(st)
     return tuple(lines), names, in_piece
 
 
@@ -253,19 +308,83 @@ def lower_fused(plan: KernelPlan, printer: FusedPrinter) -> dict[str, Any] | Non
         if any(e.atoms(AppliedUndef) or e.has(ComponentSum, BroadcastSum) for e in exprs):
             return None
     hoisted, names, quiet = _hoist(plan, KernelPrinter())
+    numpy_printer = KernelPrinter()
     # each statement: its printed form, the names it reads, whether it calls a function
     printed: list[tuple[dict[str, Any], set[str], bool]] = []
+    # the NumPy lines computed before the loop that starts at a statement (by its index
+    # in printed), and the names they read (one_log's arguments)
+    before: dict[int, list[tuple[str, str]]] = {}
+    before_reads: dict[int, set[str]] = {}
+    slot_names: set[str] = set()  # the logarithms' arguments, computed by a loop
+    earlier: set[str] = set()  # the targets of the statements printed so far
+    since: set[str] = set()  # ... and of those since the latest split
+    n_between = 0  # the calls evaluated between loops so far (_e0, _e1, ...)
     try:
         for st in plan.statements:
             # a hoisted value is read wherever it appears, inside a piece too
             if st.kind == "assign" or len(st.pieces) == 1:
                 expr = (st.expr if st.kind == "assign" else st.pieces[0].expr).xreplace(names)
+                # a call on every entry of values an earlier loop computes: by NumPy
+                # between the loops (a returned value is read in its own dtype: not so)
+                apps = sorted((a for a in expr.atoms(*HOISTED) if not _calls(a.args[0])
+                               and {n.name for n in a.free_symbols} <= earlier - set(plan.returns)
+                               and a.free_symbols), key=sp.default_sort_key)
+                if apps:
+                    lines = []
+                    for app in apps:
+                        value = sp.Symbol(f"_e{n_between}", real=True)
+                        n_between += 1
+                        lines.append((value.name, numpy_printer.doprint(app)))
+                        expr = expr.xreplace({app: value})
+                    reads = {n.name for a in apps for n in a.free_symbols}
+                    # with the lines of the latest split where what they read was computed
+                    # before it (one loop fewer); else a split here
+                    at = max(before, default=None)
+                    if at is None or reads & since:
+                        at, since = len(printed), set()
+                    before.setdefault(at, []).extend(lines)
+                    before_reads.setdefault(at, set()).update(reads)
+                    slot_names.update(reads)
+                earlier.add(st.target)
+                since.add(st.target)
                 printed.append(({"kind": "assign", "target": st.target,
                                  "code": printer.doprint(expr)},
                                 {s.name for s in expr.free_symbols}, _calls(expr)))
                 continue
             last = len(st.pieces) - 1
             pieces = [(p.cond.xreplace(names), p.expr.xreplace(names)) for p in st.pieces]
+            arranged = _log1p_as_log(pieces)
+            found = _call_slots(arranged)
+            if found is not None:  # the arguments by a loop, the calls by NumPy, the pieces
+                func, slots = found
+                pieces = arranged
+                lines, reads, values = [], set(), {}
+                for slot in slots:  # the j-th call of each piece (1 where it has fewer)
+                    k = sum(len(v) for v in before.values()) + len(lines)
+                    arg = f"_w{k}"
+                    printed.append(({"kind": "piecewise", "target": arg, "branches": tuple(
+                        {"cond": "" if i == last else printer.doprint(cond),
+                         "code": printer.doprint(a)} for i, ((cond, _), a) in enumerate(
+                            zip(pieces, slot, strict=True)))},
+                        {s.name for (c, _), a in zip(pieces, slot, strict=True)
+                         for s in (c.free_symbols | a.free_symbols)}, False))
+                    value = sp.Symbol(f"_l{k}", real=True)
+                    # in place: the argument is read by nothing else (one fresh array
+                    # fewer: on the machine of docs/benchmarks.md each large one page-faults)
+                    lines.append((value.name, numpy_printer.doprint(
+                        func(sp.Symbol(arg, positive=True)))[:-1] + f", out={arg})"))
+                    reads.add(arg)
+                    if func is sp.log:  # (log1p's correction reads the argument again)
+                        slot_names.add(arg)
+                    for i, a in enumerate(slot):
+                        if a != 1:  # (1: a piece with fewer calls; its value is never read)
+                            values.setdefault(i, {})[func(a)] = value
+                before[len(printed)] = lines
+                before_reads[len(printed)] = reads
+                since = set()
+                pieces = [(c, e.xreplace(values.get(i, {}))) for i, (c, e) in enumerate(pieces)]
+            earlier.add(st.target)
+            since.add(st.target)
             printed.append(({"kind": "piecewise", "target": st.target, "branches": tuple(
                 {"cond": "" if i == last else printer.doprint(cond), "code": printer.doprint(e)}
                 for i, (cond, e) in enumerate(pieces))},
@@ -274,34 +393,116 @@ def lower_fused(plan: KernelPlan, printer: FusedPrinter) -> dict[str, Any] | Non
     except NotImplementedError:
         return None
     groups: list[list[tuple[dict[str, Any], set[str], bool]]] = []
-    for item in printed:
-        if groups and groups[-1][-1][2] == item[2]:
+    starts: list[int] = []  # the index in printed of each group's first statement
+    for k, item in enumerate(printed):
+        if groups and groups[-1][-1][2] == item[2] and k not in before:
             groups[-1].append(item)
         else:
             groups.append([item])
+            starts.append(k)
     # a run without calls and without pieces gains nothing from a loop of its own (it
     # would cost a pass over memory): it joins the loop before it
     merged: list[list[tuple[dict[str, Any], set[str], bool]]] = []
-    for group in groups:
+    merged_starts: list[int] = []
+    for group, start in zip(groups, starts, strict=True):
         plain = not any(call or st["kind"] == "piecewise" for st, _, call in group)
-        if merged and plain:
+        if merged and plain and start not in before:
             merged[-1].extend(group)
         else:
             merged.append(group)
-    groups = merged
+            merged_starts.append(start)
+    groups, starts = merged, merged_starts
+    # the NumPy lines before each group's loop, and the names they read
+    pre = [before.get(start, []) for start in starts]
+    pre_reads = [before_reads.get(start, set()) for start in starts]
+    between = [name for lines in pre for name, _ in lines]
     loops = []
     for k, group in enumerate(groups):
-        if not any(st["target"] in plan.returns or st["target"] in
-                   {n for g in groups[k + 1:] for _, reads, _ in g for n in reads}
+        read_later = ({n for g in groups[k + 1:] for _, reads, _ in g for n in reads}
+                      | set().union(*pre_reads[k + 1:]))
+        if not any(st["target"] in plan.returns or st["target"] in read_later
                    for st, _, _ in group):
             continue  # nothing returned or read later (no kernel has such a group)
         defined = [st["target"] for st, _, _ in group]
-        read_later = {n for g in groups[k + 1:] for _, reads, _ in g for n in reads}
         reads = set().union(*(r for _, r, _ in group)) - set(defined)
         loops.append({
-            "inputs": tuple(n for n in list(plan.checked) + [h for h, _ in hoisted]
+            "before": tuple(pre[k]),
+            "inputs": tuple(n for n in list(plan.checked) + [h for h, _ in hoisted] + between
                             + [st["target"] for g in groups[:k] for st, _, _ in g]
                             if n in reads),
             "outputs": tuple(n for n in defined if n in read_later or n in plan.returns),
             "statements": [st for st, _, _ in group]})
+        # the logarithms' arguments in float64 whatever the inputs' dtype: the loops
+        # compute float32 entries in float64, and the correction of log1p's form
+        # recomputes the argument, which must be the one the logarithm was taken of
+        loops[-1]["wide"] = tuple(i for i, n in enumerate(loops[-1]["outputs"])
+                                  if n in slot_names)
     return {"hoisted": hoisted, "quiet": quiet, "loops": loops}
+
+
+def _log1p_as_log(pieces: list[tuple[sp.Basic, sp.Basic]]) -> list[tuple[sp.Basic, sp.Basic]]:
+    """The pieces with each ``log1p(u)`` written with ``log(1 + u)``
+    (:func:`derive.arrangement.log1p_as_log`, its step checked here: generation fails where
+    it does not hold), where every call of the pieces is ``log`` or ``log1p``, at most one
+    ``log1p`` a piece; else the pieces as they are. ``w = 1 + u`` is then computed twice,
+    as the same printed expression, so that it rounds the same both times: once as the
+    argument of the logarithm (:func:`_call_slots`), once in the correction.
+
+    Example:
+        >>> a, b = sp.symbols("a b", positive=True)
+        >>> near = _log1p_as_log([(a < b, 2*log1p((a - b)/b)), (sp.true, sp.log(a))])[0][1]
+        >>> FusedPrinter().doprint(near)
+        '2*(math.log(1 + (a - b)/b) - 1/(1 + (a - b)/b)*(((1 + (a - b)/b) - 1) - (a - b)/b))'
+    """
+    calls = [f for _, e in pieces for f in e.atoms(sp.Function) if _calls(f)]
+    if not any(isinstance(f, log1p) for f in calls) or not all(
+            isinstance(f, (sp.log, log1p)) for f in calls):
+        return pieces
+    w = sp.Symbol("w_log1p", positive=True)  # (a fixed name: the check's verdict is cached by it)
+    arranged = []
+    for cond, expr in pieces:
+        found = log1p_as_log(expr, w)
+        if found is None:
+            if expr.has(log1p):
+                return pieces
+            arranged.append((cond, expr))
+            continue
+        form, step = found
+        check_step(step)
+        arranged.append((cond, form.xreplace({w: sp.UnevaluatedExpr(step.given[0][1])})))
+    return arranged
+
+
+def _call_slots(pieces: list[tuple[sp.Basic, sp.Basic]]
+                ) -> tuple[type[sp.Function], list[list[sp.Basic]]] | None:
+    """Where a piecewise value's only calls are of one :data:`HOISTED` function in every
+    one of its pieces (of arguments computed without a call; none in a condition), at most
+    :data:`CALL_SLOTS` distinct ones a piece: the function, and for each ``j`` the argument
+    of each piece's ``j``-th call (``1`` where it has fewer). A loop then chooses the
+    arguments per entry (no call: vectorized), NumPy evaluates the function on every entry
+    (several entries per instruction, as the hoisted calls), and a loop without calls
+    evaluates the pieces with them. Only where each value is computed changes: each
+    argument is its piece's own, as printed, and the value is read only where that piece
+    is taken (so a ``log`` is never taken of another piece's argument, and an ``exp`` of a
+    piece not taken never overflows). None where that does not apply.
+
+    Example:
+        >>> a, b = sp.symbols("a b", positive=True)
+        >>> _call_slots([(a > b, 2*sp.log(a/b)), (sp.true, sp.log(a) - sp.log(b))])
+        (log, [[a/b, a], [1, b]])
+        >>> _call_slots([(a > b, sp.log(a)), (sp.true, sp.exp(a))]) is None
+        True
+    """
+    per_piece, funcs = [], set()
+    for cond, expr in pieces:
+        calls = sorted((f for f in expr.atoms(sp.Function) if _calls(f)), key=sp.default_sort_key)
+        if _calls(cond) or not calls or len(calls) > CALL_SLOTS or any(
+                not isinstance(f, HOISTED) or _calls(f.args[0]) for f in calls):
+            return None
+        funcs.update(type(f) for f in calls)
+        per_piece.append([f.args[0] for f in calls])
+    if len(funcs) != 1:
+        return None
+    width = max(len(args) for args in per_piece)
+    return funcs.pop(), [[args[j] if j < len(args) else sp.Integer(1) for args in per_piece]
+                         for j in range(width)]

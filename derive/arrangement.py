@@ -35,7 +35,7 @@ from .nodes import cbrt, sigmoid, softplus
 from .nodes import identity as _identity
 
 __all__ = ["Rewrite", "arrange", "LOG_REWRITES", "KERNEL_REWRITES", "is_exponential",
-           "SCALED_SQUARES", "vanishing_factors_apart", "expm1_as_sinh"]
+           "SCALED_SQUARES", "vanishing_factors_apart", "expm1_as_sinh", "log1p_as_log"]
 
 _u = sp.Symbol("u", real=True)
 _v = sp.Symbol("v", real=True)
@@ -1184,3 +1184,50 @@ SCALED_SQUARES = Rewrite(
     "scaled squares", "{0}: halve, then square, so that the square overflows later",
     (_identity(_u**2, 4 * sp.UnevaluatedExpr(_u / 2) ** 2, evaluate=False),),
     whole=lambda e: sp.Add(*(_halved_square(t) for t in sp.Add.make_args(sp.expand(e)))))
+
+
+def log1p_as_log(expr: sp.Basic, w: sp.Symbol) -> tuple[sp.Basic, Step] | None:
+    """``expr`` with its ``log1p(u)`` written ``log(w) - ((w - 1) - u)/w``, ``w = 1 + u``,
+    and the step that proves it (``given`` holds ``w``'s definition); None where ``expr``
+    holds no ``log1p``, or more than one.
+
+    The correction is 0 in real arithmetic. In floating point ``w = 1 + u`` is rounded;
+    ``w - 1`` and its difference from ``u`` are exact (Sterbenz, for ``|u| <= 1/2``) and are
+    that rounding, so the form keeps ``log1p``'s accuracy to about an ulp of the logarithm
+    (a classic correction): one ``log`` serves where a choice between ``log1p`` and ``log``
+    would call the C library's once per entry (code generation takes the logarithm of
+    every entry at once, issue 24). The groupings are kept (unevaluated).
+
+    Example:
+        >>> u, w = sp.Symbol("u", real=True), sp.Symbol("w", positive=True)
+        >>> form, step = log1p_as_log(2 * log1p(u), w)
+        >>> form
+        2*(log(w) - (-u + (w - 1))/w)
+        >>> step.given
+        ((w, 1 + u),)
+        >>> step.given[0][1].has(sp.UnevaluatedExpr)  # 1 + u as written, not merged
+        True
+        >>> from .derivation import check_step
+        >>> check_step(step).method in ("symbolic", "numeric")
+        True
+        >>> wrong = Step(step.lhs, step.rhs.xreplace({sp.log(w): sp.log(w - 1)}), "wrong",
+        ...              given=step.given)
+        >>> check_step(wrong)
+        Traceback (most recent call last):
+        ...
+        derive.derivation.StepCheckError: ...
+    """
+    found = expr.atoms(log1p)
+    if len(found) != 1:
+        return None
+    (app,) = found
+    u = sp.UnevaluatedExpr(app.args[0])
+    form = expr.xreplace({app: sp.log(w) - sp.UnevaluatedExpr(sp.UnevaluatedExpr(w - 1) - u) / w})
+    step = Step(expr, form,
+                "{0} with {1}: the correction is 0 in real arithmetic; in floating point {2} "
+                "and its difference from {3} are exact and are the rounding of {1}, so that "
+                "a logarithm serves where log1p would",
+                given={w: 1 + u},
+                notes=(_identity(log1p(_u), sp.log(1 + _u) - (1 + _u - 1 - _u) / (1 + _u),
+                                 evaluate=False), 1 + app.args[0], w - 1, app.args[0]))
+    return form, step

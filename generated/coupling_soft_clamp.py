@@ -38,13 +38,13 @@ import numpy
 import kernel_runtime as _rt
 
 # The kernel_runtime contract this module was generated against: a runtime of major
-# version 2 and minor version 5 or later.
+# version 2 and minor version 6 or later.
 _found = str(getattr(_rt, "CONTRACT_VERSION", "none"))
 _major, _, _minor = _found.partition(".")
-if _major != "2" or not _minor.isdigit() or int(_minor) < 5:
+if _major != "2" or not _minor.isdigit() or int(_minor) < 6:
     raise ImportError(
-        f"{__name__} needs kernel_runtime contract 2.5 (major 2, "
-        f"minor >= 5), found {_found} in {getattr(_rt, '__file__', '?')}; "
+        f"{__name__} needs kernel_runtime contract 2.6 (major 2, "
+        f"minor >= 6), found {_found} in {getattr(_rt, '__file__', '?')}; "
         "regenerate with: python -m derive generate (or upgrade derive-engine)")
 del _found, _major, _, _minor
 

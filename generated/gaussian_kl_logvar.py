@@ -42,13 +42,13 @@ import numpy
 import kernel_runtime as _rt
 
 # The kernel_runtime contract this module was generated against: a runtime of major
-# version 2 and minor version 5 or later.
+# version 2 and minor version 6 or later.
 _found = str(getattr(_rt, "CONTRACT_VERSION", "none"))
 _major, _, _minor = _found.partition(".")
-if _major != "2" or not _minor.isdigit() or int(_minor) < 5:
+if _major != "2" or not _minor.isdigit() or int(_minor) < 6:
     raise ImportError(
-        f"{__name__} needs kernel_runtime contract 2.5 (major 2, "
-        f"minor >= 5), found {_found} in {getattr(_rt, '__file__', '?')}; "
+        f"{__name__} needs kernel_runtime contract 2.6 (major 2, "
+        f"minor >= 6), found {_found} in {getattr(_rt, '__file__', '?')}; "
         "regenerate with: python -m derive generate (or upgrade derive-engine)")
 del _found, _major, _, _minor
 
@@ -296,18 +296,33 @@ def _kl_grad_xp(xp, mu, logvar, _batch, _dtype):
     return d_mu, d_logvar
 
 
-def _kl_grad_loop(_amu, _alogvar, _a_v0, _a_v1, _outd_mu, _outd_logvar):
+def _kl_grad_loop0(_alogvar, _out_w0):
+    """kl_grad entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
+    for _i in range(_out_w0.size):
+        logvar = _alogvar[_i]
+        # Piecewise: the first condition that holds wins, the last piece where none does
+        if (logvar < 88):
+            _w0 = logvar
+        else:
+            _w0 = logvar - 88
+        _out_w0[_i] = _w0
+
+
+#: compiled by numba on first use
+_kl_grad_compiled0 = _rt.fused_loop(_kl_grad_loop0, 1, 1)
+
+
+def _kl_grad_loop1(_amu, _alogvar, _a_l0, _outd_mu, _outd_logvar):
     """kl_grad entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
     for _i in range(_outd_mu.size):
         mu = _amu[_i]
         logvar = _alogvar[_i]
-        _v0 = _a_v0[_i]
-        _v1 = _a_v1[_i]
+        _l0 = _a_l0[_i]
         # Piecewise: the first condition that holds wins, the last piece where none does
         if (logvar < 88):
-            _pw0 = (1/2)*_v0
+            _pw0 = (1/2)*_l0
         else:
-            _pw0 = 1.6516362549940018e+38*((1/2)*_v1 + 1/2) - 1/2
+            _pw0 = 1.6516362549940018e+38*((1/2)*_l0 + 1/2) - 1/2
         d_mu = mu
         d_logvar = _pw0
         _outd_mu[_i] = d_mu
@@ -315,16 +330,17 @@ def _kl_grad_loop(_amu, _alogvar, _a_v0, _a_v1, _outd_mu, _outd_logvar):
 
 
 #: compiled by numba on first use
-_kl_grad_compiled = _rt.fused_loop(_kl_grad_loop, 4, 2)
+_kl_grad_compiled1 = _rt.fused_loop(_kl_grad_loop1, 3, 2)
 
 
 def _kl_grad_fused(mu, logvar, _batch, _dtype):
     """kl_grad for NumPy float arrays through its compiled loops, checked by kl_grad's NumPy fast path."""
-    # evaluated where their piece is not taken too: an overflow there is never read
-    with numpy.errstate(over="ignore"):
-        _v0 = numpy.expm1(logvar)
-        _v1 = numpy.expm1(logvar - 88)
-    d_mu, d_logvar = _kl_grad_compiled(_batch, _dtype, mu, logvar, _v0, _v1)
+    _w0 = _kl_grad_compiled0(_batch, _dtype, logvar)
+    # calls on every entry of what the loop before computed, by NumPy (quiet, as the
+    # loop's own math calls would be)
+    with numpy.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        _l0 = numpy.expm1(_w0, out=_w0)
+    d_mu, d_logvar = _kl_grad_compiled1(_batch, _dtype, mu, logvar, _l0)
     return d_mu, d_logvar
 
 

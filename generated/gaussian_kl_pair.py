@@ -43,13 +43,13 @@ import numpy
 import kernel_runtime as _rt
 
 # The kernel_runtime contract this module was generated against: a runtime of major
-# version 2 and minor version 5 or later.
+# version 2 and minor version 6 or later.
 _found = str(getattr(_rt, "CONTRACT_VERSION", "none"))
 _major, _, _minor = _found.partition(".")
-if _major != "2" or not _minor.isdigit() or int(_minor) < 5:
+if _major != "2" or not _minor.isdigit() or int(_minor) < 6:
     raise ImportError(
-        f"{__name__} needs kernel_runtime contract 2.5 (major 2, "
-        f"minor >= 5), found {_found} in {getattr(_rt, '__file__', '?')}; "
+        f"{__name__} needs kernel_runtime contract 2.6 (major 2, "
+        f"minor >= 6), found {_found} in {getattr(_rt, '__file__', '?')}; "
         "regenerate with: python -m derive generate (or upgrade derive-engine)")
 del _found, _major, _, _minor
 
@@ -194,33 +194,49 @@ def _kl_xp(xp, mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     return kl
 
 
-def _kl_loop0(_asigma_q, _asigma_p, _out_pw0):
+def _kl_loop0(_asigma_q, _asigma_p, _out_w0, _out_w1):
     """kl entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
-    for _i in range(_out_pw0.size):
+    for _i in range(_out_w0.size):
         sigma_q = _asigma_q[_i]
         sigma_p = _asigma_p[_i]
         # Piecewise: the first condition that holds wins, the last piece where none does
         if (sigma_p > 2*abs(sigma_p - sigma_q)):
-            _pw0 = 2*math.log1p((sigma_q - sigma_p)/sigma_p)
+            _w0 = 1 + (sigma_q - sigma_p)/sigma_p
         elif (sigma_q/sigma_p >= 1/1000000000000000000000000000000):
-            _pw0 = 2*math.log(sigma_q/sigma_p)
+            _w0 = sigma_q/sigma_p
         else:
-            _pw0 = 2*(math.log(sigma_q) - math.log(sigma_p))
-        _out_pw0[_i] = _pw0
+            _w0 = sigma_p
+        # Piecewise: the first condition that holds wins, the last piece where none does
+        if (sigma_p > 2*abs(sigma_p - sigma_q)):
+            _w1 = 1
+        elif (sigma_q/sigma_p >= 1/1000000000000000000000000000000):
+            _w1 = 1
+        else:
+            _w1 = sigma_q
+        _out_w0[_i] = _w0
+        _out_w1[_i] = _w1
 
 
 #: compiled by numba on first use
-_kl_compiled0 = _rt.fused_loop(_kl_loop0, 2, 1)
+_kl_compiled0 = _rt.fused_loop(_kl_loop0, 2, 2, wide=(0, 1))
 
 
-def _kl_loop1(_amu_q, _asigma_q, _amu_p, _asigma_p, _a_pw0, _outkl):
+def _kl_loop1(_amu_q, _asigma_q, _amu_p, _asigma_p, _a_l0, _a_l1, _outkl):
     """kl entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
     for _i in range(_outkl.size):
         mu_q = _amu_q[_i]
         sigma_q = _asigma_q[_i]
         mu_p = _amu_p[_i]
         sigma_p = _asigma_p[_i]
-        _pw0 = _a_pw0[_i]
+        _l0 = _a_l0[_i]
+        _l1 = _a_l1[_i]
+        # Piecewise: the first condition that holds wins, the last piece where none does
+        if (sigma_p > 2*abs(sigma_p - sigma_q)):
+            _pw0 = 2*(_l0 - 1/(1 + (sigma_q - sigma_p)/sigma_p)*(((1 + (sigma_q - sigma_p)/sigma_p) - 1) - (sigma_q - sigma_p)/sigma_p))
+        elif (sigma_q/sigma_p >= 1/1000000000000000000000000000000):
+            _pw0 = 2*_l0
+        else:
+            _pw0 = 2*(_l1 - _l0)
         m = (mu_q - mu_p)/sigma_p
         x = _pw0
         # Piecewise: the first condition that holds wins, the last piece where none does
@@ -235,13 +251,18 @@ def _kl_loop1(_amu_q, _asigma_q, _amu_p, _asigma_p, _a_pw0, _outkl):
 
 
 #: compiled by numba on first use
-_kl_compiled1 = _rt.fused_loop(_kl_loop1, 5, 1)
+_kl_compiled1 = _rt.fused_loop(_kl_loop1, 6, 1)
 
 
 def _kl_fused(mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     """kl for NumPy float arrays through its compiled loops, checked by kl's NumPy fast path."""
-    _pw0 = _kl_compiled0(_batch, _dtype, sigma_q, sigma_p)
-    kl = _kl_compiled1(_batch, _dtype, mu_q, sigma_q, mu_p, sigma_p, _pw0)
+    _w0, _w1 = _kl_compiled0(_batch, _dtype, sigma_q, sigma_p)
+    # calls on every entry of what the loop before computed, by NumPy (quiet, as the
+    # loop's own math calls would be)
+    with numpy.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        _l0 = numpy.log(_w0, out=_w0)
+        _l1 = numpy.log(_w1, out=_w1)
+    kl = _kl_compiled1(_batch, _dtype, mu_q, sigma_q, mu_p, sigma_p, _l0, _l1)
     return kl
 
 
@@ -372,20 +393,49 @@ def _kl_grad_xp(xp, mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     return d_mu_q, d_sigma_q, d_mu_p, d_sigma_p
 
 
-def _kl_grad_loop0(_amu_q, _asigma_q, _amu_p, _asigma_p, _outm, _outx, _outd_mu_q, _outd_mu_p):
+def _kl_grad_loop0(_asigma_q, _asigma_p, _out_w0, _out_w1):
+    """kl_grad entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
+    for _i in range(_out_w0.size):
+        sigma_q = _asigma_q[_i]
+        sigma_p = _asigma_p[_i]
+        # Piecewise: the first condition that holds wins, the last piece where none does
+        if (sigma_p > 2*abs(sigma_p - sigma_q)):
+            _w0 = 1 + (sigma_q - sigma_p)/sigma_p
+        elif (sigma_q/sigma_p >= 1/1000000000000000000000000000000):
+            _w0 = sigma_q/sigma_p
+        else:
+            _w0 = sigma_p
+        # Piecewise: the first condition that holds wins, the last piece where none does
+        if (sigma_p > 2*abs(sigma_p - sigma_q)):
+            _w1 = 1
+        elif (sigma_q/sigma_p >= 1/1000000000000000000000000000000):
+            _w1 = 1
+        else:
+            _w1 = sigma_q
+        _out_w0[_i] = _w0
+        _out_w1[_i] = _w1
+
+
+#: compiled by numba on first use
+_kl_grad_compiled0 = _rt.fused_loop(_kl_grad_loop0, 2, 2, wide=(0, 1))
+
+
+def _kl_grad_loop1(_amu_q, _asigma_q, _amu_p, _asigma_p, _a_l0, _a_l1, _outm, _outx, _outd_mu_q, _outd_mu_p):
     """kl_grad entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
     for _i in range(_outm.size):
         mu_q = _amu_q[_i]
         sigma_q = _asigma_q[_i]
         mu_p = _amu_p[_i]
         sigma_p = _asigma_p[_i]
+        _l0 = _a_l0[_i]
+        _l1 = _a_l1[_i]
         # Piecewise: the first condition that holds wins, the last piece where none does
         if (sigma_p > 2*abs(sigma_p - sigma_q)):
-            _pw0 = 2*math.log1p((sigma_q - sigma_p)/sigma_p)
+            _pw0 = 2*(_l0 - 1/(1 + (sigma_q - sigma_p)/sigma_p)*(((1 + (sigma_q - sigma_p)/sigma_p) - 1) - (sigma_q - sigma_p)/sigma_p))
         elif (sigma_q/sigma_p >= 1/1000000000000000000000000000000):
-            _pw0 = 2*math.log(sigma_q/sigma_p)
+            _pw0 = 2*_l0
         else:
-            _pw0 = 2*(math.log(sigma_q) - math.log(sigma_p))
+            _pw0 = 2*(_l1 - _l0)
         m = (mu_q - mu_p)/sigma_p
         _tmp0 = m/sigma_p
         x = _pw0
@@ -398,43 +448,43 @@ def _kl_grad_loop0(_amu_q, _asigma_q, _amu_p, _asigma_p, _outm, _outx, _outd_mu_
 
 
 #: compiled by numba on first use
-_kl_grad_compiled0 = _rt.fused_loop(_kl_grad_loop0, 4, 4)
+_kl_grad_compiled1 = _rt.fused_loop(_kl_grad_loop1, 6, 4, wide=(1,))
 
 
-def _kl_grad_loop1(_asigma_q, _asigma_p, _ax, _outd_sigma_q):
+def _kl_grad_loop2(_asigma_q, _asigma_p, _a_e0, _a_e1, _am, _outd_sigma_q, _outd_sigma_p):
     """kl_grad entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
     for _i in range(_outd_sigma_q.size):
         sigma_q = _asigma_q[_i]
         sigma_p = _asigma_p[_i]
-        x = _ax[_i]
-        _tmp1 = math.expm1((1/2)*x)
-        d_sigma_q = _tmp1/sigma_q + _tmp1/sigma_p
-        _outd_sigma_q[_i] = d_sigma_q
-
-
-#: compiled by numba on first use
-_kl_grad_compiled1 = _rt.fused_loop(_kl_grad_loop1, 3, 1)
-
-
-def _kl_grad_loop2(_asigma_p, _am, _ax, _outd_sigma_p):
-    """kl_grad entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
-    for _i in range(_outd_sigma_p.size):
-        sigma_p = _asigma_p[_i]
+        _e0 = _a_e0[_i]
+        _e1 = _a_e1[_i]
         m = _am[_i]
-        x = _ax[_i]
-        d_sigma_p = -(m**2 + math.expm1(x))/sigma_p
+        _tmp1 = _e0
+        d_sigma_q = _tmp1/sigma_q + _tmp1/sigma_p
+        d_sigma_p = -(_e1 + m**2)/sigma_p
+        _outd_sigma_q[_i] = d_sigma_q
         _outd_sigma_p[_i] = d_sigma_p
 
 
 #: compiled by numba on first use
-_kl_grad_compiled2 = _rt.fused_loop(_kl_grad_loop2, 3, 1)
+_kl_grad_compiled2 = _rt.fused_loop(_kl_grad_loop2, 5, 2)
 
 
 def _kl_grad_fused(mu_q, sigma_q, mu_p, sigma_p, _batch, _dtype):
     """kl_grad for NumPy float arrays through its compiled loops, checked by kl_grad's NumPy fast path."""
-    m, x, d_mu_q, d_mu_p = _kl_grad_compiled0(_batch, _dtype, mu_q, sigma_q, mu_p, sigma_p)
-    d_sigma_q = _kl_grad_compiled1(_batch, _dtype, sigma_q, sigma_p, x)
-    d_sigma_p = _kl_grad_compiled2(_batch, _dtype, sigma_p, m, x)
+    _w0, _w1 = _kl_grad_compiled0(_batch, _dtype, sigma_q, sigma_p)
+    # calls on every entry of what the loop before computed, by NumPy (quiet, as the
+    # loop's own math calls would be)
+    with numpy.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        _l0 = numpy.log(_w0, out=_w0)
+        _l1 = numpy.log(_w1, out=_w1)
+    m, x, d_mu_q, d_mu_p = _kl_grad_compiled1(_batch, _dtype, mu_q, sigma_q, mu_p, sigma_p, _l0, _l1)
+    # calls on every entry of what the loop before computed, by NumPy (quiet, as the
+    # loop's own math calls would be)
+    with numpy.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        _e0 = numpy.expm1((1/2)*x)
+        _e1 = numpy.expm1(x)
+    d_sigma_q, d_sigma_p = _kl_grad_compiled2(_batch, _dtype, sigma_q, sigma_p, _e0, _e1, m)
     return d_mu_q, d_sigma_q, d_mu_p, d_sigma_p
 
 
@@ -717,7 +767,34 @@ def _kl_grad_stl_xp(xp, mu_q, sigma_q, mu_p, sigma_p, eps, _batch, _dtype):
     return d_mu_q, d_sigma_q, d_mu_p, d_sigma_p
 
 
-def _kl_grad_stl_loop0(_amu_q, _asigma_q, _amu_p, _asigma_p, _aeps, _outm, _outx, _outd_mu_p, _outd_sigma_p):
+def _kl_grad_stl_loop0(_asigma_q, _asigma_p, _out_w0, _out_w1):
+    """kl_grad_stl entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
+    for _i in range(_out_w0.size):
+        sigma_q = _asigma_q[_i]
+        sigma_p = _asigma_p[_i]
+        # Piecewise: the first condition that holds wins, the last piece where none does
+        if (sigma_p > 2*abs(sigma_p - sigma_q)):
+            _w0 = 1 + (sigma_q - sigma_p)/sigma_p
+        elif (sigma_q/sigma_p >= 1/1000000000000000000000000000000):
+            _w0 = sigma_q/sigma_p
+        else:
+            _w0 = sigma_p
+        # Piecewise: the first condition that holds wins, the last piece where none does
+        if (sigma_p > 2*abs(sigma_p - sigma_q)):
+            _w1 = 1
+        elif (sigma_q/sigma_p >= 1/1000000000000000000000000000000):
+            _w1 = 1
+        else:
+            _w1 = sigma_q
+        _out_w0[_i] = _w0
+        _out_w1[_i] = _w1
+
+
+#: compiled by numba on first use
+_kl_grad_stl_compiled0 = _rt.fused_loop(_kl_grad_stl_loop0, 2, 2, wide=(0, 1))
+
+
+def _kl_grad_stl_loop1(_amu_q, _asigma_q, _amu_p, _asigma_p, _aeps, _a_l0, _a_l1, _outm, _outx, _outd_mu_p, _outd_sigma_p):
     """kl_grad_stl entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
     for _i in range(_outm.size):
         mu_q = _amu_q[_i]
@@ -725,13 +802,15 @@ def _kl_grad_stl_loop0(_amu_q, _asigma_q, _amu_p, _asigma_p, _aeps, _outm, _outx
         mu_p = _amu_p[_i]
         sigma_p = _asigma_p[_i]
         eps = _aeps[_i]
+        _l0 = _a_l0[_i]
+        _l1 = _a_l1[_i]
         # Piecewise: the first condition that holds wins, the last piece where none does
         if (sigma_p > 2*abs(sigma_p - sigma_q)):
-            _pw0 = 2*math.log1p((sigma_q - sigma_p)/sigma_p)
+            _pw0 = 2*(_l0 - 1/(1 + (sigma_q - sigma_p)/sigma_p)*(((1 + (sigma_q - sigma_p)/sigma_p) - 1) - (sigma_q - sigma_p)/sigma_p))
         elif (sigma_q/sigma_p >= 1/1000000000000000000000000000000):
-            _pw0 = 2*math.log(sigma_q/sigma_p)
+            _pw0 = 2*_l0
         else:
-            _pw0 = 2*(math.log(sigma_q) - math.log(sigma_p))
+            _pw0 = 2*(_l1 - _l0)
         m = (mu_q - mu_p)/sigma_p
         r = sigma_q/sigma_p
         _tmp0 = m/sigma_p
@@ -747,18 +826,18 @@ def _kl_grad_stl_loop0(_amu_q, _asigma_q, _amu_p, _asigma_p, _aeps, _outm, _outx
 
 
 #: compiled by numba on first use
-_kl_grad_stl_compiled0 = _rt.fused_loop(_kl_grad_stl_loop0, 5, 4)
+_kl_grad_stl_compiled1 = _rt.fused_loop(_kl_grad_stl_loop1, 7, 4, wide=(1,))
 
 
-def _kl_grad_stl_loop1(_asigma_q, _asigma_p, _aeps, _am, _ax, _outd_mu_q, _outd_sigma_q):
+def _kl_grad_stl_loop2(_asigma_q, _asigma_p, _aeps, _a_e0, _am, _outd_mu_q, _outd_sigma_q):
     """kl_grad_stl entry by entry over flat arrays, compiled by numba (kernel_runtime.fused_loop)."""
     for _i in range(_outd_mu_q.size):
         sigma_q = _asigma_q[_i]
         sigma_p = _asigma_p[_i]
         eps = _aeps[_i]
+        _e0 = _a_e0[_i]
         m = _am[_i]
-        x = _ax[_i]
-        _tmp3 = math.expm1((1/2)*x)
+        _tmp3 = _e0
         _tmp4 = eps*(_tmp3/sigma_q + _tmp3/sigma_p) + m/sigma_p
         d_mu_q = _tmp4
         d_sigma_q = _tmp4*eps
@@ -767,13 +846,23 @@ def _kl_grad_stl_loop1(_asigma_q, _asigma_p, _aeps, _am, _ax, _outd_mu_q, _outd_
 
 
 #: compiled by numba on first use
-_kl_grad_stl_compiled1 = _rt.fused_loop(_kl_grad_stl_loop1, 5, 2)
+_kl_grad_stl_compiled2 = _rt.fused_loop(_kl_grad_stl_loop2, 5, 2)
 
 
 def _kl_grad_stl_fused(mu_q, sigma_q, mu_p, sigma_p, eps, _batch, _dtype):
     """kl_grad_stl for NumPy float arrays through its compiled loops, checked by kl_grad_stl's NumPy fast path."""
-    m, x, d_mu_p, d_sigma_p = _kl_grad_stl_compiled0(_batch, _dtype, mu_q, sigma_q, mu_p, sigma_p, eps)
-    d_mu_q, d_sigma_q = _kl_grad_stl_compiled1(_batch, _dtype, sigma_q, sigma_p, eps, m, x)
+    _w0, _w1 = _kl_grad_stl_compiled0(_batch, _dtype, sigma_q, sigma_p)
+    # calls on every entry of what the loop before computed, by NumPy (quiet, as the
+    # loop's own math calls would be)
+    with numpy.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        _l0 = numpy.log(_w0, out=_w0)
+        _l1 = numpy.log(_w1, out=_w1)
+    m, x, d_mu_p, d_sigma_p = _kl_grad_stl_compiled1(_batch, _dtype, mu_q, sigma_q, mu_p, sigma_p, eps, _l0, _l1)
+    # calls on every entry of what the loop before computed, by NumPy (quiet, as the
+    # loop's own math calls would be)
+    with numpy.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        _e0 = numpy.expm1((1/2)*x)
+    d_mu_q, d_sigma_q = _kl_grad_stl_compiled2(_batch, _dtype, sigma_q, sigma_p, eps, _e0, m)
     return d_mu_q, d_sigma_q, d_mu_p, d_sigma_p
 
 

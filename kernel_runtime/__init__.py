@@ -67,7 +67,7 @@ Example:
     ...
     ValueError: sigma: expected every entry > 0, got a minimum of -1.0
     >>> CONTRACT_VERSION
-    '2.5'
+    '2.6'
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ from .prepare import broadcast, prepare_coupling, prepare_elementwise
 
 #: The version of the contract below, ``"major.minor"``: generated modules check it on
 #: import (same major version, at least their minor version).
-CONTRACT_VERSION = "2.5"
+CONTRACT_VERSION = "2.6"
 
 #: The contract: the names generated modules use (``kernel_runtime.<name>``), then the class
 #: of :func:`callee_arg`'s values and the version.
@@ -103,7 +103,8 @@ __all__ = [
     "differentiable",
     # a derived polynomial by Horner's rule, in place where the library allows (contract 2.2)
     "horner",
-    # loops compiled by numba, and a module's ``fused`` namespace (contract 2.4)
+    # loops compiled by numba, and a module's ``fused`` namespace (contract 2.4; the
+    # optional float64 outputs of a loop, ``wide``: contract 2.6)
     "fused_loop", "fused_kernels",
     # what the names above take or return, and the version of them all
     "CalleeArg", "CONTRACT_VERSION",

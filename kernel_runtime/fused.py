@@ -39,6 +39,7 @@ import numpy
 __all__ = ["FusedLoop", "fused_loop", "fused_kernels", "fused_available", "EXTRA"]
 
 _empty = numpy.empty
+_float64 = numpy.dtype(numpy.float64)
 _broadcast_to = numpy.broadcast_to
 
 #: How a user installs numba for the fused path.
@@ -68,9 +69,10 @@ class FusedLoop:
 
     Called with the broadcast shape, the dtype and ``inputs`` NumPy arrays of that dtype
     whose shapes broadcast to it, it returns the ``outputs`` new arrays of that shape and
-    dtype (one array, or a tuple of them). Inputs of the full shape are read in place (a
-    view, or one copy where they are not C-contiguous); the others are broadcast and
-    copied first.
+    dtype (one array, or a tuple of them; float64 for the outputs whose indices are in
+    ``wide``: values a later step reads at the precision the loop computed them). Inputs
+    of the full shape are read in place (a view, or one copy where they are not
+    C-contiguous); the others are broadcast and copied first.
 
     Example:
         >>> def add(a, b, out):
@@ -81,10 +83,12 @@ class FusedLoop:
         (2, 1, <fused loop add, not compiled yet>)
     """
 
-    def __init__(self, loop: Callable[..., None], inputs: int, outputs: int) -> None:
+    def __init__(self, loop: Callable[..., None], inputs: int, outputs: int,
+                 wide: tuple[int, ...] = ()) -> None:
         self.loop = loop
         self.inputs = inputs
         self.outputs = outputs
+        self.wide = wide
         self._compiled: Any = None
         self._lock = threading.Lock()
 
@@ -107,16 +111,21 @@ class FusedLoop:
             compiled = self.compile()
         flat = [a.ravel() if a.shape == shape else _broadcast_to(a, shape).ravel()
                 for a in arrays]
-        if self.outputs == 1:  # the common case, without the lists
+        if self.outputs == 1 and not self.wide:  # the common case, without the lists
             out = _empty(shape, dtype)
             compiled(*flat, out.reshape(-1))
             return out
-        outs = tuple(_empty(shape, dtype) for _ in range(self.outputs))
+        outs = tuple(_empty(shape, _float64 if k in self.wide else dtype)
+                     for k in range(self.outputs))
+        if self.outputs == 1:
+            compiled(*flat, outs[0].reshape(-1))
+            return outs[0]
         compiled(*flat, *[o.reshape(-1) for o in outs])
         return outs
 
 
-def fused_loop(loop: Callable[..., None], inputs: int, outputs: int) -> FusedLoop:
+def fused_loop(loop: Callable[..., None], inputs: int, outputs: int,
+               wide: tuple[int, ...] = ()) -> FusedLoop:
     """``loop`` (a generated module's ``_<kernel>_loop``), to be compiled on first use:
     :class:`FusedLoop`.
 
@@ -127,7 +136,7 @@ def fused_loop(loop: Callable[..., None], inputs: int, outputs: int) -> FusedLoo
         >>> fused_loop(half, 1, 1)
         <fused loop half, not compiled yet>
     """
-    return FusedLoop(loop, inputs, outputs)
+    return FusedLoop(loop, inputs, outputs, wide)
 
 
 def fused_kernels(module: str, kernels: tuple[tuple[str, Callable[..., Any],

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,6 +54,12 @@ _KINDS = {"numpy": "numpy", "array_api_compat.numpy": "numpy", "torch": "torch",
           "jax.experimental.array_api": "jax", "dask.array": "dask",
           "array_api_compat.dask.array": "dask", "cupy": "cupy",
           "array_api_compat.cupy": "cupy", "array_api_strict": "array_api_strict"}
+
+
+#: Whether the value being computed is differentiated through the kernel's derived
+#: gradient, never through its pieces (``kernel_runtime.gradients``: JAX's custom JVP):
+#: then a traced piece needs no safe point (no gradient flows through it).
+DERIVED: contextvars.ContextVar[bool] = contextvars.ContextVar("derived", default=False)
 
 
 def kind(xp: Any) -> str:

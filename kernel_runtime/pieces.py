@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy
 
-from .namespaces import device, is_torch, kind, torch_tracing
+from .namespaces import DERIVED, device, is_torch, kind, torch_tracing
 from .numpy_pieces import base_value, gather_numpy
 from .numpy_views import numpy_viewable
 from .outputs import finish, finish_xp, full
@@ -226,9 +226,9 @@ def _gather(xp: Any, shape: tuple[int, ...], dtype: Any, like: Any, arrays: tupl
 
 
 def _where(xp: Any, conds: tuple[Any, ...], pieces: tuple[Piece, ...], traced: bool) -> Any:
-    """Every piece everywhere, selected with ``where``; an argument on the piece's safe
-    point where the piece is not taken -- every argument when ``traced``, else only those
-    that record a gradient (eager PyTorch)."""
+    """Every piece everywhere, selected with ``where``; an argument on its safe point where
+    the piece is not taken: all when ``traced`` (not under ``DERIVED``), else those with a grad."""
+    traced = traced and not (kind(xp) == "jax" and DERIVED.get())  # (no contextvar: dynamo)
     where = _where_function(xp)
     masks: list[Any] = []
 

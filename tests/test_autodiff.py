@@ -318,6 +318,32 @@ def test_jax_sigma_gradients_are_finite_from_1e_minus_200_to_1e160(jax):
     assert np.isnan(np.asarray(naive)[0])
 
 
+def test_jax_differentiates_kl_through_the_derived_kl_grad(jax):
+    """Issue 24: jax.grad, jvp and jit(grad) of ``kl`` go through a custom JVP whose
+    tangent is the derived ``kl_grad`` (kernel_runtime.gradients; jit(grad(kl)) took
+    7.5-7.8x the naive formula's, about 1.0x this way), and ``kl``'s traced pieces need no
+    safe points then. Second derivatives differentiate ``kl_grad``,
+    whose pieces keep theirs: finite from 1e-200 to 1e160, and exact."""
+    jnp = jax.numpy
+    m = kernels("gaussian_kl")
+    s = jnp.asarray(SIGMAS)
+    value, tangent = jax.jvp(lambda t: m.kl(0.0, t), (s,), (jnp.ones_like(s),))
+    np.testing.assert_allclose(np.asarray(tangent), SIGMAS - 1 / SIGMAS, rtol=1e-14, atol=0)
+    inside = SIGMAS[(SIGMAS >= 1e-150) & (SIGMAS <= 1e150)]  # 1 + 1/s**2 finite
+    second = jax.jit(jax.grad(lambda t: jax.grad(lambda u: m.kl(0.0, u).sum())(t).sum()))(
+        jnp.asarray(inside))
+    assert bool(jnp.isfinite(second).all())
+    np.testing.assert_allclose(np.asarray(second), 1 + 1 / inside**2, rtol=1e-13, atol=0)
+    # the value is one custom JVP call, whose pieces carry no safe point: fewer equations
+    # than the same body traced on its own (48 against 55 here)
+    args = (jnp.zeros(3), jnp.ones(3))
+    (call,) = jax.make_jaxpr(m.kl)(*args).jaxpr.eqns
+    assert call.primitive.name == "custom_jvp_call"
+    from array_api_compat import array_namespace
+    body = jax.make_jaxpr(lambda a, b: m._kl_xp(array_namespace(a), a, b, (3,), jnp.float64))
+    assert len(call.params["call_jaxpr"].jaxpr.eqns) < len(body(*args).jaxpr.eqns)
+
+
 def test_check_finite_true_under_jit_is_a_clear_error(jax):
     m = kernels("gaussian_kl")
     fn = jax.jit(lambda a, b: m.kl(a, b, check_finite=True))

@@ -210,6 +210,125 @@ def test_exp_and_expm1_in_pieces_are_hoisted_so_the_loop_calls_nothing():
                for b in st.get("branches", ()))
 
 
+def _lowered_logs(value):
+    from codegen.fused_backend import FusedPrinter, lower_fused
+    from codegen.plan import plan_kernel
+    from derive.spec import Arg, Kernel, Output
+
+    k = Kernel("f", (Arg("v", "positive", "v"),), (Output("y", value, "y"),), "")
+    return lower_fused(plan_kernel(k), FusedPrinter())
+
+
+def test_a_piecewise_of_logs_takes_them_for_every_entry_before_its_loop():
+    """Issue 24: where every piece of a piecewise value calls log (or log1p, written with a
+    log by a checked rule), a loop chooses each piece's argument, NumPy takes the log of
+    every entry (in place, in float64), and the loop that evaluates the pieces calls
+    nothing: neither loop is kept from being vectorized."""
+    import sympy as sp
+    from sympy.codegen.cfunctions import log1p
+
+    v = sp.Symbol("v", positive=True)
+    low = _lowered_logs(sp.Piecewise((2 * log1p(v - 1), sp.Abs(v - 1) < sp.Rational(1, 2)),
+                                     (sp.log(v) - sp.log(v + 1), True)))
+    first, second = low["loops"]
+    assert first["before"] == () and first["outputs"] == ("_w0", "_w1")
+    assert first["wide"] == (0, 1)
+    assert second["before"] == (("_l0", "numpy.log(_w0, out=_w0)"),
+                                ("_l1", "numpy.log(_w1, out=_w1)"))
+    codes = [b["code"] for lp in low["loops"] for st in lp["statements"]
+             for b in st.get("branches", ())]
+    assert not any("math." in c for c in codes), codes
+    # the first piece's argument is 1 + (v - 1), and so is its correction's
+    assert first["statements"][0]["branches"][0]["code"] == "1 + (v - 1)"
+    assert "(((1 + (v - 1)) - 1) - (v - 1))" in second["statements"][0]["branches"][0]["code"]
+    # a piece without a log, or another call: the logs stay in the loop
+    low = _lowered_logs(sp.Piecewise((v**2, v < 1), (sp.log(v), True)))
+    assert all(lp["before"] == () for lp in low["loops"])
+
+
+def test_one_expm1_a_piece_is_one_pass_of_its_own_arguments():
+    """gaussian_kl_logvar's kl_grad: expm1(logvar)/2 below 88, expm1(logvar - 88) shifted
+    above. Each piece's argument is chosen per entry, and NumPy takes one expm1 pass (the
+    old rule evaluated both calls everywhere: two passes, the second for a rare piece),
+    in the input's dtype (no correction reads the argument again)."""
+    import sympy as sp
+    from sympy.codegen.cfunctions import expm1
+
+    v = sp.Symbol("v", positive=True)
+    low = _lowered_logs(sp.Piecewise((expm1(v) / 2, v < 88),
+                                     (sp.exp(88) * (expm1(v - 88) / 2 + sp.Rational(1, 2)),
+                                      True)))
+    assert low["hoisted"] == () and not low["quiet"]
+    first, second = low["loops"]
+    assert [b["code"] for b in first["statements"][0]["branches"]] == ["v", "v - 88"]
+    assert first["wide"] == ()
+    assert second["before"] == (("_l0", "numpy.expm1(_w0, out=_w0)"),)
+    assert "math." not in str(second["statements"])
+
+
+def test_the_log1p_rule_is_checked_where_it_is_applied(monkeypatch):
+    """The form the fused backend prints for log1p is a checked step: a wrong one (the
+    correction's sign flipped) fails generation."""
+    import sympy as sp
+    from sympy.codegen.cfunctions import log1p
+
+    import codegen.fused_backend as fb
+    from derive.derivation import Step, StepCheckError
+
+    right = fb.log1p_as_log
+
+    def wrong(expr, w):
+        form, step = right(expr, w)
+        bad = form.xreplace({sp.log(w): sp.log(w) + 2 * (w - 1)})
+        return bad, Step(step.lhs, bad, step.reason, given=step.given, notes=step.notes)
+
+    monkeypatch.setattr(fb, "log1p_as_log", wrong)
+    v = sp.Symbol("v", positive=True)
+    with pytest.raises(StepCheckError):
+        _lowered_logs(sp.Piecewise((log1p(v - 1), v < 2), (sp.log(v), True)))
+
+
+@pytest.mark.parametrize("kernel", ["kl", "kl_grad", "kl_grad_reparam", "kl_grad_stl"])
+def test_the_pair_loops_call_nothing(kernel):
+    """gaussian_kl_pair's x (log1p of the relative difference near 1, the log of the
+    ratio elsewhere, two logs where the ratio underflows) is one NumPy log pass per log of
+    a piece, and kl_grad's expm1 of x one NumPy pass each, between loops that call nothing
+    (they called log1p, log or expm1 once per entry)."""
+    import inspect
+    import re
+
+    loops = [f for n, f in vars(gaussian_kl_pair).items()
+             if re.fullmatch(rf"_{kernel}_loop\d*", n) and inspect.isfunction(f)]
+    assert loops
+    for f in loops:
+        assert not re.search(r"math\.\w+\(", inspect.getsource(f)), f.__name__
+
+
+def test_a_call_on_what_a_loop_computed_is_taken_between_the_loops():
+    """exp/expm1/log outside every piece, of a value an earlier loop computes (not one the
+    kernel returns): NumPy evaluates it on every entry between the loops, from a float64
+    array (the loops compute float32 entries in float64), and the next loop calls
+    nothing; two such calls of values computed before the same loop share it."""
+    import sympy as sp
+    from sympy.codegen.cfunctions import expm1
+
+    from codegen.fused_backend import FusedPrinter, lower_fused
+    from codegen.plan import plan_kernel
+    from derive.spec import Arg, Kernel, Output
+
+    v = sp.Symbol("v", real=True)
+    x = sp.Symbol("x", real=True)
+    k = Kernel("f", (Arg("v", "elementwise", "v"),), (
+        Output("x", sp.Piecewise((v**2, v < 1), (v, True)), "x", internal=True),
+        Output("y", expm1(x / 2) + v, "y"), Output("z", sp.exp(x) * v, "z")), "")
+    low = lower_fused(plan_kernel(k), FusedPrinter())
+    first, second = low["loops"]
+    assert first["outputs"] == ("x",) and first["wide"] == (0,)
+    assert second["before"] == (("_e0", "numpy.expm1((1/2)*x)"), ("_e1", "numpy.exp(x)"))
+    codes = [st["code"] for st in second["statements"]]
+    assert not any("math." in c for c in codes), codes
+
+
 @pytest.mark.parametrize("module", [gaussian_kl_logvar, gaussian_kl_pair_logvar])
 def test_the_logvar_loops_call_no_exp(module):
     """Every loop of the logvar modules' kl and kl_grad (the eager torch route's bodies)

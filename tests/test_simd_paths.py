@@ -17,9 +17,11 @@ import pytest
 
 from .conftest import ROOT
 
-#: The tests whose bounds are stated in ulp or eps of NumPy's float arithmetic.
+#: The tests whose bounds are stated in ulp or eps of NumPy's float arithmetic (the fused
+#: kernels' too: their loops read NumPy's exp, expm1 and log, taken before them).
 ACCURACY_TESTS = ("tests/test_gaussian_kl.py", "tests/test_gaussian_kl_pair.py",
-                  "tests/test_coupling_blocks.py", "tests/test_kl_adversarial.py")
+                  "tests/test_coupling_blocks.py", "tests/test_kl_adversarial.py",
+                  "tests/test_fused.py")
 #: Left out of the rerun: the coupling grid's user blocks, each derived in memory (minutes
 #: in all; the shipped blocks and the README's text blocks stay), and the tests marked
 #: ``simd_independent``, whose outcome cannot turn on the last bits of NumPy's ``exp``,
