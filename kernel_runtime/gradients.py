@@ -113,6 +113,7 @@ def _jax_derived(xp: Any, body: Callable[..., Any], grad_body: Callable[..., Any
     value's pieces need no safe points (``namespaces.DERIVED``). Higher
     derivatives differentiate ``grad_body`` itself, whose pieces keep theirs."""
     import jax
+    from jax.custom_derivatives import SymbolicZero
 
     def value(*a: Any) -> Any:
         token = DERIVED.set(True)
@@ -125,14 +126,51 @@ def _jax_derived(xp: Any, body: Callable[..., Any], grad_body: Callable[..., Any
 
     def jvp(primals: tuple[Any, ...], tangents: tuple[Any, ...]) -> tuple[Any, Any]:
         out = f(*primals)
-        grads = grad_body(xp, *primals, *rest)
+        # the gradient kernel differentiated again (a Hessian) through an expm1 whose
+        # derivative is exp, not expm1 + 1 (0 where expm1 rounds to -1)
+        grads = grad_body(_JaxGradient(xp), *primals, *rest)
         dot = None
         for g, t in zip(grads, tangents, strict=True):
+            if isinstance(t, SymbolicZero):  # an argument not differentiated: its gradient
+                continue  # may overflow, and inf * 0 is NaN
             dot = g * t if dot is None else dot + g * t
+        if dot is None:
+            return out, jax.numpy.zeros_like(out)
         return out, jax.numpy.broadcast_to(dot, jax.numpy.shape(out)).astype(out.dtype)
 
-    f.defjvp(jvp)
-    return f(*arrays)
+    f.defjvp(jvp, symbolic_zeros=True)
+    # a Python number differentiated arrives in the rule as a float without a device
+    return f(*(jax.numpy.asarray(a) for a in arrays))
+
+
+class _JaxGradient:
+    """The JAX namespace ``xp`` as the gradient kernel sees it inside the custom JVP: the
+    same, but for an ``expm1`` whose derivative is ``exp(x)`` (:func:`_jax_expm1`)."""
+
+    def __init__(self, xp: Any) -> None:
+        self._xp = xp
+
+    def __getattr__(self, name: str) -> Any:
+        return _jax_expm1() if name == "expm1" else getattr(self._xp, name)
+
+
+@functools.cache
+def _jax_expm1() -> Callable[[Any], Any]:
+    """``jax.numpy.expm1`` with the derivative ``exp(x)``: JAX's own is ``g (expm1(x) + 1)``,
+    exactly 0 where ``expm1(x)`` rounds to -1 (x below about -37 in float64), so a second
+    derivative through it lost its terms (the pair's Hessian at a scale ratio of 1e-40)."""
+    import jax
+
+    @jax.custom_jvp
+    def expm1(x: Any) -> Any:
+        return jax.numpy.expm1(x)
+
+    @expm1.defjvp
+    def _(primals: tuple[Any], tangents: tuple[Any]) -> tuple[Any, Any]:
+        (x,), (dx,) = primals, tangents
+        return jax.numpy.expm1(x), jax.numpy.exp(x) * dx
+
+    return expm1
 
 
 def _evaluate(xp: Any, body: Callable[..., Any], arrays: Sequence[Any],

@@ -344,6 +344,49 @@ def test_jax_differentiates_kl_through_the_derived_kl_grad(jax):
     assert len(call.params["call_jaxpr"].jaxpr.eqns) < len(body(*args).jaxpr.eqns)
 
 
+def test_jax_grad_of_a_python_float_argument(jax):
+    """``jax.grad`` with respect to a Python float (a ``TypedFloat`` inside the custom JVP,
+    which has no device): the derived gradient, as before the custom JVP (review of issue
+    24's change: it raised AttributeError)."""
+    jnp = jax.numpy
+    m = kernels("gaussian_kl")
+    got = jax.grad(lambda mu: m.kl(mu, jnp.array([0.5, 2.0])).sum())(0.3)
+    assert float(got) == pytest.approx(0.6, rel=1e-15)
+    lv = kernels("gaussian_kl_logvar")
+    assert float(jax.grad(lambda mu: lv.kl(mu, jnp.array([0.0])).sum())(0.3)) == \
+        pytest.approx(0.3, rel=1e-15)
+
+
+def test_jax_forward_mode_is_not_nan_where_another_argument_s_gradient_overflows(jax):
+    """``jacfwd``/``jvp`` in ``mu`` where ``d kl/d sigma = sigma - 1/sigma`` overflows
+    (sigma subnormal): the tangent of sigma is zero, and the overflowing gradient is not
+    multiplied by it (inf * 0 was NaN; the true derivative is mu)."""
+    jnp = jax.numpy
+    m = kernels("gaussian_kl")
+    jac = jax.jacfwd(lambda mu: m.kl(mu, jnp.array([1e-310, 5e-324])))(jnp.full(2, 0.3))
+    np.testing.assert_array_equal(np.diag(np.asarray(jac)), [0.3, 0.3])
+    lv = kernels("gaussian_kl_logvar")
+    _, tangent = jax.jvp(lambda mu: lv.kl(mu, jnp.array([720.0])), (jnp.array([0.3]),),
+                         (jnp.ones(1),))
+    np.testing.assert_array_equal(np.asarray(tangent), [0.3])
+
+
+def test_jax_pair_hessian_is_symmetric_where_the_scale_ratio_is_tiny(jax):
+    """The pair's second derivative in (sigma_q, sigma_p) at sigma_q/sigma_p = 1e-40, the
+    true -2 sigma_q/sigma_p**3 = -2e-40: one order gave 1.0 (JAX's own derivative of expm1
+    is g*(ans + 1), exactly 0 where expm1 rounds to -1, and the custom JVP differentiates
+    the gradient kernel for a Hessian). Now: one order to 1e-12, relative; the other to
+    16 eps absolute (d kl/d sigma_q's terms of order 1 cancel there: the accuracy of the
+    gradient kernel's pieces, as for any Hessian taken through them)."""
+    jnp = jax.numpy
+    m = kernels("gaussian_kl_pair")
+    h = jax.vmap(jax.hessian(lambda a, b: m.kl(0.2, a, -0.1, b), argnums=(0, 1)))(
+        jnp.array([1e-40, 1e-10]), jnp.ones(2))
+    qp, pq = np.asarray(h[0][1]), np.asarray(h[1][0])
+    np.testing.assert_allclose(pq, [-2e-40, -2e-10], rtol=1e-12, atol=0)
+    np.testing.assert_allclose(qp, [-2e-40, -2e-10], rtol=0, atol=16 * 2.0**-52)
+
+
 def test_check_finite_true_under_jit_is_a_clear_error(jax):
     m = kernels("gaussian_kl")
     fn = jax.jit(lambda a, b: m.kl(a, b, check_finite=True))
