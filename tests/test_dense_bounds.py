@@ -10,18 +10,16 @@ import numpy as np
 import pytest
 
 from bench import dense
+from tests.dense_cases import assert_within_bound, case_id
 
 pytestmark = pytest.mark.skipif(
     np.finfo(np.longdouble).eps >= np.finfo(np.float64).eps / 100,
     reason="long double is float64 on this platform")
 
 
-@pytest.mark.parametrize("case", dense.all_cases(),
-                         ids=lambda c: f"{c.module}.{c.output}.{np.dtype(c.dtype).name}")
+@pytest.mark.parametrize("case", dense.all_cases(), ids=case_id)
 def test_kernel_within_its_stated_bound_over_every_piece_and_boundary(case):
-    row = dense.measure_case(case, 10_000, 3, np.random.default_rng(0))
-    assert row["ld_vs_mp_eps"] < 0.01, row  # the reference stands for the true value
-    assert row["max_eps"] <= case.bound, row
+    assert_within_bound(case)
 
 
 @pytest.mark.parametrize(("kernel", "g", "given"), [

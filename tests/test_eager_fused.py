@@ -17,6 +17,7 @@ import pytest
 
 import kernel_runtime.fused as runtime_fused
 from generated import gaussian_kl, gaussian_kl_logvar, gaussian_kl_pair, gaussian_kl_pair_logvar
+from tests.dense_cases import assert_within_bound, case_id, kl_cases
 from tests.kl_reference import HAS_EXTENDED, kl_sigma_ld, relative_error_in_eps
 
 torch = pytest.importorskip("torch", reason="torch is not installed (test extra)")
@@ -82,21 +83,11 @@ def eager_modules(monkeypatch, spies):
     return spies
 
 
-def _kl_cases():
-    from bench import dense
-    return [c for c in dense._cases() + dense._float32_cases()
-            if c.module.startswith("gaussian_kl")]
-
-
 @pytest.mark.skipif(not HAS_EXTENDED, reason="long double is float64 on this platform")
-@pytest.mark.parametrize("case", _kl_cases(),
-                         ids=lambda c: f"{c.module}.{c.output}.{np.dtype(c.dtype).name}")
+@pytest.mark.parametrize("case", kl_cases(estimators=False), ids=case_id)
 def test_eager_kl_and_its_gradient_within_the_stated_bound_over_every_piece(case,
                                                                           eager_modules):
-    from bench import dense
-    row = dense.measure_case(case, 10_000, 3, np.random.default_rng(0))
-    assert row["ld_vs_mp_eps"] < 0.01, row
-    assert row["max_eps"] <= case.bound, row
+    assert_within_bound(case)
     body = "_kl_fused" if case.output == "kl" else "_kl_grad_fused"
     assert eager_modules[case.module, body].calls > 0, "the fused route was not taken"
 

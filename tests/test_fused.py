@@ -12,6 +12,7 @@ import pytest
 
 import kernel_runtime.fused as runtime_fused
 from generated import gaussian_kl, gaussian_kl_logvar, gaussian_kl_pair, gaussian_kl_pair_logvar
+from tests.dense_cases import assert_within_bound, case_id, kl_cases
 from tests.kl_reference import HAS_EXTENDED, kl_logvar_ld, kl_sigma_ld, relative_error_in_eps
 
 numba = pytest.importorskip("numba")
@@ -58,28 +59,18 @@ def fused_modules(monkeypatch):
             monkeypatch.setattr(module, name, getattr(module.fused, name))
 
 
-def _kl_cases():
-    from bench import dense
-    return [c for c in dense._cases() + dense._float32_cases() + dense._estimator_cases()
-            if c.module.startswith("gaussian_kl")]
-
-
 @pytest.mark.skipif(not HAS_EXTENDED, reason="long double is float64 on this platform")
-@pytest.mark.parametrize("case", _kl_cases(),
-                         ids=lambda c: f"{c.module}.{c.output}.{np.dtype(c.dtype).name}")
+@pytest.mark.parametrize("case", kl_cases(), ids=case_id)
 def test_fused_kernel_within_the_stated_bound_over_every_piece_and_boundary(case,
                                                                             fused_modules):
-    from bench import dense
-    row = dense.measure_case(case, 10_000, 3, np.random.default_rng(0))
-    assert row["ld_vs_mp_eps"] < 0.01, row
-    assert row["max_eps"] <= case.bound, row
+    assert_within_bound(case)
 
 
 @pytest.mark.skipif(not HAS_EXTENDED, reason="long double is float64 on this platform")
 def test_the_dense_measure_fails_on_a_wrong_fused_kernel(monkeypatch):
     """The same measure on a fused kl whose series piece is one ulp off exceeds 0.5 eps."""
     from bench import dense
-    case = _kl_cases()[0]
+    case = kl_cases()[0]
     fused = gaussian_kl.fused.kl
     monkeypatch.setattr(gaussian_kl, "kl", lambda mu, s: np.nextafter(fused(mu, s), np.inf)
                         * (1 + 2e-16))
