@@ -177,22 +177,33 @@ def _root_of_exp(e: sp.Basic) -> sp.Basic:
     return e.replace(lambda t: arg(t) is not None, value)
 
 
+def _powers_apart(t: sp.Basic, exponent: Callable[[sp.Basic], bool]
+                  ) -> tuple[sp.Basic, sp.Basic, sp.Basic] | None:
+    """``(v, d, p)`` where ``t = (v + d)**p - v**p`` (``v >= 0``, ``d`` the expanded
+    difference of the bases) and ``exponent(p)``; else None. The difference of powers the
+    rules 'power difference' and 'reciprocal power difference' rewrite."""
+    two = two_terms(t)
+    if two is None:
+        return None
+    a, b = two
+    if not (a.is_Pow and b.is_Pow and a.exp == b.exp and exponent(a.exp)
+            and b.base.is_nonnegative):
+        return None
+    return b.base, sp.expand(a.base - b.base), a.exp
+
+
 def _power_difference(e: sp.Basic) -> sp.Basic:
     """``u**p - v**p`` (``p`` a rational, not an integer) as ``v**p expm1(p log1p((u - v)/v))``
     where ``u - v`` is shorter than ``u``: the small relative difference is formed first."""
 
     def parts(t: sp.Basic) -> tuple[sp.Basic, sp.Basic, sp.Basic] | None:
-        two = two_terms(t)
-        if two is None:
+        found = _powers_apart(t, lambda p: p.is_Rational and not p.is_Integer)
+        if found is None:
             return None
-        a, b = two
-        if not (a.is_Pow and b.is_Pow and a.exp == b.exp and a.exp.is_Rational
-                and not a.exp.is_Integer and b.base.is_nonnegative):
+        v, d, p = found
+        if v == 0 or len(sp.Add.make_args(d)) >= len(sp.Add.make_args(sp.expand(v + d))):
             return None
-        d = sp.expand(a.base - b.base)
-        if d == a.base or len(sp.Add.make_args(d)) >= len(sp.Add.make_args(sp.expand(a.base))):
-            return None
-        return b.base, d, a.exp
+        return v, d, p
 
     def value(t: sp.Basic) -> sp.Basic:
         v, d, p = parts(t)
@@ -472,17 +483,11 @@ def _reciprocal_power_difference(e: sp.Basic) -> sp.Basic:
     ``(v + d)**(1/w - 1) ((v + d) (-expm1(-L)))``."""
 
     def parts(t: sp.Basic) -> tuple[sp.Basic, sp.Basic, sp.Basic] | None:
-        two = two_terms(t)
-        if two is None:
+        found = _powers_apart(t, lambda p: p.is_Pow and p.exp == -1 and p.base.is_Symbol)
+        if found is None or not (found[1].is_number and found[1].is_positive):
             return None
-        a, b = two
-        if not (a.is_Pow and b.is_Pow and a.exp == b.exp and a.exp.is_Pow
-                and a.exp.exp == -1 and a.exp.base.is_Symbol and b.base.is_nonnegative):
-            return None
-        d = sp.expand(a.base - b.base)
-        if not (d.is_number and d.is_positive):
-            return None
-        return b.base, d, a.exp.base
+        v, d, p = found
+        return v, d, p.base
 
     def value(t: sp.Basic) -> sp.Basic:
         v, d, w = parts(t)
