@@ -200,12 +200,6 @@ def _use_material(args: argparse.Namespace) -> None:
         raise _Failure(_shown(str(err)), code=2) from None
 
 
-def _default_material() -> bool:
-    from .loader import is_default
-
-    return is_default()
-
-
 # --- derive test: the tests that come free with material (issue 21) ----------------------
 
 _TEST_DESCRIPTION = """\
