@@ -677,10 +677,14 @@ def _run(args: argparse.Namespace) -> tuple[str, int]:
 
 
 def _material_frame(err: BaseException) -> str | None:
-    """``file:line in function`` of the innermost frame of ``err``'s traceback that is in
-    neither the engine nor an installed package (a material's own code), or None."""
+    """``file:line in function`` of the innermost frame of ``err``'s traceback that is a
+    material's own code (under a loaded material's folder, installed or not; or in neither
+    the engine nor an installed package), or None."""
+    from .loader import material_paths
+
     engine = Path(__file__).resolve().parent.parent
     installed = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix)}
+    materials = material_paths()
     found = None
     tb = err.__traceback__
     while tb is not None:
@@ -689,10 +693,11 @@ def _material_frame(err: BaseException) -> str | None:
             path = path.resolve()
         except OSError:
             path = None
-        if (path is not None and path.is_file()
-                and not any(path.is_relative_to(engine / d)
+        if path is not None and path.is_file() and (
+                any(path == m or path.is_relative_to(m) for m in materials)
+                or (not any(path.is_relative_to(engine / d)
                             for d in ("derive", "codegen", "kernel_runtime"))
-                and not any(path.is_relative_to(p) for p in installed)):
+                    and not any(path.is_relative_to(p) for p in installed))):
             found = f"{path.name}:{tb.tb_lineno} in {tb.tb_frame.f_code.co_name}"
         tb = tb.tb_next
     return found

@@ -30,6 +30,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 from .cache import material_files, use_material
 from .derivation import Derivation
@@ -125,6 +126,23 @@ def current() -> Material:
     if _current is None:
         _current = load(_names)
     return _current
+
+
+def material_paths() -> tuple[Path, ...]:
+    """Where the code of the materials in use (other than the default) lives: a package's
+    folder, or a module's file; installed ones (site-packages, an entry point) included.
+
+    >>> material_paths() if is_default() else ()
+    ()
+    """
+    out = []
+    for name in _names:
+        file = _files.get(name)
+        if name in DEFAULT or not file:
+            continue
+        path = Path(file).resolve()
+        out.append(path.parent if path.name == "__init__.py" else path)
+    return tuple(out)
 
 
 def is_default() -> bool:

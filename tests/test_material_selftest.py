@@ -278,3 +278,27 @@ def test_a_material_whose_question_raises_is_one_line_naming_its_file(tmp_path, 
     assert ("derive: error: --material raisemat: raisemat.py:4 in <lambda>: "
             "ZeroDivisionError: division by zero") in err
     assert "Traceback" not in err
+
+
+def test_an_installed_material_whose_question_raises_is_one_line_too(tmp_path, capsys,
+                                                                     monkeypatch):
+    """The same material where pip would put it (under sys.prefix, as in site-packages):
+    recognised by the folder it was loaded from, one line and exit 2 (the error escaped as a
+    traceback: every frame under the prefix was taken for an installed library's)."""
+    site = tmp_path / "lib" / "site-packages"
+    site.mkdir(parents=True)
+    (site / "raisemat2.py").write_text(
+        "from derive.api import Material, Question, Section\n"
+        "S = Section('', 's', beyond=True)\n"
+        "MATERIAL = Material('raisemat2', questions={'Z.2': Question(\n"
+        "    'Z.2', 't', ('',), lambda v: 1 / 0, S)}, sections={'s': S})\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    try:
+        assert main(["test", "--material", "raisemat2", "--jobs", "1"]) == 2
+    finally:
+        sys.modules.pop("raisemat2", None)
+    err = capsys.readouterr().err
+    assert ("derive: error: --material raisemat2: raisemat2.py:4 in <lambda>: "
+            "ZeroDivisionError: division by zero") in err
+    assert "Traceback" not in err

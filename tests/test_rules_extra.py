@@ -228,3 +228,16 @@ def test_reciprocal_power_difference_within_4_ulp_over_nmse_3_4_6():
     ints = [np.where(a.view(np.int32) < 0, -(a.view(np.int32) & 0x7FFFFFFF), a.view(np.int32))
             .astype(np.int64) for a in (got32, true32)]
     assert np.abs(ints[0] - ints[1]).max() <= 64
+
+
+def test_the_carried_check_refuses_where_it_can_evaluate_nothing():
+    """A rewrite whose expression is not real at the points the check draws (log(x - 200)
+    with x from 0.01 to 100): the check cannot decide, and refuses; it passed with nothing
+    checked (the review: a remainder with its sign flipped was kept)."""
+    from derive.rules_extra import trig_of_exact_sum
+    a, b = sp.Symbol("a", positive=True), sp.Symbol("b", real=True)
+    before = sp.cos(sp.log(a - 200) + b)
+    right = trig_of_exact_sum(before)
+    with pytest.raises(StepCheckError, match="cannot decide"):
+        search.check_carried(before, right)
+    search.check_carried(sp.cos(sp.log(a) + b), trig_of_exact_sum(sp.cos(sp.log(a) + b)))
