@@ -36,7 +36,7 @@ import sympy as sp
 from sympy.core.function import AppliedUndef
 
 from . import verdicts
-from .nodes import BlockMatrixSpec, is_opaque, simplify
+from .nodes import BlockMatrixSpec, is_opaque, plain, simplify
 from .vocabulary import to_vector, uses_index_notation
 
 __all__ = [
@@ -223,8 +223,8 @@ def _decide_zero_symbolic(diff: sp.Basic) -> bool:
     # it a product of exponentials (exp(u/2) exp(v/2) exp(u/2) exp(v/2) against
     # exp(u + v)) cancels when expanded, where simplify took a second
     if diff.has(sp.UnevaluatedExpr) and not diff.has(sp.Piecewise):
-        plain = diff.replace(lambda e: isinstance(e, sp.UnevaluatedExpr), lambda e: e.args[0])
-        if sp.expand(plain) == 0 or sp.expand(plain.rewrite(sp.exp)) == 0:
+        grouped_not = plain(diff)
+        if sp.expand(grouped_not) == 0 or sp.expand(grouped_not.rewrite(sp.exp)) == 0:
             return True
     if diff.has(sp.Piecewise):
         return _is_zero_by_pieces(diff)
@@ -320,9 +320,7 @@ def _is_zero_by_pieces(diff: sp.Basic) -> bool:
             piece = _refine_signs(expr.rewrite(sp.exp), where)
             if piece.has(sp.Piecewise):
                 return False
-            plain = piece.replace(lambda e: isinstance(e, sp.UnevaluatedExpr),
-                                  lambda e: e.args[0])
-            if sp.expand(plain) == 0:  # a product of exponentials: far cheaper than simplify
+            if sp.expand(plain(piece)) == 0:  # a product of exponentials: cheaper than simplify
                 continue
             if _surely_nonzero(piece) or simplify(piece) != 0:
                 return False

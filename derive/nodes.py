@@ -29,7 +29,7 @@ from functools import lru_cache
 import sympy as sp
 
 __all__ = ["ComponentSum", "Term", "BlockSpec", "BlockMatrixSpec", "IDENTITY", "softplus",
-           "sigmoid", "cbrt", "Opaque", "is_opaque", "simplify", "identity"]
+           "sigmoid", "cbrt", "Opaque", "is_opaque", "simplify", "identity", "plain"]
 
 
 def simplify(expr: sp.Basic) -> sp.Basic:
@@ -52,6 +52,18 @@ def simplify(expr: sp.Basic) -> sp.Basic:
     if not isinstance(expr, sp.Basic):
         return sp.simplify(expr)
     return _simplify(expr)
+
+
+def plain(expr: sp.Basic) -> sp.Basic:
+    """``expr`` without the groupings kept for floating point (:class:`~sympy.UnevaluatedExpr`
+    and its subclasses): the value a check compares, and SymPy differentiates.
+
+    Example:
+        >>> x = sp.Symbol("x", real=True)
+        >>> plain(sp.UnevaluatedExpr(x + 1) - 1)
+        x
+    """
+    return expr.replace(lambda a: isinstance(a, sp.UnevaluatedExpr), lambda a: a.args[0])
 
 
 def identity(lhs: sp.Basic, rhs: sp.Basic, evaluate: bool = False) -> sp.Basic:

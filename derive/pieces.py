@@ -12,6 +12,8 @@ import itertools
 
 import sympy as sp
 
+from .nodes import plain
+
 __all__ = ["safe_point", "SAFE_CANDIDATES"]
 
 #: The values :func:`safe_point` tries, in order, for every argument of a piece.
@@ -41,9 +43,9 @@ def safe_point(expr: sp.Expr, cond: sp.Basic = sp.true) -> dict[sp.Symbol, sp.Ex
         return {}  # a constant piece (e.g. an infinite value): no argument to replace
     # the value without the grouping kept for floating point (UnevaluatedExpr), which
     # SymPy cannot differentiate through
-    exact = expr.replace(lambda a: isinstance(a, sp.UnevaluatedExpr), lambda a: a.args[0])
+    exact = plain(expr)
     check_cond = cond is not sp.true and cond.free_symbols <= set(syms)
-    exact_cond = cond.replace(lambda a: isinstance(a, sp.UnevaluatedExpr), lambda a: a.args[0])
+    exact_cond = plain(cond)
     # besides the fixed candidates, values beyond each threshold the condition names
     # (``u < -20`` needs a point below -20)
     thresholds = sorted({t for t in cond.atoms(sp.Number) if t.is_finite} if check_cond

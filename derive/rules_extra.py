@@ -33,7 +33,7 @@ from collections.abc import Callable
 import sympy as sp
 from sympy.codegen.cfunctions import expm1, log1p
 
-from .nodes import cbrt
+from .nodes import cbrt, plain
 from .nodes import identity as _identity
 
 __all__ = ["EXTRA_RULES", "Grouped", "trig_of_exact_sum", "two_terms"]
@@ -392,7 +392,7 @@ def _expm1_ratio(e: sp.Basic) -> sp.Basic:
                             (v_pos, v > 0), (w_pos, True))
 
     # the grouping kept for floating point dropped, exp(x) - 1 read as expm1(x)
-    e = e.replace(lambda a: isinstance(a, sp.UnevaluatedExpr), lambda a: a.args[0])
+    e = plain(e)
     e = e.replace(lambda a: a.is_Add and len(a.args) == 2 and sp.S.NegativeOne in a.args
                   and any(isinstance(x, sp.exp) for x in a.args),
                   lambda a: expm1(next(x for x in a.args if isinstance(x, sp.exp)).args[0]))
