@@ -122,11 +122,14 @@ def render_module(module: Module, command: str,
     lowered = {b.name: {name: b.lower(plan, b.printer()) for name, plan in plans.items()}
                for b in backends}
     # a body the public function does not call is reached with the fast path's checks,
-    # which take the kernel's parameters in order: only where they are its checked arrays
+    # which take the kernel's parameters in order (all of them, as the public function
+    # takes them): only where they are its checked arrays (an argument the kernel does not
+    # read is no parameter of the body)
+    declared = {k.name: tuple(a.name for a in k.args) for k in module.kernels}
     for b in backends:
         if not b.dispatch:
             for name, plan in plans.items():
-                if entries[name].params != tuple(plan.checked):
+                if not entries[name].params == tuple(plan.checked) == declared[name]:
                     lowered[b.name][name] = None
     # the kernels reached through the module's namespace of each such backend
     extra = {b.name: [k for k in module.kernels if lowered[b.name][k.name] is not None]

@@ -72,6 +72,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import sympy as sp
@@ -133,6 +134,21 @@ class FusedPrinter(XpPrinter):
             return f"({code} + {self._print(coefficients[-1])})"
         return super()._print_Add(expr, order=order)
 
+    def _module_format(self, fqn: str, register: bool = True) -> str:
+        # a NumPy form (logaddexp, sinc, mod...) given the math. prefix names nothing
+        # Python's math has: such a kernel keeps its NumPy body (user material included)
+        if fqn.startswith("math.") and not hasattr(math, fqn[len("math."):]):
+            raise NotImplementedError(f"{fqn[len('math.'):]} has no element form here")
+        return super()._module_format(fqn, register)
+
+    def _print(self, expr: sp.Basic, **kwargs: Any) -> str:
+        # a function NumPy's printer knows and math's table lacks (logaddexp: the
+        # inherited alias looks it up there): no element form
+        try:
+            return super()._print(expr, **kwargs)
+        except KeyError as missing:
+            raise NotImplementedError(f"{missing} has no element form here") from None
+
     def _print_Abs(self, expr: sp.Basic) -> str:
         return f"abs({self._print(expr.args[0])})"
 
@@ -145,21 +161,13 @@ class FusedPrinter(XpPrinter):
     def _print_Not(self, expr: sp.Basic) -> str:
         return f"not ({self._print(expr.args[0])})"
 
-    def _print_softplus(self, expr: sp.Basic) -> str:
-        raise NotImplementedError("softplus has no element form here")
-
     def _unprintable(self, expr: sp.Basic) -> str:
         # NumPy's forms (maximum, select, sign) with a math. prefix name nothing math has:
         # such a kernel keeps its NumPy body only, rather than failing when numba compiles
         raise NotImplementedError(f"{type(expr).__name__} has no element form here")
 
     _print_Max = _print_Min = _print_Piecewise = _print_Heaviside = _print_sign = _unprintable
-
-    def _print_sigmoid(self, expr: sp.Basic) -> str:
-        raise NotImplementedError("sigmoid has no element form here")
-
-    def _print_cbrt(self, expr: sp.Basic) -> str:
-        raise NotImplementedError("cbrt has no element form here")
+    _print_softplus = _print_sigmoid = _print_cbrt = _unprintable
 
 
 def _hoist(plan: KernelPlan, printer: KernelPrinter,

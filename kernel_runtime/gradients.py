@@ -65,7 +65,7 @@ def _function() -> Any:
                     out = _backward_on_views(ctx.xp, arrays, ctx.rest, ctx.grad_body[1],
                                              grad_out, needs)
                 if out is None:
-                    grads = ctx.grad_body[0](ctx.xp, *arrays, *ctx.rest)
+                    grads = _outputs(ctx.grad_body[0](ctx.xp, *arrays, *ctx.rest))
                     out = tuple((grad_out * g).sum_to_size(a.shape) if need else None
                                 for a, g, need in zip(arrays, grads, needs, strict=True))
                 return (None, None, None, None, *out)
@@ -103,6 +103,16 @@ def differentiable(xp: Any, body: Callable[..., Any], grad_body: Callable[..., A
                              (grad_body, fused_bodies[1]), rest, *arrays)
 
 
+def _outputs(value: Any) -> tuple[Any, ...]:
+    """A gradient kernel's outputs as a tuple: one output comes back as the array itself
+    (a kernel of one argument; zipped with the arguments, its entries were taken for them).
+
+    >>> _outputs(numpy.ones(2))[0].shape, len(_outputs((1, 2)))
+    ((2,), 2)
+    """
+    return value if isinstance(value, tuple) else (value,)
+
+
 def _jax_derived(xp: Any, body: Callable[..., Any], grad_body: Callable[..., Any],
                  arrays: Sequence[Any], rest: tuple[Any, ...]) -> Any:
     """``body(xp, *arrays, *rest)`` as a ``jax.custom_jvp`` whose tangent is the derived
@@ -128,7 +138,7 @@ def _jax_derived(xp: Any, body: Callable[..., Any], grad_body: Callable[..., Any
         out = f(*primals)
         # the gradient kernel differentiated again (a Hessian) through an expm1 whose
         # derivative is exp, not expm1 + 1 (0 where expm1 rounds to -1)
-        grads = grad_body(_JaxGradient(xp), *primals, *rest)
+        grads = _outputs(grad_body(_JaxGradient(xp), *primals, *rest))
         dot = None
         for g, t in zip(grads, tangents, strict=True):
             if isinstance(t, SymbolicZero):  # an argument not differentiated: its gradient
@@ -201,6 +211,7 @@ def _backward_on_views(xp: Any, arrays: Sequence[Any], rest: tuple[Any, ...],
     grads = _on_views(xp, arrays, rest, fused_grad, None)
     if grads is None:
         return None
+    grads = _outputs(grads)
     import torch
 
     views = numpy_views([grad_out], ()) if numpy_viewable([grad_out]) else None

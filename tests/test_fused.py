@@ -364,3 +364,77 @@ def test_an_overflow_in_an_untaken_hoisted_piece_warns_nothing(dtype):
     finite = np.isfinite(want_v)
     np.testing.assert_allclose(got[1][finite], want_v[finite], rtol=4 * np.finfo(dtype).eps,
                                atol=0)
+
+
+# --- a user's kernel: what has no element form keeps its NumPy body ----------------------
+
+def _user_module(name: str, kernels: tuple) -> object:
+    """A kernel module of a user's ``Module`` spec, rendered and imported in memory."""
+    import sys
+    import types
+
+    from codegen.backends import render_module
+    from derive.spec import Module
+
+    source = render_module(Module(name, "t", "d", kernels, "src", "elementwise"), "test")
+    module = types.ModuleType(name)
+    sys.modules[name] = module
+    exec(compile(source, f"<{name}>", "exec"), module.__dict__)  # noqa: S102
+    return module
+
+
+@pytest.mark.parametrize("which", ["logaddexp", "mod", "sinc"])
+def test_a_user_function_with_no_math_form_keeps_its_numpy_body(which):
+    """NumPy functions that Python's math lacks (logaddexp, mod, sinc) printed with a
+    math. prefix: generate failed (KeyError) or numba failed at the first call; now the
+    kernel has no fused body, and its value is the hand-written one."""
+    import sympy as sp
+    from sympy.codegen.numpy_nodes import logaddexp
+
+    from derive.spec import Arg, Kernel, Output
+
+    a, b = sp.symbols("a b", real=True)
+    value = {"logaddexp": logaddexp(a, b), "mod": sp.Mod(a, 2) + b, "sinc": sp.sinc(a) + b}
+    want = {"logaddexp": np.logaddexp, "mod": lambda x, y: np.mod(x, 2) + y,
+            "sinc": lambda x, y: np.sin(x) / x + y}[which]
+    args = (Arg("a", "elementwise", "a"), Arg("b", "elementwise", "b"))
+    m = _user_module(f"user_{which}", (Kernel("f", args, (Output("y", value[which], "y"),),
+                                              "f."),))
+    assert not hasattr(m, "fused")
+    x, y = np.array([1.5, 2.5, -0.7]), np.array([0.1, 0.2, 3.0])
+    np.testing.assert_allclose(m.f(x, y), want(x, y), rtol=4 * np.finfo(float).eps)
+
+
+def test_a_user_kernel_of_one_argument_backpropagates_in_torch():
+    """f = sinc(a) with its derived gradient (one output, not a tuple): torch's backward
+    zipped the gradient array's entries with the arguments and raised ValueError."""
+    torch = pytest.importorskip("torch", reason="torch is not installed (test extra)")
+    import sympy as sp
+
+    from derive.spec import Arg, Kernel, Output
+
+    a = sp.Symbol("a", real=True)
+    args = (Arg("a", "elementwise", "a"),)
+    m = _user_module("user_sinc_grad", (
+        Kernel("f", args, (Output("y", sp.sinc(a), "y"),), "f.", gradient="f_grad"),
+        Kernel("f_grad", args, (Output("d_a", sp.diff(sp.sinc(a), a), "d"),), "g.")))
+    t = torch.tensor([1.5, 2.5], dtype=torch.float64, requires_grad=True)
+    m.f(t).sum().backward()
+    x = np.array([1.5, 2.5])
+    np.testing.assert_allclose(t.grad.numpy(), (x * np.cos(x) - np.sin(x)) / x**2,
+                               rtol=1e-14)
+
+
+def test_a_user_kernel_with_an_argument_it_does_not_read_has_no_fused_body():
+    """f(a, s) = a: the fused body took the arguments the kernel reads, the runtime passes
+    every one (TypeError: 3 positional arguments, 4 given); such a kernel keeps its NumPy
+    body, and fused.f is not offered."""
+    import sympy as sp
+
+    from derive.spec import Arg, Kernel, Output
+
+    a = sp.Symbol("a", real=True)
+    args = (Arg("a", "elementwise", "a"), Arg("s", "positive", "s"))
+    m = _user_module("user_unread", (Kernel("f", args, (Output("y", a * 2, "y"),), "f."),))
+    assert not hasattr(getattr(m, "fused", None), "f")
+    np.testing.assert_array_equal(m.f(np.array([1.5]), np.array([2.0])), [3.0])
