@@ -1186,6 +1186,10 @@ SCALED_SQUARES = Rewrite(
     whole=lambda e: sp.Add(*(_halved_square(t) for t in sp.Add.make_args(sp.expand(e)))))
 
 
+#: ``1 + u`` as written (the sum rounded once, whose rounding the correction recovers)
+_w1 = sp.UnevaluatedExpr(1 + _u)
+
+
 def log1p_as_log(expr: sp.Basic, w: sp.Symbol) -> tuple[sp.Basic, Step] | None:
     """``expr`` with its ``log1p(u)`` written ``log(w) - ((w - 1) - u)/w``, ``w = 1 + u``,
     and the step that proves it (``given`` holds ``w``'s definition); None where ``expr``
@@ -1228,6 +1232,7 @@ def log1p_as_log(expr: sp.Basic, w: sp.Symbol) -> tuple[sp.Basic, Step] | None:
                 "and its difference from {3} are exact and are the rounding of {1}, so that "
                 "a logarithm serves where log1p would",
                 given={w: 1 + u},
-                notes=(_identity(log1p(_u), sp.log(1 + _u) - (1 + _u - 1 - _u) / (1 + _u),
-                                 evaluate=False), 1 + app.args[0], w - 1, app.args[0]))
+                notes=(_identity(log1p(_u), sp.log(_w1) - sp.UnevaluatedExpr(
+                    sp.UnevaluatedExpr(_w1 - 1) - _u) / _w1), 1 + app.args[0], w - 1,
+                    app.args[0]))
     return form, step
