@@ -117,7 +117,9 @@ def _expected_rows(mode: dict[str, dict], parts: list[str], modules: list[str]) 
     if "targets" in parts:  # NumPy (2 + 2 per size, twice with numba), torch (20), jax
         sizes = mode["targets"]["sizes"]
         rows += 2 + 3 * len(sizes) + 20
-        if importlib.util.find_spec("numba") is not None:
+        from kernel_runtime.fused import fused_available
+
+        if fused_available():
             rows += 2 + 2 * len(sizes)
     if "dense" in parts:
         rows += 9

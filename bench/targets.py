@@ -104,8 +104,10 @@ def _torch_rows(repeats: int, min_sample: float, log: Callable[[str], None]) -> 
 
 
 def _fused(module: object) -> object | None:
-    """``module.fused`` where numba is importable, else None."""
-    return module.fused if importlib.util.find_spec("numba") is not None else None
+    """``module.fused`` where the fused kernels run (numba importable), else None."""
+    from kernel_runtime.fused import fused_available
+
+    return module.fused if fused_available() else None
 
 
 def _numpy_rows(sizes: list[int], repeats: int, min_sample: float,
