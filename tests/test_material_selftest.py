@@ -200,6 +200,38 @@ def test_parameterization_battery_passes_a_shipped_module_and_fails_a_wrong_one(
     assert rows[1].ok
 
 
+@pytest.mark.parametrize("wrong", ["kl_grad_reparam", "kl_grad_stl", "float32", "broadcast"])
+def test_each_row_of_the_parameterization_battery_fails_on_its_own_defect(wrong):
+    """The estimators' rows, the float32 row and the broadcasting row each fail on a module
+    wrong in that respect alone, the other rows passing (the review: only kl was ever made
+    wrong)."""
+    from derive.coursework import MATERIAL
+    from generated import gaussian_kl_logvar as module
+
+    def estimator(name):
+        def off(mu, lv, eps, **k):
+            a, b = getattr(module, name)(mu, lv, eps, **k)
+            return a, b * (1 + 1e-6)
+        return off
+
+    def kl(mu, lv, **k):
+        out = module.kl(mu, lv, **k)
+        if wrong == "float32":
+            return out.astype(np.float64)
+        if wrong == "broadcast":
+            return np.broadcast_to(out, np.shape(out)).ravel()[:1] if np.ndim(out) > 1 else out
+        return out
+
+    fns = {"kl": kl, "kl_grad": module.kl_grad, "kl_grad_reparam": module.kl_grad_reparam,
+           "kl_grad_stl": module.kl_grad_stl}
+    if wrong.startswith("kl_grad_"):
+        fns[wrong] = estimator(wrong)
+    rows = selftest.check_parameterization(MATERIAL.parameterizations["logvar"],
+                                           SimpleNamespace(**fns), points=4)
+    failed = [r.check for r in rows if not r.ok]
+    assert len(failed) == 1 and failed[0].startswith(wrong), [(r.check, r.ok) for r in rows]
+
+
 def test_pair_battery_passes_the_shipped_learned_prior_and_fails_a_wrong_gradient():
     from derive.coursework import MATERIAL
     from generated import gaussian_kl_pair as module
