@@ -84,7 +84,7 @@ from derive.arrangement import log1p_as_log
 from derive.derivation import check_step
 from derive.nodes import BroadcastSum, ComponentSum
 
-from .numpy_backend import KernelPrinter, horner_chain
+from .numpy_backend import KernelPrinter
 from .plan import KernelPlan
 from .xp_backend import XpPrinter
 
@@ -123,16 +123,13 @@ class FusedPrinter(XpPrinter):
     _kf = {k: "math." + v for k, v in _known_functions_math.items()}
     _kc = {k: "math." + v for k, v in _known_constants_math.items()}
 
-    def _print_Add(self, expr: sp.Add, order: str | None = None) -> str:
-        chain = horner_chain(expr)
-        if chain is not None and len(chain[1]) >= KernelPrinter.HORNER_FROM:
-            x, coefficients = chain
-            name = self._print(x)
-            code = f"{self._print(coefficients[0])}*{name}"
-            for c in coefficients[1:-1]:
-                code = f"({code} + {self._print(c)})*{name}"
-            return f"({code} + {self._print(coefficients[-1])})"
-        return super()._print_Add(expr, order=order)
+    def _print_horner(self, x: sp.Basic, coefficients: tuple[sp.Basic, ...]) -> str:
+        # the nested products themselves, as kernel_runtime.horner rounds them
+        name = self._print(x)
+        code = f"{self._print(coefficients[0])}*{name}"
+        for c in coefficients[1:-1]:
+            code = f"({code} + {self._print(c)})*{name}"
+        return f"({code} + {self._print(coefficients[-1])})"
 
     def _module_format(self, fqn: str, register: bool = True) -> str:
         # a NumPy form (logaddexp, sinc, mod...) given the math. prefix names nothing

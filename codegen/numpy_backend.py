@@ -80,12 +80,16 @@ class KernelPrinter(NumPyPrinter):
     #: prints as one ``kernel_runtime.horner`` call (:func:`horner_chain`).
     HORNER_FROM = 5
 
+    def _print_horner(self, x: sp.Basic, coefficients: tuple[sp.Basic, ...]) -> str:
+        """A derived polynomial in ``x`` (:func:`horner_chain`), highest coefficient first:
+        one ``kernel_runtime.horner`` call."""
+        listed = ", ".join(self._print(c) for c in coefficients)
+        return f"_rt.horner({self._print(x)}, ({listed}))"
+
     def _print_Add(self, expr: sp.Add, order: str | None = None) -> str:
         chain = horner_chain(expr)
         if chain is not None and len(chain[1]) >= self.HORNER_FROM:
-            x, coefficients = chain
-            listed = ", ".join(self._print(c) for c in coefficients)
-            return f"_rt.horner({self._print(x)}, ({listed}))"
+            return self._print_horner(*chain)
         # Positive terms first: ``y1 - F`` rather than ``-F + y1``, one pass fewer.
         terms = self._as_ordered_terms(expr, order=order)
         # An integer factor > 1 all terms share (up to sign), once: ``2*(a + b - 1)``, passes
